@@ -1,0 +1,174 @@
+//! The architectures people use, each as a builder of the one layer graph. Layer sizes come from the
+//! weight file; only what a file cannot say (strides, paddings, where pools sit) is written here.
+
+mod efficientnet_lite;
+mod mobilenet_v2;
+mod resnet;
+mod squeezenet;
+mod vgg;
+
+use crate::error::Result;
+use crate::fail;
+use crate::graph::Graph;
+use crate::weights::WeightMap;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Arch {
+    ResNet18,
+    ResNet34,
+    ResNet50,
+    Vgg11,
+    Vgg13,
+    Vgg16,
+    Vgg19,
+    Vgg11Bn,
+    Vgg13Bn,
+    Vgg16Bn,
+    Vgg19Bn,
+    AlexNet,
+    SqueezeNet1_0,
+    SqueezeNet1_1,
+    MobileNetV2,
+    EfficientNetLite0,
+}
+
+/// How pixels become network input.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum InputNorm {
+    /// torchvision: (x / 255 - mean) / std.
+    ImageNetMeanStd,
+    /// TF-born EfficientNet-Lite: (x - 127) / 128.
+    Centered127,
+}
+
+pub const ALL: [Arch; 16] = [
+    Arch::ResNet18, Arch::ResNet34, Arch::ResNet50, Arch::Vgg11, Arch::Vgg13, Arch::Vgg16, Arch::Vgg19,
+    Arch::Vgg11Bn, Arch::Vgg13Bn, Arch::Vgg16Bn, Arch::Vgg19Bn, Arch::AlexNet, Arch::SqueezeNet1_0,
+    Arch::SqueezeNet1_1, Arch::MobileNetV2, Arch::EfficientNetLite0,
+];
+
+impl Arch {
+    pub fn name(self) -> &'static str {
+        match self {
+            Arch::ResNet18 => "resnet18",
+            Arch::ResNet34 => "resnet34",
+            Arch::ResNet50 => "resnet50",
+            Arch::Vgg11 => "vgg11",
+            Arch::Vgg13 => "vgg13",
+            Arch::Vgg16 => "vgg16",
+            Arch::Vgg19 => "vgg19",
+            Arch::Vgg11Bn => "vgg11_bn",
+            Arch::Vgg13Bn => "vgg13_bn",
+            Arch::Vgg16Bn => "vgg16_bn",
+            Arch::Vgg19Bn => "vgg19_bn",
+            Arch::AlexNet => "alexnet",
+            Arch::SqueezeNet1_0 => "squeezenet1_0",
+            Arch::SqueezeNet1_1 => "squeezenet1_1",
+            Arch::MobileNetV2 => "mobilenet_v2",
+            Arch::EfficientNetLite0 => "efficientnet_lite0",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Result<Arch> {
+        let norm = name.trim().to_ascii_lowercase().replace('-', "_");
+        ALL.iter().copied().find(|a| a.name() == norm).map_or_else(
+            || {
+                let names: Vec<&str> = ALL.iter().map(|a| a.name()).collect();
+                fail!(Option, "unknown architecture '{name}'; supported: {}", names.join(", "))
+            },
+            Ok,
+        )
+    }
+
+    /// The natural Grad-CAM target: the output of the last convolutional stage.
+    /// ResNet: `layer4` (7x7 at 224); VGG: the last ReLU before the final max pool (14x14, as in the
+    /// Grad-CAM paper); AlexNet: `features.11` (13x13); SqueezeNet: the last Fire module `features.12`;
+    /// MobileNetV2: `features.18` (1280x7x7); EfficientNet-Lite0: `_conv_head.act` (1280x7x7 after ReLU6).
+    pub fn default_layer(self, graph: &Graph) -> String {
+        match self {
+            Arch::ResNet18 | Arch::ResNet34 | Arch::ResNet50 => "layer4".into(),
+            Arch::EfficientNetLite0 => "_conv_head.act".into(),
+            Arch::MobileNetV2 => "features.18".into(),
+            Arch::SqueezeNet1_0 | Arch::SqueezeNet1_1 => "features.12".into(),
+            // The last ReLU of `features` (the node before the last max pool).
+            _ => graph
+                .nodes
+                .iter()
+                .rev()
+                .find(|n| matches!(n.op, crate::graph::Op::Relu) && n.name.starts_with("features."))
+                .map(|n| n.name.clone())
+                .unwrap_or_else(|| "features".into()),
+        }
+    }
+
+    pub fn input_norm(self) -> InputNorm {
+        match self {
+            Arch::EfficientNetLite0 => InputNorm::Centered127,
+            _ => InputNorm::ImageNetMeanStd,
+        }
+    }
+
+    /// Builds the graph of this architecture from a weight file; every key must be used.
+    pub fn build(self, weights: &WeightMap) -> Result<Graph> {
+        match self {
+            Arch::ResNet18 | Arch::ResNet34 | Arch::ResNet50 => resnet::build(weights),
+            Arch::AlexNet => vgg::build(weights, vgg::Family::AlexNet),
+            Arch::Vgg11 | Arch::Vgg13 | Arch::Vgg16 | Arch::Vgg19 => vgg::build(weights, vgg::Family::Vgg { batch_norm: false }),
+            Arch::Vgg11Bn | Arch::Vgg13Bn | Arch::Vgg16Bn | Arch::Vgg19Bn => vgg::build(weights, vgg::Family::Vgg { batch_norm: true }),
+            Arch::SqueezeNet1_0 | Arch::SqueezeNet1_1 => squeezenet::build(weights),
+            Arch::MobileNetV2 => mobilenet_v2::build(weights),
+            Arch::EfficientNetLite0 => efficientnet_lite::build(weights),
+        }
+    }
+
+    /// Names the architecture of a weight file from its keys and shapes.
+    pub fn detect(weights: &WeightMap) -> Result<Arch> {
+        let has = |k: &str| weights.contains(k);
+        let shape0 = |k: &str| weights.shape(k).and_then(|s| s.first().copied());
+        if has("_conv_stem.weight") && has("_conv_head.weight") {
+            return Ok(Arch::EfficientNetLite0);
+        }
+        if has("layer4.0.conv1.weight") && has("conv1.weight") {
+            let blocks = |layer: usize| (0..).take_while(|b| has(&format!("layer{layer}.{b}.conv1.weight"))).count();
+            let counts = [blocks(1), blocks(2), blocks(3), blocks(4)];
+            let bottleneck = has("layer1.0.conv3.weight");
+            return match (counts, bottleneck) {
+                ([2, 2, 2, 2], false) => Ok(Arch::ResNet18),
+                ([3, 4, 6, 3], false) => Ok(Arch::ResNet34),
+                ([3, 4, 6, 3], true) => Ok(Arch::ResNet50),
+                _ => fail!(Weights, "a ResNet with blocks {counts:?} (bottleneck: {bottleneck}) is not one of resnet18/34/50"),
+            };
+        }
+        if has("features.18.0.weight") && has("features.1.conv.0.0.weight") {
+            return Ok(Arch::MobileNetV2);
+        }
+        if has("features.3.squeeze.weight") {
+            return match shape0("features.0.weight") {
+                Some(96) => Ok(Arch::SqueezeNet1_0),
+                Some(64) => Ok(Arch::SqueezeNet1_1),
+                _ => fail!(Weights, "a SqueezeNet whose first conv is neither 1.0's (96 filters) nor 1.1's (64)"),
+            };
+        }
+        if has("features.0.weight") {
+            let k = weights.shape("features.0.weight").map(|s| s.to_vec()).unwrap_or_default();
+            if k.len() == 4 && k[2] == 11 {
+                return Ok(Arch::AlexNet);
+            }
+            let convs = weights.names().filter(|n| n.starts_with("features.") && n.ends_with(".weight") && weights.shape(n).is_some_and(|s| s.len() == 4)).count();
+            let bn = weights.names().any(|n| n.starts_with("features.") && n.ends_with(".running_var"));
+            return match (convs, bn) {
+                (8, false) => Ok(Arch::Vgg11),
+                (10, false) => Ok(Arch::Vgg13),
+                (13, false) => Ok(Arch::Vgg16),
+                (16, false) => Ok(Arch::Vgg19),
+                (8, true) => Ok(Arch::Vgg11Bn),
+                (10, true) => Ok(Arch::Vgg13Bn),
+                (13, true) => Ok(Arch::Vgg16Bn),
+                (16, true) => Ok(Arch::Vgg19Bn),
+                _ => fail!(Weights, "a features/classifier network with {convs} convs is not a VGG 11/13/16/19 or AlexNet; pass the architecture explicitly"),
+            };
+        }
+        let some: Vec<&str> = weights.names().take(4).collect();
+        fail!(Weights, "cannot tell the architecture from the keys (first keys: {}); pass it explicitly (e.g. --arch resnet18)", some.join(", "))
+    }
+}

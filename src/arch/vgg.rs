@@ -1,0 +1,72 @@
+//! torchvision VGG (with and without batch-norm) and AlexNet: a `features` stack of convs, ReLUs and
+//! max pools, an adaptive average pool, and a `classifier` of linear layers. Which indices hold convs
+//! comes from the file; a pool sits wherever the index sequence skips one.
+
+use crate::error::Result;
+use crate::fail;
+use crate::graph::builder::ConvSpec;
+use crate::graph::{Graph, GraphBuilder};
+use crate::weights::WeightMap;
+
+#[derive(Clone, Copy, PartialEq)]
+pub enum Family {
+    Vgg { batch_norm: bool },
+    AlexNet,
+}
+
+/// Indices `i` with a 4-D `{prefix}.{i}.weight` (convs) or a 2-D one (linears).
+fn indices(weights: &WeightMap, prefix: &str, rank: usize) -> Vec<usize> {
+    let mut idx: Vec<usize> = weights
+        .names()
+        .filter_map(|n| n.strip_prefix(prefix)?.strip_suffix(".weight")?.parse().ok())
+        .filter(|i: &usize| weights.shape(&format!("{prefix}{i}.weight")).is_some_and(|s| s.len() == rank))
+        .collect();
+    idx.sort_unstable();
+    idx
+}
+
+pub fn build(weights: &WeightMap, family: Family) -> Result<Graph> {
+    let convs = indices(weights, "features.", 4);
+    let linears = indices(weights, "classifier.", 2);
+    if convs.is_empty() || linears.is_empty() {
+        return fail!(Weights, "no 'features.N.weight' convs or 'classifier.N.weight' linears: not a VGG/AlexNet file");
+    }
+    let batch_norm = matches!(family, Family::Vgg { batch_norm: true });
+    let (pool_k, pool_hw) = match family {
+        Family::AlexNet => (3, 6),
+        Family::Vgg { .. } => (2, 7),
+    };
+    let mut b = GraphBuilder::new(weights);
+    let mut x = b.input();
+    for (n, &i) in convs.iter().enumerate() {
+        let k = weights.shape(&format!("features.{i}.weight")).map_or(3, |s| s[2]);
+        // AlexNet's first conv is 11x11/stride 4/pad 2; every other conv pads k/2.
+        let spec = if k == 11 { ConvSpec::new(4, 2) } else { ConvSpec::new(1, k / 2) };
+        let bn = batch_norm.then(|| format!("features.{}", i + 1));
+        x = b.conv(&format!("features.{i}"), bn.as_deref(), x, spec)?;
+        let relu_at = i + 1 + batch_norm as usize;
+        x = b.relu(&format!("features.{relu_at}"), x);
+        let next = convs.get(n + 1).copied();
+        if next.map_or(true, |nx| nx > relu_at + 1) {
+            x = b.max_pool(&format!("features.{}", relu_at + 1), x, pool_k, 2, 0, false);
+        }
+    }
+    b.alias(x, "features");
+    x = b.adaptive_avg_pool("avgpool", x, pool_hw, pool_hw);
+    x = b.flatten("flatten", x);
+    let last = *linears.last().unwrap_or(&0);
+    let mut j = 0;
+    while j <= last {
+        if linears.contains(&j) {
+            x = b.linear(&format!("classifier.{j}"), x)?;
+            if j != last {
+                x = b.relu(&format!("classifier.{}", j + 1), x);
+                j += 1;
+            }
+        } else {
+            b.alias(x, &format!("classifier.{j}")); // dropout: the identity at inference
+        }
+        j += 1;
+    }
+    b.finish()
+}

@@ -1,0 +1,287 @@
+//! `gradcam`: the command-line tool (native builds only).
+//!
+//!   gradcam explain IMAGE [--model FILE] [--arch NAME] [--class N | --top K] [--method NAME] [--layer NAME]
+//!                         [--out overlay.png] [--json] [--colormap NAME] [--alpha A] [--signed] [--raw]
+//!                         [--resize WxH] [--tensor input.npy]
+//!   gradcam layers [--model FILE] [--arch NAME]
+//!   gradcam convert IN.pth OUT.safetensors [--f16]
+
+#[cfg(target_arch = "wasm32")]
+fn main() {}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn main() {
+    if let Err(e) = cli::run(std::env::args().skip(1).collect()) {
+        eprintln!("gradcam: {e}");
+        std::process::exit(2);
+    }
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+mod cli {
+    use gradcam_wasm::imaging::colormap::Colormap;
+    use gradcam_wasm::imaging::npy::read_npy_f32;
+    use gradcam_wasm::imaging::overlay::{heat_to_rgba, overlay_rgba_masked};
+    use gradcam_wasm::imaging::preprocess::Resize;
+    use gradcam_wasm::imaging::project::crop_mask;
+    use gradcam_wasm::imaging::rgb::RgbImage;
+    use gradcam_wasm::weights::{legacy_pth, safetensors_writer};
+    use gradcam_wasm::{Arch, ExplainOptions, Explainer, Explanation, FeatureMap, Method, Model, Normalization, Target};
+    use serde_json::json;
+    use std::collections::HashMap;
+    use std::path::{Path, PathBuf};
+
+    type Res<T> = Result<T, String>;
+
+    const USAGE: &str = "usage:
+  gradcam explain IMAGE [--model FILE] [--arch NAME] [--class N | --top K] [--method NAME] [--layer NAME]
+                        [--out overlay.png] [--json] [--colormap turbo|jet|viridis|inferno] [--alpha 0.5]
+                        [--signed] [--raw] [--resize WxH] [--tensor input.npy]
+  gradcam layers [--model FILE] [--arch NAME]
+  gradcam convert IN.pth OUT.safetensors [--f16]";
+
+    /// Flags that take no value.
+    const SWITCHES: [&str; 4] = ["--json", "--signed", "--raw", "--f16"];
+
+    struct Args {
+        positional: Vec<String>,
+        flags: HashMap<String, String>,
+    }
+
+    fn parse(args: Vec<String>) -> Res<Args> {
+        let mut positional = Vec::new();
+        let mut flags = HashMap::new();
+        let mut it = args.into_iter();
+        while let Some(a) = it.next() {
+            if a == "-h" || a == "--help" {
+                return Err(USAGE.into());
+            } else if SWITCHES.contains(&a.as_str()) {
+                flags.insert(a, String::new());
+            } else if a.starts_with("--") {
+                let v = it.next().ok_or(format!("{a} needs a value\n{USAGE}"))?;
+                flags.insert(a, v);
+            } else {
+                positional.push(a);
+            }
+        }
+        Ok(Args { positional, flags })
+    }
+
+    impl Args {
+        fn get(&self, k: &str) -> Option<&str> {
+            self.flags.get(k).map(|s| s.as_str())
+        }
+        fn has(&self, k: &str) -> bool {
+            self.flags.contains_key(k)
+        }
+        fn number<T: std::str::FromStr>(&self, k: &str) -> Res<Option<T>> {
+            self.get(k).map(|v| v.parse().map_err(|_| format!("{k} takes a number, got '{v}'"))).transpose()
+        }
+    }
+
+    pub fn run(args: Vec<String>) -> Res<()> {
+        let mut args = parse(args)?;
+        if args.positional.is_empty() {
+            return Err(USAGE.into());
+        }
+        let command = args.positional.remove(0);
+        match command.as_str() {
+            "explain" => explain(&args),
+            "layers" => layers(&args),
+            "convert" => convert(&args),
+            other => Err(format!("unknown command '{other}'\n{USAGE}")),
+        }
+    }
+
+    /// The bundled default model: $GRADCAM_MODEL, else assets/models/ of the checkout.
+    fn default_model_path() -> PathBuf {
+        std::env::var_os("GRADCAM_MODEL")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/models/efficientnet-lite0.safetensors"))
+    }
+
+    fn load_model(args: &Args) -> Res<Model> {
+        let path = args.get("--model").map(PathBuf::from).unwrap_or_else(default_model_path);
+        let bytes = std::fs::read(&path).map_err(|e| {
+            format!("cannot read model '{}': {e} (run scripts/setup.sh to fetch the default model, or pass --model FILE)", path.display())
+        })?;
+        let arch = args.get("--arch").map(Arch::from_name).transpose().map_err(|e| e.to_string())?;
+        Model::from_bytes(&bytes, arch).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    fn layers(args: &Args) -> Res<()> {
+        let model = load_model(args)?;
+        let default = model.default_layer();
+        println!("# {} ({} classes); shapes for a 224x224 input; * marks the default target", model.arch.name(), model.graph.num_classes);
+        for l in model.layers() {
+            let mark = if l.name == default || l.aliases.contains(&default) { "*" } else { " " };
+            let aliases = if l.aliases.is_empty() { String::new() } else { format!("  (also: {})", l.aliases.join(", ")) };
+            println!("{mark} {:<40} {:<15} {}x{}x{}{aliases}", l.name, l.kind, l.shape.0, l.shape.1, l.shape.2);
+        }
+        Ok(())
+    }
+
+    fn convert(args: &Args) -> Res<()> {
+        let [src, dst] = args.positional.as_slice() else { return Err(format!("convert takes IN.pth OUT.safetensors\n{USAGE}")) };
+        let bytes = std::fs::read(src).map_err(|e| format!("cannot read '{src}': {e}"))?;
+        let tensors = legacy_pth::read_legacy_pth(&bytes)?;
+        let tensors: Vec<_> = tensors.into_iter().filter(|t| !t.name.ends_with("num_batches_tracked")).collect();
+        let store = if args.has("--f16") { safetensors_writer::StoreAs::F16 } else { safetensors_writer::StoreAs::F32 };
+        let out = safetensors_writer::write_safetensors(&tensors, store, &[("source".into(), src.clone())])?;
+        std::fs::write(dst, &out).map_err(|e| format!("cannot write '{dst}': {e}"))?;
+        let params: usize = tensors.iter().map(|t| t.data.len()).sum();
+        println!("wrote {dst}: {} tensors, {params} parameters, {} bytes", tensors.len(), out.len());
+        // Check the result loads as a model.
+        Model::from_bytes(&out, None).map_err(|e| format!("converted file does not load: {e}"))?;
+        Ok(())
+    }
+
+    fn load_image(path: &str) -> Res<RgbImage> {
+        let img = image::open(path).map_err(|e| format!("cannot read image '{path}': {e}"))?.to_rgb8();
+        let (w, h) = img.dimensions();
+        RgbImage::from_rgb(w as usize, h as usize, img.into_raw())
+    }
+
+    fn load_tensor(path: &str) -> Res<FeatureMap> {
+        let bytes = std::fs::read(path).map_err(|e| format!("cannot read '{path}': {e}"))?;
+        let (shape, data) = read_npy_f32(&bytes).map_err(|e| format!("{path}: {e}"))?;
+        match shape.as_slice() {
+            [1, 3, h, w] | [3, h, w] => Ok(FeatureMap::new(3, *h, *w, data)),
+            s => Err(format!("{path}: expected a 1x3xHxW or 3xHxW float32 tensor, got shape {s:?}")),
+        }
+    }
+
+    fn options(args: &Args) -> Res<ExplainOptions> {
+        let mut o = ExplainOptions::default();
+        if let Some(m) = args.get("--method") {
+            o.method = Method::from_name(m).map_err(|e| e.to_string())?;
+        }
+        o.layer = args.get("--layer").map(String::from);
+        o.signed = args.has("--signed");
+        if args.has("--raw") {
+            o.normalization = Normalization::Raw;
+        }
+        if let Some(r) = args.get("--resize") {
+            let (w, h) = r.split_once('x').ok_or(format!("--resize takes WxH, got '{r}'"))?;
+            let p = |s: &str| s.parse::<usize>().map_err(|_| format!("--resize takes WxH, got '{r}'"));
+            o.resize = Some(Resize::Exact { width: p(w)?, height: p(h)? });
+        }
+        Ok(o)
+    }
+
+    fn explain(args: &Args) -> Res<()> {
+        let model = load_model(args)?;
+        let mut explainer = Explainer::new(model);
+        let mut opts = options(args)?;
+        let colormap = Colormap::from_name(args.get("--colormap").unwrap_or("jet"))?;
+        let alpha: f32 = args.number("--alpha")?.unwrap_or(0.5);
+        let top: usize = args.number("--top")?.unwrap_or(1);
+        let class: Option<usize> = args.number("--class")?;
+        let (image, tensor) = match (args.get("--tensor"), args.positional.first()) {
+            (Some(t), _) => (None, Some(load_tensor(t)?)),
+            (None, Some(path)) => (Some(load_image(path)?), None),
+            (None, None) => return Err(format!("explain needs an IMAGE or --tensor FILE\n{USAGE}")),
+        };
+        let mut run = |opts: &ExplainOptions| match (&image, &tensor) {
+            (Some(img), _) => explainer.explain(img, opts),
+            (_, Some(t)) => explainer.explain_tensor(t.clone(), opts),
+            _ => unreachable!("checked above"),
+        };
+        let classes: Vec<Option<usize>> = match class {
+            Some(c) => vec![Some(c)],
+            None if top <= 1 => vec![None],
+            None => {
+                let first = run(&opts).map_err(|e| e.to_string())?;
+                first.top5.iter().take(top).map(|p| Some(p.class)).chain(std::iter::repeat(None)).take(top).collect()
+            }
+        };
+        let mut results = Vec::new();
+        for c in classes {
+            opts.target = c.map_or(Target::Top1, Target::Class);
+            results.push(run(&opts).map_err(|e| e.to_string())?);
+        }
+        for (i, e) in results.iter().enumerate() {
+            if let Some(out) = args.get("--out") {
+                let path = if results.len() > 1 { suffixed(out, e.class) } else { out.to_string() };
+                write_overlay(&path, e, image.as_ref(), colormap, alpha)?;
+                if !args.has("--json") {
+                    eprintln!("wrote {path}");
+                }
+            }
+            if !args.has("--json") {
+                print_text(e, i == 0);
+            }
+        }
+        if args.has("--json") {
+            let mut obj = to_json(&results[0], explainer.model().arch.name());
+            if results.len() > 1 {
+                obj["explanations"] = results.iter().map(|e| to_json(e, explainer.model().arch.name())).collect();
+            }
+            println!("{obj}");
+        }
+        Ok(())
+    }
+
+    fn suffixed(path: &str, class: usize) -> String {
+        match path.rsplit_once('.') {
+            Some((stem, ext)) => format!("{stem}-{class}.{ext}"),
+            None => format!("{path}-{class}"),
+        }
+    }
+
+    fn write_overlay(path: &str, e: &Explanation, image: Option<&RgbImage>, cmap: Colormap, alpha: f32) -> Res<()> {
+        let (w, h) = (e.image_map.width, e.image_map.height);
+        let mut heat = e.image_map.data.clone();
+        let peak = heat.iter().copied().fold(0.0f32, f32::max);
+        if peak > 1.0 {
+            heat.iter_mut().for_each(|v| *v /= peak); // --raw scale: draw relative to the peak
+        }
+        let rgba = match image {
+            Some(img) => overlay_rgba_masked(img, &heat, &crop_mask(&e.geometry)?, cmap, alpha)?,
+            None => heat_to_rgba(&heat, w, h, cmap)?,
+        };
+        image::save_buffer(path, &rgba, w as u32, h as u32, image::ExtendedColorType::Rgba8).map_err(|e| format!("cannot write '{path}': {e}"))
+    }
+
+    fn print_text(e: &Explanation, header: bool) {
+        if header {
+            println!("top-5:");
+            for p in &e.top5 {
+                println!("  {:>4}  {:<28} logit {:>7.3}  p {:.4}", p.class, p.label, p.logit, p.probability);
+            }
+        }
+        println!(
+            "{} of class {} ({}) at layer '{}': score {:.3}, p {:.4}, map {}x{}, {:.1} ms{}",
+            e.method.name(),
+            e.class,
+            e.label,
+            e.layer,
+            e.score,
+            e.probability,
+            e.raw.width,
+            e.raw.height,
+            e.timings.total_ms,
+            if e.forward_reused { " (forward reused)" } else { "" }
+        );
+        for w in &e.warnings {
+            println!("  warning: {w}");
+        }
+    }
+
+    fn to_json(e: &Explanation, arch: &str) -> serde_json::Value {
+        json!({
+            "arch": arch,
+            "layer": e.layer,
+            "method": e.method.name(),
+            "class": e.class,
+            "label": e.label,
+            "score": e.score,
+            "probability": e.probability,
+            "top5": e.top5,
+            "cam": { "width": e.raw.width, "height": e.raw.height, "values": e.raw.data },
+            "warnings": e.warnings,
+            "forward_reused": e.forward_reused,
+            "timings": e.timings,
+        })
+    }
+}

@@ -1,0 +1,175 @@
+//! The graph's layers as candle custom ops whose backward gives the input gradient only.
+//!
+//! candle 0.11.1's own conv and matmul backward always build the weight gradient too (hundreds of MB
+//! for VGG's first linear layer), split depthwise convs into one conv per channel, and cannot
+//! backprop a max pool whose kernel differs from its stride. Explanations never need weight
+//! gradients, so each op here wraps a plain kernel from `crate::kernels` forward and backward.
+
+use crate::graph::{Conv, Linear, MaxPool, Pads};
+use crate::kernels::{self, Clamp, Conv2dGeom, PoolGeom};
+use candle_core::{bail, CpuStorage, CustomOp1, Layout, Shape, Tensor};
+use std::borrow::Cow;
+use std::sync::Arc;
+
+type CResult<T> = candle_core::Result<T>;
+
+/// The f32 data of a storage as one contiguous slice.
+fn as_slice<'a>(s: &'a CpuStorage, l: &Layout) -> CResult<Cow<'a, [f32]>> {
+    let CpuStorage::F32(v) = s else { bail!("gradcam ops compute in f32 only") };
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(Cow::Borrowed(&v[a..b])),
+        None => bail!("gradcam ops expect contiguous tensors"),
+    }
+}
+
+/// A tensor's data as a contiguous Vec (gradients may arrive broadcast or strided).
+fn to_vec(t: &Tensor) -> CResult<Vec<f32>> {
+    t.flatten_all()?.to_vec1::<f32>()
+}
+
+fn dims4(l: &Layout) -> CResult<(usize, usize, usize, usize)> {
+    l.shape().dims4()
+}
+
+fn grad_like(data: Vec<f32>, like: &Tensor) -> CResult<Option<Tensor>> {
+    Ok(Some(Tensor::from_vec(data, like.shape(), like.device())?))
+}
+
+pub fn conv_geom(conv: &Conv, n: usize, h: usize, w: usize) -> Conv2dGeom {
+    let Pads { top, bottom, left, right } = conv.padding.resolve(h, w, conv.kh, conv.kw, conv.stride.0, conv.stride.1);
+    Conv2dGeom {
+        n,
+        cin: conv.cin,
+        h,
+        w,
+        cout: conv.cout,
+        kh: conv.kh,
+        kw: conv.kw,
+        stride_h: conv.stride.0,
+        stride_w: conv.stride.1,
+        pad_top: top,
+        pad_bottom: bottom,
+        pad_left: left,
+        pad_right: right,
+        groups: conv.groups,
+    }
+}
+
+/// Conv with frozen (batch-norm folded) weights.
+pub struct ConvOp(pub Arc<Conv>);
+
+impl CustomOp1 for ConvOp {
+    fn name(&self) -> &'static str {
+        "gradcam-conv2d"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> CResult<(CpuStorage, Shape)> {
+        let (n, c, h, w) = dims4(l)?;
+        if c != self.0.cin {
+            bail!("conv expects {} channels, got {c}", self.0.cin);
+        }
+        let g = conv_geom(&self.0, n, h, w);
+        let y = kernels::conv2d_forward(&as_slice(s, l)?, &self.0.weight, Some(&self.0.bias), &g);
+        Ok((CpuStorage::F32(y), Shape::from((n, g.cout, g.out_h(), g.out_w()))))
+    }
+
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> CResult<Option<Tensor>> {
+        let (n, _, h, w) = arg.dims4()?;
+        let g = conv_geom(&self.0, n, h, w);
+        grad_like(kernels::conv2d_input_grad(&to_vec(grad)?, &self.0.weight, &g), arg)
+    }
+}
+
+/// Fully connected layer with frozen weights, on (n, in_features).
+pub struct LinearOp(pub Arc<Linear>);
+
+impl CustomOp1 for LinearOp {
+    fn name(&self) -> &'static str {
+        "gradcam-linear"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> CResult<(CpuStorage, Shape)> {
+        let (n, f) = l.shape().dims2()?;
+        let lin = &self.0;
+        if f != lin.in_features {
+            bail!("linear expects {} features, got {f}", lin.in_features);
+        }
+        let y = kernels::linear_forward(&as_slice(s, l)?, n, &lin.weight, lin.out_features, lin.in_features, Some(&lin.bias));
+        Ok((CpuStorage::F32(y), Shape::from((n, lin.out_features))))
+    }
+
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> CResult<Option<Tensor>> {
+        let n = arg.dims2()?.0;
+        let lin = &self.0;
+        grad_like(kernels::linear_input_grad(&to_vec(grad)?, n, &lin.weight, lin.out_features, lin.in_features), arg)
+    }
+}
+
+/// ReLU or ReLU6 with PyTorch's backward (no gradient at the kinks), or the guided rule.
+pub struct ReluOp {
+    pub clamp: Clamp,
+    pub guided: bool,
+}
+
+impl CustomOp1 for ReluOp {
+    fn name(&self) -> &'static str {
+        if self.guided { "gradcam-guided-relu" } else { "gradcam-relu" }
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> CResult<(CpuStorage, Shape)> {
+        Ok((CpuStorage::F32(kernels::relu_forward(&as_slice(s, l)?, self.clamp)), l.shape().clone()))
+    }
+
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> CResult<Option<Tensor>> {
+        grad_like(kernels::relu_input_grad(&to_vec(arg)?, &to_vec(grad)?, self.clamp, self.guided), arg)
+    }
+}
+
+fn pool_geom(m: &MaxPool, n: usize, c: usize, h: usize, w: usize) -> PoolGeom {
+    PoolGeom { n, c, h, w, kh: m.kernel, kw: m.kernel, stride_h: m.stride, stride_w: m.stride, pad_h: m.padding, pad_w: m.padding, ceil_mode: m.ceil_mode }
+}
+
+/// Max pool of any kernel, stride, padding and ceil mode.
+pub struct MaxPoolOp(pub MaxPool);
+
+impl CustomOp1 for MaxPoolOp {
+    fn name(&self) -> &'static str {
+        "gradcam-maxpool2d"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> CResult<(CpuStorage, Shape)> {
+        let (n, c, h, w) = dims4(l)?;
+        let g = pool_geom(&self.0, n, c, h, w);
+        let y = kernels::max_pool2d_forward(&as_slice(s, l)?, &g);
+        Ok((CpuStorage::F32(y), Shape::from((n, c, g.out_h(), g.out_w()))))
+    }
+
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> CResult<Option<Tensor>> {
+        let (n, c, h, w) = arg.dims4()?;
+        let g = pool_geom(&self.0, n, c, h, w);
+        grad_like(kernels::max_pool2d_input_grad(&to_vec(arg)?, &to_vec(grad)?, &g), arg)
+    }
+}
+
+/// PyTorch's adaptive average pool (bins may overlap when sizes do not divide).
+pub struct AdaptiveAvgPoolOp {
+    pub out_h: usize,
+    pub out_w: usize,
+}
+
+impl CustomOp1 for AdaptiveAvgPoolOp {
+    fn name(&self) -> &'static str {
+        "gradcam-adaptive-avgpool2d"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> CResult<(CpuStorage, Shape)> {
+        let (n, c, h, w) = dims4(l)?;
+        let y = kernels::adaptive_avg_pool2d_forward(&as_slice(s, l)?, n, c, h, w, self.out_h, self.out_w);
+        Ok((CpuStorage::F32(y), Shape::from((n, c, self.out_h, self.out_w))))
+    }
+
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> CResult<Option<Tensor>> {
+        let (n, c, h, w) = arg.dims4()?;
+        grad_like(kernels::adaptive_avg_pool2d_input_grad(&to_vec(grad)?, n, c, h, w, self.out_h, self.out_w), arg)
+    }
+}

@@ -1,0 +1,34 @@
+//! Executors run the layer graph. Each gives a `Pass`: one forward pass of one image that keeps what
+//! its backward passes need, so explaining another class re-runs only the backward.
+
+pub mod candle_ops;
+pub mod cpu;
+
+use crate::error::Result;
+use crate::feature_map::FeatureMap;
+use crate::graph::NodeId;
+
+pub trait Executor {
+    /// A short name for reports ("cpu", "webgpu").
+    fn name(&self) -> &'static str;
+
+    /// Runs the forward pass of one 3 x H x W input, keeping the activations of `layer`.
+    fn start(&self, input: FeatureMap, layer: NodeId) -> Result<Box<dyn Pass>>;
+
+    /// Logits of `n` inputs of 3 x h x w each (row-major n x classes); no gradients. For Score-CAM.
+    fn logits_batch(&self, inputs: &[f32], n: usize, h: usize, w: usize) -> Result<Vec<f32>>;
+}
+
+pub trait Pass {
+    /// Class scores before softmax.
+    fn logits(&self) -> &[f32];
+
+    /// The target layer's activations A.
+    fn activations(&self) -> &FeatureMap;
+
+    /// d(sum_c target[c] * y_c) / dA at the target layer.
+    fn layer_gradient(&mut self, target: &[f32]) -> Result<FeatureMap>;
+
+    /// d(sum_c target[c] * y_c) / d input; `guided` makes every ReLU/ReLU6 a guided unit.
+    fn input_gradient(&mut self, target: &[f32], guided: bool) -> Result<FeatureMap>;
+}

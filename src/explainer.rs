@@ -1,0 +1,447 @@
+//! The public entry point: a model plus an executor, explaining images.
+//!
+//! One forward pass per (image, layer, preprocessing); explaining another class or method of the
+//! same image re-runs only the backward it needs.
+
+use crate::arch::{Arch, InputNorm};
+use crate::clock::now_ms;
+use crate::error::{Error, Result};
+use crate::exec::{cpu::CpuExecutor, Executor, Pass};
+use crate::feature_map::{FeatureMap, Map};
+use crate::fail;
+use crate::graph::{Graph, NodeId, Op};
+use crate::imaging::preprocess::{preprocess, Geometry, Normalize, Preprocess, Resize, IMAGENET_MEAN, IMAGENET_STD};
+use crate::imaging::project::{crop_mask, project_to_image};
+use crate::imaging::rgb::RgbImage;
+use crate::methods::{cam, eigen, guided, score, Method};
+use crate::weights::{legacy_pth, WeightMap};
+use std::sync::Arc;
+
+/// A loaded network: its architecture, layer graph and class names.
+pub struct Model {
+    pub arch: Arch,
+    pub graph: Arc<Graph>,
+    pub labels: Vec<String>,
+}
+
+/// One row of `Model::layers`.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct LayerInfo {
+    pub name: String,
+    pub aliases: Vec<String>,
+    pub kind: &'static str,
+    /// (channels, height, width) for a 224 x 224 input.
+    pub shape: (usize, usize, usize),
+}
+
+impl Model {
+    /// Loads safetensors (f32/f16/bf16) or a legacy `torch.save` state dict; `arch` is detected when `None`.
+    pub fn from_bytes(bytes: &[u8], arch: Option<Arch>) -> Result<Model> {
+        let weights = if legacy_pth::is_legacy_pth(bytes) { WeightMap::from_legacy_pth(bytes)? } else { WeightMap::from_safetensors(bytes)? };
+        let arch = match arch {
+            Some(a) => a,
+            None => Arch::detect(&weights)?,
+        };
+        let graph = arch.build(&weights).map_err(|e| match e {
+            Error::Weights(m) => Error::Weights(format!("{m} (loading as {})", arch.name())),
+            other => other,
+        })?;
+        let labels = if graph.num_classes == 1000 { crate::labels::imagenet() } else { (0..graph.num_classes).map(|i| format!("class {i}")).collect() };
+        Ok(Model { arch, graph: Arc::new(graph), labels })
+    }
+
+    pub fn with_labels(mut self, labels: Vec<String>) -> Result<Model> {
+        if labels.len() != self.graph.num_classes {
+            return fail!(Option, "{} labels given for a model with {} classes", labels.len(), self.graph.num_classes);
+        }
+        self.labels = labels;
+        Ok(self)
+    }
+
+    pub fn default_layer(&self) -> String {
+        self.arch.default_layer(&self.graph)
+    }
+
+    /// Every layer with a spatial output (a possible explanation target), in order.
+    pub fn layers(&self) -> Vec<LayerInfo> {
+        let shapes = self.graph.shapes(224, 224).unwrap_or_default();
+        self.graph
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| !matches!(n.op, Op::Input | Op::Linear(_) | Op::Flatten))
+            .map(|(i, n)| LayerInfo { name: n.name.clone(), aliases: n.aliases.clone(), kind: n.op.kind(), shape: shapes.get(i).copied().unwrap_or((0, 0, 0)) })
+            .collect()
+    }
+
+    /// The evaluation preprocessing the weights were trained with.
+    pub fn default_preprocess(&self) -> Preprocess {
+        let normalize = match self.arch.input_norm() {
+            InputNorm::ImageNetMeanStd => Normalize::MeanStd { mean: IMAGENET_MEAN, std: IMAGENET_STD },
+            InputNorm::Centered127 => Normalize::Affine { offset: 127.0, scale: 128.0 },
+        };
+        Preprocess { resize: Resize::ShorterSide { size: 256, crop: Some((224, 224)) }, normalize }
+    }
+}
+
+/// What to explain.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub enum Target {
+    /// The top-scoring class.
+    #[default]
+    Top1,
+    Class(usize),
+    /// A weighted sum of class scores, sum_c w_c y_c.
+    Weighted(Vec<(usize, f32)>),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Default)]
+pub enum Normalization {
+    /// Per-image min-max to [0, 1] (over the region the network saw).
+    #[default]
+    MinMax,
+    /// The method's own scale, so classes and images can be compared.
+    Raw,
+}
+
+#[derive(Clone, Debug)]
+pub struct ExplainOptions {
+    pub method: Method,
+    /// Target layer name; the architecture's default when `None`.
+    pub layer: Option<String>,
+    pub target: Target,
+    /// Keep the sign (skip the method's final ReLU).
+    pub signed: bool,
+    pub normalization: Normalization,
+    /// Overrides the resize/crop (normalization always follows the model).
+    pub resize: Option<Resize>,
+    pub score_cam: score::ScoreCamOptions,
+}
+
+impl Default for ExplainOptions {
+    fn default() -> Self {
+        ExplainOptions {
+            method: Method::GradCam,
+            layer: None,
+            target: Target::Top1,
+            signed: false,
+            normalization: Normalization::MinMax,
+            resize: None,
+            score_cam: Default::default(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Prediction {
+    pub class: usize,
+    pub label: String,
+    pub logit: f32,
+    pub probability: f32,
+}
+
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct Timings {
+    pub preprocess_ms: f64,
+    /// 0 when the forward pass was reused.
+    pub forward_ms: f64,
+    pub method_ms: f64,
+    pub project_ms: f64,
+    pub total_ms: f64,
+}
+
+#[derive(Clone, Debug)]
+pub struct Explanation {
+    pub method: Method,
+    pub layer: String,
+    pub class: usize,
+    pub label: String,
+    /// The explained score: the class logit (or the weighted sum of logits).
+    pub score: f32,
+    pub probability: f32,
+    pub top5: Vec<Prediction>,
+    /// The map where the method computes it (layer grid; input grid for guided methods), after the
+    /// method's ReLU (unless `signed`), before any normalization or resizing.
+    pub raw: Map,
+    /// The map on the original image's pixel grid; normalized as asked; 0 outside the crop.
+    pub image_map: Map,
+    /// Guided methods: the gradient as an RGB image in [0, 1] (3 x H x W, network input grid).
+    pub rgb: Option<FeatureMap>,
+    /// Where the network input sat on the original image.
+    pub geometry: Geometry,
+    pub forward_reused: bool,
+    pub warnings: Vec<String>,
+    pub timings: Timings,
+}
+
+struct CachedPass {
+    key: (u64, NodeId, String),
+    pass: Box<dyn Pass>,
+    input: FeatureMap,
+    geometry: Geometry,
+}
+
+pub struct Explainer {
+    model: Model,
+    executor: Box<dyn Executor>,
+    cache: Option<CachedPass>,
+}
+
+fn fingerprint(data: &[u8], w: usize, h: usize) -> u64 {
+    // FNV-1a: cheap, and collisions only cost a wrong cache hit between two *different* images of equal size,
+    // which 64 bits make negligible.
+    let mut x: u64 = 0xcbf29ce484222325 ^ (w as u64) << 32 ^ h as u64;
+    for &b in data {
+        x = (x ^ b as u64).wrapping_mul(0x100000001b3);
+    }
+    x
+}
+
+pub fn softmax(logits: &[f32]) -> Vec<f32> {
+    let peak = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let exp: Vec<f32> = logits.iter().map(|l| (l - peak).exp()).collect();
+    let total: f32 = exp.iter().sum();
+    exp.iter().map(|e| e / total).collect()
+}
+
+impl Explainer {
+    pub fn new(model: Model) -> Explainer {
+        let executor = Box::new(CpuExecutor::new(model.graph.clone()));
+        Explainer { model, executor, cache: None }
+    }
+
+    pub fn with_executor(model: Model, executor: Box<dyn Executor>) -> Explainer {
+        Explainer { model, executor, cache: None }
+    }
+
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+
+    pub fn backend(&self) -> &'static str {
+        self.executor.name()
+    }
+
+    pub fn top_k(&self, logits: &[f32], k: usize) -> Vec<Prediction> {
+        let probs = softmax(logits);
+        let mut idx: Vec<usize> = (0..logits.len()).collect();
+        idx.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]));
+        idx.into_iter()
+            .take(k)
+            .map(|c| Prediction { class: c, label: self.model.labels[c].clone(), logit: logits[c], probability: probs[c] })
+            .collect()
+    }
+
+    fn preprocess_for(&self, opts: &ExplainOptions) -> Preprocess {
+        let mut p = self.model.default_preprocess();
+        if let Some(r) = &opts.resize {
+            p.resize = r.clone();
+        }
+        p
+    }
+
+    /// Top-k classes of an image.
+    pub fn predict(&mut self, image: &RgbImage, k: usize) -> Result<Vec<Prediction>> {
+        let opts = ExplainOptions::default();
+        let layer = self.layer_id(&opts)?;
+        self.ensure_pass(image, layer, &opts)?;
+        let logits = self.cache.as_ref().map(|c| c.pass.logits().to_vec()).unwrap_or_default();
+        Ok(self.top_k(&logits, k))
+    }
+
+    fn layer_id(&self, opts: &ExplainOptions) -> Result<NodeId> {
+        let name = opts.layer.clone().unwrap_or_else(|| self.model.default_layer());
+        let id = self.model.graph.find(&name)?;
+        if matches!(self.model.graph.nodes[id].op, Op::Linear(_) | Op::Flatten | Op::Input) {
+            return fail!(Option, "layer '{name}' has no spatial map to explain; pick a conv, pool or block layer");
+        }
+        Ok(id)
+    }
+
+    /// Runs (or reuses) the forward pass for this image, layer and preprocessing. Returns
+    /// (preprocess ms, forward ms, reused).
+    fn ensure_pass(&mut self, image: &RgbImage, layer: NodeId, opts: &ExplainOptions) -> Result<(f64, f64, bool)> {
+        let p = self.preprocess_for(opts);
+        let key = (fingerprint(&image.data, image.width, image.height), layer, format!("{:?}", p.resize));
+        if self.cache.as_ref().is_some_and(|c| c.key == key) {
+            return Ok((0.0, 0.0, true));
+        }
+        let t0 = now_ms();
+        let prepared = preprocess(image, &p).map_err(Error::Input)?;
+        let input = FeatureMap::new(3, prepared.height, prepared.width, prepared.tensor);
+        let t1 = now_ms();
+        self.start_pass(key, input, prepared.geometry, layer)?;
+        Ok((t1 - t0, now_ms() - t1, false))
+    }
+
+    fn start_pass(&mut self, key: (u64, NodeId, String), input: FeatureMap, geometry: Geometry, layer: NodeId) -> Result<()> {
+        self.cache = None; // a failure below must not leave a stale pass behind
+        self.model.graph.shapes(input.height, input.width)?;
+        let pass = self.executor.start(input.clone(), layer)?;
+        if let Some(i) = pass.logits().iter().position(|v| !v.is_finite()) {
+            return fail!(Numeric, "the network produced a non-finite score for class {i}; check the input values and the weights");
+        }
+        self.cache = Some(CachedPass { key, pass, input, geometry });
+        Ok(())
+    }
+
+    /// Explains an RGB image (any size): preprocessing, forward, method, and the map on the image.
+    pub fn explain(&mut self, image: &RgbImage, opts: &ExplainOptions) -> Result<Explanation> {
+        let t0 = now_ms();
+        let layer = self.layer_id(opts)?;
+        let (pre_ms, fwd_ms, reused) = self.ensure_pass(image, layer, opts)?;
+        let mut e = self.run_method(layer, opts)?;
+        e.timings.preprocess_ms = pre_ms;
+        e.timings.forward_ms = fwd_ms;
+        e.forward_reused = reused;
+        e.timings.total_ms = now_ms() - t0;
+        Ok(e)
+    }
+
+    /// Explains an already-preprocessed 3 x H x W tensor (for checking against other implementations).
+    /// The "image" is then the tensor's own grid.
+    pub fn explain_tensor(&mut self, input: FeatureMap, opts: &ExplainOptions) -> Result<Explanation> {
+        let t0 = now_ms();
+        if input.channels != 3 || input.data.len() != 3 * input.height * input.width {
+            return fail!(Input, "expected a 3 x H x W tensor, got {} channels and {} values", input.channels, input.data.len());
+        }
+        if let Some(i) = input.data.iter().position(|v| !v.is_finite()) {
+            return fail!(Input, "the input tensor holds a non-finite value at flat index {i}");
+        }
+        let layer = self.layer_id(opts)?;
+        let bytes: Vec<u8> = input.data.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let key = (fingerprint(&bytes, input.width, input.height), layer, "tensor".to_string());
+        let reused = self.cache.as_ref().is_some_and(|c| c.key == key);
+        let t1 = now_ms();
+        if !reused {
+            let geometry = Geometry::identity(input.width, input.height);
+            self.start_pass(key, input, geometry, layer)?;
+        }
+        let fwd_ms = now_ms() - t1;
+        let mut e = self.run_method(layer, opts)?;
+        e.timings.forward_ms = fwd_ms;
+        e.forward_reused = reused;
+        e.timings.total_ms = now_ms() - t0;
+        Ok(e)
+    }
+
+    /// Resolves the target into a class to report and a weight vector over the logits.
+    fn resolve_target(&self, target: &Target, logits: &[f32]) -> Result<(usize, Vec<f32>)> {
+        let k = logits.len();
+        let check = |c: usize| if c < k { Ok(c) } else { fail!(Option, "class index {c} is out of range: this model has {k} classes (0..={})", k - 1) };
+        let mut w = vec![0.0f32; k];
+        let class = match target {
+            Target::Top1 => (0..k).max_by(|&a, &b| logits[a].total_cmp(&logits[b])).unwrap_or(0),
+            Target::Class(c) => check(*c)?,
+            Target::Weighted(pairs) => {
+                if pairs.is_empty() {
+                    return fail!(Option, "a weighted target needs at least one (class, weight) pair");
+                }
+                for &(c, wc) in pairs {
+                    w[check(c)?] += wc;
+                }
+                pairs.iter().max_by(|a, b| a.1.abs().total_cmp(&b.1.abs())).map_or(0, |p| p.0)
+            }
+        };
+        if !matches!(target, Target::Weighted(_)) {
+            w[class] = 1.0;
+        }
+        Ok((class, w))
+    }
+
+    fn run_method(&mut self, layer: NodeId, opts: &ExplainOptions) -> Result<Explanation> {
+        let t0 = now_ms();
+        let logits = self.cache.as_ref().ok_or_else(|| Error::Internal("no forward pass".into()))?.pass.logits().to_vec();
+        let (class, target) = self.resolve_target(&opts.target, &logits)?;
+        let score: f32 = logits.iter().zip(&target).map(|(l, t)| l * t).sum();
+        let probability = softmax(&logits)[class];
+        let Explainer { cache, executor, model } = self;
+        let cached = cache.as_mut().ok_or_else(|| Error::Internal("no forward pass".into()))?;
+        let (mut raw, rgb) = compute_map(opts, cached, executor.as_ref(), &target)?;
+        let mut warnings = Vec::new();
+        if let Some(i) = raw.data.iter().position(|v| !v.is_finite()) {
+            return fail!(Numeric, "the {} map has a non-finite value at cell {i}; the gradients overflowed", opts.method.name());
+        }
+        let positive = opts.signed || opts.method.is_input_resolution() || opts.method == Method::EigenCam;
+        if !positive {
+            raw.data.iter_mut().for_each(|v| *v = v.max(0.0));
+        }
+        if raw.data.iter().all(|v| *v == 0.0) {
+            warnings.push(format!(
+                "the {} map is all zero: nothing at layer '{}' raises this class's score; try the counterfactual method, the signed map, or an earlier layer",
+                opts.method.name(),
+                model.graph.nodes[layer].name
+            ));
+        }
+        let t1 = now_ms();
+        let image_map = project(&raw, &cached.geometry, opts.normalization)?;
+        let geometry = cached.geometry.clone();
+        let t2 = now_ms();
+        let top5 = self.top_k(&logits, 5);
+        Ok(Explanation {
+            method: opts.method,
+            layer: self.model.graph.nodes[layer].name.clone(),
+            class,
+            label: self.model.labels[class].clone(),
+            score,
+            probability,
+            top5,
+            raw,
+            image_map,
+            rgb,
+            geometry,
+            forward_reused: false,
+            warnings,
+            timings: Timings { method_ms: t1 - t0, project_ms: t2 - t1, ..Default::default() },
+        })
+    }
+}
+
+/// The method's map (signed, before ReLU) and, for guided methods, the RGB gradient image.
+fn compute_map(opts: &ExplainOptions, c: &mut CachedPass, executor: &dyn Executor, target: &[f32]) -> Result<(Map, Option<FeatureMap>)> {
+    let a = c.pass.activations().clone();
+    let map = match opts.method {
+        Method::EigenCam => eigen::eigen_cam(&a),
+        Method::ScoreCam => {
+            let (h, w) = (c.input.height, c.input.width);
+            let mut run = |x: &[f32], n: usize| executor.logits_batch(x, n, h, w);
+            score::score_cam(&a, &c.input, target, opts.score_cam, &mut run, &mut |_, _| {})?
+        }
+        Method::GuidedBackprop | Method::GuidedGradCam => {
+            let mut g = c.pass.input_gradient(target, true)?;
+            if opts.method == Method::GuidedGradCam {
+                let mut cam_map = cam::grad_cam(&a, &c.pass.layer_gradient(target)?);
+                cam_map.data.iter_mut().for_each(|v| *v = v.max(0.0));
+                g = guided::guided_grad_cam(&g, &cam_map)?;
+            }
+            let rgb = FeatureMap::new(3, g.height, g.width, guided::to_rgb(&g));
+            return Ok((guided::magnitude(&g), Some(rgb)));
+        }
+        m => {
+            let g = c.pass.layer_gradient(target)?;
+            match m {
+                Method::Counterfactual => cam::counterfactual(&a, &g),
+                Method::GradCamPlusPlus => cam::grad_cam_plus_plus(&a, &g),
+                Method::HiResCam => cam::hires_cam(&a, &g),
+                Method::XGradCam => cam::xgrad_cam(&a, &g),
+                Method::LayerCam => cam::layer_cam(&a, &g),
+                _ => cam::grad_cam(&a, &g),
+            }
+        }
+    };
+    Ok((map, None))
+}
+
+/// Puts a map on the original image's grid; min-max normalizes over the pixels the network saw.
+pub fn project(raw: &Map, geometry: &Geometry, normalization: Normalization) -> Result<Map> {
+    let mut data = project_to_image(&raw.data, raw.width, raw.height, geometry).map_err(Error::Internal)?;
+    if normalization == Normalization::MinMax {
+        let inside = crop_mask(geometry).map_err(Error::Internal)?;
+        let (lo, hi) = data.iter().zip(&inside).filter(|(_, &m)| m).fold((f32::INFINITY, f32::NEG_INFINITY), |(l, h), (&v, _)| (l.min(v), h.max(v)));
+        let range = hi - lo;
+        for (v, &m) in data.iter_mut().zip(&inside) {
+            *v = if m && range > 0.0 { (*v - lo) / range } else { 0.0 };
+        }
+    }
+    Ok(Map::new(geometry.orig_w, geometry.orig_h, data))
+}

@@ -1,0 +1,192 @@
+//! Builds a `Graph` from a `WeightMap`, checking each tensor's shape against what the layer before it
+//! produces, so a mismatched file fails with the key and both shapes named.
+
+use super::{Conv, Graph, Linear, MaxPool, Node, NodeId, Op, Padding};
+use crate::error::Result;
+use crate::fail;
+use crate::weights::WeightMap;
+use std::sync::Arc;
+
+/// What the builder knows of a node's output: channels, and the spatial size when it is fixed
+/// (after an adaptive pool), so a linear layer's input width can be checked at load time.
+#[derive(Clone, Copy)]
+struct Known {
+    channels: usize,
+    spatial: Option<(usize, usize)>,
+}
+
+pub struct GraphBuilder<'w> {
+    weights: &'w WeightMap,
+    nodes: Vec<Node>,
+    known: Vec<Known>,
+}
+
+/// Everything a conv needs besides its weights.
+#[derive(Clone, Copy, Debug)]
+pub struct ConvSpec {
+    pub stride: usize,
+    pub padding: Padding,
+    pub groups: usize,
+    /// Batch-norm epsilon (1e-5 in PyTorch, 1e-3 for TF-born models).
+    pub eps: f32,
+}
+
+impl ConvSpec {
+    pub fn new(stride: usize, pad: usize) -> Self {
+        ConvSpec { stride, padding: Padding::Symmetric { h: pad, w: pad }, groups: 1, eps: 1e-5 }
+    }
+    pub fn same(stride: usize) -> Self {
+        ConvSpec { stride, padding: Padding::Same, groups: 1, eps: 1e-3 }
+    }
+    pub fn groups(mut self, groups: usize) -> Self {
+        self.groups = groups;
+        self
+    }
+    pub fn eps(mut self, eps: f32) -> Self {
+        self.eps = eps;
+        self
+    }
+}
+
+impl<'w> GraphBuilder<'w> {
+    pub fn new(weights: &'w WeightMap) -> Self {
+        let input = Node { name: "input".into(), aliases: vec![], op: Op::Input, inputs: vec![] };
+        GraphBuilder { weights, nodes: vec![input], known: vec![Known { channels: 3, spatial: None }] }
+    }
+
+    pub fn input(&self) -> NodeId {
+        0
+    }
+
+    pub fn weights(&self) -> &WeightMap {
+        self.weights
+    }
+
+    pub fn channels(&self, id: NodeId) -> usize {
+        self.known[id].channels
+    }
+
+    fn push(&mut self, name: &str, op: Op, inputs: Vec<NodeId>, known: Known) -> NodeId {
+        self.nodes.push(Node { name: name.to_string(), aliases: vec![], op, inputs });
+        self.known.push(known);
+        self.nodes.len() - 1
+    }
+
+    /// Gives a node another name (a block, a stage, a folded batch-norm, a dropout).
+    pub fn alias(&mut self, id: NodeId, name: &str) {
+        self.nodes[id].aliases.push(name.to_string());
+    }
+
+    /// A conv named `name` reading `{name}.weight` (and `{name}.bias` if present), with the
+    /// batch-norm `{bn}.*` folded in when `bn` is given.
+    pub fn conv(&mut self, name: &str, bn: Option<&str>, input: NodeId, spec: ConvSpec) -> Result<NodeId> {
+        let cin = self.channels(input);
+        if spec.groups == 0 || cin % spec.groups != 0 {
+            return fail!(Weights, "layer '{name}': {cin} input channels cannot be split in {} groups", spec.groups);
+        }
+        let w = self.weights.take(&format!("{name}.weight"), &[None, Some(cin / spec.groups), None, None])?;
+        let (cout, kh, kw) = (w.shape[0], w.shape[2], w.shape[3]);
+        if cout % spec.groups != 0 {
+            return fail!(Weights, "tensor '{name}.weight' has {cout} output channels, not a multiple of {} groups", spec.groups);
+        }
+        let mut weight = w.data.clone();
+        let mut bias = match self.weights.take_optional(&format!("{name}.bias"), &[Some(cout)])? {
+            Some(b) => b.data.clone(),
+            None => vec![0.0; cout],
+        };
+        if let Some(bn) = bn {
+            self.fold_batch_norm(bn, cout, spec.eps, &mut weight, &mut bias)?;
+        }
+        let conv = Conv { weight, bias, cin, cout, kh, kw, stride: (spec.stride, spec.stride), padding: spec.padding, groups: spec.groups };
+        let id = self.push(name, Op::Conv(Arc::new(conv)), vec![input], Known { channels: cout, spatial: None });
+        if let Some(bn) = bn {
+            self.alias(id, bn);
+        }
+        Ok(id)
+    }
+
+    /// y = gamma * (x - mean) / sqrt(var + eps) + beta, folded: W' = W * s, b' = (b - mean) * s + beta.
+    fn fold_batch_norm(&self, bn: &str, cout: usize, eps: f32, weight: &mut [f32], bias: &mut [f32]) -> Result<()> {
+        let shape = [Some(cout)];
+        let gamma = &self.weights.take(&format!("{bn}.weight"), &shape)?.data;
+        let beta = &self.weights.take(&format!("{bn}.bias"), &shape)?.data;
+        let mean = &self.weights.take(&format!("{bn}.running_mean"), &shape)?.data;
+        let var = &self.weights.take(&format!("{bn}.running_var"), &shape)?.data;
+        let per_out = weight.len() / cout;
+        for o in 0..cout {
+            if var[o] < 0.0 {
+                return fail!(Weights, "tensor '{bn}.running_var' has a negative variance ({}) at channel {o}", var[o]);
+            }
+            let s = gamma[o] / (var[o] + eps).sqrt();
+            weight[o * per_out..(o + 1) * per_out].iter_mut().for_each(|v| *v *= s);
+            bias[o] = (bias[o] - mean[o]) * s + beta[o];
+        }
+        Ok(())
+    }
+
+    pub fn linear(&mut self, name: &str, input: NodeId) -> Result<NodeId> {
+        let k = self.known[input];
+        let in_features = match k.spatial {
+            Some((h, w)) => k.channels * h * w,
+            None => return fail!(Weights, "layer '{name}' follows a layer of unknown size (internal: add a pool before it)"),
+        };
+        let w = self.weights.take(&format!("{name}.weight"), &[None, Some(in_features)])?;
+        let out_features = w.shape[0];
+        let bias = match self.weights.take_optional(&format!("{name}.bias"), &[Some(out_features)])? {
+            Some(b) => b.data.clone(),
+            None => vec![0.0; out_features],
+        };
+        let lin = Linear { weight: w.data.clone(), bias, in_features, out_features };
+        Ok(self.push(name, Op::Linear(Arc::new(lin)), vec![input], Known { channels: out_features, spatial: Some((1, 1)) }))
+    }
+
+    pub fn relu(&mut self, name: &str, input: NodeId) -> NodeId {
+        let k = self.known[input];
+        self.push(name, Op::Relu, vec![input], k)
+    }
+
+    pub fn relu6(&mut self, name: &str, input: NodeId) -> NodeId {
+        let k = self.known[input];
+        self.push(name, Op::Relu6, vec![input], k)
+    }
+
+    pub fn max_pool(&mut self, name: &str, input: NodeId, kernel: usize, stride: usize, padding: usize, ceil_mode: bool) -> NodeId {
+        let k = Known { channels: self.channels(input), spatial: None };
+        self.push(name, Op::MaxPool(MaxPool { kernel, stride, padding, ceil_mode }), vec![input], k)
+    }
+
+    pub fn adaptive_avg_pool(&mut self, name: &str, input: NodeId, out_h: usize, out_w: usize) -> NodeId {
+        let k = Known { channels: self.channels(input), spatial: Some((out_h, out_w)) };
+        self.push(name, Op::AdaptiveAvgPool { out_h, out_w }, vec![input], k)
+    }
+
+    pub fn flatten(&mut self, name: &str, input: NodeId) -> NodeId {
+        let k = self.known[input];
+        let features = k.channels * k.spatial.map_or(1, |(h, w)| h * w);
+        self.push(name, Op::Flatten, vec![input], Known { channels: features, spatial: k.spatial.map(|_| (1, 1)) })
+    }
+
+    pub fn add(&mut self, name: &str, a: NodeId, b: NodeId) -> Result<NodeId> {
+        if self.channels(a) != self.channels(b) {
+            return fail!(Weights, "layer '{name}' adds {} channels to {} channels: the file's layer sizes do not fit together", self.channels(a), self.channels(b));
+        }
+        let k = self.known[a];
+        Ok(self.push(name, Op::Add, vec![a, b], k))
+    }
+
+    pub fn concat(&mut self, name: &str, inputs: &[NodeId]) -> NodeId {
+        let channels = inputs.iter().map(|&i| self.channels(i)).sum();
+        self.push(name, Op::Concat, inputs.to_vec(), Known { channels, spatial: None })
+    }
+
+    /// Ends the graph at `output`, which must be the last node; every key of the file must have been used.
+    pub fn finish(self) -> Result<Graph> {
+        let unused = self.weights.untaken();
+        if !unused.is_empty() {
+            let shown: Vec<&str> = unused.iter().take(5).map(|s| s.as_str()).collect();
+            return fail!(Weights, "{} tensor(s) in the file are not part of this architecture, e.g. {}: the file belongs to another model (check --arch)", unused.len(), shown.join(", "));
+        }
+        let num_classes = *self.known.last().map(|k| &k.channels).unwrap_or(&0);
+        Ok(Graph { nodes: self.nodes, num_classes })
+    }
+}

@@ -1,0 +1,558 @@
+//! 2-D convolution (cross-correlation, as in PyTorch) and its input gradient.
+//!
+//! groups == 1 goes through gemm: a 1x1 stride-1 unpadded conv is a single
+//! product per image; anything else is im2col + gemm over chunks of output
+//! rows so the column buffer stays near [`COL_BUDGET_FLOATS`]. Depthwise
+//! convs use the direct kernels in `depthwise.rs`; other grouped convs run the
+//! groups == 1 path on each group's channel slices.
+
+use super::{depthwise, matmul, tap_range, MatRef};
+use core::ops::Range;
+
+/// Column-buffer budget (8 MB of f32). Unchunked, VGG-16's 224x224 layers
+/// would need 64*9*224*224*4 bytes, about 115 MB, which wasm can ill afford.
+const COL_BUDGET_FLOATS: usize = (8 << 20) / 4;
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Conv2dGeom {
+    pub n: usize,
+    pub cin: usize,
+    pub h: usize,
+    pub w: usize,
+    pub cout: usize,
+    pub kh: usize,
+    pub kw: usize,
+    pub stride_h: usize,
+    pub stride_w: usize,
+    pub pad_top: usize,
+    pub pad_bottom: usize,
+    pub pad_left: usize,
+    pub pad_right: usize,
+    pub groups: usize,
+}
+
+impl Conv2dGeom {
+    /// `(h + pad_top + pad_bottom - kh) / stride_h + 1`; assumes the kernel fits the padded input.
+    pub fn out_h(&self) -> usize {
+        (self.h + self.pad_top + self.pad_bottom - self.kh) / self.stride_h + 1
+    }
+
+    /// `(w + pad_left + pad_right - kw) / stride_w + 1`.
+    pub fn out_w(&self) -> usize {
+        (self.w + self.pad_left + self.pad_right - self.kw) / self.stride_w + 1
+    }
+
+    /// One filter per channel (channel multiplier 1): handled by direct kernels.
+    pub fn is_depthwise(&self) -> bool {
+        self.groups > 1 && self.groups == self.cin && self.cin == self.cout
+    }
+
+    /// A 1x1 stride-1 unpadded conv is a plain matrix product, no im2col needed.
+    fn is_pointwise(&self) -> bool {
+        let pads = self.pad_top + self.pad_bottom + self.pad_left + self.pad_right;
+        self.kh == 1 && self.kw == 1 && self.stride_h == 1 && self.stride_w == 1 && pads == 0
+    }
+
+    /// The geometry of one group of one image: what the gemm path works on.
+    fn group_view(&self) -> Conv2dGeom {
+        Conv2dGeom {
+            n: 1,
+            cin: self.cin / self.groups,
+            cout: self.cout / self.groups,
+            groups: 1,
+            ..*self
+        }
+    }
+
+    /// Lengths of one group's (input, output, weight) slices.
+    fn group_lens(&self) -> (usize, usize, usize) {
+        let g = self.group_view();
+        (
+            g.cin * g.h * g.w,
+            g.cout * g.out_h() * g.out_w(),
+            g.cout * g.cin * g.kh * g.kw,
+        )
+    }
+}
+
+/// weight: (cout, cin/groups, kh, kw); bias: cout. Returns (n, cout, out_h, out_w).
+pub fn conv2d_forward(x: &[f32], weight: &[f32], bias: Option<&[f32]>, g: &Conv2dGeom) -> Vec<f32> {
+    forward_with_budget(x, weight, bias, g, COL_BUDGET_FLOATS)
+}
+
+/// d loss / d x given d loss / d out (input gradient only; never a weight gradient). Returns (n, cin, h, w).
+pub fn conv2d_input_grad(grad_out: &[f32], weight: &[f32], g: &Conv2dGeom) -> Vec<f32> {
+    input_grad_with_budget(grad_out, weight, g, COL_BUDGET_FLOATS)
+}
+
+/// [`conv2d_forward`] with an explicit column budget (in floats), so tests can force chunking.
+pub(crate) fn forward_with_budget(
+    x: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    g: &Conv2dGeom,
+    budget: usize,
+) -> Vec<f32> {
+    debug_assert_eq!(x.len(), g.n * g.cin * g.h * g.w);
+    debug_assert_eq!(weight.len(), g.cout * (g.cin / g.groups) * g.kh * g.kw);
+    debug_assert!(bias.is_none_or(|b| b.len() == g.cout));
+    if g.is_depthwise() {
+        return depthwise::forward(x, weight, bias, g);
+    }
+    let plane = g.out_h() * g.out_w();
+    let mut out = vec![0.0; g.n * g.cout * plane];
+    if let Some(b) = bias {
+        // Start from the bias and let gemm accumulate onto it.
+        for (o, bc) in out.chunks_exact_mut(plane).zip(b.iter().cycle()) {
+            o.fill(*bc);
+        }
+    }
+    let (in_len, out_len, w_len) = g.group_lens();
+    if in_len == 0 || out_len == 0 || w_len == 0 {
+        return out; // nothing to sum over: the output is just the bias
+    }
+    let (gv, mut cols) = (g.group_view(), Vec::new());
+    // Slices come image-major then group-major, so the weight groups cycle.
+    let slices = x
+        .chunks_exact(in_len)
+        .zip(out.chunks_exact_mut(out_len))
+        .zip(weight.chunks_exact(w_len).cycle());
+    for ((xs, os), ws) in slices {
+        forward_group(xs, ws, os, &gv, &mut cols, budget);
+    }
+    out
+}
+
+/// [`conv2d_input_grad`] with an explicit column budget (in floats).
+pub(crate) fn input_grad_with_budget(
+    grad_out: &[f32],
+    weight: &[f32],
+    g: &Conv2dGeom,
+    budget: usize,
+) -> Vec<f32> {
+    debug_assert_eq!(grad_out.len(), g.n * g.cout * g.out_h() * g.out_w());
+    debug_assert_eq!(weight.len(), g.cout * (g.cin / g.groups) * g.kh * g.kw);
+    if g.is_depthwise() {
+        return depthwise::input_grad(grad_out, weight, g);
+    }
+    let mut gx = vec![0.0; g.n * g.cin * g.h * g.w];
+    let (in_len, out_len, w_len) = g.group_lens();
+    if in_len == 0 || out_len == 0 || w_len == 0 {
+        return gx;
+    }
+    let (gv, mut cols) = (g.group_view(), Vec::new());
+    let slices = gx
+        .chunks_exact_mut(in_len)
+        .zip(grad_out.chunks_exact(out_len))
+        .zip(weight.chunks_exact(w_len).cycle());
+    for ((gxs, gos), ws) in slices {
+        input_grad_group(gos, ws, gxs, &gv, &mut cols, budget);
+    }
+    gx
+}
+
+/// How many output rows fit in the column budget (at least one, at most all).
+fn rows_per_chunk(col_rows: usize, out_h: usize, out_w: usize, budget: usize) -> usize {
+    (budget / (col_rows * out_w).max(1)).clamp(1, out_h.max(1))
+}
+
+/// Output-row chunks `r0..r1` covering `0..out_h`.
+fn row_chunks(out_h: usize, rows: usize) -> impl Iterator<Item = Range<usize>> {
+    (0..out_h)
+        .step_by(rows)
+        .map(move |r0| r0..(r0 + rows).min(out_h))
+}
+
+/// out[cout, oh*ow] += W[cout, k] * cols[k, oh*ow] for one image and group.
+fn forward_group(
+    x: &[f32],
+    w: &[f32],
+    out: &mut [f32],
+    g: &Conv2dGeom,
+    cols: &mut Vec<f32>,
+    budget: usize,
+) {
+    let (oh, ow) = (g.out_h(), g.out_w());
+    let plane = oh * ow;
+    if g.is_pointwise() {
+        matmul(
+            g.cout,
+            plane,
+            g.cin,
+            MatRef::new(w, g.cin),
+            MatRef::new(x, plane),
+            out,
+            plane,
+            true,
+        );
+        return;
+    }
+    let k = g.cin * g.kh * g.kw;
+    let rows = rows_per_chunk(k, oh, ow, budget);
+    cols.resize(k * rows * ow, 0.0);
+    for chunk in row_chunks(oh, rows) {
+        let nc = chunk.len() * ow;
+        let buf = &mut cols[..k * nc];
+        im2col(x, g, chunk.clone(), buf);
+        // The chunk's outputs are a column block of `out`, rows `plane` apart.
+        matmul(
+            g.cout,
+            nc,
+            k,
+            MatRef::new(w, k),
+            MatRef::new(buf, nc),
+            &mut out[chunk.start * ow..],
+            plane,
+            true,
+        );
+    }
+}
+
+/// gx[cin, h*w] += col2im(W^T[k, cout] * G[cout, oh*ow]) for one image and group.
+fn input_grad_group(
+    go: &[f32],
+    w: &[f32],
+    gx: &mut [f32],
+    g: &Conv2dGeom,
+    cols: &mut Vec<f32>,
+    budget: usize,
+) {
+    let (oh, ow) = (g.out_h(), g.out_w());
+    let plane = oh * ow;
+    if g.is_pointwise() {
+        matmul(
+            g.cin,
+            plane,
+            g.cout,
+            MatRef::new(w, g.cin).t(),
+            MatRef::new(go, plane),
+            gx,
+            plane,
+            false,
+        );
+        return;
+    }
+    let k = g.cin * g.kh * g.kw;
+    let rows = rows_per_chunk(k, oh, ow, budget);
+    cols.resize(k * rows * ow, 0.0);
+    for chunk in row_chunks(oh, rows) {
+        let nc = chunk.len() * ow;
+        let buf = &mut cols[..k * nc];
+        matmul(
+            k,
+            nc,
+            g.cout,
+            MatRef::new(w, k).t(),
+            MatRef::new(&go[chunk.start * ow..], plane),
+            buf,
+            nc,
+            false,
+        );
+        col2im_add(buf, g, chunk, gx);
+    }
+}
+
+/// Splits a column-matrix row index into (input channel, ky, kx).
+fn unpack_row(r: usize, g: &Conv2dGeom) -> (usize, usize, usize) {
+    (r / (g.kh * g.kw), r / g.kw % g.kh, r % g.kw)
+}
+
+/// Input row read by output row `oy` at kernel row `ky`, if it is not padding.
+fn input_row(oy: usize, ky: usize, g: &Conv2dGeom) -> Option<usize> {
+    (oy * g.stride_h + ky)
+        .checked_sub(g.pad_top)
+        .filter(|&iy| iy < g.h)
+}
+
+/// Fills cols[(ci, ky, kx), (oy - rows.start, ox)] with the input pixel each
+/// output position sees through that tap (0 for padding).
+fn im2col(x: &[f32], g: &Conv2dGeom, rows: Range<usize>, cols: &mut [f32]) {
+    let ow = g.out_w();
+    for (r, col_row) in cols.chunks_exact_mut(rows.len() * ow).enumerate() {
+        let (ci, ky, kx) = unpack_row(r, g);
+        let xplane = &x[ci * g.h * g.w..][..g.h * g.w];
+        let valid = tap_range(ow, g.w, g.stride_w, kx, g.pad_left);
+        for (oy, dst) in rows.clone().zip(col_row.chunks_exact_mut(ow)) {
+            match input_row(oy, ky, g) {
+                Some(iy) => gather_row(
+                    dst,
+                    &xplane[iy * g.w..][..g.w],
+                    valid.clone(),
+                    g.stride_w,
+                    kx,
+                    g.pad_left,
+                ),
+                None => dst.fill(0.0),
+            }
+        }
+    }
+}
+
+/// dst[ox] = src[ox * stride + tap - pad] inside `valid`, 0 outside.
+fn gather_row(
+    dst: &mut [f32],
+    src: &[f32],
+    valid: Range<usize>,
+    stride: usize,
+    tap: usize,
+    pad: usize,
+) {
+    dst[..valid.start].fill(0.0);
+    dst[valid.end..].fill(0.0);
+    if valid.is_empty() {
+        return;
+    }
+    let src = &src[valid.start * stride + tap - pad..];
+    let dst = &mut dst[valid];
+    if stride == 1 {
+        dst.copy_from_slice(&src[..dst.len()]);
+    } else {
+        dst.iter_mut()
+            .zip(src.iter().step_by(stride))
+            .for_each(|(d, s)| *d = *s);
+    }
+}
+
+/// Adjoint of [`im2col`]: adds every column entry back onto the pixel it came from.
+fn col2im_add(cols: &[f32], g: &Conv2dGeom, rows: Range<usize>, gx: &mut [f32]) {
+    let ow = g.out_w();
+    for (r, col_row) in cols.chunks_exact(rows.len() * ow).enumerate() {
+        let (ci, ky, kx) = unpack_row(r, g);
+        let gplane = &mut gx[ci * g.h * g.w..][..g.h * g.w];
+        let valid = tap_range(ow, g.w, g.stride_w, kx, g.pad_left);
+        if valid.is_empty() {
+            continue;
+        }
+        let x0 = valid.start * g.stride_w + kx - g.pad_left;
+        for (oy, src) in rows.clone().zip(col_row.chunks_exact(ow)) {
+            if let Some(iy) = input_row(oy, ky, g) {
+                let dst = &mut gplane[iy * g.w..][..g.w][x0..];
+                super::axpy_scatter(dst, &src[valid.clone()], g.stride_w, 1.0);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::kernels::testutil::{assert_close, check_grad, dot, Rng};
+
+    /// A test case: geometry plus the column budget (small values force chunking).
+    pub(crate) struct Case {
+        pub name: &'static str,
+        pub g: Conv2dGeom,
+        pub budget: usize,
+    }
+
+    /// Builds a geometry from (n, cin, h, w, cout), (kh, kw), (sh, sw), (top, bottom, left, right), groups.
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn geom(
+        (n, cin, h, w, cout): (usize, usize, usize, usize, usize),
+        (kh, kw): (usize, usize),
+        (stride_h, stride_w): (usize, usize),
+        (pad_top, pad_bottom, pad_left, pad_right): (usize, usize, usize, usize),
+        groups: usize,
+    ) -> Conv2dGeom {
+        Conv2dGeom {
+            n,
+            cin,
+            h,
+            w,
+            cout,
+            kh,
+            kw,
+            stride_h,
+            stride_w,
+            pad_top,
+            pad_bottom,
+            pad_left,
+            pad_right,
+            groups,
+        }
+    }
+
+    /// The plain 7-loop definition (accumulated in f64), the reference for everything else.
+    pub(crate) fn naive_conv(
+        x: &[f32],
+        wt: &[f32],
+        bias: Option<&[f32]>,
+        g: &Conv2dGeom,
+    ) -> Vec<f64> {
+        let (oh, ow, cin_g, cout_g) = (g.out_h(), g.out_w(), g.cin / g.groups, g.cout / g.groups);
+        let mut out = vec![0.0; g.n * g.cout * oh * ow];
+        for b in 0..g.n {
+            for co in 0..g.cout {
+                for oy in 0..oh {
+                    for ox in 0..ow {
+                        let mut acc = bias.map_or(0.0, |bs| bs[co] as f64);
+                        for ci in 0..cin_g {
+                            for ky in 0..g.kh {
+                                for kx in 0..g.kw {
+                                    let iy = (oy * g.stride_h + ky) as isize - g.pad_top as isize;
+                                    let ix = (ox * g.stride_w + kx) as isize - g.pad_left as isize;
+                                    if iy < 0 || ix < 0 || iy >= g.h as isize || ix >= g.w as isize
+                                    {
+                                        continue;
+                                    }
+                                    let c = co / cout_g * cin_g + ci;
+                                    let xv = x
+                                        [((b * g.cin + c) * g.h + iy as usize) * g.w + ix as usize];
+                                    let wv = wt[((co * cin_g + ci) * g.kh + ky) * g.kw + kx];
+                                    acc += xv as f64 * wv as f64;
+                                }
+                            }
+                        }
+                        out[((b * g.cout + co) * oh + oy) * ow + ox] = acc;
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Random (x, weight, bias) for a case.
+    fn inputs(g: &Conv2dGeom, rng: &mut Rng) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+        let x = rng.vec(g.n * g.cin * g.h * g.w);
+        let w = rng.vec(g.cout * (g.cin / g.groups) * g.kh * g.kw);
+        (x, w, rng.vec(g.cout))
+    }
+
+    pub(crate) fn check_forward(c: &Case, rng: &mut Rng) {
+        let (x, w, b) = inputs(&c.g, rng);
+        let got = forward_with_budget(&x, &w, Some(&b), &c.g, c.budget);
+        assert_close(c.name, &got, &naive_conv(&x, &w, Some(&b), &c.g), 1e-5);
+        let got = forward_with_budget(&x, &w, None, &c.g, c.budget);
+        assert_close(c.name, &got, &naive_conv(&x, &w, None, &c.g), 1e-5);
+    }
+
+    pub(crate) fn check_input_grad(c: &Case, rng: &mut Rng) {
+        let (x, w, b) = inputs(&c.g, rng);
+        let r = rng.vec(c.g.n * c.g.cout * c.g.out_h() * c.g.out_w());
+        let analytic = input_grad_with_budget(&r, &w, &c.g, c.budget);
+        let f = |x: &[f32]| forward_with_budget(x, &w, Some(&b), &c.g, c.budget);
+        check_grad(c.name, f, &x, &r, &analytic, rng);
+    }
+
+    pub(crate) fn check_adjoint(c: &Case, rng: &mut Rng) {
+        let (x, w, _) = inputs(&c.g, rng);
+        let y = rng.vec(c.g.n * c.g.cout * c.g.out_h() * c.g.out_w());
+        let lhs = dot(&forward_with_budget(&x, &w, None, &c.g, c.budget), &y);
+        let rhs = dot(&x, &input_grad_with_budget(&y, &w, &c.g, c.budget));
+        assert!(
+            (lhs - rhs).abs() <= 1e-4 * lhs.abs().max(rhs.abs()),
+            "{}: <conv x, y> = {lhs} but <x, conv^T y> = {rhs}",
+            c.name
+        );
+    }
+
+    fn cases() -> Vec<Case> {
+        let big = COL_BUDGET_FLOATS;
+        let case = |name, g, budget| Case { name, g, budget };
+        vec![
+            case(
+                "3x3 s1 p1",
+                geom((1, 3, 8, 8, 4), (3, 3), (1, 1), (1, 1, 1, 1), 1),
+                big,
+            ),
+            case(
+                "3x3 s2 pad t0 b1 l0 r1",
+                geom((1, 3, 8, 8, 4), (3, 3), (2, 2), (0, 1, 0, 1), 1),
+                big,
+            ),
+            case(
+                "5x5 s2 SAME",
+                geom((1, 3, 10, 10, 4), (5, 5), (2, 2), (1, 2, 1, 2), 1),
+                big,
+            ),
+            case(
+                "7x7 s2 p3",
+                geom((1, 3, 12, 12, 4), (7, 7), (2, 2), (3, 3, 3, 3), 1),
+                big,
+            ),
+            case(
+                "11x11 s4 p2",
+                geom((1, 3, 23, 23, 4), (11, 11), (4, 4), (2, 2, 2, 2), 1),
+                big,
+            ),
+            case(
+                "1x1 s1",
+                geom((1, 5, 6, 7, 6), (1, 1), (1, 1), (0, 0, 0, 0), 1),
+                big,
+            ),
+            case(
+                "1x1 s2",
+                geom((1, 5, 7, 8, 6), (1, 1), (2, 2), (0, 0, 0, 0), 1),
+                big,
+            ),
+            case(
+                "non-square 9x14 k3x2 s2x3",
+                geom((1, 3, 9, 14, 4), (3, 2), (2, 3), (1, 2, 0, 1), 1),
+                big,
+            ),
+            case(
+                "groups=2 3x3 p1",
+                geom((1, 4, 7, 6, 6), (3, 3), (1, 1), (1, 1, 1, 1), 2),
+                big,
+            ),
+            case(
+                "groups=2 1x1",
+                geom((2, 4, 5, 5, 6), (1, 1), (1, 1), (0, 0, 0, 0), 2),
+                big,
+            ),
+            case(
+                "batch 2 3x3 s2 p1",
+                geom((2, 3, 9, 8, 5), (3, 3), (2, 2), (1, 1, 1, 1), 1),
+                big,
+            ),
+            case(
+                "batch 2 1x1 s1",
+                geom((2, 4, 5, 6, 3), (1, 1), (1, 1), (0, 0, 0, 0), 1),
+                big,
+            ),
+            // 5 rows of 64 columns per chunk: 13 chunks, the last one partial.
+            case(
+                "chunked 16x64x64 -> 8",
+                geom((1, 16, 64, 64, 8), (3, 3), (1, 1), (1, 1, 1, 1), 1),
+                16 * 9 * 64 * 5,
+            ),
+            case(
+                "chunked batch 2 s2",
+                geom((2, 4, 20, 18, 3), (3, 3), (2, 2), (0, 1, 0, 1), 1),
+                1,
+            ),
+        ]
+    }
+
+    #[test]
+    fn forward_matches_naive() {
+        let mut rng = Rng::new(11);
+        cases().iter().for_each(|c| check_forward(c, &mut rng));
+    }
+
+    #[test]
+    fn input_grad_matches_finite_differences() {
+        let mut rng = Rng::new(12);
+        cases().iter().for_each(|c| check_input_grad(c, &mut rng));
+    }
+
+    #[test]
+    fn input_grad_is_adjoint_of_forward() {
+        let mut rng = Rng::new(13);
+        cases().iter().for_each(|c| check_adjoint(c, &mut rng));
+    }
+
+    #[test]
+    fn column_buffer_stays_under_budget() {
+        // VGG-16 conv1_2: 64 -> 64 channels, 3x3, 224x224.
+        let k = 64 * 9;
+        let rows = rows_per_chunk(k, 224, 224, COL_BUDGET_FLOATS);
+        assert!(rows >= 1 && k * rows * 224 * 4 <= 8 << 20, "{rows} rows");
+        // A single row larger than the budget still makes progress.
+        assert_eq!(rows_per_chunk(k, 224, 224, 1), 1);
+        assert_eq!(
+            row_chunks(10, 4).collect::<Vec<_>>(),
+            vec![0..4, 4..8, 8..10]
+        );
+    }
+}

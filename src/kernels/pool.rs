@@ -1,0 +1,365 @@
+//! Max pooling and adaptive average pooling, following PyTorch's conventions.
+
+use core::ops::Range;
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PoolGeom {
+    pub n: usize,
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+    pub kh: usize,
+    pub kw: usize,
+    pub stride_h: usize,
+    pub stride_w: usize,
+    pub pad_h: usize,
+    pub pad_w: usize,
+    pub ceil_mode: bool,
+}
+
+impl PoolGeom {
+    pub fn out_h(&self) -> usize {
+        pool_out_len(self.h, self.kh, self.stride_h, self.pad_h, self.ceil_mode)
+    }
+
+    pub fn out_w(&self) -> usize {
+        pool_out_len(self.w, self.kw, self.stride_w, self.pad_w, self.ceil_mode)
+    }
+}
+
+/// PyTorch's rule: floor or ceil of (len + 2p - k) / s, plus one; in ceil mode
+/// the last window is dropped if it would start inside the right padding.
+fn pool_out_len(len: usize, k: usize, s: usize, p: usize, ceil_mode: bool) -> usize {
+    let span = len + 2 * p - k;
+    let out = if ceil_mode {
+        span.div_ceil(s)
+    } else {
+        span / s
+    } + 1;
+    if ceil_mode && (out - 1) * s >= len + p {
+        out - 1
+    } else {
+        out
+    }
+}
+
+/// Input indices covered by output `o` along one axis, clipped to the image
+/// (padding never wins a max, and ceil_mode windows may overhang the edge).
+fn window(o: usize, k: usize, s: usize, p: usize, len: usize) -> Range<usize> {
+    let lo = (o * s).saturating_sub(p).min(len);
+    let hi = (o * s + k).saturating_sub(p).min(len);
+    lo..hi.max(lo)
+}
+
+/// Index (in the plane) and value of the window's maximum. Ties go to the first
+/// element in row-major order and NaN wins, as in PyTorch's CPU kernel, so the
+/// forward value and the backward routing always agree. None for an empty window.
+fn window_max(plane: &[f32], w: usize, ys: Range<usize>, xs: Range<usize>) -> Option<(usize, f32)> {
+    let mut best: Option<(usize, f32)> = None;
+    for y in ys {
+        for (i, &v) in plane[y * w..][xs.clone()].iter().enumerate() {
+            if best.is_none_or(|(_, b)| v > b || v.is_nan()) {
+                best = Some((y * w + xs.start + i, v));
+            }
+        }
+    }
+    best
+}
+
+/// Calls `f(plane_index, out_index, argmax_in_plane, max)` for every output of max pooling.
+fn for_each_window_max(
+    x: &[f32],
+    g: &PoolGeom,
+    mut f: impl FnMut(usize, usize, Option<(usize, f32)>),
+) {
+    let (oh, ow, hw) = (g.out_h(), g.out_w(), g.h * g.w);
+    for (p, plane) in x.chunks_exact(hw.max(1)).take(g.n * g.c).enumerate() {
+        for oy in 0..oh {
+            let ys = window(oy, g.kh, g.stride_h, g.pad_h, g.h);
+            for ox in 0..ow {
+                let xs = window(ox, g.kw, g.stride_w, g.pad_w, g.w);
+                f(p, oy * ow + ox, window_max(plane, g.w, ys.clone(), xs));
+            }
+        }
+    }
+}
+
+/// Max pooling; padding acts as -inf. Returns (n, c, out_h, out_w).
+pub fn max_pool2d_forward(x: &[f32], g: &PoolGeom) -> Vec<f32> {
+    debug_assert_eq!(x.len(), g.n * g.c * g.h * g.w);
+    let plane = g.out_h() * g.out_w();
+    let mut out = vec![f32::NEG_INFINITY; g.n * g.c * plane];
+    for_each_window_max(x, g, |p, o, m| {
+        if let Some((_, v)) = m {
+            out[p * plane + o] = v;
+        }
+    });
+    out
+}
+
+/// Routes each output gradient to the first maximal element of its window;
+/// overlapping windows (kernel > stride) accumulate. Returns (n, c, h, w).
+pub fn max_pool2d_input_grad(x: &[f32], grad_out: &[f32], g: &PoolGeom) -> Vec<f32> {
+    debug_assert_eq!(x.len(), g.n * g.c * g.h * g.w);
+    debug_assert_eq!(grad_out.len(), g.n * g.c * g.out_h() * g.out_w());
+    let (plane, hw) = (g.out_h() * g.out_w(), g.h * g.w);
+    let mut gx = vec![0.0; x.len()];
+    for_each_window_max(x, g, |p, o, m| {
+        if let Some((i, _)) = m {
+            gx[p * hw + i] += grad_out[p * plane + o];
+        }
+    });
+    gx
+}
+
+/// PyTorch's adaptive bin `i` of `out` over `len`: floor(i*len/out) .. ceil((i+1)*len/out).
+fn bin(i: usize, len: usize, out: usize) -> Range<usize> {
+    (i * len / out)..((i + 1) * len).div_ceil(out)
+}
+
+/// Average of each adaptive bin. x: (n, c, h, w); returns (n, c, out_h, out_w).
+pub fn adaptive_avg_pool2d_forward(
+    x: &[f32],
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    out_h: usize,
+    out_w: usize,
+) -> Vec<f32> {
+    debug_assert_eq!(x.len(), n * c * h * w);
+    let mut out = vec![0.0; n * c * out_h * out_w];
+    if h == 0 || w == 0 || out_h == 0 || out_w == 0 {
+        return out;
+    }
+    for (plane, o) in x
+        .chunks_exact(h * w)
+        .zip(out.chunks_exact_mut(out_h * out_w))
+    {
+        for oy in 0..out_h {
+            let ys = bin(oy, h, out_h);
+            for ox in 0..out_w {
+                let xs = bin(ox, w, out_w);
+                let sum: f32 = ys
+                    .clone()
+                    .map(|y| plane[y * w..][xs.clone()].iter().sum::<f32>())
+                    .sum();
+                o[oy * out_w + ox] = sum / (ys.len() * xs.len()) as f32;
+            }
+        }
+    }
+    out
+}
+
+/// Spreads each output gradient evenly over its bin (bins may overlap). Returns (n, c, h, w).
+pub fn adaptive_avg_pool2d_input_grad(
+    grad_out: &[f32],
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    out_h: usize,
+    out_w: usize,
+) -> Vec<f32> {
+    debug_assert_eq!(grad_out.len(), n * c * out_h * out_w);
+    let mut gx = vec![0.0; n * c * h * w];
+    if h == 0 || w == 0 || out_h == 0 || out_w == 0 {
+        return gx;
+    }
+    for (plane, go) in gx
+        .chunks_exact_mut(h * w)
+        .zip(grad_out.chunks_exact(out_h * out_w))
+    {
+        for oy in 0..out_h {
+            let ys = bin(oy, h, out_h);
+            for ox in 0..out_w {
+                let xs = bin(ox, w, out_w);
+                let share = go[oy * out_w + ox] / (ys.len() * xs.len()) as f32;
+                for y in ys.clone() {
+                    plane[y * w..][xs.clone()]
+                        .iter_mut()
+                        .for_each(|v| *v += share);
+                }
+            }
+        }
+    }
+    gx
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::testutil::{assert_close, check_grad, Rng};
+
+    #[allow(clippy::too_many_arguments)]
+    fn pg(
+        n: usize,
+        c: usize,
+        h: usize,
+        w: usize,
+        k: usize,
+        s: usize,
+        p: usize,
+        ceil_mode: bool,
+    ) -> PoolGeom {
+        PoolGeom {
+            n,
+            c,
+            h,
+            w,
+            kh: k,
+            kw: k,
+            stride_h: s,
+            stride_w: s,
+            pad_h: p,
+            pad_w: p,
+            ceil_mode,
+        }
+    }
+
+    /// Distinct values 0.05 apart in shuffled order: no ties, and a +-0.01
+    /// nudge never changes which element is the maximum.
+    fn distinct(len: usize, rng: &mut Rng) -> Vec<f32> {
+        let mut v: Vec<f32> = (0..len).map(|i| i as f32 * 0.05 - 2.0).collect();
+        for i in (1..len).rev() {
+            v.swap(i, rng.below(i + 1));
+        }
+        v
+    }
+
+    /// Max over the unclipped window with explicit bounds checks.
+    fn naive_max_pool(x: &[f32], g: &PoolGeom) -> Vec<f64> {
+        let (oh, ow) = (g.out_h(), g.out_w());
+        let mut out = Vec::new();
+        for p in 0..g.n * g.c {
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let mut m = f64::NEG_INFINITY;
+                    for ky in 0..g.kh {
+                        for kx in 0..g.kw {
+                            let iy = (oy * g.stride_h + ky) as isize - g.pad_h as isize;
+                            let ix = (ox * g.stride_w + kx) as isize - g.pad_w as isize;
+                            if iy >= 0 && ix >= 0 && (iy as usize) < g.h && (ix as usize) < g.w {
+                                m = m.max(x[(p * g.h + iy as usize) * g.w + ix as usize] as f64);
+                            }
+                        }
+                    }
+                    out.push(m);
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn pool_output_sizes_follow_pytorch() {
+        assert_eq!(pg(1, 1, 224, 224, 2, 2, 0, false).out_h(), 112); // VGG
+        assert_eq!(pg(1, 1, 112, 112, 3, 2, 1, false).out_h(), 56); // ResNet stem
+        assert_eq!(pg(1, 1, 112, 112, 3, 2, 0, true).out_h(), 56); // GoogLeNet, ceil
+        assert_eq!(pg(1, 1, 112, 112, 3, 2, 0, false).out_h(), 55);
+        assert_eq!(pg(1, 1, 14, 14, 3, 2, 0, true).out_h(), 7);
+        assert_eq!(pg(1, 1, 13, 13, 3, 2, 0, true).out_h(), 6);
+        // ceil would give 8, but the last window would start in the padding.
+        assert_eq!(pg(1, 1, 13, 13, 3, 2, 1, true).out_h(), 7);
+        let g = PoolGeom {
+            w: 9,
+            kw: 2,
+            stride_w: 1,
+            pad_w: 0,
+            ..pg(1, 1, 13, 13, 3, 2, 1, true)
+        };
+        assert_eq!((g.out_h(), g.out_w()), (7, 8));
+    }
+
+    #[test]
+    fn max_pool_forward_matches_naive() {
+        let mut rng = Rng::new(31);
+        for g in [
+            pg(2, 2, 13, 13, 3, 2, 0, true),
+            pg(1, 3, 14, 11, 3, 2, 1, true),
+            pg(1, 2, 8, 8, 2, 2, 0, false),
+            pg(1, 1, 9, 9, 3, 2, 1, false),
+        ] {
+            let x = rng.vec(g.n * g.c * g.h * g.w);
+            assert_close(
+                "max pool",
+                &max_pool2d_forward(&x, &g),
+                &naive_max_pool(&x, &g),
+                0.0,
+            );
+        }
+    }
+
+    #[test]
+    fn max_pool_input_grad_matches_finite_differences() {
+        let mut rng = Rng::new(32);
+        for g in [
+            pg(2, 2, 13, 13, 3, 2, 0, true),
+            pg(1, 2, 13, 13, 3, 2, 1, true),
+            pg(1, 2, 8, 8, 2, 2, 0, false),
+        ] {
+            let x = distinct(g.n * g.c * g.h * g.w, &mut rng);
+            let r = rng.vec(g.n * g.c * g.out_h() * g.out_w());
+            let analytic = max_pool2d_input_grad(&x, &r, &g);
+            check_grad(
+                "max pool",
+                |x| max_pool2d_forward(x, &g),
+                &x,
+                &r,
+                &analytic,
+                &mut rng,
+            );
+        }
+    }
+
+    #[test]
+    fn max_pool_ties_go_to_first_and_overlaps_accumulate() {
+        // All equal: each 2x2 window routes its gradient to its top-left element.
+        let g = pg(1, 1, 4, 4, 2, 2, 0, false);
+        let gx = max_pool2d_input_grad(&[1.0; 16], &[1.0, 2.0, 3.0, 4.0], &g);
+        let want = [
+            1., 0., 2., 0., 0., 0., 0., 0., 3., 0., 4., 0., 0., 0., 0., 0.,
+        ];
+        assert_eq!(gx, want);
+        // 5x5, kernel 3 stride 2: the centre is the max of all four windows.
+        let g = pg(1, 1, 5, 5, 3, 2, 0, false);
+        let mut x = [0.0f32; 25];
+        x[12] = 1.0;
+        let gx = max_pool2d_input_grad(&x, &[1.0, 2.0, 3.0, 4.0], &g);
+        assert_eq!(gx[12], 10.0);
+        // Elsewhere the windows tie at 0 and route to their first element.
+        assert_eq!((gx[0], gx[2], gx[10]), (0.0, 0.0, 0.0));
+        assert_eq!(gx.iter().sum::<f32>(), 10.0);
+    }
+
+    #[test]
+    fn adaptive_avg_pool_bins_follow_pytorch() {
+        assert_eq!(
+            (0..3).map(|i| bin(i, 7, 3)).collect::<Vec<_>>(),
+            vec![0..3, 2..5, 4..7]
+        );
+        assert_eq!(bin(0, 7, 1), 0..7);
+        let x: Vec<f32> = (0..7).map(|v| v as f32).collect(); // one row of 0..6
+        assert_eq!(
+            adaptive_avg_pool2d_forward(&x, 1, 1, 1, 7, 1, 3),
+            vec![1.0, 3.0, 5.0]
+        );
+        // Upsampling (out > in) repeats values.
+        assert_eq!(
+            adaptive_avg_pool2d_forward(&[1.0, 2.0], 1, 1, 1, 2, 1, 4),
+            vec![1.0, 1.0, 2.0, 2.0]
+        );
+    }
+
+    #[test]
+    fn adaptive_avg_pool_input_grad_matches_finite_differences() {
+        let mut rng = Rng::new(33);
+        for (n, c, h, w, oh, ow) in [(2, 3, 7, 7, 3, 3), (1, 4, 7, 7, 1, 1), (1, 2, 6, 9, 4, 5)] {
+            let x = rng.vec(n * c * h * w);
+            let r = rng.vec(n * c * oh * ow);
+            let analytic = adaptive_avg_pool2d_input_grad(&r, n, c, h, w, oh, ow);
+            let f = |x: &[f32]| adaptive_avg_pool2d_forward(x, n, c, h, w, oh, ow);
+            check_grad("adaptive avg pool", f, &x, &r, &analytic, &mut rng);
+        }
+    }
+}

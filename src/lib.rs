@@ -1,0 +1,28 @@
+//! gradcam-wasm: visual explanations (Grad-CAM and its family) of convolutional image classifiers,
+//! computed with candle on the CPU, natively or in the browser.
+//!
+//! - `weights`: weight files in, f32 tensors by name out.
+//! - `graph`: the network as one graph of named layers; `arch` builds it per architecture.
+//! - `kernels`: plain f32 compute kernels; `exec` runs the graph on them (candle custom ops).
+//! - `methods`: explanation methods over feature maps and gradients, executor-agnostic.
+//! - `imaging`: preprocessing, mapping maps back onto the image, colormaps, overlays.
+//! - `explainer`: the API that ties them together.
+
+pub mod arch;
+pub mod clock;
+pub mod error;
+pub mod exec;
+pub mod explainer;
+pub mod feature_map;
+pub mod graph;
+pub mod imaging;
+pub mod kernels;
+pub mod labels;
+pub mod methods;
+pub mod weights;
+
+pub use arch::Arch;
+pub use error::{Error, Result};
+pub use explainer::{ExplainOptions, Explainer, Explanation, Model, Normalization, Target};
+pub use feature_map::{FeatureMap, Map};
+pub use methods::Method;

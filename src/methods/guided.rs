@@ -1,0 +1,33 @@
+//! Guided Backpropagation (Springenberg et al.) and Guided Grad-CAM (Selvaraju et al.): the input
+//! gradient with every ReLU/ReLU6 passing only positive gradients of active units, and its product
+//! with the bilinearly upsampled Grad-CAM map.
+
+use crate::error::{Error, Result};
+use crate::feature_map::{FeatureMap, Map};
+use crate::imaging::project::upsample_bilinear;
+
+/// Guided Grad-CAM = guided gradient (.) upsample(Grad-CAM), per colour channel.
+pub fn guided_grad_cam(guided: &FeatureMap, cam: &Map) -> Result<FeatureMap> {
+    let up = upsample_bilinear(&cam.data, cam.width, cam.height, guided.width, guided.height).map_err(Error::Internal)?;
+    let n = guided.plane_len();
+    let data = guided.data.iter().enumerate().map(|(i, g)| g * up[i % n]).collect();
+    Ok(FeatureMap::new(guided.channels, guided.height, guided.width, data))
+}
+
+/// A single-channel map of a 3-channel gradient: per pixel, the largest |gradient| over the colour
+/// channels (Simonyan et al.'s saliency rule), so an RGB gradient can be drawn as a heatmap too.
+pub fn magnitude(g: &FeatureMap) -> Map {
+    let n = g.plane_len();
+    let data = (0..n).map(|i| (0..g.channels).map(|c| g.data[c * n + i].abs()).fold(0.0, f32::max)).collect();
+    Map::new(g.width, g.height, data)
+}
+
+/// The gradient as a viewable RGB image in [0, 1]: centred, scaled by 0.1 / std, shifted to 0.5, clipped
+/// (the usual way guided-backprop figures are drawn).
+pub fn to_rgb(g: &FeatureMap) -> Vec<f32> {
+    let n = g.data.len() as f32;
+    let mean = g.data.iter().sum::<f32>() / n;
+    let std = (g.data.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n).sqrt();
+    let s = if std > 0.0 { 0.1 / std } else { 0.0 };
+    g.data.iter().map(|v| ((v - mean) * s + 0.5).clamp(0.0, 1.0)).collect()
+}

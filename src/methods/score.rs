@@ -1,0 +1,96 @@
+//! Score-CAM (Wang et al.): each channel, upsampled to the input and min-max normalized, masks the
+//! input; the target score of each masked input, softmaxed over channels, weighs the channels.
+//! Batched forwards; an option keeps only the channels of highest variance (a faster variant).
+
+use crate::error::Result;
+use crate::feature_map::{FeatureMap, Map};
+use crate::methods::cam::weighted_sum;
+
+#[derive(Clone, Copy, Debug)]
+pub struct ScoreCamOptions {
+    /// Masked inputs per forward pass.
+    pub batch: usize,
+    /// Keep only this many channels, those with the highest activation variance (None: all).
+    pub max_channels: Option<usize>,
+}
+
+impl Default for ScoreCamOptions {
+    fn default() -> Self {
+        ScoreCamOptions { batch: 16, max_channels: None }
+    }
+}
+
+/// Bilinear upsampling with align_corners=True, as Score-CAM's reference implementation does.
+fn upsample_align_corners(src: &[f32], sw: usize, sh: usize, dw: usize, dh: usize) -> Vec<f32> {
+    let scale = |s: usize, d: usize| if d > 1 { (s as f32 - 1.0) / (d as f32 - 1.0) } else { 0.0 };
+    let (fx, fy) = (scale(sw, dw), scale(sh, dh));
+    let mut out = Vec::with_capacity(dw * dh);
+    for y in 0..dh {
+        let sy = y as f32 * fy;
+        let (y0, ty) = (sy.floor() as usize, sy - sy.floor());
+        let y1 = (y0 + 1).min(sh - 1);
+        for x in 0..dw {
+            let sx = x as f32 * fx;
+            let (x0, tx) = (sx.floor() as usize, sx - sx.floor());
+            let x1 = (x0 + 1).min(sw - 1);
+            let top = src[y0 * sw + x0] * (1.0 - tx) + src[y0 * sw + x1] * tx;
+            let bottom = src[y1 * sw + x0] * (1.0 - tx) + src[y1 * sw + x1] * tx;
+            out.push(top * (1.0 - ty) + bottom * ty);
+        }
+    }
+    out
+}
+
+fn variance(v: &[f32]) -> f32 {
+    let mean = v.iter().sum::<f32>() / v.len() as f32;
+    v.iter().map(|x| (x - mean) * (x - mean)).sum::<f32>() / v.len() as f32
+}
+
+/// `logits_batch(inputs, n)` runs n masked inputs (n x 3 x H x W) and returns n x classes logits;
+/// `progress(done, total)` is called after each batch.
+pub fn score_cam(
+    a: &FeatureMap,
+    input: &FeatureMap,
+    target: &[f32],
+    opts: ScoreCamOptions,
+    logits_batch: &mut dyn FnMut(&[f32], usize) -> Result<Vec<f32>>,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Map> {
+    let (ih, iw) = (input.height, input.width);
+    let mut channels: Vec<usize> = (0..a.channels).collect();
+    if let Some(keep) = opts.max_channels {
+        let var: Vec<f32> = (0..a.channels).map(|k| variance(a.plane(k))).collect();
+        channels.sort_by(|&x, &y| var[y].total_cmp(&var[x]));
+        channels.truncate(keep.max(1));
+    }
+    let batch = opts.batch.max(1);
+    let mut scores = Vec::with_capacity(channels.len());
+    for chunk in channels.chunks(batch) {
+        let mut masked = Vec::with_capacity(chunk.len() * input.data.len());
+        for &k in chunk {
+            let mut m = upsample_align_corners(a.plane(k), a.width, a.height, iw, ih);
+            let (lo, hi) = m.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(l, h), &v| (l.min(v), h.max(v)));
+            let range = hi - lo;
+            // A constant channel carries no location: its mask is all zero (it scores the blank input).
+            m.iter_mut().for_each(|v| *v = if range > 0.0 { (*v - lo) / range } else { 0.0 });
+            for c in 0..3 {
+                masked.extend(input.plane(c).iter().zip(&m).map(|(x, w)| x * w));
+            }
+        }
+        let logits = logits_batch(&masked, chunk.len())?;
+        let classes = target.len();
+        for i in 0..chunk.len() {
+            scores.push(logits[i * classes..(i + 1) * classes].iter().zip(target).map(|(l, t)| l * t).sum::<f32>());
+        }
+        progress(scores.len(), channels.len());
+    }
+    // Softmax over channels (a baseline score subtracted from all would cancel here).
+    let peak = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let exp: Vec<f32> = scores.iter().map(|s| (s - peak).exp()).collect();
+    let total: f32 = exp.iter().sum();
+    let mut weights = vec![0.0f32; a.channels];
+    for (&k, e) in channels.iter().zip(&exp) {
+        weights[k] = e / total;
+    }
+    Ok(weighted_sum(a, &weights))
+}

@@ -1,0 +1,103 @@
+//! Gradients through whole networks: the executor's input gradient against finite differences of its
+//! own forward pass (every layer type: 3x3/s2 and ceil-mode max pools, depthwise convs, TF SAME
+//! padding, adaptive pools, concat, residual adds), and Grad-CAM against CAM's closed form.
+
+mod common;
+
+use common::*;
+use gradcam_wasm::exec::{cpu::CpuExecutor, Executor};
+use gradcam_wasm::graph::Op;
+use gradcam_wasm::{ExplainOptions, Explainer, FeatureMap, Method, Model, Normalization, Target};
+
+/// Directional derivatives <grad, d> against central differences (the nets are piecewise linear,
+/// so a central difference is exact unless a ReLU kink or max-pool switch lies within eps).
+fn check_input_gradient(name: &str, model: &Model, h: usize, w: usize) {
+    let exec = CpuExecutor::new(model.graph.clone());
+    let mut rng = Rng::new(99);
+    let x = rng.vec(3 * h * w, 1.0);
+    let layer = model.graph.find(&model.default_layer()).unwrap();
+    let mut pass = exec.start(FeatureMap::new(3, h, w, x.clone()), layer).unwrap();
+    let classes = model.graph.num_classes;
+    let mut target = vec![0.0f32; classes];
+    target[1] = 1.0;
+    target[classes - 1] = -0.5;
+    let grad = pass.input_gradient(&target, false).unwrap();
+    let eps = 1e-2f32;
+    let dirs: Vec<Vec<f32>> = (0..6).map(|_| rng.vec(x.len(), 1.0)).collect();
+    let mut batch = Vec::new();
+    for d in &dirs {
+        for s in [eps, -eps] {
+            batch.extend(x.iter().zip(d).map(|(a, b)| a + s * b));
+        }
+    }
+    let logits = exec.logits_batch(&batch, 2 * dirs.len(), h, w).unwrap();
+    let score = |i: usize| -> f64 { logits[i * classes..(i + 1) * classes].iter().zip(&target).map(|(l, t)| (*l as f64) * (*t as f64)).sum() };
+    let mut good = 0;
+    for (i, d) in dirs.iter().enumerate() {
+        let fd = (score(2 * i) - score(2 * i + 1)) / (2.0 * eps as f64);
+        let an: f64 = grad.data.iter().zip(d).map(|(g, v)| (*g as f64) * (*v as f64)).sum();
+        let ok = (fd - an).abs() <= 2e-2 * an.abs().max(fd.abs()) + 1e-3;
+        println!("{name}: direction {i}: analytic {an:.5}, finite difference {fd:.5}");
+        good += ok as usize;
+    }
+    // One direction may cross a kink; more than that is a wrong gradient.
+    assert!(good >= dirs.len() - 1, "{name}: input gradient disagrees with finite differences");
+}
+
+#[test]
+fn input_gradient_matches_finite_differences_for_every_layer_type() {
+    let cases: Vec<(&str, StateDict, usize, usize)> = vec![
+        ("resnet18 (3x3/s2 max pool)", resnet(18, 10), 64, 80),
+        ("resnet50 (bottleneck)", resnet(50, 10), 64, 64),
+        ("squeezenet1_0 (ceil-mode pools, concat)", squeezenet(true, 10), 67, 75),
+        ("squeezenet1_1", squeezenet(false, 10), 64, 64),
+        ("mobilenet_v2 (depthwise)", mobilenet_v2(10), 64, 96),
+        ("vgg11_bn (adaptive pool upsampling 2x2 -> 7x7)", vgg(&VGG11, true, 32, 10), 64, 64),
+        ("alexnet (11x11/s4, adaptive 6x6)", alexnet(32, 10), 96, 80),
+    ];
+    for (name, sd, h, w) in cases {
+        let model = Model::from_bytes(&sd.bytes(), None).unwrap();
+        check_input_gradient(name, &model, h, w);
+    }
+}
+
+#[test]
+fn input_gradient_of_the_default_model_matches_finite_differences() {
+    // TF SAME (asymmetric) padding on stride-2 depthwise convs, ReLU6, odd sizes.
+    let model = Model::from_bytes(&default_model_bytes(), None).unwrap();
+    check_input_gradient("efficientnet_lite0", &model, 65, 97);
+}
+
+/// With conv -> global average pool -> linear, dy_c/dA_k[i,j] = W[c,k] / Z, so Grad-CAM's map is
+/// exactly CAM's map sum_k W[c,k] A_k divided by Z = H * W (the paper's Section 3.1).
+fn check_cam_closed_form(name: &str, model: Model, head: &str, input: FeatureMap, class: usize) {
+    let fc = match &model.graph.nodes[model.graph.find(head).unwrap()].op {
+        Op::Linear(l) => l.clone(),
+        _ => panic!("{head} is not linear"),
+    };
+    // CAM, formed from the activations and the head's weights without any gradient.
+    let layer = model.graph.find(&model.default_layer()).unwrap();
+    let pass = CpuExecutor::new(model.graph.clone()).start(input.clone(), layer).unwrap();
+    let a = pass.activations().clone();
+    let n = a.plane_len();
+    let z = n as f32;
+    let cam: Vec<f32> = (0..n).map(|i| (0..a.channels).map(|k| fc.weight[class * fc.in_features + k] * a.data[k * n + i]).sum::<f32>() / z).collect();
+    let peak = cam.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    assert!(peak > 0.0, "{name}: CAM is identically zero, the test would be vacuous");
+
+    let mut ex = Explainer::new(model);
+    let opts = ExplainOptions { method: Method::GradCam, target: Target::Class(class), signed: true, normalization: Normalization::Raw, ..Default::default() };
+    let e = ex.explain_tensor(input, &opts).unwrap();
+    assert_eq!(e.raw.data.len(), n);
+    let worst = e.raw.data.iter().zip(&cam).map(|(g, c)| (g - c).abs()).fold(0.0f32, f32::max);
+    println!("{name}: max |Grad-CAM - CAM/Z| = {worst:e} (peak {peak:e})");
+    assert!(worst <= 1e-4 * peak, "{name}: Grad-CAM differs from CAM/Z by {worst} (peak {peak})");
+}
+
+#[test]
+fn grad_cam_equals_cam_over_z_on_gap_linear_heads() {
+    let input = FeatureMap::new(3, 224, 224, Rng::new(5).vec(3 * 224 * 224, 1.5));
+    check_cam_closed_form("resnet18", Model::from_bytes(&resnet(18, 1000).bytes(), None).unwrap(), "fc", input.clone(), 17);
+    check_cam_closed_form("mobilenet_v2", Model::from_bytes(&mobilenet_v2(1000).bytes(), None).unwrap(), "classifier.1", input.clone(), 400);
+    check_cam_closed_form("efficientnet_lite0", Model::from_bytes(&default_model_bytes(), None).unwrap(), "_fc", input, 281);
+}
