@@ -34,8 +34,9 @@ pub fn build(weights: &WeightMap) -> Result<Graph> {
 
 fn inverted_residual(b: &mut GraphBuilder, name: &str, x: NodeId, stride: usize) -> Result<NodeId> {
     let cin = b.channels(x);
-    // Expansion ratio 1 (features.1) has no 1x1 expand conv: conv.0 is then the depthwise one.
-    let expands = b.weights().shape(&format!("{name}.conv.0.0.weight")).is_some_and(|s| s[1] == cin && s[2] == 1);
+    // Expansion ratio 1 (features.1) has no 1x1 expand conv: conv.0 is then the depthwise one, and the
+    // block ends at conv.2 (its batch-norm) instead of conv.3.
+    let expands = b.weights().contains(&format!("{name}.conv.3.weight"));
     let mut y = x;
     let mut part = 0;
     if expands {

@@ -111,10 +111,14 @@ impl Arch {
     /// Builds the graph of this architecture from a weight file; every key must be used.
     pub fn build(self, weights: &WeightMap) -> Result<Graph> {
         match self {
-            Arch::ResNet18 | Arch::ResNet34 | Arch::ResNet50 => resnet::build(weights),
-            Arch::AlexNet => vgg::build(weights, vgg::Family::AlexNet),
-            Arch::Vgg11 | Arch::Vgg13 | Arch::Vgg16 | Arch::Vgg19 => vgg::build(weights, vgg::Family::Vgg { batch_norm: false }),
-            Arch::Vgg11Bn | Arch::Vgg13Bn | Arch::Vgg16Bn | Arch::Vgg19Bn => vgg::build(weights, vgg::Family::Vgg { batch_norm: true }),
+            Arch::ResNet18 => resnet::build(weights, [2, 2, 2, 2], false),
+            Arch::ResNet34 => resnet::build(weights, [3, 4, 6, 3], false),
+            Arch::ResNet50 => resnet::build(weights, [3, 4, 6, 3], true),
+            Arch::AlexNet => vgg::build(weights, vgg::Family::AlexNet, 5),
+            Arch::Vgg11 | Arch::Vgg11Bn => vgg::build(weights, vgg::Family::Vgg { batch_norm: self == Arch::Vgg11Bn }, 8),
+            Arch::Vgg13 | Arch::Vgg13Bn => vgg::build(weights, vgg::Family::Vgg { batch_norm: self == Arch::Vgg13Bn }, 10),
+            Arch::Vgg16 | Arch::Vgg16Bn => vgg::build(weights, vgg::Family::Vgg { batch_norm: self == Arch::Vgg16Bn }, 13),
+            Arch::Vgg19 | Arch::Vgg19Bn => vgg::build(weights, vgg::Family::Vgg { batch_norm: self == Arch::Vgg19Bn }, 16),
             Arch::SqueezeNet1_0 | Arch::SqueezeNet1_1 => squeezenet::build(weights),
             Arch::MobileNetV2 => mobilenet_v2::build(weights),
             Arch::EfficientNetLite0 => efficientnet_lite::build(weights),

@@ -5,15 +5,14 @@ use crate::graph::builder::ConvSpec;
 use crate::graph::{Graph, GraphBuilder, NodeId};
 use crate::weights::WeightMap;
 
-pub fn build(weights: &WeightMap) -> Result<Graph> {
-    let bottleneck = weights.contains("layer1.0.conv3.weight");
+/// `blocks`: residual blocks per stage ([2, 2, 2, 2] for ResNet-18); keys beyond them are reported as extra.
+pub fn build(weights: &WeightMap, blocks: [usize; 4], bottleneck: bool) -> Result<Graph> {
     let mut b = GraphBuilder::new(weights);
     let x = b.conv("conv1", Some("bn1"), b.input(), ConvSpec::new(2, 3))?;
     let x = b.relu("relu", x);
     let mut x = b.max_pool("maxpool", x, 3, 2, 1, false);
     for layer in 1..=4 {
-        let blocks = (0..).take_while(|i| weights.contains(&format!("layer{layer}.{i}.conv1.weight"))).count();
-        for i in 0..blocks {
+        for i in 0..blocks[layer - 1] {
             let stride = if layer > 1 && i == 0 { 2 } else { 1 };
             let name = format!("layer{layer}.{i}");
             x = if bottleneck { bottleneck_block(&mut b, &name, x, stride)? } else { basic_block(&mut b, &name, x, stride)? };

@@ -25,11 +25,15 @@ fn indices(weights: &WeightMap, prefix: &str, rank: usize) -> Vec<usize> {
     idx
 }
 
-pub fn build(weights: &WeightMap, family: Family) -> Result<Graph> {
+/// `conv_count`: how many convs the variant has (VGG-16: 13); the positions come from the file.
+pub fn build(weights: &WeightMap, family: Family, conv_count: usize) -> Result<Graph> {
     let convs = indices(weights, "features.", 4);
     let linears = indices(weights, "classifier.", 2);
     if convs.is_empty() || linears.is_empty() {
         return fail!(Weights, "no 'features.N.weight' convs or 'classifier.N.weight' linears: not a VGG/AlexNet file");
+    }
+    if convs.len() != conv_count {
+        return fail!(Weights, "the file has {} convs under 'features.' (last: 'features.{}.weight'), this architecture has {conv_count}", convs.len(), convs[convs.len() - 1]);
     }
     let batch_norm = matches!(family, Family::Vgg { batch_norm: true });
     let (pool_k, pool_hw) = match family {

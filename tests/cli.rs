@@ -1,0 +1,93 @@
+//! The `gradcam` command line: JSON output, --tensor input, layers, overlays, and clear errors.
+
+mod common;
+
+use common::*;
+use gradcam_wasm::imaging::npy::write_npy_f32;
+use gradcam_wasm::imaging::preprocess::{preprocess, Normalize, Preprocess, Resize};
+use std::process::Command;
+
+fn gradcam(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_gradcam")).args(args).current_dir(repo()).output().unwrap();
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}
+
+fn json(args: &[&str]) -> serde_json::Value {
+    let (code, out, err) = gradcam(args);
+    assert_eq!(code, 0, "gradcam {args:?} failed: {err}");
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
+}
+
+#[test]
+fn explain_prints_one_json_object_with_the_raw_map() {
+    let v = json(&["explain", "assets/samples/coffee.png", "--json"]);
+    assert_eq!(v["arch"], "efficientnet_lite0");
+    assert_eq!(v["layer"], "_conv_head.act");
+    assert_eq!(v["method"], "gradcam");
+    assert_eq!(v["class"], 967);
+    assert_eq!(v["label"], "espresso");
+    assert!(v["score"].as_f64().unwrap() > 5.0 && v["probability"].as_f64().unwrap() > 0.9);
+    assert_eq!(v["top5"].as_array().unwrap().len(), 5);
+    assert_eq!((v["cam"]["width"].as_u64(), v["cam"]["height"].as_u64()), (Some(7), Some(7)));
+    let values = v["cam"]["values"].as_array().unwrap();
+    assert_eq!(values.len(), 49);
+    assert!(values.iter().all(|x| x.as_f64().unwrap() >= 0.0), "after the ReLU");
+    assert!(v["timings"]["total_ms"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn a_preprocessed_tensor_gives_the_same_map_as_the_image() {
+    // The same preprocessing the CLI applies, written as a 1x3x224x224 .npy.
+    let img = sample("chelsea.png");
+    let p = Preprocess { resize: Resize::ShorterSide { size: 256, crop: Some((224, 224)) }, normalize: Normalize::Affine { offset: 127.0, scale: 128.0 } };
+    let prepared = preprocess(&img, &p).unwrap();
+    let path = std::env::temp_dir().join("gradcam-cli-test-input.npy");
+    std::fs::write(&path, write_npy_f32(&[1, 3, 224, 224], &prepared.tensor).unwrap()).unwrap();
+    let a = json(&["explain", "assets/samples/chelsea.png", "--json", "--class", "281"]);
+    let b = json(&["explain", "--tensor", path.to_str().unwrap(), "--json", "--class", "281"]);
+    let (va, vb) = (a["cam"]["values"].as_array().unwrap(), b["cam"]["values"].as_array().unwrap());
+    for (x, y) in va.iter().zip(vb) {
+        assert!((x.as_f64().unwrap() - y.as_f64().unwrap()).abs() < 1e-5);
+    }
+    assert!((a["score"].as_f64().unwrap() - b["score"].as_f64().unwrap()).abs() < 1e-5);
+}
+
+#[test]
+fn top_k_explains_each_class_and_writes_overlays() {
+    let out = std::env::temp_dir().join("gradcam-cli-test-overlay.png");
+    let v = json(&["explain", "assets/samples/chelsea.png", "--top", "3", "--json", "--out", out.to_str().unwrap(), "--method", "gradcam++", "--colormap", "turbo"]);
+    let all = v["explanations"].as_array().unwrap();
+    assert_eq!(all.len(), 3);
+    assert_eq!(v["method"], "gradcam++");
+    for e in all {
+        let path = std::env::temp_dir().join(format!("gradcam-cli-test-overlay-{}.png", e["class"]));
+        let img = image::open(&path).unwrap();
+        assert_eq!((img.width(), img.height()), (451, 300), "overlay at the image's own size");
+    }
+}
+
+#[test]
+fn layers_lists_names_and_marks_the_default() {
+    let (code, out, _) = gradcam(&["layers"]);
+    assert_eq!(code, 0);
+    assert!(out.lines().any(|l| l.starts_with('*') && l.contains("_conv_head.act") && l.contains("1280x7x7")), "{out}");
+    assert!(out.contains("_blocks.15") && out.contains("_bn1"));
+}
+
+#[test]
+fn bad_arguments_fail_with_a_message_that_says_what_to_fix() {
+    let cases: [(&[&str], &str); 6] = [
+        (&["explain", "assets/samples/coffee.png", "--class", "1000"], "out of range"),
+        (&["explain", "assets/samples/coffee.png", "--method", "magic"], "choose one of"),
+        (&["explain", "assets/samples/coffee.png", "--layer", "_blocks.99"], "unknown layer"),
+        (&["explain", "no-such-image.png"], "cannot read image"),
+        (&["explain", "assets/samples/coffee.png", "--model", "Cargo.toml"], "safetensors"),
+        (&["explain", "assets/samples/coffee.png", "--colormap", "rainbow"], "turbo"),
+    ];
+    for (args, needle) in cases {
+        let (code, _, err) = gradcam(args);
+        assert_eq!(code, 2, "{args:?}");
+        assert!(err.contains(needle), "{args:?}: '{err}' should mention '{needle}'");
+        assert!(!err.contains("panicked"), "{args:?} panicked: {err}");
+    }
+}

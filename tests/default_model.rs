@@ -1,0 +1,137 @@
+//! The default model (ImageNet EfficientNet-Lite0) on real photos: top-1, class discrimination on a
+//! cat | coffee composite, every method, map alignment on a non-square photo, forward reuse.
+
+mod common;
+
+use common::*;
+use gradcam_wasm::imaging::preprocess::Resize;
+use gradcam_wasm::imaging::resize::resize_bilinear;
+use gradcam_wasm::imaging::rgb::RgbImage;
+use gradcam_wasm::methods::score::ScoreCamOptions;
+use gradcam_wasm::{ExplainOptions, Explainer, Map, Method, Model, Target};
+
+const CATS: [usize; 3] = [281, 282, 285]; // tabby, tiger cat, Egyptian cat
+const ESPRESSO: usize = 967;
+
+fn explainer() -> Explainer {
+    Explainer::new(Model::from_bytes(&default_model_bytes(), None).unwrap())
+}
+
+#[test]
+fn top1_on_real_photos() {
+    let mut ex = explainer();
+    let cat = ex.predict(&sample("chelsea.png"), 5).unwrap();
+    println!("chelsea: {cat:?}");
+    assert!(CATS.contains(&cat[0].class), "chelsea top-1 is {} ({})", cat[0].class, cat[0].label);
+    assert!(cat.iter().take(3).all(|p| CATS.contains(&p.class)), "the three cat classes should lead: {cat:?}");
+    let coffee = ex.predict(&sample("coffee.png"), 5).unwrap();
+    assert_eq!(coffee[0].class, ESPRESSO, "coffee: {coffee:?}");
+    assert!(coffee[0].probability > 0.9, "espresso p = {}", coffee[0].probability);
+    let rocket = ex.predict(&sample("rocket.jpg"), 5).unwrap();
+    assert_eq!(rocket[0].label, "missile", "rocket: {rocket:?}");
+}
+
+/// Cat photo squeezed into the left half, coffee photo into the right half.
+fn composite() -> RgbImage {
+    let (w, h) = (224, 224);
+    let half = |img: RgbImage| resize_bilinear(&img, w, h).unwrap();
+    let (cat, coffee) = (half(sample("chelsea.png")), half(sample("coffee.png")));
+    let mut data = vec![0u8; 2 * w * h * 3];
+    for y in 0..h {
+        for x in 0..2 * w {
+            let (src, sx) = if x < w { (&cat, x) } else { (&coffee, x - w) };
+            for c in 0..3 {
+                data[(y * 2 * w + x) * 3 + c] = src[c * w * h + y * w + sx].round().clamp(0.0, 255.0) as u8;
+            }
+        }
+    }
+    RgbImage::from_rgb(2 * w, h, data).unwrap()
+}
+
+fn left_share(m: &Map) -> f32 {
+    let (mut left, mut total) = (0.0f32, 0.0f32);
+    for y in 0..m.height {
+        for x in 0..m.width {
+            let v = m.data[y * m.width + x].max(0.0);
+            total += v;
+            if x < m.width / 2 {
+                left += v;
+            }
+        }
+    }
+    left / total
+}
+
+#[test]
+fn grad_cam_discriminates_cat_from_espresso_on_a_composite() {
+    let mut ex = explainer();
+    let img = composite();
+    let resize = Some(Resize::Exact { width: 448, height: 224 });
+    let cats = Target::Weighted(CATS.iter().map(|&c| (c, 1.0)).collect());
+    for method in [Method::GradCam, Method::GuidedGradCam, Method::HiResCam, Method::LayerCam, Method::XGradCam, Method::GradCamPlusPlus] {
+        let cat = ex.explain(&img, &ExplainOptions { method, target: cats.clone(), resize: resize.clone(), ..Default::default() }).unwrap();
+        let cup = ex.explain(&img, &ExplainOptions { method, target: Target::Class(ESPRESSO), resize: resize.clone(), ..Default::default() }).unwrap();
+        let (l_cat, l_cup) = (left_share(&cat.image_map), left_share(&cup.image_map));
+        println!("{}: cat mass on the left {l_cat:.3}, espresso mass on the left {l_cup:.3}", method.name());
+        assert!(l_cat > 0.65, "{}: cat map should lie on the left, {l_cat}", method.name());
+        assert!(l_cup < 0.35, "{}: espresso map should lie on the right, {l_cup}", method.name());
+        assert!(cup.forward_reused, "the second class must reuse the forward pass");
+    }
+    // The counterfactual map of espresso points at what argues against it: the cat.
+    let cf = ex.explain(&img, &ExplainOptions { method: Method::Counterfactual, target: Target::Class(ESPRESSO), resize, ..Default::default() }).unwrap();
+    println!("counterfactual espresso: left share {:.3}", left_share(&cf.image_map));
+    assert!(left_share(&cf.image_map) > 0.5);
+}
+
+#[test]
+fn every_method_gives_a_finite_nonzero_map_on_a_photo() {
+    let mut ex = explainer();
+    let img = sample("coffee.png");
+    for method in gradcam_wasm::methods::ALL {
+        let opts = ExplainOptions { method, score_cam: ScoreCamOptions { batch: 32, max_channels: Some(96) }, ..Default::default() };
+        let e = ex.explain(&img, &opts).unwrap_or_else(|e| panic!("{}: {e}", method.name()));
+        assert_eq!(e.class, ESPRESSO);
+        assert!(e.raw.data.iter().all(|v| v.is_finite()), "{}: non-finite map", method.name());
+        if method == Method::Counterfactual {
+            // At p = 0.95 nothing argues against espresso: the map may be empty, but then it must say so.
+            assert!(e.raw.max() > 0.0 || e.warnings.iter().any(|w| w.contains("all zero")), "empty counterfactual map without a warning");
+            continue;
+        }
+        assert!(e.raw.max() > 0.0, "{}: empty map", method.name());
+        let inside = e.image_map.data.iter().filter(|v| **v > 0.0).count();
+        assert!(inside > 1000, "{}: map almost empty on the image", method.name());
+        assert!(e.image_map.max() <= 1.0 + 1e-6 && e.image_map.min() >= 0.0);
+        if method.is_input_resolution() {
+            assert_eq!((e.raw.width, e.raw.height), (224, 224));
+            assert!(e.rgb.is_some());
+        } else {
+            assert_eq!((e.raw.width, e.raw.height), (7, 7));
+        }
+        println!("{}: {:.1} ms (forward reused: {})", method.name(), e.timings.total_ms, e.forward_reused);
+    }
+}
+
+#[test]
+fn the_map_lands_on_the_original_non_square_image_and_only_inside_the_crop() {
+    let mut ex = explainer();
+    let img = sample("chelsea.png"); // 451 x 300
+    let e = ex.explain(&img, &ExplainOptions::default()).unwrap();
+    assert_eq!((e.image_map.width, e.image_map.height), (451, 300));
+    // Resize 300 -> 256 (scale 0.853), crop 224 of 385 wide: columns ~ 47..=403 are inside.
+    let col = |x: usize| (0..300).map(|y| e.image_map.data[y * 451 + x]).fold(0.0f32, f32::max);
+    assert_eq!(col(10), 0.0, "left of the crop must be empty");
+    assert_eq!(col(440), 0.0, "right of the crop must be empty");
+    assert!(col(225) > 0.0);
+    // The map's peak on the image sits where the raw map's peak cell projects.
+    let (pi, _) = e.raw.data.iter().enumerate().fold((0, f32::MIN), |b, (i, &v)| if v > b.1 { (i, v) } else { b });
+    let (cx, cy) = ((pi % 7) as f64 + 0.5, (pi / 7) as f64 + 0.5);
+    let g = &e.geometry;
+    let (ox, oy) = (g.orig_x(cx * 32.0), g.orig_y(cy * 32.0));
+    let (qi, _) = e.image_map.data.iter().enumerate().fold((0, f32::MIN), |b, (i, &v)| if v > b.1 { (i, v) } else { b });
+    let (qx, qy) = ((qi % 451) as f64, (qi / 451) as f64);
+    assert!((qx - ox).abs() < 20.0 && (qy - oy).abs() < 20.0, "peak at ({qx},{qy}), expected near ({ox:.0},{oy:.0})");
+    // Raw normalization keeps the scale: the peak on the image is the raw peak, up to where pixel
+    // centres fall between cell centres.
+    let raw = ex.explain(&img, &ExplainOptions { normalization: gradcam_wasm::Normalization::Raw, ..Default::default() }).unwrap();
+    assert!(raw.image_map.max() <= raw.raw.max() * 1.0001 && raw.image_map.max() >= 0.9 * raw.raw.max(), "{} vs {}", raw.image_map.max(), raw.raw.max());
+}
