@@ -19,6 +19,7 @@ pub mod imaging;
 pub mod kernels;
 pub mod labels;
 pub mod methods;
+pub mod synthetic;
 pub mod weights;
 
 pub use arch::Arch;
