@@ -287,10 +287,15 @@ impl Explainer {
 
     /// Explains an RGB image (any size): preprocessing, forward, method, and the map on the image.
     pub fn explain(&mut self, image: &RgbImage, opts: &ExplainOptions) -> Result<Explanation> {
+        self.explain_with_progress(image, opts, &mut |_, _| {})
+    }
+
+    /// `explain`, reporting progress of the long methods (Score-CAM: channels done, channels total).
+    pub fn explain_with_progress(&mut self, image: &RgbImage, opts: &ExplainOptions, progress: &mut dyn FnMut(usize, usize)) -> Result<Explanation> {
         let t0 = now_ms();
         let layer = self.layer_id(opts)?;
         let (pre_ms, fwd_ms, reused) = self.ensure_pass(image, layer, opts)?;
-        let mut e = self.run_method(layer, opts)?;
+        let mut e = self.run_method(layer, opts, progress)?;
         e.timings.preprocess_ms = pre_ms;
         e.timings.forward_ms = fwd_ms;
         e.forward_reused = reused;
@@ -318,7 +323,7 @@ impl Explainer {
             self.start_pass(key, input, geometry, layer)?;
         }
         let fwd_ms = now_ms() - t1;
-        let mut e = self.run_method(layer, opts)?;
+        let mut e = self.run_method(layer, opts, &mut |_, _| {})?;
         e.timings.forward_ms = fwd_ms;
         e.forward_reused = reused;
         e.timings.total_ms = now_ms() - t0;
@@ -349,7 +354,7 @@ impl Explainer {
         Ok((class, w))
     }
 
-    fn run_method(&mut self, layer: NodeId, opts: &ExplainOptions) -> Result<Explanation> {
+    fn run_method(&mut self, layer: NodeId, opts: &ExplainOptions, progress: &mut dyn FnMut(usize, usize)) -> Result<Explanation> {
         let t0 = now_ms();
         let logits = self.cache.as_ref().ok_or_else(|| Error::Internal("no forward pass".into()))?.pass.logits().to_vec();
         let (class, target) = self.resolve_target(&opts.target, &logits)?;
@@ -357,7 +362,7 @@ impl Explainer {
         let probability = softmax(&logits)[class];
         let Explainer { cache, executor, model } = self;
         let cached = cache.as_mut().ok_or_else(|| Error::Internal("no forward pass".into()))?;
-        let (mut raw, rgb) = compute_map(opts, cached, executor.as_ref(), &target)?;
+        let (mut raw, rgb) = compute_map(opts, cached, executor.as_ref(), &target, progress)?;
         let mut warnings = Vec::new();
         if let Some(i) = raw.data.iter().position(|v| !v.is_finite()) {
             return fail!(Numeric, "the {} map has a non-finite value at cell {i}; the gradients overflowed", opts.method.name());
@@ -398,14 +403,20 @@ impl Explainer {
 }
 
 /// The method's map (signed, before ReLU) and, for guided methods, the RGB gradient image.
-fn compute_map(opts: &ExplainOptions, c: &mut CachedPass, executor: &dyn Executor, target: &[f32]) -> Result<(Map, Option<FeatureMap>)> {
+fn compute_map(
+    opts: &ExplainOptions,
+    c: &mut CachedPass,
+    executor: &dyn Executor,
+    target: &[f32],
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<(Map, Option<FeatureMap>)> {
     let a = c.pass.activations().clone();
     let map = match opts.method {
         Method::EigenCam => eigen::eigen_cam(&a),
         Method::ScoreCam => {
             let (h, w) = (c.input.height, c.input.width);
             let mut run = |x: &[f32], n: usize| executor.logits_batch(x, n, h, w);
-            score::score_cam(&a, &c.input, target, opts.score_cam, &mut run, &mut |_, _| {})?
+            score::score_cam(&a, &c.input, target, opts.score_cam, &mut run, progress)?
         }
         Method::GuidedBackprop | Method::GuidedGradCam => {
             let mut g = c.pass.input_gradient(target, true)?;

@@ -135,3 +135,17 @@ fn the_map_lands_on_the_original_non_square_image_and_only_inside_the_crop() {
     let raw = ex.explain(&img, &ExplainOptions { normalization: gradcam_wasm::Normalization::Raw, ..Default::default() }).unwrap();
     assert!(raw.image_map.max() <= raw.raw.max() * 1.0001 && raw.image_map.max() >= 0.9 * raw.raw.max(), "{} vs {}", raw.image_map.max(), raw.raw.max());
 }
+
+#[test]
+fn score_cam_reports_progress_and_discriminates() {
+    let mut ex = explainer();
+    let img = composite();
+    let resize = Some(Resize::Exact { width: 448, height: 224 });
+    let mut seen = Vec::new();
+    let opts = ExplainOptions { method: Method::ScoreCam, target: Target::Class(ESPRESSO), resize, score_cam: ScoreCamOptions { batch: 32, max_channels: Some(128) }, ..Default::default() };
+    let e = ex.explain_with_progress(&img, &opts, &mut |done, total| seen.push((done, total))).unwrap();
+    assert_eq!(seen.len(), 4, "one report per batch of 32: {seen:?}");
+    assert_eq!(*seen.last().unwrap(), (128, 128));
+    println!("score-cam espresso: left share {:.3}, {:.0} ms", left_share(&e.image_map), e.timings.total_ms);
+    assert!(left_share(&e.image_map) < 0.4);
+}
