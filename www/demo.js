@@ -1,0 +1,683 @@
+// The demo page: one GradcamClient (a worker with the wasm Explainer), a photo on a canvas,
+// and controls. Every explanation runs off the main thread; nothing is sent anywhere.
+
+import { GradcamClient, METHODS, METHOD_NAMES, COLORMAPS } from './gradcam-client.js';
+import { drawRgbChw, cropRect } from './render.js';
+
+const DEFAULT_MODEL = 'assets/models/efficientnet-lite0.safetensors';
+const SAMPLES_DIR = 'assets/samples/';
+const MAX_SIDE = 1600; // larger photos are scaled down (the heatmap lives on the photo's own grid)
+
+const METHOD_HELP = {
+  gradcam: 'Gradients of the class score, averaged per channel, weight the layer\'s feature maps.',
+  counterfactual: 'Negated gradients: regions whose removal would raise the confidence in this class.',
+  'guided-backprop': 'Input gradient through "guided" ReLUs: fine detail, not class-discriminative.',
+  'guided-gradcam': 'Guided Backprop times the upsampled Grad-CAM map: fine and class-discriminative.',
+  'gradcam++': 'Weights positive gradients with higher-order terms; better for several instances.',
+  hirescam: 'Gradient times activation per location, summed over channels: no spatial averaging.',
+  xgradcam: 'Gradients weighted by normalized activations (axiom-based Grad-CAM).',
+  layercam: 'Per-location positive gradients times activations; usable in shallow layers too.',
+  scorecam: 'Masks the input with each channel and scores it: gradient-free, slower.',
+  eigencam: 'First principal component of the activations: class-agnostic, gradient-free.',
+};
+
+const $ = (sel) => document.querySelector(sel);
+const el = {
+  dropZone: $('#drop-zone'),
+  canvas: $('#overlay-canvas'),
+  fileInput: $('#file-input'),
+  method: $('#method'),
+  methodHelp: $('#method-help'),
+  layer: $('#layer'),
+  colormap: $('#colormap'),
+  colorbar: $('#colorbar'),
+  preprocess: $('#preprocess'),
+  normalize: $('#normalize'),
+  opacity: $('#opacity'),
+  opacityValue: $('#opacity-value'),
+  top5: $('#top5'),
+  classForm: $('#class-form'),
+  classInput: $('#class-input'),
+  status: $('#status'),
+  warnings: $('#warnings'),
+  backend: $('#backend'),
+  timing: $('#timing'),
+  title: $('#result-title'),
+  sub: $('#result-sub'),
+  download: $('#download'),
+  strip: $('#strip'),
+  task: $('#task'),
+  progress: $('#progress'),
+  progressLabel: $('#progress-label'),
+  cancel: $('#cancel'),
+  samples: $('#samples'),
+  modelInput: $('#model-input'),
+  modelInfo: $('#model-info'),
+};
+
+const state = {
+  client: null,
+  model: null, // load() info
+  modelSource: DEFAULT_MODEL, // URL or {name, bytes}
+  loading: null, // Promise of the model
+  image: null, // {imageData, name, canvas (the plain photo)}
+  classIdx: null, // null: top-1
+  result: null,
+  colorLayer: null, // canvas: the colormapped heatmap at alpha 1 (photo where undefined)
+  top5: [],
+  wanted: 0, // generation of the newest request
+  running: false,
+};
+
+// ---------- small helpers ----------
+
+function fmtMs(ms) {
+  if (!(ms >= 0)) return '–';
+  return ms >= 100 ? `${Math.round(ms)} ms` : `${ms.toFixed(1)} ms`;
+}
+
+function fmtMB(bytes) {
+  return `${(bytes / 1048576).toFixed(1)} MB`;
+}
+
+function pct(p) {
+  if (!(p >= 0)) return '–';
+  if (p >= 0.995) return `${(p * 100).toFixed(0)}%`;
+  return p >= 0.1 ? `${(p * 100).toFixed(1)}%` : `${(p * 100).toFixed(2)}%`;
+}
+
+function setStatus(text, isError = false) {
+  el.status.textContent = text || '';
+  el.status.classList.toggle('is-error', Boolean(isError));
+}
+
+function showError(e, context) {
+  const msg = e && e.message ? e.message : String(e);
+  console.error(context || 'gradcam', e);
+  setStatus(context ? `${context}: ${msg}` : msg, true);
+}
+
+function setTask(label, done, total, cancellable = false) {
+  el.task.hidden = false;
+  el.progressLabel.textContent = label;
+  if (total > 0) {
+    el.progress.max = total;
+    el.progress.value = Math.min(done, total);
+  } else {
+    el.progress.removeAttribute('value'); // indeterminate
+  }
+  el.cancel.hidden = !cancellable;
+}
+
+function endTask() {
+  el.task.hidden = true;
+  el.cancel.hidden = true;
+}
+
+function setBusy(on) {
+  el.dropZone.classList.toggle('is-busy', on);
+  el.dropZone.setAttribute('aria-busy', on ? 'true' : 'false');
+}
+
+function options() {
+  return {
+    method: el.method.value || 'gradcam',
+    layer: el.layer.disabled ? undefined : el.layer.value || undefined,
+    normalize: el.normalize.value,
+    preprocess: el.preprocess.value,
+  };
+}
+
+function alpha() {
+  return Number(el.opacity.value);
+}
+
+function fillSelect(select, values, names, selected) {
+  select.replaceChildren(
+    ...values.map((v) => {
+      const o = document.createElement('option');
+      o.value = v;
+      o.textContent = names ? names[v] || v : v;
+      if (v === selected) o.selected = true;
+      return o;
+    }),
+  );
+}
+
+// ---------- model ----------
+
+function startClient() {
+  if (state.client) state.client.terminate();
+  state.client = new GradcamClient();
+  state.client.addEventListener('progress', (e) => {
+    const { phase, done, total } = e.detail;
+    if (phase === 'method' && total > 0) {
+      setTask(`${METHOD_NAMES[el.method.value] || 'Computing'}: ${done} / ${total}`, done, total, true);
+    }
+  });
+}
+
+async function loadModel(source) {
+  state.modelSource = source;
+  state.model = null;
+  state.result = null;
+  const isUrl = typeof source === 'string';
+  setTask(isUrl ? 'Preparing the model…' : `Reading ${source.name}…`, 0, 0);
+  el.layer.disabled = true;
+  const t0 = performance.now();
+  const job = (async () => {
+    const info = await state.client.load(isUrl ? source : source.bytes, {}, (done, total) => {
+      const label = total > 0 ? `Downloading the model: ${fmtMB(done)} of ${fmtMB(total)}` : `Downloading the model: ${fmtMB(done)}`;
+      setTask(label, done, total);
+    });
+    return info;
+  })();
+  state.loading = job;
+  try {
+    const info = await job;
+    if (state.loading !== job) return;
+    state.model = info;
+    const wall = performance.now() - t0;
+    const from = info.source === 'cache' ? 'from the browser cache' : info.source === 'network' ? 'downloaded' : 'from your file';
+    const name = isUrl ? source.split('/').pop() : source.name;
+    el.modelInfo.textContent = `${name}: ${fmtMB(info.bytes)}, ${from}, ready in ${fmtMs(wall)}. ${info.layers.length} layers; default target ${info.defaultLayer}.`;
+    const methods = Array.isArray(info.methods) && info.methods.length ? info.methods : METHODS;
+    fillSelect(el.method, methods, METHOD_NAMES, methods.includes(el.method.value) ? el.method.value : 'gradcam');
+    populateLayers(info.layers, info.defaultLayer);
+    endTask();
+    setStatus('');
+    if (state.image) explainNow();
+  } catch (e) {
+    if (state.loading !== job) return;
+    endTask();
+    el.title.textContent = 'The model could not be loaded';
+    showError(e);
+  }
+}
+
+function populateLayers(layers, defaultLayer) {
+  const opts = layers.map((l) => {
+    const o = document.createElement('option');
+    o.value = l.name;
+    const shape = Array.isArray(l.shape) ? l.shape.join('×') : '';
+    o.textContent = `${l.name === defaultLayer ? '* ' : ''}${l.name}${shape ? ` · ${shape}` : ''}`;
+    if (l.name === defaultLayer) o.selected = true;
+    return o;
+  });
+  el.layer.replaceChildren(...opts);
+  el.layer.value = defaultLayer;
+  el.layer.disabled = false;
+}
+
+// ---------- image input ----------
+
+async function imageFromBlob(blob, name) {
+  let bitmap;
+  try {
+    bitmap = await createImageBitmap(blob, { imageOrientation: 'from-image' });
+  } catch {
+    throw new Error(`${name || 'This file'} could not be read as an image (PNG, JPEG, WebP, GIF, AVIF or BMP).`);
+  }
+  const scale = Math.min(1, MAX_SIDE / Math.max(bitmap.width, bitmap.height));
+  const w = Math.max(1, Math.round(bitmap.width * scale));
+  const h = Math.max(1, Math.round(bitmap.height * scale));
+  const canvas = document.createElement('canvas');
+  canvas.width = w;
+  canvas.height = h;
+  const ctx = canvas.getContext('2d', { willReadFrequently: true });
+  ctx.drawImage(bitmap, 0, 0, w, h);
+  bitmap.close();
+  return { imageData: ctx.getImageData(0, 0, w, h), canvas, name: name || 'image', scaled: scale < 1 };
+}
+
+async function setImageFromBlob(blob, name) {
+  try {
+    const image = await imageFromBlob(blob, name);
+    setImage(image);
+  } catch (e) {
+    showError(e);
+  }
+}
+
+function setImage(image) {
+  state.image = image;
+  state.classIdx = null;
+  state.result = null;
+  state.colorLayer = null;
+  state.top5 = [];
+  el.canvas.width = image.imageData.width;
+  el.canvas.height = image.imageData.height;
+  el.dropZone.classList.remove('is-empty');
+  composite();
+  renderTop5();
+  resetStrip();
+  el.download.disabled = true;
+  el.timing.textContent = '';
+  el.sub.textContent = '';
+  el.title.textContent = image.name;
+  setStatus(image.scaled ? `Scaled down to ${image.imageData.width}×${image.imageData.height} pixels.` : '');
+  for (const b of el.samples.querySelectorAll('.sample')) b.classList.toggle('is-active', b.dataset.sample === image.sample);
+  if (state.model) explainNow();
+  else if (!state.loading) setStatus('The model is not loaded.', true);
+}
+
+async function loadSample(file) {
+  try {
+    const res = await fetch(SAMPLES_DIR + file);
+    if (!res.ok) throw new Error(`HTTP ${res.status}`);
+    const image = await imageFromBlob(await res.blob(), file);
+    image.sample = file;
+    setImage(image);
+  } catch (e) {
+    showError(e, `Could not open the sample ${file}`);
+  }
+}
+
+// ---------- explanation ----------
+
+function explainNow() {
+  state.wanted++;
+  if (!state.running) run();
+}
+
+async function run() {
+  state.running = true;
+  try {
+    while (state.image && state.model) {
+      const gen = state.wanted;
+      const image = state.image;
+      const opts = options();
+      const cls = state.classIdx;
+      setBusy(true);
+      const slow = setTimeout(() => {
+        if (gen === state.wanted) setTask(`Computing ${METHOD_NAMES[opts.method] || opts.method}…`, 0, 0, true);
+      }, 600);
+      let result;
+      try {
+        result = await state.client.explain(image.imageData, cls, opts);
+      } catch (e) {
+        clearTimeout(slow);
+        endTask();
+        if (gen !== state.wanted) continue; // superseded (or cancelled): run the newest request
+        if (e.message !== 'cancelled') showError(e);
+        break;
+      }
+      clearTimeout(slow);
+      endTask();
+      if (gen !== state.wanted || image !== state.image) continue; // superseded
+      state.result = result;
+      if (!state.top5.length && Array.isArray(result.top5)) state.top5 = result.top5;
+      await refreshColorLayer();
+      if (gen !== state.wanted) continue;
+      showResult(result);
+      setBusy(false);
+      await renderStrip(gen, result, opts);
+      if (gen === state.wanted) break;
+    }
+  } finally {
+    state.running = false;
+    setBusy(false);
+  }
+}
+
+async function refreshColorLayer() {
+  const { result, image } = state;
+  if (!result || !image) return;
+  const colormap = el.colormap.value;
+  const layer = await state.client.overlay(image.imageData, result, { colormap, alpha: 1 });
+  if (state.result !== result) return;
+  state.colorLayer = toCanvas(layer);
+  composite();
+}
+
+function toCanvas(imageData) {
+  const c = document.createElement('canvas');
+  c.width = imageData.width;
+  c.height = imageData.height;
+  c.getContext('2d').putImageData(imageData, 0, 0);
+  return c;
+}
+
+/** photo, then the colour layer at the chosen opacity: (1 - a) * photo + a * colour, as the wasm overlay. */
+function composite() {
+  const { image, colorLayer } = state;
+  if (!image) return;
+  const ctx = el.canvas.getContext('2d');
+  ctx.globalAlpha = 1;
+  ctx.drawImage(image.canvas, 0, 0);
+  if (colorLayer) {
+    ctx.globalAlpha = alpha();
+    ctx.drawImage(colorLayer, 0, 0);
+    ctx.globalAlpha = 1;
+  }
+  renderStripGradcam();
+}
+
+function showResult(r) {
+  const name = METHOD_NAMES[r.method] || r.method;
+  el.title.textContent = `${name} of “${r.label}”`;
+  el.sub.textContent = `class ${r.classIdx} · p ${pct(r.probability)} · logit ${Number(r.logit).toFixed(2)} · layer ${r.layer}`;
+  const t = r.timings || {};
+  const parts = [];
+  if (t.forward_ms !== undefined) parts.push(r.forwardReused ? 'forward reused' : `forward ${fmtMs(t.forward_ms)}`);
+  if (t.method_ms !== undefined) parts.push(`${name} ${fmtMs(t.method_ms)}`);
+  if (t.project_ms !== undefined) parts.push(`map ${fmtMs(t.project_ms)}`);
+  el.timing.textContent = `${fmtMs(t.total_ms)} in total${parts.length ? `: ${parts.join(', ')}` : ''}`;
+  el.timing.title = `preprocess ${fmtMs(t.preprocess_ms)}, forward ${fmtMs(t.forward_ms)}, method ${fmtMs(t.method_ms)}, projection ${fmtMs(t.project_ms)}; map ${r.rawWidth}×${r.rawHeight} at ${r.layer}`;
+  const backends = { cpu: 'CPU · WebAssembly', webgpu: 'GPU · WebGPU' };
+  el.backend.textContent = backends[r.backend] || String(r.backend || 'unknown');
+  el.warnings.replaceChildren(
+    ...(r.warnings || []).map((w) => {
+      const li = document.createElement('li');
+      li.textContent = w;
+      return li;
+    }),
+  );
+  el.warnings.hidden = !(r.warnings && r.warnings.length);
+  el.download.disabled = false;
+  setStatus('');
+  renderTop5();
+}
+
+function renderTop5() {
+  const list = state.top5;
+  if (!list.length) {
+    const li = document.createElement('li');
+    li.className = 'placeholder';
+    li.textContent = state.image ? 'Classifying…' : 'Open a photo to see what the network sees.';
+    el.top5.replaceChildren(li);
+    return;
+  }
+  const selected = state.result ? state.result.classIdx : null;
+  el.top5.replaceChildren(
+    ...list.map((c) => {
+      const li = document.createElement('li');
+      li.dataset.class = String(c.class);
+      li.classList.toggle('is-selected', c.class === selected);
+      const b = document.createElement('button');
+      b.type = 'button';
+      b.setAttribute('aria-pressed', c.class === selected ? 'true' : 'false');
+      b.title = `Explain class ${c.class} (${c.label}); logit ${Number(c.logit).toFixed(3)}`;
+      const name = document.createElement('span');
+      name.className = 'name';
+      name.textContent = c.label;
+      const idx = document.createElement('span');
+      idx.className = 'idx';
+      idx.textContent = `#${c.class}`;
+      name.append(idx);
+      const p = document.createElement('span');
+      p.className = 'pct';
+      p.textContent = pct(c.probability);
+      const bar = document.createElement('span');
+      bar.className = 'bar';
+      const fill = document.createElement('span');
+      fill.className = 'bar-fill';
+      fill.style.width = `${Math.max(0.8, 100 * c.probability)}%`;
+      bar.append(fill);
+      b.append(name, p, bar);
+      li.append(b);
+      return li;
+    }),
+  );
+}
+
+// ---------- the Figure-1 strip ----------
+
+const tiles = {};
+for (const fig of el.strip.querySelectorAll('.tile')) tiles[fig.dataset.tile] = fig;
+const stripState = { gradcam: null }; // {result, colorLayer} for the Grad-CAM tile
+
+function resetStrip() {
+  stripState.gradcam = null;
+  for (const fig of Object.values(tiles)) {
+    fig.classList.remove('is-ready');
+    const c = fig.querySelector('canvas');
+    c.width = 1;
+    c.height = 1;
+  }
+  if (state.image) drawTile(tiles.original, (ctx, r) => ctx.drawImage(state.image.canvas, r.x, r.y, r.width, r.height, 0, 0, ctx.canvas.width, ctx.canvas.height), null);
+}
+
+/** The region of the photo the network saw, and a tile canvas of that aspect ratio. */
+function tileRegion(result) {
+  const { width, height } = state.image.imageData;
+  return cropRect(width, height, el.preprocess.value, result);
+}
+
+function drawTile(fig, draw, result) {
+  const r = tileRegion(result);
+  const c = fig.querySelector('canvas');
+  const w = 360;
+  c.width = w;
+  c.height = Math.max(1, Math.round((w * r.height) / r.width));
+  const ctx = c.getContext('2d');
+  ctx.imageSmoothingQuality = 'high';
+  draw(ctx, r);
+  fig.classList.add('is-ready');
+  fig.classList.remove('is-pending');
+}
+
+function renderStripGradcam() {
+  const g = stripState.gradcam;
+  if (!g || !state.image) return;
+  drawTile(tiles.gradcam, (ctx, r) => {
+    const args = [r.x, r.y, r.width, r.height, 0, 0, ctx.canvas.width, ctx.canvas.height];
+    ctx.drawImage(state.image.canvas, ...args);
+    ctx.globalAlpha = alpha();
+    ctx.drawImage(g.colorLayer, ...args);
+    ctx.globalAlpha = 1;
+  }, g.result);
+}
+
+async function renderStrip(gen, main, opts) {
+  const image = state.image;
+  const cls = main.classIdx;
+  const same = { layer: opts.layer, normalize: 'minmax', preprocess: opts.preprocess };
+  drawTile(tiles.original, (ctx, r) => ctx.drawImage(image.canvas, r.x, r.y, r.width, r.height, 0, 0, ctx.canvas.width, ctx.canvas.height), main);
+  for (const name of ['guided-backprop', 'gradcam', 'guided-gradcam']) tiles[name].classList.add('is-pending');
+  const stale = () => gen !== state.wanted || image !== state.image;
+  try {
+    // Grad-CAM: reuse the main result when it is one.
+    let gc = main.method === 'gradcam' && opts.normalize === 'minmax' ? main : null;
+    if (!gc) gc = await state.client.explain(image.imageData, cls, { ...same, method: 'gradcam' });
+    if (stale()) return;
+    const layer = main === gc && state.colorLayer ? state.colorLayer : toCanvas(await state.client.overlay(image.imageData, gc, { colormap: el.colormap.value, alpha: 1 }));
+    if (stale()) return;
+    stripState.gradcam = { result: gc, colorLayer: layer };
+    renderStripGradcam();
+    for (const name of ['guided-backprop', 'guided-gradcam']) {
+      const r = name === main.method ? main : await state.client.explain(image.imageData, cls, { ...same, method: name });
+      if (stale()) return;
+      if (r.rgb && r.rgbWidth && r.rgbHeight) {
+        drawTile(tiles[name], (ctx) => drawRgbChw(ctx, r.rgb, r.rgbWidth, r.rgbHeight), r);
+      } else {
+        // No gradient image came back: show the heatmap itself, in grey.
+        drawTile(tiles[name], (ctx, reg) => {
+          const c = heatToGrey(r);
+          ctx.drawImage(c, reg.x, reg.y, reg.width, reg.height, 0, 0, ctx.canvas.width, ctx.canvas.height);
+        }, r);
+      }
+    }
+    const caption = el.strip.parentElement.querySelector('#strip-caption');
+    if (caption) caption.dataset.label = main.label;
+  } catch (e) {
+    if (!stale()) showError(e, 'Figure strip');
+    for (const fig of Object.values(tiles)) fig.classList.remove('is-pending');
+  }
+}
+
+function heatToGrey(r) {
+  const c = document.createElement('canvas');
+  c.width = r.width;
+  c.height = r.height;
+  const ctx = c.getContext('2d');
+  const img = ctx.createImageData(r.width, r.height);
+  for (let i = 0; i < r.heatmap.length; i++) {
+    const v = Math.round(255 * Math.min(1, Math.max(0, r.heatmap[i])));
+    img.data[4 * i] = img.data[4 * i + 1] = img.data[4 * i + 2] = v;
+    img.data[4 * i + 3] = 255;
+  }
+  ctx.putImageData(img, 0, 0);
+  return c;
+}
+
+// ---------- download ----------
+
+function download() {
+  if (!state.result || !state.image) return;
+  const r = state.result;
+  const base = state.image.name.replace(/\.[a-z0-9]+$/i, '').replace(/[^\w.-]+/g, '_') || 'image';
+  const label = String(r.label || r.classIdx).replace(/[^\w.-]+/g, '_');
+  const name = `${base}-${r.method}-${r.classIdx}-${label}.png`;
+  el.canvas.toBlob((blob) => {
+    if (!blob) return showError(new Error('The canvas could not be encoded as PNG.'));
+    const a = document.createElement('a');
+    a.href = URL.createObjectURL(blob);
+    a.download = name;
+    document.body.append(a);
+    a.click();
+    a.remove();
+    setTimeout(() => URL.revokeObjectURL(a.href), 10000);
+  }, 'image/png');
+}
+
+// ---------- wiring ----------
+
+function updateMethodHelp() {
+  el.methodHelp.textContent = METHOD_HELP[el.method.value] || '';
+  const gradientFree = el.method.value === 'eigencam';
+  el.top5.classList.toggle('is-agnostic', gradientFree);
+}
+
+function updateColorbar() {
+  for (const c of COLORMAPS) el.colorbar.classList.toggle(`cm-${c}`, el.colormap.value === c);
+}
+
+function wire() {
+  fillSelect(el.method, METHODS, METHOD_NAMES, 'gradcam');
+  fillSelect(el.colormap, COLORMAPS, null, 'jet');
+  updateMethodHelp();
+  updateColorbar();
+
+  el.fileInput.addEventListener('change', () => {
+    const f = el.fileInput.files && el.fileInput.files[0];
+    if (f) setImageFromBlob(f, f.name);
+    el.fileInput.value = '';
+  });
+  el.dropZone.addEventListener('click', (e) => {
+    if (el.dropZone.classList.contains('is-empty') && !e.target.closest('label')) el.fileInput.click();
+  });
+  el.dropZone.addEventListener('keydown', (e) => {
+    if (e.key === 'Enter' || e.key === ' ') {
+      e.preventDefault();
+      el.fileInput.click();
+    }
+  });
+
+  // Drag and drop anywhere on the page; the drop zone shows the target.
+  let depth = 0;
+  const hasFiles = (e) => e.dataTransfer && Array.from(e.dataTransfer.types || []).includes('Files');
+  document.addEventListener('dragenter', (e) => {
+    if (!hasFiles(e)) return;
+    depth++;
+    el.dropZone.classList.add('is-dragging');
+  });
+  document.addEventListener('dragleave', (e) => {
+    if (!hasFiles(e)) return;
+    depth = Math.max(0, depth - 1);
+    if (depth === 0) el.dropZone.classList.remove('is-dragging');
+  });
+  document.addEventListener('dragover', (e) => {
+    if (!hasFiles(e)) return;
+    e.preventDefault();
+    e.dataTransfer.dropEffect = 'copy';
+  });
+  document.addEventListener('drop', (e) => {
+    if (!e.dataTransfer) return;
+    e.preventDefault();
+    depth = 0;
+    el.dropZone.classList.remove('is-dragging');
+    const f = Array.from(e.dataTransfer.files || []).find((x) => x.type.startsWith('image/')) || (e.dataTransfer.files || [])[0];
+    if (f) setImageFromBlob(f, f.name);
+  });
+  document.addEventListener('paste', (e) => {
+    const items = Array.from((e.clipboardData && e.clipboardData.items) || []);
+    const item = items.find((i) => i.kind === 'file' && i.type.startsWith('image/'));
+    if (!item) return;
+    e.preventDefault();
+    const f = item.getAsFile();
+    if (f) setImageFromBlob(f, f.name && f.name !== 'image.png' ? f.name : 'pasted.png');
+  });
+
+  el.samples.addEventListener('click', (e) => {
+    const b = e.target.closest('[data-sample]');
+    if (b) loadSample(b.dataset.sample);
+  });
+
+  el.top5.addEventListener('click', (e) => {
+    const li = e.target.closest('li[data-class]');
+    if (!li) return;
+    state.classIdx = Number(li.dataset.class);
+    for (const x of el.top5.querySelectorAll('li')) x.classList.toggle('is-selected', x === li);
+    explainNow();
+  });
+  el.classForm.addEventListener('submit', (e) => {
+    e.preventDefault();
+    const v = el.classInput.value.trim();
+    if (v === '' || !state.image) return;
+    state.classIdx = Number(v);
+    explainNow();
+  });
+
+  for (const s of [el.method, el.layer, el.preprocess, el.normalize]) {
+    s.addEventListener('change', () => {
+      if (s === el.method) updateMethodHelp();
+      explainNow();
+    });
+  }
+  el.colormap.addEventListener('change', async () => {
+    updateColorbar();
+    try {
+      await refreshColorLayer();
+      const g = stripState.gradcam;
+      if (g && state.image) {
+        g.colorLayer = toCanvas(await state.client.overlay(state.image.imageData, g.result, { colormap: el.colormap.value, alpha: 1 }));
+        renderStripGradcam();
+      }
+    } catch (e) {
+      showError(e);
+    }
+  });
+  el.opacity.addEventListener('input', () => {
+    el.opacityValue.textContent = `${Math.round(alpha() * 100)}%`;
+    composite();
+  });
+  el.download.addEventListener('click', download);
+  el.cancel.addEventListener('click', async () => {
+    // Stop the worker (the only way to interrupt wasm), then reload the model from the cache.
+    state.wanted++;
+    startClient();
+    state.running = false;
+    setBusy(false);
+    const was = METHOD_NAMES[el.method.value] || el.method.value;
+    el.method.value = 'gradcam'; // do not start the slow method again
+    updateMethodHelp();
+    await loadModel(state.modelSource);
+    setStatus(`${was} cancelled; showing Grad-CAM.`);
+  });
+  el.modelInput.addEventListener('change', async () => {
+    const f = el.modelInput.files && el.modelInput.files[0];
+    el.modelInput.value = '';
+    if (!f) return;
+    const bytes = new Uint8Array(await f.arrayBuffer());
+    state.top5 = [];
+    renderTop5();
+    await loadModel({ name: f.name, bytes });
+  });
+}
+
+wire();
+renderTop5();
+startClient();
+loadModel(DEFAULT_MODEL);
+loadSample('chelsea.png');

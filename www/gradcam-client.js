@@ -1,0 +1,223 @@
+// Promise API over the gradcam-wasm worker: the same calls as the wasm Explainer, run off the
+// main thread. Buffers are transferred; progress arrives as callbacks and as 'progress' events.
+//
+//   const client = new GradcamClient();
+//   await client.load('assets/models/efficientnet-lite0.safetensors', {}, (done, total) => ...);
+//   const result = await client.explain(imageData, 281, {method: 'gradcam'});
+//   ctx.putImageData(await client.overlay(imageData, result, {colormap: 'jet', alpha: 0.5}), 0, 0);
+
+export const METHODS = [
+  'gradcam', 'counterfactual', 'guided-backprop', 'guided-gradcam', 'gradcam++',
+  'hirescam', 'xgradcam', 'layercam', 'scorecam', 'eigencam',
+];
+
+export const METHOD_NAMES = {
+  gradcam: 'Grad-CAM',
+  counterfactual: 'Counterfactual Grad-CAM',
+  'guided-backprop': 'Guided Backprop',
+  'guided-gradcam': 'Guided Grad-CAM',
+  'gradcam++': 'Grad-CAM++',
+  hirescam: 'HiResCAM',
+  xgradcam: 'XGradCAM',
+  layercam: 'LayerCAM',
+  scorecam: 'Score-CAM',
+  eigencam: 'Eigen-CAM',
+};
+
+export const COLORMAPS = ['turbo', 'jet', 'viridis', 'inferno'];
+
+const imageKeys = new WeakMap();
+let nextImageKey = 1;
+
+function keyOf(imageData) {
+  let k = imageKeys.get(imageData);
+  if (!k) {
+    k = nextImageKey++;
+    imageKeys.set(imageData, k);
+  }
+  return k;
+}
+
+function checkImage(imageData) {
+  if (!imageData || !imageData.data || !(imageData.width > 0) || !(imageData.height > 0)) {
+    throw new Error('expected an ImageData (for example from CanvasRenderingContext2D.getImageData)');
+  }
+}
+
+export class GradcamClient extends EventTarget {
+  /**
+   * @param {{worker?: Worker, workerUrl?: string|URL, wasmUrl?: string|URL}} [options]
+   *   `wasmUrl` overrides where the worker finds gradcam_wasm_bg.wasm (default: next to gradcam_wasm.js).
+   */
+  constructor(options = {}) {
+    super();
+    this.wasmUrl = options.wasmUrl ? String(options.wasmUrl) : undefined;
+    this.worker =
+      options.worker ||
+      (options.workerUrl
+        ? new Worker(options.workerUrl, { type: 'module' })
+        : new Worker(new URL('./worker.js', import.meta.url), { type: 'module' }));
+    this._pending = new Map(); // id -> {resolve, reject, onProgress, cmd}
+    this._nextId = 1;
+    this._imageKeyInWorker = 0;
+    this.model = null; // what load() returned
+    this._terminated = false;
+    this.worker.addEventListener('message', (e) => this._onMessage(e.data));
+    this.worker.addEventListener('error', (e) => {
+      if (e && typeof e.preventDefault === 'function') e.preventDefault();
+      const where = e && e.filename ? ` (${e.filename}:${e.lineno})` : '';
+      this._failAll(new Error(`The gradcam worker failed to start or crashed${where}: ${(e && e.message) || 'see the console'}`));
+    });
+    this.worker.addEventListener('messageerror', () => {
+      this._failAll(new Error('A message from the gradcam worker could not be read'));
+    });
+  }
+
+  _failAll(error) {
+    for (const p of this._pending.values()) p.reject(error);
+    this._pending.clear();
+    this._imageKeyInWorker = 0;
+  }
+
+  _onMessage(msg) {
+    if (!msg || typeof msg !== 'object') return;
+    if (msg.type === 'progress') {
+      // Without an id, progress belongs to the request the worker is running: the oldest one.
+      const p = msg.id != null ? this._pending.get(msg.id) : this._pending.values().next().value;
+      const detail = { phase: msg.phase || (p && p.cmd === 'load' ? 'download' : 'method'), done: msg.done, total: msg.total, request: p ? p.cmd : null };
+      if (p && p.onProgress) {
+        try {
+          p.onProgress(msg.done, msg.total, detail);
+        } catch (e) {
+          console.error(e);
+        }
+      }
+      this.dispatchEvent(new CustomEvent('progress', { detail }));
+      return;
+    }
+    const p = this._pending.get(msg.id);
+    if (!p) return;
+    this._pending.delete(msg.id);
+    if (msg.type === 'result') p.resolve(msg.value);
+    else {
+      const err = new Error(msg.message || 'unknown error in the gradcam worker');
+      if (msg.name && msg.name !== 'Error') err.name = msg.name;
+      p.reject(err);
+    }
+  }
+
+  _call(cmd, args = {}, transfer = [], onProgress = null) {
+    if (this._terminated) return Promise.reject(new Error('This GradcamClient was terminated'));
+    const id = this._nextId++;
+    return new Promise((resolve, reject) => {
+      this._pending.set(id, { resolve, reject, onProgress, cmd });
+      try {
+        this.worker.postMessage({ id, cmd, args }, transfer);
+      } catch (e) {
+        this._pending.delete(id);
+        reject(e instanceof Error ? e : new Error(String(e)));
+      }
+    });
+  }
+
+  /** The image part of a request: pixels only when the worker does not already hold this image. */
+  _imageArgs(imageData) {
+    checkImage(imageData);
+    const imageKey = keyOf(imageData);
+    if (imageKey === this._imageKeyInWorker) return { args: { imageKey }, transfer: [] };
+    const copy = imageData.data.slice(); // the caller keeps its ImageData; the copy is moved
+    this._imageKeyInWorker = imageKey;
+    return {
+      args: { imageKey, image: { buffer: copy.buffer, width: imageData.width, height: imageData.height } },
+      transfer: [copy.buffer],
+    };
+  }
+
+  /**
+   * Loads a model. `urlOrBytes`: a URL (downloaded in the worker, through the Cache API) or the
+   * bytes (ArrayBuffer / Uint8Array; copied, so the caller's array stays usable).
+   * @param {{arch?: string, labels?: string[]}} [options]
+   * @param {(received: number, total: number) => void} [onProgress]  total is 0 while unknown.
+   * @returns {Promise<{url, bytes, source: 'network'|'cache'|'memory', downloadMs, initMs, layers, methods, defaultLayer}>}
+   */
+  async load(urlOrBytes, options = {}, onProgress = null) {
+    let source;
+    const transfer = [];
+    if (typeof urlOrBytes === 'string' || urlOrBytes instanceof URL) {
+      const base = typeof document !== 'undefined' ? document.baseURI : self.location.href;
+      source = new URL(String(urlOrBytes), base).href;
+    } else if (urlOrBytes instanceof ArrayBuffer || ArrayBuffer.isView(urlOrBytes)) {
+      const view = urlOrBytes instanceof ArrayBuffer ? new Uint8Array(urlOrBytes) : new Uint8Array(urlOrBytes.buffer, urlOrBytes.byteOffset, urlOrBytes.byteLength);
+      source = view.slice();
+      transfer.push(source.buffer);
+    } else if (typeof Blob !== 'undefined' && urlOrBytes instanceof Blob) {
+      source = new Uint8Array(await urlOrBytes.arrayBuffer());
+      transfer.push(source.buffer);
+    } else {
+      throw new Error('load() needs a URL, an ArrayBuffer, a Uint8Array or a Blob');
+    }
+    const opts = {};
+    if (options && options.arch) opts.arch = String(options.arch);
+    if (options && options.labels) opts.labels = Array.from(options.labels, String);
+    this.model = await this._call('load', { source, options: opts, wasmUrl: this.wasmUrl }, transfer, onProgress);
+    return this.model;
+  }
+
+  /**
+   * Explains `classIdx` (default: the top-1 class) for `imageData`.
+   * @param {ImageData} imageData
+   * @param {number|null} [classIdx]
+   * @param {{method?, layer?, colormap?, alpha?, normalize?: 'minmax'|'raw', preprocess?: 'crop'|'resize'}} [options]
+   * @param {(done: number, total: number) => void} [onProgress]  for long methods (Score-CAM)
+   */
+  explain(imageData, classIdx = null, options = {}, onProgress = null) {
+    const { args, transfer } = this._imageArgs(imageData);
+    const opts = {};
+    for (const [k, v] of Object.entries(options || {})) if (v !== undefined && v !== null && v !== '') opts[k] = v;
+    const cls = classIdx === null || classIdx === undefined || classIdx === '' ? null : Number(classIdx);
+    return this._call('explain', { ...args, classIdx: cls, options: opts }, transfer, onProgress);
+  }
+
+  /** Top-k classes: [{class, label, logit, probability}]. */
+  predict(imageData, k = 5) {
+    const { args, transfer } = this._imageArgs(imageData);
+    return this._call('predict', { ...args, k }, transfer);
+  }
+
+  /** The photo with the colormapped heatmap of `result` blended in, as ImageData. */
+  overlay(imageData, result, options = {}) {
+    const { args, transfer } = this._imageArgs(imageData);
+    const slim = { ...result };
+    delete slim.rgb; // not needed for an overlay; spares a copy
+    return this._call('overlay', { ...args, resultId: result && result.resultId, result: slim, options }, transfer).then(
+      (v) => new ImageData(v.pixels, v.width, v.height),
+    );
+  }
+
+  layers() {
+    return this._call('layers');
+  }
+
+  methods() {
+    return this._call('methods');
+  }
+
+  defaultLayer() {
+    return this._call('defaultLayer');
+  }
+
+  /** Frees the model in the worker (the worker stays usable for another load()). */
+  free() {
+    this.model = null;
+    return this._call('free');
+  }
+
+  /** Stops the worker at once (cancels a running Score-CAM); pending calls reject. */
+  terminate() {
+    this.worker.terminate();
+    this._terminated = true;
+    this._failAll(new Error('cancelled'));
+  }
+}
+
+export default GradcamClient;
