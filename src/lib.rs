@@ -6,7 +6,7 @@
 //! - `kernels`: plain f32 compute kernels; `exec` runs the graph on them (candle custom ops).
 //! - `methods`: explanation methods over feature maps and gradients, executor-agnostic.
 //! - `imaging`: preprocessing, mapping maps back onto the image, colormaps, overlays.
-//! - `explainer`: the API that ties them together.
+//! - `explainer`: the API that ties them together; `wasm` (wasm32 only) exposes it to JavaScript.
 
 pub mod arch;
 pub mod clock;
@@ -20,6 +20,8 @@ pub mod kernels;
 pub mod labels;
 pub mod methods;
 pub mod synthetic;
+#[cfg(target_arch = "wasm32")]
+pub mod wasm;
 pub mod weights;
 
 pub use arch::Arch;

@@ -197,11 +197,12 @@ const handlers = {
     return modelInfo;
   },
 
-  async explain(args) {
+  async explain(args, post) {
     const img = currentImage(args); // first: the image is kept even when the call fails
     const ex = requireExplainer();
     const cls = args.classIdx === null || args.classIdx === undefined ? undefined : args.classIdx;
-    const r = ex.explain(img, cls, args.options || {});
+    const onProgress = (done, total) => post({ type: 'progress', phase: 'method', done, total });
+    const r = ex.explain(img, cls, { ...(args.options || {}), onProgress });
     const value = plainResult(r);
     // A wasm-bindgen object is kept for overlay(); a plain object is not, because its typed
     // arrays are about to be transferred (the page sends them back with overlay()).

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Builds the wasm package into pkg/ (ES module + .wasm + TypeScript types + package.json).
+# Needs wasm-bindgen-cli at exactly the Cargo.lock version of wasm-bindgen (scripts/install-web-tools.sh).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --quiet --release --lib --target wasm32-unknown-unknown
+wasm-bindgen --target web --out-dir pkg target/wasm32-unknown-unknown/release/gradcam_wasm.wasm
+version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
+cat > pkg/package.json <<JSON
+{
+  "name": "gradcam-wasm",
+  "version": "$version",
+  "description": "Grad-CAM and related visual explanations of image classifiers, in the browser (WebAssembly)",
+  "license": "Apache-2.0",
+  "type": "module",
+  "main": "gradcam_wasm.js",
+  "module": "gradcam_wasm.js",
+  "types": "gradcam_wasm.d.ts",
+  "files": ["gradcam_wasm.js", "gradcam_wasm.d.ts", "gradcam_wasm_bg.wasm", "gradcam_wasm_bg.wasm.d.ts"],
+  "sideEffects": false
+}
+JSON
+ls -l pkg/gradcam_wasm_bg.wasm | awk '{printf "build-web: pkg/gradcam_wasm_bg.wasm %d bytes", $5}'
+echo " ($(gzip -9c pkg/gradcam_wasm_bg.wasm | wc -c) gzipped)"

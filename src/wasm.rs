@@ -1,0 +1,509 @@
+//! The JavaScript API (wasm32 only): argument parsing, a call into [`crate::Explainer`], and conversion
+//! of the result to plain JS values. No maths lives here.
+//!
+//! ```js
+//! const ex = new Explainer(modelBytes, { arch: 'efficientnet_lite0' });
+//! const r = ex.explain(ctx.getImageData(0, 0, w, h), undefined, { method: 'gradcam', colormap: 'jet' });
+//! ctx.putImageData(r.overlay(), 0, 0);          // or ex.overlay(imageData, r, { alpha: 0.4 })
+//! ```
+//!
+//! Every failure is thrown as a JS `Error` carrying the crate's message; the explainer stays usable.
+
+use crate::explainer::{LayerInfo, Prediction};
+use crate::imaging::colormap::Colormap;
+use crate::imaging::overlay::overlay_rgba_masked;
+use crate::imaging::preprocess::{Geometry, Resize};
+use crate::imaging::project::crop_mask;
+use crate::imaging::rgb::RgbImage;
+use crate::{Arch, ExplainOptions, Explanation, Method, Model, Normalization, Target};
+use js_sys::{Array, Float32Array, Object, Reflect, Uint8Array};
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::Clamped;
+use web_sys::ImageData;
+
+type JsResult<T> = Result<T, JsValue>;
+
+const DEFAULT_COLORMAP: Colormap = Colormap::Jet;
+const DEFAULT_ALPHA: f32 = 0.5;
+
+fn js_err(msg: impl std::fmt::Display) -> JsValue {
+    js_sys::Error::new(&msg.to_string()).into()
+}
+
+// ---------------------------------------------------------------- reading JS values
+
+fn get(obj: &JsValue, key: &str) -> JsResult<JsValue> {
+    Reflect::get(obj, &JsValue::from_str(key)).map_err(|_| js_err(format!("cannot read property '{key}'")))
+}
+
+fn set(obj: &Object, key: &str, value: impl Into<JsValue>) -> JsResult<()> {
+    Reflect::set(obj, &JsValue::from_str(key), &value.into()).map(|_| ()).map_err(|_| js_err(format!("cannot set property '{key}'")))
+}
+
+fn is_missing(v: &JsValue) -> bool {
+    v.is_undefined() || v.is_null()
+}
+
+/// An options argument: `undefined`/`null` or a plain object whose keys are all in `allowed`.
+fn options_object(v: &JsValue, what: &str, allowed: &[&str]) -> JsResult<Option<JsValue>> {
+    if is_missing(v) {
+        return Ok(None);
+    }
+    if !v.is_object() || v.is_function() || Array::is_array(v) {
+        return Err(js_err(format!("{what} must be an object, e.g. {{ {}: ... }}", allowed[0])));
+    }
+    for key in Object::keys(v.unchecked_ref::<Object>()).iter() {
+        let key = key.as_string().unwrap_or_default();
+        if !allowed.contains(&key.as_str()) {
+            return Err(js_err(format!("unknown {what} '{key}'; valid keys: {}", allowed.join(", "))));
+        }
+    }
+    Ok(Some(v.clone()))
+}
+
+fn opt_string(obj: &Option<JsValue>, key: &str) -> JsResult<Option<String>> {
+    let Some(obj) = obj else { return Ok(None) };
+    let v = get(obj, key)?;
+    if is_missing(&v) {
+        return Ok(None);
+    }
+    v.as_string().map(Some).ok_or_else(|| js_err(format!("option '{key}' must be a string")))
+}
+
+fn opt_number(obj: &Option<JsValue>, key: &str) -> JsResult<Option<f64>> {
+    let Some(obj) = obj else { return Ok(None) };
+    let v = get(obj, key)?;
+    if is_missing(&v) {
+        return Ok(None);
+    }
+    v.as_f64().map(Some).ok_or_else(|| js_err(format!("option '{key}' must be a number")))
+}
+
+fn opt_bool(obj: &Option<JsValue>, key: &str) -> JsResult<Option<bool>> {
+    let Some(obj) = obj else { return Ok(None) };
+    let v = get(obj, key)?;
+    if is_missing(&v) {
+        return Ok(None);
+    }
+    v.as_bool().map(Some).ok_or_else(|| js_err(format!("option '{key}' must be a boolean")))
+}
+
+/// A non-negative integer (a class index, a count) given as a JS number; never cast blindly.
+fn index(v: &JsValue, what: &str) -> JsResult<usize> {
+    let x = v.as_f64().ok_or_else(|| js_err(format!("{what} must be a number, got {}", describe(v))))?;
+    if !x.is_finite() || x.fract() != 0.0 {
+        return Err(js_err(format!("{what} must be an integer, got {x}")));
+    }
+    if x < 0.0 {
+        return Err(js_err(format!("{what} must not be negative, got {x}")));
+    }
+    if x > u32::MAX as f64 {
+        return Err(js_err(format!("{what} {x} is out of range")));
+    }
+    Ok(x as usize)
+}
+
+fn describe(v: &JsValue) -> String {
+    v.js_typeof().as_string().unwrap_or_else(|| "a value".into())
+}
+
+fn colormap_opt(obj: &Option<JsValue>) -> JsResult<Option<Colormap>> {
+    opt_string(obj, "colormap")?.map(|n| Colormap::from_name(&n).map_err(js_err)).transpose()
+}
+
+fn alpha_opt(obj: &Option<JsValue>) -> JsResult<Option<f32>> {
+    match opt_number(obj, "alpha")? {
+        Some(a) if !(0.0..=1.0).contains(&a) => Err(js_err(format!("alpha must be in [0, 1], got {a}"))),
+        a => Ok(a.map(|a| a as f32)),
+    }
+}
+
+/// Reads an `ImageData` (or any `{ width, height, data }` with RGBA bytes) into an RGB image.
+fn read_image(v: &JsValue) -> JsResult<RgbImage> {
+    if !v.is_object() {
+        return Err(js_err("imageData must be an ImageData (or { width, height, data } with RGBA bytes)"));
+    }
+    let width = index(&get(v, "width")?, "imageData.width")?;
+    let height = index(&get(v, "height")?, "imageData.height")?;
+    let data = get(v, "data")?;
+    if !(data.is_instance_of::<js_sys::Uint8ClampedArray>() || data.is_instance_of::<Uint8Array>()) {
+        return Err(js_err("imageData.data must be a Uint8ClampedArray (or Uint8Array) of RGBA bytes"));
+    }
+    let bytes = Uint8Array::new(&data).to_vec();
+    RgbImage::from_rgba(width, height, &bytes).map_err(|m| js_err(format!("input: {m}")))
+}
+
+// ---------------------------------------------------------------- writing JS values
+
+fn prediction_js(p: &Prediction) -> JsResult<JsValue> {
+    let o = Object::new();
+    set(&o, "classIdx", p.class as u32)?;
+    set(&o, "label", p.label.as_str())?;
+    set(&o, "logit", p.logit)?;
+    set(&o, "probability", p.probability)?;
+    Ok(o.into())
+}
+
+fn predictions_js(ps: &[Prediction]) -> JsResult<Array> {
+    ps.iter().map(prediction_js).collect()
+}
+
+fn layer_js(l: &LayerInfo, default: &str) -> JsResult<JsValue> {
+    let o = Object::new();
+    set(&o, "name", l.name.as_str())?;
+    set(&o, "aliases", l.aliases.iter().map(|a| JsValue::from_str(a)).collect::<Array>())?;
+    set(&o, "kind", l.kind)?;
+    let (c, h, w) = l.shape;
+    set(&o, "shape", [c, h, w].iter().map(|&n| JsValue::from(n as u32)).collect::<Array>())?;
+    set(&o, "default", l.name == default)?;
+    Ok(o.into())
+}
+
+fn geometry_js(g: &Geometry) -> JsResult<JsValue> {
+    let o = Object::new();
+    set(&o, "scaleX", g.scale_x)?;
+    set(&o, "scaleY", g.scale_y)?;
+    set(&o, "offsetX", g.offset_x)?;
+    set(&o, "offsetY", g.offset_y)?;
+    set(&o, "inputWidth", g.input_w as u32)?;
+    set(&o, "inputHeight", g.input_h as u32)?;
+    set(&o, "width", g.orig_w as u32)?;
+    set(&o, "height", g.orig_h as u32)?;
+    Ok(o.into())
+}
+
+fn geometry_from_js(v: &JsValue) -> JsResult<Geometry> {
+    let num = |k: &str| get(v, k)?.as_f64().ok_or_else(|| js_err(format!("result.geometry.{k} must be a number")));
+    let int = |k: &str| index(&get(v, k)?, &format!("result.geometry.{k}"));
+    Ok(Geometry {
+        scale_x: num("scaleX")?,
+        scale_y: num("scaleY")?,
+        offset_x: num("offsetX")?,
+        offset_y: num("offsetY")?,
+        input_w: int("inputWidth")?,
+        input_h: int("inputHeight")?,
+        orig_w: int("width")?,
+        orig_h: int("height")?,
+    })
+}
+
+/// What an overlay needs: the map on the image grid and which pixels the network saw.
+#[derive(Clone)]
+struct Heat {
+    width: usize,
+    height: usize,
+    map: Vec<f32>,
+    mask: Vec<bool>,
+}
+
+impl Heat {
+    fn of(e: &Explanation) -> JsResult<Heat> {
+        let mask = crop_mask(&e.geometry).map_err(js_err)?;
+        Ok(Heat { width: e.image_map.width, height: e.image_map.height, map: e.image_map.data.clone(), mask })
+    }
+
+    fn overlay(&self, image: &RgbImage, cmap: Colormap, alpha: f32) -> JsResult<ImageData> {
+        if (image.width, image.height) != (self.width, self.height) {
+            return Err(js_err(format!(
+                "the image is {}x{} but the heatmap is {}x{}; overlay the image that was explained",
+                image.width, image.height, self.width, self.height
+            )));
+        }
+        let rgba = overlay_rgba_masked(image, &self.map, &self.mask, cmap, alpha).map_err(js_err)?;
+        ImageData::new_with_u8_clamped_array_and_sh(Clamped(&rgba[..]), self.width as u32, self.height as u32)
+    }
+}
+
+// ---------------------------------------------------------------- the class
+
+#[wasm_bindgen(typescript_custom_section)]
+const TS_TYPES: &'static str = r#"
+export interface ExplainerOptions { arch?: string; labels?: string[] }
+export interface ExplainOptions {
+  method?: string; layer?: string; colormap?: string; alpha?: number;
+  normalize?: 'minmax' | 'raw'; preprocess?: 'crop' | 'resize'; signed?: boolean;
+}
+export interface OverlayOptions { colormap?: string; alpha?: number }
+export interface Prediction { classIdx: number; label: string; logit: number; probability: number }
+export interface LayerInfo { name: string; aliases: string[]; kind: string; shape: [number, number, number]; default: boolean }
+export interface Geometry {
+  scaleX: number; scaleY: number; offsetX: number; offsetY: number;
+  inputWidth: number; inputHeight: number; width: number; height: number;
+}
+export interface ExplainResult {
+  heatmap: Float32Array; width: number; height: number;
+  raw: Float32Array; rawWidth: number; rawHeight: number;
+  classIdx: number; label: string; logit: number; probability: number;
+  method: string; layer: string; top5: Prediction[];
+  timings: { preprocessMs: number; forwardMs: number; methodMs: number; projectMs: number; totalMs: number; forwardReused: boolean };
+  backend: 'cpu'; warnings: string[]; geometry: Geometry;
+  /** guided methods only: the gradient as RGB in [0, 1], 3 x rgbHeight x rgbWidth (network input grid) */
+  rgb?: Float32Array; rgbWidth?: number; rgbHeight?: number;
+  overlay(options?: OverlayOptions): ImageData;
+}
+"#;
+
+const EXPLAIN_KEYS: &[&str] = &["method", "layer", "colormap", "alpha", "normalize", "preprocess", "signed", "onProgress", "scoreCamChannels", "scoreCamBatch"];
+const OVERLAY_KEYS: &[&str] = &["colormap", "alpha"];
+
+/// A loaded model, ready to explain canvas images.
+#[wasm_bindgen]
+pub struct Explainer {
+    inner: crate::Explainer,
+    /// The last successful explanation's map, for `overlay(imageData)` without a result.
+    last: Option<Heat>,
+}
+
+#[wasm_bindgen]
+impl Explainer {
+    /// `new Explainer(modelBytes, { arch?, labels? })`: safetensors or legacy `.pth` bytes.
+    #[wasm_bindgen(constructor)]
+    pub fn new(
+        #[wasm_bindgen(js_name = modelBytes, unchecked_param_type = "Uint8Array | ArrayBuffer")] model_bytes: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "ExplainerOptions | undefined")] options: JsValue,
+    ) -> JsResult<Explainer> {
+        let bytes = if model_bytes.is_instance_of::<Uint8Array>() || model_bytes.is_instance_of::<js_sys::ArrayBuffer>() {
+            Uint8Array::new(&model_bytes).to_vec()
+        } else {
+            return Err(js_err("modelBytes must be a Uint8Array or an ArrayBuffer holding a safetensors or .pth file"));
+        };
+        let opts = options_object(&options, "constructor option", &["arch", "labels"])?;
+        let arch = opt_string(&opts, "arch")?.map(|n| Arch::from_name(&n).map_err(js_err)).transpose()?;
+        let mut model = Model::from_bytes(&bytes, arch).map_err(js_err)?;
+        if let Some(o) = &opts {
+            let labels = get(o, "labels")?;
+            if !is_missing(&labels) {
+                if !Array::is_array(&labels) {
+                    return Err(js_err("option 'labels' must be an array of strings"));
+                }
+                let labels: Vec<String> = Array::from(&labels)
+                    .iter()
+                    .enumerate()
+                    .map(|(i, l)| l.as_string().ok_or_else(|| js_err(format!("labels[{i}] must be a string"))))
+                    .collect::<JsResult<_>>()?;
+                model = model.with_labels(labels).map_err(js_err)?;
+            }
+        }
+        Ok(Explainer { inner: crate::Explainer::new(model), last: None })
+    }
+
+    /// `explain(imageData, classIdx?, options?)`; `classIdx` undefined/null means the top-1 class.
+    #[wasm_bindgen(unchecked_return_type = "ExplainResult")]
+    pub fn explain(
+        &mut self,
+        #[wasm_bindgen(js_name = imageData, unchecked_param_type = "ImageData")] image_data: JsValue,
+        #[wasm_bindgen(js_name = classIdx, unchecked_param_type = "number | undefined")] class_idx: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "ExplainOptions | undefined")] options: JsValue,
+    ) -> JsResult<JsValue> {
+        let opts = options_object(&options, "explain option", EXPLAIN_KEYS)?;
+        let mut o = ExplainOptions::default();
+        if let Some(m) = opt_string(&opts, "method")? {
+            o.method = Method::from_name(&m).map_err(js_err)?;
+        }
+        o.layer = opt_string(&opts, "layer")?;
+        o.signed = opt_bool(&opts, "signed")?.unwrap_or(false);
+        if let Some(n) = opt_string(&opts, "normalize")? {
+            o.normalization = match n.trim().to_ascii_lowercase().as_str() {
+                "minmax" => Normalization::MinMax,
+                "raw" => Normalization::Raw,
+                _ => return Err(js_err(format!("unknown normalize '{n}'; choose one of minmax, raw"))),
+            };
+        }
+        if let Some(p) = opt_string(&opts, "preprocess")? {
+            o.resize = match p.trim().to_ascii_lowercase().as_str() {
+                "crop" => None, // the model's own evaluation transform: resize 256 + centre crop 224
+                "resize" => Some(Resize::Exact { width: 224, height: 224 }),
+                _ => return Err(js_err(format!("unknown preprocess '{p}'; choose one of crop, resize"))),
+            };
+        }
+        let cmap = colormap_opt(&opts)?.unwrap_or(DEFAULT_COLORMAP);
+        let alpha = alpha_opt(&opts)?.unwrap_or(DEFAULT_ALPHA);
+        if !is_missing(&class_idx) {
+            let c = index(&class_idx, "classIdx")?;
+            let k = self.inner.model().graph.num_classes;
+            if c >= k {
+                return Err(js_err(format!("option: class index {c} is out of range: this model has {k} classes (0..={})", k.saturating_sub(1))));
+            }
+            o.target = Target::Class(c);
+        }
+        let image = read_image(&image_data)?;
+
+        if let Some(n) = opt_number(&opts, "scoreCamChannels")? {
+            o.score_cam.max_channels = Some(count(n, "scoreCamChannels")?);
+        }
+        if let Some(n) = opt_number(&opts, "scoreCamBatch")? {
+            o.score_cam.batch = count(n, "scoreCamBatch")?;
+        }
+        // Progress of the long methods (Score-CAM), as onProgress(done, total).
+        let on_progress = match &opts {
+            Some(obj) => get(obj, "onProgress")?.dyn_into::<js_sys::Function>().ok(),
+            None => None,
+        };
+        let mut report = |done: usize, total: usize| {
+            if let Some(f) = &on_progress {
+                let _ = f.call2(&JsValue::NULL, &(done as u32).into(), &(total as u32).into());
+            }
+        };
+        let e = self.inner.explain_with_progress(&image, &o, &mut report).map_err(js_err)?;
+        let heat = Heat::of(&e)?;
+        self.last = Some(heat.clone());
+        let result = explanation_js(&e, self.inner.backend())?;
+        let closure = Closure::<dyn Fn(JsValue) -> JsResult<ImageData>>::new(move |opts: JsValue| {
+            let opts = options_object(&opts, "overlay option", OVERLAY_KEYS)?;
+            heat.overlay(&image, colormap_opt(&opts)?.unwrap_or(cmap), alpha_opt(&opts)?.unwrap_or(alpha))
+        });
+        set(&result, "overlay", closure.into_js_value())?;
+        Ok(result.into())
+    }
+
+    /// `overlay(imageData, result?, { colormap?, alpha? })`: the heatmap blended over the photo, as an
+    /// `ImageData` for `putImageData`. Without `result`, the last explanation is used.
+    pub fn overlay(
+        &self,
+        #[wasm_bindgen(js_name = imageData, unchecked_param_type = "ImageData")] image_data: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "ExplainResult | undefined")] result: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "OverlayOptions | undefined")] options: JsValue,
+    ) -> JsResult<ImageData> {
+        let opts = options_object(&options, "overlay option", OVERLAY_KEYS)?;
+        let cmap = colormap_opt(&opts)?.unwrap_or(DEFAULT_COLORMAP);
+        let alpha = alpha_opt(&opts)?.unwrap_or(DEFAULT_ALPHA);
+        let image = read_image(&image_data)?;
+        let heat = if is_missing(&result) {
+            self.last.clone().ok_or_else(|| js_err("no explanation yet: call explain() first or pass its result"))?
+        } else {
+            heat_from_js(&result)?
+        };
+        heat.overlay(&image, cmap, alpha)
+    }
+
+    /// The top-`k` classes (default 5) of an image.
+    #[wasm_bindgen(unchecked_return_type = "Prediction[]")]
+    pub fn predict(
+        &mut self,
+        #[wasm_bindgen(js_name = imageData, unchecked_param_type = "ImageData")] image_data: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "number | undefined")] k: JsValue,
+    ) -> JsResult<Array> {
+        let k = if is_missing(&k) { 5 } else { index(&k, "k")? };
+        if k == 0 {
+            return Err(js_err("k must be at least 1"));
+        }
+        let image = read_image(&image_data)?;
+        let ps = self.inner.predict(&image, k).map_err(js_err)?;
+        predictions_js(&ps)
+    }
+
+    /// Every layer that can be explained: `{ name, aliases, kind, shape: [c, h, w] at 224x224, default }`.
+    #[wasm_bindgen(unchecked_return_type = "LayerInfo[]")]
+    pub fn layers(&self) -> JsResult<Array> {
+        let model = self.inner.model();
+        let default = model.default_layer();
+        model.layers().iter().map(|l| layer_js(l, &default)).collect()
+    }
+
+    /// The method names `explain` accepts.
+    #[wasm_bindgen(unchecked_return_type = "string[]")]
+    pub fn methods(&self) -> Array {
+        crate::methods::ALL.iter().map(|m| JsValue::from_str(m.name())).collect()
+    }
+
+    /// The colormap names `explain` and `overlay` accept.
+    #[wasm_bindgen(unchecked_return_type = "string[]")]
+    pub fn colormaps(&self) -> Array {
+        Colormap::ALL.iter().map(|c| JsValue::from_str(c.name())).collect()
+    }
+
+    #[wasm_bindgen(js_name = defaultLayer)]
+    pub fn default_layer(&self) -> String {
+        self.inner.model().default_layer()
+    }
+
+    #[wasm_bindgen(js_name = numClasses)]
+    pub fn num_classes(&self) -> u32 {
+        self.inner.model().graph.num_classes as u32
+    }
+
+    /// The architecture name (detected or given).
+    pub fn arch(&self) -> String {
+        self.inner.model().arch.name().to_string()
+    }
+
+    pub fn backend(&self) -> String {
+        self.inner.backend().to_string()
+    }
+}
+
+fn heat_from_js(result: &JsValue) -> JsResult<Heat> {
+    let map = get(result, "heatmap")?;
+    if !map.is_instance_of::<Float32Array>() {
+        return Err(js_err("result.heatmap must be a Float32Array (pass the object explain() returned)"));
+    }
+    let map = Float32Array::from(map).to_vec();
+    let width = index(&get(result, "width")?, "result.width")?;
+    let height = index(&get(result, "height")?, "result.height")?;
+    if map.len() != width.saturating_mul(height) {
+        return Err(js_err(format!("result.heatmap has {} values but result is {width}x{height}", map.len())));
+    }
+    let g = get(result, "geometry")?;
+    let mask = if is_missing(&g) { vec![true; map.len()] } else { crop_mask(&geometry_from_js(&g)?).map_err(js_err)? };
+    if mask.len() != map.len() {
+        return Err(js_err("result.geometry does not match result.width x result.height"));
+    }
+    Ok(Heat { width, height, map, mask })
+}
+
+fn explanation_js(e: &Explanation, backend: &str) -> JsResult<Object> {
+    let o = Object::new();
+    set(&o, "heatmap", Float32Array::from(&e.image_map.data[..]))?;
+    set(&o, "width", e.image_map.width as u32)?;
+    set(&o, "height", e.image_map.height as u32)?;
+    set(&o, "raw", Float32Array::from(&e.raw.data[..]))?;
+    set(&o, "rawWidth", e.raw.width as u32)?;
+    set(&o, "rawHeight", e.raw.height as u32)?;
+    set(&o, "classIdx", e.class as u32)?;
+    set(&o, "label", e.label.as_str())?;
+    set(&o, "logit", e.score)?;
+    set(&o, "probability", e.probability)?;
+    set(&o, "method", e.method.name())?;
+    set(&o, "layer", e.layer.as_str())?;
+    set(&o, "top5", predictions_js(&e.top5)?)?;
+    let t = Object::new();
+    set(&t, "preprocessMs", e.timings.preprocess_ms)?;
+    set(&t, "forwardMs", e.timings.forward_ms)?;
+    set(&t, "methodMs", e.timings.method_ms)?;
+    set(&t, "projectMs", e.timings.project_ms)?;
+    set(&t, "totalMs", e.timings.total_ms)?;
+    set(&t, "forwardReused", e.forward_reused)?;
+    set(&o, "timings", t)?;
+    set(&o, "backend", backend)?;
+    set(&o, "warnings", e.warnings.iter().map(|w| JsValue::from_str(w)).collect::<Array>())?;
+    set(&o, "geometry", geometry_js(&e.geometry)?)?;
+    set(&o, "crop", crop_js(&e.geometry)?)?;
+    set(&o, "forwardReused", e.forward_reused)?;
+    if let Some(rgb) = &e.rgb {
+        // Guided methods: the gradient as an RGB image in [0, 1], 3 x H x W on the network input grid.
+        set(&o, "rgb", Float32Array::from(&rgb.data[..]))?;
+        set(&o, "rgbWidth", rgb.width as u32)?;
+        set(&o, "rgbHeight", rgb.height as u32)?;
+    }
+    Ok(o)
+}
+
+/// The network input's rectangle on the original image, in (fractional) image pixels.
+fn crop_js(g: &Geometry) -> JsResult<Object> {
+    let o = Object::new();
+    let (x0, y0) = (g.orig_x(0.0), g.orig_y(0.0));
+    set(&o, "x", x0)?;
+    set(&o, "y", y0)?;
+    set(&o, "width", g.orig_x(g.input_w as f64) - x0)?;
+    set(&o, "height", g.orig_y(g.input_h as f64) - y0)?;
+    Ok(o)
+}
+
+/// A positive whole number option.
+fn count(n: f64, what: &str) -> JsResult<usize> {
+    if n.is_finite() && n >= 1.0 && n.fract() == 0.0 && n <= 1e6 {
+        Ok(n as usize)
+    } else {
+        Err(js_err(format!("option: {what} must be a whole number >= 1, got {n}")))
+    }
+}

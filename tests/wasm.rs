@@ -1,0 +1,119 @@
+//! The JavaScript API (`src/wasm.rs`) on wasm32: loading the default model, explaining a synthetic
+//! image, and every bad call coming back as a JS `Error` while the explainer stays usable.
+//! Needs `scripts/setup.sh` (the model file); runs under `wasm-bindgen-test-runner` (Node or a browser).
+#![cfg(target_arch = "wasm32")]
+
+use gradcam_wasm::wasm::Explainer;
+use js_sys::{Array, Float32Array, Object, Reflect, Uint8ClampedArray};
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
+use wasm_bindgen_test::*;
+
+static MODEL: &[u8] = include_bytes!("../assets/models/efficientnet-lite0.safetensors");
+
+fn explainer() -> Explainer {
+    Explainer::new(js_sys::Uint8Array::from(MODEL).into(), JsValue::UNDEFINED).expect("the default model loads")
+}
+
+fn obj(pairs: &[(&str, JsValue)]) -> JsValue {
+    let o = Object::new();
+    for (k, v) in pairs {
+        Reflect::set(&o, &JsValue::from_str(k), v).unwrap();
+    }
+    o.into()
+}
+
+/// A duck-typed ImageData (`ImageData` itself exists only in browsers and workers).
+fn image(width: u32, height: u32, len: usize) -> JsValue {
+    let bytes: Vec<u8> = (0..len).map(|i| if i % 4 == 3 { 255 } else { ((i * 37) % 251) as u8 }).collect();
+    obj(&[("width", width.into()), ("height", height.into()), ("data", Uint8ClampedArray::from(&bytes[..]).into())])
+}
+
+fn field(v: &JsValue, k: &str) -> JsValue {
+    Reflect::get(v, &JsValue::from_str(k)).unwrap()
+}
+
+fn message(e: JsValue) -> String {
+    e.dyn_into::<js_sys::Error>().expect("errors are JS Error objects").message().into()
+}
+
+#[wasm_bindgen_test]
+fn explains_a_synthetic_image() {
+    let mut ex = explainer();
+    assert_eq!(ex.num_classes(), 1000);
+    assert_eq!(ex.default_layer(), "_conv_head.act");
+    assert!(ex.methods().iter().any(|m| m.as_string().as_deref() == Some("gradcam")));
+    assert!(ex.layers().unwrap().length() > 10);
+
+    let (w, h) = (64u32, 48u32);
+    let img = image(w, h, (4 * w * h) as usize);
+    let r = ex.explain(img.clone(), JsValue::from(281), JsValue::UNDEFINED).unwrap();
+    assert_eq!(field(&r, "width").as_f64(), Some(w as f64));
+    assert_eq!(field(&r, "height").as_f64(), Some(h as f64));
+    assert_eq!(field(&r, "classIdx").as_f64(), Some(281.0));
+    assert_eq!(field(&r, "backend").as_string().as_deref(), Some("cpu"));
+    assert_eq!(field(&r, "method").as_string().as_deref(), Some("gradcam"));
+    let heat = Float32Array::from(field(&r, "heatmap")).to_vec();
+    assert_eq!(heat.len(), (w * h) as usize);
+    assert!(heat.iter().all(|v| (0.0..=1.0).contains(v)));
+    let raw = Float32Array::from(field(&r, "raw")).to_vec();
+    assert_eq!(raw.len() as f64, field(&r, "rawWidth").as_f64().unwrap() * field(&r, "rawHeight").as_f64().unwrap());
+    assert_eq!(Array::from(&field(&r, "top5")).length(), 5);
+    assert!(field(&r, "overlay").is_function());
+
+    let opts = obj(&[("method", "layercam".into()), ("normalize", "raw".into()), ("preprocess", "resize".into())]);
+    let r = ex.explain(img.clone(), JsValue::UNDEFINED, opts).unwrap();
+    assert_eq!(field(&r, "method").as_string().as_deref(), Some("layercam"));
+    assert!(field(&r, "rgb").is_undefined());
+    let r = ex.explain(img.clone(), JsValue::UNDEFINED, obj(&[("method", "guided-backprop".into())])).unwrap();
+    let rgb = Float32Array::from(field(&r, "rgb")).length() as f64;
+    assert_eq!(rgb, 3.0 * field(&r, "rgbWidth").as_f64().unwrap() * field(&r, "rgbHeight").as_f64().unwrap());
+    assert_eq!(Array::from(&ex.predict(img, JsValue::from(3)).unwrap()).length(), 3);
+}
+
+#[wasm_bindgen_test]
+fn bad_calls_are_errors_and_the_explainer_stays_usable() {
+    let mut ex = explainer();
+    let (w, h) = (32u32, 32u32);
+    let img = image(w, h, (4 * w * h) as usize);
+    let none = || JsValue::UNDEFINED;
+    let bad_class = |c: JsValue, want: &str, ex: &mut Explainer| {
+        let m = message(ex.explain(img.clone(), c, none()).err().expect("bad classIdx is rejected"));
+        assert!(m.contains(want), "{m}");
+    };
+    bad_class(JsValue::from(-1), "negative", &mut ex);
+    bad_class(JsValue::from(1.5), "integer", &mut ex);
+    bad_class(JsValue::from(f64::NAN), "integer", &mut ex);
+    bad_class(JsValue::from(1000), "out of range", &mut ex);
+    bad_class(JsValue::from(1e12), "out of range", &mut ex);
+    bad_class(JsValue::from_str("3"), "number", &mut ex);
+
+    let m = message(ex.explain(image(0, 0, 0), none(), none()).err().unwrap());
+    assert!(m.contains("zero size"), "{m}");
+    let m = message(ex.explain(image(w, h, 10), none(), none()).err().unwrap());
+    assert!(m.contains("expected 4096") && m.contains("got 10"), "{m}");
+    for (key, value, want) in [
+        ("method", "gradkam", "unknown method"),
+        ("colormap", "rainbow", "unknown colormap"),
+        ("normalize", "zscore", "unknown normalize"),
+        ("preprocess", "pad", "unknown preprocess"),
+        ("layer", "nope", "nope"),
+        ("colour", "jet", "unknown explain option"),
+    ] {
+        let m = message(ex.explain(img.clone(), none(), obj(&[(key, value.into())])).err().unwrap());
+        assert!(m.contains(want), "{key}: {m}");
+    }
+    let m = message(ex.explain(img.clone(), none(), obj(&[("alpha", 2.into())])).err().unwrap());
+    assert!(m.contains("alpha"), "{m}");
+    assert!(ex.predict(img.clone(), JsValue::from(0)).is_err());
+    assert!(ex.overlay(image(8, 8, 256), JsValue::UNDEFINED, none()).is_err(), "no explanation yet");
+    assert!(Explainer::new(js_sys::Uint8Array::from(&b"not a model"[..]).into(), JsValue::UNDEFINED).is_err());
+    assert!(Explainer::new(JsValue::from_str("model.safetensors"), JsValue::UNDEFINED).is_err());
+    assert!(Explainer::new(js_sys::Uint8Array::from(MODEL).into(), obj(&[("arch", "resnet18".into())])).is_err());
+
+    // Still usable after all of that.
+    let r = ex.explain(img.clone(), JsValue::from(0), none()).unwrap();
+    assert_eq!(field(&r, "classIdx").as_f64(), Some(0.0));
+    // An overlay of another-sized image is refused before any ImageData is built.
+    assert!(ex.overlay(image(8, 8, 256), r, none()).is_err());
+}
