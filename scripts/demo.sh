@@ -1,15 +1,9 @@
 #!/usr/bin/env bash
-# Explains the bundled sample photos with the default model and writes overlays to demo-out/.
-# (The browser demo page is the next milestone; this is the command-line demo.)
+# Installs what is missing, fetches the default model and sample photos, builds the wasm package and
+# serves the demo page (plain ES modules, no bundler) at a printed localhost URL. Ctrl-C stops it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+bash scripts/install-web-tools.sh
 bash scripts/setup.sh
-cargo build --quiet --release --bin gradcam
-mkdir -p demo-out
-for img in assets/samples/chelsea.png assets/samples/coffee.png assets/samples/rocket.jpg assets/samples/astronaut.png; do
-  name=$(basename "${img%.*}")
-  for method in gradcam guided-gradcam; do
-    ./target/release/gradcam explain "$img" --method "$method" --out "demo-out/$name-$method.png" | tail -1
-  done
-done
-echo "demo: overlays written to $(pwd)/demo-out/"
+bash scripts/build-web.sh
+exec node www/serve.mjs . --port "${PORT:-8080}"

@@ -1,11 +1,18 @@
 #!/usr/bin/env bash
-# Runs every test on a fresh machine: installs what is missing, fetches the default model and the
-# sample photos, checks the wasm32 build, then runs the native test suite.
+# Runs every test on a fresh machine: installs what is missing (wasm32 target, wasm-bindgen-cli,
+# Chromium, npm packages), fetches the default model and the sample photos, then runs
+#   1. the native test suite (cargo test), which also writes the native reference for 2.;
+#   2. the wasm tests in headless Chromium (wasm-bindgen-test): parity with native, JS errors;
+#   3. the end-to-end test of the demo page (playwright-core + Chromium).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-rustup target add wasm32-unknown-unknown >/dev/null 2>&1 || rustup target add wasm32-unknown-unknown
+bash scripts/install-web-tools.sh --browser
 bash scripts/setup.sh
-echo "test: cargo build --target wasm32-unknown-unknown (SIMD via .cargo/config.toml)"
-cargo build --target wasm32-unknown-unknown
-echo "test: cargo test"
+echo "test: native (cargo test)"
 cargo test --all-targets --no-fail-fast
+echo "test: wasm32 in headless Chromium (wasm-bindgen-test)"
+CHROMEDRIVER=/usr/bin/chromedriver CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
+  WASM_BINDGEN_TEST_TIMEOUT=300 cargo test --target wasm32-unknown-unknown --test wasm
+echo "test: demo page end to end (playwright-core + Chromium)"
+bash scripts/build-web.sh
+npm run --silent test:e2e

@@ -9,7 +9,12 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 use wasm_bindgen_test::*;
 
+wasm_bindgen_test_configure!(run_in_browser);
+
 static MODEL: &[u8] = include_bytes!("../assets/models/efficientnet-lite0.safetensors");
+// Written by tests/parity_reference.rs (native) before this file is compiled: see scripts/test.sh.
+static PHOTO_RGBA: &[u8] = include_bytes!("../target/parity/chelsea.rgba");
+static NATIVE: &str = include_str!("../target/parity/reference.json");
 
 fn explainer() -> Explainer {
     Explainer::new(js_sys::Uint8Array::from(MODEL).into(), JsValue::UNDEFINED).expect("the default model loads")
@@ -116,4 +121,33 @@ fn bad_calls_are_errors_and_the_explainer_stays_usable() {
     assert_eq!(field(&r, "classIdx").as_f64(), Some(0.0));
     // An overlay of another-sized image is refused before any ImageData is built.
     assert!(ex.overlay(image(8, 8, 256), r, none()).is_err());
+}
+
+#[wasm_bindgen_test]
+fn wasm_matches_the_native_build_on_a_real_photo() {
+    let native: serde_json::Value = serde_json::from_str(NATIVE).unwrap();
+    let (w, h) = (native["width"].as_u64().unwrap() as u32, native["height"].as_u64().unwrap() as u32);
+    let photo = obj(&[("width", w.into()), ("height", h.into()), ("data", Uint8ClampedArray::from(PHOTO_RGBA).into())]);
+    let mut ex = explainer();
+    let mut worst_logit = 0.0f64;
+    let mut worst_map = 0.0f64;
+    for (key, reference) in native["maps"].as_object().unwrap() {
+        let (method, class) = key.split_once(':').unwrap();
+        let class: u32 = class.parse().unwrap();
+        let r = ex.explain(photo.clone(), JsValue::from(class), obj(&[("method", method.into())])).unwrap();
+        let ours = Float32Array::from(field(&r, "raw")).to_vec();
+        let theirs: Vec<f64> = reference["values"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+        assert_eq!(ours.len(), theirs.len(), "{key}: map sizes differ");
+        let d = ours.iter().zip(&theirs).map(|(a, b)| (*a as f64 - b).abs()).fold(0.0, f64::max);
+        worst_map = worst_map.max(d);
+        assert!(d <= 1e-4, "{key}: wasm and native raw maps differ by {d}");
+        let top5 = Array::from(&field(&r, "top5"));
+        for (i, p) in native["top5"].as_array().unwrap().iter().enumerate() {
+            let ours = top5.get(i as u32);
+            assert_eq!(field(&ours, "classIdx").as_f64(), p["class"].as_f64(), "{key}: top-5 order differs at {i}");
+            worst_logit = worst_logit.max((field(&ours, "logit").as_f64().unwrap() - p["logit"].as_f64().unwrap()).abs());
+        }
+    }
+    web_sys::console::log_1(&format!("wasm vs native: max |logit diff| {worst_logit:e}, max |raw map diff| {worst_map:e}").into());
+    assert!(worst_logit <= 1e-4, "logits differ by {worst_logit}");
 }

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs what building the wasm package needs: the wasm32 target and wasm-bindgen-cli at exactly
+# the Cargo.lock version of wasm-bindgen. With --browser, also Debian's Chromium + ChromeDriver and
+# the npm packages (for the browser tests).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rustup target list --installed | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
+want=$(awk '/^name = "wasm-bindgen"$/ { getline; gsub(/version = |"/, ""); print; exit }' Cargo.lock)
+have=$(wasm-bindgen --version 2>/dev/null | awk '{print $2}' || true)
+if [[ "$have" != "$want" ]]; then
+  echo "install-web-tools: cargo install wasm-bindgen-cli $want (a few minutes, once)"
+  cargo install --quiet wasm-bindgen-cli --version "$want"
+fi
+if [[ "${1:-}" == "--browser" ]]; then
+  if [[ ! -x /usr/bin/chromium || ! -x /usr/bin/chromedriver ]]; then
+    echo "install-web-tools: apt-get install chromium chromium-driver"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+  fi
+  [[ -d node_modules/playwright-core ]] || npm ci --no-audit --no-fund --loglevel=error
+fi
