@@ -15,4 +15,5 @@ CHROMEDRIVER=/usr/bin/chromedriver CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wa
   WASM_BINDGEN_TEST_TIMEOUT=300 cargo test --target wasm32-unknown-unknown --test wasm
 echo "test: demo page end to end (playwright-core + Chromium)"
 bash scripts/build-web.sh
+npm run --silent build:web  # the webpack build must compile too
 npm run --silent test:e2e
