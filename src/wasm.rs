@@ -129,9 +129,28 @@ fn read_image(v: &JsValue) -> JsResult<RgbImage> {
     if !(data.is_instance_of::<js_sys::Uint8ClampedArray>() || data.is_instance_of::<Uint8Array>()) {
         return Err(js_err("imageData.data must be a Uint8ClampedArray (or Uint8Array) of RGBA bytes"));
     }
-    let bytes = Uint8Array::new(&data).to_vec();
+    let data = Uint8Array::new(&data);
+    let pixels = width.checked_mul(height).unwrap_or(usize::MAX);
+    if pixels > MAX_INPUT_PIXELS {
+        // Never copy a huge canvas into wasm memory at full size: read it row by row, reduced by
+        // the smallest integer factor that brings it under the limit. The heatmap then comes back
+        // on the reduced grid (the result's width/height say so).
+        if data.length() as usize != pixels.saturating_mul(4) {
+            return Err(js_err(format!("input: RGBA data length mismatch for {width}x{height}: expected {} bytes, got {}", pixels.saturating_mul(4), data.length())));
+        }
+        let factor = (1..).find(|f| width.div_ceil(*f) * height.div_ceil(*f) <= MAX_INPUT_PIXELS).unwrap_or(1);
+        let read_row = |y: usize, row: &mut [u8]| {
+            let start = (y * width * 4) as u32;
+            data.subarray(start, start + row.len() as u32).copy_to(row);
+        };
+        return RgbImage::from_rgba_rows_reduced(width, height, factor, read_row).map_err(|m| js_err(format!("input: {m}")));
+    }
+    let bytes = data.to_vec();
     RgbImage::from_rgba(width, height, &bytes).map_err(|m| js_err(format!("input: {m}")))
 }
+
+/// Images above this many pixels (16 MP, e.g. 4096 x 4096) are reduced on the way in.
+pub const MAX_INPUT_PIXELS: usize = 16 * 1024 * 1024;
 
 // ---------------------------------------------------------------- writing JS values
 

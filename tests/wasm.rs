@@ -151,3 +151,21 @@ fn wasm_matches_the_native_build_on_a_real_photo() {
     web_sys::console::log_1(&format!("wasm vs native: max |logit diff| {worst_logit:e}, max |raw map diff| {worst_map:e}").into());
     assert!(worst_logit <= 1e-4, "logits differ by {worst_logit}");
 }
+
+#[wasm_bindgen_test]
+fn huge_images_are_reduced_on_the_way_in_not_copied_at_full_size() {
+    // 5000 x 4000 = 20 MP > 16 MP: read row by row at half size (2500 x 2000).
+    let (w, h) = (5000u32, 4000u32);
+    let data = Uint8ClampedArray::new_with_length(4 * w * h);
+    data.fill(128, 0, 4 * w * h);
+    let img = obj(&[("width", w.into()), ("height", h.into()), ("data", data.into())]);
+    let mut ex = explainer();
+    let r = ex.explain(img, JsValue::UNDEFINED, JsValue::UNDEFINED).unwrap();
+    assert_eq!(field(&r, "width").as_f64(), Some(2500.0));
+    assert_eq!(field(&r, "height").as_f64(), Some(2000.0));
+    assert_eq!(Float32Array::from(field(&r, "heatmap")).length(), 2500 * 2000);
+    // A wrong length is still refused before anything is read.
+    let short = obj(&[("width", w.into()), ("height", h.into()), ("data", Uint8ClampedArray::new_with_length(16).into())]);
+    let m = message(ex.explain(short, JsValue::UNDEFINED, JsValue::UNDEFINED).err().unwrap());
+    assert!(m.contains("length mismatch"), "{m}");
+}

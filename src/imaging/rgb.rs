@@ -34,6 +34,41 @@ impl RgbImage {
         })
     }
 
+    /// Builds an image from RGBA rows delivered one at a time, shrunk by the integer `factor`
+    /// (each output pixel the mean of a factor x factor box; boxes at the right/bottom edge are
+    /// partial). Lets a huge canvas be read without ever holding it at full size.
+    pub fn from_rgba_rows_reduced(
+        width: usize,
+        height: usize,
+        factor: usize,
+        mut read_row: impl FnMut(usize, &mut [u8]),
+    ) -> Result<Self, String> {
+        checked_pixels(width, height)?;
+        let f = factor.max(1);
+        let (ow, oh) = (width.div_ceil(f), height.div_ceil(f));
+        let mut row = vec![0u8; width * 4];
+        let mut sums = vec![0u32; ow * 3];
+        let mut data = Vec::with_capacity(ow * oh * 3);
+        for oy in 0..oh {
+            sums.iter_mut().for_each(|s| *s = 0);
+            let rows = (oy * f..((oy + 1) * f).min(height)).len();
+            for y in oy * f..oy * f + rows {
+                read_row(y, &mut row);
+                for (x, px) in row.chunks_exact(4).enumerate() {
+                    let o = (x / f) * 3;
+                    sums[o] += px[0] as u32;
+                    sums[o + 1] += px[1] as u32;
+                    sums[o + 2] += px[2] as u32;
+                }
+            }
+            for ox in 0..ow {
+                let n = (rows * (ox * f..((ox + 1) * f).min(width)).len()) as u32;
+                data.extend((0..3).map(|c| ((sums[ox * 3 + c] + n / 2) / n) as u8));
+            }
+        }
+        Ok(RgbImage { width: ow, height: oh, data })
+    }
+
     /// Builds an image from interleaved RGB bytes, checking the length.
     pub fn from_rgb(width: usize, height: usize, rgb: Vec<u8>) -> Result<Self, String> {
         let pixels = checked_pixels(width, height)?;
@@ -72,6 +107,26 @@ fn checked_pixels(width: usize, height: usize) -> Result<usize, String> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn reduced_reading_averages_boxes_including_partial_edges() {
+        // 5x3 RGBA, factor 2 -> 3x2; value = x + 10 y in every channel.
+        let (w, h) = (5, 3);
+        let img = super::RgbImage::from_rgba_rows_reduced(w, h, 2, |y, row| {
+            for x in 0..w {
+                let v = (x + 10 * y) as u8;
+                row[x * 4..x * 4 + 4].copy_from_slice(&[v, v, v, 255]);
+            }
+        })
+        .unwrap();
+        assert_eq!((img.width, img.height), (3, 2));
+        // Box (0..2, 0..2): (0 + 1 + 10 + 11) / 4 = 5.5 -> 6; edge box (4, 0..2): (4 + 14) / 2 = 9;
+        // bottom row (0..2, 2): (20 + 21) / 2 = 20.5 -> 21; corner (4, 2): 24.
+        assert_eq!(img.pixel(0, 0), [6, 6, 6]);
+        assert_eq!(img.pixel(2, 0), [9, 9, 9]);
+        assert_eq!(img.pixel(0, 1), [21, 21, 21]);
+        assert_eq!(img.pixel(2, 1), [24, 24, 24]);
+    }
+
     use super::*;
 
     #[test]
