@@ -51,7 +51,7 @@ pub fn build(weights: &WeightMap, family: Family, conv_count: usize) -> Result<G
         let relu_at = i + 1 + batch_norm as usize;
         x = b.relu(&format!("features.{relu_at}"), x);
         let next = convs.get(n + 1).copied();
-        if next.map_or(true, |nx| nx > relu_at + 1) {
+        if next.is_none_or(|nx| nx > relu_at + 1) {
             x = b.max_pool(&format!("features.{}", relu_at + 1), x, pool_k, 2, 0, false);
         }
     }

@@ -81,7 +81,7 @@ impl<'w> GraphBuilder<'w> {
     /// batch-norm `{bn}.*` folded in when `bn` is given.
     pub fn conv(&mut self, name: &str, bn: Option<&str>, input: NodeId, spec: ConvSpec) -> Result<NodeId> {
         let cin = self.channels(input);
-        if spec.groups == 0 || cin % spec.groups != 0 {
+        if spec.groups == 0 || !cin.is_multiple_of(spec.groups) {
             return fail!(Weights, "layer '{name}': {cin} input channels cannot be split in {} groups", spec.groups);
         }
         let w = self.weights.take(&format!("{name}.weight"), &[None, Some(cin / spec.groups), None, None])?;

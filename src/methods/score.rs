@@ -46,6 +46,9 @@ fn variance(v: &[f32]) -> f32 {
     v.iter().map(|x| (x - mean) * (x - mean)).sum::<f32>() / v.len() as f32
 }
 
+/// Runs `n` inputs of 3 x H x W and returns their n x classes logits.
+pub type LogitsBatch<'a> = dyn FnMut(&[f32], usize) -> Result<Vec<f32>> + 'a;
+
 /// `logits_batch(inputs, n)` runs n masked inputs (n x 3 x H x W) and returns n x classes logits;
 /// `progress(done, total)` is called after each batch.
 pub fn score_cam(
@@ -53,7 +56,7 @@ pub fn score_cam(
     input: &FeatureMap,
     target: &[f32],
     opts: ScoreCamOptions,
-    logits_batch: &mut dyn FnMut(&[f32], usize) -> Result<Vec<f32>>,
+    logits_batch: &mut LogitsBatch,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<Map> {
     let (ih, iw) = (input.height, input.width);

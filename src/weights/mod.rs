@@ -36,8 +36,12 @@ impl WeightMap {
     }
 
     /// Parses safetensors bytes. Integer tensors are only accepted for bookkeeping keys.
+    ///
+    /// The header is checked by `check_safetensors_header` first, so that a truncated or hostile
+    /// file is reported by what is wrong with it (and nothing is allocated from a size it claims).
     pub fn from_safetensors(bytes: &[u8]) -> Result<Self> {
         use safetensors::tensor::{Dtype, SafeTensors};
+        check_safetensors_header(bytes)?;
         let st = SafeTensors::deserialize(bytes).map_err(|e| {
             Error::Weights(format!("not a readable safetensors file ({e}); expected the bytes of a .safetensors file"))
         })?;
@@ -50,17 +54,17 @@ impl WeightMap {
                 Dtype::F16 => raw.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
                 Dtype::BF16 => raw.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
                 _ if is_bookkeeping(&name) => continue,
-                other => return fail!(Weights, "tensor '{name}' has dtype {other:?}; only F32, F16 and BF16 weights are supported"),
+                other => {
+                    return fail!(
+                        Weights,
+                        "tensor '{name}' has dtype {other:?}; only F32, F16 and BF16 weights are supported (save the weights as float32, e.g. with `tensor.float()`)"
+                    )
+                }
             };
             if is_bookkeeping(&name) {
                 continue;
             }
-            if data.is_empty() {
-                return fail!(Weights, "tensor '{name}' has shape {shape:?} with no elements");
-            }
-            if let Some(i) = data.iter().position(|v| !v.is_finite()) {
-                return fail!(Weights, "tensor '{name}' holds a non-finite value ({}) at flat index {i}; the file is corrupt or was saved after training diverged", data[i]);
-            }
+            check_values(&name, &shape, &data)?;
             params.insert(name, Param { shape, data });
         }
         if params.is_empty() {
@@ -69,12 +73,18 @@ impl WeightMap {
         Ok(Self::from_params(params))
     }
 
-    /// Parses a legacy (pre-1.6) `torch.save` state dict.
+    /// Parses a legacy (pre-1.6) `torch.save` state dict, with the same value checks as safetensors.
     pub fn from_legacy_pth(bytes: &[u8]) -> Result<Self> {
-        let tensors = legacy_pth::read_legacy_pth(bytes).map_err(Error::Weights)?;
-        Ok(Self::from_params(
-            tensors.into_iter().filter(|t| !is_bookkeeping(&t.name)).map(|t| (t.name, Param { shape: t.shape, data: t.data })),
-        ))
+        let tensors = legacy_pth::read_legacy_pth(bytes).map_err(|e| Error::Weights(format!("not a readable legacy .pth file: {e}")))?;
+        let mut params = Vec::with_capacity(tensors.len());
+        for t in tensors.into_iter().filter(|t| !is_bookkeeping(&t.name)) {
+            check_values(&t.name, &t.shape, &t.data)?;
+            params.push((t.name, Param { shape: t.shape, data: t.data }));
+        }
+        if params.is_empty() {
+            return fail!(Weights, "the legacy .pth file holds no float tensors");
+        }
+        Ok(Self::from_params(params))
     }
 
     pub fn contains(&self, name: &str) -> bool {
@@ -94,7 +104,7 @@ impl WeightMap {
         let p = self.params.get(name).ok_or_else(|| {
             Error::Weights(format!("missing tensor '{name}': the file does not fit this architecture (wrong --arch, or a model of another kind)"))
         })?;
-        let fits = p.shape.len() == expected.len() && p.shape.iter().zip(expected).all(|(a, e)| e.map_or(true, |e| e == *a));
+        let fits = p.shape.len() == expected.len() && p.shape.iter().zip(expected).all(|(a, e)| e.is_none_or(|e| e == *a));
         if !fits {
             let want: Vec<String> = expected.iter().map(|e| e.map_or("*".into(), |v| v.to_string())).collect();
             return fail!(Weights, "tensor '{name}' has shape {:?} but this architecture needs [{}]", p.shape, want.join(", "));
@@ -117,4 +127,137 @@ impl WeightMap {
         let taken = self.taken.borrow();
         self.params.keys().filter(|k| !taken.contains(*k)).cloned().collect()
     }
+}
+
+/// Refuses empty tensors and non-finite values, naming the tensor.
+fn check_values(name: &str, shape: &[usize], data: &[f32]) -> Result<()> {
+    if data.is_empty() {
+        return fail!(Weights, "tensor '{name}' has shape {shape:?} with no elements (a zero-size tensor); the file is corrupt or not a trained model");
+    }
+    if let Some(i) = data.iter().position(|v| !v.is_finite()) {
+        return fail!(
+            Weights,
+            "tensor '{name}' holds a non-finite value ({}) at flat index {i}; the file is corrupt or was saved after training diverged",
+            data[i]
+        );
+    }
+    Ok(())
+}
+
+/// What the header says about one tensor (only the fields that locate its bytes).
+#[derive(serde::Deserialize)]
+struct HeaderEntry {
+    dtype: String,
+    shape: Vec<u64>,
+    data_offsets: (u64, u64),
+}
+
+/// Bytes per element of the safetensors dtypes whose size is a whole number of bytes.
+fn dtype_bytes(dtype: &str) -> Option<u64> {
+    Some(match dtype {
+        "BOOL" | "U8" | "I8" | "F8_E5M2" | "F8_E4M3" | "F8_E8M0" => 1,
+        "I16" | "U16" | "F16" | "BF16" => 2,
+        "I32" | "U32" | "F32" => 4,
+        "I64" | "U64" | "F64" => 8,
+        _ => return None,
+    })
+}
+
+/// The header's tensor entries in file order; a name given twice is an error (serde would keep
+/// only the last one silently).
+struct HeaderEntries(Vec<(String, HeaderEntry)>);
+
+impl<'de> serde::Deserialize<'de> for HeaderEntries {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = HeaderEntries;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object mapping tensor names to {dtype, shape, data_offsets}")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> std::result::Result<HeaderEntries, A::Error> {
+                use serde::de::Error as _;
+                let mut seen = std::collections::HashSet::new();
+                let mut out = Vec::new();
+                while let Some(name) = map.next_key::<String>()? {
+                    if !seen.insert(name.clone()) {
+                        return Err(A::Error::custom(format!("DUPLICATE:{name}")));
+                    }
+                    if name == "__metadata__" {
+                        map.next_value::<serde::de::IgnoredAny>()?;
+                        continue;
+                    }
+                    let entry: HeaderEntry = map.next_value().map_err(|e| A::Error::custom(format!("entry '{name}': {e}")))?;
+                    out.push((name, entry));
+                }
+                Ok(HeaderEntries(out))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// Checks the framing and the header of a safetensors file against the file's real size, with a
+/// message that says what is wrong: too short, truncated, header not JSON, a name given twice, a
+/// tensor whose bytes lie past the end of the file or do not match its dtype and shape.
+pub fn check_safetensors_header(bytes: &[u8]) -> Result<()> {
+    let len = bytes.len() as u64;
+    if bytes.is_empty() {
+        return fail!(Weights, "the weight file is empty (0 bytes); expected a .safetensors (or legacy .pth) file");
+    }
+    if bytes.starts_with(b"PK\x03\x04") {
+        return fail!(Weights, "this is a zip-format PyTorch file (torch.save since 1.6), not safetensors; convert it to .safetensors first");
+    }
+    if bytes.len() < 8 {
+        return fail!(Weights, "the file is only {len} bytes: too short for a safetensors file (an 8-byte header length, then a JSON header); it is truncated or not a weight file");
+    }
+    let n = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes"));
+    if n > len - 8 {
+        return fail!(
+            Weights,
+            "the safetensors header length field says {n} bytes but only {} bytes follow it: the file is truncated or not a safetensors file",
+            len - 8
+        );
+    }
+    let header = &bytes[8..8 + n as usize];
+    let text = std::str::from_utf8(header).map_err(|e| Error::Weights(format!("the safetensors header is not UTF-8 text ({e}): the file is corrupt or not a safetensors file")))?;
+    let entries: HeaderEntries = serde_json::from_str(text).map_err(|e| {
+        let m = e.to_string();
+        match m.strip_prefix("DUPLICATE:") {
+            Some(rest) => {
+                let name = rest.split(" at line ").next().unwrap_or(rest);
+                Error::Weights(format!(
+                    "the safetensors header lists tensor '{name}' twice (duplicate key); each name must appear once: the file was edited by hand or written by a broken tool"
+                ))
+            }
+            None => Error::Weights(format!("the safetensors header is not valid JSON of the expected form ({m}): the file is corrupt or not a safetensors file")),
+        }
+    })?;
+    let data_len = len - 8 - n;
+    for (name, e) in &entries.0 {
+        let (start, end) = e.data_offsets;
+        if start > end {
+            return fail!(Weights, "tensor '{name}' has data_offsets [{start}, {end}] that run backwards: the header is corrupt");
+        }
+        if end > data_len {
+            return fail!(
+                Weights,
+                "tensor '{name}' claims bytes {start}..{end} of the data section but the file holds only {data_len} data bytes: the file is truncated or its header is corrupt"
+            );
+        }
+        if let Some(size) = dtype_bytes(&e.dtype) {
+            let needed = e.shape.iter().try_fold(size, |acc, &d| acc.checked_mul(d));
+            if needed != Some(end - start) {
+                let needed = needed.map_or("more than 2^64".to_string(), |v| v.to_string());
+                return fail!(
+                    Weights,
+                    "tensor '{name}' (dtype {}, shape {:?}) needs {needed} bytes but its data_offsets span {} bytes: the header is corrupt",
+                    e.dtype,
+                    e.shape,
+                    end - start
+                );
+            }
+        }
+    }
+    Ok(())
 }

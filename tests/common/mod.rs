@@ -5,6 +5,7 @@
 use gradcam_wasm::imaging::rgb::RgbImage;
 use std::path::PathBuf;
 
+#[allow(unused_imports)]
 pub use gradcam_wasm::synthetic::*;
 
 pub fn repo() -> PathBuf {
