@@ -17,5 +17,11 @@ if [[ "${1:-}" == "--browser" ]]; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
   fi
+  # lavapipe: a Vulkan driver on the CPU, so the WebGPU executor's tests run without a GPU.
+  if ! dpkg -s mesa-vulkan-drivers >/dev/null 2>&1; then
+    echo "install-web-tools: apt-get install mesa-vulkan-drivers"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mesa-vulkan-drivers >/dev/null
+  fi
   [[ -d node_modules/playwright-core ]] || npm ci --no-audit --no-fund --loglevel=error
 fi

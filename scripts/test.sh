@@ -2,14 +2,17 @@
 # Runs every test on a fresh machine: installs what is missing (wasm32 target, wasm-bindgen-cli,
 # Chromium, npm packages), fetches the default model and the sample photos, then runs
 #   1. the native test suite (cargo test), which also writes the native reference for 2.;
-#   2. the wasm tests in headless Chromium (wasm-bindgen-test): parity with native, JS errors;
-#   3. the end-to-end test of the demo page (playwright-core + Chromium).
+#   2. the WebGPU executor against the CPU executor, natively through wgpu on lavapipe;
+#   3. the wasm tests in headless Chromium (wasm-bindgen-test): parity with native, JS errors;
+#   4. the end-to-end tests of the demo page and the embeddable element (playwright-core + Chromium).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-web-tools.sh --browser
 bash scripts/setup.sh
 echo "test: native (cargo test)"
 cargo test --all-targets --no-fail-fast
+echo "test: WebGPU executor vs CPU on lavapipe (cargo test --features webgpu)"
+XDG_RUNTIME_DIR=/tmp GRADCAM_REQUIRE_GPU=1 cargo test --features webgpu --test gpu_parity
 echo "test: wasm32 in headless Chromium (wasm-bindgen-test)"
 CHROMEDRIVER=/usr/bin/chromedriver CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
   WASM_BINDGEN_TEST_TIMEOUT=300 cargo test --target wasm32-unknown-unknown --test wasm

@@ -15,6 +15,8 @@ pub mod exec;
 pub mod explainer;
 pub mod feature_map;
 pub mod graph;
+#[cfg(feature = "webgpu")]
+pub mod gpu;
 pub mod imaging;
 pub mod kernels;
 pub mod labels;

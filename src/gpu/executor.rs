@@ -1,0 +1,673 @@
+//! `GpuExecutor`: one pass over the same `Graph` as the CPU executor, no per-architecture code.
+//!
+//! - Pipelines are created once per kernel at executor creation; weights are uploaded once per model.
+//! - A `Plan` holds, for one input size, every node's activation and gradient buffer and the forward
+//!   pass's bind groups; plans are pooled and reused across calls (a live `GpuPass` owns its plan, so
+//!   a second pass never overwrites the first one's activations).
+//! - Every node's activation stays on the GPU, so the backward (input gradients only) needs no second
+//!   forward; the guided backward differs only in the ReLU masks.
+//! - Gradient fan-out (residual adds, concat inputs, flatten) is summed without atomics: each backward
+//!   kernel gathers, and either writes (first contribution) or adds (later ones), in submission order.
+//! - Readback is `map_async` awaited through a small future: the async core runs unchanged in the
+//!   browser; natively `Executor` blocks on it with pollster.
+
+use super::device::Gpu;
+use crate::error::{Error, Result};
+use crate::exec::candle_ops::conv_geom;
+#[cfg(not(target_arch = "wasm32"))]
+use crate::exec::{Executor, Pass};
+use crate::feature_map::FeatureMap;
+use crate::graph::shapes::Chw;
+use crate::graph::{Graph, NodeId, Op};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+use wgpu::util::DeviceExt;
+
+const WORKGROUP: u32 = 64;
+const MAX_POOLED_PLANS: usize = 4;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum K {
+    ConvF,
+    ConvB,
+    ConvF4,
+    ConvB4,
+    LinF,
+    LinB,
+    MaxF,
+    MaxB,
+    AvgF,
+    AvgB,
+    ReluF,
+    ReluB,
+    Add,
+    Copy,
+}
+
+const KERNELS: [(K, &str); 14] = [
+    (K::ConvF, "forward"),
+    (K::ConvB, "backward"),
+    (K::ConvF4, "forward4"),
+    (K::ConvB4, "backward4"),
+    (K::LinF, "forward"),
+    (K::LinB, "backward"),
+    (K::MaxF, "max_forward"),
+    (K::MaxB, "max_backward"),
+    (K::AvgF, "avg_forward"),
+    (K::AvgB, "avg_backward"),
+    (K::ReluF, "relu_forward"),
+    (K::ReluB, "relu_backward"),
+    (K::Add, "add"),
+    (K::Copy, "copy"),
+];
+
+impl K {
+    /// (shader module, bind group layout): 0 conv, 1 linear, 2 pool, 3 eltwise; layouts 0 = five bindings, 1 = four.
+    fn module(self) -> usize {
+        match self {
+            K::ConvF | K::ConvB | K::ConvF4 | K::ConvB4 => 0,
+            K::LinF | K::LinB => 1,
+            K::MaxF | K::MaxB | K::AvgF | K::AvgB => 2,
+            K::ReluF | K::ReluB | K::Add | K::Copy => 3,
+        }
+    }
+
+    fn wide(self) -> bool {
+        self.module() < 2
+    }
+}
+
+const SHADERS: [(&str, &str); 4] = [
+    ("conv", include_str!("shaders/conv.wgsl")),
+    ("linear", include_str!("shaders/linear.wgsl")),
+    ("pool", include_str!("shaders/pool.wgsl")),
+    ("eltwise", include_str!("shaders/eltwise.wgsl")),
+];
+
+struct Kernels {
+    pipelines: Vec<wgpu::ComputePipeline>,
+    /// [uniform, read, read, read, read_write] and [uniform, read, read, read_write].
+    layouts: [wgpu::BindGroupLayout; 2],
+}
+
+impl Kernels {
+    async fn new(gpu: &Gpu) -> Result<Kernels> {
+        let device = &gpu.device;
+        let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let layout = |n: u32| {
+            let entries: Vec<wgpu::BindGroupLayoutEntry> = (0..n)
+                .map(|b| wgpu::BindGroupLayoutEntry {
+                    binding: b,
+                    visibility: wgpu::ShaderStages::COMPUTE,
+                    ty: wgpu::BindingType::Buffer {
+                        ty: if b == 0 { wgpu::BufferBindingType::Uniform } else { wgpu::BufferBindingType::Storage { read_only: b + 1 < n } },
+                        has_dynamic_offset: false,
+                        min_binding_size: None,
+                    },
+                    count: None,
+                })
+                .collect();
+            device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor { label: None, entries: &entries })
+        };
+        let layouts = [layout(5), layout(4)];
+        let pipeline_layouts: Vec<wgpu::PipelineLayout> = layouts
+            .iter()
+            .map(|l| device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor { label: None, bind_group_layouts: &[Some(l)], immediate_size: 0 }))
+            .collect();
+        let modules: Vec<wgpu::ShaderModule> = SHADERS
+            .iter()
+            .map(|(name, src)| device.create_shader_module(wgpu::ShaderModuleDescriptor { label: Some(name), source: wgpu::ShaderSource::Wgsl((*src).into()) }))
+            .collect();
+        let pipelines = KERNELS
+            .iter()
+            .map(|&(k, entry)| {
+                device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                    label: Some(entry),
+                    layout: Some(&pipeline_layouts[if k.wide() { 0 } else { 1 }]),
+                    module: &modules[k.module()],
+                    entry_point: Some(entry),
+                    compilation_options: Default::default(),
+                    cache: None,
+                })
+            })
+            .collect();
+        if let Some(e) = scope.pop().await {
+            return Err(Error::Internal(format!("webgpu: pipeline creation failed: {e}")));
+        }
+        Ok(Kernels { pipelines, layouts })
+    }
+
+    fn pipeline(&self, k: K) -> &wgpu::ComputePipeline {
+        &self.pipelines[KERNELS.iter().position(|(x, _)| *x == k).unwrap_or(0)]
+    }
+}
+
+/// One recorded kernel launch.
+struct Dispatch {
+    kernel: K,
+    bind_group: wgpu::BindGroup,
+    groups: (u32, u32),
+}
+
+/// Buffers and forward launches for one input size.
+struct Plan {
+    h: usize,
+    w: usize,
+    shapes: Vec<Chw>,
+    acts: Vec<wgpu::Buffer>,
+    grads: Vec<wgpu::Buffer>,
+    forward: Vec<Dispatch>,
+}
+
+fn numel(s: Chw) -> usize {
+    s.0 * s.1 * s.2
+}
+
+struct Block {
+    weight: wgpu::Buffer,
+    bias: wgpu::Buffer,
+    row0: u32,
+    rows: u32,
+}
+
+struct Inner {
+    gpu: Gpu,
+    graph: Arc<Graph>,
+    kernels: Kernels,
+    /// Per conv / linear node, (weight, bias, first row, rows) blocks: one for a conv, as many as the
+    /// binding limit needs for a large linear layer.
+    weights: Vec<Vec<Block>>,
+    /// Bound where a kernel has no use for a binding.
+    dummy: wgpu::Buffer,
+    plans: Mutex<Vec<Plan>>,
+}
+
+pub struct GpuExecutor {
+    inner: Arc<Inner>,
+}
+
+impl Inner {
+    fn storage(&self, label: &str, floats: usize) -> wgpu::Buffer {
+        self.gpu.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: (floats.max(1) * 4) as u64,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        })
+    }
+
+    /// A launch of `kernel` over `count` invocations with `params` (u32 fields) and `buffers` in binding order.
+    fn dispatch(&self, kernel: K, params: &[u32], buffers: &[&wgpu::Buffer], count: usize) -> Dispatch {
+        let mut p = params.to_vec();
+        p.resize(params.len().div_ceil(4).max(1) * 4, 0);
+        let uniform = self.gpu.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: None,
+            contents: bytemuck::cast_slice(&p),
+            usage: wgpu::BufferUsages::UNIFORM,
+        });
+        let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: uniform.as_entire_binding() }];
+        for (i, b) in buffers.iter().enumerate() {
+            entries.push(wgpu::BindGroupEntry { binding: i as u32 + 1, resource: b.as_entire_binding() });
+        }
+        let layout = &self.kernels.layouts[if kernel.wide() { 0 } else { 1 }];
+        let bind_group = self.gpu.device.create_bind_group(&wgpu::BindGroupDescriptor { label: None, layout, entries: &entries });
+        let groups = (count as u32).div_ceil(WORKGROUP).max(1);
+        let x = groups.min(self.gpu.limits.max_compute_workgroups_per_dimension.max(1));
+        Dispatch { kernel, bind_group, groups: (x, groups.div_ceil(x)) }
+    }
+
+    fn weights(&self, i: NodeId) -> Result<&[Block]> {
+        match self.weights.get(i) {
+            Some(b) if !b.is_empty() => Ok(b),
+            _ => Err(Error::Internal(format!("webgpu: no weights for node {i}"))),
+        }
+    }
+
+    fn plan(&self, h: usize, w: usize) -> Result<Plan> {
+        {
+            let mut pool = self.plans.lock().map_err(|_| Error::Internal("webgpu: plan pool poisoned".into()))?;
+            if let Some(k) = pool.iter().position(|p| p.h == h && p.w == w) {
+                return Ok(pool.swap_remove(k));
+            }
+        }
+        let g = &self.graph;
+        let shapes = g.shapes(h, w)?;
+        for (node, s) in g.nodes.iter().zip(&shapes) {
+            self.gpu.fits(&format!("layer '{}'", node.name), numel(*s))?;
+        }
+        let acts: Vec<wgpu::Buffer> = g.nodes.iter().zip(&shapes).map(|(n, s)| self.storage(&n.name, numel(*s))).collect();
+        let grads: Vec<wgpu::Buffer> = g.nodes.iter().zip(&shapes).map(|(n, s)| self.storage(&n.name, numel(*s))).collect();
+        let mut forward = Vec::new();
+        for (i, node) in g.nodes.iter().enumerate() {
+            let out = &acts[i];
+            let src = |k: usize| &acts[node.inputs[k]];
+            let ins = |k: usize| shapes[node.inputs[k]];
+            let len = numel(shapes[i]) as u32;
+            match &node.op {
+                Op::Input => {}
+                Op::Conv(c) => {
+                    let (_, ih, iw) = ins(0);
+                    let geo = conv_geom(c, 1, ih, iw);
+                    let b = &self.weights(i)?[0];
+                    let (kernel, count) = if (c.cout / c.groups) % 4 == 0 { (K::ConvF4, len as usize / 4) } else { (K::ConvF, len as usize) };
+                    forward.push(self.dispatch(kernel, &conv_params(&geo, false), &[src(0), &b.weight, &b.bias, out], count));
+                }
+                Op::Linear(l) => {
+                    for b in self.weights(i)? {
+                        forward.push(self.dispatch(K::LinF, &[l.in_features as u32, b.rows, 0, b.row0], &[src(0), &b.weight, &b.bias, out], b.rows as usize));
+                    }
+                }
+                Op::Relu | Op::Relu6 => {
+                    let mode = matches!(node.op, Op::Relu6) as u32;
+                    forward.push(self.dispatch(K::ReluF, &[len, mode, 0, 0, 0, 0], &[src(0), &self.dummy, out], len as usize));
+                }
+                Op::MaxPool(_) | Op::AdaptiveAvgPool { .. } => {
+                    let (kernel, p) = pool_params(&node.op, ins(0), shapes[i], false, true);
+                    forward.push(self.dispatch(kernel, &p, &[src(0), &self.dummy, out], len as usize));
+                }
+                Op::Flatten => forward.push(self.dispatch(K::Copy, &[len, 0, 0, 0, 0, 0], &[src(0), &self.dummy, out], len as usize)),
+                Op::Add => forward.push(self.dispatch(K::Add, &[len, 0, 0, 0, 0, 0], &[src(0), src(1), out], len as usize)),
+                Op::Concat => {
+                    let mut off = 0u32;
+                    for k in 0..node.inputs.len() {
+                        let n = numel(ins(k)) as u32;
+                        forward.push(self.dispatch(K::Copy, &[n, 0, 0, 0, 0, off], &[src(k), &self.dummy, out], n as usize));
+                        off += n;
+                    }
+                }
+            }
+        }
+        Ok(Plan { h, w, shapes, acts, grads, forward })
+    }
+
+    fn give_back(&self, plan: Plan) {
+        if let Ok(mut pool) = self.plans.lock() {
+            if pool.len() < MAX_POOLED_PLANS {
+                pool.push(plan);
+            }
+        }
+    }
+
+    fn encode(&self, encoder: &mut wgpu::CommandEncoder, dispatches: &[Dispatch]) {
+        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: None });
+        for d in dispatches {
+            pass.set_pipeline(self.kernels.pipeline(d.kernel));
+            pass.set_bind_group(0, &d.bind_group, &[]);
+            pass.dispatch_workgroups(d.groups.0, d.groups.1, 1);
+        }
+    }
+
+    /// Runs the forward pass of one 3 x h x w image on `plan` and reads back the given nodes' outputs.
+    async fn forward(&self, plan: &Plan, input: &[f32], read: &[NodeId]) -> Result<Vec<Vec<f32>>> {
+        self.gpu.queue.write_buffer(&plan.acts[0], 0, bytemuck::cast_slice(input));
+        let mut encoder = self.gpu.device.create_command_encoder(&Default::default());
+        self.encode(&mut encoder, &plan.forward);
+        let bufs: Vec<(&wgpu::Buffer, usize)> = read.iter().map(|&i| (&plan.acts[i], numel(plan.shapes[i]))).collect();
+        self.read(encoder, &bufs).await
+    }
+
+    /// d(target . logits) / d(node `var`), on the activations `plan` holds.
+    async fn backward(&self, plan: &Plan, var: NodeId, target: &[f32], guided: bool) -> Result<Vec<f32>> {
+        let g = &self.graph;
+        let out = g.output();
+        if target.len() != g.num_classes {
+            return Err(Error::Option(format!("the target weights have {} entries, the model has {} classes", target.len(), g.num_classes)));
+        }
+        // Nodes whose value depends on `var`: only they carry gradients.
+        let mut needs = vec![false; g.nodes.len()];
+        needs[var] = true;
+        for i in var + 1..g.nodes.len() {
+            needs[i] = g.nodes[i].inputs.iter().any(|&j| needs[j]);
+        }
+        let mut written = vec![false; g.nodes.len()];
+        let mut dispatches = Vec::new();
+        if needs[out] {
+            self.gpu.queue.write_buffer(&plan.grads[out], 0, bytemuck::cast_slice(target));
+            written[out] = true;
+        }
+        let (acts, grads, shapes) = (&plan.acts, &plan.grads, &plan.shapes);
+        for i in (var + 1..=out).rev() {
+            if !needs[i] || !written[i] {
+                continue;
+            }
+            let node = &g.nodes[i];
+            let gy = &grads[i];
+            let mut off = 0u32;
+            for &j in &node.inputs {
+                let n = numel(shapes[j]) as u32;
+                let acc = written[j];
+                if !needs[j] {
+                    off += n;
+                    continue;
+                }
+                let gx = &grads[j];
+                let d = match &node.op {
+                    Op::Input => continue,
+                    Op::Conv(c) => {
+                        let geo = conv_geom(c, 1, shapes[j].1, shapes[j].2);
+                        let b = &self.weights(i)?[0];
+                        let (kernel, count) = if (c.cin / c.groups) % 4 == 0 { (K::ConvB4, n as usize / 4) } else { (K::ConvB, n as usize) };
+                        self.dispatch(kernel, &conv_params(&geo, acc), &[gy, &b.weight, &b.bias, gx], count)
+                    }
+                    Op::Linear(l) => {
+                        let blocks = self.weights(i)?;
+                        let (last, rest) = blocks.split_last().ok_or_else(|| Error::Internal("webgpu: empty linear".into()))?;
+                        for (k, b) in rest.iter().enumerate() {
+                            let acc = acc || k > 0;
+                            dispatches.push(self.dispatch(K::LinB, &[l.in_features as u32, b.rows, acc as u32, b.row0], &[gy, &b.weight, &b.bias, gx], n as usize));
+                        }
+                        let acc = acc || !rest.is_empty();
+                        self.dispatch(K::LinB, &[l.in_features as u32, last.rows, acc as u32, last.row0], &[gy, &last.weight, &last.bias, gx], n as usize)
+                    }
+                    Op::Relu | Op::Relu6 => {
+                        let mode = matches!(node.op, Op::Relu6) as u32;
+                        self.dispatch(K::ReluB, &[n, mode, guided as u32, acc as u32, 0, 0], &[gy, &acts[j], gx], n as usize)
+                    }
+                    Op::MaxPool(_) | Op::AdaptiveAvgPool { .. } => {
+                        let (kernel, p) = pool_params(&node.op, shapes[j], shapes[i], acc, false);
+                        let aux = if kernel == K::MaxB { &acts[j] } else { &self.dummy };
+                        self.dispatch(kernel, &p, &[gy, aux, gx], n as usize)
+                    }
+                    Op::Flatten | Op::Add => self.dispatch(K::Copy, &[n, 0, 0, acc as u32, 0, 0], &[gy, &self.dummy, gx], n as usize),
+                    Op::Concat => self.dispatch(K::Copy, &[n, 0, 0, acc as u32, off, 0], &[gy, &self.dummy, gx], n as usize),
+                };
+                dispatches.push(d);
+                written[j] = true;
+                off += n;
+            }
+        }
+        let mut encoder = self.gpu.device.create_command_encoder(&Default::default());
+        if !written[var] {
+            // The target does not depend on this layer: its gradient is zero.
+            encoder.clear_buffer(&plan.grads[var], 0, None);
+        }
+        self.encode(&mut encoder, &dispatches);
+        let mut r = self.read(encoder, &[(&plan.grads[var], numel(shapes[var]))]).await?;
+        Ok(r.pop().unwrap_or_default())
+    }
+
+    /// Submits `encoder` plus copies of `bufs` into staging buffers, and awaits their mapping.
+    async fn read(&self, mut encoder: wgpu::CommandEncoder, bufs: &[(&wgpu::Buffer, usize)]) -> Result<Vec<Vec<f32>>> {
+        let device = &self.gpu.device;
+        let staging: Vec<wgpu::Buffer> = bufs
+            .iter()
+            .map(|&(src, n)| {
+                let size = (n.max(1) * 4) as u64;
+                let dst = device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("readback"),
+                    size,
+                    usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                    mapped_at_creation: false,
+                });
+                encoder.copy_buffer_to_buffer(src, 0, &dst, 0, size);
+                dst
+            })
+            .collect();
+        self.gpu.queue.submit([encoder.finish()]);
+        let mut out = Vec::with_capacity(bufs.len());
+        for (buf, &(_, n)) in staging.iter().zip(bufs) {
+            let (tx, rx) = oneshot();
+            buf.slice(..).map_async(wgpu::MapMode::Read, tx);
+            self.gpu.poll_wait();
+            rx.await.map_err(|e| Error::Internal(format!("webgpu: readback failed: {e}")))?;
+            let view = buf.slice(..).get_mapped_range().map_err(|e| Error::Internal(format!("webgpu: readback failed: {e:?}")))?;
+            out.push(bytemuck::cast_slice::<u8, f32>(&view)[..n].to_vec());
+            drop(view);
+            buf.unmap();
+        }
+        Ok(out)
+    }
+}
+
+fn conv_params(g: &crate::kernels::Conv2dGeom, acc: bool) -> Vec<u32> {
+    [g.cin, g.h, g.w, g.cout, g.out_h(), g.out_w(), g.kh, g.kw, g.stride_h, g.stride_w, g.pad_top, g.pad_left, g.groups, acc as usize]
+        .iter()
+        .map(|&v| v as u32)
+        .collect()
+}
+
+/// (kernel, params) of a max or adaptive average pool from input shape `x` to output shape `y`.
+fn pool_params(op: &Op, x: Chw, y: Chw, acc: bool, forward: bool) -> (K, Vec<u32>) {
+    let (k, s, pad, kernel) = match op {
+        Op::MaxPool(m) => (m.kernel, m.stride, m.padding, if forward { K::MaxF } else { K::MaxB }),
+        _ => (1, 1, 0, if forward { K::AvgF } else { K::AvgB }),
+    };
+    let p = [x.0, x.1, x.2, y.1, y.2, k, s, pad, acc as usize].iter().map(|&v| v as u32).chain([f32::NEG_INFINITY.to_bits()]).collect();
+    (kernel, p)
+}
+
+/// A single-use channel whose receiving end is a future (map_async's callback -> await).
+fn oneshot<T: Send + 'static>() -> (impl FnOnce(T) + Send + 'static, OneshotRx<T>) {
+    let shared = Arc::new(Mutex::new((None::<T>, None::<Waker>)));
+    let tx_shared = shared.clone();
+    let tx = move |v: T| {
+        if let Ok(mut s) = tx_shared.lock() {
+            s.0 = Some(v);
+            if let Some(w) = s.1.take() {
+                w.wake();
+            }
+        }
+    };
+    (tx, OneshotRx(shared))
+}
+
+struct OneshotRx<T>(Arc<Mutex<(Option<T>, Option<Waker>)>>);
+
+impl<T> Future for OneshotRx<T> {
+    type Output = T;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
+        let mut s = match self.0.lock() {
+            Ok(s) => s,
+            Err(p) => p.into_inner(),
+        };
+        match s.0.take() {
+            Some(v) => Poll::Ready(v),
+            None => {
+                s.1 = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        }
+    }
+}
+
+/// Whether each node's value is a C x H x W map (rank 4 on the CPU) rather than a feature vector.
+fn spatial(graph: &Graph) -> Vec<bool> {
+    let mut s: Vec<bool> = Vec::with_capacity(graph.nodes.len());
+    for n in &graph.nodes {
+        let v = match n.op {
+            Op::Input => true,
+            Op::Flatten | Op::Linear(_) => false,
+            _ => n.inputs.first().is_some_and(|&j| s[j]),
+        };
+        s.push(v);
+    }
+    s
+}
+
+impl GpuExecutor {
+    /// The default adapter, then `with_gpu`.
+    pub async fn new_async(graph: Arc<Graph>) -> Result<GpuExecutor> {
+        Self::with_gpu(Gpu::request().await?, graph).await
+    }
+
+    /// Compiles the kernels and uploads the weights.
+    pub async fn with_gpu(gpu: Gpu, graph: Arc<Graph>) -> Result<GpuExecutor> {
+        let kernels = Kernels::new(&gpu).await?;
+        let mut weights = Vec::with_capacity(graph.nodes.len());
+        let upload = |label: &str, data: &[f32]| {
+            let data: &[f32] = if data.is_empty() { &[0.0] } else { data };
+            gpu.device.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: Some(label), contents: bytemuck::cast_slice(data), usage: wgpu::BufferUsages::STORAGE })
+        };
+        for node in &graph.nodes {
+            weights.push(match &node.op {
+                Op::Conv(c) => {
+                    gpu.fits(&format!("the weights of '{}'", node.name), c.weight.len())?;
+                    vec![Block { weight: upload(&node.name, &c.weight), bias: upload(&node.name, &c.bias), row0: 0, rows: c.cout as u32 }]
+                }
+                Op::Linear(l) => {
+                    // Row blocks that each fit one binding (VGG's 25088 x 4096 is 411 MB).
+                    gpu.fits(&format!("one row of the weights of '{}'", node.name), l.in_features)?;
+                    let per_block = ((gpu.max_binding() / (l.in_features.max(1) * 4) as u64) as usize).clamp(1, l.out_features.max(1));
+                    let mut bias = l.bias.clone();
+                    bias.resize(l.out_features, 0.0);
+                    (0..l.out_features)
+                        .step_by(per_block)
+                        .map(|r0| {
+                            let r1 = (r0 + per_block).min(l.out_features);
+                            Block {
+                                weight: upload(&node.name, &l.weight[r0 * l.in_features..r1 * l.in_features]),
+                                bias: upload(&node.name, &bias[r0..r1]),
+                                row0: r0 as u32,
+                                rows: (r1 - r0) as u32,
+                            }
+                        })
+                        .collect()
+                }
+                _ => Vec::new(),
+            });
+        }
+        let dummy = gpu.device.create_buffer(&wgpu::BufferDescriptor { label: Some("dummy"), size: 16, usage: wgpu::BufferUsages::STORAGE, mapped_at_creation: false });
+        Ok(GpuExecutor { inner: Arc::new(Inner { gpu, graph, kernels, weights, dummy, plans: Mutex::new(Vec::new()) }) })
+    }
+
+    pub fn adapter_info(&self) -> &wgpu::AdapterInfo {
+        &self.inner.gpu.info
+    }
+
+    /// The forward pass of one 3 x H x W input, keeping the activations of `layer` (and every other node's, on the GPU).
+    pub async fn start_async(&self, input: FeatureMap, layer: NodeId) -> Result<GpuPass> {
+        let inner = &self.inner;
+        let graph = &inner.graph;
+        if input.channels != 3 {
+            return Err(Error::Input(format!("expected a 3-channel input, got {}", input.channels)));
+        }
+        if layer >= graph.nodes.len() || !spatial(graph)[layer] {
+            let name = graph.nodes.get(layer).map(|n| n.name.as_str()).unwrap_or("?");
+            return Err(Error::Option(format!("layer '{name}' is not a spatial layer (it has no H x W map); pick a conv, pool or block")));
+        }
+        let plan = inner.plan(input.height, input.width)?;
+        let result = inner.forward(&plan, &input.data, &[graph.output(), layer]).await;
+        let mut read = match result {
+            Ok(r) => r,
+            Err(e) => {
+                inner.give_back(plan);
+                return Err(e);
+            }
+        };
+        let (c, h, w) = plan.shapes[layer];
+        let activations = FeatureMap::new(c, h, w, read.pop().unwrap_or_default());
+        let logits = read.pop().unwrap_or_default();
+        Ok(GpuPass { inner: inner.clone(), plan: Some(plan), layer, logits, activations })
+    }
+
+    /// Logits of `n` inputs of 3 x h x w each (row-major n x classes).
+    pub async fn logits_batch_async(&self, inputs: &[f32], n: usize, h: usize, w: usize) -> Result<Vec<f32>> {
+        let per = 3 * h * w;
+        if inputs.len() != n * per {
+            return Err(Error::Input(format!("{} values for {n} inputs of 3x{h}x{w}", inputs.len())));
+        }
+        let inner = &self.inner;
+        let plan = inner.plan(h, w)?;
+        let mut out = Vec::with_capacity(n * inner.graph.num_classes);
+        for img in inputs.chunks_exact(per.max(1)).take(n) {
+            match inner.forward(&plan, img, &[inner.graph.output()]).await {
+                Ok(mut r) => out.extend(r.pop().unwrap_or_default()),
+                Err(e) => {
+                    inner.give_back(plan);
+                    return Err(e);
+                }
+            }
+        }
+        inner.give_back(plan);
+        Ok(out)
+    }
+}
+
+pub struct GpuPass {
+    inner: Arc<Inner>,
+    plan: Option<Plan>,
+    layer: NodeId,
+    logits: Vec<f32>,
+    activations: FeatureMap,
+}
+
+impl GpuPass {
+    /// Class scores before softmax.
+    pub fn logits(&self) -> &[f32] {
+        &self.logits
+    }
+
+    /// The target layer's activations.
+    pub fn activations(&self) -> &FeatureMap {
+        &self.activations
+    }
+
+    fn plan(&self) -> Result<&Plan> {
+        self.plan.as_ref().ok_or_else(|| Error::Internal("webgpu: pass has no plan".into()))
+    }
+
+    pub async fn layer_gradient_async(&mut self, target: &[f32]) -> Result<FeatureMap> {
+        let data = self.inner.backward(self.plan()?, self.layer, target, false).await?;
+        let (c, h, w) = (self.activations.channels, self.activations.height, self.activations.width);
+        Ok(FeatureMap::new(c, h, w, data))
+    }
+
+    pub async fn input_gradient_async(&mut self, target: &[f32], guided: bool) -> Result<FeatureMap> {
+        let plan = self.plan()?;
+        let (h, w) = (plan.h, plan.w);
+        let data = self.inner.backward(plan, 0, target, guided).await?;
+        Ok(FeatureMap::new(3, h, w, data))
+    }
+}
+
+impl Drop for GpuPass {
+    fn drop(&mut self) {
+        if let Some(plan) = self.plan.take() {
+            self.inner.give_back(plan);
+        }
+    }
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+impl GpuExecutor {
+    /// Blocking `new_async`.
+    pub fn new(graph: Arc<Graph>) -> Result<GpuExecutor> {
+        pollster::block_on(Self::new_async(graph))
+    }
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+impl Executor for GpuExecutor {
+    fn name(&self) -> &'static str {
+        "webgpu"
+    }
+
+    fn start(&self, input: FeatureMap, layer: NodeId) -> Result<Box<dyn Pass>> {
+        Ok(Box::new(pollster::block_on(self.start_async(input, layer))?))
+    }
+
+    fn logits_batch(&self, inputs: &[f32], n: usize, h: usize, w: usize) -> Result<Vec<f32>> {
+        pollster::block_on(self.logits_batch_async(inputs, n, h, w))
+    }
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+impl Pass for GpuPass {
+    fn logits(&self) -> &[f32] {
+        &self.logits
+    }
+
+    fn activations(&self) -> &FeatureMap {
+        &self.activations
+    }
+
+    fn layer_gradient(&mut self, target: &[f32]) -> Result<FeatureMap> {
+        pollster::block_on(self.layer_gradient_async(target))
+    }
+
+    fn input_gradient(&mut self, target: &[f32], guided: bool) -> Result<FeatureMap> {
+        pollster::block_on(self.input_gradient_async(target, guided))
+    }
+}

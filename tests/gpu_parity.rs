@@ -1,0 +1,141 @@
+//! WebGPU executor vs the CPU executor on the same graph: logits, the target layer's activations, its
+//! gradient (Grad-CAM) and the plain and guided input gradients (guided backprop) agree to a max
+//! relative error <= 1e-3 (max |gpu - cpu| over max |cpu|). Natively this runs on whatever adapter wgpu
+//! finds (lavapipe in CI: `apt-get install mesa-vulkan-drivers`). Without an adapter it prints a note
+//! and passes, unless GRADCAM_REQUIRE_GPU=1, where it fails.
+#![cfg(feature = "webgpu")]
+#![cfg(not(target_arch = "wasm32"))]
+
+mod common;
+
+use common::*;
+use gradcam_wasm::exec::{cpu::CpuExecutor, Executor};
+use gradcam_wasm::gpu::GpuExecutor;
+use gradcam_wasm::{Arch, FeatureMap, Model};
+use std::time::Instant;
+
+const TOL: f64 = 1e-3;
+
+/// (max |gpu - cpu| / max |cpu|, fraction of elements whose error exceeds TOL * max |cpu|).
+fn rel_err(gpu: &[f32], cpu: &[f32]) -> (f64, f64) {
+    assert_eq!(gpu.len(), cpu.len(), "lengths differ");
+    let scale = cpu.iter().fold(0.0f64, |m, v| m.max(v.abs() as f64));
+    let scale = if scale == 0.0 { 1.0 } else { scale };
+    let errs: Vec<f64> = gpu.iter().zip(cpu).map(|(a, b)| (*a as f64 - *b as f64).abs() / scale).collect();
+    let max = errs.iter().fold(0.0f64, |m, e| m.max(*e));
+    (max, errs.iter().filter(|e| **e > TOL).count() as f64 / errs.len().max(1) as f64)
+}
+
+fn gpu_executor(model: &Model) -> Option<GpuExecutor> {
+    match GpuExecutor::new(model.graph.clone()) {
+        Ok(e) => Some(e),
+        Err(e) => {
+            if std::env::var("GRADCAM_REQUIRE_GPU").as_deref() == Ok("1") {
+                panic!("GRADCAM_REQUIRE_GPU=1 but the WebGPU executor is unavailable: {e}");
+            }
+            eprintln!("note: skipping WebGPU parity ({e}); set GRADCAM_REQUIRE_GPU=1 to make this an error");
+            None
+        }
+    }
+}
+
+fn ms(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1e3
+}
+
+fn check(name: &str, model: Model, h: usize, w: usize) {
+    let Some(gpu) = gpu_executor(&model) else { return };
+    let info = gpu.adapter_info();
+    println!("{name}: adapter {} ({:?}, {:?})", info.name, info.device_type, info.backend);
+    let cpu = CpuExecutor::new(model.graph.clone());
+    let layer = model.graph.find(&model.default_layer()).unwrap();
+    let x = Rng::new(7).vec(3 * h * w, 1.5);
+    let input = FeatureMap::new(3, h, w, x);
+
+    let t = Instant::now();
+    let mut cp = cpu.start(input.clone(), layer).unwrap();
+    let t_cpu_fwd = ms(t);
+    let t = Instant::now();
+    let mut gp = gpu.start(input.clone(), layer).unwrap();
+    let t_gpu_fwd = ms(t);
+
+    let top = cp.logits().iter().enumerate().fold(0, |b, (i, v)| if *v > cp.logits()[b] { i } else { b });
+    let mut target = vec![0.0f32; model.graph.num_classes];
+    target[top] = 1.0;
+
+    let mut errs: Vec<(&str, (f64, f64))> = vec![("logits", rel_err(gp.logits(), cp.logits())), ("activations", rel_err(&gp.activations().data, &cp.activations().data))];
+    let t = Instant::now();
+    let c = cp.layer_gradient(&target).unwrap();
+    let t_cpu_lg = ms(t);
+    let t = Instant::now();
+    let g = gp.layer_gradient(&target).unwrap();
+    let t_gpu_lg = ms(t);
+    errs.push(("layer gradient", rel_err(&g.data, &c.data)));
+    let t = Instant::now();
+    let c = cp.input_gradient(&target, true).unwrap();
+    let t_cpu_ig = ms(t);
+    let t = Instant::now();
+    let g = gp.input_gradient(&target, true).unwrap();
+    let t_gpu_ig = ms(t);
+    errs.push(("guided input gradient", rel_err(&g.data, &c.data)));
+    let c = cp.input_gradient(&target, false).unwrap();
+    let g = gp.input_gradient(&target, false).unwrap();
+    errs.push(("input gradient", rel_err(&g.data, &c.data)));
+    if std::env::var("GPU_DEBUG").is_ok() {
+        let scale = c.data.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        for (i, (a, b)) in g.data.iter().zip(&c.data).enumerate() {
+            if (a - b).abs() > 1e-4 * scale { println!("  diff at {i} (c {} y {} x {}): gpu {a} cpu {b}", i / (h * w), (i / w) % h, i % w); }
+        }
+    }
+    // A second pass of the same size reuses the pooled plan.
+    drop(gp);
+    let t = Instant::now();
+    let gp2 = gpu.start(input, layer).unwrap();
+    let t_gpu_fwd2 = ms(t);
+    errs.push(("logits (2nd pass)", rel_err(gp2.logits(), cp.logits())));
+
+    println!("{name} {h}x{w}: ms cpu/gpu: forward {t_cpu_fwd:.0}/{t_gpu_fwd:.0} (2nd {t_gpu_fwd2:.0}), layer grad {t_cpu_lg:.0}/{t_gpu_lg:.0}, guided input grad {t_cpu_ig:.0}/{t_gpu_ig:.0}");
+    for (what, (e, frac)) in &errs {
+        println!("{name}: {what}: max relative error {e:.2e} ({:.3}% of elements above {TOL})", 100.0 * frac);
+    }
+    for (what, (e, frac)) in &errs {
+        // Gradients route through discrete choices (a max pool's argmax, a ReLU's x > 0). Where two
+        // values tie to within f32 rounding, the GPU and CPU sums (in different orders) may pick
+        // differently and move one output's gradient to a neighbour: a localized, legitimate
+        // disagreement (seen on ResNet-18's stem max pool). Such flips are allowed only if they touch
+        // at most 0.5% of the elements; everything else must agree to TOL.
+        let ok = *e <= TOL || (what.contains("gradient") && *frac <= 0.005);
+        assert!(ok, "{name}: {what}: max relative error {e:.3e} > {TOL}, on {:.3}% of the elements", 100.0 * frac);
+    }
+}
+
+#[test]
+fn default_model_matches_cpu() {
+    check("efficientnet_lite0", Model::from_bytes(&default_model_bytes(), None).unwrap(), 224, 224);
+}
+
+fn synthetic(arch: Arch, h: usize, w: usize) {
+    let sd = gradcam_wasm::synthetic::state_dict(arch, 1000).unwrap();
+    check(arch.name(), Model::from_bytes(&sd.bytes(), Some(arch)).unwrap(), h, w);
+}
+
+#[test]
+fn resnet18_matches_cpu() {
+    synthetic(Arch::ResNet18, 112, 144);
+}
+
+#[test]
+fn mobilenet_v2_matches_cpu() {
+    synthetic(Arch::MobileNetV2, 112, 144);
+}
+
+#[test]
+fn squeezenet1_1_matches_cpu() {
+    // Odd size: ceil-mode max pools with a partial last window.
+    synthetic(Arch::SqueezeNet1_1, 117, 131);
+}
+
+#[test]
+fn vgg11_matches_cpu() {
+    synthetic(Arch::Vgg11, 96, 96);
+}
