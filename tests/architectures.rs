@@ -114,3 +114,13 @@ fn tiny_inputs_are_refused_not_crashed() {
     assert!(err.contains("too small"), "{err}");
     ex.explain_tensor(random_input(64, 96), &ExplainOptions::default()).unwrap();
 }
+
+#[test]
+fn a_missing_bias_or_a_wrong_version_name_is_an_error() {
+    let err = Model::from_bytes(&squeezenet(false, 10).without("features.12.expand3x3.bias").bytes(), None).err().unwrap().to_string();
+    assert!(err.contains("missing tensor 'features.12.expand3x3.bias'"), "{err}");
+    let err = Model::from_bytes(&vgg(&VGG11, false, 32, 10).without("classifier.3.bias").bytes(), None).err().unwrap().to_string();
+    assert!(err.contains("missing tensor 'classifier.3.bias'"), "{err}");
+    let err = Model::from_bytes(&squeezenet(false, 10).bytes(), Some(Arch::SqueezeNet1_0)).err().unwrap().to_string();
+    assert!(err.contains("features.0.weight") && err.contains("[64, 3, 3, 3]") && err.contains("96"), "{err}");
+}

@@ -119,7 +119,12 @@ impl Arch {
             Arch::Vgg13 | Arch::Vgg13Bn => vgg::build(weights, vgg::Family::Vgg { batch_norm: self == Arch::Vgg13Bn }, 10),
             Arch::Vgg16 | Arch::Vgg16Bn => vgg::build(weights, vgg::Family::Vgg { batch_norm: self == Arch::Vgg16Bn }, 13),
             Arch::Vgg19 | Arch::Vgg19Bn => vgg::build(weights, vgg::Family::Vgg { batch_norm: self == Arch::Vgg19Bn }, 16),
-            Arch::SqueezeNet1_0 | Arch::SqueezeNet1_1 => squeezenet::build(weights),
+            Arch::SqueezeNet1_0 | Arch::SqueezeNet1_1 => {
+                // 1.0 and 1.1 differ in the stem (96 7x7 vs 64 3x3 filters): the name must match the file.
+                let want: &[usize] = if self == Arch::SqueezeNet1_0 { &[96, 3, 7, 7] } else { &[64, 3, 3, 3] };
+                weights.take("features.0.weight", &want.iter().map(|&d| Some(d)).collect::<Vec<_>>())?;
+                squeezenet::build(weights)
+            }
             Arch::MobileNetV2 => mobilenet_v2::build(weights),
             Arch::EfficientNetLite0 => efficientnet_lite::build(weights),
         }

@@ -9,7 +9,7 @@ use crate::weights::WeightMap;
 /// 1.0 (7x7 stem, 96 filters) and 1.1 (3x3 stem, 64 filters) differ only in sizes the file carries
 /// and in where the pools sit, which the Fire indices tell.
 pub fn build(weights: &WeightMap) -> Result<Graph> {
-    let mut b = GraphBuilder::new(weights);
+    let mut b = GraphBuilder::new(weights).require_conv_biases();
     let mut x = b.conv("features.0", None, b.input(), ConvSpec::new(2, 0))?;
     x = b.relu("features.1", x);
     for i in 2..=12 {

@@ -40,7 +40,7 @@ pub fn build(weights: &WeightMap, family: Family, conv_count: usize) -> Result<G
         Family::AlexNet => (3, 6),
         Family::Vgg { .. } => (2, 7),
     };
-    let mut b = GraphBuilder::new(weights);
+    let mut b = GraphBuilder::new(weights).require_conv_biases();
     let mut x = b.input();
     for (n, &i) in convs.iter().enumerate() {
         let k = weights.shape(&format!("features.{i}.weight")).map_or(3, |s| s[2]);

@@ -19,6 +19,8 @@ pub struct GraphBuilder<'w> {
     weights: &'w WeightMap,
     nodes: Vec<Node>,
     known: Vec<Known>,
+    /// Families whose convs always carry a bias (VGG, AlexNet, SqueezeNet): a missing one is an error.
+    conv_bias_required: bool,
 }
 
 /// Everything a conv needs besides its weights.
@@ -51,7 +53,13 @@ impl ConvSpec {
 impl<'w> GraphBuilder<'w> {
     pub fn new(weights: &'w WeightMap) -> Self {
         let input = Node { name: "input".into(), aliases: vec![], op: Op::Input, inputs: vec![] };
-        GraphBuilder { weights, nodes: vec![input], known: vec![Known { channels: 3, spatial: None }] }
+        GraphBuilder { weights, nodes: vec![input], known: vec![Known { channels: 3, spatial: None }], conv_bias_required: false }
+    }
+
+    /// Every conv of this family has a bias: a file without one is damaged, not bias-free.
+    pub fn require_conv_biases(mut self) -> Self {
+        self.conv_bias_required = true;
+        self
     }
 
     pub fn input(&self) -> NodeId {
@@ -90,9 +98,14 @@ impl<'w> GraphBuilder<'w> {
             return fail!(Weights, "tensor '{name}.weight' has {cout} output channels, not a multiple of {} groups", spec.groups);
         }
         let mut weight = w.data.clone();
-        let mut bias = match self.weights.take_optional(&format!("{name}.bias"), &[Some(cout)])? {
-            Some(b) => b.data.clone(),
-            None => vec![0.0; cout],
+        let bias_key = format!("{name}.bias");
+        let mut bias = if self.conv_bias_required {
+            self.weights.take(&bias_key, &[Some(cout)])?.data.clone()
+        } else {
+            match self.weights.take_optional(&bias_key, &[Some(cout)])? {
+                Some(b) => b.data.clone(),
+                None => vec![0.0; cout],
+            }
         };
         if let Some(bn) = bn {
             self.fold_batch_norm(bn, cout, spec.eps, &mut weight, &mut bias)?;
@@ -132,10 +145,8 @@ impl<'w> GraphBuilder<'w> {
         };
         let w = self.weights.take(&format!("{name}.weight"), &[None, Some(in_features)])?;
         let out_features = w.shape[0];
-        let bias = match self.weights.take_optional(&format!("{name}.bias"), &[Some(out_features)])? {
-            Some(b) => b.data.clone(),
-            None => vec![0.0; out_features],
-        };
+        // Every torchvision classifier layer has a bias.
+        let bias = self.weights.take(&format!("{name}.bias"), &[Some(out_features)])?.data.clone();
         let lin = Linear { weight: w.data.clone(), bias, in_features, out_features };
         Ok(self.push(name, Op::Linear(Arc::new(lin)), vec![input], Known { channels: out_features, spatial: Some((1, 1)) }))
     }

@@ -197,6 +197,9 @@ impl<'de> serde::Deserialize<'de> for HeaderEntries {
     }
 }
 
+/// The largest header the safetensors crate reads (100 MB).
+const MAX_HEADER_BYTES: u64 = 100_000_000;
+
 /// Checks the framing and the header of a safetensors file against the file's real size, with a
 /// message that says what is wrong: too short, truncated, header not JSON, a name given twice, a
 /// tensor whose bytes lie past the end of the file or do not match its dtype and shape.
@@ -218,6 +221,9 @@ pub fn check_safetensors_header(bytes: &[u8]) -> Result<()> {
             "the safetensors header length field says {n} bytes but only {} bytes follow it: the file is truncated or not a safetensors file",
             len - 8
         );
+    }
+    if n > MAX_HEADER_BYTES {
+        return fail!(Weights, "the safetensors header is {n} bytes, more than the {MAX_HEADER_BYTES} the format allows: the file is corrupt or not a safetensors file");
     }
     let header = &bytes[8..8 + n as usize];
     let text = std::str::from_utf8(header).map_err(|e| Error::Weights(format!("the safetensors header is not UTF-8 text ({e}): the file is corrupt or not a safetensors file")))?;
