@@ -170,12 +170,17 @@ pub struct Explanation {
     /// Where the network input sat on the original image.
     pub geometry: Geometry,
     pub forward_reused: bool,
+    /// The executor that ran the forward and backward passes ("cpu", "webgpu").
+    pub backend: &'static str,
     pub warnings: Vec<String>,
     pub timings: Timings,
 }
 
+/// Identifies one forward pass: (image fingerprint, target layer, preprocessing).
+pub type PassKey = (u64, NodeId, String);
+
 struct CachedPass {
-    key: (u64, NodeId, String),
+    key: PassKey,
     pass: Box<dyn Pass>,
     input: FeatureMap,
     geometry: Geometry,
@@ -243,8 +248,7 @@ impl Explainer {
     /// Top-k classes of an image.
     pub fn predict(&mut self, image: &RgbImage, k: usize) -> Result<Vec<Prediction>> {
         let opts = ExplainOptions::default();
-        let layer = self.layer_id(&opts)?;
-        self.ensure_pass(image, layer, &opts)?;
+        self.ensure_pass(image, &opts)?;
         let logits = self.cache.as_ref().map(|c| c.pass.logits().to_vec()).unwrap_or_default();
         Ok(self.top_k(&logits, k))
     }
@@ -258,31 +262,62 @@ impl Explainer {
         Ok(id)
     }
 
+    /// The key of the forward pass this image, layer and preprocessing need, and the layer's node.
+    pub fn pass_key(&self, image: &RgbImage, opts: &ExplainOptions) -> Result<(PassKey, NodeId)> {
+        let layer = self.layer_id(opts)?;
+        let p = self.preprocess_for(opts);
+        Ok(((fingerprint(&image.data, image.width, image.height), layer, format!("{:?}", p.resize)), layer))
+    }
+
+    /// The network input for an image (resized, cropped, normalized) and where it sits on the image.
+    pub fn prepare_input(&self, image: &RgbImage, opts: &ExplainOptions) -> Result<(FeatureMap, Geometry)> {
+        let prepared = preprocess(image, &self.preprocess_for(opts)).map_err(Error::Input)?;
+        Ok((FeatureMap::new(3, prepared.height, prepared.width, prepared.tensor), prepared.geometry))
+    }
+
     /// Runs (or reuses) the forward pass for this image, layer and preprocessing. Returns
     /// (preprocess ms, forward ms, reused).
-    fn ensure_pass(&mut self, image: &RgbImage, layer: NodeId, opts: &ExplainOptions) -> Result<(f64, f64, bool)> {
-        let p = self.preprocess_for(opts);
-        let key = (fingerprint(&image.data, image.width, image.height), layer, format!("{:?}", p.resize));
+    fn ensure_pass(&mut self, image: &RgbImage, opts: &ExplainOptions) -> Result<(f64, f64, bool)> {
+        let (key, layer) = self.pass_key(image, opts)?;
         if self.cache.as_ref().is_some_and(|c| c.key == key) {
             return Ok((0.0, 0.0, true));
         }
         let t0 = now_ms();
-        let prepared = preprocess(image, &p).map_err(Error::Input)?;
-        let input = FeatureMap::new(3, prepared.height, prepared.width, prepared.tensor);
+        let (input, geometry) = self.prepare_input(image, opts)?;
         let t1 = now_ms();
-        self.start_pass(key, input, prepared.geometry, layer)?;
-        Ok((t1 - t0, now_ms() - t1, false))
-    }
-
-    fn start_pass(&mut self, key: (u64, NodeId, String), input: FeatureMap, geometry: Geometry, layer: NodeId) -> Result<()> {
         self.cache = None; // a failure below must not leave a stale pass behind
         self.model.graph.shapes(input.height, input.width)?;
         let pass = self.executor.start(input.clone(), layer)?;
+        self.keep_pass(key, pass, input, geometry)?;
+        Ok((t1 - t0, now_ms() - t1, false))
+    }
+
+    fn keep_pass(&mut self, key: PassKey, pass: Box<dyn Pass>, input: FeatureMap, geometry: Geometry) -> Result<()> {
+        self.cache = None;
         if let Some(i) = pass.logits().iter().position(|v| !v.is_finite()) {
             return fail!(Numeric, "the network produced a non-finite score for class {i}; check the input values and the weights");
         }
         self.cache = Some(CachedPass { key, pass, input, geometry });
         Ok(())
+    }
+
+    /// Runs `opts.method` on a pass another executor computed (see `exec::RecordedPass`): everything
+    /// after the forward and backward passes is this explainer's, so both paths share one code path.
+    pub fn explain_recorded(
+        &mut self,
+        key: PassKey,
+        pass: Box<dyn Pass>,
+        input: FeatureMap,
+        geometry: Geometry,
+        opts: &ExplainOptions,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<Explanation> {
+        let t0 = now_ms();
+        let layer = key.1;
+        self.keep_pass(key, pass, input, geometry)?;
+        let mut e = self.run_method(layer, opts, progress)?;
+        e.timings.total_ms = now_ms() - t0;
+        Ok(e)
     }
 
     /// Explains an RGB image (any size): preprocessing, forward, method, and the map on the image.
@@ -294,7 +329,7 @@ impl Explainer {
     pub fn explain_with_progress(&mut self, image: &RgbImage, opts: &ExplainOptions, progress: &mut dyn FnMut(usize, usize)) -> Result<Explanation> {
         let t0 = now_ms();
         let layer = self.layer_id(opts)?;
-        let (pre_ms, fwd_ms, reused) = self.ensure_pass(image, layer, opts)?;
+        let (pre_ms, fwd_ms, reused) = self.ensure_pass(image, opts)?;
         let mut e = self.run_method(layer, opts, progress)?;
         e.timings.preprocess_ms = pre_ms;
         e.timings.forward_ms = fwd_ms;
@@ -320,7 +355,10 @@ impl Explainer {
         let t1 = now_ms();
         if !reused {
             let geometry = Geometry::identity(input.width, input.height);
-            self.start_pass(key, input, geometry, layer)?;
+            self.cache = None;
+            self.model.graph.shapes(input.height, input.width)?;
+            let pass = self.executor.start(input.clone(), layer)?;
+            self.keep_pass(key, pass, input, geometry)?;
         }
         let fwd_ms = now_ms() - t1;
         let mut e = self.run_method(layer, opts, &mut |_, _| {})?;
@@ -331,7 +369,7 @@ impl Explainer {
     }
 
     /// Resolves the target into a class to report and a weight vector over the logits.
-    fn resolve_target(&self, target: &Target, logits: &[f32]) -> Result<(usize, Vec<f32>)> {
+    pub fn resolve_target(&self, target: &Target, logits: &[f32]) -> Result<(usize, Vec<f32>)> {
         let k = logits.len();
         let check = |c: usize| if c < k { Ok(c) } else { fail!(Option, "class index {c} is out of range: this model has {k} classes (0..={})", k - 1) };
         let mut w = vec![0.0f32; k];
@@ -396,6 +434,7 @@ impl Explainer {
             rgb,
             geometry,
             forward_reused: false,
+            backend: self.executor.name(),
             warnings,
             timings: Timings { method_ms: t1 - t0, project_ms: t2 - t1, ..Default::default() },
         })

@@ -139,3 +139,37 @@ fn squeezenet1_1_matches_cpu() {
 fn vgg11_matches_cpu() {
     synthetic(Arch::Vgg11, 96, 96);
 }
+
+/// The path the browser runs: `GpuSession` awaits the GPU passes and hands them to the explainer as a
+/// recorded pass. Its explanations must equal the CPU explainer's for each method, including a second
+/// class on the same (reused) forward.
+#[test]
+fn gpu_session_explains_like_the_cpu_explainer() {
+    use gradcam_wasm::gpu::GpuSession;
+    use gradcam_wasm::{ExplainOptions, Explainer, Method, Target};
+    let model = || Model::from_bytes(&default_model_bytes(), None).unwrap();
+    let Some(gpu) = gpu_executor(&model()) else { return };
+    let mut session = GpuSession::new(gpu);
+    let mut on_gpu = Explainer::new(model());
+    let mut on_cpu = Explainer::new(model());
+    let image = sample("chelsea.png");
+    let cases = [
+        (Method::GradCam, Target::Top1),
+        (Method::GradCam, Target::Class(285)), // another class: the forward is reused
+        (Method::GuidedGradCam, Target::Class(281)),
+        (Method::GuidedBackprop, Target::Top1),
+        (Method::LayerCam, Target::Top1),
+        (Method::EigenCam, Target::Top1),
+    ];
+    for (i, (method, target)) in cases.into_iter().enumerate() {
+        let opts = ExplainOptions { method, target, ..Default::default() };
+        let g = pollster::block_on(session.explain(&mut on_gpu, &image, &opts, &mut |_, _| {})).unwrap();
+        let c = on_cpu.explain(&image, &opts).unwrap();
+        let (raw, _) = rel_err(&g.raw.data, &c.raw.data);
+        let (map, _) = rel_err(&g.image_map.data, &c.image_map.data);
+        println!("session {}: class {} gpu/cpu, raw {raw:.2e}, image map {map:.2e}, gpu {:.0} ms (forward {:.0}, reused {})", method.name(), g.class, g.timings.total_ms, g.timings.forward_ms, g.forward_reused);
+        assert_eq!((g.backend, g.class, g.top5[0].class), ("webgpu", c.class, c.top5[0].class));
+        assert!(raw <= TOL && map <= TOL, "{}: raw {raw:.2e}, image map {map:.2e}", method.name());
+        assert_eq!(g.forward_reused, i > 0, "{}: the forward of the same image is reused", method.name());
+    }
+}

@@ -32,3 +32,45 @@ pub trait Pass {
     /// d(sum_c target[c] * y_c) / d input; `guided` makes every ReLU/ReLU6 a guided unit.
     fn input_gradient(&mut self, target: &[f32], guided: bool) -> Result<FeatureMap>;
 }
+
+/// A pass whose results were computed beforehand (by an executor that answers asynchronously, such as
+/// WebGPU in the browser): logits, activations and the gradients one method asked for, for one target.
+/// Asking it for anything else is an internal error, never a wrong answer.
+pub struct RecordedPass {
+    pub logits: Vec<f32>,
+    pub activations: FeatureMap,
+    /// The target weights the gradients below were computed for.
+    pub target: Vec<f32>,
+    pub layer_gradient: Option<FeatureMap>,
+    pub guided_input_gradient: Option<FeatureMap>,
+}
+
+impl RecordedPass {
+    fn recorded<'a>(&self, what: &str, target: &[f32], value: &'a Option<FeatureMap>) -> Result<&'a FeatureMap> {
+        match value {
+            Some(v) if target == self.target.as_slice() => Ok(v),
+            _ => Err(crate::Error::Internal(format!("the recorded pass holds no {what} for this target"))),
+        }
+    }
+}
+
+impl Pass for RecordedPass {
+    fn logits(&self) -> &[f32] {
+        &self.logits
+    }
+
+    fn activations(&self) -> &FeatureMap {
+        &self.activations
+    }
+
+    fn layer_gradient(&mut self, target: &[f32]) -> Result<FeatureMap> {
+        self.recorded("layer gradient", target, &self.layer_gradient).cloned()
+    }
+
+    fn input_gradient(&mut self, target: &[f32], guided: bool) -> Result<FeatureMap> {
+        if !guided {
+            return Err(crate::Error::Internal("the recorded pass holds no plain input gradient".into()));
+        }
+        self.recorded("guided input gradient", target, &self.guided_input_gradient).cloned()
+    }
+}

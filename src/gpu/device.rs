@@ -3,12 +3,17 @@
 //! whether a model can run, so they can pick the CPU instead.
 
 use crate::error::{Error, Result};
+use std::sync::{Arc, Mutex};
 
 pub struct Gpu {
     pub device: wgpu::Device,
     pub queue: wgpu::Queue,
     pub info: wgpu::AdapterInfo,
     pub limits: wgpu::Limits,
+    /// The first error the device reported outside a call (a validation error, a lost device). wgpu's
+    /// default handler panics on these, which in wasm would trap the whole module; we record them and
+    /// fail the call instead, so the caller can fall back to the CPU.
+    fault: Arc<Mutex<Option<String>>>,
 }
 
 impl Gpu {
@@ -29,7 +34,33 @@ impl Gpu {
             .request_device(&wgpu::DeviceDescriptor { label: Some("gradcam"), required_limits: limits.clone(), ..Default::default() })
             .await
             .map_err(|e| Error::Internal(format!("webgpu: no device: {e}")))?;
-        Ok(Gpu { device, queue, info: adapter.get_info(), limits })
+        let fault = Arc::new(Mutex::new(None::<String>));
+        let record = |fault: &Arc<Mutex<Option<String>>>, msg: String| {
+            if let Ok(mut f) = fault.lock() {
+                f.get_or_insert(msg);
+            }
+        };
+        let f = fault.clone();
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| record(&f, format!("webgpu error: {e}"))));
+        let f = fault.clone();
+        device.set_device_lost_callback(move |reason, msg| record(&f, format!("webgpu device lost ({reason:?}): {msg}")));
+        Ok(Gpu { device, queue, info: adapter.get_info(), limits, fault })
+    }
+
+    /// Fails with the device's recorded fault, if any: once a device faulted, its results are not trusted.
+    pub fn check(&self) -> Result<()> {
+        match self.fault.lock().map(|f| f.clone()) {
+            Ok(None) => Ok(()),
+            Ok(Some(msg)) => Err(Error::Internal(msg)),
+            Err(_) => Err(Error::Internal("webgpu: fault record poisoned".into())),
+        }
+    }
+
+    /// Whether the adapter is a software rasterizer (SwiftShader, lavapipe, llvmpipe, WARP): correct,
+    /// but slower than our wasm CPU path, so `auto` does not pick it.
+    pub fn is_software(&self) -> bool {
+        let name = self.info.name.to_ascii_lowercase();
+        self.info.device_type == wgpu::DeviceType::Cpu || ["swiftshader", "llvmpipe", "lavapipe", "warp", "software"].iter().any(|s| name.contains(s))
     }
 
     /// The largest buffer one kernel can bind, in bytes.

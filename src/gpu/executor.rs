@@ -417,6 +417,7 @@ impl Inner {
             drop(view);
             buf.unmap();
         }
+        self.gpu.check()?;
         Ok(out)
     }
 }
@@ -534,6 +535,10 @@ impl GpuExecutor {
 
     pub fn adapter_info(&self) -> &wgpu::AdapterInfo {
         &self.inner.gpu.info
+    }
+
+    pub fn gpu(&self) -> &Gpu {
+        &self.inner.gpu
     }
 
     /// The forward pass of one 3 x H x W input, keeping the activations of `layer` (and every other node's, on the GPU).

@@ -72,4 +72,27 @@ impl Method {
     pub fn is_input_resolution(self) -> bool {
         matches!(self, Method::GuidedBackprop | Method::GuidedGradCam)
     }
+
+    /// What the method asks of a forward pass beyond logits and activations, so an executor whose
+    /// results arrive asynchronously (WebGPU in the browser) can compute it before the method runs.
+    pub fn needs(self) -> Needs {
+        match self {
+            Method::EigenCam => Needs::default(),
+            Method::ScoreCam => Needs { batched_forwards: true, ..Default::default() },
+            Method::GuidedBackprop => Needs { guided_input_gradient: true, ..Default::default() },
+            Method::GuidedGradCam => Needs { layer_gradient: true, guided_input_gradient: true, ..Default::default() },
+            _ => Needs { layer_gradient: true, ..Default::default() },
+        }
+    }
+}
+
+/// See [`Method::needs`].
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Needs {
+    /// d score / d A at the target layer.
+    pub layer_gradient: bool,
+    /// d score / d input through guided ReLUs.
+    pub guided_input_gradient: bool,
+    /// Forwards of masked copies of the input (Score-CAM).
+    pub batched_forwards: bool,
 }

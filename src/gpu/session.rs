@@ -1,0 +1,81 @@
+//! `GpuSession`: explanations whose forward and backward passes run on the GPU, asynchronously.
+//!
+//! The browser cannot block on the GPU, so the synchronous `Pass` interface the methods use cannot wait
+//! for it. Instead the session awaits everything the method needs (`Method::needs`): the forward (kept
+//! alive on the GPU and reused for further classes of the same image), then the gradients for this
+//! target. It hands them to the `Explainer` as a `RecordedPass`, and the explainer runs the method,
+//! projection and normalization exactly as on the CPU: the methods never know which executor ran.
+
+use super::{GpuExecutor, GpuPass};
+use crate::clock::now_ms;
+use crate::error::Result;
+use crate::exec::RecordedPass;
+use crate::explainer::{Explainer, Explanation, PassKey};
+use crate::feature_map::FeatureMap;
+use crate::imaging::preprocess::Geometry;
+use crate::imaging::rgb::RgbImage;
+use crate::ExplainOptions;
+
+/// The forward pass of the last image, alive on the GPU.
+struct Live {
+    key: PassKey,
+    pass: GpuPass,
+    input: FeatureMap,
+    geometry: Geometry,
+}
+
+pub struct GpuSession {
+    executor: GpuExecutor,
+    live: Option<Live>,
+}
+
+impl GpuSession {
+    pub fn new(executor: GpuExecutor) -> GpuSession {
+        GpuSession { executor, live: None }
+    }
+
+    pub fn executor(&self) -> &GpuExecutor {
+        &self.executor
+    }
+
+    /// Explains `image` with the forward and backward passes on the GPU. Methods that need batched
+    /// forwards (Score-CAM) are not run here: the caller runs them on the CPU (`needs_cpu`).
+    pub async fn explain(&mut self, explainer: &mut Explainer, image: &RgbImage, opts: &ExplainOptions, progress: &mut dyn FnMut(usize, usize)) -> Result<Explanation> {
+        let t0 = now_ms();
+        let (key, layer) = explainer.pass_key(image, opts)?;
+        let (mut pre_ms, mut fwd_ms, reused) = (0.0, 0.0, self.live.as_ref().is_some_and(|l| l.key == key));
+        if !reused {
+            self.live = None; // a failure below must not leave a stale pass behind
+            let t = now_ms();
+            let (input, geometry) = explainer.prepare_input(image, opts)?;
+            explainer.model().graph.shapes(input.height, input.width)?;
+            let t1 = now_ms();
+            let pass = self.executor.start_async(input.clone(), layer).await?;
+            (pre_ms, fwd_ms) = (t1 - t, now_ms() - t1);
+            self.live = Some(Live { key, pass, input, geometry });
+        }
+        let live = self.live.as_mut().ok_or_else(|| crate::Error::Internal("webgpu: no live pass".into()))?;
+        let (_, target) = explainer.resolve_target(&opts.target, live.pass.logits())?;
+        let needs = opts.method.needs();
+        let layer_gradient = if needs.layer_gradient { Some(live.pass.layer_gradient_async(&target).await?) } else { None };
+        let guided_input_gradient = if needs.guided_input_gradient { Some(live.pass.input_gradient_async(&target, true).await?) } else { None };
+        let recorded = RecordedPass { logits: live.pass.logits().to_vec(), activations: live.pass.activations().clone(), target, layer_gradient, guided_input_gradient };
+        let mut e = explainer.explain_recorded(live.key.clone(), Box::new(recorded), live.input.clone(), live.geometry.clone(), opts, progress)?;
+        e.backend = "webgpu";
+        e.forward_reused = reused;
+        e.timings.preprocess_ms = pre_ms;
+        e.timings.forward_ms = fwd_ms;
+        e.timings.total_ms = now_ms() - t0;
+        Ok(e)
+    }
+
+    /// Whether `opts.method` must run on the CPU (its batched forwards are not on the GPU yet).
+    pub fn needs_cpu(opts: &ExplainOptions) -> bool {
+        opts.method.needs().batched_forwards
+    }
+
+    /// Drops the live forward pass (and its GPU buffers go back to the pool).
+    pub fn forget(&mut self) {
+        self.live = None;
+    }
+}
