@@ -3,7 +3,7 @@
 # Needs wasm-bindgen-cli at exactly the Cargo.lock version of wasm-bindgen (scripts/install-web-tools.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --quiet --release --lib --target wasm32-unknown-unknown
+cargo build --quiet --release --lib --target wasm32-unknown-unknown --features webgpu
 wasm-bindgen --target web --out-dir pkg target/wasm32-unknown-unknown/release/gradcam_wasm.wasm
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 cat > pkg/package.json <<JSON

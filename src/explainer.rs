@@ -315,7 +315,10 @@ impl Explainer {
         let t0 = now_ms();
         let layer = key.1;
         self.keep_pass(key, pass, input, geometry)?;
-        let mut e = self.run_method(layer, opts, progress)?;
+        let result = self.run_method(layer, opts, progress);
+        // A recorded pass answers only this call's target: never let a later call reuse it.
+        self.cache = None;
+        let mut e = result?;
         e.timings.total_ms = now_ms() - t0;
         Ok(e)
     }

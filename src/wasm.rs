@@ -16,7 +16,9 @@ use crate::imaging::preprocess::{Geometry, Resize};
 use crate::imaging::project::crop_mask;
 use crate::imaging::rgb::RgbImage;
 use crate::{Arch, ExplainOptions, Explanation, Method, Model, Normalization, Target};
-use js_sys::{Array, Float32Array, Object, Reflect, Uint8Array};
+use js_sys::{Array, Float32Array, Object, Promise, Reflect, Uint8Array};
+use std::cell::RefCell;
+use std::rc::Rc;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::Clamped;
 use web_sys::ImageData;
@@ -130,7 +132,7 @@ fn read_image(v: &JsValue) -> JsResult<RgbImage> {
         return Err(js_err("imageData.data must be a Uint8ClampedArray (or Uint8Array) of RGBA bytes"));
     }
     let data = Uint8Array::new(&data);
-    let pixels = width.checked_mul(height).unwrap_or(usize::MAX);
+    let pixels = width.saturating_mul(height);
     if pixels > MAX_INPUT_PIXELS {
         // Never copy a huge canvas into wasm memory at full size: read it row by row, reduced by
         // the smallest integer factor that brings it under the limit. The heatmap then comes back
@@ -237,14 +239,17 @@ impl Heat {
 
 #[wasm_bindgen(typescript_custom_section)]
 const TS_TYPES: &'static str = r#"
-export interface ExplainerOptions { arch?: string; labels?: string[] }
+export type Backend = 'auto' | 'cpu' | 'webgpu';
+export interface ExplainerOptions { arch?: string; labels?: string[]; backend?: Backend }
 export interface ExplainOptions {
   method?: string; layer?: string; colormap?: string; alpha?: number;
   normalize?: 'minmax' | 'raw'; preprocess?: 'crop' | 'resize'; signed?: boolean;
+  onProgress?: (done: number, total: number) => void; scoreCamChannels?: number; scoreCamBatch?: number;
 }
 export interface OverlayOptions { colormap?: string; alpha?: number }
 export interface Prediction { classIdx: number; label: string; logit: number; probability: number }
 export interface LayerInfo { name: string; aliases: string[]; kind: string; shape: [number, number, number]; default: boolean }
+export interface BackendInfo { backend: 'cpu' | 'webgpu'; requested: Backend; adapter: string | null; software: boolean; note: string }
 export interface Geometry {
   scaleX: number; scaleY: number; offsetX: number; offsetY: number;
   inputWidth: number; inputHeight: number; width: number; height: number;
@@ -255,66 +260,63 @@ export interface ExplainResult {
   classIdx: number; label: string; logit: number; probability: number;
   method: string; layer: string; top5: Prediction[];
   timings: { preprocessMs: number; forwardMs: number; methodMs: number; projectMs: number; totalMs: number; forwardReused: boolean };
-  backend: 'cpu'; warnings: string[]; geometry: Geometry;
+  /** the executor that ran this explanation's forward and backward passes */
+  backend: 'cpu' | 'webgpu'; warnings: string[]; geometry: Geometry;
   /** guided methods only: the gradient as RGB in [0, 1], 3 x rgbHeight x rgbWidth (network input grid) */
   rgb?: Float32Array; rgbWidth?: number; rgbHeight?: number;
   overlay(options?: OverlayOptions): ImageData;
 }
 "#;
 
+const CONSTRUCTOR_KEYS: &[&str] = &["arch", "labels", "backend"];
 const EXPLAIN_KEYS: &[&str] = &["method", "layer", "colormap", "alpha", "normalize", "preprocess", "signed", "onProgress", "scoreCamChannels", "scoreCamBatch"];
 const OVERLAY_KEYS: &[&str] = &["colormap", "alpha"];
 
-/// A loaded model, ready to explain canvas images.
-#[wasm_bindgen]
-pub struct Explainer {
-    inner: crate::Explainer,
-    /// The last successful explanation's map, for `overlay(imageData)` without a result.
-    last: Option<Heat>,
+/// Which executor runs the forward and backward passes.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Backend {
+    /// WebGPU on a hardware adapter when there is one and the model fits its limits; else the CPU.
+    Auto,
+    Cpu,
+    /// WebGPU on any adapter, software ones included; the CPU (with a console warning) if none works.
+    WebGpu,
 }
 
-#[wasm_bindgen]
-impl Explainer {
-    /// `new Explainer(modelBytes, { arch?, labels? })`: safetensors or legacy `.pth` bytes.
-    #[wasm_bindgen(constructor)]
-    pub fn new(
-        #[wasm_bindgen(js_name = modelBytes, unchecked_param_type = "Uint8Array | ArrayBuffer")] model_bytes: JsValue,
-        #[wasm_bindgen(unchecked_param_type = "ExplainerOptions | undefined")] options: JsValue,
-    ) -> JsResult<Explainer> {
-        let bytes = if model_bytes.is_instance_of::<Uint8Array>() || model_bytes.is_instance_of::<js_sys::ArrayBuffer>() {
-            Uint8Array::new(&model_bytes).to_vec()
-        } else {
-            return Err(js_err("modelBytes must be a Uint8Array or an ArrayBuffer holding a safetensors or .pth file"));
-        };
-        let opts = options_object(&options, "constructor option", &["arch", "labels"])?;
-        let arch = opt_string(&opts, "arch")?.map(|n| Arch::from_name(&n).map_err(js_err)).transpose()?;
-        let mut model = Model::from_bytes(&bytes, arch).map_err(js_err)?;
-        if let Some(o) = &opts {
-            let labels = get(o, "labels")?;
-            if !is_missing(&labels) {
-                if !Array::is_array(&labels) {
-                    return Err(js_err("option 'labels' must be an array of strings"));
-                }
-                let labels: Vec<String> = Array::from(&labels)
-                    .iter()
-                    .enumerate()
-                    .map(|(i, l)| l.as_string().ok_or_else(|| js_err(format!("labels[{i}] must be a string"))))
-                    .collect::<JsResult<_>>()?;
-                model = model.with_labels(labels).map_err(js_err)?;
-            }
+impl Backend {
+    fn name(self) -> &'static str {
+        match self {
+            Backend::Auto => "auto",
+            Backend::Cpu => "cpu",
+            Backend::WebGpu => "webgpu",
         }
-        Ok(Explainer { inner: crate::Explainer::new(model), last: None })
     }
+}
 
-    /// `explain(imageData, classIdx?, options?)`; `classIdx` undefined/null means the top-1 class.
-    #[wasm_bindgen(unchecked_return_type = "ExplainResult")]
-    pub fn explain(
-        &mut self,
-        #[wasm_bindgen(js_name = imageData, unchecked_param_type = "ImageData")] image_data: JsValue,
-        #[wasm_bindgen(js_name = classIdx, unchecked_param_type = "number | undefined")] class_idx: JsValue,
-        #[wasm_bindgen(unchecked_param_type = "ExplainOptions | undefined")] options: JsValue,
-    ) -> JsResult<JsValue> {
-        let opts = options_object(&options, "explain option", EXPLAIN_KEYS)?;
+fn backend_opt(obj: &Option<JsValue>) -> JsResult<Backend> {
+    match opt_string(obj, "backend")?.map(|b| b.trim().to_ascii_lowercase()).as_deref() {
+        None | Some("auto") => Ok(Backend::Auto),
+        Some("cpu") | Some("wasm") => Ok(Backend::Cpu),
+        Some("webgpu") | Some("gpu") => Ok(Backend::WebGpu),
+        Some(other) => Err(js_err(format!("unknown backend '{other}'; choose one of auto, cpu, webgpu"))),
+    }
+}
+
+fn warn(msg: &str) {
+    web_sys::console::warn_1(&JsValue::from_str(&format!("gradcam-wasm: {msg}")));
+}
+
+/// One parsed `explain` call: everything read from JS before any work starts.
+struct Request {
+    opts: ExplainOptions,
+    image: RgbImage,
+    cmap: Colormap,
+    alpha: f32,
+    on_progress: Option<js_sys::Function>,
+}
+
+impl Request {
+    fn parse(image_data: &JsValue, class_idx: &JsValue, options: &JsValue, num_classes: usize) -> JsResult<Request> {
+        let opts = options_object(options, "explain option", EXPLAIN_KEYS)?;
         let mut o = ExplainOptions::default();
         if let Some(m) = opt_string(&opts, "method")? {
             o.method = Method::from_name(&m).map_err(js_err)?;
@@ -337,16 +339,13 @@ impl Explainer {
         }
         let cmap = colormap_opt(&opts)?.unwrap_or(DEFAULT_COLORMAP);
         let alpha = alpha_opt(&opts)?.unwrap_or(DEFAULT_ALPHA);
-        if !is_missing(&class_idx) {
-            let c = index(&class_idx, "classIdx")?;
-            let k = self.inner.model().graph.num_classes;
-            if c >= k {
-                return Err(js_err(format!("option: class index {c} is out of range: this model has {k} classes (0..={})", k.saturating_sub(1))));
+        if !is_missing(class_idx) {
+            let c = index(class_idx, "classIdx")?;
+            if c >= num_classes {
+                return Err(js_err(format!("option: class index {c} is out of range: this model has {num_classes} classes (0..={})", num_classes.saturating_sub(1))));
             }
             o.target = Target::Class(c);
         }
-        let image = read_image(&image_data)?;
-
         if let Some(n) = opt_number(&opts, "scoreCamChannels")? {
             o.score_cam.max_channels = Some(count(n, "scoreCamChannels")?);
         }
@@ -358,21 +357,276 @@ impl Explainer {
             Some(obj) => get(obj, "onProgress")?.dyn_into::<js_sys::Function>().ok(),
             None => None,
         };
-        let mut report = |done: usize, total: usize| {
-            if let Some(f) = &on_progress {
+        let image = read_image(image_data)?;
+        Ok(Request { opts: o, image, cmap, alpha, on_progress })
+    }
+
+    fn progress(&self) -> impl FnMut(usize, usize) + '_ {
+        move |done: usize, total: usize| {
+            if let Some(f) = &self.on_progress {
                 let _ = f.call2(&JsValue::NULL, &(done as u32).into(), &(total as u32).into());
             }
-        };
-        let e = self.inner.explain_with_progress(&image, &o, &mut report).map_err(js_err)?;
-        let heat = Heat::of(&e)?;
+        }
+    }
+}
+
+/// Everything an `Explainer` owns that calls change. Behind one `RefCell`: an async explanation holds
+/// it across its awaits, and any call that arrives meanwhile gets a clear "busy" error (or, for
+/// `explainAsync`, waits its turn), never a second mutable borrow.
+struct State {
+    inner: crate::Explainer,
+    /// The last successful explanation's map, for `overlay(imageData)` without a result.
+    last: Option<Heat>,
+    #[cfg(feature = "webgpu")]
+    gpu: Option<crate::gpu::GpuSession>,
+    requested: Backend,
+    adapter: Option<String>,
+    software: bool,
+    /// Why this backend runs (or why WebGPU does not), for `backendInfo()` and the demo.
+    note: String,
+}
+
+impl State {
+    fn active_backend(&self) -> &'static str {
+        #[cfg(feature = "webgpu")]
+        if self.gpu.is_some() {
+            return "webgpu";
+        }
+        "cpu"
+    }
+
+    /// Makes the result object (with its `overlay` closure) and remembers the map for `overlay()`.
+    fn finish(&mut self, e: &Explanation, request: Request) -> JsResult<JsValue> {
+        let heat = Heat::of(e)?;
         self.last = Some(heat.clone());
-        let result = explanation_js(&e, self.inner.backend())?;
+        let result = explanation_js(e)?;
+        let Request { image, cmap, alpha, .. } = request;
         let closure = Closure::<dyn Fn(JsValue) -> JsResult<ImageData>>::new(move |opts: JsValue| {
             let opts = options_object(&opts, "overlay option", OVERLAY_KEYS)?;
             heat.overlay(&image, colormap_opt(&opts)?.unwrap_or(cmap), alpha_opt(&opts)?.unwrap_or(alpha))
         });
         set(&result, "overlay", closure.into_js_value())?;
         Ok(result.into())
+    }
+
+    /// Explains on the GPU when one is active, else on the CPU. A GPU failure never reaches the page:
+    /// the call is retried on the CPU; if the CPU succeeds the GPU is dropped for good (console warning),
+    /// if it fails too the input was at fault and its error is the answer.
+    async fn explain(&mut self, request: &Request) -> crate::Result<Explanation> {
+        let mut progress = request.progress();
+        #[cfg(feature = "webgpu")]
+        if let Some(gpu) = self.gpu.as_mut() {
+            if crate::gpu::GpuSession::needs_cpu(&request.opts) {
+                let mut e = self.inner.explain_with_progress(&request.image, &request.opts, &mut progress)?;
+                e.warnings.push(format!("{}'s batched forwards run on the CPU backend (not yet on WebGPU)", request.opts.method.name()));
+                return Ok(e);
+            }
+            let gpu_error = match gpu.explain(&mut self.inner, &request.image, &request.opts, &mut progress).await {
+                Ok(e) => return Ok(e),
+                Err(err) => err,
+            };
+            let mut e = self.inner.explain_with_progress(&request.image, &request.opts, &mut progress)?;
+            let msg = format!("the WebGPU backend failed ({gpu_error}); this and later explanations run on the CPU");
+            warn(&msg);
+            self.gpu = None;
+            self.note = msg.clone();
+            e.warnings.push(msg);
+            return Ok(e);
+        }
+        self.inner.explain_with_progress(&request.image, &request.opts, &mut progress)
+    }
+
+    /// Starts WebGPU for `requested` (auto or webgpu). On failure the CPU stays, with the reason in `note`.
+    #[cfg(feature = "webgpu")]
+    async fn start_gpu(&mut self) {
+        use crate::gpu::{Gpu, GpuExecutor, GpuSession};
+        let explicit = self.requested == Backend::WebGpu;
+        let result: Result<GpuSession, String> = async {
+            if !has_navigator_gpu() {
+                return Err("this browser offers no WebGPU (navigator.gpu is undefined; it needs a secure context such as https or localhost)".to_string());
+            }
+            let gpu = Gpu::request().await.map_err(|e| e.to_string())?;
+            let name = if gpu.info.name.is_empty() { "unnamed adapter".to_string() } else { gpu.info.name.clone() };
+            self.adapter = Some(name.clone());
+            self.software = gpu.is_software();
+            if self.software && !explicit {
+                return Err(format!("the only WebGPU adapter ({name}) is a software renderer, slower than the CPU path; ask for backend: 'webgpu' to use it anyway"));
+            }
+            let executor = GpuExecutor::with_gpu(gpu, self.inner.model().graph.clone()).await.map_err(|e| e.to_string())?;
+            Ok(GpuSession::new(executor))
+        }
+        .await;
+        match result {
+            Ok(session) => {
+                self.note = format!("WebGPU on {}", self.adapter.as_deref().unwrap_or("an unnamed adapter"));
+                self.gpu = Some(session);
+            }
+            Err(reason) => {
+                if explicit {
+                    warn(&format!("WebGPU was asked for but is unavailable: {reason}; explaining on the CPU"));
+                }
+                self.note = format!("CPU: {reason}");
+            }
+        }
+    }
+}
+
+/// Whether this global (a window or a worker) has `navigator.gpu`. Checked before wgpu is asked, since
+/// wgpu cannot report a missing WebGPU as an error everywhere.
+#[cfg(feature = "webgpu")]
+fn has_navigator_gpu() -> bool {
+    let navigator = Reflect::get(&js_sys::global(), &JsValue::from_str("navigator")).unwrap_or(JsValue::UNDEFINED);
+    !is_missing(&navigator) && Reflect::get(&navigator, &JsValue::from_str("gpu")).map(|g| !is_missing(&g)).unwrap_or(false)
+}
+
+fn busy() -> JsValue {
+    js_err("this Explainer is busy with an explainAsync() call: await it before calling again")
+}
+
+/// A loaded model, ready to explain canvas images.
+#[wasm_bindgen]
+pub struct Explainer {
+    state: Rc<RefCell<State>>,
+    /// The last `explainAsync` promise: the next one waits for it, so calls run one at a time in order.
+    queue: Rc<RefCell<Option<Promise>>>,
+    // What the model is never changes: kept outside the state so these answer even while busy.
+    num_classes: usize,
+    arch: String,
+    default_layer: String,
+    layers: Vec<LayerInfo>,
+}
+
+impl Explainer {
+    fn load(model_bytes: &JsValue, opts: &Option<JsValue>, requested: Backend) -> JsResult<Explainer> {
+        let bytes = if model_bytes.is_instance_of::<Uint8Array>() || model_bytes.is_instance_of::<js_sys::ArrayBuffer>() {
+            Uint8Array::new(model_bytes).to_vec()
+        } else {
+            return Err(js_err("modelBytes must be a Uint8Array or an ArrayBuffer holding a safetensors or .pth file"));
+        };
+        let arch = opt_string(opts, "arch")?.map(|n| Arch::from_name(&n).map_err(js_err)).transpose()?;
+        let mut model = Model::from_bytes(&bytes, arch).map_err(js_err)?;
+        drop(bytes); // the graph holds its own f32 copy: do not keep the file twice
+        if let Some(o) = opts {
+            let labels = get(o, "labels")?;
+            if !is_missing(&labels) {
+                if !Array::is_array(&labels) {
+                    return Err(js_err("option 'labels' must be an array of strings"));
+                }
+                let labels: Vec<String> = Array::from(&labels)
+                    .iter()
+                    .enumerate()
+                    .map(|(i, l)| l.as_string().ok_or_else(|| js_err(format!("labels[{i}] must be a string"))))
+                    .collect::<JsResult<_>>()?;
+                model = model.with_labels(labels).map_err(js_err)?;
+            }
+        }
+        let (num_classes, arch, default_layer, layers) = (model.graph.num_classes, model.arch.name().to_string(), model.default_layer(), model.layers());
+        let note = if requested == Backend::Cpu { "CPU: asked for".to_string() } else { "CPU: WebGPU starts only with Explainer.create()".to_string() };
+        let state = State {
+            inner: crate::Explainer::new(model),
+            last: None,
+            #[cfg(feature = "webgpu")]
+            gpu: None,
+            requested,
+            adapter: None,
+            software: false,
+            note,
+        };
+        Ok(Explainer { state: Rc::new(RefCell::new(state)), queue: Rc::new(RefCell::new(None)), num_classes, arch, default_layer, layers })
+    }
+
+    fn state(&self) -> JsResult<std::cell::RefMut<'_, State>> {
+        self.state.try_borrow_mut().map_err(|_| busy())
+    }
+}
+
+#[wasm_bindgen]
+impl Explainer {
+    /// `new Explainer(modelBytes, { arch?, labels?, backend? })`: safetensors or legacy `.pth` bytes.
+    /// Synchronous, so CPU only: `backend` may be 'auto' or 'cpu'. For WebGPU use `Explainer.create`.
+    #[wasm_bindgen(constructor)]
+    pub fn new(
+        #[wasm_bindgen(js_name = modelBytes, unchecked_param_type = "Uint8Array | ArrayBuffer")] model_bytes: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "ExplainerOptions | undefined")] options: JsValue,
+    ) -> JsResult<Explainer> {
+        let opts = options_object(&options, "constructor option", CONSTRUCTOR_KEYS)?;
+        let requested = backend_opt(&opts)?;
+        if requested == Backend::WebGpu {
+            return Err(js_err("WebGPU starts asynchronously: use `await Explainer.create(modelBytes, { backend: 'webgpu' })` instead of `new Explainer(...)`"));
+        }
+        Explainer::load(&model_bytes, &opts, requested)
+    }
+
+    /// `await Explainer.create(modelBytes, { arch?, labels?, backend? })`: like `new Explainer`, and
+    /// starts the WebGPU backend ('auto', the default, uses it on a hardware adapter the model fits;
+    /// 'webgpu' on any adapter; 'cpu' never). Without WebGPU it resolves to a CPU explainer, never fails
+    /// for lack of a GPU; `backendInfo()` says which backend runs and why.
+    #[allow(clippy::await_holding_refcell_ref)]
+    pub async fn create(
+        #[wasm_bindgen(js_name = modelBytes, unchecked_param_type = "Uint8Array | ArrayBuffer")] model_bytes: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "ExplainerOptions | undefined")] options: JsValue,
+    ) -> JsResult<Explainer> {
+        let opts = options_object(&options, "constructor option", CONSTRUCTOR_KEYS)?;
+        let requested = backend_opt(&opts)?;
+        let explainer = Explainer::load(&model_bytes, &opts, requested)?;
+        if requested != Backend::Cpu {
+            // Nothing else can hold this explainer yet: JS gets it only when this future resolves.
+            let mut state = explainer.state()?;
+            #[cfg(feature = "webgpu")]
+            state.start_gpu().await;
+            #[cfg(not(feature = "webgpu"))]
+            {
+                state.note = "CPU: this build of gradcam-wasm has no WebGPU (cargo feature `webgpu`)".into();
+                if requested == Backend::WebGpu {
+                    warn("WebGPU was asked for but this build has no WebGPU backend; explaining on the CPU");
+                }
+            }
+        }
+        Ok(explainer)
+    }
+
+    /// `explain(imageData, classIdx?, options?)`, synchronously on the CPU; `classIdx` undefined/null
+    /// means the top-1 class. `explainAsync` takes the same arguments and uses WebGPU when active.
+    #[wasm_bindgen(unchecked_return_type = "ExplainResult")]
+    pub fn explain(
+        &mut self,
+        #[wasm_bindgen(js_name = imageData, unchecked_param_type = "ImageData")] image_data: JsValue,
+        #[wasm_bindgen(js_name = classIdx, unchecked_param_type = "number | undefined")] class_idx: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "ExplainOptions | undefined")] options: JsValue,
+    ) -> JsResult<JsValue> {
+        let request = Request::parse(&image_data, &class_idx, &options, self.num_classes)?;
+        let mut state = self.state()?;
+        let e = state.inner.explain_with_progress(&request.image, &request.opts, &mut request.progress()).map_err(js_err)?;
+        state.finish(&e, request)
+    }
+
+    /// `await explainAsync(imageData, classIdx?, options?)`: `explain` on the active backend (WebGPU or
+    /// the CPU). Calls queue up and run one at a time, in order. Bad arguments reject the promise.
+    #[wasm_bindgen(js_name = explainAsync, unchecked_return_type = "Promise<ExplainResult>")]
+    #[allow(clippy::await_holding_refcell_ref)]
+    pub fn explain_async(
+        &self,
+        #[wasm_bindgen(js_name = imageData, unchecked_param_type = "ImageData")] image_data: JsValue,
+        #[wasm_bindgen(js_name = classIdx, unchecked_param_type = "number | undefined")] class_idx: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "ExplainOptions | undefined")] options: JsValue,
+    ) -> Promise {
+        let request = match Request::parse(&image_data, &class_idx, &options, self.num_classes) {
+            Ok(r) => r,
+            Err(e) => return Promise::reject(&e),
+        };
+        let state = self.state.clone();
+        let previous = self.queue.borrow_mut().take();
+        let promise = wasm_bindgen_futures::future_to_promise(async move {
+            if let Some(previous) = previous {
+                let _ = wasm_bindgen_futures::JsFuture::from(previous).await; // its outcome is its caller's
+            }
+            // Held across the GPU awaits on purpose: it is this explainer's lock (see `State`).
+            let mut state = state.try_borrow_mut().map_err(|_| busy())?;
+            let e = state.explain(&request).await.map_err(js_err)?;
+            state.finish(&e, request)
+        });
+        *self.queue.borrow_mut() = Some(promise.clone());
+        promise
     }
 
     /// `overlay(imageData, result?, { colormap?, alpha? })`: the heatmap blended over the photo, as an
@@ -388,14 +642,14 @@ impl Explainer {
         let alpha = alpha_opt(&opts)?.unwrap_or(DEFAULT_ALPHA);
         let image = read_image(&image_data)?;
         let heat = if is_missing(&result) {
-            self.last.clone().ok_or_else(|| js_err("no explanation yet: call explain() first or pass its result"))?
+            self.state()?.last.clone().ok_or_else(|| js_err("no explanation yet: call explain() first or pass its result"))?
         } else {
             heat_from_js(&result)?
         };
         heat.overlay(&image, cmap, alpha)
     }
 
-    /// The top-`k` classes (default 5) of an image.
+    /// The top-`k` classes (default 5) of an image, on the CPU.
     #[wasm_bindgen(unchecked_return_type = "Prediction[]")]
     pub fn predict(
         &mut self,
@@ -407,16 +661,14 @@ impl Explainer {
             return Err(js_err("k must be at least 1"));
         }
         let image = read_image(&image_data)?;
-        let ps = self.inner.predict(&image, k).map_err(js_err)?;
+        let ps = self.state()?.inner.predict(&image, k).map_err(js_err)?;
         predictions_js(&ps)
     }
 
     /// Every layer that can be explained: `{ name, aliases, kind, shape: [c, h, w] at 224x224, default }`.
     #[wasm_bindgen(unchecked_return_type = "LayerInfo[]")]
     pub fn layers(&self) -> JsResult<Array> {
-        let model = self.inner.model();
-        let default = model.default_layer();
-        model.layers().iter().map(|l| layer_js(l, &default)).collect()
+        self.layers.iter().map(|l| layer_js(l, &self.default_layer)).collect()
     }
 
     /// The method names `explain` accepts.
@@ -433,21 +685,46 @@ impl Explainer {
 
     #[wasm_bindgen(js_name = defaultLayer)]
     pub fn default_layer(&self) -> String {
-        self.inner.model().default_layer()
+        self.default_layer.clone()
     }
 
     #[wasm_bindgen(js_name = numClasses)]
     pub fn num_classes(&self) -> u32 {
-        self.inner.model().graph.num_classes as u32
+        self.num_classes as u32
     }
 
     /// The architecture name (detected or given).
     pub fn arch(&self) -> String {
-        self.inner.model().arch.name().to_string()
+        self.arch.clone()
     }
 
-    pub fn backend(&self) -> String {
-        self.inner.backend().to_string()
+    /// The backend `explainAsync` uses now: 'webgpu' or 'cpu'.
+    pub fn backend(&self) -> JsResult<String> {
+        Ok(self.state()?.active_backend().to_string())
+    }
+
+    /// Destroys the WebGPU device as a driver reset would, to test the CPU fallback. Not for pages.
+    #[doc(hidden)]
+    #[wasm_bindgen(js_name = simulateGpuLoss)]
+    pub fn simulate_gpu_loss(&self) -> JsResult<()> {
+        #[cfg(feature = "webgpu")]
+        if let Some(gpu) = self.state()?.gpu.as_mut() {
+            gpu.lose_device();
+        }
+        Ok(())
+    }
+
+    /// `{ backend, requested, adapter, software, note }`: which backend runs, and why.
+    #[wasm_bindgen(js_name = backendInfo, unchecked_return_type = "BackendInfo")]
+    pub fn backend_info(&self) -> JsResult<JsValue> {
+        let s = self.state()?;
+        let o = Object::new();
+        set(&o, "backend", s.active_backend())?;
+        set(&o, "requested", s.requested.name())?;
+        set(&o, "adapter", s.adapter.as_deref().map(JsValue::from_str).unwrap_or(JsValue::NULL))?;
+        set(&o, "software", s.software)?;
+        set(&o, "note", s.note.as_str())?;
+        Ok(o.into())
     }
 }
 
@@ -470,7 +747,7 @@ fn heat_from_js(result: &JsValue) -> JsResult<Heat> {
     Ok(Heat { width, height, map, mask })
 }
 
-fn explanation_js(e: &Explanation, backend: &str) -> JsResult<Object> {
+fn explanation_js(e: &Explanation) -> JsResult<Object> {
     let o = Object::new();
     set(&o, "heatmap", Float32Array::from(&e.image_map.data[..]))?;
     set(&o, "width", e.image_map.width as u32)?;
@@ -493,7 +770,7 @@ fn explanation_js(e: &Explanation, backend: &str) -> JsResult<Object> {
     set(&t, "totalMs", e.timings.total_ms)?;
     set(&t, "forwardReused", e.forward_reused)?;
     set(&o, "timings", t)?;
-    set(&o, "backend", backend)?;
+    set(&o, "backend", e.backend)?;
     set(&o, "warnings", e.warnings.iter().map(|w| JsValue::from_str(w)).collect::<Array>())?;
     set(&o, "geometry", geometry_js(&e.geometry)?)?;
     set(&o, "crop", crop_js(&e.geometry)?)?;

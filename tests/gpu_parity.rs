@@ -173,3 +173,23 @@ fn gpu_session_explains_like_the_cpu_explainer() {
         assert_eq!(g.forward_reused, i > 0, "{}: the forward of the same image is reused", method.name());
     }
 }
+
+/// A lost device is an error on the next call, never a panic: callers (the browser API) then fall back
+/// to the CPU, and the explainer itself stays usable.
+#[test]
+fn a_lost_device_is_an_error_not_a_panic() {
+    use gradcam_wasm::gpu::GpuSession;
+    use gradcam_wasm::{ExplainOptions, Explainer};
+    let model = || Model::from_bytes(&default_model_bytes(), None).unwrap();
+    let Some(gpu) = gpu_executor(&model()) else { return };
+    let mut session = GpuSession::new(gpu);
+    let mut explainer = Explainer::new(model());
+    let image = sample("chelsea.png");
+    let opts = ExplainOptions::default();
+    pollster::block_on(session.explain(&mut explainer, &image, &opts, &mut |_, _| {})).unwrap();
+    session.lose_device();
+    let err = pollster::block_on(session.explain(&mut explainer, &image, &opts, &mut |_, _| {})).unwrap_err();
+    println!("after losing the device: {err}");
+    assert!(err.to_string().contains("webgpu"), "the error names the backend: {err}");
+    assert_eq!(explainer.explain(&image, &opts).unwrap().class, 282, "the CPU explainer still works");
+}

@@ -56,6 +56,12 @@ impl Gpu {
         }
     }
 
+    /// Destroys the device, as a driver reset or a lost GPU would: later calls fail with an error (and
+    /// callers fall back to the CPU). For tests of that path.
+    pub fn lose_device(&self) {
+        self.device.destroy();
+    }
+
     /// Whether the adapter is a software rasterizer (SwiftShader, lavapipe, llvmpipe, WARP): correct,
     /// but slower than our wasm CPU path, so `auto` does not pick it.
     pub fn is_software(&self) -> bool {

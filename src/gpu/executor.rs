@@ -530,6 +530,8 @@ impl GpuExecutor {
             });
         }
         let dummy = gpu.device.create_buffer(&wgpu::BufferDescriptor { label: Some("dummy"), size: 16, usage: wgpu::BufferUsages::STORAGE, mapped_at_creation: false });
+        // In wasm, WebGPU handles are not Send: the Arc is only shared by this thread's passes.
+        #[allow(clippy::arc_with_non_send_sync)]
         Ok(GpuExecutor { inner: Arc::new(Inner { gpu, graph, kernels, weights, dummy, plans: Mutex::new(Vec::new()) }) })
     }
 

@@ -74,6 +74,12 @@ impl GpuSession {
         opts.method.needs().batched_forwards
     }
 
+    /// Simulates a lost GPU (see `Gpu::lose_device`).
+    pub fn lose_device(&mut self) {
+        self.live = None;
+        self.executor.gpu().lose_device();
+    }
+
     /// Drops the live forward pass (and its GPU buffers go back to the pool).
     pub fn forget(&mut self) {
         self.live = None;
