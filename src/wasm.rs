@@ -446,9 +446,14 @@ impl State {
                 return Err("this browser offers no WebGPU (navigator.gpu is undefined; it needs a secure context such as https or localhost)".to_string());
             }
             let gpu = Gpu::request().await.map_err(|e| e.to_string())?;
-            let name = if gpu.info.name.is_empty() { "unnamed adapter".to_string() } else { gpu.info.name.clone() };
-            self.adapter = Some(name.clone());
             self.software = gpu.is_software();
+            // Browsers may hide the adapter's name; a fallback adapter is then all we know.
+            let name = match (gpu.info.name.is_empty(), self.software) {
+                (false, _) => gpu.info.name.clone(),
+                (true, true) => "a fallback adapter".to_string(),
+                (true, false) => "an unnamed adapter".to_string(),
+            };
+            self.adapter = Some(name.clone());
             if self.software && !explicit {
                 return Err(format!("the only WebGPU adapter ({name}) is a software renderer, slower than the CPU path; ask for backend: 'webgpu' to use it anyway"));
             }

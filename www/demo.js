@@ -159,6 +159,12 @@ function startClient() {
   });
 }
 
+/** `?backend=cpu|webgpu|auto` in the page URL picks the backend (default auto: WebGPU on a hardware GPU). */
+function requestedBackend() {
+  const b = new URLSearchParams(location.search).get('backend');
+  return ['auto', 'cpu', 'webgpu'].includes(b) ? b : 'auto';
+}
+
 async function loadModel(source) {
   state.modelSource = source;
   state.model = null;
@@ -168,7 +174,7 @@ async function loadModel(source) {
   el.layer.disabled = true;
   const t0 = performance.now();
   const job = (async () => {
-    const info = await state.client.load(isUrl ? source : source.bytes, {}, (done, total) => {
+    const info = await state.client.load(isUrl ? source : source.bytes, { backend: requestedBackend() }, (done, total) => {
       const label = total > 0 ? `Downloading the model: ${fmtMB(done)} of ${fmtMB(total)}` : `Downloading the model: ${fmtMB(done)}`;
       setTask(label, done, total);
     });
@@ -368,6 +374,7 @@ function showResult(r) {
   el.timing.title = `preprocess ${fmtMs(t.preprocessMs)}, forward ${fmtMs(t.forwardMs)}, method ${fmtMs(t.methodMs)}, projection ${fmtMs(t.projectMs)}; map ${r.rawWidth}×${r.rawHeight} at ${r.layer}`;
   const backends = { cpu: 'CPU · WebAssembly', webgpu: 'GPU · WebGPU' };
   el.backend.textContent = backends[r.backend] || String(r.backend || 'unknown');
+  el.backend.title = (state.model && state.model.backend && state.model.backend.note) || '';
   el.warnings.replaceChildren(
     ...(r.warnings || []).map((w) => {
       const li = document.createElement('li');

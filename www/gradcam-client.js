@@ -138,7 +138,9 @@ export class GradcamClient extends EventTarget {
    * bytes (ArrayBuffer / Uint8Array; copied, so the caller's array stays usable).
    * @param {{arch?: string, labels?: string[]}} [options]
    * @param {(received: number, total: number) => void} [onProgress]  total is 0 while unknown.
-   * @returns {Promise<{url, bytes, source: 'network'|'cache'|'memory', downloadMs, initMs, layers, methods, defaultLayer}>}
+   * @param {{arch?: string, labels?: string[], backend?: 'auto'|'cpu'|'webgpu'}} [options]
+   * @returns {Promise<{url, bytes, source: 'network'|'cache'|'memory', downloadMs, initMs, layers, methods, defaultLayer,
+   *   backend: {backend: 'cpu'|'webgpu', requested, adapter, software, note}}>}
    */
   async load(urlOrBytes, options = {}, onProgress = null) {
     let source;
@@ -159,6 +161,7 @@ export class GradcamClient extends EventTarget {
     const opts = {};
     if (options && options.arch) opts.arch = String(options.arch);
     if (options && options.labels) opts.labels = Array.from(options.labels, String);
+    if (options && options.backend) opts.backend = String(options.backend); // 'auto' | 'cpu' | 'webgpu'
     this.model = await this._call('load', { source, options: opts, wasmUrl: this.wasmUrl }, transfer, onProgress);
     return this.model;
   }

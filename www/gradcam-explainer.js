@@ -9,7 +9,8 @@
 // Attributes: src (photo), model (weights URL; default assets/models/efficientnet-lite0.safetensors
 // relative to the page), class or target-class (class index; default the top-1 class), method,
 // layer, colormap, alpha (0..1), preprocess ('crop' | 'resize'), normalize ('minmax' | 'raw'),
-// arch, caption ('none' hides it), eager (load at once instead of when visible).
+// arch, backend ('auto' | 'cpu' | 'webgpu'; default auto: WebGPU on a hardware GPU, else the CPU),
+// caption ('none' hides it), eager (load at once instead of when visible).
 // Events: 'gradcam-result' (detail: the result), 'gradcam-error' (detail: the Error).
 // Property: element.result (the last result), element.explain() (re-run).
 
@@ -19,14 +20,14 @@ const DEFAULT_MODEL = 'assets/models/efficientnet-lite0.safetensors';
 const MAX_SIDE = 1600;
 const clients = new Map(); // model URL + arch -> Promise<GradcamClient>
 
-function sharedClient(modelUrl, arch, onProgress) {
-  const key = `${modelUrl}\n${arch || ''}`;
+function sharedClient(modelUrl, arch, backend, onProgress) {
+  const key = `${modelUrl}\n${arch || ''}\n${backend || 'auto'}`;
   let entry = clients.get(key);
   if (!entry) {
     const client = new GradcamClient();
     entry = { listeners: new Set(), promise: null };
     entry.promise = client
-      .load(modelUrl, arch ? { arch } : {}, (done, total) => {
+      .load(modelUrl, { ...(arch ? { arch } : {}), ...(backend ? { backend } : {}) }, (done, total) => {
         for (const f of entry.listeners) f(done, total);
       })
       .then(() => client);
@@ -183,7 +184,7 @@ class GradcamExplainerElement extends HTMLElement {
       }
       const modelUrl = new URL(this.getAttribute('model') || DEFAULT_MODEL, document.baseURI).href;
       this._show('Loading the model…', 0);
-      const client = await sharedClient(modelUrl, this.getAttribute('arch'), (done, total) => {
+      const client = await sharedClient(modelUrl, this.getAttribute('arch'), this.getAttribute('backend'), (done, total) => {
         if (!stale()) this._show('Downloading the model…', total > 0 ? done / total : 0);
       });
       if (stale()) return null;

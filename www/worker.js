@@ -172,7 +172,9 @@ const handlers = {
     const opts = {};
     if (options && options.arch) opts.arch = options.arch;
     if (options && Array.isArray(options.labels)) opts.labels = options.labels;
-    const next = new wasm.Explainer(bytes, opts);
+    // 'auto' (default): WebGPU on a hardware adapter, else the CPU; create() never fails for lack of a GPU.
+    if (options && options.backend) opts.backend = options.backend;
+    const next = await wasm.Explainer.create(bytes, opts);
     if (explainer) {
       try {
         explainer.free();
@@ -193,6 +195,7 @@ const handlers = {
       layers: plain(explainer.layers()),
       methods: plain(explainer.methods()),
       defaultLayer: explainer.defaultLayer(),
+      backend: plain(explainer.backendInfo()),
     };
     return modelInfo;
   },
@@ -202,7 +205,8 @@ const handlers = {
     const ex = requireExplainer();
     const cls = args.classIdx === null || args.classIdx === undefined ? undefined : args.classIdx;
     const onProgress = (done, total) => post({ type: 'progress', phase: 'method', done, total });
-    const r = ex.explain(img, cls, { ...(args.options || {}), onProgress });
+    // explainAsync runs on the explainer's backend (WebGPU or the CPU) and falls back to the CPU by itself.
+    const r = await ex.explainAsync(img, cls, { ...(args.options || {}), onProgress });
     const value = plainResult(r);
     // A wasm-bindgen object is kept for overlay(); a plain object is not, because its typed
     // arrays are about to be transferred (the page sends them back with overlay()).
