@@ -13,6 +13,7 @@ use crate::graph::{Graph, NodeId, Op};
 use crate::imaging::preprocess::{preprocess, Geometry, Normalize, Preprocess, Resize, IMAGENET_MEAN, IMAGENET_STD};
 use crate::imaging::project::{crop_mask, project_to_image};
 use crate::imaging::rgb::RgbImage;
+use crate::methods::score::LogitsBatch;
 use crate::methods::{cam, eigen, guided, score, Method};
 use crate::weights::{legacy_pth, WeightMap};
 use std::sync::Arc;
@@ -303,6 +304,7 @@ impl Explainer {
 
     /// Runs `opts.method` on a pass another executor computed (see `exec::RecordedPass`): everything
     /// after the forward and backward passes is this explainer's, so both paths share one code path.
+    /// `batched_forwards` answers Score-CAM's masked forwards in its order (else this executor runs them).
     pub fn explain_recorded(
         &mut self,
         key: PassKey,
@@ -310,12 +312,13 @@ impl Explainer {
         input: FeatureMap,
         geometry: Geometry,
         opts: &ExplainOptions,
+        batched_forwards: Option<&mut LogitsBatch>,
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<Explanation> {
         let t0 = now_ms();
         let layer = key.1;
         self.keep_pass(key, pass, input, geometry)?;
-        let result = self.run_method(layer, opts, progress);
+        let result = self.run_method(layer, opts, batched_forwards, progress);
         // A recorded pass answers only this call's target: never let a later call reuse it.
         self.cache = None;
         let mut e = result?;
@@ -333,7 +336,7 @@ impl Explainer {
         let t0 = now_ms();
         let layer = self.layer_id(opts)?;
         let (pre_ms, fwd_ms, reused) = self.ensure_pass(image, opts)?;
-        let mut e = self.run_method(layer, opts, progress)?;
+        let mut e = self.run_method(layer, opts, None, progress)?;
         e.timings.preprocess_ms = pre_ms;
         e.timings.forward_ms = fwd_ms;
         e.forward_reused = reused;
@@ -364,7 +367,7 @@ impl Explainer {
             self.keep_pass(key, pass, input, geometry)?;
         }
         let fwd_ms = now_ms() - t1;
-        let mut e = self.run_method(layer, opts, &mut |_, _| {})?;
+        let mut e = self.run_method(layer, opts, None, &mut |_, _| {})?;
         e.timings.forward_ms = fwd_ms;
         e.forward_reused = reused;
         e.timings.total_ms = now_ms() - t0;
@@ -395,7 +398,7 @@ impl Explainer {
         Ok((class, w))
     }
 
-    fn run_method(&mut self, layer: NodeId, opts: &ExplainOptions, progress: &mut dyn FnMut(usize, usize)) -> Result<Explanation> {
+    fn run_method(&mut self, layer: NodeId, opts: &ExplainOptions, batched_forwards: Option<&mut LogitsBatch>, progress: &mut dyn FnMut(usize, usize)) -> Result<Explanation> {
         let t0 = now_ms();
         let logits = self.cache.as_ref().ok_or_else(|| Error::Internal("no forward pass".into()))?.pass.logits().to_vec();
         let (class, target) = self.resolve_target(&opts.target, &logits)?;
@@ -403,7 +406,7 @@ impl Explainer {
         let probability = softmax(&logits)[class];
         let Explainer { cache, executor, model } = self;
         let cached = cache.as_mut().ok_or_else(|| Error::Internal("no forward pass".into()))?;
-        let (mut raw, rgb) = compute_map(opts, cached, executor.as_ref(), &target, progress)?;
+        let (mut raw, rgb) = compute_map(opts, cached, executor.as_ref(), batched_forwards, &target, progress)?;
         let mut warnings = Vec::new();
         if let Some(i) = raw.data.iter().position(|v| !v.is_finite()) {
             return fail!(Numeric, "the {} map has a non-finite value at cell {i}; the gradients overflowed", opts.method.name());
@@ -449,6 +452,7 @@ fn compute_map(
     opts: &ExplainOptions,
     c: &mut CachedPass,
     executor: &dyn Executor,
+    batched_forwards: Option<&mut LogitsBatch>,
     target: &[f32],
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<(Map, Option<FeatureMap>)> {
@@ -458,7 +462,11 @@ fn compute_map(
         Method::ScoreCam => {
             let (h, w) = (c.input.height, c.input.width);
             let mut run = |x: &[f32], n: usize| executor.logits_batch(x, n, h, w);
-            score::score_cam(&a, &c.input, target, opts.score_cam, &mut run, progress)?
+            let run: &mut LogitsBatch = match batched_forwards {
+                Some(given) => given,
+                None => &mut run,
+            };
+            score::score_cam(&a, &c.input, target, opts.score_cam, run, progress)?
         }
         Method::GuidedBackprop | Method::GuidedGradCam => {
             let mut g = c.pass.input_gradient(target, true)?;

@@ -416,11 +416,6 @@ impl State {
         let mut progress = request.progress();
         #[cfg(feature = "webgpu")]
         if let Some(gpu) = self.gpu.as_mut() {
-            if crate::gpu::GpuSession::needs_cpu(&request.opts) {
-                let mut e = self.inner.explain_with_progress(&request.image, &request.opts, &mut progress)?;
-                e.warnings.push(format!("{}'s batched forwards run on the CPU backend (not yet on WebGPU)", request.opts.method.name()));
-                return Ok(e);
-            }
             let gpu_error = match gpu.explain(&mut self.inner, &request.image, &request.opts, &mut progress).await {
                 Ok(e) => return Ok(e),
                 Err(err) => err,

@@ -172,6 +172,17 @@ fn gpu_session_explains_like_the_cpu_explainer() {
         assert!(raw <= TOL && map <= TOL, "{}: raw {raw:.2e}, image map {map:.2e}", method.name());
         assert_eq!(g.forward_reused, i > 0, "{}: the forward of the same image is reused", method.name());
     }
+    // Score-CAM: its masked forwards are awaited on the GPU, batch by batch, with progress.
+    let mut opts = ExplainOptions { method: Method::ScoreCam, ..Default::default() };
+    opts.score_cam.max_channels = Some(10);
+    opts.score_cam.batch = 4;
+    let mut reports = Vec::new();
+    let g = pollster::block_on(session.explain(&mut on_gpu, &image, &opts, &mut |d, t| reports.push((d, t)))).unwrap();
+    let c = on_cpu.explain(&image, &opts).unwrap();
+    let (raw, _) = rel_err(&g.raw.data, &c.raw.data);
+    println!("session scorecam (10 channels): raw {raw:.2e}, gpu {:.0} ms, progress {reports:?}", g.timings.total_ms);
+    assert!(raw <= TOL, "scorecam: raw {raw:.2e}");
+    assert_eq!(reports, vec![(4, 10), (8, 10), (10, 10)]);
 }
 
 /// A lost device is an error on the next call, never a panic: callers (the browser API) then fall back

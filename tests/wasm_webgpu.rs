@@ -184,3 +184,27 @@ fn backend_names_are_checked() {
     let e = Explainer::new(bytes, obj(&[("backend", "webgpu".into())])).err().unwrap();
     assert!(msg(e).contains("Explainer.create"));
 }
+
+#[wasm_bindgen_test]
+async fn score_cam_runs_its_masked_forwards_on_webgpu() {
+    let gpu = create(MODEL, "efficientnet_lite0", "webgpu").await;
+    let mut cpu = Explainer::new(js_sys::Uint8Array::from(MODEL).into(), JsValue::UNDEFINED).unwrap();
+    let image = photo();
+    let calls = std::rc::Rc::new(std::cell::RefCell::new(Vec::<(f64, f64)>::new()));
+    let seen = calls.clone();
+    let on_progress = Closure::<dyn Fn(f64, f64)>::new(move |d, t| seen.borrow_mut().push((d, t)));
+    let opts = |progress: Option<&JsValue>| {
+        let o = obj(&[("method", "scorecam".into()), ("scoreCamChannels", 6.into()), ("scoreCamBatch", 3.into())]);
+        if let Some(p) = progress {
+            Reflect::set(&o, &"onProgress".into(), p).unwrap();
+        }
+        o
+    };
+    let g = explain_async(&gpu, &image, None, opts(Some(on_progress.as_ref()))).await.unwrap();
+    let c = cpu.explain(image.clone(), JsValue::UNDEFINED, opts(None)).unwrap();
+    let e = rel_err(&floats(&g, "raw"), &floats(&c, "raw"));
+    log(format!("score-cam (6 channels) on webgpu: raw map max rel err {e:.1e}, progress {:?}", calls.borrow()));
+    assert_eq!(field(&g, "backend").as_string().as_deref(), Some("webgpu"));
+    assert!(e <= TOL, "score-cam maps differ by {e:.2e}");
+    assert_eq!(*calls.borrow(), vec![(3.0, 6.0), (6.0, 6.0)]);
+}

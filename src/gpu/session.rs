@@ -14,6 +14,7 @@ use crate::explainer::{Explainer, Explanation, PassKey};
 use crate::feature_map::FeatureMap;
 use crate::imaging::preprocess::Geometry;
 use crate::imaging::rgb::RgbImage;
+use crate::methods::score::{LogitsBatch, ScoreCamSteps};
 use crate::ExplainOptions;
 
 /// The forward pass of the last image, alive on the GPU.
@@ -38,8 +39,7 @@ impl GpuSession {
         &self.executor
     }
 
-    /// Explains `image` with the forward and backward passes on the GPU. Methods that need batched
-    /// forwards (Score-CAM) are not run here: the caller runs them on the CPU (`needs_cpu`).
+    /// Explains `image` with the forward and backward passes (and Score-CAM's masked forwards) on the GPU.
     pub async fn explain(&mut self, explainer: &mut Explainer, image: &RgbImage, opts: &ExplainOptions, progress: &mut dyn FnMut(usize, usize)) -> Result<Explanation> {
         let t0 = now_ms();
         let (key, layer) = explainer.pass_key(image, opts)?;
@@ -59,19 +59,30 @@ impl GpuSession {
         let needs = opts.method.needs();
         let layer_gradient = if needs.layer_gradient { Some(live.pass.layer_gradient_async(&target).await?) } else { None };
         let guided_input_gradient = if needs.guided_input_gradient { Some(live.pass.input_gradient_async(&target, true).await?) } else { None };
+        // Score-CAM: its masked forwards run here, awaited; the explainer's Score-CAM replays their logits.
+        let mut batched: Vec<Vec<f32>> = Vec::new();
+        if needs.batched_forwards {
+            let mut steps = ScoreCamSteps::new(live.pass.activations(), &live.input, opts.score_cam);
+            let (h, w) = (live.input.height, live.input.width);
+            while let Some((masked, n)) = steps.next_batch() {
+                let logits = self.executor.logits_batch_async(&masked, n, h, w).await?;
+                steps.add_logits(&logits, &target)?;
+                let (done, total) = steps.progress();
+                progress(done, total);
+                batched.push(logits);
+            }
+        }
+        let mut replay = batched.into_iter();
+        let mut replay = move |_: &[f32], _: usize| replay.next().ok_or_else(|| crate::Error::Internal("score-cam: more batches than recorded".into()));
+        let replay: Option<&mut LogitsBatch> = if needs.batched_forwards { Some(&mut replay) } else { None };
         let recorded = RecordedPass { logits: live.pass.logits().to_vec(), activations: live.pass.activations().clone(), target, layer_gradient, guided_input_gradient };
-        let mut e = explainer.explain_recorded(live.key.clone(), Box::new(recorded), live.input.clone(), live.geometry.clone(), opts, progress)?;
+        let mut e = explainer.explain_recorded(live.key.clone(), Box::new(recorded), live.input.clone(), live.geometry.clone(), opts, replay, &mut |_, _| {})?;
         e.backend = "webgpu";
         e.forward_reused = reused;
         e.timings.preprocess_ms = pre_ms;
         e.timings.forward_ms = fwd_ms;
         e.timings.total_ms = now_ms() - t0;
         Ok(e)
-    }
-
-    /// Whether `opts.method` must run on the CPU (its batched forwards are not on the GPU yet).
-    pub fn needs_cpu(opts: &ExplainOptions) -> bool {
-        opts.method.needs().batched_forwards
     }
 
     /// Simulates a lost GPU (see `Gpu::lose_device`).

@@ -59,19 +59,46 @@ pub fn score_cam(
     logits_batch: &mut LogitsBatch,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<Map> {
-    let (ih, iw) = (input.height, input.width);
-    let mut channels: Vec<usize> = (0..a.channels).collect();
-    if let Some(keep) = opts.max_channels {
-        let var: Vec<f32> = (0..a.channels).map(|k| variance(a.plane(k))).collect();
-        channels.sort_by(|&x, &y| var[y].total_cmp(&var[x]));
-        channels.truncate(keep.max(1));
+    let mut steps = ScoreCamSteps::new(a, input, opts);
+    while let Some((masked, n)) = steps.next_batch() {
+        let logits = logits_batch(&masked, n)?;
+        steps.add_logits(&logits, target)?;
+        let (done, total) = steps.progress();
+        progress(done, total);
     }
-    let batch = opts.batch.max(1);
-    let mut scores = Vec::with_capacity(channels.len());
-    for chunk in channels.chunks(batch) {
+    Ok(steps.finish())
+}
+
+/// Score-CAM as steps, so that the batched forwards can be run synchronously (`score_cam`) or awaited
+/// (the WebGPU session) by the same code: `next_batch` -> forwards -> `add_logits`, until `finish`.
+pub struct ScoreCamSteps<'a> {
+    a: &'a FeatureMap,
+    input: &'a FeatureMap,
+    /// The channels to score, in order.
+    channels: Vec<usize>,
+    batch: usize,
+    scores: Vec<f32>,
+}
+
+impl<'a> ScoreCamSteps<'a> {
+    pub fn new(a: &'a FeatureMap, input: &'a FeatureMap, opts: ScoreCamOptions) -> ScoreCamSteps<'a> {
+        let mut channels: Vec<usize> = (0..a.channels).collect();
+        if let Some(keep) = opts.max_channels {
+            let var: Vec<f32> = (0..a.channels).map(|k| variance(a.plane(k))).collect();
+            channels.sort_by(|&x, &y| var[y].total_cmp(&var[x]));
+            channels.truncate(keep.max(1));
+        }
+        ScoreCamSteps { a, input, channels, batch: opts.batch.max(1), scores: Vec::new() }
+    }
+
+    /// The next batch of masked inputs (n x 3 x H x W) and n; `None` once every channel is scored.
+    pub fn next_batch(&self) -> Option<(Vec<f32>, usize)> {
+        let start = self.scores.len();
+        let chunk = self.channels.get(start..(start + self.batch).min(self.channels.len())).filter(|c| !c.is_empty())?;
+        let (input, a) = (self.input, self.a);
         let mut masked = Vec::with_capacity(chunk.len() * input.data.len());
         for &k in chunk {
-            let mut m = upsample_align_corners(a.plane(k), a.width, a.height, iw, ih);
+            let mut m = upsample_align_corners(a.plane(k), a.width, a.height, input.width, input.height);
             let (lo, hi) = m.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(l, h), &v| (l.min(v), h.max(v)));
             let range = hi - lo;
             // A constant channel carries no location: its mask is all zero (it scores the blank input).
@@ -80,20 +107,37 @@ pub fn score_cam(
                 masked.extend(input.plane(c).iter().zip(&m).map(|(x, w)| x * w));
             }
         }
-        let logits = logits_batch(&masked, chunk.len())?;
+        Some((masked, chunk.len()))
+    }
+
+    /// Scores the batch `next_batch` returned, from its n x classes logits.
+    pub fn add_logits(&mut self, logits: &[f32], target: &[f32]) -> Result<()> {
         let classes = target.len();
-        for i in 0..chunk.len() {
-            scores.push(logits[i * classes..(i + 1) * classes].iter().zip(target).map(|(l, t)| l * t).sum::<f32>());
+        let n = self.batch.min(self.channels.len() - self.scores.len());
+        if classes == 0 || logits.len() != n * classes {
+            return Err(crate::Error::Internal(format!("score-cam: {} logits for a batch of {n} x {classes} classes", logits.len())));
         }
-        progress(scores.len(), channels.len());
+        for row in logits.chunks_exact(classes) {
+            self.scores.push(row.iter().zip(target).map(|(l, t)| l * t).sum::<f32>());
+        }
+        Ok(())
     }
-    // Softmax over channels (a baseline score subtracted from all would cancel here).
-    let peak = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let exp: Vec<f32> = scores.iter().map(|s| (s - peak).exp()).collect();
-    let total: f32 = exp.iter().sum();
-    let mut weights = vec![0.0f32; a.channels];
-    for (&k, e) in channels.iter().zip(&exp) {
-        weights[k] = e / total;
+
+    /// (channels scored, channels to score).
+    pub fn progress(&self) -> (usize, usize) {
+        (self.scores.len(), self.channels.len())
     }
-    Ok(weighted_sum(a, &weights))
+
+    /// The map: channels weighted by the softmax of their scores.
+    pub fn finish(self) -> Map {
+        // Softmax over channels (a baseline score subtracted from all would cancel here).
+        let peak = self.scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let exp: Vec<f32> = self.scores.iter().map(|s| (s - peak).exp()).collect();
+        let total: f32 = exp.iter().sum();
+        let mut weights = vec![0.0f32; self.a.channels];
+        for (&k, e) in self.channels.iter().zip(&exp) {
+            weights[k] = e / total;
+        }
+        weighted_sum(self.a, &weights)
+    }
 }
