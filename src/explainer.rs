@@ -180,6 +180,15 @@ pub struct Explanation {
 /// Identifies one forward pass: (image fingerprint, target layer, preprocessing).
 pub type PassKey = (u64, NodeId, String);
 
+/// A pass another executor computed, for `Explainer::explain_recorded`.
+pub struct ForeignPass {
+    pub key: PassKey,
+    pub pass: Box<dyn Pass>,
+    /// The network input it ran on, and where that input sits on the image.
+    pub input: FeatureMap,
+    pub geometry: Geometry,
+}
+
 struct CachedPass {
     key: PassKey,
     pass: Box<dyn Pass>,
@@ -307,14 +316,12 @@ impl Explainer {
     /// `batched_forwards` answers Score-CAM's masked forwards in its order (else this executor runs them).
     pub fn explain_recorded(
         &mut self,
-        key: PassKey,
-        pass: Box<dyn Pass>,
-        input: FeatureMap,
-        geometry: Geometry,
+        forward: ForeignPass,
         opts: &ExplainOptions,
         batched_forwards: Option<&mut LogitsBatch>,
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<Explanation> {
+        let ForeignPass { key, pass, input, geometry } = forward;
         let t0 = now_ms();
         let layer = key.1;
         self.keep_pass(key, pass, input, geometry)?;

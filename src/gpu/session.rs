@@ -10,7 +10,7 @@ use super::{GpuExecutor, GpuPass};
 use crate::clock::now_ms;
 use crate::error::Result;
 use crate::exec::RecordedPass;
-use crate::explainer::{Explainer, Explanation, PassKey};
+use crate::explainer::{Explainer, Explanation, ForeignPass, PassKey};
 use crate::feature_map::FeatureMap;
 use crate::imaging::preprocess::Geometry;
 use crate::imaging::rgb::RgbImage;
@@ -76,7 +76,8 @@ impl GpuSession {
         let mut replay = move |_: &[f32], _: usize| replay.next().ok_or_else(|| crate::Error::Internal("score-cam: more batches than recorded".into()));
         let replay: Option<&mut LogitsBatch> = if needs.batched_forwards { Some(&mut replay) } else { None };
         let recorded = RecordedPass { logits: live.pass.logits().to_vec(), activations: live.pass.activations().clone(), target, layer_gradient, guided_input_gradient };
-        let mut e = explainer.explain_recorded(live.key.clone(), Box::new(recorded), live.input.clone(), live.geometry.clone(), opts, replay, &mut |_, _| {})?;
+        let forward = ForeignPass { key: live.key.clone(), pass: Box::new(recorded), input: live.input.clone(), geometry: live.geometry.clone() };
+        let mut e = explainer.explain_recorded(forward, opts, replay, &mut |_, _| {})?;
         e.backend = "webgpu";
         e.forward_reused = reused;
         e.timings.preprocess_ms = pre_ms;
