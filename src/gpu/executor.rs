@@ -21,6 +21,7 @@ use crate::graph::shapes::Chw;
 use crate::graph::{Graph, NodeId, Op};
 use std::future::Future;
 use std::pin::Pin;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use wgpu::util::DeviceExt;
@@ -159,6 +160,16 @@ struct Plan {
     acts: Vec<wgpu::Buffer>,
     grads: Vec<wgpu::Buffer>,
     forward: Vec<Dispatch>,
+    /// Backward launches by (variable node, guided), built on first use: explaining another class or
+    /// image of the same size writes only the target weights and re-submits them.
+    backward: Mutex<HashMap<(NodeId, bool), Arc<Backward>>>,
+}
+
+/// The launches of one backward pass, and whether any of them writes the variable's gradient (if
+/// none does, the target does not depend on the variable and its gradient is cleared to zero).
+struct Backward {
+    dispatches: Vec<Dispatch>,
+    reaches_var: bool,
 }
 
 fn numel(s: Chw) -> usize {
@@ -279,7 +290,7 @@ impl Inner {
                 }
             }
         }
-        Ok(Plan { h, w, shapes, acts, grads, forward })
+        Ok(Plan { h, w, shapes, acts, grads, forward, backward: Mutex::new(HashMap::new()) })
     }
 
     fn give_back(&self, plan: Plan) {
@@ -311,10 +322,35 @@ impl Inner {
     /// d(target . logits) / d(node `var`), on the activations `plan` holds.
     async fn backward(&self, plan: &Plan, var: NodeId, target: &[f32], guided: bool) -> Result<Vec<f32>> {
         let g = &self.graph;
-        let out = g.output();
         if target.len() != g.num_classes {
             return Err(Error::Option(format!("the target weights have {} entries, the model has {} classes", target.len(), g.num_classes)));
         }
+        let cached = plan.backward.lock().map_err(|_| Error::Internal("webgpu: backward cache poisoned".into()))?.get(&(var, guided)).cloned();
+        let launches = match cached {
+            Some(b) => b,
+            None => {
+                let b = Arc::new(self.backward_launches(plan, var, guided)?);
+                if let Ok(mut cache) = plan.backward.lock() {
+                    cache.insert((var, guided), b.clone());
+                }
+                b
+            }
+        };
+        // The launches read the target from the output node's gradient buffer.
+        self.gpu.queue.write_buffer(&plan.grads[g.output()], 0, bytemuck::cast_slice(target));
+        let mut encoder = self.gpu.device.create_command_encoder(&Default::default());
+        if !launches.reaches_var {
+            encoder.clear_buffer(&plan.grads[var], 0, None);
+        }
+        self.encode(&mut encoder, &launches.dispatches);
+        let mut r = self.read(encoder, &[(&plan.grads[var], numel(plan.shapes[var]))]).await?;
+        Ok(r.pop().unwrap_or_default())
+    }
+
+    /// Builds the launches of the backward from the output to node `var` (see `Backward`).
+    fn backward_launches(&self, plan: &Plan, var: NodeId, guided: bool) -> Result<Backward> {
+        let g = &self.graph;
+        let out = g.output();
         // Nodes whose value depends on `var`: only they carry gradients.
         let mut needs = vec![false; g.nodes.len()];
         needs[var] = true;
@@ -323,10 +359,7 @@ impl Inner {
         }
         let mut written = vec![false; g.nodes.len()];
         let mut dispatches = Vec::new();
-        if needs[out] {
-            self.gpu.queue.write_buffer(&plan.grads[out], 0, bytemuck::cast_slice(target));
-            written[out] = true;
-        }
+        written[out] = needs[out];
         let (acts, grads, shapes) = (&plan.acts, &plan.grads, &plan.shapes);
         for i in (var + 1..=out).rev() {
             if !needs[i] || !written[i] {
@@ -378,14 +411,7 @@ impl Inner {
                 off += n;
             }
         }
-        let mut encoder = self.gpu.device.create_command_encoder(&Default::default());
-        if !written[var] {
-            // The target does not depend on this layer: its gradient is zero.
-            encoder.clear_buffer(&plan.grads[var], 0, None);
-        }
-        self.encode(&mut encoder, &dispatches);
-        let mut r = self.read(encoder, &[(&plan.grads[var], numel(shapes[var]))]).await?;
-        Ok(r.pop().unwrap_or_default())
+        Ok(Backward { dispatches, reaches_var: written[var] })
     }
 
     /// Submits `encoder` plus copies of `bufs` into staging buffers, and awaits their mapping.
