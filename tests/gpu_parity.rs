@@ -204,3 +204,26 @@ fn a_lost_device_is_an_error_not_a_panic() {
     assert!(err.to_string().contains("webgpu"), "the error names the backend: {err}");
     assert_eq!(explainer.explain(&image, &opts).unwrap().class, 282, "the CPU explainer still works");
 }
+
+#[test]
+fn resnet50_matches_cpu() {
+    // Bottleneck blocks with a strided 1x1 downsample.
+    synthetic(Arch::ResNet50, 64, 80);
+}
+
+#[test]
+fn alexnet_matches_cpu() {
+    // 11x11 stride-4 stem, overlapping 3x3/2 max pools, adaptive average pool to 6x6.
+    synthetic(Arch::AlexNet, 96, 96);
+}
+
+#[test]
+fn squeezenet1_0_matches_cpu() {
+    synthetic(Arch::SqueezeNet1_0, 97, 101);
+}
+
+#[test]
+fn vgg11_bn_matches_cpu() {
+    // Batch-norm folded into the convs, as on the CPU.
+    synthetic(Arch::Vgg11Bn, 64, 64);
+}
