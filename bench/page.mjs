@@ -158,12 +158,20 @@ window.B = {
     const ms = performance.now() - t0;
     S.peer = model;
     S.peerBackend = backend;
+    // A self-test of the backend's max-pool gradient: every 2x2 window's gradient must land somewhere,
+    // so the input gradient of sum(maxPool(a)) sums to the number of windows.
+    const poolGrad = tf.tidy(() => {
+      const a = tf.randomNormal([1, 14, 14, 64], 0, 1, 'float32', 5);
+      const g = tf.grad((v) => tf.sum(tf.maxPool(v, 2, 2, 0)))(a);
+      return { windows: 7 * 7 * 64, gradientSum: tf.sum(g).dataSync()[0] };
+    });
     return {
       ms,
       backend: tf.getBackend(),
       layer: model.layer,
       threads: backend === 'wasm' ? tf.wasm.getThreadsCount() : null,
       numTensors: tf.memory().numTensors,
+      poolGrad,
     };
   },
 

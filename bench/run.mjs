@@ -144,7 +144,7 @@ async function benchArch(browser, url, arch) {
   const page = await context.newPage();
   const pageErrors = [];
   page.on('pageerror', (e) => pageErrors.push(e.message));
-  page.on('console', (m) => m.type() === 'error' && pageErrors.push(m.text()));
+  page.on('console', (m) => ['error', 'warning'].includes(m.type()) && !/favicon|status of 404|willReadFrequently/.test(m.text()) && pageErrors.push(`${m.type()}: ${m.text()}`));
   await page.goto(url + 'bench/index.html');
   await page.waitForFunction(() => window.B_READY === true, null, { timeout: 60000 });
   const call = (fn, ...args) => page.evaluate(([fn, args]) => window.B[fn](...args), [fn, args]);
@@ -167,6 +167,18 @@ async function benchArch(browser, url, arch) {
     else paths.push({ path: 'webgpu', peers: GPU_PEERS });
   }
   for (const { path, peers } of paths) {
+    if (path === 'webgpu') {
+      // Our WebGPU explainer against our CPU reference, before any TF.js backend touches the GPU.
+      const o = await call('loadOurs', 'webgpu');
+      if (o.error) {
+        out.gpu = { error: o.error };
+        say(`ours webgpu: ${o.error}`);
+        for (const peer of peers) for (const method of cfg.methods) out.cells.push({ path, peer, method, error: `ours: ${o.error}` });
+        continue;
+      }
+      out.gpu = { ...(await call('oursGpuParity')), info: o.info };
+      say(`ours webgpu (${o.info?.adapter}) vs ours cpu: ran on ${out.gpu.backend}, raw max abs diff ${out.gpu.rawMaxAbs.toExponential(2)}, class logit diff ${out.gpu.logitDiff.toExponential(2)}`);
+    }
     for (const peer of peers) {
       const pair = `${path} vs tfjs-${peer}`;
       // Model load, interleaved: ours, peer, ours, peer...
@@ -192,15 +204,8 @@ async function benchArch(browser, url, arch) {
       if (oursError) {
         say(`${pair}: ours ${oursError}`);
         out.loads.push({ path, peer, ours: { error: oursError } });
-        out.gpu = { error: oursError };
-        break; // this path does not run here at all
-      }
-      if (path === 'webgpu' && !out.gpu) {
-        out.gpu = await call('oursGpuParity');
-        say(`ours webgpu vs ours cpu: raw max abs diff ${out.gpu.rawMaxAbs.toExponential(2)}`);
-        // back to a fresh explainer so that the cold run below is cold
-        const o = await call('loadOurs', path);
-        lo[lo.length - 1] = o.ms;
+        for (const method of cfg.methods) out.cells.push({ path, peer, method, error: `ours: ${oursError}` });
+        continue;
       }
       out.loads.push({ path, peer, ours: stats(lo), peerStats: peerError ? { error: peerError } : stats(lp) });
       if (peerError) {
@@ -220,7 +225,10 @@ async function benchArch(browser, url, arch) {
           (par.error ? par.error : `logits ${par.logitsMaxAbs.toExponential(2)}, raw map ${par.rawMaxAbs.toExponential(2)} (max |logit| ${par.maxLogit.toFixed(1)}, max raw ${par.maxRaw.toExponential(2)}) ${ok ? 'PASS' : 'FAIL'}`),
       );
       if (!ok) {
-        const why = par.error || `n/a (parity failed: logits ${par.logitsMaxAbs.toExponential(1)}, raw ${par.rawMaxAbs.toExponential(1)})`;
+        const pg = out.peerInfo?.[peer]?.poolGrad;
+        const poolNote = pg && Math.abs(pg.gradientSum - pg.windows) > 0.5 ? `; TF.js ${peer} MaxPoolGrad drops gradients: ${pg.gradientSum} of ${pg.windows} windows reach the input` : '';
+        const why = par.error || `n/a (parity failed: logits ${par.logitsMaxAbs.toExponential(1)}, raw map ${par.rawMaxAbs.toExponential(1)}${poolNote})`;
+        out.parity[out.parity.length - 1].why = why;
         for (const method of cfg.methods) out.cells.push({ path, peer, method, error: why, oursCold: method === 'gradcam' ? co.ms : undefined });
         await call('disposePeer');
         continue;
@@ -381,7 +389,7 @@ function table(results, native, sz) {
   for (const r of results) {
     for (const p of r.parity || []) {
       if (p.error) L.push(`| ${r.arch} | ${p.path} vs tfjs-${p.peer} | ${p.error} | | | | | n/a |`);
-      else L.push(`| ${r.arch} | ${p.path} vs tfjs-${p.peer} | ${p.logitsMaxAbs.toExponential(2)} | ${p.rawMaxAbs.toExponential(2)} | ${p.maxLogit.toFixed(2)} | ${p.maxRaw.toExponential(2)} | ${p.oursTop1}/${p.peerTop1} | ${p.pass ? 'pass' : 'FAIL'} |`);
+      else L.push(`| ${r.arch} | ${p.path} vs tfjs-${p.peer} | ${p.logitsMaxAbs.toExponential(2)} | ${p.rawMaxAbs.toExponential(2)} | ${p.maxLogit.toFixed(2)} | ${p.maxRaw.toExponential(2)} | ${p.oursTop1}/${p.peerTop1} | ${p.pass ? 'pass' : 'FAIL: ' + (p.why || '')} |`);
     }
     if (r.gpu && r.gpu.rawMaxAbs != null) L.push(`| ${r.arch} | ours webgpu vs ours cpu | ${r.gpu.logitDiff.toExponential(2)} (class logit) | ${r.gpu.rawMaxAbs.toExponential(2)} | | | | ${r.gpu.rawMaxAbs <= TOLERANCE ? 'pass' : 'FAIL'} |`);
   }
