@@ -10,7 +10,7 @@
 //   --loads N                model loads per side (3)
 //   --scorecam-runs N        (3)      --scorecam-channels N  highest-variance channels, both sides (32; 0 = all)
 //   --budget-s S             stop a cell's steady-state loop after S seconds (at least 1 run; 60)
-//   --max-run-s S            skip a cell whose estimated single run exceeds S seconds (90)
+//   --max-run-s S            skip a cell whose estimated single run exceeds S seconds (60)
 //   --gpu-archs a,b          archs on the GPU path (efficientnet_lite0,resnet18,mobilenet_v2)
 //   --tfjs-threads N         TF.js wasm backend threads (1: our wasm is single-threaded)
 //   --no-native, --no-gpu, --no-sizes
@@ -47,7 +47,7 @@ const cfg = {
   scorecamRuns: Number(opt('--scorecam-runs', quick ? 1 : 3)),
   scorecamChannels: Number(opt('--scorecam-channels', 32)),
   budgetS: Number(opt('--budget-s', quick ? 15 : 60)),
-  maxRunS: Number(opt('--max-run-s', quick ? 20 : 90)),
+  maxRunS: Number(opt('--max-run-s', quick ? 20 : 60)),
   gpuArchs: list('--gpu-archs', 'efficientnet_lite0,resnet18,mobilenet_v2'),
   tfjsThreads: Number(opt('--tfjs-threads', 1)),
   native: !has('--no-native'),
@@ -271,6 +271,7 @@ async function benchArch(browser, url, arch) {
           const o = await call('runOurs', path, method);
           cell.ours.times.push(o.ms);
           reused += o.reused ? 1 : 0;
+          if (o.backend !== path) cell.oursFellBack = (cell.oursFellBack || 0) + 1;
           if (!cell.error) {
             const p = await call('runPeer', method);
             if (p.error) {
@@ -342,6 +343,8 @@ function sizes() {
 
 // ------------------------------------------------------------------ the table
 
+/** Shorter reasons for the table: TF.js's missing-kernel message names the kernel and the backend. */
+const reason = (e) => String(e ?? '').replace(/Kernel '(\w+)' not registered for backend '(\w+)'/, "no $1 kernel in TF.js's $2 backend");
 const ms = (x) => (x == null ? '-' : x >= 100 ? x.toFixed(0) : x >= 10 ? x.toFixed(1) : x.toFixed(2));
 const spread = (s) => (s ? `${ms(s.median)} [${ms(s.p25)}-${ms(s.p75)}]` : '-');
 const ratio = (a, b) => (a != null && b ? (a / b).toFixed(2) : '-');
@@ -359,7 +362,7 @@ function table(results, native, sz) {
     }
     const n = nat(r.arch);
     for (const l of r.loads) {
-      const pv = l.peerStats?.error ? l.peerStats.error : ms(l.peerStats?.median);
+      const pv = l.peerStats?.error ? reason(l.peerStats.error) : ms(l.peerStats?.median);
       const ov = l.ours?.error ? l.ours.error : ms(l.ours?.median);
       L.push(`| ${r.arch} | model load (bytes -> ready), median of ${l.ours?.n ?? '-'} | ${l.path} | ${ov} | tfjs-${l.peer} | ${pv} | ${ratio(l.ours?.median, l.peerStats?.median)} | ${l.path === 'cpu' && n ? ms(n.load_ms) : ''} |`);
     }
@@ -369,13 +372,14 @@ function table(results, native, sz) {
       const natMed = c.path === 'cpu' && nm ? `${ms(nm.median_ms)} [${ms(nm.p25_ms)}-${ms(nm.p75_ms)}]` : '';
       const name = METHOD_NAME[c.method];
       if (!c.ours?.stats) {
-        L.push(`| ${r.arch} | ${name} | ${c.path} | ${c.oursCold != null ? 'cold ' + ms(c.oursCold) : '-'} | tfjs-${c.peer} | ${c.error} | - | ${natMed} |`);
+        L.push(`| ${r.arch} | ${name} | ${c.path} | ${c.oursCold != null ? 'cold ' + ms(c.oursCold) : '-'} | tfjs-${c.peer} | ${reason(c.error)} | - | ${natMed} |`);
         continue;
       }
-      const pc = c.peerT.cold != null ? ms(c.peerT.cold) : c.error;
-      const pm = c.peerT.stats ? spread(c.peerT.stats) : c.error;
+      const pc = c.peerT.cold != null ? ms(c.peerT.cold) : reason(c.error);
+      const pm = c.peerT.stats ? spread(c.peerT.stats) : reason(c.error);
       L.push(`| ${r.arch} | ${name} first (cold) | ${c.path} | ${ms(c.ours.cold)} | tfjs-${c.peer} | ${pc} | ${ratio(c.ours.cold, c.peerT.cold)} | ${natCold} |`);
-      L.push(`| ${r.arch} | ${name} median [p25-p75], n=${c.ours.stats.n} | ${c.path} | ${spread(c.ours.stats)} | tfjs-${c.peer} | ${pm} | ${ratio(c.ours.stats.median, c.peerT.stats?.median)} | ${natMed} |`);
+      const fb = c.oursFellBack ? ` (${c.oursFellBack} runs fell back to cpu)` : '';
+      L.push(`| ${r.arch} | ${name} median [p25-p75], n=${c.ours.stats.n} | ${c.path} | ${spread(c.ours.stats)}${fb} | tfjs-${c.peer} | ${pm} | ${ratio(c.ours.stats.median, c.peerT.stats?.median)} | ${natMed} |`);
     }
     if (r.gpu?.skipped) L.push(`| ${r.arch} | WebGPU path | webgpu | ${r.gpu.skipped} | | | | |`);
     const f32 = r.env.params * 4;
@@ -388,7 +392,7 @@ function table(results, native, sz) {
   L.push('|---|---|---|---|---|---|---|---|');
   for (const r of results) {
     for (const p of r.parity || []) {
-      if (p.error) L.push(`| ${r.arch} | ${p.path} vs tfjs-${p.peer} | ${p.error} | | | | | n/a |`);
+      if (p.error) L.push(`| ${r.arch} | ${p.path} vs tfjs-${p.peer} | ${reason(p.error)} | | | | | n/a |`);
       else L.push(`| ${r.arch} | ${p.path} vs tfjs-${p.peer} | ${p.logitsMaxAbs.toExponential(2)} | ${p.rawMaxAbs.toExponential(2)} | ${p.maxLogit.toFixed(2)} | ${p.maxRaw.toExponential(2)} | ${p.oursTop1}/${p.peerTop1} | ${p.pass ? 'pass' : 'FAIL: ' + (p.why || '')} |`);
     }
     if (r.gpu && r.gpu.rawMaxAbs != null) L.push(`| ${r.arch} | ours webgpu vs ours cpu | ${r.gpu.logitDiff.toExponential(2)} (class logit) | ${r.gpu.rawMaxAbs.toExponential(2)} | | | | ${r.gpu.rawMaxAbs <= TOLERANCE ? 'pass' : 'FAIL'} |`);
@@ -405,6 +409,13 @@ function table(results, native, sz) {
 }
 
 // ------------------------------------------------------------------ main
+
+if (opt('--table')) {
+  // Re-render the table of a results file: node bench/run.mjs --table bench/results/<date>.json
+  const d = JSON.parse(readFileSync(opt('--table'), 'utf8'));
+  console.log(table(d.results, d.native, d.sizes));
+  process.exit(0);
+}
 
 const started = new Date();
 const { server, url } = await serve(REPO);
