@@ -169,11 +169,16 @@ window.B = {
     S.peerBackend = backend;
     // A self-test of the backend's max-pool gradient: every 2x2 window's gradient must land somewhere,
     // so the input gradient of sum(maxPool(a)) sums to the number of windows.
-    const poolGrad = tf.tidy(() => {
-      const a = tf.randomNormal([1, 14, 14, 64], 0, 1, 'float32', 5);
-      const g = tf.grad((v) => tf.sum(tf.maxPool(v, 2, 2, 0)))(a);
-      return { windows: 7 * 7 * 64, gradientSum: tf.sum(g).dataSync()[0] };
-    });
+    let poolGrad;
+    try {
+      poolGrad = tf.tidy(() => {
+        const a = tf.randomNormal([1, 14, 14, 64], 0, 1, 'float32', 5);
+        const g = tf.grad((v) => tf.sum(tf.maxPool(v, 2, 2, 0)))(a);
+        return { windows: 7 * 7 * 64, gradientSum: tf.sum(g).dataSync()[0] };
+      });
+    } catch (e) {
+      poolGrad = { error: shortError(e) };
+    }
     return {
       ms,
       backend: tf.getBackend(),

@@ -161,6 +161,121 @@ async function benchArch(browser, url, arch) {
   out.ref = await call('reference');
   say(`ours cpu: load ${first.ms.toFixed(0)} ms, cold Grad-CAM ${firstCold.ms.toFixed(0)} ms, class ${out.ref.cls}, layer ${out.ref.layer}, raw ${out.ref.rawShape.join('x')}`);
 
+  async function pairing(path, peer) {
+    const pair = `${path} vs tfjs-${peer}`;
+    // Model load, interleaved: ours, peer, ours, peer...
+    const lo = [];
+    const lp = [];
+    let peerError = null;
+    let oursError = null;
+    for (let i = 0; i < cfg.loads; i++) {
+      const o = await call('loadOurs', path);
+      if (o.error) {
+        oursError = o.error;
+        break;
+      }
+      lo.push(o.ms);
+      const p = await call('loadPeer', peer);
+      if (p.error) {
+        peerError = p.error;
+        break;
+      }
+      lp.push(p.ms);
+      out.peerInfo = { ...(out.peerInfo || {}), [peer]: p };
+    }
+    if (oursError) {
+      say(`${pair}: ours ${oursError}`);
+      out.loads.push({ path, peer, ours: { error: oursError } });
+      for (const method of cfg.methods) out.cells.push({ path, peer, method, error: `ours: ${oursError}` });
+      return;
+    }
+    out.loads.push({ path, peer, ours: stats(lo), peerStats: peerError ? { error: peerError } : stats(lp) });
+    if (peerError) {
+      say(`${pair}: peer ${peerError}`);
+      for (const method of cfg.methods) out.cells.push({ path, peer, method, error: peerError });
+      return;
+    }
+    // Cold: the first Grad-CAM after the load, on each side.
+    const co = await call('runOurs', path, 'gradcam', true);
+    const cp = await call('runPeer', 'gradcam', true);
+    // Parity before timing anything.
+    const par = cp.error ? cp : await call('peerParity');
+    const ok = !par.error && par.logitsMaxAbs <= TOLERANCE && par.rawMaxAbs <= TOLERANCE;
+    out.parity.push({ path, peer, ...par, pass: ok });
+    say(
+      `${pair}: load ${stats(lo).median.toFixed(0)} / ${stats(lp).median.toFixed(0)} ms; parity ` +
+        (par.error ? par.error : `logits ${par.logitsMaxAbs.toExponential(2)}, raw map ${par.rawMaxAbs.toExponential(2)} (max |logit| ${par.maxLogit.toFixed(1)}, max raw ${par.maxRaw.toExponential(2)}) ${ok ? 'PASS' : 'FAIL'}`),
+    );
+    if (!ok) {
+      const pg = out.peerInfo?.[peer]?.poolGrad;
+      const poolNote = pg && Math.abs(pg.gradientSum - pg.windows) > 0.5 ? `; TF.js ${peer} MaxPoolGrad drops gradients: ${pg.gradientSum} of ${pg.windows} windows reach the input` : '';
+      const why = par.error || `n/a (parity failed: logits ${par.logitsMaxAbs.toExponential(1)}, raw map ${par.rawMaxAbs.toExponential(1)}${poolNote})`;
+      out.parity[out.parity.length - 1].why = why;
+      for (const method of cfg.methods) out.cells.push({ path, peer, method, error: why, oursCold: method === 'gradcam' ? co.ms : undefined });
+      await call('disposePeer');
+      return;
+    }
+    for (const method of cfg.methods) {
+      const cell = { path, peer, method, ours: { times: [] }, peerT: { times: [] } };
+      out.cells.push(cell);
+      let oc = co;
+      let pc = cp;
+      if (method !== 'gradcam') {
+        // Skip what would take too long: estimate one run from the cold Grad-CAM.
+        const factor = method === 'scorecam' ? (cfg.scorecamChannels || 1280) + 1 : 4;
+        const est = (Math.max(co.ms, cp.ms) * factor) / 1000;
+        if (est > cfg.maxRunS) {
+          cell.error = `skipped (est. ${est.toFixed(0)} s per run > --max-run-s ${cfg.maxRunS})`;
+          say(`${pair} ${method}: ${cell.error}`);
+          continue;
+        }
+        oc = await call('runOurs', path, method, true);
+        pc = await call('runPeer', method, true);
+      }
+      cell.ours.cold = oc.ms;
+      cell.ours.backend = oc.backend;
+      if (pc.error) {
+        cell.error = pc.error;
+        say(`${pair} ${method}: peer ${pc.error}`);
+        // still time ours alone (the row shows it, with the peer's reason)
+      } else cell.peerT.cold = pc.ms;
+      if (!cell.error && pc.ms > cfg.maxRunS * 1000) {
+        cell.error = `steady state skipped (first run ${(pc.ms / 1000).toFixed(0)} s > --max-run-s ${cfg.maxRunS})`;
+      }
+      const n = method === 'scorecam' ? cfg.scorecamRuns : cfg.runs;
+      const t0 = Date.now();
+      let reused = 0;
+      for (let i = 0; i < n; i++) {
+        if (i > 0 && Date.now() - t0 > cfg.budgetS * 1000) {
+          cell.cut = `stopped after ${i} runs (--budget-s ${cfg.budgetS})`;
+          break;
+        }
+        const o = await call('runOurs', path, method);
+        cell.ours.times.push(o.ms);
+        reused += o.reused ? 1 : 0;
+        if (o.backend !== path) cell.oursFellBack = (cell.oursFellBack || 0) + 1;
+        if (!cell.error) {
+          const p = await call('runPeer', method);
+          if (p.error) {
+            cell.error = p.error;
+            continue;
+          }
+          cell.peerT.times.push(p.ms);
+        }
+      }
+      cell.ours.stats = stats(cell.ours.times);
+      cell.peerT.stats = stats(cell.peerT.times);
+      cell.forwardReused = reused;
+      const ps = cell.peerT.stats;
+      say(
+        `${pair} ${method}: ours ${cell.ours.stats.median.toFixed(1)} ms` +
+          (ps ? `, peer ${ps.median.toFixed(1)} ms, ratio ${(cell.ours.stats.median / ps.median).toFixed(2)}` : `, peer ${cell.error}`) +
+          ` (n=${cell.ours.stats.n}${cell.cut ? ', ' + cell.cut : ''})`,
+      );
+    }
+    await call('disposePeer');
+  }
+
   const paths = [{ path: 'cpu', peers: CPU_PEERS }];
   if (cfg.gpu) {
     if (!cfg.gpuArchs.includes(arch)) out.gpu = { skipped: `not in --gpu-archs (software WebGPU adapter on this machine; add ${arch} to run it)` };
@@ -180,118 +295,15 @@ async function benchArch(browser, url, arch) {
       say(`ours webgpu (${o.info?.adapter}) vs ours cpu: ran on ${out.gpu.backend}, raw max abs diff ${out.gpu.rawMaxAbs.toExponential(2)}, class logit diff ${out.gpu.logitDiff.toExponential(2)}`);
     }
     for (const peer of peers) {
-      const pair = `${path} vs tfjs-${peer}`;
-      // Model load, interleaved: ours, peer, ours, peer...
-      const lo = [];
-      const lp = [];
-      let peerError = null;
-      let oursError = null;
-      for (let i = 0; i < cfg.loads; i++) {
-        const o = await call('loadOurs', path);
-        if (o.error) {
-          oursError = o.error;
-          break;
-        }
-        lo.push(o.ms);
-        const p = await call('loadPeer', peer);
-        if (p.error) {
-          peerError = p.error;
-          break;
-        }
-        lp.push(p.ms);
-        out.peerInfo = { ...(out.peerInfo || {}), [peer]: p };
+      try {
+        await pairing(path, peer);
+      } catch (e) {
+        // One pairing failing (a TF.js backend throwing, a lost device) must not lose the others.
+        const why = `n/a (${String(e.message || e).split('\n')[0].replace(/^page\.evaluate: /, '').slice(0, 200)})`;
+        say(`${path} vs tfjs-${peer}: ${why}`);
+        for (const method of cfg.methods) if (!out.cells.some((c) => c.path === path && c.peer === peer && c.method === method)) out.cells.push({ path, peer, method, error: why });
+        await call('disposePeer').catch(() => {});
       }
-      if (oursError) {
-        say(`${pair}: ours ${oursError}`);
-        out.loads.push({ path, peer, ours: { error: oursError } });
-        for (const method of cfg.methods) out.cells.push({ path, peer, method, error: `ours: ${oursError}` });
-        continue;
-      }
-      out.loads.push({ path, peer, ours: stats(lo), peerStats: peerError ? { error: peerError } : stats(lp) });
-      if (peerError) {
-        say(`${pair}: peer ${peerError}`);
-        for (const method of cfg.methods) out.cells.push({ path, peer, method, error: peerError });
-        continue;
-      }
-      // Cold: the first Grad-CAM after the load, on each side.
-      const co = await call('runOurs', path, 'gradcam', true);
-      const cp = await call('runPeer', 'gradcam', true);
-      // Parity before timing anything.
-      const par = cp.error ? cp : await call('peerParity');
-      const ok = !par.error && par.logitsMaxAbs <= TOLERANCE && par.rawMaxAbs <= TOLERANCE;
-      out.parity.push({ path, peer, ...par, pass: ok });
-      say(
-        `${pair}: load ${stats(lo).median.toFixed(0)} / ${stats(lp).median.toFixed(0)} ms; parity ` +
-          (par.error ? par.error : `logits ${par.logitsMaxAbs.toExponential(2)}, raw map ${par.rawMaxAbs.toExponential(2)} (max |logit| ${par.maxLogit.toFixed(1)}, max raw ${par.maxRaw.toExponential(2)}) ${ok ? 'PASS' : 'FAIL'}`),
-      );
-      if (!ok) {
-        const pg = out.peerInfo?.[peer]?.poolGrad;
-        const poolNote = pg && Math.abs(pg.gradientSum - pg.windows) > 0.5 ? `; TF.js ${peer} MaxPoolGrad drops gradients: ${pg.gradientSum} of ${pg.windows} windows reach the input` : '';
-        const why = par.error || `n/a (parity failed: logits ${par.logitsMaxAbs.toExponential(1)}, raw map ${par.rawMaxAbs.toExponential(1)}${poolNote})`;
-        out.parity[out.parity.length - 1].why = why;
-        for (const method of cfg.methods) out.cells.push({ path, peer, method, error: why, oursCold: method === 'gradcam' ? co.ms : undefined });
-        await call('disposePeer');
-        continue;
-      }
-      for (const method of cfg.methods) {
-        const cell = { path, peer, method, ours: { times: [] }, peerT: { times: [] } };
-        out.cells.push(cell);
-        let oc = co;
-        let pc = cp;
-        if (method !== 'gradcam') {
-          // Skip what would take too long: estimate one run from the cold Grad-CAM.
-          const factor = method === 'scorecam' ? (cfg.scorecamChannels || 1280) + 1 : 4;
-          const est = (Math.max(co.ms, cp.ms) * factor) / 1000;
-          if (est > cfg.maxRunS) {
-            cell.error = `skipped (est. ${est.toFixed(0)} s per run > --max-run-s ${cfg.maxRunS})`;
-            say(`${pair} ${method}: ${cell.error}`);
-            continue;
-          }
-          oc = await call('runOurs', path, method, true);
-          pc = await call('runPeer', method, true);
-        }
-        cell.ours.cold = oc.ms;
-        cell.ours.backend = oc.backend;
-        if (pc.error) {
-          cell.error = pc.error;
-          say(`${pair} ${method}: peer ${pc.error}`);
-          // still time ours alone (the row shows it, with the peer's reason)
-        } else cell.peerT.cold = pc.ms;
-        if (!cell.error && pc.ms > cfg.maxRunS * 1000) {
-          cell.error = `steady state skipped (first run ${(pc.ms / 1000).toFixed(0)} s > --max-run-s ${cfg.maxRunS})`;
-        }
-        const n = method === 'scorecam' ? cfg.scorecamRuns : cfg.runs;
-        const t0 = Date.now();
-        let reused = 0;
-        for (let i = 0; i < n; i++) {
-          if (i > 0 && Date.now() - t0 > cfg.budgetS * 1000) {
-            cell.cut = `stopped after ${i} runs (--budget-s ${cfg.budgetS})`;
-            break;
-          }
-          const o = await call('runOurs', path, method);
-          cell.ours.times.push(o.ms);
-          reused += o.reused ? 1 : 0;
-          if (o.backend !== path) cell.oursFellBack = (cell.oursFellBack || 0) + 1;
-          if (!cell.error) {
-            const p = await call('runPeer', method);
-            if (p.error) {
-              cell.error = p.error;
-              continue;
-            }
-            cell.peerT.times.push(p.ms);
-          }
-        }
-        cell.ours.stats = stats(cell.ours.times);
-        cell.peerT.stats = stats(cell.peerT.times);
-        cell.forwardReused = reused;
-        const ps = cell.peerT.stats;
-        say(
-          `${pair} ${method}: ours ${cell.ours.stats.median.toFixed(1)} ms` +
-            (ps ? `, peer ${ps.median.toFixed(1)} ms, ratio ${(cell.ours.stats.median / ps.median).toFixed(2)}` : `, peer ${cell.error}`) +
-            ` (n=${cell.ours.stats.n}${cell.cut ? ', ' + cell.cut : ''})`,
-        );
-      }
-      await call('disposePeer');
     }
   }
   out.memory = await call('memory');
@@ -350,8 +362,33 @@ const spread = (s) => (s ? `${ms(s.median)} [${ms(s.p25)}-${ms(s.p75)}]` : '-');
 const ratio = (a, b) => (a != null && b ? (a / b).toFixed(2) : '-');
 const mb = (b) => (b / 1048576).toFixed(1);
 
-function table(results, native, sz) {
+/** One line per arch and method: steady-state medians (ms) of every pairing, ratios ours/peer. */
+function summary(results, native) {
   const L = [];
+  const pairs = [['cpu', 'wasm'], ['cpu', 'cpu'], ['webgpu', 'webgl'], ['webgpu', 'webgpu']];
+  L.push('| arch | method | ' + pairs.map(([p, q]) => `ours ${p} / tfjs-${q} (ratio)`).join(' | ') + ' | ours native |');
+  L.push('|---|---|' + pairs.map(() => '---|').join('') + '---|');
+  for (const r of results) {
+    if (r.error) continue;
+    const n = (native?.archs || []).find((a) => a.arch === r.arch);
+    for (const method of [...new Set(r.cells.map((c) => c.method))]) {
+      const cols = pairs.map(([path, peer]) => {
+        const c = r.cells.find((x) => x.path === path && x.peer === peer && x.method === method);
+        if (!c) return path === 'webgpu' && r.gpu?.skipped ? 'not run' : '-';
+        const o = c.ours?.stats?.median;
+        const p = c.peerT?.stats?.median;
+        if (o == null) return 'n/a';
+        return p != null ? `${ms(o)} / ${ms(p)} (${ratio(o, p)})` : `${ms(o)} / n/a`;
+      });
+      const nm = n?.methods?.find((m) => m.method === method);
+      L.push(`| ${r.arch} | ${METHOD_NAME[method]} | ${cols.join(' | ')} | ${nm ? ms(nm.median_ms) : '-'} |`);
+    }
+  }
+  return L.join('\n');
+}
+
+function table(results, native, sz) {
+  const L = [summary(results, native), ''];
   const nat = (arch) => (native?.archs || []).find((a) => a.arch === arch);
   L.push('| arch | measure (ms) | path | ours | peer | peer value | ours/peer | ours native |');
   L.push('|---|---|---|---|---|---|---|---|');
@@ -411,9 +448,18 @@ function table(results, native, sz) {
 // ------------------------------------------------------------------ main
 
 if (opt('--table')) {
-  // Re-render the table of a results file: node bench/run.mjs --table bench/results/<date>.json
-  const d = JSON.parse(readFileSync(opt('--table'), 'utf8'));
-  console.log(table(d.results, d.native, d.sizes));
+  // Re-render the table of results files: node bench/run.mjs --table A.json [B.json ...]; with several,
+  // an architecture's results come from the last file that has them without an error.
+  const rest = argv.slice(argv.indexOf('--table') + 1);
+  const files = rest.slice(0, rest.findIndex((a) => a.startsWith('--')) >>> 0);
+  const docs = files.map((f) => JSON.parse(readFileSync(f, 'utf8')));
+  const byArch = new Map();
+  for (const d of docs) for (const r of d.results) if (!r.error || !byArch.has(r.arch)) byArch.set(r.arch, r);
+  const last = (k) => docs.map((d) => d[k]).filter(Boolean).pop();
+  const merged = { ...docs[0], sources: files.map((f) => relative(REPO, resolve(f))), results: [...byArch.values()], native: last('native'), sizes: last('sizes') };
+  merged.table = table(merged.results, merged.native, merged.sizes);
+  if (has('--out')) writeFileSync(opt('--out'), JSON.stringify(merged, null, 1));
+  console.log(merged.table);
   process.exit(0);
 }
 
