@@ -218,6 +218,8 @@ async function benchArch(browser, url, arch) {
     for (const method of cfg.methods) {
       const cell = { path, peer, method, ours: { times: [] }, peerT: { times: [] } };
       out.cells.push(cell);
+      // wasm memory only grows: its size before the first Score-CAM is the peak of the other methods.
+      if (method === 'scorecam' && out.memoryBeforeScoreCam == null) out.memoryBeforeScoreCam = await call('memory');
       let oc = co;
       let pc = cp;
       if (method !== 'gradcam') {
@@ -425,7 +427,8 @@ function table(results, native, sz) {
     }
     if (r.gpu?.skipped) L.push(`| ${r.arch} | WebGPU path | webgpu | ${r.gpu.skipped} | | | | |`);
     const f32 = r.env.params * 4;
-    L.push(`| ${r.arch} | peak wasm memory (MiB) | cpu+webgpu | ${mb(r.memory.wasmBytes)} | | | | f32 weights ${mb(f32)} MiB; 4x = ${mb(4 * f32)} MiB |`);
+    const before = r.memoryBeforeScoreCam ? `; ${mb(r.memoryBeforeScoreCam.wasmBytes)} before the first Score-CAM (batches of 16 masked inputs)` : '';
+    L.push(`| ${r.arch} | peak wasm memory (MiB) | cpu+webgpu | ${mb(r.memory.wasmBytes)}${before} | | | | f32 weights ${mb(f32)} MiB; 4x = ${mb(4 * f32)} MiB |`);
   }
   L.push('');
   L.push('Parity before timing (max abs diff against our CPU path; tolerance 1e-3):');
