@@ -157,7 +157,7 @@ async function benchArch(browser, url, arch) {
   const first = await call('loadOurs', 'cpu');
   if (first.error) throw new Error(`our explainer failed to load ${arch}: ${first.error}`);
   out.layer = first.layer;
-  const firstCold = await call('runOurs', 'cpu', 'gradcam', true);
+  const firstCold = await call('runOurs', 'cpu', 'gradcam');
   out.ref = await call('reference');
   say(`ours cpu: load ${first.ms.toFixed(0)} ms, cold Grad-CAM ${firstCold.ms.toFixed(0)} ms, class ${out.ref.cls}, layer ${out.ref.layer}, raw ${out.ref.rawShape.join('x')}`);
 
@@ -196,8 +196,8 @@ async function benchArch(browser, url, arch) {
       return;
     }
     // Cold: the first Grad-CAM after the load, on each side.
-    const co = await call('runOurs', path, 'gradcam', true);
-    const cp = await call('runPeer', 'gradcam', true);
+    const co = await call('runOurs', path, 'gradcam');
+    const cp = await call('runPeer', 'gradcam');
     // Parity before timing anything.
     const par = cp.error ? cp : await call('peerParity');
     const ok = !par.error && par.logitsMaxAbs <= TOLERANCE && par.rawMaxAbs <= TOLERANCE;
@@ -233,8 +233,8 @@ async function benchArch(browser, url, arch) {
           say(`${pair} ${method}: ${cell.error}`);
           continue;
         }
-        oc = await call('runOurs', path, method, true);
-        pc = estPeer > cfg.maxRunS ? { error: `skipped (est. ${estPeer.toFixed(0)} s per run > --max-run-s ${cfg.maxRunS})` } : await call('runPeer', method, true);
+        oc = await call('runOurs', path, method);
+        pc = estPeer > cfg.maxRunS ? { error: `skipped (est. ${estPeer.toFixed(0)} s per run > --max-run-s ${cfg.maxRunS})` } : await call('runPeer', method);
       }
       cell.ours.cold = oc.ms;
       cell.ours.backend = oc.backend;
@@ -422,7 +422,7 @@ function table(results, native, sz) {
       const pc = c.peerT.cold != null ? ms(c.peerT.cold) : reason(c.error);
       const pm = c.peerT.stats ? spread(c.peerT.stats) : reason(c.error);
       L.push(`| ${r.arch} | ${name} first (cold) | ${c.path} | ${ms(c.ours.cold)} | tfjs-${c.peer} | ${pc} | ${ratio(c.ours.cold, c.peerT.cold)} | ${natCold} |`);
-      const fb = c.oursFellBack ? ` (${c.oursFellBack} runs fell back to cpu)` : '';
+      const fb = (c.oursFellBack ? ` (${c.oursFellBack} runs fell back to cpu)` : '') + (c.forwardReused ? ` (${c.forwardReused} runs reused a forward pass)` : '');
       L.push(`| ${r.arch} | ${name} median [p25-p75], n=${c.ours.stats.n} | ${c.path} | ${spread(c.ours.stats)}${fb} | tfjs-${c.peer} | ${pm} | ${ratio(c.ours.stats.median, c.peerT.stats?.median)} | ${natMed} |`);
     }
     if (r.gpu?.skipped) L.push(`| ${r.arch} | WebGPU path | webgpu | ${r.gpu.skipped} | | | | |`);
