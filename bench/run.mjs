@@ -2,7 +2,7 @@
 // `npm run bench` (node bench/run.mjs [flags]): gradcam-wasm against TensorFlow.js 4.22 in headless
 // Chromium, plus the native Rust core; prints a markdown table and writes bench/results/<date>.json.
 //
-//   --quick                  EfficientNet-Lite0 and ResNet-18, Grad-CAM + Guided Grad-CAM, 5 runs, no webgl
+//   --quick                  EfficientNet-Lite0 and ResNet-18, Grad-CAM + Guided Grad-CAM, 5 runs, TF.js wasm/cpu/webgl
 //   --archs a,b              efficientnet_lite0,resnet18,mobilenet_v2,vgg16
 //   --methods m,n            gradcam,guided-gradcam,scorecam
 //   --peers p,q              TF.js backends: wasm,cpu (CPU path), webgpu,webgl (GPU path)
@@ -41,7 +41,7 @@ const cfg = {
   quick,
   archs: list('--archs', quick ? 'efficientnet_lite0,resnet18' : 'efficientnet_lite0,resnet18,mobilenet_v2,vgg16'),
   methods: list('--methods', quick ? 'gradcam,guided-gradcam' : 'gradcam,guided-gradcam,scorecam'),
-  peers: list('--peers', quick ? 'wasm,cpu,webgpu' : 'wasm,cpu,webgpu,webgl'),
+  peers: list('--peers', quick ? 'wasm,cpu,webgl' : 'wasm,cpu,webgpu,webgl'),
   runs: Number(opt('--runs', quick ? 5 : 20)),
   loads: Number(opt('--loads', quick ? 1 : 3)),
   scorecamRuns: Number(opt('--scorecam-runs', quick ? 1 : 3)),
