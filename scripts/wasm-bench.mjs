@@ -3,7 +3,16 @@ import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 const require = createRequire(import.meta.url);
 const dir = process.env.WASM_BENCH_DIR || '/tmp/gradcam-wasm-bench';
-const { bench } = require(`${dir}/gradcam_wasm_bench.js`);
+const { bench, peak_memory, synthetic_bytes } = require(`${dir}/gradcam_wasm_bench.js`);
+if (process.env.PEAK) {
+  // Peak wasm memory needs a fresh instance: `PEAK=efficientnet_lite0 node scripts/wasm-bench.mjs`.
+  const arch = process.env.PEAK;
+  const model = arch === 'efficientnet_lite0'
+    ? new Uint8Array(readFileSync(new URL('../assets/models/efficientnet-lite0.safetensors', import.meta.url)))
+    : synthetic_bytes(arch);
+  console.log(arch, peak_memory(arch, model));
+  process.exit(0);
+}
 const runs = Number(process.argv[2] || 5);
 const archs = process.argv.slice(3).length ? process.argv.slice(3) : ['efficientnet_lite0', 'resnet18'];
 for (const arch of archs) {

@@ -367,8 +367,8 @@ impl Executor for CpuExecutor {
         if input.channels != 3 {
             return fail!(Input, "expected 3 input channels, got {}", input.channels);
         }
-        let f = forward(&self.graph, input.data, 1, h, w, Some(layer), true)?;
-        let Some(activations) = f.activations.clone() else {
+        let mut f = forward(&self.graph, input.data, 1, h, w, Some(layer), true)?;
+        let Some(activations) = f.activations.take() else {
             return fail!(Option, "layer '{}' is not a spatial layer (it has no H x W map); pick a conv, pool or block", self.graph.nodes[layer].name);
         };
         Ok(Box::new(CpuPass { graph: self.graph.clone(), fwd: f, layer, activations }))

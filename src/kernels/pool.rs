@@ -116,15 +116,42 @@ pub fn max_pool2d_input_grad(x: &[f32], grad_out: &[f32], g: &PoolGeom) -> Vec<f
 /// (u32::MAX for an empty window), so the backward needs no copy of the input.
 pub fn max_pool2d_forward_argmax(x: &[f32], g: &PoolGeom) -> (Vec<f32>, Vec<u32>) {
     debug_assert_eq!(x.len(), g.n * g.c * g.h * g.w);
-    let (plane, hw) = (g.out_h() * g.out_w(), g.h * g.w);
-    let mut out = vec![f32::NEG_INFINITY; g.n * g.c * plane];
+    let (oh, ow, hw) = (g.out_h(), g.out_w(), g.h * g.w);
+    let mut out = vec![f32::NEG_INFINITY; g.n * g.c * oh * ow];
     let mut arg = vec![u32::MAX; out.len()];
-    for_each_window_max(x, g, |p, o, m| {
-        if let Some((i, v)) = m {
-            out[p * plane + o] = v;
-            arg[p * plane + o] = (p * hw + i) as u32;
+    if hw == 0 {
+        return (out, arg);
+    }
+    // The same rule as `window_max` (first maximum in row-major order, NaN wins), as one tight loop
+    // per window with the column windows computed once.
+    let cols: Vec<Range<usize>> = (0..ow).map(|ox| window(ox, g.kw, g.stride_w, g.pad_w, g.w)).collect();
+    let planes = x.chunks_exact(hw).zip(out.chunks_exact_mut(oh * ow).zip(arg.chunks_exact_mut(oh * ow)));
+    for (p, (plane, (o, a))) in planes.enumerate() {
+        for oy in 0..oh {
+            let ys = window(oy, g.kh, g.stride_h, g.pad_h, g.h);
+            for (ox, xs) in cols.iter().enumerate() {
+                if ys.is_empty() || xs.is_empty() {
+                    continue; // an empty window: -inf, no argmax
+                }
+                // Branch-free selects: on random data a compare-and-branch mispredicts half the time.
+                let base = p * hw;
+                let first = ys.start * g.w + xs.start;
+                let (mut best, mut at) = (plane[first], first);
+                for y in ys.clone() {
+                    let row = &plane[y * g.w..][..g.w];
+                    for ix in xs.clone() {
+                        let v = row[ix];
+                        let take = v > best || v.is_nan();
+                        best = if take { v } else { best };
+                        at = if take { y * g.w + ix } else { at };
+                    }
+                }
+                let at = (base + at) as u32;
+                o[oy * ow + ox] = best;
+                a[oy * ow + ox] = at;
+            }
         }
-    });
+    }
     (out, arg)
 }
 

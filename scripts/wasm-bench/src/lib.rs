@@ -17,10 +17,22 @@ fn median(mut v: Vec<f64>) -> f64 {
 pub fn bench(arch: &str, model: &[u8], runs: u32) -> String {
     let arch = Arch::from_name(arch).expect("arch");
     let bytes = if model.is_empty() { synthetic::state_dict(arch, 1000).expect("synthetic").bytes() } else { model.to_vec() };
+    let mem = || core::arch::wasm32::memory_size(0) as f64 * 65536.0 / 1048576.0;
+    let mem_bytes = mem();
     let t = now_ms();
     let m = Model::from_bytes(&bytes, Some(arch)).expect("model loads");
     let load = now_ms() - t;
-    drop(bytes);
+    let weights_mb = m.graph.parameter_count() as f64 * 4.0 / 1048576.0;
+    let mem_loaded = mem();
+    // Ready to explain: model parse + first Grad-CAM (the bytes already in wasm memory).
+    let first = {
+        let mut ex = Explainer::new(Model::from_bytes(&bytes, Some(arch)).expect("model loads"));
+        let t = now_ms();
+        let input = FeatureMap::new(3, 224, 224, synthetic::Rng::new(7).vec(3 * 224 * 224, 1.5));
+        ex.explain_tensor(input, &ExplainOptions::default()).expect("gradcam");
+        now_ms() - t + load
+    };
+    let mem_first = mem();
     let exec = CpuExecutor::new(m.graph.clone());
     let mut ex = Explainer::new(m);
     let mut rng = synthetic::Rng::new(1);
@@ -41,6 +53,8 @@ pub fn bench(arch: &str, model: &[u8], runs: u32) -> String {
         let g = ExplainOptions { method: Method::GuidedBackprop, ..Default::default() };
         gbp.push(ex.explain_tensor(input3, &g).expect("gbp").timings.total_ms);
     }
+    drop(bytes);
+    let mem_end = mem();
     // One profiled Grad-CAM + Guided Grad-CAM on a new image.
     let input = FeatureMap::new(3, 224, 224, rng.vec(3 * 224 * 224, 1.5));
     profile::enable(true);
@@ -53,7 +67,7 @@ pub fn bench(arch: &str, model: &[u8], runs: u32) -> String {
         p.iter().map(|(k, ms, n)| format!("{{\"op\":\"{k}\",\"ms\":{ms:.3},\"calls\":{n}}}")).collect::<Vec<_>>().join(",")
     };
     format!(
-        "{{\"arch\":\"{}\",\"load_ms\":{load:.1},\"forward_ms\":{:.2},\"gradcam_ms\":{:.2},\"second_class_ms\":{:.2},\"guided_gradcam_ms\":{:.2},\"guided_backprop_ms\":{:.2},\"profile_gradcam\":[{}],\"profile_guided_gradcam_after\":[{}]}}",
+        "{{\"arch\":\"{}\",\"load_ms\":{load:.1},\"ready_ms\":{first:.1},\"weights_f32_mb\":{weights_mb:.1},\"wasm_mem_mb\":[{mem_bytes:.0},{mem_loaded:.0},{mem_first:.0},{mem_end:.0}],\"forward_ms\":{:.2},\"gradcam_ms\":{:.2},\"second_class_ms\":{:.2},\"guided_gradcam_ms\":{:.2},\"guided_backprop_ms\":{:.2},\"profile_gradcam\":[{}],\"profile_guided_gradcam_after\":[{}]}}",
         arch.name(),
         median(fwd),
         median(gc),
@@ -63,4 +77,28 @@ pub fn bench(arch: &str, model: &[u8], runs: u32) -> String {
         prof(p_gc),
         prof(p_ggc)
     )
+}
+
+/// Peak wasm memory (MB) of the real flow, for a fresh instance: bytes copied in, model parsed,
+/// Grad-CAM then Guided Grad-CAM of one image. wasm memory never shrinks, so its final size is the peak.
+/// Returns (memory at entry, after parsing, after explaining, f32 weight MB) as JSON.
+#[wasm_bindgen]
+pub fn peak_memory(arch: &str, model: &[u8]) -> String {
+    let mem = || core::arch::wasm32::memory_size(0) as f64 * 65536.0 / 1048576.0;
+    let arch = Arch::from_name(arch).expect("arch");
+    let entry = mem();
+    let m = Model::from_bytes(model, Some(arch)).expect("model loads");
+    let weights = m.graph.parameter_count() as f64 * 4.0 / 1048576.0;
+    let parsed = mem();
+    let mut ex = Explainer::new(m);
+    let input = FeatureMap::new(3, 224, 224, synthetic::Rng::new(7).vec(3 * 224 * 224, 1.5));
+    ex.explain_tensor(input.clone(), &ExplainOptions::default()).expect("gradcam");
+    ex.explain_tensor(input, &ExplainOptions { method: Method::GuidedGradCam, ..Default::default() }).expect("ggc");
+    format!("{{\"entry_mb\":{entry:.0},\"parsed_mb\":{parsed:.0},\"explained_mb\":{:.0},\"weights_f32_mb\":{weights:.1}}}", mem())
+}
+
+/// Synthetic weights of `arch` as safetensors bytes (for `peak_memory` on models we do not ship).
+#[wasm_bindgen]
+pub fn synthetic_bytes(arch: &str) -> Vec<u8> {
+    synthetic::state_dict(Arch::from_name(arch).expect("arch"), 1000).expect("synthetic").bytes()
 }
