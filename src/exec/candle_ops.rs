@@ -10,6 +10,7 @@ use crate::kernels::{self, Clamp, Conv2dGeom, PoolGeom};
 use candle_core::{bail, CpuStorage, CustomOp1, Layout, Shape, Tensor};
 use std::borrow::Cow;
 use std::sync::Arc;
+use super::cpu::profile;
 
 type CResult<T> = candle_core::Result<T>;
 
@@ -55,6 +56,13 @@ pub fn conv_geom(conv: &Conv, n: usize, h: usize, w: usize) -> Conv2dGeom {
     }
 }
 
+/// A short label for profiles: "conv dw3x3/s2", "conv 1x1", "conv 7x7/s2".
+pub fn conv_kind(c: &Conv) -> String {
+    let dw = if c.groups > 1 && c.groups == c.cin { "dw" } else { "" };
+    let s = if c.stride.0 > 1 { format!("/s{}", c.stride.0) } else { String::new() };
+    format!("conv {dw}{}x{}{s}", c.kh, c.kw)
+}
+
 /// Conv with frozen (batch-norm folded) weights.
 pub struct ConvOp(pub Arc<Conv>);
 
@@ -76,7 +84,8 @@ impl CustomOp1 for ConvOp {
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> CResult<Option<Tensor>> {
         let (n, _, h, w) = arg.dims4()?;
         let g = conv_geom(&self.0, n, h, w);
-        grad_like(kernels::conv2d_input_grad(&to_vec(grad)?, &self.0.weight, &g), arg)
+        let gx = profile::time(|| format!("bwd {}", conv_kind(&self.0)), || -> CResult<Vec<f32>> { Ok(kernels::conv2d_input_grad(&to_vec(grad)?, &self.0.weight, &g)) })?;
+        grad_like(gx, arg)
     }
 }
 
@@ -101,7 +110,8 @@ impl CustomOp1 for LinearOp {
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> CResult<Option<Tensor>> {
         let n = arg.dims2()?.0;
         let lin = &self.0;
-        grad_like(kernels::linear_input_grad(&to_vec(grad)?, n, &lin.weight, lin.out_features, lin.in_features), arg)
+        let gx = profile::time(|| "bwd linear".into(), || -> CResult<Vec<f32>> { Ok(kernels::linear_input_grad(&to_vec(grad)?, n, &lin.weight, lin.out_features, lin.in_features)) })?;
+        grad_like(gx, arg)
     }
 }
 
@@ -121,7 +131,8 @@ impl CustomOp1 for ReluOp {
     }
 
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> CResult<Option<Tensor>> {
-        grad_like(kernels::relu_input_grad(&to_vec(arg)?, &to_vec(grad)?, self.clamp, self.guided), arg)
+        let gx = profile::time(|| "bwd relu".into(), || -> CResult<Vec<f32>> { Ok(kernels::relu_input_grad(&to_vec(arg)?, &to_vec(grad)?, self.clamp, self.guided)) })?;
+        grad_like(gx, arg)
     }
 }
 
@@ -147,7 +158,8 @@ impl CustomOp1 for MaxPoolOp {
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> CResult<Option<Tensor>> {
         let (n, c, h, w) = arg.dims4()?;
         let g = pool_geom(&self.0, n, c, h, w);
-        grad_like(kernels::max_pool2d_input_grad(&to_vec(arg)?, &to_vec(grad)?, &g), arg)
+        let gx = profile::time(|| "bwd maxpool".into(), || -> CResult<Vec<f32>> { Ok(kernels::max_pool2d_input_grad(&to_vec(arg)?, &to_vec(grad)?, &g)) })?;
+        grad_like(gx, arg)
     }
 }
 
