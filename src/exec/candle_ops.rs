@@ -4,13 +4,43 @@
 //! for VGG's first linear layer), split depthwise convs into one conv per channel, and cannot
 //! backprop a max pool whose kernel differs from its stride. Explanations never need weight
 //! gradients, so each op here wraps a plain kernel from `crate::kernels` forward and backward.
+//!
+//! Two things make one forward pass serve every method: a conv carries the ReLU/ReLU6 that follows it
+//! (fused: applied while its output is in cache, and masked from its output in the backward), and
+//! every ReLU's backward reads a `GuidedFlag` shared by the pass, so Grad-CAM's plain backward and
+//! guided backpropagation walk the same recorded graph.
 
 use crate::graph::{Conv, Linear, MaxPool, Pads};
 use crate::kernels::{self, Clamp, Conv2dGeom, PoolGeom};
 use candle_core::{bail, CpuStorage, CustomOp1, Layout, Shape, Tensor};
+use super::profile;
 use std::borrow::Cow;
-use std::sync::Arc;
-use super::cpu::profile;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// Whether the ReLUs of a recorded graph backprop as guided units (Springenberg et al.) right now.
+/// Set by the executor around one backward walk; read by every ReLU op's `bwd`.
+#[derive(Clone, Default)]
+pub struct GuidedFlag(Arc<AtomicBool>);
+
+impl GuidedFlag {
+    pub fn set(&self, guided: bool) {
+        self.0.store(guided, Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// The ReLU/ReLU6 backward from the op's *output* `y` (0 < y, and y < 6 for ReLU6, is where the
+/// gradient passes: PyTorch's rule at the kinks), guided or not.
+fn relu_backward(y: &Tensor, grad: &Tensor, clamp: Clamp, guided: bool) -> CResult<Vec<f32>> {
+    let mut g = to_vec(grad)?;
+    let mask = kernels::relu_mask(&to_vec(y)?, clamp);
+    kernels::mask_grad_in_place(&mut g, &mask, guided);
+    Ok(g)
+}
 
 type CResult<T> = candle_core::Result<T>;
 
@@ -63,28 +93,52 @@ pub fn conv_kind(c: &Conv) -> String {
     format!("conv {dw}{}x{}{s}", c.kh, c.kw)
 }
 
-/// Conv with frozen (batch-norm folded) weights.
-pub struct ConvOp(pub Arc<Conv>);
+/// Conv with frozen (batch-norm folded) weights, optionally followed by a fused ReLU/ReLU6.
+pub struct ConvOp {
+    conv: Arc<Conv>,
+    act: Option<(Clamp, GuidedFlag)>,
+}
+
+impl ConvOp {
+    pub fn new(conv: Arc<Conv>) -> ConvOp {
+        ConvOp { conv, act: None }
+    }
+
+    /// The conv and the ReLU/ReLU6 that reads it, as one op.
+    pub fn fused(conv: Arc<Conv>, clamp: Clamp, guided: GuidedFlag) -> ConvOp {
+        ConvOp { conv, act: Some((clamp, guided)) }
+    }
+}
 
 impl CustomOp1 for ConvOp {
     fn name(&self) -> &'static str {
-        "gradcam-conv2d"
+        if self.act.is_some() { "gradcam-conv2d-relu" } else { "gradcam-conv2d" }
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> CResult<(CpuStorage, Shape)> {
         let (n, c, h, w) = dims4(l)?;
-        if c != self.0.cin {
-            bail!("conv expects {} channels, got {c}", self.0.cin);
+        if c != self.conv.cin {
+            bail!("conv expects {} channels, got {c}", self.conv.cin);
         }
-        let g = conv_geom(&self.0, n, h, w);
-        let y = kernels::conv2d_forward(&as_slice(s, l)?, &self.0.weight, Some(&self.0.bias), &g);
+        let g = conv_geom(&self.conv, n, h, w);
+        let act = self.act.as_ref().map(|a| a.0);
+        let y = profile::time(|| conv_kind(&self.conv), || -> CResult<Vec<f32>> { Ok(kernels::conv2d_forward_act(&as_slice(s, l)?, &self.conv.weight, Some(&self.conv.bias), &g, act)) })?;
         Ok((CpuStorage::F32(y), Shape::from((n, g.cout, g.out_h(), g.out_w()))))
     }
 
-    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> CResult<Option<Tensor>> {
+    fn bwd(&self, arg: &Tensor, res: &Tensor, grad: &Tensor) -> CResult<Option<Tensor>> {
         let (n, _, h, w) = arg.dims4()?;
-        let g = conv_geom(&self.0, n, h, w);
-        let gx = profile::time(|| format!("bwd {}", conv_kind(&self.0)), || -> CResult<Vec<f32>> { Ok(kernels::conv2d_input_grad(&to_vec(grad)?, &self.0.weight, &g)) })?;
+        let g = conv_geom(&self.conv, n, h, w);
+        let gx = profile::time(
+            || format!("bwd {}", conv_kind(&self.conv)),
+            || -> CResult<Vec<f32>> {
+                let gy = match &self.act {
+                    Some((clamp, guided)) => relu_backward(res, grad, *clamp, guided.get())?,
+                    None => to_vec(grad)?,
+                };
+                Ok(kernels::conv2d_input_grad(&gy, &self.conv.weight, &g))
+            },
+        )?;
         grad_like(gx, arg)
     }
 }
@@ -115,23 +169,26 @@ impl CustomOp1 for LinearOp {
     }
 }
 
-/// ReLU or ReLU6 with PyTorch's backward (no gradient at the kinks), or the guided rule.
+/// ReLU or ReLU6 with PyTorch's backward (no gradient at the kinks), or the guided rule when the
+/// pass's `GuidedFlag` is set.
 pub struct ReluOp {
     pub clamp: Clamp,
-    pub guided: bool,
+    pub guided: GuidedFlag,
 }
 
 impl CustomOp1 for ReluOp {
     fn name(&self) -> &'static str {
-        if self.guided { "gradcam-guided-relu" } else { "gradcam-relu" }
+        "gradcam-relu"
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> CResult<(CpuStorage, Shape)> {
-        Ok((CpuStorage::F32(kernels::relu_forward(&as_slice(s, l)?, self.clamp)), l.shape().clone()))
+        let mut y = as_slice(s, l)?.into_owned();
+        profile::time(|| "relu".into(), || kernels::clamp_in_place(&mut y, self.clamp));
+        Ok((CpuStorage::F32(y), l.shape().clone()))
     }
 
-    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> CResult<Option<Tensor>> {
-        let gx = profile::time(|| "bwd relu".into(), || -> CResult<Vec<f32>> { Ok(kernels::relu_input_grad(&to_vec(arg)?, &to_vec(grad)?, self.clamp, self.guided)) })?;
+    fn bwd(&self, arg: &Tensor, res: &Tensor, grad: &Tensor) -> CResult<Option<Tensor>> {
+        let gx = profile::time(|| "bwd relu".into(), || relu_backward(res, grad, self.clamp, self.guided.get()))?;
         grad_like(gx, arg)
     }
 }
@@ -140,8 +197,18 @@ fn pool_geom(m: &MaxPool, n: usize, c: usize, h: usize, w: usize) -> PoolGeom {
     PoolGeom { n, c, h, w, kh: m.kernel, kw: m.kernel, stride_h: m.stride, stride_w: m.stride, pad_h: m.padding, pad_w: m.padding, ceil_mode: m.ceil_mode }
 }
 
-/// Max pool of any kernel, stride, padding and ceil mode.
-pub struct MaxPoolOp(pub MaxPool);
+/// Max pool of any kernel, stride, padding and ceil mode. The forward records where each maximum
+/// came from (one op instance per application), so the backward is a scatter, not a second search.
+pub struct MaxPoolOp {
+    pool: MaxPool,
+    argmax: Mutex<Vec<u32>>,
+}
+
+impl MaxPoolOp {
+    pub fn new(pool: MaxPool) -> MaxPoolOp {
+        MaxPoolOp { pool, argmax: Mutex::new(Vec::new()) }
+    }
+}
 
 impl CustomOp1 for MaxPoolOp {
     fn name(&self) -> &'static str {
@@ -150,15 +217,17 @@ impl CustomOp1 for MaxPoolOp {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> CResult<(CpuStorage, Shape)> {
         let (n, c, h, w) = dims4(l)?;
-        let g = pool_geom(&self.0, n, c, h, w);
-        let y = kernels::max_pool2d_forward(&as_slice(s, l)?, &g);
+        let g = pool_geom(&self.pool, n, c, h, w);
+        let (y, arg) = profile::time(|| "maxpool".into(), || -> CResult<_> { Ok(kernels::max_pool2d_forward_argmax(&as_slice(s, l)?, &g)) })?;
+        *self.argmax.lock().map_err(|_| candle_core::Error::Msg("max pool argmax poisoned".into()))? = arg;
         Ok((CpuStorage::F32(y), Shape::from((n, c, g.out_h(), g.out_w()))))
     }
 
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> CResult<Option<Tensor>> {
         let (n, c, h, w) = arg.dims4()?;
-        let g = pool_geom(&self.0, n, c, h, w);
-        let gx = profile::time(|| "bwd maxpool".into(), || -> CResult<Vec<f32>> { Ok(kernels::max_pool2d_input_grad(&to_vec(arg)?, &to_vec(grad)?, &g)) })?;
+        let g = pool_geom(&self.pool, n, c, h, w);
+        let argmax = self.argmax.lock().map_err(|_| candle_core::Error::Msg("max pool argmax poisoned".into()))?;
+        let gx = profile::time(|| "bwd maxpool".into(), || -> CResult<Vec<f32>> { Ok(kernels::max_pool2d_input_grad_argmax(&argmax, &to_vec(grad)?, &g)) })?;
         grad_like(gx, arg)
     }
 }

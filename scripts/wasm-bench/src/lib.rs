@@ -2,7 +2,7 @@
 //! plus the per-op profile of the CPU executor, returned as JSON text.
 
 use gradcam_wasm::clock::now_ms;
-use gradcam_wasm::exec::{cpu::CpuExecutor, cpu::profile, Executor};
+use gradcam_wasm::exec::{cpu::CpuExecutor, profile, Executor};
 use gradcam_wasm::{synthetic, Arch, ExplainOptions, Explainer, FeatureMap, Method, Model, Target};
 use wasm_bindgen::prelude::*;
 
