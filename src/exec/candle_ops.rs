@@ -36,10 +36,7 @@ impl GuidedFlag {
 /// The ReLU/ReLU6 backward from the op's *output* `y` (0 < y, and y < 6 for ReLU6, is where the
 /// gradient passes: PyTorch's rule at the kinks), guided or not.
 fn relu_backward(y: &Tensor, grad: &Tensor, clamp: Clamp, guided: bool) -> CResult<Vec<f32>> {
-    let mut g = to_vec(grad)?;
-    let mask = kernels::relu_mask(&to_vec(y)?, clamp);
-    kernels::mask_grad_in_place(&mut g, &mask, guided);
-    Ok(g)
+    with_slice(y, |y| with_slice(grad, |g| kernels::relu_output_grad(y, g, clamp, guided)))?
 }
 
 type CResult<T> = candle_core::Result<T>;
@@ -54,6 +51,17 @@ fn as_slice<'a>(s: &'a CpuStorage, l: &Layout) -> CResult<Cow<'a, [f32]>> {
 }
 
 /// A tensor's data as a contiguous Vec (gradients may arrive broadcast or strided).
+/// Runs `f` on a tensor's f32 data, borrowed when it is contiguous (the usual case), copied otherwise.
+fn with_slice<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> CResult<R> {
+    {
+        let (storage, layout) = t.storage_and_layout();
+        if let (candle_core::Storage::Cpu(CpuStorage::F32(v)), Some((a, b))) = (&*storage, layout.contiguous_offsets()) {
+            return Ok(f(&v[a..b]));
+        }
+    }
+    Ok(f(&to_vec(t)?))
+}
+
 fn to_vec(t: &Tensor) -> CResult<Vec<f32>> {
     t.flatten_all()?.to_vec1::<f32>()
 }
@@ -134,7 +142,7 @@ impl CustomOp1 for ConvOp {
             || -> CResult<Vec<f32>> {
                 let gy = match &self.act {
                     Some((clamp, guided)) => relu_backward(res, grad, *clamp, guided.get())?,
-                    None => to_vec(grad)?,
+                    None => return with_slice(grad, |gy| kernels::conv2d_input_grad(gy, &self.conv.weight, &g)),
                 };
                 Ok(kernels::conv2d_input_grad(&gy, &self.conv.weight, &g))
             },
@@ -164,7 +172,7 @@ impl CustomOp1 for LinearOp {
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> CResult<Option<Tensor>> {
         let n = arg.dims2()?.0;
         let lin = &self.0;
-        let gx = profile::time(|| "bwd linear".into(), || -> CResult<Vec<f32>> { Ok(kernels::linear_input_grad(&to_vec(grad)?, n, &lin.weight, lin.out_features, lin.in_features)) })?;
+        let gx = profile::time(|| "bwd linear".into(), || -> CResult<Vec<f32>> { with_slice(grad, |gy| kernels::linear_input_grad(gy, n, &lin.weight, lin.out_features, lin.in_features)) })?;
         grad_like(gx, arg)
     }
 }
@@ -227,7 +235,7 @@ impl CustomOp1 for MaxPoolOp {
         let (n, c, h, w) = arg.dims4()?;
         let g = pool_geom(&self.pool, n, c, h, w);
         let argmax = self.argmax.lock().map_err(|_| candle_core::Error::Msg("max pool argmax poisoned".into()))?;
-        let gx = profile::time(|| "bwd maxpool".into(), || -> CResult<Vec<f32>> { Ok(kernels::max_pool2d_input_grad_argmax(&argmax, &to_vec(grad)?, &g)) })?;
+        let gx = profile::time(|| "bwd maxpool".into(), || -> CResult<Vec<f32>> { with_slice(grad, |gy| kernels::max_pool2d_input_grad_argmax(&argmax, gy, &g)) })?;
         grad_like(gx, arg)
     }
 }
@@ -251,6 +259,6 @@ impl CustomOp1 for AdaptiveAvgPoolOp {
 
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> CResult<Option<Tensor>> {
         let (n, c, h, w) = arg.dims4()?;
-        grad_like(kernels::adaptive_avg_pool2d_input_grad(&to_vec(grad)?, n, c, h, w, self.out_h, self.out_w), arg)
+        grad_like(with_slice(grad, |gy| kernels::adaptive_avg_pool2d_input_grad(gy, n, c, h, w, self.out_h, self.out_w))?, arg)
     }
 }

@@ -37,6 +37,15 @@ pub fn relu_mask(y: &[f32], clamp: Clamp) -> Vec<u8> {
     }
 }
 
+/// The ReLU/ReLU6 backward read off its *output* `y` in one pass (same rule as [`relu_input_grad`]):
+/// g where 0 < y (and y < 6 for Relu6) and, guided, g > 0; else 0.
+pub fn relu_output_grad(y: &[f32], g: &[f32], clamp: Clamp, guided: bool) -> Vec<f32> {
+    debug_assert_eq!(y.len(), g.len());
+    let hi = if clamp == Clamp::Relu6 { 6.0 } else { f32::INFINITY };
+    let lo_g = if guided { 0.0 } else { f32::NEG_INFINITY };
+    y.iter().zip(g).map(|(&y, &g)| if y > 0.0 && y < hi && g > lo_g { g } else { 0.0 }).collect()
+}
+
 /// The ReLU backward from a [`relu_mask`], in place: g stays where the mask is 1 (and, guided,
 /// where g > 0), else 0.
 pub fn mask_grad_in_place(g: &mut [f32], mask: &[u8], guided: bool) {
@@ -107,6 +116,9 @@ mod tests {
             let want = relu_forward(&x, clamp);
             assert_eq!(y.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), want.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
             let m = relu_mask(&y, clamp);
+            for guided in [false, true] {
+                assert_eq!(relu_output_grad(&y, &g, clamp, guided), relu_input_grad(&x, &g, clamp, guided), "output rule {clamp:?} guided {guided}");
+            }
             for guided in [false, true] {
                 let mut gm = g.to_vec();
                 mask_grad_in_place(&mut gm, &m, guided);
