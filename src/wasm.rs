@@ -137,8 +137,9 @@ fn read_image(v: &JsValue) -> JsResult<RgbImage> {
         // Never copy a huge canvas into wasm memory at full size: read it row by row, reduced by
         // the smallest integer factor that brings it under the limit. The heatmap then comes back
         // on the reduced grid (the result's width/height say so).
-        if data.length() as usize != pixels.saturating_mul(4) {
-            return Err(js_err(format!("input: RGBA data length mismatch for {width}x{height}: expected {} bytes, got {}", pixels.saturating_mul(4), data.length())));
+        let expected = 4 * width as u128 * height as u128; // usize is 32 bits here: it would saturate
+        if data.length() as u128 != expected {
+            return Err(js_err(format!("input: RGBA data length mismatch for {width}x{height}: expected {expected} bytes (4 per pixel), got {}", data.length())));
         }
         let factor = (1..).find(|f| width.div_ceil(*f) * height.div_ceil(*f) <= MAX_INPUT_PIXELS).unwrap_or(1);
         let read_row = |y: usize, row: &mut [u8]| {
