@@ -267,4 +267,54 @@ describe('one wasm module instance', () => {
     assert.deepEqual(errors.filter((e) => !/favicon/.test(e)), [], 'the page logged errors (a panic prints one)');
     await page.close();
   });
+
+  test('memory: 100 explanations in a row and 10 model replacements do not grow wasm memory', async () => {
+    const { page, errors } = await modulePage();
+    const out = await page.evaluate(async () => {
+      const { m, mem, model, images } = window.T;
+      const MB = () => mem() / 2 ** 20;
+      const figures = { init: MB() };
+      let ex = new m.Explainer(model);
+      figures.model = MB();
+      // No await between calls that could let a GC or a finalizer run: results that are never
+      // freed must cost no wasm memory by themselves. Odd calls sync, even ones explainAsync
+      // (the worker's path); the 7 samples have 7 sizes.
+      const samples = Object.values(images);
+      const after = {};
+      const t0 = performance.now();
+      for (let i = 1; i <= 100; i++) {
+        const img = samples[i % samples.length];
+        const r = i % 2 ? ex.explain(img) : await ex.explainAsync(img);
+        if (!(r.heatmap.length === img.width * img.height)) throw new Error(`image ${i}: bad heatmap`);
+        if ([1, 2, 3, 5, 10, 20, 50, 100].includes(i)) after[i] = MB();
+      }
+      const msPerImage = (performance.now() - t0) / 100;
+      // Replacing the model as the worker does: the new one is built, then the old one freed.
+      const replaced = [];
+      for (let k = 1; k <= 10; k++) {
+        const next = await m.Explainer.create(model, { backend: 'auto' });
+        ex.free();
+        ex = next;
+        ex.explain(images['chelsea.png']);
+        replaced.push(MB());
+      }
+      ex.free();
+      return { figures, after, msPerImage, replaced, modelF32MB: (4652008 * 4) / 2 ** 20, modelFileMB: model.length / 2 ** 20 };
+    });
+    const f = (x) => x.toFixed(1);
+    console.log(`# wasm memory: ${f(out.figures.init)} MB at start, ${f(out.figures.model)} MB with the model; after images ${Object.entries(out.after).map(([i, v]) => `${i}: ${f(v)}`).join(', ')} MB (${f(out.msPerImage)} ms per image)`);
+    console.log(`# wasm memory after each of 10 model replacements: ${out.replaced.map(f).join(', ')} MB (the model is ${f(out.modelF32MB)} MB as f32)`);
+    // Memory never shrinks, but it must stop growing once every image size has been seen.
+    assert.ok(out.after[100] - out.after[10] <= 4, `wasm memory grew from ${f(out.after[10])} MB after 10 images to ${f(out.after[100])} MB after 100`);
+    assert.ok(out.after[100] - out.figures.model <= 32, `100 explanations took ${f(out.after[100] - out.figures.model)} MB on top of the model`);
+    // A model that is not freed would add 17.7 MB per replacement (over 140 MB from the 2nd to the
+    // 10th); allocator fragmentation may cost a few MB once.
+    const late = Math.max(...out.replaced.slice(2));
+    assert.ok(late - out.replaced[1] <= 8, `model replacements keep growing wasm memory: ${out.replaced.map(f).join(', ')} MB`);
+    // During a swap the new model (as f32) and its file's bytes live next to the old model.
+    const swap = out.modelF32MB + out.modelFileMB;
+    assert.ok(late - out.after[100] <= swap + 4, `10 replacements took ${f(late - out.after[100])} MB more than one model, more than a swap needs (${f(swap)} MB)`);
+    assert.deepEqual(errors.filter((e) => !/favicon/.test(e)), [], 'the page logged errors');
+    await page.close();
+  });
 });
