@@ -20,7 +20,6 @@ use js_sys::{Array, Float32Array, Object, Promise, Reflect, Uint8Array};
 use std::cell::RefCell;
 use std::rc::Rc;
 use wasm_bindgen::prelude::*;
-use wasm_bindgen::Clamped;
 use web_sys::ImageData;
 
 type JsResult<T> = Result<T, JsValue>;
@@ -232,7 +231,10 @@ impl Heat {
             )));
         }
         let rgba = overlay_rgba_masked(image, &self.map, &self.mask, cmap, alpha).map_err(js_err)?;
-        ImageData::new_with_u8_clamped_array_and_sh(Clamped(&rgba[..]), self.width as u32, self.height as u32)
+        // An ImageData keeps the array it is given: a view of wasm memory would show whatever the next
+        // call writes there (or nothing once memory grows). Its own copy, then.
+        let pixels = js_sys::Uint8ClampedArray::from(&rgba[..]);
+        ImageData::new_with_js_u8_clamped_array_and_sh(&pixels, self.width as u32, self.height as u32)
     }
 }
 

@@ -182,7 +182,20 @@ describe('one wasm module instance', () => {
       const hugeMs = performance.now() - t0;
       big.data = null;
 
-      const last = snapshot(ex.explain(chelsea));
+      const lastResult = ex.explain(chelsea);
+      const last = snapshot(lastResult);
+      // The result's own overlay() draws what explainer.overlay(image, result) draws (each in its own
+      // pixels, not in wasm memory), until its heatmap is moved away.
+      const own = lastResult.overlay({ colormap: 'viridis', alpha: 0.4 }).data;
+      const viaExplainer = ex.overlay(chelsea, lastResult, { colormap: 'viridis', alpha: 0.4 }).data;
+      const overlaySame = own.length === 4 * chelsea.width * chelsea.height && own.every((v, i) => v === viaExplainer[i]);
+      structuredClone(lastResult.heatmap, { transfer: [lastResult.heatmap.buffer] });
+      let detached = '';
+      try {
+        lastResult.overlay();
+      } catch (e) {
+        detached = `${e.constructor.name}: ${e.message}`;
+      }
       const fresh = new m.Explainer(model);
       const control = snapshot(fresh.explain(chelsea));
       fresh.free();
@@ -192,6 +205,8 @@ describe('one wasm module instance', () => {
         first,
         last,
         control,
+        overlaySame,
+        detached,
         tiny: { width: tiny.width, height: tiny.height, heat: tiny.heatmap.length },
         huge: { width: huge20k.width, height: huge20k.height, heat: huge20k.heatmap.length, ms: hugeMs, memMB: window.T.mem() / 2 ** 20 },
       };
@@ -258,6 +273,9 @@ describe('one wasm module instance', () => {
     assert.deepEqual([out.tiny.width, out.tiny.height, out.tiny.heat], [1, 1, 1]);
     assert.deepEqual([out.huge.width, out.huge.height, out.huge.heat], [4000, 4000, 4000 * 4000]);
 
+    // An ImageData that aliased wasm memory would show the second call's pixels (or garbage) here.
+    assert.ok(out.overlaySame, 'result.overlay() should equal explainer.overlay(image, result) made after it');
+    assert.match(out.detached, /^Error: .*heatmap was transferred/, 'overlay() of a result whose heatmap was transferred');
     // The same instance still explains the real photo, and exactly as before the bad calls.
     console.log(`# chelsea.png after ${rows.length} bad calls: ${out.last.classIdx} ${out.last.label} p ${out.last.probability.toFixed(3)}; top-5 ${out.last.top5.map((p) => p.classIdx)}`);
     assert.ok(CAT_CLASSES.includes(out.last.classIdx), `top-1 of chelsea.png should be a cat (281/282/285), got ${out.last.classIdx} ${out.last.label}`);
