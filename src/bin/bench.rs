@@ -2,40 +2,169 @@
 //! architecture on the native CPU path. Prints figures and ratios; asserts nothing.
 //! EfficientNet-Lite0 uses the real default model; the others use synthetic torchvision-shaped weights
 //! (the speed of a network does not depend on its weight values).
+//!
+//! Other modes (used by `npm run bench`, see bench/README.md):
+//! - `bench --write-synthetic ARCH PATH`: writes ARCH's synthetic weights as f16 safetensors (the
+//!   weights both sides of the browser benchmark load).
+//! - `bench --json [--archs a,b] [--methods gradcam,guided-gradcam,scorecam] [--runs N]
+//!   [--scorecam-runs N] [--scorecam-channels N]`: per architecture the load time, the first (cold)
+//!   explanation and the median / quartiles of `--runs` steady-state explanations of each method, as
+//!   one JSON object on stdout.
 
 #[cfg(target_arch = "wasm32")]
 fn main() {}
 
 #[cfg(not(target_arch = "wasm32"))]
 fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--write-synthetic") {
+        let (Some(arch), Some(path)) = (args.get(i + 1), args.get(i + 2)) else {
+            eprintln!("usage: bench --write-synthetic ARCH PATH");
+            std::process::exit(2);
+        };
+        std::process::exit(write_synthetic(arch, path));
+    }
+    if args.iter().any(|a| a == "--json") {
+        json_mode(&args);
+    } else {
+        table_mode(&args);
+    }
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn flag(args: &[String], k: &str) -> Option<String> {
+    args.iter().position(|a| a == k).and_then(|i| args.get(i + 1)).cloned()
+}
+
+/// The weights of `arch`: synthetic, or the real default model for EfficientNet-Lite0.
+#[cfg(not(target_arch = "wasm32"))]
+fn model_bytes(arch: gradcam_wasm::Arch) -> Option<Vec<u8>> {
+    match gradcam_wasm::synthetic::state_dict(arch, 1000) {
+        Some(sd) => Some(sd.bytes()),
+        None => std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/assets/models/efficientnet-lite0.safetensors")).ok(),
+    }
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn write_synthetic(arch: &str, path: &str) -> i32 {
+    use gradcam_wasm::weights::safetensors_writer::{write_safetensors, StoreAs};
+    let arch = match gradcam_wasm::Arch::from_name(arch) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("{e}");
+            return 2;
+        }
+    };
+    let Some(sd) = gradcam_wasm::synthetic::state_dict(arch, 1000) else {
+        eprintln!("no synthetic weights for {} (use the real model file)", arch.name());
+        return 2;
+    };
+    let meta = [("source".to_string(), format!("gradcam-wasm synthetic::state_dict({}, 1000)", arch.name()))];
+    let bytes = match write_safetensors(&sd.tensors, StoreAs::F16, &meta) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("{e}");
+            return 1;
+        }
+    };
+    if let Err(e) = std::fs::write(path, &bytes) {
+        eprintln!("cannot write {path}: {e}");
+        return 1;
+    }
+    println!("{path}: {} synthetic weights, f16, {} bytes", arch.name(), bytes.len());
+    0
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// (median, 25th percentile, 75th percentile), nearest rank.
+#[cfg(not(target_arch = "wasm32"))]
+fn quartiles(mut v: Vec<f64>) -> (f64, f64, f64) {
+    v.sort_by(f64::total_cmp);
+    let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+    (at(0.5), at(0.25), at(0.75))
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn json_mode(args: &[String]) {
+    use gradcam_wasm::clock::now_ms;
+    use gradcam_wasm::methods::score::ScoreCamOptions;
+    use gradcam_wasm::{synthetic, Arch, ExplainOptions, Explainer, FeatureMap, Method, Model};
+    use serde_json::json;
+
+    let runs: usize = flag(args, "--runs").and_then(|v| v.parse().ok()).unwrap_or(20).max(1);
+    let score_runs: usize = flag(args, "--scorecam-runs").and_then(|v| v.parse().ok()).unwrap_or(3).max(1);
+    let channels: Option<usize> = flag(args, "--scorecam-channels").and_then(|v| v.parse().ok()).filter(|&n| n > 0);
+    let archs = flag(args, "--archs").or_else(|| flag(args, "--arch")).unwrap_or_else(|| "efficientnet_lite0,resnet18,mobilenet_v2,vgg16".into());
+    let methods = flag(args, "--methods").unwrap_or_else(|| "gradcam,guided-gradcam,scorecam".into());
+    let mut out = vec![];
+    for name in archs.split(',').filter(|s| !s.is_empty()) {
+        let arch = Arch::from_name(name).unwrap_or_else(|e| panic!("{e}"));
+        let Some(bytes) = model_bytes(arch) else {
+            out.push(json!({ "arch": arch.name(), "error": "default model missing: run scripts/setup.sh" }));
+            continue;
+        };
+        let t = now_ms();
+        let model = Model::from_bytes(&bytes, Some(arch)).expect("model loads");
+        let load = now_ms() - t;
+        let params = model.graph.parameter_count();
+        let mut ex = Explainer::new(model);
+        let mut rng = synthetic::Rng::new(7);
+        let mut rows = vec![];
+        for m in methods.split(',').filter(|s| !s.is_empty()) {
+            let method = Method::from_name(m).unwrap_or_else(|e| panic!("{e}"));
+            let mut opts = ExplainOptions { method, ..Default::default() };
+            let n = if method == Method::ScoreCam {
+                opts.score_cam = ScoreCamOptions { max_channels: channels, ..Default::default() };
+                score_runs
+            } else {
+                runs
+            };
+            // A new random input per call: the explainer never reuses a forward pass here.
+            let mut one = || {
+                let input = FeatureMap::new(3, 224, 224, rng.vec(3 * 224 * 224, 1.5));
+                let e = ex.explain_tensor(input, &opts).expect("explain");
+                assert!(!e.forward_reused);
+                e.timings.total_ms
+            };
+            let cold = one();
+            let times: Vec<f64> = (0..n).map(|_| one()).collect();
+            let (med, p25, p75) = quartiles(times.clone());
+            rows.push(json!({ "method": m, "cold_ms": cold, "median_ms": med, "p25_ms": p25, "p75_ms": p75, "runs": n, "times_ms": times }));
+        }
+        out.push(json!({ "arch": arch.name(), "params": params, "load_ms": load, "methods": rows }));
+    }
+    let doc = json!({
+        "path": "native CPU (candle custom ops, 1 thread)",
+        "input": "224x224 random tensor per call",
+        "scorecam_channels": channels,
+        "archs": out,
+    });
+    println!("{}", serde_json::to_string_pretty(&doc).expect("json"));
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn table_mode(args: &[String]) {
     use gradcam_wasm::clock::now_ms;
     use gradcam_wasm::exec::{cpu::CpuExecutor, Executor};
     use gradcam_wasm::{synthetic, Arch, ExplainOptions, Explainer, FeatureMap, Method, Model, Target};
 
-    let args: Vec<String> = std::env::args().collect();
-    let flag = |k: &str| args.iter().position(|a| a == k).and_then(|i| args.get(i + 1)).cloned();
-    let runs: usize = flag("--runs").and_then(|v| v.parse().ok()).unwrap_or(10);
-    let only = flag("--arch");
+    let runs: usize = flag(args, "--runs").and_then(|v| v.parse().ok()).unwrap_or(10);
+    let only = flag(args, "--arch");
     let archs = [Arch::EfficientNetLite0, Arch::ResNet18, Arch::MobileNetV2, Arch::ResNet50, Arch::SqueezeNet1_1, Arch::AlexNet, Arch::Vgg16];
-    let median = |mut v: Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
     println!("native CPU path, 1 thread, 224x224, median of {runs} runs (ms)");
     println!("{:<20} {:>8} {:>9} {:>9} {:>10} {:>10} {:>10} {:>9}", "arch", "load", "forward", "gradcam", "2nd class", "guided-gc", "guided/gc", "params M");
     for arch in archs {
         if only.as_deref().is_some_and(|o| o != arch.name()) {
             continue;
         }
-        let bytes = match synthetic::state_dict(arch, 1000) {
-            Some(sd) => sd.bytes(),
-            None => match std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/assets/models/efficientnet-lite0.safetensors")) {
-                Ok(b) => b,
-                Err(_) => {
-                    println!("{:<20} (default model missing: run scripts/setup.sh)", arch.name());
-                    continue;
-                }
-            },
+        let Some(bytes) = model_bytes(arch) else {
+            println!("{:<20} (default model missing: run scripts/setup.sh)", arch.name());
+            continue;
         };
         let t = now_ms();
         let model = Model::from_bytes(&bytes, Some(arch)).expect("model loads");
