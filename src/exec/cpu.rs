@@ -7,6 +7,7 @@
 //!   backward stops at the layer: a backward of segment B only;
 //! - segment A (input to layer) is recorded from an input `Var`; an input gradient is a backward of
 //!   B, then of A seeded with B's frontier gradients.
+//!
 //! Guided backpropagation flips the pass's `GuidedFlag` around the same two walks. A conv whose only
 //! reader is a ReLU/ReLU6 runs fused with it. Only input gradients exist, never weight gradients.
 
