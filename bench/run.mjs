@@ -2,7 +2,7 @@
 // `npm run bench` (node bench/run.mjs [flags]): gradcam-wasm against TensorFlow.js 4.22 in headless
 // Chromium, plus the native Rust core; prints a markdown table and writes bench/results/<date>.json.
 //
-//   --quick                  EfficientNet-Lite0 and ResNet-18, Grad-CAM + Guided Grad-CAM, 5 runs, no webgl
+//   --quick                  EfficientNet-Lite0 and ResNet-18, Grad-CAM + Guided Grad-CAM, 5 runs, TF.js wasm/cpu/webgl
 //   --archs a,b              efficientnet_lite0,resnet18,mobilenet_v2,vgg16
 //   --methods m,n            gradcam,guided-gradcam,scorecam
 //   --peers p,q              TF.js backends: wasm,cpu (CPU path), webgpu,webgl (GPU path)
@@ -41,7 +41,7 @@ const cfg = {
   quick,
   archs: list('--archs', quick ? 'efficientnet_lite0,resnet18' : 'efficientnet_lite0,resnet18,mobilenet_v2,vgg16'),
   methods: list('--methods', quick ? 'gradcam,guided-gradcam' : 'gradcam,guided-gradcam,scorecam'),
-  peers: list('--peers', quick ? 'wasm,cpu,webgpu' : 'wasm,cpu,webgpu,webgl'),
+  peers: list('--peers', quick ? 'wasm,cpu,webgl' : 'wasm,cpu,webgpu,webgl'),
   runs: Number(opt('--runs', quick ? 5 : 20)),
   loads: Number(opt('--loads', quick ? 1 : 3)),
   scorecamRuns: Number(opt('--scorecam-runs', quick ? 1 : 3)),
@@ -157,7 +157,7 @@ async function benchArch(browser, url, arch) {
   const first = await call('loadOurs', 'cpu');
   if (first.error) throw new Error(`our explainer failed to load ${arch}: ${first.error}`);
   out.layer = first.layer;
-  const firstCold = await call('runOurs', 'cpu', 'gradcam', true);
+  const firstCold = await call('runOurs', 'cpu', 'gradcam');
   out.ref = await call('reference');
   say(`ours cpu: load ${first.ms.toFixed(0)} ms, cold Grad-CAM ${firstCold.ms.toFixed(0)} ms, class ${out.ref.cls}, layer ${out.ref.layer}, raw ${out.ref.rawShape.join('x')}`);
 
@@ -196,8 +196,8 @@ async function benchArch(browser, url, arch) {
       return;
     }
     // Cold: the first Grad-CAM after the load, on each side.
-    const co = await call('runOurs', path, 'gradcam', true);
-    const cp = await call('runPeer', 'gradcam', true);
+    const co = await call('runOurs', path, 'gradcam');
+    const cp = await call('runPeer', 'gradcam');
     // Parity before timing anything.
     const par = cp.error ? cp : await call('peerParity');
     const ok = !par.error && par.logitsMaxAbs <= TOLERANCE && par.rawMaxAbs <= TOLERANCE;
@@ -233,8 +233,8 @@ async function benchArch(browser, url, arch) {
           say(`${pair} ${method}: ${cell.error}`);
           continue;
         }
-        oc = await call('runOurs', path, method, true);
-        pc = estPeer > cfg.maxRunS ? { error: `skipped (est. ${estPeer.toFixed(0)} s per run > --max-run-s ${cfg.maxRunS})` } : await call('runPeer', method, true);
+        oc = await call('runOurs', path, method);
+        pc = estPeer > cfg.maxRunS ? { error: `skipped (est. ${estPeer.toFixed(0)} s per run > --max-run-s ${cfg.maxRunS})` } : await call('runPeer', method);
       }
       cell.ours.cold = oc.ms;
       cell.ours.backend = oc.backend;
@@ -422,7 +422,7 @@ function table(results, native, sz) {
       const pc = c.peerT.cold != null ? ms(c.peerT.cold) : reason(c.error);
       const pm = c.peerT.stats ? spread(c.peerT.stats) : reason(c.error);
       L.push(`| ${r.arch} | ${name} first (cold) | ${c.path} | ${ms(c.ours.cold)} | tfjs-${c.peer} | ${pc} | ${ratio(c.ours.cold, c.peerT.cold)} | ${natCold} |`);
-      const fb = c.oursFellBack ? ` (${c.oursFellBack} runs fell back to cpu)` : '';
+      const fb = (c.oursFellBack ? ` (${c.oursFellBack} runs fell back to cpu)` : '') + (c.forwardReused ? ` (${c.forwardReused} runs reused a forward pass)` : '');
       L.push(`| ${r.arch} | ${name} median [p25-p75], n=${c.ours.stats.n} | ${c.path} | ${spread(c.ours.stats)}${fb} | tfjs-${c.peer} | ${pm} | ${ratio(c.ours.stats.median, c.peerT.stats?.median)} | ${natMed} |`);
     }
     if (r.gpu?.skipped) L.push(`| ${r.arch} | WebGPU path | webgpu | ${r.gpu.skipped} | | | | |`);
