@@ -3,6 +3,8 @@
 // hashing and minification. The wasm package (pkg/) must be built first.
 const path = require('node:path');
 const fs = require('node:fs');
+const { createHash } = require('node:crypto');
+const webpack = require('webpack');
 const HtmlWebpackPlugin = require('html-webpack-plugin');
 const CopyPlugin = require('copy-webpack-plugin');
 
@@ -21,6 +23,31 @@ const copy = [
   { from: 'assets/models/*.safetensors', to: 'assets/models/[name][ext]', noErrorOnMissing: true },
   { from: 'assets/samples', to: 'assets/samples', noErrorOnMissing: true },
 ];
+
+// Not precached by the service worker: the model (www/model-loader.js caches it, with progress) and
+// the copied pkg/ files the bundle does not load (it loads its own hashed copy of the wasm).
+const NOT_PRECACHED = /^(assets\/models\/|sw\.js$|pkg\/gradcam_wasm(\.js|_bg\.wasm)$)|\.(d\.ts|map|txt)$/;
+
+/**
+ * Emits sw.js: www/sw.js behind one line naming this build's files and a version hashed from their
+ * contents, so that the service worker precaches exactly this build and a new build gets a new cache.
+ */
+class ServiceWorkerPlugin {
+  apply(compiler) {
+    const { Compilation, sources } = compiler.webpack;
+    compiler.hooks.thisCompilation.tap('ServiceWorkerPlugin', (compilation) => {
+      // The last stage: after the copied files and index.html exist.
+      compilation.hooks.processAssets.tap({ name: 'ServiceWorkerPlugin', stage: Compilation.PROCESS_ASSETS_STAGE_REPORT }, () => {
+        const files = compilation.getAssets().map((a) => a.name).filter((n) => !NOT_PRECACHED.test(n)).sort();
+        const hash = createHash('sha256');
+        for (const name of files) hash.update(name).update(compilation.getAsset(name).source.buffer());
+        const manifest = { version: hash.digest('hex').slice(0, 16), urls: files.map((n) => (n === 'index.html' ? './' : n)) };
+        const code = `self.GRADCAM_PRECACHE = ${JSON.stringify(manifest)};\n${fs.readFileSync(path.join(root, 'www/sw.js'), 'utf8')}`;
+        compilation.emitAsset('sw.js', new sources.RawSource(code));
+      });
+    });
+  }
+}
 
 module.exports = (env, argv) => ({
   mode: argv.mode || 'production',
@@ -44,6 +71,9 @@ module.exports = (env, argv) => ({
   plugins: [
     new HtmlWebpackPlugin({ templateContent: template(), inject: 'head', scriptLoading: 'module', minify: false }),
     new CopyPlugin({ patterns: copy }),
+    // www/demo.js registers the service worker only where this is defined: the unbundled page has none.
+    new webpack.DefinePlugin({ __GRADCAM_SW__: JSON.stringify('sw.js') }),
+    new ServiceWorkerPlugin(),
   ],
   devServer: {
     static: { directory: root, watch: false },

@@ -20,7 +20,6 @@ use js_sys::{Array, Float32Array, Object, Promise, Reflect, Uint8Array};
 use std::cell::RefCell;
 use std::rc::Rc;
 use wasm_bindgen::prelude::*;
-use wasm_bindgen::Clamped;
 use web_sys::ImageData;
 
 type JsResult<T> = Result<T, JsValue>;
@@ -137,8 +136,9 @@ fn read_image(v: &JsValue) -> JsResult<RgbImage> {
         // Never copy a huge canvas into wasm memory at full size: read it row by row, reduced by
         // the smallest integer factor that brings it under the limit. The heatmap then comes back
         // on the reduced grid (the result's width/height say so).
-        if data.length() as usize != pixels.saturating_mul(4) {
-            return Err(js_err(format!("input: RGBA data length mismatch for {width}x{height}: expected {} bytes, got {}", pixels.saturating_mul(4), data.length())));
+        let expected = 4 * width as u128 * height as u128; // usize is 32 bits here: it would saturate
+        if data.length() as u128 != expected {
+            return Err(js_err(format!("input: RGBA data length mismatch for {width}x{height}: expected {expected} bytes (4 per pixel), got {}", data.length())));
         }
         let factor = (1..).find(|f| width.div_ceil(*f) * height.div_ceil(*f) <= MAX_INPUT_PIXELS).unwrap_or(1);
         let read_row = |y: usize, row: &mut [u8]| {
@@ -231,7 +231,10 @@ impl Heat {
             )));
         }
         let rgba = overlay_rgba_masked(image, &self.map, &self.mask, cmap, alpha).map_err(js_err)?;
-        ImageData::new_with_u8_clamped_array_and_sh(Clamped(&rgba[..]), self.width as u32, self.height as u32)
+        // An ImageData keeps the array it is given: a view of wasm memory would show whatever the next
+        // call writes there (or nothing once memory grows). Its own copy, then.
+        let pixels = js_sys::Uint8ClampedArray::from(&rgba[..]);
+        ImageData::new_with_js_u8_clamped_array_and_sh(&pixels, self.width as u32, self.height as u32)
     }
 }
 
@@ -397,12 +400,24 @@ impl State {
 
     /// Makes the result object (with its `overlay` closure) and remembers the map for `overlay()`.
     fn finish(&mut self, e: &Explanation, request: Request) -> JsResult<JsValue> {
-        let heat = Heat::of(e)?;
-        self.last = Some(heat.clone());
+        self.last = Some(Heat::of(e)?);
         let result = explanation_js(e)?;
         let Request { image, cmap, alpha, .. } = request;
+        // The closure's Rust side is freed only when the JS GC collects the result, and wasm memory
+        // gives the GC no reason to run: so it holds the photo and the map as JS arrays (which the GC
+        // does count) and no more than a few handles in wasm memory. Unfreed results then cost no
+        // wasm memory (100 explanations in a row kept it growing by ~1 MB each).
+        let (width, height) = (image.width, image.height);
+        let pixels = Uint8Array::from(&image.data[..]);
+        let heatmap: Float32Array = get(&result, "heatmap")?.unchecked_into();
+        let (geometry, heat_w, heat_h) = (e.geometry.clone(), e.image_map.width, e.image_map.height);
         let closure = Closure::<dyn Fn(JsValue) -> JsResult<ImageData>>::new(move |opts: JsValue| {
             let opts = options_object(&opts, "overlay option", OVERLAY_KEYS)?;
+            if heatmap.length() as usize != heat_w * heat_h {
+                return Err(js_err("this result's heatmap was transferred or replaced; use explainer.overlay(imageData, result)"));
+            }
+            let image = RgbImage { width, height, data: pixels.to_vec() };
+            let heat = Heat { width: heat_w, height: heat_h, map: heatmap.to_vec(), mask: crop_mask(&geometry).map_err(js_err)? };
             heat.overlay(&image, colormap_opt(&opts)?.unwrap_or(cmap), alpha_opt(&opts)?.unwrap_or(alpha))
         });
         set(&result, "overlay", closure.into_js_value())?;

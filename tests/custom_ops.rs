@@ -2,7 +2,7 @@
 //! (through candle's autograd) against finite differences of its forward.
 
 use candle_core::{Device, Tensor, Var};
-use gradcam_wasm::exec::candle_ops::{AdaptiveAvgPoolOp, ConvOp, LinearOp, MaxPoolOp, ReluOp};
+use gradcam_wasm::exec::candle_ops::{AdaptiveAvgPoolOp, ConvOp, GuidedFlag, LinearOp, MaxPoolOp, ReluOp};
 use gradcam_wasm::graph::{Conv, Linear, MaxPool, Padding};
 use gradcam_wasm::kernels::Clamp;
 use std::sync::Arc;
@@ -53,7 +53,7 @@ fn conv_op_matches_candle_conv2d_forward() {
     for (cin, cout, k, s, p, groups) in [(3, 8, 3, 1, 1, 1), (4, 6, 5, 2, 2, 1), (8, 8, 3, 2, 1, 8), (6, 6, 5, 1, 2, 6), (4, 8, 1, 1, 0, 1)] {
         let c = conv(cin, cout, k, s, Padding::Symmetric { h: p, w: p }, groups);
         let x = Tensor::from_vec(rand(2 * cin * 13 * 17, 9), (2, cin, 13, 17), &Device::Cpu).unwrap();
-        let ours = x.apply_op1(ConvOp(c.clone())).unwrap();
+        let ours = x.apply_op1(ConvOp::new(c.clone())).unwrap();
         let w = Tensor::from_vec(c.weight.clone(), (cout, cin / groups, k, k), &Device::Cpu).unwrap();
         let b = Tensor::from_vec(c.bias.clone(), (1, cout, 1, 1), &Device::Cpu).unwrap();
         let theirs = x.conv2d(&w, p, s, 1, groups).unwrap().broadcast_add(&b).unwrap();
@@ -75,7 +75,7 @@ fn conv_op_backward_matches_finite_differences() {
     for (name, c) in cases {
         let cin = c.cin;
         // Odd, non-square input: the width/height stride-2 parity differs (candle's own conv backward fails here).
-        check_backward(name, rand(cin * 9 * 12, 3), &[1, cin, 9, 12], |t| t.apply_op1(ConvOp(c.clone())).unwrap());
+        check_backward(name, rand(cin * 9 * 12, 3), &[1, cin, 9, 12], |t| t.apply_op1(ConvOp::new(c.clone())).unwrap());
     }
 }
 
@@ -105,12 +105,12 @@ fn spread(n: usize, lo: f32) -> Vec<f32> {
 fn max_pool_op_matches_candle_and_its_backward_matches_finite_differences() {
     // kernel == stride: candle's own max pool agrees.
     let x = Tensor::from_vec(spread(2 * 3 * 8 * 8, -4.0), (2, 3, 8, 8), &Device::Cpu).unwrap();
-    let ours = x.apply_op1(MaxPoolOp(MaxPool { kernel: 2, stride: 2, padding: 0, ceil_mode: false })).unwrap();
+    let ours = x.apply_op1(MaxPoolOp::new(MaxPool { kernel: 2, stride: 2, padding: 0, ceil_mode: false })).unwrap();
     let theirs = x.max_pool2d(2).unwrap();
     assert_eq!(ours.flatten_all().unwrap().to_vec1::<f32>().unwrap(), theirs.flatten_all().unwrap().to_vec1::<f32>().unwrap());
     // 3x3/stride 2 (ResNet, padded) and ceil mode (SqueezeNet): candle has no backward for these.
     for (name, m) in [("3x3 s2 p1", MaxPool { kernel: 3, stride: 2, padding: 1, ceil_mode: false }), ("3x3 s2 ceil", MaxPool { kernel: 3, stride: 2, padding: 0, ceil_mode: true })] {
-        check_backward(name, spread(2 * 11 * 14, -7.0), &[1, 2, 11, 14], |t| t.apply_op1(MaxPoolOp(m)).unwrap());
+        check_backward(name, spread(2 * 11 * 14, -7.0), &[1, 2, 11, 14], |t| t.apply_op1(MaxPoolOp::new(m)).unwrap());
     }
 }
 
@@ -127,13 +127,22 @@ fn adaptive_avg_pool_op_matches_candle_and_backward() {
 #[test]
 fn relu_ops_forward_backward_and_guided_rule() {
     for clamp in [Clamp::Relu, Clamp::Relu6] {
-        check_backward("relu", spread(120, -3.0), &[1, 2, 6, 10], |t| t.apply_op1(ReluOp { clamp, guided: false }).unwrap());
+        check_backward("relu", spread(120, -3.0), &[1, 2, 6, 10], |t| t.apply_op1(ReluOp { clamp, guided: GuidedFlag::default() }).unwrap());
+        // Fused into the conv before it: the same as the two ops in a row.
+        let c = conv(3, 4, 3, 1, Padding::Symmetric { h: 1, w: 1 }, 1);
+        check_backward("conv+relu", rand(3 * 7 * 8, 17), &[1, 3, 7, 8], |t| t.apply_op1(ConvOp::fused(c.clone(), clamp, GuidedFlag::default())).unwrap());
     }
     // Guided: the gradient passes only where x > 0 (and x < 6 for ReLU6) AND the incoming gradient > 0.
     let x = Var::from_vec(vec![-1.0f32, 0.0, 0.5, 0.5, 5.9, 6.0, 7.0, 2.0], (8,), &Device::Cpu).unwrap();
     let r = Tensor::new(&[1.0f32, 1.0, 1.0, -1.0, 1.0, 1.0, 1.0, 0.25], &Device::Cpu).unwrap();
-    let y = x.as_tensor().apply_op1(ReluOp { clamp: Clamp::Relu6, guided: true }).unwrap();
-    let g = y.mul(&r).unwrap().sum_all().unwrap().backward().unwrap();
-    let g = g.get(x.as_tensor()).unwrap().to_vec1::<f32>().unwrap();
-    assert_eq!(g, vec![0.0, 0.0, 1.0, 0.0, 1.0, 0.0, 0.0, 0.25]);
+    let flag = GuidedFlag::default();
+    let y = x.as_tensor().apply_op1(ReluOp { clamp: Clamp::Relu6, guided: flag.clone() }).unwrap();
+    let score = y.mul(&r).unwrap().sum_all().unwrap();
+    // The same recorded op backprops plainly or guided, as the pass's flag says at backward time.
+    let grad = |guided: bool| {
+        flag.set(guided);
+        score.backward().unwrap().get(x.as_tensor()).unwrap().to_vec1::<f32>().unwrap()
+    };
+    assert_eq!(grad(true), vec![0.0, 0.0, 1.0, 0.0, 1.0, 0.0, 0.0, 0.25]);
+    assert_eq!(grad(false), vec![0.0, 0.0, 1.0, -1.0, 1.0, 0.0, 0.0, 0.25]);
 }

@@ -110,3 +110,28 @@ fn grad_cam_equals_cam_over_z_on_gap_linear_heads() {
     check_cam_closed_form("mobilenet_v2", Model::from_bytes(&mobilenet_v2(1000).bytes(), None).unwrap(), "classifier.1", input.clone(), 400);
     check_cam_closed_form("efficientnet_lite0", Model::from_bytes(&default_model_bytes(), None).unwrap(), "_fc", input, 281);
 }
+
+/// The CPU executor records one forward split at the target layer (a backward of the part after it
+/// for Grad-CAM, then of the part before it for input gradients). Where the split falls must not
+/// change the input gradient, plain or guided: split inside a residual block (the skip connection
+/// crosses it), at a conv whose ReLU is then not fused, at a block output, and at the stem.
+#[test]
+fn input_gradients_do_not_depend_on_where_the_forward_is_split() {
+    let sd = gradcam_wasm::synthetic::state_dict(gradcam_wasm::Arch::ResNet18, 1000).unwrap();
+    let model = Model::from_bytes(&sd.bytes(), Some(gradcam_wasm::Arch::ResNet18)).unwrap();
+    let exec = CpuExecutor::new(model.graph.clone());
+    let input = FeatureMap::new(3, 64, 80, Rng::new(3).vec(3 * 64 * 80, 1.0));
+    let mut target = vec![0.0f32; 1000];
+    target[7] = 1.0;
+    target[300] = -0.5;
+    for guided in [false, true] {
+        let reference = exec.start(input.clone(), model.graph.find("layer4").unwrap()).unwrap().input_gradient(&target, guided).unwrap();
+        let scale = reference.data.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        assert!(scale > 0.0);
+        for layer in ["layer2.0.conv1", "layer2.0.relu", "layer2.0.bn2", "layer3", "conv1", "maxpool"] {
+            let g = exec.start(input.clone(), model.graph.find(layer).unwrap()).unwrap().input_gradient(&target, guided).unwrap();
+            let err = g.data.iter().zip(&reference.data).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max) / scale;
+            assert!(err < 1e-5, "split at {layer} (guided {guided}): input gradient differs by {err:e} of its peak");
+        }
+    }
+}

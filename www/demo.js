@@ -685,8 +685,23 @@ function wire() {
   });
 }
 
+/**
+ * The built site (npm run build:web) works offline after the first visit: webpack defines
+ * __GRADCAM_SW__ and emits that service worker (www/sw.js). The unbundled page registers none.
+ */
+function registerServiceWorker() {
+  const url = typeof __GRADCAM_SW__ === 'string' ? __GRADCAM_SW__ : null; // eslint-disable-line no-undef
+  if (!url || !('serviceWorker' in navigator)) return;
+  // After the page has loaded, so that caching the app shell never competes with the first explanation's files.
+  const register = () =>
+    navigator.serviceWorker.register(url).catch((e) => console.warn('gradcam: no offline copy of this page:', e && e.message));
+  if (document.readyState === 'complete') register();
+  else window.addEventListener('load', register, { once: true });
+}
+
 wire();
 renderTop5();
 startClient();
 loadModel(DEFAULT_MODEL);
 loadSample('chelsea.png');
+registerServiceWorker();

@@ -2,7 +2,8 @@
 // A tiny static server for the demo, with no dependency:
 //   node www/serve.mjs [dir] [--port 8080] [--host 127.0.0.1]
 // Serves the repository root by default (or `dir`, e.g. `dist`), with the right MIME types
-// (application/wasm included, so WebAssembly.instantiateStreaming works) and the page's CSP.
+// (application/wasm included, so WebAssembly.instantiateStreaming works) and the page's CSP
+// (on pages and on scripts, which workers run under).
 
 import { createServer } from 'node:http';
 import { createReadStream } from 'node:fs';
@@ -77,7 +78,9 @@ const server = createServer(async (req, res) => {
       'cache-control': 'no-cache',
       'x-content-type-options': 'nosniff',
     };
-    if (type.startsWith('text/html')) headers['content-security-policy'] = CSP;
+    // Scripts get it too: a worker (and a service worker) runs under the policy of its own script's
+    // response, not the page's.
+    if (type.startsWith('text/html') || type.startsWith('text/javascript')) headers['content-security-policy'] = CSP;
     res.writeHead(200, headers);
     if (req.method === 'HEAD') return res.end();
     createReadStream(file).on('error', () => res.destroy()).pipe(res);

@@ -1,5 +1,7 @@
 //! `cargo run --release --bin bench [-- --runs N --arch NAME]`: forward and explanation times per
-//! architecture on the native CPU path. Prints figures and ratios; asserts nothing.
+//! architecture on the native CPU path. Prints figures and ratios; asserts nothing. Built with
+//! `--features webgpu` and given `--gpu`, it adds the WebGPU executor's Grad-CAM and Guided Grad-CAM
+//! (forward + backward, readback included) beside the CPU's, on whatever adapter wgpu finds.
 //! EfficientNet-Lite0 uses the real default model; the others use synthetic torchvision-shaped weights
 //! (the speed of a network does not depend on its weight values).
 //!
@@ -156,8 +158,13 @@ fn table_mode(args: &[String]) {
     let runs: usize = flag(args, "--runs").and_then(|v| v.parse().ok()).unwrap_or(10);
     let only = flag(args, "--arch");
     let archs = [Arch::EfficientNetLite0, Arch::ResNet18, Arch::MobileNetV2, Arch::ResNet50, Arch::SqueezeNet1_1, Arch::AlexNet, Arch::Vgg16];
+    let gpu = args.iter().any(|a| a == "--gpu");
     println!("native CPU path, 1 thread, 224x224, median of {runs} runs (ms)");
-    println!("{:<20} {:>8} {:>9} {:>9} {:>10} {:>10} {:>10} {:>9}", "arch", "load", "forward", "gradcam", "2nd class", "guided-gc", "guided/gc", "params M");
+    print!("{:<20} {:>8} {:>9} {:>9} {:>10} {:>10} {:>10} {:>9}", "arch", "load", "forward", "gradcam", "2nd class", "guided-gc", "guided/gc", "params M");
+    if gpu {
+        print!(" {:>11} {:>13} {:>9}", "gpu gradcam", "gpu guided-gc", "gpu/cpu");
+    }
+    println!();
     for arch in archs {
         if only.as_deref().is_some_and(|o| o != arch.name()) {
             continue;
@@ -189,6 +196,49 @@ fn table_mode(args: &[String]) {
             ggc.push(ex.explain_tensor(input2, &g).expect("guided grad-cam").timings.total_ms);
         }
         let (f, g, s, gg) = (median(fwd), median(gc), median(second), median(ggc));
-        println!("{:<20} {load:>8.1} {f:>9.1} {g:>9.1} {s:>10.1} {gg:>10.1} {:>10.2} {params:>9.1}", arch.name(), gg / g);
+        print!("{:<20} {load:>8.1} {f:>9.1} {g:>9.1} {s:>10.1} {gg:>10.1} {:>10.2} {params:>9.1}", arch.name(), gg / g);
+        if gpu {
+            match gpu_times(&ex, runs) {
+                Ok((gg_gpu, ggc_gpu, adapter)) => print!(" {gg_gpu:>11.1} {ggc_gpu:>13.1} {:>9.1}  ({adapter})", gg_gpu / g),
+                Err(e) => print!("  webgpu: {e}"),
+            }
+        }
+        println!();
     }
+}
+
+/// Median (Grad-CAM, Guided Grad-CAM) times of the WebGPU executor on fresh random inputs, and the adapter.
+#[cfg(all(not(target_arch = "wasm32"), feature = "webgpu"))]
+fn gpu_times(ex: &gradcam_wasm::Explainer, runs: usize) -> Result<(f64, f64, String), String> {
+    use gradcam_wasm::clock::now_ms;
+    use gradcam_wasm::exec::Executor;
+    use gradcam_wasm::gpu::GpuExecutor;
+    use gradcam_wasm::{synthetic, FeatureMap};
+    let graph = ex.model().graph.clone();
+    let layer = graph.find(&ex.model().default_layer()).map_err(|e| e.to_string())?;
+    let gpu = GpuExecutor::new(graph.clone()).map_err(|e| e.to_string())?;
+    let adapter = format!("{} {:?}", gpu.adapter_info().name, gpu.adapter_info().backend);
+    let mut rng = synthetic::Rng::new(2);
+    let mut target = vec![0.0f32; graph.num_classes];
+    target[0] = 1.0;
+    let (mut gc, mut ggc) = (vec![], vec![]);
+    for _ in 0..runs {
+        let input = FeatureMap::new(3, 224, 224, rng.vec(3 * 224 * 224, 1.5));
+        let t = now_ms();
+        let mut pass = gpu.start(input.clone(), layer).map_err(|e| e.to_string())?;
+        pass.layer_gradient(&target).map_err(|e| e.to_string())?;
+        gc.push(now_ms() - t);
+        drop(pass);
+        let t = now_ms();
+        let mut pass = gpu.start(input, layer).map_err(|e| e.to_string())?;
+        pass.layer_gradient(&target).map_err(|e| e.to_string())?;
+        pass.input_gradient(&target, true).map_err(|e| e.to_string())?;
+        ggc.push(now_ms() - t);
+    }
+    Ok((median(gc), median(ggc), adapter))
+}
+
+#[cfg(all(not(target_arch = "wasm32"), not(feature = "webgpu")))]
+fn gpu_times(_: &gradcam_wasm::Explainer, _: usize) -> Result<(f64, f64, String), String> {
+    Err("this bench was built without --features webgpu".into())
 }

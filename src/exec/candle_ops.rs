@@ -4,12 +4,40 @@
 //! for VGG's first linear layer), split depthwise convs into one conv per channel, and cannot
 //! backprop a max pool whose kernel differs from its stride. Explanations never need weight
 //! gradients, so each op here wraps a plain kernel from `crate::kernels` forward and backward.
+//!
+//! Two things make one forward pass serve every method: a conv carries the ReLU/ReLU6 that follows it
+//! (fused: applied while its output is in cache, and masked from its output in the backward), and
+//! every ReLU's backward reads a `GuidedFlag` shared by the pass, so Grad-CAM's plain backward and
+//! guided backpropagation walk the same recorded graph.
 
 use crate::graph::{Conv, Linear, MaxPool, Pads};
 use crate::kernels::{self, Clamp, Conv2dGeom, PoolGeom};
 use candle_core::{bail, CpuStorage, CustomOp1, Layout, Shape, Tensor};
+use super::profile;
 use std::borrow::Cow;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// Whether the ReLUs of a recorded graph backprop as guided units (Springenberg et al.) right now.
+/// Set by the executor around one backward walk; read by every ReLU op's `bwd`.
+#[derive(Clone, Default)]
+pub struct GuidedFlag(Arc<AtomicBool>);
+
+impl GuidedFlag {
+    pub fn set(&self, guided: bool) {
+        self.0.store(guided, Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// The ReLU/ReLU6 backward from the op's *output* `y` (0 < y, and y < 6 for ReLU6, is where the
+/// gradient passes: PyTorch's rule at the kinks), guided or not.
+fn relu_backward(y: &Tensor, grad: &Tensor, clamp: Clamp, guided: bool) -> CResult<Vec<f32>> {
+    with_slice(y, |y| with_slice(grad, |g| kernels::relu_output_grad(y, g, clamp, guided)))?
+}
 
 type CResult<T> = candle_core::Result<T>;
 
@@ -23,6 +51,17 @@ fn as_slice<'a>(s: &'a CpuStorage, l: &Layout) -> CResult<Cow<'a, [f32]>> {
 }
 
 /// A tensor's data as a contiguous Vec (gradients may arrive broadcast or strided).
+/// Runs `f` on a tensor's f32 data, borrowed when it is contiguous (the usual case), copied otherwise.
+fn with_slice<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> CResult<R> {
+    {
+        let (storage, layout) = t.storage_and_layout();
+        if let (candle_core::Storage::Cpu(CpuStorage::F32(v)), Some((a, b))) = (&*storage, layout.contiguous_offsets()) {
+            return Ok(f(&v[a..b]));
+        }
+    }
+    Ok(f(&to_vec(t)?))
+}
+
 fn to_vec(t: &Tensor) -> CResult<Vec<f32>> {
     t.flatten_all()?.to_vec1::<f32>()
 }
@@ -55,28 +94,60 @@ pub fn conv_geom(conv: &Conv, n: usize, h: usize, w: usize) -> Conv2dGeom {
     }
 }
 
-/// Conv with frozen (batch-norm folded) weights.
-pub struct ConvOp(pub Arc<Conv>);
+/// A short label for profiles: "conv dw3x3/s2", "conv 1x1", "conv 7x7/s2".
+pub fn conv_kind(c: &Conv) -> String {
+    let dw = if c.groups > 1 && c.groups == c.cin { "dw" } else { "" };
+    let s = if c.stride.0 > 1 { format!("/s{}", c.stride.0) } else { String::new() };
+    format!("conv {dw}{}x{}{s}", c.kh, c.kw)
+}
+
+/// Conv with frozen (batch-norm folded) weights, optionally followed by a fused ReLU/ReLU6.
+pub struct ConvOp {
+    conv: Arc<Conv>,
+    act: Option<(Clamp, GuidedFlag)>,
+}
+
+impl ConvOp {
+    pub fn new(conv: Arc<Conv>) -> ConvOp {
+        ConvOp { conv, act: None }
+    }
+
+    /// The conv and the ReLU/ReLU6 that reads it, as one op.
+    pub fn fused(conv: Arc<Conv>, clamp: Clamp, guided: GuidedFlag) -> ConvOp {
+        ConvOp { conv, act: Some((clamp, guided)) }
+    }
+}
 
 impl CustomOp1 for ConvOp {
     fn name(&self) -> &'static str {
-        "gradcam-conv2d"
+        if self.act.is_some() { "gradcam-conv2d-relu" } else { "gradcam-conv2d" }
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> CResult<(CpuStorage, Shape)> {
         let (n, c, h, w) = dims4(l)?;
-        if c != self.0.cin {
-            bail!("conv expects {} channels, got {c}", self.0.cin);
+        if c != self.conv.cin {
+            bail!("conv expects {} channels, got {c}", self.conv.cin);
         }
-        let g = conv_geom(&self.0, n, h, w);
-        let y = kernels::conv2d_forward(&as_slice(s, l)?, &self.0.weight, Some(&self.0.bias), &g);
+        let g = conv_geom(&self.conv, n, h, w);
+        let act = self.act.as_ref().map(|a| a.0);
+        let y = profile::time(|| conv_kind(&self.conv), || -> CResult<Vec<f32>> { Ok(kernels::conv2d_forward_act(&as_slice(s, l)?, &self.conv.weight, Some(&self.conv.bias), &g, act)) })?;
         Ok((CpuStorage::F32(y), Shape::from((n, g.cout, g.out_h(), g.out_w()))))
     }
 
-    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> CResult<Option<Tensor>> {
+    fn bwd(&self, arg: &Tensor, res: &Tensor, grad: &Tensor) -> CResult<Option<Tensor>> {
         let (n, _, h, w) = arg.dims4()?;
-        let g = conv_geom(&self.0, n, h, w);
-        grad_like(kernels::conv2d_input_grad(&to_vec(grad)?, &self.0.weight, &g), arg)
+        let g = conv_geom(&self.conv, n, h, w);
+        let gx = profile::time(
+            || format!("bwd {}", conv_kind(&self.conv)),
+            || -> CResult<Vec<f32>> {
+                let gy = match &self.act {
+                    Some((clamp, guided)) => relu_backward(res, grad, *clamp, guided.get())?,
+                    None => return with_slice(grad, |gy| kernels::conv2d_input_grad(gy, &self.conv.weight, &g)),
+                };
+                Ok(kernels::conv2d_input_grad(&gy, &self.conv.weight, &g))
+            },
+        )?;
+        grad_like(gx, arg)
     }
 }
 
@@ -101,27 +172,32 @@ impl CustomOp1 for LinearOp {
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> CResult<Option<Tensor>> {
         let n = arg.dims2()?.0;
         let lin = &self.0;
-        grad_like(kernels::linear_input_grad(&to_vec(grad)?, n, &lin.weight, lin.out_features, lin.in_features), arg)
+        let gx = profile::time(|| "bwd linear".into(), || -> CResult<Vec<f32>> { with_slice(grad, |gy| kernels::linear_input_grad(gy, n, &lin.weight, lin.out_features, lin.in_features)) })?;
+        grad_like(gx, arg)
     }
 }
 
-/// ReLU or ReLU6 with PyTorch's backward (no gradient at the kinks), or the guided rule.
+/// ReLU or ReLU6 with PyTorch's backward (no gradient at the kinks), or the guided rule when the
+/// pass's `GuidedFlag` is set.
 pub struct ReluOp {
     pub clamp: Clamp,
-    pub guided: bool,
+    pub guided: GuidedFlag,
 }
 
 impl CustomOp1 for ReluOp {
     fn name(&self) -> &'static str {
-        if self.guided { "gradcam-guided-relu" } else { "gradcam-relu" }
+        "gradcam-relu"
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> CResult<(CpuStorage, Shape)> {
-        Ok((CpuStorage::F32(kernels::relu_forward(&as_slice(s, l)?, self.clamp)), l.shape().clone()))
+        let mut y = as_slice(s, l)?.into_owned();
+        profile::time(|| "relu".into(), || kernels::clamp_in_place(&mut y, self.clamp));
+        Ok((CpuStorage::F32(y), l.shape().clone()))
     }
 
-    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> CResult<Option<Tensor>> {
-        grad_like(kernels::relu_input_grad(&to_vec(arg)?, &to_vec(grad)?, self.clamp, self.guided), arg)
+    fn bwd(&self, arg: &Tensor, res: &Tensor, grad: &Tensor) -> CResult<Option<Tensor>> {
+        let gx = profile::time(|| "bwd relu".into(), || relu_backward(res, grad, self.clamp, self.guided.get()))?;
+        grad_like(gx, arg)
     }
 }
 
@@ -129,8 +205,18 @@ fn pool_geom(m: &MaxPool, n: usize, c: usize, h: usize, w: usize) -> PoolGeom {
     PoolGeom { n, c, h, w, kh: m.kernel, kw: m.kernel, stride_h: m.stride, stride_w: m.stride, pad_h: m.padding, pad_w: m.padding, ceil_mode: m.ceil_mode }
 }
 
-/// Max pool of any kernel, stride, padding and ceil mode.
-pub struct MaxPoolOp(pub MaxPool);
+/// Max pool of any kernel, stride, padding and ceil mode. The forward records where each maximum
+/// came from (one op instance per application), so the backward is a scatter, not a second search.
+pub struct MaxPoolOp {
+    pool: MaxPool,
+    argmax: Mutex<Vec<u32>>,
+}
+
+impl MaxPoolOp {
+    pub fn new(pool: MaxPool) -> MaxPoolOp {
+        MaxPoolOp { pool, argmax: Mutex::new(Vec::new()) }
+    }
+}
 
 impl CustomOp1 for MaxPoolOp {
     fn name(&self) -> &'static str {
@@ -139,15 +225,18 @@ impl CustomOp1 for MaxPoolOp {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> CResult<(CpuStorage, Shape)> {
         let (n, c, h, w) = dims4(l)?;
-        let g = pool_geom(&self.0, n, c, h, w);
-        let y = kernels::max_pool2d_forward(&as_slice(s, l)?, &g);
+        let g = pool_geom(&self.pool, n, c, h, w);
+        let (y, arg) = profile::time(|| "maxpool".into(), || -> CResult<_> { Ok(kernels::max_pool2d_forward_argmax(&as_slice(s, l)?, &g)) })?;
+        *self.argmax.lock().map_err(|_| candle_core::Error::Msg("max pool argmax poisoned".into()))? = arg;
         Ok((CpuStorage::F32(y), Shape::from((n, c, g.out_h(), g.out_w()))))
     }
 
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> CResult<Option<Tensor>> {
         let (n, c, h, w) = arg.dims4()?;
-        let g = pool_geom(&self.0, n, c, h, w);
-        grad_like(kernels::max_pool2d_input_grad(&to_vec(arg)?, &to_vec(grad)?, &g), arg)
+        let g = pool_geom(&self.pool, n, c, h, w);
+        let argmax = self.argmax.lock().map_err(|_| candle_core::Error::Msg("max pool argmax poisoned".into()))?;
+        let gx = profile::time(|| "bwd maxpool".into(), || -> CResult<Vec<f32>> { with_slice(grad, |gy| kernels::max_pool2d_input_grad_argmax(&argmax, gy, &g)) })?;
+        grad_like(gx, arg)
     }
 }
 
@@ -170,6 +259,6 @@ impl CustomOp1 for AdaptiveAvgPoolOp {
 
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> CResult<Option<Tensor>> {
         let (n, c, h, w) = arg.dims4()?;
-        grad_like(kernels::adaptive_avg_pool2d_input_grad(&to_vec(grad)?, n, c, h, w, self.out_h, self.out_w), arg)
+        grad_like(with_slice(grad, |gy| kernels::adaptive_avg_pool2d_input_grad(gy, n, c, h, w, self.out_h, self.out_w))?, arg)
     }
 }

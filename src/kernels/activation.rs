@@ -16,6 +16,47 @@ pub fn relu_forward(x: &[f32], clamp: Clamp) -> Vec<f32> {
     }
 }
 
+/// [`relu_forward`] in place, written as compare-and-select so it vectorises (also on wasm32 simd128,
+/// where `f32::max`'s NaN rule would force a scalar loop). NaN still maps to 0.
+pub fn clamp_in_place(x: &mut [f32], clamp: Clamp) {
+    match clamp {
+        Clamp::Relu => x.iter_mut().for_each(|v| *v = if *v > 0.0 { *v } else { 0.0 }),
+        Clamp::Relu6 => x.iter_mut().for_each(|v| {
+            let r = if *v > 0.0 { *v } else { 0.0 };
+            *v = if r < 6.0 { r } else { 6.0 };
+        }),
+    }
+}
+
+/// The backward mask of a ReLU/ReLU6 read off its *output* `y`: 1 where the gradient passes
+/// (0 < y, and y < 6 for Relu6; an input at or above 6 gives y == 6). Same rule as [`relu_input_grad`].
+pub fn relu_mask(y: &[f32], clamp: Clamp) -> Vec<u8> {
+    match clamp {
+        Clamp::Relu => y.iter().map(|&v| (v > 0.0) as u8).collect(),
+        Clamp::Relu6 => y.iter().map(|&v| ((v > 0.0) & (v < 6.0)) as u8).collect(),
+    }
+}
+
+/// The ReLU/ReLU6 backward read off its *output* `y` in one pass (same rule as [`relu_input_grad`]):
+/// g where 0 < y (and y < 6 for Relu6) and, guided, g > 0; else 0.
+pub fn relu_output_grad(y: &[f32], g: &[f32], clamp: Clamp, guided: bool) -> Vec<f32> {
+    debug_assert_eq!(y.len(), g.len());
+    let hi = if clamp == Clamp::Relu6 { 6.0 } else { f32::INFINITY };
+    let lo_g = if guided { 0.0 } else { f32::NEG_INFINITY };
+    y.iter().zip(g).map(|(&y, &g)| if y > 0.0 && y < hi && g > lo_g { g } else { 0.0 }).collect()
+}
+
+/// The ReLU backward from a [`relu_mask`], in place: g stays where the mask is 1 (and, guided,
+/// where g > 0), else 0.
+pub fn mask_grad_in_place(g: &mut [f32], mask: &[u8], guided: bool) {
+    debug_assert_eq!(g.len(), mask.len());
+    if guided {
+        g.iter_mut().zip(mask).for_each(|(v, &m)| *v = if m != 0 && *v > 0.0 { *v } else { 0.0 });
+    } else {
+        g.iter_mut().zip(mask).for_each(|(v, &m)| *v = if m != 0 { *v } else { 0.0 });
+    }
+}
+
 /// Whether the forward is the identity at `v`: PyTorch gives zero gradient
 /// exactly at the kinks (x == 0, and x == 6 for Relu6).
 fn passes(v: f32, clamp: Clamp) -> bool {
@@ -62,6 +103,27 @@ mod tests {
                 &analytic,
                 &mut rng,
             );
+        }
+    }
+
+    #[test]
+    fn in_place_forward_and_mask_agree_with_reference() {
+        let x = [-1.0, 0.0, 3.0, 3.0, 6.0, 7.5, f32::NAN, -0.0];
+        let g = [5.0, 5.0, 2.0, -2.0, 4.0, 1.0, 1.0, 1.0];
+        for clamp in [Clamp::Relu, Clamp::Relu6] {
+            let mut y = x.to_vec();
+            clamp_in_place(&mut y, clamp);
+            let want = relu_forward(&x, clamp);
+            assert_eq!(y.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), want.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
+            let m = relu_mask(&y, clamp);
+            for guided in [false, true] {
+                assert_eq!(relu_output_grad(&y, &g, clamp, guided), relu_input_grad(&x, &g, clamp, guided), "output rule {clamp:?} guided {guided}");
+            }
+            for guided in [false, true] {
+                let mut gm = g.to_vec();
+                mask_grad_in_place(&mut gm, &m, guided);
+                assert_eq!(gm, relu_input_grad(&x, &g, clamp, guided), "{clamp:?} guided {guided}");
+            }
         }
     }
 

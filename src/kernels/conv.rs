@@ -6,6 +6,7 @@
 //! convs use the direct kernels in `depthwise.rs`; other grouped convs run the
 //! groups == 1 path on each group's channel slices.
 
+use super::activation::{clamp_in_place, Clamp};
 use super::{depthwise, matmul, tap_range, MatRef};
 use core::ops::Range;
 
@@ -78,6 +79,15 @@ impl Conv2dGeom {
 /// weight: (cout, cin/groups, kh, kw); bias: cout. Returns (n, cout, out_h, out_w).
 pub fn conv2d_forward(x: &[f32], weight: &[f32], bias: Option<&[f32]>, g: &Conv2dGeom) -> Vec<f32> {
     forward_with_budget(x, weight, bias, g, COL_BUDGET_FLOATS)
+}
+
+/// [`conv2d_forward`] followed by a ReLU/ReLU6 (`act`), applied while the output is still in cache.
+pub fn conv2d_forward_act(x: &[f32], weight: &[f32], bias: Option<&[f32]>, g: &Conv2dGeom, act: Option<Clamp>) -> Vec<f32> {
+    let mut y = forward_with_budget(x, weight, bias, g, COL_BUDGET_FLOATS);
+    if let Some(c) = act {
+        clamp_in_place(&mut y, c);
+    }
+    y
 }
 
 /// d loss / d x given d loss / d out (input gradient only; never a weight gradient). Returns (n, cin, h, w).

@@ -11,12 +11,12 @@ pub mod depthwise;
 pub mod linear;
 pub mod pool;
 
-pub use activation::{relu_forward, relu_input_grad, Clamp};
-pub use conv::{conv2d_forward, conv2d_input_grad, Conv2dGeom};
+pub use activation::{clamp_in_place, mask_grad_in_place, relu_forward, relu_input_grad, relu_mask, relu_output_grad, Clamp};
+pub use conv::{conv2d_forward, conv2d_forward_act, conv2d_input_grad, Conv2dGeom};
 pub use linear::{linear_forward, linear_input_grad};
 pub use pool::{
     adaptive_avg_pool2d_forward, adaptive_avg_pool2d_input_grad, max_pool2d_forward,
-    max_pool2d_input_grad, PoolGeom,
+    max_pool2d_forward_argmax, max_pool2d_input_grad, max_pool2d_input_grad_argmax, PoolGeom,
 };
 
 use core::ops::Range;
@@ -151,18 +151,6 @@ pub(crate) fn tap_range(
     };
     let hi = hi.min(out_len);
     lo.min(hi)..hi
-}
-
-/// `dst[i] += a * src[i * stride]`; the stride-1 branch is a plain zip that
-/// the compiler vectorises.
-pub(crate) fn axpy_gather(dst: &mut [f32], src: &[f32], stride: usize, a: f32) {
-    if stride == 1 {
-        dst.iter_mut().zip(src).for_each(|(d, s)| *d += a * s);
-    } else {
-        dst.iter_mut()
-            .zip(src.iter().step_by(stride))
-            .for_each(|(d, s)| *d += a * s);
-    }
 }
 
 /// `dst[i * stride] += a * src[i]`, the adjoint of [`axpy_gather`].

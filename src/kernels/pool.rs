@@ -112,6 +112,61 @@ pub fn max_pool2d_input_grad(x: &[f32], grad_out: &[f32], g: &PoolGeom) -> Vec<f
     gx
 }
 
+/// [`max_pool2d_forward`] that also returns, per output, the flat input index of its maximum
+/// (u32::MAX for an empty window), so the backward needs no copy of the input.
+pub fn max_pool2d_forward_argmax(x: &[f32], g: &PoolGeom) -> (Vec<f32>, Vec<u32>) {
+    debug_assert_eq!(x.len(), g.n * g.c * g.h * g.w);
+    let (oh, ow, hw) = (g.out_h(), g.out_w(), g.h * g.w);
+    let mut out = vec![f32::NEG_INFINITY; g.n * g.c * oh * ow];
+    let mut arg = vec![u32::MAX; out.len()];
+    if hw == 0 {
+        return (out, arg);
+    }
+    // The same rule as `window_max` (first maximum in row-major order, NaN wins), as one tight loop
+    // per window with the column windows computed once.
+    let cols: Vec<Range<usize>> = (0..ow).map(|ox| window(ox, g.kw, g.stride_w, g.pad_w, g.w)).collect();
+    let planes = x.chunks_exact(hw).zip(out.chunks_exact_mut(oh * ow).zip(arg.chunks_exact_mut(oh * ow)));
+    for (p, (plane, (o, a))) in planes.enumerate() {
+        for oy in 0..oh {
+            let ys = window(oy, g.kh, g.stride_h, g.pad_h, g.h);
+            for (ox, xs) in cols.iter().enumerate() {
+                if ys.is_empty() || xs.is_empty() {
+                    continue; // an empty window: -inf, no argmax
+                }
+                // Branch-free selects: on random data a compare-and-branch mispredicts half the time.
+                let base = p * hw;
+                let first = ys.start * g.w + xs.start;
+                let (mut best, mut at) = (plane[first], first);
+                for y in ys.clone() {
+                    let row = &plane[y * g.w..][..g.w];
+                    for ix in xs.clone() {
+                        let v = row[ix];
+                        let take = v > best || v.is_nan();
+                        best = if take { v } else { best };
+                        at = if take { y * g.w + ix } else { at };
+                    }
+                }
+                let at = (base + at) as u32;
+                o[oy * ow + ox] = best;
+                a[oy * ow + ox] = at;
+            }
+        }
+    }
+    (out, arg)
+}
+
+/// [`max_pool2d_input_grad`] from the argmax of [`max_pool2d_forward_argmax`].
+pub fn max_pool2d_input_grad_argmax(arg: &[u32], grad_out: &[f32], g: &PoolGeom) -> Vec<f32> {
+    debug_assert_eq!(arg.len(), grad_out.len());
+    let mut gx = vec![0.0; g.n * g.c * g.h * g.w];
+    for (&i, &d) in arg.iter().zip(grad_out) {
+        if let Some(v) = gx.get_mut(i as usize) {
+            *v += d;
+        }
+    }
+    gx
+}
+
 /// PyTorch's adaptive bin `i` of `out` over `len`: floor(i*len/out) .. ceil((i+1)*len/out).
 fn bin(i: usize, len: usize, out: usize) -> Range<usize> {
     (i * len / out)..((i + 1) * len).div_ceil(out)
@@ -309,6 +364,23 @@ mod tests {
                 &analytic,
                 &mut rng,
             );
+        }
+    }
+
+    #[test]
+    fn argmax_variants_match_the_plain_ones() {
+        let mut rng = Rng::new(33);
+        for g in [
+            pg(2, 2, 13, 13, 3, 2, 0, true),
+            pg(1, 2, 13, 13, 3, 2, 1, true),
+            pg(1, 3, 14, 11, 3, 2, 1, false),
+            pg(1, 2, 8, 8, 2, 2, 0, false),
+        ] {
+            let x = rng.vec(g.n * g.c * g.h * g.w);
+            let r = rng.vec(g.n * g.c * g.out_h() * g.out_w());
+            let (y, arg) = max_pool2d_forward_argmax(&x, &g);
+            assert_eq!(y, max_pool2d_forward(&x, &g));
+            assert_eq!(max_pool2d_input_grad_argmax(&arg, &r, &g), max_pool2d_input_grad(&x, &r, &g));
         }
     }
 

@@ -37,12 +37,15 @@ function freePort() {
   });
 }
 
-/** Starts www/serve.mjs on a free port; resolves once it prints its "Serving" line. */
-export async function startServer({ attempts = 3 } = {}) {
+/**
+ * Starts www/serve.mjs on a free port; resolves once it prints its "Serving" line.
+ * `dir`: the folder to serve, relative to the repository (default the repository itself; 'dist' for the webpack build).
+ */
+export async function startServer({ attempts = 3, dir = '.' } = {}) {
   let lastError;
   for (let i = 0; i < attempts; i++) {
     const port = await freePort();
-    const child = spawn(process.execPath, ['www/serve.mjs', '--port', String(port), '--host', '127.0.0.1'], {
+    const child = spawn(process.execPath, ['www/serve.mjs', dir, '--port', String(port), '--host', '127.0.0.1'], {
       cwd: REPO,
       stdio: ['ignore', 'pipe', 'pipe'],
     });

@@ -1,0 +1,27 @@
+// node scripts/wasm-bench.mjs [runs] [arch...]: times the wasm build (see scripts/wasm-bench.sh).
+import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+const require = createRequire(import.meta.url);
+const dir = process.env.WASM_BENCH_DIR || '/tmp/gradcam-wasm-bench';
+const { bench, peak_memory, synthetic_bytes } = require(`${dir}/gradcam_wasm_bench.js`);
+if (process.env.PEAK) {
+  // Peak wasm memory needs a fresh instance: `PEAK=efficientnet_lite0 node scripts/wasm-bench.mjs`.
+  const arch = process.env.PEAK;
+  const model = arch === 'efficientnet_lite0'
+    ? new Uint8Array(readFileSync(new URL('../assets/models/efficientnet-lite0.safetensors', import.meta.url)))
+    : synthetic_bytes(arch);
+  console.log(arch, peak_memory(arch, model));
+  process.exit(0);
+}
+const runs = Number(process.argv[2] || 5);
+const archs = process.argv.slice(3).length ? process.argv.slice(3) : ['efficientnet_lite0', 'resnet18'];
+for (const arch of archs) {
+  const model = arch === 'efficientnet_lite0'
+    ? new Uint8Array(readFileSync(new URL('../assets/models/efficientnet-lite0.safetensors', import.meta.url)))
+    : new Uint8Array(0);
+  const r = JSON.parse(bench(arch, model, runs));
+  const { profile_gradcam: pg, profile_guided_gradcam_after: pgg, ...main } = r;
+  console.log(JSON.stringify(main));
+  const show = (name, p) => console.log(`  ${name}: ` + p.sort((a, b) => b.ms - a.ms).map(o => `${o.op} ${o.ms.toFixed(1)}ms/${o.calls}`).join(', '));
+  if (process.env.PROFILE) { show('gradcam', pg); show('guided-gc (reused fwd)', pgg); }
+}

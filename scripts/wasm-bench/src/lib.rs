@@ -1,0 +1,104 @@
+//! wasm entry points for scripts/wasm-bench.sh: the same measurements as `src/bin/bench.rs`,
+//! plus the per-op profile of the CPU executor, returned as JSON text.
+
+use gradcam_wasm::clock::now_ms;
+use gradcam_wasm::exec::{cpu::CpuExecutor, profile, Executor};
+use gradcam_wasm::{synthetic, Arch, ExplainOptions, Explainer, FeatureMap, Method, Model, Target};
+use wasm_bindgen::prelude::*;
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Times load, forward, Grad-CAM, a 2nd class, Guided Grad-CAM and Guided Backprop on a fresh image
+/// each run. `model` may be empty: then synthetic weights of `arch` are used.
+#[wasm_bindgen]
+pub fn bench(arch: &str, model: &[u8], runs: u32) -> String {
+    let arch = Arch::from_name(arch).expect("arch");
+    let bytes = if model.is_empty() { synthetic::state_dict(arch, 1000).expect("synthetic").bytes() } else { model.to_vec() };
+    let mem = || core::arch::wasm32::memory_size(0) as f64 * 65536.0 / 1048576.0;
+    let mem_bytes = mem();
+    let t = now_ms();
+    let m = Model::from_bytes(&bytes, Some(arch)).expect("model loads");
+    let load = now_ms() - t;
+    let weights_mb = m.graph.parameter_count() as f64 * 4.0 / 1048576.0;
+    let mem_loaded = mem();
+    // Ready to explain: model parse + first Grad-CAM (the bytes already in wasm memory).
+    let first = {
+        let mut ex = Explainer::new(Model::from_bytes(&bytes, Some(arch)).expect("model loads"));
+        let t = now_ms();
+        let input = FeatureMap::new(3, 224, 224, synthetic::Rng::new(7).vec(3 * 224 * 224, 1.5));
+        ex.explain_tensor(input, &ExplainOptions::default()).expect("gradcam");
+        now_ms() - t + load
+    };
+    let mem_first = mem();
+    let exec = CpuExecutor::new(m.graph.clone());
+    let mut ex = Explainer::new(m);
+    let mut rng = synthetic::Rng::new(1);
+    let (mut fwd, mut gc, mut second, mut ggc, mut gbp) = (vec![], vec![], vec![], vec![], vec![]);
+    for _ in 0..runs {
+        let input = FeatureMap::new(3, 224, 224, rng.vec(3 * 224 * 224, 1.5));
+        let t = now_ms();
+        exec.logits_batch(&input.data, 1, 224, 224).expect("forward");
+        fwd.push(now_ms() - t);
+        let e = ex.explain_tensor(input.clone(), &ExplainOptions::default()).expect("gradcam");
+        gc.push(e.timings.total_ms);
+        let other = ExplainOptions { target: Target::Class((e.class + 1) % 1000), ..Default::default() };
+        second.push(ex.explain_tensor(input.clone(), &other).expect("2nd").timings.total_ms);
+        let input2 = FeatureMap::new(3, 224, 224, rng.vec(3 * 224 * 224, 1.5));
+        let g = ExplainOptions { method: Method::GuidedGradCam, ..Default::default() };
+        ggc.push(ex.explain_tensor(input2.clone(), &g).expect("ggc").timings.total_ms);
+        let input3 = FeatureMap::new(3, 224, 224, rng.vec(3 * 224 * 224, 1.5));
+        let g = ExplainOptions { method: Method::GuidedBackprop, ..Default::default() };
+        gbp.push(ex.explain_tensor(input3, &g).expect("gbp").timings.total_ms);
+    }
+    drop(bytes);
+    let mem_end = mem();
+    // One profiled Grad-CAM + Guided Grad-CAM on a new image.
+    let input = FeatureMap::new(3, 224, 224, rng.vec(3 * 224 * 224, 1.5));
+    profile::enable(true);
+    ex.explain_tensor(input.clone(), &ExplainOptions::default()).expect("gradcam");
+    let p_gc = profile::take();
+    ex.explain_tensor(input, &ExplainOptions { method: Method::GuidedGradCam, ..Default::default() }).expect("ggc");
+    let p_ggc = profile::take();
+    profile::enable(false);
+    let prof = |p: Vec<(String, f64, usize)>| {
+        p.iter().map(|(k, ms, n)| format!("{{\"op\":\"{k}\",\"ms\":{ms:.3},\"calls\":{n}}}")).collect::<Vec<_>>().join(",")
+    };
+    format!(
+        "{{\"arch\":\"{}\",\"load_ms\":{load:.1},\"ready_ms\":{first:.1},\"weights_f32_mb\":{weights_mb:.1},\"wasm_mem_mb\":[{mem_bytes:.0},{mem_loaded:.0},{mem_first:.0},{mem_end:.0}],\"forward_ms\":{:.2},\"gradcam_ms\":{:.2},\"second_class_ms\":{:.2},\"guided_gradcam_ms\":{:.2},\"guided_backprop_ms\":{:.2},\"profile_gradcam\":[{}],\"profile_guided_gradcam_after\":[{}]}}",
+        arch.name(),
+        median(fwd),
+        median(gc),
+        median(second),
+        median(ggc),
+        median(gbp),
+        prof(p_gc),
+        prof(p_ggc)
+    )
+}
+
+/// Peak wasm memory (MB) of the real flow, for a fresh instance: bytes copied in, model parsed,
+/// Grad-CAM then Guided Grad-CAM of one image. wasm memory never shrinks, so its final size is the peak.
+/// Returns (memory at entry, after parsing, after explaining, f32 weight MB) as JSON.
+#[wasm_bindgen]
+pub fn peak_memory(arch: &str, model: &[u8]) -> String {
+    let mem = || core::arch::wasm32::memory_size(0) as f64 * 65536.0 / 1048576.0;
+    let arch = Arch::from_name(arch).expect("arch");
+    let entry = mem();
+    let m = Model::from_bytes(model, Some(arch)).expect("model loads");
+    let weights = m.graph.parameter_count() as f64 * 4.0 / 1048576.0;
+    let parsed = mem();
+    let mut ex = Explainer::new(m);
+    let input = FeatureMap::new(3, 224, 224, synthetic::Rng::new(7).vec(3 * 224 * 224, 1.5));
+    ex.explain_tensor(input.clone(), &ExplainOptions::default()).expect("gradcam");
+    ex.explain_tensor(input, &ExplainOptions { method: Method::GuidedGradCam, ..Default::default() }).expect("ggc");
+    format!("{{\"entry_mb\":{entry:.0},\"parsed_mb\":{parsed:.0},\"explained_mb\":{:.0},\"weights_f32_mb\":{weights:.1}}}", mem())
+}
+
+/// Synthetic weights of `arch` as safetensors bytes (for `peak_memory` on models we do not ship).
+#[wasm_bindgen]
+pub fn synthetic_bytes(arch: &str) -> Vec<u8> {
+    synthetic::state_dict(Arch::from_name(arch).expect("arch"), 1000).expect("synthetic").bytes()
+}
