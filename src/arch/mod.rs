@@ -122,7 +122,7 @@ impl Arch {
             Arch::SqueezeNet1_0 | Arch::SqueezeNet1_1 => {
                 // 1.0 and 1.1 differ in the stem (96 7x7 vs 64 3x3 filters): the name must match the file.
                 let want: &[usize] = if self == Arch::SqueezeNet1_0 { &[96, 3, 7, 7] } else { &[64, 3, 3, 3] };
-                weights.take("features.0.weight", &want.iter().map(|&d| Some(d)).collect::<Vec<_>>())?;
+                weights.check("features.0.weight", &want.iter().map(|&d| Some(d)).collect::<Vec<_>>())?;
                 squeezenet::build(weights)
             }
             Arch::MobileNetV2 => mobilenet_v2::build(weights),

@@ -86,7 +86,7 @@ impl<'w> GraphBuilder<'w> {
     }
 
     /// A conv named `name` reading `{name}.weight` (and `{name}.bias` if present), with the
-    /// batch-norm `{bn}.*` folded in when `bn` is given.
+    /// batch-norm `{bn}.*` folded in (in place) when `bn` is given.
     pub fn conv(&mut self, name: &str, bn: Option<&str>, input: NodeId, spec: ConvSpec) -> Result<NodeId> {
         let cin = self.channels(input);
         if spec.groups == 0 || !cin.is_multiple_of(spec.groups) {
@@ -97,13 +97,13 @@ impl<'w> GraphBuilder<'w> {
         if cout % spec.groups != 0 {
             return fail!(Weights, "tensor '{name}.weight' has {cout} output channels, not a multiple of {} groups", spec.groups);
         }
-        let mut weight = w.data.clone();
+        let mut weight = w.data;
         let bias_key = format!("{name}.bias");
         let mut bias = if self.conv_bias_required {
-            self.weights.take(&bias_key, &[Some(cout)])?.data.clone()
+            self.weights.take(&bias_key, &[Some(cout)])?.data
         } else {
             match self.weights.take_optional(&bias_key, &[Some(cout)])? {
-                Some(b) => b.data.clone(),
+                Some(b) => b.data,
                 None => vec![0.0; cout],
             }
         };
@@ -121,10 +121,10 @@ impl<'w> GraphBuilder<'w> {
     /// y = gamma * (x - mean) / sqrt(var + eps) + beta, folded: W' = W * s, b' = (b - mean) * s + beta.
     fn fold_batch_norm(&self, bn: &str, cout: usize, eps: f32, weight: &mut [f32], bias: &mut [f32]) -> Result<()> {
         let shape = [Some(cout)];
-        let gamma = &self.weights.take(&format!("{bn}.weight"), &shape)?.data;
-        let beta = &self.weights.take(&format!("{bn}.bias"), &shape)?.data;
-        let mean = &self.weights.take(&format!("{bn}.running_mean"), &shape)?.data;
-        let var = &self.weights.take(&format!("{bn}.running_var"), &shape)?.data;
+        let gamma = self.weights.take(&format!("{bn}.weight"), &shape)?.data;
+        let beta = self.weights.take(&format!("{bn}.bias"), &shape)?.data;
+        let mean = self.weights.take(&format!("{bn}.running_mean"), &shape)?.data;
+        let var = self.weights.take(&format!("{bn}.running_var"), &shape)?.data;
         let per_out = weight.len() / cout;
         for o in 0..cout {
             if var[o] < 0.0 {
@@ -146,8 +146,8 @@ impl<'w> GraphBuilder<'w> {
         let w = self.weights.take(&format!("{name}.weight"), &[None, Some(in_features)])?;
         let out_features = w.shape[0];
         // Every torchvision classifier layer has a bias.
-        let bias = self.weights.take(&format!("{name}.bias"), &[Some(out_features)])?.data.clone();
-        let lin = Linear { weight: w.data.clone(), bias, in_features, out_features };
+        let bias = self.weights.take(&format!("{name}.bias"), &[Some(out_features)])?.data;
+        let lin = Linear { weight: w.data, bias, in_features, out_features };
         Ok(self.push(name, Op::Linear(Arc::new(lin)), vec![input], Known { channels: out_features, spatial: Some((1, 1)) }))
     }
 

@@ -19,9 +19,14 @@ pub struct Param {
 }
 
 /// All tensors of a weight file by name, plus the bookkeeping of which ones the model used.
+///
+/// `take` moves a tensor's data out (to the graph, which folds batch-norm into it in place), so
+/// loading holds each weight once: the map's copy never lives beside the graph's.
 #[derive(Debug, Default)]
 pub struct WeightMap {
     params: BTreeMap<String, Param>,
+    /// The data of the tensors not taken yet, by name.
+    data: RefCell<BTreeMap<String, Vec<f32>>>,
     taken: RefCell<BTreeSet<String>>,
 }
 
@@ -32,7 +37,13 @@ fn is_bookkeeping(name: &str) -> bool {
 
 impl WeightMap {
     pub fn from_params(params: impl IntoIterator<Item = (String, Param)>) -> Self {
-        WeightMap { params: params.into_iter().collect(), taken: Default::default() }
+        let mut shapes = BTreeMap::new();
+        let mut data = BTreeMap::new();
+        for (name, p) in params {
+            data.insert(name.clone(), p.data);
+            shapes.insert(name, Param { shape: p.shape, data: Vec::new() });
+        }
+        WeightMap { params: shapes, data: RefCell::new(data), taken: Default::default() }
     }
 
     /// Parses safetensors bytes. Integer tensors are only accepted for bookkeeping keys.
@@ -99,8 +110,9 @@ impl WeightMap {
         self.params.keys().map(|s| s.as_str())
     }
 
-    /// Takes a tensor that must exist, checking its shape. `None` in `expected` matches any size.
-    pub fn take(&self, name: &str, expected: &[Option<usize>]) -> Result<&Param> {
+    /// Checks that a tensor exists with the shape the architecture expects. `None` in `expected`
+    /// matches any size.
+    pub fn check(&self, name: &str, expected: &[Option<usize>]) -> Result<&[usize]> {
         let p = self.params.get(name).ok_or_else(|| {
             Error::Weights(format!("missing tensor '{name}': the file does not fit this architecture (wrong --arch, or a model of another kind)"))
         })?;
@@ -109,12 +121,19 @@ impl WeightMap {
             let want: Vec<String> = expected.iter().map(|e| e.map_or("*".into(), |v| v.to_string())).collect();
             return fail!(Weights, "tensor '{name}' has shape {:?} but this architecture needs [{}]", p.shape, want.join(", "));
         }
+        Ok(&p.shape)
+    }
+
+    /// Takes a tensor that must exist, checking its shape, and moves its data out of the map.
+    pub fn take(&self, name: &str, expected: &[Option<usize>]) -> Result<Param> {
+        let shape = self.check(name, expected)?.to_vec();
+        let data = self.data.borrow_mut().remove(name).ok_or_else(|| Error::Internal(format!("tensor '{name}' was taken twice")))?;
         self.taken.borrow_mut().insert(name.to_string());
-        Ok(p)
+        Ok(Param { shape, data })
     }
 
     /// Takes a tensor if present (e.g. an optional conv bias).
-    pub fn take_optional(&self, name: &str, expected: &[Option<usize>]) -> Result<Option<&Param>> {
+    pub fn take_optional(&self, name: &str, expected: &[Option<usize>]) -> Result<Option<Param>> {
         if self.contains(name) {
             self.take(name, expected).map(Some)
         } else {
