@@ -297,7 +297,7 @@ impl Explainer {
         let t1 = now_ms();
         self.cache = None; // a failure below must not leave a stale pass behind
         self.model.graph.shapes(input.height, input.width)?;
-        let pass = self.executor.start(input.clone(), layer)?;
+        let pass = self.executor.start_for(input.clone(), layer, opts.method.needs().guided_input_gradient)?;
         self.keep_pass(key, pass, input, geometry)?;
         Ok((t1 - t0, now_ms() - t1, false))
     }
@@ -370,7 +370,7 @@ impl Explainer {
             let geometry = Geometry::identity(input.width, input.height);
             self.cache = None;
             self.model.graph.shapes(input.height, input.width)?;
-            let pass = self.executor.start(input.clone(), layer)?;
+            let pass = self.executor.start_for(input.clone(), layer, opts.method.needs().guided_input_gradient)?;
             self.keep_pass(key, pass, input, geometry)?;
         }
         let fwd_ms = now_ms() - t1;

@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use gradcam_wasm::exec::{cpu::CpuExecutor, Executor};
+use gradcam_wasm::exec::{cpu::{Checkpoint, CpuExecutor}, Executor};
 use gradcam_wasm::graph::Op;
 use gradcam_wasm::{ExplainOptions, Explainer, FeatureMap, Method, Model, Normalization, Target};
 
@@ -134,4 +134,75 @@ fn input_gradients_do_not_depend_on_where_the_forward_is_split() {
             assert!(err < 1e-5, "split at {layer} (guided {guided}): input gradient differs by {err:e} of its peak");
         }
     }
+}
+
+fn max_relative_difference(a: &FeatureMap, reference: &FeatureMap) -> f32 {
+    let scale = reference.data.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    assert!(scale > 0.0, "zero reference gradient: the comparison would be vacuous");
+    a.data.iter().zip(&reference.data).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max) / scale
+}
+
+/// A checkpoint segment runs unrecorded and is recorded again for each input-gradient walk, seeded
+/// by the segment after it. Wherever they end (one or several) (inside a residual block so that the skip crosses it,
+/// between a conv and its fused ReLU, at a block output, right before the layer), whether the
+/// segment ending at the layer was recorded by the forward or only on demand, and on a second walk
+/// of the same pass (both segments recorded again), the input gradient must not change.
+#[test]
+fn input_gradients_do_not_depend_on_checkpoints_or_lazy_recording() {
+    let sd = gradcam_wasm::synthetic::state_dict(gradcam_wasm::Arch::ResNet18, 1000).unwrap();
+    let model = Model::from_bytes(&sd.bytes(), Some(gradcam_wasm::Arch::ResNet18)).unwrap();
+    let graph = &model.graph;
+    let input = FeatureMap::new(3, 64, 80, Rng::new(3).vec(3 * 64 * 80, 1.0));
+    let mut target = vec![0.0f32; 1000];
+    target[7] = 1.0;
+    target[300] = -0.5;
+    let layer = graph.find("layer4").unwrap();
+    let plain = CpuExecutor::new(graph.clone()).with_checkpoint(Checkpoint::Off);
+    let cuts: [&[&str]; 10] = [
+        &["conv1"],
+        &["relu"],
+        &["maxpool"],
+        &["layer1.0.conv1"],
+        &["layer1.0.relu1"],
+        &["layer2.0.conv1"],
+        &["layer3.1.add"],
+        &["layer4.1.conv2"],
+        &["conv1", "layer1.0.relu1", "layer2.0.conv1"],
+        &["maxpool", "layer1.0.add", "layer1.1.conv2", "layer3.0.relu"],
+    ];
+    for guided in [false, true] {
+        let reference = plain.start(input.clone(), layer).unwrap().input_gradient(&target, guided).unwrap();
+        let mut checkpoints: Vec<Checkpoint> = cuts.iter().map(|c| Checkpoint::After(c.iter().map(|n| graph.find(n).unwrap()).collect())).collect();
+        checkpoints.push(Checkpoint::Auto);
+        for checkpoint in checkpoints {
+            let exec = CpuExecutor::new(graph.clone()).with_checkpoint(checkpoint.clone());
+            for recorded_by_forward in [true, false] {
+                let mut pass = exec.start_for(input.clone(), layer, recorded_by_forward).unwrap();
+                // A layer gradient first, as Guided Grad-CAM after Grad-CAM asks: it walks the last segment only.
+                pass.layer_gradient(&target).unwrap();
+                for walk in 1..=2 {
+                    let g = pass.input_gradient(&target, guided).unwrap();
+                    let err = max_relative_difference(&g, &reference);
+                    assert!(err < 1e-5, "{checkpoint:?}, recorded by the forward {recorded_by_forward}, walk {walk} (guided {guided}): input gradient differs by {err:e} of its peak");
+                }
+            }
+        }
+    }
+}
+
+/// The default model picks its checkpoint by bytes; the guided input gradient must equal the one
+/// without a checkpoint, and Grad-CAM's layer gradient must not depend on either.
+#[test]
+fn the_default_models_checkpoint_changes_no_gradient() {
+    let model = Model::from_bytes(&default_model_bytes(), None).unwrap();
+    let layer = model.graph.find(&model.default_layer()).unwrap();
+    let input = FeatureMap::new(3, 224, 224, Rng::new(11).vec(3 * 224 * 224, 1.5));
+    let mut target = vec![0.0f32; 1000];
+    target[281] = 1.0;
+    let mut plain = CpuExecutor::new(model.graph.clone()).with_checkpoint(Checkpoint::Off).start(input.clone(), layer).unwrap();
+    let mut auto = CpuExecutor::new(model.graph.clone()).start_for(input, layer, false).unwrap();
+    let err = max_relative_difference(&auto.layer_gradient(&target).unwrap(), &plain.layer_gradient(&target).unwrap());
+    assert!(err < 1e-6, "layer gradient differs by {err:e}");
+    let err = max_relative_difference(&auto.input_gradient(&target, true).unwrap(), &plain.input_gradient(&target, true).unwrap());
+    assert!(err < 1e-5, "guided input gradient differs by {err:e} of its peak");
 }

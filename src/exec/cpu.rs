@@ -1,33 +1,62 @@
 //! The candle CPU executor: runs the graph with the custom ops of `candle_ops` and lets candle's
 //! autograd walk the backward. Natively and in wasm32 (single thread, SIMD).
 //!
-//! One forward pass serves every method. It is recorded in two segments split at the target layer:
-//! - segment B (after the layer) starts from `Var`s holding the values it reads from before the
-//!   layer (its frontier: the layer itself, and any skip connection around it), so Grad-CAM's
-//!   backward stops at the layer: a backward of segment B only;
-//! - segment A (input to layer) is recorded from an input `Var`; an input gradient is a backward of
-//!   B, then of A seeded with B's frontier gradients.
+//! One forward pass serves every method. It runs as consecutive segments of nodes, each recorded (if
+//! at all) as its own candle graph that starts from `Var`s holding the values it reads from earlier
+//! segments (its inputs: the value before it, and any skip connection around its start). Backward
+//! walks chain the segments: a walk of segment k, seeded with the gradients at its outputs, gives the
+//! gradients at its inputs, which seed the walk of the segment that produced them.
+//! - The last segment starts after the target layer: Grad-CAM's backward is a walk of it only, and
+//!   its recording is always kept.
+//! - The segment ending at the layer is recorded only when the method needs an input gradient; a
+//!   later input gradient on a pass that did not record it records it then (from its input `Var`s).
+//! - Before it, checkpoint segments may hold the cheap high-resolution stem (`checkpoint_ends`):
+//!   they run unrecorded, and each input-gradient walk records each again just before walking it,
+//!   after the segments after it have been walked and dropped. candle's tape keeps every activation
+//!   of a recorded segment alive in f32 (and its backward adds each gradient into fresh zeros), so
+//!   this bounds the peak by the largest segment's walk, not the sum of all, for a share of a
+//!   forward pass (at most `MAX_RECOMPUTE`). The segment ending at the layer is then dropped after
+//!   each walk too, so a second input gradient on the same pass records it again.
 //!
-//! Guided backpropagation flips the pass's `GuidedFlag` around the same two walks. A conv whose only
-//! reader is a ReLU/ReLU6 runs fused with it. Only input gradients exist, never weight gradients.
+//! Guided backpropagation flips the pass's `GuidedFlag` around the walks. A conv whose only reader
+//! is a ReLU/ReLU6 runs fused with it. Only input gradients exist, never weight gradients.
 
 use super::candle_ops::{AdaptiveAvgPoolOp, ConvOp, GuidedFlag, LinearOp, MaxPoolOp, ReluOp};
 use super::{Executor, Pass};
 use crate::error::{Error, Result};
 use crate::feature_map::FeatureMap;
 use crate::fail;
+use crate::graph::shapes::Chw;
 use crate::graph::{Graph, NodeId, Op};
 use crate::kernels::Clamp;
 use candle_core::{Device, Tensor, Var};
+use std::ops::Range;
 use std::sync::Arc;
 
 pub struct CpuExecutor {
     graph: Arc<Graph>,
+    checkpoint: Checkpoint,
+}
+
+/// Where the checkpoint segments of a pass end (see the module comment).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Checkpoint {
+    /// Chosen by bytes for each pass (`checkpoint_ends`).
+    Auto,
+    /// None: the segment ending at the layer starts at the input.
+    Off,
+    /// After each of these nodes (sorted) that lies before the target layer; for tests.
+    After(Vec<NodeId>),
 }
 
 impl CpuExecutor {
     pub fn new(graph: Arc<Graph>) -> Self {
-        CpuExecutor { graph }
+        CpuExecutor { graph, checkpoint: Checkpoint::Auto }
+    }
+
+    pub fn with_checkpoint(mut self, checkpoint: Checkpoint) -> Self {
+        self.checkpoint = checkpoint;
+        self
     }
 }
 
@@ -59,56 +88,43 @@ fn fusions(graph: &Graph, layer: Option<NodeId>) -> Vec<Option<NodeId>> {
         .collect()
 }
 
-/// A recorded forward pass (see the module comment).
-struct Recorded {
-    logits: Tensor,
-    input: Var,
-    /// Segment B's frontier: (node, its value in segment A, the `Var` segment B read instead).
-    frontier: Vec<(NodeId, Tensor, Var)>,
-    /// The target layer's value.
-    layer: Tensor,
+/// Runs nodes of one graph for one target layer: what a pass needs to run (or re-run) any segment.
+struct Runner {
+    graph: Arc<Graph>,
+    last_use: Vec<NodeId>,
+    fused: Vec<Option<NodeId>>,
+    guided: GuidedFlag,
 }
 
-/// One forward pass. With `layer`, the input is a `Var` and the pass is recorded for backward walks;
-/// without, nothing is recorded (Score-CAM's batches). Values are dropped after their last use.
-fn forward(graph: &Graph, input: Tensor, layer: Option<NodeId>, guided: &GuidedFlag) -> Result<(Tensor, Option<Recorded>)> {
-    let last_use = graph.last_uses();
-    let fused = fusions(graph, layer);
-    let mut values: Vec<Option<Tensor>> = vec![None; graph.nodes.len()];
-    let input_var = match layer {
-        Some(_) => Some(Var::from_tensor(&input)?),
-        None => None,
-    };
-    let mut frontier: Vec<(NodeId, Tensor, Var)> = Vec::new();
-    let mut layer_value = None;
-    for (i, node) in graph.nodes.iter().enumerate() {
-        // Segment B reads values from before the layer through frontier `Var`s.
-        let mut args = Vec::with_capacity(node.inputs.len());
-        for &j in &node.inputs {
-            let v = values[j].as_ref().ok_or_else(|| Error::Internal(format!("an input of '{}' was freed", node.name)))?;
-            let crosses = layer.is_some_and(|l| j <= l && i > l);
-            args.push(if crosses {
-                match frontier.iter().find(|f| f.0 == j) {
-                    Some(f) => f.2.as_tensor().clone(),
-                    None => {
-                        let var = Var::from_tensor(&v.detach())?;
-                        frontier.push((j, v.clone(), var.clone()));
-                        var.as_tensor().clone()
-                    }
-                }
-            } else {
-                v.clone()
-            });
-        }
+/// A run of consecutive nodes, recorded (or not) as one candle graph. See the module comment.
+struct Segment {
+    nodes: Range<NodeId>,
+    /// The values it reads from before `nodes`, as the `Var`s its recording starts from.
+    inputs: Vec<(NodeId, Var)>,
+    /// Its recording: the values of its nodes that later segments read (the logits, in the last).
+    tape: Option<Vec<(NodeId, Tensor)>>,
+    /// Whether the recording is kept after an input-gradient walk (else the next walk records again).
+    keep: bool,
+}
+
+impl Runner {
+    fn new(graph: Arc<Graph>, layer: Option<NodeId>) -> Runner {
+        let (last_use, fused) = (graph.last_uses(), fusions(&graph, layer));
+        Runner { graph, last_use, fused, guided: GuidedFlag::default() }
+    }
+
+    fn node(&self, i: NodeId, args: &[Tensor]) -> Result<Tensor> {
+        let node = &self.graph.nodes[i];
         let arg = |k: usize| -> Result<&Tensor> { args.get(k).ok_or_else(|| Error::Internal(format!("'{}' lacks input {k}", node.name))) };
-        let out = match &node.op {
-            Op::Input => input_var.as_ref().map(|v| v.as_tensor().clone()).unwrap_or_else(|| input.clone()),
-            Op::Conv(c) => match fused[i].and_then(|r| relu_clamp(&graph.nodes[r].op)) {
+        let guided = &self.guided;
+        Ok(match &node.op {
+            Op::Input => return Err(Error::Internal("the input node is not run".into())),
+            Op::Conv(c) => match self.fused[i].and_then(|r| relu_clamp(&self.graph.nodes[r].op)) {
                 Some(clamp) => arg(0)?.apply_op1(ConvOp::fused(c.clone(), clamp, guided.clone()))?,
                 None => arg(0)?.apply_op1(ConvOp::new(c.clone()))?,
             },
             // A ReLU fused into the conv before it passes the conv's (already clamped) output on.
-            Op::Relu | Op::Relu6 if fused[node.inputs[0]] == Some(i) => arg(0)?.clone(),
+            Op::Relu | Op::Relu6 if self.fused[node.inputs[0]] == Some(i) => arg(0)?.clone(),
             Op::Relu => arg(0)?.apply_op1(ReluOp { clamp: Clamp::Relu, guided: guided.clone() })?,
             Op::Relu6 => arg(0)?.apply_op1(ReluOp { clamp: Clamp::Relu6, guided: guided.clone() })?,
             Op::Linear(l) => arg(0)?.apply_op1(LinearOp(l.clone()))?,
@@ -117,29 +133,248 @@ fn forward(graph: &Graph, input: Tensor, layer: Option<NodeId>, guided: &GuidedF
             Op::Flatten => arg(0)?.flatten_from(1)?,
             Op::Add => (arg(0)? + arg(1)?)?,
             Op::Concat => Tensor::cat(&args.iter().collect::<Vec<_>>(), 1)?,
-        };
-        if layer == Some(i) {
-            layer_value = Some(out.clone());
-        }
-        for &j in &node.inputs {
-            if last_use[j] == i {
-                values[j] = None;
-            }
-        }
-        values[i] = Some(out);
+        })
     }
-    let logits = values.pop().flatten().ok_or_else(|| Error::Internal("graph has no output".into()))?;
-    let recorded = match (input_var, layer_value) {
-        (Some(input), Some(layer)) => Some(Recorded { logits: logits.clone(), input, frontier, layer }),
-        (Some(_), None) => return Err(Error::Internal("the target layer was not reached".into())),
-        _ => None,
-    };
-    Ok((logits, recorded))
+
+    /// Runs `nodes`, reading earlier values from `values`; each value is dropped after its last
+    /// reader, so on return `values` holds only what later nodes read (and the logits).
+    fn run(&self, nodes: Range<NodeId>, values: &mut [Option<Tensor>]) -> Result<()> {
+        for i in nodes {
+            let node = &self.graph.nodes[i];
+            let args = node
+                .inputs
+                .iter()
+                .map(|&j| values[j].clone().ok_or_else(|| Error::Internal(format!("an input of '{}' was freed", node.name))))
+                .collect::<Result<Vec<_>>>()?;
+            let out = self.node(i, &args)?;
+            for &j in &node.inputs {
+                if self.last_use[j] == i {
+                    values[j] = None;
+                }
+            }
+            values[i] = Some(out);
+        }
+        Ok(())
+    }
+
+    /// The nodes before `nodes` that `nodes` read, in order.
+    fn inputs_of(&self, nodes: &Range<NodeId>) -> Vec<NodeId> {
+        let mut reads: Vec<NodeId> = nodes.clone().flat_map(|i| self.graph.nodes[i].inputs.iter().copied()).filter(|&j| j < nodes.start).collect();
+        reads.sort_unstable();
+        reads.dedup();
+        reads
+    }
+
+    /// Runs one segment of the forward pass, recorded or not, from the values in `values`, which
+    /// then hold what later segments read.
+    fn forward_segment(&self, nodes: Range<NodeId>, values: &mut [Option<Tensor>], record: bool, keep: bool) -> Result<Segment> {
+        let mut inputs = Vec::new();
+        let mut read_later = Vec::new();
+        for j in self.inputs_of(&nodes) {
+            let value = values[j].take().ok_or_else(|| Error::Internal(format!("the value of node {j} was freed")))?;
+            let var = Var::from_tensor(&value.detach())?;
+            // Unrecorded, the segment reads the Var's values without becoming part of any graph.
+            values[j] = Some(if record { var.as_tensor().clone() } else { var.as_tensor().detach() });
+            if self.last_use[j] >= nodes.end {
+                read_later.push((j, value));
+            }
+            inputs.push((j, var));
+        }
+        self.run(nodes.clone(), values)?;
+        let tape = record.then(|| outputs(&nodes, values));
+        for (j, value) in read_later {
+            values[j] = Some(value);
+        }
+        Ok(Segment { nodes, inputs, tape, keep })
+    }
+
+    /// Records a segment again from its input `Var`s (the forward is deterministic: same values).
+    fn record(&self, segment: &Segment) -> Result<Vec<(NodeId, Tensor)>> {
+        let mut values = vec![None; self.graph.nodes.len()];
+        for (j, var) in &segment.inputs {
+            values[*j] = Some(var.as_tensor().clone());
+        }
+        self.run(segment.nodes.clone(), &mut values)?;
+        Ok(outputs(&segment.nodes, &values))
+    }
+}
+
+/// The values of `nodes` still held after running them: those later nodes read, and the logits.
+fn outputs(nodes: &Range<NodeId>, values: &[Option<Tensor>]) -> Vec<(NodeId, Tensor)> {
+    nodes.clone().filter_map(|j| values[j].clone().map(|t| (j, t))).collect()
+}
+
+/// Bytes of a node's output value.
+fn value_bytes(shapes: &[Chw], i: NodeId) -> usize {
+    let (c, h, w) = shapes[i];
+    4 * c * h * w
+}
+
+/// Bytes a node's output adds to a recording (a fused ReLU and a flatten share their input's).
+fn recorded_bytes(graph: &Graph, fused: &[Option<NodeId>], shapes: &[Chw], i: NodeId) -> usize {
+    let node = &graph.nodes[i];
+    match node.op {
+        Op::Input | Op::Flatten => 0,
+        Op::Relu | Op::Relu6 if fused[node.inputs[0]] == Some(i) => 0,
+        _ => value_bytes(shapes, i),
+    }
+}
+
+/// Bytes a node's backward holds at once besides the recording: the gradient at its output and a
+/// masked copy of it, and per input the gradient, the zeros candle adds it to, and their sum.
+fn backward_bytes(graph: &Graph, fused: &[Option<NodeId>], shapes: &[Chw], i: NodeId) -> usize {
+    if recorded_bytes(graph, fused, shapes, i) == 0 {
+        return 0;
+    }
+    let inputs: usize = graph.nodes[i].inputs.iter().map(|&j| value_bytes(shapes, j)).sum();
+    2 * value_bytes(shapes, i) + 3 * inputs
+}
+
+/// Multiply-adds of a node's forward (0 for the cheap elementwise ones).
+fn forward_flops(graph: &Graph, shapes: &[Chw], i: NodeId) -> usize {
+    let (c, h, w) = shapes[i];
+    match &graph.nodes[i].op {
+        Op::Conv(conv) => c * h * w * (conv.cin / conv.groups) * conv.kh * conv.kw,
+        Op::Linear(l) => l.in_features * l.out_features,
+        _ => 0,
+    }
+}
+
+/// At most this share of a forward pass's multiply-adds is re-run by the checkpoints.
+const MAX_RECOMPUTE: f64 = 0.25;
+/// A checkpoint must cut the peak of the input-gradient walks by at least this share.
+const MIN_SAVING: f64 = 0.1;
+/// More checkpoints cost more `Var`s (values crossing the cuts) than they save.
+const MAX_CHECKPOINTS: usize = 4;
+
+/// What `checkpoint_ends` weighs, per node, for one pass.
+struct Costs {
+    recorded: Vec<usize>,
+    transient: Vec<usize>,
+    /// For each cut (the index of the first node after it): bytes of the values crossing it.
+    crossing: Vec<usize>,
+    flops: Vec<usize>,
+}
+
+impl Costs {
+    fn new(runner: &Runner, shapes: &[Chw]) -> Costs {
+        let graph = &runner.graph;
+        let n = graph.nodes.len();
+        let crossing = (0..n).map(|end| (0..end).filter(|&j| runner.last_use[j] >= end).map(|j| value_bytes(shapes, j)).sum()).collect();
+        Costs {
+            recorded: (0..n).map(|i| recorded_bytes(graph, &runner.fused, shapes, i)).collect(),
+            transient: (0..n).map(|i| backward_bytes(graph, &runner.fused, shapes, i)).collect(),
+            crossing,
+            flops: (0..n).map(|i| forward_flops(graph, shapes, i)).collect(),
+        }
+    }
+
+    /// Bytes the walk of one segment holds: its recording and its largest backward transient.
+    fn walk(&self, nodes: Range<NodeId>) -> usize {
+        nodes.clone().map(|i| self.recorded[i]).sum::<usize>() + nodes.map(|i| self.transient[i]).max().unwrap_or(0)
+    }
+
+    /// The peak of an input-gradient walk with checkpoint segments ending at `ends` (sorted): the
+    /// largest segment's walk, while the values crossing every cut are held as `Var`s.
+    fn peak(&self, ends: &[NodeId], layer: NodeId) -> usize {
+        let starts = std::iter::once(1).chain(ends.iter().copied());
+        let stops = ends.iter().copied().chain(std::iter::once(layer + 1));
+        let largest = starts.zip(stops).map(|(a, b)| self.walk(a..b)).max().unwrap_or(0);
+        largest + ends.iter().map(|&e| self.crossing[e]).sum::<usize>()
+    }
+}
+
+/// Cuts for segments whose walks hold at most `budget` bytes each: each segment runs from the last
+/// cut as far as the budget allows, then is cut where the fewest bytes cross, among the cuts in
+/// `allowed` (those whose recompute is affordable).
+fn cuts_within(costs: &Costs, budget: usize, allowed: &Range<NodeId>) -> Vec<NodeId> {
+    let mut ends = Vec::new();
+    let mut start = 1;
+    let mut end = start + 1;
+    while end < allowed.end && ends.len() < MAX_CHECKPOINTS {
+        if costs.walk(start..end + 1) <= budget {
+            end += 1;
+            continue;
+        }
+        // Nodes start..end fit, start..end + 1 do not: cut somewhere in start + 1..=end.
+        let Some(cut) = (start + 1..=end).filter(|c| allowed.contains(c)).min_by_key(|&c| (costs.crossing[c], usize::MAX - c)) else { break };
+        ends.push(cut);
+        start = cut;
+        end = start + 1;
+    }
+    ends
+}
+
+/// Where the checkpoint segments (see the module comment) end. For a range of per-segment budgets,
+/// `cuts_within` gives cuts; the ones with the lowest peak (`Costs::peak`) win if they lower the
+/// peak of the unsplit walk by `MIN_SAVING`. Only cuts after which at most `MAX_RECOMPUTE` of the
+/// forward's multiply-adds lie before them are allowed. Chosen by bytes, not by architecture name.
+fn checkpoint_ends(runner: &Runner, layer: NodeId, shapes: &[Chw]) -> Vec<NodeId> {
+    let costs = Costs::new(runner, shapes);
+    let total_flops: usize = costs.flops.iter().sum();
+    let mut recompute = 0usize;
+    let affordable = (2..=layer)
+        .take_while(|&end| {
+            recompute += costs.flops[end - 1];
+            recompute as f64 <= MAX_RECOMPUTE * total_flops as f64
+        })
+        .count();
+    let allowed = 2..2 + affordable;
+    let unsplit = costs.peak(&[], layer);
+    let steps = 64;
+    let best = (1..steps)
+        .map(|k| cuts_within(&costs, unsplit * k / steps, &allowed))
+        .map(|ends| (costs.peak(&ends, layer), ends.len(), ends))
+        .min();
+    match best {
+        Some((peak, _, ends)) if (peak as f64) <= (1.0 - MIN_SAVING) * unsplit as f64 => ends,
+        _ => Vec::new(),
+    }
 }
 
 fn to_feature_map(t: &Tensor) -> Result<FeatureMap> {
     let (_, c, h, w) = t.dims4()?;
     Ok(FeatureMap::new(c, h, w, t.flatten_all()?.to_vec1::<f32>()?))
+}
+
+impl CpuExecutor {
+    /// The recorded forward pass (see the module comment); `input_gradient`: record the segment
+    /// ending at the layer now, because an input gradient will be asked for.
+    fn start_pass(&self, input: FeatureMap, layer: NodeId, input_gradient: bool) -> Result<CpuPass> {
+        let (c, h, w) = (input.channels, input.height, input.width);
+        let x = Tensor::from_vec(input.data, (1, c, h, w), &Device::Cpu)?;
+        let runner = Runner::new(self.graph.clone(), Some(layer));
+        let n = self.graph.nodes.len();
+        if layer == 0 || layer + 1 >= n {
+            return fail!(Option, "layer '{}' is not a spatial layer inside the network; pick a conv, pool or block", self.graph.nodes[layer].name);
+        }
+        let checkpoints = match &self.checkpoint {
+            Checkpoint::Auto => checkpoint_ends(&runner, layer, &self.graph.shapes(h, w)?),
+            Checkpoint::Off => Vec::new(),
+            Checkpoint::After(nodes) => nodes.iter().filter(|&&node| node >= 1 && node + 1 < layer).map(|node| node + 1).collect(),
+        };
+        let mut values: Vec<Option<Tensor>> = vec![None; n];
+        values[0] = Some(x);
+        let mut segments = Vec::new();
+        let mut begin = 1;
+        for &end in &checkpoints {
+            segments.push(runner.forward_segment(begin..end, &mut values, false, false)?);
+            begin = end;
+        }
+        // The segment ending at the layer is kept only when no checkpoint lies before it: otherwise
+        // it is dropped before the checkpoints are recorded, so their tapes never live together.
+        segments.push(runner.forward_segment(begin..layer + 1, &mut values, input_gradient, checkpoints.is_empty())?);
+        let layer_value = values[layer].clone().ok_or_else(|| Error::Internal("the target layer was not reached".into()))?;
+        if layer_value.rank() != 4 {
+            return fail!(Option, "layer '{}' is not a spatial layer (it has no H x W map); pick a conv, pool or block", self.graph.nodes[layer].name);
+        }
+        let activations = to_feature_map(&layer_value)?;
+        drop(layer_value);
+        segments.push(runner.forward_segment(layer + 1..n, &mut values, true, true)?);
+        let logits = values[n - 1].take().ok_or_else(|| Error::Internal("graph has no output".into()))?;
+        let logits_vec = logits.flatten_all()?.to_vec1::<f32>()?;
+        Ok(CpuPass { layer, input_shape: (c, h, w), runner, segments, logits_vec, activations })
+    }
 }
 
 impl Executor for CpuExecutor {
@@ -148,66 +383,92 @@ impl Executor for CpuExecutor {
     }
 
     fn start(&self, input: FeatureMap, layer: NodeId) -> Result<Box<dyn Pass>> {
-        let x = Tensor::from_vec(input.data, (1, input.channels, input.height, input.width), &Device::Cpu)?;
-        let guided = GuidedFlag::default();
-        let (logits, recorded) = forward(&self.graph, x, Some(layer), &guided)?;
-        let recorded = recorded.ok_or_else(|| Error::Internal("the forward pass was not recorded".into()))?;
-        if recorded.layer.rank() != 4 {
-            return fail!(Option, "layer '{}' is not a spatial layer (it has no H x W map); pick a conv, pool or block", self.graph.nodes[layer].name);
-        }
-        let activations = to_feature_map(&recorded.layer)?;
-        let logits_vec = logits.flatten_all()?.to_vec1::<f32>()?;
-        Ok(Box::new(CpuPass { layer, recorded, guided, logits_vec, activations }))
+        Ok(Box::new(self.start_pass(input, layer, true)?))
+    }
+
+    fn start_for(&self, input: FeatureMap, layer: NodeId, input_gradient: bool) -> Result<Box<dyn Pass>> {
+        Ok(Box::new(self.start_pass(input, layer, input_gradient)?))
     }
 
     fn logits_batch(&self, inputs: &[f32], n: usize, h: usize, w: usize) -> Result<Vec<f32>> {
         let x = Tensor::from_slice(inputs, (n, 3, h, w), &Device::Cpu)?;
-        let (logits, _) = forward(&self.graph, x, None, &GuidedFlag::default())?;
+        let runner = Runner::new(self.graph.clone(), None);
+        let mut values: Vec<Option<Tensor>> = vec![None; self.graph.nodes.len()];
+        values[0] = Some(x);
+        runner.run(1..self.graph.nodes.len(), &mut values)?;
+        let logits = values.pop().flatten().ok_or_else(|| Error::Internal("graph has no output".into()))?;
         Ok(logits.flatten_all()?.to_vec1::<f32>()?)
     }
 }
 
 pub struct CpuPass {
     layer: NodeId,
-    recorded: Recorded,
-    guided: GuidedFlag,
+    input_shape: (usize, usize, usize),
+    runner: Runner,
+    /// In graph order; the last starts after the target layer.
+    segments: Vec<Segment>,
     logits_vec: Vec<f32>,
     activations: FeatureMap,
 }
 
+/// d score / d value of nodes whose producing segment has not been walked yet.
+type Pending = Vec<(NodeId, Tensor)>;
+
+/// sum_j <value_j, g_j> over a segment's outputs that have a pending gradient (which it consumes):
+/// its backward gives every gradient at the segment's inputs. `None` when none has one.
+fn seed(outputs: &[(NodeId, Tensor)], pending: &mut Pending) -> Result<Option<Tensor>> {
+    let mut seed: Option<Tensor> = None;
+    for (node, value) in outputs {
+        let Some(at) = pending.iter().position(|(j, _)| j == node) else { continue };
+        let (_, g) = pending.swap_remove(at);
+        let term = value.mul(&g)?.sum_all()?;
+        seed = Some(match seed {
+            Some(s) => (s + term)?,
+            None => term,
+        });
+    }
+    Ok(seed)
+}
+
+fn add_pending(pending: &mut Pending, node: NodeId, g: Tensor) -> Result<()> {
+    match pending.iter_mut().find(|(j, _)| *j == node) {
+        Some((_, sum)) => *sum = (&*sum + &g)?,
+        None => pending.push((node, g)),
+    }
+    Ok(())
+}
+
 impl CpuPass {
-    /// Backward of segment B: the gradient of sum_c target[c] y_c at each frontier node (None where
-    /// the score does not depend on it).
-    fn frontier_gradients(&self, target: &[f32]) -> Result<Vec<Option<Tensor>>> {
-        let logits = &self.recorded.logits;
-        let classes = logits.dim(1)?;
+    /// Walks the segments from the last back to segment `first`, seeded with `target` at the logits;
+    /// returns the gradients left pending: at the inputs of segment `first` (and of any skip around it).
+    fn walk(&mut self, target: &[f32], first: usize) -> Result<Pending> {
+        let classes = self.logits_vec.len();
         if target.len() != classes {
             return fail!(Option, "the target weights have {} entries, the model has {classes} classes", target.len());
         }
-        let t = Tensor::from_slice(target, (1, classes), &Device::Cpu)?;
-        let grads = logits.mul(&t)?.sum_all()?.backward()?;
-        Ok(self.recorded.frontier.iter().map(|(_, _, var)| grads.get(var.as_tensor()).cloned()).collect())
-    }
-
-    fn input_gradient_now(&self, target: &[f32]) -> Result<FeatureMap> {
-        let gb = self.frontier_gradients(target)?;
-        // Backward of segment A, seeded with B's frontier gradients: d/dx sum_f <value_f(x), g_f>.
-        let mut seed: Option<Tensor> = None;
-        for ((_, value, _), g) in self.recorded.frontier.iter().zip(gb) {
-            if let Some(g) = g {
-                let term = value.mul(&g.detach())?.sum_all()?;
-                seed = Some(match seed {
-                    Some(s) => (s + term)?,
-                    None => term,
-                });
+        let output = self.runner.graph.nodes.len() - 1;
+        let mut pending = vec![(output, Tensor::from_slice(target, (1, classes), &Device::Cpu)?)];
+        for segment in self.segments[first..].iter_mut().rev() {
+            if !pending.iter().any(|(node, _)| segment.nodes.contains(node)) {
+                continue; // nothing downstream depends on this segment
+            }
+            let tape = match segment.tape.take() {
+                Some(tape) => tape,
+                None => self.runner.record(segment)?,
+            };
+            if let Some(seed) = seed(&tape, &mut pending)? {
+                let grads = seed.backward()?;
+                for (node, var) in &segment.inputs {
+                    if let Some(g) = grads.get(var.as_tensor()) {
+                        add_pending(&mut pending, *node, g.detach())?;
+                    }
+                }
+            }
+            if segment.keep {
+                segment.tape = Some(tape);
             }
         }
-        let input = self.recorded.input.as_tensor();
-        let grad = match seed {
-            Some(seed) => seed.backward()?.get(input).cloned(),
-            None => None,
-        };
-        to_feature_map(&grad.map(Ok).unwrap_or_else(|| input.zeros_like())?)
+        Ok(pending)
     }
 }
 
@@ -221,20 +482,24 @@ impl Pass for CpuPass {
     }
 
     fn layer_gradient(&mut self, target: &[f32]) -> Result<FeatureMap> {
-        self.guided.set(false);
-        let gb = self.frontier_gradients(target)?;
-        let at_layer = self.recorded.frontier.iter().zip(gb).find(|((node, _, _), _)| *node == self.layer).and_then(|(_, g)| g);
-        match at_layer {
-            Some(g) => to_feature_map(&g),
+        self.runner.guided.set(false);
+        let last = self.segments.len() - 1;
+        let pending = self.walk(target, last)?;
+        match pending.into_iter().find(|(node, _)| *node == self.layer) {
+            Some((_, g)) => to_feature_map(&g),
             // The target does not depend on this layer at all: its gradient is zero.
-            None => to_feature_map(&self.recorded.layer.zeros_like()?),
+            None => Ok(FeatureMap::new(self.activations.channels, self.activations.height, self.activations.width, vec![0.0; self.activations.data.len()])),
         }
     }
 
     fn input_gradient(&mut self, target: &[f32], guided: bool) -> Result<FeatureMap> {
-        self.guided.set(guided);
-        let result = self.input_gradient_now(target);
-        self.guided.set(false);
-        result
+        self.runner.guided.set(guided);
+        let result = self.walk(target, 0);
+        self.runner.guided.set(false);
+        let (c, h, w) = self.input_shape;
+        match result?.into_iter().find(|(node, _)| *node == 0) {
+            Some((_, g)) => to_feature_map(&g),
+            None => Ok(FeatureMap::new(c, h, w, vec![0.0; c * h * w])),
+        }
     }
 }

@@ -16,6 +16,13 @@ pub trait Executor {
     /// Runs the forward pass of one 3 x H x W input, keeping the activations of `layer`.
     fn start(&self, input: FeatureMap, layer: NodeId) -> Result<Box<dyn Pass>>;
 
+    /// `start`, told whether an input gradient will be asked of the pass, so that an executor may
+    /// skip recording what only input gradients need (the pass must still answer one if asked).
+    fn start_for(&self, input: FeatureMap, layer: NodeId, input_gradient: bool) -> Result<Box<dyn Pass>> {
+        let _ = input_gradient;
+        self.start(input, layer)
+    }
+
     /// Logits of `n` inputs of 3 x h x w each (row-major n x classes); no gradients. For Score-CAM.
     fn logits_batch(&self, inputs: &[f32], n: usize, h: usize, w: usize) -> Result<Vec<f32>>;
 }
