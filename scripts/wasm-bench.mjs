@@ -1,15 +1,34 @@
 // node scripts/wasm-bench.mjs [runs] [arch...]: times the wasm build (see scripts/wasm-bench.sh).
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync, mkdtempSync, rmSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { createRequire } from 'node:module';
 const require = createRequire(import.meta.url);
 const dir = process.env.WASM_BENCH_DIR || '/tmp/gradcam-wasm-bench';
 const { bench, peak_memory, synthetic_bytes } = require(`${dir}/gradcam_wasm_bench.js`);
+if (process.env.SYNTHETIC_OUT) {
+  // Child of a PEAK run: synthetic weights built in an instance of their own.
+  const [arch, dtype] = process.env.SYNTHETIC_OUT.split(':');
+  writeFileSync(process.argv[2], synthetic_bytes(arch, dtype === 'f16'));
+  process.exit(0);
+}
 if (process.env.PEAK) {
-  // Peak wasm memory needs a fresh instance: `PEAK=efficientnet_lite0 node scripts/wasm-bench.mjs`.
+  // Peak wasm memory needs a fresh instance: `PEAK=efficientnet_lite0 node scripts/wasm-bench.mjs`;
+  // other architectures get synthetic weights (f16 unless PEAK_DTYPE=f32), written to a file by
+  // another process so that building them does not grow this instance's memory.
   const arch = process.env.PEAK;
-  const model = arch === 'efficientnet_lite0'
-    ? new Uint8Array(readFileSync(new URL('../assets/models/efficientnet-lite0.safetensors', import.meta.url)))
-    : synthetic_bytes(arch);
+  let model;
+  if (arch === 'efficientnet_lite0') {
+    model = new Uint8Array(readFileSync(new URL('../assets/models/efficientnet-lite0.safetensors', import.meta.url)));
+  } else {
+    const file = join(mkdtempSync(join(tmpdir(), 'peak-')), `${arch}.safetensors`);
+    const env = { ...process.env, PEAK: '', SYNTHETIC_OUT: `${arch}:${process.env.PEAK_DTYPE || 'f16'}` };
+    execFileSync(process.execPath, [fileURLToPath(import.meta.url), file], { env });
+    model = new Uint8Array(readFileSync(file));
+    rmSync(file);
+  }
   console.log(arch, peak_memory(arch, model));
   process.exit(0);
 }

@@ -4,7 +4,36 @@
 use gradcam_wasm::clock::now_ms;
 use gradcam_wasm::exec::{cpu::CpuExecutor, profile, Executor};
 use gradcam_wasm::{synthetic, Arch, ExplainOptions, Explainer, FeatureMap, Method, Model, Target};
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use wasm_bindgen::prelude::*;
+
+/// Counts live heap bytes (and their peak) so `peak_memory` can tell fragmentation from use.
+struct Counting;
+
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let p = System.alloc(layout);
+        if !p.is_null() {
+            PEAK.fetch_max(LIVE.fetch_add(layout.size(), Relaxed) + layout.size(), Relaxed);
+        }
+        p
+    }
+    unsafe fn dealloc(&self, p: *mut u8, layout: Layout) {
+        System.dealloc(p, layout);
+        LIVE.fetch_sub(layout.size(), Relaxed);
+    }
+}
+
+#[global_allocator]
+static COUNTING: Counting = Counting;
+
+fn peak_live_mb() -> f64 {
+    PEAK.load(Relaxed) as f64 / 1048576.0
+}
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
@@ -79,26 +108,39 @@ pub fn bench(arch: &str, model: &[u8], runs: u32) -> String {
     )
 }
 
-/// Peak wasm memory (MB) of the real flow, for a fresh instance: bytes copied in, model parsed,
-/// Grad-CAM then Guided Grad-CAM of one image. wasm memory never shrinks, so its final size is the peak.
-/// Returns (memory at entry, after parsing, after explaining, f32 weight MB) as JSON.
+/// Peak wasm memory (MB) of the browser's flow, for a fresh instance: the file's bytes copied in,
+/// the model parsed and the bytes dropped (as `new Explainer` does), then Grad-CAM and Guided
+/// Grad-CAM of one image. wasm memory never shrinks, so its final size is the peak.
+/// Returns (memory at entry with the bytes in, after parsing, after explaining, f32 weight MB) as JSON.
 #[wasm_bindgen]
-pub fn peak_memory(arch: &str, model: &[u8]) -> String {
+pub fn peak_memory(arch: &str, model: Vec<u8>) -> String {
     let mem = || core::arch::wasm32::memory_size(0) as f64 * 65536.0 / 1048576.0;
     let arch = Arch::from_name(arch).expect("arch");
     let entry = mem();
-    let m = Model::from_bytes(model, Some(arch)).expect("model loads");
+    let m = Model::from_bytes(&model, Some(arch)).expect("model loads");
+    drop(model);
     let weights = m.graph.parameter_count() as f64 * 4.0 / 1048576.0;
     let parsed = mem();
+    let parsed_live = peak_live_mb();
     let mut ex = Explainer::new(m);
     let input = FeatureMap::new(3, 224, 224, synthetic::Rng::new(7).vec(3 * 224 * 224, 1.5));
     ex.explain_tensor(input.clone(), &ExplainOptions::default()).expect("gradcam");
     ex.explain_tensor(input, &ExplainOptions { method: Method::GuidedGradCam, ..Default::default() }).expect("ggc");
-    format!("{{\"entry_mb\":{entry:.0},\"parsed_mb\":{parsed:.0},\"explained_mb\":{:.0},\"weights_f32_mb\":{weights:.1}}}", mem())
+    format!(
+        "{{\"entry_mb\":{entry:.1},\"parsed_mb\":{parsed:.1},\"explained_mb\":{:.1},\"weights_f32_mb\":{weights:.1},\"limit_mb\":{:.1},\"peak_live_heap_mb\":{{\"parsing\":{parsed_live:.1},\"explaining\":{:.1}}}}}",
+        mem(),
+        4.0 * weights,
+        peak_live_mb()
+    )
 }
 
-/// Synthetic weights of `arch` as safetensors bytes (for `peak_memory` on models we do not ship).
+/// Synthetic weights of `arch` as safetensors bytes, f16 (as the browser benchmark ships them) or
+/// f32 (for `peak_memory` on models we do not ship). Call it in another instance than `peak_memory`:
+/// building them grows this instance's memory.
 #[wasm_bindgen]
-pub fn synthetic_bytes(arch: &str) -> Vec<u8> {
-    synthetic::state_dict(Arch::from_name(arch).expect("arch"), 1000).expect("synthetic").bytes()
+pub fn synthetic_bytes(arch: &str, f16: bool) -> Vec<u8> {
+    use gradcam_wasm::weights::safetensors_writer::{write_safetensors, StoreAs};
+    let sd = synthetic::state_dict(Arch::from_name(arch).expect("arch"), 1000).expect("synthetic");
+    write_safetensors(&sd.tensors, if f16 { StoreAs::F16 } else { StoreAs::F32 }, &[]).expect("safetensors")
 }
+

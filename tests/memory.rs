@@ -1,0 +1,102 @@
+//! Peak live heap bytes per phase (load, Grad-CAM, Guided Grad-CAM), counted by a global allocator
+//! wrapper. One test only: the counter is process-wide, so parallel tests would blur the phases.
+//!
+//! Issue 5 bounds the browser's wasm memory by 4x the f32 size of the weights; wasm memory also pays
+//! for fragmentation (`PEAK=... node scripts/wasm-bench.mjs` measures it), so these live-byte bounds
+//! are tighter than that and catch regressions natively.
+
+mod common;
+
+use common::*;
+use gradcam_wasm::{Arch, ExplainOptions, Explainer, FeatureMap, Method, Model};
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+
+struct Counting;
+
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let p = System.alloc(layout);
+        if !p.is_null() {
+            let now = LIVE.fetch_add(layout.size(), Relaxed) + layout.size();
+            PEAK.fetch_max(now, Relaxed);
+        }
+        p
+    }
+    unsafe fn dealloc(&self, p: *mut u8, layout: Layout) {
+        System.dealloc(p, layout);
+        LIVE.fetch_sub(layout.size(), Relaxed);
+    }
+}
+
+#[global_allocator]
+static COUNTING: Counting = Counting;
+
+const MB: f64 = 1048576.0;
+
+/// Runs `f` and returns its result with the peak live bytes above what was live before it.
+fn peak_of<R>(f: impl FnOnce() -> R) -> (R, usize) {
+    let before = LIVE.load(Relaxed);
+    PEAK.store(before, Relaxed);
+    let r = f();
+    (r, PEAK.load(Relaxed) - before)
+}
+
+struct Phases {
+    weights: usize,
+    load: usize,
+    grad_cam: usize,
+    guided: usize,
+}
+
+/// Loads `bytes` and explains one 224 x 224 image with Grad-CAM, then Guided Grad-CAM (reusing the
+/// pass, as the browser does). Peaks are above the live bytes at each phase's start (the file bytes
+/// for loading; the model for explaining).
+fn measure(name: &str, bytes: Vec<u8>, arch: Arch) -> Phases {
+    let (model, load) = peak_of(|| Model::from_bytes(&bytes, Some(arch)).unwrap());
+    let weights = model.graph.parameter_count() * 4;
+    drop(bytes);
+    let mut ex = Explainer::new(model);
+    let input = FeatureMap::new(3, 224, 224, Rng::new(7).vec(3 * 224 * 224, 1.5));
+    let model_only = LIVE.load(Relaxed);
+    let (_, grad_cam) = peak_of(|| ex.explain_tensor(input.clone(), &ExplainOptions::default()).unwrap());
+    let guided_opts = ExplainOptions { method: Method::GuidedGradCam, ..Default::default() };
+    PEAK.store(LIVE.load(Relaxed), Relaxed);
+    ex.explain_tensor(input.clone(), &guided_opts).unwrap();
+    // The guided call reuses Grad-CAM's pass, which it holds: its peak counts from the model alone.
+    let guided_total = PEAK.load(Relaxed) - model_only;
+    println!(
+        "{name}: weights {:.1} MB; peak above the file bytes while loading {:.1} MB; peak above the model: Grad-CAM {:.1} MB, then Guided Grad-CAM on the same image {:.1} MB",
+        weights as f64 / MB,
+        load as f64 / MB,
+        grad_cam as f64 / MB,
+        guided_total as f64 / MB
+    );
+    Phases { weights, load, grad_cam, guided: guided_total }
+}
+
+#[test]
+fn peak_live_bytes_per_phase() {
+    let f16 = |arch: Arch| {
+        let sd = gradcam_wasm::synthetic::state_dict(arch, 1000).unwrap();
+        gradcam_wasm::weights::safetensors_writer::write_safetensors(&sd.tensors, gradcam_wasm::weights::safetensors_writer::StoreAs::F16, &[]).unwrap()
+    };
+    let cases = [
+        ("efficientnet_lite0 (f16 file)", default_model_bytes(), Arch::EfficientNetLite0),
+        ("mobilenet_v2 (f16 file)", f16(Arch::MobileNetV2), Arch::MobileNetV2),
+        ("mobilenet_v2 (f32 file)", gradcam_wasm::synthetic::state_dict(Arch::MobileNetV2, 1000).unwrap().bytes(), Arch::MobileNetV2),
+        ("resnet18 (f16 file)", f16(Arch::ResNet18), Arch::ResNet18),
+    ];
+    for (name, bytes, arch) in cases {
+        let p = measure(name, bytes, arch);
+        // Loading holds the file, the final weights and one tensor's conversion, never a 2nd copy.
+        assert!(p.load <= p.weights + p.weights / 20, "{name}: loading peaks {:.1} MB above the file for {:.1} MB of weights", p.load as f64 / MB, p.weights as f64 / MB);
+        // Grad-CAM records nothing before the layer: its working set is a fraction of the guided one.
+        assert!(2 * p.grad_cam <= p.guided, "{name}: Grad-CAM peaks {:.1} MB, Guided Grad-CAM {:.1} MB", p.grad_cam as f64 / MB, p.guided as f64 / MB);
+        // Leaves wasm at least half the weights' size for fragmentation and its own data under 4x.
+        assert!(p.weights + p.guided <= 7 * p.weights / 2, "{name}: {:.1} MB of weights and {:.1} MB to explain", p.weights as f64 / MB, p.guided as f64 / MB);
+    }
+}
