@@ -239,6 +239,24 @@ window.B = {
     return { numTensors: tf.memory().numTensors };
   },
 
+  /**
+   * The CPU path's peak wasm memory, on a page that has done nothing else since `init` (a fresh wasm
+   * instance): load the CPU explainer, then Grad-CAM and Guided Grad-CAM of one image (the guided
+   * call reuses the forward pass, as switching methods in an app does). wasm memory only grows, so
+   * its size at the end is the peak.
+   */
+  cpuPeakMemory() {
+    const bytes = () => S.wasm.memory.buffer.byteLength;
+    const fresh = bytes();
+    const ex = new Explainer(S.bytes, { arch: S.arch });
+    const loaded = bytes();
+    ex.explain(S.images[0], undefined, oursOptions('gradcam'));
+    ex.explain(S.images[0], undefined, oursOptions('guided-gradcam'));
+    const explained = bytes();
+    ex.free();
+    return { fresh, loaded, explained };
+  },
+
   /** wasm memory only grows: its size now is the peak so far. */
   memory() {
     return { wasmBytes: S.wasm.memory.buffer.byteLength, jsHeap: performance.memory ? performance.memory.usedJSHeapSize : null };

@@ -137,6 +137,23 @@ function stats(times) {
 
 // ------------------------------------------------------------------ the browser part
 
+/** The CPU path's peak wasm memory, alone on a page of its own (see `cpuPeakMemory` in page.mjs). */
+async function cpuPeakMemory(browser, url, arch, modelUrl) {
+  const context = await browser.newContext();
+  try {
+    const page = await context.newPage();
+    await page.goto(url + 'bench/index.html');
+    await page.waitForFunction(() => window.B_READY === true, null, { timeout: 60000 });
+    const call = (fn, ...args) => page.evaluate(([fn, args]) => window.B[fn](...args), [fn, args]);
+    await call('init', { arch, modelUrl, imageUrl: '/assets/samples/chelsea.png', tfjsThreads: cfg.tfjsThreads, scoreCamChannels: null });
+    return await call('cpuPeakMemory');
+  } catch (e) {
+    return { error: `n/a (${String(e.message || e).split('\n')[0].slice(0, 200)})` };
+  } finally {
+    await context.close();
+  }
+}
+
 async function benchArch(browser, url, arch) {
   const out = { arch, cells: [], loads: [], parity: [], gpu: null };
   const modelUrl = '/' + relative(REPO, modelPath(arch)).split(sep).join('/');
@@ -151,6 +168,10 @@ async function benchArch(browser, url, arch) {
 
   out.env = await call('init', { arch, modelUrl, imageUrl: '/assets/samples/chelsea.png', tfjsThreads: cfg.tfjsThreads, scoreCamChannels: cfg.scorecamChannels || null });
   say(`\n== ${arch} (${(out.env.modelBytes / 1e6).toFixed(1)} MB weights file)`);
+  // Before anything else touches the GPU or the CPU: the number issue 5 bounds by 4x the f32 weights.
+  out.cpuPeak = await cpuPeakMemory(browser, url, arch, modelUrl);
+  const f32mb = (out.env.params * 4) / 1048576;
+  say(out.cpuPeak.error ? `cpu peak memory: ${out.cpuPeak.error}` : `cpu peak memory (own page): ${(out.cpuPeak.explained / 1048576).toFixed(1)} MiB after Grad-CAM + Guided Grad-CAM (${(out.cpuPeak.loaded / 1048576).toFixed(1)} loaded); 4x f32 weights = ${(4 * f32mb).toFixed(1)} MiB`);
 
   // Our CPU explainer first: its top-1 class is the class every run explains, its logits and raw
   // Grad-CAM map are the parity reference.
@@ -428,7 +449,9 @@ function table(results, native, sz) {
     if (r.gpu?.skipped) L.push(`| ${r.arch} | WebGPU path | webgpu | ${r.gpu.skipped} | | | | |`);
     const f32 = r.env.params * 4;
     const before = r.memoryBeforeScoreCam ? `; ${mb(r.memoryBeforeScoreCam.wasmBytes)} before the first Score-CAM (batches of 16 masked inputs)` : '';
-    L.push(`| ${r.arch} | peak wasm memory (MiB) | cpu+webgpu | ${mb(r.memory.wasmBytes)}${before} | | | | f32 weights ${mb(f32)} MiB; 4x = ${mb(4 * f32)} MiB |`);
+    const cpu = r.cpuPeak?.error ? reason(r.cpuPeak.error) : r.cpuPeak ? `${mb(r.cpuPeak.explained)} (${mb(r.cpuPeak.loaded)} loaded)` : 'n/a';
+    L.push(`| ${r.arch} | peak wasm memory (MiB), CPU path alone: load, Grad-CAM, Guided Grad-CAM | cpu | ${cpu} | | | | f32 weights ${mb(f32)} MiB; 4x = ${mb(4 * f32)} MiB |`);
+    L.push(`| ${r.arch} | wasm memory (MiB) at the end of the benchmark page (cpu and webgpu explainers, re-loads, all methods) | cpu+webgpu | ${mb(r.memory.wasmBytes)}${before} | | | | |`);
   }
   L.push('');
   L.push('Parity before timing (max abs diff against our CPU path; tolerance 1e-3):');

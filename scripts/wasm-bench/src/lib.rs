@@ -2,7 +2,8 @@
 //! plus the per-op profile of the CPU executor, returned as JSON text.
 
 use gradcam_wasm::clock::now_ms;
-use gradcam_wasm::exec::{cpu::CpuExecutor, profile, Executor};
+use gradcam_wasm::exec::cpu::{Checkpoint, CpuExecutor};
+use gradcam_wasm::exec::{profile, Executor};
 use gradcam_wasm::{synthetic, Arch, ExplainOptions, Explainer, FeatureMap, Method, Model, Target};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
@@ -63,6 +64,10 @@ pub fn bench(arch: &str, model: &[u8], runs: u32) -> String {
     };
     let mem_first = mem();
     let exec = CpuExecutor::new(m.graph.clone());
+    // The same model without checkpoints: what the recompute of the checkpoint segments costs.
+    let unsplit = Box::new(CpuExecutor::new(m.graph.clone()).with_checkpoint(Checkpoint::Off));
+    let mut ex_unsplit = Explainer::with_executor(Model { arch: m.arch, graph: m.graph.clone(), labels: m.labels.clone() }, unsplit);
+    let mut ggc_unsplit = vec![];
     let mut ex = Explainer::new(m);
     let mut rng = synthetic::Rng::new(1);
     let (mut fwd, mut gc, mut second, mut ggc, mut gbp) = (vec![], vec![], vec![], vec![], vec![]);
@@ -81,6 +86,9 @@ pub fn bench(arch: &str, model: &[u8], runs: u32) -> String {
         let input3 = FeatureMap::new(3, 224, 224, rng.vec(3 * 224 * 224, 1.5));
         let g = ExplainOptions { method: Method::GuidedBackprop, ..Default::default() };
         gbp.push(ex.explain_tensor(input3, &g).expect("gbp").timings.total_ms);
+        let input4 = FeatureMap::new(3, 224, 224, rng.vec(3 * 224 * 224, 1.5));
+        let g = ExplainOptions { method: Method::GuidedGradCam, ..Default::default() };
+        ggc_unsplit.push(ex_unsplit.explain_tensor(input4, &g).expect("ggc").timings.total_ms);
     }
     drop(bytes);
     let mem_end = mem();
@@ -96,13 +104,14 @@ pub fn bench(arch: &str, model: &[u8], runs: u32) -> String {
         p.iter().map(|(k, ms, n)| format!("{{\"op\":\"{k}\",\"ms\":{ms:.3},\"calls\":{n}}}")).collect::<Vec<_>>().join(",")
     };
     format!(
-        "{{\"arch\":\"{}\",\"load_ms\":{load:.1},\"ready_ms\":{first:.1},\"weights_f32_mb\":{weights_mb:.1},\"wasm_mem_mb\":[{mem_bytes:.0},{mem_loaded:.0},{mem_first:.0},{mem_end:.0}],\"forward_ms\":{:.2},\"gradcam_ms\":{:.2},\"second_class_ms\":{:.2},\"guided_gradcam_ms\":{:.2},\"guided_backprop_ms\":{:.2},\"profile_gradcam\":[{}],\"profile_guided_gradcam_after\":[{}]}}",
+        "{{\"arch\":\"{}\",\"load_ms\":{load:.1},\"ready_ms\":{first:.1},\"weights_f32_mb\":{weights_mb:.1},\"wasm_mem_mb\":[{mem_bytes:.0},{mem_loaded:.0},{mem_first:.0},{mem_end:.0}],\"forward_ms\":{:.2},\"gradcam_ms\":{:.2},\"second_class_ms\":{:.2},\"guided_gradcam_ms\":{:.2},\"guided_backprop_ms\":{:.2},\"guided_gradcam_without_checkpoints_ms\":{:.2},\"profile_gradcam\":[{}],\"profile_guided_gradcam_after\":[{}]}}",
         arch.name(),
         median(fwd),
         median(gc),
         median(second),
         median(ggc),
         median(gbp),
+        median(ggc_unsplit),
         prof(p_gc),
         prof(p_ggc)
     )
