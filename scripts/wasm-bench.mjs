@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 const require = createRequire(import.meta.url);
 const dir = process.env.WASM_BENCH_DIR || '/tmp/gradcam-wasm-bench';
-const { bench, peak_memory, synthetic_bytes } = require(`${dir}/gradcam_wasm_bench.js`);
+const { bench, peak_memory, synthetic_bytes, use_gemm_crate } = require(`${dir}/gradcam_wasm_bench.js`);
 if (process.env.PEAK) {
   // Peak wasm memory needs a fresh instance: `PEAK=efficientnet_lite0 node scripts/wasm-bench.mjs`.
   const arch = process.env.PEAK;
@@ -15,6 +15,28 @@ if (process.env.PEAK) {
 }
 const runs = Number(process.argv[2] || 5);
 const archs = process.argv.slice(3).length ? process.argv.slice(3) : ['efficientnet_lite0', 'resnet18'];
+if (process.env.AB === 'gemm') {
+  // Own simd128 GEMM vs the gemm crate, alternating in one process: medians of the medians.
+  for (const arch of archs) {
+    const model = arch === 'efficientnet_lite0'
+      ? new Uint8Array(readFileSync(new URL('../assets/models/efficientnet-lite0.safetensors', import.meta.url)))
+      : new Uint8Array(0);
+    const rows = { own: [], crate: [] };
+    for (let round = 0; round < 4; round++) {
+      for (const kind of ['own', 'crate']) {
+        use_gemm_crate(kind === 'crate');
+        const { profile_gradcam, profile_guided_gradcam_after, ...r } = JSON.parse(bench(arch, model, runs));
+        rows[kind].push(r);
+      }
+    }
+    const med = (v) => v.sort((a, b) => a - b)[v.length >> 1];
+    for (const kind of ['own', 'crate']) {
+      const keys = ['forward_ms', 'gradcam_ms', 'guided_gradcam_ms'];
+      console.log(arch, kind, Object.fromEntries(keys.map(k => [k, med(rows[kind].map(r => r[k]))])));
+    }
+  }
+  process.exit(0);
+}
 for (const arch of archs) {
   const model = arch === 'efficientnet_lite0'
     ? new Uint8Array(readFileSync(new URL('../assets/models/efficientnet-lite0.safetensors', import.meta.url)))

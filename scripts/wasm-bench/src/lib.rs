@@ -97,6 +97,12 @@ pub fn peak_memory(arch: &str, model: &[u8]) -> String {
     format!("{{\"entry_mb\":{entry:.0},\"parsed_mb\":{parsed:.0},\"explained_mb\":{:.0},\"weights_f32_mb\":{weights:.1}}}", mem())
 }
 
+/// A/B: route wasm32 matrix products through the `gemm` crate (true) or our own kernel (false).
+#[wasm_bindgen]
+pub fn use_gemm_crate(on: bool) {
+    gradcam_wasm::kernels::GEMM_CRATE_ON_WASM.store(on, core::sync::atomic::Ordering::Relaxed);
+}
+
 /// Synthetic weights of `arch` as safetensors bytes (for `peak_memory` on models we do not ship).
 #[wasm_bindgen]
 pub fn synthetic_bytes(arch: &str) -> Vec<u8> {
