@@ -13,6 +13,8 @@ if (process.env.PEAK) {
   console.log(arch, peak_memory(arch, model));
   process.exit(0);
 }
+// GEMM=crate: time the gemm crate's kernel instead of ours (see AB=gemm below for an A/B).
+if (process.env.GEMM === 'crate') use_gemm_crate(true);
 const runs = Number(process.argv[2] || 5);
 const archs = process.argv.slice(3).length ? process.argv.slice(3) : ['efficientnet_lite0', 'resnet18'];
 if (process.env.AB === 'gemm') {

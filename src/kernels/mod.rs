@@ -106,8 +106,9 @@ pub fn matmul(
         return;
     }
     assert!(a.holds(m, k) && b.holds(k, n), "matmul: operand too small");
-    if cfg!(target_arch = "wasm32") && !GEMM_CRATE_ON_WASM.load(core::sync::atomic::Ordering::Relaxed) {
-        // Our own simd128 kernel (see `sgemm`); natively `gemm`'s AVX kernels are faster.
+    if cfg!(target_arch = "wasm32") && sgemm::suits(m, n, &b) && !GEMM_CRATE_ON_WASM.load(core::sync::atomic::Ordering::Relaxed) {
+        // Our own simd128 kernel (see `sgemm`) for the convs' products; natively `gemm`'s AVX kernels
+        // are faster, and `gemm` also keeps the skinny products (a linear layer on one image).
         sgemm::sgemm(m, n, k, a, b, c, ldc, accumulate);
         return;
     }

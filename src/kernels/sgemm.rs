@@ -24,6 +24,13 @@ const MC: usize = 128;
 /// Columns of B per packed block: KC x NC x 4 bytes = 512 KB (L2).
 const NC: usize = 512;
 
+/// Whether this kernel is the one to use: at least one full tile, and B read along its rows (the
+/// convs' products). A product with fewer than MR rows (a linear layer on one image: 1 x 1000 x
+/// 1280, B transposed) would waste most of each tile and gather B across rows.
+pub(crate) fn suits(m: usize, n: usize, b: &MatRef) -> bool {
+    m >= MR && n >= NR && !b.trans
+}
+
 /// Element (i, j) of an operand.
 #[inline(always)]
 fn at(m: &MatRef, i: usize, j: usize) -> f32 {
@@ -42,9 +49,11 @@ fn pack_a(a: &MatRef, rows: core::ops::Range<usize>, ks: core::ops::Range<usize>
     for (s, strip) in out.chunks_exact_mut(MR * kc).enumerate() {
         let i0 = rows.start + s * MR;
         let live = MR.min(rows.end - i0);
-        for r in 0..live {
-            for (p, k) in ks.clone().enumerate() {
-                strip[p * MR + r] = at(a, i0 + r, k);
+        // Depth outer, rows inner: for a transposed A (the input gradient's W^T) the MR values of
+        // one depth step are adjacent in memory.
+        for (p, k) in ks.clone().enumerate() {
+            for (r, dst) in strip[p * MR..][..live].iter_mut().enumerate() {
+                *dst = at(a, i0 + r, k);
             }
         }
     }
