@@ -77,6 +77,13 @@ impl<'a> MatRef<'a> {
 #[doc(hidden)]
 pub static GEMM_CRATE_ON_WASM: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
 
+/// Whether an `m x n` product goes through our own kernel (`sgemm`): in wasm32 (and in unit tests,
+/// which check it natively), for the convs' products. Natively `gemm`'s AVX kernels are faster, and
+/// `gemm` also keeps the skinny products (a linear layer on one image).
+pub(crate) fn own_gemm(m: usize, n: usize, b_trans: bool) -> bool {
+    cfg!(any(target_arch = "wasm32", test)) && sgemm::suits(m, n, b_trans) && !GEMM_CRATE_ON_WASM.load(core::sync::atomic::Ordering::Relaxed)
+}
+
 /// `c[m, n] = (c if accumulate) + a[m, k] * b[k, n]`, with `c` row-major and
 /// rows `ldc` apart (so `c` may be a column block of a wider matrix).
 ///
@@ -106,10 +113,8 @@ pub fn matmul(
         return;
     }
     assert!(a.holds(m, k) && b.holds(k, n), "matmul: operand too small");
-    if cfg!(target_arch = "wasm32") && sgemm::suits(m, n, &b) && !GEMM_CRATE_ON_WASM.load(core::sync::atomic::Ordering::Relaxed) {
-        // Our own simd128 kernel (see `sgemm`) for the convs' products; natively `gemm`'s AVX kernels
-        // are faster, and `gemm` also keeps the skinny products (a linear layer on one image).
-        sgemm::sgemm(m, n, k, a, b, c, ldc, accumulate);
+    if own_gemm(m, n, b.trans) {
+        sgemm::sgemm(m, n, k, a, &b, c, ldc, accumulate);
         return;
     }
     let ((a_rs, a_cs), (b_rs, b_cs)) = (a.strides(), b.strides());

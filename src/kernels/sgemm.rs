@@ -12,6 +12,24 @@
 //! tested there through its portable kernel, which LLVM vectorises.
 
 use super::MatRef;
+use core::ops::Range;
+
+/// The B operand as the packing reads it: one row segment at a time. A plain matrix is one source;
+/// a conv's im2col matrix is another, computed row by row and never stored whole (`conv.rs`).
+pub(crate) trait RowSource {
+    /// `dst = B[k, cols]`.
+    fn row(&self, k: usize, cols: Range<usize>, dst: &mut [f32]);
+}
+
+impl RowSource for MatRef<'_> {
+    fn row(&self, k: usize, cols: Range<usize>, dst: &mut [f32]) {
+        if self.trans {
+            dst.iter_mut().zip(cols).for_each(|(d, j)| *d = self.data[j * self.ld + k]);
+        } else {
+            dst.copy_from_slice(&self.data[k * self.ld + cols.start..][..cols.len()]);
+        }
+    }
+}
 
 /// Rows of C per kernel call (splats of packed A).
 const MR: usize = 4;
@@ -27,8 +45,8 @@ const NC: usize = 512;
 /// Whether this kernel is the one to use: at least one full tile, and B read along its rows (the
 /// convs' products). A product with fewer than MR rows (a linear layer on one image: 1 x 1000 x
 /// 1280, B transposed) would waste most of each tile and gather B across rows.
-pub(crate) fn suits(m: usize, n: usize, b: &MatRef) -> bool {
-    m >= MR && n >= NR && !b.trans
+pub(crate) fn suits(m: usize, n: usize, b_trans: bool) -> bool {
+    m >= MR && n >= NR && !b_trans
 }
 
 /// Element (i, j) of an operand.
@@ -42,7 +60,7 @@ fn at(m: &MatRef, i: usize, j: usize) -> f32 {
 }
 
 /// Packs rows `rows` x depth `ks` of A into MR-row micro-panels, k-major, zero-padded to MR rows.
-fn pack_a(a: &MatRef, rows: core::ops::Range<usize>, ks: core::ops::Range<usize>, out: &mut Vec<f32>) {
+fn pack_a(a: &MatRef, rows: Range<usize>, ks: Range<usize>, out: &mut Vec<f32>) {
     let (mc, kc) = (rows.len(), ks.len());
     out.clear();
     out.resize(mc.div_ceil(MR) * MR * kc, 0.0);
@@ -60,20 +78,16 @@ fn pack_a(a: &MatRef, rows: core::ops::Range<usize>, ks: core::ops::Range<usize>
 }
 
 /// Packs depth `ks` x columns `cols` of B into NR-column micro-panels, k-major, zero-padded to NR.
-fn pack_b(b: &MatRef, ks: core::ops::Range<usize>, cols: core::ops::Range<usize>, out: &mut Vec<f32>) {
+/// Each row of B goes through `row` (L1-sized) on its way into the panels.
+fn pack_b(b: &impl RowSource, ks: Range<usize>, cols: Range<usize>, out: &mut Vec<f32>, row: &mut Vec<f32>) {
     let (kc, nc) = (ks.len(), cols.len());
     out.clear();
     out.resize(nc.div_ceil(NR) * NR * kc, 0.0);
-    for (s, panel) in out.chunks_exact_mut(NR * kc).enumerate() {
-        let j0 = cols.start + s * NR;
-        let live = NR.min(cols.end - j0);
-        for (p, k) in ks.clone().enumerate() {
-            let dst = &mut panel[p * NR..][..live];
-            if b.trans {
-                dst.iter_mut().enumerate().for_each(|(c, d)| *d = b.data[(j0 + c) * b.ld + k]);
-            } else {
-                dst.copy_from_slice(&b.data[k * b.ld + j0..][..live]);
-            }
+    row.resize(nc, 0.0);
+    for (p, k) in ks.enumerate() {
+        b.row(k, cols.clone(), row);
+        for (panel, src) in out.chunks_exact_mut(NR * kc).zip(row.chunks(NR)) {
+            panel[p * NR..][..src.len()].copy_from_slice(src);
         }
     }
 }
@@ -146,8 +160,8 @@ fn write_tile(tile: &[f32; MR * NR], c: &mut [f32], ldc: usize, (i0, j0): (usize
 
 /// `c[m, n] = (c if accumulate) + a[m, k] * b[k, n]`; the caller ([`super::matmul`]) checked sizes.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn sgemm(m: usize, n: usize, k: usize, a: MatRef, b: MatRef, c: &mut [f32], ldc: usize, accumulate: bool) {
-    let (mut packed_a, mut packed_b) = (Vec::new(), Vec::new());
+pub(crate) fn sgemm(m: usize, n: usize, k: usize, a: MatRef, b: &impl RowSource, c: &mut [f32], ldc: usize, accumulate: bool) {
+    let (mut packed_a, mut packed_b, mut row) = (Vec::new(), Vec::new(), Vec::new());
     let mut tile = [0.0f32; MR * NR];
     for jc in (0..n).step_by(NC) {
         let cols = jc..(jc + NC).min(n);
@@ -156,7 +170,7 @@ pub(crate) fn sgemm(m: usize, n: usize, k: usize, a: MatRef, b: MatRef, c: &mut 
             let kc = ks.len();
             // The first depth block replaces C unless the caller accumulates; later ones add.
             let overwrite = pc == 0 && !accumulate;
-            pack_b(&b, ks.clone(), cols.clone(), &mut packed_b);
+            pack_b(b, ks.clone(), cols.clone(), &mut packed_b, &mut row);
             for ic in (0..m).step_by(MC) {
                 let rows = ic..(ic + MC).min(m);
                 pack_a(&a, rows.clone(), ks.clone(), &mut packed_a);
@@ -205,7 +219,7 @@ mod tests {
                 let c0 = rng.vec(m * ldc);
                 let want = naive(m, n, k, &a, &b, &c0, ldc, accumulate);
                 let mut got = c0.clone();
-                sgemm(m, n, k, a, b, &mut got, ldc, accumulate);
+                sgemm(m, n, k, a, &b, &mut got, ldc, accumulate);
                 for (i, (g, w)) in got.iter().zip(&want).enumerate() {
                     let tol = 1e-5 * (k as f32).sqrt().max(1.0) * 4.0;
                     assert!((g - w).abs() <= tol, "m{m} n{n} k{k} ta{ta} tb{tb} acc{accumulate} at {i}: {g} vs {w}");
