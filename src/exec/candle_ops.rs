@@ -130,7 +130,8 @@ impl CustomOp1 for ConvOp {
         }
         let g = conv_geom(&self.conv, n, h, w);
         let act = self.act.as_ref().map(|a| a.0);
-        let y = profile::time(|| conv_kind(&self.conv), || -> CResult<Vec<f32>> { Ok(kernels::conv2d_forward_act(&as_slice(s, l)?, &self.conv.weight, Some(&self.conv.bias), &g, act)) })?;
+        let x = as_slice(s, l)?;
+        let y = profile::time(|| conv_kind(&self.conv), || kernels::conv2d_forward_act(&x, &self.conv.weight, Some(&self.conv.bias), &g, act));
         Ok((CpuStorage::F32(y), Shape::from((n, g.cout, g.out_h(), g.out_w()))))
     }
 
@@ -141,7 +142,7 @@ impl CustomOp1 for ConvOp {
             || format!("bwd {}", conv_kind(&self.conv)),
             || -> CResult<Vec<f32>> {
                 let gy = match &self.act {
-                    Some((clamp, guided)) => relu_backward(res, grad, *clamp, guided.get())?,
+                    Some((clamp, guided)) => profile::time(|| "  its ReLU".into(), || relu_backward(res, grad, *clamp, guided.get()))?,
                     None => return with_slice(grad, |gy| kernels::conv2d_input_grad(gy, &self.conv.weight, &g)),
                 };
                 Ok(kernels::conv2d_input_grad(&gy, &self.conv.weight, &g))
