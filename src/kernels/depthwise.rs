@@ -91,8 +91,8 @@ impl Phased {
     }
 }
 
-/// Depthwise forward; called by `conv2d_forward` when `g.is_depthwise()`.
-pub(crate) fn forward(x: &[f32], weight: &[f32], bias: Option<&[f32]>, g: &Conv2dGeom) -> Vec<f32> {
+/// Depthwise forward, one plane at a time along rows.
+fn forward_rows(x: &[f32], weight: &[f32], bias: Option<&[f32]>, g: &Conv2dGeom) -> Vec<f32> {
     debug_assert_eq!(weight.len(), g.cin * g.kh * g.kw);
     let (oh, ow, hw, taps) = (g.out_h(), g.out_w(), g.h * g.w, g.kh * g.kw);
     let mut out = vec![0.0; g.n * g.cout * oh * ow];
@@ -121,13 +121,13 @@ pub(crate) fn forward(x: &[f32], weight: &[f32], bias: Option<&[f32]>, g: &Conv2
     out
 }
 
-/// Depthwise input gradient; called by `conv2d_input_grad` when `g.is_depthwise()`.
+/// Depthwise input gradient, one plane at a time along rows.
 ///
 /// Padded input (r, column c = cp * s + p) receives k[ky, kx] * go[oy, ox] for every r = oy*sh + ky
 /// and kx = p + s*t, ox = cp - t. With the output gradient copied into rows padded by
 /// `lead = (kw - 1) / s` zeros on the left, each phase row of the padded input gradient is a
 /// correlation of those rows: one [`correlate`] per (r, p).
-pub(crate) fn input_grad(grad_out: &[f32], weight: &[f32], g: &Conv2dGeom) -> Vec<f32> {
+fn input_grad_rows(grad_out: &[f32], weight: &[f32], g: &Conv2dGeom) -> Vec<f32> {
     debug_assert_eq!(weight.len(), g.cin * g.kh * g.kw);
     let (oh, ow, hw, taps) = (g.out_h(), g.out_w(), g.h * g.w, g.kh * g.kw);
     let mut gx = vec![0.0; g.n * g.cin * hw];
@@ -169,6 +169,334 @@ pub(crate) fn input_grad(grad_out: &[f32], weight: &[f32], g: &Conv2dGeom) -> Ve
     gx
 }
 
+/// Depthwise forward; called by `conv2d_forward` when `g.is_depthwise()`.
+pub(crate) fn forward(x: &[f32], weight: &[f32], bias: Option<&[f32]>, g: &Conv2dGeom) -> Vec<f32> {
+    if by_channels(g) {
+        forward_c4(x, weight, bias, g)
+    } else {
+        forward_rows(x, weight, bias, g)
+    }
+}
+
+/// Depthwise input gradient; called by `conv2d_input_grad` when `g.is_depthwise()`.
+pub(crate) fn input_grad(grad_out: &[f32], weight: &[f32], g: &Conv2dGeom) -> Vec<f32> {
+    if by_channels(g) {
+        input_grad_c4(grad_out, weight, g)
+    } else {
+        input_grad_rows(grad_out, weight, g)
+    }
+}
+
+/// Whether to vectorise across channels ([`forward_c4`]) rather than along rows.
+fn by_channels(g: &Conv2dGeom) -> bool {
+    g.kh * g.kw > 1
+}
+
+/// 4 lanes of f32: a simd128 vector on wasm32, a plain array (which autovectorises) elsewhere.
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+mod lanes {
+    use core::arch::wasm32::*;
+    pub type V = v128;
+
+    #[inline(always)]
+    pub fn splat(a: [f32; 4]) -> V {
+        f32x4(a[0], a[1], a[2], a[3])
+    }
+
+    /// # Safety
+    /// `p..p + 4` must be readable.
+    #[inline(always)]
+    pub unsafe fn load(p: *const f32) -> V {
+        v128_load(p as *const v128)
+    }
+
+    /// # Safety
+    /// `p..p + 4` must be writable.
+    #[inline(always)]
+    pub unsafe fn store(p: *mut f32, v: V) {
+        v128_store(p as *mut v128, v)
+    }
+
+    #[inline(always)]
+    pub fn mul_add(acc: V, a: V, b: V) -> V {
+        f32x4_add(acc, f32x4_mul(a, b))
+    }
+
+    /// 4x4 transpose: vector i lane j <-> vector j lane i.
+    #[inline(always)]
+    pub fn transpose(r: [V; 4]) -> [V; 4] {
+        let t0 = i32x4_shuffle::<0, 4, 1, 5>(r[0], r[1]);
+        let t1 = i32x4_shuffle::<0, 4, 1, 5>(r[2], r[3]);
+        let t2 = i32x4_shuffle::<2, 6, 3, 7>(r[0], r[1]);
+        let t3 = i32x4_shuffle::<2, 6, 3, 7>(r[2], r[3]);
+        [
+            i32x4_shuffle::<0, 1, 4, 5>(t0, t1),
+            i32x4_shuffle::<2, 3, 6, 7>(t0, t1),
+            i32x4_shuffle::<0, 1, 4, 5>(t2, t3),
+            i32x4_shuffle::<2, 3, 6, 7>(t2, t3),
+        ]
+    }
+}
+
+#[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+mod lanes {
+    pub type V = [f32; 4];
+
+    #[inline(always)]
+    pub fn splat(a: [f32; 4]) -> V {
+        a
+    }
+
+    /// # Safety
+    /// `p..p + 4` must be readable.
+    #[inline(always)]
+    pub unsafe fn load(p: *const f32) -> V {
+        (p as *const V).read_unaligned()
+    }
+
+    /// # Safety
+    /// `p..p + 4` must be writable.
+    #[inline(always)]
+    pub unsafe fn store(p: *mut f32, v: V) {
+        (p as *mut V).write_unaligned(v)
+    }
+
+    #[inline(always)]
+    pub fn mul_add(acc: V, a: V, b: V) -> V {
+        core::array::from_fn(|l| acc[l] + a[l] * b[l])
+    }
+
+    #[inline(always)]
+    pub fn transpose(r: [V; 4]) -> [V; 4] {
+        core::array::from_fn(|i| core::array::from_fn(|j| r[j][i]))
+    }
+}
+
+/// Pixels `(a, b)` of a pixel-interleaved buffer (4 floats per pixel, one per channel of a block)
+/// at pixel index `base + a * row + b * col`.
+#[derive(Clone, Copy)]
+struct Grid {
+    base: usize,
+    row: usize,
+    col: usize,
+}
+
+impl Grid {
+    fn at(&self, a: usize, b: usize) -> usize {
+        self.base + a * self.row + b * self.col
+    }
+}
+
+/// Output pixels per register block of [`correlate4`].
+const PIXELS: usize = 4;
+
+/// The taps of one correlation: pixel offsets into the input and 4-lane weights.
+struct Taps {
+    offs: Vec<usize>,
+    wts: Vec<[f32; 4]>,
+}
+
+/// For `a < rows`, `b < cols`, all 4 lanes: `out[og(a, b)] = init + sum_t w_t * inp[ig(a, b) + off_t]`.
+/// Every output pixel is one vector and every tap one multiply-add of vectors, so no lane is
+/// wasted however small the plane; [`PIXELS`] neighbouring outputs share each weight load.
+fn correlate4(out: &mut [f32], og: Grid, inp: &[f32], ig: Grid, (rows, cols): (usize, usize), taps: &Taps, init: [f32; 4]) {
+    if rows == 0 || cols == 0 {
+        return;
+    }
+    // The largest pixel indices addressed below: these asserts make the unchecked accesses sound.
+    let max_off = taps.offs.iter().copied().max().unwrap_or(0);
+    assert!((ig.at(rows - 1, cols - 1) + max_off + 1) * 4 <= inp.len(), "correlate4: input too small");
+    assert!((og.at(rows - 1, cols - 1) + 1) * 4 <= out.len(), "correlate4: output too small");
+    assert_eq!(taps.offs.len(), taps.wts.len());
+    for a in 0..rows {
+        let mut b = 0;
+        while b + PIXELS <= cols {
+            block::<PIXELS>(out, og, inp, ig, (a, b), taps, init);
+            b += PIXELS;
+        }
+        while b < cols {
+            block::<1>(out, og, inp, ig, (a, b), taps, init);
+            b += 1;
+        }
+    }
+}
+
+/// Output pixels `(a, b..b + N)` of [`correlate4`], accumulated in `N` vectors.
+#[inline(always)]
+fn block<const N: usize>(out: &mut [f32], og: Grid, inp: &[f32], ig: Grid, (a, b): (usize, usize), taps: &Taps, init: [f32; 4]) {
+    let mut acc = [lanes::splat(init); N];
+    let at = inp.as_ptr();
+    let i0 = ig.at(a, b);
+    for (&off, w) in taps.offs.iter().zip(&taps.wts) {
+        let w = lanes::splat(*w);
+        for (j, acc) in acc.iter_mut().enumerate() {
+            // SAFETY: pixel i0 + off + j * col lies inside `inp` (asserted by `correlate4`).
+            *acc = lanes::mul_add(*acc, w, unsafe { lanes::load(at.add((i0 + off + j * ig.col) * 4)) });
+        }
+    }
+    let at = out.as_mut_ptr();
+    for (j, acc) in acc.into_iter().enumerate() {
+        // SAFETY: pixel og(a, b + j) lies inside `out` (asserted by `correlate4`).
+        unsafe { lanes::store(at.add(og.at(a, b + j) * 4), acc) };
+    }
+}
+
+/// Copies `m <= 4` planes (h x w each, consecutive in `planes`) into lanes `0..m` of the
+/// pixel-interleaved `dst`, plane pixel (y, x) to pixel `base + y * stride + x`. Lanes `m..4`
+/// keep what they held: they only ever feed lanes that are discarded.
+fn interleave(planes: &[f32], m: usize, (h, w): (usize, usize), dst: &mut [f32], base: usize, stride: usize) {
+    let hw = h * w;
+    for y in 0..h {
+        let row = &mut dst[(base + y * stride) * 4..][..w * 4];
+        let mut x = 0;
+        if m == 4 {
+            // 4 pixels of 4 planes: a 4x4 transpose.
+            while x + 4 <= w {
+                let r = core::array::from_fn(|l| {
+                    let src = &planes[l * hw + y * w + x..][..4];
+                    // SAFETY: `src` holds 4 floats.
+                    unsafe { lanes::load(src.as_ptr()) }
+                });
+                let dst = &mut row[x * 4..][..16];
+                for (p, v) in lanes::transpose(r).into_iter().enumerate() {
+                    // SAFETY: `dst` holds 16 floats.
+                    unsafe { lanes::store(dst.as_mut_ptr().add(p * 4), v) };
+                }
+                x += 4;
+            }
+        }
+        for x in x..w {
+            for l in 0..m {
+                row[x * 4 + l] = planes[l * hw + y * w + x];
+            }
+        }
+    }
+}
+
+/// Copies lanes `0..m` of the pixel-interleaved `src` (h x w pixels, rows w apart) into `m`
+/// consecutive planes: the inverse of [`interleave`] with no padding.
+fn deinterleave(src: &[f32], m: usize, (h, w): (usize, usize), planes: &mut [f32]) {
+    let hw = h * w;
+    for y in 0..h {
+        let row = &src[y * w * 4..][..w * 4];
+        let mut x = 0;
+        if m == 4 {
+            while x + 4 <= w {
+                let s = &row[x * 4..][..16];
+                // SAFETY: `s` holds 16 floats.
+                let r = core::array::from_fn(|p| unsafe { lanes::load(s.as_ptr().add(p * 4)) });
+                for (l, v) in lanes::transpose(r).into_iter().enumerate() {
+                    let d = &mut planes[l * hw + y * w + x..][..4];
+                    // SAFETY: `d` holds 4 floats.
+                    unsafe { lanes::store(d.as_mut_ptr(), v) };
+                }
+                x += 4;
+            }
+        }
+        for x in x..w {
+            for l in 0..m {
+                planes[l * hw + y * w + x] = row[x * 4 + l];
+            }
+        }
+    }
+}
+
+/// The weights of tap `t` for channels `c0..c0 + m` (zero in unused lanes).
+fn tap_weights(weight: &[f32], taps: usize, c0: usize, m: usize, t: usize) -> [f32; 4] {
+    core::array::from_fn(|l| if l < m { weight[(c0 + l) * taps + t] } else { 0.0 })
+}
+
+/// Depthwise forward, 4 channels at a time: each block of 4 planes is copied once into a
+/// zero-padded pixel-interleaved buffer, correlated by [`correlate4`] (any stride: the input grid
+/// just steps `stride` pixels) and copied back to planes.
+fn forward_c4(x: &[f32], weight: &[f32], bias: Option<&[f32]>, g: &Conv2dGeom) -> Vec<f32> {
+    let (oh, ow, hw, ntaps) = (g.out_h(), g.out_w(), g.h * g.w, g.kh * g.kw);
+    let mut out = vec![0.0; g.n * g.cout * oh * ow];
+    if oh * ow == 0 || hw == 0 || ntaps == 0 {
+        return out;
+    }
+    let (ph, pw) = (g.h + g.pad_top + g.pad_bottom, g.w + g.pad_left + g.pad_right);
+    // The padding is never written, so it stays zero across blocks.
+    let mut buf = vec![0.0; ph * pw * 4];
+    let mut obuf = vec![0.0; oh * ow * 4];
+    let offs = (0..ntaps).map(|t| t / g.kw * pw + t % g.kw).collect();
+    let mut taps = Taps { offs, wts: vec![[0.0; 4]; ntaps] };
+    let (ig, og) = (Grid { base: 0, row: g.stride_h * pw, col: g.stride_w }, Grid { base: 0, row: ow, col: 1 });
+    for img in 0..g.n {
+        for c0 in (0..g.cin).step_by(4) {
+            let m = (g.cin - c0).min(4);
+            let plane0 = img * g.cin + c0;
+            interleave(&x[plane0 * hw..][..m * hw], m, (g.h, g.w), &mut buf, g.pad_top * pw + g.pad_left, pw);
+            for (t, w) in taps.wts.iter_mut().enumerate() {
+                *w = tap_weights(weight, ntaps, c0, m, t);
+            }
+            let init = core::array::from_fn(|l| bias.map_or(0.0, |b| if l < m { b[c0 + l] } else { 0.0 }));
+            correlate4(&mut obuf, og, &buf, ig, (oh, ow), &taps, init);
+            deinterleave(&obuf, m, (oh, ow), &mut out[plane0 * oh * ow..][..m * oh * ow]);
+        }
+    }
+    out
+}
+
+/// Depthwise input gradient, 4 channels at a time.
+///
+/// Input pixel (y, x) = (sh * a + py, sw * b + px) receives k[ky, kx] * go[oy, ox] for every tap
+/// with y + pad_top = oy * sh + ky, i.e. oy = a + (py + pad_top - ky) / sh where that divides.
+/// So each of the sh x sw phases (py, px) of the input gradient is a stride-1 correlation of the
+/// output gradient (copied, zero-padded by `lead` rows/columns, into a pixel-interleaved buffer)
+/// with the taps of that phase; [`correlate4`] writes it straight onto the phase's pixels.
+fn input_grad_c4(grad_out: &[f32], weight: &[f32], g: &Conv2dGeom) -> Vec<f32> {
+    let (oh, ow, hw, ntaps) = (g.out_h(), g.out_w(), g.h * g.w, g.kh * g.kw);
+    let mut gx = vec![0.0; g.n * g.cin * hw];
+    if oh * ow == 0 || hw == 0 || ntaps == 0 {
+        return gx;
+    }
+    let (sh, sw) = (g.stride_h, g.stride_w);
+    // Leading zero rows/columns so that every tap's output row/column is >= 0, and enough
+    // trailing ones that every tap of every input pixel stays inside its row.
+    let (lead_y, lead_x) = ((g.kh - 1).saturating_sub(g.pad_top).div_ceil(sh), (g.kw - 1).saturating_sub(g.pad_left).div_ceil(sw));
+    let gh = lead_y + oh.max((g.h - 1 + g.pad_top) / sh + 1);
+    let gw = lead_x + ow.max((g.w - 1 + g.pad_left) / sw + 1);
+    let mut buf = vec![0.0; gh * gw * 4];
+    let mut xbuf = vec![0.0; hw * 4];
+    // (output grid, rows, cols, taps, tap indices into the kernel) of each phase.
+    let mut phases = Vec::with_capacity(sh * sw);
+    for py in 0..sh.min(g.h) {
+        for px in 0..sw.min(g.w) {
+            let (y, x) = (py + g.pad_top, px + g.pad_left);
+            let mut taps = Taps { offs: vec![], wts: vec![] };
+            let mut idx = vec![];
+            // Taps with ky = y (mod sh) read output row a + (y - ky) / sh, i.e. buffer row
+            // a + lead_y + y / sh - ky / sh (>= a by the choice of lead_y); columns likewise.
+            for ky in (0..g.kh).filter(|ky| ky % sh == y % sh) {
+                for kx in (0..g.kw).filter(|kx| kx % sw == x % sw) {
+                    taps.offs.push((lead_y + y / sh - ky / sh) * gw + lead_x + x / sw - kx / sw);
+                    idx.push(ky * g.kw + kx);
+                }
+            }
+            taps.wts = vec![[0.0; 4]; idx.len()];
+            let og = Grid { base: py * g.w + px, row: sh * g.w, col: sw };
+            phases.push((og, (g.h - py).div_ceil(sh), (g.w - px).div_ceil(sw), taps, idx));
+        }
+    }
+    let ig = Grid { base: 0, row: gw, col: 1 };
+    for img in 0..g.n {
+        for c0 in (0..g.cin).step_by(4) {
+            let m = (g.cin - c0).min(4);
+            let plane0 = img * g.cin + c0;
+            interleave(&grad_out[plane0 * oh * ow..][..m * oh * ow], m, (oh, ow), &mut buf, lead_y * gw + lead_x, gw);
+            for (og, rows, cols, taps, idx) in &mut phases {
+                for (w, &t) in taps.wts.iter_mut().zip(idx.iter()) {
+                    *w = tap_weights(weight, ntaps, c0, m, t);
+                }
+                correlate4(&mut xbuf, *og, &buf, ig, (*rows, *cols), taps, [0.0; 4]);
+            }
+            deinterleave(&xbuf, m, (g.h, g.w), &mut gx[plane0 * hw..][..m * hw]);
+        }
+    }
+    gx
+}
+
 #[cfg(test)]
 mod tests {
     use crate::kernels::conv::tests::{check_adjoint, check_forward, check_input_grad, geom, Case};
@@ -204,6 +532,39 @@ mod tests {
             case(
                 "dw 7x7 p3 on 3x3 (taps off both edges)",
                 geom((1, 2, 3, 3, 2), (7, 7), (1, 1), (3, 3, 3, 3), 2),
+            ),
+            // EfficientNet-Lite0's small planes, with channel counts that leave a partial block of 4.
+            case(
+                "dw 3x3 s1 p1 14x14, 6 channels",
+                geom((1, 6, 14, 14, 6), (3, 3), (1, 1), (1, 1, 1, 1), 6),
+            ),
+            case(
+                "dw 5x5 s1 p2 7x7, batch 2, 9 channels",
+                geom((2, 9, 7, 7, 9), (5, 5), (1, 1), (2, 2, 2, 2), 9),
+            ),
+            case(
+                "dw 5x5 s2 SAME 14 -> 7, 5 channels",
+                geom((1, 5, 14, 14, 5), (5, 5), (2, 2), (1, 2, 1, 2), 5),
+            ),
+            case(
+                "dw 3x3 s2 SAME 28 -> 14, 7 channels",
+                geom((1, 7, 28, 28, 7), (3, 3), (2, 2), (0, 1, 0, 1), 7),
+            ),
+            case(
+                "dw 3x3 s1 13x11 pad t0 b2 l2 r0",
+                geom((1, 4, 13, 11, 4), (3, 3), (1, 1), (0, 2, 2, 0), 4),
+            ),
+            case(
+                "dw 3x3 s3 pad t1 b1 l0 r2",
+                geom((1, 5, 11, 10, 5), (3, 3), (3, 3), (1, 1, 0, 2), 5),
+            ),
+            case(
+                "dw 2x2 s1, bottom/left pad >= kernel",
+                geom((1, 4, 4, 5, 4), (2, 2), (1, 1), (0, 3, 3, 0), 4),
+            ),
+            case(
+                "dw 1x1 s2",
+                geom((1, 5, 7, 6, 5), (1, 1), (2, 2), (0, 0, 0, 0), 5),
             ),
         ]
     }
