@@ -314,9 +314,12 @@ fn correlate4(out: &mut [f32], og: Grid, inp: &[f32], ig: Grid, (rows, cols): (u
             block::<PIXELS>(out, og, inp, ig, (a, b), taps, init);
             b += PIXELS;
         }
-        while b < cols {
-            block::<1>(out, og, inp, ig, (a, b), taps, init);
-            b += 1;
+        // The rest of the row in one block too (7 = 4 + 3 on 7x7 planes).
+        match cols - b {
+            0 => {}
+            1 => block::<1>(out, og, inp, ig, (a, b), taps, init),
+            2 => block::<2>(out, og, inp, ig, (a, b), taps, init),
+            _ => block::<3>(out, og, inp, ig, (a, b), taps, init),
         }
     }
 }
@@ -348,26 +351,26 @@ fn interleave(planes: &[f32], m: usize, (h, w): (usize, usize), dst: &mut [f32],
     let hw = h * w;
     for y in 0..h {
         let row = &mut dst[(base + y * stride) * 4..][..w * 4];
-        let mut x = 0;
-        if m == 4 {
-            // 4 pixels of 4 planes: a 4x4 transpose.
-            while x + 4 <= w {
-                let r = core::array::from_fn(|l| {
-                    let src = &planes[l * hw + y * w + x..][..4];
-                    // SAFETY: `src` holds 4 floats.
-                    unsafe { lanes::load(src.as_ptr()) }
-                });
-                let dst = &mut row[x * 4..][..16];
-                for (p, v) in lanes::transpose(r).into_iter().enumerate() {
-                    // SAFETY: `dst` holds 16 floats.
-                    unsafe { lanes::store(dst.as_mut_ptr().add(p * 4), v) };
+        if m < 4 || w < 4 {
+            for x in 0..w {
+                for l in 0..m {
+                    row[x * 4 + l] = planes[l * hw + y * w + x];
                 }
-                x += 4;
             }
+            continue;
         }
-        for x in x..w {
-            for l in 0..m {
-                row[x * 4 + l] = planes[l * hw + y * w + x];
+        // 4 pixels of 4 planes: a 4x4 transpose. The last chunk may overlap the one before it
+        // (rewriting the same values), which beats a scalar tail on 7- and 14-wide rows.
+        for x in (0..w).step_by(4).map(|x| x.min(w - 4)) {
+            let r = core::array::from_fn(|l| {
+                let src = &planes[l * hw + y * w + x..][..4];
+                // SAFETY: `src` holds 4 floats.
+                unsafe { lanes::load(src.as_ptr()) }
+            });
+            let dst = &mut row[x * 4..][..16];
+            for (p, v) in lanes::transpose(r).into_iter().enumerate() {
+                // SAFETY: `dst` holds 16 floats.
+                unsafe { lanes::store(dst.as_mut_ptr().add(p * 4), v) };
             }
         }
     }
@@ -379,23 +382,22 @@ fn deinterleave(src: &[f32], m: usize, (h, w): (usize, usize), planes: &mut [f32
     let hw = h * w;
     for y in 0..h {
         let row = &src[y * w * 4..][..w * 4];
-        let mut x = 0;
-        if m == 4 {
-            while x + 4 <= w {
-                let s = &row[x * 4..][..16];
-                // SAFETY: `s` holds 16 floats.
-                let r = core::array::from_fn(|p| unsafe { lanes::load(s.as_ptr().add(p * 4)) });
-                for (l, v) in lanes::transpose(r).into_iter().enumerate() {
-                    let d = &mut planes[l * hw + y * w + x..][..4];
-                    // SAFETY: `d` holds 4 floats.
-                    unsafe { lanes::store(d.as_mut_ptr(), v) };
+        if m < 4 || w < 4 {
+            for x in 0..w {
+                for l in 0..m {
+                    planes[l * hw + y * w + x] = row[x * 4 + l];
                 }
-                x += 4;
             }
+            continue;
         }
-        for x in x..w {
-            for l in 0..m {
-                planes[l * hw + y * w + x] = row[x * 4 + l];
+        for x in (0..w).step_by(4).map(|x| x.min(w - 4)) {
+            let s = &row[x * 4..][..16];
+            // SAFETY: `s` holds 16 floats.
+            let r = core::array::from_fn(|p| unsafe { lanes::load(s.as_ptr().add(p * 4)) });
+            for (l, v) in lanes::transpose(r).into_iter().enumerate() {
+                let d = &mut planes[l * hw + y * w + x..][..4];
+                // SAFETY: `d` holds 4 floats.
+                unsafe { lanes::store(d.as_mut_ptr(), v) };
             }
         }
     }
