@@ -290,57 +290,107 @@ impl Grid {
 /// Output pixels per register block of [`correlate4`].
 const PIXELS: usize = 4;
 
-/// The taps of one correlation: pixel offsets into the input and 4-lane weights.
+/// The taps of one correlation, by kernel rows: tap `i < k` of row `r` reads input pixel
+/// `rows[r] + i` (relative to the output's input pixel) with weight `wts[r * k + i]`, which is
+/// tap `kernel[r * k + i]` of the channels' filters.
 struct Taps {
-    offs: Vec<usize>,
+    rows: Vec<usize>,
+    k: usize,
+    kernel: Vec<usize>,
     wts: Vec<[f32; 4]>,
+}
+
+impl Taps {
+    fn new(mut rows: Vec<usize>, k: usize, kernel: Vec<usize>) -> Taps {
+        if k == 0 {
+            rows.clear(); // no taps at all (a stride larger than the kernel)
+        }
+        assert_eq!(rows.len() * k, kernel.len());
+        let wts = vec![[0.0; 4]; kernel.len()];
+        Taps { rows, k, kernel, wts }
+    }
+
+    /// Loads the weights of channels `c0..c0 + m` (zero in unused lanes); `taps` per filter.
+    fn set_weights(&mut self, weight: &[f32], taps: usize, c0: usize, m: usize) {
+        for (w, &t) in self.wts.iter_mut().zip(&self.kernel) {
+            *w = core::array::from_fn(|l| if l < m { weight[(c0 + l) * taps + t] } else { 0.0 });
+        }
+    }
 }
 
 /// For `a < rows`, `b < cols`, all 4 lanes: `out[og(a, b)] = init + sum_t w_t * inp[ig(a, b) + off_t]`.
 /// Every output pixel is one vector and every tap one multiply-add of vectors, so no lane is
 /// wasted however small the plane; [`PIXELS`] neighbouring outputs share each weight load.
-fn correlate4(out: &mut [f32], og: Grid, inp: &[f32], ig: Grid, (rows, cols): (usize, usize), taps: &Taps, init: [f32; 4]) {
+fn correlate4(out: &mut [f32], og: Grid, inp: &[f32], ig: Grid, dims: (usize, usize), taps: &Taps, init: [f32; 4]) {
+    let (rows, cols) = dims;
     if rows == 0 || cols == 0 {
         return;
     }
     // The largest pixel indices addressed below: these asserts make the unchecked accesses sound.
-    let max_off = taps.offs.iter().copied().max().unwrap_or(0);
+    let max_off = taps.rows.iter().map(|r| r + taps.k.max(1) - 1).max().unwrap_or(0);
     assert!((ig.at(rows - 1, cols - 1) + max_off + 1) * 4 <= inp.len(), "correlate4: input too small");
     assert!((og.at(rows - 1, cols - 1) + 1) * 4 <= out.len(), "correlate4: output too small");
-    assert_eq!(taps.offs.len(), taps.wts.len());
+    assert_eq!(taps.rows.len() * taps.k, taps.wts.len());
+    // Row lengths and input steps known at compile time let the taps of a row unroll and share
+    // the loads of pixels that several outputs of a block read.
+    let args = (out, og, inp, ig, dims, taps, init);
+    match (taps.k, ig.col) {
+        (1, 1) => fixed::<1, 1>(args),
+        (2, 1) => fixed::<2, 1>(args),
+        (3, 1) => fixed::<3, 1>(args),
+        (5, 1) => fixed::<5, 1>(args),
+        (3, 2) => fixed::<3, 2>(args),
+        (5, 2) => fixed::<5, 2>(args),
+        (k, s) => each_block(args, k, s),
+    }
+}
+
+type Args<'a> = (&'a mut [f32], Grid, &'a [f32], Grid, (usize, usize), &'a Taps, [f32; 4]);
+
+fn fixed<const K: usize, const S: usize>(args: Args) {
+    each_block(args, K, S)
+}
+
+/// The body of [`correlate4`] for `k` taps per row and input step `s` (= `ig.col`).
+#[inline(always)]
+fn each_block((out, og, inp, ig, (rows, cols), taps, init): Args, k: usize, s: usize) {
     for a in 0..rows {
         let mut b = 0;
         while b + PIXELS <= cols {
-            block::<PIXELS>(out, og, inp, ig, (a, b), taps, init);
+            block::<PIXELS>(out, og, inp, ig.at(a, b), taps, init, k, s, og.at(a, b));
             b += PIXELS;
         }
         // The rest of the row in one block too (7 = 4 + 3 on 7x7 planes).
+        let (i0, o0) = (ig.at(a, b), og.at(a, b));
         match cols - b {
             0 => {}
-            1 => block::<1>(out, og, inp, ig, (a, b), taps, init),
-            2 => block::<2>(out, og, inp, ig, (a, b), taps, init),
-            _ => block::<3>(out, og, inp, ig, (a, b), taps, init),
+            1 => block::<1>(out, og, inp, i0, taps, init, k, s, o0),
+            2 => block::<2>(out, og, inp, i0, taps, init, k, s, o0),
+            _ => block::<3>(out, og, inp, i0, taps, init, k, s, o0),
         }
     }
 }
 
-/// Output pixels `(a, b..b + N)` of [`correlate4`], accumulated in `N` vectors.
+/// `N` neighbouring outputs of [`correlate4`], from input pixel `i0` on, to output pixel `o0` on,
+/// accumulated in `N` vectors.
 #[inline(always)]
-fn block<const N: usize>(out: &mut [f32], og: Grid, inp: &[f32], ig: Grid, (a, b): (usize, usize), taps: &Taps, init: [f32; 4]) {
+#[allow(clippy::too_many_arguments)]
+fn block<const N: usize>(out: &mut [f32], og: Grid, inp: &[f32], i0: usize, taps: &Taps, init: [f32; 4], k: usize, s: usize, o0: usize) {
     let mut acc = [lanes::splat(init); N];
     let at = inp.as_ptr();
-    let i0 = ig.at(a, b);
-    for (&off, w) in taps.offs.iter().zip(&taps.wts) {
-        let w = lanes::splat(*w);
-        for (j, acc) in acc.iter_mut().enumerate() {
-            // SAFETY: pixel i0 + off + j * col lies inside `inp` (asserted by `correlate4`).
-            *acc = lanes::mul_add(*acc, w, unsafe { lanes::load(at.add((i0 + off + j * ig.col) * 4)) });
+    for (&row, w) in taps.rows.iter().zip(taps.wts.chunks_exact(k.max(1))) {
+        for (i, w) in w.iter().enumerate() {
+            let w = lanes::splat(*w);
+            for (j, acc) in acc.iter_mut().enumerate() {
+                // SAFETY: pixel i0 + row + i + j * s lies inside `inp` (asserted by `correlate4`).
+                *acc = lanes::mul_add(*acc, w, unsafe { lanes::load(at.add((i0 + row + i + j * s) * 4)) });
+            }
         }
     }
     let at = out.as_mut_ptr();
     for (j, acc) in acc.into_iter().enumerate() {
-        // SAFETY: pixel og(a, b + j) lies inside `out` (asserted by `correlate4`).
-        unsafe { lanes::store(at.add(og.at(a, b + j) * 4), acc) };
+        // SAFETY: pixel o0 + j * og.col lies inside `out` (asserted by `correlate4`).
+        unsafe { lanes::store(at.add((o0 + j * og.col) * 4), acc) };
     }
 }
 
@@ -403,11 +453,6 @@ fn deinterleave(src: &[f32], m: usize, (h, w): (usize, usize), planes: &mut [f32
     }
 }
 
-/// The weights of tap `t` for channels `c0..c0 + m` (zero in unused lanes).
-fn tap_weights(weight: &[f32], taps: usize, c0: usize, m: usize, t: usize) -> [f32; 4] {
-    core::array::from_fn(|l| if l < m { weight[(c0 + l) * taps + t] } else { 0.0 })
-}
-
 /// Depthwise forward, 4 channels at a time: each block of 4 planes is copied once into a
 /// zero-padded pixel-interleaved buffer, correlated by [`correlate4`] (any stride: the input grid
 /// just steps `stride` pixels) and copied back to planes.
@@ -421,17 +466,14 @@ fn forward_c4(x: &[f32], weight: &[f32], bias: Option<&[f32]>, g: &Conv2dGeom) -
     // The padding is never written, so it stays zero across blocks.
     let mut buf = vec![0.0; ph * pw * 4];
     let mut obuf = vec![0.0; oh * ow * 4];
-    let offs = (0..ntaps).map(|t| t / g.kw * pw + t % g.kw).collect();
-    let mut taps = Taps { offs, wts: vec![[0.0; 4]; ntaps] };
+    let mut taps = Taps::new((0..g.kh).map(|ky| ky * pw).collect(), g.kw, (0..ntaps).collect());
     let (ig, og) = (Grid { base: 0, row: g.stride_h * pw, col: g.stride_w }, Grid { base: 0, row: ow, col: 1 });
     for img in 0..g.n {
         for c0 in (0..g.cin).step_by(4) {
             let m = (g.cin - c0).min(4);
             let plane0 = img * g.cin + c0;
             interleave(&x[plane0 * hw..][..m * hw], m, (g.h, g.w), &mut buf, g.pad_top * pw + g.pad_left, pw);
-            for (t, w) in taps.wts.iter_mut().enumerate() {
-                *w = tap_weights(weight, ntaps, c0, m, t);
-            }
+            taps.set_weights(weight, ntaps, c0, m);
             let init = core::array::from_fn(|l| bias.map_or(0.0, |b| if l < m { b[c0 + l] } else { 0.0 }));
             correlate4(&mut obuf, og, &buf, ig, (oh, ow), &taps, init);
             deinterleave(&obuf, m, (oh, ow), &mut out[plane0 * oh * ow..][..m * oh * ow]);
@@ -461,24 +503,22 @@ fn input_grad_c4(grad_out: &[f32], weight: &[f32], g: &Conv2dGeom) -> Vec<f32> {
     let gw = lead_x + ow.max((g.w - 1 + g.pad_left) / sw + 1);
     let mut buf = vec![0.0; gh * gw * 4];
     let mut xbuf = vec![0.0; hw * 4];
-    // (output grid, rows, cols, taps, tap indices into the kernel) of each phase.
+    // (output grid, rows, cols, taps) of each phase.
     let mut phases = Vec::with_capacity(sh * sw);
     for py in 0..sh.min(g.h) {
         for px in 0..sw.min(g.w) {
             let (y, x) = (py + g.pad_top, px + g.pad_left);
-            let mut taps = Taps { offs: vec![], wts: vec![] };
-            let mut idx = vec![];
             // Taps with ky = y (mod sh) read output row a + (y - ky) / sh, i.e. buffer row
-            // a + lead_y + y / sh - ky / sh (>= a by the choice of lead_y); columns likewise.
-            for ky in (0..g.kh).filter(|ky| ky % sh == y % sh) {
-                for kx in (0..g.kw).filter(|kx| kx % sw == x % sw) {
-                    taps.offs.push((lead_y + y / sh - ky / sh) * gw + lead_x + x / sw - kx / sw);
-                    idx.push(ky * g.kw + kx);
-                }
-            }
-            taps.wts = vec![[0.0; 4]; idx.len()];
+            // a + lead_y + y / sh - ky / sh (>= a by the choice of lead_y); columns likewise, so
+            // the taps of a kernel row read consecutive pixels, the last kx first.
+            let kys: Vec<usize> = (0..g.kh).filter(|ky| ky % sh == y % sh).collect();
+            let kxs: Vec<usize> = (0..g.kw).rev().filter(|kx| kx % sw == x % sw).collect();
+            let first = kxs.first().map_or(0, |kx| lead_x + x / sw - kx / sw);
+            let rows = kys.iter().map(|ky| (lead_y + y / sh - ky / sh) * gw + first).collect();
+            let kernel = kys.iter().flat_map(|ky| kxs.iter().map(move |kx| ky * g.kw + kx)).collect();
+            let taps = Taps::new(rows, kxs.len(), kernel);
             let og = Grid { base: py * g.w + px, row: sh * g.w, col: sw };
-            phases.push((og, (g.h - py).div_ceil(sh), (g.w - px).div_ceil(sw), taps, idx));
+            phases.push((og, (g.h - py).div_ceil(sh), (g.w - px).div_ceil(sw), taps));
         }
     }
     let ig = Grid { base: 0, row: gw, col: 1 };
@@ -487,10 +527,8 @@ fn input_grad_c4(grad_out: &[f32], weight: &[f32], g: &Conv2dGeom) -> Vec<f32> {
             let m = (g.cin - c0).min(4);
             let plane0 = img * g.cin + c0;
             interleave(&grad_out[plane0 * oh * ow..][..m * oh * ow], m, (oh, ow), &mut buf, lead_y * gw + lead_x, gw);
-            for (og, rows, cols, taps, idx) in &mut phases {
-                for (w, &t) in taps.wts.iter_mut().zip(idx.iter()) {
-                    *w = tap_weights(weight, ntaps, c0, m, t);
-                }
+            for (og, rows, cols, taps) in &mut phases {
+                taps.set_weights(weight, ntaps, c0, m);
                 correlate4(&mut xbuf, *og, &buf, ig, (*rows, *cols), taps, [0.0; 4]);
             }
             deinterleave(&xbuf, m, (g.h, g.w), &mut gx[plane0 * hw..][..m * hw]);
@@ -563,6 +601,10 @@ mod tests {
             case(
                 "dw 2x2 s1, bottom/left pad >= kernel",
                 geom((1, 4, 4, 5, 4), (2, 2), (1, 1), (0, 3, 3, 0), 4),
+            ),
+            case(
+                "dw 2x2 s3 (phases without taps)",
+                geom((1, 4, 8, 7, 4), (2, 2), (3, 3), (0, 1, 1, 0), 4),
             ),
             case(
                 "dw 1x1 s2",
