@@ -288,7 +288,7 @@ impl Grid {
 }
 
 /// Output pixels per register block of [`correlate4`].
-const PIXELS: usize = 4;
+const PIXELS: usize = 8;
 
 /// The taps of one correlation, by kernel rows: tap `i < k` of row `r` reads input pixel
 /// `rows[r] + i` (relative to the output's input pixel) with weight `wts[r * k + i]`, which is
@@ -366,7 +366,11 @@ fn each_block((out, og, inp, ig, (rows, cols), taps, init): Args, k: usize, s: u
             0 => {}
             1 => block::<1>(out, og, inp, i0, taps, init, k, s, o0),
             2 => block::<2>(out, og, inp, i0, taps, init, k, s, o0),
-            _ => block::<3>(out, og, inp, i0, taps, init, k, s, o0),
+            3 => block::<3>(out, og, inp, i0, taps, init, k, s, o0),
+            4 => block::<4>(out, og, inp, i0, taps, init, k, s, o0),
+            5 => block::<5>(out, og, inp, i0, taps, init, k, s, o0),
+            6 => block::<6>(out, og, inp, i0, taps, init, k, s, o0),
+            _ => block::<7>(out, og, inp, i0, taps, init, k, s, o0),
         }
     }
 }
