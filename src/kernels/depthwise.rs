@@ -403,29 +403,24 @@ fn block<const N: usize>(out: &mut [f32], og: Grid, inp: &[f32], i0: usize, taps
 /// keep what they held: they only ever feed lanes that are discarded.
 fn interleave(planes: &[f32], m: usize, (h, w): (usize, usize), dst: &mut [f32], base: usize, stride: usize) {
     let hw = h * w;
+    if hw == 0 {
+        return;
+    }
+    assert!(planes.len() >= m * hw && dst.len() >= (base + (h - 1) * stride + w) * 4 && stride >= w);
     for y in 0..h {
-        let row = &mut dst[(base + y * stride) * 4..][..w * 4];
+        let row = (base + y * stride) * 4;
         if m < 4 || w < 4 {
             for x in 0..w {
                 for l in 0..m {
-                    row[x * 4 + l] = planes[l * hw + y * w + x];
+                    dst[row + x * 4 + l] = planes[l * hw + y * w + x];
                 }
             }
             continue;
         }
-        // 4 pixels of 4 planes: a 4x4 transpose. The last chunk may overlap the one before it
-        // (rewriting the same values), which beats a scalar tail on 7- and 14-wide rows.
-        for x in (0..w).step_by(4).map(|x| x.min(w - 4)) {
-            let r = core::array::from_fn(|l| {
-                let src = &planes[l * hw + y * w + x..][..4];
-                // SAFETY: `src` holds 4 floats.
-                unsafe { lanes::load(src.as_ptr()) }
-            });
-            let dst = &mut row[x * 4..][..16];
-            for (p, v) in lanes::transpose(r).into_iter().enumerate() {
-                // SAFETY: `dst` holds 16 floats.
-                unsafe { lanes::store(dst.as_mut_ptr().add(p * 4), v) };
-            }
+        for x in chunks4(w) {
+            // SAFETY: the 4 planes hold pixels (y, x..x + 4) and `dst` pixels row/4 + x..x + 4
+            // (asserted above).
+            unsafe { transpose4(planes.as_ptr().add(y * w + x), hw, dst.as_mut_ptr().add(row + x * 4), 4) };
         }
     }
 }
@@ -434,26 +429,38 @@ fn interleave(planes: &[f32], m: usize, (h, w): (usize, usize), dst: &mut [f32],
 /// consecutive planes: the inverse of [`interleave`] with no padding.
 fn deinterleave(src: &[f32], m: usize, (h, w): (usize, usize), planes: &mut [f32]) {
     let hw = h * w;
+    assert!(src.len() >= hw * 4 && planes.len() >= m * hw);
+    if m < 4 || w < 4 {
+        for (i, p) in src[..hw * 4].chunks_exact(4).enumerate() {
+            for (l, v) in p[..m].iter().enumerate() {
+                planes[l * hw + i] = *v;
+            }
+        }
+        return;
+    }
     for y in 0..h {
-        let row = &src[y * w * 4..][..w * 4];
-        if m < 4 || w < 4 {
-            for x in 0..w {
-                for l in 0..m {
-                    planes[l * hw + y * w + x] = row[x * 4 + l];
-                }
-            }
-            continue;
+        for x in chunks4(w) {
+            // SAFETY: in bounds as asserted above.
+            unsafe { transpose4(src.as_ptr().add((y * w + x) * 4), 4, planes.as_mut_ptr().add(y * w + x), hw) };
         }
-        for x in (0..w).step_by(4).map(|x| x.min(w - 4)) {
-            let s = &row[x * 4..][..16];
-            // SAFETY: `s` holds 16 floats.
-            let r = core::array::from_fn(|p| unsafe { lanes::load(s.as_ptr().add(p * 4)) });
-            for (l, v) in lanes::transpose(r).into_iter().enumerate() {
-                let d = &mut planes[l * hw + y * w + x..][..4];
-                // SAFETY: `d` holds 4 floats.
-                unsafe { lanes::store(d.as_mut_ptr(), v) };
-            }
-        }
+    }
+}
+
+/// Starts of 4-wide chunks covering `0..w` (w >= 4). The last chunk may overlap the one before it
+/// (rewriting the same values), which beats a scalar tail on 7- and 14-wide rows.
+fn chunks4(w: usize) -> impl Iterator<Item = usize> {
+    (0..w).step_by(4).map(move |x| x.min(w - 4))
+}
+
+/// Reads 4 vectors `src + i * src_step` and writes their transpose to `dst + i * dst_step`.
+///
+/// # Safety
+/// Those 8 runs of 4 floats must be in bounds, and the destination ones must not overlap the sources.
+#[inline(always)]
+unsafe fn transpose4(src: *const f32, src_step: usize, dst: *mut f32, dst_step: usize) {
+    let r = core::array::from_fn(|i| lanes::load(src.add(i * src_step)));
+    for (i, v) in lanes::transpose(r).into_iter().enumerate() {
+        lanes::store(dst.add(i * dst_step), v);
     }
 }
 
