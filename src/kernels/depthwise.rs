@@ -1,196 +1,16 @@
 //! Direct depthwise convolution (groups == cin == cout, one filter per channel).
 //!
 //! im2col would copy each pixel kh*kw times to do one multiply-add per copy, so these kernels work
-//! on the planes directly. Each input plane is first copied once into a zero-padded buffer split
-//! into `stride_w` column phases (phase p holds padded columns p, p + s, p + 2s, ...). Then every
-//! tap of every output row reads one *contiguous* run of a phase row, for any stride and padding,
-//! and [`correlate`] sums all taps of a block of 16 outputs in registers (4 SIMD vectors on wasm32
-//! simd128) before storing it once. The input gradient is the same correlation the other way round
-//! (a zero-padded copy of the output gradient, the taps mirrored), then one pass back onto the plane.
+//! on the planes directly, vectorised across 4 channels rather than along a row: a row-wise vector
+//! wastes most of its lanes on EfficientNet's 14x14 and 7x7 planes. Each block of 4 channel
+//! planes is copied once (4x4 transposes) into a zero-padded, pixel-interleaved buffer
+//! (`[rows][cols][4]`), so that every tap of every output pixel is one vector load times one
+//! vector of 4 weights, for any plane size, stride and padding. [`correlate4`] sums all taps of
+//! 8 neighbouring output pixels in registers, and the result goes back to planes the same way.
+//! The input gradient is the same correlation over a zero-padded copy of the output gradient with
+//! the taps mirrored, one stride phase of the input at a time (see [`input_grad`]).
 
 use super::conv::Conv2dGeom;
-
-/// Outputs per register block.
-const BLOCK: usize = 16;
-
-/// `out[j] = init + sum_t w_t * src[off_t + j]` for `j < out.len()`. `src` must hold `BLOCK - 1`
-/// readable values past the last one used (their products only reach discarded lanes).
-fn correlate(out: &mut [f32], init: f32, src: &[f32], taps: &[(usize, f32)]) {
-    for (b, dst) in out.chunks_mut(BLOCK).enumerate() {
-        let j0 = b * BLOCK;
-        let mut acc = [init; BLOCK];
-        for &(off, wt) in taps {
-            let s: &[f32; BLOCK] = src[off + j0..off + j0 + BLOCK].try_into().expect("slack");
-            for l in 0..BLOCK {
-                acc[l] += wt * s[l];
-            }
-        }
-        dst.copy_from_slice(&acc[..dst.len()]);
-    }
-}
-
-/// The padded, phase-split layout of one plane: `phases` blocks of `rows` x `cols`, plus slack.
-struct Phased {
-    rows: usize,
-    cols: usize,
-    phases: usize,
-}
-
-impl Phased {
-    fn new(g: &Conv2dGeom) -> Phased {
-        let (rows, width) = (g.h + g.pad_top + g.pad_bottom, g.w + g.pad_left + g.pad_right);
-        // Every tap of every output reads padded column ox*s + kx < width, so this is enough.
-        Phased { rows, cols: width.div_ceil(g.stride_w), phases: g.stride_w }
-    }
-
-    fn len(&self) -> usize {
-        self.rows * self.cols * self.phases + BLOCK
-    }
-
-    /// Offset of (padded row r, phase p) in the buffer.
-    fn row(&self, r: usize, p: usize) -> usize {
-        (p * self.rows + r) * self.cols
-    }
-
-    /// Copies plane `x` (h x w) into the interior of `buf`. The padding is never written, so a
-    /// zeroed buffer stays zero there across planes.
-    fn fill(&self, x: &[f32], g: &Conv2dGeom, buf: &mut [f32]) {
-        let s = g.stride_w;
-        for (iy, xrow) in x.chunks_exact(g.w).enumerate() {
-            let r = iy + g.pad_top;
-            if s == 1 {
-                buf[self.row(r, 0) + g.pad_left..][..g.w].copy_from_slice(xrow);
-                continue;
-            }
-            for p in 0..s {
-                // The first input column landing in phase p, and where it lands.
-                let ix0 = (p + s - g.pad_left % s) % s;
-                if ix0 >= g.w {
-                    continue;
-                }
-                let dst = &mut buf[self.row(r, p) + (ix0 + g.pad_left) / s..];
-                dst.iter_mut().zip(xrow[ix0..].iter().step_by(s)).for_each(|(d, v)| *d = *v);
-            }
-        }
-    }
-
-    /// Copies the interior of `buf` onto plane `gx` (h x w): the adjoint of `fill`.
-    fn drain(&self, buf: &[f32], g: &Conv2dGeom, gx: &mut [f32]) {
-        let s = g.stride_w;
-        for (iy, row) in gx.chunks_exact_mut(g.w).enumerate() {
-            let r = iy + g.pad_top;
-            for p in 0..s {
-                let ix0 = (p + s - g.pad_left % s) % s;
-                if ix0 >= g.w {
-                    continue;
-                }
-                let src = &buf[self.row(r, p) + (ix0 + g.pad_left) / s..];
-                row[ix0..].iter_mut().step_by(s).zip(src).for_each(|(d, v)| *d = *v);
-            }
-        }
-    }
-}
-
-/// Depthwise forward, one plane at a time along rows.
-fn forward_rows(x: &[f32], weight: &[f32], bias: Option<&[f32]>, g: &Conv2dGeom) -> Vec<f32> {
-    debug_assert_eq!(weight.len(), g.cin * g.kh * g.kw);
-    let (oh, ow, hw, taps) = (g.out_h(), g.out_w(), g.h * g.w, g.kh * g.kw);
-    let mut out = vec![0.0; g.n * g.cout * oh * ow];
-    if oh * ow == 0 || hw == 0 || taps == 0 {
-        return out;
-    }
-    let ph = Phased::new(g);
-    let mut buf = vec![0.0; ph.len()];
-    let mut tap_list = Vec::with_capacity(taps);
-    for (i, (o, xp)) in out.chunks_exact_mut(oh * ow).zip(x.chunks_exact(hw)).enumerate() {
-        let c = i % g.cin;
-        let k = &weight[c * taps..][..taps];
-        ph.fill(xp, g, &mut buf);
-        let init = bias.map_or(0.0, |b| b[c]);
-        for (oy, orow) in o.chunks_exact_mut(ow).enumerate() {
-            tap_list.clear();
-            for ky in 0..g.kh {
-                let r = oy * g.stride_h + ky;
-                for kx in 0..g.kw {
-                    tap_list.push((ph.row(r, kx % g.stride_w) + kx / g.stride_w, k[ky * g.kw + kx]));
-                }
-            }
-            correlate(orow, init, &buf, &tap_list);
-        }
-    }
-    out
-}
-
-/// Depthwise input gradient, one plane at a time along rows.
-///
-/// Padded input (r, column c = cp * s + p) receives k[ky, kx] * go[oy, ox] for every r = oy*sh + ky
-/// and kx = p + s*t, ox = cp - t. With the output gradient copied into rows padded by
-/// `lead = (kw - 1) / s` zeros on the left, each phase row of the padded input gradient is a
-/// correlation of those rows: one [`correlate`] per (r, p).
-fn input_grad_rows(grad_out: &[f32], weight: &[f32], g: &Conv2dGeom) -> Vec<f32> {
-    debug_assert_eq!(weight.len(), g.cin * g.kh * g.kw);
-    let (oh, ow, hw, taps) = (g.out_h(), g.out_w(), g.h * g.w, g.kh * g.kw);
-    let mut gx = vec![0.0; g.n * g.cin * hw];
-    if oh * ow == 0 || hw == 0 || taps == 0 {
-        return gx;
-    }
-    let ph = Phased::new(g);
-    let (s, lead) = (g.stride_w, (g.kw - 1) / g.stride_w);
-    // Padded output-gradient rows: `lead` zeros, the row, zeros up to `lead + cols`, plus slack.
-    let gw = lead + ph.cols.max(ow);
-    let mut gpad = vec![0.0; oh * gw + BLOCK];
-    let mut buf = vec![0.0; ph.len()];
-    let mut tap_list = Vec::with_capacity(taps);
-    for (i, (gxp, gop)) in gx.chunks_exact_mut(hw).zip(grad_out.chunks_exact(oh * ow)).enumerate() {
-        let c = i % g.cin;
-        let k = &weight[c * taps..][..taps];
-        for (oy, grow) in gop.chunks_exact(ow).enumerate() {
-            gpad[oy * gw + lead..][..ow].copy_from_slice(grow);
-        }
-        for r in g.pad_top..g.pad_top + g.h {
-            for p in 0..s {
-                tap_list.clear();
-                for ky in 0..g.kh {
-                    let Some(dy) = r.checked_sub(ky) else { continue };
-                    if dy % g.stride_h != 0 || dy / g.stride_h >= oh {
-                        continue;
-                    }
-                    let oy = dy / g.stride_h;
-                    for (t, kx) in (p..g.kw).step_by(s).enumerate() {
-                        tap_list.push((oy * gw + lead - t, k[ky * g.kw + kx]));
-                    }
-                }
-                let at = ph.row(r, p);
-                correlate(&mut buf[at..at + ph.cols], 0.0, &gpad, &tap_list);
-            }
-        }
-        ph.drain(&buf, g, gxp);
-    }
-    gx
-}
-
-/// Depthwise forward; called by `conv2d_forward` when `g.is_depthwise()`.
-pub(crate) fn forward(x: &[f32], weight: &[f32], bias: Option<&[f32]>, g: &Conv2dGeom) -> Vec<f32> {
-    if by_channels(g) {
-        forward_c4(x, weight, bias, g)
-    } else {
-        forward_rows(x, weight, bias, g)
-    }
-}
-
-/// Depthwise input gradient; called by `conv2d_input_grad` when `g.is_depthwise()`.
-pub(crate) fn input_grad(grad_out: &[f32], weight: &[f32], g: &Conv2dGeom) -> Vec<f32> {
-    if by_channels(g) {
-        input_grad_c4(grad_out, weight, g)
-    } else {
-        input_grad_rows(grad_out, weight, g)
-    }
-}
-
-/// Whether to vectorise across channels ([`forward_c4`]) rather than along rows.
-fn by_channels(g: &Conv2dGeom) -> bool {
-    g.kh * g.kw > 1
-}
 
 /// 4 lanes of f32: a simd128 vector on wasm32, a plain array (which autovectorises) elsewhere.
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
@@ -360,7 +180,7 @@ fn each_block((out, og, inp, ig, (rows, cols), taps, init): Args, k: usize, s: u
             block::<PIXELS>(out, og, inp, ig.at(a, b), taps, init, k, s, og.at(a, b));
             b += PIXELS;
         }
-        // The rest of the row in one block too (7 = 4 + 3 on 7x7 planes).
+        // The rest of the row in one block too: 7x7 planes are one block a row, 14x14 ones 8 + 6.
         let (i0, o0) = (ig.at(a, b), og.at(a, b));
         match cols - b {
             0 => {}
@@ -464,10 +284,11 @@ unsafe fn transpose4(src: *const f32, src_step: usize, dst: *mut f32, dst_step: 
     }
 }
 
-/// Depthwise forward, 4 channels at a time: each block of 4 planes is copied once into a
-/// zero-padded pixel-interleaved buffer, correlated by [`correlate4`] (any stride: the input grid
-/// just steps `stride` pixels) and copied back to planes.
-fn forward_c4(x: &[f32], weight: &[f32], bias: Option<&[f32]>, g: &Conv2dGeom) -> Vec<f32> {
+/// Depthwise forward; called by `conv2d_forward` when `g.is_depthwise()`.
+///
+/// Each block of 4 planes is copied once into a zero-padded pixel-interleaved buffer, correlated by
+/// [`correlate4`] (any stride: the input grid just steps `stride` pixels) and copied back to planes.
+pub(crate) fn forward(x: &[f32], weight: &[f32], bias: Option<&[f32]>, g: &Conv2dGeom) -> Vec<f32> {
     let (oh, ow, hw, ntaps) = (g.out_h(), g.out_w(), g.h * g.w, g.kh * g.kw);
     let mut out = vec![0.0; g.n * g.cout * oh * ow];
     if oh * ow == 0 || hw == 0 || ntaps == 0 {
@@ -493,14 +314,15 @@ fn forward_c4(x: &[f32], weight: &[f32], bias: Option<&[f32]>, g: &Conv2dGeom) -
     out
 }
 
-/// Depthwise input gradient, 4 channels at a time.
+/// Depthwise input gradient; called by `conv2d_input_grad` when `g.is_depthwise()`.
 ///
 /// Input pixel (y, x) = (sh * a + py, sw * b + px) receives k[ky, kx] * go[oy, ox] for every tap
 /// with y + pad_top = oy * sh + ky, i.e. oy = a + (py + pad_top - ky) / sh where that divides.
 /// So each of the sh x sw phases (py, px) of the input gradient is a stride-1 correlation of the
 /// output gradient (copied, zero-padded by `lead` rows/columns, into a pixel-interleaved buffer)
-/// with the taps of that phase; [`correlate4`] writes it straight onto the phase's pixels.
-fn input_grad_c4(grad_out: &[f32], weight: &[f32], g: &Conv2dGeom) -> Vec<f32> {
+/// with the taps of that phase, which [`correlate4`] writes onto the phase's pixels of an
+/// interleaved buffer that then goes back to planes.
+pub(crate) fn input_grad(grad_out: &[f32], weight: &[f32], g: &Conv2dGeom) -> Vec<f32> {
     let (oh, ow, hw, ntaps) = (g.out_h(), g.out_w(), g.h * g.w, g.kh * g.kw);
     let mut gx = vec![0.0; g.n * g.cin * hw];
     if oh * ow == 0 || hw == 0 || ntaps == 0 {
