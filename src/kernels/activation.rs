@@ -43,7 +43,8 @@ pub fn relu_output_grad(y: &[f32], g: &[f32], clamp: Clamp, guided: bool) -> Vec
     debug_assert_eq!(y.len(), g.len());
     let hi = if clamp == Clamp::Relu6 { 6.0 } else { f32::INFINITY };
     let lo_g = if guided { 0.0 } else { f32::NEG_INFINITY };
-    y.iter().zip(g).map(|(&y, &g)| if y > 0.0 && y < hi && g > lo_g { g } else { 0.0 }).collect()
+    // `&` rather than `&&`: no branches, so it vectorises (the activations are 0 half of the time).
+    y.iter().zip(g).map(|(&y, &g)| if (y > 0.0) & (y < hi) & (g > lo_g) { g } else { 0.0 }).collect()
 }
 
 /// The ReLU backward from a [`relu_mask`], in place: g stays where the mask is 1 (and, guided,
