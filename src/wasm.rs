@@ -353,7 +353,7 @@ impl Request {
             o.score_cam.max_channels = Some(count(n, "scoreCamChannels")?);
         }
         if let Some(n) = opt_number(&opts, "scoreCamBatch")? {
-            o.score_cam.batch = count(n, "scoreCamBatch")?;
+            o.score_cam.batch = Some(count(n, "scoreCamBatch")?);
         }
         // Progress of the long methods (Score-CAM), as onProgress(done, total).
         let on_progress = match &opts {

@@ -88,7 +88,7 @@ fn every_method_gives_a_finite_nonzero_map_on_a_photo() {
     let mut ex = explainer();
     let img = sample("coffee.png");
     for method in gradcam_wasm::methods::ALL {
-        let opts = ExplainOptions { method, score_cam: ScoreCamOptions { batch: 32, max_channels: Some(96) }, ..Default::default() };
+        let opts = ExplainOptions { method, score_cam: ScoreCamOptions { batch: Some(32), max_channels: Some(96) }, ..Default::default() };
         let e = ex.explain(&img, &opts).unwrap_or_else(|e| panic!("{}: {e}", method.name()));
         assert_eq!(e.class, ESPRESSO);
         assert!(e.raw.data.iter().all(|v| v.is_finite()), "{}: non-finite map", method.name());
@@ -142,7 +142,7 @@ fn score_cam_reports_progress_and_discriminates() {
     let img = composite();
     let resize = Some(Resize::Exact { width: 448, height: 224 });
     let mut seen = Vec::new();
-    let opts = ExplainOptions { method: Method::ScoreCam, target: Target::Class(ESPRESSO), resize, score_cam: ScoreCamOptions { batch: 32, max_channels: Some(128) }, ..Default::default() };
+    let opts = ExplainOptions { method: Method::ScoreCam, target: Target::Class(ESPRESSO), resize, score_cam: ScoreCamOptions { batch: Some(32), max_channels: Some(128) }, ..Default::default() };
     let e = ex.explain_with_progress(&img, &opts, &mut |done, total| seen.push((done, total))).unwrap();
     assert_eq!(seen.len(), 4, "one report per batch of 32: {seen:?}");
     assert_eq!(*seen.last().unwrap(), (128, 128));

@@ -175,7 +175,7 @@ fn gpu_session_explains_like_the_cpu_explainer() {
     // Score-CAM: its masked forwards are awaited on the GPU, batch by batch, with progress.
     let mut opts = ExplainOptions { method: Method::ScoreCam, ..Default::default() };
     opts.score_cam.max_channels = Some(10);
-    opts.score_cam.batch = 4;
+    opts.score_cam.batch = Some(4);
     let mut reports = Vec::new();
     let g = pollster::block_on(session.explain(&mut on_gpu, &image, &opts, &mut |d, t| reports.push((d, t)))).unwrap();
     let c = on_cpu.explain(&image, &opts).unwrap();

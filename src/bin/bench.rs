@@ -1,5 +1,5 @@
-//! `cargo run --release --bin bench [-- --runs N --arch NAME]`: forward and explanation times per
-//! architecture on the native CPU path. Prints figures and ratios; asserts nothing. Built with
+//! `cargo run --release --bin bench [-- --runs N --arch NAME --profile]`: forward and explanation times
+//! per architecture on the native CPU path (`--profile` adds where the time goes, by op kind). Prints figures and ratios; asserts nothing. Built with
 //! `--features webgpu` and given `--gpu`, it adds the WebGPU executor's Grad-CAM and Guided Grad-CAM
 //! (forward + backward, readback included) beside the CPU's, on whatever adapter wgpu finds.
 //! EfficientNet-Lite0 uses the real default model; the others use synthetic torchvision-shaped weights
@@ -196,6 +196,9 @@ fn table_mode(args: &[String]) {
             ggc.push(ex.explain_tensor(input2, &g).expect("guided grad-cam").timings.total_ms);
         }
         let (f, g, s, gg) = (median(fwd), median(gc), median(second), median(ggc));
+        if args.iter().any(|a| a == "--profile") {
+            print_profile(&mut ex, &mut rng);
+        }
         print!("{:<20} {load:>8.1} {f:>9.1} {g:>9.1} {s:>10.1} {gg:>10.1} {:>10.2} {params:>9.1}", arch.name(), gg / g);
         if gpu {
             match gpu_times(&ex, runs) {
@@ -205,6 +208,25 @@ fn table_mode(args: &[String]) {
         }
         println!();
     }
+}
+
+/// `--profile`: where one Grad-CAM and then one Guided Grad-CAM on the same image (its forward reused)
+/// spend their time, by op kind (the executor's own profile; candle's backward bookkeeping is the
+/// difference to the total).
+#[cfg(not(target_arch = "wasm32"))]
+fn print_profile(ex: &mut gradcam_wasm::Explainer, rng: &mut gradcam_wasm::synthetic::Rng) {
+    use gradcam_wasm::exec::profile;
+    use gradcam_wasm::{ExplainOptions, FeatureMap, Method};
+    let input = FeatureMap::new(3, 224, 224, rng.vec(3 * 224 * 224, 1.5));
+    profile::enable(true);
+    for opts in [ExplainOptions::default(), ExplainOptions { method: Method::GuidedGradCam, ..Default::default() }] {
+        let total = ex.explain_tensor(input.clone(), &opts).expect("explain").timings.total_ms;
+        let mut ops = profile::take();
+        ops.sort_by(|a, b| b.1.total_cmp(&a.1));
+        let listed: Vec<String> = ops.iter().map(|(k, ms, n)| format!("{k} {ms:.1}/{n}")).collect();
+        println!("  {:?} {total:.1} ms: {}", opts.method, listed.join(", "));
+    }
+    profile::enable(false);
 }
 
 /// Median (Grad-CAM, Guided Grad-CAM) times of the WebGPU executor on fresh random inputs, and the adapter.

@@ -16,7 +16,7 @@ use candle_core::{bail, CpuStorage, CustomOp1, Layout, Shape, Tensor};
 use super::profile;
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 /// Whether the ReLUs of a recorded graph backprop as guided units (Springenberg et al.) right now.
 /// Set by the executor around one backward walk; read by every ReLU op's `bwd`.
@@ -130,7 +130,8 @@ impl CustomOp1 for ConvOp {
         }
         let g = conv_geom(&self.conv, n, h, w);
         let act = self.act.as_ref().map(|a| a.0);
-        let y = profile::time(|| conv_kind(&self.conv), || -> CResult<Vec<f32>> { Ok(kernels::conv2d_forward_act(&as_slice(s, l)?, &self.conv.weight, Some(&self.conv.bias), &g, act)) })?;
+        let x = as_slice(s, l)?;
+        let y = profile::time(|| conv_kind(&self.conv), || kernels::conv2d_forward_act(&x, &self.conv.weight, Some(&self.conv.bias), &g, act));
         Ok((CpuStorage::F32(y), Shape::from((n, g.cout, g.out_h(), g.out_w()))))
     }
 
@@ -141,7 +142,7 @@ impl CustomOp1 for ConvOp {
             || format!("bwd {}", conv_kind(&self.conv)),
             || -> CResult<Vec<f32>> {
                 let gy = match &self.act {
-                    Some((clamp, guided)) => relu_backward(res, grad, *clamp, guided.get())?,
+                    Some((clamp, guided)) => profile::time(|| "  its ReLU".into(), || relu_backward(res, grad, *clamp, guided.get()))?,
                     None => return with_slice(grad, |gy| kernels::conv2d_input_grad(gy, &self.conv.weight, &g)),
                 };
                 Ok(kernels::conv2d_input_grad(&gy, &self.conv.weight, &g))
@@ -205,18 +206,10 @@ fn pool_geom(m: &MaxPool, n: usize, c: usize, h: usize, w: usize) -> PoolGeom {
     PoolGeom { n, c, h, w, kh: m.kernel, kw: m.kernel, stride_h: m.stride, stride_w: m.stride, pad_h: m.padding, pad_w: m.padding, ceil_mode: m.ceil_mode }
 }
 
-/// Max pool of any kernel, stride, padding and ceil mode. The forward records where each maximum
-/// came from (one op instance per application), so the backward is a scatter, not a second search.
-pub struct MaxPoolOp {
-    pool: MaxPool,
-    argmax: Mutex<Vec<u32>>,
-}
-
-impl MaxPoolOp {
-    pub fn new(pool: MaxPool) -> MaxPoolOp {
-        MaxPoolOp { pool, argmax: Mutex::new(Vec::new()) }
-    }
-}
+/// Max pool of any kernel, stride, padding and ceil mode. The forward only takes maxima (separable,
+/// vectorised); the backward, asked for by guided methods only, finds each window's argmax in the
+/// input, which candle keeps on the tape anyway, and scatters the gradient there.
+pub struct MaxPoolOp(pub MaxPool);
 
 impl CustomOp1 for MaxPoolOp {
     fn name(&self) -> &'static str {
@@ -225,17 +218,21 @@ impl CustomOp1 for MaxPoolOp {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> CResult<(CpuStorage, Shape)> {
         let (n, c, h, w) = dims4(l)?;
-        let g = pool_geom(&self.pool, n, c, h, w);
-        let (y, arg) = profile::time(|| "maxpool".into(), || -> CResult<_> { Ok(kernels::max_pool2d_forward_argmax(&as_slice(s, l)?, &g)) })?;
-        *self.argmax.lock().map_err(|_| candle_core::Error::Msg("max pool argmax poisoned".into()))? = arg;
+        let g = pool_geom(&self.0, n, c, h, w);
+        let y = profile::time(|| "maxpool".into(), || -> CResult<_> { Ok(kernels::max_pool2d_forward(&as_slice(s, l)?, &g)) })?;
         Ok((CpuStorage::F32(y), Shape::from((n, c, g.out_h(), g.out_w()))))
     }
 
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> CResult<Option<Tensor>> {
         let (n, c, h, w) = arg.dims4()?;
-        let g = pool_geom(&self.pool, n, c, h, w);
-        let argmax = self.argmax.lock().map_err(|_| candle_core::Error::Msg("max pool argmax poisoned".into()))?;
-        let gx = profile::time(|| "bwd maxpool".into(), || -> CResult<Vec<f32>> { with_slice(grad, |gy| kernels::max_pool2d_input_grad_argmax(&argmax, gy, &g)) })?;
+        let g = pool_geom(&self.0, n, c, h, w);
+        let gx = profile::time(
+            || "bwd maxpool".into(),
+            || -> CResult<Vec<f32>> {
+                let (_, argmax) = with_slice(arg, |x| kernels::max_pool2d_forward_argmax(x, &g))?;
+                with_slice(grad, |gy| kernels::max_pool2d_input_grad_argmax(&argmax, gy, &g))
+            },
+        )?;
         grad_like(gx, arg)
     }
 }

@@ -128,7 +128,7 @@ impl Runner {
             Op::Relu => arg(0)?.apply_op1(ReluOp { clamp: Clamp::Relu, guided: guided.clone() })?,
             Op::Relu6 => arg(0)?.apply_op1(ReluOp { clamp: Clamp::Relu6, guided: guided.clone() })?,
             Op::Linear(l) => arg(0)?.apply_op1(LinearOp(l.clone()))?,
-            Op::MaxPool(m) => arg(0)?.apply_op1(MaxPoolOp::new(*m))?,
+            Op::MaxPool(m) => arg(0)?.apply_op1(MaxPoolOp(*m))?,
             Op::AdaptiveAvgPool { out_h, out_w } => arg(0)?.apply_op1(AdaptiveAvgPoolOp { out_h: *out_h, out_w: *out_w })?,
             Op::Flatten => arg(0)?.flatten_from(1)?,
             Op::Add => (arg(0)? + arg(1)?)?,

@@ -43,7 +43,9 @@ pub fn relu_output_grad(y: &[f32], g: &[f32], clamp: Clamp, guided: bool) -> Vec
     debug_assert_eq!(y.len(), g.len());
     let hi = if clamp == Clamp::Relu6 { 6.0 } else { f32::INFINITY };
     let lo_g = if guided { 0.0 } else { f32::NEG_INFINITY };
-    y.iter().zip(g).map(|(&y, &g)| if y > 0.0 && y < hi && g > lo_g { g } else { 0.0 }).collect()
+    // `&`, not `&&`: three compares and one select per element, which vectorise; short-circuit
+    // branches mispredict on the guided rule's random signs (26 ms -> see docs/performance.md).
+    y.iter().zip(g).map(|(&y, &g)| if (y > 0.0) & (y < hi) & (g > lo_g) { g } else { 0.0 }).collect()
 }
 
 /// The ReLU backward from a [`relu_mask`], in place: g stays where the mask is 1 (and, guided,
@@ -51,7 +53,7 @@ pub fn relu_output_grad(y: &[f32], g: &[f32], clamp: Clamp, guided: bool) -> Vec
 pub fn mask_grad_in_place(g: &mut [f32], mask: &[u8], guided: bool) {
     debug_assert_eq!(g.len(), mask.len());
     if guided {
-        g.iter_mut().zip(mask).for_each(|(v, &m)| *v = if m != 0 && *v > 0.0 { *v } else { 0.0 });
+        g.iter_mut().zip(mask).for_each(|(v, &m)| *v = if (m != 0) & (*v > 0.0) { *v } else { 0.0 });
     } else {
         g.iter_mut().zip(mask).for_each(|(v, &m)| *v = if m != 0 { *v } else { 0.0 });
     }
@@ -60,7 +62,7 @@ pub fn mask_grad_in_place(g: &mut [f32], mask: &[u8], guided: bool) {
 /// Whether the forward is the identity at `v`: PyTorch gives zero gradient
 /// exactly at the kinks (x == 0, and x == 6 for Relu6).
 fn passes(v: f32, clamp: Clamp) -> bool {
-    0.0 < v && (clamp == Clamp::Relu || v < 6.0)
+    (0.0 < v) & ((clamp == Clamp::Relu) | (v < 6.0))
 }
 
 /// Plain backward with PyTorch's tie rule: gradient passes iff 0 < x (and x < 6 for Relu6); 0 exactly at x == 0 and x == 6.
@@ -70,7 +72,7 @@ pub fn relu_input_grad(x: &[f32], grad_out: &[f32], clamp: Clamp, guided: bool) 
     x.iter()
         .zip(grad_out)
         .map(|(&v, &g)| {
-            if passes(v, clamp) && (!guided || g > 0.0) {
+            if passes(v, clamp) & (!guided | (g > 0.0)) {
                 g
             } else {
                 0.0

@@ -7,7 +7,8 @@
 //! groups == 1 path on each group's channel slices.
 
 use super::activation::{clamp_in_place, Clamp};
-use super::{depthwise, matmul, tap_range, MatRef};
+use super::sgemm::{self, RowSource};
+use super::{depthwise, matmul, own_gemm, tap_range, MatRef};
 use core::ops::Range;
 
 /// Column-buffer budget (8 MB of f32). Unchunked, VGG-16's 224x224 layers
@@ -198,6 +199,11 @@ fn forward_group(
         return;
     }
     let k = g.cin * g.kh * g.kw;
+    if own_gemm(g.cout, plane, false) {
+        // Our GEMM packs the im2col matrix straight from the image, a row at a time.
+        sgemm::sgemm(g.cout, plane, k, MatRef::new(w, k), &Im2col { x, g }, out, plane, true);
+        return;
+    }
     let rows = rows_per_chunk(k, oh, ow, budget);
     cols.resize(k * rows * ow, 0.0);
     for chunk in row_chunks(oh, rows) {
@@ -294,6 +300,40 @@ fn im2col(x: &[f32], g: &Conv2dGeom, rows: Range<usize>, cols: &mut [f32]) {
                 ),
                 None => dst.fill(0.0),
             }
+        }
+    }
+}
+
+/// The im2col matrix of one image and group (rows (ci, ky, kx), columns oy * out_w + ox), as a
+/// source for our GEMM's packing: it never exists whole.
+struct Im2col<'a> {
+    x: &'a [f32],
+    g: &'a Conv2dGeom,
+}
+
+impl RowSource for Im2col<'_> {
+    fn row(&self, r: usize, cols: Range<usize>, dst: &mut [f32]) {
+        let (g, ow) = (self.g, self.g.out_w());
+        let (ci, ky, kx) = unpack_row(r, g);
+        let xplane = &self.x[ci * g.h * g.w..][..g.h * g.w];
+        let valid = tap_range(ow, g.w, g.stride_w, kx, g.pad_left);
+        // `cols` may start and end inside output rows: one output row's part at a time.
+        let (mut j, mut out) = (cols.start, dst);
+        while j < cols.end {
+            let (oy, ox0) = (j / ow, j % ow);
+            let ox1 = ow.min(ox0 + cols.end - j);
+            let (seg, rest) = out.split_at_mut(ox1 - ox0);
+            match input_row(oy, ky, g) {
+                Some(iy) => {
+                    // The part of the row inside `valid`, shifted to this segment.
+                    let v = valid.start.clamp(ox0, ox1)..valid.end.clamp(ox0, ox1);
+                    let v = v.start - ox0..v.end.max(v.start) - ox0;
+                    let src = &xplane[iy * g.w..][..g.w];
+                    gather_row(seg, src, v, g.stride_w, kx + ox0 * g.stride_w, g.pad_left);
+                }
+                None => seg.fill(0.0),
+            }
+            (j, out) = (j + ox1 - ox0, rest);
         }
     }
 }

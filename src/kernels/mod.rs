@@ -10,6 +10,7 @@ pub mod conv;
 pub mod depthwise;
 pub mod linear;
 pub mod pool;
+mod sgemm;
 
 pub use activation::{clamp_in_place, mask_grad_in_place, relu_forward, relu_input_grad, relu_mask, relu_output_grad, Clamp};
 pub use conv::{conv2d_forward, conv2d_forward_act, conv2d_input_grad, Conv2dGeom};
@@ -71,6 +72,18 @@ impl<'a> MatRef<'a> {
     }
 }
 
+/// A/B switch for `scripts/wasm-bench.sh` (`AB=gemm`): sends wasm32 products through the `gemm`
+/// crate again, so both kernels can be timed in one process.
+#[doc(hidden)]
+pub static GEMM_CRATE_ON_WASM: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// Whether an `m x n` product goes through our own kernel (`sgemm`): in wasm32 (and in unit tests,
+/// which check it natively), for the convs' products. Natively `gemm`'s AVX kernels are faster, and
+/// `gemm` also keeps the skinny products (a linear layer on one image).
+pub(crate) fn own_gemm(m: usize, n: usize, b_trans: bool) -> bool {
+    cfg!(any(target_arch = "wasm32", test)) && sgemm::suits(m, n, b_trans) && !GEMM_CRATE_ON_WASM.load(core::sync::atomic::Ordering::Relaxed)
+}
+
 /// `c[m, n] = (c if accumulate) + a[m, k] * b[k, n]`, with `c` row-major and
 /// rows `ldc` apart (so `c` may be a column block of a wider matrix).
 ///
@@ -100,6 +113,10 @@ pub fn matmul(
         return;
     }
     assert!(a.holds(m, k) && b.holds(k, n), "matmul: operand too small");
+    if own_gemm(m, n, b.trans) {
+        sgemm::sgemm(m, n, k, a, &b, c, ldc, accumulate);
+        return;
+    }
     let ((a_rs, a_cs), (b_rs, b_cs)) = (a.strides(), b.strides());
     // SAFETY: `holds` proved every addressed element is inside its slice; `c` is
     // a unique borrow, so it aliases neither `a` nor `b`; ldc >= n keeps the

@@ -84,16 +84,44 @@ fn for_each_window_max(
     }
 }
 
+/// The max of two values where NaN wins, as PyTorch's kernel: a compare and a select, which
+/// vectorises (`f32::max` ignores NaN and does not).
+#[inline(always)]
+fn nan_max(a: f32, b: f32) -> f32 {
+    if a > b || a.is_nan() {
+        a
+    } else {
+        b
+    }
+}
+
 /// Max pooling; padding acts as -inf. Returns (n, c, out_h, out_w).
+///
+/// The window max is separable: for each output row, the max over the window's input rows is taken
+/// column by column (whole rows at once, so it vectorises), then each output is the max of its
+/// columns in that row. The value is the same as a window search's; only the backward needs to know
+/// *where* the max was, and it finds that itself (see [`max_pool2d_forward_argmax`]).
 pub fn max_pool2d_forward(x: &[f32], g: &PoolGeom) -> Vec<f32> {
     debug_assert_eq!(x.len(), g.n * g.c * g.h * g.w);
-    let plane = g.out_h() * g.out_w();
-    let mut out = vec![f32::NEG_INFINITY; g.n * g.c * plane];
-    for_each_window_max(x, g, |p, o, m| {
-        if let Some((_, v)) = m {
-            out[p * plane + o] = v;
+    let (oh, ow, hw) = (g.out_h(), g.out_w(), g.h * g.w);
+    let mut out = vec![f32::NEG_INFINITY; g.n * g.c * oh * ow];
+    if hw == 0 {
+        return out;
+    }
+    let cols: Vec<Range<usize>> = (0..ow).map(|ox| window(ox, g.kw, g.stride_w, g.pad_w, g.w)).collect();
+    let mut column_max = vec![f32::NEG_INFINITY; g.w];
+    for (plane, o) in x.chunks_exact(hw).zip(out.chunks_exact_mut(oh * ow)) {
+        for (oy, orow) in o.chunks_exact_mut(ow).enumerate() {
+            column_max.fill(f32::NEG_INFINITY);
+            for y in window(oy, g.kh, g.stride_h, g.pad_h, g.h) {
+                let row = &plane[y * g.w..][..g.w];
+                column_max.iter_mut().zip(row).for_each(|(m, &v)| *m = nan_max(v, *m));
+            }
+            for (dst, xs) in orow.iter_mut().zip(&cols) {
+                *dst = column_max[xs.clone()].iter().fold(f32::NEG_INFINITY, |m, &v| nan_max(v, m));
+            }
         }
-    });
+    }
     out
 }
 
@@ -402,6 +430,22 @@ mod tests {
         // Elsewhere the windows tie at 0 and route to their first element.
         assert_eq!((gx[0], gx[2], gx[10]), (0.0, 0.0, 0.0));
         assert_eq!(gx.iter().sum::<f32>(), 10.0);
+    }
+
+    #[test]
+    fn max_pool_nan_wins_in_value_and_route() {
+        // 4x4, kernel 2 stride 2: a NaN anywhere in a window is that window's max (PyTorch's rule),
+        // whether it comes before or after larger values in the window.
+        let g = pg(1, 1, 4, 4, 2, 2, 0, false);
+        let mut x: Vec<f32> = (0..16).map(|i| i as f32).collect();
+        x[0] = f32::NAN; // window 0, first element
+        x[7] = f32::NAN; // window 1, last element
+        let y = max_pool2d_forward(&x, &g);
+        assert!(y[0].is_nan() && y[1].is_nan());
+        assert_eq!((y[2], y[3]), (13.0, 15.0));
+        let (ya, arg) = max_pool2d_forward_argmax(&x, &g);
+        assert!(ya[0].is_nan() && ya[1].is_nan());
+        assert_eq!(arg, vec![0, 7, 13, 15]);
     }
 
     #[test]

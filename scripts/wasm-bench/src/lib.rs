@@ -143,6 +143,12 @@ pub fn peak_memory(arch: &str, model: Vec<u8>) -> String {
     )
 }
 
+/// A/B: route wasm32 matrix products through the `gemm` crate (true) or our own kernel (false).
+#[wasm_bindgen]
+pub fn use_gemm_crate(on: bool) {
+    gradcam_wasm::kernels::GEMM_CRATE_ON_WASM.store(on, core::sync::atomic::Ordering::Relaxed);
+}
+
 /// Synthetic weights of `arch` as safetensors bytes, f16 (as the browser benchmark ships them) or
 /// f32 (for `peak_memory` on models we do not ship). Call it in another instance than `peak_memory`:
 /// building them grows this instance's memory.

@@ -1,0 +1,230 @@
+//! The f32 matrix product of the wasm32 build: `c = (c if accumulate) + a * b`, one thread.
+//!
+//! The `gemm` crate's simd128 kernel keeps a 12x4 tile of C in 12 registers, plus 3 of A and 1 of B:
+//! all 16 that V8 gives wasm on x86-64, one of which it keeps as a scratch register, so it spills.
+//! This one keeps a 6x8 tile (12 accumulators, 2 vectors of B, 1 splat of A: 15 registers) and is
+//! blocked the classic way (Goto & van de Geijn): B is packed in blocks of `KC` rows x `NC` columns
+//! (in L2), A in blocks of `MC` x `KC`; the kernel walks a `KC` x `NR` micro-panel of B (in L1)
+//! against `MR` x `KC` micro-panels of A. Packing pads edges with zeros, so the kernel never
+//! branches; only edge tiles go through a small buffer on their way back to C.
+//!
+//! Natively the crate keeps using `gemm` (AVX2/AVX-512 kernels); this module still builds and is
+//! tested there through its portable kernel, which LLVM vectorises.
+
+use super::MatRef;
+use core::ops::Range;
+
+/// The B operand as the packing reads it: one row segment at a time. A plain matrix is one source;
+/// a conv's im2col matrix is another, computed row by row and never stored whole (`conv.rs`).
+pub(crate) trait RowSource {
+    /// `dst = B[k, cols]`.
+    fn row(&self, k: usize, cols: Range<usize>, dst: &mut [f32]);
+}
+
+impl RowSource for MatRef<'_> {
+    fn row(&self, k: usize, cols: Range<usize>, dst: &mut [f32]) {
+        if self.trans {
+            dst.iter_mut().zip(cols).for_each(|(d, j)| *d = self.data[j * self.ld + k]);
+        } else {
+            dst.copy_from_slice(&self.data[k * self.ld + cols.start..][..cols.len()]);
+        }
+    }
+}
+
+/// Rows of C per kernel call (splats of packed A).
+const MR: usize = 4;
+/// Columns of C per kernel call (two 4-lane vectors of packed B).
+const NR: usize = 8;
+/// Depth of one packed block: a B micro-panel is KC x NR x 4 bytes = 8 KB (L1).
+const KC: usize = 256;
+/// Rows of A per packed block: MC x KC x 4 bytes = 120 KB (L2).
+const MC: usize = 128;
+/// Columns of B per packed block: KC x NC x 4 bytes = 512 KB (L2).
+const NC: usize = 512;
+
+/// Whether this kernel is the one to use: at least one full tile, and B read along its rows (the
+/// convs' products). A product with fewer than MR rows (a linear layer on one image: 1 x 1000 x
+/// 1280, B transposed) would waste most of each tile and gather B across rows.
+pub(crate) fn suits(m: usize, n: usize, b_trans: bool) -> bool {
+    m >= MR && n >= NR && !b_trans
+}
+
+/// Element (i, j) of an operand.
+#[inline(always)]
+fn at(m: &MatRef, i: usize, j: usize) -> f32 {
+    if m.trans {
+        m.data[j * m.ld + i]
+    } else {
+        m.data[i * m.ld + j]
+    }
+}
+
+/// Packs rows `rows` x depth `ks` of A into MR-row micro-panels, k-major, zero-padded to MR rows.
+fn pack_a(a: &MatRef, rows: Range<usize>, ks: Range<usize>, out: &mut Vec<f32>) {
+    let (mc, kc) = (rows.len(), ks.len());
+    out.clear();
+    out.resize(mc.div_ceil(MR) * MR * kc, 0.0);
+    for (s, strip) in out.chunks_exact_mut(MR * kc).enumerate() {
+        let i0 = rows.start + s * MR;
+        let live = MR.min(rows.end - i0);
+        // Depth outer, rows inner: for a transposed A (the input gradient's W^T) the MR values of
+        // one depth step are adjacent in memory.
+        for (p, k) in ks.clone().enumerate() {
+            for (r, dst) in strip[p * MR..][..live].iter_mut().enumerate() {
+                *dst = at(a, i0 + r, k);
+            }
+        }
+    }
+}
+
+/// Packs depth `ks` x columns `cols` of B into NR-column micro-panels, k-major, zero-padded to NR.
+/// Each row of B goes through `row` (L1-sized) on its way into the panels.
+fn pack_b(b: &impl RowSource, ks: Range<usize>, cols: Range<usize>, out: &mut Vec<f32>, row: &mut Vec<f32>) {
+    let (kc, nc) = (ks.len(), cols.len());
+    out.clear();
+    out.resize(nc.div_ceil(NR) * NR * kc, 0.0);
+    row.resize(nc, 0.0);
+    for (p, k) in ks.enumerate() {
+        b.row(k, cols.clone(), row);
+        for (panel, src) in out.chunks_exact_mut(NR * kc).zip(row.chunks(NR)) {
+            panel[p * NR..][..src.len()].copy_from_slice(src);
+        }
+    }
+}
+
+/// `tile = sum_p a[p*MR + r] * b[p*NR + c]` over `kc` steps of packed micro-panels.
+#[cfg(target_arch = "wasm32")]
+fn kernel(kc: usize, a: &[f32], b: &[f32], tile: &mut [f32; MR * NR]) {
+    use core::arch::wasm32::*;
+    assert!(a.len() >= kc * MR && b.len() >= kc * NR);
+    // SAFETY: the assert bounds every load below; v128_load/store accept unaligned addresses.
+    unsafe {
+        let (ap, bp) = (a.as_ptr(), b.as_ptr());
+        let z = f32x4_splat(0.0);
+        // Written out, not looped over an array: V8 then keeps all 8 accumulators in registers.
+        let (mut c00, mut c01, mut c10, mut c11) = (z, z, z, z);
+        let (mut c20, mut c21, mut c30, mut c31) = (z, z, z, z);
+        for p in 0..kc {
+            let (bq, aq) = (bp.add(p * NR), ap.add(p * MR));
+            let b0 = v128_load(bq as *const v128);
+            let b1 = v128_load(bq.add(4) as *const v128);
+            // load32_splat reads straight into all lanes (one broadcast instruction on x86).
+            let a0 = v128_load32_splat(aq as *const u32);
+            c00 = f32x4_add(c00, f32x4_mul(a0, b0));
+            c01 = f32x4_add(c01, f32x4_mul(a0, b1));
+            let a1 = v128_load32_splat(aq.add(1) as *const u32);
+            c10 = f32x4_add(c10, f32x4_mul(a1, b0));
+            c11 = f32x4_add(c11, f32x4_mul(a1, b1));
+            let a2 = v128_load32_splat(aq.add(2) as *const u32);
+            c20 = f32x4_add(c20, f32x4_mul(a2, b0));
+            c21 = f32x4_add(c21, f32x4_mul(a2, b1));
+            let a3 = v128_load32_splat(aq.add(3) as *const u32);
+            c30 = f32x4_add(c30, f32x4_mul(a3, b0));
+            c31 = f32x4_add(c31, f32x4_mul(a3, b1));
+        }
+        let c = [[c00, c01], [c10, c11], [c20, c21], [c30, c31]];
+        let tp = tile.as_mut_ptr();
+        for (r, [lo, hi]) in c.into_iter().enumerate() {
+            v128_store(tp.add(r * NR) as *mut v128, lo);
+            v128_store(tp.add(r * NR + 4) as *mut v128, hi);
+        }
+    }
+}
+
+/// The portable kernel: the same sums, in the same order per element.
+#[cfg(not(target_arch = "wasm32"))]
+fn kernel(kc: usize, a: &[f32], b: &[f32], tile: &mut [f32; MR * NR]) {
+    let mut c = [[0.0f32; NR]; MR];
+    for (ap, bp) in a.chunks_exact(MR).zip(b.chunks_exact(NR)).take(kc) {
+        for (cr, &av) in c.iter_mut().zip(ap) {
+            cr.iter_mut().zip(bp).for_each(|(x, &bv)| *x += av * bv);
+        }
+    }
+    for (dst, cr) in tile.chunks_exact_mut(NR).zip(&c) {
+        dst.copy_from_slice(cr);
+    }
+}
+
+/// Adds (or, when `overwrite`, stores) the live `rows` x `cols` corner of `tile` into `c` at (i0, j0).
+fn write_tile(tile: &[f32; MR * NR], c: &mut [f32], ldc: usize, (i0, j0): (usize, usize), (rows, cols): (usize, usize), overwrite: bool) {
+    for r in 0..rows {
+        let dst = &mut c[(i0 + r) * ldc + j0..][..cols];
+        let src = &tile[r * NR..][..cols];
+        if overwrite {
+            dst.copy_from_slice(src);
+        } else {
+            dst.iter_mut().zip(src).for_each(|(d, s)| *d += s);
+        }
+    }
+}
+
+/// `c[m, n] = (c if accumulate) + a[m, k] * b[k, n]`; the caller ([`super::matmul`]) checked sizes.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn sgemm(m: usize, n: usize, k: usize, a: MatRef, b: &impl RowSource, c: &mut [f32], ldc: usize, accumulate: bool) {
+    let (mut packed_a, mut packed_b, mut row) = (Vec::new(), Vec::new(), Vec::new());
+    let mut tile = [0.0f32; MR * NR];
+    for jc in (0..n).step_by(NC) {
+        let cols = jc..(jc + NC).min(n);
+        for pc in (0..k).step_by(KC) {
+            let ks = pc..(pc + KC).min(k);
+            let kc = ks.len();
+            // The first depth block replaces C unless the caller accumulates; later ones add.
+            let overwrite = pc == 0 && !accumulate;
+            pack_b(b, ks.clone(), cols.clone(), &mut packed_b, &mut row);
+            for ic in (0..m).step_by(MC) {
+                let rows = ic..(ic + MC).min(m);
+                pack_a(&a, rows.clone(), ks.clone(), &mut packed_a);
+                for (jp, bpanel) in packed_b.chunks_exact(NR * kc).enumerate() {
+                    let j0 = cols.start + jp * NR;
+                    let live_cols = NR.min(cols.end - j0);
+                    for (ip, astrip) in packed_a.chunks_exact(MR * kc).enumerate() {
+                        let i0 = rows.start + ip * MR;
+                        kernel(kc, astrip, bpanel, &mut tile);
+                        write_tile(&tile, c, ldc, (i0, j0), (MR.min(rows.end - i0), live_cols), overwrite);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::testutil::Rng;
+
+    fn naive(m: usize, n: usize, k: usize, a: &MatRef, b: &MatRef, c0: &[f32], ldc: usize, accumulate: bool) -> Vec<f32> {
+        let mut c = c0.to_vec();
+        for i in 0..m {
+            for j in 0..n {
+                let s: f64 = (0..k).map(|p| at(a, i, p) as f64 * at(b, p, j) as f64).sum();
+                let base = if accumulate { c[i * ldc + j] as f64 } else { 0.0 };
+                c[i * ldc + j] = (base + s) as f32;
+            }
+        }
+        c
+    }
+
+    #[test]
+    fn matches_naive_across_edges_blocks_and_transposes() {
+        let mut rng = Rng::new(3);
+        // Shapes straddle MR, NR, KC, MC and NC boundaries; ldc > n leaves untouched columns.
+        for &(m, n, k) in &[(1, 1, 1), (5, 7, 3), (6, 8, 256), (7, 9, 257), (13, 530, 40), (121, 17, 600), (64, 49, 576)] {
+            for (ta, tb, accumulate) in [(false, false, false), (true, false, true), (false, true, true), (true, true, false)] {
+                let ldc = n + 3;
+                let ad = rng.vec(m * k);
+                let bd = rng.vec(k * n);
+                let a = if ta { MatRef::new(&ad, m).t() } else { MatRef::new(&ad, k) };
+                let b = if tb { MatRef::new(&bd, k).t() } else { MatRef::new(&bd, n) };
+                let c0 = rng.vec(m * ldc);
+                let want = naive(m, n, k, &a, &b, &c0, ldc, accumulate);
+                let mut got = c0.clone();
+                sgemm(m, n, k, a, &b, &mut got, ldc, accumulate);
+                for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                    let tol = 1e-5 * (k as f32).sqrt().max(1.0) * 4.0;
+                    assert!((g - w).abs() <= tol, "m{m} n{n} k{k} ta{ta} tb{tb} acc{accumulate} at {i}: {g} vs {w}");
+                }
+            }
+        }
+    }
+}
