@@ -105,12 +105,12 @@ fn spread(n: usize, lo: f32) -> Vec<f32> {
 fn max_pool_op_matches_candle_and_its_backward_matches_finite_differences() {
     // kernel == stride: candle's own max pool agrees.
     let x = Tensor::from_vec(spread(2 * 3 * 8 * 8, -4.0), (2, 3, 8, 8), &Device::Cpu).unwrap();
-    let ours = x.apply_op1(MaxPoolOp::new(MaxPool { kernel: 2, stride: 2, padding: 0, ceil_mode: false })).unwrap();
+    let ours = x.apply_op1(MaxPoolOp(MaxPool { kernel: 2, stride: 2, padding: 0, ceil_mode: false })).unwrap();
     let theirs = x.max_pool2d(2).unwrap();
     assert_eq!(ours.flatten_all().unwrap().to_vec1::<f32>().unwrap(), theirs.flatten_all().unwrap().to_vec1::<f32>().unwrap());
     // 3x3/stride 2 (ResNet, padded) and ceil mode (SqueezeNet): candle has no backward for these.
     for (name, m) in [("3x3 s2 p1", MaxPool { kernel: 3, stride: 2, padding: 1, ceil_mode: false }), ("3x3 s2 ceil", MaxPool { kernel: 3, stride: 2, padding: 0, ceil_mode: true })] {
-        check_backward(name, spread(2 * 11 * 14, -7.0), &[1, 2, 11, 14], |t| t.apply_op1(MaxPoolOp::new(m)).unwrap());
+        check_backward(name, spread(2 * 11 * 14, -7.0), &[1, 2, 11, 14], |t| t.apply_op1(MaxPoolOp(m)).unwrap());
     }
 }
 
