@@ -246,6 +246,10 @@ const MAX_RECOMPUTE: f64 = 0.25;
 const MIN_SAVING: f64 = 0.1;
 /// More checkpoints cost more `Var`s (values crossing the cuts) than they save.
 const MAX_CHECKPOINTS: usize = 4;
+/// No checkpoints where the unsplit walk holds at most this many times the f32 weights' bytes: the
+/// goal is wasm memory under 4x the weights, and a network whose activations are small next to its
+/// weights (ResNet-18: 23 ms of recompute in wasm for memory it does not need) meets it as is.
+const WALK_WITHOUT_CHECKPOINTS: usize = 2;
 
 /// What `checkpoint_ends` weighs, per node, for one pass.
 struct Costs {
@@ -321,6 +325,9 @@ fn checkpoint_ends(runner: &Runner, layer: NodeId, shapes: &[Chw]) -> Vec<NodeId
         .count();
     let allowed = 2..2 + affordable;
     let unsplit = costs.peak(&[], layer);
+    if unsplit <= WALK_WITHOUT_CHECKPOINTS * 4 * runner.graph.parameter_count() {
+        return Vec::new();
+    }
     let steps = 64;
     let best = (1..steps)
         .map(|k| cuts_within(&costs, unsplit * k / steps, &allowed))
