@@ -448,7 +448,7 @@ function table(results, native, sz) {
     }
     if (r.gpu?.skipped) L.push(`| ${r.arch} | WebGPU path | webgpu | ${r.gpu.skipped} | | | | |`);
     const f32 = r.env.params * 4;
-    const before = r.memoryBeforeScoreCam ? `; ${mb(r.memoryBeforeScoreCam.wasmBytes)} before the first Score-CAM (batches of 16 masked inputs)` : '';
+    const before = r.memoryBeforeScoreCam ? `; ${mb(r.memoryBeforeScoreCam.wasmBytes)} before the first Score-CAM (ours: 4 masked inputs per forward on the CPU, 16 on WebGPU)` : '';
     const cpu = r.cpuPeak?.error ? reason(r.cpuPeak.error) : r.cpuPeak ? `${mb(r.cpuPeak.explained)} (${mb(r.cpuPeak.loaded)} loaded)` : 'n/a';
     L.push(`| ${r.arch} | peak wasm memory (MiB), CPU path alone: load, Grad-CAM, Guided Grad-CAM | cpu | ${cpu} | | | | f32 weights ${mb(f32)} MiB; 4x = ${mb(4 * f32)} MiB |`);
     L.push(`| ${r.arch} | wasm memory (MiB) at the end of the benchmark page (cpu and webgpu explainers, re-loads, all methods) | cpu+webgpu | ${mb(r.memory.wasmBytes)}${before} | | | | |`);

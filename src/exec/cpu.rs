@@ -205,13 +205,13 @@ fn outputs(nodes: &Range<NodeId>, values: &[Option<Tensor>]) -> Vec<(NodeId, Ten
 }
 
 /// Bytes of a node's output value.
-fn value_bytes(shapes: &[Chw], i: NodeId) -> usize {
+fn value_bytes(shapes: &[Chw], i: NodeId) -> u64 {
     let (c, h, w) = shapes[i];
-    4 * c * h * w
+    4 * c as u64 * h as u64 * w as u64
 }
 
 /// Bytes a node's output adds to a recording (a fused ReLU and a flatten share their input's).
-fn recorded_bytes(graph: &Graph, fused: &[Option<NodeId>], shapes: &[Chw], i: NodeId) -> usize {
+fn recorded_bytes(graph: &Graph, fused: &[Option<NodeId>], shapes: &[Chw], i: NodeId) -> u64 {
     let node = &graph.nodes[i];
     match node.op {
         Op::Input | Op::Flatten => 0,
@@ -222,20 +222,21 @@ fn recorded_bytes(graph: &Graph, fused: &[Option<NodeId>], shapes: &[Chw], i: No
 
 /// Bytes a node's backward holds at once besides the recording: the gradient at its output and a
 /// masked copy of it, and per input the gradient, the zeros candle adds it to, and their sum.
-fn backward_bytes(graph: &Graph, fused: &[Option<NodeId>], shapes: &[Chw], i: NodeId) -> usize {
+fn backward_bytes(graph: &Graph, fused: &[Option<NodeId>], shapes: &[Chw], i: NodeId) -> u64 {
     if recorded_bytes(graph, fused, shapes, i) == 0 {
         return 0;
     }
-    let inputs: usize = graph.nodes[i].inputs.iter().map(|&j| value_bytes(shapes, j)).sum();
+    let inputs: u64 = graph.nodes[i].inputs.iter().map(|&j| value_bytes(shapes, j)).sum();
     2 * value_bytes(shapes, i) + 3 * inputs
 }
 
 /// Multiply-adds of a node's forward (0 for the cheap elementwise ones).
-fn forward_flops(graph: &Graph, shapes: &[Chw], i: NodeId) -> usize {
+fn forward_flops(graph: &Graph, shapes: &[Chw], i: NodeId) -> u64 {
     let (c, h, w) = shapes[i];
+    let product = |dims: &[usize]| dims.iter().map(|&d| d as u64).product::<u64>();
     match &graph.nodes[i].op {
-        Op::Conv(conv) => c * h * w * (conv.cin / conv.groups) * conv.kh * conv.kw,
-        Op::Linear(l) => l.in_features * l.out_features,
+        Op::Conv(conv) => product(&[c, h, w, conv.cin / conv.groups, conv.kh, conv.kw]),
+        Op::Linear(l) => product(&[l.in_features, l.out_features]),
         _ => 0,
     }
 }
@@ -249,15 +250,16 @@ const MAX_CHECKPOINTS: usize = 4;
 /// No checkpoints where the unsplit walk holds at most this many times the f32 weights' bytes: the
 /// goal is wasm memory under 4x the weights, and a network whose activations are small next to its
 /// weights (ResNet-18: 23 ms of recompute in wasm for memory it does not need) meets it as is.
-const WALK_WITHOUT_CHECKPOINTS: usize = 2;
+const WALK_WITHOUT_CHECKPOINTS: u64 = 2;
 
-/// What `checkpoint_ends` weighs, per node, for one pass.
+/// What `checkpoint_ends` weighs, per node, for one pass. In u64: VGG-16's forward is 15 G
+/// multiply-adds, past a wasm32 usize.
 struct Costs {
-    recorded: Vec<usize>,
-    transient: Vec<usize>,
+    recorded: Vec<u64>,
+    transient: Vec<u64>,
     /// For each cut (the index of the first node after it): bytes of the values crossing it.
-    crossing: Vec<usize>,
-    flops: Vec<usize>,
+    crossing: Vec<u64>,
+    flops: Vec<u64>,
 }
 
 impl Costs {
@@ -274,24 +276,24 @@ impl Costs {
     }
 
     /// Bytes the walk of one segment holds: its recording and its largest backward transient.
-    fn walk(&self, nodes: Range<NodeId>) -> usize {
-        nodes.clone().map(|i| self.recorded[i]).sum::<usize>() + nodes.map(|i| self.transient[i]).max().unwrap_or(0)
+    fn walk(&self, nodes: Range<NodeId>) -> u64 {
+        nodes.clone().map(|i| self.recorded[i]).sum::<u64>() + nodes.map(|i| self.transient[i]).max().unwrap_or(0)
     }
 
     /// The peak of an input-gradient walk with checkpoint segments ending at `ends` (sorted): the
     /// largest segment's walk, while the values crossing every cut are held as `Var`s.
-    fn peak(&self, ends: &[NodeId], layer: NodeId) -> usize {
+    fn peak(&self, ends: &[NodeId], layer: NodeId) -> u64 {
         let starts = std::iter::once(1).chain(ends.iter().copied());
         let stops = ends.iter().copied().chain(std::iter::once(layer + 1));
         let largest = starts.zip(stops).map(|(a, b)| self.walk(a..b)).max().unwrap_or(0);
-        largest + ends.iter().map(|&e| self.crossing[e]).sum::<usize>()
+        largest + ends.iter().map(|&e| self.crossing[e]).sum::<u64>()
     }
 }
 
 /// Cuts for segments whose walks hold at most `budget` bytes each: each segment runs from the last
 /// cut as far as the budget allows, then is cut where the fewest bytes cross, among the cuts in
 /// `allowed` (those whose recompute is affordable).
-fn cuts_within(costs: &Costs, budget: usize, allowed: &Range<NodeId>) -> Vec<NodeId> {
+fn cuts_within(costs: &Costs, budget: u64, allowed: &Range<NodeId>) -> Vec<NodeId> {
     let mut ends = Vec::new();
     let mut start = 1;
     let mut end = start + 1;
@@ -315,8 +317,8 @@ fn cuts_within(costs: &Costs, budget: usize, allowed: &Range<NodeId>) -> Vec<Nod
 /// forward's multiply-adds lie before them are allowed. Chosen by bytes, not by architecture name.
 fn checkpoint_ends(runner: &Runner, layer: NodeId, shapes: &[Chw]) -> Vec<NodeId> {
     let costs = Costs::new(runner, shapes);
-    let total_flops: usize = costs.flops.iter().sum();
-    let mut recompute = 0usize;
+    let total_flops: u64 = costs.flops.iter().sum();
+    let mut recompute = 0u64;
     let affordable = (2..=layer)
         .take_while(|&end| {
             recompute += costs.flops[end - 1];
@@ -325,10 +327,10 @@ fn checkpoint_ends(runner: &Runner, layer: NodeId, shapes: &[Chw]) -> Vec<NodeId
         .count();
     let allowed = 2..2 + affordable;
     let unsplit = costs.peak(&[], layer);
-    if unsplit <= WALK_WITHOUT_CHECKPOINTS * 4 * runner.graph.parameter_count() {
+    if unsplit <= WALK_WITHOUT_CHECKPOINTS * 4 * runner.graph.parameter_count() as u64 {
         return Vec::new();
     }
-    let steps = 64;
+    let steps = 64u64;
     let best = (1..steps)
         .map(|k| cuts_within(&costs, unsplit * k / steps, &allowed))
         .map(|ends| (costs.peak(&ends, layer), ends.len(), ends))
