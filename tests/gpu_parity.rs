@@ -47,6 +47,11 @@ fn check(name: &str, model: Model, h: usize, w: usize) {
     let Some(gpu) = gpu_executor(&model) else { return };
     let info = gpu.adapter_info();
     println!("{name}: adapter {} ({:?}, {:?})", info.name, info.device_type, info.backend);
+    // Executor parity is checked with the direct convolutions on the CPU: the two then sum the same
+    // products in different orders. Winograd's transforms round differently (checked against the
+    // direct convs in tests/winograd.rs) and can flip a near-tie in a deep max pool, which moves a
+    // patch of a VGG's plain input gradient (seen on 6% of VGG-11-BN's pixels at 64x64).
+    gradcam_wasm::kernels::WINOGRAD_OFF.store(true, std::sync::atomic::Ordering::Relaxed);
     let cpu = CpuExecutor::new(model.graph.clone());
     let layer = model.graph.find(&model.default_layer()).unwrap();
     let x = Rng::new(7).vec(3 * h * w, 1.5);

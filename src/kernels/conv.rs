@@ -8,7 +8,7 @@
 
 use super::activation::{clamp_in_place, Clamp};
 use super::sgemm::{self, RowSource};
-use super::{depthwise, matmul, own_gemm, tap_range, MatRef};
+use super::{depthwise, matmul, own_gemm, tap_range, winograd, MatRef};
 use core::ops::Range;
 
 /// Column-buffer budget (8 MB of f32). Unchunked, VGG-16's 224x224 layers
@@ -122,6 +122,10 @@ pub(crate) fn forward_with_budget(
     if in_len == 0 || out_len == 0 || w_len == 0 {
         return out; // nothing to sum over: the output is just the bias
     }
+    if let Some(v) = winograd::choose(g) {
+        winograd::forward(x, weight, g, v, &mut out, budget);
+        return out;
+    }
     let (gv, mut cols) = (g.group_view(), Vec::new());
     // Slices come image-major then group-major, so the weight groups cycle.
     let slices = x
@@ -149,6 +153,10 @@ pub(crate) fn input_grad_with_budget(
     let mut gx = vec![0.0; g.n * g.cin * g.h * g.w];
     let (in_len, out_len, w_len) = g.group_lens();
     if in_len == 0 || out_len == 0 || w_len == 0 {
+        return gx;
+    }
+    if let Some(v) = winograd::choose(g) {
+        winograd::input_grad(grad_out, weight, g, v, &mut gx, budget);
         return gx;
     }
     let (gv, mut cols) = (g.group_view(), Vec::new());

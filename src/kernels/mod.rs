@@ -11,6 +11,10 @@ pub mod depthwise;
 pub mod linear;
 pub mod pool;
 mod sgemm;
+pub(crate) mod winograd;
+
+#[doc(hidden)]
+pub use winograd::WINOGRAD_OFF;
 
 pub use activation::{clamp_in_place, mask_grad_in_place, relu_forward, relu_input_grad, relu_mask, relu_output_grad, Clamp};
 pub use conv::{conv2d_forward, conv2d_forward_act, conv2d_input_grad, Conv2dGeom};
