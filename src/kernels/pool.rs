@@ -165,13 +165,26 @@ pub fn max_pool2d_forward_argmax(x: &[f32], g: &PoolGeom) -> (Vec<f32>, Vec<u32>
                 let base = p * hw;
                 let first = ys.start * g.w + xs.start;
                 let (mut best, mut at) = (plane[first], first);
-                for y in ys.clone() {
-                    let row = &plane[y * g.w..][..g.w];
-                    for ix in xs.clone() {
-                        let v = row[ix];
+                if ys.len() == 3 && xs.len() == 3 {
+                    // The common 3x3 window (ResNet's stem), written out: no loop bounds, no slice
+                    // checks per element. Same order, same rule.
+                    let win = &plane[first..][..2 * g.w + 3];
+                    for (r, c) in [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (1, 2), (2, 0), (2, 1), (2, 2)] {
+                        let i = r * g.w + c;
+                        let v = win[i];
                         let take = v > best || v.is_nan();
                         best = if take { v } else { best };
-                        at = if take { y * g.w + ix } else { at };
+                        at = if take { first + i } else { at };
+                    }
+                } else {
+                    for y in ys.clone() {
+                        let row = &plane[y * g.w..][..g.w];
+                        for ix in xs.clone() {
+                            let v = row[ix];
+                            let take = v > best || v.is_nan();
+                            best = if take { v } else { best };
+                            at = if take { y * g.w + ix } else { at };
+                        }
                     }
                 }
                 let at = (base + at) as u32;
@@ -405,10 +418,14 @@ mod tests {
             pg(1, 2, 8, 8, 2, 2, 0, false),
         ] {
             let x = rng.vec(g.n * g.c * g.h * g.w);
+            // Also with only five distinct values, so windows tie often.
+            let ties: Vec<f32> = x.iter().map(|v| (v * 2.0).round()).collect();
             let r = rng.vec(g.n * g.c * g.out_h() * g.out_w());
-            let (y, arg) = max_pool2d_forward_argmax(&x, &g);
-            assert_eq!(y, max_pool2d_forward(&x, &g));
-            assert_eq!(max_pool2d_input_grad_argmax(&arg, &r, &g), max_pool2d_input_grad(&x, &r, &g));
+            for x in [x, ties] {
+                let (y, arg) = max_pool2d_forward_argmax(&x, &g);
+                assert_eq!(y, max_pool2d_forward(&x, &g));
+                assert_eq!(max_pool2d_input_grad_argmax(&arg, &r, &g), max_pool2d_input_grad(&x, &r, &g));
+            }
         }
     }
 

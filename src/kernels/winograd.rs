@@ -223,32 +223,36 @@ impl Tiling {
     }
 }
 
+/// Two buffers the transforms reuse from chunk to chunk.
+#[derive(Default)]
+struct Scratch(Vec<f32>, Vec<f32>);
+
 /// V[xi][ci][t] for the tiles of tile rows `rows` (t counts from the first of them): each channel
 /// is gathered into `patch[ky][kx][t]` (zeros outside the image), then transformed along y and x.
-#[allow(clippy::too_many_arguments)]
-fn transform_input(x: &[f32], cin: usize, tl: &Tiling, rows: core::ops::Range<usize>, v: &Variant, vbuf: &mut Vec<f32>, patch: &mut Vec<f32>, half: &mut Vec<f32>) {
+fn transform_input(x: &[f32], cin: usize, tl: &Tiling, rows: core::ops::Range<usize>, v: &Variant, vbuf: &mut Vec<f32>, scratch: &mut Scratch) {
+    let Scratch(patch, half) = scratch;
     let (a, a2) = (v.alpha, v.alpha * v.alpha);
     let nt = rows.len() * tl.tx;
     vbuf.resize(a2 * cin * nt, 0.0);
     patch.resize(a2 * nt, 0.0);
     half.resize(a2 * nt, 0.0);
+    // One input row at a time, copied into a zero-padded row so the gathers need no bounds tests.
+    let mut padded = vec![0.0; tl.tx * v.m + a];
     for ci in 0..cin {
         let plane = &x[ci * tl.h * tl.w..][..tl.h * tl.w];
-        for ky in 0..a {
-            for kx in 0..a {
-                let dst = &mut patch[(ky * a + kx) * nt..][..nt];
-                for (r, ty) in rows.clone().enumerate() {
-                    let row = &mut dst[r * tl.tx..][..tl.tx];
-                    let iy = (ty * v.m + ky).checked_sub(tl.pad_top).filter(|&iy| iy < tl.h);
-                    let Some(iy) = iy else {
-                        row.fill(0.0);
-                        continue;
-                    };
+        for (r, ty) in rows.clone().enumerate() {
+            for ky in 0..a {
+                let iy = (ty * v.m + ky).checked_sub(tl.pad_top).filter(|&iy| iy < tl.h);
+                padded.fill(0.0);
+                if let Some(iy) = iy {
+                    // Input column ix sits at padded[ix + pad_left]; tile tx's patch starts at tx * m.
                     let src = &plane[iy * tl.w..][..tl.w];
-                    for (tx, d) in row.iter_mut().enumerate() {
-                        let ix = (tx * v.m + kx).wrapping_sub(tl.pad_left);
-                        *d = if ix < tl.w { src[ix] } else { 0.0 };
-                    }
+                    let (lo, len) = (tl.pad_left, tl.w.min(padded.len().saturating_sub(tl.pad_left)));
+                    padded[lo..lo + len].copy_from_slice(&src[..len]);
+                }
+                for kx in 0..a {
+                    let dst = &mut patch[(ky * a + kx) * nt + r * tl.tx..][..tl.tx];
+                    dst.iter_mut().zip(padded[kx..].iter().step_by(v.m)).for_each(|(d, &s)| *d = s);
                 }
             }
         }
@@ -267,7 +271,8 @@ fn transform_input(x: &[f32], cin: usize, tl: &Tiling, rows: core::ops::Range<us
 }
 
 /// out[co] += the outputs of M[xi][co][t] (tile rows `rows`), clipped to the output plane.
-fn transform_output(mbuf: &[f32], cout: usize, tl: &Tiling, rows: core::ops::Range<usize>, v: &Variant, out: &mut [f32], half: &mut Vec<f32>, tile: &mut Vec<f32>) {
+fn transform_output(mbuf: &[f32], cout: usize, tl: &Tiling, rows: core::ops::Range<usize>, v: &Variant, out: &mut [f32], scratch: &mut Scratch) {
+    let Scratch(half, tile) = scratch;
     let (a, m) = (v.alpha, v.m);
     let nt = rows.len() * tl.tx;
     half.resize(m * a * nt, 0.0);
@@ -311,12 +316,12 @@ fn conv_image(x: &[f32], u: &[f32], u_trans: bool, cin: usize, cout: usize, tl: 
     // Tile rows per chunk: V and M together stay near `budget` floats.
     let per_row = a2 * (cin + cout) * tl.tx;
     let rows_per = (budget / per_row.max(1)).clamp(1, tl.ty.max(1));
-    let (mut vbuf, mut mbuf, mut s1, mut s2) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut vbuf, mut mbuf, mut scratch) = (Vec::new(), Vec::new(), Scratch::default());
     for r0 in (0..tl.ty).step_by(rows_per) {
         let rows = r0..(r0 + rows_per).min(tl.ty);
         let nt = rows.len() * tl.tx;
         let t = |name: &str| format!("  winograd F{} {name} {}@{}", v.m, cout, tl.oh);
-        crate::exec::profile::time(|| t("in"), || transform_input(x, cin, tl, rows.clone(), v, &mut vbuf, &mut s1, &mut s2));
+        crate::exec::profile::time(|| t("in"), || transform_input(x, cin, tl, rows.clone(), v, &mut vbuf, &mut scratch));
         mbuf.resize(a2 * cout * nt, 0.0);
         for xi in 0..a2 {
             // U is (cout, xi, cin) as built, or (cin, xi, cout) for the input gradient, which
@@ -328,7 +333,7 @@ fn conv_image(x: &[f32], u: &[f32], u_trans: bool, cin: usize, cout: usize, tl: 
             let b = MatRef::new(&vbuf[xi * cin * nt..][..cin * nt], nt);
             crate::exec::profile::time(|| t("gemm"), || matmul(cout, nt, cin, a, b, &mut mbuf[xi * cout * nt..][..cout * nt], nt, false));
         }
-        crate::exec::profile::time(|| t("out"), || transform_output(&mbuf, cout, tl, rows, v, out, &mut s1, &mut s2));
+        crate::exec::profile::time(|| t("out"), || transform_output(&mbuf, cout, tl, rows, v, out, &mut scratch));
     }
 }
 
