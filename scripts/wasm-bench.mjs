@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { createRequire } from 'node:module';
 const require = createRequire(import.meta.url);
 const dir = process.env.WASM_BENCH_DIR || '/tmp/gradcam-wasm-bench';
-const { bench, peak_memory, synthetic_bytes, use_gemm_crate } = require(`${dir}/gradcam_wasm_bench.js`);
+const { bench, peak_memory, synthetic_bytes, use_gemm_crate, use_winograd } = require(`${dir}/gradcam_wasm_bench.js`);
 if (process.env.SYNTHETIC_OUT) {
   // Child of a PEAK run: synthetic weights built in an instance of their own.
   const [arch, dtype] = process.env.SYNTHETIC_OUT.split(':');
@@ -36,16 +36,21 @@ if (process.env.PEAK) {
 if (process.env.GEMM === 'crate') use_gemm_crate(true);
 const runs = Number(process.argv[2] || 5);
 const archs = process.argv.slice(3).length ? process.argv.slice(3) : ['efficientnet_lite0', 'resnet18'];
-if (process.env.AB === 'gemm') {
-  // Own simd128 GEMM vs the gemm crate, alternating in one process: medians of the medians.
+// AB=gemm: our simd128 GEMM vs the gemm crate; AB=winograd: Winograd vs im2col + GEMM for the 3x3
+// stride-1 convs. Alternating in one process; medians of the medians.
+const ab = {
+  gemm: { kinds: ['own', 'crate'], set: (k) => use_gemm_crate(k === 'crate') },
+  winograd: { kinds: ['winograd', 'direct'], set: (k) => use_winograd(k === 'winograd') },
+}[process.env.AB || ''];
+if (ab) {
   for (const arch of archs) {
     const model = arch === 'efficientnet_lite0'
       ? new Uint8Array(readFileSync(new URL('../assets/models/efficientnet-lite0.safetensors', import.meta.url)))
       : new Uint8Array(0);
-    const rows = { own: [], crate: [] };
+    const rows = Object.fromEntries(ab.kinds.map(k => [k, []]));
     for (let round = 0; round < 4; round++) {
-      for (const kind of ['own', 'crate']) {
-        use_gemm_crate(kind === 'crate');
+      for (const kind of ab.kinds) {
+        ab.set(kind);
         // CPU time of the whole call too: less disturbed than wall time when other work shares the cores.
         const cpu0 = process.cpuUsage();
         const { profile_gradcam, profile_guided_gradcam_after, ...r } = JSON.parse(bench(arch, model, runs));
@@ -54,7 +59,7 @@ if (process.env.AB === 'gemm') {
       }
     }
     const med = (v) => v.sort((a, b) => a - b)[v.length >> 1];
-    for (const kind of ['own', 'crate']) {
+    for (const kind of ab.kinds) {
       const keys = ['forward_ms', 'gradcam_ms', 'guided_gradcam_ms', 'call_cpu_ms'];
       console.log(arch, kind, JSON.stringify(Object.fromEntries(keys.map(k => [k, med(rows[kind].map(r => r[k]))]))));
     }

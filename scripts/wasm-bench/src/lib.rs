@@ -149,6 +149,12 @@ pub fn use_gemm_crate(on: bool) {
     gradcam_wasm::kernels::GEMM_CRATE_ON_WASM.store(on, core::sync::atomic::Ordering::Relaxed);
 }
 
+/// A/B: send 3x3 stride-1 convs through im2col + GEMM (false) instead of Winograd (true, the default).
+#[wasm_bindgen]
+pub fn use_winograd(on: bool) {
+    gradcam_wasm::kernels::WINOGRAD_OFF.store(!on, core::sync::atomic::Ordering::Relaxed);
+}
+
 /// Synthetic weights of `arch` as safetensors bytes, f16 (as the browser benchmark ships them) or
 /// f32 (for `peak_memory` on models we do not ship). Call it in another instance than `peak_memory`:
 /// building them grows this instance's memory.
