@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { createRequire } from 'node:module';
 const require = createRequire(import.meta.url);
 const dir = process.env.WASM_BENCH_DIR || '/tmp/gradcam-wasm-bench';
-const { bench, peak_memory, synthetic_bytes, use_gemm_crate, use_winograd } = require(`${dir}/gradcam_wasm_bench.js`);
+const { bench, peak_memory, synthetic_bytes, use_gemm_crate, use_winograd, gemm_gflops } = require(`${dir}/gradcam_wasm_bench.js`);
 if (process.env.SYNTHETIC_OUT) {
   // Child of a PEAK run: synthetic weights built in an instance of their own.
   const [arch, dtype] = process.env.SYNTHETIC_OUT.split(':');
@@ -30,6 +30,14 @@ if (process.env.PEAK) {
     rmSync(file);
   }
   console.log(arch, peak_memory(arch, model));
+  process.exit(0);
+}
+if (process.env.GEMM_SHAPES) {
+  // GEMM_SHAPES='m,n,k[,t] ...' (t: A transposed): GFLOP/s of each product in our wasm GEMM.
+  for (const shape of process.env.GEMM_SHAPES.split(' ')) {
+    const [m, n, k, t] = shape.split(',');
+    console.log(shape, gemm_gflops(+m, +n, +k, t === 't', 15).toFixed(1), 'GFLOP/s');
+  }
   process.exit(0);
 }
 // GEMM=crate: time the gemm crate's kernel instead of ours (see AB=gemm below for an A/B).

@@ -165,3 +165,22 @@ pub fn synthetic_bytes(arch: &str, f16: bool) -> Vec<u8> {
     write_safetensors(&sd.tensors, if f16 { StoreAs::F16 } else { StoreAs::F32 }, &[]).expect("safetensors")
 }
 
+
+/// GEMM throughput (GFLOP/s, median of `reps`) of an `m x n x k` product, B row-major (`b_trans`
+/// false) or transposed: `GEMM=1 node scripts/wasm-bench.mjs` prints a table of shapes.
+#[wasm_bindgen]
+pub fn gemm_gflops(m: usize, n: usize, k: usize, a_trans: bool, reps: usize) -> f64 {
+    use gradcam_wasm::kernels::{matmul, MatRef};
+    let a: Vec<f32> = (0..m * k).map(|i| (i % 7) as f32 * 0.1).collect();
+    let b: Vec<f32> = (0..k * n).map(|i| (i % 5) as f32 * 0.1).collect();
+    let mut c = vec![0.0f32; m * n];
+    let am = if a_trans { MatRef::new(&a, m).t() } else { MatRef::new(&a, k) };
+    let times: Vec<f64> = (0..reps)
+        .map(|_| {
+            let t = now_ms();
+            matmul(m, n, k, am, MatRef::new(&b, n), &mut c, n, false);
+            now_ms() - t
+        })
+        .collect();
+    2.0 * (m * n * k) as f64 / median(times) / 1e6
+}
