@@ -33,8 +33,8 @@ const MAX_POOLED_PLANS: usize = 4;
 enum K {
     ConvF,
     ConvB,
-    ConvF4,
-    ConvB4,
+    ConvF4x4,
+    ConvB4x4,
     LinF,
     LinB,
     MaxF,
@@ -50,8 +50,8 @@ enum K {
 const KERNELS: [(K, &str); 14] = [
     (K::ConvF, "forward"),
     (K::ConvB, "backward"),
-    (K::ConvF4, "forward4"),
-    (K::ConvB4, "backward4"),
+    (K::ConvF4x4, "forward4x4"),
+    (K::ConvB4x4, "backward4x4"),
     (K::LinF, "forward"),
     (K::LinB, "backward"),
     (K::MaxF, "max_forward"),
@@ -68,7 +68,7 @@ impl K {
     /// (shader module, bind group layout): 0 conv, 1 linear, 2 pool, 3 eltwise; layouts 0 = five bindings, 1 = four.
     fn module(self) -> usize {
         match self {
-            K::ConvF | K::ConvB | K::ConvF4 | K::ConvB4 => 0,
+            K::ConvF | K::ConvB | K::ConvF4x4 | K::ConvB4x4 => 0,
             K::LinF | K::LinB => 1,
             K::MaxF | K::MaxB | K::AvgF | K::AvgB => 2,
             K::ReluF | K::ReluB | K::Add | K::Copy => 3,
@@ -262,7 +262,7 @@ impl Inner {
                     let (_, ih, iw) = ins(0);
                     let geo = conv_geom(c, 1, ih, iw);
                     let b = &self.weights(i)?[0];
-                    let (kernel, count) = if (c.cout / c.groups) % 4 == 0 { (K::ConvF4, len as usize / 4) } else { (K::ConvF, len as usize) };
+                    let (kernel, count) = conv_forward_kernel(&geo);
                     forward.push(self.dispatch(kernel, &conv_params(&geo, false), &[src(0), &b.weight, &b.bias, out], count));
                 }
                 Op::Linear(l) => {
@@ -381,7 +381,7 @@ impl Inner {
                     Op::Conv(c) => {
                         let geo = conv_geom(c, 1, shapes[j].1, shapes[j].2);
                         let b = &self.weights(i)?[0];
-                        let (kernel, count) = if (c.cin / c.groups) % 4 == 0 { (K::ConvB4, n as usize / 4) } else { (K::ConvB, n as usize) };
+                        let (kernel, count) = conv_backward_kernel(&geo);
                         self.dispatch(kernel, &conv_params(&geo, acc), &[gy, &b.weight, &b.bias, gx], count)
                     }
                     Op::Linear(l) => {
@@ -445,6 +445,26 @@ impl Inner {
         }
         self.gpu.check()?;
         Ok(out)
+    }
+}
+
+/// The forward kernel for a conv and how many invocations it takes: blocks of 4 output channels x 4
+/// pixels of a row where the filters come in fours (not depthwise), else one output per invocation.
+fn conv_forward_kernel(g: &crate::kernels::Conv2dGeom) -> (K, usize) {
+    if (g.cout / g.groups) % 4 == 0 {
+        (K::ConvF4x4, g.cout / 4 * g.out_h() * g.out_w().div_ceil(4))
+    } else {
+        (K::ConvF, g.cout * g.out_h() * g.out_w())
+    }
+}
+
+/// The input-gradient kernel and its invocation count: blocks of 4 input channels x 4 pixels of a row
+/// where the channels of a group come in fours, else one input element per invocation.
+fn conv_backward_kernel(g: &crate::kernels::Conv2dGeom) -> (K, usize) {
+    if (g.cin / g.groups) % 4 == 0 {
+        (K::ConvB4x4, g.cin / 4 * g.h * g.w.div_ceil(4))
+    } else {
+        (K::ConvB, g.cin * g.h * g.w)
     }
 }
 
