@@ -48,8 +48,8 @@ enum K {
 }
 
 const KERNELS: [(K, &str); 14] = [
-    (K::ConvF, "forward"),
-    (K::ConvB, "backward"),
+    (K::ConvF, "forward1x4"),
+    (K::ConvB, "backward1x4"),
     (K::ConvF4x4, "forward4x4"),
     (K::ConvB4x4, "backward4x4"),
     (K::LinF, "forward"),
@@ -449,22 +449,24 @@ impl Inner {
 }
 
 /// The forward kernel for a conv and how many invocations it takes: blocks of 4 output channels x 4
-/// pixels of a row where the filters come in fours (not depthwise), else one output per invocation.
+/// pixels of a row where the filters come in fours (not depthwise), else 1 channel x 4 pixels.
 fn conv_forward_kernel(g: &crate::kernels::Conv2dGeom) -> (K, usize) {
-    if (g.cout / g.groups) % 4 == 0 {
-        (K::ConvF4x4, g.cout / 4 * g.out_h() * g.out_w().div_ceil(4))
+    let blocks_per_row = g.out_w().div_ceil(4);
+    if (g.cout / g.groups).is_multiple_of(4) {
+        (K::ConvF4x4, g.cout / 4 * g.out_h() * blocks_per_row)
     } else {
-        (K::ConvF, g.cout * g.out_h() * g.out_w())
+        (K::ConvF, g.cout * g.out_h() * blocks_per_row)
     }
 }
 
 /// The input-gradient kernel and its invocation count: blocks of 4 input channels x 4 pixels of a row
-/// where the channels of a group come in fours, else one input element per invocation.
+/// where the channels of a group come in fours, else 1 channel x 4 pixels.
 fn conv_backward_kernel(g: &crate::kernels::Conv2dGeom) -> (K, usize) {
-    if (g.cin / g.groups) % 4 == 0 {
-        (K::ConvB4x4, g.cin / 4 * g.h * g.w.div_ceil(4))
+    let blocks_per_row = g.w.div_ceil(4);
+    if (g.cin / g.groups).is_multiple_of(4) {
+        (K::ConvB4x4, g.cin / 4 * g.h * blocks_per_row)
     } else {
-        (K::ConvB, g.cin * g.h * g.w)
+        (K::ConvB, g.cin * g.h * blocks_per_row)
     }
 }
 
