@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { createRequire } from 'node:module';
 const require = createRequire(import.meta.url);
 const dir = process.env.WASM_BENCH_DIR || '/tmp/gradcam-wasm-bench';
-const { bench, peak_memory, synthetic_bytes, use_gemm_crate, use_winograd, gemm_gflops } = require(`${dir}/gradcam_wasm_bench.js`);
+const { bench, peak_memory, synthetic_bytes, use_gemm_crate, use_winograd, use_a_in_place, gemm_gflops } = require(`${dir}/gradcam_wasm_bench.js`);
 if (process.env.SYNTHETIC_OUT) {
   // Child of a PEAK run: synthetic weights built in an instance of their own.
   const [arch, dtype] = process.env.SYNTHETIC_OUT.split(':');
@@ -36,7 +36,10 @@ if (process.env.GEMM_SHAPES) {
   // GEMM_SHAPES='m,n,k[,t] ...' (t: A transposed): GFLOP/s of each product in our wasm GEMM.
   for (const shape of process.env.GEMM_SHAPES.split(' ')) {
     const [m, n, k, t] = shape.split(',');
-    console.log(shape, gemm_gflops(+m, +n, +k, t === 't', 15).toFixed(1), 'GFLOP/s');
+    for (const inplace of [true, false]) {
+      use_a_in_place(inplace);
+      console.log(shape, inplace ? 'A in place' : 'A packed', gemm_gflops(+m, +n, +k, t === 't', 15).toFixed(1), 'GFLOP/s');
+    }
   }
   process.exit(0);
 }
@@ -49,6 +52,7 @@ const archs = process.argv.slice(3).length ? process.argv.slice(3) : ['efficient
 const ab = {
   gemm: { kinds: ['own', 'crate'], set: (k) => use_gemm_crate(k === 'crate') },
   winograd: { kinds: ['winograd', 'direct'], set: (k) => use_winograd(k === 'winograd') },
+  inplace: { kinds: ['in-place', 'packed'], set: (k) => use_a_in_place(k === 'in-place') },
 }[process.env.AB || ''];
 if (ab) {
   for (const arch of archs) {

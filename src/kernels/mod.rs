@@ -14,6 +14,7 @@ mod sgemm;
 pub(crate) mod winograd;
 
 #[doc(hidden)]
+pub use sgemm::A_IN_PLACE_OFF;
 pub use winograd::WINOGRAD_OFF;
 
 pub use activation::{clamp_in_place, mask_grad_in_place, relu_forward, relu_input_grad, relu_mask, relu_output_grad, Clamp};

@@ -153,6 +153,65 @@ fn kernel(kc: usize, a: &[f32], b: &[f32], tile: &mut [f32; MR * NR]) {
     }
 }
 
+/// The same product with A read in place: A(r, p) of the strip at `a[r * rs + p * ps]` (rows
+/// `rs = lda, ps = 1`; transposed `rs = 1, ps = lda`), one splat per row and depth step, as from a
+/// packed panel (`rs = 1, ps = MR`).
+#[cfg(target_arch = "wasm32")]
+fn kernel_rows(kc: usize, a: &[f32], (rs, ps): (usize, usize), b: &[f32], tile: &mut [f32; MR * NR]) {
+    use core::arch::wasm32::*;
+    assert!(kc > 0 && a.len() > 3 * rs + (kc - 1) * ps && b.len() >= kc * NR);
+    // SAFETY: the assert bounds every load below; v128_load/store accept unaligned addresses.
+    unsafe {
+        let bp = b.as_ptr();
+        let (r0, r1, r2, r3) = (a.as_ptr(), a.as_ptr().add(rs), a.as_ptr().add(2 * rs), a.as_ptr().add(3 * rs));
+        let z = f32x4_splat(0.0);
+        let (mut c00, mut c01, mut c10, mut c11) = (z, z, z, z);
+        let (mut c20, mut c21, mut c30, mut c31) = (z, z, z, z);
+        for p in 0..kc {
+            let bq = bp.add(p * NR);
+            let b0 = v128_load(bq as *const v128);
+            let b1 = v128_load(bq.add(4) as *const v128);
+            let a0 = v128_load32_splat(r0.add(p * ps) as *const u32);
+            c00 = f32x4_add(c00, f32x4_mul(a0, b0));
+            c01 = f32x4_add(c01, f32x4_mul(a0, b1));
+            let a1 = v128_load32_splat(r1.add(p * ps) as *const u32);
+            c10 = f32x4_add(c10, f32x4_mul(a1, b0));
+            c11 = f32x4_add(c11, f32x4_mul(a1, b1));
+            let a2 = v128_load32_splat(r2.add(p * ps) as *const u32);
+            c20 = f32x4_add(c20, f32x4_mul(a2, b0));
+            c21 = f32x4_add(c21, f32x4_mul(a2, b1));
+            let a3 = v128_load32_splat(r3.add(p * ps) as *const u32);
+            c30 = f32x4_add(c30, f32x4_mul(a3, b0));
+            c31 = f32x4_add(c31, f32x4_mul(a3, b1));
+        }
+        let c = [[c00, c01], [c10, c11], [c20, c21], [c30, c31]];
+        let tp = tile.as_mut_ptr();
+        for (r, [lo, hi]) in c.into_iter().enumerate() {
+            v128_store(tp.add(r * NR) as *mut v128, lo);
+            v128_store(tp.add(r * NR + 4) as *mut v128, hi);
+        }
+    }
+}
+
+/// The portable in-place kernel: the same sums, in the same order per element.
+#[cfg(not(target_arch = "wasm32"))]
+fn kernel_rows(kc: usize, a: &[f32], (rs, ps): (usize, usize), b: &[f32], tile: &mut [f32; MR * NR]) {
+    let mut c = [[0.0f32; NR]; MR];
+    for (p, bp) in b.chunks_exact(NR).take(kc).enumerate() {
+        for (r, cr) in c.iter_mut().enumerate() {
+            let av = a[r * rs + p * ps];
+            cr.iter_mut().zip(bp).for_each(|(x, &bv)| *x += av * bv);
+        }
+    }
+    for (dst, cr) in tile.chunks_exact_mut(NR).zip(&c) {
+        dst.copy_from_slice(cr);
+    }
+}
+
+/// Off: A is always packed (A/B runs of [`kernel_rows`]).
+#[doc(hidden)]
+pub static A_IN_PLACE_OFF: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
 /// The portable kernel: the same sums, in the same order per element.
 #[cfg(not(target_arch = "wasm32"))]
 fn kernel(kc: usize, a: &[f32], b: &[f32], tile: &mut [f32; MR * NR]) {
@@ -185,6 +244,7 @@ fn write_tile(tile: &[f32; MR * NR], c: &mut [f32], ldc: usize, (i0, j0): (usize
 pub(crate) fn sgemm(m: usize, n: usize, k: usize, a: MatRef, b: &impl RowSource, c: &mut [f32], ldc: usize, accumulate: bool) {
     let (mut packed_a, mut packed_b, mut row) = (Vec::new(), Vec::new(), Vec::new());
     let mut tile = [0.0f32; MR * NR];
+    let in_place = !a.trans && !A_IN_PLACE_OFF.load(core::sync::atomic::Ordering::Relaxed);
     for jc in (0..n).step_by(NC) {
         let cols = jc..(jc + NC).min(n);
         for pc in (0..k).step_by(KC) {
@@ -195,7 +255,21 @@ pub(crate) fn sgemm(m: usize, n: usize, k: usize, a: MatRef, b: &impl RowSource,
             crate::exec::profile::time(|| "  pack B".into(), || pack_b(b, ks.clone(), cols.clone(), &mut packed_b, &mut row));
             for ic in (0..m).step_by(MC) {
                 let rows = ic..(ic + MC).min(m);
-                crate::exec::profile::time(|| "  pack A".into(), || pack_a(&a, rows.clone(), ks.clone(), &mut packed_a));
+                // A untransposed is read in place, in whole strips of MR rows; only a ragged last
+                // strip (or a transposed A) is packed.
+                if in_place && rows.len() % MR == 0 {
+                    for (jp, bpanel) in packed_b.chunks_exact(NR * kc).enumerate() {
+                        let j0 = cols.start + jp * NR;
+                        let live_cols = NR.min(cols.end - j0);
+                        for i0 in rows.clone().step_by(MR) {
+                            let (start, strides) = if a.trans { (ks.start * a.ld + i0, (1, a.ld)) } else { (i0 * a.ld + ks.start, (a.ld, 1)) };
+                            kernel_rows(kc, &a.data[start..], strides, bpanel, &mut tile);
+                            write_tile(&tile, c, ldc, (i0, j0), (MR, live_cols), overwrite);
+                        }
+                    }
+                    continue;
+                }
+                crate::exec::profile::time(|| format!("  pack A {}x{}x{} {}", m, n, k, a.trans), || pack_a(&a, rows.clone(), ks.clone(), &mut packed_a));
                 for (jp, bpanel) in packed_b.chunks_exact(NR * kc).enumerate() {
                     let j0 = cols.start + jp * NR;
                     let live_cols = NR.min(cols.end - j0);
@@ -241,8 +315,9 @@ fn at(m: &MatRef, i: usize, j: usize) -> f32 {
     #[test]
     fn matches_naive_across_edges_blocks_and_transposes() {
         let mut rng = Rng::new(3);
-        // Shapes straddle MR, NR, KC, MC and NC boundaries; ldc > n leaves untouched columns.
-        for &(m, n, k) in &[(1, 1, 1), (5, 7, 3), (6, 8, 256), (7, 9, 257), (13, 530, 40), (121, 17, 600), (64, 49, 576)] {
+        // Shapes straddle MR, NR, KC, MC and NC boundaries (and take A in place or packed); ldc > n
+        // leaves untouched columns.
+        for &(m, n, k) in &[(1, 1, 1), (5, 7, 3), (6, 8, 256), (7, 9, 257), (13, 530, 40), (121, 17, 600), (64, 49, 576), (12, 9, 300), (132, 16, 512)] {
             for (ta, tb, accumulate) in [(false, false, false), (true, false, true), (false, true, true), (true, true, false)] {
                 let ldc = n + 3;
                 let ad = rng.vec(m * k);

@@ -170,37 +170,38 @@ fn combine<'a>(coef: &[f32], src: impl Fn(usize) -> &'a [f32], dst: &mut [f32]) 
     }
 }
 
-/// Transformed kernels `U[co][xi][ci] = (G w[co][ci] G^T)[xi]`, with each kernel flipped (rotated
-/// by 180 degrees) when `flip`, as the input gradient needs. `w` is (cout, cin, 3, 3). Built one
-/// output channel at a time (rows over cin, so the arithmetic vectorises) and appended, so the
-/// large result is written once.
+/// Transformed kernels `U[xi][co][ci] = (G w[co][ci] G^T)[xi]`: one (cout x cin) matrix per xi, the A
+/// operand of its product, read in place by the GEMM. `w` is (cout, cin, 3, 3). With `flip`, the
+/// input gradient's kernels: rotated by 180 degrees and cin/cout swapped, `U[xi][ci][co]`. Built one
+/// row at a time (vectors over the depth, so the arithmetic vectorises).
 fn transform_weights(w: &[f32], cout: usize, cin: usize, flip: bool, v: &Variant) -> Vec<f32> {
     let (a, a2) = (v.alpha, v.alpha * v.alpha);
-    let mut u = Vec::with_capacity(a2 * cout * cin);
-    let mut taps = vec![0.0; 9 * cin];
-    let mut half = vec![0.0; a * 3 * cin];
-    let mut one = vec![0.0; a2 * cin];
-    for co in 0..cout {
-        for (ci, k) in w[co * cin * 9..][..cin * 9].chunks_exact(9).enumerate() {
+    let (rows, depth) = if flip { (cin, cout) } else { (cout, cin) };
+    let mut u = vec![0.0; a2 * rows * depth];
+    let mut taps = vec![0.0; 9 * depth];
+    let mut half = vec![0.0; a * 3 * depth];
+    let mut one = vec![0.0; depth];
+    for row in 0..rows {
+        for d in 0..depth {
+            let k = if flip { &w[(d * cin + row) * 9..][..9] } else { &w[(row * cin + d) * 9..][..9] };
             for t in 0..9 {
-                taps[t * cin + ci] = k[if flip { 8 - t } else { t }];
+                taps[t * depth + d] = k[if flip { 8 - t } else { t }];
             }
         }
         // half[r][kx] = sum_ky G[r][ky] * taps[ky][kx]
         for r in 0..a {
             for kx in 0..3 {
-                let dst = &mut half[(r * 3 + kx) * cin..][..cin];
-                combine(&v.g[r * 3..][..3], |ky| &taps[(ky * 3 + kx) * cin..][..cin], dst);
+                let dst = &mut half[(r * 3 + kx) * depth..][..depth];
+                combine(&v.g[r * 3..][..3], |ky| &taps[(ky * 3 + kx) * depth..][..depth], dst);
             }
         }
         // U[r][c] = sum_kx G[c][kx] * half[r][kx]
         for r in 0..a {
             for c in 0..a {
-                let dst = &mut one[(r * a + c) * cin..][..cin];
-                combine(&v.g[c * 3..][..3], |kx| &half[(r * 3 + kx) * cin..][..cin], dst);
+                combine(&v.g[c * 3..][..3], |kx| &half[(r * 3 + kx) * depth..][..depth], &mut one);
+                u[((r * a + c) * rows + row) * depth..][..depth].copy_from_slice(&one);
             }
         }
-        u.extend_from_slice(&one);
     }
     u
 }
@@ -309,9 +310,8 @@ fn transform_output(mbuf: &[f32], cout: usize, tl: &Tiling, rows: core::ops::Ran
 }
 
 /// `out (cout, oh, ow) += conv3x3(x (cin, h, w))` for one image, with `u` from
-/// [`transform_weights`]: stored (cout x cin) per xi, or (cin x cout) when `u_trans`.
-#[allow(clippy::too_many_arguments)]
-fn conv_image(x: &[f32], u: &[f32], u_trans: bool, cin: usize, cout: usize, tl: &Tiling, v: &Variant, out: &mut [f32], budget: usize) {
+/// [`transform_weights`] (cout x cin per xi).
+fn conv_image(x: &[f32], u: &[f32], cin: usize, cout: usize, tl: &Tiling, v: &Variant, out: &mut [f32], budget: usize) {
     let a2 = v.alpha * v.alpha;
     // Tile rows per chunk: V and M together stay near `budget` floats.
     let per_row = a2 * (cin + cout) * tl.tx;
@@ -324,12 +324,7 @@ fn conv_image(x: &[f32], u: &[f32], u_trans: bool, cin: usize, cout: usize, tl: 
         crate::exec::profile::time(|| t("in"), || transform_input(x, cin, tl, rows.clone(), v, &mut vbuf, &mut scratch));
         mbuf.resize(a2 * cout * nt, 0.0);
         for xi in 0..a2 {
-            // U is (cout, xi, cin) as built, or (cin, xi, cout) for the input gradient, which
-            // multiplies by each U[xi] transposed.
-            let depth = if u_trans { cout } else { cin };
-            let uxi = &u[xi * depth..];
-            let a = MatRef::new(uxi, a2 * depth);
-            let a = if u_trans { a.t() } else { a };
+            let a = MatRef::new(&u[xi * cout * cin..][..cout * cin], cin);
             let b = MatRef::new(&vbuf[xi * cin * nt..][..cin * nt], nt);
             crate::exec::profile::time(|| t("gemm"), || matmul(cout, nt, cin, a, b, &mut mbuf[xi * cout * nt..][..cout * nt], nt, false));
         }
@@ -343,7 +338,7 @@ pub(crate) fn forward(x: &[f32], w: &[f32], g: &Conv2dGeom, v: &Variant, out: &m
     let tl = Tiling::new(g.h, g.w, g.pad_top, g.pad_left, g.out_h(), g.out_w(), v);
     let (in_len, out_len) = (g.cin * g.h * g.w, g.cout * tl.oh * tl.ow);
     for (xs, os) in x.chunks_exact(in_len).zip(out.chunks_exact_mut(out_len)) {
-        conv_image(xs, &u, false, g.cin, g.cout, &tl, v, os, budget);
+        conv_image(xs, &u, g.cin, g.cout, &tl, v, os, budget);
     }
 }
 
@@ -355,7 +350,7 @@ pub(crate) fn input_grad(go: &[f32], w: &[f32], g: &Conv2dGeom, v: &Variant, gx:
     let tl = Tiling::new(oh, ow, 2 - g.pad_top, 2 - g.pad_left, g.h, g.w, v);
     let (in_len, out_len) = (g.cin * g.h * g.w, g.cout * oh * ow);
     for (gos, gxs) in go.chunks_exact(out_len).zip(gx.chunks_exact_mut(in_len)) {
-        conv_image(gos, &u, true, g.cout, g.cin, &tl, v, gxs, budget);
+        conv_image(gos, &u, g.cout, g.cin, &tl, v, gxs, budget);
     }
 }
 

@@ -155,6 +155,12 @@ pub fn use_winograd(on: bool) {
     gradcam_wasm::kernels::WINOGRAD_OFF.store(!on, core::sync::atomic::Ordering::Relaxed);
 }
 
+/// A/B: read A in place in our GEMM (true, the default) or always pack it (false).
+#[wasm_bindgen]
+pub fn use_a_in_place(on: bool) {
+    gradcam_wasm::kernels::A_IN_PLACE_OFF.store(!on, core::sync::atomic::Ordering::Relaxed);
+}
+
 /// Synthetic weights of `arch` as safetensors bytes, f16 (as the browser benchmark ships them) or
 /// f32 (for `peak_memory` on models we do not ship). Call it in another instance than `peak_memory`:
 /// building them grows this instance's memory.
