@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { createRequire } from 'node:module';
 const require = createRequire(import.meta.url);
 const dir = process.env.WASM_BENCH_DIR || '/tmp/gradcam-wasm-bench';
-const { bench, peak_memory, synthetic_bytes, use_gemm_crate, use_winograd, use_a_in_place, gemm_gflops } = require(`${dir}/gradcam_wasm_bench.js`);
+const { bench, peak_memory, synthetic_bytes, use_gemm_crate, use_winograd, use_a_in_place, use_kept, gemm_gflops } = require(`${dir}/gradcam_wasm_bench.js`);
 if (process.env.SYNTHETIC_OUT) {
   // Child of a PEAK run: synthetic weights built in an instance of their own.
   const [arch, dtype] = process.env.SYNTHETIC_OUT.split(':');
@@ -48,11 +48,13 @@ if (process.env.GEMM === 'crate') use_gemm_crate(true);
 const runs = Number(process.argv[2] || 5);
 const archs = process.argv.slice(3).length ? process.argv.slice(3) : ['efficientnet_lite0', 'resnet18'];
 // AB=gemm: our simd128 GEMM vs the gemm crate; AB=winograd: Winograd vs im2col + GEMM for the 3x3
-// stride-1 convs. Alternating in one process; medians of the medians.
+// stride-1 convs; AB=inplace: A read in place vs packed; AB=kept: F(2x2)'s transformed weights kept
+// vs transformed per call. Alternating in one process; medians of the medians.
 const ab = {
   gemm: { kinds: ['own', 'crate'], set: (k) => use_gemm_crate(k === 'crate') },
   winograd: { kinds: ['winograd', 'direct'], set: (k) => use_winograd(k === 'winograd') },
   inplace: { kinds: ['in-place', 'packed'], set: (k) => use_a_in_place(k === 'in-place') },
+  kept: { kinds: ['kept', 'per-call'], set: (k) => use_kept(k === 'kept') },
 }[process.env.AB || ''];
 if (ab) {
   for (const arch of archs) {

@@ -1,6 +1,6 @@
 //! Winograd convolutions (`src/kernels/winograd.rs`) against the direct ones on whole networks: the
 //! logits, Grad-CAM maps and guided gradients of ResNet-18 and VGG-16 (whose 3x3 layers take F(4x4)
-//! and F(2x2)) must match those computed with Winograd switched off. One test, so the switch (a
+//! and F(2x2), with its transformed weights kept) must match those computed with Winograd switched off. One test, so the switch (a
 //! process-wide flag) is never flipped under another test.
 
 mod common;
@@ -16,7 +16,11 @@ fn outputs(sd: &StateDict, arch: Arch, winograd: bool) -> (Vec<f32>, Vec<f32>, V
     let mut ex = Explainer::new(Model::from_bytes(&sd.bytes(), Some(arch)).unwrap());
     let image = FeatureMap::new(3, 224, 224, Rng::new(5).vec(3 * 224 * 224, 1.5));
     let opts = ExplainOptions { method: Method::GuidedGradCam, target: Target::Class(7), ..Default::default() };
-    let e = ex.explain_tensor(image, &opts).unwrap();
+    let e = ex.explain_tensor(image.clone(), &opts).unwrap();
+    // The first call built the kept F(2x2) weights (ResNet-18's layer3 and layer4); the second reads
+    // them and must give the same numbers.
+    let again = ex.explain_tensor(image, &opts).unwrap();
+    assert_eq!((&again.raw.data, again.rgb.as_ref().map(|r| &r.data)), (&e.raw.data, e.rgb.as_ref().map(|r| &r.data)));
     WINOGRAD_OFF.store(false, Ordering::Relaxed);
     let rgb = e.rgb.expect("guided methods return the gradient image").data;
     (e.top5.iter().map(|p| p.logit).collect(), e.raw.data, rgb)

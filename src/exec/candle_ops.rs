@@ -11,7 +11,7 @@
 //! guided backpropagation walk the same recorded graph.
 
 use crate::graph::{Conv, Linear, MaxPool, Pads};
-use crate::kernels::{self, Clamp, Conv2dGeom, PoolGeom};
+use crate::kernels::{self, Clamp, Conv2dGeom, Kept, PoolGeom};
 use candle_core::{bail, CpuStorage, CustomOp1, Layout, Shape, Tensor};
 use super::profile;
 use std::borrow::Cow;
@@ -105,16 +105,23 @@ pub fn conv_kind(c: &Conv) -> String {
 pub struct ConvOp {
     conv: Arc<Conv>,
     act: Option<(Clamp, GuidedFlag)>,
+    kept: Option<Arc<Kept>>,
 }
 
 impl ConvOp {
     pub fn new(conv: Arc<Conv>) -> ConvOp {
-        ConvOp { conv, act: None }
+        ConvOp { conv, act: None, kept: None }
     }
 
     /// The conv and the ReLU/ReLU6 that reads it, as one op.
     pub fn fused(conv: Arc<Conv>, clamp: Clamp, guided: GuidedFlag) -> ConvOp {
-        ConvOp { conv, act: Some((clamp, guided)) }
+        ConvOp { conv, act: Some((clamp, guided)), kept: None }
+    }
+
+    /// Where the kernels may keep this conv's transformed weights between calls.
+    pub fn keeping(mut self, kept: Arc<Kept>) -> ConvOp {
+        self.kept = Some(kept);
+        self
     }
 }
 
@@ -131,7 +138,7 @@ impl CustomOp1 for ConvOp {
         let g = conv_geom(&self.conv, n, h, w);
         let act = self.act.as_ref().map(|a| a.0);
         let x = as_slice(s, l)?;
-        let y = profile::time(|| conv_kind(&self.conv), || kernels::conv2d_forward_act(&x, &self.conv.weight, Some(&self.conv.bias), &g, act));
+        let y = profile::time(|| conv_kind(&self.conv), || kernels::conv2d_forward_act(&x, &self.conv.weight, Some(&self.conv.bias), &g, act, self.kept.as_deref()));
         Ok((CpuStorage::F32(y), Shape::from((n, g.cout, g.out_h(), g.out_w()))))
     }
 
@@ -143,9 +150,9 @@ impl CustomOp1 for ConvOp {
             || -> CResult<Vec<f32>> {
                 let gy = match &self.act {
                     Some((clamp, guided)) => profile::time(|| "  its ReLU".into(), || relu_backward(res, grad, *clamp, guided.get()))?,
-                    None => return with_slice(grad, |gy| kernels::conv2d_input_grad(gy, &self.conv.weight, &g)),
+                    None => return with_slice(grad, |gy| kernels::conv2d_input_grad(gy, &self.conv.weight, &g, self.kept.as_deref())),
                 };
-                Ok(kernels::conv2d_input_grad(&gy, &self.conv.weight, &g))
+                Ok(kernels::conv2d_input_grad(&gy, &self.conv.weight, &g, self.kept.as_deref()))
             },
         )?;
         grad_like(gx, arg)

@@ -8,6 +8,7 @@
 
 use super::activation::{clamp_in_place, Clamp};
 use super::sgemm::{self, RowSource};
+use super::winograd::Kept;
 use super::{depthwise, matmul, own_gemm, tap_range, winograd, MatRef};
 use core::ops::Range;
 
@@ -79,12 +80,13 @@ impl Conv2dGeom {
 
 /// weight: (cout, cin/groups, kh, kw); bias: cout. Returns (n, cout, out_h, out_w).
 pub fn conv2d_forward(x: &[f32], weight: &[f32], bias: Option<&[f32]>, g: &Conv2dGeom) -> Vec<f32> {
-    forward_with_budget(x, weight, bias, g, COL_BUDGET_FLOATS)
+    forward_with_budget(x, weight, bias, g, COL_BUDGET_FLOATS, None)
 }
 
-/// [`conv2d_forward`] followed by a ReLU/ReLU6 (`act`), applied while the output is still in cache.
-pub fn conv2d_forward_act(x: &[f32], weight: &[f32], bias: Option<&[f32]>, g: &Conv2dGeom, act: Option<Clamp>) -> Vec<f32> {
-    let mut y = forward_with_budget(x, weight, bias, g, COL_BUDGET_FLOATS);
+/// [`conv2d_forward`] followed by a ReLU/ReLU6 (`act`), applied while the output is still in cache;
+/// `kept`: where this conv may keep transformed weights between calls (see [`Kept`]).
+pub fn conv2d_forward_act(x: &[f32], weight: &[f32], bias: Option<&[f32]>, g: &Conv2dGeom, act: Option<Clamp>, kept: Option<&Kept>) -> Vec<f32> {
+    let mut y = forward_with_budget(x, weight, bias, g, COL_BUDGET_FLOATS, kept);
     if let Some(c) = act {
         clamp_in_place(&mut y, c);
     }
@@ -92,8 +94,8 @@ pub fn conv2d_forward_act(x: &[f32], weight: &[f32], bias: Option<&[f32]>, g: &C
 }
 
 /// d loss / d x given d loss / d out (input gradient only; never a weight gradient). Returns (n, cin, h, w).
-pub fn conv2d_input_grad(grad_out: &[f32], weight: &[f32], g: &Conv2dGeom) -> Vec<f32> {
-    input_grad_with_budget(grad_out, weight, g, COL_BUDGET_FLOATS)
+pub fn conv2d_input_grad(grad_out: &[f32], weight: &[f32], g: &Conv2dGeom, kept: Option<&Kept>) -> Vec<f32> {
+    input_grad_with_budget(grad_out, weight, g, COL_BUDGET_FLOATS, kept)
 }
 
 /// [`conv2d_forward`] with an explicit column budget (in floats), so tests can force chunking.
@@ -103,6 +105,7 @@ pub(crate) fn forward_with_budget(
     bias: Option<&[f32]>,
     g: &Conv2dGeom,
     budget: usize,
+    kept: Option<&Kept>,
 ) -> Vec<f32> {
     debug_assert_eq!(x.len(), g.n * g.cin * g.h * g.w);
     debug_assert_eq!(weight.len(), g.cout * (g.cin / g.groups) * g.kh * g.kw);
@@ -122,8 +125,8 @@ pub(crate) fn forward_with_budget(
     if in_len == 0 || out_len == 0 || w_len == 0 {
         return out; // nothing to sum over: the output is just the bias
     }
-    if let Some(v) = winograd::choose(g) {
-        winograd::forward(x, weight, g, v, &mut out, budget);
+    if let Some(plan) = winograd::choose(g, weight, kept) {
+        winograd::forward(x, weight, g, &plan, &mut out, budget);
         return out;
     }
     let (gv, mut cols) = (g.group_view(), Vec::new());
@@ -144,6 +147,7 @@ pub(crate) fn input_grad_with_budget(
     weight: &[f32],
     g: &Conv2dGeom,
     budget: usize,
+    kept: Option<&Kept>,
 ) -> Vec<f32> {
     debug_assert_eq!(grad_out.len(), g.n * g.cout * g.out_h() * g.out_w());
     debug_assert_eq!(weight.len(), g.cout * (g.cin / g.groups) * g.kh * g.kw);
@@ -155,8 +159,8 @@ pub(crate) fn input_grad_with_budget(
     if in_len == 0 || out_len == 0 || w_len == 0 {
         return gx;
     }
-    if let Some(v) = winograd::choose(g) {
-        winograd::input_grad(grad_out, weight, g, v, &mut gx, budget);
+    if let Some(plan) = winograd::choose(g, weight, kept) {
+        winograd::input_grad(grad_out, weight, g, &plan, &mut gx, budget);
         return gx;
     }
     let (gv, mut cols) = (g.group_view(), Vec::new());
@@ -478,25 +482,25 @@ pub(crate) mod tests {
 
     pub(crate) fn check_forward(c: &Case, rng: &mut Rng) {
         let (x, w, b) = inputs(&c.g, rng);
-        let got = forward_with_budget(&x, &w, Some(&b), &c.g, c.budget);
+        let got = forward_with_budget(&x, &w, Some(&b), &c.g, c.budget, None);
         assert_close(c.name, &got, &naive_conv(&x, &w, Some(&b), &c.g), 1e-5);
-        let got = forward_with_budget(&x, &w, None, &c.g, c.budget);
+        let got = forward_with_budget(&x, &w, None, &c.g, c.budget, None);
         assert_close(c.name, &got, &naive_conv(&x, &w, None, &c.g), 1e-5);
     }
 
     pub(crate) fn check_input_grad(c: &Case, rng: &mut Rng) {
         let (x, w, b) = inputs(&c.g, rng);
         let r = rng.vec(c.g.n * c.g.cout * c.g.out_h() * c.g.out_w());
-        let analytic = input_grad_with_budget(&r, &w, &c.g, c.budget);
-        let f = |x: &[f32]| forward_with_budget(x, &w, Some(&b), &c.g, c.budget);
+        let analytic = input_grad_with_budget(&r, &w, &c.g, c.budget, None);
+        let f = |x: &[f32]| forward_with_budget(x, &w, Some(&b), &c.g, c.budget, None);
         check_grad(c.name, f, &x, &r, &analytic, rng);
     }
 
     pub(crate) fn check_adjoint(c: &Case, rng: &mut Rng) {
         let (x, w, _) = inputs(&c.g, rng);
         let y = rng.vec(c.g.n * c.g.cout * c.g.out_h() * c.g.out_w());
-        let lhs = dot(&forward_with_budget(&x, &w, None, &c.g, c.budget), &y);
-        let rhs = dot(&x, &input_grad_with_budget(&y, &w, &c.g, c.budget));
+        let lhs = dot(&forward_with_budget(&x, &w, None, &c.g, c.budget, None), &y);
+        let rhs = dot(&x, &input_grad_with_budget(&y, &w, &c.g, c.budget, None));
         assert!(
             (lhs - rhs).abs() <= 1e-4 * lhs.abs().max(rhs.abs()),
             "{}: <conv x, y> = {lhs} but <x, conv^T y> = {rhs}",

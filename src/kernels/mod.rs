@@ -15,7 +15,7 @@ pub(crate) mod winograd;
 
 #[doc(hidden)]
 pub use sgemm::A_IN_PLACE_OFF;
-pub use winograd::WINOGRAD_OFF;
+pub use winograd::{KeepBudget, Kept, KEPT_OFF, WINOGRAD_OFF};
 
 pub use activation::{clamp_in_place, mask_grad_in_place, relu_forward, relu_input_grad, relu_mask, relu_output_grad, Clamp};
 pub use conv::{conv2d_forward, conv2d_forward_act, conv2d_input_grad, Conv2dGeom};

@@ -244,7 +244,7 @@ fn write_tile(tile: &[f32; MR * NR], c: &mut [f32], ldc: usize, (i0, j0): (usize
 pub(crate) fn sgemm(m: usize, n: usize, k: usize, a: MatRef, b: &impl RowSource, c: &mut [f32], ldc: usize, accumulate: bool) {
     let (mut packed_a, mut packed_b, mut row) = (Vec::new(), Vec::new(), Vec::new());
     let mut tile = [0.0f32; MR * NR];
-    let in_place = !a.trans && !A_IN_PLACE_OFF.load(core::sync::atomic::Ordering::Relaxed);
+    let in_place = (!a.trans || a.ld <= 512) && !A_IN_PLACE_OFF.load(core::sync::atomic::Ordering::Relaxed);
     for jc in (0..n).step_by(NC) {
         let cols = jc..(jc + NC).min(n);
         for pc in (0..k).step_by(KC) {
@@ -252,7 +252,7 @@ pub(crate) fn sgemm(m: usize, n: usize, k: usize, a: MatRef, b: &impl RowSource,
             let kc = ks.len();
             // The first depth block replaces C unless the caller accumulates; later ones add.
             let overwrite = pc == 0 && !accumulate;
-            crate::exec::profile::time(|| "  pack B".into(), || pack_b(b, ks.clone(), cols.clone(), &mut packed_b, &mut row));
+            crate::exec::profile::time(|| format!("  pack B {}x{}x{}", m, n, k), || pack_b(b, ks.clone(), cols.clone(), &mut packed_b, &mut row));
             for ic in (0..m).step_by(MC) {
                 let rows = ic..(ic + MC).min(m);
                 // A untransposed is read in place, in whole strips of MR rows; only a ragged last
@@ -300,6 +300,7 @@ fn at(m: &MatRef, i: usize, j: usize) -> f32 {
 
     use crate::kernels::testutil::Rng;
 
+    #[allow(clippy::too_many_arguments)]
     fn naive(m: usize, n: usize, k: usize, a: &MatRef, b: &MatRef, c0: &[f32], ldc: usize, accumulate: bool) -> Vec<f32> {
         let mut c = c0.to_vec();
         for i in 0..m {

@@ -18,6 +18,8 @@
 //! with the kernels flipped and cin/cout swapped, so it runs through the same code.
 
 use super::{matmul, Conv2dGeom, MatRef};
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 
 /// One F(m x m, 3 x 3) algorithm: tiles of `m` outputs per side read `alpha = m + 2` inputs per side.
 /// The matrices are row-major: `bt` (alpha x alpha) transforms inputs, `g` (alpha x 3) kernels,
@@ -91,44 +93,120 @@ pub(crate) const F4: Variant = Variant {
 /// A/B switch for `scripts/wasm-bench.sh` (`AB=winograd`) and the accuracy comparison in the
 /// tests: sends every conv through im2col + GEMM again.
 #[doc(hidden)]
-pub static WINOGRAD_OFF: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+pub static WINOGRAD_OFF: AtomicBool = AtomicBool::new(false);
 
-/// The variant worth using for this conv, if any: 3x3, stride 1, ungrouped, and at most 0.8x the
-/// direct product's cost by the estimate in [`cost`].
-pub(crate) fn choose(g: &Conv2dGeom) -> Option<&'static Variant> {
+/// A/B switch (`AB=kept`): transform the weights on every call, as if no budget were left.
+#[doc(hidden)]
+pub static KEPT_OFF: AtomicBool = AtomicBool::new(false);
+
+/// Bytes that a model's kept transformed weights ([`Kept`]) may still take, shared by its convs.
+#[derive(Debug)]
+pub struct KeepBudget(AtomicUsize);
+
+impl KeepBudget {
+    pub fn new(bytes: usize) -> Arc<KeepBudget> {
+        Arc::new(KeepBudget(AtomicUsize::new(bytes)))
+    }
+
+    fn left(&self) -> usize {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    /// Takes `bytes` if that many are left.
+    fn take(&self, bytes: usize) -> bool {
+        self.0.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| left.checked_sub(bytes)).is_ok()
+    }
+}
+
+/// The F(2x2) transformed weights of one conv, built on its first Winograd call and kept with the
+/// model, within its [`KeepBudget`]. Why F(2x2) only: flipping a kernel swaps rows 0 and 3 of its
+/// `G`, so the input gradient's U is the forward's, permuted and transposed: one copy (16/9 of the
+/// conv's weights) serves both directions. Kept, U costs neither its transform nor, at 7x7, the
+/// trip through memory that made ResNet-18's layer4 faster direct (docs/performance.md section 12).
+#[derive(Debug)]
+pub struct Kept {
+    u: OnceLock<Option<Vec<f32>>>,
+    budget: Arc<KeepBudget>,
+}
+
+impl Kept {
+    pub fn new(budget: Arc<KeepBudget>) -> Kept {
+        Kept { u: OnceLock::new(), budget }
+    }
+
+    fn bytes(g: &Conv2dGeom) -> usize {
+        F2.alpha * F2.alpha * g.cout * g.cin * size_of::<f32>()
+    }
+
+    /// Whether U is kept already, or the budget has room for it.
+    fn possible(&self, g: &Conv2dGeom) -> bool {
+        if KEPT_OFF.load(Ordering::Relaxed) {
+            return false;
+        }
+        match self.u.get() {
+            Some(u) => u.is_some(),
+            None => self.budget.left() >= Self::bytes(g),
+        }
+    }
+
+    /// U, built now if the budget still allows (`w`: this conv's weights, (cout, cin, 3, 3)).
+    fn get(&self, w: &[f32], g: &Conv2dGeom) -> Option<&[f32]> {
+        let u = self.u.get_or_init(|| {
+            self.budget.take(Self::bytes(g)).then(|| {
+                crate::exec::profile::time(|| format!("  winograd F2 U kept {}@{}", g.cout, g.h), || transform_weights(w, g.cout, g.cin, false, &F2))
+            })
+        });
+        u.as_deref()
+    }
+}
+
+/// How a conv runs by Winograd: the variant, and its kept U if any.
+pub(crate) struct Plan<'k> {
+    pub v: &'static Variant,
+    kept: Option<&'k [f32]>,
+}
+
+/// The plan worth using for this conv, if any: 3x3, stride 1, ungrouped, and at most 0.8x the
+/// direct product's cost by the estimate in [`cost`]. With `kept`, F(2x2) may keep its U.
+pub(crate) fn choose<'k>(g: &Conv2dGeom, w: &[f32], kept: Option<&'k Kept>) -> Option<Plan<'k>> {
     // Pads above 2 would make the input gradient's pads (2 - pad) negative.
     let max_pad = g.pad_top.max(g.pad_bottom).max(g.pad_left).max(g.pad_right);
     let eligible = g.kh == 3 && g.kw == 3 && g.stride_h == 1 && g.stride_w == 1 && g.groups == 1 && max_pad <= 2;
-    if !eligible || WINOGRAD_OFF.load(core::sync::atomic::Ordering::Relaxed) {
+    if !eligible || WINOGRAD_OFF.load(Ordering::Relaxed) {
         return None;
     }
-    let direct = cost(g, None);
-    [&F2, &F4]
+    let direct = cost(g, None, false);
+    let keep = kept.filter(|k| k.possible(g));
+    let (v, keeps) = [(&F2, false), (&F4, false), (&F2, true)]
         .into_iter()
-        .map(|v| (cost(g, Some(v)), v))
-        .filter(|(c, _)| *c < 0.8 * direct)
+        .filter(|&(_, keeps)| !keeps || keep.is_some())
+        .map(|(v, keeps)| (cost(g, Some(v), keeps), v, keeps))
+        .filter(|(c, ..)| *c < 0.8 * direct)
         .min_by(|a, b| a.0.total_cmp(&b.0))
-        .map(|(_, v)| v)
+        .map(|(_, v, keeps)| (v, keeps))?;
+    Some(Plan { v, kept: if keeps { keep.and_then(|k| k.get(w, g)) } else { None } })
 }
 
 /// Estimated time of one conv in units of one GEMM multiply-add (about 0.05 ns in wasm here),
-/// directly (`None`) or by Winograd. The constants are fits to wasm profiles of ResNet-18 and VGG
-/// (`PROFILE=1 scripts/wasm-bench.sh`): a product of N columns costs about N + 8 columns' worth
-/// (packing and loop overhead dominate small N); transforming an element of U costs about 10, an
-/// element of V (per channel) 10 + 160 / (tiles across), one of M 5 + 120 / (tiles across): short
-/// rows of tiles pay the transforms' loop overhead. Hence 56x56 and 28x28 planes take F(4x4),
-/// 14x14 ones F(2x2), and ResNet's 7x7 x 512-channel layer4 stays direct.
-fn cost(g: &Conv2dGeom, v: Option<&Variant>) -> f64 {
+/// directly (`None`) or by Winograd, with U transformed per call or kept. The constants are fits to
+/// wasm profiles of ResNet-18 and VGG (`PROFILE=1 scripts/wasm-bench.sh`): a product of N columns
+/// costs about N + 2 columns' worth (loop and packing overhead; A is read in place); transforming
+/// an element of U costs about 10, an element of V (per channel) 10 + 160 / (tiles across), one of
+/// M 5 + 120 / (tiles across): short rows of tiles pay the transforms' loop overhead. Hence 56x56
+/// and 28x28 planes take F(4x4), 14x14 ones F(2x2), and ResNet's 7x7 x 512-channel layer4 F(2x2)
+/// with U kept, else the direct product.
+fn cost(g: &Conv2dGeom, v: Option<&Variant>, kept: bool) -> f64 {
     let (oh, ow) = (g.out_h(), g.out_w());
     let (n, ci, co) = (g.n as f64, g.cin as f64, g.cout as f64);
-    let gemm = |columns: usize, depth: f64| co * depth * (columns as f64 + 8.0);
+    let gemm = |columns: usize, depth: f64| co * depth * (columns as f64 + 2.0);
     let Some(v) = v else {
         return n * gemm(oh * ow, 9.0 * ci);
     };
     let (across, tiles) = (ow.div_ceil(v.m) as f64, (oh.div_ceil(v.m) * ow.div_ceil(v.m)));
     let a2 = (v.alpha * v.alpha) as f64;
     let transforms = tiles as f64 * a2 * (ci * (10.0 + 160.0 / across) + co * (5.0 + 120.0 / across));
-    n * (a2 * gemm(tiles, ci) + transforms) + 10.0 * a2 * co * ci
+    let u = if kept { 0.0 } else { 10.0 * a2 * co * ci };
+    n * (a2 * gemm(tiles, ci) + transforms) + u
 }
 
 /// `dst = sum_k coef[k] * src(k)` over whole rows, in one pass over `dst` (zero coefficients skipped).
@@ -309,9 +387,9 @@ fn transform_output(mbuf: &[f32], cout: usize, tl: &Tiling, rows: core::ops::Ran
     }
 }
 
-/// `out (cout, oh, ow) += conv3x3(x (cin, h, w))` for one image, with `u` from
-/// [`transform_weights`] (cout x cin per xi).
-fn conv_image(x: &[f32], u: &[f32], cin: usize, cout: usize, tl: &Tiling, v: &Variant, out: &mut [f32], budget: usize) {
+/// `out (cout, oh, ow) += conv3x3(x (cin, h, w))` for one image; `u(xi)`: U[xi], (cout x cin).
+#[allow(clippy::too_many_arguments)]
+fn conv_image<'u>(x: &[f32], u: impl Fn(usize) -> MatRef<'u>, cin: usize, cout: usize, tl: &Tiling, v: &Variant, out: &mut [f32], budget: usize) {
     let a2 = v.alpha * v.alpha;
     // Tile rows per chunk: V and M together stay near `budget` floats.
     let per_row = a2 * (cin + cout) * tl.tx;
@@ -324,7 +402,7 @@ fn conv_image(x: &[f32], u: &[f32], cin: usize, cout: usize, tl: &Tiling, v: &Va
         crate::exec::profile::time(|| t("in"), || transform_input(x, cin, tl, rows.clone(), v, &mut vbuf, &mut scratch));
         mbuf.resize(a2 * cout * nt, 0.0);
         for xi in 0..a2 {
-            let a = MatRef::new(&u[xi * cout * cin..][..cout * cin], cin);
+            let a = u(xi);
             let b = MatRef::new(&vbuf[xi * cin * nt..][..cin * nt], nt);
             crate::exec::profile::time(|| t("gemm"), || matmul(cout, nt, cin, a, b, &mut mbuf[xi * cout * nt..][..cout * nt], nt, false));
         }
@@ -332,25 +410,49 @@ fn conv_image(x: &[f32], u: &[f32], cin: usize, cout: usize, tl: &Tiling, v: &Va
     }
 }
 
-/// `out (n, cout, oh, ow) += conv(x)`: the forward of a conv that [`choose`] accepted.
-pub(crate) fn forward(x: &[f32], w: &[f32], g: &Conv2dGeom, v: &Variant, out: &mut [f32], budget: usize) {
-    let u = crate::exec::profile::time(|| format!("  winograd F{} U {}@{}", v.m, g.cout, g.h), || transform_weights(w, g.cout, g.cin, false, v));
+/// `out (n, cout, oh, ow) += conv(x)`: the forward of a conv that [`choose`] planned.
+pub(crate) fn forward(x: &[f32], w: &[f32], g: &Conv2dGeom, plan: &Plan, out: &mut [f32], budget: usize) {
+    let v = plan.v;
+    let per_call;
+    let u = match plan.kept {
+        Some(u) => u,
+        None => {
+            per_call = crate::exec::profile::time(|| format!("  winograd F{} U {}@{}", v.m, g.cout, g.h), || transform_weights(w, g.cout, g.cin, false, v));
+            &per_call
+        }
+    };
     let tl = Tiling::new(g.h, g.w, g.pad_top, g.pad_left, g.out_h(), g.out_w(), v);
-    let (in_len, out_len) = (g.cin * g.h * g.w, g.cout * tl.oh * tl.ow);
+    let (in_len, out_len, u_len) = (g.cin * g.h * g.w, g.cout * tl.oh * tl.ow, g.cout * g.cin);
+    let a = |xi: usize| MatRef::new(&u[xi * u_len..][..u_len], g.cin);
     for (xs, os) in x.chunks_exact(in_len).zip(out.chunks_exact_mut(out_len)) {
-        conv_image(xs, &u, g.cin, g.cout, &tl, v, os, budget);
+        conv_image(xs, a, g.cin, g.cout, &tl, v, os, budget);
     }
 }
 
 /// `gx (n, cin, h, w) += d loss / d x` given `go` (n, cout, oh, ow): the same conv run backwards,
-/// over the output gradient padded by `2 - pad` on each side, with flipped kernels and cin/cout swapped.
-pub(crate) fn input_grad(go: &[f32], w: &[f32], g: &Conv2dGeom, v: &Variant, gx: &mut [f32], budget: usize) {
-    let u = crate::exec::profile::time(|| format!("  winograd F{} U {}@{}", v.m, g.cout, g.h), || transform_weights(w, g.cout, g.cin, true, v));
+/// over the output gradient padded by `2 - pad` on each side, with flipped kernels and cin/cout
+/// swapped: U built flipped, or the kept F(2x2) U at (p(r), p(c)) transposed, p swapping 0 and 3.
+pub(crate) fn input_grad(go: &[f32], w: &[f32], g: &Conv2dGeom, plan: &Plan, gx: &mut [f32], budget: usize) {
+    let v = plan.v;
     let (oh, ow) = (g.out_h(), g.out_w());
     let tl = Tiling::new(oh, ow, 2 - g.pad_top, 2 - g.pad_left, g.h, g.w, v);
-    let (in_len, out_len) = (g.cin * g.h * g.w, g.cout * oh * ow);
+    let (in_len, out_len, u_len) = (g.cin * g.h * g.w, g.cout * oh * ow, g.cout * g.cin);
+    let per_call;
+    let (u, kept) = match plan.kept {
+        Some(u) => (u, true),
+        None => {
+            per_call = crate::exec::profile::time(|| format!("  winograd F{} U {}@{}", v.m, g.cout, g.h), || transform_weights(w, g.cout, g.cin, true, v));
+            (&per_call[..], false)
+        }
+    };
+    let p = |r: usize| [3, 1, 2, 0][r];
+    let a = |xi: usize| match kept {
+        true => MatRef::new(&u[(p(xi / 4) * 4 + p(xi % 4)) * u_len..][..u_len], g.cin).t(),
+        false => MatRef::new(&u[xi * u_len..][..u_len], g.cout),
+    };
+    debug_assert!(!kept || v.m == 2, "only F(2x2)'s U is kept");
     for (gos, gxs) in go.chunks_exact(out_len).zip(gx.chunks_exact_mut(in_len)) {
-        conv_image(gos, &u, g.cout, g.cin, &tl, v, gxs, budget);
+        conv_image(gos, a, g.cout, g.cin, &tl, v, gxs, budget);
     }
 }
 
@@ -371,20 +473,27 @@ mod tests {
         ]
     }
 
+    /// Every plan a conv can run by: F(2x2) and F(4x4) with U per call, and F(2x2) with U kept.
+    fn plans<'u>(u2: &'u [f32]) -> [Plan<'u>; 3] {
+        [Plan { v: &F2, kept: None }, Plan { v: &F4, kept: None }, Plan { v: &F2, kept: Some(u2) }]
+    }
+
     #[test]
-    fn forward_matches_naive_for_both_variants_and_chunkings() {
+    fn forward_matches_naive_for_every_plan_and_chunking() {
         let mut rng = Rng::new(21);
         for g in cases() {
             let x = rng.vec(g.n * g.cin * g.h * g.w);
             let w = rng.vec(g.cout * g.cin * 9);
             let want = naive_conv(&x, &w, None, &g);
-            for v in [&F2, &F4] {
+            let u2 = transform_weights(&w, g.cout, g.cin, false, &F2);
+            for plan in plans(&u2) {
                 for budget in [1, 1 << 20] {
                     let mut got = vec![0.0; want.len()];
-                    forward(&x, &w, &g, v, &mut got, budget);
+                    forward(&x, &w, &g, &plan, &mut got, budget);
                     // F(4x4)'s transforms scale values by up to ~10x before they cancel.
-                    let rel = if v.m == 4 { 2e-5 } else { 1e-5 };
-                    assert_close(&format!("F{} {g:?} budget {budget}", v.m), &got, &want, rel);
+                    let rel = if plan.v.m == 4 { 2e-5 } else { 1e-5 };
+                    let name = format!("F{} kept {} {g:?} budget {budget}", plan.v.m, plan.kept.is_some());
+                    assert_close(&name, &got, &want, rel);
                 }
             }
         }
@@ -397,31 +506,56 @@ mod tests {
             let x = rng.vec(g.n * g.cin * g.h * g.w);
             let w = rng.vec(g.cout * g.cin * 9);
             let y = rng.vec(g.n * g.cout * g.out_h() * g.out_w());
-            // <conv x, y> computed directly must equal <x, conv^T y> computed by Winograd.
+            // <conv x, y> computed directly must equal <x, conv^T y> computed by Winograd; with U
+            // kept, this checks the permutation that turns it into the flipped kernels' U.
             let lhs: f64 = naive_conv(&x, &w, None, &g).iter().zip(&y).map(|(a, b)| a * *b as f64).sum();
-            for v in [&F2, &F4] {
+            let u2 = transform_weights(&w, g.cout, g.cin, false, &F2);
+            for plan in plans(&u2) {
                 let mut gx = vec![0.0; x.len()];
-                input_grad(&y, &w, &g, v, &mut gx, 1 << 20);
+                input_grad(&y, &w, &g, &plan, &mut gx, 1 << 20);
                 let rhs = dot(&x, &gx);
-                assert!((lhs - rhs).abs() <= 1e-4 * lhs.abs().max(1.0), "F{} {g:?}: {lhs} vs {rhs}", v.m);
+                assert!((lhs - rhs).abs() <= 1e-4 * lhs.abs().max(1.0), "F{} kept {} {g:?}: {lhs} vs {rhs}", plan.v.m, plan.kept.is_some());
             }
         }
     }
 
     #[test]
-    fn choice_follows_the_plane_size() {
+    fn kept_weights_stay_within_their_budget() {
+        let g = geom((1, 8, 7, 7, 8), (3, 3), (1, 1), (1, 1, 1, 1), 1);
+        let w = Rng::new(23).vec(8 * 8 * 9);
+        let bytes = Kept::bytes(&g);
+        // Room for one U: the first conv keeps its U (the same one on every call), the second not.
+        let budget = KeepBudget::new(bytes + bytes / 2);
+        let (first, second) = (Kept::new(budget.clone()), Kept::new(budget.clone()));
+        let u = first.get(&w, &g).expect("room for one").as_ptr();
+        assert_eq!(first.get(&w, &g).map(<[f32]>::as_ptr), Some(u));
+        assert!(!second.possible(&g) && second.get(&w, &g).is_none());
+        assert_eq!(budget.left(), bytes / 2);
+    }
+
+    #[test]
+    fn choice_follows_the_plane_size_and_the_budget() {
         let g = |c, hw| geom((1, c, hw, hw, c), (3, 3), (1, 1), (1, 1, 1, 1), 1);
+        let choice = |g: &Conv2dGeom, budget: usize| {
+            let (w, kept) = (vec![0.0; g.cout * g.cin * 9], Kept::new(KeepBudget::new(budget)));
+            choose(g, &w, Some(&kept)).map(|p| (p.v.m, p.kept.is_some()))
+        };
         // ResNet-18's stride-1 3x3 layers, as measured fastest in wasm: 56x56 and 28x28 take F(4x4),
-        // 14x14 F(2x2); 7x7 with 512 channels stays direct.
-        assert_eq!(choose(&g(64, 56)).map(|v| v.m), Some(4));
-        assert_eq!(choose(&g(128, 28)).map(|v| v.m), Some(4));
-        assert_eq!(choose(&g(256, 14)).map(|v| v.m), Some(2));
-        assert!(choose(&g(512, 7)).is_none());
-        // VGG-16's first layers: 224x224.
-        assert_eq!(choose(&g(64, 224)).map(|v| v.m), Some(4));
+        // 14x14 F(2x2), 7x7 with 512 channels F(2x2) with U kept, else the direct product.
+        for budget in [0, usize::MAX] {
+            assert_eq!(choice(&g(64, 56), budget), Some((4, false)));
+            assert_eq!(choice(&g(128, 28), budget), Some((4, false)));
+        }
+        assert_eq!(choice(&g(256, 14), 0), Some((2, false)));
+        assert_eq!(choice(&g(256, 14), usize::MAX), Some((2, true)));
+        assert_eq!(choice(&g(512, 7), 0), None);
+        assert_eq!(choice(&g(512, 7), usize::MAX), Some((2, true)));
+        // VGG-16's first layers (224x224) and its last (512 channels at 14x14).
+        assert_eq!(choice(&g(64, 224), usize::MAX), Some((4, false)));
+        assert_eq!(choice(&g(512, 14), usize::MAX), Some((2, true)));
         // Not 3x3 stride 1 ungrouped: never.
-        assert!(choose(&geom((1, 8, 16, 16, 8), (3, 3), (2, 2), (1, 1, 1, 1), 1)).is_none());
-        assert!(choose(&geom((1, 8, 16, 16, 8), (3, 3), (1, 1), (1, 1, 1, 1), 2)).is_none());
-        assert!(choose(&geom((1, 8, 16, 16, 8), (5, 5), (1, 1), (2, 2, 2, 2), 1)).is_none());
+        assert_eq!(choice(&geom((1, 8, 16, 16, 8), (3, 3), (2, 2), (1, 1, 1, 1), 1), usize::MAX), None);
+        assert_eq!(choice(&geom((1, 8, 16, 16, 8), (3, 3), (1, 1), (1, 1, 1, 1), 2), usize::MAX), None);
+        assert_eq!(choice(&geom((1, 8, 16, 16, 8), (5, 5), (1, 1), (2, 2, 2, 2), 1), usize::MAX), None);
     }
 }

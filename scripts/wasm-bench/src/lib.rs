@@ -161,6 +161,12 @@ pub fn use_a_in_place(on: bool) {
     gradcam_wasm::kernels::A_IN_PLACE_OFF.store(!on, core::sync::atomic::Ordering::Relaxed);
 }
 
+/// A/B: keep F(2x2)'s transformed weights between calls (true, the default) or transform per call.
+#[wasm_bindgen]
+pub fn use_kept(on: bool) {
+    gradcam_wasm::kernels::KEPT_OFF.store(!on, core::sync::atomic::Ordering::Relaxed);
+}
+
 /// Synthetic weights of `arch` as safetensors bytes, f16 (as the browser benchmark ships them) or
 /// f32 (for `peak_memory` on models we do not ship). Call it in another instance than `peak_memory`:
 /// building them grows this instance's memory.
