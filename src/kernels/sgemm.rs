@@ -244,7 +244,10 @@ fn write_tile(tile: &[f32; MR * NR], c: &mut [f32], ldc: usize, (i0, j0): (usize
 pub(crate) fn sgemm(m: usize, n: usize, k: usize, a: MatRef, b: &impl RowSource, c: &mut [f32], ldc: usize, accumulate: bool) {
     let (mut packed_a, mut packed_b, mut row) = (Vec::new(), Vec::new(), Vec::new());
     let mut tile = [0.0f32; MR * NR];
-    let in_place = (!a.trans || a.ld <= 512) && !A_IN_PLACE_OFF.load(core::sync::atomic::Ordering::Relaxed);
+    // A transposed is read in place too unless its depth steps (ld floats apart) fall into few of L2's
+    // sets: at 16 KB apart (Winograd's U, transposed) 4 sets held a 256-step strip in 32 lines, and
+    // the product ran at 0.7x of packed A. With ld a multiple of at most 512, 32 sets or more.
+    let in_place = (!a.trans || a.ld.trailing_zeros() <= 9) && !A_IN_PLACE_OFF.load(core::sync::atomic::Ordering::Relaxed);
     for jc in (0..n).step_by(NC) {
         let cols = jc..(jc + NC).min(n);
         for pc in (0..k).step_by(KC) {
@@ -255,8 +258,8 @@ pub(crate) fn sgemm(m: usize, n: usize, k: usize, a: MatRef, b: &impl RowSource,
             crate::exec::profile::time(|| format!("  pack B {}x{}x{}", m, n, k), || pack_b(b, ks.clone(), cols.clone(), &mut packed_b, &mut row));
             for ic in (0..m).step_by(MC) {
                 let rows = ic..(ic + MC).min(m);
-                // A untransposed is read in place, in whole strips of MR rows; only a ragged last
-                // strip (or a transposed A) is packed.
+                // A is read in place in whole strips of MR rows; only a ragged last strip (or a
+                // transposed A with rows far apart) is packed.
                 if in_place && rows.len() % MR == 0 {
                     for (jp, bpanel) in packed_b.chunks_exact(NR * kc).enumerate() {
                         let j0 = cols.start + jp * NR;
