@@ -1,5 +1,6 @@
 //! The JavaScript API (`src/wasm.rs`) on wasm32: loading the default model, explaining a synthetic
-//! image, and every bad call coming back as a JS `Error` while the explainer stays usable.
+//! image, and every bad call coming back as a JS `Error` while the explainer stays usable; and the
+//! kernels that only wasm32 builds take (the max pool's four-window search).
 //! Needs `scripts/setup.sh` (the model file); runs under `wasm-bindgen-test-runner` (Node or a browser).
 #![cfg(target_arch = "wasm32")]
 
@@ -168,4 +169,22 @@ fn huge_images_are_reduced_on_the_way_in_not_copied_at_full_size() {
     let short = obj(&[("width", w.into()), ("height", h.into()), ("data", Uint8ClampedArray::new_with_length(16).into())]);
     let m = message(ex.explain(short, JsValue::UNDEFINED, JsValue::UNDEFINED).err().unwrap());
     assert!(m.contains("length mismatch"), "{m}");
+}
+
+/// The max pool's argmax search takes four windows per vector in wasm (`pool.rs`, `argmax4`); it
+/// must route every gradient where the one-window search does, with ties (first maximum wins) and
+/// NaN (it wins) included, on ResNet's 3x3 stride-2 pool and on planes whose edges fall mid-vector.
+#[wasm_bindgen_test]
+fn max_pool_four_window_search_routes_like_the_one_window_search() {
+    use gradcam_wasm::kernels::{max_pool2d_forward, max_pool2d_forward_argmax, max_pool2d_input_grad, max_pool2d_input_grad_argmax, PoolGeom};
+    for (h, w, pad, ceil_mode) in [(112, 112, 1, false), (13, 27, 1, false), (9, 22, 0, true)] {
+        let g = PoolGeom { n: 1, c: 3, h, w, kh: 3, kw: 3, stride_h: 2, stride_w: 2, pad_h: pad, pad_w: pad, ceil_mode };
+        // Few distinct values (many ties), and a NaN now and then.
+        let x: Vec<f32> = (0..3 * h * w).map(|i| if i % 97 == 5 { f32::NAN } else { ((i * 7919) % 13) as f32 }).collect();
+        let gy: Vec<f32> = (0..3 * g.out_h() * g.out_w()).map(|i| 1.0 + (i % 5) as f32).collect();
+        let (values, argmax) = max_pool2d_forward_argmax(&x, &g);
+        let same = |a: &[f32], b: &[f32]| a.len() == b.len() && a.iter().zip(b).all(|(p, q)| p == q || (p.is_nan() && q.is_nan()));
+        assert!(same(&values, &max_pool2d_forward(&x, &g)), "{h}x{w}: values");
+        assert_eq!(max_pool2d_input_grad_argmax(&argmax, &gy, &g), max_pool2d_input_grad(&x, &gy, &g), "{h}x{w}: routes");
+    }
 }

@@ -151,49 +151,107 @@ pub fn max_pool2d_forward_argmax(x: &[f32], g: &PoolGeom) -> (Vec<f32>, Vec<u32>
         return (out, arg);
     }
     // The same rule as `window_max` (first maximum in row-major order, NaN wins), as one tight loop
-    // per window with the column windows computed once.
+    // per window (or, in wasm, per four windows) with the column windows computed once.
     let cols: Vec<Range<usize>> = (0..ow).map(|ox| window(ox, g.kw, g.stride_w, g.pad_w, g.w)).collect();
+    // Where four 3x3 stride-2 windows in a row can be searched at once (`argmax4`): whole windows,
+    // every load inside the input row.
+    let four = |ox: usize| {
+        let c0 = cols[ox].start;
+        cfg!(target_arch = "wasm32") && g.kw == 3 && g.stride_w == 2 && ox + 4 <= ow && c0 + 10 <= g.w && (0..4).all(|j| cols[ox + j] == (c0 + 2 * j..c0 + 2 * j + 3))
+    };
+    let four: Vec<bool> = (0..ow).map(four).collect();
     let planes = x.chunks_exact(hw).zip(out.chunks_exact_mut(oh * ow).zip(arg.chunks_exact_mut(oh * ow)));
     for (p, (plane, (o, a))) in planes.enumerate() {
         for oy in 0..oh {
             let ys = window(oy, g.kh, g.stride_h, g.pad_h, g.h);
-            for (ox, xs) in cols.iter().enumerate() {
-                if ys.is_empty() || xs.is_empty() {
-                    continue; // an empty window: -inf, no argmax
+            let mut ox = 0;
+            while ox < ow {
+                if ys.len() == 3 && four[ox] {
+                    let first = ys.start * g.w + cols[ox].start;
+                    argmax4(&plane[first..][..2 * g.w + 10], g.w, (p * hw + first) as u32, &mut o[oy * ow + ox..][..4], &mut a[oy * ow + ox..][..4]);
+                    ox += 4;
+                    continue;
                 }
-                // Branch-free selects: on random data a compare-and-branch mispredicts half the time.
-                let base = p * hw;
-                let first = ys.start * g.w + xs.start;
-                let (mut best, mut at) = (plane[first], first);
-                if ys.len() == 3 && xs.len() == 3 {
-                    // The common 3x3 window (ResNet's stem), written out: no loop bounds, no slice
-                    // checks per element. Same order, same rule.
-                    let win = &plane[first..][..2 * g.w + 3];
-                    for (r, c) in [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (1, 2), (2, 0), (2, 1), (2, 2)] {
-                        let i = r * g.w + c;
-                        let v = win[i];
-                        let take = v > best || v.is_nan();
-                        best = if take { v } else { best };
-                        at = if take { first + i } else { at };
-                    }
-                } else {
-                    for y in ys.clone() {
-                        let row = &plane[y * g.w..][..g.w];
-                        for ix in xs.clone() {
-                            let v = row[ix];
-                            let take = v > best || v.is_nan();
-                            best = if take { v } else { best };
-                            at = if take { y * g.w + ix } else { at };
-                        }
-                    }
+                let xs = &cols[ox];
+                // An empty window keeps -inf and no argmax.
+                if !ys.is_empty() && !xs.is_empty() {
+                    let (best, at) = argmax1(plane, g.w, &ys, xs);
+                    o[oy * ow + ox] = best;
+                    a[oy * ow + ox] = (p * hw + at) as u32;
                 }
-                let at = (base + at) as u32;
-                o[oy * ow + ox] = best;
-                a[oy * ow + ox] = at;
+                ox += 1;
             }
         }
     }
     (out, arg)
+}
+
+/// Max and argmax (in the plane) of one non-empty window: the first maximum in row-major order, NaN
+/// wins. Branch-free selects: on random data a compare-and-branch mispredicts half the time.
+fn argmax1(plane: &[f32], w: usize, ys: &Range<usize>, xs: &Range<usize>) -> (f32, usize) {
+    let first = ys.start * w + xs.start;
+    let (mut best, mut at) = (plane[first], first);
+    if ys.len() == 3 && xs.len() == 3 {
+        // The common 3x3 window (ResNet's stem), written out: no loop bounds, no slice checks per
+        // element. Same order, same rule.
+        let win = &plane[first..][..2 * w + 3];
+        for (r, c) in [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (1, 2), (2, 0), (2, 1), (2, 2)] {
+            let i = r * w + c;
+            let v = win[i];
+            let take = v > best || v.is_nan();
+            best = if take { v } else { best };
+            at = if take { first + i } else { at };
+        }
+        return (best, at);
+    }
+    for y in ys.clone() {
+        let row = &plane[y * w..][..w];
+        for ix in xs.clone() {
+            let v = row[ix];
+            let take = v > best || v.is_nan();
+            best = if take { v } else { best };
+            at = if take { y * w + ix } else { at };
+        }
+    }
+    (best, at)
+}
+
+/// Max and argmax of four 3x3 stride-2 windows side by side, `win` starting at the first one's
+/// top-left element (flat index `base` in the input): the scalar loop's rule and order (row-major,
+/// the first maximum, NaN wins), four windows per vector. In a window row, window j's column c is
+/// element 2j + c: the even and odd lanes of two loads.
+#[cfg(target_arch = "wasm32")]
+fn argmax4(win: &[f32], w: usize, base: u32, best_out: &mut [f32], at_out: &mut [u32]) {
+    use core::arch::wasm32::*;
+    assert!(win.len() >= 2 * w + 10 && best_out.len() == 4 && at_out.len() == 4);
+    let (mut best, mut at) = (f32x4_splat(0.0), u32x4_splat(0));
+    for r in 0..3 {
+        let row = &win[r * w..][..10];
+        // SAFETY: `row` holds 10 floats; the loads read row[0..8] and row[2..10].
+        let (lo, hi, lo2, hi2) = unsafe {
+            let q = row.as_ptr();
+            (v128_load(q as *const v128), v128_load(q.add(4) as *const v128), v128_load(q.add(2) as *const v128), v128_load(q.add(6) as *const v128))
+        };
+        let columns = [i32x4_shuffle::<0, 2, 4, 6>(lo, hi), i32x4_shuffle::<1, 3, 5, 7>(lo, hi), i32x4_shuffle::<0, 2, 4, 6>(lo2, hi2)];
+        for (c, v) in columns.into_iter().enumerate() {
+            let offset = (r * w + c) as u32;
+            let idx = u32x4_add(u32x4_splat(base + offset), u32x4(0, 2, 4, 6));
+            if r == 0 && c == 0 {
+                (best, at) = (v, idx);
+                continue;
+            }
+            let take = v128_or(f32x4_gt(v, best), f32x4_ne(v, v));
+            best = v128_bitselect(v, best, take);
+            at = v128_bitselect(idx, at, take);
+        }
+    }
+    best_out.copy_from_slice(&[f32x4_extract_lane::<0>(best), f32x4_extract_lane::<1>(best), f32x4_extract_lane::<2>(best), f32x4_extract_lane::<3>(best)]);
+    at_out.copy_from_slice(&[u32x4_extract_lane::<0>(at), u32x4_extract_lane::<1>(at), u32x4_extract_lane::<2>(at), u32x4_extract_lane::<3>(at)]);
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn argmax4(_: &[f32], _: usize, _: u32, _: &mut [f32], _: &mut [u32]) {
+    unreachable!("only wasm32 searches four windows at once")
 }
 
 /// [`max_pool2d_input_grad`] from the argmax of [`max_pool2d_forward_argmax`].
