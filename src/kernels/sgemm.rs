@@ -116,9 +116,9 @@ fn pack_b(b: &impl RowSource, ks: Range<usize>, cols: Range<usize>, out: &mut Ve
 
 /// `tile = sum_p a[p*MR + r] * b[p*NR + c]` over `kc` steps of packed micro-panels.
 #[cfg(target_arch = "wasm32")]
-fn kernel(kc: usize, a: &[f32], b: &[f32], tile: &mut [f32; MR * NR]) {
+fn kernel(kc: usize, a: &[f32], b: &[f32], (c, ldc, add): (&mut [f32], usize, bool)) {
     use core::arch::wasm32::*;
-    assert!(a.len() >= kc * MR && b.len() >= kc * NR);
+    assert!(a.len() >= kc * MR && b.len() >= kc * NR && c.len() >= 3 * ldc + NR);
     // SAFETY: the assert bounds every load below; v128_load/store accept unaligned addresses.
     unsafe {
         let (ap, bp) = (a.as_ptr(), b.as_ptr());
@@ -144,11 +144,27 @@ fn kernel(kc: usize, a: &[f32], b: &[f32], tile: &mut [f32; MR * NR]) {
             c30 = f32x4_add(c30, f32x4_mul(a3, b0));
             c31 = f32x4_add(c31, f32x4_mul(a3, b1));
         }
-        let c = [[c00, c01], [c10, c11], [c20, c21], [c30, c31]];
-        let tp = tile.as_mut_ptr();
-        for (r, [lo, hi]) in c.into_iter().enumerate() {
-            v128_store(tp.add(r * NR) as *mut v128, lo);
-            v128_store(tp.add(r * NR + 4) as *mut v128, hi);
+        store_tile([[c00, c01], [c10, c11], [c20, c21], [c30, c31]], c, ldc, add);
+    }
+}
+
+/// Stores (or, when `add`, adds) a kernel's 4 x 8 accumulators into `c`, rows `ldc` apart.
+#[cfg(target_arch = "wasm32")]
+#[inline(always)]
+fn store_tile(acc: [[core::arch::wasm32::v128; 2]; MR], c: &mut [f32], ldc: usize, add: bool) {
+    use core::arch::wasm32::*;
+    assert!(c.len() >= 3 * ldc + NR);
+    // SAFETY: the assert bounds every access below.
+    unsafe {
+        let cp = c.as_mut_ptr();
+        for (r, [mut lo, mut hi]) in acc.into_iter().enumerate() {
+            let (dlo, dhi) = (cp.add(r * ldc) as *mut v128, cp.add(r * ldc + 4) as *mut v128);
+            if add {
+                lo = f32x4_add(v128_load(dlo), lo);
+                hi = f32x4_add(v128_load(dhi), hi);
+            }
+            v128_store(dlo, lo);
+            v128_store(dhi, hi);
         }
     }
 }
@@ -157,7 +173,7 @@ fn kernel(kc: usize, a: &[f32], b: &[f32], tile: &mut [f32; MR * NR]) {
 /// `rs = lda, ps = 1`; transposed `rs = 1, ps = lda`), one splat per row and depth step, as from a
 /// packed panel (`rs = 1, ps = MR`).
 #[cfg(target_arch = "wasm32")]
-fn kernel_rows(kc: usize, a: &[f32], (rs, ps): (usize, usize), b: &[f32], tile: &mut [f32; MR * NR]) {
+fn kernel_rows(kc: usize, a: &[f32], (rs, ps): (usize, usize), b: &[f32], (c, ldc, add): (&mut [f32], usize, bool)) {
     use core::arch::wasm32::*;
     assert!(kc > 0 && a.len() > 3 * rs + (kc - 1) * ps && b.len() >= kc * NR);
     // SAFETY: the assert bounds every load below; v128_load/store accept unaligned addresses.
@@ -184,27 +200,23 @@ fn kernel_rows(kc: usize, a: &[f32], (rs, ps): (usize, usize), b: &[f32], tile: 
             c30 = f32x4_add(c30, f32x4_mul(a3, b0));
             c31 = f32x4_add(c31, f32x4_mul(a3, b1));
         }
-        let c = [[c00, c01], [c10, c11], [c20, c21], [c30, c31]];
-        let tp = tile.as_mut_ptr();
-        for (r, [lo, hi]) in c.into_iter().enumerate() {
-            v128_store(tp.add(r * NR) as *mut v128, lo);
-            v128_store(tp.add(r * NR + 4) as *mut v128, hi);
-        }
+        store_tile([[c00, c01], [c10, c11], [c20, c21], [c30, c31]], c, ldc, add);
     }
 }
 
 /// The portable in-place kernel: the same sums, in the same order per element.
 #[cfg(not(target_arch = "wasm32"))]
-fn kernel_rows(kc: usize, a: &[f32], (rs, ps): (usize, usize), b: &[f32], tile: &mut [f32; MR * NR]) {
-    let mut c = [[0.0f32; NR]; MR];
+fn kernel_rows(kc: usize, a: &[f32], (rs, ps): (usize, usize), b: &[f32], (c, ldc, add): (&mut [f32], usize, bool)) {
+    let mut acc = [[0.0f32; NR]; MR];
     for (p, bp) in b.chunks_exact(NR).take(kc).enumerate() {
-        for (r, cr) in c.iter_mut().enumerate() {
+        for (r, cr) in acc.iter_mut().enumerate() {
             let av = a[r * rs + p * ps];
             cr.iter_mut().zip(bp).for_each(|(x, &bv)| *x += av * bv);
         }
     }
-    for (dst, cr) in tile.chunks_exact_mut(NR).zip(&c) {
-        dst.copy_from_slice(cr);
+    for (r, cr) in acc.iter().enumerate() {
+        let dst = &mut c[r * ldc..][..NR];
+        dst.iter_mut().zip(cr).for_each(|(d, &v)| *d = if add { *d + v } else { v });
     }
 }
 
@@ -214,16 +226,8 @@ pub static A_IN_PLACE_OFF: core::sync::atomic::AtomicBool = core::sync::atomic::
 
 /// The portable kernel: the same sums, in the same order per element.
 #[cfg(not(target_arch = "wasm32"))]
-fn kernel(kc: usize, a: &[f32], b: &[f32], tile: &mut [f32; MR * NR]) {
-    let mut c = [[0.0f32; NR]; MR];
-    for (ap, bp) in a.chunks_exact(MR).zip(b.chunks_exact(NR)).take(kc) {
-        for (cr, &av) in c.iter_mut().zip(ap) {
-            cr.iter_mut().zip(bp).for_each(|(x, &bv)| *x += av * bv);
-        }
-    }
-    for (dst, cr) in tile.chunks_exact_mut(NR).zip(&c) {
-        dst.copy_from_slice(cr);
-    }
+fn kernel(kc: usize, a: &[f32], b: &[f32], out: (&mut [f32], usize, bool)) {
+    kernel_rows(kc, a, (1, MR), b, out)
 }
 
 /// Adds (or, when `overwrite`, stores) the live `rows` x `cols` corner of `tile` into `c` at (i0, j0).
@@ -266,8 +270,13 @@ pub(crate) fn sgemm(m: usize, n: usize, k: usize, a: MatRef, b: &impl RowSource,
                         let live_cols = NR.min(cols.end - j0);
                         for i0 in rows.clone().step_by(MR) {
                             let (start, strides) = if a.trans { (ks.start * a.ld + i0, (1, a.ld)) } else { (i0 * a.ld + ks.start, (a.ld, 1)) };
-                            kernel_rows(kc, &a.data[start..], strides, bpanel, &mut tile);
-                            write_tile(&tile, c, ldc, (i0, j0), (MR, live_cols), overwrite);
+                            // A whole tile goes straight into C; an edge one through `tile`.
+                            if live_cols == NR {
+                                kernel_rows(kc, &a.data[start..], strides, bpanel, (&mut c[i0 * ldc + j0..], ldc, !overwrite));
+                            } else {
+                                kernel_rows(kc, &a.data[start..], strides, bpanel, (&mut tile, NR, false));
+                                write_tile(&tile, c, ldc, (i0, j0), (MR, live_cols), overwrite);
+                            }
                         }
                     }
                     continue;
@@ -278,8 +287,13 @@ pub(crate) fn sgemm(m: usize, n: usize, k: usize, a: MatRef, b: &impl RowSource,
                     let live_cols = NR.min(cols.end - j0);
                     for (ip, astrip) in packed_a.chunks_exact(MR * kc).enumerate() {
                         let i0 = rows.start + ip * MR;
-                        kernel(kc, astrip, bpanel, &mut tile);
-                        write_tile(&tile, c, ldc, (i0, j0), (MR.min(rows.end - i0), live_cols), overwrite);
+                        let live_rows = MR.min(rows.end - i0);
+                        if live_rows == MR && live_cols == NR {
+                            kernel(kc, astrip, bpanel, (&mut c[i0 * ldc + j0..], ldc, !overwrite));
+                        } else {
+                            kernel(kc, astrip, bpanel, (&mut tile, NR, false));
+                            write_tile(&tile, c, ldc, (i0, j0), (live_rows, live_cols), overwrite);
+                        }
                     }
                 }
             }
