@@ -237,6 +237,12 @@ impl Explainer {
         self.executor.name()
     }
 
+    /// Bytes kept between calls besides the model: the CPU's transformed conv weights, built on
+    /// first use within a budget of 1.5x the weights (docs/performance.md section 12).
+    pub fn kept_bytes(&self) -> usize {
+        self.executor.kept_bytes()
+    }
+
     pub fn top_k(&self, logits: &[f32], k: usize) -> Vec<Prediction> {
         let probs = softmax(logits);
         let mut idx: Vec<usize> = (0..logits.len()).collect();

@@ -37,6 +37,7 @@ pub struct CpuExecutor {
     graph: Arc<Graph>,
     checkpoint: Checkpoint,
     kept: Arc<[Option<Arc<Kept>>]>,
+    kept_budget: Arc<KeepBudget>,
 }
 
 /// What the kept transformed weights of a model's convs ([`Kept`]) may take, in multiples of its
@@ -59,7 +60,7 @@ impl CpuExecutor {
     pub fn new(graph: Arc<Graph>) -> Self {
         let budget = KeepBudget::new((KEPT_PER_WEIGHT_BYTE * (graph.parameter_count() * size_of::<f32>()) as f64) as usize);
         let kept = graph.nodes.iter().map(|n| matches!(n.op, Op::Conv(_)).then(|| Arc::new(Kept::new(budget.clone())))).collect();
-        CpuExecutor { graph, checkpoint: Checkpoint::Auto, kept }
+        CpuExecutor { graph, checkpoint: Checkpoint::Auto, kept, kept_budget: budget }
     }
 
     pub fn with_checkpoint(mut self, checkpoint: Checkpoint) -> Self {
@@ -413,6 +414,10 @@ impl Executor for CpuExecutor {
 
     fn start_for(&self, input: FeatureMap, layer: NodeId, input_gradient: bool) -> Result<Box<dyn Pass>> {
         Ok(Box::new(self.start_pass(input, layer, input_gradient)?))
+    }
+
+    fn kept_bytes(&self) -> usize {
+        self.kept_budget.taken()
     }
 
     fn logits_batch(&self, inputs: &[f32], n: usize, h: usize, w: usize) -> Result<Vec<f32>> {

@@ -25,6 +25,11 @@ pub trait Executor {
 
     /// Logits of `n` inputs of 3 x h x w each (row-major n x classes); no gradients. For Score-CAM.
     fn logits_batch(&self, inputs: &[f32], n: usize, h: usize, w: usize) -> Result<Vec<f32>>;
+
+    /// Bytes the executor keeps between calls besides the model (the CPU's transformed weights).
+    fn kept_bytes(&self) -> usize {
+        0
+    }
 }
 
 pub trait Pass {

@@ -11,8 +11,9 @@
 //! fewer) at the price of larger transforms and slightly larger rounding errors.
 //!
 //! Every transform is written as whole-row combinations (`dst = sum_k c_k * src_k` over contiguous
-//! rows), so LLVM vectorises them with simd128. The weights are transformed on every call: kept
-//! transformed, they would cost 1.8-4x the weights' memory, twice (forward and backward).
+//! rows), so LLVM vectorises them with simd128. F(4x4)'s weights are transformed on every call (kept,
+//! they would cost 4x the weights' memory, twice: forward and flipped); F(2x2)'s may be kept with the
+//! model, one copy for both directions ([`Kept`]).
 //!
 //! The input gradient of a stride-1 3x3 conv is itself a 3x3 stride-1 conv of the output gradient
 //! with the kernels flipped and cin/cout swapped, so it runs through the same code.
@@ -101,20 +102,28 @@ pub static KEPT_OFF: AtomicBool = AtomicBool::new(false);
 
 /// Bytes that a model's kept transformed weights ([`Kept`]) may still take, shared by its convs.
 #[derive(Debug)]
-pub struct KeepBudget(AtomicUsize);
+pub struct KeepBudget {
+    total: usize,
+    left: AtomicUsize,
+}
 
 impl KeepBudget {
     pub fn new(bytes: usize) -> Arc<KeepBudget> {
-        Arc::new(KeepBudget(AtomicUsize::new(bytes)))
+        Arc::new(KeepBudget { total: bytes, left: AtomicUsize::new(bytes) })
     }
 
     fn left(&self) -> usize {
-        self.0.load(Ordering::Relaxed)
+        self.left.load(Ordering::Relaxed)
+    }
+
+    /// The bytes kept so far.
+    pub fn taken(&self) -> usize {
+        self.total - self.left()
     }
 
     /// Takes `bytes` if that many are left.
     fn take(&self, bytes: usize) -> bool {
-        self.0.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| left.checked_sub(bytes)).is_ok()
+        self.left.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| left.checked_sub(bytes)).is_ok()
     }
 }
 
