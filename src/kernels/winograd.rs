@@ -315,44 +315,60 @@ impl Tiling {
 #[derive(Default)]
 struct Scratch(Vec<f32>, Vec<f32>);
 
-/// V[xi][ci][t] for the tiles of tile rows `rows` (t counts from the first of them): each channel
-/// is gathered into `patch[ky][kx][t]` (zeros outside the image), then transformed along y and x.
+/// Floats of one channel group's scratch rows in the transforms: the group's rows stay in L1, and
+/// each `combine` runs over a whole group (small planes have rows of a few tiles per channel, and
+/// per-channel combines were mostly loop overhead).
+const GROUP_FLOATS: usize = 4096;
+
+/// Channels per group for rows of `per_channel` floats.
+fn group(per_channel: usize) -> usize {
+    (GROUP_FLOATS / per_channel.max(1)).max(1)
+}
+
+/// V[xi][ci][t] for the tiles of tile rows `rows` (t counts from the first of them): a group of
+/// channels at a time is gathered into `patch[ky][kx][ci][t]` (zeros outside the image), then
+/// transformed along y and x, each step one `combine` over the whole group.
 fn transform_input(x: &[f32], cin: usize, tl: &Tiling, rows: core::ops::Range<usize>, v: &Variant, vbuf: &mut Vec<f32>, scratch: &mut Scratch) {
     let Scratch(patch, half) = scratch;
     let (a, a2) = (v.alpha, v.alpha * v.alpha);
     let nt = rows.len() * tl.tx;
     vbuf.resize(a2 * cin * nt, 0.0);
-    patch.resize(a2 * nt, 0.0);
-    half.resize(a2 * nt, 0.0);
     // One input row at a time, copied into a zero-padded row so the gathers need no bounds tests.
     let mut padded = vec![0.0; tl.tx * v.m + a];
-    for ci in 0..cin {
-        let plane = &x[ci * tl.h * tl.w..][..tl.h * tl.w];
-        for (r, ty) in rows.clone().enumerate() {
-            for ky in 0..a {
-                let iy = (ty * v.m + ky).checked_sub(tl.pad_top).filter(|&iy| iy < tl.h);
-                padded.fill(0.0);
-                if let Some(iy) = iy {
-                    // Input column ix sits at padded[ix + pad_left]; tile tx's patch starts at tx * m.
-                    let src = &plane[iy * tl.w..][..tl.w];
-                    let (lo, len) = (tl.pad_left, tl.w.min(padded.len().saturating_sub(tl.pad_left)));
-                    padded[lo..lo + len].copy_from_slice(&src[..len]);
-                }
-                for kx in 0..a {
-                    let dst = &mut patch[(ky * a + kx) * nt + r * tl.tx..][..tl.tx];
-                    dst.iter_mut().zip(padded[kx..].iter().step_by(v.m)).for_each(|(d, &s)| *d = s);
+    let per_group = group(nt);
+    for c0 in (0..cin).step_by(per_group) {
+        let g = per_group.min(cin - c0);
+        let len = g * nt; // one (ky, kx) row of the group
+        patch.resize(a2 * len, 0.0);
+        half.resize(a2 * len, 0.0);
+        for (gi, ci) in (c0..c0 + g).enumerate() {
+            let plane = &x[ci * tl.h * tl.w..][..tl.h * tl.w];
+            for (r, ty) in rows.clone().enumerate() {
+                for ky in 0..a {
+                    let iy = (ty * v.m + ky).checked_sub(tl.pad_top).filter(|&iy| iy < tl.h);
+                    padded.fill(0.0);
+                    if let Some(iy) = iy {
+                        // Input column ix sits at padded[ix + pad_left]; tile tx's patch starts at tx * m.
+                        let src = &plane[iy * tl.w..][..tl.w];
+                        let (lo, n) = (tl.pad_left, tl.w.min(padded.len().saturating_sub(tl.pad_left)));
+                        padded[lo..lo + n].copy_from_slice(&src[..n]);
+                    }
+                    for kx in 0..a {
+                        let dst = &mut patch[(ky * a + kx) * len + gi * nt + r * tl.tx..][..tl.tx];
+                        dst.iter_mut().zip(padded[kx..].iter().step_by(v.m)).for_each(|(d, &s)| *d = s);
+                    }
                 }
             }
         }
-        // half[r][kx] = sum_ky Bt[r][ky] * patch[ky][kx]: rows of a * nt at once.
+        // half[r][kx] = sum_ky Bt[r][ky] * patch[ky][kx]: rows of a * len at once.
         for r in 0..a {
-            combine(&v.bt[r * a..][..a], |ky| &patch[ky * a * nt..][..a * nt], &mut half[r * a * nt..][..a * nt]);
+            combine(&v.bt[r * a..][..a], |ky| &patch[ky * a * len..][..a * len], &mut half[r * a * len..][..a * len]);
         }
-        // V[r][c] = sum_kx Bt[c][kx] * half[r][kx]
+        // V[r][c] = sum_kx Bt[c][kx] * half[r][kx], straight into V's rows for the group.
         for r in 0..a {
             for c in 0..a {
-                let dst = &mut vbuf[((r * a + c) * cin + ci) * nt..][..nt];
-                combine(&v.bt[c * a..][..a], |kx| &half[(r * a + kx) * nt..][..nt], dst);
+                let dst = &mut vbuf[((r * a + c) * cin + c0) * nt..][..len];
+                combine(&v.bt[c * a..][..a], |kx| &half[(r * a + kx) * len..][..len], dst);
             }
         }
     }
