@@ -259,34 +259,36 @@ fn combine<'a>(coef: &[f32], src: impl Fn(usize) -> &'a [f32], dst: &mut [f32]) 
 
 /// Transformed kernels `U[xi][co][ci] = (G w[co][ci] G^T)[xi]`: one (cout x cin) matrix per xi, the A
 /// operand of its product, read in place by the GEMM. `w` is (cout, cin, 3, 3). With `flip`, the
-/// input gradient's kernels: rotated by 180 degrees and cin/cout swapped, `U[xi][ci][co]`. Built one
-/// row at a time (vectors over the depth, so the arithmetic vectorises).
+/// input gradient's kernels: rotated by 180 degrees and cin/cout swapped, `U[xi][ci][co]`. Built a
+/// group of rows at a time, each step one `combine` over the group's rows (vectors over the depth).
 fn transform_weights(w: &[f32], cout: usize, cin: usize, flip: bool, v: &Variant) -> Vec<f32> {
     let (a, a2) = (v.alpha, v.alpha * v.alpha);
     let (rows, depth) = if flip { (cin, cout) } else { (cout, cin) };
     let mut u = vec![0.0; a2 * rows * depth];
-    let mut taps = vec![0.0; 9 * depth];
-    let mut half = vec![0.0; a * 3 * depth];
-    let mut one = vec![0.0; depth];
-    for row in 0..rows {
-        for d in 0..depth {
-            let k = if flip { &w[(d * cin + row) * 9..][..9] } else { &w[(row * cin + d) * 9..][..9] };
-            for t in 0..9 {
-                taps[t * depth + d] = k[if flip { 8 - t } else { t }];
+    let per_group = group(depth);
+    let (mut taps, mut half) = (vec![0.0; 9 * per_group * depth], vec![0.0; a * 3 * per_group * depth]);
+    for row0 in (0..rows).step_by(per_group) {
+        let len = per_group.min(rows - row0) * depth; // one tap's (or one xi's) rows of the group
+        for (gi, row) in (row0..row0 + len / depth).enumerate() {
+            for d in 0..depth {
+                let k = if flip { &w[(d * cin + row) * 9..][..9] } else { &w[(row * cin + d) * 9..][..9] };
+                for t in 0..9 {
+                    taps[t * len + gi * depth + d] = k[if flip { 8 - t } else { t }];
+                }
             }
         }
         // half[r][kx] = sum_ky G[r][ky] * taps[ky][kx]
         for r in 0..a {
             for kx in 0..3 {
-                let dst = &mut half[(r * 3 + kx) * depth..][..depth];
-                combine(&v.g[r * 3..][..3], |ky| &taps[(ky * 3 + kx) * depth..][..depth], dst);
+                let dst = &mut half[(r * 3 + kx) * len..][..len];
+                combine(&v.g[r * 3..][..3], |ky| &taps[(ky * 3 + kx) * len..][..len], dst);
             }
         }
-        // U[r][c] = sum_kx G[c][kx] * half[r][kx]
+        // U[r][c] = sum_kx G[c][kx] * half[r][kx], straight into U's rows for the group.
         for r in 0..a {
             for c in 0..a {
-                combine(&v.g[c * 3..][..3], |kx| &half[(r * 3 + kx) * depth..][..depth], &mut one);
-                u[((r * a + c) * rows + row) * depth..][..depth].copy_from_slice(&one);
+                let dst = &mut u[((r * a + c) * rows + row0) * depth..][..len];
+                combine(&v.g[c * 3..][..3], |kx| &half[(r * 3 + kx) * len..][..len], dst);
             }
         }
     }
