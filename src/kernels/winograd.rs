@@ -376,37 +376,43 @@ fn transform_input(x: &[f32], cin: usize, tl: &Tiling, rows: core::ops::Range<us
     }
 }
 
-/// out[co] += the outputs of M[xi][co][t] (tile rows `rows`), clipped to the output plane.
+/// out[co] += the outputs of M[xi][co][t] (tile rows `rows`), clipped to the output plane: a group
+/// of channels at a time, each transform step one `combine` over the whole group.
 fn transform_output(mbuf: &[f32], cout: usize, tl: &Tiling, rows: core::ops::Range<usize>, v: &Variant, out: &mut [f32], scratch: &mut Scratch) {
     let Scratch(half, tile) = scratch;
     let (a, m) = (v.alpha, v.m);
     let nt = rows.len() * tl.tx;
-    half.resize(m * a * nt, 0.0);
-    tile.resize(m * m * nt, 0.0);
-    for co in 0..cout {
+    let per_group = group(nt);
+    for co0 in (0..cout).step_by(per_group) {
+        let g = per_group.min(cout - co0);
+        let len = g * nt; // one (i, c) row of the group
+        half.resize(m * a * len, 0.0);
+        tile.resize(m * m * len, 0.0);
         // half[i][c] = sum_r At[i][r] * M[r][c], then tile[i][j] = sum_c At[j][c] * half[i][c].
         for i in 0..m {
             for c in 0..a {
-                let dst = &mut half[(i * a + c) * nt..][..nt];
-                combine(&v.at[i * a..][..a], |r| &mbuf[((r * a + c) * cout + co) * nt..][..nt], dst);
+                let dst = &mut half[(i * a + c) * len..][..len];
+                combine(&v.at[i * a..][..a], |r| &mbuf[((r * a + c) * cout + co0) * nt..][..len], dst);
             }
         }
         for i in 0..m {
             for j in 0..m {
-                let dst = &mut tile[(i * m + j) * nt..][..nt];
-                combine(&v.at[j * a..][..a], |c| &half[(i * a + c) * nt..][..nt], dst);
+                let dst = &mut tile[(i * m + j) * len..][..len];
+                combine(&v.at[j * a..][..a], |c| &half[(i * a + c) * len..][..len], dst);
             }
         }
-        let plane = &mut out[co * tl.oh * tl.ow..][..tl.oh * tl.ow];
-        for (r, ty) in rows.clone().enumerate() {
-            for i in 0..m.min(tl.oh - ty * m) {
-                let orow = &mut plane[(ty * m + i) * tl.ow..][..tl.ow];
-                for j in 0..m {
-                    let src = &tile[(i * m + j) * nt + r * tl.tx..][..tl.tx];
-                    // Output column tx * m + j, for the tiles whose column is inside the plane.
-                    let live = (tl.ow + m - 1 - j) / m;
-                    for (tx, &s) in src[..live].iter().enumerate() {
-                        orow[tx * m + j] += s;
+        for (gi, co) in (co0..co0 + g).enumerate() {
+            let plane = &mut out[co * tl.oh * tl.ow..][..tl.oh * tl.ow];
+            for (r, ty) in rows.clone().enumerate() {
+                for i in 0..m.min(tl.oh - ty * m) {
+                    let orow = &mut plane[(ty * m + i) * tl.ow..][..tl.ow];
+                    for j in 0..m {
+                        let src = &tile[(i * m + j) * len + gi * nt + r * tl.tx..][..tl.tx];
+                        // Output column tx * m + j, for the tiles whose column is inside the plane.
+                        let live = (tl.ow + m - 1 - j) / m;
+                        for (tx, &s) in src[..live].iter().enumerate() {
+                            orow[tx * m + j] += s;
+                        }
                     }
                 }
             }
