@@ -406,17 +406,29 @@ fn transform_output(mbuf: &[f32], cout: usize, tl: &Tiling, rows: core::ops::Ran
             for (r, ty) in rows.clone().enumerate() {
                 for i in 0..m.min(tl.oh - ty * m) {
                     let orow = &mut plane[(ty * m + i) * tl.ow..][..tl.ow];
-                    for j in 0..m {
-                        let src = &tile[(i * m + j) * len + gi * nt + r * tl.tx..][..tl.tx];
-                        // Output column tx * m + j, for the tiles whose column is inside the plane.
-                        let live = (tl.ow + m - 1 - j) / m;
-                        for (tx, &s) in src[..live].iter().enumerate() {
-                            orow[tx * m + j] += s;
-                        }
+                    let src = |j: usize| &tile[(i * m + j) * len + gi * nt + r * tl.tx..][..tl.tx];
+                    match m {
+                        2 => add_interleaved::<2>(orow, [src(0), src(1)]),
+                        4 => add_interleaved::<4>(orow, [src(0), src(1), src(2), src(3)]),
+                        _ => unreachable!("F(2x2) and F(4x4) only"),
                     }
                 }
             }
         }
+    }
+}
+
+/// `row[t * M + j] += src[j][t]` for the columns inside `row`: M rows of tile outputs interleaved
+/// into one output row (M a constant, so the whole tiles' loop unrolls).
+fn add_interleaved<const M: usize>(row: &mut [f32], src: [&[f32]; M]) {
+    let whole = row.len() / M;
+    for (t, out) in row.chunks_exact_mut(M).enumerate() {
+        for j in 0..M {
+            out[j] += src[j][t];
+        }
+    }
+    for (j, out) in row[whole * M..].iter_mut().enumerate() {
+        *out += src[j][whole];
     }
 }
 
