@@ -276,7 +276,7 @@ fn input_grad_group(
             nc,
             false,
         );
-        col2im_add(buf, g, chunk, gx);
+        crate::exec::profile::time(|| format!("  col2im {}x{}", g.kh, g.kw), || col2im_add(buf, g, chunk, gx));
     }
 }
 
