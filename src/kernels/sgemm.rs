@@ -3,10 +3,13 @@
 //! The `gemm` crate's simd128 kernel keeps a 12x4 tile of C in 12 registers, plus 3 of A and 1 of B:
 //! all 16 that V8 gives wasm on x86-64, one of which it keeps as a scratch register, so it spills.
 //! This one keeps a 4x8 tile (8 accumulators, 2 vectors of B, 1 splat of A, 1 product: 12 registers;
-//! 6x8 and 5x8 tiles spilled, see docs/performance.md section 6) and is blocked the classic way (Goto & van de Geijn): B is packed in blocks of `KC` rows x `NC` columns
-//! (in L2), A in blocks of `MC` x `KC`; the kernel walks a `KC` x `NR` micro-panel of B (in L1)
-//! against `MR` x `KC` micro-panels of A. Packing pads edges with zeros, so the kernel never
-//! branches; only edge tiles go through a small buffer on their way back to C.
+//! 6x8 and 5x8 tiles spilled, see docs/performance.md section 6) and is blocked the classic way
+//! (Goto & van de Geijn): B is packed in blocks of `KC` rows x `NC` columns (in L2); the kernel walks
+//! a `KC` x `NR` micro-panel of B (in L1) against `MR` x `KC` strips of A. A is read in place, by its
+//! strides (packing it was a tenth of ResNet-18's time, section 12); only a ragged last strip, or a
+//! transposed A whose rows would fall into few cache sets, is packed in blocks of `MC` x `KC`.
+//! Packing pads edges with zeros, so the kernel never branches; whole tiles go straight into C, edge
+//! tiles through a small buffer.
 //!
 //! Natively the crate keeps using `gemm` (AVX2/AVX-512 kernels); this module still builds and is
 //! tested there through its portable kernel, which LLVM vectorises.
@@ -114,40 +117,6 @@ fn pack_b(b: &impl RowSource, ks: Range<usize>, cols: Range<usize>, out: &mut Ve
     }
 }
 
-/// `tile = sum_p a[p*MR + r] * b[p*NR + c]` over `kc` steps of packed micro-panels.
-#[cfg(target_arch = "wasm32")]
-fn kernel(kc: usize, a: &[f32], b: &[f32], (c, ldc, add): (&mut [f32], usize, bool)) {
-    use core::arch::wasm32::*;
-    assert!(a.len() >= kc * MR && b.len() >= kc * NR && c.len() >= 3 * ldc + NR);
-    // SAFETY: the assert bounds every load below; v128_load/store accept unaligned addresses.
-    unsafe {
-        let (ap, bp) = (a.as_ptr(), b.as_ptr());
-        let z = f32x4_splat(0.0);
-        // Written out, not looped over an array: V8 then keeps all 8 accumulators in registers.
-        let (mut c00, mut c01, mut c10, mut c11) = (z, z, z, z);
-        let (mut c20, mut c21, mut c30, mut c31) = (z, z, z, z);
-        for p in 0..kc {
-            let (bq, aq) = (bp.add(p * NR), ap.add(p * MR));
-            let b0 = v128_load(bq as *const v128);
-            let b1 = v128_load(bq.add(4) as *const v128);
-            // load32_splat reads straight into all lanes (one broadcast instruction on x86).
-            let a0 = v128_load32_splat(aq as *const u32);
-            c00 = f32x4_add(c00, f32x4_mul(a0, b0));
-            c01 = f32x4_add(c01, f32x4_mul(a0, b1));
-            let a1 = v128_load32_splat(aq.add(1) as *const u32);
-            c10 = f32x4_add(c10, f32x4_mul(a1, b0));
-            c11 = f32x4_add(c11, f32x4_mul(a1, b1));
-            let a2 = v128_load32_splat(aq.add(2) as *const u32);
-            c20 = f32x4_add(c20, f32x4_mul(a2, b0));
-            c21 = f32x4_add(c21, f32x4_mul(a2, b1));
-            let a3 = v128_load32_splat(aq.add(3) as *const u32);
-            c30 = f32x4_add(c30, f32x4_mul(a3, b0));
-            c31 = f32x4_add(c31, f32x4_mul(a3, b1));
-        }
-        store_tile([[c00, c01], [c10, c11], [c20, c21], [c30, c31]], c, ldc, add);
-    }
-}
-
 /// Stores (or, when `add`, adds) a kernel's 4 x 8 accumulators into `c`, rows `ldc` apart.
 #[cfg(target_arch = "wasm32")]
 #[inline(always)]
@@ -169,11 +138,12 @@ fn store_tile(acc: [[core::arch::wasm32::v128; 2]; MR], c: &mut [f32], ldc: usiz
     }
 }
 
-/// The same product with A read in place: A(r, p) of the strip at `a[r * rs + p * ps]` (rows
-/// `rs = lda, ps = 1`; transposed `rs = 1, ps = lda`), one splat per row and depth step, as from a
-/// packed panel (`rs = 1, ps = MR`).
+/// `c[r][..NR] (+)= sum_p A(r, p) * b[p * NR..][..NR]` over `kc` steps, A(r, p) at `a[r * rs + p * ps]`:
+/// a packed strip (`rs = 1, ps = MR`), or A read in place (rows `rs = lda, ps = 1`; transposed
+/// `rs = 1, ps = lda`); one splat per row and step. The 4 x 8 result goes to `c`, rows `ldc` apart,
+/// added to what is there when `add`: straight into C for whole tiles (no trip through a buffer).
 #[cfg(target_arch = "wasm32")]
-fn kernel_rows(kc: usize, a: &[f32], (rs, ps): (usize, usize), b: &[f32], (c, ldc, add): (&mut [f32], usize, bool)) {
+fn kernel(kc: usize, a: &[f32], (rs, ps): (usize, usize), b: &[f32], (c, ldc, add): (&mut [f32], usize, bool)) {
     use core::arch::wasm32::*;
     assert!(kc > 0 && a.len() > 3 * rs + (kc - 1) * ps && b.len() >= kc * NR);
     // SAFETY: the assert bounds every load below; v128_load/store accept unaligned addresses.
@@ -181,12 +151,14 @@ fn kernel_rows(kc: usize, a: &[f32], (rs, ps): (usize, usize), b: &[f32], (c, ld
         let bp = b.as_ptr();
         let (r0, r1, r2, r3) = (a.as_ptr(), a.as_ptr().add(rs), a.as_ptr().add(2 * rs), a.as_ptr().add(3 * rs));
         let z = f32x4_splat(0.0);
+        // Written out, not looped over an array: V8 then keeps all 8 accumulators in registers.
         let (mut c00, mut c01, mut c10, mut c11) = (z, z, z, z);
         let (mut c20, mut c21, mut c30, mut c31) = (z, z, z, z);
         for p in 0..kc {
             let bq = bp.add(p * NR);
             let b0 = v128_load(bq as *const v128);
             let b1 = v128_load(bq.add(4) as *const v128);
+            // load32_splat reads straight into all lanes (one broadcast instruction on x86).
             let a0 = v128_load32_splat(r0.add(p * ps) as *const u32);
             c00 = f32x4_add(c00, f32x4_mul(a0, b0));
             c01 = f32x4_add(c01, f32x4_mul(a0, b1));
@@ -204,9 +176,9 @@ fn kernel_rows(kc: usize, a: &[f32], (rs, ps): (usize, usize), b: &[f32], (c, ld
     }
 }
 
-/// The portable in-place kernel: the same sums, in the same order per element.
+/// The portable kernel: the same sums, in the same order per element.
 #[cfg(not(target_arch = "wasm32"))]
-fn kernel_rows(kc: usize, a: &[f32], (rs, ps): (usize, usize), b: &[f32], (c, ldc, add): (&mut [f32], usize, bool)) {
+fn kernel(kc: usize, a: &[f32], (rs, ps): (usize, usize), b: &[f32], (c, ldc, add): (&mut [f32], usize, bool)) {
     let mut acc = [[0.0f32; NR]; MR];
     for (p, bp) in b.chunks_exact(NR).take(kc).enumerate() {
         for (r, cr) in acc.iter_mut().enumerate() {
@@ -220,15 +192,9 @@ fn kernel_rows(kc: usize, a: &[f32], (rs, ps): (usize, usize), b: &[f32], (c, ld
     }
 }
 
-/// Off: A is always packed (A/B runs of [`kernel_rows`]).
+/// Off: A is always packed (A/B runs of reading it in place).
 #[doc(hidden)]
 pub static A_IN_PLACE_OFF: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
-
-/// The portable kernel: the same sums, in the same order per element.
-#[cfg(not(target_arch = "wasm32"))]
-fn kernel(kc: usize, a: &[f32], b: &[f32], out: (&mut [f32], usize, bool)) {
-    kernel_rows(kc, a, (1, MR), b, out)
-}
 
 /// Adds (or, when `overwrite`, stores) the live `rows` x `cols` corner of `tile` into `c` at (i0, j0).
 fn write_tile(tile: &[f32; MR * NR], c: &mut [f32], ldc: usize, (i0, j0): (usize, usize), (rows, cols): (usize, usize), overwrite: bool) {
@@ -264,34 +230,27 @@ pub(crate) fn sgemm(m: usize, n: usize, k: usize, a: MatRef, b: &impl RowSource,
                 let rows = ic..(ic + MC).min(m);
                 // A is read in place in whole strips of MR rows; only a ragged last strip (or a
                 // transposed A with rows far apart) is packed.
-                if in_place && rows.len() % MR == 0 {
-                    for (jp, bpanel) in packed_b.chunks_exact(NR * kc).enumerate() {
-                        let j0 = cols.start + jp * NR;
-                        let live_cols = NR.min(cols.end - j0);
-                        for i0 in rows.clone().step_by(MR) {
-                            let (start, strides) = if a.trans { (ks.start * a.ld + i0, (1, a.ld)) } else { (i0 * a.ld + ks.start, (a.ld, 1)) };
-                            // A whole tile goes straight into C; an edge one through `tile`.
-                            if live_cols == NR {
-                                kernel_rows(kc, &a.data[start..], strides, bpanel, (&mut c[i0 * ldc + j0..], ldc, !overwrite));
-                            } else {
-                                kernel_rows(kc, &a.data[start..], strides, bpanel, (&mut tile, NR, false));
-                                write_tile(&tile, c, ldc, (i0, j0), (MR, live_cols), overwrite);
-                            }
-                        }
-                    }
-                    continue;
+                let in_place = in_place && rows.len() % MR == 0;
+                if !in_place {
+                    crate::exec::profile::time(|| format!("  pack A {}x{}x{} {}", m, n, k, a.trans), || pack_a(&a, rows.clone(), ks.clone(), &mut packed_a));
                 }
-                crate::exec::profile::time(|| format!("  pack A {}x{}x{} {}", m, n, k, a.trans), || pack_a(&a, rows.clone(), ks.clone(), &mut packed_a));
+                // The strip of rows i0.., and its strides (see `kernel`).
+                let strip = |i0: usize| match (in_place, a.trans) {
+                    (false, _) => (&packed_a[(i0 - rows.start) * kc..][..MR * kc], (1, MR)),
+                    (true, false) => (&a.data[i0 * a.ld + ks.start..], (a.ld, 1)),
+                    (true, true) => (&a.data[ks.start * a.ld + i0..], (1, a.ld)),
+                };
                 for (jp, bpanel) in packed_b.chunks_exact(NR * kc).enumerate() {
                     let j0 = cols.start + jp * NR;
                     let live_cols = NR.min(cols.end - j0);
-                    for (ip, astrip) in packed_a.chunks_exact(MR * kc).enumerate() {
-                        let i0 = rows.start + ip * MR;
+                    for i0 in rows.clone().step_by(MR) {
+                        let (astrip, strides) = strip(i0);
                         let live_rows = MR.min(rows.end - i0);
+                        // A whole tile goes straight into C; an edge one through `tile`.
                         if live_rows == MR && live_cols == NR {
-                            kernel(kc, astrip, bpanel, (&mut c[i0 * ldc + j0..], ldc, !overwrite));
+                            kernel(kc, astrip, strides, bpanel, (&mut c[i0 * ldc + j0..], ldc, !overwrite));
                         } else {
-                            kernel(kc, astrip, bpanel, (&mut tile, NR, false));
+                            kernel(kc, astrip, strides, bpanel, (&mut tile, NR, false));
                             write_tile(&tile, c, ldc, (i0, j0), (live_rows, live_cols), overwrite);
                         }
                     }
