@@ -1,6 +1,7 @@
 //! The JavaScript API (`src/wasm.rs`) on wasm32: loading the default model, explaining a synthetic
 //! image, and every bad call coming back as a JS `Error` while the explainer stays usable; and the
-//! kernels that only wasm32 builds take (the max pool's four-window search).
+//! kernels that only wasm32 builds take (the max pool's four-window search, our GEMM under Winograd
+//! with kept weights).
 //! Needs `scripts/setup.sh` (the model file); runs under `wasm-bindgen-test-runner` (Node or a browser).
 #![cfg(target_arch = "wasm32")]
 
@@ -187,4 +188,39 @@ fn max_pool_four_window_search_routes_like_the_one_window_search() {
         assert!(same(&values, &max_pool2d_forward(&x, &g)), "{h}x{w}: values");
         assert_eq!(max_pool2d_input_grad_argmax(&argmax, &gy, &g), max_pool2d_input_grad(&x, &gy, &g), "{h}x{w}: routes");
     }
+}
+
+/// The wasm build's own GEMM (A read in place, also transposed; tiles stored straight into C) and
+/// the kept F(2x2) weights (the input gradient reads them permuted and transposed) only run in
+/// wasm32: ResNet-18 with Winograd on, twice (building the kept weights, then reading them), must
+/// match the direct convs.
+#[wasm_bindgen_test]
+fn winograd_and_kept_weights_match_the_direct_convs_in_wasm() {
+    use gradcam_wasm::kernels::WINOGRAD_OFF;
+    use gradcam_wasm::{Arch, ExplainOptions, Explainer as Core, FeatureMap, Method, Model, Target};
+    use std::sync::atomic::Ordering;
+    let bytes = gradcam_wasm::synthetic::state_dict(Arch::ResNet18, 1000).unwrap().bytes();
+    // 112 x 112: layer2 (14 x 14) and layer3 (7 x 7) take F(2x2) with kept weights, layer1 F(4x4).
+    let image = FeatureMap::new(3, 112, 112, (0..3 * 112 * 112).map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0).collect());
+    let opts = ExplainOptions { method: Method::GuidedGradCam, target: Target::Class(7), ..Default::default() };
+    let run = |winograd: bool| {
+        WINOGRAD_OFF.store(!winograd, Ordering::Relaxed);
+        let mut ex = Core::new(Model::from_bytes(&bytes, Some(Arch::ResNet18)).unwrap());
+        let first = ex.explain_tensor(image.clone(), &opts).unwrap();
+        let again = ex.explain_tensor(image.clone(), &opts).unwrap();
+        WINOGRAD_OFF.store(false, Ordering::Relaxed);
+        assert_eq!(first.raw.data, again.raw.data, "a second call (kept weights) differs");
+        (ex.kept_bytes(), first.top5[0].logit, first.raw.data, first.rgb.unwrap().data)
+    };
+    let (kept, logit, map, grad) = run(true);
+    let (kept0, logit0, map0, grad0) = run(false);
+    assert!(kept > 0 && kept0 == 0, "kept {kept} bytes with Winograd, {kept0} without");
+    let rel = |a: &[f32], b: &[f32]| {
+        let scale = b.iter().fold(0f32, |m, v| m.max(v.abs()));
+        a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale.max(1e-30)
+    };
+    assert!((logit - logit0).abs() <= 1e-4 * logit0.abs().max(1.0), "logits {logit} vs {logit0}");
+    let (dm, dg) = (rel(&map, &map0), rel(&grad, &grad0));
+    assert!(dm <= 1e-3 && dg <= 1e-3, "map differs by {dm:.1e}, guided gradient by {dg:.1e}");
+    assert!(map0.iter().any(|v| *v > 0.0) && grad0.iter().any(|v| *v != 0.0));
 }
