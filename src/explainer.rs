@@ -18,11 +18,16 @@ use crate::methods::{cam, eigen, guided, score, Method};
 use crate::weights::{legacy_pth, WeightMap};
 use std::sync::Arc;
 
-/// A loaded network: its architecture, layer graph and class names.
+/// A loaded network: its architecture, layer graph, class names, default target layer and the
+/// evaluation transform its inputs need.
 pub struct Model {
     pub arch: Arch,
     pub graph: Arc<Graph>,
     pub labels: Vec<String>,
+    /// The layer explained when none is named.
+    pub default_layer: String,
+    /// Resize, crop and normalization of the family (or the file, or a setting).
+    pub preprocess: Preprocess,
 }
 
 /// One row of `Model::layers`.
@@ -31,7 +36,7 @@ pub struct LayerInfo {
     pub name: String,
     pub aliases: Vec<String>,
     pub kind: &'static str,
-    /// (channels, height, width) for a 224 x 224 input.
+    /// (channels, height, width) for the model's input size.
     pub shape: (usize, usize, usize),
 }
 
@@ -47,8 +52,48 @@ impl Model {
             Error::Weights(m) => Error::Weights(format!("{m} (loading as {})", arch.name())),
             other => other,
         })?;
+        Ok(Model::from_graph(arch, graph, None))
+    }
+
+    /// A model from a built (or imported) graph, with the family's defaults for whatever
+    /// `preprocess` does not say.
+    pub fn from_graph(arch: Arch, graph: Graph, preprocess: Option<Preprocess>) -> Model {
         let labels = if graph.num_classes == 1000 { crate::labels::imagenet() } else { (0..graph.num_classes).map(|i| format!("class {i}")).collect() };
-        Ok(Model { arch, graph: Arc::new(graph), labels })
+        let default_layer = arch.default_layer(&graph);
+        let preprocess = preprocess.unwrap_or_else(|| family_preprocess(arch));
+        Model { arch, graph: Arc::new(graph), labels, default_layer, preprocess }
+    }
+
+    /// The square input size the network is fed (the crop of the evaluation transform).
+    pub fn input_size(&self) -> (usize, usize) {
+        match self.preprocess.resize {
+            Resize::ShorterSide { crop: Some((w, h)), .. } | Resize::Exact { width: w, height: h } => (w, h),
+            Resize::ShorterSide { size, crop: None } => (size, size),
+        }
+    }
+
+    /// Feeds the network `size` x `size` inputs: resize the shorter side to size * 256 / 224, then
+    /// crop the centre, as torchvision's evaluation transforms do. Checked against the network.
+    pub fn with_input_size(mut self, size: usize) -> Result<Model> {
+        if !(8..=4096).contains(&size) {
+            return fail!(Option, "input size {size} is out of range; use 8 to 4096 pixels (224 for most ImageNet models, 299 for Inception v3)");
+        }
+        self.graph.shapes(size, size)?;
+        self.preprocess.resize = Resize::ShorterSide { size: (size * 256).div_ceil(224), crop: Some((size, size)) };
+        Ok(self)
+    }
+
+    /// Replaces the input normalization (`mean`/`std` on x / 255, or offset/scale on 0..255).
+    pub fn with_normalize(mut self, normalize: Normalize) -> Result<Model> {
+        let bad = match &normalize {
+            Normalize::MeanStd { mean, std } => mean.iter().chain(std).any(|v| !v.is_finite()) || std.iter().any(|&v| v <= 0.0),
+            Normalize::Affine { offset, scale } => !offset.is_finite() || !scale.is_finite() || *scale <= 0.0,
+        };
+        if bad {
+            return fail!(Option, "normalization {normalize:?} is not usable: values must be finite and std / scale > 0");
+        }
+        self.preprocess.normalize = normalize;
+        Ok(self)
     }
 
     pub fn with_labels(mut self, labels: Vec<String>) -> Result<Model> {
@@ -60,12 +105,13 @@ impl Model {
     }
 
     pub fn default_layer(&self) -> String {
-        self.arch.default_layer(&self.graph)
+        self.default_layer.clone()
     }
 
     /// Every layer with a spatial output (a possible explanation target), in order.
     pub fn layers(&self) -> Vec<LayerInfo> {
-        let shapes = self.graph.shapes(224, 224).unwrap_or_default();
+        let (w, h) = self.input_size();
+        let shapes = self.graph.shapes(h, w).unwrap_or_default();
         self.graph
             .nodes
             .iter()
@@ -75,14 +121,20 @@ impl Model {
             .collect()
     }
 
-    /// The evaluation preprocessing the weights were trained with.
+    /// The evaluation preprocessing the weights were trained with (or that was set).
     pub fn default_preprocess(&self) -> Preprocess {
-        let normalize = match self.arch.input_norm() {
-            InputNorm::ImageNetMeanStd => Normalize::MeanStd { mean: IMAGENET_MEAN, std: IMAGENET_STD },
-            InputNorm::Centered127 => Normalize::Affine { offset: 127.0, scale: 128.0 },
-        };
-        Preprocess { resize: Resize::ShorterSide { size: 256, crop: Some((224, 224)) }, normalize }
+        self.preprocess.clone()
     }
+}
+
+/// A family's evaluation transform: resize the shorter side, centre crop, normalize.
+fn family_preprocess(arch: Arch) -> Preprocess {
+    let normalize = match arch.input_norm() {
+        InputNorm::ImageNetMeanStd => Normalize::MeanStd { mean: IMAGENET_MEAN, std: IMAGENET_STD },
+        InputNorm::Centered127 => Normalize::Affine { offset: 127.0, scale: 128.0 },
+    };
+    let (crop, size) = arch.input_size();
+    Preprocess { resize: Resize::ShorterSide { size, crop: Some((crop, crop)) }, normalize }
 }
 
 /// What to explain.

@@ -318,7 +318,7 @@ struct Request {
 }
 
 impl Request {
-    fn parse(image_data: &JsValue, class_idx: &JsValue, options: &JsValue, num_classes: usize) -> JsResult<Request> {
+    fn parse(image_data: &JsValue, class_idx: &JsValue, options: &JsValue, num_classes: usize, input_size: (usize, usize)) -> JsResult<Request> {
         let opts = options_object(options, "explain option", EXPLAIN_KEYS)?;
         let mut o = ExplainOptions::default();
         if let Some(m) = opt_string(&opts, "method")? {
@@ -335,8 +335,8 @@ impl Request {
         }
         if let Some(p) = opt_string(&opts, "preprocess")? {
             o.resize = match p.trim().to_ascii_lowercase().as_str() {
-                "crop" => None, // the model's own evaluation transform: resize 256 + centre crop 224
-                "resize" => Some(Resize::Exact { width: 224, height: 224 }),
+                "crop" => None, // the model's own evaluation transform: resize + centre crop
+                "resize" => Some(Resize::Exact { width: input_size.0, height: input_size.1 }),
                 _ => return Err(js_err(format!("unknown preprocess '{p}'; choose one of crop, resize"))),
             };
         }
@@ -506,6 +506,7 @@ pub struct Explainer {
     queue: Rc<RefCell<Option<Promise>>>,
     // What the model is never changes: kept outside the state so these answer even while busy.
     num_classes: usize,
+    input_size: (usize, usize),
     arch: String,
     default_layer: String,
     layers: Vec<LayerInfo>,
@@ -535,7 +536,7 @@ impl Explainer {
                 model = model.with_labels(labels).map_err(js_err)?;
             }
         }
-        let (num_classes, arch, default_layer, layers) = (model.graph.num_classes, model.arch.name().to_string(), model.default_layer(), model.layers());
+        let (num_classes, input_size, arch, default_layer, layers) = (model.graph.num_classes, model.input_size(), model.arch.name().to_string(), model.default_layer(), model.layers());
         let note = if requested == Backend::Cpu { "CPU: asked for".to_string() } else { "CPU: WebGPU starts only with Explainer.create()".to_string() };
         let state = State {
             inner: crate::Explainer::new(model),
@@ -547,7 +548,7 @@ impl Explainer {
             software: false,
             note,
         };
-        Ok(Explainer { state: Rc::new(RefCell::new(state)), queue: Rc::new(RefCell::new(None)), num_classes, arch, default_layer, layers })
+        Ok(Explainer { state: Rc::new(RefCell::new(state)), queue: Rc::new(RefCell::new(None)), num_classes, input_size, arch, default_layer, layers })
     }
 
     fn state(&self) -> JsResult<std::cell::RefMut<'_, State>> {
@@ -609,7 +610,7 @@ impl Explainer {
         #[wasm_bindgen(js_name = classIdx, unchecked_param_type = "number | undefined")] class_idx: JsValue,
         #[wasm_bindgen(unchecked_param_type = "ExplainOptions | undefined")] options: JsValue,
     ) -> JsResult<JsValue> {
-        let request = Request::parse(&image_data, &class_idx, &options, self.num_classes)?;
+        let request = Request::parse(&image_data, &class_idx, &options, self.num_classes, self.input_size)?;
         let mut state = self.state()?;
         let e = state.inner.explain_with_progress(&request.image, &request.opts, &mut request.progress()).map_err(js_err)?;
         state.finish(&e, request)
@@ -625,7 +626,7 @@ impl Explainer {
         #[wasm_bindgen(js_name = classIdx, unchecked_param_type = "number | undefined")] class_idx: JsValue,
         #[wasm_bindgen(unchecked_param_type = "ExplainOptions | undefined")] options: JsValue,
     ) -> Promise {
-        let request = match Request::parse(&image_data, &class_idx, &options, self.num_classes) {
+        let request = match Request::parse(&image_data, &class_idx, &options, self.num_classes, self.input_size) {
             Ok(r) => r,
             Err(e) => return Promise::reject(&e),
         };
@@ -680,7 +681,7 @@ impl Explainer {
         predictions_js(&ps)
     }
 
-    /// Every layer that can be explained: `{ name, aliases, kind, shape: [c, h, w] at 224x224, default }`.
+    /// Every layer that can be explained: `{ name, aliases, kind, shape: [c, h, w] at the input size, default }`.
     #[wasm_bindgen(unchecked_return_type = "LayerInfo[]")]
     pub fn layers(&self) -> JsResult<Array> {
         self.layers.iter().map(|l| layer_js(l, &self.default_layer)).collect()

@@ -1,9 +1,18 @@
 //! The architectures people use, each as a builder of the one layer graph. Layer sizes come from the
 //! weight file; only what a file cannot say (strides, paddings, where pools sit) is written here.
 
+mod convnext;
+mod densenet;
+mod efficientnet;
 mod efficientnet_lite;
+mod googlenet;
+mod inception_v3;
+mod mnasnet;
 mod mobilenet_v2;
+mod mobilenet_v3;
+mod regnet;
 mod resnet;
+mod shufflenet_v2;
 mod squeezenet;
 mod vgg;
 
@@ -30,6 +39,23 @@ pub enum Arch {
     SqueezeNet1_1,
     MobileNetV2,
     EfficientNetLite0,
+    /// Any other torchvision ResNet: ResNet-101/152, ResNeXt, Wide ResNet (depths, groups and
+    /// widths read from the file).
+    ResNet,
+    DenseNet,
+    GoogLeNet,
+    InceptionV3,
+    MnasNet,
+    ShuffleNetV2,
+    MobileNetV3,
+    /// EfficientNet B0-B7.
+    EfficientNet,
+    EfficientNetV2,
+    /// RegNet X and Y.
+    RegNet,
+    ConvNeXt,
+    /// A graph imported from an ONNX file (whatever network it holds).
+    Onnx,
 }
 
 /// How pixels become network input.
@@ -41,10 +67,13 @@ pub enum InputNorm {
     Centered127,
 }
 
-pub const ALL: [Arch; 16] = [
+/// The architectures built from a state dict's keys (not `Onnx`).
+pub const ALL: [Arch; 27] = [
     Arch::ResNet18, Arch::ResNet34, Arch::ResNet50, Arch::Vgg11, Arch::Vgg13, Arch::Vgg16, Arch::Vgg19,
     Arch::Vgg11Bn, Arch::Vgg13Bn, Arch::Vgg16Bn, Arch::Vgg19Bn, Arch::AlexNet, Arch::SqueezeNet1_0,
-    Arch::SqueezeNet1_1, Arch::MobileNetV2, Arch::EfficientNetLite0,
+    Arch::SqueezeNet1_1, Arch::MobileNetV2, Arch::EfficientNetLite0, Arch::ResNet, Arch::DenseNet,
+    Arch::GoogLeNet, Arch::InceptionV3, Arch::MnasNet, Arch::ShuffleNetV2, Arch::MobileNetV3,
+    Arch::EfficientNet, Arch::EfficientNetV2, Arch::RegNet, Arch::ConvNeXt,
 ];
 
 impl Arch {
@@ -66,6 +95,18 @@ impl Arch {
             Arch::SqueezeNet1_1 => "squeezenet1_1",
             Arch::MobileNetV2 => "mobilenet_v2",
             Arch::EfficientNetLite0 => "efficientnet_lite0",
+            Arch::ResNet => "resnet",
+            Arch::DenseNet => "densenet",
+            Arch::GoogLeNet => "googlenet",
+            Arch::InceptionV3 => "inception_v3",
+            Arch::MnasNet => "mnasnet",
+            Arch::ShuffleNetV2 => "shufflenet_v2",
+            Arch::MobileNetV3 => "mobilenet_v3",
+            Arch::EfficientNet => "efficientnet",
+            Arch::EfficientNetV2 => "efficientnet_v2",
+            Arch::RegNet => "regnet",
+            Arch::ConvNeXt => "convnext",
+            Arch::Onnx => "onnx",
         }
     }
 
@@ -80,7 +121,10 @@ impl Arch {
         )
     }
 
-    /// The natural Grad-CAM target: the output of the last convolutional stage.
+    /// The natural Grad-CAM target. For the families added with the general graph (and ONNX files)
+    /// it is the last spatial activation: the map that feeds the global pooling
+    /// (`Graph::pooled_layer`); the older builders keep the layers they have always named.
+    /// The output of the last convolutional stage.
     /// ResNet: `layer4` (7x7 at 224); VGG: the last ReLU before the final max pool (14x14, as in the
     /// Grad-CAM paper); AlexNet: `features.11` (13x13); SqueezeNet: the last Fire module `features.12`;
     /// MobileNetV2: `features.18` (1280x7x7); EfficientNet-Lite0: `_conv_head.act` (1280x7x7 after ReLU6).
@@ -90,6 +134,10 @@ impl Arch {
             Arch::EfficientNetLite0 => "_conv_head.act".into(),
             Arch::MobileNetV2 => "features.18".into(),
             Arch::SqueezeNet1_0 | Arch::SqueezeNet1_1 => "features.12".into(),
+            Arch::ResNet | Arch::DenseNet | Arch::GoogLeNet | Arch::InceptionV3 | Arch::MnasNet | Arch::ShuffleNetV2 | Arch::MobileNetV3
+            | Arch::EfficientNet | Arch::EfficientNetV2 | Arch::RegNet | Arch::ConvNeXt | Arch::Onnx => {
+                graph.pooled_layer().map(|id| graph.display_name(id).to_string()).unwrap_or_else(|| graph.nodes[graph.output()].name.clone())
+            }
             // The last ReLU of `features` (the node before the last max pool).
             _ => graph
                 .nodes
@@ -98,6 +146,15 @@ impl Arch {
                 .find(|n| matches!(n.op, crate::graph::Op::Relu) && n.name.starts_with("features."))
                 .map(|n| n.name.clone())
                 .unwrap_or_else(|| "features".into()),
+        }
+    }
+
+    /// The (square) input size of the family's evaluation transform, and the size the image's
+    /// shorter side is resized to before the centre crop.
+    pub fn input_size(self) -> (usize, usize) {
+        match self {
+            Arch::InceptionV3 => (299, 342),
+            _ => (224, 256),
         }
     }
 
@@ -127,6 +184,18 @@ impl Arch {
             }
             Arch::MobileNetV2 => mobilenet_v2::build(weights),
             Arch::EfficientNetLite0 => efficientnet_lite::build(weights),
+            Arch::ResNet => resnet::build_any(weights),
+            Arch::DenseNet => densenet::build(weights),
+            Arch::GoogLeNet => googlenet::build(weights),
+            Arch::InceptionV3 => inception_v3::build(weights),
+            Arch::MnasNet => mnasnet::build(weights),
+            Arch::ShuffleNetV2 => shufflenet_v2::build(weights),
+            Arch::MobileNetV3 => mobilenet_v3::build(weights),
+            Arch::EfficientNet => efficientnet::build(weights, false),
+            Arch::EfficientNetV2 => efficientnet::build(weights, true),
+            Arch::RegNet => regnet::build(weights),
+            Arch::ConvNeXt => convnext::build(weights),
+            Arch::Onnx => fail!(Option, "an ONNX graph is imported from its file, not built from a state dict"),
         }
     }
 
@@ -136,6 +205,23 @@ impl Arch {
         let shape0 = |k: &str| weights.shape(k).and_then(|s| s.first().copied());
         if has("_conv_stem.weight") && has("_conv_head.weight") {
             return Ok(Arch::EfficientNetLite0);
+        }
+        // The families whose keys are their own: each module says whether a file is one of its.
+        let families: [(Arch, fn(&WeightMap) -> bool); 11] = [
+            (Arch::DenseNet, densenet::matches),
+            (Arch::GoogLeNet, googlenet::matches),
+            (Arch::InceptionV3, inception_v3::matches),
+            (Arch::MnasNet, mnasnet::matches),
+            (Arch::ShuffleNetV2, shufflenet_v2::matches),
+            (Arch::MobileNetV3, mobilenet_v3::matches),
+            (Arch::EfficientNetV2, |w| efficientnet::matches(w, true)),
+            (Arch::EfficientNet, |w| efficientnet::matches(w, false)),
+            (Arch::RegNet, regnet::matches),
+            (Arch::ConvNeXt, convnext::matches),
+            (Arch::ResNet, resnet::matches_other),
+        ];
+        if let Some((arch, _)) = families.iter().find(|(_, m)| m(weights)) {
+            return Ok(*arch);
         }
         if has("layer4.0.conv1.weight") && has("conv1.weight") {
             let blocks = |layer: usize| (0..).take_while(|b| has(&format!("layer{layer}.{b}.conv1.weight"))).count();

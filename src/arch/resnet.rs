@@ -57,3 +57,13 @@ fn bottleneck_block(b: &mut GraphBuilder, name: &str, x: NodeId, stride: usize) 
     b.alias(out, name);
     Ok(out)
 }
+
+/// Whether a file is a ResNet other than resnet18/34/50 (ResNet-101/152, ResNeXt, Wide ResNet).
+pub fn matches_other(_weights: &WeightMap) -> bool {
+    false
+}
+
+/// Any torchvision ResNet, its depths, groups and widths read from the file.
+pub fn build_any(weights: &WeightMap) -> Result<Graph> {
+    crate::fail!(Weights, "this ResNet variant is not implemented yet (keys: {})", weights.names().take(3).collect::<Vec<_>>().join(", "))
+}

@@ -112,7 +112,8 @@ mod cli {
     fn layers(args: &Args) -> Res<()> {
         let model = load_model(args)?;
         let default = model.default_layer();
-        println!("# {} ({} classes); shapes for a 224x224 input; * marks the default target", model.arch.name(), model.graph.num_classes);
+        let (w, h) = model.input_size();
+        println!("# {} ({} classes); shapes for a {w}x{h} input; * marks the default target", model.arch.name(), model.graph.num_classes);
         for l in model.layers() {
             let mark = if l.name == default || l.aliases.contains(&default) { "*" } else { " " };
             let aliases = if l.aliases.is_empty() { String::new() } else { format!("  (also: {})", l.aliases.join(", ")) };

@@ -10,7 +10,7 @@
 //! every ReLU's backward reads a `GuidedFlag` shared by the pass, so Grad-CAM's plain backward and
 //! guided backpropagation walk the same recorded graph.
 
-use crate::graph::{Conv, Linear, MaxPool, Pads};
+use crate::graph::{Activation, Affine, AvgPool, ChannelNorm, Conv, Linear, MaxPool, Pads};
 use crate::kernels::{self, Clamp, Conv2dGeom, Kept, PoolGeom};
 use candle_core::{bail, CpuStorage, CustomOp1, Layout, Shape, Tensor};
 use super::profile;
@@ -264,5 +264,101 @@ impl CustomOp1 for AdaptiveAvgPoolOp {
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> CResult<Option<Tensor>> {
         let (n, c, h, w) = arg.dims4()?;
         grad_like(with_slice(grad, |gy| kernels::adaptive_avg_pool2d_input_grad(gy, n, c, h, w, self.out_h, self.out_w))?, arg)
+    }
+}
+
+/// The spatial size of an (n, c, ...) tensor: the product of the dims after the channels (1 for a
+/// feature vector).
+fn plane_of(shape: &Shape) -> CResult<usize> {
+    let d = shape.dims();
+    if d.len() < 2 {
+        bail!("gradcam ops expect (n, c, ...) tensors, got {:?}", d);
+    }
+    Ok(d[2..].iter().product())
+}
+
+/// A smooth activation (no guided rule); backward is g * f'(x).
+pub struct ActOp(pub Activation);
+
+impl CustomOp1 for ActOp {
+    fn name(&self) -> &'static str {
+        "gradcam-activation"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> CResult<(CpuStorage, Shape)> {
+        Ok((CpuStorage::F32(kernels::elementwise::activation_forward(&as_slice(s, l)?, self.0)), l.shape().clone()))
+    }
+
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> CResult<Option<Tensor>> {
+        let gx = with_slice(arg, |x| with_slice(grad, |g| kernels::elementwise::activation_input_grad(x, g, self.0)))??;
+        grad_like(gx, arg)
+    }
+}
+
+pub struct AvgPoolOp(pub AvgPool);
+
+impl AvgPoolOp {
+    fn geom(&self, n: usize, c: usize, h: usize, w: usize) -> PoolGeom {
+        let a = &self.0;
+        PoolGeom { n, c, h, w, kh: a.kernel.0, kw: a.kernel.1, stride_h: a.stride.0, stride_w: a.stride.1, pad_h: a.padding.0, pad_w: a.padding.1, ceil_mode: a.ceil_mode }
+    }
+}
+
+impl CustomOp1 for AvgPoolOp {
+    fn name(&self) -> &'static str {
+        "gradcam-avgpool2d"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> CResult<(CpuStorage, Shape)> {
+        let (n, c, h, w) = dims4(l)?;
+        let g = self.geom(n, c, h, w);
+        let y = kernels::avg_pool2d_forward(&as_slice(s, l)?, &g, self.0.count_include_pad);
+        Ok((CpuStorage::F32(y), Shape::from((n, c, g.out_h(), g.out_w()))))
+    }
+
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> CResult<Option<Tensor>> {
+        let (n, c, h, w) = arg.dims4()?;
+        let g = self.geom(n, c, h, w);
+        grad_like(with_slice(grad, |gy| kernels::avg_pool2d_input_grad(gy, &g, self.0.count_include_pad))?, arg)
+    }
+}
+
+/// Per-channel x * scale + shift.
+pub struct AffineOp(pub Arc<Affine>);
+
+impl CustomOp1 for AffineOp {
+    fn name(&self) -> &'static str {
+        "gradcam-affine"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> CResult<(CpuStorage, Shape)> {
+        let y = kernels::elementwise::affine_forward(&as_slice(s, l)?, &self.0.scale, &self.0.shift, plane_of(l.shape())?);
+        Ok((CpuStorage::F32(y), l.shape().clone()))
+    }
+
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> CResult<Option<Tensor>> {
+        let plane = plane_of(arg.shape())?;
+        grad_like(with_slice(grad, |g| kernels::elementwise::affine_input_grad(g, &self.0.scale, plane))?, arg)
+    }
+}
+
+/// Layer norm over each pixel's channels.
+pub struct ChannelNormOp(pub Arc<ChannelNorm>);
+
+impl CustomOp1 for ChannelNormOp {
+    fn name(&self) -> &'static str {
+        "gradcam-channel-norm"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> CResult<(CpuStorage, Shape)> {
+        let n = &self.0;
+        let y = kernels::elementwise::channel_norm_forward(&as_slice(s, l)?, &n.weight, &n.bias, plane_of(l.shape())?, n.eps);
+        Ok((CpuStorage::F32(y), l.shape().clone()))
+    }
+
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> CResult<Option<Tensor>> {
+        let (n, plane) = (&self.0, plane_of(arg.shape())?);
+        let gx = with_slice(arg, |x| with_slice(grad, |g| kernels::elementwise::channel_norm_input_grad(x, g, &n.weight, plane, n.eps)))??;
+        grad_like(gx, arg)
     }
 }

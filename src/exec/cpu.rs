@@ -21,7 +21,7 @@
 //! Guided backpropagation flips the pass's `GuidedFlag` around the walks. A conv whose only reader
 //! is a ReLU/ReLU6 runs fused with it. Only input gradients exist, never weight gradients.
 
-use super::candle_ops::{AdaptiveAvgPoolOp, ConvOp, GuidedFlag, LinearOp, MaxPoolOp, ReluOp};
+use super::candle_ops::{ActOp, AdaptiveAvgPoolOp, AffineOp, AvgPoolOp, ChannelNormOp, ConvOp, GuidedFlag, LinearOp, MaxPoolOp, ReluOp};
 use super::{Executor, Pass};
 use crate::error::{Error, Result};
 use crate::feature_map::FeatureMap;
@@ -150,6 +150,19 @@ impl Runner {
             Op::Flatten => arg(0)?.flatten_from(1)?,
             Op::Add => (arg(0)? + arg(1)?)?,
             Op::Concat => Tensor::cat(&args.iter().collect::<Vec<_>>(), 1)?,
+            Op::Act(a) => arg(0)?.apply_op1(ActOp(*a))?,
+            Op::AvgPool(p) => arg(0)?.apply_op1(AvgPoolOp(*p))?,
+            Op::Affine(a) => arg(0)?.apply_op1(AffineOp(a.clone()))?,
+            Op::ChannelNorm(n) => arg(0)?.apply_op1(ChannelNormOp(n.clone()))?,
+            // candle's own ops: their backward (a sum over the broadcast gate, a scatter of the
+            // slice, the inverse permutation) is what these need, and they move no weights.
+            Op::Mul => arg(0)?.broadcast_mul(arg(1)?)?,
+            Op::Slice { start, end } => arg(0)?.narrow(1, *start, end - start)?.contiguous()?,
+            Op::ChannelShuffle { groups } => {
+                let x = arg(0)?;
+                let (n, c, h, w) = x.dims4()?;
+                x.reshape((n, *groups, c / groups, h * w))?.transpose(1, 2)?.contiguous()?.reshape((n, c, h, w))?
+            }
         })
     }
 

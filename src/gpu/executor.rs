@@ -13,6 +13,7 @@
 
 use super::device::Gpu;
 use crate::error::{Error, Result};
+use crate::fail;
 use crate::exec::candle_ops::conv_geom;
 #[cfg(not(target_arch = "wasm32"))]
 use crate::exec::{Executor, Pass};
@@ -288,6 +289,7 @@ impl Inner {
                         off += n;
                     }
                 }
+                other => return fail!(Internal, "webgpu: no forward kernel for '{}'", other.kind()),
             }
         }
         Ok(Plan { h, w, shapes, acts, grads, forward, backward: Mutex::new(HashMap::new()) })
@@ -405,6 +407,7 @@ impl Inner {
                     }
                     Op::Flatten | Op::Add => self.dispatch(K::Copy, &[n, 0, 0, acc as u32, 0, 0], &[gy, &self.dummy, gx], n as usize),
                     Op::Concat => self.dispatch(K::Copy, &[n, 0, 0, acc as u32, off, 0], &[gy, &self.dummy, gx], n as usize),
+                    other => return fail!(Internal, "webgpu: no backward kernel for '{}'", other.kind()),
                 };
                 dispatches.push(d);
                 written[j] = true;
@@ -521,6 +524,11 @@ impl<T> Future for OneshotRx<T> {
     }
 }
 
+/// Whether the WGSL kernels cover an op, forward and backward; a graph with any other op runs on the CPU.
+fn has_kernels(op: &Op) -> bool {
+    matches!(op, Op::Input | Op::Conv(_) | Op::Linear(_) | Op::Relu | Op::Relu6 | Op::MaxPool(_) | Op::AdaptiveAvgPool { .. } | Op::Flatten | Op::Add | Op::Concat)
+}
+
 /// Whether each node's value is a C x H x W map (rank 4 on the CPU) rather than a feature vector.
 fn spatial(graph: &Graph) -> Vec<bool> {
     let mut s: Vec<bool> = Vec::with_capacity(graph.nodes.len());
@@ -543,6 +551,9 @@ impl GpuExecutor {
 
     /// Compiles the kernels and uploads the weights.
     pub async fn with_gpu(gpu: Gpu, graph: Arc<Graph>) -> Result<GpuExecutor> {
+        if let Some(node) = graph.nodes.iter().find(|n| !has_kernels(&n.op)) {
+            return fail!(Option, "the WebGPU backend has no kernel yet for '{}' (layer '{}'); this model runs on the CPU", node.op.kind(), node.name);
+        }
         let kernels = Kernels::new(&gpu).await?;
         let mut weights = Vec::with_capacity(graph.nodes.len());
         let upload = |label: &str, data: &[f32]| {

@@ -1,7 +1,7 @@
 //! Builds a `Graph` from a `WeightMap`, checking each tensor's shape against what the layer before it
 //! produces, so a mismatched file fails with the key and both shapes named.
 
-use super::{Conv, Graph, Linear, MaxPool, Node, NodeId, Op, Padding};
+use super::{Activation, Affine, AvgPool, ChannelNorm, Conv, Graph, Linear, MaxPool, Node, NodeId, Op, Padding};
 use crate::error::Result;
 use crate::fail;
 use crate::weights::WeightMap;
@@ -188,6 +188,89 @@ impl<'w> GraphBuilder<'w> {
     pub fn concat(&mut self, name: &str, inputs: &[NodeId]) -> NodeId {
         let channels = inputs.iter().map(|&i| self.channels(i)).sum();
         self.push(name, Op::Concat, inputs.to_vec(), Known { channels, spatial: None })
+    }
+
+    pub fn act(&mut self, name: &str, input: NodeId, act: Activation) -> NodeId {
+        let k = self.known[input];
+        self.push(name, Op::Act(act), vec![input], k)
+    }
+
+    pub fn avg_pool(&mut self, name: &str, input: NodeId, pool: AvgPool) -> NodeId {
+        let k = Known { channels: self.channels(input), spatial: None };
+        self.push(name, Op::AvgPool(pool), vec![input], k)
+    }
+
+    /// `x * gate`, the gate C x H x W or C x 1 x 1 (squeeze-excitation).
+    pub fn mul(&mut self, name: &str, x: NodeId, gate: NodeId) -> Result<NodeId> {
+        if self.channels(x) != self.channels(gate) {
+            return fail!(Weights, "layer '{name}' multiplies {} channels by {} channels: the file's layer sizes do not fit together", self.channels(x), self.channels(gate));
+        }
+        let k = self.known[x];
+        Ok(self.push(name, Op::Mul, vec![x, gate], k))
+    }
+
+    /// A batch-norm with no conv before it to fold into (DenseNet's pre-activation norms), as a
+    /// per-channel affine.
+    pub fn batch_norm(&mut self, name: &str, input: NodeId, eps: f32) -> Result<NodeId> {
+        let c = self.channels(input);
+        let (mut scale, mut shift) = (vec![1.0; c], vec![0.0; c]);
+        self.fold_batch_norm(name, c, eps, &mut scale, &mut shift)?;
+        Ok(self.affine(name, input, scale, shift))
+    }
+
+    /// Per-channel `x * scale + shift`.
+    pub fn affine(&mut self, name: &str, input: NodeId, scale: Vec<f32>, shift: Vec<f32>) -> NodeId {
+        let k = self.known[input];
+        self.push(name, Op::Affine(Arc::new(Affine { scale, shift })), vec![input], k)
+    }
+
+    /// Layer norm over each pixel's channels, reading `{name}.weight` and `{name}.bias`.
+    pub fn channel_norm(&mut self, name: &str, input: NodeId, eps: f32) -> Result<NodeId> {
+        let c = Some(self.channels(input));
+        let weight = self.weights.take(&format!("{name}.weight"), &[c])?.data;
+        let bias = self.weights.take(&format!("{name}.bias"), &[c])?.data;
+        let k = self.known[input];
+        Ok(self.push(name, Op::ChannelNorm(Arc::new(ChannelNorm { weight, bias, eps })), vec![input], k))
+    }
+
+    /// A `Linear` applied to every pixel's channels (ConvNeXt's channels-last MLP), as a 1x1 conv;
+    /// `scale` (a layer scale after it, key `scale.0` of shape `scale.1`) is folded in.
+    pub fn pointwise_linear(&mut self, name: &str, input: NodeId, scale: Option<(&str, &[Option<usize>])>) -> Result<NodeId> {
+        let cin = self.channels(input);
+        let w = self.weights.take(&format!("{name}.weight"), &[None, Some(cin)])?;
+        let cout = w.shape[0];
+        let (mut weight, mut bias) = (w.data, self.weights.take(&format!("{name}.bias"), &[Some(cout)])?.data);
+        if let Some((key, shape)) = scale {
+            let gamma = self.weights.take(key, shape)?.data;
+            if gamma.len() != cout {
+                return fail!(Weights, "tensor '{key}' scales {} channels but '{name}' has {cout}", gamma.len());
+            }
+            for (o, g) in gamma.iter().enumerate() {
+                weight[o * cin..(o + 1) * cin].iter_mut().for_each(|v| *v *= g);
+                bias[o] *= g;
+            }
+        }
+        let conv = Conv { weight, bias, cin, cout, kh: 1, kw: 1, stride: (1, 1), padding: Padding::Symmetric { h: 0, w: 0 }, groups: 1 };
+        Ok(self.push(name, Op::Conv(Arc::new(conv)), vec![input], Known { channels: cout, spatial: None }))
+    }
+
+    /// Channels `start..end` of `input`.
+    pub fn slice(&mut self, name: &str, input: NodeId, start: usize, end: usize) -> Result<NodeId> {
+        let c = self.channels(input);
+        if start >= end || end > c {
+            return fail!(Weights, "layer '{name}' takes channels {start}..{end} of a {c}-channel map");
+        }
+        let k = Known { channels: end - start, spatial: self.known[input].spatial };
+        Ok(self.push(name, Op::Slice { start, end }, vec![input], k))
+    }
+
+    pub fn channel_shuffle(&mut self, name: &str, input: NodeId, groups: usize) -> Result<NodeId> {
+        let c = self.channels(input);
+        if groups == 0 || c % groups != 0 {
+            return fail!(Weights, "layer '{name}' shuffles {c} channels in {groups} groups");
+        }
+        let k = self.known[input];
+        Ok(self.push(name, Op::ChannelShuffle { groups }, vec![input], k))
     }
 
     /// Ends the graph at `output`, which must be the last node; every key of the file must have been used.

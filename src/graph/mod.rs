@@ -84,6 +84,69 @@ pub struct MaxPool {
     pub ceil_mode: bool,
 }
 
+/// Elementwise activations without a guided-backprop rule (ReLU and ReLU6 are their own ops: the
+/// guided units, fused into the conv before them).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Activation {
+    Sigmoid,
+    /// x * sigmoid(x) (EfficientNet's swish).
+    Silu,
+    /// x * relu6(x + 3) / 6 (MobileNetV3).
+    Hardswish,
+    /// clamp(alpha * x + beta, 0, 1): PyTorch's is alpha 1/6, beta 1/2; ONNX's default 0.2, 0.5.
+    Hardsigmoid { alpha: f32, beta: f32 },
+    /// x * Phi(x) with the exact normal CDF (erf): PyTorch's default GELU.
+    Gelu,
+    Tanh,
+    /// max(x, 0) + slope * min(x, 0).
+    LeakyRelu(f32),
+    /// clamp(x, min, max) with bounds other than ReLU's and ReLU6's.
+    Clip { min: f32, max: f32 },
+}
+
+impl Activation {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Activation::Sigmoid => "sigmoid",
+            Activation::Silu => "silu",
+            Activation::Hardswish => "hardswish",
+            Activation::Hardsigmoid { .. } => "hardsigmoid",
+            Activation::Gelu => "gelu",
+            Activation::Tanh => "tanh",
+            Activation::LeakyRelu(_) => "leaky-relu",
+            Activation::Clip { .. } => "clip",
+        }
+    }
+}
+
+/// Per-channel y = x * scale + shift: a batch-norm that no conv precedes (DenseNet's pre-activation
+/// norms), ConvNeXt's layer scale, or a constant Mul/Add of an ONNX graph.
+#[derive(Debug)]
+pub struct Affine {
+    pub scale: Vec<f32>,
+    pub shift: Vec<f32>,
+}
+
+/// Layer norm over the channels of each pixel (ConvNeXt's LayerNorm2d, and its channels-last
+/// LayerNorm), then a per-channel affine.
+#[derive(Debug)]
+pub struct ChannelNorm {
+    pub weight: Vec<f32>,
+    pub bias: Vec<f32>,
+    pub eps: f32,
+}
+
+/// Average pooling, PyTorch's `AvgPool2d` (and ONNX's `AveragePool`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AvgPool {
+    pub kernel: (usize, usize),
+    pub stride: (usize, usize),
+    pub padding: (usize, usize),
+    pub ceil_mode: bool,
+    /// Whether the zero padding counts in each window's divisor (PyTorch's default: yes).
+    pub count_include_pad: bool,
+}
+
 #[derive(Clone, Debug)]
 pub enum Op {
     Input,
@@ -91,12 +154,22 @@ pub enum Op {
     Linear(Arc<Linear>),
     Relu,
     Relu6,
+    Act(Activation),
     MaxPool(MaxPool),
+    AvgPool(AvgPool),
     AdaptiveAvgPool { out_h: usize, out_w: usize },
     Flatten,
     Add,
+    /// Elementwise product; the second input may be C x 1 x 1 (squeeze-excitation's channel gate).
+    Mul,
     /// Concatenation along channels.
     Concat,
+    Affine(Arc<Affine>),
+    ChannelNorm(Arc<ChannelNorm>),
+    /// Channels `start..end` of the input (ShuffleNet's split; ONNX Split and Slice on channels).
+    Slice { start: usize, end: usize },
+    /// ShuffleNet's channel shuffle: channel g * (C / groups) + i moves to i * groups + g.
+    ChannelShuffle { groups: usize },
 }
 
 impl Op {
@@ -109,11 +182,18 @@ impl Op {
             Op::Linear(_) => "linear",
             Op::Relu => "relu",
             Op::Relu6 => "relu6",
+            Op::Act(a) => a.name(),
             Op::MaxPool(_) => "maxpool",
+            Op::AvgPool(_) => "avgpool",
             Op::AdaptiveAvgPool { .. } => "avgpool",
             Op::Flatten => "flatten",
             Op::Add => "add",
             Op::Concat => "concat",
+            Op::Mul => "mul",
+            Op::Affine(_) => "affine",
+            Op::ChannelNorm(_) => "layernorm",
+            Op::Slice { .. } => "slice",
+            Op::ChannelShuffle { .. } => "shuffle",
         }
     }
 }
@@ -170,6 +250,20 @@ impl Graph {
         last
     }
 
+    /// The last spatial activation: the map that the last global pooling reads (a 1x1 adaptive
+    /// average pool), which is the default Grad-CAM target of every CNN.
+    pub fn pooled_layer(&self) -> Option<NodeId> {
+        let pool = self.nodes.iter().rposition(|n| matches!(n.op, Op::AdaptiveAvgPool { out_h: 1, out_w: 1 }))?;
+        self.nodes[pool].inputs.first().copied()
+    }
+
+    /// The name a node is best known by: its last alias (a block or stage name such as `layer4`),
+    /// else its own name.
+    pub fn display_name(&self, id: NodeId) -> &str {
+        let n = &self.nodes[id];
+        n.aliases.last().unwrap_or(&n.name)
+    }
+
     /// Total number of weights, for memory budgets.
     pub fn parameter_count(&self) -> usize {
         self.nodes
@@ -177,6 +271,8 @@ impl Graph {
             .map(|n| match &n.op {
                 Op::Conv(c) => c.weight.len() + c.bias.len(),
                 Op::Linear(l) => l.weight.len() + l.bias.len(),
+                Op::Affine(a) => a.scale.len() + a.shift.len(),
+                Op::ChannelNorm(n) => n.weight.len() + n.bias.len(),
                 _ => 0,
             })
             .sum()

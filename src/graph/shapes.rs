@@ -47,6 +47,13 @@ impl Graph {
                         _ => return too_small(&node.name, h, w),
                     }
                 }
+                Op::AvgPool(a) => {
+                    let (c, ih, iw) = inp(0);
+                    match (pool_out(ih, a.kernel.0, a.stride.0, a.padding.0, a.ceil_mode), pool_out(iw, a.kernel.1, a.stride.1, a.padding.1, a.ceil_mode)) {
+                        (Some(oh), Some(ow)) => (c, oh, ow),
+                        _ => return too_small(&node.name, h, w),
+                    }
+                }
                 Op::AdaptiveAvgPool { out_h, out_w } => (inp(0).0, *out_h, *out_w),
                 Op::Flatten => {
                     let (c, ih, iw) = inp(0);
@@ -58,7 +65,40 @@ impl Graph {
                     }
                     (l.out_features, 1, 1)
                 }
-                Op::Relu | Op::Relu6 => inp(0),
+                Op::Relu | Op::Relu6 | Op::Act(_) => inp(0),
+                Op::ChannelShuffle { groups } => {
+                    if *groups == 0 || inp(0).0 % groups != 0 {
+                        return fail!(Input, "layer '{}' shuffles {} channels in {groups} groups", node.name, inp(0).0);
+                    }
+                    inp(0)
+                }
+                Op::Affine(a) => {
+                    if inp(0).0 != a.scale.len() {
+                        return fail!(Input, "layer '{}' scales {} channels, got {}", node.name, a.scale.len(), inp(0).0);
+                    }
+                    inp(0)
+                }
+                Op::ChannelNorm(n) => {
+                    if inp(0).0 != n.weight.len() {
+                        return fail!(Input, "layer '{}' normalizes {} channels, got {}", node.name, n.weight.len(), inp(0).0);
+                    }
+                    inp(0)
+                }
+                Op::Slice { start, end } => {
+                    let (c, ih, iw) = inp(0);
+                    if start >= end || *end > c {
+                        return fail!(Input, "layer '{}' takes channels {start}..{end} of {c}", node.name);
+                    }
+                    (end - start, ih, iw)
+                }
+                Op::Mul => {
+                    let (a, b) = (inp(0), inp(1));
+                    // The gate may be C x 1 x 1 (squeeze-excitation), broadcast over the map.
+                    if a.0 != b.0 || !((b.1, b.2) == (a.1, a.2) || (b.1, b.2) == (1, 1)) {
+                        return fail!(Input, "layer '{}' multiplies shapes {a:?} and {b:?}", node.name);
+                    }
+                    a
+                }
                 Op::Add => {
                     if inp(0) != inp(1) {
                         return fail!(Input, "layer '{}' adds shapes {:?} and {:?} (an image size this network cannot take; try a multiple of 32)", node.name, inp(0), inp(1));

@@ -8,6 +8,7 @@
 pub mod activation;
 pub mod conv;
 pub mod depthwise;
+pub mod elementwise;
 pub mod linear;
 pub mod pool;
 mod sgemm;
@@ -21,7 +22,7 @@ pub use activation::{clamp_in_place, mask_grad_in_place, relu_forward, relu_inpu
 pub use conv::{conv2d_forward, conv2d_forward_act, conv2d_input_grad, Conv2dGeom};
 pub use linear::{linear_forward, linear_input_grad};
 pub use pool::{
-    adaptive_avg_pool2d_forward, adaptive_avg_pool2d_input_grad, max_pool2d_forward,
+    adaptive_avg_pool2d_forward, adaptive_avg_pool2d_input_grad, avg_pool2d_forward, avg_pool2d_input_grad, max_pool2d_forward,
     max_pool2d_forward_argmax, max_pool2d_input_grad, max_pool2d_input_grad_argmax, PoolGeom,
 };
 

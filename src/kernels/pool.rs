@@ -554,3 +554,93 @@ mod tests {
         }
     }
 }
+
+/// One output's window along an axis of average pooling: the input indices it covers, and its
+/// length counting padding (PyTorch clips a ceil-mode window to the padded extent, not beyond).
+fn avg_window(o: usize, k: usize, s: usize, p: usize, len: usize) -> (Range<usize>, usize) {
+    let start = (o * s) as isize - p as isize;
+    let end = (start + k as isize).min((len + p) as isize);
+    let padded = (end - start).max(0) as usize;
+    let lo = start.clamp(0, len as isize) as usize;
+    let hi = end.clamp(0, len as isize) as usize;
+    (lo..hi.max(lo), padded)
+}
+
+/// Calls `f(plane_index, out_index, rows, cols, 1 / divisor)` for every output of average pooling.
+fn for_each_avg_window(g: &PoolGeom, count_include_pad: bool, mut f: impl FnMut(usize, usize, Range<usize>, Range<usize>, f32)) {
+    let (oh, ow) = (g.out_h(), g.out_w());
+    for p in 0..g.n * g.c {
+        for oy in 0..oh {
+            let (ys, ph) = avg_window(oy, g.kh, g.stride_h, g.pad_h, g.h);
+            for ox in 0..ow {
+                let (xs, pw) = avg_window(ox, g.kw, g.stride_w, g.pad_w, g.w);
+                let count = if count_include_pad { ph * pw } else { ys.len() * xs.len() };
+                let inv = if count == 0 { 0.0 } else { 1.0 / count as f32 };
+                f(p, oy * ow + ox, ys.clone(), xs, inv);
+            }
+        }
+    }
+}
+
+/// Average pooling (PyTorch's `AvgPool2d`, ONNX's `AveragePool`). Returns (n, c, out_h, out_w).
+pub fn avg_pool2d_forward(x: &[f32], g: &PoolGeom, count_include_pad: bool) -> Vec<f32> {
+    let (hw, ohw) = (g.h * g.w, g.out_h() * g.out_w());
+    let mut out = vec![0.0; g.n * g.c * ohw];
+    for_each_avg_window(g, count_include_pad, |p, o, ys, xs, inv| {
+        let plane = &x[p * hw..(p + 1) * hw];
+        let sum: f32 = ys.map(|y| plane[y * g.w..][xs.clone()].iter().sum::<f32>()).sum();
+        out[p * ohw + o] = sum * inv;
+    });
+    out
+}
+
+/// Spreads each output gradient over its window, divided as in the forward. Returns (n, c, h, w).
+pub fn avg_pool2d_input_grad(grad_out: &[f32], g: &PoolGeom, count_include_pad: bool) -> Vec<f32> {
+    let (hw, ohw) = (g.h * g.w, g.out_h() * g.out_w());
+    let mut gx = vec![0.0; g.n * g.c * hw];
+    for_each_avg_window(g, count_include_pad, |p, o, ys, xs, inv| {
+        let share = grad_out[p * ohw + o] * inv;
+        let plane = &mut gx[p * hw..(p + 1) * hw];
+        for y in ys {
+            plane[y * g.w..][xs.clone()].iter_mut().for_each(|v| *v += share);
+        }
+    });
+    gx
+}
+
+#[cfg(test)]
+mod avg_tests {
+    use super::*;
+
+    fn geom(h: usize, w: usize, k: usize, s: usize, p: usize, ceil_mode: bool) -> PoolGeom {
+        PoolGeom { n: 1, c: 1, h, w, kh: k, kw: k, stride_h: s, stride_w: s, pad_h: p, pad_w: p, ceil_mode }
+    }
+
+    #[test]
+    fn avg_pool_divisors_follow_pytorch() {
+        // 3x3 input 1..9, 3x3 kernel, stride 1, pad 1 (Inception v3's branch pool).
+        let x: Vec<f32> = (1..=9).map(|v| v as f32).collect();
+        let g = geom(3, 3, 3, 1, 1, false);
+        // Corner: (1 + 2 + 4 + 5) / 9 with padding counted, / 4 without.
+        assert_eq!(avg_pool2d_forward(&x, &g, true)[0], 12.0 / 9.0);
+        assert_eq!(avg_pool2d_forward(&x, &g, false)[0], 3.0);
+        assert_eq!(avg_pool2d_forward(&x, &g, true)[4], 5.0);
+        // ceil mode, 2x2 stride 2 on 3x3: the last window overhangs and divides by what it covers.
+        let g = geom(3, 3, 2, 2, 0, true);
+        assert_eq!(avg_pool2d_forward(&x, &g, true), vec![3.0, 4.5, 7.5, 9.0]);
+    }
+
+    #[test]
+    fn avg_pool_backward_is_the_adjoint() {
+        let g = PoolGeom { n: 2, c: 3, h: 7, w: 6, kh: 3, kw: 2, stride_h: 2, stride_w: 1, pad_h: 1, pad_w: 1, ceil_mode: true };
+        let x: Vec<f32> = (0..2 * 3 * 42).map(|i| ((i * 31 % 17) as f32 - 8.0) * 0.25).collect();
+        for include in [true, false] {
+            let y = avg_pool2d_forward(&x, &g, include);
+            let r: Vec<f32> = (0..y.len()).map(|i| ((i * 13 % 7) as f32 - 3.0) * 0.5).collect();
+            let gx = avg_pool2d_input_grad(&r, &g, include);
+            let lhs: f64 = y.iter().zip(&r).map(|(a, b)| (*a as f64) * (*b as f64)).sum();
+            let rhs: f64 = x.iter().zip(&gx).map(|(a, b)| (*a as f64) * (*b as f64)).sum();
+            assert!((lhs - rhs).abs() < 1e-4 * lhs.abs().max(1.0), "<Ax, r> {lhs} != <x, A^T r> {rhs}");
+        }
+    }
+}
