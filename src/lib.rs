@@ -6,6 +6,7 @@
 //! - `kernels`: plain f32 compute kernels; `exec` runs the graph on them (candle custom ops).
 //! - `methods`: explanation methods over feature maps and gradients, executor-agnostic.
 //! - `imaging`: preprocessing, mapping maps back onto the image, colormaps, overlays.
+//! - `loading`: what users say about their model besides its bytes (labels, input size, normalization).
 //! - `explainer`: the API that ties them together; `wasm` (wasm32 only) exposes it to JavaScript.
 
 pub mod arch;
@@ -20,6 +21,7 @@ pub mod gpu;
 pub mod imaging;
 pub mod kernels;
 pub mod labels;
+pub mod loading;
 pub mod methods;
 pub mod synthetic;
 #[cfg(target_arch = "wasm32")]

@@ -4,6 +4,7 @@
 //!                         [--out overlay.png] [--json] [--colormap NAME] [--alpha A] [--signed] [--raw]
 //!                         [--resize WxH] [--tensor input.npy]
 //!   gradcam layers [--model FILE] [--arch NAME]
+//!   model settings (both commands): [--data FILE.onnx.data] [--labels FILE] [--size N] [--mean R,G,B --std R,G,B]
 //!   gradcam convert IN.pth OUT.safetensors [--f16]
 
 #[cfg(target_arch = "wasm32")]
@@ -22,7 +23,8 @@ mod cli {
     use gradcam_wasm::imaging::colormap::Colormap;
     use gradcam_wasm::imaging::npy::read_npy_f32;
     use gradcam_wasm::imaging::overlay::{heat_to_rgba, overlay_rgba_masked};
-    use gradcam_wasm::imaging::preprocess::Resize;
+    use gradcam_wasm::imaging::preprocess::{Normalize, Resize};
+    use gradcam_wasm::loading::{parse_labels, parse_triple, ModelSettings};
     use gradcam_wasm::imaging::project::crop_mask;
     use gradcam_wasm::imaging::rgb::RgbImage;
     use gradcam_wasm::weights::{legacy_pth, safetensors_writer};
@@ -38,7 +40,13 @@ mod cli {
                         [--out overlay.png] [--json] [--colormap turbo|jet|viridis|inferno] [--alpha 0.5]
                         [--signed] [--raw] [--resize WxH] [--tensor input.npy]
   gradcam layers [--model FILE] [--arch NAME]
-  gradcam convert IN.pth OUT.safetensors [--f16]";
+  gradcam convert IN.pth OUT.safetensors [--f16]
+model settings (explain and layers):
+  --model FILE      .safetensors, .pth (zip or legacy state dict) or .onnx
+  --data FILE       an ONNX file's external weights (default: FILE.onnx.data beside it)
+  --labels FILE     class names: a JSON array or one per line
+  --size N          input size (default: the family's, e.g. 224; 299 for Inception v3; an ONNX file's own)
+  --mean R,G,B --std R,G,B   normalization on x / 255 (default: the family's)";
 
     /// Flags that take no value.
     const SWITCHES: [&str; 4] = ["--json", "--signed", "--raw", "--f16"];
@@ -105,8 +113,31 @@ mod cli {
         let bytes = std::fs::read(&path).map_err(|e| {
             format!("cannot read model '{}': {e} (run scripts/setup.sh to fetch the default model, or pass --model FILE)", path.display())
         })?;
-        let arch = args.get("--arch").map(Arch::from_name).transpose().map_err(|e| e.to_string())?;
-        Model::from_bytes(&bytes, arch).map_err(|e| format!("{}: {e}", path.display()))
+        let settings = model_settings(args, &path)?;
+        settings.load(&bytes).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// `--arch`, `--labels`, `--size`, `--mean`/`--std`, and an ONNX file's `.onnx.data` (`--data`,
+    /// else the file of that name beside the model when there is one).
+    fn model_settings(args: &Args, path: &Path) -> Res<ModelSettings> {
+        let mut s = ModelSettings { arch: args.get("--arch").map(Arch::from_name).transpose().map_err(|e| e.to_string())?, ..Default::default() };
+        if let Some(file) = args.get("--labels") {
+            let text = std::fs::read_to_string(file).map_err(|e| format!("cannot read labels '{file}': {e}"))?;
+            s.labels = Some(parse_labels(&text).map_err(|e| format!("{file}: {e}"))?);
+        }
+        s.input_size = args.number("--size")?;
+        match (args.get("--mean"), args.get("--std")) {
+            (None, None) => {}
+            (Some(m), Some(d)) => {
+                s.normalize = Some(Normalize::MeanStd { mean: parse_triple("--mean", m).map_err(|e| e.to_string())?, std: parse_triple("--std", d).map_err(|e| e.to_string())? })
+            }
+            _ => return Err("--mean and --std go together (values on x / 255, e.g. --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225)".into()),
+        }
+        let beside = path.extension().is_some_and(|e| e == "onnx").then(|| PathBuf::from(format!("{}.data", path.display()))).filter(|p| p.exists());
+        if let Some(data) = args.get("--data").map(PathBuf::from).or(beside) {
+            s.external_data = Some(std::fs::read(&data).map_err(|e| format!("cannot read external data '{}': {e}", data.display()))?);
+        }
+        Ok(s)
     }
 
     fn layers(args: &Args) -> Res<()> {
