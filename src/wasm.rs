@@ -12,10 +12,11 @@
 use crate::explainer::{LayerInfo, Prediction};
 use crate::imaging::colormap::Colormap;
 use crate::imaging::overlay::overlay_rgba_masked;
-use crate::imaging::preprocess::{Geometry, Resize};
+use crate::imaging::preprocess::{Geometry, Normalize, Resize};
+use crate::loading::{check_labels, parse_labels, ModelSettings};
 use crate::imaging::project::crop_mask;
 use crate::imaging::rgb::RgbImage;
-use crate::{Arch, ExplainOptions, Explanation, Method, Model, Normalization, Target};
+use crate::{Arch, ExplainOptions, Explanation, Method, Normalization, Target};
 use js_sys::{Array, Float32Array, Object, Promise, Reflect, Uint8Array};
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -271,7 +272,7 @@ export interface ExplainResult {
 }
 "#;
 
-const CONSTRUCTOR_KEYS: &[&str] = &["arch", "labels", "backend"];
+const CONSTRUCTOR_KEYS: &[&str] = &["arch", "labels", "backend", "inputSize", "mean", "std", "externalData"];
 const EXPLAIN_KEYS: &[&str] = &["method", "layer", "colormap", "alpha", "normalize", "preprocess", "signed", "onProgress", "scoreCamChannels", "scoreCamBatch"];
 const OVERLAY_KEYS: &[&str] = &["colormap", "alpha"];
 
@@ -498,6 +499,65 @@ fn busy() -> JsValue {
     js_err("this Explainer is busy with an explainAsync() call: await it before calling again")
 }
 
+/// The bytes of a Uint8Array or ArrayBuffer.
+fn bytes_of(v: &JsValue) -> Option<Vec<u8>> {
+    (v.is_instance_of::<Uint8Array>() || v.is_instance_of::<js_sys::ArrayBuffer>()).then(|| Uint8Array::new(v).to_vec())
+}
+
+/// The constructor options that describe the model: `arch`, `labels` (an array of names, or the
+/// text of a labels file), `inputSize`, `mean`/`std` (three numbers each, on x / 255) and
+/// `externalData` (an ONNX file's `.onnx.data` bytes).
+fn model_settings(opts: &Option<JsValue>) -> JsResult<ModelSettings> {
+    let mut s = ModelSettings { arch: opt_string(opts, "arch")?.map(|n| Arch::from_name(&n).map_err(js_err)).transpose()?, ..Default::default() };
+    let Some(o) = opts else { return Ok(s) };
+    let labels = get(o, "labels")?;
+    if let Some(text) = labels.as_string() {
+        s.labels = Some(parse_labels(&text).map_err(js_err)?);
+    } else if Array::is_array(&labels) {
+        let labels = Array::from(&labels);
+        if labels.length() > 100_000 {
+            return Err(js_err(format!("option 'labels' has {} entries; at most 100000 are accepted", labels.length())));
+        }
+        let labels: Vec<String> =
+            labels.iter().enumerate().map(|(i, l)| l.as_string().ok_or_else(|| js_err(format!("labels[{i}] must be a string")))).collect::<JsResult<_>>()?;
+        check_labels(&labels).map_err(js_err)?;
+        s.labels = Some(labels);
+    } else if !is_missing(&labels) {
+        return Err(js_err("option 'labels' must be an array of strings or the text of a labels file (a JSON array or one name per line)"));
+    }
+    if let Some(n) = opt_number(opts, "inputSize")? {
+        s.input_size = Some(index(&JsValue::from_f64(n), "option 'inputSize'")?);
+    }
+    match (triple(o, "mean")?, triple(o, "std")?) {
+        (None, None) => {}
+        (Some(mean), Some(std)) => s.normalize = Some(Normalize::MeanStd { mean, std }),
+        _ => return Err(js_err("options 'mean' and 'std' go together, e.g. { mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] }")),
+    }
+    let data = get(o, "externalData")?;
+    if !is_missing(&data) {
+        s.external_data = Some(bytes_of(&data).ok_or_else(|| js_err("option 'externalData' must be a Uint8Array or an ArrayBuffer (the .onnx.data file)"))?);
+    }
+    Ok(s)
+}
+
+/// An option holding three numbers (one per RGB channel).
+fn triple(o: &JsValue, key: &str) -> JsResult<Option<[f32; 3]>> {
+    let v = get(o, key)?;
+    if is_missing(&v) {
+        return Ok(None);
+    }
+    let bad = || js_err(format!("option '{key}' must be an array of three numbers (R, G, B)"));
+    if !Array::is_array(&v) || Array::from(&v).length() != 3 {
+        return Err(bad());
+    }
+    let a = Array::from(&v);
+    let mut out = [0.0f32; 3];
+    for (i, slot) in out.iter_mut().enumerate() {
+        *slot = a.get(i as u32).as_f64().ok_or_else(bad)? as f32;
+    }
+    Ok(Some(out))
+}
+
 /// A loaded model, ready to explain canvas images.
 #[wasm_bindgen]
 pub struct Explainer {
@@ -514,28 +574,11 @@ pub struct Explainer {
 
 impl Explainer {
     fn load(model_bytes: &JsValue, opts: &Option<JsValue>, requested: Backend) -> JsResult<Explainer> {
-        let bytes = if model_bytes.is_instance_of::<Uint8Array>() || model_bytes.is_instance_of::<js_sys::ArrayBuffer>() {
-            Uint8Array::new(model_bytes).to_vec()
-        } else {
-            return Err(js_err("modelBytes must be a Uint8Array or an ArrayBuffer holding a safetensors or .pth file"));
-        };
-        let arch = opt_string(opts, "arch")?.map(|n| Arch::from_name(&n).map_err(js_err)).transpose()?;
-        let mut model = Model::from_bytes(&bytes, arch).map_err(js_err)?;
+        let bytes = bytes_of(model_bytes).ok_or_else(|| js_err("modelBytes must be a Uint8Array or an ArrayBuffer holding a .safetensors, .pth or .onnx file"))?;
+        let settings = model_settings(opts)?;
+        let model = settings.load(&bytes).map_err(js_err)?;
         drop(bytes); // the graph holds its own f32 copy: do not keep the file twice
-        if let Some(o) = opts {
-            let labels = get(o, "labels")?;
-            if !is_missing(&labels) {
-                if !Array::is_array(&labels) {
-                    return Err(js_err("option 'labels' must be an array of strings"));
-                }
-                let labels: Vec<String> = Array::from(&labels)
-                    .iter()
-                    .enumerate()
-                    .map(|(i, l)| l.as_string().ok_or_else(|| js_err(format!("labels[{i}] must be a string"))))
-                    .collect::<JsResult<_>>()?;
-                model = model.with_labels(labels).map_err(js_err)?;
-            }
-        }
+        drop(settings);
         let (num_classes, input_size, arch, default_layer, layers) = (model.graph.num_classes, model.input_size(), model.arch.name().to_string(), model.default_layer(), model.layers());
         let note = if requested == Backend::Cpu { "CPU: asked for".to_string() } else { "CPU: WebGPU starts only with Explainer.create()".to_string() };
         let state = State {
@@ -709,9 +752,15 @@ impl Explainer {
         self.num_classes as u32
     }
 
-    /// The architecture name (detected or given).
+    /// The architecture name (detected or given; 'onnx' for an imported ONNX graph).
     pub fn arch(&self) -> String {
         self.arch.clone()
+    }
+
+    /// The square input size the network is fed (the centre crop of the evaluation transform).
+    #[wasm_bindgen(js_name = inputSize)]
+    pub fn input_size(&self) -> u32 {
+        self.input_size.0 as u32
     }
 
     /// The backend `explainAsync` uses now: 'webgpu' or 'cpu'.

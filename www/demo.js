@@ -58,7 +58,9 @@ const el = {
 const state = {
   client: null,
   model: null, // load() info
-  modelSource: DEFAULT_MODEL, // URL or {name, bytes}
+  modelSource: DEFAULT_MODEL, // URL or {name, bytes, externalData?}
+  labels: null, // text of a labels file the user gave
+  labelsName: null,
   loading: null, // Promise of the model
   image: null, // {imageData, name, canvas (the plain photo)}
   classIdx: null, // null: top-1
@@ -174,7 +176,10 @@ async function loadModel(source) {
   el.layer.disabled = true;
   const t0 = performance.now();
   const job = (async () => {
-    const info = await state.client.load(isUrl ? source : source.bytes, { backend: requestedBackend() }, (done, total) => {
+    const options = { backend: requestedBackend() };
+    if (state.labels) options.labels = state.labels;
+    if (!isUrl && source.externalData) options.externalData = source.externalData;
+    const info = await state.client.load(isUrl ? source : source.bytes, options, (done, total) => {
       const label = total > 0 ? `Downloading the model: ${fmtMB(done)} of ${fmtMB(total)}` : `Downloading the model: ${fmtMB(done)}`;
       setTask(label, done, total);
     });
@@ -188,7 +193,10 @@ async function loadModel(source) {
     const wall = performance.now() - t0;
     const from = info.source === 'cache' ? 'from the browser cache' : info.source === 'network' ? 'downloaded' : 'from your file';
     const name = isUrl ? source.split('/').pop() : source.name;
-    el.modelInfo.textContent = `${name}: ${fmtMB(info.bytes)}, ${from}, ready in ${fmtMs(wall)}. ${info.layers.length} layers; default target ${info.defaultLayer}.`;
+    const labels = state.labelsName ? `, class names from ${state.labelsName}` : '';
+    el.modelInfo.textContent =
+      `${name}: ${info.arch}, ${info.numClasses} classes${labels}, input ${info.inputSize}×${info.inputSize}; ` +
+      `${fmtMB(info.bytes)}, ${from}, ready in ${fmtMs(wall)}. ${info.layers.length} layers; default target ${info.defaultLayer}.`;
     const methods = Array.isArray(info.methods) && info.methods.length ? info.methods : METHODS;
     fillSelect(el.method, methods, METHOD_NAMES, methods.includes(el.method.value) ? el.method.value : 'gradcam');
     populateLayers(info.layers, info.defaultLayer);
@@ -201,6 +209,45 @@ async function loadModel(source) {
     el.title.textContent = 'The model could not be loaded';
     showError(e);
   }
+}
+
+// ---------- your own model: files picked or dropped together ----------
+
+const MODEL_FILE = /\.(safetensors|pth|pt|bin|onnx)$/i;
+const ONNX_DATA_FILE = /\.data$/i;
+const LABELS_FILE = /\.(json|txt)$/i;
+
+function isModelSideFile(f) {
+  return MODEL_FILE.test(f.name) || ONNX_DATA_FILE.test(f.name) || LABELS_FILE.test(f.name);
+}
+
+/**
+ * A model file (.safetensors, .pth, .onnx), an ONNX file's external weights (.onnx.data) and a
+ * labels file (.json array or .txt, one name per line), in any combination: a .onnx.data or a
+ * labels file alone applies to the model already chosen. Nothing leaves the page.
+ */
+async function useModelFiles(files) {
+  const model = files.find((f) => MODEL_FILE.test(f.name));
+  const data = files.find((f) => ONNX_DATA_FILE.test(f.name));
+  const labels = files.find((f) => LABELS_FILE.test(f.name));
+  if (!model && !data && !labels) return;
+  if (labels) {
+    state.labels = await labels.text();
+    state.labelsName = labels.name;
+  }
+  // The client sends the worker copies, so the bytes kept here stay usable for a reload.
+  let source = state.modelSource;
+  if (model) source = { name: model.name, bytes: new Uint8Array(await model.arrayBuffer()) };
+  if (data) {
+    if (typeof source === 'string' || !/\.onnx$/i.test(source.name)) {
+      showError(new Error(`${data.name} holds an ONNX file's weights: drop it together with its .onnx file`));
+      return;
+    }
+    source = { ...source, externalData: new Uint8Array(await data.arrayBuffer()) };
+  }
+  state.top5 = [];
+  renderTop5();
+  await loadModel(source);
 }
 
 function populateLayers(layers, defaultLayer) {
@@ -606,7 +653,12 @@ function wire() {
     e.preventDefault();
     depth = 0;
     el.dropZone.classList.remove('is-dragging');
-    const f = Array.from(e.dataTransfer.files || []).find((x) => x.type.startsWith('image/')) || (e.dataTransfer.files || [])[0];
+    const files = Array.from(e.dataTransfer.files || []);
+    if (files.some(isModelSideFile)) {
+      useModelFiles(files);
+      return;
+    }
+    const f = files.find((x) => x.type.startsWith('image/')) || files[0];
     if (f) setImageFromBlob(f, f.name);
   });
   document.addEventListener('paste', (e) => {
@@ -675,13 +727,9 @@ function wire() {
     setStatus(`${was} cancelled; showing Grad-CAM.`);
   });
   el.modelInput.addEventListener('change', async () => {
-    const f = el.modelInput.files && el.modelInput.files[0];
+    const files = Array.from(el.modelInput.files || []);
     el.modelInput.value = '';
-    if (!f) return;
-    const bytes = new Uint8Array(await f.arrayBuffer());
-    state.top5 = [];
-    renderTop5();
-    await loadModel({ name: f.name, bytes });
+    await useModelFiles(files);
   });
 }
 

@@ -160,8 +160,24 @@ export class GradcamClient extends EventTarget {
     }
     const opts = {};
     if (options && options.arch) opts.arch = String(options.arch);
-    if (options && options.labels) opts.labels = Array.from(options.labels, String);
+    // An array of names, or the text of a labels file (a JSON array or one name per line).
+    if (options && options.labels) opts.labels = typeof options.labels === 'string' ? options.labels : Array.from(options.labels, String);
     if (options && options.backend) opts.backend = String(options.backend); // 'auto' | 'cpu' | 'webgpu'
+    if (options && options.inputSize != null) opts.inputSize = Number(options.inputSize);
+    if (options && options.mean) opts.mean = Array.from(options.mean, Number);
+    if (options && options.std) opts.std = Array.from(options.std, Number);
+    // An ONNX file's external weights (<name>.onnx.data): a URL, bytes or a Blob, like the model.
+    if (options && options.externalData) {
+      const d = options.externalData;
+      if (typeof d === 'string' || d instanceof URL) {
+        const base = typeof document !== 'undefined' ? document.baseURI : self.location.href;
+        opts.externalData = new URL(String(d), base).href;
+      } else {
+        const bytes = d instanceof ArrayBuffer || ArrayBuffer.isView(d) ? new Uint8Array(d instanceof ArrayBuffer ? d : d.buffer, d.byteOffset || 0, d.byteLength).slice() : new Uint8Array(await d.arrayBuffer());
+        opts.externalData = bytes;
+        transfer.push(bytes.buffer);
+      }
+    }
     this.model = await this._call('load', { source, options: opts, wasmUrl: this.wasmUrl }, transfer, onProgress);
     return this.model;
   }

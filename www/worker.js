@@ -171,7 +171,15 @@ const handlers = {
     const t1 = performance.now();
     const opts = {};
     if (options && options.arch) opts.arch = options.arch;
-    if (options && Array.isArray(options.labels)) opts.labels = options.labels;
+    if (options && (Array.isArray(options.labels) || typeof options.labels === 'string')) opts.labels = options.labels;
+    if (options && options.inputSize != null) opts.inputSize = options.inputSize;
+    if (options && options.mean) opts.mean = options.mean;
+    if (options && options.std) opts.std = options.std;
+    if (options && options.externalData) {
+      // An ONNX file's <name>.onnx.data: bytes from the page, or a URL fetched (and cached) like the model.
+      const d = options.externalData;
+      opts.externalData = typeof d === 'string' ? await loadModelBytes(d, {}) : d;
+    }
     // 'auto' (default): WebGPU on a hardware adapter, else the CPU; create() never fails for lack of a GPU.
     if (options && options.backend) opts.backend = options.backend;
     const next = await wasm.Explainer.create(bytes, opts);
@@ -195,6 +203,9 @@ const handlers = {
       layers: plain(explainer.layers()),
       methods: plain(explainer.methods()),
       defaultLayer: explainer.defaultLayer(),
+      arch: explainer.arch(),
+      inputSize: explainer.inputSize(),
+      numClasses: explainer.numClasses(),
       backend: plain(explainer.backendInfo()),
     };
     return modelInfo;

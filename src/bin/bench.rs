@@ -1,9 +1,11 @@
-//! `cargo run --release --bin bench [-- --runs N --arch NAME --profile]`: forward and explanation times
+//! `cargo run --release --bin bench [-- --runs N --arch NAME --profile --models DIR]`: forward and explanation times
 //! per architecture on the native CPU path (`--profile` adds where the time goes, by op kind). Prints figures and ratios; asserts nothing. Built with
 //! `--features webgpu` and given `--gpu`, it adds the WebGPU executor's Grad-CAM and Guided Grad-CAM
 //! (forward + backward, readback included) beside the CPU's, on whatever adapter wgpu finds.
 //! EfficientNet-Lite0 uses the real default model; the others use synthetic torchvision-shaped weights
-//! (the speed of a network does not depend on its weight values).
+//! (the speed of a network does not depend on its weight values). `--models DIR` adds every `.pth`,
+//! `.onnx` (with its `.onnx.data`) and `.safetensors` file in DIR, e.g. the full-size torchvision
+//! families that `scripts/gen-bench-models.py` writes where torch is installed.
 //!
 //! Other modes (used by `npm run bench`, see bench/README.md):
 //! - `bench --write-synthetic ARCH PATH`: writes ARCH's synthetic weights as f16 safetensors (the
@@ -159,23 +161,49 @@ fn table_mode(args: &[String]) {
     let only = flag(args, "--arch");
     let archs = [Arch::EfficientNetLite0, Arch::ResNet18, Arch::MobileNetV2, Arch::ResNet50, Arch::SqueezeNet1_1, Arch::AlexNet, Arch::Vgg16];
     let gpu = args.iter().any(|a| a == "--gpu");
-    println!("native CPU path, 1 thread, 224x224, median of {runs} runs (ms)");
+    println!("native CPU path, 1 thread, each model's input size (224x224 unless it says otherwise), median of {runs} runs (ms)");
     print!("{:<20} {:>8} {:>9} {:>9} {:>10} {:>10} {:>10} {:>9}", "arch", "load", "forward", "gradcam", "2nd class", "guided-gc", "guided/gc", "params M");
     if gpu {
         print!(" {:>11} {:>13} {:>9}", "gpu gradcam", "gpu guided-gc", "gpu/cpu");
     }
     println!();
+    // Synthetic torchvision-shaped weights for the built-in list; `--models DIR` adds every model
+    // file in DIR (e.g. full-size torchvision .pth and .onnx files from scripts/gen-bench-models.py).
+    let mut items: Vec<(String, Box<dyn Fn() -> Result<Model, String>>)> = Vec::new();
     for arch in archs {
         if only.as_deref().is_some_and(|o| o != arch.name()) {
             continue;
         }
-        let Some(bytes) = model_bytes(arch) else {
-            println!("{:<20} (default model missing: run scripts/setup.sh)", arch.name());
-            continue;
-        };
+        items.push((arch.name().to_string(), Box::new(move || {
+            let bytes = model_bytes(arch).ok_or("default model missing: run scripts/setup.sh")?;
+            Model::from_bytes(&bytes, Some(arch)).map_err(|e| e.to_string())
+        })));
+    }
+    if let Some(dir) = flag(args, "--models") {
+        let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(&dir).map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect()).unwrap_or_default();
+        files.retain(|p| p.extension().is_some_and(|e| e == "pth" || e == "onnx" || e == "safetensors"));
+        files.sort();
+        for path in files {
+            let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+            items.push((name, Box::new(move || {
+                let bytes = std::fs::read(&path).map_err(|e| e.to_string())?;
+                let data = std::fs::read(format!("{}.data", path.display())).ok();
+                gradcam_wasm::loading::ModelSettings { external_data: data, ..Default::default() }.load(&bytes).map_err(|e| e.to_string())
+            })));
+        }
+    }
+    for (name, load_model) in items {
         let t = now_ms();
-        let model = Model::from_bytes(&bytes, Some(arch)).expect("model loads");
+        let model = match load_model() {
+            Ok(m) => m,
+            Err(e) => {
+                println!("{name:<20} {e}");
+                continue;
+            }
+        };
         let load = now_ms() - t;
+        let (size, _) = model.input_size();
+        let classes = model.graph.num_classes;
         let params = model.graph.parameter_count() as f64 / 1e6;
         let graph = model.graph.clone();
         let mut ex = Explainer::new(model);
@@ -183,15 +211,15 @@ fn table_mode(args: &[String]) {
         let (mut fwd, mut gc, mut second, mut ggc) = (vec![], vec![], vec![], vec![]);
         let exec = CpuExecutor::new(graph);
         for _ in 0..runs {
-            let input = FeatureMap::new(3, 224, 224, rng.vec(3 * 224 * 224, 1.5));
+            let input = FeatureMap::new(3, size, size, rng.vec(3 * size * size, 1.5));
             let t = now_ms();
-            exec.logits_batch(&input.data, 1, 224, 224).expect("forward");
+            exec.logits_batch(&input.data, 1, size, size).expect("forward");
             fwd.push(now_ms() - t);
             let e = ex.explain_tensor(input.clone(), &ExplainOptions::default()).expect("gradcam");
             gc.push(e.timings.total_ms);
-            let other = ExplainOptions { target: Target::Class((e.class + 1) % 1000), ..Default::default() };
+            let other = ExplainOptions { target: Target::Class((e.class + 1) % classes), ..Default::default() };
             second.push(ex.explain_tensor(input.clone(), &other).expect("second class").timings.total_ms);
-            let input2 = FeatureMap::new(3, 224, 224, rng.vec(3 * 224 * 224, 1.5));
+            let input2 = FeatureMap::new(3, size, size, rng.vec(3 * size * size, 1.5));
             let g = ExplainOptions { method: Method::GuidedGradCam, ..Default::default() };
             ggc.push(ex.explain_tensor(input2, &g).expect("guided grad-cam").timings.total_ms);
         }
@@ -199,7 +227,7 @@ fn table_mode(args: &[String]) {
         if args.iter().any(|a| a == "--profile") {
             print_profile(&mut ex, &mut rng);
         }
-        print!("{:<20} {load:>8.1} {f:>9.1} {g:>9.1} {s:>10.1} {gg:>10.1} {:>10.2} {params:>9.1}", arch.name(), gg / g);
+        print!("{name:<20} {load:>8.1} {f:>9.1} {g:>9.1} {s:>10.1} {gg:>10.1} {:>10.2} {params:>9.1}", gg / g);
         if gpu {
             match gpu_times(&ex, runs) {
                 Ok((gg_gpu, ggc_gpu, adapter)) => print!(" {gg_gpu:>11.1} {ggc_gpu:>13.1} {:>9.1}  ({adapter})", gg_gpu / g),
