@@ -1,6 +1,7 @@
 //! The architectures people use, each as a builder of the one layer graph. Layer sizes come from the
 //! weight file; only what a file cannot say (strides, paddings, where pools sit) is written here.
 
+mod blocks;
 mod convnext;
 mod densenet;
 mod efficientnet;
