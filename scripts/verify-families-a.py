@@ -4,13 +4,13 @@ safetensors; not run in CI).
 
 For each model: random weights with non-trivial batch-norm statistics, eval mode, one random input,
 a float64 forward and backward.
-Files in OUT_DIR: NAME.safetensors (the state dict), NAME.input.npy, NAME.logits.npy, and the
-gradients of the top logit at the default Grad-CAM layer (NAME.layer_grad.npy) and at the input
-(NAME.input_grad.npy). Then:
+Files in OUT_DIR: NAME.safetensors (the state dict), NAME.input.npy, NAME.logits.npy, the default
+Grad-CAM layer's activations (NAME.layer.npy), and the gradients of the top logit there
+(NAME.layer_grad.npy) and at the input (NAME.input_grad.npy). Then:
 
     FAMILIES_A_DIR=OUT_DIR cargo test --test families_a -- --ignored --nocapture torch_reference
 
-Usage: verify-families-a.py OUT_DIR [--full]   (--full adds the full-size torchvision models)
+Usage: verify-families-a.py OUT_DIR [--full | --only-full]   (the full-size torchvision models too, or only)
 """
 import os
 import re
@@ -113,6 +113,7 @@ def write(out, name, make, layer, size, forward, seed):
     logits[0, logits[0].argmax()].backward()
     np.save(os.path.join(out, f"{name}.input.npy"), x.detach().numpy().astype(np.float32))
     np.save(os.path.join(out, f"{name}.logits.npy"), logits[0].detach().numpy().astype(np.float32))
+    np.save(os.path.join(out, f"{name}.layer.npy"), a[0].detach().numpy().astype(np.float32))
     np.save(os.path.join(out, f"{name}.layer_grad.npy"), a.grad[0].numpy().astype(np.float32))
     np.save(os.path.join(out, f"{name}.input_grad.npy"), x.grad[0].numpy().astype(np.float32))
     print(f"{name}: {sum(v.numel() for v in sd.values())} parameters, top logit {logits.max().item():.4f}")
@@ -121,8 +122,8 @@ def write(out, name, make, layer, size, forward, seed):
 def main():
     out = sys.argv[1]
     os.makedirs(out, exist_ok=True)
-    models = dict(SMALL)
-    if "--full" in sys.argv:
+    models = {} if "--only-full" in sys.argv else dict(SMALL)
+    if "--full" in sys.argv or "--only-full" in sys.argv:
         models.update(FULL)
     for i, (name, spec) in enumerate(models.items()):
         write(out, name, *spec, seed=100 + i)

@@ -320,13 +320,19 @@ fn wrong_files_name_the_key() {
     assert!(err.contains("conv1.0.weight"), "{err}");
     let err = Model::from_bytes(&googlenet(10).sd.without("inception4c.branch3.1.conv.weight").bytes(), None).err().unwrap().to_string();
     assert!(err.contains("missing tensor 'inception4c.branch3.1.conv.weight'"), "{err}");
+    let err = Model::from_bytes(&resnet_any([1, 1, 1, 1], false, [8, 8, 8, 8], 1, 10).sd.without("layer3.0.conv1.weight").bytes(), None).err().unwrap().to_string();
+    assert!(err.contains("missing tensor 'layer3.0.conv1.weight'"), "{err}");
+    let sd = shufflenet_v2([2, 3, 2], [8, 16, 32, 64, 48], 10).sd.without("stage3.0.branch2.0.weight");
+    let err = Model::from_bytes(&sd.bytes(), None).err().unwrap().to_string();
+    assert!(err.contains("missing tensor 'stage3.0.branch2.0.weight'"), "{err}");
 }
 
 /// Logits, the default layer's gradient and the input gradient against torchvision, for the files
-/// scripts/verify-families-a.py writes (`NAME.safetensors`, `NAME.input.npy`, `NAME.logits.npy`,
-/// `NAME.layer_grad.npy`, `NAME.input_grad.npy`, gradients of the top torch logit) in
-/// $FAMILIES_A_DIR. Logits must be within 1e-3 of the largest torch logit and the layer gradient
-/// within 1e-3 in relative L2 norm; the input gradient within 2e-2, because a pre-activation within
+/// scripts/verify-families-a.py writes (`NAME.safetensors`, `NAME.input.npy`, `NAME.logits.npy`, the
+/// default layer's activations `NAME.layer.npy`, the gradients of the top torch logit there and at
+/// the input, `NAME.layer_grad.npy` and `NAME.input_grad.npy`) in
+/// $FAMILIES_A_DIR. Logits and the layer's activations must be within 1e-3 of the largest torch
+/// value and the layer gradient within 1e-3 in relative L2 norm; the input gradient within 2e-2, because a pre-activation within
 /// float32 rounding of zero flips its ReLU (seen: one of 100k at |x| = 5e-6 on a scale of 56 in a
 /// ResNet, 0.7% of the input gradient's norm; torch in float32 happened to keep its sign). The torch
 /// side is float64. Prints the errors.
@@ -367,17 +373,18 @@ fn torch_reference() {
         let mut onehot = vec![0.0; logits.len()];
         onehot[top] = 1.0;
         let e_logits = rel(pass.logits(), &logits);
+        let e_act = rel(&pass.activations().data, &npy(dir.join(format!("{name}.layer.npy"))).1);
         let (layer_grad, torch_layer_grad) = (pass.layer_gradient(&onehot).unwrap().data, npy(dir.join(format!("{name}.layer_grad.npy"))).1);
         let (input_grad, torch_input_grad) = (pass.input_gradient(&onehot, false).unwrap().data, npy(dir.join(format!("{name}.input_grad.npy"))).1);
         let (e_layer, e_input) = (l2(&layer_grad, &torch_layer_grad), l2(&input_grad, &torch_input_grad));
         println!(
-            "{name:<22} {:<13} {:<20} logits {e_logits:.1e} | layer grad L2 {e_layer:.1e} max {:.1e} | input grad L2 {e_input:.1e} max {:.1e}",
+            "{name:<22} {:<13} {:<20} logits {e_logits:.1e} | layer {e_act:.1e} | layer grad L2 {e_layer:.1e} max {:.1e} | input grad L2 {e_input:.1e} max {:.1e}",
             model.arch.name(),
             model.default_layer,
             rel(&layer_grad, &torch_layer_grad),
             rel(&input_grad, &torch_input_grad)
         );
-        worst = worst.max(e_logits).max(e_layer).max(e_input / 20.0);
+        worst = worst.max(e_logits).max(e_act).max(e_layer).max(e_input / 20.0);
     }
     assert!(worst < 1e-3, "logits or layer gradient off by more than 1e-3, or the input gradient by more than 2e-2 ({worst})");
 }

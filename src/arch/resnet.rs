@@ -84,7 +84,7 @@ pub fn layout(weights: &WeightMap) -> Option<([usize; 4], bool)> {
 /// 64-wide first bottleneck without groups (ResNeXt and Wide ResNet-50 share resnet50's counts).
 fn is_standard(weights: &WeightMap, blocks: [usize; 4], bottleneck: bool) -> bool {
     let counts = matches!((blocks, bottleneck), ([2, 2, 2, 2], false) | ([3, 4, 6, 3], _));
-    let width = weights.shape("layer1.0.conv1.weight").map(|s| s[0]);
+    let width = weights.shape("layer1.0.conv1.weight").and_then(|s| s.first().copied());
     let per_group = weights.shape("layer1.0.conv2.weight").and_then(|s| s.get(1).copied());
     counts && width == Some(64) && per_group == Some(64)
 }
@@ -96,8 +96,11 @@ pub fn matches_other(weights: &WeightMap) -> bool {
 
 /// Any torchvision ResNet, its depths, groups and widths read from the file.
 pub fn build_any(weights: &WeightMap) -> Result<Graph> {
-    match layout(weights) {
-        Some((blocks, bottleneck)) if blocks.iter().all(|&n| n > 0) => build(weights, blocks, bottleneck),
-        _ => crate::fail!(Weights, "not a torchvision ResNet: it needs conv1 and layer1 ..= layer4, each with a block 0 (layerN.0.conv1.weight)"),
+    let Some((blocks, bottleneck)) = layout(weights) else {
+        return crate::fail!(Weights, "not a torchvision ResNet: it needs conv1.weight and layer4.0.conv1.weight");
+    };
+    if let Some(empty) = blocks.iter().position(|&n| n == 0) {
+        return crate::fail!(Weights, "missing tensor 'layer{}.0.conv1.weight': a ResNet has at least one block in each of layer1 ..= layer4", empty + 1);
     }
+    build(weights, blocks, bottleneck)
 }

@@ -36,8 +36,10 @@ pub fn build(weights: &WeightMap) -> Result<Graph> {
 }
 
 fn stage_blocks(b: &mut GraphBuilder, stage: &str, mut x: NodeId) -> Result<NodeId> {
-    if !b.weights().contains(&format!("{stage}.0.branch1.0.weight")) {
-        return fail!(Weights, "ShuffleNet V2 stage '{stage}' must start with a stride-2 block (missing tensor '{stage}.0.branch1.0.weight')");
+    for key in ["branch1.0", "branch2.0"] {
+        if !b.weights().contains(&format!("{stage}.0.{key}.weight")) {
+            return fail!(Weights, "missing tensor '{stage}.0.{key}.weight': each ShuffleNet V2 stage starts with a stride-2 block");
+        }
     }
     let blocks = (0..).take_while(|i| b.weights().contains(&format!("{stage}.{i}.branch2.0.weight"))).count();
     for i in 0..blocks {
