@@ -224,16 +224,14 @@ impl Arch {
         if let Some((arch, _)) = families.iter().find(|(_, m)| m(weights)) {
             return Ok(*arch);
         }
-        if has("layer4.0.conv1.weight") && has("conv1.weight") {
-            let blocks = |layer: usize| (0..).take_while(|b| has(&format!("layer{layer}.{b}.conv1.weight"))).count();
-            let counts = [blocks(1), blocks(2), blocks(3), blocks(4)];
-            let bottleneck = has("layer1.0.conv3.weight");
-            return match (counts, bottleneck) {
-                ([2, 2, 2, 2], false) => Ok(Arch::ResNet18),
-                ([3, 4, 6, 3], false) => Ok(Arch::ResNet34),
-                ([3, 4, 6, 3], true) => Ok(Arch::ResNet50),
-                _ => fail!(Weights, "a ResNet with blocks {counts:?} (bottleneck: {bottleneck}) is not one of resnet18/34/50"),
-            };
+        if let Some((counts, bottleneck)) = resnet::layout(weights) {
+            // Anything but the exact resnet18/34/50 layouts was claimed by `resnet::matches_other` above.
+            return Ok(match (counts, bottleneck) {
+                ([2, 2, 2, 2], false) => Arch::ResNet18,
+                ([3, 4, 6, 3], false) => Arch::ResNet34,
+                ([3, 4, 6, 3], true) => Arch::ResNet50,
+                _ => Arch::ResNet,
+            });
         }
         if has("features.18.0.weight") && has("features.1.conv.0.0.weight") {
             return Ok(Arch::MobileNetV2);
