@@ -132,6 +132,7 @@ fn family_preprocess(arch: Arch) -> Preprocess {
     let normalize = match arch.input_norm() {
         InputNorm::ImageNetMeanStd => Normalize::MeanStd { mean: IMAGENET_MEAN, std: IMAGENET_STD },
         InputNorm::Centered127 => Normalize::Affine { offset: 127.0, scale: 128.0 },
+        InputNorm::Half => Normalize::MeanStd { mean: [0.5; 3], std: [0.5; 3] },
     };
     let (crop, size) = arch.input_size();
     Preprocess { resize: Resize::ShorterSide { size, crop: Some((crop, crop)) }, normalize }
@@ -494,7 +495,8 @@ impl Explainer {
         let top5 = self.top_k(&logits, 5);
         Ok(Explanation {
             method: opts.method,
-            layer: self.model.graph.nodes[layer].name.clone(),
+            // The name the user asked by (or the default's, e.g. `layer4`), not the node's inner one.
+            layer: opts.layer.clone().unwrap_or_else(|| self.model.default_layer()),
             class,
             label: self.model.labels[class].clone(),
             score,

@@ -66,6 +66,9 @@ pub enum InputNorm {
     ImageNetMeanStd,
     /// TF-born EfficientNet-Lite: (x - 127) / 128.
     Centered127,
+    /// (x / 255 - 0.5) / 0.5: what torchvision's pretrained GoogLeNet and Inception v3 see after
+    /// their `transform_input` step (which a state dict cannot record, so the builders leave it out).
+    Half,
 }
 
 /// The architectures built from a state dict's keys (not `Onnx`).
@@ -162,6 +165,7 @@ impl Arch {
     pub fn input_norm(self) -> InputNorm {
         match self {
             Arch::EfficientNetLite0 => InputNorm::Centered127,
+            Arch::GoogLeNet | Arch::InceptionV3 => InputNorm::Half,
             _ => InputNorm::ImageNetMeanStd,
         }
     }
