@@ -60,7 +60,7 @@ impl Model {
     pub fn from_graph(arch: Arch, graph: Graph, preprocess: Option<Preprocess>) -> Model {
         let labels = if graph.num_classes == 1000 { crate::labels::imagenet() } else { (0..graph.num_classes).map(|i| format!("class {i}")).collect() };
         let default_layer = arch.default_layer(&graph);
-        let preprocess = preprocess.unwrap_or_else(|| family_preprocess(arch));
+        let preprocess = preprocess.unwrap_or_else(|| family_preprocess(arch, &graph));
         Model { arch, graph: Arc::new(graph), labels, default_layer, preprocess }
     }
 
@@ -127,14 +127,18 @@ impl Model {
     }
 }
 
-/// A family's evaluation transform: resize the shorter side, centre crop, normalize.
-fn family_preprocess(arch: Arch) -> Preprocess {
+/// A family's evaluation transform: resize the shorter side, centre crop, normalize. A graph
+/// whose position embedding fixes its input size (a ViT) gets that crop, resized as at 224 / 256.
+fn family_preprocess(arch: Arch, graph: &Graph) -> Preprocess {
     let normalize = match arch.input_norm() {
         InputNorm::ImageNetMeanStd => Normalize::MeanStd { mean: IMAGENET_MEAN, std: IMAGENET_STD },
         InputNorm::Centered127 => Normalize::Affine { offset: 127.0, scale: 128.0 },
         InputNorm::Half => Normalize::MeanStd { mean: [0.5; 3], std: [0.5; 3] },
     };
-    let (crop, size) = arch.input_size();
+    let (crop, size) = match graph.fixed_input_size() {
+        Some((h, w)) if h == w => (h, (h * 256).div_ceil(224)),
+        _ => arch.input_size(),
+    };
     Preprocess { resize: Resize::ShorterSide { size, crop: Some((crop, crop)) }, normalize }
 }
 
@@ -472,7 +476,8 @@ impl Explainer {
         let probability = softmax(&logits)[class];
         let Explainer { cache, executor, model } = self;
         let cached = cache.as_mut().ok_or_else(|| Error::Internal("no forward pass".into()))?;
-        let (mut raw, rgb) = compute_map(opts, cached, executor.as_ref(), batched_forwards, &target, progress)?;
+        let tokens = model.graph.leading_tokens(layer);
+        let (mut raw, rgb) = compute_map(opts, cached, executor.as_ref(), batched_forwards, &target, tokens, progress)?;
         let mut warnings = Vec::new();
         if let Some(i) = raw.data.iter().position(|v| !v.is_finite()) {
             return fail!(Numeric, "the {} map has a non-finite value at cell {i}; the gradients overflowed", opts.method.name());
@@ -514,16 +519,27 @@ impl Explainer {
     }
 }
 
+/// The layer's activation or gradient as the methods take it: a token layer's map (`tokens`: its
+/// leading non-patch tokens, `Graph::leading_tokens`) as the grid of its patches.
+fn as_grid(m: FeatureMap, tokens: Option<usize>) -> Result<FeatureMap> {
+    match tokens {
+        Some(leading) => m.tokens_to_grid(leading).map_err(Error::Input),
+        None => Ok(m),
+    }
+}
+
 /// The method's map (signed, before ReLU) and, for guided methods, the RGB gradient image.
+#[allow(clippy::too_many_arguments)]
 fn compute_map(
     opts: &ExplainOptions,
     c: &mut CachedPass,
     executor: &dyn Executor,
     batched_forwards: Option<&mut LogitsBatch>,
     target: &[f32],
+    tokens: Option<usize>,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<(Map, Option<FeatureMap>)> {
-    let a = c.pass.activations().clone();
+    let a = as_grid(c.pass.activations().clone(), tokens)?;
     let map = match opts.method {
         Method::EigenCam => eigen::eigen_cam(&a),
         Method::ScoreCam => {
@@ -538,7 +554,7 @@ fn compute_map(
         Method::GuidedBackprop | Method::GuidedGradCam => {
             let mut g = c.pass.input_gradient(target, true)?;
             if opts.method == Method::GuidedGradCam {
-                let mut cam_map = cam::grad_cam(&a, &c.pass.layer_gradient(target)?);
+                let mut cam_map = cam::grad_cam(&a, &as_grid(c.pass.layer_gradient(target)?, tokens)?);
                 cam_map.data.iter_mut().for_each(|v| *v = v.max(0.0));
                 g = guided::guided_grad_cam(&g, &cam_map)?;
             }
@@ -546,7 +562,7 @@ fn compute_map(
             return Ok((guided::magnitude(&g), Some(rgb)));
         }
         m => {
-            let g = c.pass.layer_gradient(target)?;
+            let g = as_grid(c.pass.layer_gradient(target)?, tokens)?;
             match m {
                 Method::Counterfactual => cam::counterfactual(&a, &g),
                 Method::GradCamPlusPlus => cam::grad_cam_plus_plus(&a, &g),

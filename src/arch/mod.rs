@@ -16,6 +16,7 @@ mod resnet;
 mod shufflenet_v2;
 mod squeezenet;
 mod vgg;
+pub mod vit;
 
 use crate::error::Result;
 use crate::fail;
@@ -55,6 +56,8 @@ pub enum Arch {
     /// RegNet X and Y.
     RegNet,
     ConvNeXt,
+    /// Vision Transformers (vit_b_16, vit_b_32, vit_l_16, vit_l_32, vit_h_14).
+    Vit,
     /// A graph imported from an ONNX file (whatever network it holds).
     Onnx,
 }
@@ -72,12 +75,12 @@ pub enum InputNorm {
 }
 
 /// The architectures built from a state dict's keys (not `Onnx`).
-pub const ALL: [Arch; 27] = [
+pub const ALL: [Arch; 28] = [
     Arch::ResNet18, Arch::ResNet34, Arch::ResNet50, Arch::Vgg11, Arch::Vgg13, Arch::Vgg16, Arch::Vgg19,
     Arch::Vgg11Bn, Arch::Vgg13Bn, Arch::Vgg16Bn, Arch::Vgg19Bn, Arch::AlexNet, Arch::SqueezeNet1_0,
     Arch::SqueezeNet1_1, Arch::MobileNetV2, Arch::EfficientNetLite0, Arch::ResNet, Arch::DenseNet,
     Arch::GoogLeNet, Arch::InceptionV3, Arch::MnasNet, Arch::ShuffleNetV2, Arch::MobileNetV3,
-    Arch::EfficientNet, Arch::EfficientNetV2, Arch::RegNet, Arch::ConvNeXt,
+    Arch::EfficientNet, Arch::EfficientNetV2, Arch::RegNet, Arch::ConvNeXt, Arch::Vit,
 ];
 
 impl Arch {
@@ -110,6 +113,7 @@ impl Arch {
             Arch::EfficientNetV2 => "efficientnet_v2",
             Arch::RegNet => "regnet",
             Arch::ConvNeXt => "convnext",
+            Arch::Vit => "vit",
             Arch::Onnx => "onnx",
         }
     }
@@ -138,6 +142,7 @@ impl Arch {
             Arch::EfficientNetLite0 => "_conv_head.act".into(),
             Arch::MobileNetV2 => "features.18".into(),
             Arch::SqueezeNet1_0 | Arch::SqueezeNet1_1 => "features.12".into(),
+            Arch::Vit => vit::default_layer(graph),
             Arch::ResNet | Arch::DenseNet | Arch::GoogLeNet | Arch::InceptionV3 | Arch::MnasNet | Arch::ShuffleNetV2 | Arch::MobileNetV3
             | Arch::EfficientNet | Arch::EfficientNetV2 | Arch::RegNet | Arch::ConvNeXt | Arch::Onnx => {
                 graph.pooled_layer().map(|id| graph.display_name(id).to_string()).unwrap_or_else(|| graph.nodes[graph.output()].name.clone())
@@ -200,6 +205,7 @@ impl Arch {
             Arch::EfficientNetV2 => efficientnet::build(weights, true),
             Arch::RegNet => regnet::build(weights),
             Arch::ConvNeXt => convnext::build(weights),
+            Arch::Vit => vit::build(weights, None),
             Arch::Onnx => fail!(Option, "an ONNX graph is imported from its file, not built from a state dict"),
         }
     }
@@ -212,7 +218,7 @@ impl Arch {
             return Ok(Arch::EfficientNetLite0);
         }
         // The families whose keys are their own: each module says whether a file is one of its.
-        let families: [(Arch, fn(&WeightMap) -> bool); 11] = [
+        let families: [(Arch, fn(&WeightMap) -> bool); 12] = [
             (Arch::DenseNet, densenet::matches),
             (Arch::GoogLeNet, googlenet::matches),
             (Arch::InceptionV3, inception_v3::matches),
@@ -223,6 +229,7 @@ impl Arch {
             (Arch::EfficientNet, |w| efficientnet::matches(w, false)),
             (Arch::RegNet, regnet::matches),
             (Arch::ConvNeXt, convnext::matches),
+            (Arch::Vit, vit::matches),
             (Arch::ResNet, resnet::matches_other),
         ];
         if let Some((arch, _)) = families.iter().find(|(_, m)| m(weights)) {

@@ -10,7 +10,7 @@
 //! every ReLU's backward reads a `GuidedFlag` shared by the pass, so Grad-CAM's plain backward and
 //! guided backpropagation walk the same recorded graph.
 
-use crate::graph::{Activation, Affine, AvgPool, ChannelNorm, Conv, Linear, MaxPool, Pads};
+use crate::graph::{Activation, Affine, Attention, AvgPool, ChannelNorm, Conv, Linear, MaxPool, Pads};
 use crate::kernels::{self, Clamp, Conv2dGeom, Kept, PoolGeom};
 use candle_core::{bail, CpuStorage, CustomOp1, Layout, Shape, Tensor};
 use super::profile;
@@ -359,6 +359,33 @@ impl CustomOp1 for ChannelNormOp {
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> CResult<Option<Tensor>> {
         let (n, plane) = (&self.0, plane_of(arg.shape())?);
         let gx = with_slice(arg, |x| with_slice(grad, |g| kernels::elementwise::channel_norm_input_grad(x, g, &n.weight, plane, n.eps)))??;
+        grad_like(gx, arg)
+    }
+}
+
+/// Multi-head self-attention over the tokens of an (n, C, 1, T) map.
+pub struct SelfAttentionOp(pub Arc<Attention>);
+
+impl CustomOp1 for SelfAttentionOp {
+    fn name(&self) -> &'static str {
+        "gradcam-self-attention"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> CResult<(CpuStorage, Shape)> {
+        let (n, c, h, _) = dims4(l)?;
+        if c != self.0.channels() || h != 1 {
+            bail!("self-attention expects (n, {}, 1, T) tokens, got {:?}", self.0.channels(), l.dims());
+        }
+        let y = profile::time(|| "self-attention".into(), || -> CResult<_> { Ok(kernels::attention::self_attention_forward(&self.0, &as_slice(s, l)?, n)) })?;
+        Ok((CpuStorage::F32(y), l.shape().clone()))
+    }
+
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> CResult<Option<Tensor>> {
+        let n = arg.dims4()?.0;
+        let gx = profile::time(
+            || "bwd self-attention".into(),
+            || with_slice(arg, |x| with_slice(grad, |g| kernels::attention::self_attention_input_grad(&self.0, x, g, n))),
+        )??;
         grad_like(gx, arg)
     }
 }

@@ -21,7 +21,7 @@
 //! Guided backpropagation flips the pass's `GuidedFlag` around the walks. A conv whose only reader
 //! is a ReLU/ReLU6 runs fused with it. Only input gradients exist, never weight gradients.
 
-use super::candle_ops::{ActOp, AdaptiveAvgPoolOp, AffineOp, AvgPoolOp, ChannelNormOp, ConvOp, GuidedFlag, LinearOp, MaxPoolOp, ReluOp};
+use super::candle_ops::{ActOp, AdaptiveAvgPoolOp, AffineOp, AvgPoolOp, ChannelNormOp, ConvOp, GuidedFlag, LinearOp, MaxPoolOp, ReluOp, SelfAttentionOp};
 use super::{Executor, Pass};
 use crate::error::{Error, Result};
 use crate::feature_map::FeatureMap;
@@ -163,6 +163,23 @@ impl Runner {
                 let (n, c, h, w) = x.dims4()?;
                 x.reshape((n, *groups, c / groups, h * w))?.transpose(1, 2)?.contiguous()?.reshape((n, c, h, w))?
             }
+            Op::SelfAttention(a) => arg(0)?.contiguous()?.apply_op1(SelfAttentionOp(a.clone()))?,
+            // The token ops only move values (or add constants): candle's reshape, cat, narrow and
+            // broadcast add backprop them exactly, and their constants are not Vars, so no weight
+            // gradient is built.
+            Op::Tokens => {
+                let x = arg(0)?;
+                let (n, c, h, w) = x.dims4()?;
+                x.reshape((n, c, 1, h * w))?
+            }
+            Op::PrependToken(token) => {
+                let x = arg(0)?;
+                let (n, c, _, _) = x.dims4()?;
+                let token = Tensor::from_slice(token.as_slice(), (1, c, 1, 1), x.device())?.broadcast_as((n, c, 1, 1))?.contiguous()?;
+                Tensor::cat(&[&token, x], 3)?
+            }
+            Op::AddPositional(p) => arg(0)?.broadcast_add(&Tensor::from_slice(&p.data, (1, p.channels, 1, p.tokens), &Device::Cpu)?)?,
+            Op::ClassToken => arg(0)?.narrow(3, 0, 1)?.contiguous()?,
         })
     }
 
@@ -267,6 +284,8 @@ fn forward_flops(graph: &Graph, shapes: &[Chw], i: NodeId) -> u64 {
     match &graph.nodes[i].op {
         Op::Conv(conv) => product(&[c, h, w, conv.cin / conv.groups, conv.kh, conv.kw]),
         Op::Linear(l) => product(&[l.in_features, l.out_features]),
+        // Four C x C projections per token, and q^T k and v P^T.
+        Op::SelfAttention(_) => product(&[c, w, 4 * c + 2 * w]),
         _ => 0,
     }
 }

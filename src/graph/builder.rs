@@ -1,7 +1,7 @@
 //! Builds a `Graph` from a `WeightMap`, checking each tensor's shape against what the layer before it
 //! produces, so a mismatched file fails with the key and both shapes named.
 
-use super::{Activation, Affine, AvgPool, ChannelNorm, Conv, Graph, Linear, MaxPool, Node, NodeId, Op, Padding};
+use super::{Activation, Affine, Attention, AvgPool, ChannelNorm, Conv, Graph, Linear, MaxPool, Node, NodeId, Op, Padding, Positional};
 use crate::error::Result;
 use crate::fail;
 use crate::weights::WeightMap;
@@ -271,6 +271,58 @@ impl<'w> GraphBuilder<'w> {
         }
         let k = self.known[input];
         Ok(self.push(name, Op::ChannelShuffle { groups }, vec![input], k))
+    }
+
+    /// A C x H x W map as a C x 1 x (H * W) token sequence.
+    pub fn tokens(&mut self, name: &str, input: NodeId) -> NodeId {
+        let k = Known { channels: self.channels(input), spatial: None };
+        self.push(name, Op::Tokens, vec![input], k)
+    }
+
+    /// Puts the learned token `key` (shape (1, 1, C), as torchvision's `class_token`) before the tokens.
+    pub fn prepend_token(&mut self, name: &str, input: NodeId, key: &str) -> Result<NodeId> {
+        let c = self.channels(input);
+        let token = self.weights.take(key, &[Some(1), Some(1), Some(c)])?.data;
+        let k = self.known[input];
+        Ok(self.push(name, Op::PrependToken(Arc::new(token)), vec![input], k))
+    }
+
+    /// Adds the position embedding `key`, shape (1, T, C) as torchvision stores it (token-major),
+    /// kept channel-major (C x T) like the token map. `input_size`: the image size it fixes.
+    pub fn add_positional(&mut self, name: &str, input: NodeId, key: &str, input_size: Option<(usize, usize)>) -> Result<NodeId> {
+        let c = self.channels(input);
+        let p = self.weights.take(key, &[Some(1), None, Some(c)])?;
+        let tokens = p.shape[1];
+        let data = (0..c).flat_map(|ch| p.data.iter().skip(ch).step_by(c).copied()).collect();
+        let k = self.known[input];
+        let positional = Positional { data, channels: c, tokens, input_size };
+        Ok(self.push(name, Op::AddPositional(Arc::new(positional)), vec![input], k))
+    }
+
+    /// `nn.MultiheadAttention` named `name` over the tokens: `{name}.in_proj_weight` (3C, C),
+    /// `{name}.in_proj_bias`, `{name}.out_proj.weight` (C, C), `{name}.out_proj.bias`.
+    pub fn self_attention(&mut self, name: &str, input: NodeId, heads: usize) -> Result<NodeId> {
+        let c = self.channels(input);
+        if heads == 0 || !c.is_multiple_of(heads) {
+            return fail!(Weights, "layer '{name}': {c} channels cannot be split in {heads} attention heads; give the number of heads the model was trained with");
+        }
+        let in_w = self.weights.take(&format!("{name}.in_proj_weight"), &[Some(3 * c), Some(c)])?.data;
+        let in_b = self.weights.take(&format!("{name}.in_proj_bias"), &[Some(3 * c)])?.data;
+        let out_w = self.weights.take(&format!("{name}.out_proj.weight"), &[Some(c), Some(c)])?.data;
+        let out_b = self.weights.take(&format!("{name}.out_proj.bias"), &[Some(c)])?.data;
+        let attention = Attention {
+            heads,
+            in_proj: Linear { weight: in_w, bias: in_b, in_features: c, out_features: 3 * c },
+            out_proj: Linear { weight: out_w, bias: out_b, in_features: c, out_features: c },
+        };
+        let k = self.known[input];
+        Ok(self.push(name, Op::SelfAttention(Arc::new(attention)), vec![input], k))
+    }
+
+    /// Token 0 of the sequence, as a C x 1 x 1 map (so a flatten and linear layers may follow).
+    pub fn class_token(&mut self, name: &str, input: NodeId) -> NodeId {
+        let k = Known { channels: self.channels(input), spatial: Some((1, 1)) };
+        self.push(name, Op::ClassToken, vec![input], k)
     }
 
     /// Ends the graph at `output`, which must be the last node; every key of the file must have been used.

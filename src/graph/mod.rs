@@ -147,6 +147,33 @@ pub struct AvgPool {
     pub count_include_pad: bool,
 }
 
+/// A position embedding added to every token: the learned (C x T) table of a Vision Transformer,
+/// stored channel-major as the C x 1 x T token map it is added to.
+#[derive(Debug)]
+pub struct Positional {
+    pub data: Vec<f32>,
+    pub channels: usize,
+    pub tokens: usize,
+    /// The (height, width) of the image the table was trained for: its token count fixes the input
+    /// size (torchvision refuses any other), so shape checks and the evaluation crop use it.
+    pub input_size: Option<(usize, usize)>,
+}
+
+/// Multi-head self-attention over the tokens of a C x 1 x T map (PyTorch's `nn.MultiheadAttention`
+/// with query = key = value): `in_proj` (3C x C: query, key and value rows) and `out_proj` (C x C).
+#[derive(Debug)]
+pub struct Attention {
+    pub heads: usize,
+    pub in_proj: Linear,
+    pub out_proj: Linear,
+}
+
+impl Attention {
+    pub fn channels(&self) -> usize {
+        self.out_proj.out_features
+    }
+}
+
 #[derive(Clone, Debug)]
 pub enum Op {
     Input,
@@ -170,6 +197,16 @@ pub enum Op {
     Slice { start: usize, end: usize },
     /// ShuffleNet's channel shuffle: channel g * (C / groups) + i moves to i * groups + g.
     ChannelShuffle { groups: usize },
+    /// A C x H x W map as a C x 1 x (H * W) sequence of tokens, patch (r, c) at r * W + c (the
+    /// order of torch's `flatten(2)`): the patch embedding of a Vision Transformer.
+    Tokens,
+    /// A learned C-vector (the class token) put before the tokens: C x 1 x T -> C x 1 x (T + 1).
+    PrependToken(Arc<Vec<f32>>),
+    /// Adds a fixed C x 1 x T table (the position embedding).
+    AddPositional(Arc<Positional>),
+    SelfAttention(Arc<Attention>),
+    /// Token 0 of a sequence (the class token): C x 1 x T -> C x 1 x 1.
+    ClassToken,
 }
 
 impl Op {
@@ -194,6 +231,11 @@ impl Op {
             Op::ChannelNorm(_) => "layernorm",
             Op::Slice { .. } => "slice",
             Op::ChannelShuffle { .. } => "shuffle",
+            Op::Tokens => "tokens",
+            Op::PrependToken(_) => "prepend-token",
+            Op::AddPositional(_) => "add-positional",
+            Op::SelfAttention(_) => "self-attention",
+            Op::ClassToken => "class-token",
         }
     }
 }
@@ -264,6 +306,32 @@ impl Graph {
         n.aliases.last().unwrap_or(&n.name)
     }
 
+    /// How many leading tokens that are not image patches (the class token) the value of node `id`
+    /// has, when it is a token sequence (C x 1 x T) of a Vision Transformer: its first input chain
+    /// leads back to the `Tokens` op without passing a `ClassToken`. `None` for spatial maps and
+    /// for what follows the class token's selection.
+    pub fn leading_tokens(&self, id: NodeId) -> Option<usize> {
+        let mut prepended = 0;
+        let mut at = id;
+        loop {
+            match self.nodes[at].op {
+                Op::Tokens => return Some(prepended),
+                Op::ClassToken | Op::Input | Op::Flatten | Op::Linear(_) => return None,
+                Op::PrependToken(_) => prepended += 1,
+                _ => {}
+            }
+            at = *self.nodes[at].inputs.first()?;
+        }
+    }
+
+    /// The input size a position embedding fixes (see `Positional::input_size`), if any.
+    pub fn fixed_input_size(&self) -> Option<(usize, usize)> {
+        self.nodes.iter().find_map(|n| match &n.op {
+            Op::AddPositional(p) => p.input_size,
+            _ => None,
+        })
+    }
+
     /// Total number of weights, for memory budgets.
     pub fn parameter_count(&self) -> usize {
         self.nodes
@@ -273,6 +341,9 @@ impl Graph {
                 Op::Linear(l) => l.weight.len() + l.bias.len(),
                 Op::Affine(a) => a.scale.len() + a.shift.len(),
                 Op::ChannelNorm(n) => n.weight.len() + n.bias.len(),
+                Op::PrependToken(t) => t.len(),
+                Op::AddPositional(p) => p.data.len(),
+                Op::SelfAttention(a) => [&a.in_proj, &a.out_proj].iter().map(|l| l.weight.len() + l.bias.len()).sum(),
                 _ => 0,
             })
             .sum()

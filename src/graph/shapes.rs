@@ -105,6 +105,34 @@ impl Graph {
                     }
                     inp(0)
                 }
+                Op::Tokens => {
+                    let (c, ih, iw) = inp(0);
+                    (c, 1, ih * iw)
+                }
+                Op::PrependToken(token) => {
+                    let (c, ih, iw) = inp(0);
+                    if c != token.len() || ih != 1 {
+                        return fail!(Input, "layer '{}' puts a {}-channel token before a {c} x {ih} x {iw} map (it takes a C x 1 x T token sequence)", node.name, token.len());
+                    }
+                    (c, 1, iw + 1)
+                }
+                Op::AddPositional(p) => {
+                    if let Some((ph, pw)) = p.input_size.filter(|&size| size != (h, w)) {
+                        return fail!(Input, "this network's position embedding ('{}') fixes its input to {pw}x{ph} pixels; got a {w}x{h} input: resize or crop the image to {pw}x{ph}", node.name);
+                    }
+                    if inp(0) != (p.channels, 1, p.tokens) {
+                        return fail!(Input, "layer '{}' adds a position embedding of {} tokens x {} channels to shape {:?}: the input size does not fit the embedding", node.name, p.tokens, p.channels, inp(0));
+                    }
+                    inp(0)
+                }
+                Op::SelfAttention(a) => {
+                    let (c, ih, _) = inp(0);
+                    if c != a.channels() || ih != 1 {
+                        return fail!(Input, "layer '{}' attends over {}-channel tokens, got shape {:?}", node.name, a.channels(), inp(0));
+                    }
+                    inp(0)
+                }
+                Op::ClassToken => (inp(0).0, 1, 1),
                 Op::Concat => {
                     let (_, ih, iw) = inp(0);
                     let mut c = 0;

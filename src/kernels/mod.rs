@@ -6,6 +6,7 @@
 //! one thread so the same code serves native builds and wasm32-unknown-unknown.
 
 pub mod activation;
+pub mod attention;
 pub mod conv;
 pub mod depthwise;
 pub mod elementwise;
