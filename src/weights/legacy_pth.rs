@@ -17,6 +17,11 @@
 //! recursively. Here objects live in an arena and refer to each other by index, every length is
 //! checked against the bytes that remain, and nothing recurses over attacker-controlled depth.
 //! Every malformed input gives an `Err(String)` saying what is wrong and where.
+//!
+//! The zip format (`zip_pth`) pickles the state dict the same way and keeps each storage in its
+//! own zip entry instead of after the pickles: `read_state_dict_pickle` is the part both share.
+//! Both accept a checkpoint dict that holds the state dict (`{'state_dict': sd, 'epoch': 3}`)
+//! and refuse a pickled `nn.Module` (`torch.save(model)`) with a hint to save a state dict.
 
 use std::collections::HashMap;
 
@@ -58,8 +63,9 @@ pub fn is_legacy_pth(bytes: &[u8]) -> bool {
 }
 
 /// Reads every floating-point tensor (Float, Half, BFloat16, Double storages) of a legacy
-/// `torch.save(state_dict)` file, in the state dict's order. Tensors on integer or bool storages
-/// (`num_batches_tracked`, ...) and plain Python values in the dict are skipped.
+/// `torch.save(state_dict)` file (or of a checkpoint dict holding one), in the state dict's
+/// order. Tensors on integer or bool storages (`num_batches_tracked`, ...) and plain Python values
+/// in the dict are skipped.
 pub fn read_legacy_pth(bytes: &[u8]) -> Result<Vec<RawTensor>, String> {
     if bytes.starts_with(b"PK\x03\x04") {
         return Err(
@@ -70,15 +76,53 @@ pub fn read_legacy_pth(bytes: &[u8]) -> Result<Vec<RawTensor>, String> {
         return Err("not a legacy torch.save file: it does not start with the pickled magic number 0x1950a86a20f9469cfc6c".into());
     }
     let mut cur = Cursor { bytes, pos: 0 };
+    read_preamble(&mut cur)?;
+    // 4. the saved object
+    let sd_start = cur.pos;
+    let sd = Pickle::load(&mut cur, "state-dict pickle")?;
+    let sd_where = format!("state-dict pickle (bytes {sd_start}..{})", cur.pos);
+    let parsed = StateDict::parse(&sd).map_err(|e| format!("{sd_where}: {e}"))?;
+    drop(sd);
+    // 5. storage keys, 6. the storage data
+    let data = read_legacy_storages(&mut cur, &parsed.storages)?;
+    parsed.materialize(|key| {
+        data.get(key).copied().ok_or_else(|| {
+            format!(
+                "storage '{}' is missing from the storage-key list, so the file has no data for it",
+                short(key)
+            )
+        })
+    })
+}
 
-    // 1. magic number
-    let magic = Pickle::load(&mut cur, "magic-number pickle")?;
+/// Reads the tensors of a state-dict pickle whose storages live outside it (the zip format's
+/// `data.pkl`, whose storage `key` is the zip entry `data/<key>`). `storage_bytes(key)` returns
+/// the raw little-endian bytes of a storage (at least as many as the pickle declares for it; it is
+/// asked only for storages that float tensors use) or says why it cannot. `what` names the
+/// pickle in error messages.
+pub(crate) fn read_state_dict_pickle<'a>(
+    pickle: &[u8],
+    what: &str,
+    storage_bytes: impl FnMut(&str) -> Result<&'a [u8], String>,
+) -> Result<Vec<RawTensor>, String> {
+    let mut cur = Cursor {
+        bytes: pickle,
+        pos: 0,
+    };
+    let sd = Pickle::load(&mut cur, what)?;
+    let parsed = StateDict::parse(&sd).map_err(|e| format!("{what}: {e}"))?;
+    drop(sd);
+    parsed.materialize(storage_bytes)
+}
+
+/// Pickles 1-3 of a legacy file: magic number, protocol version, sys info.
+fn read_preamble(cur: &mut Cursor<'_>) -> Result<(), String> {
+    let magic = Pickle::load(cur, "magic-number pickle")?;
     match magic.node(magic.root) {
         Node::Int(v) if *v as u128 == MAGIC_NUMBER && *v > 0 => {}
         _ => return Err("not a legacy torch.save file: magic number mismatch".into()),
     }
-    // 2. protocol version
-    let proto = Pickle::load(&mut cur, "protocol-version pickle")?;
+    let proto = Pickle::load(cur, "protocol-version pickle")?;
     match proto.node(proto.root) {
         Node::Int(PROTOCOL_VERSION) => {}
         Node::Int(v) => {
@@ -93,95 +137,45 @@ pub fn read_legacy_pth(bytes: &[u8]) -> Result<Vec<RawTensor>, String> {
             ))
         }
     }
-    // 3. sys info
-    let sys = Pickle::load(&mut cur, "sys-info pickle")?;
-    check_sys_info(&sys)?;
-    // 4. the saved object
-    let sd_start = cur.pos;
-    let sd = Pickle::load(&mut cur, "state-dict pickle")?;
-    let sd_where = format!("state-dict pickle (bytes {sd_start}..{})", cur.pos);
-    // 5. storage keys
+    let sys = Pickle::load(cur, "sys-info pickle")?;
+    check_sys_info(&sys)
+}
+
+/// Pickle 5 (the storage keys) and, for each key in that order, its element count and data.
+/// Every key must be declared by the state dict, once, with the count it declares there.
+fn read_legacy_storages<'a>(
+    cur: &mut Cursor<'a>,
+    storages: &HashMap<String, StorageMeta>,
+) -> Result<HashMap<String, &'a [u8]>, String> {
     let keys_start = cur.pos;
-    let keys = Pickle::load(&mut cur, "storage-key pickle")?;
+    let keys = Pickle::load(cur, "storage-key pickle")?;
     let keys_where = format!("storage-key pickle (bytes {keys_start}..{})", cur.pos);
-
-    // Every BINPERSID of the state-dict pickle declares a storage (as torch's persistent_load
-    // does, whether or not the object is reachable).
-    let mut storages: HashMap<String, Storage> = HashMap::new();
-    for id in 0..sd.nodes.len() {
-        if let Node::PersId(pid) = &sd.nodes[id] {
-            if let Some(decl) =
-                parse_storage_pid(&sd, *pid).map_err(|e| format!("{sd_where}: {e}"))?
-            {
-                declare_storage(&mut storages, decl).map_err(|e| format!("{sd_where}: {e}"))?;
-            }
-        }
-    }
-
-    // Collect the tensor specs in dict order (before any data is read: cheap, bounded).
-    let entries = state_dict_entries(&sd).map_err(|e| format!("{sd_where}: {e}"))?;
-    let mut specs: Vec<(String, TensorSpec)> = Vec::with_capacity(entries.len());
-    let mut seen: HashMap<String, usize> = HashMap::new();
-    for (name, value) in entries {
-        let spec = match parse_tensor(&sd, value) {
-            Ok(Some(spec)) => spec,
-            Ok(None) => continue,
-            Err(e) => return Err(format!("{sd_where}: entry '{}': {e}", short(&name))),
-        };
-        // Python dict semantics: a repeated key keeps its first position and takes the last value.
-        if let Some(&i) = seen.get(&name) {
-            specs[i].1 = spec;
-        } else {
-            seen.insert(name.clone(), specs.len());
-            specs.push((name, spec));
-        }
-    }
-
-    // 6. the storage data, in the order of the key list.
-    let key_list: Vec<String> = match keys.node(keys.root) {
-        Node::List(items) | Node::Tuple(items) => items
-            .iter()
-            .enumerate()
-            .map(|(i, &k)| match keys.node(k) {
-                Node::Str(s) => Ok(s.clone()),
-                other => Err(format!(
-                    "{keys_where}: item {i} is {}, not a string",
-                    other.kind()
-                )),
-            })
-            .collect::<Result<_, _>>()?,
-        other => {
-            return Err(format!(
-                "{keys_where}: holds {}, not a list of storage keys",
-                other.kind()
-            ))
-        }
-    };
-    let mut stored_elements: u64 = 0;
-    for key in &key_list {
+    let key_list = storage_key_list(&keys).map_err(|e| format!("{keys_where}: {e}"))?;
+    let mut data: HashMap<String, &'a [u8]> = HashMap::new();
+    for key in key_list {
         let at = cur.pos;
-        let st = storages.get_mut(key).ok_or_else(|| {
+        let st = storages.get(&key).ok_or_else(|| {
             format!(
                 "{keys_where}: storage key '{}' is not used by any persistent id of the state dict",
-                short(key)
+                short(&key)
             )
         })?;
-        if st.data.is_some() {
+        if data.contains_key(&key) {
             return Err(format!(
                 "{keys_where}: storage key '{}' is listed twice",
-                short(key)
+                short(&key)
             ));
         }
         let count = cur.u64().ok_or_else(|| {
             format!(
                 "storage '{}' at byte {at}: file ends before its 8-byte element count",
-                short(key)
+                short(&key)
             )
         })?;
         if count != st.numel {
             return Err(format!(
                 "storage '{}' at byte {at}: the file stores {count} elements but the state dict declares {}",
-                short(key),
+                short(&key),
                 st.numel
             ));
         }
@@ -191,71 +185,158 @@ pub fn read_legacy_pth(bytes: &[u8]) -> Result<Vec<RawTensor>, String> {
             .ok_or_else(|| {
                 format!(
                     "storage '{}' at byte {}: {count} elements of {} bytes claimed but only {} bytes remain",
-                    short(key),
+                    short(&key),
                     at + 8,
                     st.dtype.size(),
                     cur.remaining()
                 )
             })?;
-        st.data = Some(cur.take(nbytes as usize).expect("length checked above"));
-        stored_elements = stored_elements.saturating_add(count);
+        let bytes = cur.take(nbytes as usize).expect("length checked above");
+        data.insert(key, bytes);
+    }
+    Ok(data)
+}
+
+fn storage_key_list(keys: &Pickle) -> Result<Vec<String>, String> {
+    match keys.node(keys.root) {
+        Node::List(items) | Node::Tuple(items) => items
+            .iter()
+            .enumerate()
+            .map(|(i, &k)| match keys.node(k) {
+                Node::Str(s) => Ok(s.clone()),
+                other => Err(format!("item {i} is {}, not a string", other.kind())),
+            })
+            .collect(),
+        other => Err(format!(
+            "holds {}, not a list of storage keys",
+            other.kind()
+        )),
+    }
+}
+
+/// A state dict as parsed from its pickle: the storages it declares and its tensors' layouts,
+/// in dict order. Nothing is read from the storages yet (cheap and bounded by the pickle's size).
+struct StateDict {
+    storages: HashMap<String, StorageMeta>,
+    specs: Vec<(String, TensorSpec)>,
+}
+
+impl StateDict {
+    fn parse(sd: &Pickle) -> Result<StateDict, String> {
+        // Every BINPERSID declares a storage (as torch's persistent_load does, whether or not the
+        // object is reachable).
+        let mut storages: HashMap<String, StorageMeta> = HashMap::new();
+        for node in &sd.nodes {
+            if let Node::PersId(pid) = node {
+                if let Some(decl) = parse_storage_pid(sd, *pid)? {
+                    declare_storage(&mut storages, decl)?;
+                }
+            }
+        }
+        let entries = state_dict_entries(sd)?;
+        let mut specs: Vec<(String, TensorSpec)> = Vec::with_capacity(entries.len());
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        for (name, value) in entries {
+            let spec = match parse_tensor(sd, value) {
+                Ok(Some(spec)) => spec,
+                Ok(None) => continue,
+                Err(e) => return Err(format!("entry '{}': {e}", short(&name))),
+            };
+            // Python dict semantics: a repeated key keeps its first position and takes the last value.
+            if let Some(&i) = seen.get(&name) {
+                specs[i].1 = spec;
+            } else {
+                seen.insert(name.clone(), specs.len());
+                specs.push((name, spec));
+            }
+        }
+        Ok(StateDict { storages, specs })
     }
 
-    // Materialize.
-    let budget = stored_elements.saturating_mul(MAX_ALIAS_FACTOR);
-    let mut produced: u64 = 0;
-    let mut out = Vec::new();
-    for (name, spec) in specs {
-        let st = storages.get(&spec.storage_key).ok_or_else(|| {
+    /// Fetches the bytes of every storage a float tensor uses (each once, its length checked),
+    /// then converts each float tensor to contiguous f32. Integer tensors (num_batches_tracked)
+    /// are skipped without asking for their storage.
+    fn materialize<'a>(
+        self,
+        mut storage_bytes: impl FnMut(&str) -> Result<&'a [u8], String>,
+    ) -> Result<Vec<RawTensor>, String> {
+        let mut data: HashMap<&str, &'a [u8]> = HashMap::new();
+        let mut stored_elements: u64 = 0;
+        for (name, spec) in &self.specs {
+            let key = spec.storage_key.as_str();
+            let st = self.meta(name, key)?;
+            if st.dtype.to_f32_kind().is_none() || data.contains_key(key) {
+                continue;
+            }
+            let bytes = storage_bytes(key).map_err(|e| format!("tensor '{}': {e}", short(name)))?;
+            let bytes = st
+                .prefix_of(bytes)
+                .map_err(|e| format!("tensor '{}': storage '{}' {e}", short(name), short(key)))?;
+            data.insert(key, bytes);
+            stored_elements = stored_elements.saturating_add(st.numel);
+        }
+        // Tensors may alias storages (tied weights), within a budget.
+        let budget = stored_elements.saturating_mul(MAX_ALIAS_FACTOR);
+        let mut produced: u64 = 0;
+        let mut out = Vec::new();
+        for (name, spec) in &self.specs {
+            let Some(&bytes) = data.get(spec.storage_key.as_str()) else {
+                continue; // an integer storage
+            };
+            let st = self.meta(name, &spec.storage_key)?;
+            let (values, numel) = tensor_values(st, bytes, spec)
+                .map_err(|e| format!("tensor '{}': {e}", short(name)))?;
+            produced = produced.saturating_add(numel);
+            if produced > budget {
+                return Err(format!(
+                    "tensor '{}': the tensors alias their storages more than {MAX_ALIAS_FACTOR}x ({produced} elements requested, {stored_elements} stored)",
+                    short(name)
+                ));
+            }
+            out.push(RawTensor {
+                name: name.clone(),
+                shape: spec.shape.iter().map(|&d| d as usize).collect(),
+                data: values,
+            });
+        }
+        Ok(out)
+    }
+
+    fn meta(&self, name: &str, key: &str) -> Result<&StorageMeta, String> {
+        self.storages.get(key).ok_or_else(|| {
             format!(
                 "tensor '{}': storage '{}' was never declared",
-                short(&name),
-                short(&spec.storage_key)
+                short(name),
+                short(key)
             )
-        })?;
-        if st.dtype.to_f32_kind().is_none() {
-            continue; // integer / bool storage (num_batches_tracked, ...)
-        }
-        let data = st.data.ok_or_else(|| {
-            format!(
-                "tensor '{}': storage '{}' is missing from the storage-key list, so the file has no data for it",
-                short(&name),
-                short(&spec.storage_key)
-            )
-        })?;
-        let (view_off, view_len) = match spec.view {
-            None => (0u64, st.numel),
-            Some((off, len)) => {
-                if off.checked_add(len).is_none_or(|end| end > st.numel) {
-                    return Err(format!(
-                        "tensor '{}': storage view [{off}, +{len}) lies outside storage '{}' of {} elements",
-                        short(&name),
-                        short(&spec.storage_key),
-                        st.numel
-                    ));
-                }
-                (off, len)
-            }
-        };
-        let numel =
-            check_layout(&spec, view_len).map_err(|e| format!("tensor '{}': {e}", short(&name)))?;
-        produced = produced.saturating_add(numel);
-        if produced > budget {
-            return Err(format!(
-                "tensor '{}': the tensors alias their storages more than {MAX_ALIAS_FACTOR}x ({produced} elements requested, {stored_elements} stored)",
-                short(&name)
-            ));
-        }
-        let esz = st.dtype.size();
-        let view_bytes = &data[(view_off as usize) * esz..((view_off + view_len) as usize) * esz];
-        let values = gather(view_bytes, st.dtype, &spec, numel as usize);
-        out.push(RawTensor {
-            name,
-            shape: spec.shape.iter().map(|&d| d as usize).collect(),
-            data: values,
-        });
+        })
     }
-    Ok(out)
+}
+
+/// One tensor's values as contiguous f32 (checking its view and layout against the storage),
+/// and its element count.
+fn tensor_values(
+    st: &StorageMeta,
+    bytes: &[u8],
+    spec: &TensorSpec,
+) -> Result<(Vec<f32>, u64), String> {
+    let (view_off, view_len) = match spec.view {
+        None => (0u64, st.numel),
+        Some((off, len)) => {
+            if off.checked_add(len).is_none_or(|end| end > st.numel) {
+                return Err(format!(
+                    "storage view [{off}, +{len}) lies outside storage '{}' of {} elements",
+                    short(&spec.storage_key),
+                    st.numel
+                ));
+            }
+            (off, len)
+        }
+    };
+    let numel = check_layout(spec, view_len)?;
+    let esz = st.dtype.size();
+    let view_bytes = &bytes[(view_off as usize) * esz..((view_off + view_len) as usize) * esz];
+    Ok((gather(view_bytes, st.dtype, spec, numel as usize), numel))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -304,10 +385,28 @@ impl StorageDtype {
     }
 }
 
-struct Storage<'a> {
+/// What the state dict declares about one storage.
+struct StorageMeta {
     dtype: StorageDtype,
     numel: u64,
-    data: Option<&'a [u8]>,
+}
+
+impl StorageMeta {
+    /// The first `numel` elements' bytes of `bytes`, or an error (the caller puts the storage's
+    /// name in front) if there are fewer bytes than that.
+    fn prefix_of<'a>(&self, bytes: &'a [u8]) -> Result<&'a [u8], String> {
+        let need = self.numel.checked_mul(self.dtype.size() as u64);
+        match need {
+            Some(n) if n <= bytes.len() as u64 => Ok(&bytes[..n as usize]),
+            _ => Err(format!(
+                "holds {} bytes but its {} elements of {:?} need {}: the file is truncated or corrupt",
+                bytes.len(),
+                self.numel,
+                self.dtype,
+                need.map_or("more than 2^64".to_string(), |n| n.to_string())
+            )),
+        }
+    }
 }
 
 struct StorageDecl {
@@ -326,7 +425,7 @@ struct TensorSpec {
 }
 
 fn declare_storage(
-    storages: &mut HashMap<String, Storage<'_>>,
+    storages: &mut HashMap<String, StorageMeta>,
     d: StorageDecl,
 ) -> Result<(), String> {
     match storages.get(&d.key) {
@@ -342,10 +441,9 @@ fn declare_storage(
         None => {
             storages.insert(
                 d.key,
-                Storage {
+                StorageMeta {
                     dtype: d.dtype,
                     numel: d.numel,
-                    data: None,
                 },
             );
             Ok(())
@@ -425,30 +523,26 @@ fn parse_view(p: &Pickle, pid: Id) -> Result<Option<(u64, u64)>, String> {
     }
 }
 
-/// The top-level object must be a dict (an OrderedDict); `{'state_dict': {...}, ...}` checkpoints
-/// are unwrapped when the top level itself holds no tensor.
+/// What to do when a file holds something other than a state dict.
+const SAVE_HINT: &str = "save a state dict: torch.save(model.state_dict(), 'model.pth')";
+
+/// Keys under which training checkpoints keep the model's state dict, most preferred first.
+const CHECKPOINT_KEYS: [&str; 5] = ["state_dict", "model_state_dict", "model", "net", "ema"];
+
+/// The state dict's `(name, value)` items. The top-level object must be a dict (an OrderedDict)
+/// of tensors, or a checkpoint dict without tensors of its own that holds one under one of
+/// `CHECKPOINT_KEYS`. A pickled `nn.Module`, any other object, or a dict without tensors is an
+/// error that says what the file holds.
 fn state_dict_entries(p: &Pickle) -> Result<Vec<(String, Id)>, String> {
     let top = p.unwrap_build(p.root);
     let Node::Dict(items) = p.node(top) else {
-        return Err(format!(
-            "the saved object is {}, not a state dict (was it saved with torch.save(model) instead of torch.save(model.state_dict())?)",
-            p.node(top).kind()
-        ));
+        return Err(not_a_state_dict(p, top, "the saved object"));
     };
-    let mut items = items;
-    let has_tensor = items
-        .iter()
-        .any(|&(_, v)| matches!(p.node(p.unwrap_build(v)), Node::Reduce { .. }));
-    if !has_tensor {
-        if let Some(&(_, inner)) = items
-            .iter()
-            .find(|&&(k, _)| p.string(k) == Some("state_dict"))
-        {
-            if let Node::Dict(inner_items) = p.node(p.unwrap_build(inner)) {
-                items = inner_items;
-            }
-        }
-    }
+    let items = if holds_tensor(p, items) {
+        items
+    } else {
+        checkpoint_state_dict(p, items)?
+    };
     items
         .iter()
         .enumerate()
@@ -460,6 +554,111 @@ fn state_dict_entries(p: &Pickle) -> Result<Vec<(String, Id)>, String> {
             )),
         })
         .collect()
+}
+
+/// The state dict inside a checkpoint dict (`{'state_dict': ..., 'epoch': 3}`).
+fn checkpoint_state_dict<'p>(
+    p: &'p Pickle,
+    items: &'p [(Id, Id)],
+) -> Result<&'p [(Id, Id)], String> {
+    for key in CHECKPOINT_KEYS {
+        let Some(&(_, v)) = items.iter().find(|&&(k, _)| p.string(k) == Some(key)) else {
+            continue;
+        };
+        let v = p.unwrap_build(v);
+        match p.node(v) {
+            Node::Dict(inner) if holds_tensor(p, inner) => return Ok(inner),
+            Node::Reduce { .. } => {
+                return Err(not_a_state_dict(
+                    p,
+                    v,
+                    &format!("the checkpoint's '{key}' entry"),
+                ))
+            }
+            _ => {} // e.g. an empty 'ema' dict: try the next key
+        }
+    }
+    if let Some(class) = module_class(p) {
+        return Err(format!(
+            "the file holds a whole pickled model (it uses the class {class}), not a state dict; {SAVE_HINT}"
+        ));
+    }
+    Err(format!(
+        "the saved object is a dict with no tensors (keys: {}), not a state dict; {SAVE_HINT}",
+        dict_keys(p, items)
+    ))
+}
+
+/// Whether a dict has at least one value built by one of torch's `_rebuild_*` functions.
+fn holds_tensor(p: &Pickle, items: &[(Id, Id)]) -> bool {
+    items.iter().any(|&(_, v)| match p.node(p.unwrap_build(v)) {
+        Node::Reduce { func, .. } => matches!(p.node(*func),
+            Node::Global { module, name } if module.starts_with("torch") && name.starts_with("_rebuild")),
+        _ => false,
+    })
+}
+
+/// The error for an object `id` (described as `what`) that is not a state dict: names a pickled
+/// model's class, or the object's kind.
+fn not_a_state_dict(p: &Pickle, id: Id, what: &str) -> String {
+    if let Some(class) = module_class(p) {
+        let own = class_name(p, id).unwrap_or(class);
+        return format!(
+            "{what} is a whole pickled model ({own}), not a state dict (it was saved with torch.save(model)); {SAVE_HINT}"
+        );
+    }
+    let kind = match class_name(p, id) {
+        Some(class) => format!("an object of class {class}"),
+        None => p.node(id).kind(),
+    };
+    format!(
+        "{what} is {kind}, not a state dict (was it saved with torch.save(model) instead of torch.save(model.state_dict())?); {SAVE_HINT}"
+    )
+}
+
+/// The first `torch.nn` / torchvision / timm module class the pickle refers to, if any: the
+/// sign of `torch.save(model)`.
+fn module_class(p: &Pickle) -> Option<String> {
+    p.nodes.iter().find_map(|n| match n {
+        Node::Global { module, name }
+            if ["torch.nn.modules", "torchvision.models", "timm.models"]
+                .iter()
+                .any(|m| module.starts_with(m)) =>
+        {
+            Some(format!("{}.{}", short(module), short(name)))
+        }
+        _ => None,
+    })
+}
+
+/// `module.Class` for an object made by calling a class (REDUCE/NEWOBJ, then maybe BUILD).
+fn class_name(p: &Pickle, id: Id) -> Option<String> {
+    match p.node(p.unwrap_build(id)) {
+        Node::Reduce { func, .. } => match p.node(*func) {
+            Node::Global { module, name } => Some(format!("{}.{}", short(module), short(name))),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// Up to 8 of a dict's keys, quoted, for messages.
+fn dict_keys(p: &Pickle, items: &[(Id, Id)]) -> String {
+    if items.is_empty() {
+        return "none".into();
+    }
+    let mut keys: Vec<String> = items
+        .iter()
+        .take(8)
+        .map(|&(k, _)| match p.string(k) {
+            Some(s) => format!("'{}'", short(s)),
+            None => p.node(k).kind(),
+        })
+        .collect();
+    if items.len() > 8 {
+        keys.push(format!("... {} in all", items.len()));
+    }
+    keys.join(", ")
 }
 
 /// A dict value -> a tensor spec, `None` for plain Python values, an error for anything else.
@@ -691,7 +890,8 @@ fn check_sys_info(p: &Pickle) -> Result<(), String> {
     Ok(())
 }
 
-fn short(s: &str) -> String {
+/// `s`, cut to 80 bytes for messages (names in hostile files can be megabytes long).
+pub(crate) fn short(s: &str) -> String {
     const MAX: usize = 80;
     if s.len() <= MAX {
         return s.to_owned();
