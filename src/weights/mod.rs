@@ -1,10 +1,12 @@
-//! Weight files: safetensors (f32/f16/bf16, computed in f32) and the legacy `torch.save` format.
+//! Weight files: safetensors (f32/f16/bf16, computed in f32) and `torch.save` files, both the
+//! zip format (PyTorch >= 1.6) and the legacy one. `WeightMap::from_bytes` tells them apart.
 //!
 //! A `WeightMap` hands out tensors by name with the shape the architecture expects, and remembers
 //! which keys were taken so that a file with extra or missing keys is reported, not half-loaded.
 
 pub mod legacy_pth;
 pub mod safetensors_writer;
+pub mod zip_pth;
 
 use crate::error::{Error, Result};
 use crate::fail;
@@ -35,8 +37,24 @@ fn is_bookkeeping(name: &str) -> bool {
     name.ends_with("num_batches_tracked")
 }
 
+/// The prefix `nn.DataParallel` / `DistributedDataParallel` put on every key of a wrapped model.
+const DATA_PARALLEL_PREFIX: &str = "module.";
+
+/// Strips `module.` from every name when every name has it (a state dict saved from a
+/// DataParallel-wrapped model), so that such files load like the unwrapped model's.
+fn strip_data_parallel_prefix(params: &mut [(String, Param)]) {
+    if !params.is_empty() && params.iter().all(|(n, _)| n.starts_with(DATA_PARALLEL_PREFIX)) {
+        for (n, _) in params.iter_mut() {
+            n.drain(..DATA_PARALLEL_PREFIX.len());
+        }
+    }
+}
+
 impl WeightMap {
+    /// A map of these tensors. Names that all start with `module.` (DataParallel) lose it.
     pub fn from_params(params: impl IntoIterator<Item = (String, Param)>) -> Self {
+        let mut params: Vec<(String, Param)> = params.into_iter().collect();
+        strip_data_parallel_prefix(&mut params);
         let mut shapes = BTreeMap::new();
         let mut data = BTreeMap::new();
         for (name, p) in params {
@@ -44,6 +62,18 @@ impl WeightMap {
             shapes.insert(name, Param { shape: p.shape, data: Vec::new() });
         }
         WeightMap { params: shapes, data: RefCell::new(data), taken: Default::default() }
+    }
+
+    /// Parses a weight file of any supported format, told apart by its first bytes: a zip-format
+    /// `torch.save` file (PyTorch >= 1.6), a legacy one, else safetensors.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
+        if zip_pth::is_zip(bytes) {
+            Self::from_zip_pth(bytes)
+        } else if legacy_pth::is_legacy_pth(bytes) {
+            Self::from_legacy_pth(bytes)
+        } else {
+            Self::from_safetensors(bytes)
+        }
     }
 
     /// Parses safetensors bytes. Integer tensors are only accepted for bookkeeping keys.
@@ -87,13 +117,25 @@ impl WeightMap {
     /// Parses a legacy (pre-1.6) `torch.save` state dict, with the same value checks as safetensors.
     pub fn from_legacy_pth(bytes: &[u8]) -> Result<Self> {
         let tensors = legacy_pth::read_legacy_pth(bytes).map_err(|e| Error::Weights(format!("not a readable legacy .pth file: {e}")))?;
+        Self::from_torch_tensors(tensors, "legacy .pth")
+    }
+
+    /// Parses a zip-format (PyTorch >= 1.6) `torch.save` state dict, with the same value checks
+    /// as safetensors.
+    pub fn from_zip_pth(bytes: &[u8]) -> Result<Self> {
+        let tensors = zip_pth::read_zip_pth(bytes).map_err(|e| Error::Weights(format!("not a readable zip-format .pth file: {e}")))?;
+        Self::from_torch_tensors(tensors, "zip-format .pth")
+    }
+
+    /// The float tensors of a `torch.save` file, bookkeeping dropped and values checked.
+    fn from_torch_tensors(tensors: Vec<legacy_pth::RawTensor>, format: &str) -> Result<Self> {
         let mut params = Vec::with_capacity(tensors.len());
         for t in tensors.into_iter().filter(|t| !is_bookkeeping(&t.name)) {
             check_values(&t.name, &t.shape, &t.data)?;
             params.push((t.name, Param { shape: t.shape, data: t.data }));
         }
         if params.is_empty() {
-            return fail!(Weights, "the legacy .pth file holds no float tensors");
+            return fail!(Weights, "the {format} file holds no float tensors");
         }
         Ok(Self::from_params(params))
     }
@@ -228,7 +270,10 @@ pub fn check_safetensors_header(bytes: &[u8]) -> Result<()> {
         return fail!(Weights, "the weight file is empty (0 bytes); expected a .safetensors (or legacy .pth) file");
     }
     if bytes.starts_with(b"PK\x03\x04") {
-        return fail!(Weights, "this is a zip-format PyTorch file (torch.save since 1.6), not safetensors; convert it to .safetensors first");
+        return fail!(
+            Weights,
+            "this is a zip-format PyTorch file (torch.save since 1.6), not safetensors: load it with WeightMap::from_bytes (which reads zip .pth files), or convert it to .safetensors"
+        );
     }
     if bytes.len() < 8 {
         return fail!(Weights, "the file is only {len} bytes: too short for a safetensors file (an 8-byte header length, then a JSON header); it is truncated or not a weight file");
