@@ -15,7 +15,7 @@ use crate::imaging::project::{crop_mask, project_to_image};
 use crate::imaging::rgb::RgbImage;
 use crate::methods::score::LogitsBatch;
 use crate::methods::{cam, eigen, guided, score, Method};
-use crate::weights::{legacy_pth, WeightMap};
+use crate::weights::WeightMap;
 use std::sync::Arc;
 
 /// A loaded network: its architecture, layer graph, class names, default target layer and the
@@ -41,9 +41,9 @@ pub struct LayerInfo {
 }
 
 impl Model {
-    /// Loads safetensors (f32/f16/bf16) or a legacy `torch.save` state dict; `arch` is detected when `None`.
+    /// Loads a state dict (zip or legacy `torch.save`, safetensors f32/f16/bf16); `arch` is detected when `None`.
     pub fn from_bytes(bytes: &[u8], arch: Option<Arch>) -> Result<Model> {
-        let weights = if legacy_pth::is_legacy_pth(bytes) { WeightMap::from_legacy_pth(bytes)? } else { WeightMap::from_safetensors(bytes)? };
+        let weights = WeightMap::from_bytes(bytes)?;
         let arch = match arch {
             Some(a) => a,
             None => Arch::detect(&weights)?,

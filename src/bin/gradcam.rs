@@ -27,7 +27,7 @@ mod cli {
     use gradcam_wasm::loading::{parse_labels, parse_triple, ModelSettings};
     use gradcam_wasm::imaging::project::crop_mask;
     use gradcam_wasm::imaging::rgb::RgbImage;
-    use gradcam_wasm::weights::{legacy_pth, safetensors_writer};
+    use gradcam_wasm::weights::{legacy_pth, safetensors_writer, zip_pth};
     use gradcam_wasm::{Arch, ExplainOptions, Explainer, Explanation, FeatureMap, Method, Model, Normalization, Target};
     use serde_json::json;
     use std::collections::HashMap;
@@ -156,7 +156,7 @@ model settings (explain and layers):
     fn convert(args: &Args) -> Res<()> {
         let [src, dst] = args.positional.as_slice() else { return Err(format!("convert takes IN.pth OUT.safetensors\n{USAGE}")) };
         let bytes = std::fs::read(src).map_err(|e| format!("cannot read '{src}': {e}"))?;
-        let tensors = legacy_pth::read_legacy_pth(&bytes)?;
+        let tensors = if zip_pth::is_zip(&bytes) { zip_pth::read_zip_pth(&bytes)? } else { legacy_pth::read_legacy_pth(&bytes)? };
         let tensors: Vec<_> = tensors.into_iter().filter(|t| !t.name.ends_with("num_batches_tracked")).collect();
         let store = if args.has("--f16") { safetensors_writer::StoreAs::F16 } else { safetensors_writer::StoreAs::F32 };
         let out = safetensors_writer::write_safetensors(&tensors, store, &[("source".into(), src.clone())])?;
