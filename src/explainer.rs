@@ -42,7 +42,11 @@ pub struct LayerInfo {
 
 impl Model {
     /// Loads safetensors (f32/f16/bf16) or a legacy `torch.save` state dict; `arch` is detected when `None`.
+    /// ONNX files are imported (`Model::from_onnx`, weights inside the file).
     pub fn from_bytes(bytes: &[u8], arch: Option<Arch>) -> Result<Model> {
+        if crate::onnx::is_onnx(bytes) {
+            return Model::from_onnx(bytes, None);
+        }
         let weights = if legacy_pth::is_legacy_pth(bytes) { WeightMap::from_legacy_pth(bytes)? } else { WeightMap::from_safetensors(bytes)? };
         let arch = match arch {
             Some(a) => a,
