@@ -106,7 +106,31 @@ mod cli {
             format!("cannot read model '{}': {e} (run scripts/setup.sh to fetch the default model, or pass --model FILE)", path.display())
         })?;
         let arch = args.get("--arch").map(Arch::from_name).transpose().map_err(|e| e.to_string())?;
+        if gradcam_wasm::onnx::is_onnx(&bytes) {
+            return load_onnx(&path, &bytes).map_err(|e| format!("{}: {e}", path.display()));
+        }
         Model::from_bytes(&bytes, arch).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// An ONNX model, with the external data file it names (`x.onnx.data`) read from beside it.
+    fn load_onnx(path: &Path, bytes: &[u8]) -> Res<Model> {
+        use gradcam_wasm::onnx;
+        let data = match onnx::external_data_location(bytes).map_err(|e| e.to_string())? {
+            Some(loc) => {
+                let rel = Path::new(&loc);
+                if rel.is_absolute() || rel.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
+                    return Err(format!("the external data location '{loc}' leaves the model's folder; refusing to read it"));
+                }
+                let p = path.parent().unwrap_or(Path::new(".")).join(rel);
+                Some(std::fs::read(&p).map_err(|e| format!("this ONNX file keeps its weights in '{loc}' (external data), but '{}' cannot be read: {e}", p.display()))?)
+            }
+            None => None,
+        };
+        let imported = onnx::import(bytes, data.as_deref()).map_err(|e| e.to_string())?;
+        for w in &imported.warnings {
+            eprintln!("gradcam: note: {w}");
+        }
+        Ok(imported.model)
     }
 
     fn layers(args: &Args) -> Res<()> {

@@ -187,6 +187,8 @@ impl<'a> Importer<'a> {
                 }
             }
         }
+        super::tensors::external_location(&g.initializer)?;
+        tensors::check_all(&g.initializer, external)?;
         let inits: HashMap<&str, &TensorProto> = g.initializer.iter().map(|t| (t.name.as_str(), t)).collect();
 
         // The image input: the one graph input that is not an initializer.
@@ -1599,9 +1601,11 @@ impl<'a> Importer<'a> {
                 nodes.push(node);
             }
         }
-        // Aliases: tensor names and folded modules first, then module paths innermost to outermost.
+        // Aliases: tensor names and folded modules first, then module paths innermost to outermost;
+        // never another node's name.
+        let taken: HashSet<String> = nodes.iter().map(|n| n.name.clone()).collect();
         let add = |nodes: &mut Vec<Node>, id: NodeId, a: &str| {
-            if remap[id] == usize::MAX {
+            if remap[id] == usize::MAX || taken.contains(a) {
                 return;
             }
             let n = &mut nodes[remap[id]];
@@ -1617,7 +1621,7 @@ impl<'a> Importer<'a> {
         let mut prefix_alias: HashMap<NodeId, String> = HashMap::new();
         for (p, &id) in modules {
             add(&mut nodes, id, p);
-            if remap[id] != usize::MAX {
+            if remap[id] != usize::MAX && !taken.contains(p) {
                 prefix_alias.insert(remap[id], p.clone());
             }
         }

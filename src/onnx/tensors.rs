@@ -155,8 +155,15 @@ pub struct Budget {
     pub elements: usize,
 }
 
-/// Decodes one tensor to f32 (float types) or i64 (integer types), checking sizes first.
-pub fn decode(t: &TensorProto, external: Option<&[u8]>, budget: &mut Budget) -> Result<Const> {
+/// Where a tensor's values are, once its dims, dtype and byte length have been checked.
+struct Located<'t> {
+    dims: Vec<usize>,
+    numel: usize,
+    /// Little-endian bytes (raw_data or a slice of the external data); `None`: the typed fields.
+    raw: Option<&'t [u8]>,
+}
+
+fn locate<'t>(t: &'t TensorProto, external: Option<&'t [u8]>) -> Result<Located<'t>> {
     let name = if t.name.is_empty() { "(unnamed constant)" } else { t.name.as_str() };
     let mut dims = Vec::with_capacity(t.dims.len());
     for &d in &t.dims {
@@ -165,20 +172,15 @@ pub fn decode(t: &TensorProto, external: Option<&[u8]>, budget: &mut Budget) -> 
         }
         dims.push(d as usize);
     }
-    let numel = dims.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d));
-    let numel = match numel {
+    let numel = match dims.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d)) {
         Some(n) if n <= MAX_PARAMETERS => n,
         _ => return fail!(Weights, "tensor '{name}' has shape {dims:?}: more elements than this importer accepts ({MAX_PARAMETERS})"),
     };
-    budget.elements += numel;
-    if budget.elements > MAX_PARAMETERS {
-        return fail!(Weights, "the model holds more than {MAX_PARAMETERS} weight elements; it is too large to import here");
-    }
     let Some(size) = element_bytes(t.data_type) else {
         return fail!(Weights, "tensor '{name}' has dtype {} ({}); weights must be float32, float16, bfloat16 or float64 (and shapes int64)", dtype_name(t.data_type), t.data_type);
     };
     let nbytes = numel * size; // numel <= 4e8 and size <= 8: no overflow
-    let raw: &[u8] = if t.data_location == EXTERNAL {
+    let raw = if t.data_location == EXTERNAL {
         let loc = external_field(t, "location").unwrap_or("");
         let Some(file) = external else {
             return fail!(Weights, "this ONNX file keeps its weights in '{loc}' (external data); pass that file too");
@@ -195,9 +197,8 @@ pub fn decode(t: &TensorProto, external: Option<&[u8]>, budget: &mut Budget) -> 
                 return fail!(Weights, "tensor '{name}' (dtype {}, shape {dims:?}) needs {nbytes} bytes but its external-data length says {len}: the file is corrupt", dtype_name(t.data_type));
             }
         }
-        let end = offset.checked_add(nbytes as u64);
-        match end {
-            Some(end) if end <= file.len() as u64 => &file[offset as usize..end as usize],
+        match offset.checked_add(nbytes as u64) {
+            Some(end) if end <= file.len() as u64 => Some(&file[offset as usize..end as usize]),
             _ => {
                 return fail!(
                     Weights,
@@ -211,11 +212,48 @@ pub fn decode(t: &TensorProto, external: Option<&[u8]>, budget: &mut Budget) -> 
         if t.raw_data.len() != nbytes {
             return fail!(Weights, "tensor '{name}' (dtype {}, shape {dims:?}) needs {nbytes} bytes but holds {}: the file is truncated or corrupt", dtype_name(t.data_type), t.raw_data.len());
         }
-        &t.raw_data
+        Some(t.raw_data.as_slice())
     } else {
-        return typed_fields(t, name, dims, numel);
+        use dtype::*;
+        let have = match t.data_type {
+            FLOAT => t.float_data.len(),
+            DOUBLE => t.double_data.len(),
+            INT64 => t.int64_data.len(),
+            UINT32 | UINT64 => t.uint64_data.len(),
+            _ => t.int32_data.len(),
+        };
+        if have != numel {
+            return fail!(Weights, "tensor '{name}' (dtype {}, shape {dims:?}) needs {numel} values but holds {have}: the file is truncated or corrupt", dtype_name(t.data_type));
+        }
+        None
     };
-    Ok(from_le_bytes(t.data_type, dims, raw))
+    Ok(Located { dims, numel, raw })
+}
+
+/// Checks every initializer (dims, dtype, byte length, external-data range) before any is
+/// decoded, and the total against `MAX_PARAMETERS`.
+pub fn check_all(inits: &[TensorProto], external: Option<&[u8]>) -> Result<()> {
+    let mut total = 0usize;
+    for t in inits {
+        total += locate(t, external)?.numel;
+        if total > MAX_PARAMETERS {
+            return fail!(Weights, "the model holds more than {MAX_PARAMETERS} weight elements; it is too large to import here");
+        }
+    }
+    Ok(())
+}
+
+/// Decodes one tensor to f32 (float types) or i64 (integer types), checking sizes first.
+pub fn decode(t: &TensorProto, external: Option<&[u8]>, budget: &mut Budget) -> Result<Const> {
+    let l = locate(t, external)?;
+    budget.elements += l.numel;
+    if budget.elements > MAX_PARAMETERS {
+        return fail!(Weights, "the model holds more than {MAX_PARAMETERS} weight elements; it is too large to import here");
+    }
+    Ok(match l.raw {
+        Some(raw) => from_le_bytes(t.data_type, l.dims, raw),
+        None => typed_fields(t, l.dims),
+    })
 }
 
 fn from_le_bytes(data_type: i32, dims: Vec<usize>, raw: &[u8]) -> Const {
@@ -238,20 +276,11 @@ fn from_le_bytes(data_type: i32, dims: Vec<usize>, raw: &[u8]) -> Const {
     }
 }
 
-/// A tensor whose values sit in the typed repeated fields (small constants, older exporters).
-fn typed_fields(t: &TensorProto, name: &str, dims: Vec<usize>, numel: usize) -> Result<Const> {
+/// A tensor whose values sit in the typed repeated fields (small constants, older exporters);
+/// their count was checked by `locate`.
+fn typed_fields(t: &TensorProto, dims: Vec<usize>) -> Const {
     use dtype::*;
-    let have = match t.data_type {
-        FLOAT => t.float_data.len(),
-        DOUBLE => t.double_data.len(),
-        INT64 => t.int64_data.len(),
-        UINT32 | UINT64 => t.uint64_data.len(),
-        _ => t.int32_data.len(),
-    };
-    if have != numel {
-        return fail!(Weights, "tensor '{name}' (dtype {}, shape {dims:?}) needs {numel} values but holds {have}: the file is truncated or corrupt", dtype_name(t.data_type));
-    }
-    Ok(match t.data_type {
+    match t.data_type {
         FLOAT => Const::f32(dims, t.float_data.clone()),
         DOUBLE => Const::f32(dims, t.double_data.iter().map(|&v| v as f32).collect()),
         FLOAT16 => Const::f32(dims, t.int32_data.iter().map(|&v| half::f16::from_bits(v as u16).to_f32()).collect()),
@@ -259,5 +288,5 @@ fn typed_fields(t: &TensorProto, name: &str, dims: Vec<usize>, numel: usize) -> 
         INT64 => Const::i64(dims, t.int64_data.clone()),
         UINT32 | UINT64 => Const::i64(dims, t.uint64_data.iter().map(|&v| v as i64).collect()),
         _ => Const::i64(dims, t.int32_data.iter().map(|&v| v as i64).collect()),
-    })
+    }
 }
