@@ -261,3 +261,22 @@ fn the_cli_reads_the_external_data_beside_the_onnx_file() {
     std::fs::remove_dir_all(&tmp).ok();
     assert!(!ok && err.contains("keeps its weights in 'resnet.dynamo.onnx.data'"), "{err}");
 }
+
+#[test]
+fn an_imported_model_explains_an_image_through_the_explainer() {
+    use gradcam_wasm::imaging::rgb::RgbImage;
+    use gradcam_wasm::{ExplainOptions, Explainer, Method};
+    let (w, h) = (120, 90);
+    let rgb: Vec<u8> = (0..w * h * 3).map(|i| ((i * 37 + i / 7) % 251) as u8).collect();
+    let image = RgbImage::from_rgb(w, h, rgb).unwrap();
+    for net in ["resnet", "convnext", "misc"] {
+        let mut ex = Explainer::new(load(net, "dynamo"));
+        for method in [Method::GradCam, Method::GuidedGradCam, Method::ScoreCam] {
+            let e = ex.explain(&image, &ExplainOptions { method, ..Default::default() }).unwrap_or_else(|e| panic!("{net} {method:?}: {e}"));
+            assert_eq!((e.image_map.width, e.image_map.height), (w, h));
+            assert!(e.image_map.data.iter().all(|v| v.is_finite()) && e.image_map.data.iter().any(|&v| v > 0.0), "{net} {method:?}: empty map");
+        }
+        let layers = ex.model().layers();
+        assert!(layers.iter().any(|l| l.name == ex.model().default_layer() || l.aliases.contains(&ex.model().default_layer())));
+    }
+}

@@ -267,7 +267,11 @@ impl<'a> Importer<'a> {
         }
         if let Some(t) = self.inits.get(name) {
             let c = Rc::new(tensors::decode(t, self.external, &mut self.budget)?);
-            self.values.insert(name.to_string(), Val::Const(c.clone()));
+            // Small constants (shapes, scalars) are kept for their next readers; a weight is
+            // decoded for its layer and moved into it, never held twice.
+            if c.numel() <= 4096 {
+                self.values.insert(name.to_string(), Val::Const(c.clone()));
+            }
             return Ok(Val::Const(c));
         }
         fail!(Weights, "{} reads '{name}', which no earlier node produces: the graph is damaged or not in topological order", describe(&self.onnx[i]))
@@ -663,7 +667,7 @@ impl<'a> Importer<'a> {
             }
             None => vec![0.0; cout],
         };
-        let conv = Conv { weight: w.to_f32(), bias, cin, cout, kh, kw, stride: (sh, sw), padding, groups };
+        let conv = Conv { weight: tensors::into_f32(w), bias, cin, cout, kh, kw, stride: (sh, sw), padding, groups };
         let id = self.push(i, "conv", Some(&wname), Op::Conv(Arc::new(conv)), vec![x], false)?;
         self.set(i, 0, Val::Map { node: id, layout: Layout::Nchw });
         Ok(())
@@ -865,12 +869,12 @@ impl<'a> Importer<'a> {
             return fail!(Weights, "{}: weight '{bname}' has shape {:?}; a 2-D matrix was expected", describe(&self.onnx[i]), b.dims);
         };
         b.check_finite(&bname)?;
-        let bv = b.to_f32();
+        let bv = tensors::into_f32(b);
         let wt: Vec<f32> = (0..nout).flat_map(|o| (0..k).map(move |j| (o, j))).map(|(o, j)| bv[j * nout + o]).collect();
         match layout {
             Layout::Nhwc => {
                 if self.shapes[x].0 != k {
-                    return fail!(Weights, "{}: weight '{bname}' {:?} does not fit {} channels", describe(&self.onnx[i]), b.dims, self.shapes[x].0);
+                    return fail!(Weights, "{}: weight '{bname}' [{k}, {nout}] does not fit {} channels", describe(&self.onnx[i]), self.shapes[x].0);
                 }
                 let conv = Conv { weight: wt, bias: vec![0.0; nout], cin: k, cout: nout, kh: 1, kw: 1, stride: (1, 1), padding: Padding::Symmetric { h: 0, w: 0 }, groups: 1 };
                 let id = self.push(i, "linear", None, Op::Conv(Arc::new(conv)), vec![x], false)?;
@@ -912,9 +916,9 @@ impl<'a> Importer<'a> {
             return fail!(Weights, "{}: weight '{bname}' has shape {:?}; a 2-D matrix was expected", describe(&self.onnx[i]), b.dims);
         };
         b.check_finite(&bname)?;
-        let bv = b.to_f32();
+        let bv = tensors::into_f32(b);
         let (k, nout) = if trans_b { (c, r) } else { (r, c) };
-        let weight: Vec<f32> = if trans_b { bv.iter().map(|v| v * alpha).collect() } else { (0..nout).flat_map(|o| (0..k).map(move |j| (o, j))).map(|(o, j)| bv[j * nout + o] * alpha).collect() };
+        let weight: Vec<f32> = if trans_b { bv.into_iter().map(|v| v * alpha).collect() } else { (0..nout).flat_map(|o| (0..k).map(move |j| (o, j))).map(|(o, j)| bv[j * nout + o] * alpha).collect() };
         let bias = match self.opt_konst(i, 2, "bias")? {
             Some(cb) => {
                 let cname = self.onnx[i].input[2].clone();
@@ -1090,7 +1094,7 @@ impl<'a> Importer<'a> {
                     Layout::Nchw
                 } else if self.flat[x] && dims.len() == 4 {
                     return fail!(Weights, "{} reshapes the vector of a linear layer back into a map {dims:?} (e.g. a squeeze-excitation built from Linear layers); not supported yet", describe(&self.onnx[i]));
-                } else if dims.len() == 3 && dims[0] == 1 && (h * w > 1) {
+                } else if (dims.len() == 3 || dims.len() == 6) && h * w > 1 {
                     return token_error(&self.onnx[i], &dims);
                 } else {
                     Layout::Rows { dims, by: Some(i) }
@@ -1102,6 +1106,8 @@ impl<'a> Importer<'a> {
                 return Ok(());
             }
             Layout::Nhwc if h * w == 1 && (dims == [1, c] || dims == nchw) => Layout::Nchw,
+            // Windows or tokens of a channels-last map: a transformer (Swin, MaxViT).
+            Layout::Nhwc => return token_error(&self.onnx[i], &dims),
             _ => return fail!(Weights, "{}: reshaping a tensor of shape {cur:?} (layout {layout:?}) to {dims:?} is not supported", describe(&self.onnx[i])),
         };
         self.pass_on(i, x, out);
@@ -1262,6 +1268,10 @@ impl<'a> Importer<'a> {
             return fail!(Weights, "{}: Pad with an axes input is not supported", describe(&self.onnx[i]));
         }
         let (x, layout) = self.map_in(i, 0)?;
+        if pads.iter().all(|&p| p == 0) {
+            self.pass_on(i, x, layout);
+            return Ok(());
+        }
         let ok = mode == "constant" && value == 0.0 && pads.len() == 8 && pads.iter().all(|&p| p >= 0) && [0, 1, 4, 5].iter().all(|&k| pads[k] == 0);
         if !ok || layout != Layout::Nchw || self.flat[x] {
             return fail!(Weights, "{}: only a zero padding of height and width (before a conv) is supported (mode '{mode}', value {value}, pads {pads:?})", describe(&self.onnx[i]));
@@ -1627,7 +1637,7 @@ impl<'a> Importer<'a> {
         }
         let num_classes = self.shapes[out].0;
         let graph = Graph { nodes, num_classes };
-        let default_layer = graph.pooled_layer().map(|id| prefix_alias.get(&id).cloned().unwrap_or_else(|| graph.nodes[id].name.clone()));
+        let default_layer = default_layer(&graph).map(|id| prefix_alias.get(&id).cloned().unwrap_or_else(|| graph.nodes[id].name.clone()));
         Ok(Imported { graph, input_size, default_layer, warnings: self.warnings })
     }
 }
@@ -1648,6 +1658,21 @@ fn scalar_of(name: &str, inits: &HashMap<&str, &TensorProto>, external: Option<&
         "value_float" => Some(a.f),
         _ => None,
     }
+}
+
+/// The natural Grad-CAM layer: the map the last global pooling reads; in a network without one
+/// (AlexNet, VGG), the map before the pools that precede the classifier's flatten (the last conv
+/// block at its full resolution, as the Grad-CAM paper takes for VGG).
+fn default_layer(graph: &Graph) -> Option<NodeId> {
+    if let Some(id) = graph.pooled_layer() {
+        return Some(id);
+    }
+    let flatten = graph.nodes.iter().position(|n| matches!(n.op, Op::Flatten))?;
+    let mut id = graph.nodes[flatten].inputs[0];
+    while matches!(graph.nodes[id].op, Op::MaxPool(_) | Op::AvgPool(_)) {
+        id = graph.nodes[id].inputs[0];
+    }
+    (id > 0).then_some(id)
 }
 
 fn input_dims(input: &super::proto::ValueInfoProto) -> Result<Vec<Option<usize>>> {

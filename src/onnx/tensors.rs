@@ -73,6 +73,15 @@ impl Const {
     }
 }
 
+/// The values as f32, moved out when no one else holds the constant.
+pub fn into_f32(c: std::rc::Rc<Const>) -> Vec<f32> {
+    match std::rc::Rc::try_unwrap(c) {
+        Ok(Const { data: Data::F32(v), .. }) => v,
+        Ok(other) => other.to_f32(),
+        Err(shared) => shared.to_f32(),
+    }
+}
+
 /// ONNX TensorProto.DataType codes.
 mod dtype {
     pub const FLOAT: i32 = 1;
