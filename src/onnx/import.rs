@@ -38,6 +38,13 @@ GlobalAveragePool, ReduceMean over H and W, Concat and Split/Slice on channels, 
 LayerNormalization over channels, Pad (zeros, before a conv), Softmax/LogSoftmax at the end (dropped), Identity, Dropout, Constant, \
 Shape, Gather, Unsqueeze, Squeeze, Cast, ConstantOfShape, Range on constants";
 
+/// The most layers an imported graph may have (DenseNet-201 has about 700); shape inference
+/// runs over the graph so far at each layer.
+const MAX_LAYERS: usize = 10_000;
+
+/// The largest kernel, stride or padding accepted (a guard against overflow in hostile files).
+const MAX_EXTENT: i64 = 1 << 16;
+
 pub struct Imported {
     pub graph: Graph,
     /// (height, width) of the input when the file fixes it.
@@ -78,6 +85,8 @@ pub struct Importer<'a> {
     /// Nodes whose path was inferred from their readers (no metadata): always `<path>.<kind>`.
     inferred: HashSet<usize>,
     containers: HashSet<String>,
+    /// Tensor -> the ONNX nodes that read it.
+    readers: HashMap<&'a str, Vec<usize>>,
     inits: HashMap<&'a str, &'a TensorProto>,
     external: Option<&'a [u8]>,
     budget: Budget,
@@ -95,6 +104,8 @@ pub struct Importer<'a> {
     /// The ONNX node each node was made for.
     origin: Vec<usize>,
     names: HashSet<String>,
+    /// The next `_k` suffix to try per base name.
+    suffix: HashMap<String, usize>,
     aliases: Vec<(NodeId, String)>,
     /// Module path -> (order, node): the last node made (or passed on) inside that module.
     last_in: HashMap<String, NodeId>,
@@ -225,6 +236,7 @@ impl<'a> Importer<'a> {
             paths,
             inferred,
             containers,
+            readers,
             inits,
             external,
             budget: Budget::default(),
@@ -238,6 +250,7 @@ impl<'a> Importer<'a> {
             primary: vec![None],
             origin: vec![usize::MAX],
             names: HashSet::from(["input".to_string()]),
+            suffix: HashMap::new(),
             aliases: vec![(0, input.name.clone())],
             last_in: HashMap::new(),
             size,
@@ -373,10 +386,10 @@ impl<'a> Importer<'a> {
 
     fn unique(&mut self, base: String) -> String {
         let mut name = base.clone();
-        let mut k = 1;
+        let k = self.suffix.entry(base.clone()).or_insert(1);
         while self.names.contains(&name) {
             name = format!("{base}_{k}");
-            k += 1;
+            *k += 1;
         }
         self.names.insert(name.clone());
         name
@@ -405,6 +418,9 @@ impl<'a> Importer<'a> {
 
     /// Adds a node for ONNX node `i`; its output becomes `Val::Map` in `layout` (rank-2 nodes: `Nchw`).
     fn push(&mut self, i: usize, kind: &str, weight: Option<&str>, op: Op, inputs: Vec<NodeId>, flat: bool) -> Result<NodeId> {
+        if self.graph.nodes.len() >= MAX_LAYERS {
+            return fail!(Weights, "the network has more than {MAX_LAYERS} layers; that is more than this importer accepts");
+        }
         let (name, leaf) = self.name_for(i, kind, weight);
         self.graph.nodes.push(Node { name, aliases: vec![], op, inputs });
         let id = self.graph.nodes.len() - 1;
@@ -439,6 +455,9 @@ impl<'a> Importer<'a> {
 
     fn node(&mut self, i: usize) -> Result<()> {
         let n = &self.onnx[i];
+        if n.output.first().is_none_or(|o| o.is_empty()) {
+            return fail!(Weights, "{} has no output: the graph is damaged", describe(n));
+        }
         if !(n.domain.is_empty() || n.domain == "ai.onnx") {
             return fail!(Weights, "{} is from the op domain '{}'; only standard ONNX ops import (supported: {SUPPORTED})", describe(n), n.domain);
         }
@@ -480,11 +499,18 @@ impl<'a> Importer<'a> {
             "Tanh" => self.unary(i, Op::Act(Activation::Tanh), "tanh")?,
             "HardSwish" => self.unary(i, Op::Act(Activation::Hardswish), "hardswish")?,
             "HardSigmoid" => {
-                let act = Activation::Hardsigmoid { alpha: attr_f(n, "alpha", 0.2), beta: attr_f(n, "beta", 0.5) };
+                let (alpha, beta) = (attr_f(n, "alpha", 0.2), attr_f(n, "beta", 0.5));
+                if !(alpha.is_finite() && beta.is_finite()) {
+                    return fail!(Weights, "{}: alpha {alpha} / beta {beta} are not finite", describe(n));
+                }
+                let act = Activation::Hardsigmoid { alpha, beta };
                 self.unary(i, Op::Act(act), "hardsigmoid")?
             }
             "LeakyRelu" => {
                 let a = attr_f(n, "alpha", 0.01);
+                if !a.is_finite() {
+                    return fail!(Weights, "{}: alpha {a} is not finite", describe(n));
+                }
                 self.unary(i, Op::Act(Activation::LeakyRelu(a)), "leaky-relu")?
             }
             "Gelu" => {
@@ -551,8 +577,8 @@ impl<'a> Importer<'a> {
             "LayerNormalization" => self.layer_norm(i)?,
             "Softmax" | "LogSoftmax" => {
                 let (x, layout) = self.map_in(i, 0)?;
-                let out = n.output[0].clone();
-                let is_output = self.consumers(&out) == 1 && !self.onnx.iter().any(|m| m.input.contains(&out));
+                let out = n.output[0].as_str();
+                let is_output = self.consumers(out) == 1 && !self.readers.contains_key(out);
                 if !is_output {
                     return fail!(Weights, "{} is not at the end of the network; only a final softmax (dropped: explanations use the logits) is supported", describe(n));
                 }
@@ -610,7 +636,7 @@ impl<'a> Importer<'a> {
         w.check_finite(&wname)?;
         let groups = attr_i(n, "group", 1);
         let cin = self.shapes[x].0;
-        if groups < 1 || cin_g * groups as usize != cin || cout % groups as usize != 0 {
+        if groups < 1 || groups as u64 > cin as u64 || cin_g * groups as usize != cin || cout % groups as usize != 0 {
             return fail!(Weights, "{}: weight '{wname}' {:?} with {groups} group(s) does not fit a {cin}-channel input", describe(n), w.dims);
         }
         let groups = groups as usize;
@@ -626,14 +652,14 @@ impl<'a> Importer<'a> {
         }
         let strides = attr_ints(n, "strides").unwrap_or(vec![1, 1]);
         let [sh, sw] = strides[..] else { return fail!(Weights, "{}: strides {strides:?} are not 2-D", describe(n)) };
-        if sh < 1 || sw < 1 {
-            return fail!(Weights, "{}: strides {strides:?} must be positive", describe(n));
+        if !(1..=MAX_EXTENT).contains(&sh) || !(1..=MAX_EXTENT).contains(&sw) {
+            return fail!(Weights, "{}: strides {strides:?} must be between 1 and {MAX_EXTENT}", describe(n));
         }
         let (sh, sw) = (sh as usize, sw as usize);
         let pads = attr_ints(n, "pads").unwrap_or(vec![0; 4]);
         let [t, l, b, r] = pads[..] else { return fail!(Weights, "{}: pads {pads:?} are not 2-D", describe(n)) };
-        if [t, l, b, r].iter().any(|&p| p < 0) {
-            return fail!(Weights, "{}: negative pads {pads:?} are not supported", describe(n));
+        if [t, l, b, r].iter().any(|&p| !(0..=MAX_EXTENT).contains(&p)) {
+            return fail!(Weights, "{}: pads {pads:?} must be between 0 and {MAX_EXTENT}", describe(n));
         }
         let total = [t as usize + extra[0], l as usize + extra[1], b as usize + extra[2], r as usize + extra[3]];
         let (_, ih, iw) = self.shapes[x];
@@ -730,8 +756,11 @@ impl<'a> Importer<'a> {
             return fail!(Weights, "{} is in training mode; export the model in eval mode (model.eval())", describe(n));
         }
         let eps = attr_f(n, "epsilon", 1e-5);
+        if !(eps.is_finite() && eps >= 0.0) {
+            return fail!(Weights, "{}: epsilon {eps} is not a small positive number", describe(n));
+        }
         let (x, layout) = self.map_in(i, 0)?;
-        if !(layout == Layout::Nchw) {
+        if layout != Layout::Nchw {
             return fail!(Weights, "{} reads a tensor of shape {:?}; batch-norm needs an NCHW map or a [1, features] vector", describe(&self.onnx[i]), self.dims_of(x, &layout));
         }
         let c = self.shapes[x].0;
@@ -909,6 +938,9 @@ impl<'a> Importer<'a> {
             return fail!(Weights, "{}: transA=1 is not supported", describe(n));
         }
         let (trans_b, alpha, beta) = (attr_i(n, "transB", 0) != 0, attr_f(n, "alpha", 1.0), attr_f(n, "beta", 1.0));
+        if !(alpha.is_finite() && beta.is_finite()) {
+            return fail!(Weights, "{}: alpha {alpha} / beta {beta} are not finite", describe(n));
+        }
         let (x, layout) = self.map_in(i, 0)?;
         let bname = self.onnx[i].input.get(1).cloned().unwrap_or_default();
         let b = self.konst(i, 1, "weight")?;
@@ -954,7 +986,7 @@ impl<'a> Importer<'a> {
             return fail!(Weights, "{}: dilated pooling is not supported", describe(n));
         }
         match (&k[..], &s[..], &p[..]) {
-            ([kh, kw], [sh, sw], [t, l, b, r]) if *kh > 0 && *kw > 0 && *sh > 0 && *sw > 0 && t == b && l == r && *t >= 0 && *l >= 0 => {
+            ([kh, kw], [sh, sw], [t, l, b, r]) if [kh, kw, sh, sw].iter().all(|v| (1..=MAX_EXTENT).contains(*v)) && t == b && l == r && (0..=MAX_EXTENT).contains(t) && (0..=MAX_EXTENT).contains(l) => {
                 Ok(((*kh as usize, *kw as usize), (*sh as usize, *sw as usize), (*t as usize, *l as usize)))
             }
             _ => fail!(Weights, "{}: kernel {k:?}, strides {s:?}, pads {p:?}: only 2-D pooling with symmetric pads is supported", describe(n)),
@@ -1272,12 +1304,12 @@ impl<'a> Importer<'a> {
             self.pass_on(i, x, layout);
             return Ok(());
         }
-        let ok = mode == "constant" && value == 0.0 && pads.len() == 8 && pads.iter().all(|&p| p >= 0) && [0, 1, 4, 5].iter().all(|&k| pads[k] == 0);
+        let ok = mode == "constant" && value == 0.0 && pads.len() == 8 && pads.iter().all(|p| (0..=MAX_EXTENT).contains(p)) && [0, 1, 4, 5].iter().all(|&k| pads[k] == 0);
         if !ok || layout != Layout::Nchw || self.flat[x] {
             return fail!(Weights, "{}: only a zero padding of height and width (before a conv) is supported (mode '{mode}', value {value}, pads {pads:?})", describe(&self.onnx[i]));
         }
-        let out = self.onnx[i].output[0].clone();
-        let all_convs = self.onnx.iter().filter(|m| m.input.contains(&out)).all(|m| m.op_type == "Conv");
+        let out = self.onnx[i].output[0].as_str();
+        let all_convs = self.readers.get(out).is_some_and(|r| r.iter().all(|&m| self.onnx[m].op_type == "Conv")) && self.consumers(out) == self.readers[out].len();
         if !all_convs {
             return fail!(Weights, "{}: a Pad whose output feeds something other than a Conv is not supported", describe(&self.onnx[i]));
         }
@@ -1292,6 +1324,9 @@ impl<'a> Importer<'a> {
             return fail!(Weights, "{}: its mean / inverse-deviation outputs are used; not supported", describe(n));
         }
         let eps = attr_f(n, "epsilon", 1e-5);
+        if !(eps.is_finite() && eps >= 0.0) {
+            return fail!(Weights, "{}: epsilon {eps} is not a small positive number", describe(n));
+        }
         let a = attr_i(n, "axis", -1);
         let (x, layout) = self.map_in(i, 0)?;
         let dims = self.dims_of(x, &layout);
@@ -1471,15 +1506,12 @@ impl<'a> Importer<'a> {
     fn find_patterns(&mut self) -> Result<()> {
         let onnx = self.onnx;
         let mut producer: HashMap<&str, usize> = HashMap::new();
-        let mut readers: HashMap<&str, Vec<usize>> = HashMap::new();
         for (i, n) in onnx.iter().enumerate() {
             for o in &n.output {
                 producer.insert(o.as_str(), i);
             }
-            for t in &n.input {
-                readers.entry(t.as_str()).or_default().push(i);
-            }
         }
+        let readers = &self.readers;
         let (inits, external, counts) = (&self.inits, self.external, &self.consumers);
         let scalar = |t: &str| scalar_of(t, inits, external, onnx, &producer);
         let (mut skips, mut fused): (Vec<usize>, Vec<(usize, Fused)>) = (vec![], vec![]);
@@ -1496,14 +1528,18 @@ impl<'a> Importer<'a> {
                 _ => None,
             }
         };
+        let out0 = |n: &'a NodeProto| n.output.first().map(String::as_str).unwrap_or("");
         for e in 0..onnx.len() {
             let n = &onnx[e];
+            if n.input.is_empty() || out0(n).is_empty() {
+                continue;
+            }
             match n.op_type.as_str() {
                 "Erf" => {
                     // x / sqrt(2) (or x * 1/sqrt(2)) -> Erf -> + 1 -> * x -> * 0.5, the last two in either order.
                     let Some(&d) = producer.get(n.input[0].as_str()) else { continue };
                     let dn = &onnx[d];
-                    if sole(&dn.output[0]) != Some(e) || dn.input.len() != 2 {
+                    if sole(out0(dn)) != Some(e) || dn.input.len() != 2 {
                         continue;
                     }
                     let x = dn.input[0].clone();
@@ -1516,23 +1552,23 @@ impl<'a> Importer<'a> {
                     if !ok {
                         continue;
                     }
-                    let Some(a) = sole(&n.output[0]) else { continue };
+                    let Some(a) = sole(out0(n)) else { continue };
                     let an = &onnx[a];
-                    let one = other(an, &n.output[0]).and_then(|t| scalar(&t));
+                    let one = other(an, out0(n)).and_then(|t| scalar(&t));
                     if an.op_type != "Add" || !one.is_some_and(|v| close(v, 1.0)) {
                         continue;
                     }
-                    let Some(m) = sole(&an.output[0]) else { continue };
+                    let Some(m) = sole(out0(an)) else { continue };
                     let mn = &onnx[m];
                     if mn.op_type != "Mul" {
                         continue;
                     }
-                    let Some(y) = other(mn, &an.output[0]) else { continue };
+                    let Some(y) = other(mn, out0(an)) else { continue };
                     if y == x {
                         // (x * (1 + erf)) * 0.5
-                        let Some(h) = sole(&mn.output[0]) else { continue };
+                        let Some(h) = sole(out0(mn)) else { continue };
                         let hn = &onnx[h];
-                        let half = other(hn, &mn.output[0]).and_then(|t| scalar(&t));
+                        let half = other(hn, out0(mn)).and_then(|t| scalar(&t));
                         if hn.op_type == "Mul" && half.is_some_and(|v| close(v, 0.5)) {
                             skips.extend([d, e, a, m]);
                             fused.push((h, Fused { act: Activation::Gelu, input: x }));
@@ -1549,9 +1585,9 @@ impl<'a> Importer<'a> {
                 }
                 "Sigmoid" | "HardSigmoid" => {
                     let x = n.input[0].clone();
-                    let Some(m) = sole(&n.output[0]) else { continue };
+                    let Some(m) = sole(out0(n)) else { continue };
                     let mn = &onnx[m];
-                    if mn.op_type != "Mul" || other(mn, &n.output[0]).as_deref() != Some(x.as_str()) {
+                    if mn.op_type != "Mul" || other(mn, out0(n)).as_deref() != Some(x.as_str()) {
                         continue;
                     }
                     let act = if n.op_type == "Sigmoid" {

@@ -40,8 +40,8 @@ pub fn decode(bytes: &[u8]) -> Result<ModelProto> {
     if model.ir_version < 3 {
         return fail!(Weights, "ONNX IR version {} is too old (or the file is not ONNX); re-export with a current exporter", model.ir_version);
     }
-    if graph.node.len() > 200_000 {
-        return fail!(Weights, "the ONNX graph has {} nodes, more than this importer accepts (200000)", graph.node.len());
+    if graph.node.len() > 100_000 {
+        return fail!(Weights, "the ONNX graph has {} nodes, more than this importer accepts (100000)", graph.node.len());
     }
     Ok(model)
 }
