@@ -737,6 +737,8 @@ impl<'a> Importer<'a> {
                 if let Some(l) = leaf.filter(|l| *l != self.graph.nodes[x].name) {
                     self.aliases.push((x, l));
                 }
+                // The tensor before the fold no longer exists as such: it is not an alias.
+                self.aliases.retain(|(n, a)| !(*n == x && *a == input));
                 self.primary[x] = self.onnx[i].output.first().cloned();
                 self.set(i, 0, Val::Map { node: x, layout });
                 return Ok(());
