@@ -42,6 +42,8 @@ Shape, Gather, Unsqueeze, Squeeze, Cast, ConstantOfShape, Range on constants";
 /// runs over the graph so far at each layer.
 const MAX_LAYERS: usize = 10_000;
 
+type PoolParams = ((usize, usize), (usize, usize), (usize, usize));
+
 /// The largest kernel, stride or padding accepted (a guard against overflow in hostile files).
 const MAX_EXTENT: i64 = 1 << 16;
 
@@ -975,7 +977,8 @@ impl<'a> Importer<'a> {
 
     // ----- pooling -----
 
-    fn pool_params(&self, i: usize) -> Result<((usize, usize), (usize, usize), (usize, usize))> {
+    /// (kernel, stride, padding), each (height, width).
+    fn pool_params(&self, i: usize) -> Result<PoolParams> {
         let n = &self.onnx[i];
         let k = attr_ints(n, "kernel_shape").unwrap_or_default();
         let s = attr_ints(n, "strides").unwrap_or(vec![1, 1]);
@@ -1079,8 +1082,8 @@ impl<'a> Importer<'a> {
         }
         let f = match layout {
             Layout::Nchw => self.push(i, "flatten", None, Op::Flatten, vec![x], true)?,
-            _ => self.as_flat(i, x, &Layout::Rows { dims: vec![1, dims.iter().product()], by: Some(i) }).or_else(|_| {
-                fail!(Weights, "{} flattens a tensor of shape {dims:?} that is not in NCHW order; not supported", describe(&self.onnx[i]))
+            _ => self.as_flat(i, x, &Layout::Rows { dims: vec![1, dims.iter().product()], by: Some(i) }).map_err(|_| {
+                Error::Weights(format!("{} flattens a tensor of shape {dims:?} that is not in NCHW order; not supported", describe(&self.onnx[i])))
             })?,
         };
         self.set(i, 0, Val::Map { node: f, layout: Layout::Nchw });
@@ -1106,7 +1109,7 @@ impl<'a> Importer<'a> {
         }
         if let Some(k) = infer {
             let rest: usize = dims.iter().product();
-            if rest == 0 || numel % rest != 0 {
+            if rest == 0 || !numel.is_multiple_of(rest) {
                 return fail!(Weights, "{}: cannot reshape {cur:?} to {target:?}", describe(&self.onnx[i]));
             }
             dims[k] = numel / rest;
@@ -1122,9 +1125,7 @@ impl<'a> Importer<'a> {
         let nchw = vec![1, c, h, w];
         let out = match layout {
             Layout::Nchw | Layout::Rows { .. } => {
-                if !self.flat[x] && dims == nchw {
-                    Layout::Nchw
-                } else if self.flat[x] && dims == [1, c] {
+                if (!self.flat[x] && dims == nchw) || (self.flat[x] && dims == [1, c]) {
                     Layout::Nchw
                 } else if self.flat[x] && dims.len() == 4 {
                     return fail!(Weights, "{} reshapes the vector of a linear layer back into a map {dims:?} (e.g. a squeeze-excitation built from Linear layers); not supported yet", describe(&self.onnx[i]));
@@ -1435,7 +1436,7 @@ impl<'a> Importer<'a> {
                 let mut dims: Vec<usize> = t.iter().enumerate().map(|(k, &d)| if d == 0 { *x.dims.get(k).unwrap_or(&0) } else { d.max(1) as usize }).collect();
                 if let Some(k) = t.iter().position(|&d| d == -1) {
                     let rest: usize = dims.iter().enumerate().filter(|(j, _)| *j != k).map(|(_, &d)| d).product();
-                    dims[k] = if rest == 0 { 0 } else { numel / rest };
+                    dims[k] = numel.checked_div(rest).unwrap_or(0);
                 }
                 if dims.iter().product::<usize>() != numel {
                     return fail!(Weights, "{}: cannot reshape a constant of shape {:?} to {t:?}", describe(n), x.dims);

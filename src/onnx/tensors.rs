@@ -3,7 +3,7 @@
 //! real length of the `.onnx.data` buffer.
 
 use super::proto::TensorProto;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::fail;
 
 /// The most tensor elements one import decodes (all initializers and constants together): 1.6 GB
@@ -197,7 +197,7 @@ fn locate<'t>(t: &'t TensorProto, external: Option<&'t [u8]>) -> Result<Located<
         let parse = |key: &str| -> Result<Option<u64>> {
             match external_field(t, key) {
                 None => Ok(None),
-                Some(v) => v.trim().parse::<u64>().map(Some).or_else(|_| fail!(Weights, "tensor '{name}' has an external-data {key} '{v}' that is not a number")),
+                Some(v) => v.trim().parse::<u64>().map(Some).map_err(|_| Error::Weights(format!("tensor '{name}' has an external-data {key} '{v}' that is not a number"))),
             }
         };
         let offset = parse("offset")?.unwrap_or(0);
