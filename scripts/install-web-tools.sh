@@ -1,9 +1,16 @@
 #!/usr/bin/env bash
-# Installs what building the wasm package needs: the wasm32 target and wasm-bindgen-cli at exactly
+# Installs what building needs: protoc (any build), the wasm32 target and wasm-bindgen-cli at exactly
 # the Cargo.lock version of wasm-bindgen. With --browser, also Debian's Chromium + ChromeDriver and
 # the npm packages (for the browser tests).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# protoc: candle-onnx's build script compiles the ONNX schema with prost-build (the ONNX import,
+# src/onnx); every build of the crate needs it, native and wasm.
+if ! command -v protoc >/dev/null; then
+  echo "install-web-tools: apt-get install protobuf-compiler"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq protobuf-compiler >/dev/null
+fi
 rustup target list --installed | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
 want=$(awk '/^name = "wasm-bindgen"$/ { getline; gsub(/version = |"/, ""); print; exit }' Cargo.lock)
 have=$(wasm-bindgen --version 2>/dev/null | awk '{print $2}' || true)

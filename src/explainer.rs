@@ -41,8 +41,12 @@ pub struct LayerInfo {
 }
 
 impl Model {
-    /// Loads a state dict (zip or legacy `torch.save`, safetensors f32/f16/bf16); `arch` is detected when `None`.
+    /// Loads a state dict (zip or legacy `torch.save`, safetensors f32/f16/bf16); `arch` is detected
+    /// when `None`. ONNX files are imported (`Model::from_onnx`, weights inside the file).
     pub fn from_bytes(bytes: &[u8], arch: Option<Arch>) -> Result<Model> {
+        if crate::onnx::is_onnx(bytes) {
+            return Model::from_onnx(bytes, None);
+        }
         let weights = WeightMap::from_bytes(bytes)?;
         let arch = match arch {
             Some(a) => a,

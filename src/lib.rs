@@ -1,7 +1,7 @@
 //! gradcam-wasm: visual explanations (Grad-CAM and its family) of convolutional image classifiers,
 //! computed with candle on the CPU, natively or in the browser.
 //!
-//! - `weights`: weight files in, f32 tensors by name out.
+//! - `weights`: weight files in, f32 tensors by name out; `onnx`: ONNX classifiers imported as a graph.
 //! - `graph`: the network as one graph of named layers; `arch` builds it per architecture.
 //! - `kernels`: plain f32 compute kernels; `exec` runs the graph on them (candle custom ops).
 //! - `methods`: explanation methods over feature maps and gradients, executor-agnostic.
@@ -23,6 +23,7 @@ pub mod kernels;
 pub mod labels;
 pub mod loading;
 pub mod methods;
+pub mod onnx;
 pub mod synthetic;
 #[cfg(target_arch = "wasm32")]
 pub mod wasm;

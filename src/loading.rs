@@ -29,7 +29,11 @@ pub struct ModelSettings {
 impl ModelSettings {
     /// Loads a model file (safetensors, `.pth` zip or legacy, ONNX) and applies the settings.
     pub fn load(&self, bytes: &[u8]) -> Result<Model> {
-        let mut model = load_model_file(bytes, self.arch, self.external_data.as_deref())?;
+        self.apply(load_model_file(bytes, self.arch, self.external_data.as_deref())?)
+    }
+
+    /// Applies labels, input size and normalization to a loaded model.
+    pub fn apply(&self, mut model: Model) -> Result<Model> {
         if let Some(labels) = &self.labels {
             model = model.with_labels(labels.clone())?;
         }
@@ -44,6 +48,12 @@ impl ModelSettings {
 }
 
 fn load_model_file(bytes: &[u8], arch: Option<Arch>, external_data: Option<&[u8]>) -> Result<Model> {
+    if crate::onnx::is_onnx(bytes) {
+        if arch.is_some() {
+            return fail!(Option, "an ONNX file carries its own graph; drop the architecture setting");
+        }
+        return Model::from_onnx(bytes, external_data);
+    }
     if external_data.is_some() {
         return fail!(Option, "external data was given, but the model file is not an ONNX file; pass only the model file");
     }

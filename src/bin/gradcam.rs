@@ -113,13 +113,20 @@ model settings (explain and layers):
         let bytes = std::fs::read(&path).map_err(|e| {
             format!("cannot read model '{}': {e} (run scripts/setup.sh to fetch the default model, or pass --model FILE)", path.display())
         })?;
-        let settings = model_settings(args, &path)?;
+        let settings = model_settings(args, &path, &bytes)?;
+        if gradcam_wasm::onnx::is_onnx(&bytes) {
+            let imported = gradcam_wasm::onnx::import(&bytes, settings.external_data.as_deref()).map_err(|e| format!("{}: {e}", path.display()))?;
+            for w in &imported.warnings {
+                eprintln!("gradcam: note: {w}");
+            }
+            return settings.apply(imported.model).map_err(|e| format!("{}: {e}", path.display()));
+        }
         settings.load(&bytes).map_err(|e| format!("{}: {e}", path.display()))
     }
 
-    /// `--arch`, `--labels`, `--size`, `--mean`/`--std`, and an ONNX file's `.onnx.data` (`--data`,
-    /// else the file of that name beside the model when there is one).
-    fn model_settings(args: &Args, path: &Path) -> Res<ModelSettings> {
+    /// `--arch`, `--labels`, `--size`, `--mean`/`--std`, and an ONNX file's external data (`--data`,
+    /// else the file the model names, read from beside it).
+    fn model_settings(args: &Args, path: &Path, bytes: &[u8]) -> Res<ModelSettings> {
         let mut s = ModelSettings { arch: args.get("--arch").map(Arch::from_name).transpose().map_err(|e| e.to_string())?, ..Default::default() };
         if let Some(file) = args.get("--labels") {
             let text = std::fs::read_to_string(file).map_err(|e| format!("cannot read labels '{file}': {e}"))?;
@@ -133,11 +140,24 @@ model settings (explain and layers):
             }
             _ => return Err("--mean and --std go together (values on x / 255, e.g. --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225)".into()),
         }
-        let beside = path.extension().is_some_and(|e| e == "onnx").then(|| PathBuf::from(format!("{}.data", path.display()))).filter(|p| p.exists());
-        if let Some(data) = args.get("--data").map(PathBuf::from).or(beside) {
-            s.external_data = Some(std::fs::read(&data).map_err(|e| format!("cannot read external data '{}': {e}", data.display()))?);
-        }
+        s.external_data = match args.get("--data") {
+            Some(data) => Some(std::fs::read(data).map_err(|e| format!("cannot read external data '{data}': {e}"))?),
+            None if gradcam_wasm::onnx::is_onnx(bytes) => onnx_data_beside(path, bytes)?,
+            None => None,
+        };
         Ok(s)
+    }
+
+    /// The external data file an ONNX model names (`x.onnx.data`), read from beside the model.
+    fn onnx_data_beside(path: &Path, bytes: &[u8]) -> Res<Option<Vec<u8>>> {
+        let Some(loc) = gradcam_wasm::onnx::external_data_location(bytes).map_err(|e| e.to_string())? else { return Ok(None) };
+        let rel = Path::new(&loc);
+        if rel.is_absolute() || rel.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
+            return Err(format!("the external data location '{loc}' leaves the model's folder; refusing to read it (pass --data FILE)"));
+        }
+        let p = path.parent().unwrap_or(Path::new(".")).join(rel);
+        let data = std::fs::read(&p).map_err(|e| format!("this ONNX file keeps its weights in '{loc}' (external data), but '{}' cannot be read: {e}", p.display()))?;
+        Ok(Some(data))
     }
 
     fn layers(args: &Args) -> Res<()> {
