@@ -53,7 +53,7 @@ FAMILIES = {
     "wide_resnet50_2": ("resnet", "layer4", "layer3", 224),
     "squeezenet1_0": ("squeezenet1_0", "features.12", "features.9", 224),
     "squeezenet1_1": ("squeezenet1_1", "features.12", "features.7", 224),
-    "densenet121": ("densenet", "features.norm5.relu", "features.denseblock3", 224),
+    "densenet121": ("densenet", "relu", "features.denseblock3", 224),
     "googlenet": ("googlenet", "inception5b", "inception4e", 224),
     "inception_v3": ("inception_v3", "Mixed_7c", "Mixed_6e", 299),
     "mobilenet_v2": ("mobilenet_v2", "features.18", "features.13", 224),

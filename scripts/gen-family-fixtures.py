@@ -385,7 +385,7 @@ FAMILIES = [
     ("wide_resnet", wide_resnet, "resnet", (48, 48), ["layer4", "layer3"], "torchscript"),
     ("squeezenet1_0", partial(squeezenet, "1_0"), "squeezenet1_0", (48, 48), ["features.12", "features.9"], "torchscript"),
     ("squeezenet1_1", partial(squeezenet, "1_1"), "squeezenet1_1", (48, 64), ["features.12", "features.7"], "dynamo"),
-    ("densenet", densenet, "densenet", (64, 64), ["features.norm5.relu", "features.denseblock3"], "dynamo"),
+    ("densenet", densenet, "densenet", (64, 64), ["relu", "features.denseblock3"], "dynamo"),
     ("googlenet", googlenet, "googlenet", (48, 80), ["inception5b", "inception4e"], "torchscript"),
     ("inception_v3", inception_v3, "inception_v3", (107, 115), ["Mixed_7c", "Mixed_6e"], "torchscript"),
     ("mobilenet_v2", mobilenet_v2, "mobilenet_v2", (48, 64), ["features.18", "features.13"], "torchscript"),
@@ -500,7 +500,7 @@ def seed_of(name):
 
 def activation_and_gradient(model, x, layer, cls):
     """The layer's output A (the input of whatever follows it) and dy_cls/dA."""
-    if layer == "features.norm5.relu":
+    if layer == "relu":
         # DenseNet: forward() applies a functional ReLU to `features` (ending at norm5), then pools.
         a = F.relu(model.features(x)).detach().requires_grad_(True)
         y = model.classifier(torch.flatten(F.adaptive_avg_pool2d(a, (1, 1)), 1))

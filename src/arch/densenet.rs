@@ -5,7 +5,7 @@
 //! norm1 -> relu1 -> conv1 (1x1) -> norm2 -> relu2 -> conv2 (3x3). norm1 follows a concat, so it stays a
 //! per-channel affine; norm2 directly follows conv1 and folds into it. A transition halves the size:
 //! norm -> relu -> conv (1x1) -> 2x2 average pool. After `features.norm5` torchvision applies a
-//! functional ReLU (named `features.norm5.relu` here, the default Grad-CAM layer) and pools.
+//! functional ReLU (named `relu`, as an ONNX export of it is: the default Grad-CAM layer) and pools.
 
 use crate::error::Result;
 use crate::fail;
@@ -43,7 +43,7 @@ fn build_from(weights: &WeightMap) -> Result<Graph> {
     }
     let x = b.batch_norm("features.norm5", x, 1e-5)?;
     b.alias(x, "features");
-    let x = b.relu("features.norm5.relu", x);
+    let x = b.relu("relu", x);
     let x = b.adaptive_avg_pool("avgpool", x, 1, 1);
     let x = b.flatten("flatten", x);
     b.linear("classifier", x)?;

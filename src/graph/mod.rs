@@ -294,9 +294,19 @@ impl Graph {
 
     /// The last spatial activation: the map that the last global pooling reads (a 1x1 adaptive
     /// average pool), which is the default Grad-CAM target of every CNN.
+    ///
+    /// A head that makes per-class maps with a 1x1 conv (+ ReLU) before that pool (SqueezeNet,
+    /// Network in Network) is the classifier, not a feature layer: the map it reads is returned.
     pub fn pooled_layer(&self) -> Option<NodeId> {
         let pool = self.nodes.iter().rposition(|n| matches!(n.op, Op::AdaptiveAvgPool { out_h: 1, out_w: 1 }))?;
-        self.nodes[pool].inputs.first().copied()
+        let mut id = *self.nodes[pool].inputs.first()?;
+        if matches!(self.nodes[id].op, Op::Relu | Op::Relu6) {
+            id = self.nodes[id].inputs[0];
+        }
+        match &self.nodes[id].op {
+            Op::Conv(c) if c.kh == 1 && c.kw == 1 && c.cout == self.num_classes => Some(self.nodes[id].inputs[0]),
+            _ => self.nodes[pool].inputs.first().copied(),
+        }
     }
 
     /// The name a node is best known by: its last alias (a block or stage name such as `layer4`),

@@ -1708,7 +1708,7 @@ fn default_layer(graph: &Graph) -> Option<NodeId> {
     }
     let flatten = graph.nodes.iter().position(|n| matches!(n.op, Op::Flatten))?;
     let mut id = graph.nodes[flatten].inputs[0];
-    while matches!(graph.nodes[id].op, Op::MaxPool(_) | Op::AvgPool(_)) {
+    while matches!(graph.nodes[id].op, Op::MaxPool(_) | Op::AvgPool(_) | Op::AdaptiveAvgPool { .. }) {
         id = graph.nodes[id].inputs[0];
     }
     (id > 0).then_some(id)
