@@ -44,6 +44,9 @@ const MAX_LAYERS: usize = 10_000;
 
 type PoolParams = ((usize, usize), (usize, usize), (usize, usize));
 
+/// The class of the module whose decomposed calls `find_adaptive_pools` collapses.
+const ADAPTIVE_AVG_POOL: &str = "torch.nn.modules.pooling.AdaptiveAvgPool2d";
+
 /// The largest kernel, stride or padding accepted (a guard against overflow in hostile files).
 const MAX_EXTENT: i64 = 1 << 16;
 
@@ -81,6 +84,17 @@ struct Fused {
     input: String,
 }
 
+/// An `nn.AdaptiveAvgPool2d` call the dynamo exporter decomposed (see `find_adaptive_pools`),
+/// emitted as one `AdaptiveAvgPool` at its last ONNX node.
+#[derive(Clone, Debug)]
+struct Pooled {
+    /// The tensors the call reads from outside itself (initializers left out): the feature map
+    /// and any constants computed before it.
+    inputs: Vec<String>,
+    out_h: usize,
+    out_w: usize,
+}
+
 pub struct Importer<'a> {
     onnx: &'a [NodeProto],
     paths: Vec<Option<String>>,
@@ -96,6 +110,7 @@ pub struct Importer<'a> {
     consumers: HashMap<String, usize>,
     skip: HashSet<usize>,
     fused: HashMap<usize, Fused>,
+    pooled: HashMap<usize, Pooled>,
     graph: Graph,
     shapes: Vec<Chw>,
     /// Rank-2 nodes (after a flatten): (features, 1, 1), read as [1, features].
@@ -246,6 +261,7 @@ impl<'a> Importer<'a> {
             consumers,
             skip: HashSet::new(),
             fused: HashMap::new(),
+            pooled: HashMap::new(),
             graph: Graph { nodes: vec![input_node], num_classes: 0 },
             shapes: vec![(3, size.0, size.1)],
             flat: vec![false],
@@ -260,6 +276,8 @@ impl<'a> Importer<'a> {
         };
         imp.values.insert(input.name.clone(), Val::Map { node: 0, layout: Layout::Nchw });
         imp.find_patterns()?;
+        let adaptive: Vec<bool> = (0..onnx.len()).map(|i| names::module_class(meta.get(i).map(Vec::as_slice).unwrap_or(&[])) == Some(ADAPTIVE_AVG_POOL)).collect();
+        imp.find_adaptive_pools(g, &adaptive);
         for i in 0..onnx.len() {
             if imp.skip.contains(&i) {
                 continue;
@@ -462,6 +480,9 @@ impl<'a> Importer<'a> {
         }
         if !(n.domain.is_empty() || n.domain == "ai.onnx") {
             return fail!(Weights, "{} is from the op domain '{}'; only standard ONNX ops import (supported: {SUPPORTED})", describe(n), n.domain);
+        }
+        if let Some(p) = self.pooled.get(&i).cloned() {
+            return self.adaptive_pool(i, p);
         }
         if let Some(f) = self.fused.get(&i).cloned() {
             let (x, layout) = match self.value(i, &f.input)? {
@@ -1067,6 +1088,24 @@ impl<'a> Importer<'a> {
         Ok(())
     }
 
+    /// One decomposed `nn.AdaptiveAvgPool2d` call (found by `find_adaptive_pools`), at its last node.
+    fn adaptive_pool(&mut self, i: usize, p: Pooled) -> Result<()> {
+        let mut maps = vec![];
+        for t in &p.inputs {
+            if let Val::Map { node, layout } = self.value(i, t)? {
+                maps.push((node, layout));
+            }
+        }
+        let [(x, layout)] = maps.as_slice() else {
+            return fail!(Weights, "{}: the adaptive average pool it ends reads {} feature maps; expected one", describe(&self.onnx[i]), maps.len());
+        };
+        let x = *x;
+        self.need_nchw(i, x, layout)?;
+        let id = self.push(i, "avgpool", None, Op::AdaptiveAvgPool { out_h: p.out_h, out_w: p.out_w }, vec![x], false)?;
+        self.set(i, 0, Val::Map { node: id, layout: Layout::Nchw });
+        Ok(())
+    }
+
     // ----- shapes and layouts -----
 
     fn flatten(&mut self, i: usize) -> Result<()> {
@@ -1611,6 +1650,47 @@ impl<'a> Importer<'a> {
         Ok(())
     }
 
+    /// Finds `nn.AdaptiveAvgPool2d` calls the dynamo exporter decomposed into plain ops: an
+    /// output larger than (or not dividing) the input, e.g. VGG's and AlexNet's `(7, 7)` / `(6, 6)`
+    /// pool of a 1x1 or 1x2 map at small inputs, becomes Transpose [2,3,0,1] -> GatherND of
+    /// constant window indices -> Transpose -> ReduceMean, or with uneven windows Where
+    /// (masking) -> Gather / Add / Div. Such nodes carry the pool module in their `namespace`; all
+    /// the nodes of one call (same module path) are skipped but the last, where one
+    /// `AdaptiveAvgPool` is made from the call's feature-map input to its output, sized by the
+    /// output's static shape (`value_info`). A call exported as one op (GlobalAveragePool,
+    /// AveragePool, ReduceMean) maps on its own; a call that does not fit (several tensors
+    /// leaving it, no static output shape, a module called twice) is left to the op-by-op path.
+    fn find_adaptive_pools(&mut self, g: &candle_onnx::onnx::GraphProto, adaptive: &[bool]) {
+        let onnx = self.onnx;
+        let mut calls: HashMap<&str, Vec<usize>> = HashMap::new();
+        for i in (0..onnx.len()).filter(|&i| adaptive[i]) {
+            if let Some(p) = self.paths[i].as_deref() {
+                calls.entry(p).or_default().push(i);
+            }
+        }
+        for nodes in calls.into_values().filter(|n| n.len() > 1) {
+            let inside: HashSet<usize> = nodes.iter().copied().collect();
+            let made: HashSet<&str> = nodes.iter().flat_map(|&i| onnx[i].output.iter()).map(String::as_str).filter(|t| !t.is_empty()).collect();
+            let leaves = |t: &&str| g.output.iter().any(|o| o.name == *t) || self.readers.get(*t).is_some_and(|r| r.iter().any(|k| !inside.contains(k)));
+            let outs: Vec<&str> = made.iter().copied().filter(leaves).collect();
+            let last = nodes[nodes.len() - 1];
+            let [out] = outs[..] else { continue };
+            if onnx[last].output.first().map(String::as_str) != Some(out) {
+                continue;
+            }
+            let shape = g.value_info.iter().chain(&g.output).find(|v| v.name == out).and_then(|v| input_dims(v).ok());
+            let Some([Some(1), Some(_), Some(out_h), Some(out_w)]) = shape.as_deref() else { continue };
+            let mut inputs: Vec<String> = vec![];
+            for t in nodes.iter().flat_map(|&i| onnx[i].input.iter()) {
+                if !t.is_empty() && !made.contains(t.as_str()) && !self.inits.contains_key(t.as_str()) && !inputs.contains(t) {
+                    inputs.push(t.clone());
+                }
+            }
+            self.skip.extend(nodes[..nodes.len() - 1].iter().copied());
+            self.pooled.insert(last, Pooled { inputs, out_h: *out_h, out_w: *out_w });
+        }
+    }
+
     // ----- the end -----
 
     fn finish(mut self, out_name: &str, input_size: Option<(usize, usize)>) -> Result<Imported> {
@@ -1708,6 +1788,8 @@ fn default_layer(graph: &Graph) -> Option<NodeId> {
     }
     let flatten = graph.nodes.iter().position(|n| matches!(n.op, Op::Flatten))?;
     let mut id = graph.nodes[flatten].inputs[0];
+    // Pools between the last feature map and the flatten are no target: VGG's final max pool,
+    // and its `(7, 7)` adaptive pool, which at small inputs only repeats a 1x1 or 1x2 map.
     while matches!(graph.nodes[id].op, Op::MaxPool(_) | Op::AvgPool(_) | Op::AdaptiveAvgPool { .. }) {
         id = graph.nodes[id].inputs[0];
     }

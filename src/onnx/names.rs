@@ -21,6 +21,20 @@ pub fn module_path(node_name: &str, metadata: &[(String, String)]) -> Option<Str
     from_torchscript_name(node_name)
 }
 
+/// The class of the innermost module a node was produced in, from the dynamo exporter's
+/// `namespace` (`torch.nn.modules.pooling.AdaptiveAvgPool2d`); `None` for other exporters and
+/// for ops in the model's own forward.
+pub fn module_class(metadata: &[(String, String)]) -> Option<&str> {
+    let (_, ns) = metadata.iter().find(|(k, _)| k == "namespace")?;
+    let segments: Vec<&str> = ns.split('/').collect();
+    let modules = &segments[..segments.len().saturating_sub(1)];
+    // The root segment names no path (`: torchvision.models.vgg.VGG`): not a submodule.
+    if modules.len() < 2 {
+        return None;
+    }
+    modules.last()?.split_once(':').map(|(_, class)| class.trim())
+}
+
 fn from_namespace(ns: &str) -> String {
     let segments: Vec<&str> = ns.split('/').collect();
     // All but the last segment are modules; the last is the fx node and its aten op.
@@ -94,6 +108,9 @@ mod tests {
         let ns = ": torchvision.models.resnet.ResNet/layer4: torch.nn.modules.container.Sequential/layer4.1: torchvision.models.resnet.BasicBlock/layer4.1.relu: torch.nn.modules.activation.ReLU/relu_16: aten.relu.default";
         assert_eq!(from_namespace(ns), "layer4.1.relu");
         assert_eq!(from_namespace(": torchvision.models.resnet.ResNet/view: aten.view.default"), "");
+        let meta = |ns: &str| vec![("namespace".to_string(), ns.to_string())];
+        assert_eq!(module_class(&meta(ns)), Some("torch.nn.modules.activation.ReLU"));
+        assert_eq!(module_class(&meta(": torchvision.models.resnet.ResNet/view: aten.view.default")), None);
         assert_eq!(ancestors("a.b.c").collect::<Vec<_>>(), ["a.b", "a"]);
         assert_eq!(common_prefix(["stage3.1.branch2.0", "stage3.1"]).unwrap(), "stage3.1");
     }
