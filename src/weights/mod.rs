@@ -267,7 +267,7 @@ const MAX_HEADER_BYTES: u64 = 100_000_000;
 pub fn check_safetensors_header(bytes: &[u8]) -> Result<()> {
     let len = bytes.len() as u64;
     if bytes.is_empty() {
-        return fail!(Weights, "the weight file is empty (0 bytes); expected a .safetensors (or legacy .pth) file");
+        return fail!(Weights, "the weight file is empty (0 bytes); expected a .safetensors, .pth or .onnx file");
     }
     if bytes.starts_with(b"PK\x03\x04") {
         return fail!(
