@@ -19,14 +19,14 @@
 // main thread; bench/tfjs-models.mjs builds the same networks in TF.js on the same weights. Before any
 // timing, each TF.js backend's logits and raw Grad-CAM map must match ours within 1e-3 (max abs diff).
 
-import { createServer } from 'node:http';
-import { createReadStream, existsSync, mkdirSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
-import { extname, join, normalize, resolve, sep, relative } from 'node:path';
+import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { join, resolve, sep, relative } from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { gzipSync } from 'node:zlib';
 import { cpus } from 'node:os';
 import { chromium } from 'playwright-core';
 import { CHROMIUM, CHROMIUM_ARGS, REPO } from '../tests/e2e/harness.mjs';
+import { serve, stats } from './serve.mjs';
 
 const TOLERANCE = 1e-3;
 const argv = process.argv.slice(2);
@@ -85,54 +85,6 @@ function modelPath(arch) {
     if (r.status !== 0) throw new Error(`could not write synthetic weights for ${arch}`);
   }
   return p;
-}
-
-// ------------------------------------------------------------------ a static server, cross-origin isolated
-
-const TYPES = {
-  '.html': 'text/html; charset=utf-8',
-  '.js': 'text/javascript; charset=utf-8',
-  '.mjs': 'text/javascript; charset=utf-8',
-  '.json': 'application/json; charset=utf-8',
-  '.wasm': 'application/wasm',
-  '.png': 'image/png',
-  '.jpg': 'image/jpeg',
-};
-
-function serve(root) {
-  const server = createServer((req, res) => {
-    let file;
-    try {
-      file = normalize(join(root, decodeURIComponent(new URL(req.url, 'http://x').pathname)));
-    } catch {
-      res.writeHead(400).end();
-      return;
-    }
-    if (!file.startsWith(root + sep) || !existsSync(file) || !statSync(file).isFile()) {
-      res.writeHead(404).end();
-      return;
-    }
-    res.writeHead(200, {
-      'content-type': TYPES[extname(file)] || 'application/octet-stream',
-      'content-length': statSync(file).size,
-      // Cross-origin isolation (SharedArrayBuffer, fine timers): what TF.js's threaded wasm needs.
-      'cross-origin-opener-policy': 'same-origin',
-      'cross-origin-embedder-policy': 'require-corp',
-      'cross-origin-resource-policy': 'same-origin',
-      'cache-control': 'no-store',
-    });
-    createReadStream(file).pipe(res);
-  });
-  return new Promise((ok) => server.listen(0, '127.0.0.1', () => ok({ server, url: `http://127.0.0.1:${server.address().port}/` })));
-}
-
-// ------------------------------------------------------------------ statistics
-
-function stats(times) {
-  if (!times.length) return null;
-  const v = [...times].sort((a, b) => a - b);
-  const at = (q) => v[Math.round((v.length - 1) * q)];
-  return { n: v.length, median: at(0.5), p25: at(0.25), p75: at(0.75), min: v[0], max: v[v.length - 1] };
 }
 
 // ------------------------------------------------------------------ the browser part
