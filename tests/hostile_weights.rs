@@ -6,43 +6,13 @@ use gradcam_wasm::synthetic::{self, StateDict};
 use gradcam_wasm::weights::legacy_pth::RawTensor;
 use gradcam_wasm::weights::safetensors_writer::{write_safetensors, StoreAs};
 use gradcam_wasm::{Arch, Model};
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-// ---------------------------------------------------------------------------------------------
-// The largest single allocation made by this thread, to show that claimed sizes are never allocated.
-
-struct PeakAlloc;
-
-thread_local! {
-    static PEAK: Cell<usize> = const { Cell::new(0) };
-}
-
-fn note(size: usize) {
-    let _ = PEAK.try_with(|p| p.set(p.get().max(size)));
-}
-
-unsafe impl GlobalAlloc for PeakAlloc {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        note(l.size());
-        System.alloc(l)
-    }
-    unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
-        note(l.size());
-        System.alloc_zeroed(l)
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
-        note(new);
-        System.realloc(p, l, new)
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        System.dealloc(p, l)
-    }
-}
+#[path = "common/largest_allocation.rs"]
+mod largest_allocation;
 
 #[global_allocator]
-static ALLOC: PeakAlloc = PeakAlloc;
+static ALLOC: largest_allocation::Tracker = largest_allocation::Tracker;
 
 // ---------------------------------------------------------------------------------------------
 // helpers
@@ -50,9 +20,7 @@ static ALLOC: PeakAlloc = PeakAlloc;
 /// Loads `bytes`, which must fail without a panic; returns the message. Also checks that no single
 /// allocation exceeded 16x the input plus 1 MiB (a claimed size is never trusted).
 fn load_err(case: &str, bytes: &[u8], arch: Option<Arch>) -> String {
-    PEAK.with(|p| p.set(0));
-    let r = catch_unwind(AssertUnwindSafe(|| Model::from_bytes(bytes, arch)));
-    let peak = PEAK.with(|p| p.get());
+    let (r, peak) = largest_allocation::largest_during(|| catch_unwind(AssertUnwindSafe(|| Model::from_bytes(bytes, arch))));
     let limit = 16 * bytes.len() + (1 << 20);
     assert!(peak <= limit, "{case}: one allocation of {peak} bytes for a {}-byte input", bytes.len());
     match r {

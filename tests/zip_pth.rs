@@ -8,46 +8,16 @@ use gradcam_wasm::weights::legacy_pth::{read_legacy_pth, RawTensor};
 use gradcam_wasm::weights::safetensors_writer::{write_safetensors, StoreAs};
 use gradcam_wasm::weights::zip_pth::{is_zip, read_zip_pth};
 use gradcam_wasm::weights::WeightMap;
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::io::{Cursor, Read, Write};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use zip::write::SimpleFileOptions;
 use zip::{CompressionMethod, ZipArchive, ZipWriter};
 
-// ---------------------------------------------------------------------------------------------
-// The largest single allocation made by this thread, to show that claimed sizes are never allocated.
-
-struct PeakAlloc;
-
-thread_local! {
-    static PEAK: Cell<usize> = const { Cell::new(0) };
-}
-
-fn note(size: usize) {
-    let _ = PEAK.try_with(|p| p.set(p.get().max(size)));
-}
-
-unsafe impl GlobalAlloc for PeakAlloc {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        note(l.size());
-        System.alloc(l)
-    }
-    unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
-        note(l.size());
-        System.alloc_zeroed(l)
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
-        note(new);
-        System.realloc(p, l, new)
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        System.dealloc(p, l)
-    }
-}
+#[path = "common/largest_allocation.rs"]
+mod largest_allocation;
 
 #[global_allocator]
-static ALLOC: PeakAlloc = PeakAlloc;
+static ALLOC: largest_allocation::Tracker = largest_allocation::Tracker;
 
 // ---------------------------------------------------------------------------------------------
 // fixtures and helpers
@@ -158,9 +128,7 @@ fn load_err(case: &str, bytes: &[u8]) -> String {
 
 /// `WeightMap::from_bytes`, checked for panics and for the allocation bound.
 fn load(case: &str, bytes: &[u8]) -> Result<WeightMap, String> {
-    PEAK.with(|p| p.set(0));
-    let r = catch_unwind(AssertUnwindSafe(|| WeightMap::from_bytes(bytes)));
-    let peak = PEAK.with(|p| p.get());
+    let (r, peak) = largest_allocation::largest_during(|| catch_unwind(AssertUnwindSafe(|| WeightMap::from_bytes(bytes))));
     let limit = 16 * bytes.len() + (1 << 20);
     assert!(
         peak <= limit,
