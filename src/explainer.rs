@@ -56,7 +56,8 @@ impl Model {
             Error::Weights(m) => Error::Weights(format!("{m} (loading as {})", arch.name())),
             other => other,
         })?;
-        Ok(Model::from_graph(arch, graph, None))
+        let preprocess = family_preprocess(arch, &graph, arch.eval_size(&weights));
+        Ok(Model::from_graph(arch, graph, Some(preprocess)))
     }
 
     /// A model from a built (or imported) graph, with the family's defaults for whatever
@@ -64,7 +65,7 @@ impl Model {
     pub fn from_graph(arch: Arch, graph: Graph, preprocess: Option<Preprocess>) -> Model {
         let labels = if graph.num_classes == 1000 { crate::labels::imagenet() } else { (0..graph.num_classes).map(|i| format!("class {i}")).collect() };
         let default_layer = arch.default_layer(&graph);
-        let preprocess = preprocess.unwrap_or_else(|| family_preprocess(arch, &graph));
+        let preprocess = preprocess.unwrap_or_else(|| family_preprocess(arch, &graph, arch.input_size()));
         Model { arch, graph: Arc::new(graph), labels, default_layer, preprocess }
     }
 
@@ -133,7 +134,8 @@ impl Model {
 
 /// A family's evaluation transform: resize the shorter side, centre crop, normalize. A graph
 /// whose position embedding fixes its input size (a ViT) gets that crop, resized as at 224 / 256.
-fn family_preprocess(arch: Arch, graph: &Graph) -> Preprocess {
+/// `eval`: the family's (crop, resize) where the graph does not fix its input size.
+fn family_preprocess(arch: Arch, graph: &Graph, eval: (usize, usize)) -> Preprocess {
     let normalize = match arch.input_norm() {
         InputNorm::ImageNetMeanStd => Normalize::MeanStd { mean: IMAGENET_MEAN, std: IMAGENET_STD },
         InputNorm::Centered127 => Normalize::Affine { offset: 127.0, scale: 128.0 },
@@ -141,7 +143,7 @@ fn family_preprocess(arch: Arch, graph: &Graph) -> Preprocess {
     };
     let (crop, size) = match graph.fixed_input_size() {
         Some((h, w)) if h == w => (h, (h * 256).div_ceil(224)),
-        _ => arch.input_size(),
+        _ => eval,
     };
     Preprocess { resize: Resize::ShorterSide { size, crop: Some((crop, crop)) }, normalize }
 }

@@ -74,6 +74,11 @@ fn mobilenet_v3(large: bool, classes: usize) -> StateDict {
 
 /// EfficientNet B0's stages (expansion, kernel, out, blocks) at a small width.
 fn efficientnet_b0(classes: usize) -> StateDict {
+    efficientnet_with_head(classes, 128)
+}
+
+/// B0's layout at a small width, with a head conv of `head` channels (B1-B7 widen it).
+fn efficientnet_with_head(classes: usize, head: usize) -> StateDict {
     let stages = [(1, 3, 8, 1), (6, 3, 8, 2), (6, 5, 16, 2), (6, 3, 16, 3), (6, 5, 24, 3), (6, 5, 24, 4), (6, 3, 32, 1)];
     let mut s = StateDict::new(33);
     conv_bn(&mut s, "features.0", 8, 3, 3);
@@ -83,8 +88,8 @@ fn efficientnet_b0(classes: usize) -> StateDict {
             c = inverted_residual(&mut s, &format!("features.{}.{j}", i + 1), c, k, c * t, out, Some((c / 4).max(1)));
         }
     }
-    conv_bn(&mut s, "features.8", 4 * c, c, 1);
-    s.linear("classifier.1", classes, 4 * c);
+    conv_bn(&mut s, "features.8", head, c, 1);
+    s.linear("classifier.1", classes, head);
     s
 }
 
@@ -295,4 +300,17 @@ fn torch_logits_and_gradients_match() {
     }
     assert!(worst < 1e-3, "logits differ from torch by {worst:.2e} of their range");
     assert!(worst_grad <= 1.0, "an input gradient is {worst_grad:.2}x further from float64 than allowed (max(1e-3, torch float32's error))");
+}
+
+#[test]
+fn efficientnet_input_size_follows_the_variant() {
+    let size = |sd: StateDict| Model::from_bytes(&sd.bytes(), None).unwrap().input_size();
+    // B0's depths with a narrow head: a fine-tuned or narrowed model keeps the common 224 crop.
+    assert_eq!(size(efficientnet_with_head(10, 128)), (224, 224));
+    // B3's head width (1536): torchvision evaluates B3 at a 300 crop of a 320 resize.
+    let b3 = Model::from_bytes(&efficientnet_with_head(10, 1536).bytes(), None).unwrap();
+    assert_eq!(b3.input_size(), (300, 300));
+    assert_eq!(b3.preprocess.resize, gradcam_wasm::imaging::preprocess::Resize::ShorterSide { size: 320, crop: Some((300, 300)) });
+    // V2-S (two blocks in its first stage): 384.
+    assert_eq!(size(efficientnet_v2(10)), (384, 384));
 }

@@ -29,6 +29,28 @@ pub fn matches(weights: &WeightMap, v2: bool) -> bool {
     weights.contains("features.1.0.block.0.0.weight") && weights.contains("classifier.1.weight") && has_se(weights, "features.1.0") != v2
 }
 
+/// torchvision's evaluation (crop, resize) of each variant, told apart by the head conv's width
+/// (B1-B7 scale it) and, for B0/B1 and the V2 sizes, by the first stage's depth.
+pub fn eval_size(weights: &WeightMap, v2: bool) -> (usize, usize) {
+    let depths = stage_depths(weights);
+    let head = format!("features.{}.0.weight", depths.len() + 1);
+    let width = weights.shape(&head).and_then(|s| s.first().copied()).unwrap_or(0);
+    let first = depths.first().copied().unwrap_or(0);
+    match (v2, width, first) {
+        (true, _, 2) => (384, 384), // V2-S
+        (true, _, _) => (480, 480), // V2-M, V2-L
+        (false, 1280, 1) => (224, 256),
+        (false, 1280, _) => (240, 255),
+        (false, 1408, _) => (288, 288),
+        (false, 1536, _) => (300, 320),
+        (false, 1792, _) => (380, 384),
+        (false, 2048, _) => (456, 456),
+        (false, 2304, _) => (528, 528),
+        (false, 2560, _) => (600, 600),
+        _ => (224, 256), // a narrowed or fine-tuned variant: the common ImageNet crop
+    }
+}
+
 fn stage_depths(weights: &WeightMap) -> Vec<usize> {
     (1..)
         .map(|s| (0..).take_while(|i| weights.contains(&format!("features.{s}.{i}.block.0.0.weight"))).count())

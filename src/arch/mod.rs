@@ -160,10 +160,21 @@ impl Arch {
 
     /// The (square) input size of the family's evaluation transform, and the size the image's
     /// shorter side is resized to before the centre crop.
+    ///
+    /// `eval_size` refines it from the file where the family has several (EfficientNet B0-B7, V2).
     pub fn input_size(self) -> (usize, usize) {
         match self {
             Arch::InceptionV3 => (299, 342),
             _ => (224, 256),
+        }
+    }
+
+    /// The evaluation (crop, resize) of the variant a file holds.
+    pub fn eval_size(self, weights: &WeightMap) -> (usize, usize) {
+        match self {
+            Arch::EfficientNet => efficientnet::eval_size(weights, false),
+            Arch::EfficientNetV2 => efficientnet::eval_size(weights, true),
+            _ => self.input_size(),
         }
     }
 
