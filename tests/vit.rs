@@ -204,3 +204,23 @@ fn full_size_vit_b_16_matches_torchvision() {
     assert_eq!(f.model.default_layer(), "encoder.layers.encoder_layer_11.ln_1");
     check_against_torch("vit_b_16", f);
 }
+
+/// The same narrow ViT exported with torch's dynamo exporter (scripts/gen-vit-onnx-fixture.py):
+/// the import collapses each decomposed `nn.MultiheadAttention` into one self-attention and reads
+/// the `[1, tokens, channels]` tensors as token maps; logits and the Grad-CAM map at the default
+/// layer (the last block's ln_1) match torch's.
+#[test]
+fn dynamo_onnx_export_imports_and_matches_torchvision() {
+    let dir = repo().join("tests/fixtures/vit");
+    let f = narrow();
+    let model = Model::from_onnx(&read(&dir, "model.onnx"), Some(&read(&dir, "model.onnx.data"))).unwrap();
+    assert_eq!(model.default_layer, "encoder.layers.encoder_layer_1.ln_1");
+    let kinds: Vec<&str> = model.graph.nodes.iter().map(|n| n.op.kind()).collect();
+    assert_eq!(kinds.iter().filter(|k| **k == "self-attention").count(), 2, "{kinds:?}");
+    for k in ["tokens", "prepend-token", "add-positional", "class-token"] {
+        assert!(kinds.contains(&k), "no {k} in {kinds:?}");
+    }
+    let heads: Vec<usize> = model.graph.nodes.iter().filter_map(|n| if let Op::SelfAttention(a) = &n.op { Some(a.heads) } else { None }).collect();
+    assert_eq!(heads, [2, 2]);
+    check_against_torch("narrow ViT (dynamo ONNX)", Fixture { model, ..f });
+}

@@ -46,6 +46,8 @@ type PoolParams = ((usize, usize), (usize, usize), (usize, usize));
 
 /// The class of the module whose decomposed calls `find_adaptive_pools` collapses.
 const ADAPTIVE_AVG_POOL: &str = "torch.nn.modules.pooling.AdaptiveAvgPool2d";
+/// The module class of a (self-)attention call, which the dynamo exporter decomposes.
+const MULTIHEAD_ATTENTION: &str = "torch.nn.modules.activation.MultiheadAttention";
 
 /// The largest kernel, stride or padding accepted (a guard against overflow in hostile files).
 const MAX_EXTENT: i64 = 1 << 16;
@@ -69,6 +71,8 @@ enum Layout {
     Shuffled { groups: usize, dims: Vec<usize> },
     /// Zero padding (top, left, bottom, right) made by the Pad node `by`, waiting for a conv.
     Padded { pads: [usize; 4], by: usize },
+    /// A token sequence `[1, T, C]` (a Vision Transformer's): the node is a C x 1 x T token map.
+    Tokens,
 }
 
 #[derive(Clone, Debug)]
@@ -95,6 +99,18 @@ struct Pooled {
     out_w: usize,
 }
 
+/// An `nn.MultiheadAttention` call the dynamo exporter decomposed (see `find_attention`), emitted
+/// as one `SelfAttention` at its last ONNX node.
+#[derive(Clone, Debug)]
+struct AttentionCall {
+    /// The tensors the call reads from outside itself, initializers left out.
+    inputs: Vec<String>,
+    /// The initializers it reads: (name, reading ONNX node, input position).
+    weights: Vec<(String, usize, usize)>,
+    /// The shape targets of its Reshapes (initializer names).
+    reshapes: Vec<String>,
+}
+
 pub struct Importer<'a> {
     onnx: &'a [NodeProto],
     paths: Vec<Option<String>>,
@@ -111,6 +127,9 @@ pub struct Importer<'a> {
     skip: HashSet<usize>,
     fused: HashMap<usize, Fused>,
     pooled: HashMap<usize, Pooled>,
+    attention: HashMap<usize, AttentionCall>,
+    /// Whether the file comes from the dynamo exporter (module metadata): token maps import only then.
+    dynamo: bool,
     graph: Graph,
     shapes: Vec<Chw>,
     /// Rank-2 nodes (after a flatten): (features, 1, 1), read as [1, features].
@@ -171,7 +190,7 @@ fn axis(a: i64, rank: usize) -> Option<usize> {
 fn token_error<T>(n: &NodeProto, dims: &[usize]) -> Result<T> {
     fail!(
         Weights,
-        "{} turns a feature map into a {}-D tensor {dims:?}: token tensors are not supported yet (transformers such as ViT or Swin); only convolutional classifiers import",
+        "{} turns a feature map into a {}-D tensor {dims:?}: token tensors are not supported yet (transformers such as Swin, or a ViT from the TorchScript exporter); convolutional classifiers import, and torchvision's ViT when exported with torch.onnx.export(..., dynamo=True)",
         describe(n),
         dims.len()
     )
@@ -262,6 +281,8 @@ impl<'a> Importer<'a> {
             skip: HashSet::new(),
             fused: HashMap::new(),
             pooled: HashMap::new(),
+            attention: HashMap::new(),
+            dynamo: meta.iter().any(|m| m.iter().any(|(k, _)| k == "namespace")),
             graph: Graph { nodes: vec![input_node], num_classes: 0 },
             shapes: vec![(3, size.0, size.1)],
             flat: vec![false],
@@ -278,6 +299,8 @@ impl<'a> Importer<'a> {
         imp.find_patterns()?;
         let adaptive: Vec<bool> = (0..onnx.len()).map(|i| names::module_class(meta.get(i).map(Vec::as_slice).unwrap_or(&[])) == Some(ADAPTIVE_AVG_POOL)).collect();
         imp.find_adaptive_pools(g, &adaptive);
+        let attention: Vec<bool> = (0..onnx.len()).map(|i| names::module_class(meta.get(i).map(Vec::as_slice).unwrap_or(&[])) == Some(MULTIHEAD_ATTENTION)).collect();
+        imp.find_attention(g, &attention);
         for i in 0..onnx.len() {
             if imp.skip.contains(&i) {
                 continue;
@@ -367,6 +390,7 @@ impl<'a> Importer<'a> {
             Layout::Nhwc => vec![1, h, w, c],
             Layout::Rows { dims, .. } | Layout::Shuffled { dims, .. } => dims.clone(),
             Layout::Padded { pads, .. } => vec![1, c, h + pads[0] + pads[2], w + pads[1] + pads[3]],
+            Layout::Tokens => vec![1, h * w, c],
         }
     }
 
@@ -483,6 +507,9 @@ impl<'a> Importer<'a> {
         }
         if let Some(p) = self.pooled.get(&i).cloned() {
             return self.adaptive_pool(i, p);
+        }
+        if let Some(a) = self.attention.get(&i).cloned() {
+            return self.self_attention(i, a);
         }
         if let Some(f) = self.fused.get(&i).cloned() {
             let (x, layout) = match self.value(i, &f.input)? {
@@ -821,6 +848,7 @@ impl<'a> Importer<'a> {
             Layout::Nchw if self.flat[node] => 1,
             Layout::Nchw => 1,
             Layout::Nhwc => 3,
+            Layout::Tokens => 2,
             _ => return None,
         };
         if k.dims.len() > rank {
@@ -842,7 +870,7 @@ impl<'a> Importer<'a> {
                     self.map_in(i, 1)?;
                 }
                 let same = match (&la, &lb) {
-                    (Layout::Nchw, Layout::Nchw) | (Layout::Nhwc, Layout::Nhwc) => self.flat[xa] == self.flat[xb],
+                    (Layout::Nchw, Layout::Nchw) | (Layout::Nhwc, Layout::Nhwc) | (Layout::Tokens, Layout::Tokens) => self.flat[xa] == self.flat[xb],
                     _ => false,
                 };
                 if !same {
@@ -878,6 +906,16 @@ impl<'a> Importer<'a> {
                     self.map_in(i, if const_first { 1 } else { 0 })?;
                 }
                 let kname = self.onnx[i].input[if const_first { 0 } else { 1 }].clone();
+                let (c, _, t) = self.shapes[node];
+                if layout == Layout::Tokens && op == "Add" && k.dims == [1, t, c] && t > 1 {
+                    k.check_finite(&kname)?;
+                    let v = k.to_f32();
+                    let data = (0..c).flat_map(|ch| v.iter().skip(ch).step_by(c).copied()).collect();
+                    let positional = crate::graph::Positional { data, channels: c, tokens: t, input_size: Some(self.size) };
+                    let id = self.push(i, "pos_embedding", None, Op::AddPositional(Arc::new(positional)), vec![node], false)?;
+                    self.set(i, 0, Val::Map { node: id, layout });
+                    return Ok(());
+                }
                 let Some(v) = self.per_channel(&k, node, &layout) else {
                     return fail!(
                         Weights,
@@ -926,13 +964,13 @@ impl<'a> Importer<'a> {
         let bv = tensors::into_f32(b);
         let wt: Vec<f32> = (0..nout).flat_map(|o| (0..k).map(move |j| (o, j))).map(|(o, j)| bv[j * nout + o]).collect();
         match layout {
-            Layout::Nhwc => {
+            Layout::Nhwc | Layout::Tokens => {
                 if self.shapes[x].0 != k {
                     return fail!(Weights, "{}: weight '{bname}' [{k}, {nout}] does not fit {} channels", describe(&self.onnx[i]), self.shapes[x].0);
                 }
                 let conv = Conv { weight: wt, bias: vec![0.0; nout], cin: k, cout: nout, kh: 1, kw: 1, stride: (1, 1), padding: Padding::Symmetric { h: 0, w: 0 }, groups: 1 };
                 let id = self.push(i, "linear", None, Op::Conv(Arc::new(conv)), vec![x], false)?;
-                self.set(i, 0, Val::Map { node: id, layout: Layout::Nhwc });
+                self.set(i, 0, Val::Map { node: id, layout });
             }
             _ => {
                 let dims = self.dims_of(x, &layout);
@@ -1168,6 +1206,9 @@ impl<'a> Importer<'a> {
                     Layout::Nchw
                 } else if self.flat[x] && dims.len() == 4 {
                     return fail!(Weights, "{} reshapes the vector of a linear layer back into a map {dims:?} (e.g. a squeeze-excitation built from Linear layers); not supported yet", describe(&self.onnx[i]));
+                } else if self.dynamo && !self.flat[x] && layout == Layout::Nchw && dims == [1, c, h * w] && h * w > 1 {
+                    // A patch embedding's flatten(2): tokens once transposed to [1, H*W, C].
+                    Layout::Rows { dims, by: Some(i) }
                 } else if (dims.len() == 3 || dims.len() == 6) && h * w > 1 {
                     return token_error(&self.onnx[i], &dims);
                 } else {
@@ -1197,6 +1238,11 @@ impl<'a> Importer<'a> {
             (_, p) if p.iter().enumerate().all(|(k, &v)| v == k as i64) => layout.clone(),
             (Layout::Nchw, [0, 2, 3, 1]) if !self.flat[x] => Layout::Nhwc,
             (Layout::Nhwc, [0, 3, 1, 2]) => Layout::Nchw,
+            (Layout::Rows { dims: d, .. }, [0, 2, 1]) if !self.flat[x] && d[..] == [1, c, h * w] => {
+                let id = self.push(i, "tokens", None, Op::Tokens, vec![x], false)?;
+                self.set(i, 0, Val::Map { node: id, layout: Layout::Tokens });
+                return Ok(());
+            }
             (Layout::Rows { dims: d, .. }, [0, 2, 1, 3, 4]) if d.len() == 5 && d[0] == 1 && d[1] * d[2] == c && d[3] == h && d[4] == w => {
                 Layout::Shuffled { groups: d[1], dims: vec![1, d[2], d[1], h, w] }
             }
@@ -1209,6 +1255,19 @@ impl<'a> Importer<'a> {
 
     fn concat(&mut self, i: usize) -> Result<()> {
         let count = self.onnx[i].input.len();
+        // A class token (a (1, 1, C) constant) put before a token sequence.
+        if count == 2 {
+            if let (Val::Const(k), Val::Map { node, layout: Layout::Tokens }) = (self.input(i, 0)?, self.input(i, 1)?) {
+                let c = self.shapes[node].0;
+                if k.dims == [1, 1, c] && axis(attr_i(&self.onnx[i], "axis", 1), 3) == Some(1) {
+                    let kname = self.onnx[i].input[0].clone();
+                    k.check_finite(&kname)?;
+                    let id = self.push(i, "class_token", None, Op::PrependToken(Arc::new(k.to_f32())), vec![node], false)?;
+                    self.set(i, 0, Val::Map { node: id, layout: Layout::Tokens });
+                    return Ok(());
+                }
+            }
+        }
         let mut xs = Vec::with_capacity(count);
         for k in 0..count {
             xs.push(self.map_in(i, k)?);
@@ -1318,6 +1377,13 @@ impl<'a> Importer<'a> {
         let (x, layout) = self.map_in(i, 0)?;
         let dims = self.dims_of(x, &layout);
         let idx = self.konst(i, 1, "indices")?;
+        // Token 0 of a sequence (the class token): [1, T, C] -> [1, C].
+        if layout == Layout::Tokens && idx.dims.is_empty() && idx.to_i64().as_deref() == Some(&[0]) && axis(attr_i(&self.onnx[i], "axis", 0), 3) == Some(1) {
+            let id = self.push(i, "class-token", None, Op::ClassToken, vec![x], false)?;
+            let f = self.push(i, "flatten", None, Op::Flatten, vec![id], true)?;
+            self.set(i, 0, Val::Map { node: f, layout: Layout::Nchw });
+            return Ok(());
+        }
         let numel: usize = dims.iter().product();
         let identity = dims.len() == 1 && idx.numel() == numel && idx.to_i64().is_some_and(|v| v.iter().enumerate().all(|(k, &j)| j == k as i64));
         if !identity {
@@ -1375,6 +1441,7 @@ impl<'a> Importer<'a> {
         let ax = axis(a, dims.len());
         let over_channels = match layout {
             Layout::Nhwc => ax == Some(3),
+            Layout::Tokens => ax == Some(2),
             Layout::Nchw if !self.flat[x] => ax == Some(1) && self.shapes[x].1 * self.shapes[x].2 == 1,
             _ => false,
         };
@@ -1691,6 +1758,122 @@ impl<'a> Importer<'a> {
         }
     }
 
+    /// Each `nn.MultiheadAttention` call (all the nodes of one module path, in one run) becomes
+    /// one node at its last ONNX node; its weights are the initializers it reads.
+    fn find_attention(&mut self, g: &candle_onnx::onnx::GraphProto, attention: &[bool]) {
+        let onnx = self.onnx;
+        let mut runs: Vec<Vec<usize>> = vec![];
+        for i in (0..onnx.len()).filter(|&i| attention[i]) {
+            match runs.last_mut() {
+                Some(r) if self.paths[r[0]] == self.paths[i] && *r.last().unwrap() + 1 == i => r.push(i),
+                _ => runs.push(vec![i]),
+            }
+        }
+        for nodes in runs.into_iter().filter(|n| n.len() > 1) {
+            let inside: HashSet<usize> = nodes.iter().copied().collect();
+            let made: HashSet<&str> = nodes.iter().flat_map(|&i| onnx[i].output.iter()).map(String::as_str).filter(|t| !t.is_empty()).collect();
+            let leaves = |t: &&str| g.output.iter().any(|o| o.name == *t) || self.readers.get(*t).is_some_and(|r| r.iter().any(|k| !inside.contains(k)));
+            let outs: Vec<&str> = made.iter().copied().filter(leaves).collect();
+            let last = nodes[nodes.len() - 1];
+            let [out] = outs[..] else { continue };
+            if onnx[last].output.first().map(String::as_str) != Some(out) {
+                continue;
+            }
+            let (mut inputs, mut weights, mut reshapes) = (vec![], vec![], vec![]);
+            for &i in &nodes {
+                for (k, t) in onnx[i].input.iter().enumerate() {
+                    if t.is_empty() || made.contains(t.as_str()) {
+                        continue;
+                    }
+                    if self.inits.contains_key(t.as_str()) {
+                        if onnx[i].op_type == "Reshape" && k == 1 {
+                            reshapes.push(t.clone());
+                        } else if matches!(onnx[i].op_type.as_str(), "MatMul" | "Gemm" | "Add") {
+                            weights.push((t.clone(), i, k));
+                        }
+                    } else if !inputs.contains(t) {
+                        inputs.push(t.clone());
+                    }
+                }
+            }
+            self.skip.extend(nodes[..nodes.len() - 1].iter().copied());
+            self.attention.insert(last, AttentionCall { inputs, weights, reshapes });
+        }
+    }
+
+    /// One decomposed `nn.MultiheadAttention` call (found by `find_attention`), at its last node:
+    /// query = key = value = the token map it reads; in_proj (3C x C) and out_proj (C x C) from
+    /// the initializers it reads, oriented by how they are read (MatMul: transposed; Gemm: transB).
+    fn self_attention(&mut self, i: usize, a: AttentionCall) -> Result<()> {
+        let mut maps = vec![];
+        for t in &a.inputs {
+            if let Val::Map { node, layout } = self.value(i, t)? {
+                if !maps.iter().any(|(n, _)| *n == node) {
+                    maps.push((node, layout));
+                }
+            }
+        }
+        let [(x, layout)] = maps.as_slice() else {
+            return fail!(Weights, "{}: the multi-head attention it ends reads {} feature maps; only self-attention (query = key = value) is supported", describe(&self.onnx[i]), maps.len());
+        };
+        let x = *x;
+        if *layout != Layout::Tokens {
+            return fail!(Weights, "{}: the multi-head attention it ends reads a tensor of shape {:?}; it needs a [1, tokens, channels] sequence", describe(&self.onnx[i]), self.dims_of(x, layout));
+        }
+        let c = self.shapes[x].0;
+        let (mut in_w, mut in_b, mut out_w, mut out_b) = (None, None, None, None);
+        for (name, r, k) in &a.weights {
+            let w = self.value(*r, name)?;
+            let Val::Const(w) = w else { continue };
+            w.check_finite(name)?;
+            let n = &self.onnx[*r];
+            // Weights are read as (in, out) by a MatMul or a Gemm without transB; as (out, in) otherwise.
+            let transposed = match n.op_type.as_str() {
+                "MatMul" => *k == 1,
+                "Gemm" => *k == 1 && attr_i(n, "transB", 0) == 0,
+                _ => false,
+            };
+            let v = w.to_f32();
+            let as_out_in = |rows: usize, cols: usize| -> Vec<f32> { if transposed { (0..cols).flat_map(|o| (0..rows).map(move |j| (o, j))).map(|(o, j)| v[j * cols + o]).collect() } else { v.clone() } };
+            match (w.dims.as_slice(), transposed) {
+                ([r0, c0], false) if *r0 == 3 * c && *c0 == c => in_w = Some(as_out_in(3 * c, c)),
+                ([r0, c0], true) if *r0 == c && *c0 == 3 * c => in_w = Some(as_out_in(c, 3 * c)),
+                ([r0, c0], _) if *r0 == c && *c0 == c => out_w = Some(as_out_in(c, c)),
+                ([n3], _) if *n3 == 3 * c => in_b = Some(v),
+                ([n1], _) if *n1 == c => out_b = Some(v),
+                _ => return fail!(Weights, "{}: the multi-head attention reads '{name}' of shape {:?}, which is none of in_proj ({}, {c}) / ({}) or out_proj ({c}, {c}) / ({c})", describe(n), w.dims, 3 * c, 3 * c),
+            }
+        }
+        let (Some(in_w), Some(out_w)) = (in_w, out_w) else {
+            return fail!(Weights, "{}: the multi-head attention it ends does not read an in_proj ({}, {c}) and an out_proj ({c}, {c}) weight", describe(&self.onnx[i]), 3 * c);
+        };
+        // Heads: the per-head split reshapes to [..., heads, C / heads]; none when one head.
+        let mut split = HashSet::new();
+        for t in &a.reshapes {
+            if let Val::Const(s) = self.value(i, t)? {
+                if let Some(d) = s.to_i64().filter(|d| d.len() >= 2) {
+                    let (h, hd) = (d[d.len() - 2], d[d.len() - 1]);
+                    if hd > 0 && (hd as usize) < c && h > 0 && (h * hd) as usize == c {
+                        split.insert(h as usize);
+                    }
+                }
+            }
+        }
+        let heads = match split.len() {
+            0 => 1,
+            1 => *split.iter().next().unwrap(),
+            _ => return fail!(Weights, "{}: the multi-head attention's reshapes split {c} channels into different numbers of heads {split:?}", describe(&self.onnx[i])),
+        };
+        let attention = crate::graph::Attention {
+            heads,
+            in_proj: Linear { weight: in_w, bias: in_b.unwrap_or_else(|| vec![0.0; 3 * c]), in_features: c, out_features: 3 * c },
+            out_proj: Linear { weight: out_w, bias: out_b.unwrap_or_else(|| vec![0.0; c]), in_features: c, out_features: c },
+        };
+        let id = self.push(i, "self-attention", None, Op::SelfAttention(Arc::new(attention)), vec![x], false)?;
+        self.set(i, 0, Val::Map { node: id, layout: Layout::Tokens });
+        Ok(())
+    }
+
     // ----- the end -----
 
     fn finish(mut self, out_name: &str, input_size: Option<(usize, usize)>) -> Result<Imported> {
@@ -1783,6 +1966,13 @@ fn scalar_of(name: &str, inits: &HashMap<&str, &TensorProto>, external: Option<&
 /// (AlexNet, VGG), the map before the pools that precede the classifier's flatten (the last conv
 /// block at its full resolution, as the Grad-CAM paper takes for VGG).
 fn default_layer(graph: &Graph) -> Option<NodeId> {
+    // A Vision Transformer: the norm before the last self-attention (the last block's ln_1).
+    if let Some(a) = graph.nodes.iter().rposition(|n| matches!(n.op, Op::SelfAttention(_))) {
+        let x = graph.nodes[a].inputs[0];
+        if x > 0 {
+            return Some(x);
+        }
+    }
     if let Some(id) = graph.pooled_layer() {
         return Some(id);
     }
