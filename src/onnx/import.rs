@@ -36,7 +36,8 @@ const SUPPORTED: &str = "Conv, BatchNormalization, Relu, Clip, LeakyRelu, Sigmoi
 x*Sigmoid(x), Add, Sub, Mul, Div (of two maps, or by a per-channel constant), MatMul/Gemm with constant weights, MaxPool, AveragePool, \
 GlobalAveragePool, ReduceMean over H and W, Concat and Split/Slice on channels, Flatten, Reshape, Transpose (channels-last, channel shuffle), \
 LayerNormalization over channels, Pad (zeros, before a conv), Softmax/LogSoftmax at the end (dropped), Identity, Dropout, Constant, \
-Shape, Gather, Unsqueeze, Squeeze, Cast, ConstantOfShape, Range on constants";
+Shape, Gather, Unsqueeze, Squeeze, Cast, ConstantOfShape, Range on constants; \
+from the dynamo exporter also ViT token tensors and nn.MultiheadAttention self-attention";
 
 /// The most layers an imported graph may have (DenseNet-201 has about 700); shape inference
 /// runs over the graph so far at each layer.
