@@ -20,16 +20,18 @@ const DEFAULT_MODEL = 'assets/models/efficientnet-lite0.safetensors';
 const MAX_SIDE = 1600;
 const clients = new Map(); // model URL + arch -> Promise<GradcamClient>
 
-function sharedClient(modelUrl, arch, backend, onProgress) {
-  const key = `${modelUrl}\n${arch || ''}\n${backend || 'auto'}`;
+function sharedClient(modelUrl, settings, onProgress) {
+  const key = JSON.stringify([modelUrl, settings]);
   let entry = clients.get(key);
   if (!entry) {
     const client = new GradcamClient();
     entry = { listeners: new Set(), promise: null };
-    entry.promise = client
-      .load(modelUrl, { ...(arch ? { arch } : {}), ...(backend ? { backend } : {}) }, (done, total) => {
-        for (const f of entry.listeners) f(done, total);
-      })
+    entry.promise = loadOptions(settings)
+      .then((options) =>
+        client.load(modelUrl, options, (done, total) => {
+          for (const f of entry.listeners) f(done, total);
+        }),
+      )
       .then(() => client);
     entry.promise.catch(() => {
       clients.delete(key); // a later element may retry
@@ -39,6 +41,28 @@ function sharedClient(modelUrl, arch, backend, onProgress) {
   }
   if (onProgress) entry.listeners.add(onProgress);
   return entry.promise.finally(() => onProgress && entry.listeners.delete(onProgress));
+}
+
+/** The model settings an element's attributes give (URLs resolved against the page), for client.load(). */
+function modelSettings(el) {
+  const url = (name) => (el.getAttribute(name) ? new URL(el.getAttribute(name), document.baseURI).href : null);
+  const settings = {};
+  for (const [attr, key] of [['arch', 'arch'], ['backend', 'backend']]) if (el.getAttribute(attr)) settings[key] = el.getAttribute(attr);
+  if (el.getAttribute('input-size')) settings.inputSize = Number(el.getAttribute('input-size'));
+  if (url('model-data')) settings.externalData = url('model-data');
+  if (url('labels')) settings.labelsUrl = url('labels');
+  return settings;
+}
+
+/** client.load() options from modelSettings(): the labels file is read here, once per model. */
+async function loadOptions(settings) {
+  const { labelsUrl, ...options } = settings;
+  if (labelsUrl) {
+    const r = await fetch(labelsUrl);
+    if (!r.ok) throw new Error(`labels: ${labelsUrl} answered ${r.status}`);
+    options.labels = await r.text();
+  }
+  return options;
 }
 
 const STYLE = `
@@ -63,7 +87,7 @@ figcaption[hidden] { display: none; }
 
 class GradcamExplainerElement extends HTMLElement {
   static get observedAttributes() {
-    return ['src', 'model', 'class', 'target-class', 'method', 'layer', 'colormap', 'alpha', 'preprocess', 'normalize', 'arch', 'caption'];
+    return ['src', 'model', 'model-data', 'labels', 'input-size', 'class', 'target-class', 'method', 'layer', 'colormap', 'alpha', 'preprocess', 'normalize', 'arch', 'caption'];
   }
 
   constructor() {
@@ -184,7 +208,7 @@ class GradcamExplainerElement extends HTMLElement {
       }
       const modelUrl = new URL(this.getAttribute('model') || DEFAULT_MODEL, document.baseURI).href;
       this._show('Loading the model…', 0);
-      const client = await sharedClient(modelUrl, this.getAttribute('arch'), this.getAttribute('backend'), (done, total) => {
+      const client = await sharedClient(modelUrl, modelSettings(this), (done, total) => {
         if (!stale()) this._show('Downloading the model…', total > 0 ? done / total : 0);
       });
       if (stale()) return null;

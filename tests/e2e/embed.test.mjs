@@ -58,3 +58,36 @@ test('three embedded explainers draw their explanations', async () => {
   assert.deepEqual(errors.filter((e) => !/favicon/.test(e)), []);
   await page.close();
 });
+
+test('an element explains with the user\'s ONNX model, its .onnx.data and a labels file', async () => {
+  const { writeFileSync } = await import('node:fs');
+  const { ARTIFACTS } = await import('./harness.mjs');
+  // A small ConvNeXt-style net with 5 classes, exported by torch's dynamo exporter (scripts/gen-onnx-fixtures.py).
+  const onnx = 'convnext.dynamo.onnx';
+  writeFileSync(join(ARTIFACTS, 'labels.txt'), ['label-0', 'label-1', 'label-2', 'label-3', 'label-4'].join('\n') + '\n');
+  const page = await browser.newPage({ viewport: { width: 800, height: 600 } });
+  const errors = recordErrors(page);
+  await page.goto(new URL('www/embed-example.html', server.url).href);
+  const result = await page.evaluate(
+    ({ onnx }) =>
+      new Promise((ok) => {
+        const el = document.createElement('gradcam-explainer');
+        el.addEventListener('gradcam-result', (e) => ok({ label: e.detail.label, classIdx: e.detail.classIdx, width: e.detail.width }));
+        el.addEventListener('gradcam-error', (e) => ok({ error: e.detail.message }));
+        for (const [k, v] of Object.entries({
+          eager: '',
+          src: '../assets/samples/chelsea.png',
+          model: `../tests/fixtures/onnx/${onnx}`,
+          'model-data': `../tests/fixtures/onnx/${onnx}.data`,
+          labels: '../test-artifacts/e2e/labels.txt',
+        })) el.setAttribute(k, v);
+        document.body.append(el);
+      }),
+    { onnx },
+  );
+  assert.ok(!result.error, `the element failed: ${result.error}`);
+  assert.match(result.label, /^label-\d$/, `the class is named from labels.txt: ${JSON.stringify(result)}`);
+  console.log(`# <gradcam-explainer model="${onnx}" model-data labels>: ${JSON.stringify(result)}`);
+  assert.deepEqual(errors.filter((e) => !/favicon/.test(e)), []);
+  await page.close();
+});
