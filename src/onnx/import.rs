@@ -944,7 +944,8 @@ impl<'a> Importer<'a> {
                 let kind = op.to_ascii_lowercase();
                 self.scale_shift(i, node, layout, scale, shift, &kind)?;
             }
-            (Val::Const(_), Val::Const(_)) => unreachable!("folded before"),
+            // Ops on constants alone are folded before this; an error, not a trap, if one slips through.
+            (Val::Const(_), Val::Const(_)) => return fail!(Internal, "{}: {op} of two constants was not folded", describe(&self.onnx[i])),
         }
         Ok(())
     }
@@ -1737,15 +1738,8 @@ impl<'a> Importer<'a> {
             }
         }
         for nodes in calls.into_values().filter(|n| n.len() > 1) {
-            let inside: HashSet<usize> = nodes.iter().copied().collect();
-            let made: HashSet<&str> = nodes.iter().flat_map(|&i| onnx[i].output.iter()).map(String::as_str).filter(|t| !t.is_empty()).collect();
-            let leaves = |t: &&str| g.output.iter().any(|o| o.name == *t) || self.readers.get(*t).is_some_and(|r| r.iter().any(|k| !inside.contains(k)));
-            let outs: Vec<&str> = made.iter().copied().filter(leaves).collect();
+            let Some((made, out)) = self.group_output(g, &nodes) else { continue };
             let last = nodes[nodes.len() - 1];
-            let [out] = outs[..] else { continue };
-            if onnx[last].output.first().map(String::as_str) != Some(out) {
-                continue;
-            }
             let shape = g.value_info.iter().chain(&g.output).find(|v| v.name == out).and_then(|v| input_dims(v).ok());
             let Some([Some(1), Some(_), Some(out_h), Some(out_w)]) = shape.as_deref() else { continue };
             let mut inputs: Vec<String> = vec![];
@@ -1757,6 +1751,19 @@ impl<'a> Importer<'a> {
             self.skip.extend(nodes[..nodes.len() - 1].iter().copied());
             self.pooled.insert(last, Pooled { inputs, out_h: *out_h, out_w: *out_w });
         }
+    }
+
+    /// The tensors a group of ONNX nodes (one module call) makes, and the one tensor that leaves
+    /// the group (read outside it, or a graph output), when exactly one does and the group's last
+    /// node makes it; `None` for a group that cannot become one of our nodes.
+    fn group_output(&self, g: &candle_onnx::onnx::GraphProto, nodes: &[usize]) -> Option<(HashSet<&'a str>, &'a str)> {
+        let onnx = self.onnx;
+        let inside: HashSet<usize> = nodes.iter().copied().collect();
+        let made: HashSet<&'a str> = nodes.iter().flat_map(|&i| onnx[i].output.iter()).map(String::as_str).filter(|t| !t.is_empty()).collect();
+        let leaves = |t: &&str| g.output.iter().any(|o| o.name == *t) || self.readers.get(*t).is_some_and(|r| r.iter().any(|k| !inside.contains(k)));
+        let outs: Vec<&'a str> = made.iter().copied().filter(leaves).collect();
+        let [out] = outs[..] else { return None };
+        (onnx[*nodes.last()?].output.first().map(String::as_str) == Some(out)).then_some((made, out))
     }
 
     /// Each `nn.MultiheadAttention` call (all the nodes of one module path, in one run) becomes
@@ -1771,15 +1778,8 @@ impl<'a> Importer<'a> {
             }
         }
         for nodes in runs.into_iter().filter(|n| n.len() > 1) {
-            let inside: HashSet<usize> = nodes.iter().copied().collect();
-            let made: HashSet<&str> = nodes.iter().flat_map(|&i| onnx[i].output.iter()).map(String::as_str).filter(|t| !t.is_empty()).collect();
-            let leaves = |t: &&str| g.output.iter().any(|o| o.name == *t) || self.readers.get(*t).is_some_and(|r| r.iter().any(|k| !inside.contains(k)));
-            let outs: Vec<&str> = made.iter().copied().filter(leaves).collect();
+            let Some((made, _)) = self.group_output(g, &nodes) else { continue };
             let last = nodes[nodes.len() - 1];
-            let [out] = outs[..] else { continue };
-            if onnx[last].output.first().map(String::as_str) != Some(out) {
-                continue;
-            }
             let (mut inputs, mut weights, mut reshapes) = (vec![], vec![], vec![]);
             for &i in &nodes {
                 for (k, t) in onnx[i].input.iter().enumerate() {
