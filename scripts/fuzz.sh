@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Fuzzes the weight parsers and explain for a fixed budget per target; exits non-zero on any crash.
 #
-#   scripts/fuzz.sh [SECONDS_PER_TARGET]      (default 60; targets: safetensors_load, legacy_pth, explain_image)
+#   scripts/fuzz.sh [SECONDS_PER_TARGET]      (default 60; targets: safetensors_load, legacy_pth, zip_pth, onnx_import, explain_image)
 #   FUZZ_TARGETS="legacy_pth" scripts/fuzz.sh 300
 #
 # cargo-fuzz needs nightly-only flags (-Zsanitizer); RUSTC_BOOTSTRAP=1 lets the stable toolchain
@@ -15,11 +15,12 @@ cd "$(dirname "$0")/.."
 root="$PWD"
 export RUSTC_BOOTSTRAP=1
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$root/target-fuzz}"
-targets="${FUZZ_TARGETS:-safetensors_load legacy_pth explain_image}"
+targets="${FUZZ_TARGETS:-safetensors_load legacy_pth zip_pth onnx_import explain_image}"
 
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 
-# Seeds: a few small safetensors files (valid and broken), the legacy .pth fixture.
+# Seeds: a few small safetensors files (valid and broken), the legacy and zip .pth fixtures, the
+# single-file ONNX fixtures.
 seed() { mkdir -p "fuzz/corpus/$1"; }
 st() { # st FILE HEADER DATA-BYTES: an 8-byte little-endian header length, the header, zero data
     local n=${#2}
@@ -38,6 +39,12 @@ st $c/seed-conv '{"conv1.weight":{"dtype":"F32","shape":[1,3,1,1],"data_offsets"
 st $c/seed-big '{"w":{"dtype":"F32","shape":[536870912],"data_offsets":[0,2147483648]}}' 20
 seed legacy_pth
 cp tests/fixtures/tiny_legacy.pth fuzz/corpus/legacy_pth/seed-fixture
+seed zip_pth
+cp tests/fixtures/zip_pth/*.pth fuzz/corpus/zip_pth/
+seed onnx_import
+for f in tests/fixtures/onnx/*.ts.onnx; do # single-file exports: a length prefix past the end (see the target)
+    { printf '\xff\xff\xff\xff'; cat "$f"; } >"fuzz/corpus/onnx_import/$(basename "$f")"
+done
 seed explain_image
 printf '\x10\x00\x10\x00\x00\x00\x00\x00\x01\x80\x40\x20' >fuzz/corpus/explain_image/seed-16x16
 
