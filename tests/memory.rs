@@ -108,3 +108,29 @@ fn peak_live_bytes_per_phase() {
         assert!(p.weights + p.guided <= 7 * p.weights / 2, "{name}: {:.1} MB of weights and {:.1} MB to explain", p.weights as f64 / MB, p.guided as f64 / MB);
     }
 }
+
+/// The same phases for the full-size torchvision models `scripts/gen-bench-models.py` writes (needs
+/// torch, so not in CI): `cargo test --release --test memory -- --ignored --nocapture`. Fails where
+/// the weights plus Guided Grad-CAM's live peak pass 3.5x the weights (wasm needs the rest of the 4x
+/// for fragmentation and its own data).
+#[test]
+#[ignore]
+fn full_size_peaks() {
+    let dir = std::env::var("GRADCAM_BENCH_MODELS").unwrap_or_else(|_| format!("{}/target/bench-models", env!("CARGO_MANIFEST_DIR")));
+    let names = std::env::var("GRADCAM_BENCH_ONLY").unwrap_or_else(|_| "efficientnet_b0,densenet121,mobilenet_v3_large,resnet50,convnext_tiny".into());
+    let mut over = Vec::new();
+    for name in names.split(',') {
+        let Ok(bytes) = std::fs::read(format!("{dir}/{name}.pth")) else {
+            println!("{name}: no {dir}/{name}.pth (run scripts/gen-bench-models.py)");
+            continue;
+        };
+        let arch = Model::from_bytes(&bytes, None).unwrap().arch;
+        let p = measure(name, bytes, arch);
+        let ratio = (p.weights + p.guided) as f64 / p.weights as f64;
+        println!("{name}: weights + guided peak = {ratio:.2}x the weights");
+        if ratio > 3.5 {
+            over.push(format!("{name} {ratio:.2}x"));
+        }
+    }
+    assert!(over.is_empty(), "over 3.5x: {over:?}");
+}

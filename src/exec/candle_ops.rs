@@ -12,7 +12,7 @@
 
 use crate::graph::{Activation, Affine, Attention, AvgPool, ChannelNorm, Conv, Linear, MaxPool, Pads};
 use crate::kernels::{self, Clamp, Conv2dGeom, Kept, PoolGeom};
-use candle_core::{bail, CpuStorage, CustomOp1, Layout, Shape, Tensor};
+use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor};
 use super::profile;
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -387,5 +387,84 @@ impl CustomOp1 for SelfAttentionOp {
             || with_slice(arg, |x| with_slice(grad, |g| kernels::attention::self_attention_input_grad(&self.0, x, g, n))),
         )??;
         grad_like(gx, arg)
+    }
+}
+
+/// <value, g> as a scalar whose backward hands `g` itself to `value`: how a backward walk starts from
+/// a gradient known at a segment's output. Written as `value.mul(g).sum_all()` with candle's own ops,
+/// the walk would also allocate the product, its broadcast gradient and a gradient for `g` (which
+/// candle keeps until the walk ends), about four copies of the output more at the walk's peak.
+pub struct SeedOp(pub Tensor);
+
+impl CustomOp1 for SeedOp {
+    fn name(&self) -> &'static str {
+        "gradcam-seed"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> CResult<(CpuStorage, Shape)> {
+        let x = as_slice(s, l)?;
+        let dot = with_slice(&self.0, |g| if g.len() == x.len() { Ok(x.iter().zip(g).map(|(a, b)| a * b).sum::<f32>()) } else { Err(candle_core::Error::Msg(format!("seed of {} values for an output of {}", g.len(), x.len()))) })??;
+        Ok((CpuStorage::F32(vec![dot]), Shape::from(())))
+    }
+
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> CResult<Option<Tensor>> {
+        let g = self.0.reshape(arg.shape())?;
+        // The walk starts at this scalar, so its gradient is 1 and `g` goes on as it is, uncopied.
+        Ok(Some(if grad.to_scalar::<f32>()? == 1.0 { g } else { g.broadcast_mul(grad)? }))
+    }
+}
+
+/// x * y elementwise, where y has x's shape or is a C x 1 x 1 gate broadcast over each map
+/// (squeeze-excitation). Its backward gives the gate's gradient as one sum per channel, where
+/// candle's broadcast product would first build a full-size gradient for the broadcast gate and
+/// keep it until the walk reaches the gate.
+pub struct MulOp;
+
+/// (planes, values per plane of x, whether y is one value per plane).
+fn mul_geom(x: &[usize], y: &[usize]) -> CResult<(usize, usize, bool)> {
+    let &[n, c, h, w] = x else { bail!("mul expects (n, C, H, W) maps, got {x:?}") };
+    match y {
+        _ if y == x => Ok((n * c, h * w, false)),
+        &[yn, yc, 1, 1] if (yn, yc) == (n, c) => Ok((n * c, h * w, true)),
+        _ => bail!("mul of shapes {x:?} and {y:?}: only equal shapes or an (n, C, 1, 1) gate"),
+    }
+}
+
+impl CustomOp2 for MulOp {
+    fn name(&self) -> &'static str {
+        "gradcam-mul"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> CResult<(CpuStorage, Shape)> {
+        let (planes, hw, gate) = mul_geom(l1.dims(), l2.dims())?;
+        let (x, y) = (as_slice(s1, l1)?, as_slice(s2, l2)?);
+        let out = if gate {
+            let mut out = x.into_owned();
+            for (plane, &g) in out.chunks_exact_mut(hw).zip(y.iter()).take(planes) {
+                plane.iter_mut().for_each(|v| *v *= g);
+            }
+            out
+        } else {
+            x.iter().zip(y.iter()).map(|(a, b)| a * b).collect()
+        };
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+
+    fn bwd(&self, x: &Tensor, y: &Tensor, _res: &Tensor, grad: &Tensor) -> CResult<(Option<Tensor>, Option<Tensor>)> {
+        let (planes, hw, gate) = mul_geom(x.dims(), y.dims())?;
+        let (gx, gy) = with_slice(grad, |g| {
+            with_slice(x, |xs| {
+                with_slice(y, |ys| {
+                    if gate {
+                        let gx: Vec<f32> = g.chunks_exact(hw).zip(ys).flat_map(|(plane, &s)| plane.iter().map(move |v| v * s)).collect();
+                        let gy: Vec<f32> = g.chunks_exact(hw).zip(xs.chunks_exact(hw)).take(planes).map(|(a, b)| a.iter().zip(b).map(|(p, q)| p * q).sum()).collect();
+                        (gx, gy)
+                    } else {
+                        (g.iter().zip(ys).map(|(a, b)| a * b).collect(), g.iter().zip(xs).map(|(a, b)| a * b).collect())
+                    }
+                })
+            })
+        })???;
+        Ok((grad_like(gx, x)?, grad_like(gy, y)?))
     }
 }
