@@ -18,14 +18,21 @@ import os
 import torch
 import torchvision
 
-DEFAULT = "resnet50,efficientnet_b0,convnext_tiny,densenet121,mobilenet_v3_large,regnet_y_400mf,shufflenet_v2_x1_0,mnasnet1_0,googlenet,inception_v3,vit_b_16"
+DEFAULT = "resnet50,efficientnet_b0,convnext_tiny,densenet121,mobilenet_v3_large,regnet_y_400mf,shufflenet_v2_x1_0,mnasnet1_0,googlenet,inception_v3,vit_b_16,efficientnet_v2_s,squeezenet1_1,mobilenet_v2,resnext50_32x4d,alexnet,regnet_x_400mf"
 
 
 def build(name):
     kwargs = {"weights": None}
     if name in ("googlenet", "inception_v3"):
         kwargs.update(aux_logits=False, init_weights=True)
-    return getattr(torchvision.models, name)(**kwargs).eval()
+    model = getattr(torchvision.models, name)(**kwargs).eval()
+    # torchvision starts ViT's head at zero: every logit would be 0 and the bench's parity check
+    # (same top-1 as onnxruntime-web) would compare ties. Any zero-initialised parameter gets noise.
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() > 1 and not p.any():
+                p.normal_(0, 0.02)
+    return model
 
 
 def main():
