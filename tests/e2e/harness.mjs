@@ -46,8 +46,8 @@ export async function startServer({ attempts = 3, dir = '.', extraArgs = [] } = 
   let lastError;
   for (let i = 0; i < attempts; i++) {
     const port = await freePort();
-    // The tests' own pages and fixtures are not part of the site: serve.mjs serves them only when told.
-    const allow = dir === '.' ? ['--allow', 'tests/e2e', '--allow', 'tests/fixtures'] : [];
+    // The tests' own pages, fixtures and written files are not part of the site: serve.mjs serves them only when told.
+    const allow = dir === '.' ? ['--allow', 'tests/e2e', '--allow', 'tests/fixtures', '--allow', 'test-artifacts/e2e'] : [];
     const child = spawn(process.execPath, ['www/serve.mjs', dir, '--port', String(port), '--host', '127.0.0.1', ...allow, ...extraArgs], {
       cwd: REPO,
       stdio: ['ignore', 'pipe', 'pipe'],
