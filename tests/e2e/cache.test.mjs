@@ -232,20 +232,21 @@ test('integrity: a wrong value is refused with both digests named; a malformed o
   assert.match(fromCache.error || '', /^Integrity check failed for .*: expected sha512-\S+, got sha512-/, JSON.stringify(fromCache));
   assert.equal((await cached(page, path)).sha256, right, 'a page asking for another file does not evict the cached one');
 
-  // The client's load options take it too.
-  const viaClient = await page.evaluate(async ({ path, wrong }) => {
+  // The client's load options take it too, for a URL and for bytes.
+  const viaClient = await page.evaluate(async ({ path, wrong, right }) => {
     const { GradcamClient } = await import('/www/gradcam-client.js');
     const client = new GradcamClient();
+    const attempt = (source, integrity) => client.load(source, { integrity }).then((m) => `loaded ${m.arch}`, (e) => `${e.name}: ${e.message}`);
     try {
-      await client.load(path, { integrity: wrong });
-      return 'loaded';
-    } catch (e) {
-      return `${e.name}: ${e.message}`;
+      const bytes = new Uint8Array(await (await fetch(path)).arrayBuffer());
+      return { url: await attempt(path, wrong), bytes: await attempt(bytes, wrong), rightBytes: await attempt(bytes, right) };
     } finally {
       client.terminate();
     }
-  }, { path, wrong });
-  assert.match(viaClient, /^IntegrityError: Integrity check failed/);
+  }, { path, wrong, right });
+  assert.match(viaClient.url, /^IntegrityError: Integrity check failed for the model at /);
+  assert.match(viaClient.bytes, /^IntegrityError: Integrity check failed for the model bytes: expected /);
+  assert.equal(viaClient.rightBytes, 'loaded efficientnet_lite0');
   assert.deepEqual(errors.filter((e) => !/Integrity|digest/.test(e)), []);
   await context.close();
 });
