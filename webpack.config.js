@@ -76,12 +76,13 @@ module.exports = (env, argv) => ({
     new ServiceWorkerPlugin(),
   ],
   devServer: {
-    static: { directory: root, watch: false },
+    // The site's folders only (as www/serve.mjs): not the repository's sources, .git or node_modules.
+    static: ['www', 'pkg', 'assets'].map((dir) => ({ directory: path.join(root, dir), publicPath: `/${dir}`, watch: false, serveIndex: false })),
     host: '127.0.0.1',
     port: 8080,
     hot: false,
     liveReload: false,
     client: { overlay: true },
-    headers: { 'Content-Security-Policy': "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'" },
+    headers: { 'Content-Security-Policy': "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; base-uri 'none'; frame-ancestors 'self'" },
   },
 });

@@ -53,12 +53,16 @@ const el = {
   samples: $('#samples'),
   modelInput: $('#model-input'),
   modelInfo: $('#model-info'),
+  modelUrlForm: $('#model-url-form'),
+  modelUrl: $('#model-url'),
+  modelIntegrity: $('#model-integrity'),
 };
 
 const state = {
   client: null,
   model: null, // load() info
   modelSource: DEFAULT_MODEL, // URL or {name, bytes, externalData?}
+  modelIntegrity: null, // "sha256-<base64>" of a URL model, checked before use (Subresource Integrity syntax)
   labels: null, // text of a labels file the user gave
   labelsName: null,
   loading: null, // Promise of the model
@@ -179,6 +183,7 @@ async function loadModel(source) {
     const options = { backend: requestedBackend() };
     if (state.labels) options.labels = state.labels;
     if (!isUrl && source.externalData) options.externalData = source.externalData;
+    if (isUrl && state.modelIntegrity) options.integrity = state.modelIntegrity;
     const info = await state.client.load(isUrl ? source : source.bytes, options, (done, total) => {
       const label = total > 0 ? `Downloading the model: ${fmtMB(done)} of ${fmtMB(total)}` : `Downloading the model: ${fmtMB(done)}`;
       setTask(label, done, total);
@@ -209,6 +214,23 @@ async function loadModel(source) {
     el.title.textContent = 'The model could not be loaded';
     showError(e);
   }
+}
+
+/**
+ * The model a URL names: `?model=URL&integrity=sha256-...` in the page's address, or the form in the
+ * Model card. Same origin only (the page's CSP allows no other); the integrity value, when given, is
+ * checked before the model is used or cached, and a mismatch names both digests.
+ */
+function requestedModel() {
+  const q = new URLSearchParams(location.search);
+  return { url: q.get('model') || DEFAULT_MODEL, integrity: q.get('integrity') || null };
+}
+
+function loadModelFromUrl(url, integrity) {
+  state.modelIntegrity = integrity || null;
+  state.top5 = [];
+  renderTop5();
+  return loadModel(url);
 }
 
 // ---------- your own model: files picked or dropped together ----------
@@ -726,6 +748,11 @@ function wire() {
     await loadModel(state.modelSource);
     setStatus(`${was} cancelled; showing Grad-CAM.`);
   });
+  el.modelUrlForm.addEventListener('submit', (e) => {
+    e.preventDefault();
+    const url = el.modelUrl.value.trim();
+    if (url) loadModelFromUrl(url, el.modelIntegrity.value.trim());
+  });
   el.modelInput.addEventListener('change', async () => {
     const files = Array.from(el.modelInput.files || []);
     el.modelInput.value = '';
@@ -750,6 +777,11 @@ function registerServiceWorker() {
 wire();
 renderTop5();
 startClient();
-loadModel(DEFAULT_MODEL);
+{
+  const { url, integrity } = requestedModel();
+  el.modelUrl.value = url;
+  el.modelIntegrity.value = integrity || '';
+  loadModelFromUrl(url, integrity);
+}
 loadSample('chelsea.png');
 registerServiceWorker();

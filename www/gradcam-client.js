@@ -138,7 +138,8 @@ export class GradcamClient extends EventTarget {
    * bytes (ArrayBuffer / Uint8Array; copied, so the caller's array stays usable).
    * @param {{arch?: string, labels?: string[]}} [options]
    * @param {(received: number, total: number) => void} [onProgress]  total is 0 while unknown.
-   * @param {{arch?: string, labels?: string[], backend?: 'auto'|'cpu'|'webgpu'}} [options]
+   * @param {{arch?: string, labels?: string[], backend?: 'auto'|'cpu'|'webgpu', integrity?: string,
+   *          externalDataIntegrity?: string}} [options]  integrity: "sha256-<base64>" (SRI syntax)
    * @returns {Promise<{url, bytes, source: 'network'|'cache'|'memory', downloadMs, initMs, layers, methods, defaultLayer,
    *   backend: {backend: 'cpu'|'webgpu', requested, adapter, software, note}}>}
    */
@@ -163,6 +164,9 @@ export class GradcamClient extends EventTarget {
     // An array of names, or the text of a labels file (a JSON array or one name per line).
     if (options && options.labels) opts.labels = typeof options.labels === 'string' ? options.labels : Array.from(options.labels, String);
     if (options && options.backend) opts.backend = String(options.backend); // 'auto' | 'cpu' | 'webgpu'
+    // Subresource Integrity of the model (and of its .onnx.data): "sha256-<base64>", checked before use.
+    if (options && options.integrity) opts.integrity = String(options.integrity);
+    if (options && options.externalDataIntegrity) opts.externalDataIntegrity = String(options.externalDataIntegrity);
     if (options && options.inputSize != null) opts.inputSize = Number(options.inputSize);
     if (options && options.mean) opts.mean = Array.from(options.mean, Number);
     if (options && options.std) opts.std = Array.from(options.std, Number);

@@ -10,7 +10,8 @@
 // relative to the page), class or target-class (class index; default the top-1 class), method,
 // layer, colormap, alpha (0..1), preprocess ('crop' | 'resize'), normalize ('minmax' | 'raw'),
 // arch, backend ('auto' | 'cpu' | 'webgpu'; default auto: WebGPU on a hardware GPU, else the CPU),
-// caption ('none' hides it), eager (load at once instead of when visible).
+// caption ('none' hides it), eager (load at once instead of when visible), integrity (the model's
+// "sha256-<base64>", as Subresource Integrity writes it: checked before the model is used or cached).
 // Events: 'gradcam-result' (detail: the result), 'gradcam-error' (detail: the Error).
 // Property: element.result (the last result), element.explain() (re-run).
 
@@ -50,6 +51,7 @@ function modelSettings(el) {
   for (const [attr, key] of [['arch', 'arch'], ['backend', 'backend']]) if (el.getAttribute(attr)) settings[key] = el.getAttribute(attr);
   if (el.getAttribute('input-size')) settings.inputSize = Number(el.getAttribute('input-size'));
   if (url('model-data')) settings.externalData = url('model-data');
+  if (el.getAttribute('integrity')) settings.integrity = el.getAttribute('integrity');
   if (url('labels')) settings.labelsUrl = url('labels');
   return settings;
 }
@@ -87,7 +89,7 @@ figcaption[hidden] { display: none; }
 
 class GradcamExplainerElement extends HTMLElement {
   static get observedAttributes() {
-    return ['src', 'model', 'model-data', 'labels', 'input-size', 'class', 'target-class', 'method', 'layer', 'colormap', 'alpha', 'preprocess', 'normalize', 'arch', 'caption'];
+    return ['src', 'model', 'model-data', 'labels', 'input-size', 'class', 'target-class', 'method', 'layer', 'colormap', 'alpha', 'preprocess', 'normalize', 'arch', 'caption', 'integrity'];
   }
 
   constructor() {

@@ -5,7 +5,8 @@
 // it in the Cache API ('gradcam-models-v1'), with download progress, and reads it from there offline.
 //
 // What it never does: touch other origins, answer the model's request (that keeps the download
-// progress and the model cache as they are), or fetch anything by itself after installing.
+// progress and the model cache as they are), fetch anything by itself after installing, or keep a
+// file that is not what it should be (an HTML page where a script or the wasm belongs; see precache).
 
 const { version, urls } = self.GRADCAM_PRECACHE || { version: 'unbuilt', urls: [] };
 const PREFIX = 'gradcam-shell-';
@@ -14,8 +15,25 @@ const absolute = (u) => new URL(u, self.registration.scope).href;
 const PRECACHED = new Set(urls.map(absolute));
 const PAGE = absolute('./');
 
+/**
+ * One file of the build, fetched past the HTTP cache and checked before it is kept: a 200 that is an
+ * HTML page where a script, the wasm or an image belongs (a captive portal, an error page) would
+ * otherwise be served from this cache for as long as the build lives. A failed check fails the
+ * install; the browser tries again on a later visit.
+ */
+async function precache(cache, url) {
+  const response = await fetch(url, { cache: 'no-store' });
+  const type = (response.headers.get('content-type') || '').toLowerCase();
+  const page = url === PAGE || /\.html$/.test(new URL(url).pathname);
+  if (!response.ok || response.redirected || (!page && type.startsWith('text/html'))) {
+    throw new Error(`not precached: ${url} answered ${response.status} ${type || '(no type)'}${response.redirected ? ', redirected' : ''}`);
+  }
+  if (/\.wasm$/.test(new URL(url).pathname) && !type.startsWith('application/wasm')) throw new Error(`not precached: ${url} is ${type}, not application/wasm`);
+  await cache.put(url, response);
+}
+
 self.addEventListener('install', (event) => {
-  event.waitUntil(caches.open(CACHE).then((cache) => cache.addAll(urls.map(absolute))));
+  event.waitUntil(caches.open(CACHE).then((cache) => Promise.all(urls.map(absolute).map((url) => precache(cache, url)))));
 });
 
 self.addEventListener('activate', (event) => {

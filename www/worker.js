@@ -6,7 +6,7 @@
 // Typed arrays in results are transferred, not copied. Progress messages without an id (for
 // example posted by the wasm side during Score-CAM) belong to the request being processed.
 
-import { loadModelBytes } from './model-loader.js';
+import { commitModelCache, loadModelBytes, verifyIntegrity } from './model-loader.js';
 
 let wasm = null; // the imported pkg module, after init
 let wasmMemory = null; // its WebAssembly.Memory, whose buffer must never be transferred
@@ -159,6 +159,8 @@ const handlers = {
       url = source;
       bytes = await loadModelBytes(source, {
         onProgress: (done, total) => post({ type: 'progress', phase: 'download', done, total }),
+        integrity: options && options.integrity,
+        deferCache: true, // cached by commitModelCache() below, once it parsed as a model
       });
       from = loadModelBytes.lastSource || 'network';
     } else if (source instanceof ArrayBuffer) {
@@ -168,6 +170,7 @@ const handlers = {
     } else {
       throw new Error('load() needs a URL string, an ArrayBuffer or a Uint8Array');
     }
+    if (options && options.integrity && typeof source !== 'string') await verifyIntegrity(bytes, options.integrity, 'the model bytes');
     const t1 = performance.now();
     const opts = {};
     if (options && options.arch) opts.arch = options.arch;
@@ -178,11 +181,12 @@ const handlers = {
     if (options && options.externalData) {
       // An ONNX file's <name>.onnx.data: bytes from the page, or a URL fetched (and cached) like the model.
       const d = options.externalData;
-      opts.externalData = typeof d === 'string' ? await loadModelBytes(d, {}) : d;
+      opts.externalData = typeof d === 'string' ? await loadModelBytes(d, { integrity: options.externalDataIntegrity, deferCache: true }) : d;
     }
     // 'auto' (default): WebGPU on a hardware adapter, else the CPU; create() never fails for lack of a GPU.
     if (options && options.backend) opts.backend = options.backend;
     const next = await wasm.Explainer.create(bytes, opts);
+    await commitModelCache(bytes, opts.externalData); // only now: what does not parse is never cached
     if (explainer) {
       try {
         explainer.free();

@@ -16,7 +16,7 @@ import { REPO, artifactsDir, installResultLog, launchBrowser, logLength, recordE
 
 const CAT_CLASSES = [281, 282, 285]; // tabby, tiger cat, Egyptian cat: a near tie on chelsea.png
 const ESPRESSO = 967;
-const CSP = "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'";
+const CSP = "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; base-uri 'none'; frame-ancestors 'self'";
 
 let server;
 let browser;

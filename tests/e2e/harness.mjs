@@ -40,12 +40,15 @@ function freePort() {
 /**
  * Starts www/serve.mjs on a free port; resolves once it prints its "Serving" line.
  * `dir`: the folder to serve, relative to the repository (default the repository itself; 'dist' for the webpack build).
+ * `extraArgs`: more serve.mjs flags (--allow-host NAME, ...).
  */
-export async function startServer({ attempts = 3, dir = '.' } = {}) {
+export async function startServer({ attempts = 3, dir = '.', extraArgs = [] } = {}) {
   let lastError;
   for (let i = 0; i < attempts; i++) {
     const port = await freePort();
-    const child = spawn(process.execPath, ['www/serve.mjs', dir, '--port', String(port), '--host', '127.0.0.1'], {
+    // The tests' own pages, fixtures and written files are not part of the site: serve.mjs serves them only when told.
+    const allow = dir === '.' ? ['--allow', 'tests/e2e', '--allow', 'tests/fixtures', '--allow', 'test-artifacts/e2e'] : [];
+    const child = spawn(process.execPath, ['www/serve.mjs', dir, '--port', String(port), '--host', '127.0.0.1', ...allow, ...extraArgs], {
       cwd: REPO,
       stdio: ['ignore', 'pipe', 'pipe'],
     });
