@@ -78,7 +78,8 @@ def tiny_shufflenet():
 class Misc(nn.Module):
     """The other mappings: a zero pad that is TF 'SAME' for the input, SiLU, a ceil-mode average pool
     without padding in its divisor, concat, a batch-norm after a concat (an affine), clip, erf GELU,
-    a constant scale, a grouped conv, leaky ReLU, ReLU6, tanh, dropout, and a softmax at the end."""
+    a constant scale, a grouped conv, leaky ReLU, ReLU6, tanh, dropout, a dilated conv, a zero pad that
+    is neither symmetric nor 'SAME' before a conv, and a softmax at the end."""
 
     def __init__(self, num_classes=6):
         super().__init__()
@@ -88,6 +89,8 @@ class Misc(nn.Module):
         self.branch_b = nn.Sequential(nn.Conv2d(8, 8, 1), nn.ReLU6())
         self.norm = nn.BatchNorm2d(16)
         self.clip = nn.Hardtanh(-1.0, 1.5)
+        self.dilated = nn.Sequential(nn.Conv2d(16, 16, 3, padding=2, dilation=2), nn.ReLU())
+        self.asymmetric = nn.Sequential(nn.ZeroPad2d((2, 0, 1, 1)), nn.Conv2d(16, 16, 3))
         self.conv = nn.Conv2d(16, 16, 3, padding=1, groups=4)
         self.gelu = nn.GELU()
         self.tanh = nn.Tanh()
@@ -97,6 +100,7 @@ class Misc(nn.Module):
         x = self.pool(self.stem(x))
         x = torch.cat([self.branch_a(x), self.branch_b(x)], 1)
         x = self.clip(self.norm(x))
+        x = self.asymmetric(self.dilated(x))
         x = self.tanh(self.gelu(self.conv(x)) * 0.5 + x)
         x = torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1)
         return torch.softmax(self.head(x), 1)
@@ -108,7 +112,7 @@ MODELS = {
     "mobilenet_v3": (tiny_mobilenet_v3, (64, 64), ["features", "features.3"]),
     "convnext": (tiny_convnext, (64, 64), ["features", "features.1"]),
     "shufflenet": (tiny_shufflenet, (64, 64), ["conv5", "stage2"]),
-    "misc": (Misc, (40, 56), ["tanh", "branch_a"]),
+    "misc": (Misc, (40, 56), ["tanh", "branch_a", "dilated"]),
 }
 
 

@@ -22,6 +22,9 @@ pub enum Padding {
     Symmetric { h: usize, w: usize },
     /// TensorFlow "SAME": out = ceil(n / stride), the odd pixel of padding goes after (bottom/right).
     Same,
+    /// Fixed amounts per side, as an ONNX file with a fixed input size may give them (asymmetric
+    /// pads, `auto_pad = SAME_LOWER`).
+    Explicit(Pads),
 }
 
 /// Resolved padding of one conv for one input size.
@@ -48,6 +51,7 @@ impl Padding {
                 let (left, right) = same_padding(w, kw, sw);
                 Pads { top, bottom, left, right }
             }
+            Padding::Explicit(pads) => pads,
         }
     }
 }

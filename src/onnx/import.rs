@@ -52,6 +52,9 @@ const MULTIHEAD_ATTENTION: &str = "torch.nn.modules.activation.MultiheadAttentio
 
 /// The largest kernel, stride or padding accepted (a guard against overflow in hostile files).
 const MAX_EXTENT: i64 = 1 << 16;
+/// A dilated conv runs as a dense kernel with zeros between its taps: at most this many times the
+/// taps (a 3x3 kernel with dilation 3 becomes 7x7, 5.4x).
+const MAX_DILATED_GROWTH: usize = 8;
 
 pub struct Imported {
     pub graph: Graph,
@@ -696,10 +699,15 @@ impl<'a> Importer<'a> {
                 return fail!(Weights, "{}: kernel_shape {k:?} disagrees with weight '{wname}' {:?}", describe(n), w.dims);
             }
         }
-        if let Some(d) = attr_ints(n, "dilations") {
-            if d.iter().any(|&v| v != 1) {
-                return fail!(Weights, "{}: dilated convolutions (dilations {d:?}) are not supported yet", describe(n));
-            }
+        let dilations = attr_ints(n, "dilations").unwrap_or(vec![1, 1]);
+        let [dh, dw] = dilations[..] else { return fail!(Weights, "{}: dilations {dilations:?} are not 2-D", describe(n)) };
+        if !(1..=MAX_EXTENT).contains(&dh) || !(1..=MAX_EXTENT).contains(&dw) {
+            return fail!(Weights, "{}: dilations {dilations:?} must be between 1 and {MAX_EXTENT}", describe(n));
+        }
+        // A dilated kernel runs as the equivalent dense one with zeros between its taps.
+        let (ekh, ekw) = ((kh - 1) * dh as usize + 1, (kw - 1) * dw as usize + 1);
+        if ekh * ekw > MAX_DILATED_GROWTH * kh * kw {
+            return fail!(Weights, "{}: dilations {dilations:?} spread its {kh}x{kw} kernel over {ekh}x{ekw}; at most {MAX_DILATED_GROWTH}x the taps are supported", describe(n));
         }
         let strides = attr_ints(n, "strides").unwrap_or(vec![1, 1]);
         let [sh, sw] = strides[..] else { return fail!(Weights, "{}: strides {strides:?} are not 2-D", describe(n)) };
@@ -715,23 +723,27 @@ impl<'a> Importer<'a> {
         let total = [t as usize + extra[0], l as usize + extra[1], b as usize + extra[2], r as usize + extra[3]];
         let (_, ih, iw) = self.shapes[x];
         let auto_pad = attr_s(n, "auto_pad", "NOTSET");
+        let explicit = |[top, left, bottom, right]: [usize; 4]| Pads { top, left, bottom, right };
         let padding = match auto_pad.as_str() {
             "NOTSET" | "VALID" | "" => {
                 let total = if auto_pad == "VALID" { extra } else { total };
                 if total[0] == total[2] && total[1] == total[3] {
                     Padding::Symmetric { h: total[0], w: total[1] }
-                } else if Padding::Same.resolve(ih, iw, kh, kw, sh, sw) == (Pads { top: total[0], left: total[1], bottom: total[2], right: total[3] }) {
+                } else if Padding::Same.resolve(ih, iw, ekh, ekw, sh, sw) == explicit(total) {
                     Padding::Same
                 } else {
-                    return fail!(
-                        Weights,
-                        "{}: asymmetric padding (top, left, bottom, right) = {total:?} that is not TensorFlow 'SAME' for its {ih}x{iw} input is not supported",
-                        describe(n)
-                    );
+                    // Fixed for the file's fixed input size, as the file says.
+                    Padding::Explicit(explicit(total))
                 }
             }
             "SAME_UPPER" if extra == [0; 4] => Padding::Same,
-            other => return fail!(Weights, "{}: auto_pad '{other}' is not supported (NOTSET, VALID and SAME_UPPER are)", describe(n)),
+            "SAME_UPPER" | "SAME_LOWER" => {
+                let same = Padding::Same.resolve(ih, iw, ekh, ekw, sh, sw);
+                // SAME_LOWER puts the odd pixel before (top/left) instead of after.
+                let (top, bottom, left, right) = if auto_pad == "SAME_LOWER" { (same.bottom, same.top, same.right, same.left) } else { (same.top, same.bottom, same.left, same.right) };
+                Padding::Explicit(explicit([top + extra[0], left + extra[1], bottom + extra[2], right + extra[3]]))
+            }
+            other => return fail!(Weights, "{}: auto_pad '{other}' is not supported (NOTSET, VALID, SAME_UPPER and SAME_LOWER are)", describe(n)),
         };
         let bias = match self.opt_konst(i, 2, "bias")? {
             Some(b) => {
@@ -744,7 +756,8 @@ impl<'a> Importer<'a> {
             }
             None => vec![0.0; cout],
         };
-        let conv = Conv { weight: tensors::into_f32(w), bias, cin, cout, kh, kw, stride: (sh, sw), padding, groups };
+        let weight = dilate(tensors::into_f32(w), (cout * cin / groups, kh, kw), (dh as usize, dw as usize));
+        let conv = Conv { weight, bias, cin, cout, kh: ekh, kw: ekw, stride: (sh, sw), padding, groups };
         let id = self.push(i, "conv", Some(&wname), Op::Conv(Arc::new(conv)), vec![x], false)?;
         self.set(i, 0, Val::Map { node: id, layout: Layout::Nchw });
         Ok(())
@@ -2208,4 +2221,20 @@ fn slice_const(x: &Const, starts: &[i64], ends: &[i64], axes: &[i64], steps: &[i
         Data::F32(v) => Const::f32(dims, order.iter().map(|&k| v[k]).collect()),
         Data::I64(v) => Const::i64(dims, order.iter().map(|&k| v[k]).collect()),
     })
+}
+
+/// A (planes, kh, kw) kernel with dilation (dh, dw) as the dense kernel it equals: each tap moved to
+/// (i * dh, j * dw) of a ((kh - 1) * dh + 1) x ((kw - 1) * dw + 1) kernel of zeros.
+fn dilate(weight: Vec<f32>, (planes, kh, kw): (usize, usize, usize), (dh, dw): (usize, usize)) -> Vec<f32> {
+    if (dh, dw) == (1, 1) {
+        return weight;
+    }
+    let (ekh, ekw) = ((kh - 1) * dh + 1, (kw - 1) * dw + 1);
+    let mut out = vec![0.0; planes * ekh * ekw];
+    for (p, taps) in weight.chunks_exact(kh * kw).enumerate() {
+        for (t, &v) in taps.iter().enumerate() {
+            out[p * ekh * ekw + (t / kw) * dh * ekw + (t % kw) * dw] = v;
+        }
+    }
+    out
 }
