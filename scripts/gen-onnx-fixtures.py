@@ -167,6 +167,8 @@ def export(model, x, name):
             os.remove(f)
     torch.onnx.export(model, (x,), dyn, dynamo=True, external_data=True, verbose=False)
     torch.onnx.export(model, (x,), os.path.join(OUT, f"{name}.ts.onnx"), dynamo=False, opset_version=17)
+    # The oldest opset the importer takes: LayerNorm and HardSwish are decomposed into plain ops there.
+    torch.onnx.export(model, (x,), os.path.join(OUT, f"{name}.ts13.onnx"), dynamo=False, opset_version=13)
     assert os.path.exists(dyn + ".data"), "the dynamo export kept its weights inside the .onnx"
 
 

@@ -17,7 +17,7 @@ fn read(name: &str) -> Vec<u8> {
     std::fs::read(dir().join(name)).unwrap_or_else(|e| panic!("{name}: {e}; run scripts/gen-onnx-fixtures.py"))
 }
 
-/// Loads `<net>.ts.onnx` or `<net>.dynamo.onnx` (+ `.onnx.data`).
+/// Loads `<net>.ts.onnx` (opset 17), `<net>.ts13.onnx` (opset 13) or `<net>.dynamo.onnx` (+ `.onnx.data`).
 fn load(net: &str, exporter: &str) -> Model {
     let file = format!("{net}.{exporter}.onnx");
     let data = (exporter == "dynamo").then(|| read(&format!("{file}.data")));
@@ -76,7 +76,7 @@ fn logits_and_grad_cam_maps_match_pytorch_for_both_exporters() {
     let mut worst = 0f32;
     for net in NETS {
         let r = reference(net);
-        for exporter in ["dynamo", "ts"] {
+        for exporter in ["dynamo", "ts", "ts13"] {
             let model = load(net, exporter);
             assert_eq!(model.input_size(), (r.input.width, r.input.height), "{net}.{exporter}: input size from the file");
             assert_eq!(model.default_layer(), r.maps[0].0, "{net}.{exporter}: default layer");

@@ -88,8 +88,16 @@ enum Val {
 /// A pattern of several ONNX nodes recognized up front, emitted at its last node.
 #[derive(Clone, Debug)]
 struct Fused {
-    act: Activation,
+    op: FusedOp,
     input: String,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum FusedOp {
+    Act(Activation),
+    /// (x - mean) / sqrt(var + eps) over the last axis, as exporters before opset 17 spell layer norm
+    /// (its scale and shift follow as a Mul and an Add of constants).
+    LayerNorm { eps: f32 },
 }
 
 /// An `nn.AdaptiveAvgPool2d` call the dynamo exporter decomposed (see `find_adaptive_pools`),
@@ -520,8 +528,16 @@ impl<'a> Importer<'a> {
                 Val::Map { node, layout } => (node, layout),
                 Val::Const(_) => return fail!(Weights, "{}: an activation of a constant is not supported", describe(n)),
             };
-            let flat = self.flat[x];
-            let id = self.push(i, f.act.name(), None, Op::Act(f.act), vec![x], flat)?;
+            let id = match f.op {
+                FusedOp::Act(act) => {
+                    let flat = self.flat[x];
+                    self.push(i, act.name(), None, Op::Act(act), vec![x], flat)?
+                }
+                FusedOp::LayerNorm { eps } => {
+                    let c = self.shapes[x].0;
+                    self.channel_norm(i, x, &layout, -1, ChannelNorm { weight: vec![1.0; c], bias: vec![0.0; c], eps })?
+                }
+            };
             self.set(i, 0, Val::Map { node: id, layout });
             return Ok(());
         }
@@ -1452,17 +1468,6 @@ impl<'a> Importer<'a> {
         }
         let a = attr_i(n, "axis", -1);
         let (x, layout) = self.map_in(i, 0)?;
-        let dims = self.dims_of(x, &layout);
-        let ax = axis(a, dims.len());
-        let over_channels = match layout {
-            Layout::Nhwc => ax == Some(3),
-            Layout::Tokens => ax == Some(2),
-            Layout::Nchw if !self.flat[x] => ax == Some(1) && self.shapes[x].1 * self.shapes[x].2 == 1,
-            _ => false,
-        };
-        if !over_channels {
-            return fail!(Weights, "{}: layer norm over axis {a} of a tensor of shape {dims:?} is not supported (only over channels)", describe(&self.onnx[i]));
-        }
         let c = self.shapes[x].0;
         let wname = self.onnx[i].input[1].clone();
         let w = self.konst(i, 1, "scale")?;
@@ -1475,9 +1480,26 @@ impl<'a> Importer<'a> {
             b.check_finite(&self.onnx[i].input[2])?;
         }
         let norm = ChannelNorm { weight: w.to_f32(), bias: b.map_or(vec![0.0; c], |b| b.to_f32()), eps };
-        let id = self.push(i, "layernorm", None, Op::ChannelNorm(Arc::new(norm)), vec![x], false)?;
+        let id = self.channel_norm(i, x, &layout, a, norm)?;
         self.set(i, 0, Val::Map { node: id, layout });
         Ok(())
+    }
+
+    /// A layer norm over `axis` of `x`, which must be its channels (the last axis of a channels-last
+    /// map or of tokens, or the features of a flat vector).
+    fn channel_norm(&mut self, i: usize, x: NodeId, layout: &Layout, a: i64, norm: ChannelNorm) -> Result<NodeId> {
+        let dims = self.dims_of(x, layout);
+        let ax = axis(a, dims.len());
+        let over_channels = match layout {
+            Layout::Nhwc => ax == Some(3),
+            Layout::Tokens => ax == Some(2),
+            Layout::Nchw if !self.flat[x] => ax == Some(1) && self.shapes[x].1 * self.shapes[x].2 == 1,
+            _ => false,
+        };
+        if !over_channels {
+            return fail!(Weights, "{}: layer norm over axis {a} of a tensor of shape {dims:?} is not supported (only over channels)", describe(&self.onnx[i]));
+        }
+        self.push(i, "layernorm", None, Op::ChannelNorm(Arc::new(norm)), vec![x], false)
     }
 
     // ----- constants -----
@@ -1695,7 +1717,7 @@ impl<'a> Importer<'a> {
                         let half = other(hn, out0(mn)).and_then(|t| scalar(&t));
                         if hn.op_type == "Mul" && half.is_some_and(|v| close(v, 0.5)) {
                             skips.extend([d, e, a, m]);
-                            fused.push((h, Fused { act: Activation::Gelu, input: x }));
+                            fused.push((h, Fused { op: FusedOp::Act(Activation::Gelu), input: x }));
                         }
                     } else if let Some(&h) = producer.get(y.as_str()) {
                         // (x * 0.5) * (1 + erf)
@@ -1703,9 +1725,40 @@ impl<'a> Importer<'a> {
                         let half = other(hn, &x).and_then(|t| scalar(&t));
                         if hn.op_type == "Mul" && sole(&y) == Some(m) && half.is_some_and(|v| close(v, 0.5)) {
                             skips.extend([d, e, a, h]);
-                            fused.push((m, Fused { act: Activation::Gelu, input: x }));
+                            fused.push((m, Fused { op: FusedOp::Act(Activation::Gelu), input: x }));
                         }
                     }
+                }
+                "Div" if n.input.len() == 2 => {
+                    // mean = ReduceMean(x); d = x - mean; var = ReduceMean(d ^ 2 (or d * d));
+                    // d / Sqrt(var + eps), both means over the last axis only.
+                    let node_of = |t: &str, op: &str| producer.get(t).copied().filter(|&k| onnx[k].op_type == op && !onnx[k].input.is_empty());
+                    let last_axis_mean = |k: usize| {
+                        let m = &onnx[k];
+                        let axes = attr_ints(m, "axes").or_else(|| m.input.get(1).and_then(|t| scalar(t)).map(|v| vec![v as i64]));
+                        attr_i(m, "keepdims", 1) != 0 && axes.as_deref() == Some(&[-1][..])
+                    };
+                    let d_name = n.input[0].as_str();
+                    let Some(sub) = node_of(d_name, "Sub") else { continue };
+                    let x = onnx[sub].input[0].clone();
+                    let Some(mean) = onnx[sub].input.get(1).and_then(|t| node_of(t, "ReduceMean")) else { continue };
+                    let Some(sqrt) = node_of(&n.input[1], "Sqrt") else { continue };
+                    let Some(add) = node_of(&onnx[sqrt].input[0], "Add") else { continue };
+                    let Some((var, eps)) = onnx[add].input.iter().find_map(|t| node_of(t, "ReduceMean")).and_then(|v| Some((v, other(&onnx[add], out0(&onnx[v])).and_then(|t| scalar(&t))?))) else { continue };
+                    let Some(sq) = producer.get(onnx[var].input[0].as_str()).copied() else { continue };
+                    let sqn = &onnx[sq];
+                    let squares = match sqn.op_type.as_str() {
+                        "Pow" => sqn.input.first().map(String::as_str) == Some(d_name) && sqn.input.get(1).and_then(|t| scalar(t)).is_some_and(|p| p == 2.0),
+                        "Mul" => sqn.input.len() == 2 && sqn.input.iter().all(|t| t == d_name),
+                        _ => false,
+                    };
+                    let private = sole(out0(&onnx[mean])) == Some(sub) && sole(out0(sqn)) == Some(var) && sole(out0(&onnx[var])) == Some(add) && sole(out0(&onnx[add])) == Some(sqrt) && sole(out0(&onnx[sqrt])) == Some(e);
+                    let d_private = readers.get(d_name).is_some_and(|r| r.iter().all(|&k| k == sq || k == e));
+                    if !(squares && private && d_private && onnx[mean].input[0] == x && last_axis_mean(mean) && last_axis_mean(var) && eps.is_finite() && eps >= 0.0) {
+                        continue;
+                    }
+                    skips.extend([mean, sub, sq, var, add, sqrt]);
+                    fused.push((e, Fused { op: FusedOp::LayerNorm { eps }, input: x }));
                 }
                 "Sigmoid" | "HardSigmoid" => {
                     let x = n.input[0].clone();
@@ -1722,7 +1775,7 @@ impl<'a> Importer<'a> {
                         continue;
                     };
                     skips.push(e);
-                    fused.push((m, Fused { act, input: x }));
+                    fused.push((m, Fused { op: FusedOp::Act(act), input: x }));
                 }
                 _ => {}
             }
