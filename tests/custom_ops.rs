@@ -2,7 +2,7 @@
 //! (through candle's autograd) against finite differences of its forward.
 
 use candle_core::{Device, Tensor, Var};
-use gradcam_wasm::exec::candle_ops::{AdaptiveAvgPoolOp, ConvOp, GuidedFlag, LinearOp, MaxPoolOp, MulOp, ReluOp, SeedOp};
+use gradcam_wasm::exec::candle_ops::{AdaptiveAvgPoolOp, ConvOp, GuidedFlag, LinearOp, MaxPoolOp, MulOp, ReluOp};
 use gradcam_wasm::graph::{Conv, Linear, MaxPool, Padding};
 use gradcam_wasm::kernels::Clamp;
 use std::sync::Arc;
@@ -161,15 +161,4 @@ fn mul_op_matches_candle_and_its_backward_matches_finite_differences_for_both_in
     }
     let wrong = Tensor::zeros((2, 3, 4, 1), candle_core::DType::F32, &Device::Cpu).unwrap();
     assert!(x.apply_op2(&wrong, MulOp).is_err(), "a gate that is neither the map's shape nor C x 1 x 1 is refused");
-}
-
-#[test]
-fn seed_op_is_the_dot_product_and_hands_its_gradient_back() {
-    let (v, g) = (rand(24, 21), rand(24, 22));
-    let var = Var::from_vec(v.clone(), (1, 2, 3, 4), &Device::Cpu).unwrap();
-    let seed = var.as_tensor().apply_op1(SeedOp(Tensor::from_vec(g.clone(), (1, 2, 3, 4), &Device::Cpu).unwrap())).unwrap();
-    let dot: f32 = v.iter().zip(&g).map(|(a, b)| a * b).sum();
-    assert!((seed.to_scalar::<f32>().unwrap() - dot).abs() < 1e-5);
-    let grad = seed.backward().unwrap().get(var.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
-    assert_eq!(grad, g);
 }

@@ -390,34 +390,9 @@ impl CustomOp1 for SelfAttentionOp {
     }
 }
 
-/// <value, g> as a scalar whose backward hands `g` itself to `value`: how a backward walk starts from
-/// a gradient known at a segment's output. Written as `value.mul(g).sum_all()` with candle's own ops,
-/// the walk would also allocate the product, its broadcast gradient and a gradient for `g` (which
-/// candle keeps until the walk ends), about four copies of the output more at the walk's peak.
-pub struct SeedOp(pub Tensor);
-
-impl CustomOp1 for SeedOp {
-    fn name(&self) -> &'static str {
-        "gradcam-seed"
-    }
-
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> CResult<(CpuStorage, Shape)> {
-        let x = as_slice(s, l)?;
-        let dot = with_slice(&self.0, |g| if g.len() == x.len() { Ok(x.iter().zip(g).map(|(a, b)| a * b).sum::<f32>()) } else { Err(candle_core::Error::Msg(format!("seed of {} values for an output of {}", g.len(), x.len()))) })??;
-        Ok((CpuStorage::F32(vec![dot]), Shape::from(())))
-    }
-
-    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> CResult<Option<Tensor>> {
-        let g = self.0.reshape(arg.shape())?;
-        // The walk starts at this scalar, so its gradient is 1 and `g` goes on as it is, uncopied.
-        Ok(Some(if grad.to_scalar::<f32>()? == 1.0 { g } else { g.broadcast_mul(grad)? }))
-    }
-}
-
 /// x * y elementwise, where y has x's shape or is a C x 1 x 1 gate broadcast over each map
-/// (squeeze-excitation). Its backward gives the gate's gradient as one sum per channel, where
-/// candle's broadcast product would first build a full-size gradient for the broadcast gate and
-/// keep it until the walk reaches the gate.
+/// (squeeze-excitation). Its backward gives the gate's gradient as one sum per channel, without a
+/// full-size gradient for the broadcast gate first.
 pub struct MulOp;
 
 /// (planes, values per plane of x, whether y is one value per plane).

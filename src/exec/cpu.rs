@@ -1,28 +1,29 @@
-//! The candle CPU executor: runs the graph with the custom ops of `candle_ops` and lets candle's
-//! autograd walk the backward. Natively and in wasm32 (single thread, SIMD).
+//! The candle CPU executor: runs the graph on candle tensors with the custom ops of `candle_ops`,
+//! and walks the backward itself, node by node, with those ops' backward functions. Natively and in
+//! wasm32 (single thread, SIMD).
 //!
 //! One forward pass serves every method. It runs as consecutive segments of nodes, each recorded (if
-//! at all) as its own candle graph that starts from `Var`s holding the values it reads from earlier
-//! segments (its inputs: the value before it, and any skip connection around its start). Backward
-//! walks chain the segments: a walk of segment k, seeded with the gradients at its outputs, gives the
-//! gradients at its inputs, which seed the walk of the segment that produced them.
+//! at all: every value it makes is kept) from the values it reads from earlier segments (its
+//! inputs: the value before it, and any skip connection around its start). Backward walks chain the
+//! segments: a walk of segment k, seeded with the gradients at its outputs, gives the gradients at
+//! its inputs, which seed the walk of the segment that produced them. Within a walk each value and
+//! gradient is dropped as soon as its node is done, and a node's first gradient is taken as it is,
+//! not added into zeros (what candle's own autograd would do, holding its whole tape to the end).
 //! - The last segment starts after the target layer: Grad-CAM's backward is a walk of it only, and
 //!   its recording is always kept.
 //! - The segment ending at the layer is recorded only when the method needs an input gradient; a
-//!   later input gradient on a pass that did not record it records it then (from its input `Var`s).
+//!   later input gradient on a pass that did not record it records it then (from its inputs).
 //! - Before it, checkpoint segments may hold the cheap high-resolution stem (`checkpoint_ends`):
 //!   they run unrecorded, and each input-gradient walk records each again just before walking it,
-//!   after the segments after it have been walked and dropped. candle's tape keeps every activation
-//!   of a recorded segment alive in f32 (and its backward adds each gradient into fresh zeros), so
-//!   this bounds the peak by the largest segment's walk, not the sum of all, for a share of a
-//!   forward pass (`MAX_RECOMPUTE`, or all of it where memory needs that). The segment ending at
-//!   the layer is then dropped after each walk too, so a second input gradient on the same pass
-//!   records it again.
+//!   after the segments after it have been walked and dropped. This bounds the peak by the largest
+//!   segment's walk, not the sum of all, for a share of a forward pass (`MAX_RECOMPUTE`, or all of
+//!   it where memory needs that). The segment ending at the layer is then dropped after each walk
+//!   too, so a second input gradient on the same pass records it again.
 //!
 //! Guided backpropagation flips the pass's `GuidedFlag` around the walks. A conv whose only reader
 //! is a ReLU/ReLU6 runs fused with it. Only input gradients exist, never weight gradients.
 
-use super::candle_ops::{ActOp, AdaptiveAvgPoolOp, AffineOp, AvgPoolOp, ChannelNormOp, ConvOp, GuidedFlag, LinearOp, MaxPoolOp, MulOp, ReluOp, SeedOp, SelfAttentionOp};
+use super::candle_ops::{ActOp, AdaptiveAvgPoolOp, AffineOp, AvgPoolOp, ChannelNormOp, ConvOp, GuidedFlag, LinearOp, MaxPoolOp, MulOp, ReluOp, SelfAttentionOp};
 use super::{Executor, Pass};
 use crate::error::{Error, Result};
 use crate::feature_map::FeatureMap;
@@ -30,7 +31,7 @@ use crate::fail;
 use crate::graph::shapes::Chw;
 use crate::graph::{Graph, NodeId, Op};
 use crate::kernels::{Clamp, KeepBudget, Kept};
-use candle_core::{Device, Tensor, Var};
+use candle_core::{CustomOp1, CustomOp2, Device, Tensor};
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -107,13 +108,13 @@ struct Runner {
     guided: GuidedFlag,
 }
 
-/// A run of consecutive nodes, recorded (or not) as one candle graph. See the module comment.
+/// A run of consecutive nodes, recorded (or not). See the module comment.
 struct Segment {
     nodes: Range<NodeId>,
-    /// The values it reads from before `nodes`, as the `Var`s its recording starts from.
-    inputs: Vec<(NodeId, Var)>,
-    /// Its recording: the values of its nodes that later segments read (the logits, in the last).
-    tape: Option<Vec<(NodeId, Tensor)>>,
+    /// The values it reads from before `nodes`.
+    inputs: Vec<(NodeId, Tensor)>,
+    /// Its recording: the value of each of its nodes, which the walk back through it reads.
+    recorded: Option<Vec<(NodeId, Tensor)>>,
     /// Whether the recording is kept after an input-gradient walk (else the next walk records again).
     keep: bool,
 }
@@ -130,17 +131,7 @@ impl Runner {
         let guided = &self.guided;
         Ok(match &node.op {
             Op::Input => return Err(Error::Internal("the input node is not run".into())),
-            Op::Conv(c) => {
-                let op = match self.fused[i].and_then(|r| relu_clamp(&self.graph.nodes[r].op)) {
-                    Some(clamp) => ConvOp::fused(c.clone(), clamp, guided.clone()),
-                    None => ConvOp::new(c.clone()),
-                };
-                let op = match &self.kept[i] {
-                    Some(kept) => op.keeping(kept.clone()),
-                    None => op,
-                };
-                arg(0)?.apply_op1(op)?
-            }
+            Op::Conv(c) => arg(0)?.apply_op1(self.conv_op(i, c))?,
             // A ReLU fused into the conv before it passes the conv's (already clamped) output on.
             Op::Relu | Op::Relu6 if self.fused[node.inputs[0]] == Some(i) => arg(0)?.clone(),
             Op::Relu => arg(0)?.apply_op1(ReluOp { clamp: Clamp::Relu, guided: guided.clone() })?,
@@ -156,8 +147,6 @@ impl Runner {
             Op::Affine(a) => arg(0)?.apply_op1(AffineOp(a.clone()))?,
             Op::ChannelNorm(n) => arg(0)?.apply_op1(ChannelNormOp(n.clone()))?,
             Op::Mul => arg(0)?.apply_op2(arg(1)?, MulOp)?,
-            // candle's own ops: their backward (a scatter of the slice, the inverse permutation) is
-            // what these need, and they move no weights.
             Op::Slice { start, end } => arg(0)?.narrow(1, *start, end - start)?.contiguous()?,
             Op::ChannelShuffle { groups } => {
                 let x = arg(0)?;
@@ -165,9 +154,6 @@ impl Runner {
                 x.reshape((n, *groups, c / groups, h * w))?.transpose(1, 2)?.contiguous()?.reshape((n, c, h, w))?
             }
             Op::SelfAttention(a) => arg(0)?.contiguous()?.apply_op1(SelfAttentionOp(a.clone()))?,
-            // The token ops only move values (or add constants): candle's reshape, cat, narrow and
-            // broadcast add backprop them exactly, and their constants are not Vars, so no weight
-            // gradient is built.
             Op::Tokens => {
                 let x = arg(0)?;
                 let (n, c, h, w) = x.dims4()?;
@@ -184,9 +170,82 @@ impl Runner {
         })
     }
 
+    /// The conv of node `i`, fused with the ReLU that reads it and keeping its transformed weights.
+    fn conv_op(&self, i: NodeId, c: &Arc<crate::graph::Conv>) -> ConvOp {
+        let op = match self.fused[i].and_then(|r| relu_clamp(&self.graph.nodes[r].op)) {
+            Some(clamp) => ConvOp::fused(c.clone(), clamp, self.guided.clone()),
+            None => ConvOp::new(c.clone()),
+        };
+        match &self.kept[i] {
+            Some(kept) => op.keeping(kept.clone()),
+            None => op,
+        }
+    }
+
+    /// The gradients at the inputs of node `i` (`None` where an input gets none), from `g`, the
+    /// gradient at its output `out`, and its input values `args`.
+    fn backward(&self, i: NodeId, args: &[Tensor], out: &Tensor, g: Tensor) -> Result<Vec<Option<Tensor>>> {
+        let node = &self.graph.nodes[i];
+        let arg = |k: usize| -> Result<&Tensor> { args.get(k).ok_or_else(|| Error::Internal(format!("'{}' lacks input {k}", node.name))) };
+        let one = |t: Option<Tensor>| Ok(vec![t]);
+        let x = || arg(0);
+        match &node.op {
+            Op::Input => Ok(vec![]),
+            Op::Conv(c) => one(self.conv_op(i, c).bwd(x()?, out, &g)?),
+            // The conv before a fused ReLU applies its mask.
+            Op::Relu | Op::Relu6 if self.fused[node.inputs[0]] == Some(i) => one(Some(g)),
+            Op::Relu => one(ReluOp { clamp: Clamp::Relu, guided: self.guided.clone() }.bwd(x()?, out, &g)?),
+            Op::Relu6 => one(ReluOp { clamp: Clamp::Relu6, guided: self.guided.clone() }.bwd(x()?, out, &g)?),
+            Op::Linear(l) => one(LinearOp(l.clone()).bwd(x()?, out, &g)?),
+            Op::MaxPool(m) => one(MaxPoolOp(*m).bwd(x()?, out, &g)?),
+            Op::AdaptiveAvgPool { out_h, out_w } => one(AdaptiveAvgPoolOp { out_h: *out_h, out_w: *out_w }.bwd(x()?, out, &g)?),
+            Op::Act(a) => one(ActOp(*a).bwd(x()?, out, &g)?),
+            Op::AvgPool(p) => one(AvgPoolOp(*p).bwd(x()?, out, &g)?),
+            Op::Affine(a) => one(AffineOp(a.clone()).bwd(x()?, out, &g)?),
+            Op::ChannelNorm(n) => one(ChannelNormOp(n.clone()).bwd(x()?, out, &g)?),
+            Op::SelfAttention(a) => one(SelfAttentionOp(a.clone()).bwd(&x()?.contiguous()?, out, &g)?),
+            Op::Mul => {
+                let (gx, gy) = MulOp.bwd(arg(0)?, arg(1)?, out, &g)?;
+                Ok(vec![gx, gy])
+            }
+            Op::Add => Ok(vec![Some(g.clone()), Some(g)]),
+            Op::Concat => {
+                let mut at = 0;
+                args.iter()
+                    .map(|a| {
+                        let c = a.dim(1)?;
+                        at += c;
+                        Ok(Some(g.narrow(1, at - c, c)?.contiguous()?))
+                    })
+                    .collect()
+            }
+            Op::Flatten | Op::Tokens => one(Some(g.reshape(x()?.shape())?)),
+            Op::Slice { start, end } => {
+                let (n, c, h, w) = x()?.dims4()?;
+                let zeros = |k: usize| Tensor::zeros((n, k, h, w), g.dtype(), g.device());
+                one(Some(Tensor::cat(&[&zeros(*start)?, &g, &zeros(c - end)?], 1)?))
+            }
+            Op::ChannelShuffle { groups } => {
+                let (n, c, h, w) = g.dims4()?;
+                one(Some(g.reshape((n, c / groups, *groups, h * w))?.transpose(1, 2)?.contiguous()?.reshape((n, c, h, w))?))
+            }
+            Op::PrependToken(_) => {
+                let t = x()?.dim(3)?;
+                one(Some(g.narrow(3, 1, t)?.contiguous()?))
+            }
+            Op::AddPositional(_) => one(Some(g)),
+            Op::ClassToken => {
+                let (n, c, _, t) = x()?.dims4()?;
+                let rest = Tensor::zeros((n, c, 1, t - 1), g.dtype(), g.device())?;
+                one(Some(Tensor::cat(&[&g, &rest], 3)?))
+            }
+        }
+    }
+
     /// Runs `nodes`, reading earlier values from `values`; each value is dropped after its last
-    /// reader, so on return `values` holds only what later nodes read (and the logits).
-    fn run(&self, nodes: Range<NodeId>, values: &mut [Option<Tensor>]) -> Result<()> {
+    /// reader, so on return `values` holds only what later nodes read (and the logits). With
+    /// `recorded`, every value the nodes make is also kept there.
+    fn run_recording(&self, nodes: Range<NodeId>, values: &mut [Option<Tensor>], mut recorded: Option<&mut Vec<(NodeId, Tensor)>>) -> Result<()> {
         for i in nodes {
             let node = &self.graph.nodes[i];
             let args = node
@@ -200,9 +259,16 @@ impl Runner {
                     values[j] = None;
                 }
             }
+            if let Some(r) = recorded.as_deref_mut() {
+                r.push((i, out.clone()));
+            }
             values[i] = Some(out);
         }
         Ok(())
+    }
+
+    fn run(&self, nodes: Range<NodeId>, values: &mut [Option<Tensor>]) -> Result<()> {
+        self.run_recording(nodes, values, None)
     }
 
     /// The nodes before `nodes` that `nodes` read, in order.
@@ -216,40 +282,26 @@ impl Runner {
     /// Runs one segment of the forward pass, recorded or not, from the values in `values`, which
     /// then hold what later segments read.
     fn forward_segment(&self, nodes: Range<NodeId>, values: &mut [Option<Tensor>], record: bool, keep: bool) -> Result<Segment> {
-        let mut inputs = Vec::new();
-        let mut read_later = Vec::new();
-        for j in self.inputs_of(&nodes) {
-            let value = values[j].take().ok_or_else(|| Error::Internal(format!("the value of node {j} was freed")))?;
-            let var = Var::from_tensor(&value.detach())?;
-            // Unrecorded, the segment reads the Var's values without becoming part of any graph.
-            values[j] = Some(if record { var.as_tensor().clone() } else { var.as_tensor().detach() });
-            if self.last_use[j] >= nodes.end {
-                read_later.push((j, value));
-            }
-            inputs.push((j, var));
-        }
-        self.run(nodes.clone(), values)?;
-        let tape = record.then(|| outputs(&nodes, values));
-        for (j, value) in read_later {
-            values[j] = Some(value);
-        }
-        Ok(Segment { nodes, inputs, tape, keep })
+        let inputs = self
+            .inputs_of(&nodes)
+            .into_iter()
+            .map(|j| Ok((j, values[j].clone().ok_or_else(|| Error::Internal(format!("the value of node {j} was freed")))?)))
+            .collect::<Result<Vec<_>>>()?;
+        let mut recorded = record.then(Vec::new);
+        self.run_recording(nodes.clone(), values, recorded.as_mut())?;
+        Ok(Segment { nodes, inputs, recorded, keep })
     }
 
-    /// Records a segment again from its input `Var`s (the forward is deterministic: same values).
+    /// Records a segment again from its inputs (the forward is deterministic: same values).
     fn record(&self, segment: &Segment) -> Result<Vec<(NodeId, Tensor)>> {
         let mut values = vec![None; self.graph.nodes.len()];
-        for (j, var) in &segment.inputs {
-            values[*j] = Some(var.as_tensor().clone());
+        for (j, value) in &segment.inputs {
+            values[*j] = Some(value.clone());
         }
-        self.run(segment.nodes.clone(), &mut values)?;
-        Ok(outputs(&segment.nodes, &values))
+        let mut recorded = Vec::new();
+        self.run_recording(segment.nodes.clone(), &mut values, Some(&mut recorded))?;
+        Ok(recorded)
     }
-}
-
-/// The values of `nodes` still held after running them: those later nodes read, and the logits.
-fn outputs(nodes: &Range<NodeId>, values: &[Option<Tensor>]) -> Vec<(NodeId, Tensor)> {
-    nodes.clone().filter_map(|j| values[j].clone().map(|t| (j, t))).collect()
 }
 
 /// Bytes of a node's output value.
@@ -269,7 +321,7 @@ fn recorded_bytes(graph: &Graph, fused: &[Option<NodeId>], shapes: &[Chw], i: No
 }
 
 /// Bytes a node's backward holds at once besides the recording: the gradient at its output and a
-/// masked copy of it, and per input the gradient, the zeros candle adds it to, and their sum.
+/// masked copy of it, and per input the gradient and its sum with the gradient already there.
 fn backward_bytes(graph: &Graph, fused: &[Option<NodeId>], shapes: &[Chw], i: NodeId) -> u64 {
     if recorded_bytes(graph, fused, shapes, i) == 0 {
         return 0;
@@ -306,7 +358,7 @@ const MAX_CHECKPOINTS_WIDE: usize = 12;
 const WALK_GOAL: f64 = 2.0;
 /// A checkpoint must cut the peak of the input-gradient walks by at least this share.
 const MIN_SAVING: f64 = 0.1;
-/// More checkpoints cost more `Var`s (values crossing the cuts) than they save.
+/// More checkpoints hold more values crossing the cuts than they save.
 const MAX_CHECKPOINTS: usize = 4;
 /// No checkpoints where the unsplit walk holds at most this many times the f32 weights' bytes: the
 /// goal is wasm memory under 4x the weights, and a network whose activations are small next to its
@@ -342,7 +394,7 @@ impl Costs {
     }
 
     /// The peak of an input-gradient walk with checkpoint segments ending at `ends` (sorted): the
-    /// largest segment's walk, while the values crossing every cut are held as `Var`s.
+    /// largest segment's walk, while the values crossing every cut are held.
     fn peak(&self, ends: &[NodeId], layer: NodeId) -> u64 {
         let starts = std::iter::once(1).chain(ends.iter().copied());
         let stops = ends.iter().copied().chain(std::iter::once(layer + 1));
@@ -502,22 +554,6 @@ pub struct CpuPass {
 /// d score / d value of nodes whose producing segment has not been walked yet.
 type Pending = Vec<(NodeId, Tensor)>;
 
-/// sum_j <value_j, g_j> over a segment's outputs that have a pending gradient (which it consumes):
-/// its backward gives every gradient at the segment's inputs. `None` when none has one.
-fn seed(outputs: &[(NodeId, Tensor)], pending: &mut Pending) -> Result<Option<Tensor>> {
-    let mut seed: Option<Tensor> = None;
-    for (node, value) in outputs {
-        let Some(at) = pending.iter().position(|(j, _)| j == node) else { continue };
-        let (_, g) = pending.swap_remove(at);
-        let term = value.apply_op1(SeedOp(g))?;
-        seed = Some(match seed {
-            Some(s) => (s + term)?,
-            None => term,
-        });
-    }
-    Ok(seed)
-}
-
 fn add_pending(pending: &mut Pending, node: NodeId, g: Tensor) -> Result<()> {
     match pending.iter_mut().find(|(j, _)| *j == node) {
         Some((_, sum)) => *sum = (&*sum + &g)?,
@@ -540,24 +576,65 @@ impl CpuPass {
             if !pending.iter().any(|(node, _)| segment.nodes.contains(node)) {
                 continue; // nothing downstream depends on this segment
             }
-            let tape = match segment.tape.take() {
-                Some(tape) => tape,
+            let recorded = match segment.recorded.take() {
+                Some(recorded) => recorded,
                 None => self.runner.record(segment)?,
             };
-            if let Some(seed) = seed(&tape, &mut pending)? {
-                let grads = seed.backward()?;
-                for (node, var) in &segment.inputs {
-                    if let Some(g) = grads.get(var.as_tensor()) {
-                        add_pending(&mut pending, *node, g.detach())?;
-                    }
-                }
-            }
             if segment.keep {
-                segment.tape = Some(tape);
+                segment.recorded = Some(recorded.clone());
             }
+            self.runner.walk_back(segment, recorded, &mut pending)?;
         }
         Ok(pending)
     }
+}
+
+impl Runner {
+    /// One segment's backward: node by node from its last, each node's gradient taken from
+    /// `pending` (or summed from its readers) and passed to its inputs; the gradients reaching the
+    /// segment's inputs are left in `pending`. Each value and gradient is dropped once its node is
+    /// done, so the walk holds less and less of the recording (unless the segment keeps it).
+    fn walk_back(&self, segment: &Segment, recorded: Vec<(NodeId, Tensor)>, pending: &mut Pending) -> Result<()> {
+        let n = self.graph.nodes.len();
+        let mut values: Vec<Option<Tensor>> = vec![None; n];
+        for (j, v) in segment.inputs.iter().cloned().chain(recorded) {
+            values[j] = Some(v);
+        }
+        let mut grads: Vec<Option<Tensor>> = vec![None; n];
+        for (j, g) in std::mem::take(pending) {
+            if segment.nodes.contains(&j) {
+                add_grad(&mut grads[j], g)?;
+            } else {
+                pending.push((j, g));
+            }
+        }
+        for i in segment.nodes.clone().rev() {
+            let Some(g) = grads[i].take() else { continue };
+            let node = &self.graph.nodes[i];
+            let out = values[i].take().ok_or_else(|| Error::Internal(format!("'{}' was not recorded", node.name)))?;
+            let args = node.inputs.iter().map(|&j| values[j].clone().ok_or_else(|| Error::Internal(format!("an input of '{}' was not recorded", node.name)))).collect::<Result<Vec<_>>>()?;
+            let input_grads = self.backward(i, &args, &out, g)?;
+            drop((out, args));
+            for (&j, gj) in node.inputs.iter().zip(input_grads) {
+                let Some(gj) = gj else { continue };
+                if segment.nodes.contains(&j) {
+                    add_grad(&mut grads[j], gj)?;
+                } else {
+                    add_pending(pending, j, gj)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Adds `g` to a node's gradient (the first contribution is taken as it is, uncopied).
+fn add_grad(slot: &mut Option<Tensor>, g: Tensor) -> Result<()> {
+    *slot = Some(match slot.take() {
+        Some(sum) => (sum + g)?,
+        None => g,
+    });
+    Ok(())
 }
 
 impl Pass for CpuPass {
