@@ -166,6 +166,7 @@ export class GradcamClient extends EventTarget {
       const err = new Error(msg.message || 'unknown error in the gradcam worker');
       if (msg.name && msg.name !== 'Error') err.name = msg.name;
       if (msg.trap) err.trapped = true; // the wasm module trapped; the worker replaced it (see worker.js)
+      if (msg.modelLost) this.model = null; // ... but could not reload the model: load() again
       p.reject(err);
       // The worker could not replace its trapped instance: replace the worker.
       if (msg.fatal) this._workerDied('could not recover from a trap of its WebAssembly module');

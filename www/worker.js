@@ -398,13 +398,15 @@ self.addEventListener('message', (event) => {
       if (isTrap(e)) {
         let message;
         let fatal = false;
+        let modelLost = false;
         try {
           message = await trapMessage(cmd, e);
+          modelLost = explainer === null && loaded === null;
         } catch (r) {
           message = `The WebAssembly module trapped (${errorMessage(e)}) during ${cmd}() and ${errorMessage(r)}`;
           fatal = true;
         }
-        self.postMessage({ id, type: 'error', message, name: 'RuntimeError', trap: true, fatal });
+        self.postMessage({ id, type: 'error', message, name: 'RuntimeError', trap: true, fatal, modelLost });
       } else {
         self.postMessage({ id, type: 'error', message: errorMessage(e), name: (e && e.name) || 'Error' });
       }
