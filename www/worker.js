@@ -342,8 +342,8 @@ async function recoverFromTrap() {
   return `The module was re-instantiated and the model reloaded in ${Math.round(performance.now() - t0)} ms; the next call runs normally.`;
 }
 
-/** The message for a call that trapped: what trapped, the Rust panic message, what was done. */
-async function trapMessage(cmd, e) {
+/** The reply to a call that trapped: what trapped, the Rust panic message, what was done about it. */
+async function trapReply(cmd, e) {
   let panic = null;
   try {
     panic = wasm && typeof wasm.lastPanicMessage === 'function' ? wasm.lastPanicMessage() : null; // from the trapped instance
@@ -352,7 +352,16 @@ async function trapMessage(cmd, e) {
   }
   const what = `The WebAssembly module trapped (${(e && e.name) || 'RuntimeError'}: ${errorMessage(e)}) during ${cmd}()`;
   const why = panic ? `; the Rust code ${panic.replace(/\s+/g, ' ').trim()}` : '; no Rust panic message was recorded (an out-of-memory abort or a stack overflow traps without one)';
-  return `${what}${why}. ${await recoverFromTrap()}`;
+  let done;
+  let fatal = false;
+  try {
+    done = await recoverFromTrap();
+  } catch (r) {
+    done = `But ${errorMessage(r)}.`;
+    fatal = true; // the client replaces the whole worker
+  }
+  // modelLost: the instance is new but holds no model; the client forgets its model info.
+  return { message: `${what}${why}. ${done}`, fatal, modelLost: !fatal && explainer === null };
 }
 
 // A trap inside a wasm task (a future polled from a microtask, as in explainAsync) is not an
@@ -378,10 +387,15 @@ self.addEventListener('message', (event) => {
     const handler = handlers[cmd];
     try {
       if (strayTrap) {
+        // The instance trapped while no call ran: it is replaced before this call runs.
         const e = strayTrap;
         strayTrap = null;
-        await recoverFromTrap(); // an instance that trapped between calls is replaced before this one
-        console.warn(`gradcam worker: the module trapped between calls (${errorMessage(e)}); replaced it`);
+        const reply = await trapReply('a wasm task between calls', e);
+        if (reply.fatal) {
+          self.postMessage({ id, type: 'error', name: 'RuntimeError', trap: true, ...reply });
+          return;
+        }
+        console.warn(`gradcam worker: ${reply.message}`);
       }
       if (!handler) throw new Error(`unknown command '${cmd}'`);
       const trapped = new Promise((_, reject) => (trapSignal = { reject }));
@@ -396,17 +410,7 @@ self.addEventListener('message', (event) => {
       }
     } catch (e) {
       if (isTrap(e)) {
-        let message;
-        let fatal = false;
-        let modelLost = false;
-        try {
-          message = await trapMessage(cmd, e);
-          modelLost = explainer === null && loaded === null;
-        } catch (r) {
-          message = `The WebAssembly module trapped (${errorMessage(e)}) during ${cmd}() and ${errorMessage(r)}`;
-          fatal = true;
-        }
-        self.postMessage({ id, type: 'error', message, name: 'RuntimeError', trap: true, fatal, modelLost });
+        self.postMessage({ id, type: 'error', name: 'RuntimeError', trap: true, ...(await trapReply(cmd, e)) });
       } else {
         self.postMessage({ id, type: 'error', message: errorMessage(e), name: (e && e.name) || 'Error' });
       }

@@ -155,3 +155,49 @@ test('<gradcam-explainer>: shows the trap, then the same element explains the ne
   assert.deepEqual(errors.filter((e) => !EXPECTED.test(e)), [], 'the page logged errors');
   await page.close();
 });
+
+test('a pkg/ whose glue cannot make a new instance: the trap is reported, the client replaces the worker and reloads the model', async () => {
+  const context = await browser.newContext();
+  // The glue of a wasm-bindgen run without --experimental-reset-state-function: no __wbg_reset_state export.
+  let rewritten = 0;
+  await context.route(/\/pkg\/gradcam_wasm\.js$/, async (route) => {
+    const response = await route.fetch();
+    const body = (await response.text()).replace(/export function __wbg_reset_state\b/, () => {
+      rewritten++;
+      return 'function __wbg_reset_state';
+    });
+    await route.fulfill({ response, body });
+  });
+  const page = await context.newPage();
+  const errors = recordErrors(page);
+  await page.goto(new URL('tests/e2e/blank.html', server.url).href);
+  const out = await page.evaluate(async (MODEL) => {
+    const { GradcamClient } = await import('/www/gradcam-client.js');
+    const bitmap = await createImageBitmap(await (await fetch('/assets/samples/chelsea.png')).blob());
+    const ctx = new OffscreenCanvas(bitmap.width, bitmap.height).getContext('2d');
+    ctx.drawImage(bitmap, 0, 0);
+    const chelsea = ctx.getImageData(0, 0, bitmap.width, bitmap.height);
+    const snap = (r) => ({ classIdx: r.classIdx, probability: r.probability });
+    const failure = (e) => ({ error: true, name: e.name, message: e.message });
+    const client = new GradcamClient();
+    await client.load(MODEL, { backend: 'cpu' });
+    const before = snap(await client.explain(chelsea));
+    const firstWorker = client.worker;
+    const t0 = performance.now();
+    const trapped = await client.__testTrap().then(() => ({ error: false }), failure);
+    const next = snap(await client.explain(chelsea));
+    const tNext = performance.now() - t0;
+    const out = { before, trapped, next, tNext, newWorker: client.worker !== firstWorker };
+    client.terminate();
+    return out;
+  }, MODEL);
+  console.log('trap-recovery (no reset in the glue):', JSON.stringify(out, null, 1));
+  assert.ok(rewritten >= 1, 'the glue was served without __wbg_reset_state');
+  assert.equal(out.trapped.name, 'RuntimeError');
+  assert.match(out.trapped.message, /WebAssembly module trapped \(RuntimeError: unreachable\) during __testTrap\(\); the Rust code panicked at .*But this build of pkg\/ cannot make a new WebAssembly instance/);
+  assert.ok(out.newWorker, 'the client started a new worker');
+  assert.deepEqual(out.next, out.before, 'the new worker explains chelsea.png as before the trap');
+  assert.ok(out.tNext < RECOVERY_MS, `explained ${out.tNext.toFixed(0)} ms after the trap (limit ${RECOVERY_MS})`);
+  assert.deepEqual(errors.filter((e) => !EXPECTED.test(e)), [], 'the page logged errors');
+  await context.close();
+});
