@@ -7,15 +7,18 @@
 // via a <gradcam-explainer>; then the SAME client and the SAME element explain the next photo, with
 // the top class it had before the trap, within 2 s of the trap. The trapping call's error names the
 // trap and carries the Rust panic message; a call queued behind it runs on the new instance.
-// Last, the worker itself dies: pending calls reject saying so, and the next call starts a new one.
+// The worker itself dying is covered too: pending calls reject saying so, and the next call starts a
+// new worker and reloads the model (also what happens with a pkg/ whose glue cannot be reset). Last,
+// the demo page: its own explain call traps, it shows the error, and the next photo is explained.
 
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { REPO, artifactsDir, launchBrowser, recordErrors, startServer } from './harness.mjs';
+import { REPO, artifactsDir, installResultLog, launchBrowser, logLength, recordErrors, startServer, waitForLog } from './harness.mjs';
 
 const RECOVERY_MS = 2000;
+const SAMPLES = join(REPO, 'assets/samples');
 const MODEL = '/assets/models/efficientnet-lite0.safetensors';
 // What a trap logs on purpose: the panic hook's console line (and Chromium's echo of it).
 const EXPECTED = /gradcam-wasm: panicked|__testTrap|favicon/;
@@ -200,4 +203,57 @@ test('a pkg/ whose glue cannot make a new instance: the trap is reported, the cl
   assert.ok(out.tNext < RECOVERY_MS, `explained ${out.tNext.toFixed(0)} ms after the trap (limit ${RECOVERY_MS})`);
   assert.deepEqual(errors.filter((e) => !EXPECTED.test(e)), [], 'the page logged errors');
   await context.close();
+});
+
+test('the demo page: its explain call traps, the page shows it, the next photo is explained within 2 s', async () => {
+  const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
+  const errors = recordErrors(page);
+  // The demo's client is private to its module: the trap is forced by turning the page's next
+  // 'explain' message to its worker into the test-only '__testTrap' (same id, so the demo's own
+  // call gets the trap's answer).
+  await page.addInitScript(() => {
+    const post = Worker.prototype.postMessage;
+    window.__trapNextExplain = false;
+    Worker.prototype.postMessage = function (msg, transfer) {
+      if (window.__trapNextExplain && msg && msg.cmd === 'explain') {
+        window.__trapNextExplain = false;
+        window.__trapAt = performance.now();
+        msg = { ...msg, cmd: '__testTrap' };
+      }
+      return post.call(this, msg, transfer);
+    };
+  });
+  await page.goto(server.url);
+  await page.waitForFunction(() => /ready in/.test(document.querySelector('#model-info').textContent), null, { timeout: 45000, polling: 50 });
+  await page.waitForSelector('.tile[data-tile="guided-gradcam"].is-ready:not(.is-pending)', { timeout: 30000 });
+  await installResultLog(page);
+  const top1 = () => page.$$eval('#top5 li[data-class]', (lis) => Number(lis[0].dataset.class));
+
+  let from = await logLength(page);
+  await page.setInputFiles('#file-input', join(SAMPLES, 'chelsea.png'));
+  const reset = await waitForLog(page, from, { title: 'chelsea.png', hasTiming: false }, 'chelsea.png to replace the photo');
+  await waitForLog(page, reset.index + 1, { hasTiming: true, titleIncludes: '“' }, 'the explanation of chelsea.png');
+  const before = await top1();
+  await page.waitForSelector('.tile[data-tile="guided-gradcam"].is-ready:not(.is-pending)', { timeout: 30000 });
+
+  await page.evaluate(() => (window.__trapNextExplain = true));
+  await page.setInputFiles('#file-input', join(SAMPLES, 'coffee.png'));
+  await page.waitForFunction(() => document.querySelector('#status').classList.contains('is-error'), null, { timeout: 10000, polling: 20 });
+  const shown = await page.locator('#status').textContent();
+
+  from = await logLength(page);
+  await page.setInputFiles('#file-input', join(SAMPLES, 'chelsea.png'));
+  // (#timing is still empty after the failed call, so no 'photo replaced' entry comes first)
+  const entry = await waitForLog(page, from, { hasTiming: true, titleIncludes: '“' }, 'the explanation of chelsea.png after the trap', 10000);
+  const after = await top1();
+  const ms = entry.t - (await page.evaluate(() => window.__trapAt));
+  const statusError = await page.locator('#status').evaluate((n) => n.classList.contains('is-error'));
+  console.log(`trap-recovery (demo): shown "${shown}"; then ${entry.title} (${entry.sub}), ${ms.toFixed(0)} ms after the trap`);
+  assert.match(shown, /WebAssembly module trapped \(RuntimeError: unreachable\).*panicked at .*model reloaded/, 'the page shows the trap');
+  assert.equal(after, before, 'chelsea.png has the top class it had before the trap');
+  assert.ok(entry.sub.startsWith(`class ${before} `), `the explanation is of that class: "${entry.sub}"`);
+  assert.ok(!statusError, 'the error is cleared by the next result');
+  assert.ok(ms < RECOVERY_MS, `the next photo was explained ${ms.toFixed(0)} ms after the trap (limit ${RECOVERY_MS})`);
+  assert.deepEqual(errors.filter((e) => !EXPECTED.test(e) && !/trapped/.test(e)), [], 'the page logged errors');
+  await page.close();
 });
