@@ -310,7 +310,7 @@ function isTrap(e) {
  * Replaces the trapped instance with a fresh one and reloads the model into it. Returns a sentence
  * for the error message; throws (with `fatal`) when the glue cannot make a new instance.
  */
-async function recoverFromTrap() {
+async function recoverFromTrap(cmd) {
   const t0 = performance.now();
   const old = loaded;
   explainer = null;
@@ -339,7 +339,8 @@ async function recoverFromTrap() {
     }
     return `The module was re-instantiated, but the model could not be reloaded (${errorMessage(e)}): call load() again.`;
   }
-  return `The module was re-instantiated and the model reloaded in ${Math.round(performance.now() - t0)} ms; the next call runs normally.`;
+  const which = cmd === 'load' ? 'the model loaded before this call was' : 'the model';
+  return `The module was re-instantiated and ${which} reloaded in ${Math.round(performance.now() - t0)} ms; the next call runs normally.`;
 }
 
 /** The reply to a call that trapped: what trapped, the Rust panic message, what was done about it. */
@@ -355,7 +356,7 @@ async function trapReply(cmd, e) {
   let done;
   let fatal = false;
   try {
-    done = await recoverFromTrap();
+    done = await recoverFromTrap(cmd);
   } catch (r) {
     done = `But ${errorMessage(r)}.`;
     fatal = true; // the client replaces the whole worker
