@@ -4,7 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --quiet --release --lib --target wasm32-unknown-unknown --features webgpu
-wasm-bindgen --target web --out-dir pkg target/wasm32-unknown-unknown/release/gradcam_wasm.wasm
+# --experimental-reset-state-function: the glue exports __wbg_reset_state(), which makes a fresh
+# instance of the already compiled module; www/worker.js uses it to recover from a trap.
+wasm-bindgen --target web --experimental-reset-state-function --out-dir pkg target/wasm32-unknown-unknown/release/gradcam_wasm.wasm
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 cat > pkg/package.json <<JSON
 {

@@ -26,6 +26,8 @@ pub mod methods;
 pub mod onnx;
 pub mod synthetic;
 #[cfg(target_arch = "wasm32")]
+pub mod trap;
+#[cfg(target_arch = "wasm32")]
 pub mod wasm;
 pub mod weights;
 

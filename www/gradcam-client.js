@@ -52,25 +52,88 @@ export class GradcamClient extends EventTarget {
   constructor(options = {}) {
     super();
     this.wasmUrl = options.wasmUrl ? String(options.wasmUrl) : undefined;
-    this.worker =
-      options.worker ||
-      (options.workerUrl
-        ? new Worker(options.workerUrl, { type: 'module' })
-        : new Worker(new URL('./worker.js', import.meta.url), { type: 'module' }));
+    this._workerUrl = options.workerUrl;
+    this._ownWorker = !options.worker; // a worker the caller passed cannot be re-created here
     this._pending = new Map(); // id -> {resolve, reject, onProgress, cmd}
     this._nextId = 1;
     this._imageKeyInWorker = 0;
     this.model = null; // what load() returned
+    this._modelSource = null; // {source, options}: what load() loaded, kept to reload it in a new worker
+    this._dead = null; // an Error: why the worker died; the next call starts a new one
+    this._restarting = null; // Promise of the new worker (and the reloaded model)
     this._terminated = false;
-    this.worker.addEventListener('message', (e) => this._onMessage(e.data));
-    this.worker.addEventListener('error', (e) => {
+    this._startWorker(options.worker);
+  }
+
+  _startWorker(given) {
+    const worker =
+      given ||
+      (this._workerUrl
+        ? new Worker(this._workerUrl, { type: 'module' })
+        : new Worker(new URL('./worker.js', import.meta.url), { type: 'module' }));
+    this.worker = worker;
+    // Events of a worker that was replaced are ignored.
+    worker.addEventListener('message', (e) => worker === this.worker && this._onMessage(e.data));
+    worker.addEventListener('error', (e) => {
       if (e && typeof e.preventDefault === 'function') e.preventDefault();
+      if (worker !== this.worker) return;
       const where = e && e.filename ? ` (${e.filename}:${e.lineno})` : '';
-      this._failAll(new Error(`The gradcam worker failed to start or crashed${where}: ${(e && e.message) || 'see the console'}`));
+      this._workerDied(`failed to start or crashed${where}: ${(e && e.message) || 'see the console'}`);
     });
-    this.worker.addEventListener('messageerror', () => {
-      this._failAll(new Error('A message from the gradcam worker could not be read'));
+    worker.addEventListener('messageerror', () => {
+      if (worker === this.worker) this._failAll(new Error('A message from the gradcam worker could not be read'));
     });
+  }
+
+  /**
+   * The worker is gone (it crashed, or its wasm instance could not be replaced after a trap): every
+   * pending call is rejected with `why`, and the next call starts a new worker and reloads the model.
+   */
+  _workerDied(why) {
+    if (this._terminated) return;
+    const worker = this.worker;
+    try {
+      worker.terminate();
+    } catch {
+      /* already gone */
+    }
+    const next = !this._ownWorker
+      ? 'This client was given its worker and cannot start another: create a new GradcamClient and load() the model again.'
+      : this._modelSource
+        ? 'The next call starts a new worker and reloads the model.'
+        : 'The next call starts a new worker; load() a model first.';
+    this._dead = new Error(`The gradcam worker ${why}. ${next}`);
+    this._dead.name = 'WorkerError';
+    const pending = this._pending.size;
+    const err = new Error(`The gradcam worker ${why}; ${pending > 1 ? `this call and ${pending - 1} other pending call(s) were` : 'this call was'} cancelled. ${next}`);
+    err.name = 'WorkerError';
+    this._failAll(err);
+  }
+
+  /** A new worker in place of a dead one, with the model reloaded (when this client holds its source). */
+  _restart(reload) {
+    if (!this._restarting) {
+      const why = this._dead;
+      this._restarting = (async () => {
+        if (!this._ownWorker) throw why;
+        this._startWorker();
+        this._dead = null;
+        this._imageKeyInWorker = 0;
+        if (!reload || !this._modelSource) return;
+        const { source, options } = this._modelSource;
+        try {
+          const { args, transfer } = await this._loadArgs(source, options);
+          this.model = await this._send('load', args, transfer);
+        } catch (e) {
+          this.model = null;
+          this._modelSource = null;
+          throw new Error(`The gradcam worker had died (${why.message}), and reloading the model in a new worker failed: ${e.message}. Call load() again.`);
+        }
+      })().finally(() => {
+        this._restarting = null;
+      });
+    }
+    return this._restarting;
   }
 
   _failAll(error) {
@@ -102,12 +165,24 @@ export class GradcamClient extends EventTarget {
     else {
       const err = new Error(msg.message || 'unknown error in the gradcam worker');
       if (msg.name && msg.name !== 'Error') err.name = msg.name;
+      if (msg.trap) err.trapped = true; // the wasm module trapped; the worker replaced it (see worker.js)
+      if (msg.modelLost) this.model = null; // ... but could not reload the model: load() again
       p.reject(err);
+      // The worker could not replace its trapped instance: replace the worker.
+      if (msg.fatal) this._workerDied('could not recover from a trap of its WebAssembly module');
     }
   }
 
   _call(cmd, args = {}, transfer = [], onProgress = null) {
     if (this._terminated) return Promise.reject(new Error('This GradcamClient was terminated'));
+    if (this._dead || this._restarting) {
+      // The worker died: a new one first (with the model reloaded, unless this call loads or frees one).
+      return this._restart(cmd !== 'load' && cmd !== 'free').then(() => this._call(cmd, args, transfer, onProgress));
+    }
+    return this._send(cmd, args, transfer, onProgress);
+  }
+
+  _send(cmd, args = {}, transfer = [], onProgress = null) {
     const id = this._nextId++;
     return new Promise((resolve, reject) => {
       this._pending.set(id, { resolve, reject, onProgress, cmd });
@@ -144,6 +219,15 @@ export class GradcamClient extends EventTarget {
    *   backend: {backend: 'cpu'|'webgpu', requested, adapter, software, note}}>}
    */
   async load(urlOrBytes, options = {}, onProgress = null) {
+    const { args, transfer, keep } = await this._loadArgs(urlOrBytes, options);
+    this.model = await this._call('load', args, transfer, onProgress);
+    this._modelSource = keep; // to reload it if the worker dies
+    return this.model;
+  }
+
+  /** load()'s request: {args, transfer}, and `keep`, what reloads the same model later (no detached buffers). */
+  async _loadArgs(urlOrBytes, options = {}) {
+    const keep = { source: urlOrBytes, options: { ...options } };
     let source;
     const transfer = [];
     if (typeof urlOrBytes === 'string' || urlOrBytes instanceof URL) {
@@ -153,6 +237,7 @@ export class GradcamClient extends EventTarget {
       const view = urlOrBytes instanceof ArrayBuffer ? new Uint8Array(urlOrBytes) : new Uint8Array(urlOrBytes.buffer, urlOrBytes.byteOffset, urlOrBytes.byteLength);
       source = view.slice();
       transfer.push(source.buffer);
+      if (typeof Blob !== 'undefined') keep.source = new Blob([source]); // a copy the caller cannot change
     } else if (typeof Blob !== 'undefined' && urlOrBytes instanceof Blob) {
       source = new Uint8Array(await urlOrBytes.arrayBuffer());
       transfer.push(source.buffer);
@@ -180,10 +265,10 @@ export class GradcamClient extends EventTarget {
         const bytes = d instanceof ArrayBuffer || ArrayBuffer.isView(d) ? new Uint8Array(d instanceof ArrayBuffer ? d : d.buffer, d.byteOffset || 0, d.byteLength).slice() : new Uint8Array(await d.arrayBuffer());
         opts.externalData = bytes;
         transfer.push(bytes.buffer);
+        if (typeof Blob !== 'undefined') keep.options.externalData = new Blob([bytes]);
       }
     }
-    this.model = await this._call('load', { source, options: opts, wasmUrl: this.wasmUrl }, transfer, onProgress);
-    return this.model;
+    return { args: { source, options: opts, wasmUrl: this.wasmUrl }, transfer, keep };
   }
 
   /**
@@ -233,6 +318,15 @@ export class GradcamClient extends EventTarget {
   free() {
     this.model = null;
     return this._call('free');
+  }
+
+  /**
+   * TEST ONLY: makes the wasm module in the worker trap through its test-only export (src/trap.rs),
+   * so that tests can prove the recovery; the call rejects with the trap's error. `inTask`: the panic
+   * happens inside a wasm task, as one inside explainAsync would.
+   */
+  __testTrap({ inTask = false } = {}) {
+    return this._call('__testTrap', { inTask: !!inTask, wasmUrl: this.wasmUrl });
   }
 
   /** Stops the worker at once (cancels a running Score-CAM); pending calls reject. */

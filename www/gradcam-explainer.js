@@ -24,16 +24,25 @@ const clients = new Map(); // model URL + arch -> Promise<GradcamClient>
 function sharedClient(modelUrl, settings, onProgress) {
   const key = JSON.stringify([modelUrl, settings]);
   let entry = clients.get(key);
+  if (entry && entry.client.model === null && entry.ready) {
+    // Its worker died and the model could not be reloaded there: start over with a new client.
+    clients.delete(key);
+    entry.client.terminate();
+    entry = null;
+  }
   if (!entry) {
     const client = new GradcamClient();
-    entry = { listeners: new Set(), promise: null };
+    entry = { client, listeners: new Set(), promise: null, ready: false };
     entry.promise = loadOptions(settings)
       .then((options) =>
         client.load(modelUrl, options, (done, total) => {
           for (const f of entry.listeners) f(done, total);
         }),
       )
-      .then(() => client);
+      .then(() => {
+        entry.ready = true;
+        return client;
+      });
     entry.promise.catch(() => {
       clients.delete(key); // a later element may retry
       client.terminate();

@@ -5,6 +5,22 @@
 //                   {id?, type: 'progress', phase: 'download'|'method', done, total}
 // Typed arrays in results are transferred, not copied. Progress messages without an id (for
 // example posted by the wasm side during Score-CAM) belong to the request being processed.
+//
+// Traps. A Rust panic (or an out-of-memory abort) ends in `RuntimeError: unreachable`, after which
+// the wasm instance is unusable. The worker then answers THAT call with an error that names the
+// trap and the panic message, replaces the instance with a fresh one, reloads the model from the
+// bytes it keeps (`loaded` below), and goes on with the next call; calls queued behind the trapping
+// one run on the new instance. How the instance is replaced: wasm-bindgen's `--target web` glue
+// keeps the instance in module-level variables, and calling its init function again returns the
+// old, trapped instance (`if (wasm !== undefined) return wasm`). scripts/build-web.sh therefore
+// runs wasm-bindgen with --experimental-reset-state-function, which exports __wbg_reset_state():
+// a new WebAssembly.Instance of the module it already compiled, with fresh imports, heap and
+// cached memory views (a few ms, no download, no recompile). Objects of the old instance (the
+// Explainer, kept results) are dropped; using one would throw 'stale object'. A glue without that
+// function (an older pkg/) cannot be reset in place: the worker then says so with `fatal: true`
+// and the client (gradcam-client.js) replaces the whole worker instead. (Re-importing the glue
+// with a cache-busting query would also give fresh glue state, but not in the webpack build,
+// which bundles the glue once.)
 
 import { commitModelCache, loadModelBytes, verifyIntegrity } from './model-loader.js';
 
@@ -13,6 +29,9 @@ let wasmMemory = null; // its WebAssembly.Memory, whose buffer must never be tra
 let wasmReady = null; // Promise of it
 let explainer = null;
 let modelInfo = null;
+let loaded = null; // {bytes, opts}: the model of `explainer`, kept to reload it after a trap
+let trapSignal = null; // {reject}: how a trap seen outside the running call (a wasm task) fails that call
+let strayTrap = null; // a trap seen while no call ran: the next call replaces the instance first
 let image = null; // {key, imageData}: the last image, kept so that the forward pass can be reused
 const results = new Map(); // resultId -> the Explainer's own result object (for overlay)
 const MAX_RESULTS = 8;
@@ -45,6 +64,9 @@ function ensureWasm(wasmUrl) {
       try {
         const exports = await (wasmUrl ? mod.default({ module_or_path: wasmUrl }) : mod.default());
         wasmMemory = exports && exports.memory instanceof WebAssembly.Memory ? exports.memory : null;
+        if (typeof mod.lastPanicMessage !== 'function' || typeof mod.__wbg_reset_state !== 'function') {
+          console.warn('gradcam worker: this pkg/ cannot be reset in place after a trap (rebuild it with scripts/build-web.sh); a trap will restart the worker');
+        }
       } catch (e) {
         throw new Error('Could not start the WebAssembly module (pkg/gradcam_wasm_bg.wasm): ' + errorMessage(e));
       }
@@ -197,6 +219,7 @@ const handlers = {
     for (const r of results.values()) if (r && typeof r.free === 'function') try { r.free(); } catch { /* ignore */ }
     results.clear();
     explainer = next;
+    loaded = { bytes, opts };
     const t2 = performance.now();
     modelInfo = {
       url,
@@ -260,15 +283,102 @@ const handlers = {
     return modelInfo;
   },
 
+  // TEST ONLY: makes the module trap through its test-only export (see src/trap.rs), so that tests
+  // can prove the recovery; `inTask` traps inside a wasm task, as a panic in explainAsync would.
+  async __testTrap({ inTask, wasmUrl }) {
+    const mod = await ensureWasm(wasmUrl);
+    if (typeof mod.__testTrap !== 'function') throw new Error('this pkg/ has no __testTrap export: rebuild it with scripts/build-web.sh');
+    mod.__testTrap(!!inTask);
+    return new Promise(() => {}); // inTask: the trap arrives through trapSignal
+  },
+
   async free() {
     if (explainer) explainer.free();
     explainer = null;
+    loaded = null;
     modelInfo = null;
     image = null;
     results.clear();
     return true;
   },
 };
+
+/** Is `e` an error after which the wasm instance cannot be used any more? */
+function isTrap(e) {
+  if (typeof WebAssembly !== 'undefined' && e instanceof WebAssembly.RuntimeError) return true;
+  // A JS stack overflow thrown through wasm frames leaves Rust state half-updated just the same.
+  return e instanceof RangeError && /call stack/i.test(e.message);
+}
+
+/**
+ * Replaces the trapped instance with a fresh one and reloads the model into it. Returns a sentence
+ * for the error message; throws (with `fatal`) when the glue cannot make a new instance.
+ */
+async function recoverFromTrap(cmd) {
+  const t0 = performance.now();
+  const old = loaded;
+  explainer = null;
+  modelInfo = old ? modelInfo : null;
+  results.clear(); // objects of the dead instance: never free()d, they die with it
+  if (!wasm || typeof wasm.__wbg_reset_state !== 'function') {
+    const e = new Error('this build of pkg/ cannot make a new WebAssembly instance in the worker (rebuild it with scripts/build-web.sh); the client restarts the worker');
+    e.fatal = true;
+    throw e;
+  }
+  wasm.__wbg_reset_state();
+  try {
+    wasmMemory = wasm.__wasmMemory ? wasm.__wasmMemory() : null;
+  } catch {
+    wasmMemory = null;
+  }
+  if (!old) return `The module was re-instantiated in ${Math.round(performance.now() - t0)} ms (no model was loaded).`;
+  try {
+    explainer = await wasm.Explainer.create(old.bytes, old.opts);
+    loaded = old;
+  } catch (e) {
+    loaded = null;
+    modelInfo = null;
+    if (isTrap(e)) {
+      wasm.__wbg_reset_state(); // the model itself traps: leave a clean instance without it
+    }
+    return `The module was re-instantiated, but the model could not be reloaded (${errorMessage(e)}): call load() again.`;
+  }
+  const which = cmd === 'load' ? 'the model loaded before this call was' : 'the model';
+  return `The module was re-instantiated and ${which} reloaded in ${Math.round(performance.now() - t0)} ms; the next call runs normally.`;
+}
+
+/** The reply to a call that trapped: what trapped, the Rust panic message, what was done about it. */
+async function trapReply(cmd, e) {
+  let panic = null;
+  try {
+    panic = wasm && typeof wasm.lastPanicMessage === 'function' ? wasm.lastPanicMessage() : null; // from the trapped instance
+  } catch {
+    panic = null; // the instance is too broken even for that
+  }
+  const what = `The WebAssembly module trapped (${(e && e.name) || 'RuntimeError'}: ${errorMessage(e)}) during ${cmd}()`;
+  const why = panic ? `; the Rust code ${panic.replace(/\s+/g, ' ').trim()}` : '; no Rust panic message was recorded (an out-of-memory abort or a stack overflow traps without one)';
+  let done;
+  let fatal = false;
+  try {
+    done = await recoverFromTrap(cmd);
+  } catch (r) {
+    done = `But ${errorMessage(r)}.`;
+    fatal = true; // the client replaces the whole worker
+  }
+  // modelLost: the instance is new but holds no model; the client forgets its model info.
+  return { message: `${what}${why}. ${done}`, fatal, modelLost: !fatal && explainer === null };
+}
+
+// A trap inside a wasm task (a future polled from a microtask, as in explainAsync) is not an
+// exception of any call: it arrives here, and fails the call that is running.
+function onStrayTrap(event, error) {
+  if (!isTrap(error)) return;
+  event.preventDefault(); // handled here: not a crash of the worker (the page's Worker 'error' event)
+  if (trapSignal) trapSignal.reject(error);
+  else strayTrap = error;
+}
+self.addEventListener('error', (event) => onStrayTrap(event, event.error));
+self.addEventListener('unhandledrejection', (event) => onStrayTrap(event, event.reason));
 
 // Requests run one at a time, in order: the Explainer is not re-entrant.
 let queue = Promise.resolve();
@@ -281,8 +391,21 @@ self.addEventListener('message', (event) => {
     const post = (m, transfer) => self.postMessage({ id, ...m }, transfer || []);
     const handler = handlers[cmd];
     try {
+      if (strayTrap) {
+        // The instance trapped while no call ran: it is replaced before this call runs.
+        const e = strayTrap;
+        strayTrap = null;
+        const reply = await trapReply('a wasm task between calls', e);
+        if (reply.fatal) {
+          self.postMessage({ id, type: 'error', name: 'RuntimeError', trap: true, ...reply });
+          return;
+        }
+        console.warn(`gradcam worker: ${reply.message}`);
+      }
       if (!handler) throw new Error(`unknown command '${cmd}'`);
-      const value = await handler(args || {}, post);
+      const trapped = new Promise((_, reject) => (trapSignal = { reject }));
+      trapped.catch(() => {});
+      const value = await Promise.race([handler(args || {}, post), trapped]);
       let transfer = [];
       try {
         transfer = [...transferables(value)];
@@ -291,7 +414,13 @@ self.addEventListener('message', (event) => {
         self.postMessage({ id, type: 'result', value }); // fall back to copying
       }
     } catch (e) {
-      self.postMessage({ id, type: 'error', message: errorMessage(e), name: (e && e.name) || 'Error' });
+      if (isTrap(e)) {
+        self.postMessage({ id, type: 'error', name: 'RuntimeError', trap: true, ...(await trapReply(cmd, e)) });
+      } else {
+        self.postMessage({ id, type: 'error', message: errorMessage(e), name: (e && e.name) || 'Error' });
+      }
+    } finally {
+      trapSignal = null;
     }
   });
 });
