@@ -14,7 +14,7 @@ use crate::imaging::preprocess::{preprocess, Geometry, Normalize, Preprocess, Re
 use crate::imaging::project::{crop_mask, project_to_image};
 use crate::imaging::rgb::RgbImage;
 use crate::methods::score::LogitsBatch;
-use crate::methods::{cam, eigen, guided, score, Method};
+use crate::methods::{Computed, Evidence, Method, Sign};
 use crate::weights::WeightMap;
 use std::sync::Arc;
 
@@ -179,13 +179,13 @@ pub struct ExplainOptions {
     pub normalization: Normalization,
     /// Overrides the resize/crop (normalization always follows the model).
     pub resize: Option<Resize>,
-    pub score_cam: score::ScoreCamOptions,
+    pub score_cam: crate::methods::score::ScoreCamOptions,
 }
 
 impl Default for ExplainOptions {
     fn default() -> Self {
         ExplainOptions {
-            method: Method::GradCam,
+            method: Method::GRAD_CAM,
             layer: None,
             target: Target::Top1,
             signed: false,
@@ -483,13 +483,12 @@ impl Explainer {
         let Explainer { cache, executor, model } = self;
         let cached = cache.as_mut().ok_or_else(|| Error::Internal("no forward pass".into()))?;
         let tokens = model.graph.leading_tokens(layer);
-        let (mut raw, rgb) = compute_map(opts, cached, executor.as_ref(), batched_forwards, &target, tokens, progress)?;
+        let Computed { map: mut raw, rgb } = compute_map(opts, cached, executor.as_ref(), batched_forwards, &target, tokens, progress)?;
         let mut warnings = Vec::new();
         if let Some(i) = raw.data.iter().position(|v| !v.is_finite()) {
             return fail!(Numeric, "the {} map has a non-finite value at cell {i}; the gradients overflowed", opts.method.name());
         }
-        let positive = opts.signed || opts.method.is_input_resolution() || opts.method == Method::EigenCam;
-        if !positive {
+        if opts.method.sign() == Sign::Relu && !opts.signed {
             raw.data.iter_mut().for_each(|v| *v = v.max(0.0));
         }
         if raw.data.iter().all(|v| *v == 0.0) {
@@ -534,8 +533,7 @@ fn as_grid(m: FeatureMap, tokens: Option<usize>) -> Result<FeatureMap> {
     }
 }
 
-/// The method's map (signed, before ReLU) and, for guided methods, the RGB gradient image.
-#[allow(clippy::too_many_arguments)]
+/// Gathers from the pass what the method needs (its `Evidence`) and runs it.
 fn compute_map(
     opts: &ExplainOptions,
     c: &mut CachedPass,
@@ -544,42 +542,30 @@ fn compute_map(
     target: &[f32],
     tokens: Option<usize>,
     progress: &mut dyn FnMut(usize, usize),
-) -> Result<(Map, Option<FeatureMap>)> {
-    let a = as_grid(c.pass.activations().clone(), tokens)?;
-    let map = match opts.method {
-        Method::EigenCam => eigen::eigen_cam(&a),
-        Method::ScoreCam => {
-            let (h, w) = (c.input.height, c.input.width);
-            let mut run = |x: &[f32], n: usize| executor.logits_batch(x, n, h, w);
-            let run: &mut LogitsBatch = match batched_forwards {
-                Some(given) => given,
-                None => &mut run,
-            };
-            score::score_cam(&a, &c.input, target, opts.score_cam, run, progress)?
-        }
-        Method::GuidedBackprop | Method::GuidedGradCam => {
-            let mut g = c.pass.input_gradient(target, true)?;
-            if opts.method == Method::GuidedGradCam {
-                let mut cam_map = cam::grad_cam(&a, &as_grid(c.pass.layer_gradient(target)?, tokens)?);
-                cam_map.data.iter_mut().for_each(|v| *v = v.max(0.0));
-                g = guided::guided_grad_cam(&g, &cam_map)?;
-            }
-            let rgb = FeatureMap::new(3, g.height, g.width, guided::to_rgb(&g));
-            return Ok((guided::magnitude(&g), Some(rgb)));
-        }
-        m => {
-            let g = as_grid(c.pass.layer_gradient(target)?, tokens)?;
-            match m {
-                Method::Counterfactual => cam::counterfactual(&a, &g),
-                Method::GradCamPlusPlus => cam::grad_cam_plus_plus(&a, &g),
-                Method::HiResCam => cam::hires_cam(&a, &g),
-                Method::XGradCam => cam::xgrad_cam(&a, &g),
-                Method::LayerCam => cam::layer_cam(&a, &g),
-                _ => cam::grad_cam(&a, &g),
-            }
-        }
+) -> Result<Computed> {
+    let needs = opts.method.needs();
+    let activations = as_grid(c.pass.activations().clone(), tokens)?;
+    let layer_gradient = if needs.layer_gradient { Some(as_grid(c.pass.layer_gradient(target)?, tokens)?) } else { None };
+    let guided_input_gradient = if needs.guided_input_gradient { Some(c.pass.input_gradient(target, true)?) } else { None };
+    let (h, w) = (c.input.height, c.input.width);
+    let mut run = |x: &[f32], n: usize| executor.logits_batch(x, n, h, w);
+    let forwards: &mut LogitsBatch = match batched_forwards {
+        Some(given) => given,
+        None => &mut run,
     };
-    Ok((map, None))
+    let mut score_cam = opts.score_cam;
+    score_cam.batch = Some(score_cam.batch.unwrap_or(executor.forward_batch()));
+    let mut evidence = Evidence {
+        activations: &activations,
+        layer_gradient: layer_gradient.as_ref(),
+        guided_input_gradient: guided_input_gradient.as_ref(),
+        input: &c.input,
+        target,
+        forwards,
+        score_cam,
+        progress,
+    };
+    opts.method.compute(&mut evidence)
 }
 
 /// Puts a map on the original image's grid; min-max normalizes over the pixels the network saw.

@@ -35,13 +35,13 @@ fn every_architecture_is_detected_loads_and_explains() {
         let default = model.default_layer();
         assert!(model.layers().iter().any(|l| l.name == default || l.aliases.contains(&default)), "{}: default layer {default} not listed", arch.name());
         let mut ex = Explainer::new(model);
-        for method in [Method::GradCam, Method::GuidedGradCam] {
+        for method in [Method::GRAD_CAM, Method::GUIDED_GRAD_CAM] {
             let opts = ExplainOptions { method, target: Target::Class(3), ..Default::default() };
             let e = ex.explain_tensor(random_input(224, 224), &opts).unwrap_or_else(|e| panic!("{} {}: {e}", arch.name(), method.name()));
             assert!(e.raw.data.iter().all(|v| v.is_finite()), "{}: non-finite map", arch.name());
             assert!(e.raw.data.iter().any(|v| *v > 0.0) || !e.warnings.is_empty(), "{}: empty map without a warning", arch.name());
             assert_eq!((e.image_map.width, e.image_map.height), (224, 224));
-            if method == Method::GradCam {
+            if method == Method::GRAD_CAM {
                 assert!(e.raw.width >= 6 && e.raw.width <= 14, "{}: {}x{} map at {}", arch.name(), e.raw.width, e.raw.height, e.layer);
             } else {
                 assert!(e.forward_reused, "{}: the second method should reuse the forward pass", arch.name());

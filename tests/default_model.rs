@@ -68,7 +68,7 @@ fn grad_cam_discriminates_cat_from_espresso_on_a_composite() {
     let img = composite();
     let resize = Some(Resize::Exact { width: 448, height: 224 });
     let cats = Target::Weighted(CATS.iter().map(|&c| (c, 1.0)).collect());
-    for method in [Method::GradCam, Method::GuidedGradCam, Method::HiResCam, Method::LayerCam, Method::XGradCam, Method::GradCamPlusPlus] {
+    for method in [Method::GRAD_CAM, Method::GUIDED_GRAD_CAM, Method::HIRES_CAM, Method::LAYER_CAM, Method::XGRAD_CAM, Method::GRAD_CAM_PLUS_PLUS] {
         let cat = ex.explain(&img, &ExplainOptions { method, target: cats.clone(), resize: resize.clone(), ..Default::default() }).unwrap();
         let cup = ex.explain(&img, &ExplainOptions { method, target: Target::Class(ESPRESSO), resize: resize.clone(), ..Default::default() }).unwrap();
         let (l_cat, l_cup) = (left_share(&cat.image_map), left_share(&cup.image_map));
@@ -78,7 +78,7 @@ fn grad_cam_discriminates_cat_from_espresso_on_a_composite() {
         assert!(cup.forward_reused, "the second class must reuse the forward pass");
     }
     // The counterfactual map of espresso points at what argues against it: the cat.
-    let cf = ex.explain(&img, &ExplainOptions { method: Method::Counterfactual, target: Target::Class(ESPRESSO), resize, ..Default::default() }).unwrap();
+    let cf = ex.explain(&img, &ExplainOptions { method: Method::COUNTERFACTUAL, target: Target::Class(ESPRESSO), resize, ..Default::default() }).unwrap();
     println!("counterfactual espresso: left share {:.3}", left_share(&cf.image_map));
     assert!(left_share(&cf.image_map) > 0.5);
 }
@@ -92,7 +92,7 @@ fn every_method_gives_a_finite_nonzero_map_on_a_photo() {
         let e = ex.explain(&img, &opts).unwrap_or_else(|e| panic!("{}: {e}", method.name()));
         assert_eq!(e.class, ESPRESSO);
         assert!(e.raw.data.iter().all(|v| v.is_finite()), "{}: non-finite map", method.name());
-        if method == Method::Counterfactual {
+        if method == Method::COUNTERFACTUAL {
             // At p = 0.95 nothing argues against espresso: the map may be empty, but then it must say so.
             assert!(e.raw.max() > 0.0 || e.warnings.iter().any(|w| w.contains("all zero")), "empty counterfactual map without a warning");
             continue;
@@ -142,7 +142,7 @@ fn score_cam_reports_progress_and_discriminates() {
     let img = composite();
     let resize = Some(Resize::Exact { width: 448, height: 224 });
     let mut seen = Vec::new();
-    let opts = ExplainOptions { method: Method::ScoreCam, target: Target::Class(ESPRESSO), resize, score_cam: ScoreCamOptions { batch: Some(32), max_channels: Some(128) }, ..Default::default() };
+    let opts = ExplainOptions { method: Method::SCORE_CAM, target: Target::Class(ESPRESSO), resize, score_cam: ScoreCamOptions { batch: Some(32), max_channels: Some(128) }, ..Default::default() };
     let e = ex.explain_with_progress(&img, &opts, &mut |done, total| seen.push((done, total))).unwrap();
     assert_eq!(seen.len(), 4, "one report per batch of 32: {seen:?}");
     assert_eq!(*seen.last().unwrap(), (128, 128));

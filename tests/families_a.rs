@@ -247,13 +247,13 @@ fn check(label: &str, sd: &Sd, arch: Arch, default_layer: &str, size: usize, map
     assert_eq!(model.default_layer(), default_layer, "{label}");
     assert!(model.layers().iter().any(|l| l.name == default_layer || l.aliases.iter().any(|a| a == default_layer)), "{label}: {default_layer} not listed");
     let mut ex = Explainer::new(model);
-    for method in [Method::GradCam, Method::GuidedGradCam] {
+    for method in [Method::GRAD_CAM, Method::GUIDED_GRAD_CAM] {
         let opts = ExplainOptions { method, target: Target::Class(3), ..Default::default() };
         let e = ex.explain_tensor(random_input(size, size), &opts).unwrap_or_else(|e| panic!("{label} {}: {e}", method.name()));
         assert_eq!(e.layer, default_layer, "{label}: the explanation names the layer as it was asked for");
         assert!(e.raw.data.iter().all(|v| v.is_finite()), "{label}: non-finite map");
         assert!(e.raw.data.iter().any(|v| *v > 0.0) || !e.warnings.is_empty(), "{label}: empty map without a warning");
-        if method == Method::GradCam {
+        if method == Method::GRAD_CAM {
             assert_eq!((e.raw.width, e.raw.height), (map, map), "{label}: map size at {default_layer}");
         }
     }

@@ -198,12 +198,12 @@ fn each_family_is_detected_builds_and_explains() {
         assert_eq!(model.default_layer(), layer, "{name}");
         assert_eq!(model.graph.num_classes, 10, "{name}");
         let mut ex = Explainer::new(model);
-        for method in [Method::GradCam, Method::GuidedGradCam] {
+        for method in [Method::GRAD_CAM, Method::GUIDED_GRAD_CAM] {
             let input = FeatureMap::new(3, 96, 96, Rng::new(5).vec(3 * 96 * 96, 1.5));
             let opts = ExplainOptions { method, target: Target::Class(3), ..Default::default() };
             let e = ex.explain_tensor(input, &opts).unwrap_or_else(|e| panic!("{name} {}: {e}", method.name()));
             assert!(e.raw.data.iter().all(|v| v.is_finite()), "{name}: non-finite map");
-            if method == Method::GradCam {
+            if method == Method::GRAD_CAM {
                 // Every family downsamples by 32: a 96x96 input gives a 3x3 map.
                 assert_eq!((e.raw.width, e.raw.height), (3, 3), "{name}");
             }

@@ -159,12 +159,12 @@ fn gpu_session_explains_like_the_cpu_explainer() {
     let mut on_cpu = Explainer::new(model());
     let image = sample("chelsea.png");
     let cases = [
-        (Method::GradCam, Target::Top1),
-        (Method::GradCam, Target::Class(285)), // another class: the forward is reused
-        (Method::GuidedGradCam, Target::Class(281)),
-        (Method::GuidedBackprop, Target::Top1),
-        (Method::LayerCam, Target::Top1),
-        (Method::EigenCam, Target::Top1),
+        (Method::GRAD_CAM, Target::Top1),
+        (Method::GRAD_CAM, Target::Class(285)), // another class: the forward is reused
+        (Method::GUIDED_GRAD_CAM, Target::Class(281)),
+        (Method::GUIDED_BACKPROP, Target::Top1),
+        (Method::LAYER_CAM, Target::Top1),
+        (Method::EIGEN_CAM, Target::Top1),
     ];
     for (i, (method, target)) in cases.into_iter().enumerate() {
         let opts = ExplainOptions { method, target, ..Default::default() };
@@ -178,7 +178,7 @@ fn gpu_session_explains_like_the_cpu_explainer() {
         assert_eq!(g.forward_reused, i > 0, "{}: the forward of the same image is reused", method.name());
     }
     // Score-CAM: its masked forwards are awaited on the GPU, batch by batch, with progress.
-    let mut opts = ExplainOptions { method: Method::ScoreCam, ..Default::default() };
+    let mut opts = ExplainOptions { method: Method::SCORE_CAM, ..Default::default() };
     opts.score_cam.max_channels = Some(10);
     opts.score_cam.batch = Some(4);
     let mut reports = Vec::new();

@@ -95,7 +95,7 @@ fn check_cam_closed_form(name: &str, model: Model, head: &str, input: FeatureMap
     assert!(peak > 0.0, "{name}: CAM is identically zero, the test would be vacuous");
 
     let mut ex = Explainer::new(model);
-    let opts = ExplainOptions { method: Method::GradCam, target: Target::Class(class), signed: true, normalization: Normalization::Raw, ..Default::default() };
+    let opts = ExplainOptions { method: Method::GRAD_CAM, target: Target::Class(class), signed: true, normalization: Normalization::Raw, ..Default::default() };
     let e = ex.explain_tensor(input, &opts).unwrap();
     assert_eq!(e.raw.data.len(), n);
     let worst = e.raw.data.iter().zip(&cam).map(|(g, c)| (g - c).abs()).fold(0.0f32, f32::max);

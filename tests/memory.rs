@@ -65,7 +65,7 @@ fn measure(name: &str, bytes: Vec<u8>, arch: Arch) -> Phases {
     let input = FeatureMap::new(3, 224, 224, Rng::new(7).vec(3 * 224 * 224, 1.5));
     let model_only = LIVE.load(Relaxed);
     let (_, grad_cam) = peak_of(|| ex.explain_tensor(input.clone(), &ExplainOptions::default()).unwrap());
-    let guided_opts = ExplainOptions { method: Method::GuidedGradCam, ..Default::default() };
+    let guided_opts = ExplainOptions { method: Method::GUIDED_GRAD_CAM, ..Default::default() };
     PEAK.store(LIVE.load(Relaxed), Relaxed);
     ex.explain_tensor(input.clone(), &guided_opts).unwrap();
     // The guided call reuses Grad-CAM's pass, which it holds: its peak counts from the model alone.

@@ -271,7 +271,7 @@ fn an_imported_model_explains_an_image_through_the_explainer() {
     let image = RgbImage::from_rgb(w, h, rgb).unwrap();
     for net in ["resnet", "convnext", "misc"] {
         let mut ex = Explainer::new(load(net, "dynamo"));
-        for method in [Method::GradCam, Method::GuidedGradCam, Method::ScoreCam] {
+        for method in [Method::GRAD_CAM, Method::GUIDED_GRAD_CAM, Method::SCORE_CAM] {
             let e = ex.explain(&image, &ExplainOptions { method, ..Default::default() }).unwrap_or_else(|e| panic!("{net} {method:?}: {e}"));
             assert_eq!((e.image_map.width, e.image_map.height), (w, h));
             assert!(e.image_map.data.iter().all(|v| v.is_finite()) && e.image_map.data.iter().any(|&v| v > 0.0), "{net} {method:?}: empty map");

@@ -15,7 +15,7 @@ fn write_native_reference_for_the_wasm_parity_test() {
     let mut ex = Explainer::new(Model::from_bytes(&default_model_bytes(), None).unwrap());
     let mut maps = serde_json::Map::new();
     let mut top5 = serde_json::Value::Null;
-    for (method, class) in [(Method::GradCam, 281), (Method::GradCam, 967), (Method::LayerCam, 282), (Method::GuidedBackprop, 281)] {
+    for (method, class) in [(Method::GRAD_CAM, 281), (Method::GRAD_CAM, 967), (Method::LAYER_CAM, 282), (Method::GUIDED_BACKPROP, 281)] {
         let e = ex.explain(&img, &ExplainOptions { method, target: Target::Class(class), ..Default::default() }).unwrap();
         top5 = serde_json::to_value(&e.top5).unwrap();
         maps.insert(format!("{}:{class}", method.name()), json!({ "width": e.raw.width, "height": e.raw.height, "values": e.raw.data }));

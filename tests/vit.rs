@@ -72,7 +72,7 @@ fn check_against_torch(name: &str, f: Fixture) {
     assert!(err < 1e-3, "{name}: logits differ from torch's by {err:e}");
 
     let mut ex = Explainer::new(f.model);
-    let opts = ExplainOptions { method: Method::GradCam, target: Target::Class(f.class), normalization: Normalization::Raw, ..Default::default() };
+    let opts = ExplainOptions { method: Method::GRAD_CAM, target: Target::Class(f.class), normalization: Normalization::Raw, ..Default::default() };
     let e = ex.explain_tensor(f.input, &opts).unwrap();
     assert_eq!(vec![e.raw.height, e.raw.width], f.map.0, "{name}: map shape");
     let err = relative_error(&e.raw.data, &f.map.1);
@@ -152,10 +152,10 @@ fn every_method_explains_a_token_layer_on_the_patch_grid() {
     let f = narrow();
     let mut ex = Explainer::new(f.model);
     for layer in ["encoder.layers.encoder_layer_0", "encoder.layers.encoder_layer_1.mlp.1", "encoder.ln", "tokens", "conv_proj"] {
-        for method in [Method::GradCam, Method::GradCamPlusPlus, Method::HiResCam, Method::LayerCam, Method::EigenCam, Method::ScoreCam, Method::GuidedGradCam] {
+        for method in [Method::GRAD_CAM, Method::GRAD_CAM_PLUS_PLUS, Method::HIRES_CAM, Method::LAYER_CAM, Method::EIGEN_CAM, Method::SCORE_CAM, Method::GUIDED_GRAD_CAM] {
             let opts = ExplainOptions { method, layer: Some(layer.into()), target: Target::Class(f.class), ..Default::default() };
             let e = ex.explain_tensor(f.input.clone(), &opts).unwrap_or_else(|e| panic!("{layer} {}: {e}", method.name()));
-            let side = if method == Method::GuidedGradCam { 32 } else { 4 };
+            let side = if method == Method::GUIDED_GRAD_CAM { 32 } else { 4 };
             assert_eq!((e.raw.width, e.raw.height), (side, side), "{layer} {}", method.name());
             assert!(e.raw.data.iter().all(|v| v.is_finite()), "{layer} {}", method.name());
         }

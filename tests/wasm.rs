@@ -202,7 +202,7 @@ fn winograd_and_kept_weights_match_the_direct_convs_in_wasm() {
     let bytes = gradcam_wasm::synthetic::state_dict(Arch::ResNet18, 1000).unwrap().bytes();
     // 112 x 112: layer2 (14 x 14) and layer3 (7 x 7) take F(2x2) with kept weights, layer1 F(4x4).
     let image = FeatureMap::new(3, 112, 112, (0..3 * 112 * 112).map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0).collect());
-    let opts = ExplainOptions { method: Method::GuidedGradCam, target: Target::Class(7), ..Default::default() };
+    let opts = ExplainOptions { method: Method::GUIDED_GRAD_CAM, target: Target::Class(7), ..Default::default() };
     let run = |winograd: bool| {
         WINOGRAD_OFF.store(!winograd, Ordering::Relaxed);
         let mut ex = Core::new(Model::from_bytes(&bytes, Some(Arch::ResNet18)).unwrap());

@@ -15,7 +15,7 @@ fn outputs(sd: &StateDict, arch: Arch, winograd: bool) -> (Vec<f32>, Vec<f32>, V
     WINOGRAD_OFF.store(!winograd, Ordering::Relaxed);
     let mut ex = Explainer::new(Model::from_bytes(&sd.bytes(), Some(arch)).unwrap());
     let image = FeatureMap::new(3, 224, 224, Rng::new(5).vec(3 * 224 * 224, 1.5));
-    let opts = ExplainOptions { method: Method::GuidedGradCam, target: Target::Class(7), ..Default::default() };
+    let opts = ExplainOptions { method: Method::GUIDED_GRAD_CAM, target: Target::Class(7), ..Default::default() };
     let e = ex.explain_tensor(image.clone(), &opts).unwrap();
     // The first call built the kept F(2x2) weights (ResNet-18's layer3 and layer4); the second reads
     // them and must give the same numbers.

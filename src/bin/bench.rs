@@ -122,7 +122,7 @@ fn json_mode(args: &[String]) {
         for m in methods.split(',').filter(|s| !s.is_empty()) {
             let method = Method::from_name(m).unwrap_or_else(|e| panic!("{e}"));
             let mut opts = ExplainOptions { method, ..Default::default() };
-            let n = if method == Method::ScoreCam {
+            let n = if method == Method::SCORE_CAM {
                 opts.score_cam = ScoreCamOptions { max_channels: channels, ..Default::default() };
                 score_runs
             } else {
@@ -220,7 +220,7 @@ fn table_mode(args: &[String]) {
             let other = ExplainOptions { target: Target::Class((e.class + 1) % classes), ..Default::default() };
             second.push(ex.explain_tensor(input.clone(), &other).expect("second class").timings.total_ms);
             let input2 = FeatureMap::new(3, size, size, rng.vec(3 * size * size, 1.5));
-            let g = ExplainOptions { method: Method::GuidedGradCam, ..Default::default() };
+            let g = ExplainOptions { method: Method::GUIDED_GRAD_CAM, ..Default::default() };
             ggc.push(ex.explain_tensor(input2, &g).expect("guided grad-cam").timings.total_ms);
         }
         let (f, g, s, gg) = (median(fwd), median(gc), median(second), median(ggc));
@@ -247,7 +247,7 @@ fn print_profile(ex: &mut gradcam_wasm::Explainer, rng: &mut gradcam_wasm::synth
     use gradcam_wasm::{ExplainOptions, FeatureMap, Method};
     let input = FeatureMap::new(3, 224, 224, rng.vec(3 * 224 * 224, 1.5));
     profile::enable(true);
-    for opts in [ExplainOptions::default(), ExplainOptions { method: Method::GuidedGradCam, ..Default::default() }] {
+    for opts in [ExplainOptions::default(), ExplainOptions { method: Method::GUIDED_GRAD_CAM, ..Default::default() }] {
         let total = ex.explain_tensor(input.clone(), &opts).expect("explain").timings.total_ms;
         let mut ops = profile::take();
         ops.sort_by(|a, b| b.1.total_cmp(&a.1));

@@ -26,6 +26,14 @@ pub trait Executor {
     /// Logits of `n` inputs of 3 x h x w each (row-major n x classes); no gradients. For Score-CAM.
     fn logits_batch(&self, inputs: &[f32], n: usize, h: usize, w: usize) -> Result<Vec<f32>>;
 
+    /// How many inputs one `logits_batch` call should take when the caller does not say. The CPU
+    /// kernels take a batch's images one after the other, so a bigger batch buys no speed there,
+    /// only memory (16 masked EfficientNet-Lite0 inputs took wasm memory from 105 to 301 MiB); on a
+    /// GPU each batch is a round trip to the device.
+    fn forward_batch(&self) -> usize {
+        4
+    }
+
     /// Bytes the executor keeps between calls besides the model (the CPU's transformed weights).
     fn kept_bytes(&self) -> usize {
         0

@@ -1,7 +1,21 @@
 //! Eigen-CAM (Muhammad & Yeasin): the projection of the activations on their first principal
 //! component. Gradient-free, so it is the same for every class.
 
+use super::{Grid, Method, MethodDef, Needs, Sign};
 use crate::feature_map::{FeatureMap, Map};
+
+impl Method {
+    pub const EIGEN_CAM: Method = Method(&MethodDef {
+        name: "eigencam",
+        aliases: &[],
+        label: "Eigen-CAM",
+        help: "First principal component of the activations: class-agnostic, gradient-free.",
+        needs: Needs::NOTHING,
+        grid: Grid::Layer,
+        sign: Sign::AsComputed,
+        compute: |e| Ok(eigen_cam(e.activations).into()),
+    });
+}
 
 /// Projects the (H*W) x C activation matrix, centred per channel, on its top right-singular vector,
 /// found by power iteration on the C x C Gram matrix. The SVD's sign is arbitrary; we pick the sign

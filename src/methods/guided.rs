@@ -2,9 +2,45 @@
 //! gradient with every ReLU/ReLU6 passing only positive gradients of active units, and its product
 //! with the bilinearly upsampled Grad-CAM map.
 
+use super::{cam, Computed, Evidence, Grid, Method, MethodDef, Needs, Sign};
 use crate::error::{Error, Result};
 use crate::feature_map::{FeatureMap, Map};
 use crate::imaging::project::upsample_bilinear;
+
+impl Method {
+    pub const GUIDED_BACKPROP: Method = Method(&MethodDef {
+        name: "guided-backprop",
+        aliases: &["guided-backpropagation", "guided-bp"],
+        label: "Guided Backprop",
+        help: "Input gradient through \"guided\" ReLUs: fine detail, not class-discriminative.",
+        needs: Needs { guided_input_gradient: true, ..Needs::NOTHING },
+        grid: Grid::Input,
+        sign: Sign::AsComputed,
+        compute: |e| Ok(as_image(e.guided_input_gradient()?.clone())),
+    });
+    pub const GUIDED_GRAD_CAM: Method = Method(&MethodDef {
+        name: "guided-gradcam",
+        aliases: &[],
+        label: "Guided Grad-CAM",
+        help: "Guided Backprop times the upsampled Grad-CAM map: fine and class-discriminative.",
+        needs: Needs { layer_gradient: true, guided_input_gradient: true, ..Needs::NOTHING },
+        grid: Grid::Input,
+        sign: Sign::AsComputed,
+        compute: guided_grad_cam_method,
+    });
+}
+
+fn guided_grad_cam_method(e: &mut Evidence) -> Result<Computed> {
+    let mut cam_map = cam::grad_cam(e.activations, e.layer_gradient()?);
+    cam_map.data.iter_mut().for_each(|v| *v = v.max(0.0));
+    Ok(as_image(guided_grad_cam(e.guided_input_gradient()?, &cam_map)?))
+}
+
+/// An input-grid gradient as a heatmap (its per-pixel magnitude) and as an RGB image.
+fn as_image(g: FeatureMap) -> Computed {
+    let rgb = FeatureMap::new(3, g.height, g.width, to_rgb(&g));
+    Computed { map: magnitude(&g), rgb: Some(rgb) }
+}
 
 /// Guided Grad-CAM = guided gradient (.) upsample(Grad-CAM), per colour channel.
 pub fn guided_grad_cam(guided: &FeatureMap, cam: &Map) -> Result<FeatureMap> {

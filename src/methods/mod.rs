@@ -1,98 +1,199 @@
-//! Explanation methods as plain functions of feature maps and gradients. They do not know which
-//! executor produced their inputs; `crate::explainer` feeds them.
+//! Explanation methods. Each is one declared unit, a [`MethodDef`]: its name and aliases, label and
+//! one-line help, what it needs from the forward pass, the grid its map lives on, its sign rule, and
+//! `compute`, which reads only the [`Evidence`] an executor gathered (synchronously on the CPU,
+//! awaited on WebGPU), so no method knows which executor ran. [`ALL`] lists them; everything else
+//! (the CLI, the JS `methods()`, the page's menu and help) reads from there. docs/methods.md says how
+//! to add one.
 
 pub mod cam;
 pub mod eigen;
 pub mod guided;
 pub mod score;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::fail;
+use crate::feature_map::{FeatureMap, Map};
+use score::ScoreCamOptions;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Method {
-    /// Selvaraju et al.: alpha_k = mean_ij dy/dA_k; ReLU(sum_k alpha_k A_k).
-    GradCam,
-    /// Grad-CAM with negated gradients: regions whose removal would raise the class score.
-    Counterfactual,
-    GradCamPlusPlus,
-    HiResCam,
-    XGradCam,
-    LayerCam,
-    ScoreCam,
-    EigenCam,
-    GuidedBackprop,
-    GuidedGradCam,
-}
-
-pub const ALL: [Method; 10] = [
-    Method::GradCam, Method::Counterfactual, Method::GuidedBackprop, Method::GuidedGradCam, Method::GradCamPlusPlus,
-    Method::HiResCam, Method::XGradCam, Method::LayerCam, Method::ScoreCam, Method::EigenCam,
-];
-
-impl Method {
-    pub fn name(self) -> &'static str {
-        match self {
-            Method::GradCam => "gradcam",
-            Method::Counterfactual => "counterfactual",
-            Method::GradCamPlusPlus => "gradcam++",
-            Method::HiResCam => "hirescam",
-            Method::XGradCam => "xgradcam",
-            Method::LayerCam => "layercam",
-            Method::ScoreCam => "scorecam",
-            Method::EigenCam => "eigencam",
-            Method::GuidedBackprop => "guided-backprop",
-            Method::GuidedGradCam => "guided-gradcam",
-        }
-    }
-
-    /// Accepts the canonical names and a few spellings people type (`grad-cam`, `gradcampp`, `guided_gradcam`).
-    pub fn from_name(name: &str) -> Result<Method> {
-        let key: String = name.trim().to_ascii_lowercase().chars().filter(|c| c.is_ascii_alphanumeric() || *c == '+').collect();
-        let m = match key.as_str() {
-            "gradcam" => Method::GradCam,
-            "counterfactual" | "counterfactualgradcam" | "gradcamcounterfactual" => Method::Counterfactual,
-            "gradcam++" | "gradcampp" | "gradcamplusplus" => Method::GradCamPlusPlus,
-            "hirescam" => Method::HiResCam,
-            "xgradcam" => Method::XGradCam,
-            "layercam" => Method::LayerCam,
-            "scorecam" => Method::ScoreCam,
-            "eigencam" => Method::EigenCam,
-            "guidedbackprop" | "guidedbackpropagation" | "guidedbp" => Method::GuidedBackprop,
-            "guidedgradcam" => Method::GuidedGradCam,
-            _ => {
-                let names: Vec<&str> = ALL.iter().map(|m| m.name()).collect();
-                return fail!(Option, "unknown method '{name}'; choose one of {}", names.join(", "));
-            }
-        };
-        Ok(m)
-    }
-
-    /// Methods whose map lives on the input grid rather than the target layer's.
-    pub fn is_input_resolution(self) -> bool {
-        matches!(self, Method::GuidedBackprop | Method::GuidedGradCam)
-    }
-
-    /// What the method asks of a forward pass beyond logits and activations, so an executor whose
-    /// results arrive asynchronously (WebGPU in the browser) can compute it before the method runs.
-    pub fn needs(self) -> Needs {
-        match self {
-            Method::EigenCam => Needs::default(),
-            Method::ScoreCam => Needs { batched_forwards: true, ..Default::default() },
-            Method::GuidedBackprop => Needs { guided_input_gradient: true, ..Default::default() },
-            Method::GuidedGradCam => Needs { layer_gradient: true, guided_input_gradient: true, ..Default::default() },
-            _ => Needs { layer_gradient: true, ..Default::default() },
-        }
-    }
-}
-
-/// See [`Method::needs`].
+/// What a method asks of a forward pass beyond logits and activations, so an executor whose
+/// results arrive asynchronously (WebGPU in the browser) can gather them before the method runs.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Needs {
     /// d score / d A at the target layer.
     pub layer_gradient: bool,
     /// d score / d input through guided ReLUs.
     pub guided_input_gradient: bool,
-    /// Forwards of masked copies of the input (Score-CAM).
+    /// Forwards of modified copies of the input (Score-CAM's masked inputs).
     pub batched_forwards: bool,
+}
+
+impl Needs {
+    pub const NOTHING: Needs = Needs { layer_gradient: false, guided_input_gradient: false, batched_forwards: false };
+    pub const LAYER_GRADIENT: Needs = Needs { layer_gradient: true, ..Needs::NOTHING };
+}
+
+/// Where a method's map lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Grid {
+    /// The target layer's H x W.
+    Layer,
+    /// The network input's pixels.
+    Input,
+}
+
+/// What happens to the sign of the map a method computes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sign {
+    /// The paper's final ReLU, unless the signed map is asked for.
+    Relu,
+    /// Kept as computed: the map is a magnitude, or its sign is its own (Eigen-CAM's).
+    AsComputed,
+}
+
+/// Runs `n` inputs of 3 x H x W and returns their n x classes logits.
+pub type Forwards<'a> = dyn FnMut(&[f32], usize) -> Result<Vec<f32>> + 'a;
+
+/// Everything an executor gathers for one explanation, as `Needs` asked; the one input of every
+/// method's `compute`. Token layers arrive already as their patch grid.
+pub struct Evidence<'a> {
+    /// The target layer's activations, C x H x W.
+    pub activations: &'a FeatureMap,
+    /// d score / d activations (when `needs.layer_gradient`).
+    pub layer_gradient: Option<&'a FeatureMap>,
+    /// d score / d input through guided ReLUs, 3 x H x W (when `needs.guided_input_gradient`).
+    pub guided_input_gradient: Option<&'a FeatureMap>,
+    /// The network input the pass ran on.
+    pub input: &'a FeatureMap,
+    /// The explained score's weights over the logits.
+    pub target: &'a [f32],
+    /// Batched forwards of modified inputs (when `needs.batched_forwards`).
+    pub forwards: &'a mut Forwards<'a>,
+    /// Score-CAM's settings, its batch already chosen by the executor.
+    pub score_cam: ScoreCamOptions,
+    /// (done, total) of a method that takes more than one forward.
+    pub progress: &'a mut dyn FnMut(usize, usize),
+}
+
+impl Evidence<'_> {
+    pub fn layer_gradient(&self) -> Result<&FeatureMap> {
+        self.layer_gradient.ok_or_else(|| Error::Internal("the layer gradient was not gathered".into()))
+    }
+
+    pub fn guided_input_gradient(&self) -> Result<&FeatureMap> {
+        self.guided_input_gradient.ok_or_else(|| Error::Internal("the guided input gradient was not gathered".into()))
+    }
+}
+
+/// A method's result: the map (signed, before the sign rule) and, for input-gradient methods, the
+/// gradient as an RGB image in [0, 1].
+pub struct Computed {
+    pub map: Map,
+    pub rgb: Option<FeatureMap>,
+}
+
+impl From<Map> for Computed {
+    fn from(map: Map) -> Computed {
+        Computed { map, rgb: None }
+    }
+}
+
+/// One method, declared once (see the module comment).
+pub struct MethodDef {
+    /// The canonical name (CLI `--method`, JS `method`).
+    pub name: &'static str,
+    /// Other spellings accepted, compared like the name (case, '-', '_' and spaces ignored).
+    pub aliases: &'static [&'static str],
+    /// How people write it.
+    pub label: &'static str,
+    /// One line for menus and `--help`.
+    pub help: &'static str,
+    pub needs: Needs,
+    pub grid: Grid,
+    pub sign: Sign,
+    pub compute: fn(&mut Evidence) -> Result<Computed>,
+}
+
+/// A handle on a [`MethodDef`]; the methods are `Method::GRAD_CAM` and so on, declared beside
+/// their maths.
+#[derive(Clone, Copy)]
+pub struct Method(pub &'static MethodDef);
+
+impl PartialEq for Method {
+    fn eq(&self, other: &Method) -> bool {
+        self.0.name == other.0.name
+    }
+}
+
+impl Eq for Method {}
+
+impl std::fmt::Debug for Method {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0.name)
+    }
+}
+
+/// Every method, in menu order.
+pub const ALL: [Method; 10] = [
+    Method::GRAD_CAM,
+    Method::COUNTERFACTUAL,
+    Method::GUIDED_BACKPROP,
+    Method::GUIDED_GRAD_CAM,
+    Method::GRAD_CAM_PLUS_PLUS,
+    Method::HIRES_CAM,
+    Method::XGRAD_CAM,
+    Method::LAYER_CAM,
+    Method::SCORE_CAM,
+    Method::EIGEN_CAM,
+];
+
+/// Lowercase, without the separators people vary ('-', '_', spaces).
+fn key(name: &str) -> String {
+    name.trim().to_ascii_lowercase().chars().filter(|c| c.is_ascii_alphanumeric() || *c == '+').collect()
+}
+
+impl Method {
+    pub fn name(self) -> &'static str {
+        self.0.name
+    }
+
+    pub fn label(self) -> &'static str {
+        self.0.label
+    }
+
+    pub fn help(self) -> &'static str {
+        self.0.help
+    }
+
+    pub fn needs(self) -> Needs {
+        self.0.needs
+    }
+
+    pub fn grid(self) -> Grid {
+        self.0.grid
+    }
+
+    pub fn sign(self) -> Sign {
+        self.0.sign
+    }
+
+    /// Methods whose map lives on the input grid rather than the target layer's.
+    pub fn is_input_resolution(self) -> bool {
+        self.0.grid == Grid::Input
+    }
+
+    pub fn compute(self, evidence: &mut Evidence) -> Result<Computed> {
+        (self.0.compute)(evidence)
+    }
+
+    /// The method called `name` or one of its aliases.
+    pub fn from_name(name: &str) -> Result<Method> {
+        let k = key(name);
+        match ALL.iter().find(|m| key(m.name()) == k || m.0.aliases.iter().any(|a| key(a) == k)) {
+            Some(&m) => Ok(m),
+            None => {
+                let names: Vec<&str> = ALL.iter().map(|m| m.name()).collect();
+                fail!(Option, "unknown method '{name}'; choose one of {}", names.join(", "))
+            }
+        }
+    }
 }

@@ -2,9 +2,23 @@
 //! input; the target score of each masked input, softmaxed over channels, weighs the channels.
 //! Batched forwards; an option keeps only the channels of highest variance (a faster variant).
 
+use super::{Grid, Method, MethodDef, Needs, Sign};
 use crate::error::Result;
 use crate::feature_map::{FeatureMap, Map};
 use crate::methods::cam::weighted_sum;
+
+impl Method {
+    pub const SCORE_CAM: Method = Method(&MethodDef {
+        name: "scorecam",
+        aliases: &[],
+        label: "Score-CAM",
+        help: "Masks the input with each channel (the most varied ones, if limited) and scores it: gradient-free, slower.",
+        needs: Needs { batched_forwards: true, ..Needs::NOTHING },
+        grid: Grid::Layer,
+        sign: Sign::Relu,
+        compute: |e| Ok(score_cam(e.activations, e.input, e.target, e.score_cam, e.forwards, e.progress)?.into()),
+    });
+}
 
 /// Masked inputs per forward when the caller does not choose, on the CPU: the kernels take a batch's
 /// images one after the other, so a bigger batch buys no speed there, only memory (16 masked
@@ -48,7 +62,7 @@ fn variance(v: &[f32]) -> f32 {
 }
 
 /// Runs `n` inputs of 3 x H x W and returns their n x classes logits.
-pub type LogitsBatch<'a> = dyn FnMut(&[f32], usize) -> Result<Vec<f32>> + 'a;
+pub type LogitsBatch<'a> = super::Forwards<'a>;
 
 /// `logits_batch(inputs, n)` runs n masked inputs (n x 3 x H x W) and returns n x classes logits;
 /// `progress(done, total)` is called after each batch.

@@ -262,7 +262,7 @@ pub fn check(fx: &Fixture, model: Model, source: Source) -> Report {
             Err(e) => r.fail(format!("{name}: forward failed: {e}")),
         }
         let (cam_shape, cam_ref) = fx.must(&format!("{key}.cam"));
-        let opts = ExplainOptions { method: Method::GradCam, layer: Some(name.clone()), target: Target::Top1, normalization: Normalization::Raw, ..Default::default() };
+        let opts = ExplainOptions { method: Method::GRAD_CAM, layer: Some(name.clone()), target: Target::Top1, normalization: Normalization::Raw, ..Default::default() };
         match ex.explain_tensor(input.clone(), &opts) {
             Ok(e) => {
                 if e.class != top1 {
@@ -280,7 +280,7 @@ pub fn check(fx: &Fixture, model: Model, source: Source) -> Report {
     }
     // Guided backprop through the public method: its map is the per-pixel max |gradient| over RGB.
     if let Some((shape, want)) = fx.tensor("guided_input_gradient") {
-        let opts = ExplainOptions { method: Method::GuidedBackprop, target: Target::Top1, normalization: Normalization::Raw, ..Default::default() };
+        let opts = ExplainOptions { method: Method::GUIDED_BACKPROP, target: Target::Top1, normalization: Normalization::Raw, ..Default::default() };
         match ex.explain_tensor(input.clone(), &opts) {
             Ok(e) => {
                 let want = guided::magnitude(&FeatureMap::new(shape[1], shape[2], shape[3], want.clone()));
