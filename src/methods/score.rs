@@ -12,6 +12,11 @@ use crate::methods::cam::weighted_sum;
 pub const CPU_BATCH: usize = 4;
 /// The same on the GPU, where each batch is a round trip to the device.
 pub const GPU_BATCH: usize = 16;
+/// The most bytes one batch of masked inputs may hold (f32, n x 3 x H x W): 16 MiB (27 inputs of
+/// 224 x 224, beyond the GPU's 16; the forward of each costs several times its size). A batch asked
+/// for beyond it (or beyond the channel count) is cut to fit, never below one input, so the
+/// masked batch is sized from this budget before it is allocated, whatever `batch` says.
+pub const MAX_BATCH_BYTES: usize = 16 << 20;
 
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ScoreCamOptions {
@@ -89,7 +94,9 @@ impl<'a> ScoreCamSteps<'a> {
             channels.sort_by(|&x, &y| var[y].total_cmp(&var[x]));
             channels.truncate(keep.max(1));
         }
-        ScoreCamSteps { a, input, channels, batch: opts.batch.unwrap_or(CPU_BATCH).max(1), scores: Vec::new() }
+        let per_input = input.data.len().saturating_mul(4).max(1);
+        let batch = opts.batch.unwrap_or(CPU_BATCH).min(channels.len()).min(MAX_BATCH_BYTES / per_input).max(1);
+        ScoreCamSteps { a, input, channels, batch, scores: Vec::new() }
     }
 
     /// The next batch of masked inputs (n x 3 x H x W) and n; `None` once every channel is scored.
