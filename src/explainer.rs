@@ -324,6 +324,11 @@ impl Explainer {
         p
     }
 
+    /// The logits of the forward pass kept for reuse (the last image or tensor explained), if any.
+    pub fn last_logits(&self) -> Option<&[f32]> {
+        self.cache.as_ref().map(|c| c.pass.logits())
+    }
+
     /// Top-k classes of an image.
     pub fn predict(&mut self, image: &RgbImage, k: usize) -> Result<Vec<Prediction>> {
         let opts = ExplainOptions::default();
@@ -373,11 +378,37 @@ impl Explainer {
 
     fn keep_pass(&mut self, key: PassKey, pass: Box<dyn Pass>, input: FeatureMap, geometry: Geometry) -> Result<()> {
         self.cache = None;
-        if let Some(i) = pass.logits().iter().position(|v| !v.is_finite()) {
-            return fail!(Numeric, "the network produced a non-finite score for class {i}; check the input values and the weights");
+        let bad_logit = pass.logits().iter().position(|v| !v.is_finite());
+        let bad_activation = pass.activations().data.iter().any(|v| !v.is_finite());
+        if bad_logit.is_some() || bad_activation {
+            drop(pass);
+            return Err(self.name_non_finite(&input, bad_logit, key.1));
         }
         self.cache = Some(CachedPass { key, pass, input, geometry });
         Ok(())
+    }
+
+    /// The error for a pass whose logits (`bad_logit`: the first non-finite class) or target
+    /// layer's activations hold NaN or infinity: it names the first layer where such a value
+    /// appears, found by one more (unrecorded) forward on the CPU.
+    fn name_non_finite(&self, input: &FeatureMap, bad_logit: Option<usize>, layer: NodeId) -> Error {
+        let graph = &self.model.graph;
+        let what = match bad_logit {
+            Some(i) => format!("a non-finite score for class {i}"),
+            None => format!("non-finite activations at the target layer '{}'", graph.nodes[layer].name),
+        };
+        match CpuExecutor::new(graph.clone()).first_non_finite(input) {
+            Ok(Some(i)) => {
+                let node = &graph.nodes[i];
+                let aliases = if node.aliases.is_empty() { String::new() } else { format!(" (also: {})", node.aliases.join(", ")) };
+                Error::Numeric(format!(
+                    "the network produced {what}: values first become NaN or infinite at layer '{}'{aliases}, a {} layer; check its weights (values that overflow f32, or a batch-norm whose running variance is ~0)",
+                    node.name,
+                    node.op.kind()
+                ))
+            }
+            _ => Error::Numeric(format!("the network produced {what}; check the input values and the weights")),
+        }
     }
 
     /// Runs `opts.method` on a pass another executor computed (see `exec::RecordedPass`): everything
@@ -547,7 +578,7 @@ fn compute_map(
 ) -> Result<(Map, Option<FeatureMap>)> {
     let a = as_grid(c.pass.activations().clone(), tokens)?;
     let map = match opts.method {
-        Method::EigenCam => eigen::eigen_cam(&a),
+        Method::EigenCam => eigen::eigen_cam(&a).map_err(Error::Option)?,
         Method::ScoreCam => {
             let (h, w) = (c.input.height, c.input.width);
             let mut run = |x: &[f32], n: usize| executor.logits_batch(x, n, h, w);
