@@ -263,7 +263,16 @@ pub struct Explainer {
     model: Model,
     executor: Box<dyn Executor>,
     cache: Option<CachedPass>,
+    /// Bytes of layer outputs one forward may produce (`with_memory_budget`); None: the default.
+    memory_budget: Option<u64>,
 }
+
+/// The default budget of one image's forward pass, in bytes of layer outputs (f32, every node's
+/// output counted, as if all were kept): 4 GiB plus 4x the model's f32 weights. Real models at their
+/// own input sizes stay far below (EfficientNet-Lite0 at 224: 50 MiB); a network input the
+/// weights or an ONNX file declare far beyond (4096 x 4096 into SqueezeNet: ~30 GiB) is refused
+/// before the forward allocates anything.
+pub const DEFAULT_FORWARD_BUDGET: u64 = 4 << 30;
 
 fn fingerprint(data: &[u8], w: usize, h: usize) -> u64 {
     // FNV-1a: cheap, and collisions only cost a wrong cache hit between two *different* images of equal size,
@@ -285,11 +294,40 @@ pub fn softmax(logits: &[f32]) -> Vec<f32> {
 impl Explainer {
     pub fn new(model: Model) -> Explainer {
         let executor = Box::new(CpuExecutor::new(model.graph.clone()));
-        Explainer { model, executor, cache: None }
+        Explainer { model, executor, cache: None, memory_budget: None }
     }
 
     pub fn with_executor(model: Model, executor: Box<dyn Executor>) -> Explainer {
-        Explainer { model, executor, cache: None }
+        Explainer { model, executor, cache: None, memory_budget: None }
+    }
+
+    /// Sets the budget of one image's forward pass: the bytes of all its layer outputs (f32), as
+    /// `Graph::shapes` gives them for the input size, checked before the forward runs.
+    pub fn with_memory_budget(mut self, bytes: u64) -> Explainer {
+        self.memory_budget = Some(bytes);
+        self
+    }
+
+    /// The budget in force (`DEFAULT_FORWARD_BUDGET` plus 4x the weights unless set).
+    pub fn memory_budget(&self) -> u64 {
+        self.memory_budget.unwrap_or_else(|| DEFAULT_FORWARD_BUDGET.saturating_add(16 * self.model.graph.parameter_count() as u64))
+    }
+
+    /// Checks the layer shapes at this input size, and the bytes of all layer outputs against the
+    /// budget, before a forward pass allocates any of them.
+    fn check_forward(&self, height: usize, width: usize) -> Result<()> {
+        let shapes = self.model.graph.shapes(height, width)?;
+        let bytes = shapes.iter().fold(0u64, |t, &(c, h, w)| t.saturating_add((c as u64).saturating_mul(h as u64).saturating_mul(w as u64).saturating_mul(4)));
+        let budget = self.memory_budget();
+        if bytes > budget {
+            return fail!(
+                Input,
+                "a {width}x{height} network input makes this model produce {} MiB of layer outputs, over the {} MiB budget of one forward pass (4 GiB + 4x the weights unless set); use a smaller input size",
+                bytes >> 20,
+                budget >> 20
+            );
+        }
+        Ok(())
     }
 
     pub fn model(&self) -> &Model {
@@ -370,7 +408,7 @@ impl Explainer {
         let (input, geometry) = self.prepare_input(image, opts)?;
         let t1 = now_ms();
         self.cache = None; // a failure below must not leave a stale pass behind
-        self.model.graph.shapes(input.height, input.width)?;
+        self.check_forward(input.height, input.width)?;
         let pass = self.executor.start_for(input.clone(), layer, opts.method.needs().guided_input_gradient)?;
         self.keep_pass(key, pass, input, geometry)?;
         Ok((t1 - t0, now_ms() - t1, false))
@@ -469,7 +507,7 @@ impl Explainer {
         if !reused {
             let geometry = Geometry::identity(input.width, input.height);
             self.cache = None;
-            self.model.graph.shapes(input.height, input.width)?;
+            self.check_forward(input.height, input.width)?;
             let pass = self.executor.start_for(input.clone(), layer, opts.method.needs().guided_input_gradient)?;
             self.keep_pass(key, pass, input, geometry)?;
         }
@@ -511,7 +549,7 @@ impl Explainer {
         let (class, target) = self.resolve_target(&opts.target, &logits)?;
         let score: f32 = logits.iter().zip(&target).map(|(l, t)| l * t).sum();
         let probability = softmax(&logits)[class];
-        let Explainer { cache, executor, model } = self;
+        let Explainer { cache, executor, model, .. } = self;
         let cached = cache.as_mut().ok_or_else(|| Error::Internal("no forward pass".into()))?;
         let tokens = model.graph.leading_tokens(layer);
         let (mut raw, rgb) = compute_map(opts, cached, executor.as_ref(), batched_forwards, &target, tokens, progress)?;

@@ -256,6 +256,9 @@ impl<'a> Importer<'a> {
                     return fail!(Weights, "the model's input '{}' has {c} channels; only RGB (3-channel) image models import", input.name);
                 }
                 match (h, w) {
+                    (Some(h), Some(w)) if *h > 4096 || *w > 4096 => {
+                        return fail!(Weights, "the model's input '{}' is {h}x{w} pixels; inputs up to 4096 x 4096 import", input.name);
+                    }
                     (Some(h), Some(w)) if *h > 0 && *w > 0 => Some((*h, *w)),
                     _ => None,
                 }
