@@ -405,9 +405,19 @@ impl Explainer {
             return Ok((0.0, 0.0, true));
         }
         let t0 = now_ms();
+        self.cache = None; // a failure below must not leave a stale pass behind
+        // The budget, from the input size the preprocessing will produce, before it allocates.
+        let (w, h) = match self.preprocess_for(opts).resize {
+            Resize::Exact { width, height } => (width, height),
+            Resize::ShorterSide { crop: Some(crop), .. } => crop,
+            Resize::ShorterSide { size, crop: None } => crate::imaging::preprocess::shorter_side_size(image.width, image.height, size),
+        };
+        // (Sizes over the pixel limit are refused by the preprocessing itself, with its message.)
+        if w > 0 && h > 0 && w.checked_mul(h).is_some_and(|n| n <= crate::imaging::preprocess::MAX_NETWORK_INPUT_PIXELS) {
+            self.check_forward(h, w)?;
+        }
         let (input, geometry) = self.prepare_input(image, opts)?;
         let t1 = now_ms();
-        self.cache = None; // a failure below must not leave a stale pass behind
         self.check_forward(input.height, input.width)?;
         let pass = self.executor.start_for(input.clone(), layer, opts.method.needs().guided_input_gradient)?;
         self.keep_pass(key, pass, input, geometry)?;
