@@ -73,6 +73,14 @@ fn says(msg: &str, parts: &[&str]) {
     }
 }
 
+/// The error of an explanation that must fail (without printing a whole map if it did not).
+fn err_of(r: gradcam_wasm::Result<gradcam_wasm::Explanation>) -> String {
+    match r {
+        Ok(e) => panic!("explained class {} where an error was due", e.class),
+        Err(e) => e.to_string(),
+    }
+}
+
 fn png(width: u32, height: u32) -> Vec<u8> {
     let img = image::RgbImage::from_fn(width, height, |x, y| image::Rgb([(x % 251) as u8, (y % 241) as u8, ((x + y) % 239) as u8]));
     let mut out = Cursor::new(Vec::new());
@@ -210,10 +218,10 @@ fn hostile_inputs_end_in_clear_errors_within_time_and_memory() {
     // An explicit resize whose network input is too large: refused before allocating.
     let img = decode(&png(30000, 1));
     let huge = ExplainOptions { resize: Some(Resize::Exact { width: 100_000, height: 100_000 }), ..Default::default() };
-    let msg = case("30000x1, exact resize to 100000x100000", 4 * MIB, || ex.explain(&img, &huge).unwrap_err().to_string());
+    let msg = case("30000x1, exact resize to 100000x100000", 4 * MIB, || err_of(ex.explain(&img, &huge)));
     says(&msg, &["network input", "4096 x 4096"]);
     let no_crop = ExplainOptions { resize: Some(Resize::ShorterSide { size: 256, crop: None }), ..Default::default() };
-    let msg = case("30000x1, shorter side 256 without a crop", 4 * MIB, || ex.explain(&img, &no_crop).unwrap_err().to_string());
+    let msg = case("30000x1, shorter side 256 without a crop", 4 * MIB, || err_of(ex.explain(&img, &no_crop)));
     says(&msg, &["7680000x256", "center crop"]);
 
     // 2. Key names with huge layer indices: a loop per index is never run.
@@ -253,9 +261,9 @@ fn hostile_inputs_end_in_clear_errors_within_time_and_memory() {
     says(&read_npy_f32(&npy).unwrap_err(), &["not an integer"]);
 
     // 5. Score-CAM asked for a batch of a billion masked inputs: cut to the 16 MiB batch budget
-    // (27 inputs of 224 x 224), so 32 channels run as 27 + 5.
-    let opts = ExplainOptions { method: Method::ScoreCam, score_cam: ScoreCamOptions { batch: Some(1_000_000_000), max_channels: Some(32) }, ..Default::default() };
-    let e = case("Score-CAM, batch 1e9, 32 channels", 768 * MIB, || ex.explain(&chelsea, &opts).unwrap());
+    // (27 inputs of 224 x 224), so 28 channels run as 27 + 1.
+    let opts = ExplainOptions { method: Method::ScoreCam, score_cam: ScoreCamOptions { batch: Some(1_000_000_000), max_channels: Some(28) }, ..Default::default() };
+    let e = case("Score-CAM, batch 1e9, 28 channels", 768 * MIB, || ex.explain(&chelsea, &opts).unwrap());
     assert_eq!((e.raw.width, e.raw.height), (7, 7));
 
     // 6. Weights that overflow f32 inside the network (1e38 each: finite in the file, infinite
@@ -266,9 +274,36 @@ fn hostile_inputs_end_in_clear_errors_within_time_and_memory() {
     }
     let big = write_safetensors(&sd.tensors, StoreAs::F32, &[]).unwrap();
     let mut overflow = Explainer::new(Model::from_bytes(&big, None).unwrap());
-    let msg = case("SqueezeNet 1.1, every weight 1e38: explain", 256 * MIB, || overflow.explain(&chelsea, &ExplainOptions::default()).unwrap_err().to_string());
+    let msg = case("SqueezeNet 1.1, every weight 1e38: explain", 256 * MIB, || err_of(overflow.explain(&chelsea, &ExplainOptions::default())));
     says(&msg, &["numeric", "'features.0'", "infinite"]);
     drop(overflow);
+    // A batch-norm that folds to infinity (gamma 1e38 over sqrt(0 + 1e-5)): refused at load, naming
+    // the conv it is folded into and the batch-norm (after it, a ReLU would have hidden the
+    // infinities as zeros and the forward's check would see finite garbage).
+    let mut sd = gradcam_wasm::synthetic::resnet(18, 10);
+    for t in sd.tensors.iter_mut() {
+        match t.name.as_str() {
+            "bn1.weight" => t.data.iter_mut().for_each(|v| *v = 1e38),
+            "bn1.running_var" => t.data.iter_mut().for_each(|v| *v = 0.0),
+            _ => {}
+        }
+    }
+    let folded = write_safetensors(&sd.tensors, StoreAs::F32, &[]).unwrap();
+    let msg = case("ResNet-18, bn1 folding to infinity: load", 512 * MIB, || match Model::from_bytes(&folded, None) {
+        Err(e) => e.to_string(),
+        Ok(m) => err_of(Explainer::new(m).explain(&chelsea, &ExplainOptions::default())),
+    });
+    says(&msg, &["numeric", "layer 'conv1'", "batch-norm 'bn1'", "overflows"]);
+    drop(folded);
+
+    // 7. A network input within the 4096 x 4096 limit whose forward would produce ~30 GiB of layer
+    // outputs: refused by the forward budget (4 GiB + 4x the weights) before anything runs.
+    let tiny = Explainer::new(Model::from_bytes(&gradcam_wasm::synthetic::squeezenet(false, 10).bytes(), None).unwrap());
+    let mut tiny = tiny;
+    let huge_input = ExplainOptions { resize: Some(Resize::Exact { width: 4096, height: 4096 }), ..Default::default() };
+    let msg = case("SqueezeNet 1.1, exact 4096x4096 input", 256 * MIB, || err_of(tiny.explain(&chelsea, &huge_input)));
+    says(&msg, &["4096x4096", "budget"]);
+    drop(tiny);
 
     // The explainer is unharmed: the same photo, the same map as before.
     let again = ex.explain(&chelsea, &ExplainOptions::default()).unwrap();
