@@ -260,8 +260,8 @@ fn hostile_inputs_end_in_clear_errors_within_time_and_memory() {
     let npy = nested_npy(3);
     says(&read_npy_f32(&npy).unwrap_err(), &["not an integer"]);
 
-    // 5. Score-CAM asked for a batch of a billion masked inputs: cut to the 16 MiB batch budget
-    // (27 inputs of 224 x 224), so 28 channels run as 27 + 1.
+    // 5. Score-CAM asked for a batch of a billion masked inputs: cut to the channel count and the
+    // 64 MiB batch budget (111 inputs of 224 x 224) before the batch is allocated.
     let opts = ExplainOptions { method: Method::ScoreCam, score_cam: ScoreCamOptions { batch: Some(1_000_000_000), max_channels: Some(28) }, ..Default::default() };
     let e = case("Score-CAM, batch 1e9, 28 channels", 768 * MIB, || ex.explain(&chelsea, &opts).unwrap());
     assert_eq!((e.raw.width, e.raw.height), (7, 7));
@@ -277,6 +277,19 @@ fn hostile_inputs_end_in_clear_errors_within_time_and_memory() {
     let msg = case("SqueezeNet 1.1, every weight 1e38: explain", 256 * MIB, || err_of(overflow.explain(&chelsea, &ExplainOptions::default())));
     says(&msg, &["numeric", "'features.0'", "infinite"]);
     drop(overflow);
+    // Only the first conv has huge weights, of both signs: its outputs stay finite (~1e38, the
+    // signs cancel), the next conv overflows them to +inf, -inf and NaN (inf - inf). The ReLUs keep
+    // the NaN (as PyTorch's do) instead of zeroing it, so the fault reaches the logits and the
+    // first layer whose output is not finite is named.
+    let mut sd = gradcam_wasm::synthetic::squeezenet(false, 10);
+    for t in sd.tensors.iter_mut().filter(|t| t.name == "features.0.weight") {
+        t.data.iter_mut().enumerate().for_each(|(i, v)| *v = if i % 2 == 0 { 1e38 } else { -1e38 });
+    }
+    let mixed = write_safetensors(&sd.tensors, StoreAs::F32, &[]).unwrap();
+    let mut mixed = Explainer::new(Model::from_bytes(&mixed, None).unwrap());
+    let msg = case("SqueezeNet 1.1, first conv +-1e38: explain", 256 * MIB, || err_of(mixed.explain(&chelsea, &ExplainOptions::default())));
+    says(&msg, &["numeric", "'features.3.squeeze'"]);
+    drop(mixed);
     // A batch-norm that folds to infinity (gamma 1e38 over sqrt(0 + 1e-5)): refused at load, naming
     // the conv it is folded into and the batch-norm (after it, a ReLU would have hidden the
     // infinities as zeros and the forward's check would see finite garbage).
