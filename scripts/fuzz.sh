@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Fuzzes the weight parsers and explain for a fixed budget per target; exits non-zero on any crash.
 #
-#   scripts/fuzz.sh [SECONDS_PER_TARGET]      (default 60; targets: safetensors_load, legacy_pth, zip_pth, onnx_import, explain_image)
+#   scripts/fuzz.sh [SECONDS_PER_TARGET]      (default 60; targets: safetensors_load, legacy_pth, zip_pth, onnx_import, npy, labels, explain_image)
 #   FUZZ_TARGETS="legacy_pth" scripts/fuzz.sh 300
 #
 # cargo-fuzz needs nightly-only flags (-Zsanitizer); RUSTC_BOOTSTRAP=1 lets the stable toolchain
@@ -15,7 +15,7 @@ cd "$(dirname "$0")/.."
 root="$PWD"
 export RUSTC_BOOTSTRAP=1
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$root/target-fuzz}"
-targets="${FUZZ_TARGETS:-safetensors_load legacy_pth zip_pth onnx_import explain_image}"
+targets="${FUZZ_TARGETS:-safetensors_load legacy_pth zip_pth onnx_import npy labels explain_image}"
 
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 
@@ -45,6 +45,11 @@ seed onnx_import
 for f in tests/fixtures/onnx/*.ts.onnx; do # single-file exports: a length prefix past the end (see the target)
     { printf '\xff\xff\xff\xff'; cat "$f"; } >"fuzz/corpus/onnx_import/$(basename "$f")"
 done
+seed npy
+cp tests/fixtures/vit/*.npy fuzz/corpus/npy/
+seed labels
+cp assets/imagenet_classes.json fuzz/corpus/labels/seed-imagenet.json
+printf 'cat\ndog\r\nfish\n' >fuzz/corpus/labels/seed-lines
 seed explain_image
 printf '\x10\x00\x10\x00\x00\x00\x00\x00\x01\x80\x40\x20' >fuzz/corpus/explain_image/seed-16x16
 

@@ -263,7 +263,16 @@ pub struct Explainer {
     model: Model,
     executor: Box<dyn Executor>,
     cache: Option<CachedPass>,
+    /// Bytes of layer outputs one forward may produce (`with_memory_budget`); None: the default.
+    memory_budget: Option<u64>,
 }
+
+/// The default budget of one image's forward pass, in bytes of layer outputs (f32, every node's
+/// output counted, as if all were kept): 4 GiB plus 4x the model's f32 weights. Real models at their
+/// own input sizes stay far below (EfficientNet-Lite0 at 224: 50 MiB); a network input the
+/// weights or an ONNX file declare far beyond (4096 x 4096 into SqueezeNet: ~30 GiB) is refused
+/// before the forward allocates anything.
+pub const DEFAULT_FORWARD_BUDGET: u64 = 4 << 30;
 
 fn fingerprint(data: &[u8], w: usize, h: usize) -> u64 {
     // FNV-1a: cheap, and collisions only cost a wrong cache hit between two *different* images of equal size,
@@ -285,11 +294,40 @@ pub fn softmax(logits: &[f32]) -> Vec<f32> {
 impl Explainer {
     pub fn new(model: Model) -> Explainer {
         let executor = Box::new(CpuExecutor::new(model.graph.clone()));
-        Explainer { model, executor, cache: None }
+        Explainer { model, executor, cache: None, memory_budget: None }
     }
 
     pub fn with_executor(model: Model, executor: Box<dyn Executor>) -> Explainer {
-        Explainer { model, executor, cache: None }
+        Explainer { model, executor, cache: None, memory_budget: None }
+    }
+
+    /// Sets the budget of one image's forward pass: the bytes of all its layer outputs (f32), as
+    /// `Graph::shapes` gives them for the input size, checked before the forward runs.
+    pub fn with_memory_budget(mut self, bytes: u64) -> Explainer {
+        self.memory_budget = Some(bytes);
+        self
+    }
+
+    /// The budget in force (`DEFAULT_FORWARD_BUDGET` plus 4x the weights unless set).
+    pub fn memory_budget(&self) -> u64 {
+        self.memory_budget.unwrap_or_else(|| DEFAULT_FORWARD_BUDGET.saturating_add(16 * self.model.graph.parameter_count() as u64))
+    }
+
+    /// Checks the layer shapes at this input size, and the bytes of all layer outputs against the
+    /// budget, before a forward pass allocates any of them.
+    fn check_forward(&self, height: usize, width: usize) -> Result<()> {
+        let shapes = self.model.graph.shapes(height, width)?;
+        let bytes = shapes.iter().fold(0u64, |t, &(c, h, w)| t.saturating_add((c as u64).saturating_mul(h as u64).saturating_mul(w as u64).saturating_mul(4)));
+        let budget = self.memory_budget();
+        if bytes > budget {
+            return fail!(
+                Input,
+                "a {width}x{height} network input makes this model produce {} MiB of layer outputs, over the {} MiB budget of one forward pass (4 GiB + 4x the weights unless set); use a smaller input size",
+                bytes >> 20,
+                budget >> 20
+            );
+        }
+        Ok(())
     }
 
     pub fn model(&self) -> &Model {
@@ -322,6 +360,11 @@ impl Explainer {
             p.resize = r.clone();
         }
         p
+    }
+
+    /// The logits of the forward pass kept for reuse (the last image or tensor explained), if any.
+    pub fn last_logits(&self) -> Option<&[f32]> {
+        self.cache.as_ref().map(|c| c.pass.logits())
     }
 
     /// Top-k classes of an image.
@@ -362,10 +405,20 @@ impl Explainer {
             return Ok((0.0, 0.0, true));
         }
         let t0 = now_ms();
+        self.cache = None; // a failure below must not leave a stale pass behind
+        // The budget, from the input size the preprocessing will produce, before it allocates.
+        let (w, h) = match self.preprocess_for(opts).resize {
+            Resize::Exact { width, height } => (width, height),
+            Resize::ShorterSide { crop: Some(crop), .. } => crop,
+            Resize::ShorterSide { size, crop: None } => crate::imaging::preprocess::shorter_side_size(image.width, image.height, size),
+        };
+        // (Sizes over the pixel limit are refused by the preprocessing itself, with its message.)
+        if w > 0 && h > 0 && w.checked_mul(h).is_some_and(|n| n <= crate::imaging::preprocess::MAX_NETWORK_INPUT_PIXELS) {
+            self.check_forward(h, w)?;
+        }
         let (input, geometry) = self.prepare_input(image, opts)?;
         let t1 = now_ms();
-        self.cache = None; // a failure below must not leave a stale pass behind
-        self.model.graph.shapes(input.height, input.width)?;
+        self.check_forward(input.height, input.width)?;
         let pass = self.executor.start_for(input.clone(), layer, opts.method.needs().guided_input_gradient)?;
         self.keep_pass(key, pass, input, geometry)?;
         Ok((t1 - t0, now_ms() - t1, false))
@@ -373,11 +426,37 @@ impl Explainer {
 
     fn keep_pass(&mut self, key: PassKey, pass: Box<dyn Pass>, input: FeatureMap, geometry: Geometry) -> Result<()> {
         self.cache = None;
-        if let Some(i) = pass.logits().iter().position(|v| !v.is_finite()) {
-            return fail!(Numeric, "the network produced a non-finite score for class {i}; check the input values and the weights");
+        let bad_logit = pass.logits().iter().position(|v| !v.is_finite());
+        let bad_activation = pass.activations().data.iter().any(|v| !v.is_finite());
+        if bad_logit.is_some() || bad_activation {
+            drop(pass);
+            return Err(self.name_non_finite(&input, bad_logit, key.1));
         }
         self.cache = Some(CachedPass { key, pass, input, geometry });
         Ok(())
+    }
+
+    /// The error for a pass whose logits (`bad_logit`: the first non-finite class) or target
+    /// layer's activations hold NaN or infinity: it names the first layer where such a value
+    /// appears, found by one more (unrecorded) forward on the CPU.
+    fn name_non_finite(&self, input: &FeatureMap, bad_logit: Option<usize>, layer: NodeId) -> Error {
+        let graph = &self.model.graph;
+        let what = match bad_logit {
+            Some(i) => format!("a non-finite score for class {i}"),
+            None => format!("non-finite activations at the target layer '{}'", graph.nodes[layer].name),
+        };
+        match CpuExecutor::new(graph.clone()).first_non_finite(input) {
+            Ok(Some(i)) => {
+                let node = &graph.nodes[i];
+                let aliases = if node.aliases.is_empty() { String::new() } else { format!(" (also: {})", node.aliases.join(", ")) };
+                Error::Numeric(format!(
+                    "the network produced {what}: values first become NaN or infinite at layer '{}'{aliases}, a {} layer; check its weights (values that overflow f32, or a batch-norm whose running variance is ~0)",
+                    node.name,
+                    node.op.kind()
+                ))
+            }
+            _ => Error::Numeric(format!("the network produced {what}; check the input values and the weights")),
+        }
     }
 
     /// Runs `opts.method` on a pass another executor computed (see `exec::RecordedPass`): everything
@@ -438,7 +517,7 @@ impl Explainer {
         if !reused {
             let geometry = Geometry::identity(input.width, input.height);
             self.cache = None;
-            self.model.graph.shapes(input.height, input.width)?;
+            self.check_forward(input.height, input.width)?;
             let pass = self.executor.start_for(input.clone(), layer, opts.method.needs().guided_input_gradient)?;
             self.keep_pass(key, pass, input, geometry)?;
         }
@@ -480,7 +559,7 @@ impl Explainer {
         let (class, target) = self.resolve_target(&opts.target, &logits)?;
         let score: f32 = logits.iter().zip(&target).map(|(l, t)| l * t).sum();
         let probability = softmax(&logits)[class];
-        let Explainer { cache, executor, model } = self;
+        let Explainer { cache, executor, model, .. } = self;
         let cached = cache.as_mut().ok_or_else(|| Error::Internal("no forward pass".into()))?;
         let tokens = model.graph.leading_tokens(layer);
         let Computed { map: mut raw, rgb } = compute_map(opts, cached, executor.as_ref(), batched_forwards, &target, tokens, progress)?;

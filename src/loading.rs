@@ -72,6 +72,9 @@ pub fn parse_labels(text: &str) -> Result<Vec<String>> {
     } else {
         trimmed.lines().map(|l| l.trim_end_matches('\r').to_string()).collect()
     };
+    if labels.is_empty() {
+        return fail!(Option, "the labels file holds no names (an empty JSON array); give one name per class");
+    }
     check_labels(&labels)?;
     Ok(labels)
 }

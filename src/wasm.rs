@@ -801,11 +801,23 @@ fn heat_from_js(result: &JsValue) -> JsResult<Heat> {
     let map = Float32Array::from(map).to_vec();
     let width = index(&get(result, "width")?, "result.width")?;
     let height = index(&get(result, "height")?, "result.height")?;
-    if map.len() != width.saturating_mul(height) {
+    if width.checked_mul(height) != Some(map.len()) {
         return Err(js_err(format!("result.heatmap has {} values but result is {width}x{height}", map.len())));
     }
     let g = get(result, "geometry")?;
-    let mask = if is_missing(&g) { vec![true; map.len()] } else { crop_mask(&geometry_from_js(&g)?).map_err(js_err)? };
+    let mask = if is_missing(&g) {
+        vec![true; map.len()]
+    } else {
+        // The geometry's image size is checked against the map before its mask is allocated.
+        let geometry = geometry_from_js(&g)?;
+        if (geometry.orig_w, geometry.orig_h) != (width, height) {
+            return Err(js_err(format!(
+                "result.geometry is for a {}x{} image but result is {width}x{height}",
+                geometry.orig_w, geometry.orig_h
+            )));
+        }
+        crop_mask(&geometry).map_err(js_err)?
+    };
     if mask.len() != map.len() {
         return Err(js_err("result.geometry does not match result.width x result.height"));
     }

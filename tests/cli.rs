@@ -91,3 +91,37 @@ fn bad_arguments_fail_with_a_message_that_says_what_to_fix() {
         assert!(!err.contains("panicked"), "{args:?} panicked: {err}");
     }
 }
+
+#[test]
+fn top_k_beyond_five_explains_k_distinct_classes_and_errors_end_with_a_newline() {
+    let v = json(&["explain", "assets/samples/chelsea.png", "--top", "8", "--json"]);
+    let all = v["explanations"].as_array().unwrap();
+    assert_eq!(all.len(), 8);
+    let classes: Vec<u64> = all.iter().map(|e| e["class"].as_u64().unwrap()).collect();
+    let mut distinct = classes.clone();
+    distinct.sort_unstable();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 8, "8 distinct classes, got {classes:?}");
+    assert_eq!(classes[0], 282, "the top-1 first");
+    // In the order of their scores.
+    let scores: Vec<f64> = all.iter().map(|e| e["score"].as_f64().unwrap()).collect();
+    assert!(scores.windows(2).all(|w| w[0] >= w[1]), "{scores:?}");
+    // More classes than the model has: a clear error.
+    let (code, _, err) = gradcam(&["explain", "assets/samples/chelsea.png", "--top", "1001"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--top 1001") && err.contains("1000"), "{err}");
+    // Every error message ends with exactly one newline.
+    for args in [
+        &["explain", "assets/samples/coffee.png", "--class", "1000"][..],
+        &["explain", "no-such-image.png"],
+        &["explain"],
+        &["frobnicate"],
+        &["explain", "assets/samples/coffee.png", "--top", "1001"],
+        &["explain", "assets/samples/coffee.png", "--alpha"],
+        &["--help"],
+    ] {
+        let (code, _, err) = gradcam(args);
+        assert_eq!(code, 2, "{args:?}");
+        assert!(err.ends_with('\n') && !err.ends_with("\n\n"), "{args:?}: {err:?}");
+    }
+}

@@ -14,21 +14,42 @@ pub enum Family {
     AlexNet,
 }
 
-/// Indices `i` with a 4-D `{prefix}.{i}.weight` (convs) or a 2-D one (linears).
-fn indices(weights: &WeightMap, prefix: &str, rank: usize) -> Vec<usize> {
-    let mut idx: Vec<usize> = weights
-        .names()
-        .filter_map(|n| n.strip_prefix(prefix)?.strip_suffix(".weight")?.parse().ok())
-        .filter(|i: &usize| weights.shape(&format!("{prefix}{i}.weight")).is_some_and(|s| s.len() == rank))
-        .collect();
+/// The largest layer index a key name may carry: 4 per key in the file (plus 4). Every index of a
+/// `Sequential` that these builders walk belongs to a module with keys (a conv, batch-norm or
+/// linear: at least 2 keys) or sits between two such (a ReLU, pool or dropout), so a real file
+/// never comes near it, and the loops over indices are bounded by the file's size, whatever
+/// number a key name spells (`features.999999999.weight`).
+pub fn max_layer_index(weights: &WeightMap) -> usize {
+    weights.names().count().saturating_mul(4).saturating_add(4)
+}
+
+/// Indices `i` with a 4-D `{prefix}.{i}.weight` (convs) or a 2-D one (linears), each at most
+/// `max_layer_index`.
+fn indices(weights: &WeightMap, prefix: &str, rank: usize) -> Result<Vec<usize>> {
+    let limit = max_layer_index(weights);
+    let mut idx = Vec::new();
+    for n in weights.names() {
+        let Some(digits) = n.strip_prefix(prefix).and_then(|r| r.strip_suffix(".weight")) else { continue };
+        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let i = digits.parse::<usize>().ok().filter(|&i| i <= limit);
+        let Some(i) = i else {
+            return fail!(Weights, "key '{}' has layer index {}, more than a file of {} keys can hold (at most {limit}, 4 per key): the key names are corrupt", crate::weights::legacy_pth::short(n), crate::weights::legacy_pth::short(digits), weights.names().count());
+        };
+        if weights.shape(n).is_some_and(|s| s.len() == rank) {
+            idx.push(i);
+        }
+    }
     idx.sort_unstable();
-    idx
+    idx.dedup();
+    Ok(idx)
 }
 
 /// `conv_count`: how many convs the variant has (VGG-16: 13); the positions come from the file.
 pub fn build(weights: &WeightMap, family: Family, conv_count: usize) -> Result<Graph> {
-    let convs = indices(weights, "features.", 4);
-    let linears = indices(weights, "classifier.", 2);
+    let convs = indices(weights, "features.", 4)?;
+    let linears = indices(weights, "classifier.", 2)?;
     if convs.is_empty() || linears.is_empty() {
         return fail!(Weights, "no 'features.N.weight' convs or 'classifier.N.weight' linears: not a VGG/AlexNet file");
     }

@@ -13,7 +13,8 @@ fn main() {}
 #[cfg(not(target_arch = "wasm32"))]
 fn main() {
     if let Err(e) = cli::run(std::env::args().skip(1).collect()) {
-        eprintln!("gradcam: {e}");
+        // Every message ends with exactly one newline, whatever the error text ends with.
+        eprintln!("gradcam: {}", e.trim_end());
         std::process::exit(2);
     }
 }
@@ -234,23 +235,29 @@ model settings (explain and layers):
             (None, Some(path)) => (Some(load_image(path)?), None),
             (None, None) => return Err(format!("explain needs an IMAGE or --tensor FILE\n{USAGE}")),
         };
-        let mut run = |opts: &ExplainOptions| match (&image, &tensor) {
-            (Some(img), _) => explainer.explain(img, opts),
-            (_, Some(t)) => explainer.explain_tensor(t.clone(), opts),
-            _ => unreachable!("checked above"),
+        let run = |explainer: &mut Explainer, opts: &ExplainOptions| match (&image, &tensor) {
+            (Some(img), _) => explainer.explain(img, opts).map_err(|e| e.to_string()),
+            (_, Some(t)) => explainer.explain_tensor(t.clone(), opts).map_err(|e| e.to_string()),
+            _ => Err("explain needs an IMAGE or --tensor FILE".to_string()),
         };
         let classes: Vec<Option<usize>> = match class {
             Some(c) => vec![Some(c)],
             None if top <= 1 => vec![None],
             None => {
-                let first = run(&opts).map_err(|e| e.to_string())?;
-                first.top5.iter().take(top).map(|p| Some(p.class)).chain(std::iter::repeat(None)).take(top).collect()
+                let classes = explainer.model().graph.num_classes;
+                if top > classes {
+                    return Err(format!("--top {top} asks for more classes than the model has ({classes})"));
+                }
+                // The K best classes of this image's forward pass (reused by the explanations below).
+                run(&mut explainer, &opts)?;
+                let logits = explainer.last_logits().ok_or("no forward pass to rank the classes of")?.to_vec();
+                explainer.top_k(&logits, top).iter().map(|p| Some(p.class)).collect()
             }
         };
         let mut results = Vec::new();
         for c in classes {
             opts.target = c.map_or(Target::Top1, Target::Class);
-            results.push(run(&opts).map_err(|e| e.to_string())?);
+            results.push(run(&mut explainer, &opts)?);
         }
         for (i, e) in results.iter().enumerate() {
             if let Some(out) = args.get("--out") {

@@ -513,6 +513,30 @@ impl CpuExecutor {
     }
 }
 
+impl CpuExecutor {
+    /// The first node, in graph order, whose output holds a NaN or an infinity for this input: an
+    /// unrecorded forward with nothing fused (a fused ReLU would turn a NaN into 0 unseen), each
+    /// output checked. For naming a numerical fault after a pass went bad (one more forward).
+    pub fn first_non_finite(&self, input: &FeatureMap) -> Result<Option<NodeId>> {
+        let (c, h, w) = (input.channels, input.height, input.width);
+        let x = Tensor::from_slice(&input.data, (1, c, h, w), &Device::Cpu)?;
+        let n = self.graph.nodes.len();
+        let mut runner = Runner::new(self.graph.clone(), self.kept.clone(), None);
+        runner.fused = vec![None; n];
+        let mut values: Vec<Option<Tensor>> = vec![None; n];
+        values[0] = Some(x);
+        for i in 1..n {
+            runner.run(i..i + 1, &mut values)?;
+            if let Some(v) = &values[i] {
+                if v.flatten_all()?.to_vec1::<f32>()?.iter().any(|x| !x.is_finite()) {
+                    return Ok(Some(i));
+                }
+            }
+        }
+        Ok(None)
+    }
+}
+
 impl Executor for CpuExecutor {
     fn name(&self) -> &'static str {
         "cpu"

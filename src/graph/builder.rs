@@ -108,7 +108,10 @@ impl<'w> GraphBuilder<'w> {
             }
         };
         if let Some(bn) = bn {
-            self.fold_batch_norm(bn, cout, spec.eps, &mut weight, &mut bias)?;
+            self.fold_batch_norm(bn, cout, spec.eps, &mut weight, &mut bias).map_err(|e| match e {
+                crate::error::Error::Numeric(m) => crate::error::Error::Numeric(format!("layer '{name}': {m}")),
+                other => other,
+            })?;
         }
         let conv = Conv { weight, bias, cin, cout, kh, kw, stride: (spec.stride, spec.stride), padding: spec.padding, groups: spec.groups };
         let id = self.push(name, Op::Conv(Arc::new(conv)), vec![input], Known { channels: cout, spatial: None });
@@ -131,8 +134,19 @@ impl<'w> GraphBuilder<'w> {
                 return fail!(Weights, "tensor '{bn}.running_var' has a negative variance ({}) at channel {o}", var[o]);
             }
             let s = gamma[o] / (var[o] + eps).sqrt();
-            weight[o * per_out..(o + 1) * per_out].iter_mut().for_each(|v| *v *= s);
+            let row = &mut weight[o * per_out..(o + 1) * per_out];
+            row.iter_mut().for_each(|v| *v *= s);
             bias[o] = (bias[o] - mean[o]) * s + beta[o];
+            // A fold that overflows f32 would put infinities into the network (and a ReLU would
+            // later hide them as zeros): refuse it here, naming the batch-norm and the channel.
+            if !s.is_finite() || !bias[o].is_finite() || row.iter().any(|v| !v.is_finite()) {
+                return fail!(
+                    Numeric,
+                    "folding batch-norm '{bn}' gives non-finite values at channel {o}: its scale gamma / sqrt(running_var + eps) = {} / sqrt({} + {eps}) = {s} overflows f32 in the weights; check '{bn}.weight' and '{bn}.running_var'",
+                    gamma[o],
+                    var[o]
+                );
+            }
         }
         Ok(())
     }

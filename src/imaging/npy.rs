@@ -10,6 +10,10 @@
 const MAGIC: &[u8] = b"\x93NUMPY";
 /// numpy aligns the data start to 64 bytes.
 const ALIGN: usize = 64;
+/// How deeply the header's dicts, tuples and lists may nest. numpy writes 2 levels (a dict holding
+/// the shape tuple); the parser recurses once per level, so a deeper header is refused before it
+/// could exhaust the stack.
+pub const MAX_HEADER_DEPTH: usize = 16;
 
 /// A Python literal as it can appear in a `.npy` header.
 #[derive(Clone, Debug, PartialEq)]
@@ -26,6 +30,8 @@ enum Lit {
 struct Parser<'a> {
     s: &'a [u8],
     pos: usize,
+    /// Containers open at `pos` (at most `MAX_HEADER_DEPTH`).
+    depth: usize,
 }
 
 impl Parser<'_> {
@@ -56,10 +62,24 @@ impl Parser<'_> {
     }
 
     fn value(&mut self) -> Result<Lit, String> {
-        match self.peek() {
-            Some(b'{') => self.dict(),
-            Some(b'(') => self.seq(b'(', b')'),
-            Some(b'[') => self.seq(b'[', b']'),
+        let open = self.peek();
+        if matches!(open, Some(b'{' | b'(' | b'[')) {
+            if self.depth >= MAX_HEADER_DEPTH {
+                return Err(format!(
+                    "the .npy header nests deeper than {MAX_HEADER_DEPTH} levels (at byte {}); numpy writes 2",
+                    self.pos
+                ));
+            }
+            self.depth += 1;
+            let v = match open {
+                Some(b'{') => self.dict(),
+                Some(b'(') => self.seq(b'(', b')'),
+                _ => self.seq(b'[', b']'),
+            };
+            self.depth -= 1;
+            return v;
+        }
+        match open {
             Some(b'\'') | Some(b'"') => self.string().map(Lit::Str),
             Some(c) if c.is_ascii_digit() => self.int(),
             Some(c) if c.is_ascii_alphabetic() => self.word(),
@@ -221,7 +241,7 @@ fn split_header(bytes: &[u8]) -> Result<(&[u8], &[u8]), String> {
 
 /// Reads the header dict into (dtype, shape), refusing Fortran order.
 fn parse_header(header: &[u8]) -> Result<(Dtype, Vec<usize>), String> {
-    let Lit::Dict(entries) = (Parser { s: header, pos: 0 }).value()? else {
+    let Lit::Dict(entries) = (Parser { s: header, pos: 0, depth: 0 }).value()? else {
         return Err("the .npy header is not a dict".to_string());
     };
     let get = |k: &str| {

@@ -19,6 +19,15 @@ fn check_len(what: &str, got: usize, expected: usize) -> Result<(), String> {
     Ok(())
 }
 
+/// The pixel count of a `width x height` overlay, checked so that its RGBA bytes (4 per pixel)
+/// fit in memory's address range; the caller's buffers must then match it.
+fn pixels(width: usize, height: usize) -> Result<usize, String> {
+    width
+        .checked_mul(height)
+        .filter(|n| n.checked_mul(4).is_some())
+        .ok_or_else(|| format!("an overlay of {width}x{height} pixels is too large"))
+}
+
 /// Blends `heat` (same grid as `img`, values in [0, 1]) over every pixel.
 pub fn overlay_rgba(
     img: &RgbImage,
@@ -37,7 +46,7 @@ pub fn overlay_rgba_masked(
     cmap: Colormap,
     alpha: f32,
 ) -> Result<Vec<u8>, String> {
-    let n = img.width * img.height;
+    let n = pixels(img.width, img.height)?;
     check_len("heat", heat.len(), n)?;
     check_len("mask", mask.len(), n)?;
     check_len("image data", img.data.len(), 3 * n)?;
@@ -64,7 +73,7 @@ pub fn heat_to_rgba(
     height: usize,
     cmap: Colormap,
 ) -> Result<Vec<u8>, String> {
-    check_len("heat", heat.len(), width * height)?;
+    check_len("heat", heat.len(), pixels(width, height)?)?;
     Ok(heat
         .iter()
         .flat_map(|&h| {

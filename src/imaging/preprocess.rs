@@ -1,8 +1,14 @@
 //! Image -> network input tensor, remembering where the input sits on the
 //! original image so a map computed on the input can be put back.
 
-use super::resize::resize_bilinear;
+use super::resize::resize_bilinear_window;
 use super::rgb::RgbImage;
+
+/// The most pixels a network input may have (the crop, or the exact resize): 4096 x 4096, the
+/// largest `--size` / `inputSize` a model takes. Checked before anything is allocated; the
+/// resized image around the crop is never materialized, so its size is not limited (an image of
+/// any aspect ratio, e.g. 30000 x 1, is resized only where the crop lies).
+pub const MAX_NETWORK_INPUT_PIXELS: usize = 4096 * 4096;
 
 /// torchvision's ImageNet channel means, for `Normalize::MeanStd` (on x/255).
 pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
@@ -122,13 +128,15 @@ impl Geometry {
 /// torchvision's output size for `Resize(size)` with an int, as (width, height).
 /// The long side is truncated, not rounded, as torchvision's `int(...)` does;
 /// f64 division of these integers rounds like Python's `/`, so results agree.
+/// Computed in u128 (no overflow); a long side beyond `usize` saturates (it is never allocated:
+/// `preprocess` resizes only the crop's window).
 pub fn shorter_side_size(width: usize, height: usize, size: usize) -> (usize, usize) {
     let (short, long) = if width <= height {
         (width, height)
     } else {
         (height, width)
     };
-    let new_long = ((size * long) as f64 / short as f64) as usize;
+    let new_long = ((size as u128 * long as u128) as f64 / short.max(1) as f64) as usize;
     if width <= height {
         (size, new_long)
     } else {
@@ -156,25 +164,6 @@ pub fn center_crop_origin(
     }
     let half = |n: usize| ((n as f64) / 2.0).round_ties_even() as usize;
     Ok((half(width - crop_w), half(height - crop_h)))
-}
-
-/// Copies the window (left, top, w, h) out of each of the 3 planes.
-fn crop_planes(
-    planes: &[f32],
-    width: usize,
-    height: usize,
-    left: usize,
-    top: usize,
-    w: usize,
-    h: usize,
-) -> Vec<f32> {
-    let mut out = Vec::with_capacity(3 * w * h);
-    for plane in planes.chunks_exact(width * height) {
-        for row in plane.chunks_exact(width).skip(top).take(h) {
-            out.extend_from_slice(&row[left..left + w]);
-        }
-    }
-    out
 }
 
 /// Applies `norm` in place to 3 planes of `n` values each.
@@ -220,20 +209,27 @@ pub fn preprocess(img: &RgbImage, p: &Preprocess) -> Result<Prepared, String> {
             (shorter_side_size(img.width, img.height, size), crop)
         }
     };
-    let planes = resize_bilinear(img, rw, rh)?;
-    let (mut tensor, width, height, left, top) = match crop {
-        None => (planes, rw, rh, 0, 0),
+    if rw == 0 || rh == 0 {
+        return Err(format!("cannot resize {}x{} to {rw}x{rh}: zero size", img.width, img.height));
+    }
+    let (width, height, left, top) = match crop {
+        None => (rw, rh, 0, 0),
         Some((cw, ch)) => {
             let (left, top) = center_crop_origin(rw, rh, cw, ch)?;
-            (
-                crop_planes(&planes, rw, rh, left, top, cw, ch),
-                cw,
-                ch,
-                left,
-                top,
-            )
+            (cw, ch, left, top)
         }
     };
+    // The budget, before anything is allocated: only the network's input is materialized.
+    if width.checked_mul(height).is_none_or(|n| n > MAX_NETWORK_INPUT_PIXELS) {
+        return Err(match crop {
+            None => format!(
+                "resizing the {}x{} image to {width}x{height} would make a network input of more than {MAX_NETWORK_INPUT_PIXELS} pixels (4096 x 4096); use a center crop or a smaller exact size",
+                img.width, img.height
+            ),
+            Some(_) => format!("a {width}x{height} crop is more than the {MAX_NETWORK_INPUT_PIXELS}-pixel (4096 x 4096) network input limit; use a smaller input size"),
+        });
+    }
+    let mut tensor = resize_bilinear_window(img, rw, rh, (left, top, width, height))?;
     normalize_planes(&mut tensor, width * height, &p.normalize)?;
     let geometry = Geometry {
         scale_x: rw as f64 / img.width as f64,
@@ -356,6 +352,20 @@ mod tests {
             (2.0, 0.5, 0.0, 0.0)
         );
         assert!(out.tensor.iter().all(|&v| (v - 1.0).abs() < 1e-6));
+    }
+
+    #[test]
+    fn extreme_aspect_ratios_resize_only_the_crop() {
+        for (w, h) in [(30000, 1), (1, 30000), (20000, 3), (3, 20000)] {
+            let out = preprocess(&gray(w, h, 200), &Preprocess::imagenet()).unwrap();
+            assert_eq!((out.width, out.height, out.tensor.len()), (224, 224, 3 * 224 * 224));
+            let want = (200.0 / 255.0 - IMAGENET_MEAN[0]) / IMAGENET_STD[0];
+            assert!(out.tensor[..224 * 224].iter().all(|v| (v - want).abs() < 1e-5));
+        }
+        let e = preprocess(&gray(30000, 1, 0), &raw(Resize::ShorterSide { size: 256, crop: None })).unwrap_err();
+        assert!(e.contains("4096 x 4096") && e.contains("center crop"), "{e}");
+        let e = preprocess(&gray(4, 4, 0), &raw(Resize::Exact { width: 100_000, height: 100_000 })).unwrap_err();
+        assert!(e.contains("network input"), "{e}");
     }
 
     #[test]

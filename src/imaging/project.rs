@@ -85,7 +85,20 @@ fn check_map(map: &[f32], map_w: usize, map_h: usize) -> Result<(), String> {
     Ok(())
 }
 
+/// The most pixels a map on the image grid (and its crop mask) may have: 2^28 (e.g. 16384 x 16384),
+/// checked before the map is allocated, so a geometry handed in from outside (a result object in
+/// the browser) cannot claim a huge grid.
+pub const MAX_IMAGE_MAP_PIXELS: usize = 1 << 28;
+
 fn check_geometry(g: &Geometry) -> Result<(), String> {
+    if g.orig_w.checked_mul(g.orig_h).is_none_or(|n| n > MAX_IMAGE_MAP_PIXELS)
+        || g.input_w.checked_mul(g.input_h).is_none_or(|n| n > MAX_IMAGE_MAP_PIXELS)
+    {
+        return Err(format!(
+            "geometry of a {}x{} image ({}x{} input) is over the {MAX_IMAGE_MAP_PIXELS}-pixel limit of a map",
+            g.orig_w, g.orig_h, g.input_w, g.input_h
+        ));
+    }
     let sizes_ok = g.input_w > 0 && g.input_h > 0 && g.orig_w > 0 && g.orig_h > 0;
     let scale_ok =
         g.scale_x > 0.0 && g.scale_y > 0.0 && g.scale_x.is_finite() && g.scale_y.is_finite();

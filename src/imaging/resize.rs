@@ -39,16 +39,22 @@ fn triangle(x: f64) -> f64 {
 /// truncation itself follow PIL's `precompute_coeffs` (torchvision's
 /// antialiased kernel copies it), so the tap windows are identical.
 fn axis_taps(in_size: usize, out_size: usize) -> Vec<Taps> {
+    axis_taps_range(in_size, out_size, 0..out_size)
+}
+
+/// `axis_taps`, for the output samples in `range` only (a crop of the resized axis): the same
+/// taps, computed without ever holding the whole output axis.
+fn axis_taps_range(in_size: usize, out_size: usize, range: std::ops::Range<usize>) -> Vec<Taps> {
     let scale = in_size as f64 / out_size as f64;
     // Downscaling stretches the kernel so it covers `scale` input pixels;
     // upscaling keeps the plain bilinear kernel.
     let filter_scale = scale.max(1.0);
     let support = filter_scale;
-    (0..out_size)
+    range
         .map(|i| {
             let center = (i as f64 + 0.5) * scale;
-            let lo = (center - support + 0.5).trunc().max(0.0) as usize;
             let hi = ((center + support + 0.5).trunc() as usize).min(in_size);
+            let lo = ((center - support + 0.5).trunc().max(0.0) as usize).min(hi);
             let mut weights: Vec<f64> = (lo..hi)
                 .map(|j| triangle((j as f64 - center + 0.5) / filter_scale))
                 .collect();
@@ -150,6 +156,71 @@ pub fn resize_planes(
         .collect())
 }
 
+/// The window (left, top, w, h) of `img` resized to out_w x out_h: CHW f32 planes in 0..255,
+/// `3 * h * w` values, exactly the values `resize_bilinear(img, out_w, out_h)` has there (same taps,
+/// same order of sums, same f32 rounding after the horizontal pass). Only the input rows and
+/// columns the window's taps read are touched, and the horizontal pass keeps only the window's
+/// columns: memory is `w * (input rows read) + 3 * w * h` values whatever out_w x out_h is, so
+/// a 30000 x 1 photo whose shorter side becomes 256 (7.68M x 256 resized) costs no more than a
+/// square one.
+pub fn resize_bilinear_window(
+    img: &RgbImage,
+    out_w: usize,
+    out_h: usize,
+    (left, top, w, h): (usize, usize, usize, usize),
+) -> Result<Vec<f32>, String> {
+    let (in_w, in_h) = (img.width, img.height);
+    if in_w == 0 || in_h == 0 || out_w == 0 || out_h == 0 || w == 0 || h == 0 {
+        return Err(format!("cannot resize {in_w}x{in_h} to {out_w}x{out_h} (window {w}x{h}): zero size"));
+    }
+    if left.checked_add(w).is_none_or(|r| r > out_w) || top.checked_add(h).is_none_or(|b| b > out_h) {
+        return Err(format!("window {w}x{h} at ({left}, {top}) is outside the {out_w}x{out_h} resized image"));
+    }
+    let in_pixels = in_w.checked_mul(in_h).filter(|&n| n.checked_mul(3) == Some(img.data.len()));
+    if in_pixels.is_none() {
+        return Err(format!("image data length {} does not match {in_w}x{in_h} RGB", img.data.len()));
+    }
+    let out_len = w.checked_mul(h).and_then(|n| n.checked_mul(3)).ok_or_else(|| format!("window {w}x{h} is too large"))?;
+    // An axis whose size does not change keeps its pixels (PIL skips that pass; the taps would be
+    // the identity anyway).
+    let identity = |start: usize, n: usize| (start..start + n).map(|i| Taps { start: i, weights: vec![1.0] }).collect::<Vec<_>>();
+    let xt = if out_w == in_w { identity(left, w) } else { axis_taps_range(in_w, out_w, left..left + w) };
+    let yt = if out_h == in_h { identity(top, h) } else { axis_taps_range(in_h, out_h, top..top + h) };
+    let span = |t: &[Taps]| {
+        let lo = t.iter().map(|t| t.start).min().unwrap_or(0);
+        let hi = t.iter().map(|t| t.start + t.weights.len()).max().unwrap_or(lo);
+        (lo, hi.max(lo))
+    };
+    let (y_lo, y_hi) = span(&yt);
+    let rows = y_hi - y_lo;
+    let mut horizontal = vec![0f32; rows.checked_mul(w).ok_or("resize window too large")?];
+    let mut out = Vec::with_capacity(out_len);
+    let mut acc = vec![0f64; w];
+    for c in 0..3 {
+        for (r, y) in (y_lo..y_hi).enumerate() {
+            let row = &img.data[y * in_w * 3..(y + 1) * in_w * 3];
+            for (o, t) in horizontal[r * w..(r + 1) * w].iter_mut().zip(&xt) {
+                let v: f64 = t.weights.iter().enumerate().map(|(k, &wgt)| row[(t.start + k) * 3 + c] as f64 * wgt).sum();
+                *o = v as f32;
+            }
+        }
+        for t in &yt {
+            if out_h == in_h {
+                let r = t.start - y_lo;
+                out.extend_from_slice(&horizontal[r * w..(r + 1) * w]);
+                continue;
+            }
+            acc.iter_mut().for_each(|a| *a = 0.0);
+            for (k, &wgt) in t.weights.iter().enumerate() {
+                let r = t.start + k - y_lo;
+                acc.iter_mut().zip(&horizontal[r * w..(r + 1) * w]).for_each(|(a, &p)| *a += p as f64 * wgt);
+            }
+            out.extend(acc.iter().map(|&a| a as f32));
+        }
+    }
+    Ok(out)
+}
+
 /// Resizes an RGB image to out_w x out_h; returns CHW f32 planes in 0..255,
 /// `3 * out_h * out_w` values, unrounded.
 pub fn resize_bilinear(img: &RgbImage, out_w: usize, out_h: usize) -> Result<Vec<f32>, String> {
@@ -232,6 +303,19 @@ mod tests {
             resize_bilinear(&img, 2, 1).unwrap(),
             vec![1.0, 4.0, 2.0, 5.0, 3.0, 6.0]
         );
+    }
+
+    #[test]
+    fn window_equals_the_same_window_of_the_full_resize() {
+        let data: Vec<u8> = (0..13 * 7 * 3).map(|i| (i * 37 % 251) as u8).collect();
+        let img = RgbImage::from_rgb(13, 7, data).unwrap();
+        for (ow, oh, l, t, w, h) in [(5, 3, 1, 0, 3, 3), (20, 11, 4, 2, 9, 5), (13, 2, 0, 0, 13, 2), (13, 7, 2, 3, 4, 4), (40, 7, 17, 1, 6, 5), (1, 1, 0, 0, 1, 1)] {
+            let full = resize_bilinear(&img, ow, oh).unwrap();
+            let win = resize_bilinear_window(&img, ow, oh, (l, t, w, h)).unwrap();
+            let want: Vec<f32> = (0..3).flat_map(|c| (t..t + h).flat_map(move |y| (l..l + w).map(move |x| (c, y, x)))).map(|(c, y, x)| full[c * ow * oh + y * ow + x]).collect();
+            assert_eq!(win, want, "{ow}x{oh} window {w}x{h} at ({l}, {t})");
+        }
+        assert!(resize_bilinear_window(&img, 5, 3, (3, 0, 3, 3)).unwrap_err().contains("outside"));
     }
 
     #[test]

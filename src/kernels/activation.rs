@@ -6,24 +6,24 @@ pub enum Clamp {
     Relu6,
 }
 
-/// max(x, 0), and min(.., 6) for Relu6. NaN maps to 0 in both (`f32::max`
-/// prefers the number), which `clamp` would not do.
-#[allow(clippy::manual_clamp)]
+/// max(x, 0), and min(.., 6) for Relu6. NaN stays NaN, as in PyTorch (`torch.relu(nan)` is nan):
+/// a numerical fault upstream must reach the logits and be reported, not turn into zeros.
 pub fn relu_forward(x: &[f32], clamp: Clamp) -> Vec<f32> {
-    match clamp {
-        Clamp::Relu => x.iter().map(|v| v.max(0.0)).collect(),
-        Clamp::Relu6 => x.iter().map(|v| v.max(0.0).min(6.0)).collect(),
-    }
+    let mut y = x.to_vec();
+    clamp_in_place(&mut y, clamp);
+    y
 }
 
 /// [`relu_forward`] in place, written as compare-and-select so it vectorises (also on wasm32 simd128,
-/// where `f32::max`'s NaN rule would force a scalar loop). NaN still maps to 0.
+/// where `f32::max`'s NaN rule would force a scalar loop). The comparisons are negated
+/// (`!(v <= 0)`), so a NaN fails them and passes through unchanged.
+#[allow(clippy::neg_cmp_op_on_partial_ord)]
 pub fn clamp_in_place(x: &mut [f32], clamp: Clamp) {
     match clamp {
-        Clamp::Relu => x.iter_mut().for_each(|v| *v = if *v > 0.0 { *v } else { 0.0 }),
+        Clamp::Relu => x.iter_mut().for_each(|v| *v = if !(*v <= 0.0) { *v } else { 0.0 }),
         Clamp::Relu6 => x.iter_mut().for_each(|v| {
-            let r = if *v > 0.0 { *v } else { 0.0 };
-            *v = if r < 6.0 { r } else { 6.0 };
+            let r = if !(*v <= 0.0) { *v } else { 0.0 };
+            *v = if !(r >= 6.0) { r } else { 6.0 };
         }),
     }
 }
@@ -126,6 +126,16 @@ mod tests {
                 mask_grad_in_place(&mut gm, &m, guided);
                 assert_eq!(gm, relu_input_grad(&x, &g, clamp, guided), "{clamp:?} guided {guided}");
             }
+        }
+    }
+
+    #[test]
+    fn nan_passes_through_relu_as_in_pytorch() {
+        let x = [f32::NAN, -1.0, f32::INFINITY, f32::NEG_INFINITY, 2.0];
+        for clamp in [Clamp::Relu, Clamp::Relu6] {
+            let y = relu_forward(&x, clamp);
+            assert!(y[0].is_nan(), "{clamp:?}");
+            assert_eq!(y[1..], [0.0, if clamp == Clamp::Relu { f32::INFINITY } else { 6.0 }, 0.0, 2.0]);
         }
     }
 

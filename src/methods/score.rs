@@ -26,6 +26,11 @@ impl Method {
 pub const CPU_BATCH: usize = 4;
 /// The same on the GPU, where each batch is a round trip to the device.
 pub const GPU_BATCH: usize = 16;
+/// The most bytes one batch of masked inputs may hold (f32, n x 3 x H x W): 64 MiB (111 inputs of
+/// 224 x 224, 5 of 1024 x 1024). A batch asked for beyond it (or beyond the channel count) is cut
+/// to fit, never below one input, so the masked batch is sized from this budget before it is
+/// allocated, whatever `batch` says.
+pub const MAX_BATCH_BYTES: usize = 64 << 20;
 
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ScoreCamOptions {
@@ -103,7 +108,9 @@ impl<'a> ScoreCamSteps<'a> {
             channels.sort_by(|&x, &y| var[y].total_cmp(&var[x]));
             channels.truncate(keep.max(1));
         }
-        ScoreCamSteps { a, input, channels, batch: opts.batch.unwrap_or(CPU_BATCH).max(1), scores: Vec::new() }
+        let per_input = input.data.len().saturating_mul(4).max(1);
+        let batch = opts.batch.unwrap_or(CPU_BATCH).min(channels.len()).min(MAX_BATCH_BYTES / per_input).max(1);
+        ScoreCamSteps { a, input, channels, batch, scores: Vec::new() }
     }
 
     /// The next batch of masked inputs (n x 3 x H x W) and n; `None` once every channel is scored.
@@ -154,5 +161,23 @@ impl<'a> ScoreCamSteps<'a> {
             weights[k] = e / total;
         }
         weighted_sum(self.a, &weights)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_batch_is_cut_to_the_channels_and_the_byte_budget() {
+        let a = FeatureMap::new(200, 1, 2, (0..400).map(|i| i as f32).collect());
+        let small = FeatureMap::new(3, 4, 4, vec![1.0; 48]);
+        let opts = ScoreCamOptions { batch: Some(usize::MAX), max_channels: None };
+        assert_eq!(ScoreCamSteps::new(&a, &small, opts).next_batch().map(|b| b.1), Some(200));
+        // 1024 x 1024 inputs are 12 MiB each: 5 fit in 64 MiB.
+        let big = FeatureMap::new(3, 1024, 1024, vec![1.0; 3 << 20]);
+        let steps = ScoreCamSteps::new(&a, &big, opts);
+        let (masked, n) = steps.next_batch().unwrap();
+        assert_eq!((n, masked.len()), (5, 5 * (3 << 20)));
     }
 }

@@ -267,6 +267,9 @@ impl<'a> Importer<'a> {
                     return fail!(Weights, "the model's input '{}' has {c} channels; only RGB (3-channel) image models import", input.name);
                 }
                 match (h, w) {
+                    (Some(h), Some(w)) if *h > 4096 || *w > 4096 => {
+                        return fail!(Weights, "the model's input '{}' is {h}x{w} pixels; inputs up to 4096 x 4096 import", input.name);
+                    }
                     (Some(h), Some(w)) if *h > 0 && *w > 0 => Some((*h, *w)),
                     _ => None,
                 }
@@ -1201,7 +1204,7 @@ impl<'a> Importer<'a> {
     fn reshape(&mut self, i: usize, target: Vec<i64>, allowzero: bool) -> Result<()> {
         let (x, layout) = self.map_in(i, 0)?;
         let cur = self.dims_of(x, &layout);
-        let numel: usize = cur.iter().product();
+        let numel = checked_numel(&cur).ok_or_else(|| Error::Weights(format!("{}: shape {cur:?} is too large", describe(&self.onnx[i]))))?;
         let mut dims = Vec::with_capacity(target.len());
         let mut infer = None;
         for (k, &d) in target.iter().enumerate() {
@@ -1216,13 +1219,13 @@ impl<'a> Importer<'a> {
             });
         }
         if let Some(k) = infer {
-            let rest: usize = dims.iter().product();
+            let rest = checked_numel(&dims).unwrap_or(0);
             if rest == 0 || !numel.is_multiple_of(rest) {
                 return fail!(Weights, "{}: cannot reshape {cur:?} to {target:?}", describe(&self.onnx[i]));
             }
             dims[k] = numel / rest;
         }
-        if dims.iter().product::<usize>() != numel {
+        if checked_numel(&dims) != Some(numel) {
             return fail!(Weights, "{}: cannot reshape {cur:?} to {target:?}", describe(&self.onnx[i]));
         }
         if dims == cur {
@@ -1578,10 +1581,10 @@ impl<'a> Importer<'a> {
                 let numel = x.numel();
                 let mut dims: Vec<usize> = t.iter().enumerate().map(|(k, &d)| if d == 0 { *x.dims.get(k).unwrap_or(&0) } else { d.max(1) as usize }).collect();
                 if let Some(k) = t.iter().position(|&d| d == -1) {
-                    let rest: usize = dims.iter().enumerate().filter(|(j, _)| *j != k).map(|(_, &d)| d).product();
+                    let rest = dims.iter().enumerate().filter(|(j, _)| *j != k).try_fold(1usize, |a, (_, &d)| a.checked_mul(d)).unwrap_or(0);
                     dims[k] = numel.checked_div(rest).unwrap_or(0);
                 }
-                if dims.iter().product::<usize>() != numel {
+                if checked_numel(&dims) != Some(numel) {
                     return fail!(Weights, "{}: cannot reshape a constant of shape {:?} to {t:?}", describe(n), x.dims);
                 }
                 Const { dims, data: x.data.clone() }
@@ -1608,10 +1611,7 @@ impl<'a> Importer<'a> {
             }
             "ConstantOfShape" => {
                 let dims: Vec<usize> = get(0)?.to_i64().unwrap_or_default().iter().map(|&d| d.max(0) as usize).collect();
-                let numel: usize = dims.iter().product();
-                if numel > 1 << 24 {
-                    return fail!(Weights, "{}: a constant of shape {dims:?} is too large", describe(n));
-                }
+                let numel = checked_numel(&dims).filter(|&n| n <= 1 << 24).ok_or_else(|| Error::Weights(format!("{}: a constant of shape {dims:?} is too large", describe(n))))?;
                 match attr(n, "value").and_then(|a| a.t.as_ref()) {
                     Some(t) => {
                         let v = tensors::decode(t, None, &mut self.budget)?;
@@ -2014,8 +2014,8 @@ impl<'a> Importer<'a> {
 /// The scalar value of a constant tensor (an initializer or a Constant node's output).
 fn scalar_of(name: &str, inits: &HashMap<&str, &TensorProto>, external: Option<&[u8]>, onnx: &[NodeProto], producer: &HashMap<&str, usize>) -> Option<f32> {
     if let Some(t) = inits.get(name) {
-        let n: i64 = t.dims.iter().product();
-        return (n == 1).then(|| tensors::decode(t, external, &mut Budget::default()).ok()?.scalar_f32()).flatten();
+        let n = t.dims.iter().try_fold(1i64, |a, &d| a.checked_mul(d));
+        return (n == Some(1)).then(|| tensors::decode(t, external, &mut Budget::default()).ok()?.scalar_f32()).flatten();
     }
     let n = &onnx[*producer.get(name)?];
     if n.op_type != "Constant" {
@@ -2108,15 +2108,17 @@ fn erf(x: f32) -> f32 {
 }
 
 /// Numpy-style broadcasting of two small constants.
+/// The element count of a shape, `None` when it overflows (dims an ONNX file claims).
+fn checked_numel(dims: &[usize]) -> Option<usize> {
+    dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d))
+}
+
 fn broadcast(a: &Const, b: &Const, op: &str) -> Option<Const> {
     let r = a.dims.len().max(b.dims.len());
     let pad = |d: &[usize]| -> Vec<usize> { std::iter::repeat_n(1, r - d.len()).chain(d.iter().copied()).collect() };
     let (da, db) = (pad(&a.dims), pad(&b.dims));
     let dims: Vec<usize> = da.iter().zip(&db).map(|(&x, &y)| if x == y || y == 1 { Some(x) } else if x == 1 { Some(y) } else { None }).collect::<Option<_>>()?;
-    let numel: usize = dims.iter().product();
-    if numel > 1 << 24 {
-        return None;
-    }
+    let numel = checked_numel(&dims).filter(|&n| n <= 1 << 24)?;
     let index = |d: &[usize], flat: usize| -> usize {
         let mut rem = flat;
         let mut idx = 0;

@@ -42,6 +42,19 @@ const MAX_OBJECTS: usize = 1_000_000;
 /// Tensors may alias storages (tied weights), but the f32 output may not exceed this many times
 /// the number of elements actually stored in the file.
 const MAX_ALIAS_FACTOR: u64 = 4;
+/// Bytes of strings one pickle may have copied out of it, counted per copy, cumulatively: each
+/// reference to a memoized string (a memo GET costs 2 bytes of input) that becomes a key, a tensor
+/// name, a storage key or a class name is charged again. A real state dict copies well under 1 MiB
+/// (EfficientNet-Lite0: ~25 KiB); without this budget a 1 MB string referenced 65536 times would
+/// cost 64 GB of copies.
+pub const MAX_COPIED_STRING_BYTES: u64 = 16 << 20;
+
+fn copy_budget_error() -> String {
+    format!(
+        "the pickle copies more than {} MiB of strings and sizes out of its objects (one object referenced over and over through the memo?): the file is corrupt or hostile",
+        MAX_COPIED_STRING_BYTES >> 20
+    )
+}
 
 /// Cheap sniff: pickle PROTO (0x80, version 2..=5), an optional protocol-4 FRAME, then the magic
 /// number as a 10-byte LONG1.
@@ -203,7 +216,7 @@ fn storage_key_list(keys: &Pickle) -> Result<Vec<String>, String> {
             .iter()
             .enumerate()
             .map(|(i, &k)| match keys.node(k) {
-                Node::Str(s) => Ok(s.clone()),
+                Node::Str(s) => keys.copy_of(s),
                 other => Err(format!("item {i} is {}, not a string", other.kind())),
             })
             .collect(),
@@ -484,10 +497,7 @@ fn parse_storage_pid(p: &Pickle, pid: Id) -> Result<Option<StorageDecl>, String>
         }
         other => return Err(format!("storage type is {}, not a class", other.kind())),
     };
-    let key = p
-        .string(items[2])
-        .ok_or("storage key is not a string")?
-        .to_owned();
+    let key = p.copy_of(p.string(items[2]).ok_or("storage key is not a string")?)?;
     p.string(items[3])
         .ok_or("storage location is not a string")?;
     let numel = p
@@ -547,7 +557,7 @@ fn state_dict_entries(p: &Pickle) -> Result<Vec<(String, Id)>, String> {
         .iter()
         .enumerate()
         .map(|(i, &(k, v))| match p.node(k) {
-            Node::Str(s) => Ok((s.clone(), v)),
+            Node::Str(s) => Ok((p.copy_of(s)?, v)),
             other => Err(format!(
                 "state dict key #{i} is {}, not a string",
                 other.kind()
@@ -749,12 +759,15 @@ fn parse_call(p: &Pickle, func: Id, args: Id, depth: u32) -> Result<TensorSpec, 
     let offset = p
         .non_negative(args[1])
         .ok_or("storage offset is not a non-negative int")?;
-    let shape = p
-        .int_tuple(args[2])
-        .ok_or("size is not a tuple of non-negative ints")?;
-    let stride = p
-        .int_tuple(args[3])
-        .ok_or("stride is not a tuple of non-negative ints")?;
+    let over = |what: &str| {
+        if p.copied.get().saturating_add(8 * p.tuple_len(args[2]).max(p.tuple_len(args[3])) as u64) > MAX_COPIED_STRING_BYTES {
+            copy_budget_error()
+        } else {
+            format!("{what} is not a tuple of non-negative ints")
+        }
+    };
+    let shape = p.int_tuple(args[2]).ok_or_else(|| over("size"))?;
+    let stride = p.int_tuple(args[3]).ok_or_else(|| over("stride"))?;
     if shape.len() != stride.len() {
         return Err(format!(
             "size has {} dims but stride has {}",
@@ -1022,9 +1035,20 @@ enum Item {
 struct Pickle {
     nodes: Vec<Node>,
     root: Id,
+    /// Bytes of strings copied out of this pickle so far (`MAX_COPIED_STRING_BYTES`).
+    copied: std::cell::Cell<u64>,
 }
 
 impl Pickle {
+    /// An owned copy of `s`, a string of this pickle, charged to its copy budget.
+    fn copy_of(&self, s: &str) -> Result<String, String> {
+        let total = self.copied.get().saturating_add(s.len() as u64);
+        if total > MAX_COPIED_STRING_BYTES {
+            return Err(copy_budget_error());
+        }
+        self.copied.set(total);
+        Ok(s.to_owned())
+    }
     fn node(&self, id: Id) -> &Node {
         &self.nodes[id]
     }
@@ -1040,10 +1064,25 @@ impl Pickle {
             _ => None,
         }
     }
+    /// A tuple of non-negative ints (a size or stride), its copy charged to the copy budget
+    /// (8 bytes per item): `None` when it is not one, or when the budget is spent.
     fn int_tuple(&self, id: Id) -> Option<Vec<u64>> {
         match self.node(id) {
-            Node::Tuple(items) => items.iter().map(|&i| self.non_negative(i)).collect(),
+            Node::Tuple(items) => {
+                let total = self.copied.get().saturating_add(8 * items.len() as u64);
+                if total > MAX_COPIED_STRING_BYTES {
+                    return None;
+                }
+                self.copied.set(total);
+                items.iter().map(|&i| self.non_negative(i)).collect()
+            }
             _ => None,
+        }
+    }
+    fn tuple_len(&self, id: Id) -> usize {
+        match self.node(id) {
+            Node::Tuple(items) => items.len(),
+            _ => 0,
         }
     }
     fn unwrap_build(&self, mut id: Id) -> Id {
@@ -1061,6 +1100,7 @@ impl Pickle {
             stack: Vec::new(),
             marks: Vec::new(),
             memo: HashMap::new(),
+            copied: 0,
         };
         loop {
             let at = cur.pos;
@@ -1074,6 +1114,7 @@ impl Pickle {
                     return Ok(Pickle {
                         nodes: m.nodes,
                         root,
+                        copied: std::cell::Cell::new(m.copied),
                     })
                 }
                 Ok(None) => {}
@@ -1093,6 +1134,8 @@ struct Machine {
     /// Stack lengths at each MARK (CPython's metastack).
     marks: Vec<usize>,
     memo: HashMap<u64, Id>,
+    /// Bytes of strings copied by STACK_GLOBAL (`MAX_COPIED_STRING_BYTES`).
+    copied: u64,
 }
 
 const TRUNC: &str = "the file ends inside this opcode's argument";
@@ -1364,6 +1407,10 @@ impl Machine {
                 let module = self.pop()?;
                 match (&self.nodes[module], &self.nodes[name]) {
                     (Node::Str(m), Node::Str(n)) => {
+                        self.copied = self.copied.saturating_add(m.len() as u64 + n.len() as u64);
+                        if self.copied > MAX_COPIED_STRING_BYTES {
+                            return Err(copy_budget_error());
+                        }
                         let g = Node::Global {
                             module: m.clone(),
                             name: n.clone(),
