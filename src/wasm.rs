@@ -239,6 +239,30 @@ impl Heat {
     }
 }
 
+/// Every explanation method `explain` accepts, with its label, one-line help, grid and needs: what
+/// menus and help texts show (no model needed).
+#[wasm_bindgen(js_name = methodCatalog, unchecked_return_type = "MethodInfo[]")]
+pub fn method_catalog() -> JsResult<Array> {
+    crate::methods::ALL
+        .iter()
+        .map(|m| {
+            let o = Object::new();
+            set(&o, "name", m.name())?;
+            set(&o, "aliases", m.0.aliases.iter().map(|a| JsValue::from_str(a)).collect::<Array>())?;
+            set(&o, "label", m.label())?;
+            set(&o, "help", m.help())?;
+            set(&o, "grid", if m.is_input_resolution() { "input" } else { "layer" })?;
+            let needs = m.needs();
+            let n = Object::new();
+            set(&n, "layerGradient", needs.layer_gradient)?;
+            set(&n, "guidedInputGradient", needs.guided_input_gradient)?;
+            set(&n, "batchedForwards", needs.batched_forwards)?;
+            set(&o, "needs", n)?;
+            Ok(JsValue::from(o))
+        })
+        .collect()
+}
+
 // ---------------------------------------------------------------- the class
 
 #[wasm_bindgen(typescript_custom_section)]
@@ -251,6 +275,13 @@ export interface ExplainOptions {
   onProgress?: (done: number, total: number) => void; scoreCamChannels?: number; scoreCamBatch?: number;
 }
 export interface OverlayOptions { colormap?: string; alpha?: number }
+/** One explanation method, as `methodCatalog()` lists them. */
+export interface MethodInfo {
+  name: string; aliases: string[]; label: string; help: string;
+  /** where the map lives: the target layer's grid or the input's pixels */
+  grid: 'layer' | 'input';
+  needs: { layerGradient: boolean; guidedInputGradient: boolean; batchedForwards: boolean };
+}
 export interface Prediction { classIdx: number; label: string; logit: number; probability: number }
 export interface LayerInfo { name: string; aliases: string[]; kind: string; shape: [number, number, number]; default: boolean }
 export interface BackendInfo { backend: 'cpu' | 'webgpu'; requested: Backend; adapter: string | null; software: boolean; note: string }
@@ -262,7 +293,7 @@ export interface ExplainResult {
   heatmap: Float32Array; width: number; height: number;
   raw: Float32Array; rawWidth: number; rawHeight: number;
   classIdx: number; label: string; logit: number; probability: number;
-  method: string; layer: string; top5: Prediction[];
+  method: string; methodLabel: string; layer: string; top5: Prediction[];
   timings: { preprocessMs: number; forwardMs: number; methodMs: number; projectMs: number; totalMs: number; forwardReused: boolean };
   /** the executor that ran this explanation's forward and backward passes */
   backend: 'cpu' | 'webgpu'; warnings: string[]; geometry: Geometry;
@@ -837,6 +868,7 @@ fn explanation_js(e: &Explanation) -> JsResult<Object> {
     set(&o, "logit", e.score)?;
     set(&o, "probability", e.probability)?;
     set(&o, "method", e.method.name())?;
+    set(&o, "methodLabel", e.method.label())?;
     set(&o, "layer", e.layer.as_str())?;
     set(&o, "top5", predictions_js(&e.top5)?)?;
     let t = Object::new();

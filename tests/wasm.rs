@@ -51,6 +51,14 @@ fn explains_a_synthetic_image() {
     assert_eq!(ex.default_layer(), "_conv_head.act");
     assert!(ex.methods().iter().any(|m| m.as_string().as_deref() == Some("gradcam")));
     assert!(ex.layers().unwrap().length() > 10);
+    // The catalog the page's menu and help read: every method, each with a label, help and grid.
+    let catalog = gradcam_wasm::wasm::method_catalog().unwrap();
+    assert_eq!(catalog.length() as usize, gradcam_wasm::methods::ALL.len());
+    for m in catalog.iter() {
+        for k in ["name", "label", "help", "grid"] {
+            assert!(field(&m, k).as_string().is_some_and(|v| !v.is_empty()), "{k} of {:?}", field(&m, "name"));
+        }
+    }
 
     let (w, h) = (64u32, 48u32);
     let img = image(w, h, (4 * w * h) as usize);
@@ -58,6 +66,7 @@ fn explains_a_synthetic_image() {
     assert_eq!(field(&r, "width").as_f64(), Some(w as f64));
     assert_eq!(field(&r, "height").as_f64(), Some(h as f64));
     assert_eq!(field(&r, "classIdx").as_f64(), Some(281.0));
+    assert_eq!(field(&r, "methodLabel").as_string().as_deref(), Some("Grad-CAM"));
     assert_eq!(field(&r, "backend").as_string().as_deref(), Some("cpu"));
     assert_eq!(field(&r, "method").as_string().as_deref(), Some("gradcam"));
     let heat = Float32Array::from(field(&r, "heatmap")).to_vec();

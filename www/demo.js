@@ -1,25 +1,13 @@
 // The demo page: one GradcamClient (a worker with the wasm Explainer), a photo on a canvas,
 // and controls. Every explanation runs off the main thread; nothing is sent anywhere.
 
-import { GradcamClient, METHODS, METHOD_NAMES, COLORMAPS } from './gradcam-client.js';
+import { GradcamClient, COLORMAPS } from './gradcam-client.js';
 import { drawRgbChw, cropRect } from './render.js';
 
 const DEFAULT_MODEL = 'assets/models/efficientnet-lite0.safetensors';
 const SAMPLES_DIR = 'assets/samples/';
 const MAX_SIDE = 1600; // larger photos are scaled down (the heatmap lives on the photo's own grid)
 
-const METHOD_HELP = {
-  gradcam: 'Gradients of the class score, averaged per channel, weight the layer\'s feature maps.',
-  counterfactual: 'Negated gradients: regions whose removal would raise the confidence in this class.',
-  'guided-backprop': 'Input gradient through "guided" ReLUs: fine detail, not class-discriminative.',
-  'guided-gradcam': 'Guided Backprop times the upsampled Grad-CAM map: fine and class-discriminative.',
-  'gradcam++': 'Weights positive gradients with higher-order terms; better for several instances.',
-  hirescam: 'Gradient times activation per location, summed over channels: no spatial averaging.',
-  xgradcam: 'Gradients weighted by normalized activations (axiom-based Grad-CAM).',
-  layercam: 'Per-location positive gradients times activations; usable in shallow layers too.',
-  scorecam: 'Masks the input with each of the 128 most varied channels and scores it: gradient-free, slower.',
-  eigencam: 'First principal component of the activations: class-agnostic, gradient-free.',
-};
 
 const $ = (sel) => document.querySelector(sel);
 const el = {
@@ -71,6 +59,7 @@ const state = {
   result: null,
   colorLayer: null, // canvas: the colormapped heatmap at alpha 1 (photo where undefined)
   top5: [],
+  methods: null, // the method catalog (client.methods())
   wanted: 0, // generation of the newest request
   running: false,
 };
@@ -140,16 +129,35 @@ function alpha() {
   return Number(el.opacity.value);
 }
 
-function fillSelect(select, values, names, selected) {
+/** `values`: names, or `{name, label}` objects (the method catalog). */
+function fillSelect(select, values, selected) {
   select.replaceChildren(
     ...values.map((v) => {
       const o = document.createElement('option');
-      o.value = v;
-      o.textContent = names ? names[v] || v : v;
-      if (v === selected) o.selected = true;
+      o.value = typeof v === 'string' ? v : v.name;
+      o.textContent = typeof v === 'string' ? v : v.label;
+      if (o.value === selected) o.selected = true;
       return o;
     }),
   );
+}
+
+/** The method catalog the wasm module declares (`client.methods()`), once loaded. */
+function methodInfo(name) {
+  return (state.methods || []).find((m) => m.name === name);
+}
+
+function methodLabel(name) {
+  return methodInfo(name)?.label || name;
+}
+
+/** Fills the method menu from the wasm module's catalog, keeping the current choice. */
+async function loadMethods() {
+  const list = await state.client.methods();
+  state.methods = list;
+  const current = el.method.value || 'gradcam';
+  fillSelect(el.method, list, list.some((m) => m.name === current) ? current : 'gradcam');
+  updateMethodHelp();
 }
 
 // ---------- model ----------
@@ -160,7 +168,7 @@ function startClient() {
   state.client.addEventListener('progress', (e) => {
     const { phase, done, total } = e.detail;
     if (phase === 'method' && total > 0) {
-      setTask(`${METHOD_NAMES[el.method.value] || 'Computing'}: ${done} / ${total}`, done, total, true);
+      setTask(`${methodLabel(el.method.value)}: ${done} / ${total}`, done, total, true);
     }
   });
 }
@@ -202,8 +210,11 @@ async function loadModel(source) {
     el.modelInfo.textContent =
       `${name}: ${info.arch}, ${info.numClasses} classes${labels}, input ${info.inputSize}×${info.inputSize}; ` +
       `${fmtMB(info.bytes)}, ${from}, ready in ${fmtMs(wall)}. ${info.layers.length} layers; default target ${info.defaultLayer}.`;
-    const methods = Array.isArray(info.methods) && info.methods.length ? info.methods : METHODS;
-    fillSelect(el.method, methods, METHOD_NAMES, methods.includes(el.method.value) ? el.method.value : 'gradcam');
+    if (Array.isArray(info.methods) && info.methods.length) {
+      state.methods = info.methods;
+      fillSelect(el.method, info.methods, info.methods.some((m) => m.name === el.method.value) ? el.method.value : 'gradcam');
+      updateMethodHelp();
+    }
     populateLayers(info.layers, info.defaultLayer);
     endTask();
     setStatus('');
@@ -367,7 +378,7 @@ async function run() {
       const cls = state.classIdx;
       setBusy(true);
       const slow = setTimeout(() => {
-        if (gen === state.wanted) setTask(`Computing ${METHOD_NAMES[opts.method] || opts.method}…`, 0, 0, true);
+        if (gen === state.wanted) setTask(`Computing ${methodLabel(opts.method)}…`, 0, 0, true);
       }, 600);
       let result;
       try {
@@ -431,7 +442,7 @@ function composite() {
 }
 
 function showResult(r) {
-  const name = METHOD_NAMES[r.method] || r.method;
+  const name = r.methodLabel || methodLabel(r.method);
   el.title.textContent = `${name} of “${r.label}”`;
   el.sub.textContent = `class ${r.classIdx} · p ${pct(r.probability)} · logit ${Number(r.logit).toFixed(2)} · layer ${r.layer}`;
   const t = r.timings || {};
@@ -622,8 +633,10 @@ function download() {
 // ---------- wiring ----------
 
 function updateMethodHelp() {
-  el.methodHelp.textContent = METHOD_HELP[el.method.value] || '';
-  const gradientFree = el.method.value === 'eigencam';
+  const info = methodInfo(el.method.value);
+  el.methodHelp.textContent = info?.help || '';
+  // A method that asks for no gradient and no masked forwards is the same for every class.
+  const gradientFree = !!info && !info.needs.layerGradient && !info.needs.guidedInputGradient && !info.needs.batchedForwards;
   el.top5.classList.toggle('is-agnostic', gradientFree);
 }
 
@@ -632,8 +645,7 @@ function updateColorbar() {
 }
 
 function wire() {
-  fillSelect(el.method, METHODS, METHOD_NAMES, 'gradcam');
-  fillSelect(el.colormap, COLORMAPS, null, 'jet');
+  fillSelect(el.colormap, COLORMAPS, 'jet');
   updateMethodHelp();
   updateColorbar();
 
@@ -742,7 +754,7 @@ function wire() {
     startClient();
     state.running = false;
     setBusy(false);
-    const was = METHOD_NAMES[el.method.value] || el.method.value;
+    const was = methodLabel(el.method.value);
     el.method.value = 'gradcam'; // do not start the slow method again
     updateMethodHelp();
     await loadModel(state.modelSource);
@@ -777,6 +789,7 @@ function registerServiceWorker() {
 wire();
 renderTop5();
 startClient();
+loadMethods().catch(showError);
 {
   const { url, integrity } = requestedModel();
   el.modelUrl.value = url;

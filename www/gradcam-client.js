@@ -6,24 +6,6 @@
 //   const result = await client.explain(imageData, 281, {method: 'gradcam'});
 //   ctx.putImageData(await client.overlay(imageData, result, {colormap: 'jet', alpha: 0.5}), 0, 0);
 
-export const METHODS = [
-  'gradcam', 'counterfactual', 'guided-backprop', 'guided-gradcam', 'gradcam++',
-  'hirescam', 'xgradcam', 'layercam', 'scorecam', 'eigencam',
-];
-
-export const METHOD_NAMES = {
-  gradcam: 'Grad-CAM',
-  counterfactual: 'Counterfactual Grad-CAM',
-  'guided-backprop': 'Guided Backprop',
-  'guided-gradcam': 'Guided Grad-CAM',
-  'gradcam++': 'Grad-CAM++',
-  hirescam: 'HiResCAM',
-  xgradcam: 'XGradCAM',
-  layercam: 'LayerCAM',
-  scorecam: 'Score-CAM',
-  eigencam: 'Eigen-CAM',
-};
-
 export const COLORMAPS = ['turbo', 'jet', 'viridis', 'inferno'];
 
 const imageKeys = new WeakMap();
@@ -306,8 +288,18 @@ export class GradcamClient extends EventTarget {
     return this._call('layers');
   }
 
+  /**
+   * Every method `explain` takes, as the wasm module declares them: `[{name, aliases, label, help,
+   * grid, needs}]` (no model needed). Menus and help texts read this; no list is kept in JS.
+   */
   methods() {
-    return this._call('methods');
+    if (!this._methods) {
+      this._methods = this._call('methods', { wasmUrl: this.wasmUrl }).catch((e) => {
+        this._methods = null; // ask again next time
+        throw e;
+      });
+    }
+    return this._methods;
   }
 
   defaultLayer() {

@@ -15,7 +15,7 @@
 // Events: 'gradcam-result' (detail: the result), 'gradcam-error' (detail: the Error).
 // Property: element.result (the last result), element.explain() (re-run).
 
-import { GradcamClient, METHOD_NAMES } from './gradcam-client.js';
+import { GradcamClient } from './gradcam-client.js';
 
 const DEFAULT_MODEL = 'assets/models/efficientnet-lite0.safetensors';
 const MAX_SIDE = 1600;
@@ -283,7 +283,7 @@ class GradcamExplainerElement extends HTMLElement {
     const hide = !r || this.getAttribute('caption') === 'none';
     this._caption.hidden = hide;
     if (hide) return;
-    const text = `${METHOD_NAMES[r.method] || r.method}: ${r.label} (class ${r.classIdx}, p ${(100 * r.probability).toFixed(1)}%)`;
+    const text = `${r.methodLabel || r.method}: ${r.label} (class ${r.classIdx}, p ${(100 * r.probability).toFixed(1)}%)`;
     this._caption.textContent = this.getAttribute('caption') || text;
     this._canvas.setAttribute('aria-label', `${text}, heatmap over the photo`);
   }

@@ -228,7 +228,7 @@ const handlers = {
       downloadMs: t1 - t0,
       initMs: t2 - t1,
       layers: plain(explainer.layers()),
-      methods: plain(explainer.methods()),
+      methods: plain(wasm.methodCatalog()),
       defaultLayer: explainer.defaultLayer(),
       arch: explainer.arch(),
       inputSize: explainer.inputSize(),
@@ -271,8 +271,10 @@ const handlers = {
     return plain(requireExplainer().layers());
   },
 
-  async methods() {
-    return plain(requireExplainer().methods());
+  /** Every method with its label, help, grid and needs (`methodCatalog()`): no model needed. */
+  async methods({ wasmUrl } = {}) {
+    const mod = await ensureWasm(wasmUrl);
+    return plain(mod.methodCatalog());
   },
 
   async defaultLayer() {

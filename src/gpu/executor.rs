@@ -628,6 +628,10 @@ impl GpuExecutor {
         Ok(GpuPass { inner: inner.clone(), plan: Some(plan), layer, logits, activations })
     }
 
+    /// Inputs per batched forward when the caller does not choose: each batch is a round trip to
+    /// the device (`Executor::forward_batch`).
+    pub const FORWARD_BATCH: usize = 16;
+
     /// Logits of `n` inputs of 3 x h x w each (row-major n x classes).
     pub async fn logits_batch_async(&self, inputs: &[f32], n: usize, h: usize, w: usize) -> Result<Vec<f32>> {
         let per = 3 * h * w;
@@ -712,6 +716,10 @@ impl Executor for GpuExecutor {
 
     fn start(&self, input: FeatureMap, layer: NodeId) -> Result<Box<dyn Pass>> {
         Ok(Box::new(pollster::block_on(self.start_async(input, layer))?))
+    }
+
+    fn forward_batch(&self) -> usize {
+        GpuExecutor::FORWARD_BATCH
     }
 
     fn logits_batch(&self, inputs: &[f32], n: usize, h: usize, w: usize) -> Result<Vec<f32>> {

@@ -44,7 +44,7 @@ impl GpuSession {
         let t0 = now_ms();
         // The GPU's own Score-CAM batch size unless the caller chose one; the replay below uses it too.
         let mut opts = opts.clone();
-        opts.score_cam.batch = Some(opts.score_cam.batch.unwrap_or(crate::methods::score::GPU_BATCH));
+        opts.score_cam.batch = Some(opts.score_cam.batch.unwrap_or(GpuExecutor::FORWARD_BATCH));
         let opts = &opts;
         let (key, layer) = explainer.pass_key(image, opts)?;
         let (mut pre_ms, mut fwd_ms, reused) = (0.0, 0.0, self.live.as_ref().is_some_and(|l| l.key == key));

@@ -20,12 +20,8 @@ impl Method {
     });
 }
 
-/// Masked inputs per forward when the caller does not choose, on the CPU: the kernels take a batch's
-/// images one after the other, so a bigger batch buys no speed there, only memory (16 masked
-/// EfficientNet-Lite0 inputs took wasm memory from 105 to 301 MiB, and ran slower natively).
-pub const CPU_BATCH: usize = 4;
-/// The same on the GPU, where each batch is a round trip to the device.
-pub const GPU_BATCH: usize = 16;
+/// Masked inputs per forward when nobody chose (the executors choose: `Executor::forward_batch`).
+const DEFAULT_BATCH: usize = 4;
 /// The most bytes one batch of masked inputs may hold (f32, n x 3 x H x W): 64 MiB (111 inputs of
 /// 224 x 224, 5 of 1024 x 1024). A batch asked for beyond it (or beyond the channel count) is cut
 /// to fit, never below one input, so the masked batch is sized from this budget before it is
@@ -34,7 +30,7 @@ pub const MAX_BATCH_BYTES: usize = 64 << 20;
 
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ScoreCamOptions {
-    /// Masked inputs per forward pass (None: [`CPU_BATCH`] or [`GPU_BATCH`], by executor).
+    /// Masked inputs per forward pass (None: the executor's `forward_batch`).
     pub batch: Option<usize>,
     /// Keep only this many channels, those with the highest activation variance (None: all).
     pub max_channels: Option<usize>,
@@ -109,7 +105,7 @@ impl<'a> ScoreCamSteps<'a> {
             channels.truncate(keep.max(1));
         }
         let per_input = input.data.len().saturating_mul(4).max(1);
-        let batch = opts.batch.unwrap_or(CPU_BATCH).min(channels.len()).min(MAX_BATCH_BYTES / per_input).max(1);
+        let batch = opts.batch.unwrap_or(DEFAULT_BATCH).min(channels.len()).min(MAX_BATCH_BYTES / per_input).max(1);
         ScoreCamSteps { a, input, channels, batch, scores: Vec::new() }
     }
 

@@ -1,0 +1,142 @@
+//! Each method against a case small enough to compute by hand (as Captum's tests do): a 2-channel
+//! 3 x 3 activation with known gradients, and the exact map the method's paper defines. The maps are
+//! the signed ones `compute` returns (the explainer applies the sign rule, the final ReLU, after it).
+
+use gradcam_wasm::methods::score::ScoreCamOptions;
+use gradcam_wasm::methods::{Computed, Evidence, Grid, Method, Sign, ALL};
+use gradcam_wasm::{ExplainOptions, FeatureMap};
+
+/// A0 = [1 0 2; 0 1 0; 3 0 1] (sum 8), A1 = [0 1 0; 2 0 1; 0 1 0] (sum 5).
+fn activations() -> FeatureMap {
+    FeatureMap::new(2, 3, 3, vec![1., 0., 2., 0., 1., 0., 3., 0., 1., 0., 1., 0., 2., 0., 1., 0., 1., 0.])
+}
+
+/// G0 = 1 everywhere (mean 1), G1 = -2 at (0, 1), else 0 (mean -2/9).
+fn gradient() -> FeatureMap {
+    let mut g = vec![1.0; 9];
+    g.extend([0., -2., 0., 0., 0., 0., 0., 0., 0.]);
+    FeatureMap::new(2, 3, 3, g)
+}
+
+fn input() -> FeatureMap {
+    FeatureMap::new(3, 3, 3, (0..27).map(|i| (i % 5) as f32 * 0.5 - 0.7).collect())
+}
+
+/// Runs `method` on the evidence; `forwards` answers batched forwards with one logit per input,
+/// the sum of its values.
+fn run(method: Method, a: &FeatureMap, g: Option<&FeatureMap>, guided: Option<&FeatureMap>) -> Computed {
+    let x = input();
+    let mut forwards = |inputs: &[f32], n: usize| Ok(inputs.chunks(inputs.len() / n).map(|c| c.iter().sum()).collect());
+    let mut progress = |_: usize, _: usize| {};
+    let mut e = Evidence {
+        activations: a,
+        layer_gradient: g,
+        guided_input_gradient: guided,
+        input: &x,
+        target: &[1.0],
+        forwards: &mut forwards,
+        score_cam: ScoreCamOptions { batch: Some(1), max_channels: None },
+        progress: &mut progress,
+    };
+    method.compute(&mut e).unwrap_or_else(|e| panic!("{}: {e}", method.name()))
+}
+
+fn assert_map(method: Method, got: &[f32], want: &[f32]) {
+    assert_eq!(got.len(), want.len(), "{}", method.name());
+    for (i, (a, b)) in got.iter().zip(want).enumerate() {
+        assert!((a - b).abs() < 1e-5, "{} at {i}: got {a}, want {b}\n got {got:?}\nwant {want:?}", method.name());
+    }
+}
+
+/// w0 * A0 + w1 * A1.
+fn combine(w0: f32, w1: f32) -> Vec<f32> {
+    let a = activations();
+    (0..9).map(|i| w0 * a.data[i] + w1 * a.data[9 + i]).collect()
+}
+
+#[test]
+fn layer_methods_give_the_hand_computed_maps() {
+    let (a, g) = (activations(), gradient());
+    let cases: [(Method, Vec<f32>); 6] = [
+        // alpha = (mean G0, mean G1) = (1, -2/9).
+        (Method::GRAD_CAM, combine(1.0, -2.0 / 9.0)),
+        (Method::COUNTERFACTUAL, combine(-1.0, 2.0 / 9.0)),
+        // sum_k G_k A_k: A0, plus -2 * A1 at (0, 1).
+        (Method::HIRES_CAM, vec![1., -2., 2., 0., 1., 0., 3., 0., 1.]),
+        // sum_k ReLU(G_k) A_k: G1 is never positive.
+        (Method::LAYER_CAM, combine(1.0, 0.0)),
+        // w_k = sum(G_k A_k) / sum(A_k): 8 / 8 and -2 / 5.
+        (Method::XGRAD_CAM, combine(1.0, -0.4)),
+        // alpha = g^2 / (2 g^2 + sum(A) g^3): 1 / 10 on channel 0; w0 = 9 * 1/10; w1 = 0 (no positive g).
+        (Method::GRAD_CAM_PLUS_PLUS, combine(0.9, 0.0)),
+    ];
+    for (method, want) in cases {
+        let c = run(method, &a, Some(&g), None);
+        assert_eq!((c.map.width, c.map.height), (3, 3));
+        assert!(c.rgb.is_none());
+        assert_map(method, &c.map.data, &want);
+    }
+}
+
+#[test]
+fn eigen_cam_is_the_centred_activation_along_the_only_varying_channel() {
+    // A1 constant: the first principal component is channel 0, so the map is A0 - mean(A0), signed so
+    // that its largest magnitude (3 - 8/9) is positive.
+    let mut a = activations();
+    a.data[9..].iter_mut().for_each(|v| *v = 0.5);
+    let c = run(Method::EIGEN_CAM, &a, None, None);
+    let want: Vec<f32> = a.data[..9].iter().map(|v| v - 8.0 / 9.0).collect();
+    assert_map(Method::EIGEN_CAM, &c.map.data, &want);
+}
+
+#[test]
+fn score_cam_weighs_channels_by_the_softmax_of_their_masked_scores() {
+    let (a, x) = (activations(), input());
+    // Each channel min-max normalized (the grids are equal, so no resampling), masks all three colour
+    // planes; the fake network's logit is the sum of the masked input.
+    let score = |k: usize| -> f32 {
+        let plane = &a.data[9 * k..9 * k + 9];
+        let (lo, hi) = plane.iter().fold((f32::MAX, f32::MIN), |(l, h), &v| (l.min(v), h.max(v)));
+        (0..27).map(|i| x.data[i] * (plane[i % 9] - lo) / (hi - lo)).sum()
+    };
+    let (s0, s1) = (score(0), score(1));
+    let (e0, e1) = ((s0 - s0.max(s1)).exp(), (s1 - s0.max(s1)).exp());
+    let c = run(Method::SCORE_CAM, &a, None, None);
+    assert_map(Method::SCORE_CAM, &c.map.data, &combine(e0 / (e0 + e1), e1 / (e0 + e1)));
+}
+
+#[test]
+fn guided_methods_give_the_per_pixel_largest_gradient_magnitude_and_an_rgb_image() {
+    // A 3 x 3 x 3 guided gradient on the input grid (here the layer grid too, so the Grad-CAM map
+    // multiplies it without resampling).
+    let guided = FeatureMap::new(3, 3, 3, (0..27).map(|i| ((i * 7) % 11) as f32 - 5.0).collect());
+    let magnitude = |g: &[f32]| -> Vec<f32> { (0..9).map(|p| (0..3).map(|c| g[9 * c + p].abs()).fold(0.0, f32::max)).collect() };
+    let c = run(Method::GUIDED_BACKPROP, &activations(), None, Some(&guided));
+    assert_map(Method::GUIDED_BACKPROP, &c.map.data, &magnitude(&guided.data));
+    let rgb = c.rgb.expect("guided backprop gives an RGB image");
+    assert!(rgb.data.iter().all(|v| (0.0..=1.0).contains(v)) && rgb.data.len() == 27);
+
+    // Guided Grad-CAM: the guided gradient times ReLU(Grad-CAM), per colour channel.
+    let cam: Vec<f32> = combine(1.0, -2.0 / 9.0).iter().map(|v| v.max(0.0)).collect();
+    let product: Vec<f32> = (0..27).map(|i| guided.data[i] * cam[i % 9]).collect();
+    let c = run(Method::GUIDED_GRAD_CAM, &activations(), Some(&gradient()), Some(&guided));
+    assert_map(Method::GUIDED_GRAD_CAM, &c.map.data, &magnitude(&product));
+}
+
+#[test]
+fn every_method_is_declared_once_with_what_menus_and_executors_read() {
+    for m in ALL {
+        assert_eq!(Method::from_name(m.name()).unwrap(), m);
+        assert_eq!(Method::from_name(&m.name().to_uppercase()).unwrap(), m, "names match whatever the case");
+        for alias in m.0.aliases {
+            assert_eq!(Method::from_name(alias).unwrap(), m, "{alias}");
+        }
+        assert!(!m.label().is_empty() && !m.help().is_empty(), "{}", m.name());
+        assert_eq!(ALL.iter().filter(|o| o.name() == m.name()).count(), 1, "{} listed twice", m.name());
+        // A method on the input grid reads an input gradient; the sign rule says who gets the ReLU.
+        assert_eq!(m.grid() == Grid::Input, m.needs().guided_input_gradient && m.sign() == Sign::AsComputed, "{}", m.name());
+    }
+    let e = Method::from_name("no-such-cam").unwrap_err().to_string();
+    assert!(e.contains("unknown method 'no-such-cam'") && e.contains("gradcam"), "{e}");
+    assert_eq!(ExplainOptions::default().method, Method::GRAD_CAM);
+}
