@@ -7,8 +7,8 @@ use crate::arch::{Arch, InputNorm};
 use crate::clock::now_ms;
 use crate::error::{Error, Result};
 use crate::exec::{cpu::CpuExecutor, Executor, Pass};
-use crate::feature_map::{FeatureMap, Map};
 use crate::fail;
+use crate::feature_map::{FeatureMap, Map};
 use crate::graph::{Graph, NodeId, Op};
 use crate::imaging::preprocess::{preprocess, Geometry, Normalize, Preprocess, Resize, IMAGENET_MEAN, IMAGENET_STD};
 use crate::imaging::project::{crop_mask, project_to_image};
@@ -184,15 +184,7 @@ pub struct ExplainOptions {
 
 impl Default for ExplainOptions {
     fn default() -> Self {
-        ExplainOptions {
-            method: Method::GRAD_CAM,
-            layer: None,
-            target: Target::Top1,
-            signed: false,
-            normalization: Normalization::MinMax,
-            resize: None,
-            score_cam: Default::default(),
-        }
+        ExplainOptions { method: Method::GRAD_CAM, layer: None, target: Target::Top1, signed: false, normalization: Normalization::MinMax, resize: None, score_cam: Default::default() }
     }
 }
 
@@ -348,10 +340,7 @@ impl Explainer {
         let probs = softmax(logits);
         let mut idx: Vec<usize> = (0..logits.len()).collect();
         idx.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]));
-        idx.into_iter()
-            .take(k)
-            .map(|c| Prediction { class: c, label: self.model.labels[c].clone(), logit: logits[c], probability: probs[c] })
-            .collect()
+        idx.into_iter().take(k).map(|c| Prediction { class: c, label: self.model.labels[c].clone(), logit: logits[c], probability: probs[c] }).collect()
     }
 
     fn preprocess_for(&self, opts: &ExplainOptions) -> Preprocess {
@@ -406,7 +395,7 @@ impl Explainer {
         }
         let t0 = now_ms();
         self.cache = None; // a failure below must not leave a stale pass behind
-        // The budget, from the input size the preprocessing will produce, before it allocates.
+                           // The budget, from the input size the preprocessing will produce, before it allocates.
         let (w, h) = match self.preprocess_for(opts).resize {
             Resize::Exact { width, height } => (width, height),
             Resize::ShorterSide { crop: Some(crop), .. } => crop,
@@ -462,13 +451,7 @@ impl Explainer {
     /// Runs `opts.method` on a pass another executor computed (see `exec::RecordedPass`): everything
     /// after the forward and backward passes is this explainer's, so both paths share one code path.
     /// `batched_forwards` answers Score-CAM's masked forwards in its order (else this executor runs them).
-    pub fn explain_recorded(
-        &mut self,
-        forward: ForeignPass,
-        opts: &ExplainOptions,
-        batched_forwards: Option<&mut LogitsBatch>,
-        progress: &mut dyn FnMut(usize, usize),
-    ) -> Result<Explanation> {
+    pub fn explain_recorded(&mut self, forward: ForeignPass, opts: &ExplainOptions, batched_forwards: Option<&mut LogitsBatch>, progress: &mut dyn FnMut(usize, usize)) -> Result<Explanation> {
         let ForeignPass { key, pass, input, geometry } = forward;
         let t0 = now_ms();
         let layer = key.1;
@@ -634,16 +617,8 @@ fn compute_map(
     };
     let mut score_cam = opts.score_cam;
     score_cam.batch = Some(score_cam.batch.unwrap_or(executor.forward_batch()));
-    let mut evidence = Evidence {
-        activations: &activations,
-        layer_gradient: layer_gradient.as_ref(),
-        guided_input_gradient: guided_input_gradient.as_ref(),
-        input: &c.input,
-        target,
-        forwards,
-        score_cam,
-        progress,
-    };
+    let mut evidence =
+        Evidence { activations: &activations, layer_gradient: layer_gradient.as_ref(), guided_input_gradient: guided_input_gradient.as_ref(), input: &c.input, target, forwards, score_cam, progress };
     opts.method.compute(&mut evidence)
 }
 

@@ -34,10 +34,7 @@ impl FeatureMap {
         let patches = self.width.checked_sub(leading).filter(|_| self.height == 1).unwrap_or(0);
         let g = (patches as f64).sqrt().round() as usize;
         if patches == 0 || g * g != patches {
-            return Err(format!(
-                "a {} x {} x {} token map with {leading} leading token(s) has no square grid of patches (the input must be square)",
-                self.channels, self.height, self.width
-            ));
+            return Err(format!("a {} x {} x {} token map with {leading} leading token(s) has no square grid of patches (the input must be square)", self.channels, self.height, self.width));
         }
         let data = self.data.chunks_exact(self.width).flat_map(|tokens| tokens[leading..].iter().copied()).collect();
         Ok(FeatureMap::new(self.channels, g, g, data))

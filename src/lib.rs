@@ -15,9 +15,9 @@ pub mod error;
 pub mod exec;
 pub mod explainer;
 pub mod feature_map;
-pub mod graph;
 #[cfg(feature = "webgpu")]
 pub mod gpu;
+pub mod graph;
 pub mod imaging;
 pub mod kernels;
 pub mod labels;

@@ -92,9 +92,11 @@ pub fn check_labels(labels: &[String]) -> Result<()> {
 
 /// Three numbers from "a,b,c" (a mean or std per RGB channel); one number means all three.
 pub fn parse_triple(what: &str, text: &str) -> Result<[f32; 3]> {
-    let values: Vec<f32> = text.split(',').map(|v| v.trim().parse::<f32>()).collect::<std::result::Result<_, _>>().map_err(|_| {
-        crate::Error::Option(format!("{what} takes one number or three comma-separated numbers (R,G,B), got '{text}'"))
-    })?;
+    let values: Vec<f32> = text
+        .split(',')
+        .map(|v| v.trim().parse::<f32>())
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|_| crate::Error::Option(format!("{what} takes one number or three comma-separated numbers (R,G,B), got '{text}'")))?;
     match values[..] {
         [v] => Ok([v; 3]),
         [r, g, b] => Ok([r, g, b]),

@@ -13,9 +13,9 @@ use crate::explainer::{LayerInfo, Prediction};
 use crate::imaging::colormap::Colormap;
 use crate::imaging::overlay::overlay_rgba_masked;
 use crate::imaging::preprocess::{Geometry, Normalize, Resize};
-use crate::loading::{check_labels, parse_labels, ModelSettings};
 use crate::imaging::project::crop_mask;
 use crate::imaging::rgb::RgbImage;
+use crate::loading::{check_labels, parse_labels, ModelSettings};
 use crate::{Arch, ExplainOptions, Explanation, Method, Normalization, Target};
 use js_sys::{Array, Float32Array, Object, Promise, Reflect, Uint8Array};
 use std::cell::RefCell;
@@ -226,10 +226,7 @@ impl Heat {
 
     fn overlay(&self, image: &RgbImage, cmap: Colormap, alpha: f32) -> JsResult<ImageData> {
         if (image.width, image.height) != (self.width, self.height) {
-            return Err(js_err(format!(
-                "the image is {}x{} but the heatmap is {}x{}; overlay the image that was explained",
-                image.width, image.height, self.width, self.height
-            )));
+            return Err(js_err(format!("the image is {}x{} but the heatmap is {}x{}; overlay the image that was explained", image.width, image.height, self.width, self.height)));
         }
         let rgba = overlay_rgba_masked(image, &self.map, &self.mask, cmap, alpha).map_err(js_err)?;
         // An ImageData keeps the array it is given: a view of wasm memory would show whatever the next
@@ -549,8 +546,7 @@ fn model_settings(opts: &Option<JsValue>) -> JsResult<ModelSettings> {
         if labels.length() > 100_000 {
             return Err(js_err(format!("option 'labels' has {} entries; at most 100000 are accepted", labels.length())));
         }
-        let labels: Vec<String> =
-            labels.iter().enumerate().map(|(i, l)| l.as_string().ok_or_else(|| js_err(format!("labels[{i}] must be a string")))).collect::<JsResult<_>>()?;
+        let labels: Vec<String> = labels.iter().enumerate().map(|(i, l)| l.as_string().ok_or_else(|| js_err(format!("labels[{i}] must be a string")))).collect::<JsResult<_>>()?;
         check_labels(&labels).map_err(js_err)?;
         s.labels = Some(labels);
     } else if !is_missing(&labels) {
@@ -731,11 +727,7 @@ impl Explainer {
         let cmap = colormap_opt(&opts)?.unwrap_or(DEFAULT_COLORMAP);
         let alpha = alpha_opt(&opts)?.unwrap_or(DEFAULT_ALPHA);
         let image = read_image(&image_data)?;
-        let heat = if is_missing(&result) {
-            self.state()?.last.clone().ok_or_else(|| js_err("no explanation yet: call explain() first or pass its result"))?
-        } else {
-            heat_from_js(&result)?
-        };
+        let heat = if is_missing(&result) { self.state()?.last.clone().ok_or_else(|| js_err("no explanation yet: call explain() first or pass its result"))? } else { heat_from_js(&result)? };
         heat.overlay(&image, cmap, alpha)
     }
 
@@ -842,10 +834,7 @@ fn heat_from_js(result: &JsValue) -> JsResult<Heat> {
         // The geometry's image size is checked against the map before its mask is allocated.
         let geometry = geometry_from_js(&g)?;
         if (geometry.orig_w, geometry.orig_h) != (width, height) {
-            return Err(js_err(format!(
-                "result.geometry is for a {}x{} image but result is {width}x{height}",
-                geometry.orig_w, geometry.orig_h
-            )));
+            return Err(js_err(format!("result.geometry is for a {}x{} image but result is {width}x{height}", geometry.orig_w, geometry.orig_h)));
         }
         crop_mask(&geometry).map_err(js_err)?
     };

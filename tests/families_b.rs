@@ -49,14 +49,34 @@ fn inverted_residual(s: &mut StateDict, p: &str, cin: usize, k: usize, expanded:
 fn mobilenet_v3(large: bool, classes: usize) -> StateDict {
     let blocks: &[(usize, usize, usize, bool)] = if large {
         &[
-            (3, 8, 8, false), (3, 16, 8, false), (3, 24, 8, false), (5, 24, 16, true), (5, 32, 16, true),
-            (5, 32, 16, true), (3, 48, 16, false), (3, 40, 16, false), (3, 40, 16, false), (3, 40, 16, false),
-            (3, 64, 24, true), (3, 72, 24, true), (5, 72, 32, true), (5, 96, 32, true), (5, 96, 32, true),
+            (3, 8, 8, false),
+            (3, 16, 8, false),
+            (3, 24, 8, false),
+            (5, 24, 16, true),
+            (5, 32, 16, true),
+            (5, 32, 16, true),
+            (3, 48, 16, false),
+            (3, 40, 16, false),
+            (3, 40, 16, false),
+            (3, 40, 16, false),
+            (3, 64, 24, true),
+            (3, 72, 24, true),
+            (5, 72, 32, true),
+            (5, 96, 32, true),
+            (5, 96, 32, true),
         ]
     } else {
         &[
-            (3, 8, 8, true), (3, 24, 8, false), (3, 24, 8, false), (5, 32, 16, true), (5, 48, 16, true),
-            (5, 48, 16, true), (5, 40, 16, true), (5, 48, 16, true), (5, 64, 24, true), (5, 96, 24, true),
+            (3, 8, 8, true),
+            (3, 24, 8, false),
+            (3, 24, 8, false),
+            (5, 32, 16, true),
+            (5, 48, 16, true),
+            (5, 48, 16, true),
+            (5, 40, 16, true),
+            (5, 48, 16, true),
+            (5, 64, 24, true),
+            (5, 96, 24, true),
             (5, 96, 24, true),
         ]
     };

@@ -11,8 +11,6 @@
 //! `FUZZ_REPLAY_SEED=N` draws other ones. Run it in the dev profile too: its overflow checks turn
 //! arithmetic on claimed sizes into panics that this test reports.
 
-
-
 use gradcam_wasm::imaging::colormap::Colormap;
 use gradcam_wasm::imaging::npy::{read_npy_f32, write_npy_f32};
 use gradcam_wasm::imaging::overlay::{heat_to_rgba, overlay_rgba_masked};
@@ -174,14 +172,7 @@ fn replay(name: &str, seeds: &[Vec<u8>], mutations: usize, rng_seed: u64, f: imp
         let m = mutate(&mut rng, &seeds[a], &seeds[b]);
         run(&m, format!("mutation {k} of seed {a}"));
     }
-    println!(
-        "{name}: {} seeds + {total} mutations in {:.1} s, slowest input {:.3} s ({}), {} panics",
-        seeds.len(),
-        start.elapsed().as_secs_f64(),
-        slowest.0,
-        slowest.1,
-        failures.len()
-    );
+    println!("{name}: {} seeds + {total} mutations in {:.1} s, slowest input {:.3} s ({}), {} panics", seeds.len(), start.elapsed().as_secs_f64(), slowest.0, slowest.1, failures.len());
     assert!(failures.is_empty(), "{name}: {} inputs panicked; first: {}", failures.len(), failures.iter().take(5).cloned().collect::<Vec<_>>().join("\n"));
     assert!(slowest.0 < 2.0, "{name}: {} took {:.1} s", slowest.1, slowest.0);
 }
@@ -204,12 +195,7 @@ fn fixtures(suffix: &str, max: u64) -> Vec<(PathBuf, Vec<u8>)> {
     walk(&root.join("tests/fixtures"), &mut paths);
     walk(&root.join("tests/family_fixtures"), &mut paths);
     paths.sort();
-    paths
-        .into_iter()
-        .filter(|p| p.to_string_lossy().ends_with(suffix))
-        .filter(|p| p.metadata().is_ok_and(|m| m.len() <= max))
-        .filter_map(|p| std::fs::read(&p).ok().map(|b| (p, b)))
-        .collect()
+    paths.into_iter().filter(|p| p.to_string_lossy().ends_with(suffix)).filter(|p| p.metadata().is_ok_and(|m| m.len() <= max)).filter_map(|p| std::fs::read(&p).ok().map(|b| (p, b))).collect()
 }
 
 const SEED_MAX: u64 = 64 * 1024;
@@ -387,7 +373,11 @@ fn explain_case(ex: &mut Explainer, data: &[u8]) {
     let rest = r.0;
     let need = w * h * 4;
     let rgba: Vec<u8> = if exact {
-        if rest.is_empty() { vec![0; need] } else { rest.iter().copied().cycle().take(need).collect() }
+        if rest.is_empty() {
+            vec![0; need]
+        } else {
+            rest.iter().copied().cycle().take(need).collect()
+        }
     } else {
         rest.to_vec()
     };

@@ -89,7 +89,9 @@ fn check(name: &str, model: Model, h: usize, w: usize) {
     if std::env::var("GPU_DEBUG").is_ok() {
         let scale = c.data.iter().fold(0.0f32, |m, v| m.max(v.abs()));
         for (i, (a, b)) in g.data.iter().zip(&c.data).enumerate() {
-            if (a - b).abs() > 1e-4 * scale { println!("  diff at {i} (c {} y {} x {}): gpu {a} cpu {b}", i / (h * w), (i / w) % h, i % w); }
+            if (a - b).abs() > 1e-4 * scale {
+                println!("  diff at {i} (c {} y {} x {}): gpu {a} cpu {b}", i / (h * w), (i / w) % h, i % w);
+            }
         }
     }
     // A second pass of the same size reuses the pooled plan.
@@ -172,7 +174,14 @@ fn gpu_session_explains_like_the_cpu_explainer() {
         let c = on_cpu.explain(&image, &opts).unwrap();
         let (raw, _) = rel_err(&g.raw.data, &c.raw.data);
         let (map, _) = rel_err(&g.image_map.data, &c.image_map.data);
-        println!("session {}: class {} gpu/cpu, raw {raw:.2e}, image map {map:.2e}, gpu {:.0} ms (forward {:.0}, reused {})", method.name(), g.class, g.timings.total_ms, g.timings.forward_ms, g.forward_reused);
+        println!(
+            "session {}: class {} gpu/cpu, raw {raw:.2e}, image map {map:.2e}, gpu {:.0} ms (forward {:.0}, reused {})",
+            method.name(),
+            g.class,
+            g.timings.total_ms,
+            g.timings.forward_ms,
+            g.forward_reused
+        );
         assert_eq!((g.backend, g.class, g.top5[0].class), ("webgpu", c.class, c.top5[0].class));
         assert!(raw <= TOL && map <= TOL, "{}: raw {raw:.2e}, image map {map:.2e}", method.name());
         assert_eq!(g.forward_reused, i > 0, "{}: the forward of the same image is reused", method.name());

@@ -5,7 +5,10 @@
 mod common;
 
 use common::*;
-use gradcam_wasm::exec::{cpu::{Checkpoint, CpuExecutor}, Executor};
+use gradcam_wasm::exec::{
+    cpu::{Checkpoint, CpuExecutor},
+    Executor,
+};
 use gradcam_wasm::graph::Op;
 use gradcam_wasm::{ExplainOptions, Explainer, FeatureMap, Method, Model, Normalization, Target};
 

@@ -305,14 +305,7 @@ fn legacy_pth_truncated_and_corrupted() {
 #[test]
 fn real_model_survives_a_run_of_bad_files_in_one_thread() {
     let h = r#"{"w":{"dtype":"F32","shape":[536870912],"data_offsets":[0,2147483648]}}"#;
-    let bad: Vec<Vec<u8>> = vec![
-        vec![],
-        vec![1, 2, 3, 4, 5, 6, 7],
-        st(h, &[0; 20]),
-        st("nope", &[]),
-        tiny().without("classifier.1.weight").bytes(),
-        LEGACY[..LEGACY.len() / 2].to_vec(),
-    ];
+    let bad: Vec<Vec<u8>> = vec![vec![], vec![1, 2, 3, 4, 5, 6, 7], st(h, &[0; 20]), st("nope", &[]), tiny().without("classifier.1.weight").bytes(), LEGACY[..LEGACY.len() / 2].to_vec()];
     for (i, b) in bad.iter().enumerate() {
         load_err(&format!("bad file {i}"), b, None);
         real_model_still_loads();

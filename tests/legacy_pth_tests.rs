@@ -4,15 +4,10 @@
 
 use gradcam_wasm::weights::legacy_pth::{is_legacy_pth, read_legacy_pth, RawTensor};
 
-const FIXTURE: &[u8] = include_bytes!(concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/tests/fixtures/tiny_legacy.pth"
-));
+const FIXTURE: &[u8] = include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tiny_legacy.pth"));
 
 fn find<'a>(ts: &'a [RawTensor], name: &str) -> &'a RawTensor {
-    ts.iter()
-        .find(|t| t.name == name)
-        .unwrap_or_else(|| panic!("no tensor {name}"))
+    ts.iter().find(|t| t.name == name).unwrap_or_else(|| panic!("no tensor {name}"))
 }
 
 #[test]
@@ -21,22 +16,7 @@ fn fixture_values_order_and_layouts() {
     let ts = read_legacy_pth(FIXTURE).unwrap();
     let names: Vec<&str> = ts.iter().map(|t| t.name.as_str()).collect();
     // num_batches_tracked (LongStorage) is skipped; dict order is kept.
-    assert_eq!(
-        names,
-        [
-            "a.weight",
-            "a.t",
-            "b.half",
-            "b.bf16",
-            "c.double",
-            "d.offset",
-            "scalar",
-            "empty",
-            "p",
-            "v.view",
-            "bcast.row"
-        ]
-    );
+    assert_eq!(names, ["a.weight", "a.t", "b.half", "b.bf16", "c.double", "d.offset", "scalar", "empty", "p", "v.view", "bcast.row"]);
     let t = find(&ts, "a.weight");
     assert_eq!(t.shape, [2, 3]);
     assert_eq!(t.data, [-1.0, -0.5, 0.0, 0.5, 1.0, 1.5]);
@@ -49,22 +29,13 @@ fn fixture_values_order_and_layouts() {
     assert_eq!(t.shape, [2, 2]);
     assert_eq!(t.data, [1.5, -2.0, 0.25, 3.0]);
     let t = find(&ts, "c.double");
-    assert_eq!(
-        t.data,
-        [0.1f64 as f32, -1e-3f64 as f32, 12345.678f64 as f32]
-    );
+    assert_eq!(t.data, [0.1f64 as f32, -1e-3f64 as f32, 12345.678f64 as f32]);
     let t = find(&ts, "d.offset"); // offset 2, size (2,2), stride (1,2) into a.weight's storage
     assert_eq!(t.data, [0.0, 1.0, 0.5, 1.5]);
     let t = find(&ts, "scalar");
-    assert_eq!(
-        (t.shape.len(), t.data.as_slice()),
-        (0, [42.0f32].as_slice())
-    );
+    assert_eq!((t.shape.len(), t.data.as_slice()), (0, [42.0f32].as_slice()));
     let t = find(&ts, "empty");
-    assert_eq!(
-        (t.shape.as_slice(), t.data.len()),
-        ([0usize, 4].as_slice(), 0)
-    );
+    assert_eq!((t.shape.as_slice(), t.data.len()), ([0usize, 4].as_slice(), 0));
     assert_eq!(find(&ts, "p").data, [9.0, 8.0]); // torch._utils._rebuild_parameter
     assert_eq!(find(&ts, "v.view").data, [12.0, 13.0]); // legacy storage view (offset 1) + tensor offset 1
     assert_eq!(find(&ts, "bcast.row").data, [13.0, 14.0, 13.0, 14.0]); // stride-0 dim
@@ -91,26 +62,18 @@ fn sniff_and_wrong_formats() {
 #[test]
 fn every_truncation_is_an_error() {
     for n in 0..FIXTURE.len() {
-        assert!(
-            read_legacy_pth(&FIXTURE[..n]).is_err(),
-            "prefix of {n} bytes accepted"
-        );
+        assert!(read_legacy_pth(&FIXTURE[..n]).is_err(), "prefix of {n} bytes accepted");
     }
     // Trailing bytes after the last storage are ignored (torch ignores them too).
     let mut longer = FIXTURE.to_vec();
     longer.extend(b"trailing");
-    assert_eq!(
-        read_legacy_pth(&longer).unwrap(),
-        read_legacy_pth(FIXTURE).unwrap()
-    );
+    assert_eq!(read_legacy_pth(&longer).unwrap(), read_legacy_pth(FIXTURE).unwrap());
 }
 
 #[test]
 fn byte_mutations_never_panic() {
     for i in 0..FIXTURE.len() {
-        for v in [
-            0x00, 0xff, 0x7f, 0x80, b'.', b'(', b'h', b'j', b'R', b'b', b't',
-        ] {
+        for v in [0x00, 0xff, 0x7f, 0x80, b'.', b'(', b'h', b'j', b'R', b'b', b't'] {
             let mut m = FIXTURE.to_vec();
             m[i] = v;
             let _ = read_legacy_pth(&m);
@@ -122,9 +85,7 @@ fn byte_mutations_never_panic() {
     // Random multi-byte mutations, insertions and deletions (deterministic LCG).
     let mut s: u64 = 0x9e3779b97f4a7c15;
     let mut rnd = move |n: usize| {
-        s = s
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
+        s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         ((s >> 33) as usize) % n.max(1)
     };
     for _ in 0..20_000 {
@@ -223,27 +184,11 @@ struct Entry<'a> {
 fn file(entries: &[Entry], keys: &[&str], storages: &[(u64, Vec<u8>)]) -> Vec<u8> {
     let mut b = header();
     let mut w = W::default();
-    w.op(&[0x80, 2])
-        .global("collections", "OrderedDict")
-        .op(b")R");
+    w.op(&[0x80, 2]).global("collections", "OrderedDict").op(b")R");
     for e in entries {
-        w.s(e.name)
-            .global("torch._utils", "_rebuild_tensor_v2")
-            .op(b"(");
-        w.op(b"(")
-            .s("storage")
-            .global("torch", e.class)
-            .s(e.key)
-            .s("cpu")
-            .int(e.numel)
-            .op(b"NtQ");
-        w.int(e.offset)
-            .ints(e.shape)
-            .ints(e.stride)
-            .op(&[0x89])
-            .op(b"N")
-            .op(b"tR")
-            .op(b"s");
+        w.s(e.name).global("torch._utils", "_rebuild_tensor_v2").op(b"(");
+        w.op(b"(").s("storage").global("torch", e.class).s(e.key).s("cpu").int(e.numel).op(b"NtQ");
+        w.int(e.offset).ints(e.shape).ints(e.stride).op(&[0x89]).op(b"N").op(b"tR").op(b"s");
     }
     w.op(b".");
     b.extend(w.0);
@@ -266,33 +211,14 @@ fn f32_bytes(v: &[f32]) -> Vec<u8> {
 }
 
 fn one<'a>(shape: &'a [u32], stride: &'a [u32], offset: u32, numel: u32) -> Entry<'a> {
-    Entry {
-        name: "w",
-        class: "FloatStorage",
-        key: "0",
-        numel,
-        offset,
-        shape,
-        stride,
-    }
+    Entry { name: "w", class: "FloatStorage", key: "0", numel, offset, shape, stride }
 }
 
 #[test]
 fn hand_written_file_reads() {
-    let f = file(
-        &[one(&[2, 2], &[1, 2], 0, 4)],
-        &["0"],
-        &[(4, f32_bytes(&[1.0, 2.0, 3.0, 4.0]))],
-    );
+    let f = file(&[one(&[2, 2], &[1, 2], 0, 4)], &["0"], &[(4, f32_bytes(&[1.0, 2.0, 3.0, 4.0]))]);
     let ts = read_legacy_pth(&f).unwrap();
-    assert_eq!(
-        ts,
-        [RawTensor {
-            name: "w".into(),
-            shape: vec![2, 2],
-            data: vec![1.0, 3.0, 2.0, 4.0]
-        }]
-    );
+    assert_eq!(ts, [RawTensor { name: "w".into(), shape: vec![2, 2], data: vec![1.0, 3.0, 2.0, 4.0] }]);
 }
 
 fn err(f: &[u8]) -> String {
@@ -304,21 +230,12 @@ fn err(f: &[u8]) -> String {
 #[test]
 fn layout_errors() {
     let data = || vec![(4u64, f32_bytes(&[1.0, 2.0, 3.0, 4.0]))];
-    assert!(
-        err(&file(&[one(&[2, 2], &[2, 1], 1, 4)], &["0"], &data())).contains("reaches element 4")
-    );
+    assert!(err(&file(&[one(&[2, 2], &[2, 1], 1, 4)], &["0"], &data())).contains("reaches element 4"));
     assert!(err(&file(&[one(&[3, 2], &[2, 1], 0, 4)], &["0"], &data())).contains("reaches element"));
-    assert!(
-        err(&file(&[one(&[1000, 1000], &[0, 0], 0, 4)], &["0"], &data())).contains("broadcast")
-    );
+    assert!(err(&file(&[one(&[1000, 1000], &[0, 0], 0, 4)], &["0"], &data())).contains("broadcast"));
     assert!(err(&file(&[one(&[2, 2], &[2], 0, 4)], &["0"], &data())).contains("dims"));
     const BIG: u32 = u32::MAX;
-    assert!(read_legacy_pth(&file(
-        &[one(&[BIG, BIG, BIG], &[1, 1, 1], 0, 4)],
-        &["0"],
-        &data()
-    ))
-    .is_err());
+    assert!(read_legacy_pth(&file(&[one(&[BIG, BIG, BIG], &[1, 1, 1], 0, 4)], &["0"], &data())).is_err());
     assert!(read_legacy_pth(&file(&[one(&[2, 2], &[BIG, BIG], BIG, 4)], &["0"], &data())).is_err());
 }
 
@@ -326,12 +243,7 @@ fn layout_errors() {
 fn storage_errors() {
     let e = one(&[4], &[1], 0, 4);
     // count in the data section disagrees with the persistent id
-    assert!(err(&file(
-        &[one(&[4], &[1], 0, 4)],
-        &["0"],
-        &[(3, f32_bytes(&[1.0, 2.0, 3.0]))]
-    ))
-    .contains("declares"));
+    assert!(err(&file(&[one(&[4], &[1], 0, 4)], &["0"], &[(3, f32_bytes(&[1.0, 2.0, 3.0]))])).contains("declares"));
     // huge claimed counts never allocate
     let huge = |n: u32| file(&[one(&[1], &[1], 0, n)], &["0"], &[(n as u64, vec![0; 16])]);
     assert!(err(&huge(u32::MAX)).contains("remain"));
@@ -342,25 +254,13 @@ fn storage_errors() {
     assert!(err(&file(&[e], &["0", "zz"], &[(4, f32_bytes(&[0.0; 4]))])).contains("not used"));
     assert!(err(&file(&[one(&[4], &[1], 0, 4)], &[], &[])).contains("missing"));
     let d = f32_bytes(&[0.0; 4]);
-    assert!(err(&file(
-        &[one(&[4], &[1], 0, 4)],
-        &["0", "0"],
-        &[(4, d.clone()), (4, d)]
-    ))
-    .contains("twice"));
+    assert!(err(&file(&[one(&[4], &[1], 0, 4)], &["0", "0"], &[(4, d.clone()), (4, d)])).contains("twice"));
     // unsupported storage class
-    let c = Entry {
-        class: "ComplexFloatStorage",
-        ..one(&[1], &[1], 0, 1)
-    };
+    let c = Entry { class: "ComplexFloatStorage", ..one(&[1], &[1], 0, 1) };
     assert!(err(&file(&[c], &["0"], &[(1, vec![0; 8])])).contains("unsupported storage type"));
     // the same key declared with two types
     let a = one(&[1], &[1], 0, 1);
-    let b = Entry {
-        name: "x",
-        class: "HalfStorage",
-        ..one(&[1], &[1], 0, 1)
-    };
+    let b = Entry { name: "x", class: "HalfStorage", ..one(&[1], &[1], 0, 1) };
     assert!(err(&file(&[a, b], &["0"], &[(1, vec![0; 4])])).contains("declared twice"));
 }
 
@@ -368,27 +268,10 @@ fn storage_errors() {
 fn aliasing_budget() {
     // 10 tensors all reading the same 4-element storage: 40 > 4 * 4 elements.
     let names: Vec<String> = (0..10).map(|i| format!("t{i}")).collect();
-    let es: Vec<Entry> = names
-        .iter()
-        .map(|n| Entry {
-            name: n,
-            ..one(&[4], &[1], 0, 4)
-        })
-        .collect();
+    let es: Vec<Entry> = names.iter().map(|n| Entry { name: n, ..one(&[4], &[1], 0, 4) }).collect();
     assert!(err(&file(&es, &["0"], &[(4, f32_bytes(&[0.0; 4]))])).contains("alias"));
-    let es: Vec<Entry> = names[..4]
-        .iter()
-        .map(|n| Entry {
-            name: n,
-            ..one(&[4], &[1], 0, 4)
-        })
-        .collect();
-    assert_eq!(
-        read_legacy_pth(&file(&es, &["0"], &[(4, f32_bytes(&[0.0; 4]))]))
-            .unwrap()
-            .len(),
-        4
-    );
+    let es: Vec<Entry> = names[..4].iter().map(|n| Entry { name: n, ..one(&[4], &[1], 0, 4) }).collect();
+    assert_eq!(read_legacy_pth(&file(&es, &["0"], &[(4, f32_bytes(&[0.0; 4]))])).unwrap().len(), 4);
 }
 
 fn with_state_dict_pickle(p: &[u8]) -> Vec<u8> {
@@ -404,19 +287,10 @@ fn hostile_pickles() {
     let e = err(&with_state_dict_pickle(b"\x80\x02X\xff\xff\xff\xffabc."));
     assert!(e.contains("ends inside") && e.contains("byte 27"), "{e}");
     // BINUNICODE8 / BINBYTES8 claiming 2^64-1
-    assert!(read_legacy_pth(&with_state_dict_pickle(
-        b"\x8d\xff\xff\xff\xff\xff\xff\xff\xffab."
-    ))
-    .is_err());
-    assert!(read_legacy_pth(&with_state_dict_pickle(
-        b"\x8e\xff\xff\xff\xff\xff\xff\xff\xffab."
-    ))
-    .is_err());
+    assert!(read_legacy_pth(&with_state_dict_pickle(b"\x8d\xff\xff\xff\xff\xff\xff\xff\xffab.")).is_err());
+    assert!(read_legacy_pth(&with_state_dict_pickle(b"\x8e\xff\xff\xff\xff\xff\xff\xff\xffab.")).is_err());
     // FRAME claiming more than remains
-    assert!(read_legacy_pth(&with_state_dict_pickle(
-        b"\x95\xff\xff\xff\xff\xff\xff\xff\x7f."
-    ))
-    .is_err());
+    assert!(read_legacy_pth(&with_state_dict_pickle(b"\x95\xff\xff\xff\xff\xff\xff\xff\x7f.")).is_err());
     // LONG1 of 255 bytes and LONG4 of 2^31-1 bytes
     let mut p = vec![0x8a, 255];
     p.extend([0x41; 255]);
@@ -424,21 +298,8 @@ fn hostile_pickles() {
     assert!(err(&with_state_dict_pickle(&p)).contains("not a state dict"));
     assert!(read_legacy_pth(&with_state_dict_pickle(b"\x8b\xff\xff\xff\x7fab.")).is_err());
     // stack underflow, unbalanced marks, bad memo, unknown opcode, missing STOP
-    for p in [
-        &b"R."[..],
-        b"(t(.",
-        b"h\x05.",
-        b"j\x00\x00\x01\x00.",
-        b"\xff.",
-        b"N",
-        b"(0.",
-        b"s.",
-        b"Na.",
-    ] {
-        assert!(
-            read_legacy_pth(&with_state_dict_pickle(p)).is_err(),
-            "{p:?}"
-        );
+    for p in [&b"R."[..], b"(t(.", b"h\x05.", b"j\x00\x00\x01\x00.", b"\xff.", b"N", b"(0.", b"s.", b"Na."] {
+        assert!(read_legacy_pth(&with_state_dict_pickle(p)).is_err(), "{p:?}");
     }
     // Memo bomb: x = (x, x) repeated 200k times is 2^200000 objects for a cloning VM; linear here.
     let mut p = vec![b']', b'q', 0];
@@ -465,56 +326,20 @@ fn hostile_pickles() {
 fn non_tensor_values_and_wrappers() {
     // {'state_dict': OrderedDict(w=tensor), 'epoch': 3}: unwrapped; plain values are skipped.
     let mut w = W::default();
-    w.op(&[0x80, 2])
-        .op(b"}")
-        .s("epoch")
-        .int(3)
-        .op(b"s")
-        .s("state_dict");
-    w.global("collections", "OrderedDict")
-        .op(b")R")
-        .s("w")
-        .global("torch._utils", "_rebuild_tensor_v2")
-        .op(b"(");
-    w.op(b"(")
-        .s("storage")
-        .global("torch", "FloatStorage")
-        .s("0")
-        .s("cpu")
-        .int(2)
-        .op(b"NtQ");
-    w.int(0)
-        .ints(&[2])
-        .ints(&[1])
-        .op(&[0x89])
-        .op(b"NtR")
-        .op(b"s")
-        .s("note")
-        .s("hello")
-        .op(b"s")
-        .op(b"s.");
+    w.op(&[0x80, 2]).op(b"}").s("epoch").int(3).op(b"s").s("state_dict");
+    w.global("collections", "OrderedDict").op(b")R").s("w").global("torch._utils", "_rebuild_tensor_v2").op(b"(");
+    w.op(b"(").s("storage").global("torch", "FloatStorage").s("0").s("cpu").int(2).op(b"NtQ");
+    w.int(0).ints(&[2]).ints(&[1]).op(&[0x89]).op(b"NtR").op(b"s").s("note").s("hello").op(b"s").op(b"s.");
     let mut f = header();
     f.extend(w.0);
     f.extend([0x80, 2, b']', b'X', 1, 0, 0, 0, b'0', b'a', b'.']);
     f.extend(2u64.to_le_bytes());
     f.extend(f32_bytes(&[5.0, 6.0]));
     let ts = read_legacy_pth(&f).unwrap();
-    assert_eq!(
-        ts,
-        [RawTensor {
-            name: "w".into(),
-            shape: vec![2],
-            data: vec![5.0, 6.0]
-        }]
-    );
+    assert_eq!(ts, [RawTensor { name: "w".into(), shape: vec![2], data: vec![5.0, 6.0] }]);
     // An unknown rebuild function is an error, not a silent skip.
     let mut w = W::default();
-    w.op(&[0x80, 2])
-        .op(b"}")
-        .s("q")
-        .global("torch._utils", "_rebuild_qtensor")
-        .op(b")R")
-        .op(b"s.");
+    w.op(&[0x80, 2]).op(b"}").s("q").global("torch._utils", "_rebuild_qtensor").op(b")R").op(b"s.");
     assert!(err(&with_state_dict_pickle(&w.0)).contains("_rebuild_qtensor"));
 }
 
@@ -529,19 +354,12 @@ fn real_efficientnet_lite0_file() {
     let ts = read_legacy_pth(&bytes).unwrap();
     assert_eq!(ts.len(), 247); // 296 entries minus 49 num_batches_tracked
     let total: usize = ts.iter().map(|t| t.data.len()).sum();
-    let params: usize = ts
-        .iter()
-        .filter(|t| !t.name.contains(".running_"))
-        .map(|t| t.data.len())
-        .sum();
+    let params: usize = ts.iter().filter(|t| !t.name.contains(".running_")).map(|t| t.data.len()).sum();
     assert_eq!((total, params), (4_694_024, 4_652_008));
     assert_eq!(ts[0].name, "_conv_stem.weight");
     assert_eq!(ts[0].shape, [32, 3, 3, 3]);
     let last = ts.last().unwrap();
-    assert_eq!(
-        (last.name.as_str(), last.shape.as_slice()),
-        ("_fc.bias", [1000usize].as_slice())
-    );
+    assert_eq!((last.name.as_str(), last.shape.as_slice()), ("_fc.bias", [1000usize].as_slice()));
     let fc = find(&ts, "_fc.weight");
     assert_eq!(fc.shape, [1000, 1280]);
     // Checked against a stdlib-only Python reader (pickle + struct + array) (stdlib pickle + struct + array):
@@ -555,12 +373,6 @@ fn real_efficientnet_lite0_file() {
     assert_eq!(bits(last), [0x3d034af6, 0xbc82f492, 0x3bad5de7]);
     assert_eq!(sum(last), 0xbfa9819c3b800000);
     let dw = find(&ts, "_blocks.0._depthwise_conv.weight");
-    assert_eq!(
-        (dw.shape.as_slice(), bits(dw)),
-        (
-            [32usize, 1, 3, 3].as_slice(),
-            vec![0xbe2dc3f7, 0x3e574db8, 0xbd04abc4]
-        )
-    );
+    assert_eq!((dw.shape.as_slice(), bits(dw)), ([32usize, 1, 3, 3].as_slice(), vec![0xbe2dc3f7, 0x3e574db8, 0xbd04abc4]));
     assert_eq!(sum(dw), 0x4014e2c1eac00000);
 }

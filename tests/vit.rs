@@ -41,13 +41,7 @@ fn fixture(dir: &Path, heads: Option<usize>) -> Fixture {
     let model = Model::from_graph(Arch::Vit, vit::build(&weights, heads).unwrap(), None);
     let (shape, x) = npy(dir, "input.npy");
     let meta: serde_json::Value = serde_json::from_slice(&read(dir, "meta.json")).unwrap();
-    Fixture {
-        model,
-        input: FeatureMap::new(shape[0], shape[1], shape[2], x),
-        logits: npy(dir, "logits.npy").1,
-        map: npy(dir, "gradcam.npy"),
-        class: meta["class"].as_u64().unwrap() as usize,
-    }
+    Fixture { model, input: FeatureMap::new(shape[0], shape[1], shape[2], x), logits: npy(dir, "logits.npy").1, map: npy(dir, "gradcam.npy"), class: meta["class"].as_u64().unwrap() as usize }
 }
 
 fn narrow() -> Fixture {

@@ -24,12 +24,7 @@ static ALLOC: largest_allocation::Tracker = largest_allocation::Tracker;
 
 macro_rules! fixture {
     ($name:literal) => {
-        include_bytes!(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/fixtures/zip_pth/",
-            $name
-        ))
-        .as_slice()
+        include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/zip_pth/", $name)).as_slice()
     };
 }
 
@@ -47,16 +42,7 @@ const LEGACY_WHOLE_MODEL: &[u8] = fixture!("legacy_whole_model.pth");
 const EXPECTED: &[u8] = fixture!("expected.safetensors");
 
 /// The float tensors of the tiny model's state dict, in state-dict order.
-const TINY_KEYS: [&str; 8] = [
-    "0.weight",
-    "0.bias",
-    "1.weight",
-    "1.bias",
-    "1.running_mean",
-    "1.running_var",
-    "5.weight",
-    "5.bias",
-];
+const TINY_KEYS: [&str; 8] = ["0.weight", "0.bias", "1.weight", "1.bias", "1.running_mean", "1.running_var", "5.weight", "5.bias"];
 
 /// The tensors written by the generator, by '<fixture>/<key>'.
 fn expected(fixture: &str) -> Vec<RawTensor> {
@@ -67,23 +53,12 @@ fn expected(fixture: &str) -> Vec<RawTensor> {
         .into_iter()
         .filter_map(|(name, v)| {
             let key = name.strip_prefix(&prefix)?.to_string();
-            let data = v
-                .data()
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-                .collect();
-            Some(RawTensor {
-                name: key,
-                shape: v.shape().to_vec(),
-                data,
-            })
+            let data = v.data().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
+            Some(RawTensor { name: key, shape: v.shape().to_vec(), data })
         })
         .collect();
     out.sort_by(|a, b| a.name.cmp(&b.name));
-    assert!(
-        !out.is_empty(),
-        "expected.safetensors has no tensors for '{fixture}'"
-    );
+    assert!(!out.is_empty(), "expected.safetensors has no tensors for '{fixture}'");
     out
 }
 
@@ -108,11 +83,7 @@ fn map_tensors(m: &WeightMap) -> Vec<RawTensor> {
         .map(|n| {
             let shape: Vec<Option<usize>> = m.shape(&n).unwrap().iter().map(|&d| Some(d)).collect();
             let p = m.take(&n, &shape).unwrap();
-            RawTensor {
-                name: n,
-                shape: p.shape,
-                data: p.data,
-            }
+            RawTensor { name: n, shape: p.shape, data: p.data }
         })
         .collect()
 }
@@ -130,11 +101,7 @@ fn load_err(case: &str, bytes: &[u8]) -> String {
 fn load(case: &str, bytes: &[u8]) -> Result<WeightMap, String> {
     let (r, peak) = largest_allocation::largest_during(|| catch_unwind(AssertUnwindSafe(|| WeightMap::from_bytes(bytes))));
     let limit = 16 * bytes.len() + (1 << 20);
-    assert!(
-        peak <= limit,
-        "{case}: one allocation of {peak} bytes for a {}-byte input",
-        bytes.len()
-    );
+    assert!(peak <= limit, "{case}: one allocation of {peak} bytes for a {}-byte input", bytes.len());
     match r {
         Err(_) => panic!("{case}: WeightMap::from_bytes panicked"),
         Ok(r) => r.map_err(|e| e.to_string()),
@@ -146,19 +113,13 @@ fn load(case: &str, bytes: &[u8]) -> Result<WeightMap, String> {
 fn says(msg: &str, parts: &[&str]) {
     let low = msg.to_lowercase();
     for p in parts {
-        assert!(
-            low.contains(&p.to_lowercase()),
-            "message lacks '{p}': {msg}"
-        );
+        assert!(low.contains(&p.to_lowercase()), "message lacks '{p}': {msg}");
     }
 }
 
 /// A copy of the archive, rewritten by the zip crate with stored entries: `edit` gets each
 /// entry's name and bytes and returns what to write instead (`None` drops the entry).
-fn rebuild(
-    src: &[u8],
-    mut edit: impl FnMut(&str, Vec<u8>) -> Option<(String, Vec<u8>)>,
-) -> Vec<u8> {
+fn rebuild(src: &[u8], mut edit: impl FnMut(&str, Vec<u8>) -> Option<(String, Vec<u8>)>) -> Vec<u8> {
     let mut zin = ZipArchive::new(Cursor::new(src)).unwrap();
     let mut w = ZipWriter::new(Cursor::new(Vec::new()));
     let opts = SimpleFileOptions::default().compression_method(CompressionMethod::Stored);
@@ -181,8 +142,7 @@ fn header_offsets(bytes: &[u8], name: &str) -> (usize, usize) {
         (0..bytes.len() - name_at)
             .find(|&i| {
                 bytes[i..].starts_with(sig) && {
-                    let n = u16::from_le_bytes([bytes[i + name_len_at], bytes[i + name_len_at + 1]])
-                        as usize;
+                    let n = u16::from_le_bytes([bytes[i + name_len_at], bytes[i + name_len_at + 1]]) as usize;
                     bytes.get(i + name_at..i + name_at + n) == Some(name.as_bytes())
                 }
             })
@@ -215,19 +175,11 @@ fn rng(seed: u64) -> impl FnMut(usize) -> usize {
 
 #[test]
 fn reads_each_float_dtype_exactly() {
-    for (tag, bytes) in [
-        ("tiny_f32", TINY_F32),
-        ("tiny_f16", TINY_F16),
-        ("tiny_bf16", TINY_BF16),
-    ] {
+    for (tag, bytes) in [("tiny_f32", TINY_F32), ("tiny_f16", TINY_F16), ("tiny_bf16", TINY_BF16)] {
         assert!(is_zip(bytes));
         let ts = read_zip_pth(bytes).unwrap_or_else(|e| panic!("{tag}: {e}"));
         // State-dict order, num_batches_tracked (int64) skipped.
-        assert_eq!(
-            ts.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(),
-            TINY_KEYS,
-            "{tag}"
-        );
+        assert_eq!(ts.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(), TINY_KEYS, "{tag}");
         assert_eq!(ts[0].shape, [4, 3, 3, 3]);
         assert_same(ts, &expected(tag));
     }
@@ -252,16 +204,11 @@ fn file_without_checksums_reads() {
 fn from_bytes_sniffs_every_format() {
     let want = expected("tiny_f32");
     assert_same(map_tensors(&load("zip", TINY_F32).unwrap()), &want);
-    assert_same(
-        map_tensors(&load("legacy", LEGACY_CHECKPOINT).unwrap()),
-        &want,
-    );
+    assert_same(map_tensors(&load("legacy", LEGACY_CHECKPOINT).unwrap()), &want);
     let st = write_safetensors(&want, StoreAs::F32, &[]).unwrap();
     assert_same(map_tensors(&load("safetensors", &st).unwrap()), &want);
     // The direct safetensors entry point still names the zip format, and the way out.
-    let e = WeightMap::from_safetensors(TINY_F32)
-        .unwrap_err()
-        .to_string();
+    let e = WeightMap::from_safetensors(TINY_F32).unwrap_err().to_string();
     says(&e, &["zip", "WeightMap::from_bytes"]);
 }
 
@@ -274,11 +221,7 @@ fn checkpoint_dicts_are_unwrapped() {
     // Other keys, in order of preference, by rewriting the checkpoint's pickle.
     let pkl_with_key = |key: &str| {
         rebuild(CHECKPOINT, |name, data| {
-            let data = if name.ends_with("data.pkl") {
-                replace_key(&data, "state_dict", key)
-            } else {
-                data
-            };
+            let data = if name.ends_with("data.pkl") { replace_key(&data, "state_dict", key) } else { data };
             Some((name.to_string(), data))
         })
     };
@@ -287,54 +230,27 @@ fn checkpoint_dicts_are_unwrapped() {
     }
     // An unknown key is not guessed at: the message lists the keys.
     let e = load_err("unknown key", &pkl_with_key("weights"));
-    says(
-        &e,
-        &[
-            "no tensors",
-            "'epoch'",
-            "'weights'",
-            "torch.save(model.state_dict(), 'model.pth')",
-        ],
-    );
+    says(&e, &["no tensors", "'epoch'", "'weights'", "torch.save(model.state_dict(), 'model.pth')"]);
 }
 
 /// The pickle with the BINUNICODE string `from` replaced by `to` (protocol 2 has no shorter form).
 fn replace_key(pkl: &[u8], from: &str, to: &str) -> Vec<u8> {
-    let binunicode =
-        |s: &str| [&[b'X'][..], &(s.len() as u32).to_le_bytes(), s.as_bytes()].concat();
+    let binunicode = |s: &str| [&[b'X'][..], &(s.len() as u32).to_le_bytes(), s.as_bytes()].concat();
     let (old, new) = (binunicode(from), binunicode(to));
-    let at = pkl
-        .windows(old.len())
-        .position(|w| w == old)
-        .expect("key in the pickle");
+    let at = pkl.windows(old.len()).position(|w| w == old).expect("key in the pickle");
     [&pkl[..at], &new[..], &pkl[at + old.len()..]].concat()
 }
 
 #[test]
 fn data_parallel_prefix_is_stripped() {
     let ts = read_zip_pth(DATA_PARALLEL).unwrap();
-    assert!(
-        ts.iter().all(|t| t.name.starts_with("module.")),
-        "the reader keeps the file's names"
-    );
+    assert!(ts.iter().all(|t| t.name.starts_with("module.")), "the reader keeps the file's names");
     let want = expected("tiny_f32");
-    assert_same(
-        map_tensors(&load("data parallel", DATA_PARALLEL).unwrap()),
-        &want,
-    );
+    assert_same(map_tensors(&load("data parallel", DATA_PARALLEL).unwrap()), &want);
     // safetensors files get the same treatment...
-    let prefixed: Vec<RawTensor> = want
-        .iter()
-        .map(|t| RawTensor {
-            name: format!("module.{}", t.name),
-            ..t.clone()
-        })
-        .collect();
+    let prefixed: Vec<RawTensor> = want.iter().map(|t| RawTensor { name: format!("module.{}", t.name), ..t.clone() }).collect();
     let st = write_safetensors(&prefixed, StoreAs::F32, &[]).unwrap();
-    assert_same(
-        map_tensors(&load("prefixed safetensors", &st).unwrap()),
-        &want,
-    );
+    assert_same(map_tensors(&load("prefixed safetensors", &st).unwrap()), &want);
     // ...but a prefix on only some keys is a name like any other.
     let mut mixed = prefixed.clone();
     mixed[0].name = want[0].name.clone();
@@ -346,52 +262,22 @@ fn data_parallel_prefix_is_stripped() {
 fn pickled_modules_and_empty_dicts_are_refused() {
     for (case, bytes) in [("zip", WHOLE_MODEL), ("legacy", LEGACY_WHOLE_MODEL)] {
         let e = load_err(case, bytes);
-        says(
-            &e,
-            &[
-                "whole pickled model",
-                "torch.nn.modules.container.Sequential",
-                "torch.save(model.state_dict(), 'model.pth')",
-            ],
-        );
+        says(&e, &["whole pickled model", "torch.nn.modules.container.Sequential", "torch.save(model.state_dict(), 'model.pth')"]);
     }
     let e = load_err("no tensors", NO_TENSORS);
-    says(
-        &e,
-        &[
-            "no tensors",
-            "'epoch'",
-            "'lr'",
-            "torch.save(model.state_dict(), 'model.pth')",
-        ],
-    );
+    says(&e, &["no tensors", "'epoch'", "'lr'", "torch.save(model.state_dict(), 'model.pth')"]);
     // A checkpoint whose 'model' entry is a pickled module.
     let module_pkl = {
         let mut z = ZipArchive::new(Cursor::new(WHOLE_MODEL)).unwrap();
         let mut v = Vec::new();
-        z.by_name("whole_model/data.pkl")
-            .unwrap()
-            .read_to_end(&mut v)
-            .unwrap();
+        z.by_name("whole_model/data.pkl").unwrap().read_to_end(&mut v).unwrap();
         v
     };
     // {'model': <module>}: PROTO 2, EMPTY_DICT, 'model', <the module pickle's body>, SETITEM, STOP.
     let body = &module_pkl[2..module_pkl.len() - 1];
     let pkl = [&[0x80, 2, b'}', 0x8c, 5][..], b"model", body, b"s."].concat();
-    let wrapped = rebuild(WHOLE_MODEL, |name, data| {
-        Some((
-            name.to_string(),
-            if name.ends_with("data.pkl") {
-                pkl.clone()
-            } else {
-                data
-            },
-        ))
-    });
-    says(
-        &load_err("checkpoint of a module", &wrapped),
-        &["'model' entry", "whole pickled model", "model.state_dict()"],
-    );
+    let wrapped = rebuild(WHOLE_MODEL, |name, data| Some((name.to_string(), if name.ends_with("data.pkl") { pkl.clone() } else { data })));
+    says(&load_err("checkpoint of a module", &wrapped), &["'model' entry", "whole pickled model", "model.state_dict()"]);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -412,35 +298,19 @@ fn every_truncation_is_an_error() {
 #[test]
 fn unreadable_zip_says_what_to_do() {
     // Kept from the days when zip files were refused: the message still says "zip" and "convert".
-    says(
-        &load_err("stub", b"PK\x03\x04rest-of-a-zip-file"),
-        &["zip", "truncated", "convert"],
-    );
+    says(&load_err("stub", b"PK\x03\x04rest-of-a-zip-file"), &["zip", "truncated", "convert"]);
 }
 
 #[test]
 fn entry_larger_than_the_file() {
     let (local, central) = header_offsets(TINY_F32, "tiny_f32/data/0");
-    assert_eq!(
-        get_u32(TINY_F32, central + 20),
-        432,
-        "the fixture's layout changed"
-    );
-    for (case, fields) in [
-        ("central", vec![central + 20, central + 24]),
-        (
-            "both",
-            vec![local + 18, local + 22, central + 20, central + 24],
-        ),
-    ] {
+    assert_eq!(get_u32(TINY_F32, central + 20), 432, "the fixture's layout changed");
+    for (case, fields) in [("central", vec![central + 20, central + 24]), ("both", vec![local + 18, local + 22, central + 20, central + 24])] {
         let mut m = TINY_F32.to_vec();
         for at in fields {
             put_u32(&mut m, at, 0x7fff_0000);
         }
-        says(
-            &load_err(case, &m),
-            &["tiny_f32/data/0", "claims 2147418112 bytes", "truncated"],
-        );
+        says(&load_err(case, &m), &["tiny_f32/data/0", "claims 2147418112 bytes", "truncated"]);
     }
 }
 
@@ -451,26 +321,13 @@ fn missing_storage_names_its_key() {
     let (local, central) = header_offsets(TINY_F32, "tiny_f32/data/0");
     m[local + 30 + 14] = b'Z';
     m[central + 46 + 14] = b'Z';
-    says(
-        &load_err("renamed", &m),
-        &["storage '0'", "no zip entry 'tiny_f32/data/0'", "0.weight"],
-    );
+    says(&load_err("renamed", &m), &["storage '0'", "no zip entry 'tiny_f32/data/0'", "0.weight"]);
     // ...or dropped.
-    let m = rebuild(TINY_F32, |n, d| {
-        (n != "tiny_f32/data/7").then(|| (n.to_string(), d))
-    });
-    says(
-        &load_err("removed", &m),
-        &["storage '7'", "no zip entry 'tiny_f32/data/7'", "5.weight"],
-    );
+    let m = rebuild(TINY_F32, |n, d| (n != "tiny_f32/data/7").then(|| (n.to_string(), d)));
+    says(&load_err("removed", &m), &["storage '7'", "no zip entry 'tiny_f32/data/7'", "5.weight"]);
     // An integer storage nobody reads may be missing (num_batches_tracked is skipped).
-    let m = rebuild(TINY_F32, |n, d| {
-        (n != "tiny_f32/data/6").then(|| (n.to_string(), d))
-    });
-    assert_same(
-        map_tensors(&load("int storage removed", &m).unwrap()),
-        &expected("tiny_f32"),
-    );
+    let m = rebuild(TINY_F32, |n, d| (n != "tiny_f32/data/6").then(|| (n.to_string(), d)));
+    assert_same(map_tensors(&load("int storage removed", &m).unwrap()), &expected("tiny_f32"));
 }
 
 #[test]
@@ -481,35 +338,15 @@ fn storage_shorter_than_its_elements() {
         }
         Some((n.to_string(), d))
     });
-    says(
-        &load_err("short storage", &m),
-        &["storage '0'", "holds 428 bytes", "need 432", "0.weight"],
-    );
-    let m = rebuild(TINY_F16, |n, d| {
-        Some((
-            n.to_string(),
-            if n == "tiny_f16/data/1" {
-                Vec::new()
-            } else {
-                d
-            },
-        ))
-    });
-    says(
-        &load_err("empty storage", &m),
-        &["storage '1'", "holds 0 bytes", "F16", "need 8"],
-    );
+    says(&load_err("short storage", &m), &["storage '0'", "holds 428 bytes", "need 432", "0.weight"]);
+    let m = rebuild(TINY_F16, |n, d| Some((n.to_string(), if n == "tiny_f16/data/1" { Vec::new() } else { d })));
+    says(&load_err("empty storage", &m), &["storage '1'", "holds 0 bytes", "F16", "need 8"]);
 }
 
 #[test]
 fn missing_data_pkl_and_other_layouts() {
-    let m = rebuild(TINY_F32, |n, d| {
-        (!n.ends_with("data.pkl")).then(|| (n.to_string(), d))
-    });
-    says(
-        &load_err("no data.pkl", &m),
-        &["no '<folder>/data.pkl'", "tiny_f32/byteorder"],
-    );
+    let m = rebuild(TINY_F32, |n, d| (!n.ends_with("data.pkl")).then(|| (n.to_string(), d)));
+    says(&load_err("no data.pkl", &m), &["no '<folder>/data.pkl'", "tiny_f32/byteorder"]);
     let m = rebuild(TINY_F32, |n, d| Some((n.replacen("tiny_f32/", "", 1), d)));
     says(&load_err("no top folder", &m), &["data.pkl"]);
     // Every entry twice, under two folders: two data.pkl, and no telling which is meant.
@@ -527,46 +364,17 @@ fn missing_data_pkl_and_other_layouts() {
         }
     }
     let m = w.finish().unwrap().into_inner();
-    says(
-        &load_err("two data.pkl", &m),
-        &["2 data.pkl entries", "'tiny_f32/'", "'other/'"],
-    );
+    says(&load_err("two data.pkl", &m), &["2 data.pkl entries", "'tiny_f32/'", "'other/'"]);
 }
 
 #[test]
 fn big_endian_byteorder() {
-    let m = rebuild(TINY_F32, |n, d| {
-        Some((
-            n.to_string(),
-            if n.ends_with("/byteorder") {
-                b"big".to_vec()
-            } else {
-                d
-            },
-        ))
-    });
-    says(
-        &load_err("big", &m),
-        &["big-endian", "'big'", "little-endian"],
-    );
-    let m = rebuild(TINY_F32, |n, d| {
-        Some((
-            n.to_string(),
-            if n.ends_with("/byteorder") {
-                b"middle".to_vec()
-            } else {
-                d
-            },
-        ))
-    });
-    says(
-        &load_err("middle", &m),
-        &["'middle'", "not 'little' or 'big'"],
-    );
+    let m = rebuild(TINY_F32, |n, d| Some((n.to_string(), if n.ends_with("/byteorder") { b"big".to_vec() } else { d })));
+    says(&load_err("big", &m), &["big-endian", "'big'", "little-endian"]);
+    let m = rebuild(TINY_F32, |n, d| Some((n.to_string(), if n.ends_with("/byteorder") { b"middle".to_vec() } else { d })));
+    says(&load_err("middle", &m), &["'middle'", "not 'little' or 'big'"]);
     // Files from older torch versions have no byteorder entry: little-endian.
-    let m = rebuild(TINY_F32, |n, d| {
-        (!n.ends_with("/byteorder")).then(|| (n.to_string(), d))
-    });
+    let m = rebuild(TINY_F32, |n, d| (!n.ends_with("/byteorder")).then(|| (n.to_string(), d)));
     assert_same(read_zip_pth(&m).unwrap(), &expected("tiny_f32"));
 }
 
@@ -577,18 +385,12 @@ fn compressed_entries_and_bad_checksums() {
     let (local, central) = header_offsets(TINY_F32, "tiny_f32/data/0");
     m[local + 8] = 8;
     m[central + 10] = 8;
-    says(
-        &load_err("deflated", &m),
-        &["tiny_f32/data/0", "compressed", "uncompressed"],
-    );
+    says(&load_err("deflated", &m), &["tiny_f32/data/0", "compressed", "uncompressed"]);
     // One flipped bit in a weight: the CRC-32 says so.
     let mut m = TINY_F32.to_vec();
     let data_at = local + 30 + 15 + u16::from_le_bytes([m[local + 28], m[local + 29]]) as usize;
     m[data_at + 100] ^= 0x10;
-    says(
-        &load_err("bit flip", &m),
-        &["tiny_f32/data/0", "checksum", "corrupt"],
-    );
+    says(&load_err("bit flip", &m), &["tiny_f32/data/0", "checksum", "corrupt"]);
 }
 
 #[test]
@@ -648,10 +450,7 @@ fn pickle_mutations_never_panic() {
     let pkl = {
         let mut z = ZipArchive::new(Cursor::new(CHECKPOINT)).unwrap();
         let mut v = Vec::new();
-        z.by_name("checkpoint/data.pkl")
-            .unwrap()
-            .read_to_end(&mut v)
-            .unwrap();
+        z.by_name("checkpoint/data.pkl").unwrap().read_to_end(&mut v).unwrap();
         v
     };
     let mut rnd = rng(0x9e3779b97f4a7c15);
@@ -668,16 +467,7 @@ fn pickle_mutations_never_panic() {
                 }
             }
         }
-        let m = rebuild(CHECKPOINT, |n, d| {
-            Some((
-                n.to_string(),
-                if n.ends_with("data.pkl") {
-                    p.clone()
-                } else {
-                    d
-                },
-            ))
-        });
+        let m = rebuild(CHECKPOINT, |n, d| Some((n.to_string(), if n.ends_with("data.pkl") { p.clone() } else { d })));
         if load(&format!("pickle mutation {k}"), &m).is_ok() {
             accepted += 1;
         }
@@ -697,8 +487,7 @@ fn real_torchvision_files() {
         println!("note: GRADCAM_ZIP_PTH_DIR is not set; skipping the real-file check");
         return;
     };
-    let read =
-        |f: &str| std::fs::read(format!("{dir}/{f}")).unwrap_or_else(|e| panic!("{dir}/{f}: {e}"));
+    let read = |f: &str| std::fs::read(format!("{dir}/{f}")).unwrap_or_else(|e| panic!("{dir}/{f}: {e}"));
     let exp = read("resnet18_expected.safetensors");
     let st = safetensors::SafeTensors::deserialize(&exp).unwrap();
     let want = |tag: &str| -> Vec<RawTensor> {
@@ -707,16 +496,8 @@ fn real_torchvision_files() {
             .into_iter()
             .filter_map(|(name, t)| {
                 let name = name.strip_prefix(&format!("{tag}/"))?.to_string();
-                let data = t
-                    .data()
-                    .chunks_exact(4)
-                    .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-                    .collect();
-                Some(RawTensor {
-                    name,
-                    shape: t.shape().to_vec(),
-                    data,
-                })
+                let data = t.data().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
+                Some(RawTensor { name, shape: t.shape().to_vec(), data })
             })
             .collect();
         v.sort_by(|a, b| a.name.cmp(&b.name));
@@ -724,11 +505,7 @@ fn real_torchvision_files() {
     };
     let (f32s, f16s) = (want("f32"), want("f16"));
     assert_eq!(f32s.len(), 102); // 122 entries minus 20 num_batches_tracked
-    for (file, want) in [
-        ("resnet18.pth", &f32s),
-        ("resnet18_f16.pth", &f16s),
-        ("resnet18_checkpoint.pth", &f32s),
-    ] {
+    for (file, want) in [("resnet18.pth", &f32s), ("resnet18_f16.pth", &f16s), ("resnet18_checkpoint.pth", &f32s)] {
         let bytes = read(file);
         let map = WeightMap::from_bytes(&bytes).unwrap_or_else(|e| panic!("{file}: {e}"));
         assert_same(map_tensors(&map), want);

@@ -15,8 +15,7 @@ use crate::weights::WeightMap;
 
 /// Whether a state dict's keys are this family's (either key style, see `modern_keys`).
 pub fn matches(weights: &WeightMap) -> bool {
-    weights.contains("features.conv0.weight")
-        && (weights.contains("features.denseblock1.denselayer1.conv1.weight") || weights.contains("features.denseblock1.denselayer1.conv.1.weight"))
+    weights.contains("features.conv0.weight") && (weights.contains("features.denseblock1.denselayer1.conv1.weight") || weights.contains("features.denseblock1.denselayer1.conv.1.weight"))
 }
 
 pub fn build(weights: &WeightMap) -> Result<Graph> {

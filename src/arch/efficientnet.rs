@@ -52,10 +52,7 @@ pub fn eval_size(weights: &WeightMap, v2: bool) -> (usize, usize) {
 }
 
 fn stage_depths(weights: &WeightMap) -> Vec<usize> {
-    (1..)
-        .map(|s| (0..).take_while(|i| weights.contains(&format!("features.{s}.{i}.block.0.0.weight"))).count())
-        .take_while(|&n| n > 0)
-        .collect()
+    (1..).map(|s| (0..).take_while(|i| weights.contains(&format!("features.{s}.{i}.block.0.0.weight"))).count()).take_while(|&n| n > 0).collect()
 }
 
 pub fn build(weights: &WeightMap, v2: bool) -> Result<Graph> {
@@ -98,7 +95,10 @@ fn block(b: &mut GraphBuilder, name: &str, x: NodeId, stride: usize, eps: f32, v
         return mbconv.build(b, name, x, stride);
     }
     if !v2 {
-        return fail!(Weights, "block '{name}' has no squeeze-excitation ('{name}.block.1.fc1.weight' or '.block.2.fc1.weight'): an EfficientNetV2 block in an EfficientNet B0-B7 file (use efficientnet_v2)");
+        return fail!(
+            Weights,
+            "block '{name}' has no squeeze-excitation ('{name}.block.1.fc1.weight' or '.block.2.fc1.weight'): an EfficientNetV2 block in an EfficientNet B0-B7 file (use efficientnet_v2)"
+        );
     }
     fused_mbconv(b, name, x, stride, eps)
 }

@@ -15,15 +15,10 @@ const EPS: f32 = 1e-3;
 const HS: Act = Act::Smooth(Activation::Hardswish);
 
 /// (stride, hard-swish) of features.1 ..= features.15 of the large model.
-const LARGE: [(usize, bool); 15] = [
-    (1, false), (2, false), (1, false), (2, false), (1, false), (1, false),
-    (2, true), (1, true), (1, true), (1, true), (1, true), (1, true), (2, true), (1, true), (1, true),
-];
+const LARGE: [(usize, bool); 15] =
+    [(1, false), (2, false), (1, false), (2, false), (1, false), (1, false), (2, true), (1, true), (1, true), (1, true), (1, true), (1, true), (2, true), (1, true), (1, true)];
 /// (stride, hard-swish) of features.1 ..= features.11 of the small model.
-const SMALL: [(usize, bool); 11] = [
-    (2, false), (2, false), (1, false),
-    (2, true), (1, true), (1, true), (1, true), (1, true), (2, true), (1, true), (1, true),
-];
+const SMALL: [(usize, bool); 11] = [(2, false), (2, false), (1, false), (2, true), (1, true), (1, true), (1, true), (1, true), (2, true), (1, true), (1, true)];
 
 /// Whether a state dict's keys are this family's.
 pub fn matches(weights: &WeightMap) -> bool {

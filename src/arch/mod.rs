@@ -78,11 +78,35 @@ pub enum InputNorm {
 
 /// The architectures built from a state dict's keys (not `Onnx`).
 pub const ALL: [Arch; 29] = [
-    Arch::ResNet18, Arch::ResNet34, Arch::ResNet50, Arch::Vgg11, Arch::Vgg13, Arch::Vgg16, Arch::Vgg19,
-    Arch::Vgg11Bn, Arch::Vgg13Bn, Arch::Vgg16Bn, Arch::Vgg19Bn, Arch::AlexNet, Arch::SqueezeNet1_0,
-    Arch::SqueezeNet1_1, Arch::MobileNetV2, Arch::EfficientNetLite0, Arch::EfficientNetLite, Arch::ResNet, Arch::DenseNet,
-    Arch::GoogLeNet, Arch::InceptionV3, Arch::MnasNet, Arch::ShuffleNetV2, Arch::MobileNetV3,
-    Arch::EfficientNet, Arch::EfficientNetV2, Arch::RegNet, Arch::ConvNeXt, Arch::Vit,
+    Arch::ResNet18,
+    Arch::ResNet34,
+    Arch::ResNet50,
+    Arch::Vgg11,
+    Arch::Vgg13,
+    Arch::Vgg16,
+    Arch::Vgg19,
+    Arch::Vgg11Bn,
+    Arch::Vgg13Bn,
+    Arch::Vgg16Bn,
+    Arch::Vgg19Bn,
+    Arch::AlexNet,
+    Arch::SqueezeNet1_0,
+    Arch::SqueezeNet1_1,
+    Arch::MobileNetV2,
+    Arch::EfficientNetLite0,
+    Arch::EfficientNetLite,
+    Arch::ResNet,
+    Arch::DenseNet,
+    Arch::GoogLeNet,
+    Arch::InceptionV3,
+    Arch::MnasNet,
+    Arch::ShuffleNetV2,
+    Arch::MobileNetV3,
+    Arch::EfficientNet,
+    Arch::EfficientNetV2,
+    Arch::RegNet,
+    Arch::ConvNeXt,
+    Arch::Vit,
 ];
 
 impl Arch {
@@ -146,18 +170,20 @@ impl Arch {
             Arch::MobileNetV2 => "features.18".into(),
             Arch::SqueezeNet1_0 | Arch::SqueezeNet1_1 => "features.12".into(),
             Arch::Vit => vit::default_layer(graph),
-            Arch::ResNet | Arch::DenseNet | Arch::GoogLeNet | Arch::InceptionV3 | Arch::MnasNet | Arch::ShuffleNetV2 | Arch::MobileNetV3
-            | Arch::EfficientNet | Arch::EfficientNetV2 | Arch::RegNet | Arch::ConvNeXt | Arch::Onnx => {
-                graph.pooled_layer().map(|id| graph.display_name(id).to_string()).unwrap_or_else(|| graph.nodes[graph.output()].name.clone())
-            }
+            Arch::ResNet
+            | Arch::DenseNet
+            | Arch::GoogLeNet
+            | Arch::InceptionV3
+            | Arch::MnasNet
+            | Arch::ShuffleNetV2
+            | Arch::MobileNetV3
+            | Arch::EfficientNet
+            | Arch::EfficientNetV2
+            | Arch::RegNet
+            | Arch::ConvNeXt
+            | Arch::Onnx => graph.pooled_layer().map(|id| graph.display_name(id).to_string()).unwrap_or_else(|| graph.nodes[graph.output()].name.clone()),
             // The last ReLU of `features` (the node before the last max pool).
-            _ => graph
-                .nodes
-                .iter()
-                .rev()
-                .find(|n| matches!(n.op, crate::graph::Op::Relu) && n.name.starts_with("features."))
-                .map(|n| n.name.clone())
-                .unwrap_or_else(|| "features".into()),
+            _ => graph.nodes.iter().rev().find(|n| matches!(n.op, crate::graph::Op::Relu) && n.name.starts_with("features.")).map(|n| n.name.clone()).unwrap_or_else(|| "features".into()),
         }
     }
 

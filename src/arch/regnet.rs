@@ -57,11 +57,7 @@ fn res_bottleneck(b: &mut GraphBuilder, name: &str, x: NodeId, stride: usize) ->
     let y = conv_norm_act(b, &format!("{f}.c"), y, ConvSpec::new(1, 0), Act::None)?;
     b.alias(y, &f);
     let proj = format!("{name}.proj");
-    let shortcut = if stride != 1 || b.weights().contains(&format!("{proj}.0.weight")) {
-        conv_norm_act(b, &proj, x, ConvSpec::new(stride, 0), Act::None)?
-    } else {
-        x
-    };
+    let shortcut = if stride != 1 || b.weights().contains(&format!("{proj}.0.weight")) { conv_norm_act(b, &proj, x, ConvSpec::new(stride, 0), Act::None)? } else { x };
     let y = b.add(&format!("{name}.add"), shortcut, y)?;
     let y = b.relu(&format!("{name}.activation"), y);
     b.alias(y, name);

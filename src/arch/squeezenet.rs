@@ -14,11 +14,7 @@ pub fn build(weights: &WeightMap) -> Result<Graph> {
     x = b.relu("features.1", x);
     for i in 2..=12 {
         let name = format!("features.{i}");
-        x = if weights.contains(&format!("{name}.squeeze.weight")) {
-            fire(&mut b, &name, x)?
-        } else {
-            b.max_pool(&name, x, 3, 2, 0, true)
-        };
+        x = if weights.contains(&format!("{name}.squeeze.weight")) { fire(&mut b, &name, x)? } else { b.max_pool(&name, x, 3, 2, 0, true) };
     }
     b.alias(x, "features");
     b.alias(x, "classifier.0"); // dropout

@@ -35,7 +35,13 @@ fn indices(weights: &WeightMap, prefix: &str, rank: usize) -> Result<Vec<usize>>
         }
         let i = digits.parse::<usize>().ok().filter(|&i| i <= limit);
         let Some(i) = i else {
-            return fail!(Weights, "key '{}' has layer index {}, more than a file of {} keys can hold (at most {limit}, 4 per key): the key names are corrupt", crate::weights::legacy_pth::short(n), crate::weights::legacy_pth::short(digits), weights.names().count());
+            return fail!(
+                Weights,
+                "key '{}' has layer index {}, more than a file of {} keys can hold (at most {limit}, 4 per key): the key names are corrupt",
+                crate::weights::legacy_pth::short(n),
+                crate::weights::legacy_pth::short(digits),
+                weights.names().count()
+            );
         };
         if weights.shape(n).is_some_and(|s| s.len() == rank) {
             idx.push(i);

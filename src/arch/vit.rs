@@ -26,7 +26,7 @@ pub fn matches(weights: &WeightMap) -> bool {
 /// The number of heads of torchvision's variants by hidden size: the file does not store it.
 pub fn default_heads(hidden: usize) -> Option<usize> {
     match hidden {
-        768 => Some(12),          // vit_b_16, vit_b_32
+        768 => Some(12),         // vit_b_16, vit_b_32
         1024 | 1280 => Some(16), // vit_l_16, vit_l_32; vit_h_14
         _ => None,
     }
@@ -55,7 +55,10 @@ pub fn build(weights: &WeightMap, heads: Option<usize>) -> Result<Graph> {
         return fail!(Weights, "tensor 'conv_proj.weight' has {}x{} patches; a ViT's patches are square", shape[2], shape[3]);
     }
     let Some(heads) = heads.or_else(|| default_heads(hidden)) else {
-        return fail!(Weights, "the file does not say how many attention heads a ViT of hidden size {hidden} has (torchvision's: 768 -> 12, 1024 and 1280 -> 16); build it with arch::vit::build(weights, Some(heads))");
+        return fail!(
+            Weights,
+            "the file does not say how many attention heads a ViT of hidden size {hidden} has (torchvision's: 768 -> 12, 1024 and 1280 -> 16); build it with arch::vit::build(weights, Some(heads))"
+        );
     };
     let mut b = GraphBuilder::new(weights).require_conv_biases();
     let x = b.conv("conv_proj", None, b.input(), ConvSpec::new(patch, 0))?;

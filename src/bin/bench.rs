@@ -174,10 +174,13 @@ fn table_mode(args: &[String]) {
         if only.as_deref().is_some_and(|o| o != arch.name()) {
             continue;
         }
-        items.push((arch.name().to_string(), Box::new(move || {
-            let bytes = model_bytes(arch).ok_or("default model missing: run scripts/setup.sh")?;
-            Model::from_bytes(&bytes, Some(arch)).map_err(|e| e.to_string())
-        })));
+        items.push((
+            arch.name().to_string(),
+            Box::new(move || {
+                let bytes = model_bytes(arch).ok_or("default model missing: run scripts/setup.sh")?;
+                Model::from_bytes(&bytes, Some(arch)).map_err(|e| e.to_string())
+            }),
+        ));
     }
     if let Some(dir) = flag(args, "--models") {
         let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(&dir).map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect()).unwrap_or_default();
@@ -185,11 +188,14 @@ fn table_mode(args: &[String]) {
         files.sort();
         for path in files {
             let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
-            items.push((name, Box::new(move || {
-                let bytes = std::fs::read(&path).map_err(|e| e.to_string())?;
-                let data = std::fs::read(format!("{}.data", path.display())).ok();
-                gradcam_wasm::loading::ModelSettings { external_data: data, ..Default::default() }.load(&bytes).map_err(|e| e.to_string())
-            })));
+            items.push((
+                name,
+                Box::new(move || {
+                    let bytes = std::fs::read(&path).map_err(|e| e.to_string())?;
+                    let data = std::fs::read(format!("{}.data", path.display())).ok();
+                    gradcam_wasm::loading::ModelSettings { external_data: data, ..Default::default() }.load(&bytes).map_err(|e| e.to_string())
+                }),
+            ));
         }
     }
     for (name, load_model) in items {

@@ -25,9 +25,9 @@ mod cli {
     use gradcam_wasm::imaging::npy::read_npy_f32;
     use gradcam_wasm::imaging::overlay::{heat_to_rgba, overlay_rgba_masked};
     use gradcam_wasm::imaging::preprocess::{Normalize, Resize};
-    use gradcam_wasm::loading::{parse_labels, parse_triple, ModelSettings};
     use gradcam_wasm::imaging::project::crop_mask;
     use gradcam_wasm::imaging::rgb::RgbImage;
+    use gradcam_wasm::loading::{parse_labels, parse_triple, ModelSettings};
     use gradcam_wasm::weights::{legacy_pth, safetensors_writer, zip_pth};
     use gradcam_wasm::{Arch, ExplainOptions, Explainer, Explanation, FeatureMap, Method, Model, Normalization, Target};
     use serde_json::json;
@@ -104,16 +104,12 @@ model settings (explain and layers):
 
     /// The bundled default model: $GRADCAM_MODEL, else assets/models/ of the checkout.
     fn default_model_path() -> PathBuf {
-        std::env::var_os("GRADCAM_MODEL")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/models/efficientnet-lite0.safetensors"))
+        std::env::var_os("GRADCAM_MODEL").map(PathBuf::from).unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/models/efficientnet-lite0.safetensors"))
     }
 
     fn load_model(args: &Args) -> Res<Model> {
         let path = args.get("--model").map(PathBuf::from).unwrap_or_else(default_model_path);
-        let bytes = std::fs::read(&path).map_err(|e| {
-            format!("cannot read model '{}': {e} (run scripts/setup.sh to fetch the default model, or pass --model FILE)", path.display())
-        })?;
+        let bytes = std::fs::read(&path).map_err(|e| format!("cannot read model '{}': {e} (run scripts/setup.sh to fetch the default model, or pass --model FILE)", path.display()))?;
         let settings = model_settings(args, &path, &bytes)?;
         if gradcam_wasm::onnx::is_onnx(&bytes) {
             let imported = gradcam_wasm::onnx::import(&bytes, settings.external_data.as_deref()).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -136,9 +132,7 @@ model settings (explain and layers):
         s.input_size = args.number("--size")?;
         match (args.get("--mean"), args.get("--std")) {
             (None, None) => {}
-            (Some(m), Some(d)) => {
-                s.normalize = Some(Normalize::MeanStd { mean: parse_triple("--mean", m).map_err(|e| e.to_string())?, std: parse_triple("--std", d).map_err(|e| e.to_string())? })
-            }
+            (Some(m), Some(d)) => s.normalize = Some(Normalize::MeanStd { mean: parse_triple("--mean", m).map_err(|e| e.to_string())?, std: parse_triple("--std", d).map_err(|e| e.to_string())? }),
             _ => return Err("--mean and --std go together (values on x / 255, e.g. --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225)".into()),
         }
         s.external_data = match args.get("--data") {

@@ -10,10 +10,10 @@
 //! every ReLU's backward reads a `GuidedFlag` shared by the pass, so Grad-CAM's plain backward and
 //! guided backpropagation walk the same recorded graph.
 
+use super::profile;
 use crate::graph::{Activation, Affine, Attention, AvgPool, ChannelNorm, Conv, Linear, MaxPool, Pads};
 use crate::kernels::{self, Clamp, Conv2dGeom, Kept, PoolGeom};
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor};
-use super::profile;
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -127,7 +127,11 @@ impl ConvOp {
 
 impl CustomOp1 for ConvOp {
     fn name(&self) -> &'static str {
-        if self.act.is_some() { "gradcam-conv2d-relu" } else { "gradcam-conv2d" }
+        if self.act.is_some() {
+            "gradcam-conv2d-relu"
+        } else {
+            "gradcam-conv2d"
+        }
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> CResult<(CpuStorage, Shape)> {
@@ -382,10 +386,7 @@ impl CustomOp1 for SelfAttentionOp {
 
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> CResult<Option<Tensor>> {
         let n = arg.dims4()?.0;
-        let gx = profile::time(
-            || "bwd self-attention".into(),
-            || with_slice(arg, |x| with_slice(grad, |g| kernels::attention::self_attention_input_grad(&self.0, x, g, n))),
-        )??;
+        let gx = profile::time(|| "bwd self-attention".into(), || with_slice(arg, |x| with_slice(grad, |g| kernels::attention::self_attention_input_grad(&self.0, x, g, n))))??;
         grad_like(gx, arg)
     }
 }

@@ -26,8 +26,8 @@
 use super::candle_ops::{ActOp, AdaptiveAvgPoolOp, AffineOp, AvgPoolOp, ChannelNormOp, ConvOp, GuidedFlag, LinearOp, MaxPoolOp, MulOp, ReluOp, SelfAttentionOp};
 use super::{Executor, Pass};
 use crate::error::{Error, Result};
-use crate::feature_map::FeatureMap;
 use crate::fail;
+use crate::feature_map::FeatureMap;
 use crate::graph::shapes::Chw;
 use crate::graph::{Graph, NodeId, Op};
 use crate::kernels::{Clamp, KeepBudget, Kept};
@@ -248,11 +248,7 @@ impl Runner {
     fn run_recording(&self, nodes: Range<NodeId>, values: &mut [Option<Tensor>], mut recorded: Option<&mut Vec<(NodeId, Tensor)>>) -> Result<()> {
         for i in nodes {
             let node = &self.graph.nodes[i];
-            let args = node
-                .inputs
-                .iter()
-                .map(|&j| values[j].clone().ok_or_else(|| Error::Internal(format!("an input of '{}' was freed", node.name))))
-                .collect::<Result<Vec<_>>>()?;
+            let args = node.inputs.iter().map(|&j| values[j].clone().ok_or_else(|| Error::Internal(format!("an input of '{}' was freed", node.name)))).collect::<Result<Vec<_>>>()?;
             let out = self.node(i, &args)?;
             for &j in &node.inputs {
                 if self.last_use[j] == i {
@@ -282,11 +278,7 @@ impl Runner {
     /// Runs one segment of the forward pass, recorded or not, from the values in `values`, which
     /// then hold what later segments read.
     fn forward_segment(&self, nodes: Range<NodeId>, values: &mut [Option<Tensor>], record: bool, keep: bool) -> Result<Segment> {
-        let inputs = self
-            .inputs_of(&nodes)
-            .into_iter()
-            .map(|j| Ok((j, values[j].clone().ok_or_else(|| Error::Internal(format!("the value of node {j} was freed")))?)))
-            .collect::<Result<Vec<_>>>()?;
+        let inputs = self.inputs_of(&nodes).into_iter().map(|j| Ok((j, values[j].clone().ok_or_else(|| Error::Internal(format!("the value of node {j} was freed")))?))).collect::<Result<Vec<_>>>()?;
         let mut recorded = record.then(Vec::new);
         self.run_recording(nodes.clone(), values, recorded.as_mut())?;
         Ok(Segment { nodes, inputs, recorded, keep })
@@ -436,11 +428,7 @@ fn checkpoint_ends(runner: &Runner, layer: NodeId, shapes: &[Chw]) -> Vec<NodeId
         return Vec::new();
     }
     let (peak, ends) = best_cuts(&costs, layer, unsplit, MAX_RECOMPUTE, MAX_CHECKPOINTS);
-    let (peak, ends) = if peak as f64 > WALK_GOAL * weights as f64 {
-        best_cuts(&costs, layer, unsplit, MAX_RECOMPUTE_WIDE, MAX_CHECKPOINTS_WIDE).min((peak, ends))
-    } else {
-        (peak, ends)
-    };
+    let (peak, ends) = if peak as f64 > WALK_GOAL * weights as f64 { best_cuts(&costs, layer, unsplit, MAX_RECOMPUTE_WIDE, MAX_CHECKPOINTS_WIDE).min((peak, ends)) } else { (peak, ends) };
     if (peak as f64) <= (1.0 - MIN_SAVING) * unsplit as f64 {
         ends
     } else {

@@ -13,16 +13,16 @@
 
 use super::device::Gpu;
 use crate::error::{Error, Result};
-use crate::fail;
 use crate::exec::candle_ops::conv_geom;
 #[cfg(not(target_arch = "wasm32"))]
 use crate::exec::{Executor, Pass};
+use crate::fail;
 use crate::feature_map::FeatureMap;
 use crate::graph::shapes::Chw;
 use crate::graph::{Graph, NodeId, Op};
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use wgpu::util::DeviceExt;
@@ -81,12 +81,8 @@ impl K {
     }
 }
 
-const SHADERS: [(&str, &str); 4] = [
-    ("conv", include_str!("shaders/conv.wgsl")),
-    ("linear", include_str!("shaders/linear.wgsl")),
-    ("pool", include_str!("shaders/pool.wgsl")),
-    ("eltwise", include_str!("shaders/eltwise.wgsl")),
-];
+const SHADERS: [(&str, &str); 4] =
+    [("conv", include_str!("shaders/conv.wgsl")), ("linear", include_str!("shaders/linear.wgsl")), ("pool", include_str!("shaders/pool.wgsl")), ("eltwise", include_str!("shaders/eltwise.wgsl"))];
 
 struct Kernels {
     pipelines: Vec<wgpu::ComputePipeline>,
@@ -114,14 +110,10 @@ impl Kernels {
             device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor { label: None, entries: &entries })
         };
         let layouts = [layout(5), layout(4)];
-        let pipeline_layouts: Vec<wgpu::PipelineLayout> = layouts
-            .iter()
-            .map(|l| device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor { label: None, bind_group_layouts: &[Some(l)], immediate_size: 0 }))
-            .collect();
-        let modules: Vec<wgpu::ShaderModule> = SHADERS
-            .iter()
-            .map(|(name, src)| device.create_shader_module(wgpu::ShaderModuleDescriptor { label: Some(name), source: wgpu::ShaderSource::Wgsl((*src).into()) }))
-            .collect();
+        let pipeline_layouts: Vec<wgpu::PipelineLayout> =
+            layouts.iter().map(|l| device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor { label: None, bind_group_layouts: &[Some(l)], immediate_size: 0 })).collect();
+        let modules: Vec<wgpu::ShaderModule> =
+            SHADERS.iter().map(|(name, src)| device.create_shader_module(wgpu::ShaderModuleDescriptor { label: Some(name), source: wgpu::ShaderSource::Wgsl((*src).into()) })).collect();
         let pipelines = KERNELS
             .iter()
             .map(|&(k, entry)| {
@@ -214,11 +206,7 @@ impl Inner {
     fn dispatch(&self, kernel: K, params: &[u32], buffers: &[&wgpu::Buffer], count: usize) -> Dispatch {
         let mut p = params.to_vec();
         p.resize(params.len().div_ceil(4).max(1) * 4, 0);
-        let uniform = self.gpu.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: None,
-            contents: bytemuck::cast_slice(&p),
-            usage: wgpu::BufferUsages::UNIFORM,
-        });
+        let uniform = self.gpu.device.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: None, contents: bytemuck::cast_slice(&p), usage: wgpu::BufferUsages::UNIFORM });
         let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: uniform.as_entire_binding() }];
         for (i, b) in buffers.iter().enumerate() {
             entries.push(wgpu::BindGroupEntry { binding: i as u32 + 1, resource: b.as_entire_binding() });
@@ -424,12 +412,8 @@ impl Inner {
             .iter()
             .map(|&(src, n)| {
                 let size = (n.max(1) * 4) as u64;
-                let dst = device.create_buffer(&wgpu::BufferDescriptor {
-                    label: Some("readback"),
-                    size,
-                    usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-                    mapped_at_creation: false,
-                });
+                let dst =
+                    device.create_buffer(&wgpu::BufferDescriptor { label: Some("readback"), size, usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST, mapped_at_creation: false });
                 encoder.copy_buffer_to_buffer(src, 0, &dst, 0, size);
                 dst
             })
@@ -474,10 +458,7 @@ fn conv_backward_kernel(g: &crate::kernels::Conv2dGeom) -> (K, usize) {
 }
 
 fn conv_params(g: &crate::kernels::Conv2dGeom, acc: bool) -> Vec<u32> {
-    [g.cin, g.h, g.w, g.cout, g.out_h(), g.out_w(), g.kh, g.kw, g.stride_h, g.stride_w, g.pad_top, g.pad_left, g.groups, acc as usize]
-        .iter()
-        .map(|&v| v as u32)
-        .collect()
+    [g.cin, g.h, g.w, g.cout, g.out_h(), g.out_w(), g.kh, g.kw, g.stride_h, g.stride_w, g.pad_top, g.pad_left, g.groups, acc as usize].iter().map(|&v| v as u32).collect()
 }
 
 /// (kernel, params) of a max or adaptive average pool from input shape `x` to output shape `y`.
@@ -576,12 +557,7 @@ impl GpuExecutor {
                         .step_by(per_block)
                         .map(|r0| {
                             let r1 = (r0 + per_block).min(l.out_features);
-                            Block {
-                                weight: upload(&node.name, &l.weight[r0 * l.in_features..r1 * l.in_features]),
-                                bias: upload(&node.name, &bias[r0..r1]),
-                                row0: r0 as u32,
-                                rows: (r1 - r0) as u32,
-                            }
+                            Block { weight: upload(&node.name, &l.weight[r0 * l.in_features..r1 * l.in_features]), bias: upload(&node.name, &bias[r0..r1]), row0: r0 as u32, rows: (r1 - r0) as u32 }
                         })
                         .collect()
                 }

@@ -324,11 +324,8 @@ impl<'w> GraphBuilder<'w> {
         let in_b = self.weights.take(&format!("{name}.in_proj_bias"), &[Some(3 * c)])?.data;
         let out_w = self.weights.take(&format!("{name}.out_proj.weight"), &[Some(c), Some(c)])?.data;
         let out_b = self.weights.take(&format!("{name}.out_proj.bias"), &[Some(c)])?.data;
-        let attention = Attention {
-            heads,
-            in_proj: Linear { weight: in_w, bias: in_b, in_features: c, out_features: 3 * c },
-            out_proj: Linear { weight: out_w, bias: out_b, in_features: c, out_features: c },
-        };
+        let attention =
+            Attention { heads, in_proj: Linear { weight: in_w, bias: in_b, in_features: c, out_features: 3 * c }, out_proj: Linear { weight: out_w, bias: out_b, in_features: c, out_features: c } };
         let k = self.known[input];
         Ok(self.push(name, Op::SelfAttention(Arc::new(attention)), vec![input], k))
     }

@@ -98,14 +98,20 @@ pub enum Activation {
     /// x * relu6(x + 3) / 6 (MobileNetV3).
     Hardswish,
     /// clamp(alpha * x + beta, 0, 1): PyTorch's is alpha 1/6, beta 1/2; ONNX's default 0.2, 0.5.
-    Hardsigmoid { alpha: f32, beta: f32 },
+    Hardsigmoid {
+        alpha: f32,
+        beta: f32,
+    },
     /// x * Phi(x) with the exact normal CDF (erf): PyTorch's default GELU.
     Gelu,
     Tanh,
     /// max(x, 0) + slope * min(x, 0).
     LeakyRelu(f32),
     /// clamp(x, min, max) with bounds other than ReLU's and ReLU6's.
-    Clip { min: f32, max: f32 },
+    Clip {
+        min: f32,
+        max: f32,
+    },
 }
 
 impl Activation {
@@ -188,7 +194,10 @@ pub enum Op {
     Act(Activation),
     MaxPool(MaxPool),
     AvgPool(AvgPool),
-    AdaptiveAvgPool { out_h: usize, out_w: usize },
+    AdaptiveAvgPool {
+        out_h: usize,
+        out_w: usize,
+    },
     Flatten,
     Add,
     /// Elementwise product; the second input may be C x 1 x 1 (squeeze-excitation's channel gate).
@@ -198,9 +207,14 @@ pub enum Op {
     Affine(Arc<Affine>),
     ChannelNorm(Arc<ChannelNorm>),
     /// Channels `start..end` of the input (ShuffleNet's split; ONNX Split and Slice on channels).
-    Slice { start: usize, end: usize },
+    Slice {
+        start: usize,
+        end: usize,
+    },
     /// ShuffleNet's channel shuffle: channel g * (C / groups) + i moves to i * groups + g.
-    ChannelShuffle { groups: usize },
+    ChannelShuffle {
+        groups: usize,
+    },
     /// A C x H x W map as a C x 1 x (H * W) sequence of tokens, patch (r, c) at r * W + c (the
     /// order of torch's `flatten(2)`): the patch embedding of a Vision Transformer.
     Tokens,
@@ -267,22 +281,11 @@ impl Graph {
 
     /// Finds a node by name or alias.
     pub fn find(&self, name: &str) -> Result<NodeId> {
-        self.nodes
-            .iter()
-            .position(|n| n.name == name || n.aliases.iter().any(|a| a == name))
-            .ok_or_else(|| {
-                let spatial: Vec<&str> = self
-                    .nodes
-                    .iter()
-                    .filter(|n| !matches!(n.op, Op::Linear(_) | Op::Flatten | Op::Input))
-                    .map(|n| n.name.as_str())
-                    .collect();
-                let tail = &spatial[spatial.len().saturating_sub(6)..];
-                Error::Option(format!(
-                    "unknown layer '{name}'; list the names with `layers()` (the last ones are: {})",
-                    tail.join(", ")
-                ))
-            })
+        self.nodes.iter().position(|n| n.name == name || n.aliases.iter().any(|a| a == name)).ok_or_else(|| {
+            let spatial: Vec<&str> = self.nodes.iter().filter(|n| !matches!(n.op, Op::Linear(_) | Op::Flatten | Op::Input)).map(|n| n.name.as_str()).collect();
+            let tail = &spatial[spatial.len().saturating_sub(6)..];
+            Error::Option(format!("unknown layer '{name}'; list the names with `layers()` (the last ones are: {})", tail.join(", ")))
+        })
     }
 
     /// For each node, the index of the last node that reads it (so executors can free early).

@@ -32,10 +32,7 @@ impl Graph {
                         return fail!(Input, "layer '{}' expects {} channels, got {ci}", node.name, c.cin);
                     }
                     let p = c.padding.resolve(ih, iw, c.kh, c.kw, c.stride.0, c.stride.1);
-                    let (Some(oh), Some(ow)) = (
-                        (ih + p.top + p.bottom).checked_sub(c.kh).map(|v| v / c.stride.0 + 1),
-                        (iw + p.left + p.right).checked_sub(c.kw).map(|v| v / c.stride.1 + 1),
-                    ) else {
+                    let (Some(oh), Some(ow)) = ((ih + p.top + p.bottom).checked_sub(c.kh).map(|v| v / c.stride.0 + 1), (iw + p.left + p.right).checked_sub(c.kw).map(|v| v / c.stride.1 + 1)) else {
                         return too_small(&node.name, h, w);
                     };
                     (c.cout, oh, ow)
@@ -121,7 +118,14 @@ impl Graph {
                         return fail!(Input, "this network's position embedding ('{}') fixes its input to {pw}x{ph} pixels; got a {w}x{h} input: resize or crop the image to {pw}x{ph}", node.name);
                     }
                     if inp(0) != (p.channels, 1, p.tokens) {
-                        return fail!(Input, "layer '{}' adds a position embedding of {} tokens x {} channels to shape {:?}: the input size does not fit the embedding", node.name, p.tokens, p.channels, inp(0));
+                        return fail!(
+                            Input,
+                            "layer '{}' adds a position embedding of {} tokens x {} channels to shape {:?}: the input size does not fit the embedding",
+                            node.name,
+                            p.tokens,
+                            p.channels,
+                            inp(0)
+                        );
                     }
                     inp(0)
                 }

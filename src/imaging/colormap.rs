@@ -16,26 +16,15 @@ pub enum Colormap {
 
 impl Colormap {
     /// Every colormap, in the order a UI should list them.
-    pub const ALL: [Colormap; 4] = [
-        Colormap::Turbo,
-        Colormap::Jet,
-        Colormap::Viridis,
-        Colormap::Inferno,
-    ];
+    pub const ALL: [Colormap; 4] = [Colormap::Turbo, Colormap::Jet, Colormap::Viridis, Colormap::Inferno];
 
     /// Parses a matplotlib name, ignoring case and surrounding spaces.
     pub fn from_name(name: &str) -> Result<Self, String> {
         let wanted = name.trim().to_ascii_lowercase();
-        Self::ALL
-            .into_iter()
-            .find(|c| c.name() == wanted)
-            .ok_or_else(|| {
-                let valid: Vec<&str> = Self::ALL.iter().map(|c| c.name()).collect();
-                format!(
-                    "unknown colormap '{name}'; valid names: {}",
-                    valid.join(", ")
-                )
-            })
+        Self::ALL.into_iter().find(|c| c.name() == wanted).ok_or_else(|| {
+            let valid: Vec<&str> = Self::ALL.iter().map(|c| c.name()).collect();
+            format!("unknown colormap '{name}'; valid names: {}", valid.join(", "))
+        })
     }
 
     /// The matplotlib name.
@@ -78,10 +67,7 @@ mod tests {
         }
         assert_eq!(Colormap::from_name(" Viridis ").unwrap(), Colormap::Viridis);
         let e = Colormap::from_name("hot").unwrap_err();
-        assert!(
-            e.contains("'hot'") && e.contains("turbo, jet, viridis, inferno"),
-            "{e}"
-        );
+        assert!(e.contains("'hot'") && e.contains("turbo, jet, viridis, inferno"), "{e}");
     }
 
     #[test]

@@ -10,9 +10,7 @@
 //! - No ReLU here; Grad-CAM applies it before calling this.
 
 /// Finds (min, max) over the selected values; error on the first non-finite one.
-fn finite_range<'a>(
-    values: impl Iterator<Item = (usize, &'a f32)>,
-) -> Result<Option<(f32, f32)>, String> {
+fn finite_range<'a>(values: impl Iterator<Item = (usize, &'a f32)>) -> Result<Option<(f32, f32)>, String> {
     let mut range: Option<(f32, f32)> = None;
     for (i, &v) in values {
         if !v.is_finite() {
@@ -49,11 +47,7 @@ pub fn min_max(values: &mut [f32]) -> Result<(), String> {
 /// be anything, NaN included.
 pub fn min_max_masked(values: &mut [f32], mask: &[bool]) -> Result<(), String> {
     if mask.len() != values.len() {
-        return Err(format!(
-            "mask length mismatch: expected {}, got {}",
-            values.len(),
-            mask.len()
-        ));
+        return Err(format!("mask length mismatch: expected {}, got {}", values.len(), mask.len()));
     }
     let selected = values.iter().enumerate().filter(|(i, _)| mask[*i]);
     let range = finite_range(selected)?;
@@ -102,9 +96,7 @@ mod tests {
         let e = min_max(&mut v).unwrap_err();
         assert!(e.contains("index 1") && e.contains("NaN"), "{e}");
         assert_eq!((v[0], v[2]), (1.0, 2.0));
-        assert!(min_max(&mut [0.0, f32::INFINITY])
-            .unwrap_err()
-            .contains("inf"));
+        assert!(min_max(&mut [0.0, f32::INFINITY]).unwrap_err().contains("inf"));
     }
 
     #[test]
@@ -114,8 +106,6 @@ mod tests {
         assert_eq!(v, [0.0, 0.0, 1.0, 0.0]);
         let mut v = [1.0, f32::NAN];
         assert!(min_max_masked(&mut v, &[true, true]).is_err());
-        assert!(min_max_masked(&mut v, &[true])
-            .unwrap_err()
-            .contains("expected 2, got 1"));
+        assert!(min_max_masked(&mut v, &[true]).unwrap_err().contains("expected 2, got 1"));
     }
 }

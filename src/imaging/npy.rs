@@ -52,12 +52,7 @@ impl Parser<'_> {
                 self.pos += 1;
                 Ok(())
             }
-            other => Err(format!(
-                "expected '{}' at byte {} of the header, found {:?}",
-                c as char,
-                self.pos,
-                other.map(|b| b as char)
-            )),
+            other => Err(format!("expected '{}' at byte {} of the header, found {:?}", c as char, self.pos, other.map(|b| b as char))),
         }
     }
 
@@ -65,10 +60,7 @@ impl Parser<'_> {
         let open = self.peek();
         if matches!(open, Some(b'{' | b'(' | b'[')) {
             if self.depth >= MAX_HEADER_DEPTH {
-                return Err(format!(
-                    "the .npy header nests deeper than {MAX_HEADER_DEPTH} levels (at byte {}); numpy writes 2",
-                    self.pos
-                ));
+                return Err(format!("the .npy header nests deeper than {MAX_HEADER_DEPTH} levels (at byte {}); numpy writes 2", self.pos));
             }
             self.depth += 1;
             let v = match open {
@@ -83,24 +75,16 @@ impl Parser<'_> {
             Some(b'\'') | Some(b'"') => self.string().map(Lit::Str),
             Some(c) if c.is_ascii_digit() => self.int(),
             Some(c) if c.is_ascii_alphabetic() => self.word(),
-            other => Err(format!(
-                "unexpected {:?} at byte {} of the header",
-                other.map(|b| b as char),
-                self.pos
-            )),
+            other => Err(format!("unexpected {:?} at byte {} of the header", other.map(|b| b as char), self.pos)),
         }
     }
 
     fn string(&mut self) -> Result<String, String> {
         let quote = self.s[self.pos];
         let start = self.pos + 1;
-        let len = self.s[start..]
-            .iter()
-            .position(|&c| c == quote)
-            .ok_or("unterminated string in the header")?;
+        let len = self.s[start..].iter().position(|&c| c == quote).ok_or("unterminated string in the header")?;
         self.pos = start + len + 1;
-        String::from_utf8(self.s[start..start + len].to_vec())
-            .map_err(|_| "header string is not UTF-8".to_string())
+        String::from_utf8(self.s[start..start + len].to_vec()).map_err(|_| "header string is not UTF-8".to_string())
     }
 
     fn int(&mut self) -> Result<Lit, String> {
@@ -113,9 +97,7 @@ impl Parser<'_> {
         if self.s.get(self.pos) == Some(&b'L') {
             self.pos += 1;
         }
-        text.parse()
-            .map(Lit::Int)
-            .map_err(|_| format!("header number {text} is too large"))
+        text.parse().map(Lit::Int).map_err(|_| format!("header number {text} is too large"))
     }
 
     fn word(&mut self) -> Result<Lit, String> {
@@ -126,19 +108,12 @@ impl Parser<'_> {
         match &self.s[start..self.pos] {
             b"True" => Ok(Lit::Bool(true)),
             b"False" => Ok(Lit::Bool(false)),
-            w => Err(format!(
-                "unexpected word '{}' in the header",
-                String::from_utf8_lossy(w)
-            )),
+            w => Err(format!("unexpected word '{}' in the header", String::from_utf8_lossy(w))),
         }
     }
 
     /// Comma-separated items up to `close`; a trailing comma is allowed.
-    fn items<T>(
-        &mut self,
-        close: u8,
-        mut item: impl FnMut(&mut Self) -> Result<T, String>,
-    ) -> Result<Vec<T>, String> {
+    fn items<T>(&mut self, close: u8, mut item: impl FnMut(&mut Self) -> Result<T, String>) -> Result<Vec<T>, String> {
         let mut out = Vec::new();
         while self.peek() != Some(close) {
             out.push(item(self)?);
@@ -191,12 +166,8 @@ fn parse_dtype(descr: &Lit) -> Result<Dtype, String> {
     match descr {
         Lit::Str(s) if s == "<f4" => Ok(Dtype::F4),
         Lit::Str(s) if s == "<f8" => Ok(Dtype::F8),
-        Lit::Str(s) if s.starts_with('>') => Err(format!(
-            "dtype '{s}' is big-endian; save as little-endian ('<f4')"
-        )),
-        other => Err(format!(
-            "unsupported dtype {other:?}; only '<f4' (float32) and '<f8' (float64) are read"
-        )),
+        Lit::Str(s) if s.starts_with('>') => Err(format!("dtype '{s}' is big-endian; save as little-endian ('<f4')")),
+        other => Err(format!("unsupported dtype {other:?}; only '<f4' (float32) and '<f8' (float64) are read")),
     }
 }
 
@@ -220,22 +191,11 @@ fn split_header(bytes: &[u8]) -> Result<(&[u8], &[u8]), String> {
     }
     let (len, start) = match bytes[6] {
         1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10usize),
-        2 | 3 if bytes.len() >= 12 => (
-            u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
-            12,
-        ),
+        2 | 3 if bytes.len() >= 12 => (u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize, 12),
         2 | 3 => return Err("truncated .npy header".to_string()),
-        v => {
-            return Err(format!(
-                "unsupported .npy format version {v}.{}; expected 1, 2 or 3",
-                bytes[7]
-            ))
-        }
+        v => return Err(format!("unsupported .npy format version {v}.{}; expected 1, 2 or 3", bytes[7])),
     };
-    let end = start
-        .checked_add(len)
-        .filter(|&e| e <= bytes.len())
-        .ok_or("truncated .npy header")?;
+    let end = start.checked_add(len).filter(|&e| e <= bytes.len()).ok_or("truncated .npy header")?;
     Ok((&bytes[start..end], &bytes[end..]))
 }
 
@@ -244,17 +204,9 @@ fn parse_header(header: &[u8]) -> Result<(Dtype, Vec<usize>), String> {
     let Lit::Dict(entries) = (Parser { s: header, pos: 0, depth: 0 }).value()? else {
         return Err("the .npy header is not a dict".to_string());
     };
-    let get = |k: &str| {
-        entries
-            .iter()
-            .find(|(key, _)| key == k)
-            .map(|(_, v)| v)
-            .ok_or(format!("the .npy header has no '{k}'"))
-    };
+    let get = |k: &str| entries.iter().find(|(key, _)| key == k).map(|(_, v)| v).ok_or(format!("the .npy header has no '{k}'"));
     if *get("fortran_order")? != Lit::Bool(false) {
-        return Err(
-            "array is in Fortran order; save it C-contiguous (np.ascontiguousarray)".to_string(),
-        );
+        return Err("array is in Fortran order; save it C-contiguous (np.ascontiguousarray)".to_string());
     }
     Ok((parse_dtype(get("descr")?)?, parse_shape(get("shape")?)?))
 }
@@ -262,14 +214,8 @@ fn parse_header(header: &[u8]) -> Result<(Dtype, Vec<usize>), String> {
 /// Decodes little-endian floats to f32 (f64 values are narrowed).
 fn decode(data: &[u8], dtype: Dtype) -> Vec<f32> {
     match dtype {
-        Dtype::F4 => data
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect(),
-        Dtype::F8 => data
-            .chunks_exact(8)
-            .map(|b| f64::from_le_bytes(b.try_into().expect("chunks of 8")) as f32)
-            .collect(),
+        Dtype::F4 => data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+        Dtype::F8 => data.chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().expect("chunks of 8")) as f32).collect(),
     }
 }
 
@@ -278,24 +224,13 @@ fn decode(data: &[u8], dtype: Dtype) -> Vec<f32> {
 pub fn read_npy_f32(bytes: &[u8]) -> Result<(Vec<usize>, Vec<f32>), String> {
     let (header, data) = split_header(bytes)?;
     let (dtype, shape) = parse_header(header)?;
-    let count = shape
-        .iter()
-        .try_fold(1usize, |a, &d| a.checked_mul(d))
-        .ok_or("shape is too large")?;
-    let expected = count
-        .checked_mul(dtype.size())
-        .ok_or("shape is too large")?;
+    let count = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).ok_or("shape is too large")?;
+    let expected = count.checked_mul(dtype.size()).ok_or("shape is too large")?;
     if data.len() < expected {
-        return Err(format!(
-            "truncated .npy data for shape {shape:?}: expected {expected} bytes, got {}",
-            data.len()
-        ));
+        return Err(format!("truncated .npy data for shape {shape:?}: expected {expected} bytes, got {}", data.len()));
     }
     if data.len() > expected {
-        return Err(format!(
-            "{} unexpected bytes after the data of shape {shape:?}",
-            data.len() - expected
-        ));
+        return Err(format!("{} unexpected bytes after the data of shape {shape:?}", data.len() - expected));
     }
     Ok((shape, decode(data, dtype)))
 }
@@ -305,14 +240,7 @@ fn shape_repr(shape: &[usize]) -> String {
     match shape {
         [] => "()".to_string(),
         [n] => format!("({n},)"),
-        _ => format!(
-            "({})",
-            shape
-                .iter()
-                .map(|d| d.to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
+        _ => format!("({})", shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")),
     }
 }
 
@@ -321,28 +249,20 @@ fn shape_repr(shape: &[usize]) -> String {
 pub fn write_npy_f32(shape: &[usize], data: &[f32]) -> Result<Vec<u8>, String> {
     let count: usize = shape.iter().product();
     if count != data.len() {
-        return Err(format!(
-            "shape {shape:?} holds {count} values, got {}",
-            data.len()
-        ));
+        return Err(format!("shape {shape:?} holds {count} values, got {}", data.len()));
     }
-    let mut header = format!(
-        "{{'descr': '<f4', 'fortran_order': False, 'shape': {}, }}",
-        shape_repr(shape)
-    );
+    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {}, }}", shape_repr(shape));
     // Pad with spaces so magic (6) + version (2) + length (2) + header + '\n' is a multiple of 64.
     let pad = (ALIGN - (10 + header.len() + 1) % ALIGN) % ALIGN;
     header.push_str(&" ".repeat(pad));
     header.push('\n');
-    let len = u16::try_from(header.len())
-        .map_err(|_| "shape too long for a version 1 header".to_string())?;
+    let len = u16::try_from(header.len()).map_err(|_| "shape too long for a version 1 header".to_string())?;
     let mut out = Vec::with_capacity(10 + header.len() + 4 * data.len());
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&[1, 0]);
     out.extend_from_slice(&len.to_le_bytes());
     out.extend_from_slice(header.as_bytes());
-    data.iter()
-        .for_each(|v| out.extend_from_slice(&v.to_le_bytes()));
+    data.iter().for_each(|v| out.extend_from_slice(&v.to_le_bytes()));
     Ok(out)
 }
 
@@ -389,30 +309,15 @@ mod tests {
 
     #[test]
     fn reads_f8_versions_2_and_3_and_scalars() {
-        let data: Vec<u8> = [1.5f64, -2.0]
-            .iter()
-            .flat_map(|x| x.to_le_bytes())
-            .collect();
+        let data: Vec<u8> = [1.5f64, -2.0].iter().flat_map(|x| x.to_le_bytes()).collect();
         for version in [2, 3] {
-            let file = numpy_file(
-                version,
-                "{'descr': '<f8', 'fortran_order': False, 'shape': (2,), }",
-                &data,
-            );
+            let file = numpy_file(version, "{'descr': '<f8', 'fortran_order': False, 'shape': (2,), }", &data);
             assert_eq!(read_npy_f32(&file).unwrap(), (vec![2], vec![1.5, -2.0]));
         }
-        let file = numpy_file(
-            1,
-            "{'descr': '<f4', 'fortran_order': False, 'shape': (), }",
-            &f32_bytes(&[7.0]),
-        );
+        let file = numpy_file(1, "{'descr': '<f4', 'fortran_order': False, 'shape': (), }", &f32_bytes(&[7.0]));
         assert_eq!(read_npy_f32(&file).unwrap(), (vec![], vec![7.0]));
         // Key order and quoting are not fixed by the format.
-        let file = numpy_file(
-            1,
-            "{\"shape\": [1, 1], \"fortran_order\": False, \"descr\": \"<f4\"}",
-            &f32_bytes(&[3.0]),
-        );
+        let file = numpy_file(1, "{\"shape\": [1, 1], \"fortran_order\": False, \"descr\": \"<f4\"}", &f32_bytes(&[3.0]));
         assert_eq!(read_npy_f32(&file).unwrap(), (vec![1, 1], vec![3.0]));
     }
 
@@ -422,10 +327,7 @@ mod tests {
         let file = write_npy_f32(&[2, 3], &data).unwrap();
         assert_eq!(file, numpy_file(1, DICT_2X3, &f32_bytes(&data)));
         assert_eq!(read_npy_f32(&file).unwrap(), (vec![2, 3], data.to_vec()));
-        assert_eq!(
-            read_npy_f32(&write_npy_f32(&[], &[9.0]).unwrap()).unwrap(),
-            (vec![], vec![9.0])
-        );
+        assert_eq!(read_npy_f32(&write_npy_f32(&[], &[9.0]).unwrap()).unwrap(), (vec![], vec![9.0]));
         assert!(write_npy_f32(&[2, 2], &data).is_err());
     }
 
@@ -437,23 +339,11 @@ mod tests {
         assert!(err(&good[..good.len() - 1]).contains("expected 24 bytes, got 23"));
         assert!(err(&[good.as_slice(), &[0]].concat()).contains("1 unexpected bytes"));
         assert!(err(&good[..50]).contains("truncated .npy header"));
-        let fortran = numpy_file(
-            1,
-            "{'descr': '<f4', 'fortran_order': True, 'shape': (2, 3), }",
-            &[0; 24],
-        );
+        let fortran = numpy_file(1, "{'descr': '<f4', 'fortran_order': True, 'shape': (2, 3), }", &[0; 24]);
         assert!(err(&fortran).contains("Fortran"));
-        let big = numpy_file(
-            1,
-            "{'descr': '>f4', 'fortran_order': False, 'shape': (2, 3), }",
-            &[0; 24],
-        );
+        let big = numpy_file(1, "{'descr': '>f4', 'fortran_order': False, 'shape': (2, 3), }", &[0; 24]);
         assert!(err(&big).contains("big-endian"));
-        let int = numpy_file(
-            1,
-            "{'descr': '<i8', 'fortran_order': False, 'shape': (3,), }",
-            &[0; 24],
-        );
+        let int = numpy_file(1, "{'descr': '<i8', 'fortran_order': False, 'shape': (3,), }", &[0; 24]);
         assert!(err(&int).contains("unsupported dtype"));
         let mut v9 = good.clone();
         v9[6] = 9;

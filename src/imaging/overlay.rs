@@ -12,9 +12,7 @@ use super::rgb::RgbImage;
 
 fn check_len(what: &str, got: usize, expected: usize) -> Result<(), String> {
     if got != expected {
-        return Err(format!(
-            "{what} length mismatch: expected {expected}, got {got}"
-        ));
+        return Err(format!("{what} length mismatch: expected {expected}, got {got}"));
     }
     Ok(())
 }
@@ -22,30 +20,16 @@ fn check_len(what: &str, got: usize, expected: usize) -> Result<(), String> {
 /// The pixel count of a `width x height` overlay, checked so that its RGBA bytes (4 per pixel)
 /// fit in memory's address range; the caller's buffers must then match it.
 fn pixels(width: usize, height: usize) -> Result<usize, String> {
-    width
-        .checked_mul(height)
-        .filter(|n| n.checked_mul(4).is_some())
-        .ok_or_else(|| format!("an overlay of {width}x{height} pixels is too large"))
+    width.checked_mul(height).filter(|n| n.checked_mul(4).is_some()).ok_or_else(|| format!("an overlay of {width}x{height} pixels is too large"))
 }
 
 /// Blends `heat` (same grid as `img`, values in [0, 1]) over every pixel.
-pub fn overlay_rgba(
-    img: &RgbImage,
-    heat: &[f32],
-    cmap: Colormap,
-    alpha: f32,
-) -> Result<Vec<u8>, String> {
+pub fn overlay_rgba(img: &RgbImage, heat: &[f32], cmap: Colormap, alpha: f32) -> Result<Vec<u8>, String> {
     overlay_rgba_masked(img, heat, &vec![true; heat.len()], cmap, alpha)
 }
 
 /// Blends `heat` where `mask` is true; elsewhere copies the photo.
-pub fn overlay_rgba_masked(
-    img: &RgbImage,
-    heat: &[f32],
-    mask: &[bool],
-    cmap: Colormap,
-    alpha: f32,
-) -> Result<Vec<u8>, String> {
+pub fn overlay_rgba_masked(img: &RgbImage, heat: &[f32], mask: &[bool], cmap: Colormap, alpha: f32) -> Result<Vec<u8>, String> {
     let n = pixels(img.width, img.height)?;
     check_len("heat", heat.len(), n)?;
     check_len("mask", mask.len(), n)?;
@@ -67,12 +51,7 @@ pub fn overlay_rgba_masked(
 }
 
 /// The heatmap alone, opaque RGBA, `width * height` values in [0, 1].
-pub fn heat_to_rgba(
-    heat: &[f32],
-    width: usize,
-    height: usize,
-    cmap: Colormap,
-) -> Result<Vec<u8>, String> {
+pub fn heat_to_rgba(heat: &[f32], width: usize, height: usize, cmap: Colormap) -> Result<Vec<u8>, String> {
     check_len("heat", heat.len(), pixels(width, height)?)?;
     Ok(heat
         .iter()
@@ -95,9 +74,7 @@ mod tests {
     fn heat_alone_uses_the_colormap() {
         let out = heat_to_rgba(&[0.0, 1.0], 2, 1, Colormap::Viridis).unwrap();
         assert_eq!(out, vec![68, 1, 84, 255, 253, 231, 37, 255]);
-        assert!(heat_to_rgba(&[0.0], 2, 1, Colormap::Jet)
-            .unwrap_err()
-            .contains("expected 2, got 1"));
+        assert!(heat_to_rgba(&[0.0], 2, 1, Colormap::Jet).unwrap_err().contains("expected 2, got 1"));
     }
 
     #[test]
@@ -108,31 +85,20 @@ mod tests {
         // Pixel 1 (black): 0.4 * viridis(1) = [101.2, 92.4, 14.8].
         assert_eq!(out[4..], [101, 92, 15, 255]);
         // alpha 0 is the photo, alpha 1 the heatmap.
-        assert_eq!(
-            overlay_rgba(&img(), &[0.3, 0.9], Colormap::Jet, 0.0).unwrap(),
-            vec![100, 100, 100, 255, 0, 0, 0, 255]
-        );
-        assert_eq!(
-            overlay_rgba(&img(), &[0.3, 0.9], Colormap::Jet, 1.0).unwrap(),
-            heat_to_rgba(&[0.3, 0.9], 2, 1, Colormap::Jet).unwrap()
-        );
+        assert_eq!(overlay_rgba(&img(), &[0.3, 0.9], Colormap::Jet, 0.0).unwrap(), vec![100, 100, 100, 255, 0, 0, 0, 255]);
+        assert_eq!(overlay_rgba(&img(), &[0.3, 0.9], Colormap::Jet, 1.0).unwrap(), heat_to_rgba(&[0.3, 0.9], 2, 1, Colormap::Jet).unwrap());
     }
 
     #[test]
     fn outside_the_mask_is_the_plain_photo() {
-        let out = overlay_rgba_masked(&img(), &[1.0, 1.0], &[false, true], Colormap::Viridis, 0.4)
-            .unwrap();
+        let out = overlay_rgba_masked(&img(), &[1.0, 1.0], &[false, true], Colormap::Viridis, 0.4).unwrap();
         assert_eq!(out, vec![100, 100, 100, 255, 101, 92, 15, 255]);
     }
 
     #[test]
     fn rejects_bad_alpha_and_lengths() {
-        assert!(overlay_rgba(&img(), &[0.0, 0.0], Colormap::Jet, 1.5)
-            .unwrap_err()
-            .contains("alpha"));
+        assert!(overlay_rgba(&img(), &[0.0, 0.0], Colormap::Jet, 1.5).unwrap_err().contains("alpha"));
         assert!(overlay_rgba(&img(), &[0.0, 0.0], Colormap::Jet, f32::NAN).is_err());
-        assert!(overlay_rgba(&img(), &[0.0], Colormap::Jet, 0.5)
-            .unwrap_err()
-            .contains("heat"));
+        assert!(overlay_rgba(&img(), &[0.0], Colormap::Jet, 0.5).unwrap_err().contains("heat"));
     }
 }

@@ -23,10 +23,7 @@ pub enum Resize {
     /// torchvision `Resize(size)` with an int: the shorter side becomes
     /// `size`, the longer `int(size * long / short)`; then, if given,
     /// `CenterCrop((height, width))`. `crop` is `(width, height)`.
-    ShorterSide {
-        size: usize,
-        crop: Option<(usize, usize)>,
-    },
+    ShorterSide { size: usize, crop: Option<(usize, usize)> },
 }
 
 /// How resized pixel values (0..255) become network inputs.
@@ -48,16 +45,7 @@ impl Preprocess {
     /// The usual torchvision ImageNet evaluation transform:
     /// Resize(256), CenterCrop(224), ToTensor, Normalize(IMAGENET_MEAN, IMAGENET_STD).
     pub fn imagenet() -> Self {
-        Preprocess {
-            resize: Resize::ShorterSide {
-                size: 256,
-                crop: Some((224, 224)),
-            },
-            normalize: Normalize::MeanStd {
-                mean: IMAGENET_MEAN,
-                std: IMAGENET_STD,
-            },
-        }
+        Preprocess { resize: Resize::ShorterSide { size: 256, crop: Some((224, 224)) }, normalize: Normalize::MeanStd { mean: IMAGENET_MEAN, std: IMAGENET_STD } }
     }
 }
 
@@ -92,16 +80,7 @@ pub struct Geometry {
 impl Geometry {
     /// The input is the original image, untouched.
     pub fn identity(width: usize, height: usize) -> Self {
-        Geometry {
-            scale_x: 1.0,
-            scale_y: 1.0,
-            offset_x: 0.0,
-            offset_y: 0.0,
-            input_w: width,
-            input_h: height,
-            orig_w: width,
-            orig_h: height,
-        }
+        Geometry { scale_x: 1.0, scale_y: 1.0, offset_x: 0.0, offset_y: 0.0, input_w: width, input_h: height, orig_w: width, orig_h: height }
     }
 
     /// Input edge coordinate of the centre of original column `u`.
@@ -131,11 +110,7 @@ impl Geometry {
 /// Computed in u128 (no overflow); a long side beyond `usize` saturates (it is never allocated:
 /// `preprocess` resizes only the crop's window).
 pub fn shorter_side_size(width: usize, height: usize, size: usize) -> (usize, usize) {
-    let (short, long) = if width <= height {
-        (width, height)
-    } else {
-        (height, width)
-    };
+    let (short, long) = if width <= height { (width, height) } else { (height, width) };
     let new_long = ((size as u128 * long as u128) as f64 / short.max(1) as f64) as usize;
     if width <= height {
         (size, new_long)
@@ -146,21 +121,14 @@ pub fn shorter_side_size(width: usize, height: usize, size: usize) -> (usize, us
 
 /// Left/top of torchvision's `CenterCrop`: `int(round((size - crop) / 2))`,
 /// Python's round, i.e. halves go to the even neighbour.
-pub fn center_crop_origin(
-    width: usize,
-    height: usize,
-    crop_w: usize,
-    crop_h: usize,
-) -> Result<(usize, usize), String> {
+pub fn center_crop_origin(width: usize, height: usize, crop_w: usize, crop_h: usize) -> Result<(usize, usize), String> {
     if crop_w == 0 || crop_h == 0 {
         return Err(format!("center crop has zero size ({crop_w}x{crop_h})"));
     }
     if crop_w > width || crop_h > height {
         // torchvision would pad with zeros; a padded border would only add
         // fake evidence to the map, so refuse and let the caller pick sizes.
-        return Err(format!(
-            "center crop {crop_w}x{crop_h} is larger than the resized image {width}x{height}"
-        ));
+        return Err(format!("center crop {crop_w}x{crop_h} is larger than the resized image {width}x{height}"));
     }
     let half = |n: usize| ((n as f64) / 2.0).round_ties_even() as usize;
     Ok((half(width - crop_w), half(height - crop_h)))
@@ -170,16 +138,12 @@ pub fn center_crop_origin(
 fn normalize_planes(planes: &mut [f32], n: usize, norm: &Normalize) -> Result<(), String> {
     match norm {
         Normalize::MeanStd { mean, std } => {
-            if std.iter().any(|s| *s == 0.0 || !s.is_finite())
-                || mean.iter().any(|m| !m.is_finite())
-            {
+            if std.iter().any(|s| *s == 0.0 || !s.is_finite()) || mean.iter().any(|m| !m.is_finite()) {
                 return Err(format!("invalid normalisation mean {mean:?} std {std:?}: std must be finite and non-zero"));
             }
             for (c, plane) in planes.chunks_exact_mut(n).enumerate() {
                 // Same order of operations as ToTensor (x/255) then Normalize.
-                plane
-                    .iter_mut()
-                    .for_each(|x| *x = (*x / 255.0 - mean[c]) / std[c]);
+                plane.iter_mut().for_each(|x| *x = (*x / 255.0 - mean[c]) / std[c]);
             }
         }
         Normalize::Affine { offset, scale } => {
@@ -195,10 +159,7 @@ fn normalize_planes(planes: &mut [f32], n: usize, norm: &Normalize) -> Result<()
 /// Resizes, crops and normalises `img` for the network, keeping the geometry.
 pub fn preprocess(img: &RgbImage, p: &Preprocess) -> Result<Prepared, String> {
     if img.width == 0 || img.height == 0 {
-        return Err(format!(
-            "image has zero size ({}x{})",
-            img.width, img.height
-        ));
+        return Err(format!("image has zero size ({}x{})", img.width, img.height));
     }
     let ((rw, rh), crop) = match p.resize {
         Resize::Exact { width, height } => ((width, height), None),
@@ -241,12 +202,7 @@ pub fn preprocess(img: &RgbImage, p: &Preprocess) -> Result<Prepared, String> {
         orig_w: img.width,
         orig_h: img.height,
     };
-    Ok(Prepared {
-        tensor,
-        width,
-        height,
-        geometry,
-    })
+    Ok(Prepared { tensor, width, height, geometry })
 }
 
 #[cfg(test)]
@@ -254,13 +210,7 @@ mod tests {
     use super::*;
 
     fn raw(resize: Resize) -> Preprocess {
-        Preprocess {
-            resize,
-            normalize: Normalize::Affine {
-                offset: 0.0,
-                scale: 1.0,
-            },
-        }
+        Preprocess { resize, normalize: Normalize::Affine { offset: 0.0, scale: 1.0 } }
     }
 
     fn gray(width: usize, height: usize, v: u8) -> RgbImage {
@@ -288,22 +238,13 @@ mod tests {
     fn imagenet_geometry_for_300x400() {
         let out = preprocess(&gray(300, 400, 128), &Preprocess::imagenet()).unwrap();
         let g = &out.geometry;
-        assert_eq!(
-            (out.width, out.height, out.tensor.len()),
-            (224, 224, 3 * 224 * 224)
-        );
+        assert_eq!((out.width, out.height, out.tensor.len()), (224, 224, 3 * 224 * 224));
         assert_eq!((g.scale_x, g.scale_y), (256.0 / 300.0, 341.0 / 400.0));
         assert_eq!((g.offset_x, g.offset_y), (16.0, 58.0));
-        assert_eq!(
-            (g.input_w, g.input_h, g.orig_w, g.orig_h),
-            (224, 224, 300, 400)
-        );
+        assert_eq!((g.input_w, g.input_h, g.orig_w, g.orig_h), (224, 224, 300, 400));
         // Crop edges on the original: x 16*300/256 .. 240*300/256, y 58*400/341 .. 282*400/341.
         assert!((g.orig_x(0.0) - 18.75).abs() < 1e-9 && (g.orig_x(224.0) - 281.25).abs() < 1e-9);
-        assert!(
-            (g.orig_y(0.0) - 68.035_190).abs() < 1e-5
-                && (g.orig_y(224.0) - 330.791_789).abs() < 1e-5
-        );
+        assert!((g.orig_y(0.0) - 68.035_190).abs() < 1e-5 && (g.orig_y(224.0) - 330.791_789).abs() < 1e-5);
         // So original columns 19..=280 and rows 68..=330 have their centres in the crop.
         assert!(g.input_x(18) < 0.0 && g.input_x(19) >= 0.0);
         assert!(g.input_x(280) < 224.0 && g.input_x(281) >= 224.0);
@@ -322,10 +263,7 @@ mod tests {
         // 6x4, shorter side 4 -> no resize; crop 2x2 at left 2, top 1.
         let data: Vec<u8> = (0..24u8).flat_map(|v| [v, v + 100, 0]).collect();
         let img = RgbImage::from_rgb(6, 4, data).unwrap();
-        let p = raw(Resize::ShorterSide {
-            size: 4,
-            crop: Some((2, 2)),
-        });
+        let p = raw(Resize::ShorterSide { size: 4, crop: Some((2, 2)) });
         let out = preprocess(&img, &p).unwrap();
         assert_eq!(out.tensor[..4], [8.0, 9.0, 14.0, 15.0]);
         assert_eq!(out.tensor[4..8], [108.0, 109.0, 114.0, 115.0]);
@@ -335,22 +273,10 @@ mod tests {
 
     #[test]
     fn exact_resize_geometry_and_affine_normalize() {
-        let p = Preprocess {
-            resize: Resize::Exact {
-                width: 10,
-                height: 4,
-            },
-            normalize: Normalize::Affine {
-                offset: 127.5,
-                scale: 127.5,
-            },
-        };
+        let p = Preprocess { resize: Resize::Exact { width: 10, height: 4 }, normalize: Normalize::Affine { offset: 127.5, scale: 127.5 } };
         let out = preprocess(&gray(5, 8, 255), &p).unwrap();
         let g = &out.geometry;
-        assert_eq!(
-            (g.scale_x, g.scale_y, g.offset_x, g.offset_y),
-            (2.0, 0.5, 0.0, 0.0)
-        );
+        assert_eq!((g.scale_x, g.scale_y, g.offset_x, g.offset_y), (2.0, 0.5, 0.0, 0.0));
         assert!(out.tensor.iter().all(|&v| (v - 1.0).abs() < 1e-6));
     }
 
@@ -371,40 +297,10 @@ mod tests {
     #[test]
     fn rejects_bad_parameters() {
         let img = gray(4, 4, 0);
-        assert!(preprocess(
-            &img,
-            &raw(Resize::ShorterSide {
-                size: 4,
-                crop: Some((5, 4))
-            })
-        )
-        .is_err());
-        assert!(preprocess(
-            &img,
-            &raw(Resize::ShorterSide {
-                size: 0,
-                crop: None
-            })
-        )
-        .is_err());
-        assert!(preprocess(
-            &img,
-            &raw(Resize::Exact {
-                width: 0,
-                height: 3
-            })
-        )
-        .is_err());
-        let zero_std = Preprocess {
-            resize: Resize::Exact {
-                width: 2,
-                height: 2,
-            },
-            normalize: Normalize::MeanStd {
-                mean: IMAGENET_MEAN,
-                std: [0.2, 0.0, 0.2],
-            },
-        };
+        assert!(preprocess(&img, &raw(Resize::ShorterSide { size: 4, crop: Some((5, 4)) })).is_err());
+        assert!(preprocess(&img, &raw(Resize::ShorterSide { size: 0, crop: None })).is_err());
+        assert!(preprocess(&img, &raw(Resize::Exact { width: 0, height: 3 })).is_err());
+        let zero_std = Preprocess { resize: Resize::Exact { width: 2, height: 2 }, normalize: Normalize::MeanStd { mean: IMAGENET_MEAN, std: [0.2, 0.0, 0.2] } };
         assert!(preprocess(&img, &zero_std).unwrap_err().contains("std"));
     }
 }

@@ -23,20 +23,13 @@ fn axis_sample(f: f64, n: usize) -> AxisSample {
     let i0 = (f.floor() as usize).min(n - 1);
     let i1 = (i0 + 1).min(n - 1);
     let t = if i1 == i0 { 0.0 } else { f - i0 as f64 };
-    AxisSample {
-        i0,
-        i1,
-        t,
-        inside: true,
-    }
+    AxisSample { i0, i1, t, inside: true }
 }
 
 /// Samples for resizing an axis from `n_in` to `n_out` (align_corners=False).
 fn upsample_axis(n_in: usize, n_out: usize) -> Vec<AxisSample> {
     let ratio = n_in as f64 / n_out as f64;
-    (0..n_out)
-        .map(|d| axis_sample((d as f64 + 0.5) * ratio - 0.5, n_in))
-        .collect()
+    (0..n_out).map(|d| axis_sample((d as f64 + 0.5) * ratio - 0.5, n_in)).collect()
 }
 
 /// Samples along one original-image axis: pixel centre -> input edge
@@ -76,11 +69,7 @@ fn check_map(map: &[f32], map_w: usize, map_h: usize) -> Result<(), String> {
         return Err(format!("map has zero size ({map_w}x{map_h})"));
     }
     if map.len() != map_w * map_h {
-        return Err(format!(
-            "map length mismatch for {map_w}x{map_h}: expected {}, got {}",
-            map_w * map_h,
-            map.len()
-        ));
+        return Err(format!("map length mismatch for {map_w}x{map_h}: expected {}, got {}", map_w * map_h, map.len()));
     }
     Ok(())
 }
@@ -91,17 +80,11 @@ fn check_map(map: &[f32], map_w: usize, map_h: usize) -> Result<(), String> {
 pub const MAX_IMAGE_MAP_PIXELS: usize = 1 << 28;
 
 fn check_geometry(g: &Geometry) -> Result<(), String> {
-    if g.orig_w.checked_mul(g.orig_h).is_none_or(|n| n > MAX_IMAGE_MAP_PIXELS)
-        || g.input_w.checked_mul(g.input_h).is_none_or(|n| n > MAX_IMAGE_MAP_PIXELS)
-    {
-        return Err(format!(
-            "geometry of a {}x{} image ({}x{} input) is over the {MAX_IMAGE_MAP_PIXELS}-pixel limit of a map",
-            g.orig_w, g.orig_h, g.input_w, g.input_h
-        ));
+    if g.orig_w.checked_mul(g.orig_h).is_none_or(|n| n > MAX_IMAGE_MAP_PIXELS) || g.input_w.checked_mul(g.input_h).is_none_or(|n| n > MAX_IMAGE_MAP_PIXELS) {
+        return Err(format!("geometry of a {}x{} image ({}x{} input) is over the {MAX_IMAGE_MAP_PIXELS}-pixel limit of a map", g.orig_w, g.orig_h, g.input_w, g.input_h));
     }
     let sizes_ok = g.input_w > 0 && g.input_h > 0 && g.orig_w > 0 && g.orig_h > 0;
-    let scale_ok =
-        g.scale_x > 0.0 && g.scale_y > 0.0 && g.scale_x.is_finite() && g.scale_y.is_finite();
+    let scale_ok = g.scale_x > 0.0 && g.scale_y > 0.0 && g.scale_x.is_finite() && g.scale_y.is_finite();
     if !(sizes_ok && scale_ok && g.offset_x.is_finite() && g.offset_y.is_finite()) {
         return Err(format!("invalid geometry {g:?}"));
     }
@@ -110,50 +93,22 @@ fn check_geometry(g: &Geometry) -> Result<(), String> {
 
 /// `torch.nn.functional.interpolate(map, (out_h, out_w), mode="bilinear",
 /// align_corners=False)` on one plane (no antialiasing). Row-major output.
-pub fn upsample_bilinear(
-    map: &[f32],
-    map_w: usize,
-    map_h: usize,
-    out_w: usize,
-    out_h: usize,
-) -> Result<Vec<f32>, String> {
+pub fn upsample_bilinear(map: &[f32], map_w: usize, map_h: usize, out_w: usize, out_h: usize) -> Result<Vec<f32>, String> {
     check_map(map, map_w, map_h)?;
     if out_w == 0 || out_h == 0 {
         return Err(format!("output has zero size ({out_w}x{out_h})"));
     }
-    Ok(bilinear(
-        map,
-        map_w,
-        &upsample_axis(map_w, out_w),
-        &upsample_axis(map_h, out_h),
-    ))
+    Ok(bilinear(map, map_w, &upsample_axis(map_w, out_w), &upsample_axis(map_h, out_h)))
 }
 
 /// Puts a map whose grid (map_w x map_h) tiles the network input onto the
 /// original image's pixels: `orig_h * orig_w` values, row-major. Pixels the
 /// crop cut away get 0 (see [`crop_mask`] to tell them from a real 0).
-pub fn project_to_image(
-    map: &[f32],
-    map_w: usize,
-    map_h: usize,
-    geom: &Geometry,
-) -> Result<Vec<f32>, String> {
+pub fn project_to_image(map: &[f32], map_w: usize, map_h: usize, geom: &Geometry) -> Result<Vec<f32>, String> {
     check_map(map, map_w, map_h)?;
     check_geometry(geom)?;
-    let xs = project_axis(
-        geom.orig_w,
-        geom.scale_x,
-        geom.offset_x,
-        geom.input_w,
-        map_w,
-    );
-    let ys = project_axis(
-        geom.orig_h,
-        geom.scale_y,
-        geom.offset_y,
-        geom.input_h,
-        map_h,
-    );
+    let xs = project_axis(geom.orig_w, geom.scale_x, geom.offset_x, geom.input_w, map_w);
+    let ys = project_axis(geom.orig_h, geom.scale_y, geom.offset_y, geom.input_h, map_h);
     Ok(bilinear(map, map_w, &xs, &ys))
 }
 
@@ -162,10 +117,7 @@ pub fn crop_mask(geom: &Geometry) -> Result<Vec<bool>, String> {
     check_geometry(geom)?;
     let xs = project_axis(geom.orig_w, geom.scale_x, geom.offset_x, geom.input_w, 1);
     let ys = project_axis(geom.orig_h, geom.scale_y, geom.offset_y, geom.input_h, 1);
-    Ok(ys
-        .iter()
-        .flat_map(|sy| xs.iter().map(move |sx| sx.inside && sy.inside))
-        .collect())
+    Ok(ys.iter().flat_map(|sy| xs.iter().map(move |sx| sx.inside && sy.inside)).collect())
 }
 
 #[cfg(test)]
@@ -177,10 +129,7 @@ mod tests {
     fn assert_close(got: &[f32], want: &[f32]) {
         assert_eq!(got.len(), want.len());
         for (i, (g, w)) in got.iter().zip(want).enumerate() {
-            assert!(
-                (g - w).abs() < 1e-5,
-                "index {i}: got {g}, want {w}\n got {got:?}"
-            );
+            assert!((g - w).abs() < 1e-5, "index {i}: got {g}, want {w}\n got {got:?}");
         }
     }
 
@@ -196,24 +145,15 @@ mod tests {
         ]);
         // Downsampling without antialias reads at 0.5 and 2.5: pair averages.
         let ramp: Vec<f32> = (0..16).map(|v| v as f32).collect();
-        assert_close(
-            &upsample_bilinear(&ramp, 4, 4, 2, 2).unwrap(),
-            &[2.5, 4.5, 10.5, 12.5],
-        );
+        assert_close(&upsample_bilinear(&ramp, 4, 4, 2, 2).unwrap(), &[2.5, 4.5, 10.5, 12.5]);
         // Non-square: 2x1 -> 3x2; x reads at -1/6 (clamped), 0.5, 7/6 (clamped).
-        assert_close(
-            &upsample_bilinear(&[0.0, 6.0], 2, 1, 3, 2).unwrap(),
-            &[0.0, 3.0, 6.0, 0.0, 3.0, 6.0],
-        );
+        assert_close(&upsample_bilinear(&[0.0, 6.0], 2, 1, 3, 2).unwrap(), &[0.0, 3.0, 6.0, 0.0, 3.0, 6.0]);
     }
 
     #[test]
     fn identity_geometry_returns_the_map() {
         let map = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
-        assert_close(
-            &project_to_image(&map, 3, 2, &Geometry::identity(3, 2)).unwrap(),
-            &map,
-        );
+        assert_close(&project_to_image(&map, 3, 2, &Geometry::identity(3, 2)).unwrap(), &map);
     }
 
     #[test]
@@ -226,15 +166,7 @@ mod tests {
     #[test]
     fn hot_cell_lands_top_right_on_non_square_image() {
         // Original 6 wide x 3 high stretched to a 4x4 input; 2x2 map, hot cell (x=1, y=0).
-        let g = Geometry {
-            scale_x: 4.0 / 6.0,
-            scale_y: 4.0 / 3.0,
-            input_w: 4,
-            input_h: 4,
-            orig_w: 6,
-            orig_h: 3,
-            ..Geometry::identity(1, 1)
-        };
+        let g = Geometry { scale_x: 4.0 / 6.0, scale_y: 4.0 / 3.0, input_w: 4, input_h: 4, orig_w: 6, orig_h: 3, ..Geometry::identity(1, 1) };
         let out = project_to_image(&[0.0, 1.0, 0.0, 0.0], 2, 2, &g).unwrap();
         // Column weights of map column 1: clamp((u + 0.5) / 3 - 0.5, 0, 1);
         // row weights of map row 0: 1 - clamp((v + 0.5) * 2/3 - 0.5, 0, 1).
@@ -249,23 +181,13 @@ mod tests {
     #[test]
     fn crop_maps_back_to_the_centre_and_zero_outside() {
         // 8x8 original, input = centre 4x4 (offset 2, scale 1), 2x2 map.
-        let g = Geometry {
-            offset_x: 2.0,
-            offset_y: 2.0,
-            input_w: 4,
-            input_h: 4,
-            ..Geometry::identity(8, 8)
-        };
+        let g = Geometry { offset_x: 2.0, offset_y: 2.0, input_w: 4, input_h: 4, ..Geometry::identity(8, 8) };
         let out = project_to_image(&[0.0, 1.0, 2.0, 3.0], 2, 2, &g).unwrap();
         let inner = upsample_bilinear(&[0.0, 1.0, 2.0, 3.0], 2, 2, 4, 4).unwrap();
         for y in 0..8 {
             for x in 0..8 {
                 let inside = (2..6).contains(&x) && (2..6).contains(&y);
-                let want = if inside {
-                    inner[(y - 2) * 4 + (x - 2)]
-                } else {
-                    0.0
-                };
+                let want = if inside { inner[(y - 2) * 4 + (x - 2)] } else { 0.0 };
                 assert_eq!(out[y * 8 + x], want, "pixel ({x}, {y})");
             }
         }
@@ -284,25 +206,16 @@ mod tests {
             for x in 0..300 {
                 let inside = (19..=280).contains(&x) && (68..=330).contains(&y);
                 assert_eq!(mask[y * 300 + x], inside, "pixel ({x}, {y})");
-                assert_eq!(
-                    out[y * 300 + x],
-                    if inside { 1.0 } else { 0.0 },
-                    "pixel ({x}, {y})"
-                );
+                assert_eq!(out[y * 300 + x], if inside { 1.0 } else { 0.0 }, "pixel ({x}, {y})");
             }
         }
     }
 
     #[test]
     fn rejects_bad_inputs() {
-        assert!(upsample_bilinear(&[0.0; 3], 2, 2, 4, 4)
-            .unwrap_err()
-            .contains("expected 4, got 3"));
+        assert!(upsample_bilinear(&[0.0; 3], 2, 2, 4, 4).unwrap_err().contains("expected 4, got 3"));
         assert!(upsample_bilinear(&[0.0; 4], 2, 2, 0, 4).is_err());
-        let g = Geometry {
-            scale_x: 0.0,
-            ..Geometry::identity(2, 2)
-        };
+        let g = Geometry { scale_x: 0.0, ..Geometry::identity(2, 2) };
         assert!(project_to_image(&[0.0; 4], 2, 2, &g).is_err());
     }
 }

@@ -55,9 +55,7 @@ fn axis_taps_range(in_size: usize, out_size: usize, range: std::ops::Range<usize
             let center = (i as f64 + 0.5) * scale;
             let hi = ((center + support + 0.5).trunc() as usize).min(in_size);
             let lo = ((center - support + 0.5).trunc().max(0.0) as usize).min(hi);
-            let mut weights: Vec<f64> = (lo..hi)
-                .map(|j| triangle((j as f64 - center + 0.5) / filter_scale))
-                .collect();
+            let mut weights: Vec<f64> = (lo..hi).map(|j| triangle((j as f64 - center + 0.5) / filter_scale)).collect();
             let sum: f64 = weights.iter().sum();
             if sum != 0.0 {
                 weights.iter_mut().for_each(|w| *w /= sum);
@@ -91,9 +89,7 @@ fn resize_cols(src: &[f32], w: usize, in_h: usize, out_h: usize) -> Vec<f32> {
         acc.iter_mut().for_each(|a| *a = 0.0);
         for (k, &wgt) in t.weights.iter().enumerate() {
             let row = &src[(t.start + k) * w..(t.start + k + 1) * w];
-            acc.iter_mut()
-                .zip(row)
-                .for_each(|(a, &p)| *a += p as f64 * wgt);
+            acc.iter_mut().zip(row).for_each(|(a, &p)| *a += p as f64 * wgt);
         }
         out.extend(acc.iter().map(|&a| a as f32));
     }
@@ -104,11 +100,7 @@ fn resize_cols(src: &[f32], w: usize, in_h: usize, out_h: usize) -> Vec<f32> {
 /// A pass whose size does not change is skipped: its weights would be the
 /// identity anyway (PIL skips it too).
 fn resize_plane(src: &[f32], in_w: usize, in_h: usize, out_w: usize, out_h: usize) -> Vec<f32> {
-    let horizontal = if out_w == in_w {
-        src.to_vec()
-    } else {
-        resize_rows(src, in_w, in_h, out_w)
-    };
+    let horizontal = if out_w == in_w { src.to_vec() } else { resize_rows(src, in_w, in_h, out_w) };
     if out_h == in_h {
         horizontal
     } else {
@@ -129,31 +121,15 @@ pub fn to_planes(img: &RgbImage) -> Vec<f32> {
 }
 
 /// Resizes `channels` planes stored one after another (CHW).
-pub fn resize_planes(
-    planes: &[f32],
-    channels: usize,
-    in_w: usize,
-    in_h: usize,
-    out_w: usize,
-    out_h: usize,
-) -> Result<Vec<f32>, String> {
+pub fn resize_planes(planes: &[f32], channels: usize, in_w: usize, in_h: usize, out_w: usize, out_h: usize) -> Result<Vec<f32>, String> {
     if in_w == 0 || in_h == 0 || out_w == 0 || out_h == 0 {
-        return Err(format!(
-            "cannot resize {in_w}x{in_h} to {out_w}x{out_h}: zero size"
-        ));
+        return Err(format!("cannot resize {in_w}x{in_h} to {out_w}x{out_h}: zero size"));
     }
     let n = in_w * in_h;
     if planes.len() != channels * n {
-        return Err(format!(
-            "plane data length mismatch: expected {} ({channels}x{in_h}x{in_w}), got {}",
-            channels * n,
-            planes.len()
-        ));
+        return Err(format!("plane data length mismatch: expected {} ({channels}x{in_h}x{in_w}), got {}", channels * n, planes.len()));
     }
-    Ok(planes
-        .chunks_exact(n)
-        .flat_map(|p| resize_plane(p, in_w, in_h, out_w, out_h))
-        .collect())
+    Ok(planes.chunks_exact(n).flat_map(|p| resize_plane(p, in_w, in_h, out_w, out_h)).collect())
 }
 
 /// The window (left, top, w, h) of `img` resized to out_w x out_h: CHW f32 planes in 0..255,
@@ -163,12 +139,7 @@ pub fn resize_planes(
 /// columns: memory is `w * (input rows read) + 3 * w * h` values whatever out_w x out_h is, so
 /// a 30000 x 1 photo whose shorter side becomes 256 (7.68M x 256 resized) costs no more than a
 /// square one.
-pub fn resize_bilinear_window(
-    img: &RgbImage,
-    out_w: usize,
-    out_h: usize,
-    (left, top, w, h): (usize, usize, usize, usize),
-) -> Result<Vec<f32>, String> {
+pub fn resize_bilinear_window(img: &RgbImage, out_w: usize, out_h: usize, (left, top, w, h): (usize, usize, usize, usize)) -> Result<Vec<f32>, String> {
     let (in_w, in_h) = (img.width, img.height);
     if in_w == 0 || in_h == 0 || out_w == 0 || out_h == 0 || w == 0 || h == 0 {
         return Err(format!("cannot resize {in_w}x{in_h} to {out_w}x{out_h} (window {w}x{h}): zero size"));
@@ -234,10 +205,7 @@ mod tests {
     fn assert_close(got: &[f32], want: &[f32], tol: f32) {
         assert_eq!(got.len(), want.len(), "length");
         for (i, (g, w)) in got.iter().zip(want).enumerate() {
-            assert!(
-                (g - w).abs() <= tol,
-                "index {i}: got {g}, want {w}\n got {got:?}"
-            );
+            assert!((g - w).abs() <= tol, "index {i}: got {g}, want {w}\n got {got:?}");
         }
     }
 
@@ -265,11 +233,7 @@ mod tests {
         // [1/7, 3/7, 3/7]; on v = 4y + x that gives 4Y + X with X, Y in
         // {5/7, 16/7}. PIL mode "F" gives the same to 1e-6.
         let out = resize_plane(&ramp(16), 4, 4, 2, 2);
-        assert_close(
-            &out,
-            &[25.0 / 7.0, 36.0 / 7.0, 69.0 / 7.0, 80.0 / 7.0],
-            1e-5,
-        );
+        assert_close(&out, &[25.0 / 7.0, 36.0 / 7.0, 69.0 / 7.0, 80.0 / 7.0], 1e-5);
     }
 
     #[test]
@@ -299,10 +263,7 @@ mod tests {
     fn channels_are_planar_and_separate() {
         let img = RgbImage::from_rgb(2, 1, vec![1, 2, 3, 4, 5, 6]).unwrap();
         assert_eq!(to_planes(&img), vec![1.0, 4.0, 2.0, 5.0, 3.0, 6.0]);
-        assert_eq!(
-            resize_bilinear(&img, 2, 1).unwrap(),
-            vec![1.0, 4.0, 2.0, 5.0, 3.0, 6.0]
-        );
+        assert_eq!(resize_bilinear(&img, 2, 1).unwrap(), vec![1.0, 4.0, 2.0, 5.0, 3.0, 6.0]);
     }
 
     #[test]
@@ -321,9 +282,7 @@ mod tests {
     #[test]
     fn zero_output_size_is_an_error() {
         let img = RgbImage::from_rgb(1, 1, vec![0, 0, 0]).unwrap();
-        assert!(resize_bilinear(&img, 0, 4)
-            .unwrap_err()
-            .contains("zero size"));
+        assert!(resize_bilinear(&img, 0, 4).unwrap_err().contains("zero size"));
     }
 
     // Generated with Pillow in float mode (no rounding), see the tests above.

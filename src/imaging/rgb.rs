@@ -14,35 +14,18 @@ impl RgbImage {
     /// photo is opaque, and networks are trained on plain RGB.
     pub fn from_rgba(width: usize, height: usize, rgba: &[u8]) -> Result<Self, String> {
         let pixels = checked_pixels(width, height)?;
-        let expected = pixels
-            .checked_mul(4)
-            .ok_or_else(|| format!("image {width}x{height} is too large"))?;
+        let expected = pixels.checked_mul(4).ok_or_else(|| format!("image {width}x{height} is too large"))?;
         if rgba.len() != expected {
-            return Err(format!(
-                "RGBA data length mismatch for {width}x{height}: expected {expected} bytes (4 per pixel), got {}",
-                rgba.len()
-            ));
+            return Err(format!("RGBA data length mismatch for {width}x{height}: expected {expected} bytes (4 per pixel), got {}", rgba.len()));
         }
-        let data = rgba
-            .chunks_exact(4)
-            .flat_map(|p| [p[0], p[1], p[2]])
-            .collect();
-        Ok(RgbImage {
-            width,
-            height,
-            data,
-        })
+        let data = rgba.chunks_exact(4).flat_map(|p| [p[0], p[1], p[2]]).collect();
+        Ok(RgbImage { width, height, data })
     }
 
     /// Builds an image from RGBA rows delivered one at a time, shrunk by the integer `factor`
     /// (each output pixel the mean of a factor x factor box; boxes at the right/bottom edge are
     /// partial). Lets a huge canvas be read without ever holding it at full size.
-    pub fn from_rgba_rows_reduced(
-        width: usize,
-        height: usize,
-        factor: usize,
-        mut read_row: impl FnMut(usize, &mut [u8]),
-    ) -> Result<Self, String> {
+    pub fn from_rgba_rows_reduced(width: usize, height: usize, factor: usize, mut read_row: impl FnMut(usize, &mut [u8])) -> Result<Self, String> {
         checked_pixels(width, height)?;
         let f = factor.max(1);
         let (ow, oh) = (width.div_ceil(f), height.div_ceil(f));
@@ -72,20 +55,11 @@ impl RgbImage {
     /// Builds an image from interleaved RGB bytes, checking the length.
     pub fn from_rgb(width: usize, height: usize, rgb: Vec<u8>) -> Result<Self, String> {
         let pixels = checked_pixels(width, height)?;
-        let expected = pixels
-            .checked_mul(3)
-            .ok_or_else(|| format!("image {width}x{height} is too large"))?;
+        let expected = pixels.checked_mul(3).ok_or_else(|| format!("image {width}x{height} is too large"))?;
         if rgb.len() != expected {
-            return Err(format!(
-                "RGB data length mismatch for {width}x{height}: expected {expected} bytes (3 per pixel), got {}",
-                rgb.len()
-            ));
+            return Err(format!("RGB data length mismatch for {width}x{height}: expected {expected} bytes (3 per pixel), got {}", rgb.len()));
         }
-        Ok(RgbImage {
-            width,
-            height,
-            data: rgb,
-        })
+        Ok(RgbImage { width, height, data: rgb })
     }
 
     /// The `[r, g, b]` of pixel (x, y).
@@ -100,9 +74,7 @@ fn checked_pixels(width: usize, height: usize) -> Result<usize, String> {
     if width == 0 || height == 0 {
         return Err(format!("image has zero size ({width}x{height})"));
     }
-    width
-        .checked_mul(height)
-        .ok_or_else(|| format!("image {width}x{height} is too large"))
+    width.checked_mul(height).ok_or_else(|| format!("image {width}x{height} is too large"))
 }
 
 #[cfg(test)]

@@ -113,21 +113,15 @@ mod tests {
     use super::*;
 
     fn random_attention(rng: &mut Rng, c: usize, heads: usize) -> Attention {
-        let lin = |rng: &mut Rng, out: usize| Linear {
-            weight: rng.vec(out * c).iter().map(|v| v * 0.8).collect(),
-            bias: rng.vec(out).iter().map(|v| v * 0.3).collect(),
-            in_features: c,
-            out_features: out,
-        };
+        let lin =
+            |rng: &mut Rng, out: usize| Linear { weight: rng.vec(out * c).iter().map(|v| v * 0.8).collect(), bias: rng.vec(out).iter().map(|v| v * 0.3).collect(), in_features: c, out_features: out };
         Attention { heads, in_proj: lin(rng, 3 * c), out_proj: lin(rng, c) }
     }
 
     /// The textbook form, token-major, in f64: softmax(Q K^T / sqrt(d)) V per head.
     fn naive(a: &Attention, x: &[f32], c: usize, t: usize) -> Vec<f64> {
         let lin = |l: &Linear, rows: &[Vec<f64>]| -> Vec<Vec<f64>> {
-            rows.iter()
-                .map(|r| (0..l.out_features).map(|o| l.bias[o] as f64 + (0..l.in_features).map(|i| l.weight[o * l.in_features + i] as f64 * r[i]).sum::<f64>()).collect())
-                .collect()
+            rows.iter().map(|r| (0..l.out_features).map(|o| l.bias[o] as f64 + (0..l.in_features).map(|i| l.weight[o * l.in_features + i] as f64 * r[i]).sum::<f64>()).collect()).collect()
         };
         let tokens: Vec<Vec<f64>> = (0..t).map(|i| (0..c).map(|ch| x[ch * t + i] as f64).collect()).collect();
         let qkv = lin(&a.in_proj, &tokens);

@@ -58,23 +58,13 @@ impl Conv2dGeom {
 
     /// The geometry of one group of one image: what the gemm path works on.
     fn group_view(&self) -> Conv2dGeom {
-        Conv2dGeom {
-            n: 1,
-            cin: self.cin / self.groups,
-            cout: self.cout / self.groups,
-            groups: 1,
-            ..*self
-        }
+        Conv2dGeom { n: 1, cin: self.cin / self.groups, cout: self.cout / self.groups, groups: 1, ..*self }
     }
 
     /// Lengths of one group's (input, output, weight) slices.
     fn group_lens(&self) -> (usize, usize, usize) {
         let g = self.group_view();
-        (
-            g.cin * g.h * g.w,
-            g.cout * g.out_h() * g.out_w(),
-            g.cout * g.cin * g.kh * g.kw,
-        )
+        (g.cin * g.h * g.w, g.cout * g.out_h() * g.out_w(), g.cout * g.cin * g.kh * g.kw)
     }
 }
 
@@ -99,14 +89,7 @@ pub fn conv2d_input_grad(grad_out: &[f32], weight: &[f32], g: &Conv2dGeom, kept:
 }
 
 /// [`conv2d_forward`] with an explicit column budget (in floats), so tests can force chunking.
-pub(crate) fn forward_with_budget(
-    x: &[f32],
-    weight: &[f32],
-    bias: Option<&[f32]>,
-    g: &Conv2dGeom,
-    budget: usize,
-    kept: Option<&Kept>,
-) -> Vec<f32> {
+pub(crate) fn forward_with_budget(x: &[f32], weight: &[f32], bias: Option<&[f32]>, g: &Conv2dGeom, budget: usize, kept: Option<&Kept>) -> Vec<f32> {
     debug_assert_eq!(x.len(), g.n * g.cin * g.h * g.w);
     debug_assert_eq!(weight.len(), g.cout * (g.cin / g.groups) * g.kh * g.kw);
     debug_assert!(bias.is_none_or(|b| b.len() == g.cout));
@@ -131,10 +114,7 @@ pub(crate) fn forward_with_budget(
     }
     let (gv, mut cols) = (g.group_view(), Vec::new());
     // Slices come image-major then group-major, so the weight groups cycle.
-    let slices = x
-        .chunks_exact(in_len)
-        .zip(out.chunks_exact_mut(out_len))
-        .zip(weight.chunks_exact(w_len).cycle());
+    let slices = x.chunks_exact(in_len).zip(out.chunks_exact_mut(out_len)).zip(weight.chunks_exact(w_len).cycle());
     for ((xs, os), ws) in slices {
         forward_group(xs, ws, os, &gv, &mut cols, budget);
     }
@@ -142,13 +122,7 @@ pub(crate) fn forward_with_budget(
 }
 
 /// [`conv2d_input_grad`] with an explicit column budget (in floats).
-pub(crate) fn input_grad_with_budget(
-    grad_out: &[f32],
-    weight: &[f32],
-    g: &Conv2dGeom,
-    budget: usize,
-    kept: Option<&Kept>,
-) -> Vec<f32> {
+pub(crate) fn input_grad_with_budget(grad_out: &[f32], weight: &[f32], g: &Conv2dGeom, budget: usize, kept: Option<&Kept>) -> Vec<f32> {
     debug_assert_eq!(grad_out.len(), g.n * g.cout * g.out_h() * g.out_w());
     debug_assert_eq!(weight.len(), g.cout * (g.cin / g.groups) * g.kh * g.kw);
     if g.is_depthwise() {
@@ -164,10 +138,7 @@ pub(crate) fn input_grad_with_budget(
         return gx;
     }
     let (gv, mut cols) = (g.group_view(), Vec::new());
-    let slices = gx
-        .chunks_exact_mut(in_len)
-        .zip(grad_out.chunks_exact(out_len))
-        .zip(weight.chunks_exact(w_len).cycle());
+    let slices = gx.chunks_exact_mut(in_len).zip(grad_out.chunks_exact(out_len)).zip(weight.chunks_exact(w_len).cycle());
     for ((gxs, gos), ws) in slices {
         input_grad_group(gos, ws, gxs, &gv, &mut cols, budget);
     }
@@ -181,33 +152,15 @@ fn rows_per_chunk(col_rows: usize, out_h: usize, out_w: usize, budget: usize) ->
 
 /// Output-row chunks `r0..r1` covering `0..out_h`.
 fn row_chunks(out_h: usize, rows: usize) -> impl Iterator<Item = Range<usize>> {
-    (0..out_h)
-        .step_by(rows)
-        .map(move |r0| r0..(r0 + rows).min(out_h))
+    (0..out_h).step_by(rows).map(move |r0| r0..(r0 + rows).min(out_h))
 }
 
 /// out[cout, oh*ow] += W[cout, k] * cols[k, oh*ow] for one image and group.
-fn forward_group(
-    x: &[f32],
-    w: &[f32],
-    out: &mut [f32],
-    g: &Conv2dGeom,
-    cols: &mut Vec<f32>,
-    budget: usize,
-) {
+fn forward_group(x: &[f32], w: &[f32], out: &mut [f32], g: &Conv2dGeom, cols: &mut Vec<f32>, budget: usize) {
     let (oh, ow) = (g.out_h(), g.out_w());
     let plane = oh * ow;
     if g.is_pointwise() {
-        matmul(
-            g.cout,
-            plane,
-            g.cin,
-            MatRef::new(w, g.cin),
-            MatRef::new(x, plane),
-            out,
-            plane,
-            true,
-        );
+        matmul(g.cout, plane, g.cin, MatRef::new(w, g.cin), MatRef::new(x, plane), out, plane, true);
         return;
     }
     let k = g.cin * g.kh * g.kw;
@@ -223,41 +176,16 @@ fn forward_group(
         let buf = &mut cols[..k * nc];
         im2col(x, g, chunk.clone(), buf);
         // The chunk's outputs are a column block of `out`, rows `plane` apart.
-        matmul(
-            g.cout,
-            nc,
-            k,
-            MatRef::new(w, k),
-            MatRef::new(buf, nc),
-            &mut out[chunk.start * ow..],
-            plane,
-            true,
-        );
+        matmul(g.cout, nc, k, MatRef::new(w, k), MatRef::new(buf, nc), &mut out[chunk.start * ow..], plane, true);
     }
 }
 
 /// gx[cin, h*w] += col2im(W^T[k, cout] * G[cout, oh*ow]) for one image and group.
-fn input_grad_group(
-    go: &[f32],
-    w: &[f32],
-    gx: &mut [f32],
-    g: &Conv2dGeom,
-    cols: &mut Vec<f32>,
-    budget: usize,
-) {
+fn input_grad_group(go: &[f32], w: &[f32], gx: &mut [f32], g: &Conv2dGeom, cols: &mut Vec<f32>, budget: usize) {
     let (oh, ow) = (g.out_h(), g.out_w());
     let plane = oh * ow;
     if g.is_pointwise() {
-        matmul(
-            g.cin,
-            plane,
-            g.cout,
-            MatRef::new(w, g.cin).t(),
-            MatRef::new(go, plane),
-            gx,
-            plane,
-            false,
-        );
+        matmul(g.cin, plane, g.cout, MatRef::new(w, g.cin).t(), MatRef::new(go, plane), gx, plane, false);
         return;
     }
     let k = g.cin * g.kh * g.kw;
@@ -266,16 +194,7 @@ fn input_grad_group(
     for chunk in row_chunks(oh, rows) {
         let nc = chunk.len() * ow;
         let buf = &mut cols[..k * nc];
-        matmul(
-            k,
-            nc,
-            g.cout,
-            MatRef::new(w, k).t(),
-            MatRef::new(&go[chunk.start * ow..], plane),
-            buf,
-            nc,
-            false,
-        );
+        matmul(k, nc, g.cout, MatRef::new(w, k).t(), MatRef::new(&go[chunk.start * ow..], plane), buf, nc, false);
         crate::exec::profile::time(|| format!("  col2im {}x{}", g.kh, g.kw), || col2im_add(buf, g, chunk, gx));
     }
 }
@@ -287,9 +206,7 @@ fn unpack_row(r: usize, g: &Conv2dGeom) -> (usize, usize, usize) {
 
 /// Input row read by output row `oy` at kernel row `ky`, if it is not padding.
 fn input_row(oy: usize, ky: usize, g: &Conv2dGeom) -> Option<usize> {
-    (oy * g.stride_h + ky)
-        .checked_sub(g.pad_top)
-        .filter(|&iy| iy < g.h)
+    (oy * g.stride_h + ky).checked_sub(g.pad_top).filter(|&iy| iy < g.h)
 }
 
 /// Fills cols[(ci, ky, kx), (oy - rows.start, ox)] with the input pixel each
@@ -302,14 +219,7 @@ fn im2col(x: &[f32], g: &Conv2dGeom, rows: Range<usize>, cols: &mut [f32]) {
         let valid = tap_range(ow, g.w, g.stride_w, kx, g.pad_left);
         for (oy, dst) in rows.clone().zip(col_row.chunks_exact_mut(ow)) {
             match input_row(oy, ky, g) {
-                Some(iy) => gather_row(
-                    dst,
-                    &xplane[iy * g.w..][..g.w],
-                    valid.clone(),
-                    g.stride_w,
-                    kx,
-                    g.pad_left,
-                ),
+                Some(iy) => gather_row(dst, &xplane[iy * g.w..][..g.w], valid.clone(), g.stride_w, kx, g.pad_left),
                 None => dst.fill(0.0),
             }
         }
@@ -351,14 +261,7 @@ impl RowSource for Im2col<'_> {
 }
 
 /// dst[ox] = src[ox * stride + tap - pad] inside `valid`, 0 outside.
-fn gather_row(
-    dst: &mut [f32],
-    src: &[f32],
-    valid: Range<usize>,
-    stride: usize,
-    tap: usize,
-    pad: usize,
-) {
+fn gather_row(dst: &mut [f32], src: &[f32], valid: Range<usize>, stride: usize, tap: usize, pad: usize) {
     dst[..valid.start].fill(0.0);
     dst[valid.end..].fill(0.0);
     if valid.is_empty() {
@@ -369,9 +272,7 @@ fn gather_row(
     if stride == 1 {
         dst.copy_from_slice(&src[..dst.len()]);
     } else {
-        dst.iter_mut()
-            .zip(src.iter().step_by(stride))
-            .for_each(|(d, s)| *d = *s);
+        dst.iter_mut().zip(src.iter().step_by(stride)).for_each(|(d, s)| *d = *s);
     }
 }
 
@@ -416,31 +317,11 @@ pub(crate) mod tests {
         (pad_top, pad_bottom, pad_left, pad_right): (usize, usize, usize, usize),
         groups: usize,
     ) -> Conv2dGeom {
-        Conv2dGeom {
-            n,
-            cin,
-            h,
-            w,
-            cout,
-            kh,
-            kw,
-            stride_h,
-            stride_w,
-            pad_top,
-            pad_bottom,
-            pad_left,
-            pad_right,
-            groups,
-        }
+        Conv2dGeom { n, cin, h, w, cout, kh, kw, stride_h, stride_w, pad_top, pad_bottom, pad_left, pad_right, groups }
     }
 
     /// The plain 7-loop definition (accumulated in f64), the reference for everything else.
-    pub(crate) fn naive_conv(
-        x: &[f32],
-        wt: &[f32],
-        bias: Option<&[f32]>,
-        g: &Conv2dGeom,
-    ) -> Vec<f64> {
+    pub(crate) fn naive_conv(x: &[f32], wt: &[f32], bias: Option<&[f32]>, g: &Conv2dGeom) -> Vec<f64> {
         let (oh, ow, cin_g, cout_g) = (g.out_h(), g.out_w(), g.cin / g.groups, g.cout / g.groups);
         let mut out = vec![0.0; g.n * g.cout * oh * ow];
         for b in 0..g.n {
@@ -453,13 +334,11 @@ pub(crate) mod tests {
                                 for kx in 0..g.kw {
                                     let iy = (oy * g.stride_h + ky) as isize - g.pad_top as isize;
                                     let ix = (ox * g.stride_w + kx) as isize - g.pad_left as isize;
-                                    if iy < 0 || ix < 0 || iy >= g.h as isize || ix >= g.w as isize
-                                    {
+                                    if iy < 0 || ix < 0 || iy >= g.h as isize || ix >= g.w as isize {
                                         continue;
                                     }
                                     let c = co / cout_g * cin_g + ci;
-                                    let xv = x
-                                        [((b * g.cin + c) * g.h + iy as usize) * g.w + ix as usize];
+                                    let xv = x[((b * g.cin + c) * g.h + iy as usize) * g.w + ix as usize];
                                     let wv = wt[((co * cin_g + ci) * g.kh + ky) * g.kw + kx];
                                     acc += xv as f64 * wv as f64;
                                 }
@@ -501,88 +380,28 @@ pub(crate) mod tests {
         let y = rng.vec(c.g.n * c.g.cout * c.g.out_h() * c.g.out_w());
         let lhs = dot(&forward_with_budget(&x, &w, None, &c.g, c.budget, None), &y);
         let rhs = dot(&x, &input_grad_with_budget(&y, &w, &c.g, c.budget, None));
-        assert!(
-            (lhs - rhs).abs() <= 1e-4 * lhs.abs().max(rhs.abs()),
-            "{}: <conv x, y> = {lhs} but <x, conv^T y> = {rhs}",
-            c.name
-        );
+        assert!((lhs - rhs).abs() <= 1e-4 * lhs.abs().max(rhs.abs()), "{}: <conv x, y> = {lhs} but <x, conv^T y> = {rhs}", c.name);
     }
 
     fn cases() -> Vec<Case> {
         let big = COL_BUDGET_FLOATS;
         let case = |name, g, budget| Case { name, g, budget };
         vec![
-            case(
-                "3x3 s1 p1",
-                geom((1, 3, 8, 8, 4), (3, 3), (1, 1), (1, 1, 1, 1), 1),
-                big,
-            ),
-            case(
-                "3x3 s2 pad t0 b1 l0 r1",
-                geom((1, 3, 8, 8, 4), (3, 3), (2, 2), (0, 1, 0, 1), 1),
-                big,
-            ),
-            case(
-                "5x5 s2 SAME",
-                geom((1, 3, 10, 10, 4), (5, 5), (2, 2), (1, 2, 1, 2), 1),
-                big,
-            ),
-            case(
-                "7x7 s2 p3",
-                geom((1, 3, 12, 12, 4), (7, 7), (2, 2), (3, 3, 3, 3), 1),
-                big,
-            ),
-            case(
-                "11x11 s4 p2",
-                geom((1, 3, 23, 23, 4), (11, 11), (4, 4), (2, 2, 2, 2), 1),
-                big,
-            ),
-            case(
-                "1x1 s1",
-                geom((1, 5, 6, 7, 6), (1, 1), (1, 1), (0, 0, 0, 0), 1),
-                big,
-            ),
-            case(
-                "1x1 s2",
-                geom((1, 5, 7, 8, 6), (1, 1), (2, 2), (0, 0, 0, 0), 1),
-                big,
-            ),
-            case(
-                "non-square 9x14 k3x2 s2x3",
-                geom((1, 3, 9, 14, 4), (3, 2), (2, 3), (1, 2, 0, 1), 1),
-                big,
-            ),
-            case(
-                "groups=2 3x3 p1",
-                geom((1, 4, 7, 6, 6), (3, 3), (1, 1), (1, 1, 1, 1), 2),
-                big,
-            ),
-            case(
-                "groups=2 1x1",
-                geom((2, 4, 5, 5, 6), (1, 1), (1, 1), (0, 0, 0, 0), 2),
-                big,
-            ),
-            case(
-                "batch 2 3x3 s2 p1",
-                geom((2, 3, 9, 8, 5), (3, 3), (2, 2), (1, 1, 1, 1), 1),
-                big,
-            ),
-            case(
-                "batch 2 1x1 s1",
-                geom((2, 4, 5, 6, 3), (1, 1), (1, 1), (0, 0, 0, 0), 1),
-                big,
-            ),
+            case("3x3 s1 p1", geom((1, 3, 8, 8, 4), (3, 3), (1, 1), (1, 1, 1, 1), 1), big),
+            case("3x3 s2 pad t0 b1 l0 r1", geom((1, 3, 8, 8, 4), (3, 3), (2, 2), (0, 1, 0, 1), 1), big),
+            case("5x5 s2 SAME", geom((1, 3, 10, 10, 4), (5, 5), (2, 2), (1, 2, 1, 2), 1), big),
+            case("7x7 s2 p3", geom((1, 3, 12, 12, 4), (7, 7), (2, 2), (3, 3, 3, 3), 1), big),
+            case("11x11 s4 p2", geom((1, 3, 23, 23, 4), (11, 11), (4, 4), (2, 2, 2, 2), 1), big),
+            case("1x1 s1", geom((1, 5, 6, 7, 6), (1, 1), (1, 1), (0, 0, 0, 0), 1), big),
+            case("1x1 s2", geom((1, 5, 7, 8, 6), (1, 1), (2, 2), (0, 0, 0, 0), 1), big),
+            case("non-square 9x14 k3x2 s2x3", geom((1, 3, 9, 14, 4), (3, 2), (2, 3), (1, 2, 0, 1), 1), big),
+            case("groups=2 3x3 p1", geom((1, 4, 7, 6, 6), (3, 3), (1, 1), (1, 1, 1, 1), 2), big),
+            case("groups=2 1x1", geom((2, 4, 5, 5, 6), (1, 1), (1, 1), (0, 0, 0, 0), 2), big),
+            case("batch 2 3x3 s2 p1", geom((2, 3, 9, 8, 5), (3, 3), (2, 2), (1, 1, 1, 1), 1), big),
+            case("batch 2 1x1 s1", geom((2, 4, 5, 6, 3), (1, 1), (1, 1), (0, 0, 0, 0), 1), big),
             // 5 rows of 64 columns per chunk: 13 chunks, the last one partial.
-            case(
-                "chunked 16x64x64 -> 8",
-                geom((1, 16, 64, 64, 8), (3, 3), (1, 1), (1, 1, 1, 1), 1),
-                16 * 9 * 64 * 5,
-            ),
-            case(
-                "chunked batch 2 s2",
-                geom((2, 4, 20, 18, 3), (3, 3), (2, 2), (0, 1, 0, 1), 1),
-                1,
-            ),
+            case("chunked 16x64x64 -> 8", geom((1, 16, 64, 64, 8), (3, 3), (1, 1), (1, 1, 1, 1), 1), 16 * 9 * 64 * 5),
+            case("chunked batch 2 s2", geom((2, 4, 20, 18, 3), (3, 3), (2, 2), (0, 1, 0, 1), 1), 1),
         ]
     }
 
@@ -612,9 +431,6 @@ pub(crate) mod tests {
         assert!(rows >= 1 && k * rows * 224 * 4 <= 8 << 20, "{rows} rows");
         // A single row larger than the budget still makes progress.
         assert_eq!(rows_per_chunk(k, 224, 224, 1), 1);
-        assert_eq!(
-            row_chunks(10, 4).collect::<Vec<_>>(),
-            vec![0..4, 4..8, 8..10]
-        );
+        assert_eq!(row_chunks(10, 4).collect::<Vec<_>>(), vec![0..4, 4..8, 8..10]);
     }
 }

@@ -49,12 +49,7 @@ mod lanes {
         let t1 = i32x4_shuffle::<0, 4, 1, 5>(r[2], r[3]);
         let t2 = i32x4_shuffle::<2, 6, 3, 7>(r[0], r[1]);
         let t3 = i32x4_shuffle::<2, 6, 3, 7>(r[2], r[3]);
-        [
-            i32x4_shuffle::<0, 1, 4, 5>(t0, t1),
-            i32x4_shuffle::<2, 3, 6, 7>(t0, t1),
-            i32x4_shuffle::<0, 1, 4, 5>(t2, t3),
-            i32x4_shuffle::<2, 3, 6, 7>(t2, t3),
-        ]
+        [i32x4_shuffle::<0, 1, 4, 5>(t0, t1), i32x4_shuffle::<2, 3, 6, 7>(t0, t1), i32x4_shuffle::<0, 1, 4, 5>(t2, t3), i32x4_shuffle::<2, 3, 6, 7>(t2, t3)]
     }
 }
 
@@ -376,73 +371,24 @@ mod tests {
     use crate::kernels::testutil::Rng;
 
     fn cases() -> Vec<Case> {
-        let case = |name, g| Case {
-            name,
-            g,
-            budget: usize::MAX,
-        };
+        let case = |name, g| Case { name, g, budget: usize::MAX };
         vec![
-            case(
-                "dw 3x3 s1 p1",
-                geom((2, 4, 9, 8, 4), (3, 3), (1, 1), (1, 1, 1, 1), 4),
-            ),
-            case(
-                "dw 3x3 s2 pad t0 b1 l0 r1",
-                geom((1, 4, 8, 10, 4), (3, 3), (2, 2), (0, 1, 0, 1), 4),
-            ),
-            case(
-                "dw 5x5 s1 p2",
-                geom((1, 3, 9, 9, 3), (5, 5), (1, 1), (2, 2, 2, 2), 3),
-            ),
-            case(
-                "dw 5x5 s2 SAME",
-                geom((2, 3, 10, 11, 3), (5, 5), (2, 2), (1, 2, 2, 2), 3),
-            ),
-            case(
-                "dw 3x5 s1x2 non-square",
-                geom((1, 2, 7, 13, 2), (3, 5), (1, 2), (0, 2, 1, 2), 2),
-            ),
-            case(
-                "dw 7x7 p3 on 3x3 (taps off both edges)",
-                geom((1, 2, 3, 3, 2), (7, 7), (1, 1), (3, 3, 3, 3), 2),
-            ),
+            case("dw 3x3 s1 p1", geom((2, 4, 9, 8, 4), (3, 3), (1, 1), (1, 1, 1, 1), 4)),
+            case("dw 3x3 s2 pad t0 b1 l0 r1", geom((1, 4, 8, 10, 4), (3, 3), (2, 2), (0, 1, 0, 1), 4)),
+            case("dw 5x5 s1 p2", geom((1, 3, 9, 9, 3), (5, 5), (1, 1), (2, 2, 2, 2), 3)),
+            case("dw 5x5 s2 SAME", geom((2, 3, 10, 11, 3), (5, 5), (2, 2), (1, 2, 2, 2), 3)),
+            case("dw 3x5 s1x2 non-square", geom((1, 2, 7, 13, 2), (3, 5), (1, 2), (0, 2, 1, 2), 2)),
+            case("dw 7x7 p3 on 3x3 (taps off both edges)", geom((1, 2, 3, 3, 2), (7, 7), (1, 1), (3, 3, 3, 3), 2)),
             // EfficientNet-Lite0's small planes, with channel counts that leave a partial block of 4.
-            case(
-                "dw 3x3 s1 p1 14x14, 6 channels",
-                geom((1, 6, 14, 14, 6), (3, 3), (1, 1), (1, 1, 1, 1), 6),
-            ),
-            case(
-                "dw 5x5 s1 p2 7x7, batch 2, 9 channels",
-                geom((2, 9, 7, 7, 9), (5, 5), (1, 1), (2, 2, 2, 2), 9),
-            ),
-            case(
-                "dw 5x5 s2 SAME 14 -> 7, 5 channels",
-                geom((1, 5, 14, 14, 5), (5, 5), (2, 2), (1, 2, 1, 2), 5),
-            ),
-            case(
-                "dw 3x3 s2 SAME 28 -> 14, 7 channels",
-                geom((1, 7, 28, 28, 7), (3, 3), (2, 2), (0, 1, 0, 1), 7),
-            ),
-            case(
-                "dw 3x3 s1 13x11 pad t0 b2 l2 r0",
-                geom((1, 4, 13, 11, 4), (3, 3), (1, 1), (0, 2, 2, 0), 4),
-            ),
-            case(
-                "dw 3x3 s3 pad t1 b1 l0 r2",
-                geom((1, 5, 11, 10, 5), (3, 3), (3, 3), (1, 1, 0, 2), 5),
-            ),
-            case(
-                "dw 2x2 s1, bottom/left pad >= kernel",
-                geom((1, 4, 4, 5, 4), (2, 2), (1, 1), (0, 3, 3, 0), 4),
-            ),
-            case(
-                "dw 2x2 s3 (phases without taps)",
-                geom((1, 4, 8, 7, 4), (2, 2), (3, 3), (0, 1, 1, 0), 4),
-            ),
-            case(
-                "dw 1x1 s2",
-                geom((1, 5, 7, 6, 5), (1, 1), (2, 2), (0, 0, 0, 0), 5),
-            ),
+            case("dw 3x3 s1 p1 14x14, 6 channels", geom((1, 6, 14, 14, 6), (3, 3), (1, 1), (1, 1, 1, 1), 6)),
+            case("dw 5x5 s1 p2 7x7, batch 2, 9 channels", geom((2, 9, 7, 7, 9), (5, 5), (1, 1), (2, 2, 2, 2), 9)),
+            case("dw 5x5 s2 SAME 14 -> 7, 5 channels", geom((1, 5, 14, 14, 5), (5, 5), (2, 2), (1, 2, 1, 2), 5)),
+            case("dw 3x3 s2 SAME 28 -> 14, 7 channels", geom((1, 7, 28, 28, 7), (3, 3), (2, 2), (0, 1, 0, 1), 7)),
+            case("dw 3x3 s1 13x11 pad t0 b2 l2 r0", geom((1, 4, 13, 11, 4), (3, 3), (1, 1), (0, 2, 2, 0), 4)),
+            case("dw 3x3 s3 pad t1 b1 l0 r2", geom((1, 5, 11, 10, 5), (3, 3), (3, 3), (1, 1, 0, 2), 5)),
+            case("dw 2x2 s1, bottom/left pad >= kernel", geom((1, 4, 4, 5, 4), (2, 2), (1, 1), (0, 3, 3, 0), 4)),
+            case("dw 2x2 s3 (phases without taps)", geom((1, 4, 8, 7, 4), (2, 2), (3, 3), (0, 1, 1, 0), 4)),
+            case("dw 1x1 s2", geom((1, 5, 7, 6, 5), (1, 1), (2, 2), (0, 0, 0, 0), 5)),
         ]
     }
 

@@ -9,10 +9,7 @@ pub fn erf(x: f32) -> f32 {
     let z = (x as f64).abs();
     let t = 1.0 / (1.0 + 0.5 * z);
     let poly = -z * z - 1.265_512_23
-        + t * (1.000_023_68
-            + t * (0.374_091_96
-                + t * (0.096_784_18
-                    + t * (-0.186_288_06 + t * (0.278_868_07 + t * (-1.135_203_98 + t * (1.488_515_87 + t * (-0.822_152_23 + t * 0.170_872_77))))))));
+        + t * (1.000_023_68 + t * (0.374_091_96 + t * (0.096_784_18 + t * (-0.186_288_06 + t * (0.278_868_07 + t * (-1.135_203_98 + t * (1.488_515_87 + t * (-0.822_152_23 + t * 0.170_872_77))))))));
     let erfc = t * poly.exp();
     (if x >= 0.0 { 1.0 - erfc } else { erfc - 1.0 }) as f32
 }
@@ -34,7 +31,13 @@ pub fn activate(act: Activation, x: f32) -> f32 {
         Activation::Hardsigmoid { alpha, beta } => (alpha * x + beta).clamp(0.0, 1.0),
         Activation::Gelu => 0.5 * x * (1.0 + erf(x * INV_SQRT_2)),
         Activation::Tanh => x.tanh(),
-        Activation::LeakyRelu(slope) => if x >= 0.0 { x } else { slope * x },
+        Activation::LeakyRelu(slope) => {
+            if x >= 0.0 {
+                x
+            } else {
+                slope * x
+            }
+        }
         Activation::Clip { min, max } => x.clamp(min, max),
     }
 }
@@ -70,7 +73,13 @@ pub fn derivative(act: Activation, x: f32) -> f32 {
         }
         Activation::Gelu => 0.5 * (1.0 + erf(x * INV_SQRT_2)) + x * INV_SQRT_2PI * (-0.5 * x * x).exp(),
         Activation::Tanh => 1.0 - x.tanh().powi(2),
-        Activation::LeakyRelu(slope) => if x > 0.0 { 1.0 } else { slope },
+        Activation::LeakyRelu(slope) => {
+            if x > 0.0 {
+                1.0
+            } else {
+                slope
+            }
+        }
         Activation::Clip { min, max } => ((x > min) & (x < max)) as u8 as f32,
     }
 }

@@ -23,8 +23,8 @@ pub use activation::{clamp_in_place, mask_grad_in_place, relu_forward, relu_inpu
 pub use conv::{conv2d_forward, conv2d_forward_act, conv2d_input_grad, Conv2dGeom};
 pub use linear::{linear_forward, linear_input_grad};
 pub use pool::{
-    adaptive_avg_pool2d_forward, adaptive_avg_pool2d_input_grad, avg_pool2d_forward, avg_pool2d_input_grad, max_pool2d_forward,
-    max_pool2d_forward_argmax, max_pool2d_input_grad, max_pool2d_input_grad_argmax, PoolGeom,
+    adaptive_avg_pool2d_forward, adaptive_avg_pool2d_input_grad, avg_pool2d_forward, avg_pool2d_input_grad, max_pool2d_forward, max_pool2d_forward_argmax, max_pool2d_input_grad,
+    max_pool2d_input_grad_argmax, PoolGeom,
 };
 
 use core::ops::Range;
@@ -42,19 +42,12 @@ pub struct MatRef<'a> {
 impl<'a> MatRef<'a> {
     /// A row-major operand whose rows start `ld` elements apart.
     pub fn new(data: &'a [f32], ld: usize) -> Self {
-        MatRef {
-            data,
-            ld,
-            trans: false,
-        }
+        MatRef { data, ld, trans: false }
     }
 
     /// The transpose of this operand (a stride swap, no copy).
     pub fn t(self) -> Self {
-        MatRef {
-            trans: !self.trans,
-            ..self
-        }
+        MatRef { trans: !self.trans, ..self }
     }
 
     /// (row stride, column stride) of the operand as gemm wants them.
@@ -70,11 +63,7 @@ impl<'a> MatRef<'a> {
     /// Whether a `rows x cols` operand lies inside `data`: this is the check
     /// that makes the unsafe gemm call below sound.
     fn holds(&self, rows: usize, cols: usize) -> bool {
-        let (sr, sc) = if self.trans {
-            (cols, rows)
-        } else {
-            (rows, cols)
-        };
+        let (sr, sc) = if self.trans { (cols, rows) } else { (rows, cols) };
         sr == 0 || sc == 0 || (self.ld >= sc && (sr - 1) * self.ld + sc <= self.data.len())
     }
 }
@@ -97,16 +86,7 @@ pub(crate) fn own_gemm(m: usize, n: usize, b_trans: bool) -> bool {
 /// Panics in every build if an operand does not fit its slice; that keeps the
 /// wrapper safe, and callers with valid shapes never trigger it.
 #[allow(clippy::too_many_arguments)]
-pub fn matmul(
-    m: usize,
-    n: usize,
-    k: usize,
-    a: MatRef,
-    b: MatRef,
-    c: &mut [f32],
-    ldc: usize,
-    accumulate: bool,
-) {
+pub fn matmul(m: usize, n: usize, k: usize, a: MatRef, b: MatRef, c: &mut [f32], ldc: usize, accumulate: bool) {
     if m == 0 || n == 0 {
         return;
     }
@@ -156,23 +136,9 @@ pub fn matmul(
 /// Output positions `o` in `0..out_len` whose input index `o * stride + tap - pad`
 /// falls inside `0..in_len`. Computing this once per tap lets inner loops run
 /// over contiguous outputs with no bounds branches.
-pub(crate) fn tap_range(
-    out_len: usize,
-    in_len: usize,
-    stride: usize,
-    tap: usize,
-    pad: usize,
-) -> Range<usize> {
-    let lo = if pad > tap {
-        (pad - tap).div_ceil(stride)
-    } else {
-        0
-    };
-    let hi = if in_len + pad > tap {
-        (in_len + pad - tap).div_ceil(stride)
-    } else {
-        0
-    };
+pub(crate) fn tap_range(out_len: usize, in_len: usize, stride: usize, tap: usize, pad: usize) -> Range<usize> {
+    let lo = if pad > tap { (pad - tap).div_ceil(stride) } else { 0 };
+    let hi = if in_len + pad > tap { (in_len + pad - tap).div_ceil(stride) } else { 0 };
     let hi = hi.min(out_len);
     lo.min(hi)..hi
 }
@@ -182,10 +148,7 @@ pub(crate) fn axpy_scatter(dst: &mut [f32], src: &[f32], stride: usize, a: f32) 
     if stride == 1 {
         dst.iter_mut().zip(src).for_each(|(d, s)| *d += a * s);
     } else {
-        dst.iter_mut()
-            .step_by(stride)
-            .zip(src)
-            .for_each(|(d, s)| *d += a * s);
+        dst.iter_mut().step_by(stride).zip(src).for_each(|(d, s)| *d += a * s);
     }
 }
 
@@ -223,19 +186,10 @@ pub(crate) mod testutil {
 
     /// Checks `analytic` = d/dx sum(r * f(x)) by central differences at 20
     /// random coordinates plus up to 10 where the analytic gradient is nonzero.
-    pub fn check_grad(
-        name: &str,
-        f: impl Fn(&[f32]) -> Vec<f32>,
-        x: &[f32],
-        r: &[f32],
-        analytic: &[f32],
-        rng: &mut Rng,
-    ) {
+    pub fn check_grad(name: &str, f: impl Fn(&[f32]) -> Vec<f32>, x: &[f32], r: &[f32], analytic: &[f32], rng: &mut Rng) {
         assert_eq!(x.len(), analytic.len(), "{name}: gradient length");
         let eps = 1e-2f32;
-        let scale = (analytic.iter().map(|g| (*g as f64).powi(2)).sum::<f64>()
-            / analytic.len() as f64)
-            .sqrt();
+        let scale = (analytic.iter().map(|g| (*g as f64).powi(2)).sum::<f64>() / analytic.len() as f64).sqrt();
         let nonzero: Vec<usize> = (0..x.len()).filter(|&i| analytic[i] != 0.0).collect();
         let mut idx: Vec<usize> = (0..20).map(|_| rng.below(x.len())).collect();
         idx.extend((0..10.min(nonzero.len())).map(|_| nonzero[rng.below(nonzero.len())]));
@@ -246,10 +200,7 @@ pub(crate) mod testutil {
             let fd = (dot(r, &f(&xp)) - dot(r, &f(&xm))) / (xp[i] as f64 - xm[i] as f64);
             let a = analytic[i] as f64;
             let tol = 1e-2 * a.abs().max(fd.abs()) + 1e-3 * scale + 1e-6;
-            assert!(
-                (a - fd).abs() <= tol,
-                "{name}: coord {i}: analytic {a} vs finite diff {fd}"
-            );
+            assert!((a - fd).abs() <= tol, "{name}: coord {i}: analytic {a} vs finite diff {fd}");
         }
     }
 
@@ -257,10 +208,7 @@ pub(crate) mod testutil {
         assert_eq!(got.len(), want.len(), "{name}: length");
         let scale = want.iter().fold(1.0f64, |m, v| m.max(v.abs()));
         for (i, (g, w)) in got.iter().zip(want).enumerate() {
-            assert!(
-                (*g as f64 - w).abs() <= rel * scale,
-                "{name}: [{i}] got {g}, want {w}"
-            );
+            assert!((*g as f64 - w).abs() <= rel * scale, "{name}: [{i}] got {g}, want {w}");
         }
     }
 }
@@ -290,16 +238,7 @@ mod tests {
         let bt: Vec<f32> = (0..n * k).map(|i| b[(i % k) * n + i / k]).collect();
         // Write into columns 2..9 of a 5x10 matrix that already holds ones.
         let mut c = vec![1.0; m * 10];
-        matmul(
-            m,
-            n,
-            k,
-            MatRef::new(&at, m).t(),
-            MatRef::new(&bt, k).t(),
-            &mut c[2..],
-            10,
-            true,
-        );
+        matmul(m, n, k, MatRef::new(&at, m).t(), MatRef::new(&bt, k).t(), &mut c[2..], 10, true);
         for i in 0..m {
             assert_eq!(c[i * 10], 1.0);
             for j in 0..n {
@@ -310,20 +249,8 @@ mod tests {
 
     #[test]
     fn tap_range_matches_bounds_check() {
-        for (out_len, in_len, stride, tap, pad) in [
-            (5usize, 9usize, 2usize, 0usize, 1usize),
-            (4, 8, 2, 2, 0),
-            (3, 2, 3, 4, 2),
-            (6, 6, 1, 2, 1),
-            (2, 1, 1, 4, 3),
-        ] {
-            let want: Vec<usize> = (0..out_len)
-                .filter(|o| {
-                    (o * stride + tap)
-                        .checked_sub(pad)
-                        .is_some_and(|i| i < in_len)
-                })
-                .collect();
+        for (out_len, in_len, stride, tap, pad) in [(5usize, 9usize, 2usize, 0usize, 1usize), (4, 8, 2, 2, 0), (3, 2, 3, 4, 2), (6, 6, 1, 2, 1), (2, 1, 1, 4, 3)] {
+            let want: Vec<usize> = (0..out_len).filter(|o| (o * stride + tap).checked_sub(pad).is_some_and(|i| i < in_len)).collect();
             let got: Vec<usize> = tap_range(out_len, in_len, stride, tap, pad).collect();
             assert_eq!(got, want);
         }

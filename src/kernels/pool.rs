@@ -31,11 +31,7 @@ impl PoolGeom {
 /// the last window is dropped if it would start inside the right padding.
 fn pool_out_len(len: usize, k: usize, s: usize, p: usize, ceil_mode: bool) -> usize {
     let span = len + 2 * p - k;
-    let out = if ceil_mode {
-        span.div_ceil(s)
-    } else {
-        span / s
-    } + 1;
+    let out = if ceil_mode { span.div_ceil(s) } else { span / s } + 1;
     if ceil_mode && (out - 1) * s >= len + p {
         out - 1
     } else {
@@ -67,11 +63,7 @@ fn window_max(plane: &[f32], w: usize, ys: Range<usize>, xs: Range<usize>) -> Op
 }
 
 /// Calls `f(plane_index, out_index, argmax_in_plane, max)` for every output of max pooling.
-fn for_each_window_max(
-    x: &[f32],
-    g: &PoolGeom,
-    mut f: impl FnMut(usize, usize, Option<(usize, f32)>),
-) {
+fn for_each_window_max(x: &[f32], g: &PoolGeom, mut f: impl FnMut(usize, usize, Option<(usize, f32)>)) {
     let (oh, ow, hw) = (g.out_h(), g.out_w(), g.h * g.w);
     for (p, plane) in x.chunks_exact(hw.max(1)).take(g.n * g.c).enumerate() {
         for oy in 0..oh {
@@ -272,32 +264,18 @@ fn bin(i: usize, len: usize, out: usize) -> Range<usize> {
 }
 
 /// Average of each adaptive bin. x: (n, c, h, w); returns (n, c, out_h, out_w).
-pub fn adaptive_avg_pool2d_forward(
-    x: &[f32],
-    n: usize,
-    c: usize,
-    h: usize,
-    w: usize,
-    out_h: usize,
-    out_w: usize,
-) -> Vec<f32> {
+pub fn adaptive_avg_pool2d_forward(x: &[f32], n: usize, c: usize, h: usize, w: usize, out_h: usize, out_w: usize) -> Vec<f32> {
     debug_assert_eq!(x.len(), n * c * h * w);
     let mut out = vec![0.0; n * c * out_h * out_w];
     if h == 0 || w == 0 || out_h == 0 || out_w == 0 {
         return out;
     }
-    for (plane, o) in x
-        .chunks_exact(h * w)
-        .zip(out.chunks_exact_mut(out_h * out_w))
-    {
+    for (plane, o) in x.chunks_exact(h * w).zip(out.chunks_exact_mut(out_h * out_w)) {
         for oy in 0..out_h {
             let ys = bin(oy, h, out_h);
             for ox in 0..out_w {
                 let xs = bin(ox, w, out_w);
-                let sum: f32 = ys
-                    .clone()
-                    .map(|y| plane[y * w..][xs.clone()].iter().sum::<f32>())
-                    .sum();
+                let sum: f32 = ys.clone().map(|y| plane[y * w..][xs.clone()].iter().sum::<f32>()).sum();
                 o[oy * out_w + ox] = sum / (ys.len() * xs.len()) as f32;
             }
         }
@@ -306,33 +284,20 @@ pub fn adaptive_avg_pool2d_forward(
 }
 
 /// Spreads each output gradient evenly over its bin (bins may overlap). Returns (n, c, h, w).
-pub fn adaptive_avg_pool2d_input_grad(
-    grad_out: &[f32],
-    n: usize,
-    c: usize,
-    h: usize,
-    w: usize,
-    out_h: usize,
-    out_w: usize,
-) -> Vec<f32> {
+pub fn adaptive_avg_pool2d_input_grad(grad_out: &[f32], n: usize, c: usize, h: usize, w: usize, out_h: usize, out_w: usize) -> Vec<f32> {
     debug_assert_eq!(grad_out.len(), n * c * out_h * out_w);
     let mut gx = vec![0.0; n * c * h * w];
     if h == 0 || w == 0 || out_h == 0 || out_w == 0 {
         return gx;
     }
-    for (plane, go) in gx
-        .chunks_exact_mut(h * w)
-        .zip(grad_out.chunks_exact(out_h * out_w))
-    {
+    for (plane, go) in gx.chunks_exact_mut(h * w).zip(grad_out.chunks_exact(out_h * out_w)) {
         for oy in 0..out_h {
             let ys = bin(oy, h, out_h);
             for ox in 0..out_w {
                 let xs = bin(ox, w, out_w);
                 let share = go[oy * out_w + ox] / (ys.len() * xs.len()) as f32;
                 for y in ys.clone() {
-                    plane[y * w..][xs.clone()]
-                        .iter_mut()
-                        .for_each(|v| *v += share);
+                    plane[y * w..][xs.clone()].iter_mut().for_each(|v| *v += share);
                 }
             }
         }
@@ -346,29 +311,8 @@ mod tests {
     use crate::kernels::testutil::{assert_close, check_grad, Rng};
 
     #[allow(clippy::too_many_arguments)]
-    fn pg(
-        n: usize,
-        c: usize,
-        h: usize,
-        w: usize,
-        k: usize,
-        s: usize,
-        p: usize,
-        ceil_mode: bool,
-    ) -> PoolGeom {
-        PoolGeom {
-            n,
-            c,
-            h,
-            w,
-            kh: k,
-            kw: k,
-            stride_h: s,
-            stride_w: s,
-            pad_h: p,
-            pad_w: p,
-            ceil_mode,
-        }
+    fn pg(n: usize, c: usize, h: usize, w: usize, k: usize, s: usize, p: usize, ceil_mode: bool) -> PoolGeom {
+        PoolGeom { n, c, h, w, kh: k, kw: k, stride_h: s, stride_w: s, pad_h: p, pad_w: p, ceil_mode }
     }
 
     /// Distinct values 0.05 apart in shuffled order: no ties, and a +-0.01
@@ -415,66 +359,34 @@ mod tests {
         assert_eq!(pg(1, 1, 13, 13, 3, 2, 0, true).out_h(), 6);
         // ceil would give 8, but the last window would start in the padding.
         assert_eq!(pg(1, 1, 13, 13, 3, 2, 1, true).out_h(), 7);
-        let g = PoolGeom {
-            w: 9,
-            kw: 2,
-            stride_w: 1,
-            pad_w: 0,
-            ..pg(1, 1, 13, 13, 3, 2, 1, true)
-        };
+        let g = PoolGeom { w: 9, kw: 2, stride_w: 1, pad_w: 0, ..pg(1, 1, 13, 13, 3, 2, 1, true) };
         assert_eq!((g.out_h(), g.out_w()), (7, 8));
     }
 
     #[test]
     fn max_pool_forward_matches_naive() {
         let mut rng = Rng::new(31);
-        for g in [
-            pg(2, 2, 13, 13, 3, 2, 0, true),
-            pg(1, 3, 14, 11, 3, 2, 1, true),
-            pg(1, 2, 8, 8, 2, 2, 0, false),
-            pg(1, 1, 9, 9, 3, 2, 1, false),
-        ] {
+        for g in [pg(2, 2, 13, 13, 3, 2, 0, true), pg(1, 3, 14, 11, 3, 2, 1, true), pg(1, 2, 8, 8, 2, 2, 0, false), pg(1, 1, 9, 9, 3, 2, 1, false)] {
             let x = rng.vec(g.n * g.c * g.h * g.w);
-            assert_close(
-                "max pool",
-                &max_pool2d_forward(&x, &g),
-                &naive_max_pool(&x, &g),
-                0.0,
-            );
+            assert_close("max pool", &max_pool2d_forward(&x, &g), &naive_max_pool(&x, &g), 0.0);
         }
     }
 
     #[test]
     fn max_pool_input_grad_matches_finite_differences() {
         let mut rng = Rng::new(32);
-        for g in [
-            pg(2, 2, 13, 13, 3, 2, 0, true),
-            pg(1, 2, 13, 13, 3, 2, 1, true),
-            pg(1, 2, 8, 8, 2, 2, 0, false),
-        ] {
+        for g in [pg(2, 2, 13, 13, 3, 2, 0, true), pg(1, 2, 13, 13, 3, 2, 1, true), pg(1, 2, 8, 8, 2, 2, 0, false)] {
             let x = distinct(g.n * g.c * g.h * g.w, &mut rng);
             let r = rng.vec(g.n * g.c * g.out_h() * g.out_w());
             let analytic = max_pool2d_input_grad(&x, &r, &g);
-            check_grad(
-                "max pool",
-                |x| max_pool2d_forward(x, &g),
-                &x,
-                &r,
-                &analytic,
-                &mut rng,
-            );
+            check_grad("max pool", |x| max_pool2d_forward(x, &g), &x, &r, &analytic, &mut rng);
         }
     }
 
     #[test]
     fn argmax_variants_match_the_plain_ones() {
         let mut rng = Rng::new(33);
-        for g in [
-            pg(2, 2, 13, 13, 3, 2, 0, true),
-            pg(1, 2, 13, 13, 3, 2, 1, true),
-            pg(1, 3, 14, 11, 3, 2, 1, false),
-            pg(1, 2, 8, 8, 2, 2, 0, false),
-        ] {
+        for g in [pg(2, 2, 13, 13, 3, 2, 0, true), pg(1, 2, 13, 13, 3, 2, 1, true), pg(1, 3, 14, 11, 3, 2, 1, false), pg(1, 2, 8, 8, 2, 2, 0, false)] {
             let x = rng.vec(g.n * g.c * g.h * g.w);
             // Also with only five distinct values, so windows tie often.
             let ties: Vec<f32> = x.iter().map(|v| (v * 2.0).round()).collect();
@@ -492,9 +404,7 @@ mod tests {
         // All equal: each 2x2 window routes its gradient to its top-left element.
         let g = pg(1, 1, 4, 4, 2, 2, 0, false);
         let gx = max_pool2d_input_grad(&[1.0; 16], &[1.0, 2.0, 3.0, 4.0], &g);
-        let want = [
-            1., 0., 2., 0., 0., 0., 0., 0., 3., 0., 4., 0., 0., 0., 0., 0.,
-        ];
+        let want = [1., 0., 2., 0., 0., 0., 0., 0., 3., 0., 4., 0., 0., 0., 0., 0.];
         assert_eq!(gx, want);
         // 5x5, kernel 3 stride 2: the centre is the max of all four windows.
         let g = pg(1, 1, 5, 5, 3, 2, 0, false);
@@ -525,21 +435,12 @@ mod tests {
 
     #[test]
     fn adaptive_avg_pool_bins_follow_pytorch() {
-        assert_eq!(
-            (0..3).map(|i| bin(i, 7, 3)).collect::<Vec<_>>(),
-            vec![0..3, 2..5, 4..7]
-        );
+        assert_eq!((0..3).map(|i| bin(i, 7, 3)).collect::<Vec<_>>(), vec![0..3, 2..5, 4..7]);
         assert_eq!(bin(0, 7, 1), 0..7);
         let x: Vec<f32> = (0..7).map(|v| v as f32).collect(); // one row of 0..6
-        assert_eq!(
-            adaptive_avg_pool2d_forward(&x, 1, 1, 1, 7, 1, 3),
-            vec![1.0, 3.0, 5.0]
-        );
+        assert_eq!(adaptive_avg_pool2d_forward(&x, 1, 1, 1, 7, 1, 3), vec![1.0, 3.0, 5.0]);
         // Upsampling (out > in) repeats values.
-        assert_eq!(
-            adaptive_avg_pool2d_forward(&[1.0, 2.0], 1, 1, 1, 2, 1, 4),
-            vec![1.0, 1.0, 2.0, 2.0]
-        );
+        assert_eq!(adaptive_avg_pool2d_forward(&[1.0, 2.0], 1, 1, 1, 2, 1, 4), vec![1.0, 1.0, 2.0, 2.0]);
     }
 
     #[test]

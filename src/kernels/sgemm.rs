@@ -264,15 +264,15 @@ pub(crate) fn sgemm(m: usize, n: usize, k: usize, a: MatRef, b: &impl RowSource,
 mod tests {
     use super::*;
 
-/// Element (i, j) of an operand.
-#[inline(always)]
-fn at(m: &MatRef, i: usize, j: usize) -> f32 {
-    if m.trans {
-        m.data[j * m.ld + i]
-    } else {
-        m.data[i * m.ld + j]
+    /// Element (i, j) of an operand.
+    #[inline(always)]
+    fn at(m: &MatRef, i: usize, j: usize) -> f32 {
+        if m.trans {
+            m.data[j * m.ld + i]
+        } else {
+            m.data[i * m.ld + j]
+        }
     }
-}
 
     use crate::kernels::testutil::Rng;
 

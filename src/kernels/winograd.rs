@@ -161,9 +161,7 @@ impl Kept {
     /// U, built now if the budget still allows (`w`: this conv's weights, (cout, cin, 3, 3)).
     fn get(&self, w: &[f32], g: &Conv2dGeom) -> Option<&[f32]> {
         let u = self.u.get_or_init(|| {
-            self.budget.take(Self::bytes(g)).then(|| {
-                crate::exec::profile::time(|| format!("  winograd F2 U kept {}@{}", g.cout, g.h), || transform_weights(w, g.cout, g.cin, false, &F2))
-            })
+            self.budget.take(Self::bytes(g)).then(|| crate::exec::profile::time(|| format!("  winograd F2 U kept {}@{}", g.cout, g.h), || transform_weights(w, g.cout, g.cin, false, &F2)))
         });
         u.as_deref()
     }

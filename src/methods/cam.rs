@@ -5,18 +5,20 @@ use super::{Grid, Method, MethodDef, Needs, Sign};
 use crate::feature_map::{FeatureMap, Map};
 
 /// The methods of this family: a map at the layer from its activations and gradient.
-const fn layer_method(name: &'static str, aliases: &'static [&'static str], label: &'static str, help: &'static str, compute: fn(&mut super::Evidence) -> crate::error::Result<super::Computed>) -> MethodDef {
+const fn layer_method(
+    name: &'static str,
+    aliases: &'static [&'static str],
+    label: &'static str,
+    help: &'static str,
+    compute: fn(&mut super::Evidence) -> crate::error::Result<super::Computed>,
+) -> MethodDef {
     MethodDef { name, aliases, label, help, needs: Needs::LAYER_GRADIENT, grid: Grid::Layer, sign: Sign::Relu, compute }
 }
 
 impl Method {
-    pub const GRAD_CAM: Method = Method(&layer_method(
-        "gradcam",
-        &[],
-        "Grad-CAM",
-        "Gradients of the class score, averaged per channel, weight the layer's feature maps.",
-        |e| Ok(grad_cam(e.activations, e.layer_gradient()?).into()),
-    ));
+    pub const GRAD_CAM: Method = Method(&layer_method("gradcam", &[], "Grad-CAM", "Gradients of the class score, averaged per channel, weight the layer's feature maps.", |e| {
+        Ok(grad_cam(e.activations, e.layer_gradient()?).into())
+    }));
     pub const COUNTERFACTUAL: Method = Method(&layer_method(
         "counterfactual",
         &["counterfactual-gradcam", "gradcam-counterfactual"],
@@ -24,34 +26,18 @@ impl Method {
         "Negated gradients: regions whose removal would raise the confidence in this class.",
         |e| Ok(counterfactual(e.activations, e.layer_gradient()?).into()),
     ));
-    pub const GRAD_CAM_PLUS_PLUS: Method = Method(&layer_method(
-        "gradcam++",
-        &["gradcampp", "gradcamplusplus"],
-        "Grad-CAM++",
-        "Weights positive gradients with higher-order terms; better for several instances.",
-        |e| Ok(grad_cam_plus_plus(e.activations, e.layer_gradient()?).into()),
-    ));
-    pub const HIRES_CAM: Method = Method(&layer_method(
-        "hirescam",
-        &[],
-        "HiResCAM",
-        "Gradient times activation per location, summed over channels: no spatial averaging.",
-        |e| Ok(hires_cam(e.activations, e.layer_gradient()?).into()),
-    ));
-    pub const XGRAD_CAM: Method = Method(&layer_method(
-        "xgradcam",
-        &[],
-        "XGradCAM",
-        "Gradients weighted by normalized activations (axiom-based Grad-CAM).",
-        |e| Ok(xgrad_cam(e.activations, e.layer_gradient()?).into()),
-    ));
-    pub const LAYER_CAM: Method = Method(&layer_method(
-        "layercam",
-        &[],
-        "LayerCAM",
-        "Per-location positive gradients times activations; usable in shallow layers too.",
-        |e| Ok(layer_cam(e.activations, e.layer_gradient()?).into()),
-    ));
+    pub const GRAD_CAM_PLUS_PLUS: Method =
+        Method(&layer_method("gradcam++", &["gradcampp", "gradcamplusplus"], "Grad-CAM++", "Weights positive gradients with higher-order terms; better for several instances.", |e| {
+            Ok(grad_cam_plus_plus(e.activations, e.layer_gradient()?).into())
+        }));
+    pub const HIRES_CAM: Method = Method(&layer_method("hirescam", &[], "HiResCAM", "Gradient times activation per location, summed over channels: no spatial averaging.", |e| {
+        Ok(hires_cam(e.activations, e.layer_gradient()?).into())
+    }));
+    pub const XGRAD_CAM: Method =
+        Method(&layer_method("xgradcam", &[], "XGradCAM", "Gradients weighted by normalized activations (axiom-based Grad-CAM).", |e| Ok(xgrad_cam(e.activations, e.layer_gradient()?).into())));
+    pub const LAYER_CAM: Method = Method(&layer_method("layercam", &[], "LayerCAM", "Per-location positive gradients times activations; usable in shallow layers too.", |e| {
+        Ok(layer_cam(e.activations, e.layer_gradient()?).into())
+    }));
 }
 
 /// sum_k weights[k] * A_k.

@@ -67,14 +67,7 @@ pub type LogitsBatch<'a> = super::Forwards<'a>;
 
 /// `logits_batch(inputs, n)` runs n masked inputs (n x 3 x H x W) and returns n x classes logits;
 /// `progress(done, total)` is called after each batch.
-pub fn score_cam(
-    a: &FeatureMap,
-    input: &FeatureMap,
-    target: &[f32],
-    opts: ScoreCamOptions,
-    logits_batch: &mut LogitsBatch,
-    progress: &mut dyn FnMut(usize, usize),
-) -> Result<Map> {
+pub fn score_cam(a: &FeatureMap, input: &FeatureMap, target: &[f32], opts: ScoreCamOptions, logits_batch: &mut LogitsBatch, progress: &mut dyn FnMut(usize, usize)) -> Result<Map> {
     let mut steps = ScoreCamSteps::new(a, input, opts);
     while let Some((masked, n)) = steps.next_batch() {
         let logits = logits_batch(&masked, n)?;

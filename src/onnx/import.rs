@@ -70,11 +70,20 @@ enum Layout {
     Nhwc,
     /// A shape whose row-major order is the node's (C, H, W) order; `by`: the reshape that made it
     /// (the name of a flatten it turns into).
-    Rows { dims: Vec<usize>, by: Option<usize> },
+    Rows {
+        dims: Vec<usize>,
+        by: Option<usize>,
+    },
     /// `[1, C/g, g, H, W]`: the middle of a channel shuffle, waiting for its reshape back.
-    Shuffled { groups: usize, dims: Vec<usize> },
+    Shuffled {
+        groups: usize,
+        dims: Vec<usize>,
+    },
     /// Zero padding (top, left, bottom, right) made by the Pad node `by`, waiting for a conv.
-    Padded { pads: [usize; 4], by: usize },
+    Padded {
+        pads: [usize; 4],
+        by: usize,
+    },
     /// A token sequence `[1, T, C]` (a Vision Transformer's): the node is a C x 1 x T token map.
     Tokens,
 }
@@ -97,7 +106,9 @@ enum FusedOp {
     Act(Activation),
     /// (x - mean) / sqrt(var + eps) over the last axis, as exporters before opset 17 spell layer norm
     /// (its scale and shift follow as a Mul and an Add of constants).
-    LayerNorm { eps: f32 },
+    LayerNorm {
+        eps: f32,
+    },
 }
 
 /// An `nn.AdaptiveAvgPool2d` call the dynamo exporter decomposed (see `find_adaptive_pools`),
@@ -369,7 +380,9 @@ impl<'a> Importer<'a> {
     fn konst(&mut self, i: usize, k: usize, what: &str) -> Result<Rc<Const>> {
         match self.input(i, k)? {
             Val::Const(c) => Ok(c),
-            Val::Map { .. } => fail!(Weights, "{}: its {what} (input {k}, '{}') is computed from the image, not a constant; such graphs are not supported", describe(&self.onnx[i]), self.onnx[i].input[k]),
+            Val::Map { .. } => {
+                fail!(Weights, "{}: its {what} (input {k}, '{}') is computed from the image, not a constant; such graphs are not supported", describe(&self.onnx[i]), self.onnx[i].input[k])
+            }
         }
     }
 
@@ -466,7 +479,11 @@ impl<'a> Importer<'a> {
             (None, None, None) if self.paths[i].is_some() => kind.to_string(),
             _ => {
                 let n = &self.onnx[i];
-                if !n.name.is_empty() { n.name.clone() } else { n.output.first().cloned().unwrap_or_else(|| kind.to_string()) }
+                if !n.name.is_empty() {
+                    n.name.clone()
+                } else {
+                    n.output.first().cloned().unwrap_or_else(|| kind.to_string())
+                }
             }
         };
         let name = self.unique(base);
@@ -546,8 +563,7 @@ impl<'a> Importer<'a> {
         }
         let op = n.op_type.as_str();
         // Ops on constants alone are folded, whatever they are.
-        let all_const = !n.input.is_empty()
-            && n.input.iter().filter(|s| !s.is_empty()).all(|s| self.inits.contains_key(s.as_str()) || matches!(self.values.get(s), Some(Val::Const(_))));
+        let all_const = !n.input.is_empty() && n.input.iter().filter(|s| !s.is_empty()).all(|s| self.inits.contains_key(s.as_str()) || matches!(self.values.get(s), Some(Val::Const(_))));
         if all_const && op != "Constant" {
             let c = self.fold(i)?;
             self.set(i, 0, Val::Const(Rc::new(c)));
@@ -1084,7 +1100,9 @@ impl<'a> Importer<'a> {
             return fail!(Weights, "{}: dilated pooling is not supported", describe(n));
         }
         match (&k[..], &s[..], &p[..]) {
-            ([kh, kw], [sh, sw], [t, l, b, r]) if [kh, kw, sh, sw].iter().all(|v| (1..=MAX_EXTENT).contains(*v)) && t == b && l == r && (0..=MAX_EXTENT).contains(t) && (0..=MAX_EXTENT).contains(l) => {
+            ([kh, kw], [sh, sw], [t, l, b, r])
+                if [kh, kw, sh, sw].iter().all(|v| (1..=MAX_EXTENT).contains(*v)) && t == b && l == r && (0..=MAX_EXTENT).contains(t) && (0..=MAX_EXTENT).contains(l) =>
+            {
                 Ok(((*kh as usize, *kw as usize), (*sh as usize, *sw as usize), (*t as usize, *l as usize)))
             }
             _ => fail!(Weights, "{}: kernel {k:?}, strides {s:?}, pads {p:?}: only 2-D pooling with symmetric pads is supported", describe(n)),
@@ -1193,9 +1211,9 @@ impl<'a> Importer<'a> {
         }
         let f = match layout {
             Layout::Nchw => self.push(i, "flatten", None, Op::Flatten, vec![x], true)?,
-            _ => self.as_flat(i, x, &Layout::Rows { dims: vec![1, dims.iter().product()], by: Some(i) }).map_err(|_| {
-                Error::Weights(format!("{} flattens a tensor of shape {dims:?} that is not in NCHW order; not supported", describe(&self.onnx[i])))
-            })?,
+            _ => self
+                .as_flat(i, x, &Layout::Rows { dims: vec![1, dims.iter().product()], by: Some(i) })
+                .map_err(|_| Error::Weights(format!("{} flattens a tensor of shape {dims:?} that is not in NCHW order; not supported", describe(&self.onnx[i]))))?,
         };
         self.set(i, 0, Val::Map { node: f, layout: Layout::Nchw });
         Ok(())
@@ -1239,7 +1257,11 @@ impl<'a> Importer<'a> {
                 if (!self.flat[x] && dims == nchw) || (self.flat[x] && dims == [1, c]) {
                     Layout::Nchw
                 } else if self.flat[x] && dims.len() == 4 {
-                    return fail!(Weights, "{} reshapes the vector of a linear layer back into a map {dims:?} (e.g. a squeeze-excitation built from Linear layers); not supported yet", describe(&self.onnx[i]));
+                    return fail!(
+                        Weights,
+                        "{} reshapes the vector of a linear layer back into a map {dims:?} (e.g. a squeeze-excitation built from Linear layers); not supported yet",
+                        describe(&self.onnx[i])
+                    );
                 } else if self.dynamo && !self.flat[x] && layout == Layout::Nchw && dims == [1, c, h * w] && h * w > 1 {
                     // A patch embedding's flatten(2): tokens once transposed to [1, H*W, C].
                     Layout::Rows { dims, by: Some(i) }
@@ -1630,7 +1652,11 @@ impl<'a> Importer<'a> {
                     return fail!(Weights, "{}: a range of {count} values is too large", describe(n));
                 }
                 let vals: Vec<f32> = (0..count).map(|k| s + k as f32 * d).collect();
-                if get(0)?.is_int() { Const::i64(vec![count], vals.iter().map(|&v| v as i64).collect()) } else { Const::f32(vec![count], vals) }
+                if get(0)?.is_int() {
+                    Const::i64(vec![count], vals.iter().map(|&v| v as i64).collect())
+                } else {
+                    Const::f32(vec![count], vals)
+                }
             }
             "Transpose" => {
                 let x = get(0)?;
@@ -1744,7 +1770,9 @@ impl<'a> Importer<'a> {
                     let Some(mean) = onnx[sub].input.get(1).and_then(|t| node_of(t, "ReduceMean")) else { continue };
                     let Some(sqrt) = node_of(&n.input[1], "Sqrt") else { continue };
                     let Some(add) = node_of(&onnx[sqrt].input[0], "Add") else { continue };
-                    let Some((var, eps)) = onnx[add].input.iter().find_map(|t| node_of(t, "ReduceMean")).and_then(|v| Some((v, other(&onnx[add], out0(&onnx[v])).and_then(|t| scalar(&t))?))) else { continue };
+                    let Some((var, eps)) = onnx[add].input.iter().find_map(|t| node_of(t, "ReduceMean")).and_then(|v| Some((v, other(&onnx[add], out0(&onnx[v])).and_then(|t| scalar(&t))?))) else {
+                        continue;
+                    };
                     let Some(sq) = producer.get(onnx[var].input[0].as_str()).copied() else { continue };
                     let sqn = &onnx[sq];
                     let squares = match sqn.op_type.as_str() {
@@ -1752,7 +1780,11 @@ impl<'a> Importer<'a> {
                         "Mul" => sqn.input.len() == 2 && sqn.input.iter().all(|t| t == d_name),
                         _ => false,
                     };
-                    let private = sole(out0(&onnx[mean])) == Some(sub) && sole(out0(sqn)) == Some(var) && sole(out0(&onnx[var])) == Some(add) && sole(out0(&onnx[add])) == Some(sqrt) && sole(out0(&onnx[sqrt])) == Some(e);
+                    let private = sole(out0(&onnx[mean])) == Some(sub)
+                        && sole(out0(sqn)) == Some(var)
+                        && sole(out0(&onnx[var])) == Some(add)
+                        && sole(out0(&onnx[add])) == Some(sqrt)
+                        && sole(out0(&onnx[sqrt])) == Some(e);
                     let d_private = readers.get(d_name).is_some_and(|r| r.iter().all(|&k| k == sq || k == e));
                     if !(squares && private && d_private && onnx[mean].input[0] == x && last_axis_mean(mean) && last_axis_mean(var) && eps.is_finite() && eps >= 0.0) {
                         continue;
@@ -1901,14 +1933,29 @@ impl<'a> Importer<'a> {
                 _ => false,
             };
             let v = w.to_f32();
-            let as_out_in = |rows: usize, cols: usize| -> Vec<f32> { if transposed { (0..cols).flat_map(|o| (0..rows).map(move |j| (o, j))).map(|(o, j)| v[j * cols + o]).collect() } else { v.clone() } };
+            let as_out_in = |rows: usize, cols: usize| -> Vec<f32> {
+                if transposed {
+                    (0..cols).flat_map(|o| (0..rows).map(move |j| (o, j))).map(|(o, j)| v[j * cols + o]).collect()
+                } else {
+                    v.clone()
+                }
+            };
             match (w.dims.as_slice(), transposed) {
                 ([r0, c0], false) if *r0 == 3 * c && *c0 == c => in_w = Some(as_out_in(3 * c, c)),
                 ([r0, c0], true) if *r0 == c && *c0 == 3 * c => in_w = Some(as_out_in(c, 3 * c)),
                 ([r0, c0], _) if *r0 == c && *c0 == c => out_w = Some(as_out_in(c, c)),
                 ([n3], _) if *n3 == 3 * c => in_b = Some(v),
                 ([n1], _) if *n1 == c => out_b = Some(v),
-                _ => return fail!(Weights, "{}: the multi-head attention reads '{name}' of shape {:?}, which is none of in_proj ({}, {c}) / ({}) or out_proj ({c}, {c}) / ({c})", describe(n), w.dims, 3 * c, 3 * c),
+                _ => {
+                    return fail!(
+                        Weights,
+                        "{}: the multi-head attention reads '{name}' of shape {:?}, which is none of in_proj ({}, {c}) / ({}) or out_proj ({c}, {c}) / ({c})",
+                        describe(n),
+                        w.dims,
+                        3 * c,
+                        3 * c
+                    )
+                }
             }
         }
         let (Some(in_w), Some(out_w)) = (in_w, out_w) else {
@@ -2063,10 +2110,14 @@ fn input_dims(input: &super::proto::ValueInfoProto) -> Result<Vec<Option<usize>>
         return fail!(Weights, "the model's input '{}' has type {}; an image classifier takes floats", input.name, tensors::dtype_name(t.elem_type));
     }
     let Some(shape) = &t.shape else { return fail!(Weights, "the model's input '{}' has no shape; re-export with a fixed rank", input.name) };
-    Ok(shape.dim.iter().map(|d| match d.value {
-        Some(Dim::DimValue(v)) if v > 0 => Some(v as usize),
-        _ => None,
-    }).collect())
+    Ok(shape
+        .dim
+        .iter()
+        .map(|d| match d.value {
+            Some(Dim::DimValue(v)) if v > 0 => Some(v as usize),
+            _ => None,
+        })
+        .collect())
 }
 
 /// `Shape` with its optional `start` / `end` attributes.
@@ -2117,7 +2168,19 @@ fn broadcast(a: &Const, b: &Const, op: &str) -> Option<Const> {
     let r = a.dims.len().max(b.dims.len());
     let pad = |d: &[usize]| -> Vec<usize> { std::iter::repeat_n(1, r - d.len()).chain(d.iter().copied()).collect() };
     let (da, db) = (pad(&a.dims), pad(&b.dims));
-    let dims: Vec<usize> = da.iter().zip(&db).map(|(&x, &y)| if x == y || y == 1 { Some(x) } else if x == 1 { Some(y) } else { None }).collect::<Option<_>>()?;
+    let dims: Vec<usize> = da
+        .iter()
+        .zip(&db)
+        .map(|(&x, &y)| {
+            if x == y || y == 1 {
+                Some(x)
+            } else if x == 1 {
+                Some(y)
+            } else {
+                None
+            }
+        })
+        .collect::<Option<_>>()?;
     let numel = checked_numel(&dims).filter(|&n| n <= 1 << 24)?;
     let index = |d: &[usize], flat: usize| -> usize {
         let mut rem = flat;

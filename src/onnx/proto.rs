@@ -30,9 +30,7 @@ fn check_size(bytes: &[u8]) -> Result<()> {
 
 pub fn decode(bytes: &[u8]) -> Result<ModelProto> {
     check_size(bytes)?;
-    let model = ModelProto::decode(bytes).map_err(|e| {
-        Error::Weights(format!("not a readable ONNX file ({e}): it is truncated, damaged or not an ONNX model ({} bytes)", bytes.len()))
-    })?;
+    let model = ModelProto::decode(bytes).map_err(|e| Error::Weights(format!("not a readable ONNX file ({e}): it is truncated, damaged or not an ONNX model ({} bytes)", bytes.len())))?;
     let graph = match &model.graph {
         Some(g) if !g.node.is_empty() => g,
         _ => return fail!(Weights, "not an ONNX model: the file decodes but holds no graph nodes (is it truncated or another kind of file?)"),

@@ -150,7 +150,10 @@ pub fn external_location(inits: &[TensorProto]) -> Result<Option<String>> {
         };
         match found {
             Some(f) if f != loc => {
-                return fail!(Weights, "the weights are spread over several external files ('{f}', '{loc}', ...); only one .onnx.data file is supported: re-save the model with all tensors in one file")
+                return fail!(
+                    Weights,
+                    "the weights are spread over several external files ('{f}', '{loc}', ...); only one .onnx.data file is supported: re-save the model with all tensors in one file"
+                )
             }
             _ => found = Some(loc),
         }
@@ -275,7 +278,7 @@ fn from_le_bytes(data_type: i32, dims: Vec<usize>, raw: &[u8]) -> Const {
         BFLOAT16 => f32s(raw.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect()),
         DOUBLE => f32s(raw.chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")) as f32).collect()),
         INT64 => i64s(raw.chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().expect("8 bytes"))).collect()),
-        UINT64 => i64s(raw.chunks_exact(8).map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes"))  as i64).collect()),
+        UINT64 => i64s(raw.chunks_exact(8).map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")) as i64).collect()),
         INT32 => i64s(raw.chunks_exact(4).map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as i64).collect()),
         UINT32 => i64s(raw.chunks_exact(4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as i64).collect()),
         INT16 => i64s(raw.chunks_exact(2).map(|b| i16::from_le_bytes([b[0], b[1]]) as i64).collect()),

@@ -69,10 +69,7 @@ pub fn is_legacy_pth(bytes: &[u8]) -> bool {
         }
         rest = &rest[9..];
     }
-    rest.len() >= 12
-        && rest[0] == 0x8a
-        && rest[1] == 10
-        && rest[2..12] == MAGIC_NUMBER.to_le_bytes()[..10]
+    rest.len() >= 12 && rest[0] == 0x8a && rest[1] == 10 && rest[2..12] == MAGIC_NUMBER.to_le_bytes()[..10]
 }
 
 /// Reads every floating-point tensor (Float, Half, BFloat16, Double storages) of a legacy
@@ -81,9 +78,7 @@ pub fn is_legacy_pth(bytes: &[u8]) -> bool {
 /// in the dict are skipped.
 pub fn read_legacy_pth(bytes: &[u8]) -> Result<Vec<RawTensor>, String> {
     if bytes.starts_with(b"PK\x03\x04") {
-        return Err(
-            "this is a zip-format .pth (PyTorch >= 1.6), not a legacy torch.save file".into(),
-        );
+        return Err("this is a zip-format .pth (PyTorch >= 1.6), not a legacy torch.save file".into());
     }
     if !is_legacy_pth(bytes) {
         return Err("not a legacy torch.save file: it does not start with the pickled magic number 0x1950a86a20f9469cfc6c".into());
@@ -98,14 +93,7 @@ pub fn read_legacy_pth(bytes: &[u8]) -> Result<Vec<RawTensor>, String> {
     drop(sd);
     // 5. storage keys, 6. the storage data
     let data = read_legacy_storages(&mut cur, &parsed.storages)?;
-    parsed.materialize(|key| {
-        data.get(key).copied().ok_or_else(|| {
-            format!(
-                "storage '{}' is missing from the storage-key list, so the file has no data for it",
-                short(key)
-            )
-        })
-    })
+    parsed.materialize(|key| data.get(key).copied().ok_or_else(|| format!("storage '{}' is missing from the storage-key list, so the file has no data for it", short(key))))
 }
 
 /// Reads the tensors of a state-dict pickle whose storages live outside it (the zip format's
@@ -113,15 +101,8 @@ pub fn read_legacy_pth(bytes: &[u8]) -> Result<Vec<RawTensor>, String> {
 /// the raw little-endian bytes of a storage (at least as many as the pickle declares for it; it is
 /// asked only for storages that float tensors use) or says why it cannot. `what` names the
 /// pickle in error messages.
-pub(crate) fn read_state_dict_pickle<'a>(
-    pickle: &[u8],
-    what: &str,
-    storage_bytes: impl FnMut(&str) -> Result<&'a [u8], String>,
-) -> Result<Vec<RawTensor>, String> {
-    let mut cur = Cursor {
-        bytes: pickle,
-        pos: 0,
-    };
+pub(crate) fn read_state_dict_pickle<'a>(pickle: &[u8], what: &str, storage_bytes: impl FnMut(&str) -> Result<&'a [u8], String>) -> Result<Vec<RawTensor>, String> {
+    let mut cur = Cursor { bytes: pickle, pos: 0 };
     let sd = Pickle::load(&mut cur, what)?;
     let parsed = StateDict::parse(&sd).map_err(|e| format!("{what}: {e}"))?;
     drop(sd);
@@ -138,17 +119,8 @@ fn read_preamble(cur: &mut Cursor<'_>) -> Result<(), String> {
     let proto = Pickle::load(cur, "protocol-version pickle")?;
     match proto.node(proto.root) {
         Node::Int(PROTOCOL_VERSION) => {}
-        Node::Int(v) => {
-            return Err(format!(
-                "unsupported legacy torch.save protocol version {v} (expected 1001)"
-            ))
-        }
-        other => {
-            return Err(format!(
-                "protocol-version pickle holds {}, not an int",
-                other.kind()
-            ))
-        }
+        Node::Int(v) => return Err(format!("unsupported legacy torch.save protocol version {v} (expected 1001)")),
+        other => return Err(format!("protocol-version pickle holds {}, not an int", other.kind())),
     }
     let sys = Pickle::load(cur, "sys-info pickle")?;
     check_sys_info(&sys)
@@ -156,10 +128,7 @@ fn read_preamble(cur: &mut Cursor<'_>) -> Result<(), String> {
 
 /// Pickle 5 (the storage keys) and, for each key in that order, its element count and data.
 /// Every key must be declared by the state dict, once, with the count it declares there.
-fn read_legacy_storages<'a>(
-    cur: &mut Cursor<'a>,
-    storages: &HashMap<String, StorageMeta>,
-) -> Result<HashMap<String, &'a [u8]>, String> {
+fn read_legacy_storages<'a>(cur: &mut Cursor<'a>, storages: &HashMap<String, StorageMeta>) -> Result<HashMap<String, &'a [u8]>, String> {
     let keys_start = cur.pos;
     let keys = Pickle::load(cur, "storage-key pickle")?;
     let keys_where = format!("storage-key pickle (bytes {keys_start}..{})", cur.pos);
@@ -167,43 +136,18 @@ fn read_legacy_storages<'a>(
     let mut data: HashMap<String, &'a [u8]> = HashMap::new();
     for key in key_list {
         let at = cur.pos;
-        let st = storages.get(&key).ok_or_else(|| {
-            format!(
-                "{keys_where}: storage key '{}' is not used by any persistent id of the state dict",
-                short(&key)
-            )
-        })?;
+        let st = storages.get(&key).ok_or_else(|| format!("{keys_where}: storage key '{}' is not used by any persistent id of the state dict", short(&key)))?;
         if data.contains_key(&key) {
-            return Err(format!(
-                "{keys_where}: storage key '{}' is listed twice",
-                short(&key)
-            ));
+            return Err(format!("{keys_where}: storage key '{}' is listed twice", short(&key)));
         }
-        let count = cur.u64().ok_or_else(|| {
-            format!(
-                "storage '{}' at byte {at}: file ends before its 8-byte element count",
-                short(&key)
-            )
-        })?;
+        let count = cur.u64().ok_or_else(|| format!("storage '{}' at byte {at}: file ends before its 8-byte element count", short(&key)))?;
         if count != st.numel {
-            return Err(format!(
-                "storage '{}' at byte {at}: the file stores {count} elements but the state dict declares {}",
-                short(&key),
-                st.numel
-            ));
+            return Err(format!("storage '{}' at byte {at}: the file stores {count} elements but the state dict declares {}", short(&key), st.numel));
         }
         let nbytes = count
             .checked_mul(st.dtype.size() as u64)
             .filter(|&n| n <= cur.remaining() as u64)
-            .ok_or_else(|| {
-                format!(
-                    "storage '{}' at byte {}: {count} elements of {} bytes claimed but only {} bytes remain",
-                    short(&key),
-                    at + 8,
-                    st.dtype.size(),
-                    cur.remaining()
-                )
-            })?;
+            .ok_or_else(|| format!("storage '{}' at byte {}: {count} elements of {} bytes claimed but only {} bytes remain", short(&key), at + 8, st.dtype.size(), cur.remaining()))?;
         let bytes = cur.take(nbytes as usize).expect("length checked above");
         data.insert(key, bytes);
     }
@@ -220,10 +164,7 @@ fn storage_key_list(keys: &Pickle) -> Result<Vec<String>, String> {
                 other => Err(format!("item {i} is {}, not a string", other.kind())),
             })
             .collect(),
-        other => Err(format!(
-            "holds {}, not a list of storage keys",
-            other.kind()
-        )),
+        other => Err(format!("holds {}, not a list of storage keys", other.kind())),
     }
 }
 
@@ -269,10 +210,7 @@ impl StateDict {
     /// Fetches the bytes of every storage a float tensor uses (each once, its length checked),
     /// then converts each float tensor to contiguous f32. Integer tensors (num_batches_tracked)
     /// are skipped without asking for their storage.
-    fn materialize<'a>(
-        self,
-        mut storage_bytes: impl FnMut(&str) -> Result<&'a [u8], String>,
-    ) -> Result<Vec<RawTensor>, String> {
+    fn materialize<'a>(self, mut storage_bytes: impl FnMut(&str) -> Result<&'a [u8], String>) -> Result<Vec<RawTensor>, String> {
         let mut data: HashMap<&str, &'a [u8]> = HashMap::new();
         let mut stored_elements: u64 = 0;
         for (name, spec) in &self.specs {
@@ -282,9 +220,7 @@ impl StateDict {
                 continue;
             }
             let bytes = storage_bytes(key).map_err(|e| format!("tensor '{}': {e}", short(name)))?;
-            let bytes = st
-                .prefix_of(bytes)
-                .map_err(|e| format!("tensor '{}': storage '{}' {e}", short(name), short(key)))?;
+            let bytes = st.prefix_of(bytes).map_err(|e| format!("tensor '{}': storage '{}' {e}", short(name), short(key)))?;
             data.insert(key, bytes);
             stored_elements = stored_elements.saturating_add(st.numel);
         }
@@ -297,51 +233,29 @@ impl StateDict {
                 continue; // an integer storage
             };
             let st = self.meta(name, &spec.storage_key)?;
-            let (values, numel) = tensor_values(st, bytes, spec)
-                .map_err(|e| format!("tensor '{}': {e}", short(name)))?;
+            let (values, numel) = tensor_values(st, bytes, spec).map_err(|e| format!("tensor '{}': {e}", short(name)))?;
             produced = produced.saturating_add(numel);
             if produced > budget {
-                return Err(format!(
-                    "tensor '{}': the tensors alias their storages more than {MAX_ALIAS_FACTOR}x ({produced} elements requested, {stored_elements} stored)",
-                    short(name)
-                ));
+                return Err(format!("tensor '{}': the tensors alias their storages more than {MAX_ALIAS_FACTOR}x ({produced} elements requested, {stored_elements} stored)", short(name)));
             }
-            out.push(RawTensor {
-                name: name.clone(),
-                shape: spec.shape.iter().map(|&d| d as usize).collect(),
-                data: values,
-            });
+            out.push(RawTensor { name: name.clone(), shape: spec.shape.iter().map(|&d| d as usize).collect(), data: values });
         }
         Ok(out)
     }
 
     fn meta(&self, name: &str, key: &str) -> Result<&StorageMeta, String> {
-        self.storages.get(key).ok_or_else(|| {
-            format!(
-                "tensor '{}': storage '{}' was never declared",
-                short(name),
-                short(key)
-            )
-        })
+        self.storages.get(key).ok_or_else(|| format!("tensor '{}': storage '{}' was never declared", short(name), short(key)))
     }
 }
 
 /// One tensor's values as contiguous f32 (checking its view and layout against the storage),
 /// and its element count.
-fn tensor_values(
-    st: &StorageMeta,
-    bytes: &[u8],
-    spec: &TensorSpec,
-) -> Result<(Vec<f32>, u64), String> {
+fn tensor_values(st: &StorageMeta, bytes: &[u8], spec: &TensorSpec) -> Result<(Vec<f32>, u64), String> {
     let (view_off, view_len) = match spec.view {
         None => (0u64, st.numel),
         Some((off, len)) => {
             if off.checked_add(len).is_none_or(|end| end > st.numel) {
-                return Err(format!(
-                    "storage view [{off}, +{len}) lies outside storage '{}' of {} elements",
-                    short(&spec.storage_key),
-                    st.numel
-                ));
+                return Err(format!("storage view [{off}, +{len}) lies outside storage '{}' of {} elements", short(&spec.storage_key), st.numel));
             }
             (off, len)
         }
@@ -437,28 +351,14 @@ struct TensorSpec {
     stride: Vec<u64>,
 }
 
-fn declare_storage(
-    storages: &mut HashMap<String, StorageMeta>,
-    d: StorageDecl,
-) -> Result<(), String> {
+fn declare_storage(storages: &mut HashMap<String, StorageMeta>, d: StorageDecl) -> Result<(), String> {
     match storages.get(&d.key) {
-        Some(s) if s.dtype != d.dtype || s.numel != d.numel => Err(format!(
-            "storage '{}' is declared twice with different types or sizes ({:?}/{} vs {:?}/{})",
-            short(&d.key),
-            s.dtype,
-            s.numel,
-            d.dtype,
-            d.numel
-        )),
+        Some(s) if s.dtype != d.dtype || s.numel != d.numel => {
+            Err(format!("storage '{}' is declared twice with different types or sizes ({:?}/{} vs {:?}/{})", short(&d.key), s.dtype, s.numel, d.dtype, d.numel))
+        }
         Some(_) => Ok(()),
         None => {
-            storages.insert(
-                d.key,
-                StorageMeta {
-                    dtype: d.dtype,
-                    numel: d.numel,
-                },
-            );
+            storages.insert(d.key, StorageMeta { dtype: d.dtype, numel: d.numel });
             Ok(())
         }
     }
@@ -477,32 +377,18 @@ fn parse_storage_pid(p: &Pickle, pid: Id) -> Result<Option<StorageDecl>, String>
         _ => return Err("persistent id does not start with a type-name string".into()),
     }
     if items.len() != 5 && items.len() != 6 {
-        return Err(format!(
-            "storage persistent id has {} items (expected 5 or 6)",
-            items.len()
-        ));
+        return Err(format!("storage persistent id has {} items (expected 5 or 6)", items.len()));
     }
     let dtype = match p.node(items[1]) {
         Node::Global { module, name } if module == "torch" || module == "torch.cuda" => {
-            StorageDtype::from_class(name).ok_or_else(|| {
-                format!("unsupported storage type {}.{}", short(module), short(name))
-            })?
+            StorageDtype::from_class(name).ok_or_else(|| format!("unsupported storage type {}.{}", short(module), short(name)))?
         }
-        Node::Global { module, name } => {
-            return Err(format!(
-                "unsupported storage type {}.{}",
-                short(module),
-                short(name)
-            ))
-        }
+        Node::Global { module, name } => return Err(format!("unsupported storage type {}.{}", short(module), short(name))),
         other => return Err(format!("storage type is {}, not a class", other.kind())),
     };
     let key = p.copy_of(p.string(items[2]).ok_or("storage key is not a string")?)?;
-    p.string(items[3])
-        .ok_or("storage location is not a string")?;
-    let numel = p
-        .non_negative(items[4])
-        .ok_or("storage element count is not a non-negative int")?;
+    p.string(items[3]).ok_or("storage location is not a string")?;
+    let numel = p.non_negative(items[4]).ok_or("storage element count is not a non-negative int")?;
     Ok(Some(StorageDecl { key, dtype, numel }))
 }
 
@@ -518,18 +404,11 @@ fn parse_view(p: &Pickle, pid: Id) -> Result<Option<(u64, u64)>, String> {
         Node::None => Ok(None),
         Node::Tuple(t) if t.len() == 3 => {
             p.string(t[0]).ok_or("storage view key is not a string")?;
-            let off = p
-                .non_negative(t[1])
-                .ok_or("storage view offset is not a non-negative int")?;
-            let len = p
-                .non_negative(t[2])
-                .ok_or("storage view size is not a non-negative int")?;
+            let off = p.non_negative(t[1]).ok_or("storage view offset is not a non-negative int")?;
+            let len = p.non_negative(t[2]).ok_or("storage view size is not a non-negative int")?;
             Ok(Some((off, len)))
         }
-        other => Err(format!(
-            "storage view metadata is {}, not None or a 3-tuple",
-            other.kind()
-        )),
+        other => Err(format!("storage view metadata is {}, not None or a 3-tuple", other.kind())),
     }
 }
 
@@ -548,29 +427,19 @@ fn state_dict_entries(p: &Pickle) -> Result<Vec<(String, Id)>, String> {
     let Node::Dict(items) = p.node(top) else {
         return Err(not_a_state_dict(p, top, "the saved object"));
     };
-    let items = if holds_tensor(p, items) {
-        items
-    } else {
-        checkpoint_state_dict(p, items)?
-    };
+    let items = if holds_tensor(p, items) { items } else { checkpoint_state_dict(p, items)? };
     items
         .iter()
         .enumerate()
         .map(|(i, &(k, v))| match p.node(k) {
             Node::Str(s) => Ok((p.copy_of(s)?, v)),
-            other => Err(format!(
-                "state dict key #{i} is {}, not a string",
-                other.kind()
-            )),
+            other => Err(format!("state dict key #{i} is {}, not a string", other.kind())),
         })
         .collect()
 }
 
 /// The state dict inside a checkpoint dict (`{'state_dict': ..., 'epoch': 3}`).
-fn checkpoint_state_dict<'p>(
-    p: &'p Pickle,
-    items: &'p [(Id, Id)],
-) -> Result<&'p [(Id, Id)], String> {
+fn checkpoint_state_dict<'p>(p: &'p Pickle, items: &'p [(Id, Id)]) -> Result<&'p [(Id, Id)], String> {
     for key in CHECKPOINT_KEYS {
         let Some(&(_, v)) = items.iter().find(|&&(k, _)| p.string(k) == Some(key)) else {
             continue;
@@ -578,25 +447,14 @@ fn checkpoint_state_dict<'p>(
         let v = p.unwrap_build(v);
         match p.node(v) {
             Node::Dict(inner) if holds_tensor(p, inner) => return Ok(inner),
-            Node::Reduce { .. } => {
-                return Err(not_a_state_dict(
-                    p,
-                    v,
-                    &format!("the checkpoint's '{key}' entry"),
-                ))
-            }
+            Node::Reduce { .. } => return Err(not_a_state_dict(p, v, &format!("the checkpoint's '{key}' entry"))),
             _ => {} // e.g. an empty 'ema' dict: try the next key
         }
     }
     if let Some(class) = module_class(p) {
-        return Err(format!(
-            "the file holds a whole pickled model (it uses the class {class}), not a state dict; {SAVE_HINT}"
-        ));
+        return Err(format!("the file holds a whole pickled model (it uses the class {class}), not a state dict; {SAVE_HINT}"));
     }
-    Err(format!(
-        "the saved object is a dict with no tensors (keys: {}), not a state dict; {SAVE_HINT}",
-        dict_keys(p, items)
-    ))
+    Err(format!("the saved object is a dict with no tensors (keys: {}), not a state dict; {SAVE_HINT}", dict_keys(p, items)))
 }
 
 /// Whether a dict has at least one value built by one of torch's `_rebuild_*` functions.
@@ -613,30 +471,20 @@ fn holds_tensor(p: &Pickle, items: &[(Id, Id)]) -> bool {
 fn not_a_state_dict(p: &Pickle, id: Id, what: &str) -> String {
     if let Some(class) = module_class(p) {
         let own = class_name(p, id).unwrap_or(class);
-        return format!(
-            "{what} is a whole pickled model ({own}), not a state dict (it was saved with torch.save(model)); {SAVE_HINT}"
-        );
+        return format!("{what} is a whole pickled model ({own}), not a state dict (it was saved with torch.save(model)); {SAVE_HINT}");
     }
     let kind = match class_name(p, id) {
         Some(class) => format!("an object of class {class}"),
         None => p.node(id).kind(),
     };
-    format!(
-        "{what} is {kind}, not a state dict (was it saved with torch.save(model) instead of torch.save(model.state_dict())?); {SAVE_HINT}"
-    )
+    format!("{what} is {kind}, not a state dict (was it saved with torch.save(model) instead of torch.save(model.state_dict())?); {SAVE_HINT}")
 }
 
 /// The first `torch.nn` / torchvision / timm module class the pickle refers to, if any: the
 /// sign of `torch.save(model)`.
 fn module_class(p: &Pickle) -> Option<String> {
     p.nodes.iter().find_map(|n| match n {
-        Node::Global { module, name }
-            if ["torch.nn.modules", "torchvision.models", "timm.models"]
-                .iter()
-                .any(|m| module.starts_with(m)) =>
-        {
-            Some(format!("{}.{}", short(module), short(name)))
-        }
+        Node::Global { module, name } if ["torch.nn.modules", "torchvision.models", "timm.models"].iter().any(|m| module.starts_with(m)) => Some(format!("{}.{}", short(module), short(name))),
         _ => None,
     })
 }
@@ -675,13 +523,7 @@ fn dict_keys(p: &Pickle, items: &[(Id, Id)]) -> String {
 fn parse_tensor(p: &Pickle, value: Id) -> Result<Option<TensorSpec>, String> {
     let value = p.unwrap_build(value);
     match p.node(value) {
-        Node::None
-        | Node::Bool(_)
-        | Node::Int(_)
-        | Node::BigInt
-        | Node::Float
-        | Node::Str(_)
-        | Node::Bytes => Ok(None),
+        Node::None | Node::Bool(_) | Node::Int(_) | Node::BigInt | Node::Float | Node::Str(_) | Node::Bytes => Ok(None),
         Node::Reduce { func, args } => parse_call(p, *func, *args, 0).map(Some),
         other => Err(format!("value is {}, not a tensor", other.kind())),
     }
@@ -694,28 +536,15 @@ fn parse_call(p: &Pickle, func: Id, args: Id, depth: u32) -> Result<TensorSpec, 
     }
     let (module, name) = match p.node(func) {
         Node::Global { module, name } => (module.as_str(), name.as_str()),
-        other => {
-            return Err(format!(
-                "value is built by {}, not by a torch rebuild function",
-                other.kind()
-            ))
-        }
+        other => return Err(format!("value is built by {}, not by a torch rebuild function", other.kind())),
     };
     let args = match p.node(args) {
         Node::Tuple(a) => a,
-        other => {
-            return Err(format!(
-                "arguments of {}.{} are {}, not a tuple",
-                short(module),
-                short(name),
-                other.kind()
-            ))
-        }
+        other => return Err(format!("arguments of {}.{} are {}, not a tuple", short(module), short(name), other.kind())),
     };
     match (module, name) {
         ("torch._utils", "_rebuild_tensor_v2") | ("torch._utils", "_rebuild_tensor") => {}
-        ("torch._utils", "_rebuild_parameter")
-        | ("torch._utils", "_rebuild_parameter_with_state") => {
+        ("torch._utils", "_rebuild_parameter") | ("torch._utils", "_rebuild_parameter_with_state") => {
             // (data, requires_grad, backward_hooks[, state]); data is itself a reduced tensor
             let &data = args.first().ok_or("_rebuild_parameter without arguments")?;
             return match p.node(p.unwrap_build(data)) {
@@ -730,35 +559,18 @@ fn parse_call(p: &Pickle, func: Id, args: Id, depth: u32) -> Result<TensorSpec, 
             }
             return parse_call(p, args[0], args[2], depth + 1);
         }
-        _ => {
-            return Err(format!(
-                "unsupported tensor constructor {}.{}",
-                short(module),
-                short(name)
-            ))
-        }
+        _ => return Err(format!("unsupported tensor constructor {}.{}", short(module), short(name))),
     }
     if args.len() < 4 {
-        return Err(format!(
-            "{name} has {} arguments (expected at least 4)",
-            args.len()
-        ));
+        return Err(format!("{name} has {} arguments (expected at least 4)", args.len()));
     }
     let storage = match p.node(args[0]) {
         Node::PersId(pid) => *pid,
-        other => {
-            return Err(format!(
-                "tensor storage is {}, not a persistent id",
-                other.kind()
-            ))
-        }
+        other => return Err(format!("tensor storage is {}, not a persistent id", other.kind())),
     };
-    let decl =
-        parse_storage_pid(p, storage)?.ok_or("tensor storage is not a 'storage' persistent id")?;
+    let decl = parse_storage_pid(p, storage)?.ok_or("tensor storage is not a 'storage' persistent id")?;
     let view = parse_view(p, storage)?;
-    let offset = p
-        .non_negative(args[1])
-        .ok_or("storage offset is not a non-negative int")?;
+    let offset = p.non_negative(args[1]).ok_or("storage offset is not a non-negative int")?;
     let over = |what: &str| {
         if p.copied.get().saturating_add(8 * p.tuple_len(args[2]).max(p.tuple_len(args[3])) as u64) > MAX_COPIED_STRING_BYTES {
             copy_budget_error()
@@ -769,57 +581,31 @@ fn parse_call(p: &Pickle, func: Id, args: Id, depth: u32) -> Result<TensorSpec, 
     let shape = p.int_tuple(args[2]).ok_or_else(|| over("size"))?;
     let stride = p.int_tuple(args[3]).ok_or_else(|| over("stride"))?;
     if shape.len() != stride.len() {
-        return Err(format!(
-            "size has {} dims but stride has {}",
-            shape.len(),
-            stride.len()
-        ));
+        return Err(format!("size has {} dims but stride has {}", shape.len(), stride.len()));
     }
-    Ok(TensorSpec {
-        storage_key: decl.key,
-        view,
-        offset,
-        shape,
-        stride,
-    })
+    Ok(TensorSpec { storage_key: decl.key, view, offset, shape, stride })
 }
 
 /// Checks that every element the view addresses lies in the storage (of `len` elements);
 /// returns the element count.
 fn check_layout(spec: &TensorSpec, len: u64) -> Result<u64, String> {
-    let desc = || {
-        format!(
-            "offset {}, size {:?}, stride {:?}",
-            spec.offset, spec.shape, spec.stride
-        )
-    };
+    let desc = || format!("offset {}, size {:?}, stride {:?}", spec.offset, spec.shape, spec.stride);
     let mut numel: u64 = 1;
     for &d in &spec.shape {
-        numel = numel
-            .checked_mul(d)
-            .ok_or_else(|| format!("element count overflows ({})", desc()))?;
+        numel = numel.checked_mul(d).ok_or_else(|| format!("element count overflows ({})", desc()))?;
     }
     if numel == 0 {
         return Ok(0);
     }
     let mut last = spec.offset;
     for (&d, &s) in spec.shape.iter().zip(&spec.stride) {
-        last = (d - 1)
-            .checked_mul(s)
-            .and_then(|x| x.checked_add(last))
-            .ok_or_else(|| format!("index overflows ({})", desc()))?;
+        last = (d - 1).checked_mul(s).and_then(|x| x.checked_add(last)).ok_or_else(|| format!("index overflows ({})", desc()))?;
     }
     if last >= len {
-        return Err(format!(
-            "{} reaches element {last} of a storage of {len} elements",
-            desc()
-        ));
+        return Err(format!("{} reaches element {last} of a storage of {len} elements", desc()));
     }
     if numel > len {
-        return Err(format!(
-            "{} has {numel} elements, more than its storage's {len} (broadcast views are not supported)",
-            desc()
-        ));
+        return Err(format!("{} has {numel} elements, more than its storage's {len} (broadcast views are not supported)", desc()));
     }
     Ok(numel)
 }
@@ -832,9 +618,7 @@ fn gather(bytes: &[u8], dtype: StorageDtype, spec: &TensorSpec, numel: usize) ->
             StorageDtype::F32 => f32::from_le_bytes([b[0], b[1], b[2], b[3]]),
             StorageDtype::F16 => half::f16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32(),
             StorageDtype::BF16 => half::bf16::from_bits(u16::from_le_bytes([b[0], b[1]])).to_f32(),
-            StorageDtype::F64 => {
-                f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]) as f32
-            }
+            StorageDtype::F64 => f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]) as f32,
             _ => unreachable!("integer storages are skipped before gathering"),
         }
     };
@@ -862,12 +646,7 @@ fn gather(bytes: &[u8], dtype: StorageDtype, spec: &TensorSpec, numel: usize) ->
     // length, so size * stride stays below twice that.
     let nd = spec.shape.len();
     let shape: Vec<usize> = spec.shape.iter().map(|&d| d as usize).collect();
-    let stride: Vec<usize> = spec
-        .shape
-        .iter()
-        .zip(&spec.stride)
-        .map(|(&d, &s)| if d == 1 { 0 } else { s as usize })
-        .collect();
+    let stride: Vec<usize> = spec.shape.iter().zip(&spec.stride).map(|(&d, &s)| if d == 1 { 0 } else { s as usize }).collect();
     let mut idx = vec![0usize; nd];
     let mut pos = offset;
     for n in 0..numel {
@@ -890,10 +669,7 @@ fn gather(bytes: &[u8], dtype: StorageDtype, spec: &TensorSpec, numel: usize) ->
 
 fn check_sys_info(p: &Pickle) -> Result<(), String> {
     let Node::Dict(items) = p.node(p.root) else {
-        return Err(format!(
-            "sys-info pickle holds {}, not a dict",
-            p.node(p.root).kind()
-        ));
+        return Err(format!("sys-info pickle holds {}, not a dict", p.node(p.root).kind()));
     };
     for &(k, v) in items {
         if p.string(k) == Some("little_endian") && matches!(p.node(v), Node::Bool(false)) {
@@ -998,12 +774,10 @@ impl<'a> Cursor<'a> {
         self.take(2).map(|b| u16::from_le_bytes([b[0], b[1]]))
     }
     fn u32(&mut self) -> Option<u32> {
-        self.take(4)
-            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        self.take(4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
     }
     fn u64(&mut self) -> Option<u64> {
-        self.take(8)
-            .map(|b| u64::from_le_bytes(b.try_into().unwrap()))
+        self.take(8).map(|b| u64::from_le_bytes(b.try_into().unwrap()))
     }
     fn line(&mut self) -> Option<&'a [u8]> {
         let rest = &self.bytes[self.pos..];
@@ -1095,34 +869,16 @@ impl Pickle {
     /// Runs one pickle from the cursor up to and including its STOP opcode.
     fn load(cur: &mut Cursor<'_>, what: &str) -> Result<Pickle, String> {
         let start = cur.pos;
-        let mut m = Machine {
-            nodes: Vec::new(),
-            stack: Vec::new(),
-            marks: Vec::new(),
-            memo: HashMap::new(),
-            copied: 0,
-        };
+        let mut m = Machine { nodes: Vec::new(), stack: Vec::new(), marks: Vec::new(), memo: HashMap::new(), copied: 0 };
         loop {
             let at = cur.pos;
             let Some(op) = cur.u8() else {
-                return Err(format!(
-                    "{what} (from byte {start}): the file ends before the pickle's STOP opcode"
-                ));
+                return Err(format!("{what} (from byte {start}): the file ends before the pickle's STOP opcode"));
             };
             match m.step(op, cur) {
-                Ok(Some(root)) => {
-                    return Ok(Pickle {
-                        nodes: m.nodes,
-                        root,
-                        copied: std::cell::Cell::new(m.copied),
-                    })
-                }
+                Ok(Some(root)) => return Ok(Pickle { nodes: m.nodes, root, copied: std::cell::Cell::new(m.copied) }),
                 Ok(None) => {}
-                Err(e) => {
-                    return Err(format!(
-                        "{what} (from byte {start}): opcode 0x{op:02x} at byte {at}: {e}"
-                    ))
-                }
+                Err(e) => return Err(format!("{what} (from byte {start}): opcode 0x{op:02x} at byte {at}: {e}")),
             }
         }
     }
@@ -1187,10 +943,7 @@ impl Machine {
             .collect()
     }
     fn memo_get(&mut self, key: u64) -> Result<(), String> {
-        let id = *self
-            .memo
-            .get(&key)
-            .ok_or_else(|| format!("memo key {key} was never PUT"))?;
+        let id = *self.memo.get(&key).ok_or_else(|| format!("memo key {key} was never PUT"))?;
         self.stack.push(Item::Obj(id));
         Ok(())
     }
@@ -1233,10 +986,7 @@ impl Machine {
             0x95 => {
                 let n = cur.u64().ok_or(TRUNC)?; // FRAME: only a hint, but must fit
                 if n > cur.remaining() as u64 {
-                    return Err(format!(
-                        "FRAME of {n} bytes but only {} remain",
-                        cur.remaining()
-                    ));
+                    return Err(format!("FRAME of {n} bytes but only {} remain", cur.remaining()));
                 }
             }
             b'.' => {
@@ -1411,10 +1161,7 @@ impl Machine {
                         if self.copied > MAX_COPIED_STRING_BYTES {
                             return Err(copy_budget_error());
                         }
-                        let g = Node::Global {
-                            module: m.clone(),
-                            name: n.clone(),
-                        };
+                        let g = Node::Global { module: m.clone(), name: n.clone() };
                         self.push_new(g)?
                     }
                     _ => return Err("STACK_GLOBAL on non-strings".into()),

@@ -83,9 +83,7 @@ impl WeightMap {
     pub fn from_safetensors(bytes: &[u8]) -> Result<Self> {
         use safetensors::tensor::{Dtype, SafeTensors};
         check_safetensors_header(bytes)?;
-        let st = SafeTensors::deserialize(bytes).map_err(|e| {
-            Error::Weights(format!("not a readable safetensors file ({e}); expected the bytes of a .safetensors file"))
-        })?;
+        let st = SafeTensors::deserialize(bytes).map_err(|e| Error::Weights(format!("not a readable safetensors file ({e}); expected the bytes of a .safetensors file")))?;
         let mut params = BTreeMap::new();
         for (name, view) in st.tensors() {
             let shape = view.shape().to_vec();
@@ -95,12 +93,7 @@ impl WeightMap {
                 Dtype::F16 => raw.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
                 Dtype::BF16 => raw.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
                 _ if is_bookkeeping(&name) => continue,
-                other => {
-                    return fail!(
-                        Weights,
-                        "tensor '{name}' has dtype {other:?}; only F32, F16 and BF16 weights are supported (save the weights as float32, e.g. with `tensor.float()`)"
-                    )
-                }
+                other => return fail!(Weights, "tensor '{name}' has dtype {other:?}; only F32, F16 and BF16 weights are supported (save the weights as float32, e.g. with `tensor.float()`)"),
             };
             if is_bookkeeping(&name) {
                 continue;
@@ -155,9 +148,7 @@ impl WeightMap {
     /// Checks that a tensor exists with the shape the architecture expects. `None` in `expected`
     /// matches any size.
     pub fn check(&self, name: &str, expected: &[Option<usize>]) -> Result<&[usize]> {
-        let p = self.params.get(name).ok_or_else(|| {
-            Error::Weights(format!("missing tensor '{name}': the file does not fit this architecture (wrong --arch, or a model of another kind)"))
-        })?;
+        let p = self.params.get(name).ok_or_else(|| Error::Weights(format!("missing tensor '{name}': the file does not fit this architecture (wrong --arch, or a model of another kind)")))?;
         let fits = p.shape.len() == expected.len() && p.shape.iter().zip(expected).all(|(a, e)| e.is_none_or(|e| e == *a));
         if !fits {
             let want: Vec<String> = expected.iter().map(|e| e.map_or("*".into(), |v| v.to_string())).collect();
@@ -196,11 +187,7 @@ fn check_values(name: &str, shape: &[usize], data: &[f32]) -> Result<()> {
         return fail!(Weights, "tensor '{name}' has shape {shape:?} with no elements (a zero-size tensor); the file is corrupt or not a trained model");
     }
     if let Some(i) = data.iter().position(|v| !v.is_finite()) {
-        return fail!(
-            Weights,
-            "tensor '{name}' holds a non-finite value ({}) at flat index {i}; the file is corrupt or was saved after training diverged",
-            data[i]
-        );
+        return fail!(Weights, "tensor '{name}' holds a non-finite value ({}) at flat index {i}; the file is corrupt or was saved after training diverged", data[i]);
     }
     Ok(())
 }
@@ -280,11 +267,7 @@ pub fn check_safetensors_header(bytes: &[u8]) -> Result<()> {
     }
     let n = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes"));
     if n > len - 8 {
-        return fail!(
-            Weights,
-            "the safetensors header length field says {n} bytes but only {} bytes follow it: the file is truncated or not a safetensors file",
-            len - 8
-        );
+        return fail!(Weights, "the safetensors header length field says {n} bytes but only {} bytes follow it: the file is truncated or not a safetensors file", len - 8);
     }
     if n > MAX_HEADER_BYTES {
         return fail!(Weights, "the safetensors header is {n} bytes, more than the {MAX_HEADER_BYTES} the format allows: the file is corrupt or not a safetensors file");
@@ -296,9 +279,7 @@ pub fn check_safetensors_header(bytes: &[u8]) -> Result<()> {
         match m.strip_prefix("DUPLICATE:") {
             Some(rest) => {
                 let name = rest.split(" at line ").next().unwrap_or(rest);
-                Error::Weights(format!(
-                    "the safetensors header lists tensor '{name}' twice (duplicate key); each name must appear once: the file was edited by hand or written by a broken tool"
-                ))
+                Error::Weights(format!("the safetensors header lists tensor '{name}' twice (duplicate key); each name must appear once: the file was edited by hand or written by a broken tool"))
             }
             None => Error::Weights(format!("the safetensors header is not valid JSON of the expected form ({m}): the file is corrupt or not a safetensors file")),
         }
@@ -310,22 +291,13 @@ pub fn check_safetensors_header(bytes: &[u8]) -> Result<()> {
             return fail!(Weights, "tensor '{name}' has data_offsets [{start}, {end}] that run backwards: the header is corrupt");
         }
         if end > data_len {
-            return fail!(
-                Weights,
-                "tensor '{name}' claims bytes {start}..{end} of the data section but the file holds only {data_len} data bytes: the file is truncated or its header is corrupt"
-            );
+            return fail!(Weights, "tensor '{name}' claims bytes {start}..{end} of the data section but the file holds only {data_len} data bytes: the file is truncated or its header is corrupt");
         }
         if let Some(size) = dtype_bytes(&e.dtype) {
             let needed = e.shape.iter().try_fold(size, |acc, &d| acc.checked_mul(d));
             if needed != Some(end - start) {
                 let needed = needed.map_or("more than 2^64".to_string(), |v| v.to_string());
-                return fail!(
-                    Weights,
-                    "tensor '{name}' (dtype {}, shape {:?}) needs {needed} bytes but its data_offsets span {} bytes: the header is corrupt",
-                    e.dtype,
-                    e.shape,
-                    end - start
-                );
+                return fail!(Weights, "tensor '{name}' (dtype {}, shape {:?}) needs {needed} bytes but its data_offsets span {} bytes: the header is corrupt", e.dtype, e.shape, end - start);
             }
         }
     }

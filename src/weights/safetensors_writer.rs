@@ -16,29 +16,16 @@ pub enum StoreAs {
 /// Serializes the tensors (names must be unique, `data.len()` must equal the shape's product)
 /// with optional `__metadata__` string pairs (keys must be unique). F16 rejects finite values
 /// beyond f16's range (±65504) rather than writing infinities.
-pub fn write_safetensors(
-    tensors: &[RawTensor],
-    dtype: StoreAs,
-    metadata: &[(String, String)],
-) -> Result<Vec<u8>, String> {
+pub fn write_safetensors(tensors: &[RawTensor], dtype: StoreAs, metadata: &[(String, String)]) -> Result<Vec<u8>, String> {
     let mut names = HashSet::with_capacity(tensors.len());
     let mut buffers: Vec<Vec<u8>> = Vec::with_capacity(tensors.len());
     for t in tensors {
         if !names.insert(t.name.as_str()) {
             return Err(format!("tensor name '{}' appears twice", t.name));
         }
-        let numel = t
-            .shape
-            .iter()
-            .try_fold(1usize, |acc, &d| acc.checked_mul(d))
-            .ok_or_else(|| format!("tensor '{}': shape {:?} overflows", t.name, t.shape))?;
+        let numel = t.shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d)).ok_or_else(|| format!("tensor '{}': shape {:?} overflows", t.name, t.shape))?;
         if numel != t.data.len() {
-            return Err(format!(
-                "tensor '{}': shape {:?} has {numel} elements but data has {}",
-                t.name,
-                t.shape,
-                t.data.len()
-            ));
+            return Err(format!("tensor '{}': shape {:?} has {numel} elements but data has {}", t.name, t.shape, t.data.len()));
         }
         let bytes = match dtype {
             StoreAs::F32 => t.data.iter().flat_map(|v| v.to_le_bytes()).collect(),
@@ -47,10 +34,7 @@ pub fn write_safetensors(
                 for (i, &v) in t.data.iter().enumerate() {
                     let h = half::f16::from_f32(v);
                     if v.is_finite() && h.is_infinite() {
-                        return Err(format!(
-                            "tensor '{}': value {v} at index {i} is outside the f16 range; store as F32",
-                            t.name
-                        ));
+                        return Err(format!("tensor '{}': value {v} at index {i} is outside the f16 range; store as F32", t.name));
                     }
                     b.extend_from_slice(&h.to_le_bytes());
                 }
@@ -66,11 +50,7 @@ pub fn write_safetensors(
     let views = tensors
         .iter()
         .zip(&buffers)
-        .map(|(t, b)| {
-            TensorView::new(st_dtype, t.shape.clone(), b)
-                .map(|v| (t.name.as_str(), v))
-                .map_err(|e| format!("tensor '{}': {e}", t.name))
-        })
+        .map(|(t, b)| TensorView::new(st_dtype, t.shape.clone(), b).map(|v| (t.name.as_str(), v)).map_err(|e| format!("tensor '{}': {e}", t.name)))
         .collect::<Result<Vec<_>, String>>()?;
     let info = if metadata.is_empty() {
         None
@@ -83,6 +63,5 @@ pub fn write_safetensors(
         }
         Some(map)
     };
-    safetensors::tensor::serialize(views, info)
-        .map_err(|e| format!("safetensors serialization failed: {e}"))
+    safetensors::tensor::serialize(views, info).map_err(|e| format!("safetensors serialization failed: {e}"))
 }

@@ -26,8 +26,7 @@ const MAX_ENTRIES: usize = 100_000;
 /// The `byteorder` entry holds "little" or "big"; anything longer is not one.
 const MAX_BYTEORDER_LEN: usize = 16;
 /// What to do about a file this reader refuses as a whole.
-const RESAVE_HINT: &str =
-    "re-save it with torch.save(model.state_dict(), 'model.pth'), or convert it to .safetensors";
+const RESAVE_HINT: &str = "re-save it with torch.save(model.state_dict(), 'model.pth'), or convert it to .safetensors";
 
 /// Cheap sniff: a zip archive starts with a local file header.
 pub fn is_zip(bytes: &[u8]) -> bool {
@@ -43,26 +42,17 @@ pub fn read_zip_pth(bytes: &[u8]) -> Result<Vec<RawTensor>, String> {
     check_byteorder(&mut zip, bytes, &folder)?;
     let pkl_name = format!("{folder}data.pkl");
     let pickle = entry_bytes(&mut zip, bytes, pkl_index)?;
-    read_state_dict_pickle(pickle, &pkl_name, |key| {
-        storage_bytes(&mut zip, bytes, &folder, key)
-    })
+    read_state_dict_pickle(pickle, &pkl_name, |key| storage_bytes(&mut zip, bytes, &folder, key))
 }
 
 /// Opens the archive and checks every entry's claimed extent against the file's length.
 fn open(bytes: &[u8]) -> Result<Archive<'_>, String> {
-    let zip = ZipArchive::new(Cursor::new(bytes)).map_err(|e| {
-        format!("not a readable zip archive ({e}): the file is truncated or corrupt; {RESAVE_HINT}")
-    })?;
+    let zip = ZipArchive::new(Cursor::new(bytes)).map_err(|e| format!("not a readable zip archive ({e}): the file is truncated or corrupt; {RESAVE_HINT}"))?;
     if zip.len() > MAX_ENTRIES {
-        return Err(format!(
-            "the zip archive has {} entries, more than the {MAX_ENTRIES} a torch.save file can plausibly have: the file is corrupt",
-            zip.len()
-        ));
+        return Err(format!("the zip archive has {} entries, more than the {MAX_ENTRIES} a torch.save file can plausibly have: the file is corrupt", zip.len()));
     }
     for i in 0..zip.len() {
-        let e = zip
-            .by_index_data(i)
-            .map_err(|e| format!("zip entry #{i} is unreadable ({e}): the file is corrupt"))?;
+        let e = zip.by_index_data(i).map_err(|e| format!("zip entry #{i} is unreadable ({e}): the file is corrupt"))?;
         let end = e.header_start().checked_add(e.compressed_size());
         if end.is_none_or(|end| end > bytes.len() as u64) {
             return Err(format!(
@@ -80,18 +70,10 @@ fn open(bytes: &[u8]) -> Result<Archive<'_>, String> {
 /// The `<name>/` folder holding `data.pkl` (there must be exactly one) and that entry's index.
 fn top_folder(zip: &Archive<'_>) -> Result<(String, usize), String> {
     let names: Vec<String> = (0..zip.len()).map(|i| entry_name(zip, i)).collect();
-    let folders: Vec<(&str, usize)> = names
-        .iter()
-        .enumerate()
-        .filter_map(|(i, n)| Some((n.strip_suffix("data.pkl")?, i)))
-        .filter(|(f, _)| f.ends_with('/') && f.matches('/').count() == 1)
-        .collect();
+    let folders: Vec<(&str, usize)> = names.iter().enumerate().filter_map(|(i, n)| Some((n.strip_suffix("data.pkl")?, i))).filter(|(f, _)| f.ends_with('/') && f.matches('/').count() == 1).collect();
     match folders.as_slice() {
         &[(one, i)] => Ok((one.to_string(), i)),
-        [] => Err(format!(
-            "the zip archive has no '<folder>/data.pkl' entry (it has {}), so it is not a torch.save file; {RESAVE_HINT}",
-            list_names(&names)
-        )),
+        [] => Err(format!("the zip archive has no '<folder>/data.pkl' entry (it has {}), so it is not a torch.save file; {RESAVE_HINT}", list_names(&names))),
         many => Err(format!(
             "the zip archive has {} data.pkl entries (in {}); a torch.save file has one",
             many.len(),
@@ -109,10 +91,7 @@ fn check_byteorder<'a>(zip: &mut Archive<'a>, bytes: &'a [u8], folder: &str) -> 
     };
     let raw = entry_bytes(zip, bytes, i)?;
     if raw.len() > MAX_BYTEORDER_LEN {
-        return Err(format!(
-            "the 'byteorder' entry is {} bytes long, not 'little' or 'big': the file is corrupt",
-            raw.len()
-        ));
+        return Err(format!("the 'byteorder' entry is {} bytes long, not 'little' or 'big': the file is corrupt", raw.len()));
     }
     match String::from_utf8_lossy(raw).trim() {
         "little" => Ok(()),
@@ -125,20 +104,11 @@ fn check_byteorder<'a>(zip: &mut Archive<'a>, bytes: &'a [u8], folder: &str) -> 
 }
 
 /// The bytes of storage `key`, the entry `<folder>data/<key>`.
-fn storage_bytes<'a>(
-    zip: &mut Archive<'a>,
-    bytes: &'a [u8],
-    folder: &str,
-    key: &str,
-) -> Result<&'a [u8], String> {
+fn storage_bytes<'a>(zip: &mut Archive<'a>, bytes: &'a [u8], folder: &str, key: &str) -> Result<&'a [u8], String> {
     let name = format!("{folder}data/{key}");
-    let i = zip.index_for_name_raw(name.as_bytes()).ok_or_else(|| {
-        format!(
-            "storage '{}' has no zip entry '{}': the archive is incomplete (an entry was removed or renamed); {RESAVE_HINT}",
-            short(key),
-            short(&name)
-        )
-    })?;
+    let i = zip
+        .index_for_name_raw(name.as_bytes())
+        .ok_or_else(|| format!("storage '{}' has no zip entry '{}': the archive is incomplete (an entry was removed or renamed); {RESAVE_HINT}", short(key), short(&name)))?;
     entry_bytes(zip, bytes, i)
 }
 
@@ -146,51 +116,27 @@ fn storage_bytes<'a>(
 /// and its CRC-32.
 fn entry_bytes<'a>(zip: &mut Archive<'a>, bytes: &'a [u8], i: usize) -> Result<&'a [u8], String> {
     let name = entry_name(zip, i);
-    let unreadable = |e: &dyn std::fmt::Display| {
-        format!(
-            "zip entry '{}' is unreadable ({e}): the file is truncated or corrupt",
-            short(&name)
-        )
-    };
+    let unreadable = |e: &dyn std::fmt::Display| format!("zip entry '{}' is unreadable ({e}): the file is truncated or corrupt", short(&name));
     let (size, crc) = {
         let e = zip.by_index_data(i).map_err(|e| unreadable(&e))?;
         if e.compression() != CompressionMethod::Stored {
-            return Err(format!(
-                "zip entry '{}' is compressed ({}); torch.save writes uncompressed entries and only those are read here: {RESAVE_HINT}",
-                short(&name),
-                e.compression()
-            ));
+            return Err(format!("zip entry '{}' is compressed ({}); torch.save writes uncompressed entries and only those are read here: {RESAVE_HINT}", short(&name), e.compression()));
         }
         if e.size() != e.compressed_size() {
-            return Err(format!(
-                "zip entry '{}' is stored uncompressed but claims {} bytes stored and {} uncompressed: the file is corrupt",
-                short(&name),
-                e.compressed_size(),
-                e.size()
-            ));
+            return Err(format!("zip entry '{}' is stored uncompressed but claims {} bytes stored and {} uncompressed: the file is corrupt", short(&name), e.compressed_size(), e.size()));
         }
         (e.size(), e.crc32())
     };
     let mut f = zip.by_index(i).map_err(|e| unreadable(&e))?;
-    let start = f
-        .data_start()
-        .ok_or_else(|| unreadable(&"no data offset"))?;
-    let end = start.checked_add(size).filter(|&end| end <= bytes.len() as u64).ok_or_else(|| {
-        format!(
-            "zip entry '{}' claims {size} bytes from byte {start} but the file is only {} bytes long: it is truncated or corrupt",
-            short(&name),
-            bytes.len()
-        )
-    })?;
+    let start = f.data_start().ok_or_else(|| unreadable(&"no data offset"))?;
+    let end = start
+        .checked_add(size)
+        .filter(|&end| end <= bytes.len() as u64)
+        .ok_or_else(|| format!("zip entry '{}' claims {size} bytes from byte {start} but the file is only {} bytes long: it is truncated or corrupt", short(&name), bytes.len()))?;
     // torch.serialization.set_crc32_options(False) writes no checksum (0): nothing to check then.
     if crc != 0 {
         // The zip crate checks the CRC when the reader reaches the end; the copy goes to a sink.
-        std::io::copy(&mut f, &mut std::io::sink()).map_err(|e| {
-            format!(
-                "zip entry '{}' fails its check ({e}): the file is corrupt; {RESAVE_HINT}",
-                short(&name)
-            )
-        })?;
+        std::io::copy(&mut f, &mut std::io::sink()).map_err(|e| format!("zip entry '{}' fails its check ({e}): the file is corrupt; {RESAVE_HINT}", short(&name)))?;
     }
     Ok(&bytes[start as usize..end as usize])
 }
@@ -206,11 +152,7 @@ fn list_names(names: &[String]) -> String {
     if names.is_empty() {
         return "no entries".into();
     }
-    let mut shown: Vec<String> = names
-        .iter()
-        .take(6)
-        .map(|n| format!("'{}'", short(n)))
-        .collect();
+    let mut shown: Vec<String> = names.iter().take(6).map(|n| format!("'{}'", short(n))).collect();
     if names.len() > 6 {
         shown.push(format!("... {} in all", names.len()));
     }

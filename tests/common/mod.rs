@@ -24,4 +24,3 @@ pub fn sample(name: &str) -> RgbImage {
     let (w, h) = img.dimensions();
     RgbImage::from_rgb(w as usize, h as usize, img.into_raw()).unwrap()
 }
-

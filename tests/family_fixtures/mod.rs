@@ -73,11 +73,8 @@ pub fn fixture_root() -> PathBuf {
 /// Every fixture directory, sorted by name; `FAMILIES=a,b` keeps only those.
 pub fn fixtures() -> Vec<Fixture> {
     let only: Option<Vec<String>> = std::env::var("FAMILIES").ok().map(|v| v.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect());
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(fixture_root())
-        .unwrap_or_else(|e| panic!("{}: {e}", fixture_root().display()))
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.join("meta.json").exists())
-        .collect();
+    let mut dirs: Vec<PathBuf> =
+        std::fs::read_dir(fixture_root()).unwrap_or_else(|e| panic!("{}: {e}", fixture_root().display())).filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.join("meta.json").exists()).collect();
     dirs.sort();
     let all: Vec<Fixture> = dirs.into_iter().map(load_fixture).collect();
     match only {
