@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test on a fresh machine: installs what is missing (wasm32 target, wasm-bindgen-cli,
 # Chromium, npm packages), fetches the default model and the sample photos, then runs
+#   0. cargo fmt --check and cargo clippy -D warnings;
 #   1. the native test suite (cargo test), which also writes the native reference for 2.;
 #   2. the WebGPU executor against the CPU executor, natively through wgpu on lavapipe;
 #   3. the wasm tests in headless Chromium (wasm-bindgen-test): parity with native, JS errors;
@@ -9,6 +10,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-web-tools.sh --browser
 bash scripts/setup.sh
+echo "test: formatting and lints (cargo fmt --check, cargo clippy -D warnings)"
+rustup component add rustfmt clippy >/dev/null 2>&1 || true
+cargo fmt --check
+cargo clippy --quiet --all-targets -- -D warnings
 echo "test: native (cargo test)"
 cargo test --all-targets --no-fail-fast
 echo "test: WebGPU executor vs CPU on lavapipe (cargo test --features webgpu)"

@@ -293,7 +293,7 @@ fn labels_files() {
         b"cat\ndog\r\nfish\n".to_vec(),
         "\u{feff}[\"\\u00e9t\\u00e9\", \"x\\\"y\"]".as_bytes().to_vec(),
         b"  one\n\n two \n".to_vec(),
-        format!("[{}]", vec!["[1, [2, {\"a\": []}]]"; 3].join(", ")).into_bytes(),
+        format!("[{}]", ["[1, [2, {\"a\": []}]]"; 3].join(", ")).into_bytes(),
     ];
     seeds.extend(std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/imagenet_classes.json")));
     seeds.extend(fixtures("meta.json", SEED_MAX).into_iter().take(3).map(|(_, b)| b));

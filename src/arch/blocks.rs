@@ -82,7 +82,7 @@ impl InvertedResidual {
         }
         let dw = format!("{name}.block.{part}");
         let k = kernel(b, &format!("{dw}.0.weight")).unwrap_or(3);
-        if k % 2 == 0 {
+        if k.is_multiple_of(2) {
             return fail!(Weights, "tensor '{dw}.0.weight' has a {k}x{k} kernel; a depthwise conv of this family has an odd kernel size");
         }
         let hidden = b.channels(y);

@@ -67,7 +67,7 @@ pub fn build(weights: &WeightMap) -> Result<Graph> {
 fn cn_block(b: &mut GraphBuilder, name: &str, x: NodeId) -> Result<NodeId> {
     let c = b.channels(x);
     let k = kernel(b, &format!("{name}.block.0.weight")).unwrap_or(7);
-    if k % 2 == 0 {
+    if k.is_multiple_of(2) {
         return fail!(Weights, "tensor '{name}.block.0.weight' has a {k}x{k} kernel; a CNBlock's depthwise conv has an odd kernel size");
     }
     let y = b.conv(&format!("{name}.block.0"), None, x, ConvSpec::new(1, k / 2).groups(c))?;

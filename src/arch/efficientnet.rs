@@ -108,7 +108,7 @@ fn fused_mbconv(b: &mut GraphBuilder, name: &str, x: NodeId, stride: usize, eps:
     let cin = b.channels(x);
     let first = format!("{name}.block.0");
     let k = kernel(b, &format!("{first}.0.weight")).unwrap_or(3);
-    if k % 2 == 0 {
+    if k.is_multiple_of(2) {
         return fail!(Weights, "tensor '{first}.0.weight' has a {k}x{k} kernel; a FusedMBConv has an odd kernel size");
     }
     let mut y = conv_norm_act(b, &first, x, ConvSpec::new(stride, k / 2).eps(eps), SILU)?;

@@ -109,6 +109,9 @@ pub const ALL: [Arch; 29] = [
     Arch::Vit,
 ];
 
+/// Whether a weight file holds a family (each family module's `matches`).
+type FamilyTest = fn(&WeightMap) -> bool;
+
 impl Arch {
     pub fn name(self) -> &'static str {
         match self {
@@ -259,7 +262,7 @@ impl Arch {
             return Ok(if efficientnet_lite::block_count(weights) == 16 { Arch::EfficientNetLite0 } else { Arch::EfficientNetLite });
         }
         // The families whose keys are their own: each module says whether a file is one of its.
-        let families: [(Arch, fn(&WeightMap) -> bool); 12] = [
+        let families: [(Arch, FamilyTest); 12] = [
             (Arch::DenseNet, densenet::matches),
             (Arch::GoogLeNet, googlenet::matches),
             (Arch::InceptionV3, inception_v3::matches),

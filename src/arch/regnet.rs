@@ -67,7 +67,7 @@ fn res_bottleneck(b: &mut GraphBuilder, name: &str, x: NodeId, stride: usize) ->
 /// The group count of the grouped 3x3 conv: its width over the input channels per group in its weight.
 fn groups(b: &GraphBuilder, key: &str, width: usize) -> Result<usize> {
     let per_group = b.weights().check(key, &[Some(width), None, Some(3), Some(3)])?[1];
-    if per_group == 0 || width % per_group != 0 {
+    if per_group == 0 || !width.is_multiple_of(per_group) {
         return fail!(Weights, "tensor '{key}' takes {per_group} input channels per group, which does not divide the block width {width}");
     }
     Ok(width / per_group)

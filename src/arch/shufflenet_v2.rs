@@ -54,7 +54,7 @@ fn inverted_residual(b: &mut GraphBuilder, name: &str, x: NodeId, downsample: bo
         (branch1(b, name, x)?, branch2(b, name, x, 2)?)
     } else {
         let c = b.channels(x);
-        if c % 2 != 0 {
+        if !c.is_multiple_of(2) {
             return fail!(Weights, "ShuffleNet V2 block '{name}' splits {c} channels in half");
         }
         let first = b.slice(&format!("{name}.chunk.0"), x, 0, c / 2)?;

@@ -169,7 +169,8 @@ fn table_mode(args: &[String]) {
     println!();
     // Synthetic torchvision-shaped weights for the built-in list; `--models DIR` adds every model
     // file in DIR (e.g. full-size torchvision .pth and .onnx files from scripts/gen-bench-models.py).
-    let mut items: Vec<(String, Box<dyn Fn() -> Result<Model, String>>)> = Vec::new();
+    type Loader = Box<dyn Fn() -> Result<Model, String>>;
+    let mut items: Vec<(String, Loader)> = Vec::new();
     for arch in archs {
         if only.as_deref().is_some_and(|o| o != arch.name()) {
             continue;

@@ -280,7 +280,7 @@ impl<'w> GraphBuilder<'w> {
 
     pub fn channel_shuffle(&mut self, name: &str, input: NodeId, groups: usize) -> Result<NodeId> {
         let c = self.channels(input);
-        if groups == 0 || c % groups != 0 {
+        if groups == 0 || !c.is_multiple_of(groups) {
             return fail!(Weights, "layer '{name}' shuffles {c} channels in {groups} groups");
         }
         let k = self.known[input];

@@ -157,13 +157,13 @@ impl Report {
     }
     fn err(&mut self, col: &str, err: f32) {
         self.cell(col, format!("{err:.1e}"));
-        if !(err <= REL_TOL) {
+        if err.is_nan() || err > REL_TOL {
             self.fail(format!("{col}: relative error {err:.2e} > {REL_TOL:e}"));
         }
     }
     fn cos(&mut self, col: &str, c: f64) {
         self.cell(col, format!("{c:.6}"));
-        if !(c >= MIN_COSINE) {
+        if c.is_nan() || c < MIN_COSINE {
             self.fail(format!("{col}: cosine similarity {c:.6} < {MIN_COSINE}"));
         }
     }
