@@ -276,12 +276,7 @@ fn fingerprint(data: &[u8], w: usize, h: usize) -> u64 {
     x
 }
 
-pub fn softmax(logits: &[f32]) -> Vec<f32> {
-    let peak = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let exp: Vec<f32> = logits.iter().map(|l| (l - peak).exp()).collect();
-    let total: f32 = exp.iter().sum();
-    exp.iter().map(|e| e / total).collect()
-}
+pub use crate::imaging::normalize::softmax;
 
 impl Explainer {
     pub fn new(model: Model) -> Explainer {
@@ -627,11 +622,7 @@ pub fn project(raw: &Map, geometry: &Geometry, normalization: Normalization) -> 
     let mut data = project_to_image(&raw.data, raw.width, raw.height, geometry).map_err(Error::Internal)?;
     if normalization == Normalization::MinMax {
         let inside = crop_mask(geometry).map_err(Error::Internal)?;
-        let (lo, hi) = data.iter().zip(&inside).filter(|(_, &m)| m).fold((f32::INFINITY, f32::NEG_INFINITY), |(l, h), (&v, _)| (l.min(v), h.max(v)));
-        let range = hi - lo;
-        for (v, &m) in data.iter_mut().zip(&inside) {
-            *v = if m && range > 0.0 { (*v - lo) / range } else { 0.0 };
-        }
+        crate::imaging::normalize::min_max_masked(&mut data, &inside).map_err(Error::Numeric)?;
     }
     Ok(Map::new(geometry.orig_w, geometry.orig_h, data))
 }

@@ -24,6 +24,7 @@ pub mod labels;
 pub mod loading;
 pub mod methods;
 pub mod onnx;
+pub mod profile;
 pub mod synthetic;
 #[cfg(target_arch = "wasm32")]
 pub mod trap;

@@ -250,7 +250,7 @@ fn table_mode(args: &[String]) {
 /// difference to the total).
 #[cfg(not(target_arch = "wasm32"))]
 fn print_profile(ex: &mut gradcam_wasm::Explainer, rng: &mut gradcam_wasm::synthetic::Rng) {
-    use gradcam_wasm::exec::profile;
+    use gradcam_wasm::profile;
     use gradcam_wasm::{ExplainOptions, FeatureMap, Method};
     let input = FeatureMap::new(3, 224, 224, rng.vec(3 * 224 * 224, 1.5));
     profile::enable(true);

@@ -10,9 +10,9 @@
 //! every ReLU's backward reads a `GuidedFlag` shared by the pass, so Grad-CAM's plain backward and
 //! guided backpropagation walk the same recorded graph.
 
-use super::profile;
-use crate::graph::{Activation, Affine, Attention, AvgPool, ChannelNorm, Conv, Linear, MaxPool, Pads};
-use crate::kernels::{self, Clamp, Conv2dGeom, Kept, PoolGeom};
+use crate::graph::{Activation, Affine, Attention, AvgPool, ChannelNorm, Conv, Linear, MaxPool};
+use crate::kernels::{self, Clamp, Kept, PoolGeom};
+use crate::profile;
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor};
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -74,26 +74,6 @@ fn grad_like(data: Vec<f32>, like: &Tensor) -> CResult<Option<Tensor>> {
     Ok(Some(Tensor::from_vec(data, like.shape(), like.device())?))
 }
 
-pub fn conv_geom(conv: &Conv, n: usize, h: usize, w: usize) -> Conv2dGeom {
-    let Pads { top, bottom, left, right } = conv.padding.resolve(h, w, conv.kh, conv.kw, conv.stride.0, conv.stride.1);
-    Conv2dGeom {
-        n,
-        cin: conv.cin,
-        h,
-        w,
-        cout: conv.cout,
-        kh: conv.kh,
-        kw: conv.kw,
-        stride_h: conv.stride.0,
-        stride_w: conv.stride.1,
-        pad_top: top,
-        pad_bottom: bottom,
-        pad_left: left,
-        pad_right: right,
-        groups: conv.groups,
-    }
-}
-
 /// A short label for profiles: "conv dw3x3/s2", "conv 1x1", "conv 7x7/s2".
 pub fn conv_kind(c: &Conv) -> String {
     let dw = if c.groups > 1 && c.groups == c.cin { "dw" } else { "" };
@@ -139,7 +119,7 @@ impl CustomOp1 for ConvOp {
         if c != self.conv.cin {
             bail!("conv expects {} channels, got {c}", self.conv.cin);
         }
-        let g = conv_geom(&self.conv, n, h, w);
+        let g = self.conv.geom(n, h, w);
         let act = self.act.as_ref().map(|a| a.0);
         let x = as_slice(s, l)?;
         let y = profile::time(|| conv_kind(&self.conv), || kernels::conv2d_forward_act(&x, &self.conv.weight, Some(&self.conv.bias), &g, act, self.kept.as_deref()));
@@ -148,7 +128,7 @@ impl CustomOp1 for ConvOp {
 
     fn bwd(&self, arg: &Tensor, res: &Tensor, grad: &Tensor) -> CResult<Option<Tensor>> {
         let (n, _, h, w) = arg.dims4()?;
-        let g = conv_geom(&self.conv, n, h, w);
+        let g = self.conv.geom(n, h, w);
         let gx = profile::time(
             || format!("bwd {}", conv_kind(&self.conv)),
             || -> CResult<Vec<f32>> {

@@ -3,7 +3,6 @@
 
 pub mod candle_ops;
 pub mod cpu;
-pub mod profile;
 
 use crate::error::Result;
 use crate::feature_map::FeatureMap;

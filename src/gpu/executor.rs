@@ -13,7 +13,6 @@
 
 use super::device::Gpu;
 use crate::error::{Error, Result};
-use crate::exec::candle_ops::conv_geom;
 #[cfg(not(target_arch = "wasm32"))]
 use crate::exec::{Executor, Pass};
 use crate::fail;
@@ -249,7 +248,7 @@ impl Inner {
                 Op::Input => {}
                 Op::Conv(c) => {
                     let (_, ih, iw) = ins(0);
-                    let geo = conv_geom(c, 1, ih, iw);
+                    let geo = c.geom(1, ih, iw);
                     let b = &self.weights(i)?[0];
                     let (kernel, count) = conv_forward_kernel(&geo);
                     forward.push(self.dispatch(kernel, &conv_params(&geo, false), &[src(0), &b.weight, &b.bias, out], count));
@@ -369,7 +368,7 @@ impl Inner {
                 let d = match &node.op {
                     Op::Input => continue,
                     Op::Conv(c) => {
-                        let geo = conv_geom(c, 1, shapes[j].1, shapes[j].2);
+                        let geo = c.geom(1, shapes[j].1, shapes[j].2);
                         let b = &self.weights(i)?[0];
                         let (kernel, count) = conv_backward_kernel(&geo);
                         self.dispatch(kernel, &conv_params(&geo, acc), &[gy, &b.weight, &b.bias, gx], count)

@@ -95,9 +95,4 @@ impl GpuSession {
         self.live = None;
         self.executor.gpu().lose_device();
     }
-
-    /// Drops the live forward pass (and its GPU buffers go back to the pool).
-    pub fn forget(&mut self) {
-        self.live = None;
-    }
 }

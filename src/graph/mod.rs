@@ -71,6 +71,29 @@ pub struct Conv {
     pub groups: usize,
 }
 
+impl Conv {
+    /// The kernels' geometry of this conv on an n x cin x h x w input.
+    pub fn geom(&self, n: usize, h: usize, w: usize) -> crate::kernels::Conv2dGeom {
+        let Pads { top, bottom, left, right } = self.padding.resolve(h, w, self.kh, self.kw, self.stride.0, self.stride.1);
+        crate::kernels::Conv2dGeom {
+            n,
+            cin: self.cin,
+            h,
+            w,
+            cout: self.cout,
+            kh: self.kh,
+            kw: self.kw,
+            stride_h: self.stride.0,
+            stride_w: self.stride.1,
+            pad_top: top,
+            pad_bottom: bottom,
+            pad_left: left,
+            pad_right: right,
+            groups: self.groups,
+        }
+    }
+}
+
 /// A fully connected layer, PyTorch layout: weight (out, in).
 #[derive(Debug)]
 pub struct Linear {

@@ -1,4 +1,4 @@
-//! Min-max scaling of a class-activation map to [0, 1] for display.
+//! Min-max scaling of a class-activation map to [0, 1] for display, and the softmax of scores.
 //!
 //! Decisions:
 //! - A constant map (max == min, e.g. all zeros after Grad-CAM's ReLU when the
@@ -58,6 +58,14 @@ pub fn min_max_masked(values: &mut [f32], mask: &[bool]) -> Result<(), String> {
         };
     }
     Ok(())
+}
+
+/// exp(x - max) / sum: probabilities from logits (Score-CAM's channel weights from scores too).
+pub fn softmax(x: &[f32]) -> Vec<f32> {
+    let peak = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let exp: Vec<f32> = x.iter().map(|l| (l - peak).exp()).collect();
+    let total: f32 = exp.iter().sum();
+    exp.iter().map(|e| e / total).collect()
 }
 
 #[cfg(test)]

@@ -23,8 +23,9 @@ fn pixels(width: usize, height: usize) -> Result<usize, String> {
     width.checked_mul(height).filter(|n| n.checked_mul(4).is_some()).ok_or_else(|| format!("an overlay of {width}x{height} pixels is too large"))
 }
 
-/// Blends `heat` (same grid as `img`, values in [0, 1]) over every pixel.
-pub fn overlay_rgba(img: &RgbImage, heat: &[f32], cmap: Colormap, alpha: f32) -> Result<Vec<u8>, String> {
+/// Blends `heat` (same grid as `img`, values in [0, 1]) over every pixel (its tests' shorthand).
+#[cfg(test)]
+fn overlay_rgba(img: &RgbImage, heat: &[f32], cmap: Colormap, alpha: f32) -> Result<Vec<u8>, String> {
     overlay_rgba_masked(img, heat, &vec![true; heat.len()], cmap, alpha)
 }
 

@@ -83,17 +83,7 @@ impl Geometry {
         Geometry { scale_x: 1.0, scale_y: 1.0, offset_x: 0.0, offset_y: 0.0, input_w: width, input_h: height, orig_w: width, orig_h: height }
     }
 
-    /// Input edge coordinate of the centre of original column `u`.
-    pub fn input_x(&self, u: usize) -> f64 {
-        (u as f64 + 0.5) * self.scale_x - self.offset_x
-    }
-
-    /// Input edge coordinate of the centre of original row `v`.
-    pub fn input_y(&self, v: usize) -> f64 {
-        (v as f64 + 0.5) * self.scale_y - self.offset_y
-    }
-
-    /// Original edge coordinate of input edge coordinate `x` (inverse of `input_x`).
+    /// Original edge coordinate of input edge coordinate `x`.
     pub fn orig_x(&self, x: f64) -> f64 {
         (x + self.offset_x) / self.scale_x
     }
@@ -246,10 +236,6 @@ mod tests {
         assert!((g.orig_x(0.0) - 18.75).abs() < 1e-9 && (g.orig_x(224.0) - 281.25).abs() < 1e-9);
         assert!((g.orig_y(0.0) - 68.035_190).abs() < 1e-5 && (g.orig_y(224.0) - 330.791_789).abs() < 1e-5);
         // So original columns 19..=280 and rows 68..=330 have their centres in the crop.
-        assert!(g.input_x(18) < 0.0 && g.input_x(19) >= 0.0);
-        assert!(g.input_x(280) < 224.0 && g.input_x(281) >= 224.0);
-        assert!(g.input_y(67) < 0.0 && g.input_y(68) >= 0.0);
-        assert!(g.input_y(330) < 224.0 && g.input_y(331) >= 224.0);
         // Constant 128 normalises per channel.
         let want = [0usize, 1, 2].map(|c| (128.0 / 255.0 - IMAGENET_MEAN[c]) / IMAGENET_STD[c]);
         for (c, w) in want.iter().enumerate() {

@@ -195,7 +195,7 @@ fn input_grad_group(go: &[f32], w: &[f32], gx: &mut [f32], g: &Conv2dGeom, cols:
         let nc = chunk.len() * ow;
         let buf = &mut cols[..k * nc];
         matmul(k, nc, g.cout, MatRef::new(w, k).t(), MatRef::new(&go[chunk.start * ow..], plane), buf, nc, false);
-        crate::exec::profile::time(|| format!("  col2im {}x{}", g.kh, g.kw), || col2im_add(buf, g, chunk, gx));
+        crate::profile::time(|| format!("  col2im {}x{}", g.kh, g.kw), || col2im_add(buf, g, chunk, gx));
     }
 }
 

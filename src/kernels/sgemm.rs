@@ -225,14 +225,14 @@ pub(crate) fn sgemm(m: usize, n: usize, k: usize, a: MatRef, b: &impl RowSource,
             let kc = ks.len();
             // The first depth block replaces C unless the caller accumulates; later ones add.
             let overwrite = pc == 0 && !accumulate;
-            crate::exec::profile::time(|| format!("  pack B {}x{}x{}", m, n, k), || pack_b(b, ks.clone(), cols.clone(), &mut packed_b, &mut row));
+            crate::profile::time(|| format!("  pack B {}x{}x{}", m, n, k), || pack_b(b, ks.clone(), cols.clone(), &mut packed_b, &mut row));
             for ic in (0..m).step_by(MC) {
                 let rows = ic..(ic + MC).min(m);
                 // A is read in place in whole strips of MR rows; only a ragged last strip (or a
                 // transposed A with rows far apart) is packed.
                 let in_place = in_place && rows.len() % MR == 0;
                 if !in_place {
-                    crate::exec::profile::time(|| format!("  pack A {}x{}x{} {}", m, n, k, a.trans), || pack_a(&a, rows.clone(), ks.clone(), &mut packed_a));
+                    crate::profile::time(|| format!("  pack A {}x{}x{} {}", m, n, k, a.trans), || pack_a(&a, rows.clone(), ks.clone(), &mut packed_a));
                 }
                 // The strip of rows i0.., and its strides (see `kernel`).
                 let strip = |i0: usize| match (in_place, a.trans) {

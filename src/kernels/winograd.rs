@@ -160,9 +160,9 @@ impl Kept {
 
     /// U, built now if the budget still allows (`w`: this conv's weights, (cout, cin, 3, 3)).
     fn get(&self, w: &[f32], g: &Conv2dGeom) -> Option<&[f32]> {
-        let u = self.u.get_or_init(|| {
-            self.budget.take(Self::bytes(g)).then(|| crate::exec::profile::time(|| format!("  winograd F2 U kept {}@{}", g.cout, g.h), || transform_weights(w, g.cout, g.cin, false, &F2)))
-        });
+        let u = self
+            .u
+            .get_or_init(|| self.budget.take(Self::bytes(g)).then(|| crate::profile::time(|| format!("  winograd F2 U kept {}@{}", g.cout, g.h), || transform_weights(w, g.cout, g.cin, false, &F2))));
         u.as_deref()
     }
 }
@@ -442,14 +442,14 @@ fn conv_image<'u>(x: &[f32], u: impl Fn(usize) -> MatRef<'u>, cin: usize, cout: 
         let rows = r0..(r0 + rows_per).min(tl.ty);
         let nt = rows.len() * tl.tx;
         let t = |name: &str| format!("  winograd F{} {name} {}@{}", v.m, cout, tl.oh);
-        crate::exec::profile::time(|| t("in"), || transform_input(x, cin, tl, rows.clone(), v, &mut vbuf, &mut scratch));
+        crate::profile::time(|| t("in"), || transform_input(x, cin, tl, rows.clone(), v, &mut vbuf, &mut scratch));
         mbuf.resize(a2 * cout * nt, 0.0);
         for xi in 0..a2 {
             let a = u(xi);
             let b = MatRef::new(&vbuf[xi * cin * nt..][..cin * nt], nt);
-            crate::exec::profile::time(|| t("gemm"), || matmul(cout, nt, cin, a, b, &mut mbuf[xi * cout * nt..][..cout * nt], nt, false));
+            crate::profile::time(|| t("gemm"), || matmul(cout, nt, cin, a, b, &mut mbuf[xi * cout * nt..][..cout * nt], nt, false));
         }
-        crate::exec::profile::time(|| t("out"), || transform_output(&mbuf, cout, tl, rows, v, out, &mut scratch));
+        crate::profile::time(|| t("out"), || transform_output(&mbuf, cout, tl, rows, v, out, &mut scratch));
     }
 }
 
@@ -460,7 +460,7 @@ pub(crate) fn forward(x: &[f32], w: &[f32], g: &Conv2dGeom, plan: &Plan, out: &m
     let u = match plan.kept {
         Some(u) => u,
         None => {
-            per_call = crate::exec::profile::time(|| format!("  winograd F{} U {}@{}", v.m, g.cout, g.h), || transform_weights(w, g.cout, g.cin, false, v));
+            per_call = crate::profile::time(|| format!("  winograd F{} U {}@{}", v.m, g.cout, g.h), || transform_weights(w, g.cout, g.cin, false, v));
             &per_call
         }
     };
@@ -484,7 +484,7 @@ pub(crate) fn input_grad(go: &[f32], w: &[f32], g: &Conv2dGeom, plan: &Plan, gx:
     let (u, kept) = match plan.kept {
         Some(u) => (u, true),
         None => {
-            per_call = crate::exec::profile::time(|| format!("  winograd F{} U {}@{}", v.m, g.cout, g.h), || transform_weights(w, g.cout, g.cin, true, v));
+            per_call = crate::profile::time(|| format!("  winograd F{} U {}@{}", v.m, g.cout, g.h), || transform_weights(w, g.cout, g.cin, true, v));
             (&per_call[..], false)
         }
     };

@@ -142,12 +142,9 @@ impl<'a> ScoreCamSteps<'a> {
     /// The map: channels weighted by the softmax of their scores.
     pub fn finish(self) -> Map {
         // Softmax over channels (a baseline score subtracted from all would cancel here).
-        let peak = self.scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let exp: Vec<f32> = self.scores.iter().map(|s| (s - peak).exp()).collect();
-        let total: f32 = exp.iter().sum();
         let mut weights = vec![0.0f32; self.a.channels];
-        for (&k, e) in self.channels.iter().zip(&exp) {
-            weights[k] = e / total;
+        for (&k, p) in self.channels.iter().zip(crate::imaging::normalize::softmax(&self.scores)) {
+            weights[k] = p;
         }
         weighted_sum(self.a, &weights)
     }
