@@ -51,8 +51,7 @@ fn check(name: &str, model: Model, h: usize, w: usize) {
     // products in different orders. Winograd's transforms round differently (checked against the
     // direct convs in tests/winograd.rs) and can flip a near-tie in a deep max pool, which moves a
     // patch of a VGG's plain input gradient (seen on 6% of VGG-11-BN's pixels at 64x64).
-    gradcam_wasm::kernels::WINOGRAD_OFF.store(true, std::sync::atomic::Ordering::Relaxed);
-    let cpu = CpuExecutor::new(model.graph.clone());
+    let cpu = CpuExecutor::new(model.graph.clone()).with_tuning(gradcam_wasm::kernels::Tuning { winograd: false, ..Default::default() });
     let layer = model.graph.find(&model.default_layer()).unwrap();
     let x = Rng::new(7).vec(3 * h * w, 1.5);
     let input = FeatureMap::new(3, h, w, x);

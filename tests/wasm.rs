@@ -205,19 +205,19 @@ fn max_pool_four_window_search_routes_like_the_one_window_search() {
 /// match the direct convs.
 #[wasm_bindgen_test]
 fn winograd_and_kept_weights_match_the_direct_convs_in_wasm() {
-    use gradcam_wasm::kernels::WINOGRAD_OFF;
+    use gradcam_wasm::exec::cpu::CpuExecutor;
+    use gradcam_wasm::kernels::Tuning;
     use gradcam_wasm::{Arch, ExplainOptions, Explainer as Core, FeatureMap, Method, Model, Target};
-    use std::sync::atomic::Ordering;
     let bytes = gradcam_wasm::synthetic::state_dict(Arch::ResNet18, 1000).unwrap().bytes();
     // 112 x 112: layer2 (14 x 14) and layer3 (7 x 7) take F(2x2) with kept weights, layer1 F(4x4).
     let image = FeatureMap::new(3, 112, 112, (0..3 * 112 * 112).map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0).collect());
     let opts = ExplainOptions { method: Method::GUIDED_GRAD_CAM, target: Target::Class(7), ..Default::default() };
     let run = |winograd: bool| {
-        WINOGRAD_OFF.store(!winograd, Ordering::Relaxed);
-        let mut ex = Core::new(Model::from_bytes(&bytes, Some(Arch::ResNet18)).unwrap());
+        let model = Model::from_bytes(&bytes, Some(Arch::ResNet18)).unwrap();
+        let executor = CpuExecutor::new(model.graph.clone()).with_tuning(Tuning { winograd, ..Tuning::DEFAULT });
+        let mut ex = Core::with_executor(model, Box::new(executor));
         let first = ex.explain_tensor(image.clone(), &opts).unwrap();
         let again = ex.explain_tensor(image.clone(), &opts).unwrap();
-        WINOGRAD_OFF.store(false, Ordering::Relaxed);
         assert_eq!(first.raw.data, again.raw.data, "a second call (kept weights) differs");
         (ex.kept_bytes(), first.top5[0].logit, first.raw.data, first.rgb.unwrap().data)
     };

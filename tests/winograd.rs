@@ -1,19 +1,20 @@
 //! Winograd convolutions (`src/kernels/winograd.rs`) against the direct ones on whole networks: the
 //! logits, Grad-CAM maps and guided gradients of ResNet-18 and VGG-16 (whose 3x3 layers take F(4x4)
-//! and F(2x2), with its transformed weights kept) must match those computed with Winograd switched off. One test, so the switch (a
-//! process-wide flag) is never flipped under another test.
+//! and F(2x2), with its transformed weights kept) must match those computed with Winograd switched
+//! off (the executor's `Tuning`).
 
 mod common;
 
 use common::*;
-use gradcam_wasm::kernels::WINOGRAD_OFF;
+use gradcam_wasm::exec::cpu::CpuExecutor;
+use gradcam_wasm::kernels::Tuning;
 use gradcam_wasm::{Arch, ExplainOptions, Explainer, FeatureMap, Method, Model, Target};
-use std::sync::atomic::Ordering;
 
 /// Top-5 logits, Grad-CAM map and guided gradient of one network on one random image.
 fn outputs(sd: &StateDict, arch: Arch, winograd: bool) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-    WINOGRAD_OFF.store(!winograd, Ordering::Relaxed);
-    let mut ex = Explainer::new(Model::from_bytes(&sd.bytes(), Some(arch)).unwrap());
+    let model = Model::from_bytes(&sd.bytes(), Some(arch)).unwrap();
+    let executor = CpuExecutor::new(model.graph.clone()).with_tuning(Tuning { winograd, ..Tuning::DEFAULT });
+    let mut ex = Explainer::with_executor(model, Box::new(executor));
     let image = FeatureMap::new(3, 224, 224, Rng::new(5).vec(3 * 224 * 224, 1.5));
     let opts = ExplainOptions { method: Method::GUIDED_GRAD_CAM, target: Target::Class(7), ..Default::default() };
     let e = ex.explain_tensor(image.clone(), &opts).unwrap();
@@ -21,7 +22,6 @@ fn outputs(sd: &StateDict, arch: Arch, winograd: bool) -> (Vec<f32>, Vec<f32>, V
     // them and must give the same numbers.
     let again = ex.explain_tensor(image, &opts).unwrap();
     assert_eq!((&again.raw.data, again.rgb.as_ref().map(|r| &r.data)), (&e.raw.data, e.rgb.as_ref().map(|r| &r.data)));
-    WINOGRAD_OFF.store(false, Ordering::Relaxed);
     let rgb = e.rgb.expect("guided methods return the gradient image").data;
     (e.top5.iter().map(|p| p.logit).collect(), e.raw.data, rgb)
 }

@@ -30,6 +30,7 @@ use crate::fail;
 use crate::feature_map::FeatureMap;
 use crate::graph::shapes::Chw;
 use crate::graph::{Graph, NodeId, Op};
+use crate::kernels::tuning::{scoped, Tuning};
 use crate::kernels::{Clamp, KeepBudget, Kept};
 use candle_core::{CustomOp1, CustomOp2, Device, Tensor};
 use std::ops::Range;
@@ -40,6 +41,7 @@ pub struct CpuExecutor {
     checkpoint: Checkpoint,
     kept: Arc<[Option<Arc<Kept>>]>,
     kept_budget: Arc<KeepBudget>,
+    tuning: Tuning,
 }
 
 /// What the kept transformed weights of a model's convs ([`Kept`]) may take, in multiples of its
@@ -62,7 +64,13 @@ impl CpuExecutor {
     pub fn new(graph: Arc<Graph>) -> Self {
         let budget = KeepBudget::new((KEPT_PER_WEIGHT_BYTE * (graph.parameter_count() * size_of::<f32>()) as f64) as usize);
         let kept = graph.nodes.iter().map(|n| matches!(n.op, Op::Conv(_)).then(|| Arc::new(Kept::new(budget.clone())))).collect();
-        CpuExecutor { graph, checkpoint: Checkpoint::Auto, kept, kept_budget: budget }
+        CpuExecutor { graph, checkpoint: Checkpoint::Auto, kept, kept_budget: budget, tuning: Tuning::DEFAULT }
+    }
+
+    /// The kernels' switches this executor runs with (A/B timings, accuracy comparisons).
+    pub fn with_tuning(mut self, tuning: Tuning) -> Self {
+        self.tuning = tuning;
+        self
     }
 
     pub fn with_checkpoint(mut self, checkpoint: Checkpoint) -> Self {
@@ -106,6 +114,7 @@ struct Runner {
     last_use: Vec<NodeId>,
     fused: Vec<Option<NodeId>>,
     guided: GuidedFlag,
+    tuning: Tuning,
 }
 
 /// A run of consecutive nodes, recorded (or not). See the module comment.
@@ -120,9 +129,9 @@ struct Segment {
 }
 
 impl Runner {
-    fn new(graph: Arc<Graph>, kept: Arc<[Option<Arc<Kept>>]>, layer: Option<NodeId>) -> Runner {
+    fn new(graph: Arc<Graph>, kept: Arc<[Option<Arc<Kept>>]>, layer: Option<NodeId>, tuning: Tuning) -> Runner {
         let (last_use, fused) = (graph.last_uses(), fusions(&graph, layer));
-        Runner { graph, kept, last_use, fused, guided: GuidedFlag::default() }
+        Runner { graph, kept, last_use, fused, guided: GuidedFlag::default(), tuning }
     }
 
     fn node(&self, i: NodeId, args: &[Tensor]) -> Result<Tensor> {
@@ -465,9 +474,13 @@ impl CpuExecutor {
     /// The recorded forward pass (see the module comment); `input_gradient`: record the segment
     /// ending at the layer now, because an input gradient will be asked for.
     fn start_pass(&self, input: FeatureMap, layer: NodeId, input_gradient: bool) -> Result<CpuPass> {
+        scoped(self.tuning, || self.start_pass_tuned(input, layer, input_gradient))
+    }
+
+    fn start_pass_tuned(&self, input: FeatureMap, layer: NodeId, input_gradient: bool) -> Result<CpuPass> {
         let (c, h, w) = (input.channels, input.height, input.width);
         let x = Tensor::from_vec(input.data, (1, c, h, w), &Device::Cpu)?;
-        let runner = Runner::new(self.graph.clone(), self.kept.clone(), Some(layer));
+        let runner = Runner::new(self.graph.clone(), self.kept.clone(), Some(layer), self.tuning);
         let n = self.graph.nodes.len();
         if layer == 0 || layer + 1 >= n {
             return fail!(Option, "layer '{}' is not a spatial layer inside the network; pick a conv, pool or block", self.graph.nodes[layer].name);
@@ -506,10 +519,14 @@ impl CpuExecutor {
     /// unrecorded forward with nothing fused (a fused ReLU would turn a NaN into 0 unseen), each
     /// output checked. For naming a numerical fault after a pass went bad (one more forward).
     pub fn first_non_finite(&self, input: &FeatureMap) -> Result<Option<NodeId>> {
+        scoped(self.tuning, || self.first_non_finite_tuned(input))
+    }
+
+    fn first_non_finite_tuned(&self, input: &FeatureMap) -> Result<Option<NodeId>> {
         let (c, h, w) = (input.channels, input.height, input.width);
         let x = Tensor::from_slice(&input.data, (1, c, h, w), &Device::Cpu)?;
         let n = self.graph.nodes.len();
-        let mut runner = Runner::new(self.graph.clone(), self.kept.clone(), None);
+        let mut runner = Runner::new(self.graph.clone(), self.kept.clone(), None, self.tuning);
         runner.fused = vec![None; n];
         let mut values: Vec<Option<Tensor>> = vec![None; n];
         values[0] = Some(x);
@@ -543,8 +560,14 @@ impl Executor for CpuExecutor {
     }
 
     fn logits_batch(&self, inputs: &[f32], n: usize, h: usize, w: usize) -> Result<Vec<f32>> {
+        scoped(self.tuning, || self.logits_batch_tuned(inputs, n, h, w))
+    }
+}
+
+impl CpuExecutor {
+    fn logits_batch_tuned(&self, inputs: &[f32], n: usize, h: usize, w: usize) -> Result<Vec<f32>> {
         let x = Tensor::from_slice(inputs, (n, 3, h, w), &Device::Cpu)?;
-        let runner = Runner::new(self.graph.clone(), self.kept.clone(), None);
+        let runner = Runner::new(self.graph.clone(), self.kept.clone(), None, self.tuning);
         let mut values: Vec<Option<Tensor>> = vec![None; self.graph.nodes.len()];
         values[0] = Some(x);
         runner.run(1..self.graph.nodes.len(), &mut values)?;
@@ -578,6 +601,10 @@ impl CpuPass {
     /// Walks the segments from the last back to segment `first`, seeded with `target` at the logits;
     /// returns the gradients left pending: at the inputs of segment `first` (and of any skip around it).
     fn walk(&mut self, target: &[f32], first: usize) -> Result<Pending> {
+        scoped(self.runner.tuning, || self.walk_tuned(target, first))
+    }
+
+    fn walk_tuned(&mut self, target: &[f32], first: usize) -> Result<Pending> {
         let classes = self.logits_vec.len();
         if target.len() != classes {
             return fail!(Option, "the target weights have {} entries, the model has {classes} classes", target.len());

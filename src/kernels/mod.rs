@@ -13,11 +13,12 @@ pub mod elementwise;
 pub mod linear;
 pub mod pool;
 mod sgemm;
+pub mod tuning;
 pub(crate) mod winograd;
 
 #[doc(hidden)]
-pub use sgemm::A_IN_PLACE_OFF;
-pub use winograd::{KeepBudget, Kept, KEPT_OFF, WINOGRAD_OFF};
+pub use tuning::Tuning;
+pub use winograd::{KeepBudget, Kept};
 
 pub use activation::{clamp_in_place, mask_grad_in_place, relu_forward, relu_input_grad, relu_mask, relu_output_grad, Clamp};
 pub use conv::{conv2d_forward, conv2d_forward_act, conv2d_input_grad, Conv2dGeom};
@@ -68,16 +69,11 @@ impl<'a> MatRef<'a> {
     }
 }
 
-/// A/B switch for `scripts/wasm-bench.sh` (`AB=gemm`): sends wasm32 products through the `gemm`
-/// crate again, so both kernels can be timed in one process.
-#[doc(hidden)]
-pub static GEMM_CRATE_ON_WASM: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
-
 /// Whether an `m x n` product goes through our own kernel (`sgemm`): in wasm32 (and in unit tests,
 /// which check it natively), for the convs' products. Natively `gemm`'s AVX kernels are faster, and
 /// `gemm` also keeps the skinny products (a linear layer on one image).
 pub(crate) fn own_gemm(m: usize, n: usize, b_trans: bool) -> bool {
-    cfg!(any(target_arch = "wasm32", test)) && sgemm::suits(m, n, b_trans) && !GEMM_CRATE_ON_WASM.load(core::sync::atomic::Ordering::Relaxed)
+    cfg!(any(target_arch = "wasm32", test)) && sgemm::suits(m, n, b_trans) && !tuning::current().gemm_crate_on_wasm
 }
 
 /// `c[m, n] = (c if accumulate) + a[m, k] * b[k, n]`, with `c` row-major and

@@ -192,10 +192,6 @@ fn kernel(kc: usize, a: &[f32], (rs, ps): (usize, usize), b: &[f32], (c, ldc, ad
     }
 }
 
-/// Off: A is always packed (A/B runs of reading it in place).
-#[doc(hidden)]
-pub static A_IN_PLACE_OFF: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
-
 /// Adds (or, when `overwrite`, stores) the live `rows` x `cols` corner of `tile` into `c` at (i0, j0).
 fn write_tile(tile: &[f32; MR * NR], c: &mut [f32], ldc: usize, (i0, j0): (usize, usize), (rows, cols): (usize, usize), overwrite: bool) {
     for r in 0..rows {
@@ -217,7 +213,7 @@ pub(crate) fn sgemm(m: usize, n: usize, k: usize, a: MatRef, b: &impl RowSource,
     // A transposed is read in place too unless its depth steps (ld floats apart) fall into few of L2's
     // sets: at 16 KB apart (Winograd's U, transposed) 4 sets held a 256-step strip in 32 lines, and
     // the product ran at 0.7x of packed A. With ld a multiple of at most 512, 32 sets or more.
-    let in_place = (!a.trans || a.ld.trailing_zeros() <= 9) && !A_IN_PLACE_OFF.load(core::sync::atomic::Ordering::Relaxed);
+    let in_place = (!a.trans || a.ld.trailing_zeros() <= 9) && super::tuning::current().a_in_place;
     for jc in (0..n).step_by(NC) {
         let cols = jc..(jc + NC).min(n);
         for pc in (0..k).step_by(KC) {

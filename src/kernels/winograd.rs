@@ -19,7 +19,7 @@
 //! with the kernels flipped and cin/cout swapped, so it runs through the same code.
 
 use super::{matmul, Conv2dGeom, MatRef};
-use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 /// One F(m x m, 3 x 3) algorithm: tiles of `m` outputs per side read `alpha = m + 2` inputs per side.
@@ -91,15 +91,6 @@ pub(crate) const F4: Variant = Variant {
     ],
 };
 
-/// A/B switch for `scripts/wasm-bench.sh` (`AB=winograd`) and the accuracy comparison in the
-/// tests: sends every conv through im2col + GEMM again.
-#[doc(hidden)]
-pub static WINOGRAD_OFF: AtomicBool = AtomicBool::new(false);
-
-/// A/B switch (`AB=kept`): transform the weights on every call, as if no budget were left.
-#[doc(hidden)]
-pub static KEPT_OFF: AtomicBool = AtomicBool::new(false);
-
 /// Bytes that a model's kept transformed weights ([`Kept`]) may still take, shared by its convs.
 #[derive(Debug)]
 pub struct KeepBudget {
@@ -149,7 +140,7 @@ impl Kept {
 
     /// Whether U is kept already, or the budget has room for it.
     fn possible(&self, g: &Conv2dGeom) -> bool {
-        if KEPT_OFF.load(Ordering::Relaxed) {
+        if !super::tuning::current().keep_transformed_weights {
             return false;
         }
         match self.u.get() {
@@ -179,7 +170,7 @@ pub(crate) fn choose<'k>(g: &Conv2dGeom, w: &[f32], kept: Option<&'k Kept>) -> O
     // Pads above 2 would make the input gradient's pads (2 - pad) negative.
     let max_pad = g.pad_top.max(g.pad_bottom).max(g.pad_left).max(g.pad_right);
     let eligible = g.kh == 3 && g.kw == 3 && g.stride_h == 1 && g.stride_w == 1 && g.groups == 1 && max_pad <= 2;
-    if !eligible || WINOGRAD_OFF.load(Ordering::Relaxed) {
+    if !eligible || !super::tuning::current().winograd {
         return None;
     }
     let direct = cost(g, None, false);

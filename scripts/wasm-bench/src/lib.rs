@@ -3,9 +3,12 @@
 
 use gradcam_wasm::clock::now_ms;
 use gradcam_wasm::exec::cpu::{Checkpoint, CpuExecutor};
-use gradcam_wasm::exec::{profile, Executor};
+use gradcam_wasm::exec::Executor;
+use gradcam_wasm::kernels::Tuning;
+use gradcam_wasm::profile;
 use gradcam_wasm::{synthetic, Arch, ExplainOptions, Explainer, FeatureMap, Method, Model, Target};
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use wasm_bindgen::prelude::*;
 
@@ -32,6 +35,27 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static COUNTING: Counting = Counting;
 
+thread_local! {
+    /// The kernels' switches the A/B exports below set, for every explainer made after.
+    static TUNING: Cell<Tuning> = const { Cell::new(Tuning::DEFAULT) };
+}
+
+fn tuning() -> Tuning {
+    TUNING.with(Cell::get)
+}
+
+fn set_tuning(f: impl FnOnce(&mut Tuning)) {
+    let mut t = tuning();
+    f(&mut t);
+    TUNING.with(|c| c.set(t));
+}
+
+/// An explainer on the CPU executor with the current switches.
+fn explainer(model: Model) -> Explainer {
+    let executor = CpuExecutor::new(model.graph.clone()).with_tuning(tuning());
+    Explainer::with_executor(model, Box::new(executor))
+}
+
 fn peak_live_mb() -> f64 {
     PEAK.load(Relaxed) as f64 / 1048576.0
 }
@@ -56,19 +80,19 @@ pub fn bench(arch: &str, model: &[u8], runs: u32) -> String {
     let mem_loaded = mem();
     // Ready to explain: model parse + first Grad-CAM (the bytes already in wasm memory).
     let first = {
-        let mut ex = Explainer::new(Model::from_bytes(&bytes, Some(arch)).expect("model loads"));
+        let mut ex = explainer(Model::from_bytes(&bytes, Some(arch)).expect("model loads"));
         let t = now_ms();
         let input = FeatureMap::new(3, 224, 224, synthetic::Rng::new(7).vec(3 * 224 * 224, 1.5));
         ex.explain_tensor(input, &ExplainOptions::default()).expect("gradcam");
         now_ms() - t + load
     };
     let mem_first = mem();
-    let exec = CpuExecutor::new(m.graph.clone());
+    let exec = CpuExecutor::new(m.graph.clone()).with_tuning(tuning());
     // The same model without checkpoints: what the recompute of the checkpoint segments costs.
-    let unsplit = Box::new(CpuExecutor::new(m.graph.clone()).with_checkpoint(Checkpoint::Off));
-    let mut ex_unsplit = Explainer::with_executor(Model { arch: m.arch, graph: m.graph.clone(), labels: m.labels.clone() }, unsplit);
+    let unsplit = Box::new(CpuExecutor::new(m.graph.clone()).with_checkpoint(Checkpoint::Off).with_tuning(tuning()));
+    let mut ex_unsplit = Explainer::with_executor(Model::from_bytes(&bytes, Some(arch)).expect("model loads"), unsplit);
     let mut ggc_unsplit = vec![];
-    let mut ex = Explainer::new(m);
+    let mut ex = explainer(m);
     let mut rng = synthetic::Rng::new(1);
     let (mut fwd, mut gc, mut second, mut ggc, mut gbp) = (vec![], vec![], vec![], vec![], vec![]);
     for _ in 0..runs {
@@ -81,13 +105,13 @@ pub fn bench(arch: &str, model: &[u8], runs: u32) -> String {
         let other = ExplainOptions { target: Target::Class((e.class + 1) % 1000), ..Default::default() };
         second.push(ex.explain_tensor(input.clone(), &other).expect("2nd").timings.total_ms);
         let input2 = FeatureMap::new(3, 224, 224, rng.vec(3 * 224 * 224, 1.5));
-        let g = ExplainOptions { method: Method::GuidedGradCam, ..Default::default() };
+        let g = ExplainOptions { method: Method::GUIDED_GRAD_CAM, ..Default::default() };
         ggc.push(ex.explain_tensor(input2.clone(), &g).expect("ggc").timings.total_ms);
         let input3 = FeatureMap::new(3, 224, 224, rng.vec(3 * 224 * 224, 1.5));
-        let g = ExplainOptions { method: Method::GuidedBackprop, ..Default::default() };
+        let g = ExplainOptions { method: Method::GUIDED_BACKPROP, ..Default::default() };
         gbp.push(ex.explain_tensor(input3, &g).expect("gbp").timings.total_ms);
         let input4 = FeatureMap::new(3, 224, 224, rng.vec(3 * 224 * 224, 1.5));
-        let g = ExplainOptions { method: Method::GuidedGradCam, ..Default::default() };
+        let g = ExplainOptions { method: Method::GUIDED_GRAD_CAM, ..Default::default() };
         ggc_unsplit.push(ex_unsplit.explain_tensor(input4, &g).expect("ggc").timings.total_ms);
     }
     drop(bytes);
@@ -97,7 +121,7 @@ pub fn bench(arch: &str, model: &[u8], runs: u32) -> String {
     profile::enable(true);
     ex.explain_tensor(input.clone(), &ExplainOptions::default()).expect("gradcam");
     let p_gc = profile::take();
-    ex.explain_tensor(input, &ExplainOptions { method: Method::GuidedGradCam, ..Default::default() }).expect("ggc");
+    ex.explain_tensor(input, &ExplainOptions { method: Method::GUIDED_GRAD_CAM, ..Default::default() }).expect("ggc");
     let p_ggc = profile::take();
     profile::enable(false);
     let prof = |p: Vec<(String, f64, usize)>| {
@@ -131,10 +155,10 @@ pub fn peak_memory(arch: &str, model: Vec<u8>) -> String {
     let weights = m.graph.parameter_count() as f64 * 4.0 / 1048576.0;
     let parsed = mem();
     let parsed_live = peak_live_mb();
-    let mut ex = Explainer::new(m);
+    let mut ex = explainer(m);
     let input = FeatureMap::new(3, 224, 224, synthetic::Rng::new(7).vec(3 * 224 * 224, 1.5));
     ex.explain_tensor(input.clone(), &ExplainOptions::default()).expect("gradcam");
-    ex.explain_tensor(input, &ExplainOptions { method: Method::GuidedGradCam, ..Default::default() }).expect("ggc");
+    ex.explain_tensor(input, &ExplainOptions { method: Method::GUIDED_GRAD_CAM, ..Default::default() }).expect("ggc");
     format!(
         "{{\"entry_mb\":{entry:.1},\"parsed_mb\":{parsed:.1},\"explained_mb\":{:.1},\"weights_f32_mb\":{weights:.1},\"limit_mb\":{:.1},\"peak_live_heap_mb\":{{\"parsing\":{parsed_live:.1},\"explaining\":{:.1}}}}}",
         mem(),
@@ -146,25 +170,25 @@ pub fn peak_memory(arch: &str, model: Vec<u8>) -> String {
 /// A/B: route wasm32 matrix products through the `gemm` crate (true) or our own kernel (false).
 #[wasm_bindgen]
 pub fn use_gemm_crate(on: bool) {
-    gradcam_wasm::kernels::GEMM_CRATE_ON_WASM.store(on, core::sync::atomic::Ordering::Relaxed);
+    set_tuning(|t| t.gemm_crate_on_wasm = on);
 }
 
 /// A/B: send 3x3 stride-1 convs through im2col + GEMM (false) instead of Winograd (true, the default).
 #[wasm_bindgen]
 pub fn use_winograd(on: bool) {
-    gradcam_wasm::kernels::WINOGRAD_OFF.store(!on, core::sync::atomic::Ordering::Relaxed);
+    set_tuning(|t| t.winograd = on);
 }
 
 /// A/B: read A in place in our GEMM (true, the default) or always pack it (false).
 #[wasm_bindgen]
 pub fn use_a_in_place(on: bool) {
-    gradcam_wasm::kernels::A_IN_PLACE_OFF.store(!on, core::sync::atomic::Ordering::Relaxed);
+    set_tuning(|t| t.a_in_place = on);
 }
 
 /// A/B: keep F(2x2)'s transformed weights between calls (true, the default) or transform per call.
 #[wasm_bindgen]
 pub fn use_kept(on: bool) {
-    gradcam_wasm::kernels::KEPT_OFF.store(!on, core::sync::atomic::Ordering::Relaxed);
+    set_tuning(|t| t.keep_transformed_weights = on);
 }
 
 /// Synthetic weights of `arch` as safetensors bytes, f16 (as the browser benchmark ships them) or
