@@ -326,7 +326,7 @@ impl Explainer {
     }
 
     /// Bytes kept between calls besides the model: the CPU's transformed conv weights, built on
-    /// first use within a budget of 1.5x the weights (docs/performance.md section 12).
+    /// first use within a budget of 1.5x the weights.
     pub fn kept_bytes(&self) -> usize {
         self.executor.kept_bytes()
     }

@@ -46,7 +46,7 @@ pub struct CpuExecutor {
 
 /// What the kept transformed weights of a model's convs ([`Kept`]) may take, in multiples of its
 /// weights' f32 bytes: ResNet-18 keeps 63 MB (1.4x) and peaks at about 3.4x while explaining,
-/// under the 4x that docs/performance.md holds every model to.
+/// under the 4x of its weights that wasm memory may reach.
 const KEPT_PER_WEIGHT_BYTE: f64 = 1.5;
 
 /// Where the checkpoint segments of a pass end (see the module comment).

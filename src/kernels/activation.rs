@@ -44,7 +44,7 @@ pub fn relu_output_grad(y: &[f32], g: &[f32], clamp: Clamp, guided: bool) -> Vec
     let hi = if clamp == Clamp::Relu6 { 6.0 } else { f32::INFINITY };
     let lo_g = if guided { 0.0 } else { f32::NEG_INFINITY };
     // `&`, not `&&`: three compares and one select per element, which vectorise; short-circuit
-    // branches mispredict on the guided rule's random signs (26 ms -> see docs/performance.md).
+    // branches mispredict on the guided rule's random signs (they cost ResNet-18's guided walk 26 ms).
     y.iter().zip(g).map(|(&y, &g)| if (y > 0.0) & (y < hi) & (g > lo_g) { g } else { 0.0 }).collect()
 }
 

@@ -3,10 +3,10 @@
 //! The `gemm` crate's simd128 kernel keeps a 12x4 tile of C in 12 registers, plus 3 of A and 1 of B:
 //! all 16 that V8 gives wasm on x86-64, one of which it keeps as a scratch register, so it spills.
 //! This one keeps a 4x8 tile (8 accumulators, 2 vectors of B, 1 splat of A, 1 product: 12 registers;
-//! 6x8 and 5x8 tiles spilled, see docs/performance.md section 6) and is blocked the classic way
+//! 6x8 and 5x8 tiles spilled) and is blocked the classic way
 //! (Goto & van de Geijn): B is packed in blocks of `KC` rows x `NC` columns (in L2); the kernel walks
 //! a `KC` x `NR` micro-panel of B (in L1) against `MR` x `KC` strips of A. A is read in place, by its
-//! strides (packing it was a tenth of ResNet-18's time, section 12); only a ragged last strip, or a
+//! strides (packing it was a tenth of ResNet-18's time); only a ragged last strip, or a
 //! transposed A whose rows would fall into few cache sets, is packed in blocks of `MC` x `KC`.
 //! Packing pads edges with zeros, so the kernel never branches; whole tiles go straight into C, edge
 //! tiles through a small buffer.

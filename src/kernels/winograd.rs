@@ -122,7 +122,7 @@ impl KeepBudget {
 /// model, within its [`KeepBudget`]. Why F(2x2) only: flipping a kernel swaps rows 0 and 3 of its
 /// `G`, so the input gradient's U is the forward's, permuted and transposed: one copy (16/9 of the
 /// conv's weights) serves both directions. Kept, U costs neither its transform nor, at 7x7, the
-/// trip through memory that made ResNet-18's layer4 faster direct (docs/performance.md section 12).
+/// trip through memory that made ResNet-18's layer4 faster direct.
 #[derive(Debug)]
 pub struct Kept {
     u: OnceLock<Option<Vec<f32>>>,
