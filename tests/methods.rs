@@ -22,11 +22,16 @@ fn input() -> FeatureMap {
     FeatureMap::new(3, 3, 3, (0..27).map(|i| (i % 5) as f32 * 0.5 - 0.7).collect())
 }
 
+/// The classifier weights CAM reads in these cases: w = (0.5, -1).
+const CLASSIFIER_WEIGHTS: [f32; 2] = [0.5, -1.0];
+
 /// Runs `method` on the evidence; `forwards` answers batched forwards with one logit per input,
-/// the sum of its values.
+/// the sum of its values; `layer_forwards`, forwards from the layer's activations, with one logit
+/// per copy: sum(A0) + 3 sum(A1) + 1.
 fn run(method: Method, a: &FeatureMap, g: Option<&FeatureMap>, guided: Option<&FeatureMap>) -> Computed {
     let x = input();
     let mut forwards = |inputs: &[f32], n: usize| Ok(inputs.chunks(inputs.len() / n).map(|c| c.iter().sum()).collect());
+    let mut layer_forwards = |copies: &[f32], n: usize| Ok(copies.chunks(copies.len() / n).map(|c| c[..9].iter().sum::<f32>() + 3.0 * c[9..].iter().sum::<f32>() + 1.0).collect());
     let mut progress = |_: usize, _: usize| {};
     let mut e = Evidence {
         activations: a,
@@ -37,6 +42,9 @@ fn run(method: Method, a: &FeatureMap, g: Option<&FeatureMap>, guided: Option<&F
         forwards: &mut forwards,
         score_cam: ScoreCamOptions { batch: Some(1), max_channels: None },
         progress: &mut progress,
+        classifier_weights: Some(&CLASSIFIER_WEIGHTS),
+        layer_forwards: Some(&mut layer_forwards),
+        forward_batch: 2,
     };
     method.compute(&mut e).unwrap_or_else(|e| panic!("{}: {e}", method.name()))
 }
@@ -57,7 +65,7 @@ fn combine(w0: f32, w1: f32) -> Vec<f32> {
 #[test]
 fn layer_methods_give_the_hand_computed_maps() {
     let (a, g) = (activations(), gradient());
-    let cases: [(Method, Vec<f32>); 6] = [
+    let cases: [(Method, Vec<f32>); 8] = [
         // alpha = (mean G0, mean G1) = (1, -2/9).
         (Method::GRAD_CAM, combine(1.0, -2.0 / 9.0)),
         (Method::COUNTERFACTUAL, combine(-1.0, 2.0 / 9.0)),
@@ -69,6 +77,10 @@ fn layer_methods_give_the_hand_computed_maps() {
         (Method::XGRAD_CAM, combine(1.0, -0.4)),
         // alpha = g^2 / (2 g^2 + sum(A) g^3): 1 / 10 on channel 0; w0 = 9 * 1/10; w1 = 0 (no positive g).
         (Method::GRAD_CAM_PLUS_PLUS, combine(0.9, 0.0)),
+        // sum_k ReLU(G_k A_k): A0 (G0 = 1, A0 >= 0); G1 A1 is -2 at (0, 1), clamped to 0.
+        (Method::GRAD_CAM_ELEMENTWISE, combine(1.0, 0.0)),
+        // CAM: the classifier's weights, no gradient.
+        (Method::CAM, combine(CLASSIFIER_WEIGHTS[0], CLASSIFIER_WEIGHTS[1])),
     ];
     for (method, want) in cases {
         let c = run(method, &a, Some(&g), None);
@@ -87,6 +99,45 @@ fn eigen_cam_is_the_centred_activation_along_the_only_varying_channel() {
     let c = run(Method::EIGEN_CAM, &a, None, None);
     let want: Vec<f32> = a.data[..9].iter().map(|v| v - 8.0 / 9.0).collect();
     assert_map(Method::EIGEN_CAM, &c.map.data, &want);
+}
+
+#[test]
+fn eigen_grad_cam_is_the_centred_product_along_the_only_varying_channel() {
+    // G0 = 2, G1 = 0: G (.) A is 2 A0 and a constant 0, so the first principal component is channel 0
+    // and the map is 2 (A0 - mean(A0)), its largest magnitude 2 (3 - 8/9) positive.
+    let a = activations();
+    let mut g = vec![2.0; 9];
+    g.extend([0.0; 9]);
+    let c = run(Method::EIGEN_GRAD_CAM, &a, Some(&FeatureMap::new(2, 3, 3, g)), None);
+    let want: Vec<f32> = a.data[..9].iter().map(|v| 2.0 * (v - 8.0 / 9.0)).collect();
+    assert_map(Method::EIGEN_GRAD_CAM, &c.map.data, &want);
+}
+
+#[test]
+fn kpca_cam_of_two_clusters_is_the_centred_indicator_scaled_by_the_kernel() {
+    // A0 = 1 at positions 0 and 4 (m = 2 of n = 9), else 0; A1 constant. Centred, the positions take
+    // two values, s = 7/9 and t = -2/9 (channel 1 centres to 0), so the sigmoid kernel (gamma = 1/C = 1/2,
+    // coef0 = 1) takes three: a = tanh(s^2/2 + 1), b = tanh(st/2 + 1), c = tanh(t^2/2 + 1). The centred
+    // kernel matrix of such a block matrix is mu d d^T with d = A0 - mean(A0) and (as m s + (n - m) t = 0
+    // and s - t = 1) mu = a - 2b + c; its top eigenpair gives the map sqrt(mu) d.
+    let mut a = activations();
+    a.data[..9].copy_from_slice(&[1., 0., 0., 0., 1., 0., 0., 0., 0.]);
+    a.data[9..].iter_mut().for_each(|v| *v = 0.5);
+    let (s, t) = (7.0f64 / 9.0, -2.0f64 / 9.0);
+    let k = |x: f64, y: f64| (x * y / 2.0 + 1.0).tanh();
+    let mu = k(s, s) - 2.0 * k(s, t) + k(t, t);
+    assert!(mu > 0.0);
+    let want: Vec<f32> = a.data[..9].iter().map(|&v| (mu.sqrt() * (v as f64 - 2.0 / 9.0)) as f32).collect();
+    let c = run(Method::KPCA_CAM, &a, None, None);
+    assert_map(Method::KPCA_CAM, &c.map.data, &want);
+}
+
+#[test]
+fn ablation_cam_weighs_channels_by_the_relative_drop_of_the_score() {
+    // The fake network after the layer scores sum(A0) + 3 sum(A1) + 1: y = 8 + 15 + 1 = 24; zeroing A0
+    // leaves 16, zeroing A1 leaves 9: w = ((24 - 16) / 24, (24 - 9) / 24) = (1/3, 5/8).
+    let c = run(Method::ABLATION_CAM, &activations(), None, None);
+    assert_map(Method::ABLATION_CAM, &c.map.data, &combine(1.0 / 3.0, 5.0 / 8.0));
 }
 
 #[test]
