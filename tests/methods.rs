@@ -2,6 +2,8 @@
 //! 3 x 3 activation with known gradients, and the exact map the method's paper defines. The maps are
 //! the signed ones `compute` returns (the explainer applies the sign rule, the final ReLU, after it).
 
+mod common;
+
 use gradcam_wasm::methods::score::ScoreCamOptions;
 use gradcam_wasm::methods::{Computed, Evidence, Grid, Method, Sign, ALL};
 use gradcam_wasm::{ExplainOptions, FeatureMap};
@@ -190,4 +192,68 @@ fn every_method_is_declared_once_with_what_menus_and_executors_read() {
     let e = Method::from_name("no-such-cam").unwrap_err().to_string();
     assert!(e.contains("unknown method 'no-such-cam'") && e.contains("gradcam"), "{e}");
     assert_eq!(ExplainOptions::default().method, Method::GRAD_CAM);
+}
+
+/// The default model (EfficientNet-Lite0) and its sample photos, fetched by scripts/setup.sh.
+mod default_model {
+    use super::*;
+    use crate::common;
+    use gradcam_wasm::{Explainer, Model};
+
+    fn explainer() -> Explainer {
+        Explainer::new(Model::from_bytes(&common::default_model_bytes(), None).unwrap())
+    }
+
+    /// The cell of a map's largest value, (x, y).
+    fn argmax(m: &gradcam_wasm::Map) -> (usize, usize) {
+        let i = (0..m.data.len()).max_by(|&a, &b| m.data[a].total_cmp(&m.data[b])).unwrap();
+        (i % m.width, i / m.width)
+    }
+
+    #[test]
+    fn cam_is_grad_cam_times_the_layer_area_on_a_global_pool_linear_head() {
+        // `_conv_head.act` (1280 x 7 x 7) -> global average pool -> flatten -> `_fc`: dy/dA_k[i, j] =
+        // W[c, k] / 49, so Grad-CAM's alpha_k = W[c, k] / 49 and CAM = 49 Grad-CAM, cell by cell.
+        let mut ex = explainer();
+        let img = common::sample("coffee.png");
+        let grad = ex.explain(&img, &ExplainOptions { method: Method::GRAD_CAM, signed: true, ..Default::default() }).unwrap();
+        let cam = ex.explain(&img, &ExplainOptions { method: Method::CAM, signed: true, ..Default::default() }).unwrap();
+        assert_eq!((cam.raw.width, cam.raw.height), (7, 7));
+        let area = (cam.raw.width * cam.raw.height) as f32;
+        let peak = cam.raw.data.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        for (c, g) in cam.raw.data.iter().zip(&grad.raw.data) {
+            assert!((c - area * g).abs() <= 1e-4 * peak, "CAM {c} vs {area} x Grad-CAM {g}");
+        }
+        // Another head is refused with the methods that work anywhere.
+        let e = ex.explain(&img, &ExplainOptions { method: Method::CAM, layer: Some("_blocks.15".into()), ..Default::default() }).unwrap_err().to_string();
+        assert!(e.contains("global average pool") && e.contains("Grad-CAM") && e.contains("Ablation-CAM"), "{e}");
+    }
+
+    #[test]
+    fn ablation_cam_finds_the_cup_where_grad_cam_does() {
+        let mut ex = explainer();
+        let img = common::sample("coffee.png");
+        let grad = ex.explain(&img, &ExplainOptions::default()).unwrap();
+        let mut calls = 0;
+        let mut last = (0, 0);
+        let opts = ExplainOptions { method: Method::ABLATION_CAM, ..Default::default() };
+        let abl = ex
+            .explain_with_progress(&img, &opts, &mut |done, total| {
+                calls += 1;
+                last = (done, total);
+            })
+            .unwrap();
+        println!("Ablation-CAM on EfficientNet-Lite0 (1280 channels of 7 x 7): method {:.1} ms, {calls} progress calls", abl.timings.method_ms);
+        assert_eq!(last, (1280, 1280));
+        assert!(abl.raw.max() > 0.0);
+        let (ga, aa) = (argmax(&grad.raw), argmax(&abl.raw));
+        assert!(ga.0.abs_diff(aa.0) <= 1 && ga.1.abs_diff(aa.1) <= 1, "Grad-CAM peaks at {ga:?}, Ablation-CAM at {aa:?}");
+        // The cup fills the photo's centre: most of the map's mass lies in the middle 5 x 5 cells.
+        let centre: f32 = (1..6).flat_map(|y| (1..6).map(move |x| (x, y))).map(|(x, y)| abl.raw.data[y * 7 + x]).sum();
+        assert!(centre > 0.6 * abl.raw.data.iter().sum::<f32>(), "centre share {}", centre / abl.raw.data.iter().sum::<f32>());
+        // A layer that a skip connection bypasses cannot be re-run from its own activations: refused.
+        let inner = ExplainOptions { layer: Some("_blocks.14._depthwise_conv.act".into()), ..opts };
+        let e = ex.explain(&img, &inner).unwrap_err().to_string();
+        assert!(e.contains("cannot be re-run"), "{e}");
+    }
 }
