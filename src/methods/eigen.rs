@@ -52,14 +52,14 @@ pub fn eigen_grad_cam(a: &FeatureMap, g: &FeatureMap) -> Result<Map, String> {
 /// The n x n matrix (f64) is checked against [`MAX_GRAM_BYTES`] before it is allocated.
 pub fn kpca_cam(a: &FeatureMap) -> Result<Map, String> {
     let (c, n) = (a.channels, a.plane_len());
-    if !n.checked_mul(n).and_then(|nn| nn.checked_mul(8)).is_some_and(|b| b <= MAX_GRAM_BYTES) {
+    if n.checked_mul(n).and_then(|nn| nn.checked_mul(8)).is_none_or(|b| b > MAX_GRAM_BYTES) {
         return Err(format!("KPCA-CAM of a {} x {} map needs a {n} x {n} kernel matrix, over its {} MiB budget; pick a layer with a smaller map", a.width, a.height, MAX_GRAM_BYTES >> 20));
     }
     let means: Vec<f64> = (0..c).map(|k| a.plane(k).iter().map(|&v| v as f64).sum::<f64>() / n as f64).collect();
     let gamma = 1.0 / c.max(1) as f64;
     let mut kernel = vec![0.0f64; n * n];
-    for k in 0..c {
-        let x: Vec<f64> = a.plane(k).iter().map(|&v| v as f64 - means[k]).collect();
+    for (k, mean) in means.iter().enumerate() {
+        let x: Vec<f64> = a.plane(k).iter().map(|&v| v as f64 - mean).collect();
         for p in 0..n {
             kernel[p * n + p..(p + 1) * n].iter_mut().zip(&x[p..]).for_each(|(g, xq)| *g += x[p] * xq);
         }
