@@ -257,3 +257,24 @@ mod default_model {
         assert!(e.contains("cannot be re-run"), "{e}");
     }
 }
+
+/// The CPU executor's forwards from a layer give the pass's own logits for the pass's own activations,
+/// for each copy of a batch.
+#[test]
+fn forwards_from_the_pooled_layer_reproduce_the_logits() {
+    use gradcam_wasm::exec::{cpu::CpuExecutor, Executor};
+    let model = gradcam_wasm::Model::from_bytes(&common::default_model_bytes(), None).unwrap();
+    let layer = model.graph.find(&model.default_layer).unwrap();
+    let ex = CpuExecutor::new(model.graph.clone());
+    let x = FeatureMap::new(3, 224, 224, (0..3 * 224 * 224).map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0).collect());
+    let pass = ex.start(x, layer).unwrap();
+    let a = pass.activations();
+    let copies: Vec<f32> = a.data.iter().chain(&a.data).copied().collect();
+    let logits = ex.logits_from_layer(layer, &copies, 2, (a.channels, a.height, a.width)).unwrap();
+    let want = pass.logits();
+    assert_eq!(logits.len(), 2 * want.len());
+    let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    for (got, w) in logits.chunks(want.len()).flat_map(|row| row.iter().zip(want)) {
+        assert!((got - w).abs() <= 1e-5 * scale, "{got} vs {w}");
+    }
+}
