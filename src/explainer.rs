@@ -540,7 +540,7 @@ impl Explainer {
         let Explainer { cache, executor, model, .. } = self;
         let cached = cache.as_mut().ok_or_else(|| Error::Internal("no forward pass".into()))?;
         let tokens = model.graph.leading_tokens(layer);
-        let Computed { map: mut raw, rgb } = compute_map(opts, cached, executor.as_ref(), batched_forwards, &target, tokens, progress)?;
+        let Computed { map: mut raw, rgb } = compute_map(opts, cached, executor.as_ref(), batched_forwards, &target, (&model.graph, layer, tokens), progress)?;
         let mut warnings = Vec::new();
         if let Some(i) = raw.data.iter().position(|v| !v.is_finite()) {
             return fail!(Numeric, "the {} map has a non-finite value at cell {i}; the gradients overflowed", opts.method.name());
@@ -597,7 +597,7 @@ fn compute_map(
     executor: &dyn Executor,
     batched_forwards: Option<&mut LogitsBatch>,
     target: &[f32],
-    tokens: Option<usize>,
+    (graph, layer, tokens): (&Graph, NodeId, Option<usize>),
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<Computed> {
     let needs = opts.method.needs();
@@ -612,8 +612,25 @@ fn compute_map(
     };
     let mut score_cam = opts.score_cam;
     score_cam.batch = Some(score_cam.batch.unwrap_or(executor.forward_batch()));
-    let mut evidence =
-        Evidence { activations: &activations, layer_gradient: layer_gradient.as_ref(), guided_input_gradient: guided_input_gradient.as_ref(), input: &c.input, target, forwards, score_cam, progress };
+    let classifier_weights = if needs.classifier_weights { Some(crate::methods::class_activation::classifier_weights(graph, layer, target)?) } else { None };
+    if needs.layer_forwards && tokens.is_some() {
+        return fail!(Option, "{} re-runs the network from the layer's channels, which a token layer does not have as maps; pick a convolutional layer", opts.method.label());
+    }
+    let shape = (activations.channels, activations.height, activations.width);
+    let mut from_layer = |x: &[f32], n: usize| executor.logits_from_layer(layer, x, n, shape);
+    let mut evidence = Evidence {
+        activations: &activations,
+        layer_gradient: layer_gradient.as_ref(),
+        guided_input_gradient: guided_input_gradient.as_ref(),
+        input: &c.input,
+        target,
+        forwards,
+        score_cam,
+        progress,
+        classifier_weights: classifier_weights.as_deref(),
+        layer_forwards: if needs.layer_forwards { Some(&mut from_layer) } else { None },
+        forward_batch: executor.forward_batch(),
+    };
     opts.method.compute(&mut evidence)
 }
 

@@ -254,6 +254,8 @@ pub fn method_catalog() -> JsResult<Array> {
             set(&n, "layerGradient", needs.layer_gradient)?;
             set(&n, "guidedInputGradient", needs.guided_input_gradient)?;
             set(&n, "batchedForwards", needs.batched_forwards)?;
+            set(&n, "classifierWeights", needs.classifier_weights)?;
+            set(&n, "layerForwards", needs.layer_forwards)?;
             set(&o, "needs", n)?;
             Ok(JsValue::from(o))
         })
@@ -277,7 +279,7 @@ export interface MethodInfo {
   name: string; aliases: string[]; label: string; help: string;
   /** where the map lives: the target layer's grid or the input's pixels */
   grid: 'layer' | 'input';
-  needs: { layerGradient: boolean; guidedInputGradient: boolean; batchedForwards: boolean };
+  needs: { layerGradient: boolean; guidedInputGradient: boolean; batchedForwards: boolean; classifierWeights: boolean; layerForwards: boolean };
 }
 export interface Prediction { classIdx: number; label: string; logit: number; probability: number }
 export interface LayerInfo { name: string; aliases: string[]; kind: string; shape: [number, number, number]; default: boolean }

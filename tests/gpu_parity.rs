@@ -166,6 +166,11 @@ fn gpu_session_explains_like_the_cpu_explainer() {
         (Method::GUIDED_BACKPROP, Target::Top1),
         (Method::LAYER_CAM, Target::Top1),
         (Method::EIGEN_CAM, Target::Top1),
+        (Method::GRAD_CAM_ELEMENTWISE, Target::Top1),
+        (Method::EIGEN_GRAD_CAM, Target::Top1),
+        (Method::CAM, Target::Class(285)),
+        // Its forwards from the layer run on the explainer's CPU executor, from the GPU's activations.
+        (Method::ABLATION_CAM, Target::Top1),
     ];
     for (i, (method, target)) in cases.into_iter().enumerate() {
         let opts = ExplainOptions { method, target, ..Default::default() };

@@ -2,6 +2,8 @@
 //! 3 x 3 activation with known gradients, and the exact map the method's paper defines. The maps are
 //! the signed ones `compute` returns (the explainer applies the sign rule, the final ReLU, after it).
 
+mod common;
+
 use gradcam_wasm::methods::score::ScoreCamOptions;
 use gradcam_wasm::methods::{Computed, Evidence, Grid, Method, Sign, ALL};
 use gradcam_wasm::{ExplainOptions, FeatureMap};
@@ -22,11 +24,16 @@ fn input() -> FeatureMap {
     FeatureMap::new(3, 3, 3, (0..27).map(|i| (i % 5) as f32 * 0.5 - 0.7).collect())
 }
 
+/// The classifier weights CAM reads in these cases: w = (0.5, -1).
+const CLASSIFIER_WEIGHTS: [f32; 2] = [0.5, -1.0];
+
 /// Runs `method` on the evidence; `forwards` answers batched forwards with one logit per input,
-/// the sum of its values.
+/// the sum of its values; `layer_forwards`, forwards from the layer's activations, with one logit
+/// per copy: sum(A0) + 3 sum(A1) + 1.
 fn run(method: Method, a: &FeatureMap, g: Option<&FeatureMap>, guided: Option<&FeatureMap>) -> Computed {
     let x = input();
     let mut forwards = |inputs: &[f32], n: usize| Ok(inputs.chunks(inputs.len() / n).map(|c| c.iter().sum()).collect());
+    let mut layer_forwards = |copies: &[f32], n: usize| Ok(copies.chunks(copies.len() / n).map(|c| c[..9].iter().sum::<f32>() + 3.0 * c[9..].iter().sum::<f32>() + 1.0).collect());
     let mut progress = |_: usize, _: usize| {};
     let mut e = Evidence {
         activations: a,
@@ -37,6 +44,9 @@ fn run(method: Method, a: &FeatureMap, g: Option<&FeatureMap>, guided: Option<&F
         forwards: &mut forwards,
         score_cam: ScoreCamOptions { batch: Some(1), max_channels: None },
         progress: &mut progress,
+        classifier_weights: Some(&CLASSIFIER_WEIGHTS),
+        layer_forwards: Some(&mut layer_forwards),
+        forward_batch: 2,
     };
     method.compute(&mut e).unwrap_or_else(|e| panic!("{}: {e}", method.name()))
 }
@@ -57,7 +67,7 @@ fn combine(w0: f32, w1: f32) -> Vec<f32> {
 #[test]
 fn layer_methods_give_the_hand_computed_maps() {
     let (a, g) = (activations(), gradient());
-    let cases: [(Method, Vec<f32>); 6] = [
+    let cases: [(Method, Vec<f32>); 8] = [
         // alpha = (mean G0, mean G1) = (1, -2/9).
         (Method::GRAD_CAM, combine(1.0, -2.0 / 9.0)),
         (Method::COUNTERFACTUAL, combine(-1.0, 2.0 / 9.0)),
@@ -69,6 +79,10 @@ fn layer_methods_give_the_hand_computed_maps() {
         (Method::XGRAD_CAM, combine(1.0, -0.4)),
         // alpha = g^2 / (2 g^2 + sum(A) g^3): 1 / 10 on channel 0; w0 = 9 * 1/10; w1 = 0 (no positive g).
         (Method::GRAD_CAM_PLUS_PLUS, combine(0.9, 0.0)),
+        // sum_k ReLU(G_k A_k): A0 (G0 = 1, A0 >= 0); G1 A1 is -2 at (0, 1), clamped to 0.
+        (Method::GRAD_CAM_ELEMENTWISE, combine(1.0, 0.0)),
+        // CAM: the classifier's weights, no gradient.
+        (Method::CAM, combine(CLASSIFIER_WEIGHTS[0], CLASSIFIER_WEIGHTS[1])),
     ];
     for (method, want) in cases {
         let c = run(method, &a, Some(&g), None);
@@ -87,6 +101,45 @@ fn eigen_cam_is_the_centred_activation_along_the_only_varying_channel() {
     let c = run(Method::EIGEN_CAM, &a, None, None);
     let want: Vec<f32> = a.data[..9].iter().map(|v| v - 8.0 / 9.0).collect();
     assert_map(Method::EIGEN_CAM, &c.map.data, &want);
+}
+
+#[test]
+fn eigen_grad_cam_is_the_centred_product_along_the_only_varying_channel() {
+    // G0 = 2, G1 = 0: G (.) A is 2 A0 and a constant 0, so the first principal component is channel 0
+    // and the map is 2 (A0 - mean(A0)), its largest magnitude 2 (3 - 8/9) positive.
+    let a = activations();
+    let mut g = vec![2.0; 9];
+    g.extend([0.0; 9]);
+    let c = run(Method::EIGEN_GRAD_CAM, &a, Some(&FeatureMap::new(2, 3, 3, g)), None);
+    let want: Vec<f32> = a.data[..9].iter().map(|v| 2.0 * (v - 8.0 / 9.0)).collect();
+    assert_map(Method::EIGEN_GRAD_CAM, &c.map.data, &want);
+}
+
+#[test]
+fn kpca_cam_of_two_clusters_is_the_centred_indicator_scaled_by_the_kernel() {
+    // A0 = 1 at positions 0 and 4 (m = 2 of n = 9), else 0; A1 constant. Centred, the positions take
+    // two values, s = 7/9 and t = -2/9 (channel 1 centres to 0), so the sigmoid kernel (gamma = 1/C = 1/2,
+    // coef0 = 1) takes three: a = tanh(s^2/2 + 1), b = tanh(st/2 + 1), c = tanh(t^2/2 + 1). The centred
+    // kernel matrix of such a block matrix is mu d d^T with d = A0 - mean(A0) and (as m s + (n - m) t = 0
+    // and s - t = 1) mu = a - 2b + c; its top eigenpair gives the map sqrt(mu) d.
+    let mut a = activations();
+    a.data[..9].copy_from_slice(&[1., 0., 0., 0., 1., 0., 0., 0., 0.]);
+    a.data[9..].iter_mut().for_each(|v| *v = 0.5);
+    let (s, t) = (7.0f64 / 9.0, -2.0f64 / 9.0);
+    let k = |x: f64, y: f64| (x * y / 2.0 + 1.0).tanh();
+    let mu = k(s, s) - 2.0 * k(s, t) + k(t, t);
+    assert!(mu > 0.0);
+    let want: Vec<f32> = a.data[..9].iter().map(|&v| (mu.sqrt() * (v as f64 - 2.0 / 9.0)) as f32).collect();
+    let c = run(Method::KPCA_CAM, &a, None, None);
+    assert_map(Method::KPCA_CAM, &c.map.data, &want);
+}
+
+#[test]
+fn ablation_cam_weighs_channels_by_the_relative_drop_of_the_score() {
+    // The fake network after the layer scores sum(A0) + 3 sum(A1) + 1: y = 8 + 15 + 1 = 24; zeroing A0
+    // leaves 16, zeroing A1 leaves 9: w = ((24 - 16) / 24, (24 - 9) / 24) = (1/3, 5/8).
+    let c = run(Method::ABLATION_CAM, &activations(), None, None);
+    assert_map(Method::ABLATION_CAM, &c.map.data, &combine(1.0 / 3.0, 5.0 / 8.0));
 }
 
 #[test]
@@ -139,4 +192,89 @@ fn every_method_is_declared_once_with_what_menus_and_executors_read() {
     let e = Method::from_name("no-such-cam").unwrap_err().to_string();
     assert!(e.contains("unknown method 'no-such-cam'") && e.contains("gradcam"), "{e}");
     assert_eq!(ExplainOptions::default().method, Method::GRAD_CAM);
+}
+
+/// The default model (EfficientNet-Lite0) and its sample photos, fetched by scripts/setup.sh.
+mod default_model {
+    use super::*;
+    use crate::common;
+    use gradcam_wasm::{Explainer, Model};
+
+    fn explainer() -> Explainer {
+        Explainer::new(Model::from_bytes(&common::default_model_bytes(), None).unwrap())
+    }
+
+    /// The cell of a map's largest value, (x, y).
+    fn argmax(m: &gradcam_wasm::Map) -> (usize, usize) {
+        let i = (0..m.data.len()).max_by(|&a, &b| m.data[a].total_cmp(&m.data[b])).unwrap();
+        (i % m.width, i / m.width)
+    }
+
+    #[test]
+    fn cam_is_grad_cam_times_the_layer_area_on_a_global_pool_linear_head() {
+        // `_conv_head.act` (1280 x 7 x 7) -> global average pool -> flatten -> `_fc`: dy/dA_k[i, j] =
+        // W[c, k] / 49, so Grad-CAM's alpha_k = W[c, k] / 49 and CAM = 49 Grad-CAM, cell by cell.
+        let mut ex = explainer();
+        let img = common::sample("coffee.png");
+        let grad = ex.explain(&img, &ExplainOptions { method: Method::GRAD_CAM, signed: true, ..Default::default() }).unwrap();
+        let cam = ex.explain(&img, &ExplainOptions { method: Method::CAM, signed: true, ..Default::default() }).unwrap();
+        assert_eq!((cam.raw.width, cam.raw.height), (7, 7));
+        let area = (cam.raw.width * cam.raw.height) as f32;
+        let peak = cam.raw.data.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        for (c, g) in cam.raw.data.iter().zip(&grad.raw.data) {
+            assert!((c - area * g).abs() <= 1e-4 * peak, "CAM {c} vs {area} x Grad-CAM {g}");
+        }
+        // Another head is refused with the methods that work anywhere.
+        let e = ex.explain(&img, &ExplainOptions { method: Method::CAM, layer: Some("_blocks.15".into()), ..Default::default() }).unwrap_err().to_string();
+        assert!(e.contains("global average pool") && e.contains("Grad-CAM") && e.contains("Ablation-CAM"), "{e}");
+    }
+
+    #[test]
+    fn ablation_cam_finds_the_cup_where_grad_cam_does() {
+        let mut ex = explainer();
+        let img = common::sample("coffee.png");
+        let grad = ex.explain(&img, &ExplainOptions::default()).unwrap();
+        let mut calls = 0;
+        let mut last = (0, 0);
+        let opts = ExplainOptions { method: Method::ABLATION_CAM, ..Default::default() };
+        let abl = ex
+            .explain_with_progress(&img, &opts, &mut |done, total| {
+                calls += 1;
+                last = (done, total);
+            })
+            .unwrap();
+        println!("Ablation-CAM on EfficientNet-Lite0 (1280 channels of 7 x 7): method {:.1} ms, {calls} progress calls", abl.timings.method_ms);
+        assert_eq!(last, (1280, 1280));
+        assert!(abl.raw.max() > 0.0);
+        let (ga, aa) = (argmax(&grad.raw), argmax(&abl.raw));
+        assert!(ga.0.abs_diff(aa.0) <= 1 && ga.1.abs_diff(aa.1) <= 1, "Grad-CAM peaks at {ga:?}, Ablation-CAM at {aa:?}");
+        // The cup fills the photo's centre: most of the map's mass lies in the middle 5 x 5 cells.
+        let centre: f32 = (1..6).flat_map(|y| (1..6).map(move |x| (x, y))).map(|(x, y)| abl.raw.data[y * 7 + x]).sum();
+        assert!(centre > 0.6 * abl.raw.data.iter().sum::<f32>(), "centre share {}", centre / abl.raw.data.iter().sum::<f32>());
+        // A layer that a skip connection bypasses cannot be re-run from its own activations: refused.
+        let inner = ExplainOptions { layer: Some("_blocks.14._depthwise_conv.act".into()), ..opts };
+        let e = ex.explain(&img, &inner).unwrap_err().to_string();
+        assert!(e.contains("cannot be re-run"), "{e}");
+    }
+}
+
+/// The CPU executor's forwards from a layer give the pass's own logits for the pass's own activations,
+/// for each copy of a batch.
+#[test]
+fn forwards_from_the_pooled_layer_reproduce_the_logits() {
+    use gradcam_wasm::exec::{cpu::CpuExecutor, Executor};
+    let model = gradcam_wasm::Model::from_bytes(&common::default_model_bytes(), None).unwrap();
+    let layer = model.graph.find(&model.default_layer).unwrap();
+    let ex = CpuExecutor::new(model.graph.clone());
+    let x = FeatureMap::new(3, 224, 224, (0..3 * 224 * 224).map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0).collect());
+    let pass = ex.start(x, layer).unwrap();
+    let a = pass.activations();
+    let copies: Vec<f32> = a.data.iter().chain(&a.data).copied().collect();
+    let logits = ex.logits_from_layer(layer, &copies, 2, (a.channels, a.height, a.width)).unwrap();
+    let want = pass.logits();
+    assert_eq!(logits.len(), 2 * want.len());
+    let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    for (got, w) in logits.chunks(want.len()).flat_map(|row| row.iter().zip(want)) {
+        assert!((got - w).abs() <= 1e-5 * scale, "{got} vs {w}");
+    }
 }

@@ -635,8 +635,10 @@ function download() {
 function updateMethodHelp() {
   const info = methodInfo(el.method.value);
   el.methodHelp.textContent = info?.help || '';
-  // A method that asks for no gradient and no masked forwards is the same for every class.
-  const gradientFree = !!info && !info.needs.layerGradient && !info.needs.guidedInputGradient && !info.needs.batchedForwards;
+  // A method that asks for nothing that depends on the class (no gradient, no masked forwards, no
+  // classifier weights, no forwards from the layer) is the same for every class.
+  const n = info?.needs;
+  const gradientFree = !!n && !n.layerGradient && !n.guidedInputGradient && !n.batchedForwards && !n.classifierWeights && !n.layerForwards;
   el.top5.classList.toggle('is-agnostic', gradientFree);
 }
 

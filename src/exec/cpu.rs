@@ -574,6 +574,35 @@ impl CpuExecutor {
         let logits = values.pop().flatten().ok_or_else(|| Error::Internal("graph has no output".into()))?;
         Ok(logits.flatten_all()?.to_vec1::<f32>()?)
     }
+
+    /// Runs nodes `layer + 1..` from the given activations alone, so it refuses a layer that some
+    /// later node bypasses (a skip connection from before the layer to after it, whose value would
+    /// have to come from the same image's pass).
+    fn logits_from_layer(&self, layer: NodeId, activations: &[f32], n: usize, (c, h, w): (usize, usize, usize)) -> Result<Vec<f32>> {
+        let graph = &self.graph;
+        let total = graph.nodes.len();
+        if layer == 0 || layer + 1 >= total {
+            return fail!(Option, "layer '{}' is not a spatial layer inside the network; pick a conv, pool or block", graph.nodes[layer].name);
+        }
+        if let Some((i, j)) = (layer + 1..total).flat_map(|i| graph.nodes[i].inputs.iter().map(move |&j| (i, j))).find(|&(_, j)| j < layer) {
+            return fail!(
+                Option,
+                "the layers after '{}' also read '{}' (at '{}'), which lies before it, so they cannot be re-run from this layer's activations alone; pick a layer no connection skips over, such as the one the global pool reads",
+                graph.display_name(layer),
+                graph.display_name(j),
+                graph.display_name(i)
+            );
+        }
+        if n == 0 || activations.len() != n * c * h * w {
+            return Err(Error::Internal(format!("{} activation values for {n} copies of {c} x {h} x {w}", activations.len())));
+        }
+        let runner = Runner::new(graph.clone(), self.kept.clone(), Some(layer));
+        let mut values: Vec<Option<Tensor>> = vec![None; total];
+        values[layer] = Some(Tensor::from_slice(activations, (n, c, h, w), &Device::Cpu)?);
+        runner.run(layer + 1..total, &mut values)?;
+        let logits = values.pop().flatten().ok_or_else(|| Error::Internal("graph has no output".into()))?;
+        Ok(logits.flatten_all()?.to_vec1::<f32>()?)
+    }
 }
 
 pub struct CpuPass {

@@ -33,6 +33,14 @@ pub trait Executor {
         4
     }
 
+    /// Logits of `n` copies of `layer`'s activations (n x C x H x W, `shape` = (C, H, W)), running only
+    /// the layers after it (row-major n x classes); no gradients. For Ablation-CAM. An executor that
+    /// cannot says so; none may answer from anything but these activations.
+    fn logits_from_layer(&self, layer: NodeId, activations: &[f32], n: usize, shape: (usize, usize, usize)) -> Result<Vec<f32>> {
+        let _ = (layer, activations, n, shape);
+        Err(crate::Error::Option(format!("re-running the network from a layer (Ablation-CAM) is not supported by the {} backend; use the cpu backend", self.name())))
+    }
+
     /// Bytes the executor keeps between calls besides the model (the CPU's transformed weights).
     fn kept_bytes(&self) -> usize {
         0

@@ -81,7 +81,10 @@ impl GpuSession {
         let replay: Option<&mut LogitsBatch> = if needs.batched_forwards { Some(&mut replay) } else { None };
         let recorded = RecordedPass { logits: live.pass.logits().to_vec(), activations: live.pass.activations().clone(), target, layer_gradient, guided_input_gradient };
         let forward = ForeignPass { key: live.key.clone(), pass: Box::new(recorded), input: live.input.clone(), geometry: live.geometry.clone() };
-        let mut e = explainer.explain_recorded(forward, opts, replay, &mut |_, _| {})?;
+        // Ablation-CAM's forwards from the layer run in the explainer (on its CPU executor): it reports them.
+        let mut quiet = |_: usize, _: usize| {};
+        let progress: &mut dyn FnMut(usize, usize) = if needs.layer_forwards { progress } else { &mut quiet };
+        let mut e = explainer.explain_recorded(forward, opts, replay, progress)?;
         e.backend = "webgpu";
         e.forward_reused = reused;
         e.timings.preprocess_ms = pre_ms;

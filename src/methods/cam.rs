@@ -38,6 +38,13 @@ impl Method {
     pub const LAYER_CAM: Method = Method(&layer_method("layercam", &[], "LayerCAM", "Per-location positive gradients times activations; usable in shallow layers too.", |e| {
         Ok(layer_cam(e.activations, e.layer_gradient()?).into())
     }));
+    pub const GRAD_CAM_ELEMENTWISE: Method = Method(&layer_method(
+        "gradcam-elementwise",
+        &["gradcamelementwise"],
+        "Grad-CAM Element-Wise",
+        "Per-location gradient times activation, each product clamped at zero, summed over channels.",
+        |e| Ok(grad_cam_elementwise(e.activations, e.layer_gradient()?).into()),
+    ));
 }
 
 /// sum_k weights[k] * A_k.
@@ -87,6 +94,19 @@ pub fn hires_cam(a: &FeatureMap, g: &FeatureMap) -> Map {
 /// LayerCAM (Jiang et al.): sum_k ReLU(dy/dA_k) (.) A_k.
 pub fn layer_cam(a: &FeatureMap, g: &FeatureMap) -> Map {
     elementwise_sum(a, |k, i| g.data[k * g.plane_len() + i].max(0.0))
+}
+
+/// Grad-CAM Element-Wise (pytorch-grad-cam's `GradCAMElementWise`): sum_k ReLU(dy/dA_k (.) A_k).
+/// Every term is clamped before the sum, so the map is never negative (HiResCAM clamps only the sum).
+pub fn grad_cam_elementwise(a: &FeatureMap, g: &FeatureMap) -> Map {
+    let n = g.plane_len();
+    let mut out = vec![0.0f32; n];
+    for k in 0..a.channels {
+        for (i, o) in out.iter_mut().enumerate() {
+            *o += (g.data[k * n + i] * a.data[k * n + i]).max(0.0);
+        }
+    }
+    Map::new(a.width, a.height, out)
 }
 
 /// XGradCAM (Fu et al.): w_k = sum_ij g A / (sum_ij A + 1e-7).

@@ -15,6 +15,87 @@ impl Method {
         sign: Sign::AsComputed,
         compute: |e| Ok(eigen_cam(e.activations).map_err(crate::error::Error::Option)?.into()),
     });
+    pub const EIGEN_GRAD_CAM: Method = Method(&MethodDef {
+        name: "eigengradcam",
+        aliases: &[],
+        label: "EigenGrad-CAM",
+        help: "First principal component of gradient times activation: Eigen-CAM made class-specific.",
+        needs: Needs::LAYER_GRADIENT,
+        grid: Grid::Layer,
+        sign: Sign::AsComputed,
+        compute: |e| Ok(eigen_grad_cam(e.activations, e.layer_gradient()?).map_err(crate::error::Error::Option)?.into()),
+    });
+    pub const KPCA_CAM: Method = Method(&MethodDef {
+        name: "kpcacam",
+        aliases: &["kpca"],
+        label: "KPCA-CAM",
+        help: "First kernel principal component (sigmoid kernel) of the activations: class-agnostic, gradient-free.",
+        needs: Needs::NOTHING,
+        grid: Grid::Layer,
+        sign: Sign::AsComputed,
+        compute: |e| Ok(kpca_cam(e.activations).map_err(crate::error::Error::Option)?.into()),
+    });
+}
+
+/// EigenGrad-CAM (pytorch-grad-cam's `EigenGradCAM`): Eigen-CAM's projection of dy/dA (.) A.
+pub fn eigen_grad_cam(a: &FeatureMap, g: &FeatureMap) -> Result<Map, String> {
+    let product: Vec<f32> = a.data.iter().zip(&g.data).map(|(x, y)| x * y).collect();
+    eigen_cam(&FeatureMap::new(a.channels, a.height, a.width, product))
+}
+
+/// KPCA-CAM (Karmani et al.; pytorch-grad-cam's `KPCA_CAM` with its defaults): the positions' C-channel
+/// vectors, centred per channel, projected on the first component of kernel PCA with the sigmoid kernel
+/// k(x, y) = tanh(gamma <x, y> + 1), gamma = 1 / C (scikit-learn's `KernelPCA` defaults). The kernel
+/// matrix K (n x n, n = H * W) is centred in feature space, K - 1K - K1 + 1K1 (1: the n x n matrix of
+/// 1/n); its eigenvector u of largest eigenvalue lambda gives the map u sqrt(lambda) (0 when lambda
+/// <= 0), signed so that its largest-magnitude value is positive (scikit-learn's `svd_flip` rule).
+/// The n x n matrix (f64) is checked against [`MAX_GRAM_BYTES`] before it is allocated.
+pub fn kpca_cam(a: &FeatureMap) -> Result<Map, String> {
+    let (c, n) = (a.channels, a.plane_len());
+    if n.checked_mul(n).and_then(|nn| nn.checked_mul(8)).is_none_or(|b| b > MAX_GRAM_BYTES) {
+        return Err(format!("KPCA-CAM of a {} x {} map needs a {n} x {n} kernel matrix, over its {} MiB budget; pick a layer with a smaller map", a.width, a.height, MAX_GRAM_BYTES >> 20));
+    }
+    let means: Vec<f64> = (0..c).map(|k| a.plane(k).iter().map(|&v| v as f64).sum::<f64>() / n as f64).collect();
+    let gamma = 1.0 / c.max(1) as f64;
+    let mut kernel = vec![0.0f64; n * n];
+    for (k, mean) in means.iter().enumerate() {
+        let x: Vec<f64> = a.plane(k).iter().map(|&v| v as f64 - mean).collect();
+        for p in 0..n {
+            kernel[p * n + p..(p + 1) * n].iter_mut().zip(&x[p..]).for_each(|(g, xq)| *g += x[p] * xq);
+        }
+    }
+    for p in 0..n {
+        for q in p..n {
+            let v = (gamma * kernel[p * n + q] + 1.0).tanh();
+            kernel[p * n + q] = v;
+            kernel[q * n + p] = v;
+        }
+    }
+    let row_means: Vec<f64> = (0..n).map(|p| kernel[p * n..(p + 1) * n].iter().sum::<f64>() / n as f64).collect();
+    let all_mean = row_means.iter().sum::<f64>() / n as f64;
+    for p in 0..n {
+        for q in 0..n {
+            kernel[p * n + q] += all_mean - row_means[p] - row_means[q];
+        }
+    }
+    // The sigmoid kernel is not positive semi-definite: the eigenvalue of largest magnitude may be
+    // negative. Then shifting by its magnitude makes the largest (algebraic) eigenvalue the largest.
+    let mut u = top_eigenvector(&kernel, n);
+    let rayleigh = |u: &[f64], m: &[f64]| (0..n).map(|p| u[p] * m[p * n..(p + 1) * n].iter().zip(u).map(|(g, x)| g * x).sum::<f64>()).sum::<f64>();
+    let mut lambda = rayleigh(&u, &kernel);
+    if lambda < 0.0 {
+        let shift = -lambda;
+        (0..n).for_each(|p| kernel[p * n + p] += shift);
+        u = top_eigenvector(&kernel, n);
+        lambda = rayleigh(&u, &kernel) - shift;
+    }
+    let sigma = lambda.max(0.0).sqrt();
+    let mut proj: Vec<f32> = u.iter().map(|&x| (sigma * x) as f32).collect();
+    let peak = proj.iter().copied().fold(0.0f32, |m, v| if v.abs() > m.abs() { v } else { m });
+    if peak < 0.0 {
+        proj.iter_mut().for_each(|p| *p = -*p);
+    }
+    Ok(Map::new(a.width, a.height, proj))
 }
 
 /// Projects the (H*W) x C activation matrix, centred per channel, on its top right-singular vector,

@@ -5,7 +5,9 @@
 //! (the CLI, the JS `methods()`, the page's menu and help) reads from there. docs/methods.md says how
 //! to add one.
 
+pub mod ablation;
 pub mod cam;
+pub mod class_activation;
 pub mod eigen;
 pub mod guided;
 pub mod score;
@@ -25,10 +27,16 @@ pub struct Needs {
     pub guided_input_gradient: bool,
     /// Forwards of modified copies of the input (Score-CAM's masked inputs).
     pub batched_forwards: bool,
+    /// The classifier's weights per channel of the layer, for the target (CAM: the layer must feed
+    /// global average pooling and then the linear classifier directly).
+    pub classifier_weights: bool,
+    /// Logits of modified copies of the layer's activations, running only the layers after it
+    /// (Ablation-CAM).
+    pub layer_forwards: bool,
 }
 
 impl Needs {
-    pub const NOTHING: Needs = Needs { layer_gradient: false, guided_input_gradient: false, batched_forwards: false };
+    pub const NOTHING: Needs = Needs { layer_gradient: false, guided_input_gradient: false, batched_forwards: false, classifier_weights: false, layer_forwards: false };
     pub const LAYER_GRADIENT: Needs = Needs { layer_gradient: true, ..Needs::NOTHING };
 }
 
@@ -53,6 +61,10 @@ pub enum Sign {
 /// Runs `n` inputs of 3 x H x W and returns their n x classes logits.
 pub type Forwards<'a> = dyn FnMut(&[f32], usize) -> Result<Vec<f32>> + 'a;
 
+/// Runs `n` copies of the target layer's activations (n x C x H x W) through the layers after it
+/// and returns their n x classes logits.
+pub type LayerForwards<'a> = dyn FnMut(&[f32], usize) -> Result<Vec<f32>> + 'a;
+
 /// Everything an executor gathers for one explanation, as `Needs` asked; the one input of every
 /// method's `compute`. Token layers arrive already as their patch grid.
 pub struct Evidence<'a> {
@@ -72,6 +84,13 @@ pub struct Evidence<'a> {
     pub score_cam: ScoreCamOptions,
     /// (done, total) of a method that takes more than one forward.
     pub progress: &'a mut dyn FnMut(usize, usize),
+    /// w_k = sum_c target[c] * W[c, k] of the linear classifier after the layer's global average pool
+    /// (when `needs.classifier_weights`).
+    pub classifier_weights: Option<&'a [f32]>,
+    /// Forwards from modified layer activations (when `needs.layer_forwards`).
+    pub layer_forwards: Option<&'a mut LayerForwards<'a>>,
+    /// Copies per batched forward, the executor's choice (`Executor::forward_batch`).
+    pub forward_batch: usize,
 }
 
 impl Evidence<'_> {
@@ -81,6 +100,10 @@ impl Evidence<'_> {
 
     pub fn guided_input_gradient(&self) -> Result<&FeatureMap> {
         self.guided_input_gradient.ok_or_else(|| Error::Internal("the guided input gradient was not gathered".into()))
+    }
+
+    pub fn classifier_weights(&self) -> Result<&[f32]> {
+        self.classifier_weights.ok_or_else(|| Error::Internal("the classifier weights were not gathered".into()))
     }
 }
 
@@ -133,7 +156,7 @@ impl std::fmt::Debug for Method {
 }
 
 /// Every method, in menu order.
-pub const ALL: [Method; 10] = [
+pub const ALL: [Method; 15] = [
     Method::GRAD_CAM,
     Method::COUNTERFACTUAL,
     Method::GUIDED_BACKPROP,
@@ -144,6 +167,11 @@ pub const ALL: [Method; 10] = [
     Method::LAYER_CAM,
     Method::SCORE_CAM,
     Method::EIGEN_CAM,
+    Method::GRAD_CAM_ELEMENTWISE,
+    Method::EIGEN_GRAD_CAM,
+    Method::KPCA_CAM,
+    Method::CAM,
+    Method::ABLATION_CAM,
 ];
 
 /// Lowercase, without the separators people vary ('-', '_', spaces).
