@@ -562,6 +562,10 @@ impl Executor for CpuExecutor {
     fn logits_batch(&self, inputs: &[f32], n: usize, h: usize, w: usize) -> Result<Vec<f32>> {
         scoped(self.tuning, || self.logits_batch_tuned(inputs, n, h, w))
     }
+
+    fn logits_from_layer(&self, layer: NodeId, activations: &[f32], n: usize, shape: (usize, usize, usize)) -> Result<Vec<f32>> {
+        scoped(self.tuning, || self.logits_from_layer_tuned(layer, activations, n, shape))
+    }
 }
 
 impl CpuExecutor {
@@ -578,7 +582,7 @@ impl CpuExecutor {
     /// Runs nodes `layer + 1..` from the given activations alone, so it refuses a layer that some
     /// later node bypasses (a skip connection from before the layer to after it, whose value would
     /// have to come from the same image's pass).
-    fn logits_from_layer(&self, layer: NodeId, activations: &[f32], n: usize, (c, h, w): (usize, usize, usize)) -> Result<Vec<f32>> {
+    fn logits_from_layer_tuned(&self, layer: NodeId, activations: &[f32], n: usize, (c, h, w): (usize, usize, usize)) -> Result<Vec<f32>> {
         let graph = &self.graph;
         let total = graph.nodes.len();
         if layer == 0 || layer + 1 >= total {
@@ -596,7 +600,7 @@ impl CpuExecutor {
         if n == 0 || activations.len() != n * c * h * w {
             return Err(Error::Internal(format!("{} activation values for {n} copies of {c} x {h} x {w}", activations.len())));
         }
-        let runner = Runner::new(graph.clone(), self.kept.clone(), Some(layer));
+        let runner = Runner::new(graph.clone(), self.kept.clone(), Some(layer), self.tuning);
         let mut values: Vec<Option<Tensor>> = vec![None; total];
         values[layer] = Some(Tensor::from_slice(activations, (n, c, h, w), &Device::Cpu)?);
         runner.run(layer + 1..total, &mut values)?;
