@@ -5,6 +5,7 @@
 //! (the CLI, the JS `methods()`, the page's menu and help) reads from there. docs/methods.md says how
 //! to add one.
 
+pub mod attribution;
 pub mod cam;
 pub mod eigen;
 pub mod guided;
@@ -13,6 +14,7 @@ pub mod score;
 use crate::error::{Error, Result};
 use crate::fail;
 use crate::feature_map::{FeatureMap, Map};
+use attribution::{AttributionOptions, InputGradients};
 use score::ScoreCamOptions;
 
 /// What a method asks of a forward pass beyond logits and activations, so an executor whose
@@ -25,10 +27,13 @@ pub struct Needs {
     pub guided_input_gradient: bool,
     /// Forwards of modified copies of the input (Score-CAM's masked inputs).
     pub batched_forwards: bool,
+    /// Plain input gradients (ordinary ReLU backward) at inputs the method chooses (Integrated
+    /// Gradients' path, SmoothGrad's noisy copies): each one more forward and backward.
+    pub input_gradients: bool,
 }
 
 impl Needs {
-    pub const NOTHING: Needs = Needs { layer_gradient: false, guided_input_gradient: false, batched_forwards: false };
+    pub const NOTHING: Needs = Needs { layer_gradient: false, guided_input_gradient: false, batched_forwards: false, input_gradients: false };
     pub const LAYER_GRADIENT: Needs = Needs { layer_gradient: true, ..Needs::NOTHING };
 }
 
@@ -70,6 +75,10 @@ pub struct Evidence<'a> {
     pub forwards: &'a mut Forwards<'a>,
     /// Score-CAM's settings, its batch already chosen by the executor.
     pub score_cam: ScoreCamOptions,
+    /// Plain input gradients at n inputs (n x 3 x H x W in and out; when `needs.input_gradients`).
+    pub input_gradients: &'a mut InputGradients<'a>,
+    /// The attribution methods' settings, the batch and the black pixel already filled in.
+    pub attribution: AttributionOptions,
     /// (done, total) of a method that takes more than one forward.
     pub progress: &'a mut dyn FnMut(usize, usize),
 }
@@ -89,11 +98,13 @@ impl Evidence<'_> {
 pub struct Computed {
     pub map: Map,
     pub rgb: Option<FeatureMap>,
+    /// What the explanation should warn about (Integrated Gradients' completeness gap).
+    pub warnings: Vec<String>,
 }
 
 impl From<Map> for Computed {
     fn from(map: Map) -> Computed {
-        Computed { map, rgb: None }
+        Computed { map, rgb: None, warnings: Vec::new() }
     }
 }
 
@@ -133,7 +144,7 @@ impl std::fmt::Debug for Method {
 }
 
 /// Every method, in menu order.
-pub const ALL: [Method; 10] = [
+pub const ALL: [Method; 15] = [
     Method::GRAD_CAM,
     Method::COUNTERFACTUAL,
     Method::GUIDED_BACKPROP,
@@ -144,6 +155,11 @@ pub const ALL: [Method; 10] = [
     Method::LAYER_CAM,
     Method::SCORE_CAM,
     Method::EIGEN_CAM,
+    Method::SALIENCY,
+    Method::INPUT_X_GRADIENT,
+    Method::INTEGRATED_GRADIENTS,
+    Method::SMOOTHGRAD,
+    Method::OCCLUSION,
 ];
 
 /// Lowercase, without the separators people vary ('-', '_', spaces).
