@@ -180,11 +180,22 @@ pub struct ExplainOptions {
     /// Overrides the resize/crop (normalization always follows the model).
     pub resize: Option<Resize>,
     pub score_cam: crate::methods::score::ScoreCamOptions,
+    /// Integrated Gradients, SmoothGrad and Occlusion settings.
+    pub attribution: crate::methods::attribution::AttributionOptions,
 }
 
 impl Default for ExplainOptions {
     fn default() -> Self {
-        ExplainOptions { method: Method::GRAD_CAM, layer: None, target: Target::Top1, signed: false, normalization: Normalization::MinMax, resize: None, score_cam: Default::default() }
+        ExplainOptions {
+            method: Method::GRAD_CAM,
+            layer: None,
+            target: Target::Top1,
+            signed: false,
+            normalization: Normalization::MinMax,
+            resize: None,
+            score_cam: Default::default(),
+            attribution: Default::default(),
+        }
     }
 }
 
@@ -403,7 +414,7 @@ impl Explainer {
         let (input, geometry) = self.prepare_input(image, opts)?;
         let t1 = now_ms();
         self.check_forward(input.height, input.width)?;
-        let pass = self.executor.start_for(input.clone(), layer, opts.method.needs().guided_input_gradient)?;
+        let pass = self.executor.start_for(input.clone(), layer, reads_input_gradient(opts.method))?;
         self.keep_pass(key, pass, input, geometry)?;
         Ok((t1 - t0, now_ms() - t1, false))
     }
@@ -496,7 +507,7 @@ impl Explainer {
             let geometry = Geometry::identity(input.width, input.height);
             self.cache = None;
             self.check_forward(input.height, input.width)?;
-            let pass = self.executor.start_for(input.clone(), layer, opts.method.needs().guided_input_gradient)?;
+            let pass = self.executor.start_for(input.clone(), layer, reads_input_gradient(opts.method))?;
             self.keep_pass(key, pass, input, geometry)?;
         }
         let fwd_ms = now_ms() - t1;
@@ -540,8 +551,8 @@ impl Explainer {
         let Explainer { cache, executor, model, .. } = self;
         let cached = cache.as_mut().ok_or_else(|| Error::Internal("no forward pass".into()))?;
         let tokens = model.graph.leading_tokens(layer);
-        let Computed { map: mut raw, rgb } = compute_map(opts, cached, executor.as_ref(), batched_forwards, &target, (&model.graph, layer, tokens), progress)?;
-        let mut warnings = Vec::new();
+        let black = black_pixel(&model.preprocess.normalize);
+        let Computed { map: mut raw, rgb, mut warnings } = compute_map(opts, cached, executor.as_ref(), batched_forwards, &target, (&model.graph, layer, tokens), black, progress)?;
         if let Some(i) = raw.data.iter().position(|v| !v.is_finite()) {
             return fail!(Numeric, "the {} map has a non-finite value at cell {i}; the gradients overflowed", opts.method.name());
         }
@@ -590,7 +601,21 @@ fn as_grid(m: FeatureMap, tokens: Option<usize>) -> Result<FeatureMap> {
     }
 }
 
+/// Whether the method reads an input gradient of the explained input itself (so its pass records one).
+fn reads_input_gradient(method: Method) -> bool {
+    method.needs().guided_input_gradient || method.needs().input_gradients
+}
+
+/// The network-input value of a black pixel (pixel 0 through the normalization), per channel.
+fn black_pixel(normalize: &Normalize) -> [f32; 3] {
+    match normalize {
+        Normalize::MeanStd { mean, std } => std::array::from_fn(|c| -mean[c] / std[c]),
+        Normalize::Affine { offset, scale } => [-offset / scale; 3],
+    }
+}
+
 /// Gathers from the pass what the method needs (its `Evidence`) and runs it.
+#[allow(clippy::too_many_arguments)]
 fn compute_map(
     opts: &ExplainOptions,
     c: &mut CachedPass,
@@ -598,6 +623,7 @@ fn compute_map(
     batched_forwards: Option<&mut LogitsBatch>,
     target: &[f32],
     (graph, layer, tokens): (&Graph, NodeId, Option<usize>),
+    black: [f32; 3],
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<Computed> {
     let needs = opts.method.needs();
@@ -618,13 +644,33 @@ fn compute_map(
     }
     let shape = (activations.channels, activations.height, activations.width);
     let mut from_layer = |x: &[f32], n: usize| executor.logits_from_layer(layer, x, n, shape);
+    // Plain input gradients, one pass each through the pass's layer (the explained input itself
+    // reuses the kept pass).
+    let (input, pass) = (&c.input, &mut c.pass);
+    let mut input_gradients = |x: &[f32], n: usize| -> Result<Vec<f32>> {
+        let mut out = Vec::with_capacity(x.len());
+        for xi in x.chunks_exact(3 * h * w).take(n) {
+            let g = if xi == input.data.as_slice() {
+                pass.input_gradient(target, false)?
+            } else {
+                executor.start_for(FeatureMap::new(3, h, w, xi.to_vec()), layer, true)?.input_gradient(target, false)?
+            };
+            out.extend_from_slice(&g.data);
+        }
+        Ok(out)
+    };
+    let mut attribution = opts.attribution;
+    attribution.batch = Some(attribution.batch.unwrap_or(executor.forward_batch()));
+    attribution.black = Some(attribution.black.unwrap_or(black));
     let mut evidence = Evidence {
         activations: &activations,
         layer_gradient: layer_gradient.as_ref(),
         guided_input_gradient: guided_input_gradient.as_ref(),
-        input: &c.input,
+        input,
         target,
         forwards,
+        input_gradients: &mut input_gradients,
+        attribution,
         score_cam,
         progress,
         classifier_weights: classifier_weights.as_deref(),

@@ -256,6 +256,7 @@ pub fn method_catalog() -> JsResult<Array> {
             set(&n, "batchedForwards", needs.batched_forwards)?;
             set(&n, "classifierWeights", needs.classifier_weights)?;
             set(&n, "layerForwards", needs.layer_forwards)?;
+            set(&n, "inputGradients", needs.input_gradients)?;
             set(&o, "needs", n)?;
             Ok(JsValue::from(o))
         })
@@ -272,6 +273,12 @@ export interface ExplainOptions {
   method?: string; layer?: string; colormap?: string; alpha?: number;
   normalize?: 'minmax' | 'raw'; preprocess?: 'crop' | 'resize'; signed?: boolean;
   onProgress?: (done: number, total: number) => void; scoreCamChannels?: number; scoreCamBatch?: number;
+  /** integrated-gradients steps (32, at most 256); baseline of integrated gradients and occlusion */
+  igSteps?: number; baseline?: 'black' | 'blur';
+  /** smoothgrad noisy copies (25, at most 256) and noise as a fraction of the input range (0.15) */
+  smoothSamples?: number; smoothNoise?: number;
+  /** occlusion window side and step in network-input pixels (16, 8) */
+  occlusionPatch?: number; occlusionStride?: number;
 }
 export interface OverlayOptions { colormap?: string; alpha?: number }
 /** One explanation method, as `methodCatalog()` lists them. */
@@ -279,7 +286,7 @@ export interface MethodInfo {
   name: string; aliases: string[]; label: string; help: string;
   /** where the map lives: the target layer's grid or the input's pixels */
   grid: 'layer' | 'input';
-  needs: { layerGradient: boolean; guidedInputGradient: boolean; batchedForwards: boolean; classifierWeights: boolean; layerForwards: boolean };
+  needs: { layerGradient: boolean; guidedInputGradient: boolean; batchedForwards: boolean; classifierWeights: boolean; layerForwards: boolean; inputGradients: boolean };
 }
 export interface Prediction { classIdx: number; label: string; logit: number; probability: number }
 export interface LayerInfo { name: string; aliases: string[]; kind: string; shape: [number, number, number]; default: boolean }
@@ -303,7 +310,24 @@ export interface ExplainResult {
 "#;
 
 const CONSTRUCTOR_KEYS: &[&str] = &["arch", "labels", "backend", "inputSize", "mean", "std", "externalData"];
-const EXPLAIN_KEYS: &[&str] = &["method", "layer", "colormap", "alpha", "normalize", "preprocess", "signed", "onProgress", "scoreCamChannels", "scoreCamBatch"];
+const EXPLAIN_KEYS: &[&str] = &[
+    "method",
+    "layer",
+    "colormap",
+    "alpha",
+    "normalize",
+    "preprocess",
+    "signed",
+    "onProgress",
+    "scoreCamChannels",
+    "scoreCamBatch",
+    "igSteps",
+    "baseline",
+    "smoothSamples",
+    "smoothNoise",
+    "occlusionPatch",
+    "occlusionStride",
+];
 const OVERLAY_KEYS: &[&str] = &["colormap", "alpha"];
 
 /// Which executor runs the forward and backward passes.
@@ -386,6 +410,26 @@ impl Request {
         if let Some(n) = opt_number(&opts, "scoreCamBatch")? {
             o.score_cam.batch = Some(count(n, "scoreCamBatch")?);
         }
+        let a = &mut o.attribution;
+        if let Some(n) = opt_number(&opts, "igSteps")? {
+            a.steps = count(n, "igSteps")?;
+        }
+        if let Some(b) = opt_string(&opts, "baseline")? {
+            a.baseline = crate::methods::attribution::Baseline::from_name(&b).map_err(js_err)?;
+        }
+        if let Some(n) = opt_number(&opts, "smoothSamples")? {
+            a.samples = count(n, "smoothSamples")?;
+        }
+        if let Some(n) = opt_number(&opts, "smoothNoise")? {
+            a.noise = n as f32;
+        }
+        if let Some(n) = opt_number(&opts, "occlusionPatch")? {
+            a.patch = count(n, "occlusionPatch")?;
+        }
+        if let Some(n) = opt_number(&opts, "occlusionStride")? {
+            a.stride = count(n, "occlusionStride")?;
+        }
+        a.check().map_err(js_err)?;
         // Progress of the long methods (Score-CAM), as onProgress(done, total).
         let on_progress = match &opts {
             Some(obj) => get(obj, "onProgress")?.dyn_into::<js_sys::Function>().ok(),

@@ -203,6 +203,30 @@ fn gpu_session_explains_like_the_cpu_explainer() {
     assert_eq!(reports, vec![(4, 10), (8, 10), (10, 10)]);
 }
 
+/// Methods whose needs the session cannot gather (plain input gradients at other inputs, batched
+/// forwards other than Score-CAM's) run on the explainer's CPU, with a warning, never a wrong map.
+#[test]
+fn the_session_hands_what_it_cannot_gather_to_the_cpu() {
+    use gradcam_wasm::gpu::GpuSession;
+    use gradcam_wasm::methods::attribution::AttributionOptions;
+    use gradcam_wasm::{ExplainOptions, Explainer, Method};
+    assert!(!GpuSession::supports(Method::INTEGRATED_GRADIENTS) && !GpuSession::supports(Method::OCCLUSION));
+    assert!(GpuSession::supports(Method::SCORE_CAM) && GpuSession::supports(Method::GUIDED_BACKPROP));
+    let model = || Model::from_bytes(&default_model_bytes(), None).unwrap();
+    let Some(gpu) = gpu_executor(&model()) else { return };
+    let mut session = GpuSession::new(gpu);
+    let (mut on_gpu, mut on_cpu) = (Explainer::new(model()), Explainer::new(model()));
+    let image = sample("chelsea.png");
+    for method in [Method::SALIENCY, Method::OCCLUSION] {
+        let opts = ExplainOptions { method, attribution: AttributionOptions { patch: 56, stride: 56, ..Default::default() }, ..Default::default() };
+        let g = pollster::block_on(session.explain(&mut on_gpu, &image, &opts, &mut |_, _| {})).unwrap();
+        let c = on_cpu.explain(&image, &opts).unwrap();
+        assert_eq!(g.backend, "cpu", "{}", method.name());
+        assert!(g.warnings.iter().any(|w| w.contains("ran on the cpu")), "{}: {:?}", method.name(), g.warnings);
+        assert_eq!(g.raw.data, c.raw.data, "{}", method.name());
+    }
+}
+
 /// A lost device is an error on the next call, never a panic: callers (the browser API) then fall back
 /// to the CPU, and the explainer itself stays usable.
 #[test]

@@ -4,6 +4,7 @@
 
 mod common;
 
+use gradcam_wasm::methods::attribution::{gaussian_blur, window_starts, AttributionOptions, Baseline};
 use gradcam_wasm::methods::score::ScoreCamOptions;
 use gradcam_wasm::methods::{Computed, Evidence, Grid, Method, Sign, ALL};
 use gradcam_wasm::{ExplainOptions, FeatureMap};
@@ -35,6 +36,7 @@ fn run(method: Method, a: &FeatureMap, g: Option<&FeatureMap>, guided: Option<&F
     let mut forwards = |inputs: &[f32], n: usize| Ok(inputs.chunks(inputs.len() / n).map(|c| c.iter().sum()).collect());
     let mut layer_forwards = |copies: &[f32], n: usize| Ok(copies.chunks(copies.len() / n).map(|c| c[..9].iter().sum::<f32>() + 3.0 * c[9..].iter().sum::<f32>() + 1.0).collect());
     let mut progress = |_: usize, _: usize| {};
+    let mut input_gradients = |_: &[f32], _: usize| panic!("{} asked for input gradients", method.name());
     let mut e = Evidence {
         activations: a,
         layer_gradient: g,
@@ -43,6 +45,8 @@ fn run(method: Method, a: &FeatureMap, g: Option<&FeatureMap>, guided: Option<&F
         target: &[1.0],
         forwards: &mut forwards,
         score_cam: ScoreCamOptions { batch: Some(1), max_channels: None },
+        input_gradients: &mut input_gradients,
+        attribution: AttributionOptions::default(),
         progress: &mut progress,
         classifier_weights: Some(&CLASSIFIER_WEIGHTS),
         layer_forwards: Some(&mut layer_forwards),
@@ -186,8 +190,13 @@ fn every_method_is_declared_once_with_what_menus_and_executors_read() {
         }
         assert!(!m.label().is_empty() && !m.help().is_empty(), "{}", m.name());
         assert_eq!(ALL.iter().filter(|o| o.name() == m.name()).count(), 1, "{} listed twice", m.name());
-        // A method on the input grid reads an input gradient; the sign rule says who gets the ReLU.
-        assert_eq!(m.grid() == Grid::Input, m.needs().guided_input_gradient && m.sign() == Sign::AsComputed, "{}", m.name());
+        // A method that reads an input gradient lives on the input grid; a magnitude keeps its sign.
+        if m.needs().guided_input_gradient || m.needs().input_gradients {
+            assert_eq!(m.grid(), Grid::Input, "{}", m.name());
+        }
+        if m.needs().guided_input_gradient {
+            assert_eq!(m.sign(), Sign::AsComputed, "{}", m.name());
+        }
     }
     let e = Method::from_name("no-such-cam").unwrap_err().to_string();
     assert!(e.contains("unknown method 'no-such-cam'") && e.contains("gradcam"), "{e}");
@@ -277,4 +286,193 @@ fn forwards_from_the_pooled_layer_reproduce_the_logits() {
     for (got, w) in logits.chunks(want.len()).flat_map(|row| row.iter().zip(want)) {
         assert!((got - w).abs() <= 1e-5 * scale, "{got} vs {w}");
     }
+}
+
+// ---------------------------------------------------------------- gradient attributions
+
+/// The black pixel of the fake model's normalization, per channel.
+const BLACK: [f32; 3] = [-1.0, 0.0, 0.5];
+
+/// A fake network on 3 x 3 x 3 inputs: its score f(x) and its input gradient.
+struct Net {
+    f: fn(&[f32]) -> f32,
+    grad: fn(&[f32]) -> Vec<f32>,
+}
+
+/// The weights of the linear network f(x) = W . x, of both signs.
+fn w() -> Vec<f32> {
+    (0..27).map(|i| ((i * 7) % 11) as f32 - 5.0).collect()
+}
+
+const LINEAR: Net = Net { f: |x| x.iter().zip(w()).map(|(a, b)| a * b).sum(), grad: |_| w() };
+/// f(x) = 1/2 |x|^2, whose gradient is x.
+const QUADRATIC: Net = Net { f: |x| 0.5 * x.iter().map(|v| v * v).sum::<f32>(), grad: |x| x.to_vec() };
+
+/// Runs an attribution method on `input()` with the fake network; returns the result and the
+/// progress reports.
+fn run_net(method: Method, net: &Net, opts: AttributionOptions) -> (Computed, Vec<(usize, usize)>) {
+    let (a, x) = (activations(), input());
+    let mut forwards = |inputs: &[f32], n: usize| {
+        assert_eq!(inputs.len(), 27 * n);
+        Ok(inputs.chunks(27).map(net.f).collect())
+    };
+    let mut input_gradients = |inputs: &[f32], n: usize| {
+        assert_eq!(inputs.len(), 27 * n);
+        Ok(inputs.chunks(27).flat_map(net.grad).collect())
+    };
+    let mut reports = Vec::new();
+    let mut progress = |done: usize, total: usize| reports.push((done, total));
+    let mut e = Evidence {
+        activations: &a,
+        layer_gradient: None,
+        guided_input_gradient: None,
+        input: &x,
+        target: &[1.0],
+        forwards: &mut forwards,
+        score_cam: ScoreCamOptions::default(),
+        input_gradients: &mut input_gradients,
+        attribution: AttributionOptions { black: Some(BLACK), batch: Some(2), ..opts },
+        progress: &mut progress,
+        classifier_weights: None,
+        layer_forwards: None,
+        forward_batch: 2,
+    };
+    let c = method.compute(&mut e).unwrap_or_else(|e| panic!("{}: {e}", method.name()));
+    (c, reports)
+}
+
+/// Per pixel, the largest |v| over the three colour planes.
+fn max_abs(v: &[f32]) -> Vec<f32> {
+    (0..9).map(|p| (0..3).map(|c| v[9 * c + p].abs()).fold(0.0, f32::max)).collect()
+}
+
+/// Per pixel, the sum over the three colour planes.
+fn rgb_sum(v: &[f32]) -> Vec<f32> {
+    (0..9).map(|p| (0..3).map(|c| v[9 * c + p]).sum()).collect()
+}
+
+fn black_image() -> Vec<f32> {
+    (0..27).map(|i| BLACK[i / 9]).collect()
+}
+
+#[test]
+fn saliency_and_input_x_gradient_read_the_plain_gradient() {
+    // Linear network: the gradient is W wherever it is taken.
+    let (c, _) = run_net(Method::SALIENCY, &LINEAR, AttributionOptions::default());
+    assert_map(Method::SALIENCY, &c.map.data, &max_abs(&w()));
+    assert_eq!(c.rgb.expect("saliency gives the gradient as RGB").data.len(), 27);
+    let (c, _) = run_net(Method::INPUT_X_GRADIENT, &LINEAR, AttributionOptions::default());
+    let xw: Vec<f32> = input().data.iter().zip(w()).map(|(a, b)| a * b).collect();
+    assert_map(Method::INPUT_X_GRADIENT, &c.map.data, &rgb_sum(&xw));
+}
+
+#[test]
+fn integrated_gradients_is_exact_on_linear_and_quadratic_networks() {
+    let x = input().data;
+    let b = black_image();
+    // Linear: IG = (x - b) W for any steps; sums to f(x) - f(b) exactly.
+    let (c, reports) = run_net(Method::INTEGRATED_GRADIENTS, &LINEAR, AttributionOptions { steps: 5, ..Default::default() });
+    let want: Vec<f32> = (0..27).map(|i| (x[i] - b[i]) * w()[i]).collect();
+    assert_map(Method::INTEGRATED_GRADIENTS, &c.map.data, &rgb_sum(&want));
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    assert_eq!(reports.last(), Some(&(7, 7)), "steps + the two scores: {reports:?}");
+    // Quadratic: the midpoint rule's mean alpha is exactly 1/2, so the average gradient is (x + b) / 2
+    // and IG = (x^2 - b^2) / 2, again complete.
+    let (c, _) = run_net(Method::INTEGRATED_GRADIENTS, &QUADRATIC, AttributionOptions { steps: 4, ..Default::default() });
+    let want: Vec<f32> = (0..27).map(|i| (x[i] * x[i] - b[i] * b[i]) / 2.0).collect();
+    assert_map(Method::INTEGRATED_GRADIENTS, &c.map.data, &rgb_sum(&want));
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    // The per-channel attributions come back as an RGB image.
+    assert_eq!(c.rgb.expect("IG gives RGB attributions").data.len(), 27);
+}
+
+#[test]
+fn integrated_gradients_warns_when_completeness_fails() {
+    // Scores from one network, gradients from another: the sum misses f(x) - f(b).
+    let mismatched = Net { f: LINEAR.f, grad: |x| x.to_vec() };
+    let (c, _) = run_net(Method::INTEGRATED_GRADIENTS, &mismatched, AttributionOptions { steps: 3, ..Default::default() });
+    assert_eq!(c.warnings.len(), 1);
+    assert!(c.warnings[0].contains("integrated gradients") && c.warnings[0].contains("gap"), "{}", c.warnings[0]);
+}
+
+#[test]
+fn integrated_gradients_blurred_baseline_is_the_blurred_input() {
+    let x = input();
+    let blurred = gaussian_blur(&x, 3.0 / 20.0);
+    let (c, _) = run_net(Method::INTEGRATED_GRADIENTS, &LINEAR, AttributionOptions { steps: 2, baseline: Baseline::Blur, ..Default::default() });
+    let want: Vec<f32> = (0..27).map(|i| (x.data[i] - blurred.data[i]) * w()[i]).collect();
+    assert_map(Method::INTEGRATED_GRADIENTS, &c.map.data, &rgb_sum(&want));
+}
+
+#[test]
+fn gaussian_blur_keeps_constants_and_spreads_an_impulse_by_the_normalized_kernel() {
+    let flat = FeatureMap::new(3, 4, 5, vec![0.25; 60]);
+    assert!(gaussian_blur(&flat, 1.3).data.iter().all(|v| (v - 0.25).abs() < 1e-6));
+    // An impulse in the middle of a 9 x 9 plane, sigma 1 (radius 3, no edge reached): the outer
+    // product of the kernel exp(-d^2 / 2) / sum.
+    let mut d = vec![0.0; 3 * 81];
+    d[40] = 1.0;
+    let b = gaussian_blur(&FeatureMap::new(3, 9, 9, d), 1.0);
+    let z: f32 = (-3..=3).map(|k: i32| (-(k * k) as f32 / 2.0).exp()).sum();
+    let k = |d: i32| (-(d * d) as f32 / 2.0).exp() / z;
+    assert!((b.data[40] - k(0) * k(0)).abs() < 1e-6);
+    assert!((b.data[40 + 9 + 2] - k(1) * k(2)).abs() < 1e-6);
+    assert!((b.data.iter().sum::<f32>() - 1.0).abs() < 1e-5);
+}
+
+#[test]
+fn smoothgrad_averages_the_gradient_over_noisy_copies() {
+    // Linear network: every noisy copy has gradient W, so the average is W.
+    let (c, reports) = run_net(Method::SMOOTHGRAD, &LINEAR, AttributionOptions { samples: 5, ..Default::default() });
+    assert_map(Method::SMOOTHGRAD, &c.map.data, &max_abs(&w()));
+    assert_eq!(reports, vec![(2, 5), (4, 5), (5, 5)], "batches of 2");
+    // Quadratic network: the gradient is the noisy input; with no noise it is the input itself, and
+    // with noise the average stays near it (sigma 0.05 of the range 2, 50 samples).
+    let (c, _) = run_net(Method::SMOOTHGRAD, &QUADRATIC, AttributionOptions { samples: 3, noise: 0.0, ..Default::default() });
+    assert_map(Method::SMOOTHGRAD, &c.map.data, &max_abs(&input().data));
+    let (c, _) = run_net(Method::SMOOTHGRAD, &QUADRATIC, AttributionOptions { samples: 50, noise: 0.05, ..Default::default() });
+    let want = max_abs(&input().data);
+    assert!(c.map.data.iter().zip(&want).all(|(a, b)| (a - b).abs() < 0.1), "{:?} vs {want:?}", c.map.data);
+    assert!(c.map.data.iter().zip(&want).any(|(a, b)| a != b), "noise must change the gradient");
+}
+
+#[test]
+fn occlusion_gives_the_mean_score_drop_of_the_windows_covering_each_pixel() {
+    // Linear network: occluding pixel p drops the score by d_p = sum_c W (x - black).
+    let (x, b) = (input().data, black_image());
+    let d: Vec<f32> = rgb_sum(&(0..27).map(|i| w()[i] * (x[i] - b[i])).collect::<Vec<_>>());
+    // 1 x 1 windows: the map is d itself.
+    let (c, reports) = run_net(Method::OCCLUSION, &LINEAR, AttributionOptions { patch: 1, stride: 1, ..Default::default() });
+    assert_map(Method::OCCLUSION, &c.map.data, &d);
+    assert_eq!(reports.last(), Some(&(10, 10)), "9 windows and the unoccluded input");
+    // One 3 x 3 window: every pixel gets the whole drop.
+    let (c, _) = run_net(Method::OCCLUSION, &LINEAR, AttributionOptions { patch: 3, stride: 3, ..Default::default() });
+    assert_map(Method::OCCLUSION, &c.map.data, &[d.iter().sum::<f32>(); 9]);
+    // 2 x 2 windows at (0, 0), (0, 1), (1, 0), (1, 1): a corner is in one window, the centre in all four.
+    let (c, _) = run_net(Method::OCCLUSION, &LINEAR, AttributionOptions { patch: 2, stride: 1, ..Default::default() });
+    let win = |y: usize, x: usize| d[3 * y + x] + d[3 * y + x + 1] + d[3 * y + x + 3] + d[3 * y + x + 4];
+    assert!((c.map.data[0] - win(0, 0)).abs() < 1e-4);
+    assert!((c.map.data[8] - win(1, 1)).abs() < 1e-4);
+    assert!((c.map.data[4] - (win(0, 0) + win(0, 1) + win(1, 0) + win(1, 1)) / 4.0).abs() < 1e-4);
+    assert!((c.map.data[1] - (win(0, 0) + win(0, 1)) / 2.0).abs() < 1e-4);
+}
+
+#[test]
+fn occlusion_windows_cover_the_edge_and_settings_are_checked() {
+    assert_eq!(window_starts(224, 16, 8).len(), 27);
+    assert_eq!(window_starts(10, 4, 4), vec![0, 4, 6]);
+    assert_eq!(window_starts(4, 4, 2), vec![0]);
+    let bad = [
+        AttributionOptions { steps: 0, ..Default::default() },
+        AttributionOptions { steps: 257, ..Default::default() },
+        AttributionOptions { samples: 1000, ..Default::default() },
+        AttributionOptions { noise: f32::NAN, ..Default::default() },
+        AttributionOptions { patch: 0, ..Default::default() },
+        AttributionOptions { patch: 4, stride: 5, ..Default::default() },
+    ];
+    for o in bad {
+        assert!(o.check().is_err(), "{o:?}");
+    }
+    assert!(AttributionOptions::default().check().is_ok());
+    assert!(Baseline::from_name("mauve").unwrap_err().to_string().contains("black, blur"));
 }

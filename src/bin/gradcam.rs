@@ -3,6 +3,8 @@
 //!   gradcam explain IMAGE [--model FILE] [--arch NAME] [--class N | --top K] [--method NAME] [--layer NAME]
 //!                         [--out overlay.png] [--json] [--colormap NAME] [--alpha A] [--signed] [--raw]
 //!                         [--resize WxH] [--tensor input.npy]
+//!                         [--ig-steps N] [--baseline black|blur] [--smooth-samples N] [--smooth-noise F]
+//!                         [--occlusion-patch N] [--occlusion-stride N]
 //!   gradcam layers [--model FILE] [--arch NAME]
 //!   model settings (both commands): [--data FILE.onnx.data] [--labels FILE] [--size N] [--mean R,G,B --std R,G,B]
 //!   gradcam convert IN.pth OUT.safetensors [--f16]
@@ -28,6 +30,7 @@ mod cli {
     use gradcam_wasm::imaging::project::crop_mask;
     use gradcam_wasm::imaging::rgb::RgbImage;
     use gradcam_wasm::loading::{parse_labels, parse_triple, ModelSettings};
+    use gradcam_wasm::methods::attribution::Baseline;
     use gradcam_wasm::weights::{legacy_pth, safetensors_writer, zip_pth};
     use gradcam_wasm::{Arch, ExplainOptions, Explainer, Explanation, FeatureMap, Method, Model, Normalization, Target};
     use serde_json::json;
@@ -40,6 +43,8 @@ mod cli {
   gradcam explain IMAGE [--model FILE] [--arch NAME] [--class N | --top K] [--method NAME] [--layer NAME]
                         [--out overlay.png] [--json] [--colormap turbo|jet|viridis|inferno] [--alpha 0.5]
                         [--signed] [--raw] [--resize WxH] [--tensor input.npy]
+                        [--ig-steps N] [--baseline black|blur] [--smooth-samples N] [--smooth-noise F]
+                        [--occlusion-patch N] [--occlusion-stride N]
   gradcam layers [--model FILE] [--arch NAME]
   gradcam convert IN.pth OUT.safetensors [--f16]
 model settings (explain and layers):
@@ -47,7 +52,12 @@ model settings (explain and layers):
   --data FILE       an ONNX file's external weights (default: FILE.onnx.data beside it)
   --labels FILE     class names: a JSON array or one per line
   --size N          input size (default: the family's, e.g. 224; 299 for Inception v3; an ONNX file's own)
-  --mean R,G,B --std R,G,B   normalization on x / 255 (default: the family's)";
+  --mean R,G,B --std R,G,B   normalization on x / 255 (default: the family's)
+  --ig-steps N      integrated-gradients steps (default 32, at most 256)
+  --baseline B      integrated-gradients and occlusion baseline: black (default) or blur
+  --smooth-samples N   smoothgrad noisy copies (default 25, at most 256)
+  --smooth-noise F  smoothgrad noise, a fraction of the input range (default 0.15)
+  --occlusion-patch N --occlusion-stride N   occlusion window and step in input pixels (default 16, 8)";
 
     /// Flags that take no value.
     const SWITCHES: [&str; 4] = ["--json", "--signed", "--raw", "--f16"];
@@ -213,6 +223,16 @@ model settings (explain and layers):
             let p = |s: &str| s.parse::<usize>().map_err(|_| format!("--resize takes WxH, got '{r}'"));
             o.resize = Some(Resize::Exact { width: p(w)?, height: p(h)? });
         }
+        let a = &mut o.attribution;
+        a.steps = args.number("--ig-steps")?.unwrap_or(a.steps);
+        if let Some(b) = args.get("--baseline") {
+            a.baseline = Baseline::from_name(b).map_err(|e| e.to_string())?;
+        }
+        a.samples = args.number("--smooth-samples")?.unwrap_or(a.samples);
+        a.noise = args.number("--smooth-noise")?.unwrap_or(a.noise);
+        a.patch = args.number("--occlusion-patch")?.unwrap_or(a.patch);
+        a.stride = args.number("--occlusion-stride")?.unwrap_or(a.stride);
+        a.check().map_err(|e| e.to_string())?;
         Ok(o)
     }
 

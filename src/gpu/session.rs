@@ -15,6 +15,7 @@ use crate::feature_map::FeatureMap;
 use crate::imaging::preprocess::Geometry;
 use crate::imaging::rgb::RgbImage;
 use crate::methods::score::{LogitsBatch, ScoreCamSteps};
+use crate::methods::Method;
 use crate::ExplainOptions;
 
 /// The forward pass of the last image, alive on the GPU.
@@ -41,6 +42,12 @@ impl GpuSession {
 
     /// Explains `image` with the forward and backward passes (and Score-CAM's masked forwards) on the GPU.
     pub async fn explain(&mut self, explainer: &mut Explainer, image: &RgbImage, opts: &ExplainOptions, progress: &mut dyn FnMut(usize, usize)) -> Result<Explanation> {
+        if let Some(why) = cannot_gather(opts.method) {
+            // Never a wrong map: the explainer's own executor (the CPU) runs what this session cannot.
+            let mut e = explainer.explain_with_progress(image, opts, progress)?;
+            e.warnings.push(format!("{} ran on the {}: {why}", opts.method.label(), e.backend));
+            return Ok(e);
+        }
         let t0 = now_ms();
         // The GPU's own Score-CAM batch size unless the caller chose one; the replay below uses it too.
         let mut opts = opts.clone();
@@ -93,9 +100,27 @@ impl GpuSession {
         Ok(e)
     }
 
+    /// Whether this session can gather what `method` needs; `Some(why not)` sends it to the CPU.
+    pub fn supports(method: Method) -> bool {
+        cannot_gather(method).is_none()
+    }
+
     /// Simulates a lost GPU (see `Gpu::lose_device`).
     pub fn lose_device(&mut self) {
         self.live = None;
         self.executor.gpu().lose_device();
+    }
+}
+
+/// Why the session cannot gather `method`'s needs, if it cannot: it awaits the layer gradient, the
+/// guided input gradient and Score-CAM's own masked forwards, nothing else.
+fn cannot_gather(method: Method) -> Option<&'static str> {
+    let needs = method.needs();
+    if needs.input_gradients {
+        Some("the WebGPU session computes no plain input gradients at other inputs")
+    } else if needs.batched_forwards && method != Method::SCORE_CAM {
+        Some("the WebGPU session runs only Score-CAM's batched forwards")
+    } else {
+        None
     }
 }

@@ -39,7 +39,7 @@ fn guided_grad_cam_method(e: &mut Evidence) -> Result<Computed> {
 /// An input-grid gradient as a heatmap (its per-pixel magnitude) and as an RGB image.
 fn as_image(g: FeatureMap) -> Computed {
     let rgb = FeatureMap::new(3, g.height, g.width, to_rgb(&g));
-    Computed { map: magnitude(&g), rgb: Some(rgb) }
+    Computed { map: magnitude(&g), rgb: Some(rgb), warnings: Vec::new() }
 }
 
 /// Guided Grad-CAM = guided gradient (.) upsample(Grad-CAM), per colour channel.

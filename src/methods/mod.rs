@@ -6,6 +6,7 @@
 //! to add one.
 
 pub mod ablation;
+pub mod attribution;
 pub mod cam;
 pub mod class_activation;
 pub mod eigen;
@@ -15,6 +16,7 @@ pub mod score;
 use crate::error::{Error, Result};
 use crate::fail;
 use crate::feature_map::{FeatureMap, Map};
+use attribution::{AttributionOptions, InputGradients};
 use score::ScoreCamOptions;
 
 /// What a method asks of a forward pass beyond logits and activations, so an executor whose
@@ -33,10 +35,13 @@ pub struct Needs {
     /// Logits of modified copies of the layer's activations, running only the layers after it
     /// (Ablation-CAM).
     pub layer_forwards: bool,
+    /// Plain input gradients (ordinary ReLU backward) at inputs the method chooses (Integrated
+    /// Gradients' path, SmoothGrad's noisy copies): each one more forward and backward.
+    pub input_gradients: bool,
 }
 
 impl Needs {
-    pub const NOTHING: Needs = Needs { layer_gradient: false, guided_input_gradient: false, batched_forwards: false, classifier_weights: false, layer_forwards: false };
+    pub const NOTHING: Needs = Needs { layer_gradient: false, guided_input_gradient: false, batched_forwards: false, classifier_weights: false, layer_forwards: false, input_gradients: false };
     pub const LAYER_GRADIENT: Needs = Needs { layer_gradient: true, ..Needs::NOTHING };
 }
 
@@ -82,6 +87,10 @@ pub struct Evidence<'a> {
     pub forwards: &'a mut Forwards<'a>,
     /// Score-CAM's settings, its batch already chosen by the executor.
     pub score_cam: ScoreCamOptions,
+    /// Plain input gradients at n inputs (n x 3 x H x W in and out; when `needs.input_gradients`).
+    pub input_gradients: &'a mut InputGradients<'a>,
+    /// The attribution methods' settings, the batch and the black pixel already filled in.
+    pub attribution: AttributionOptions,
     /// (done, total) of a method that takes more than one forward.
     pub progress: &'a mut dyn FnMut(usize, usize),
     /// w_k = sum_c target[c] * W[c, k] of the linear classifier after the layer's global average pool
@@ -112,11 +121,13 @@ impl Evidence<'_> {
 pub struct Computed {
     pub map: Map,
     pub rgb: Option<FeatureMap>,
+    /// What the explanation should warn about (Integrated Gradients' completeness gap).
+    pub warnings: Vec<String>,
 }
 
 impl From<Map> for Computed {
     fn from(map: Map) -> Computed {
-        Computed { map, rgb: None }
+        Computed { map, rgb: None, warnings: Vec::new() }
     }
 }
 
@@ -156,7 +167,7 @@ impl std::fmt::Debug for Method {
 }
 
 /// Every method, in menu order.
-pub const ALL: [Method; 15] = [
+pub const ALL: [Method; 20] = [
     Method::GRAD_CAM,
     Method::COUNTERFACTUAL,
     Method::GUIDED_BACKPROP,
@@ -172,6 +183,11 @@ pub const ALL: [Method; 15] = [
     Method::KPCA_CAM,
     Method::CAM,
     Method::ABLATION_CAM,
+    Method::SALIENCY,
+    Method::INPUT_X_GRADIENT,
+    Method::INTEGRATED_GRADIENTS,
+    Method::SMOOTHGRAD,
+    Method::OCCLUSION,
 ];
 
 /// Lowercase, without the separators people vary ('-', '_', spaces).
