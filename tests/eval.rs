@@ -195,3 +195,36 @@ fn pointing_game_on_the_default_model_grad_cam_beats_guided_backprop() {
     let (grad_cam, guided) = (&report.methods[0], &report.methods[1]);
     assert!(grad_cam.hits() > guided.hits(), "Grad-CAM {} vs Guided Backprop {} hits", grad_cam.hits(), guided.hits());
 }
+
+#[test]
+fn road_imputes_a_linear_ramp_exactly_and_scores_morf_and_lerf() {
+    use gradcam_wasm::eval::road::{impute, road, RoadOptions};
+    use gradcam_wasm::synthetic::Rng;
+    // A linear ramp is its own 8-neighbour weighted mean: a hole in it is imputed exactly.
+    let (w, h) = (40, 30);
+    let ramp: Vec<f32> = (0..3).flat_map(|c| (0..h).flat_map(move |y| (0..w).map(move |x| c as f32 + 0.1 * x as f32 - 0.05 * y as f32))).collect();
+    let input = FeatureMap::new(3, h, w, ramp.clone());
+    let removed: Vec<bool> = (0..w * h).map(|p| (5..35).contains(&(p % w)) && (3..27).contains(&(p / w))).collect();
+    let mut holed = input.clone();
+    removed.iter().enumerate().filter(|(_, &r)| r).for_each(|(p, _)| (0..3).for_each(|c| holed.data[c * w * h + p] = 100.0));
+    let got = impute(&holed, &removed, 0.0, &mut Rng::new(1), 200).unwrap();
+    let worst = got.iter().zip(&ramp).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    assert!(worst < 1e-3, "largest imputation error {worst}");
+    // The sum model on a 2x2 input with values 1..4: a map that ranks pixel 3 (value 4) first.
+    let map = Map::new(2, 2, vec![0.0, 0.1, 0.2, 0.9]);
+    let opts = RoadOptions { percentages: vec![25.0], noise: 0.0, score: CurveScore::Logit, ..Default::default() };
+    let mut calls = Vec::new();
+    let r = road(&input_2x2(), &map, &[1.0, 0.0], &mut sum_model(&mut calls), &opts).unwrap();
+    // MoRF removes pixel 3: its neighbours 1, 2 (direct, 1/6) and 0 (diagonal, 1/12) give
+    // (2/6 + 3/6 + 1/12) / (5/12) = 2.2; LeRF removes pixel 0: (2/6 + 3/6 + 4/12) / (5/12) = 2.8.
+    assert_eq!(r.original, 10.0);
+    assert!((r.morf[0] - (6.0 + 2.2)).abs() < 1e-4 && (r.lerf[0] - (9.0 + 2.8)).abs() < 1e-4, "{r:?}");
+    assert!((r.combined - (r.lerf[0] - r.morf[0]) / 2.0).abs() < 1e-6);
+    assert_eq!(calls, vec![1, 2]);
+    let bad = RoadOptions { percentages: vec![100.0], ..Default::default() };
+    assert!(road(&input_2x2(), &map, &[1.0, 0.0], &mut sum_model(&mut calls), &bad).is_err());
+}
+
+fn input_2x2() -> FeatureMap {
+    input()
+}

@@ -22,10 +22,10 @@ fn main() {
 
 #[cfg(not(target_arch = "wasm32"))]
 mod cli {
-    use gradcam_wasm::eval::faithfulness::{average_drop_increase, faithfulness, Faithfulness};
+    use gradcam_wasm::eval::faithfulness::{average_drop_increase, faithfulness, road_of, Faithfulness};
     use gradcam_wasm::eval::localization::draw_box_rgba;
     use gradcam_wasm::eval::pointing::{check_photos, pointing_game};
-    use gradcam_wasm::eval::{bounding_box, Baseline, CurveOptions, Photo, PointingOptions, PAPER_THRESHOLD};
+    use gradcam_wasm::eval::{bounding_box, Baseline, CurveOptions, Photo, PointingOptions, Road, RoadOptions, PAPER_THRESHOLD};
     use gradcam_wasm::imaging::colormap::Colormap;
     use gradcam_wasm::imaging::npy::read_npy_f32;
     use gradcam_wasm::imaging::overlay::{heat_to_rgba, overlay_rgba_masked};
@@ -367,6 +367,8 @@ model settings (explain and layers):
         }
     }
 
+    type MethodFaithfulness = (Vec<(Faithfulness, Road)>, f64, Option<String>);
+
     /// The bundled photos and their classes (any of them counts as right).
     const PHOTOS: [(&str, &[usize]); 4] = [("coffee.png", &[967]), ("chelsea.png", &[281, 282, 285]), ("rocket.jpg", &[657, 812]), ("motorcycle_left.png", &[665, 670])];
 
@@ -412,8 +414,9 @@ model settings (explain and layers):
                 let t0 = std::time::Instant::now();
                 let f = faithfulness(&explainer, &image, &e, &opts, &curves).map_err(|e| format!("{}: {e}", m.name()))?;
                 let ms = t0.elapsed().as_secs_f64() * 1000.0;
+                let road = road_of(&explainer, &image, &e, &opts, &RoadOptions::default()).map_err(|e| format!("{}: ROAD: {e}", m.name()))?;
                 if json {
-                    out.push(json!({ "method": m.name(), "class": e.class, "label": e.label, "faithfulness": f, "box": bounding_box(&e.image_map, PAPER_THRESHOLD), "ms": ms }));
+                    out.push(json!({ "method": m.name(), "class": e.class, "label": e.label, "faithfulness": f, "road": road, "box": bounding_box(&e.image_map, PAPER_THRESHOLD), "ms": ms }));
                 } else {
                     println!(
                         "{:<16} class {} ({}): deletion AUC {:.4}, insertion AUC {:.4}, p {:.4} -> kept region {:.4} (drop {:.1}%{}), curves {:.0} ms",
@@ -428,6 +431,8 @@ model settings (explain and layers):
                         if f.confidence.increase { ", increase" } else { "" },
                         ms
                     );
+                    let list = |v: &[f32]| v.iter().map(|x| format!("{x:.3}")).collect::<Vec<_>>().join(" ");
+                    println!("  ROAD at {:?}%: MoRF {} | LeRF {} | combined {:.4}", road.percentages, list(&road.morf), list(&road.lerf), road.combined);
                     print_box(&e);
                 }
             }
@@ -459,14 +464,19 @@ model settings (explain and layers):
         })
         .map_err(|e| e.to_string())?;
         // Faithfulness of each method on the single photos (top-1 class, the model's own preprocessing).
-        let mut faith: Vec<(Vec<Faithfulness>, f64, Option<String>)> = Vec::new();
+        // Per method: each photo's numbers, ms per photo, the error that stopped it.
+        let mut faith: Vec<MethodFaithfulness> = Vec::new();
         for &m in &methods {
             let mut opts = ExplainOptions { method: m, ..Default::default() };
             opts.score_cam.max_channels = Some(channels);
             let (mut fs, mut ms, mut err) = (Vec::new(), 0.0, None);
             for p in &used {
                 let t0 = std::time::Instant::now();
-                match explainer.explain(&p.image, &opts).and_then(|e| faithfulness(&explainer, &p.image, &e, &opts, &curves)) {
+                let both = |explainer: &mut Explainer| {
+                    let e = explainer.explain(&p.image, &opts)?;
+                    Ok::<_, gradcam_wasm::Error>((faithfulness(explainer, &p.image, &e, &opts, &curves)?, road_of(explainer, &p.image, &e, &opts, &RoadOptions::default())?))
+                };
+                match both(&mut explainer) {
                     Ok(f) => fs.push(f),
                     Err(e) => {
                         err = Some(e.to_string());
@@ -479,27 +489,38 @@ model settings (explain and layers):
             faith.push((fs, ms / used.len().max(1) as f64, err));
         }
         if json {
-            let rows: Vec<_> = report.methods.iter().zip(&faith).map(|(s, (fs, ms, err))| json!({ "pointing": s, "faithfulness": fs, "ms_per_photo": ms, "faithfulness_error": err })).collect();
+            let rows: Vec<_> = report
+                .methods
+                .iter()
+                .zip(&faith)
+                .map(|(s, (fs, ms, err))| {
+                    let (f, r): (Vec<_>, Vec<_>) = fs.iter().cloned().unzip();
+                    json!({ "pointing": s, "faithfulness": f, "road": r, "ms_per_photo": ms, "faithfulness_error": err })
+                })
+                .collect();
             println!("{}", json!({ "photos": report.photos, "grids_1x2": report.grids_1x2, "grids_2x2": report.grids_2x2, "steps": curves.steps, "methods": rows }));
             return Ok(());
         }
         println!("pointing game on {} ({} 1x2 and {} 2x2 grids, {}-pixel cells; Score-CAM: {channels} channels)", report.photos.join(", "), report.grids_1x2, report.grids_2x2, popts.cell);
-        println!("| method | 1x2 hits | 2x2 hits | all | deletion AUC (lower is better) | insertion AUC (higher is better) | average drop % | increase in confidence % |");
-        println!("|---|---|---|---|---|---|---|---|");
+        println!(
+            "| method | 1x2 hits | 2x2 hits | all | deletion AUC (lower is better) | insertion AUC (higher is better) | average drop % | increase in confidence % | ROAD combined (higher is better) |"
+        );
+        println!("|---|---|---|---|---|---|---|---|---|");
         for (s, (fs, _, err)) in report.methods.iter().zip(&faith) {
             let n = fs.len().max(1) as f32;
-            let del = fs.iter().map(|f| f.deletion.auc).sum::<f32>() / n;
-            let ins = fs.iter().map(|f| f.insertion.auc).sum::<f32>() / n;
-            let (drop, inc) = average_drop_increase(&fs.iter().map(|f| f.confidence).collect::<Vec<_>>());
+            let del = fs.iter().map(|f| f.0.deletion.auc).sum::<f32>() / n;
+            let ins = fs.iter().map(|f| f.0.insertion.auc).sum::<f32>() / n;
+            let road = fs.iter().map(|f| f.1.combined).sum::<f32>() / n;
+            let (drop, inc) = average_drop_increase(&fs.iter().map(|f| f.0.confidence).collect::<Vec<_>>());
             let pct = |h: usize, t: usize| if t == 0 { 0.0 } else { 100.0 * h as f64 / t as f64 };
-            let faith_cells = if err.is_some() || fs.is_empty() { "- | - | - | -".to_string() } else { format!("{del:.4} | {ins:.4} | {drop:.1} | {inc:.0}") };
+            let faith_cells = if err.is_some() || fs.is_empty() { "- | - | - | - | -".to_string() } else { format!("{del:.4} | {ins:.4} | {drop:.1} | {inc:.0} | {road:.4}") };
             println!("| {} | {}/{} | {}/{} | {}/{} ({:.0}%) | {faith_cells} |", s.method, s.hits_1x2, s.trials_1x2, s.hits_2x2, s.trials_2x2, s.hits(), s.trials(), pct(s.hits(), s.trials()));
             if let Some(e) = s.error.as_ref().or(err.as_ref()) {
                 println!("  ({}: {e})", s.method);
             }
         }
         println!(
-            "deletion / insertion: {} steps, {} baseline, {}-pixel cells, softmax probability of the top-1 class on each photo",
+            "deletion / insertion: {} steps, {} baseline, {}-pixel cells; every score is the softmax probability of the top-1 class on each photo; ROAD at 10..90% (noisy linear imputation)",
             curves.steps,
             args.get("--baseline").unwrap_or("blur"),
             curves.cell

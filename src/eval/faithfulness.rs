@@ -298,9 +298,9 @@ pub fn map_on_input(e: &Explanation) -> Result<Map> {
     Ok(Map::new(w, h, upsample_bilinear(&e.raw.data, e.raw.width, e.raw.height, w, h).map_err(Error::Internal)?))
 }
 
-/// Deletion, insertion and confidence change of an explanation of `image` made with `explain`
-/// (its resize and target), through the explainer's executor.
-pub fn faithfulness(explainer: &Explainer, image: &RgbImage, e: &Explanation, explain: &ExplainOptions, opts: &CurveOptions) -> Result<Faithfulness> {
+/// The network input an explanation of `image` made with `explain` ran on, its map on that grid,
+/// and its target's weights over the logits (the top-1 class it resolved to, or the weighted target).
+pub fn prepared(explainer: &Explainer, image: &RgbImage, e: &Explanation, explain: &ExplainOptions) -> Result<(FeatureMap, Map, Vec<f32>)> {
     let (input, _) = explainer.prepare_input(image, explain)?;
     let map = map_on_input(e)?;
     let classes = explainer.model().graph.num_classes;
@@ -309,6 +309,20 @@ pub fn faithfulness(explainer: &Explainer, image: &RgbImage, e: &Explanation, ex
         t => t.clone(),
     };
     let (_, weights) = explainer.resolve_target(&target, &vec![0.0; classes])?;
+    Ok((input, map, weights))
+}
+
+/// ROAD (`eval::road`) of an explanation of `image` made with `explain`, through the explainer's executor.
+pub fn road_of(explainer: &Explainer, image: &RgbImage, e: &Explanation, explain: &ExplainOptions, opts: &super::road::RoadOptions) -> Result<super::road::Road> {
+    let (input, map, weights) = prepared(explainer, image, e, explain)?;
+    let (h, w) = (input.height, input.width);
+    super::road::road(&input, &map, &weights, &mut |x: &[f32], n: usize| explainer.logits_batch(x, n, h, w), opts)
+}
+
+/// Deletion, insertion and confidence change of an explanation of `image` made with `explain`
+/// (its resize and target), through the explainer's executor.
+pub fn faithfulness(explainer: &Explainer, image: &RgbImage, e: &Explanation, explain: &ExplainOptions, opts: &CurveOptions) -> Result<Faithfulness> {
+    let (input, map, weights) = prepared(explainer, image, e, explain)?;
     let (h, w) = (input.height, input.width);
     let mut run = |x: &[f32], n: usize| explainer.logits_batch(x, n, h, w);
     let (deletion, insertion) = deletion_insertion(&input, &map, &weights, &mut run, opts, explainer.forward_batch())?;

@@ -8,12 +8,14 @@
 //! - [`pointing`]: a pointing-game benchmark built from photos of known classes, laid out as 1x2
 //!   and 2x2 grids: a class's map must put its maximum in that class's cell.
 //!
-//! Not here yet: ROAD (remove and debias, Rong et al. 2022).
+//! - [`road`]: ROAD, remove and debias (Rong et al. 2022): MoRF and LeRF with noisy linear imputation.
 
 pub mod faithfulness;
 pub mod localization;
 pub mod pointing;
+pub mod road;
 
 pub use faithfulness::{Baseline, ConfidenceChange, Curve, CurveOptions, CurveScore, Faithfulness};
 pub use localization::{bounding_box, BoundingBox, PAPER_THRESHOLD};
 pub use pointing::{Photo, PointingOptions, PointingReport};
+pub use road::{Road, RoadOptions};

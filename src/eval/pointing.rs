@@ -103,7 +103,7 @@ pub fn compose(cells: &[RgbImage], grid: &Grid, cell: usize) -> Result<RgbImage>
 /// laid over the map; a flat map is a miss.
 pub fn hit(map: &Map, rows: usize, cols: usize, slot: usize) -> bool {
     let (lo, hi) = (map.min(), map.max());
-    if !(hi > lo) || map.width == 0 || map.height == 0 {
+    if hi.is_nan() || hi <= lo || map.width == 0 || map.height == 0 {
         return false;
     }
     let Some(p) = map.data.iter().position(|&v| v == hi) else { return false };
