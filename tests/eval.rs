@@ -228,3 +228,49 @@ fn road_imputes_a_linear_ramp_exactly_and_scores_morf_and_lerf() {
 fn input_2x2() -> FeatureMap {
     input()
 }
+
+#[test]
+fn curves_on_the_default_model_start_and_end_at_the_photos_probability() {
+    use gradcam_wasm::eval::faithfulness::faithfulness;
+    use gradcam_wasm::ExplainOptions;
+    let mut ex = Explainer::new(Model::from_bytes(&default_model_bytes(), None).unwrap());
+    let coffee = sample("coffee.png");
+    let opts = ExplainOptions::default();
+    let e = ex.explain(&coffee, &opts).unwrap();
+    let f = faithfulness(&ex, &coffee, &e, &opts, &CurveOptions { steps: 10, ..Default::default() }).unwrap();
+    assert_eq!((f.deletion.scores.len(), f.insertion.scores.len()), (11, 11));
+    // Nothing removed, and everything inserted back, is the photo itself: its top-1 probability.
+    assert!((f.deletion.scores[0] - e.probability).abs() < 1e-4, "{} vs {}", f.deletion.scores[0], e.probability);
+    assert!((f.insertion.scores[10] - e.probability).abs() < 1e-4);
+    assert!(f.deletion.auc < f.insertion.auc, "Grad-CAM of espresso: deletion {} vs insertion {}", f.deletion.auc, f.insertion.auc);
+    assert!((f.confidence.original - e.probability).abs() < 1e-4);
+    // The batch entry point checks sizes before it runs anything.
+    assert!(ex.logits_batch(&[0.0; 10], 1, 224, 224).is_err());
+    assert!(ex.logits_batch(&[], 0, 224, 224).is_err());
+}
+
+fn gradcam(args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gradcam")).args(args).current_dir(repo()).output().unwrap();
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}
+
+#[test]
+fn cli_evaluate_one_image_and_draw_the_box() {
+    let (code, out, err) = gradcam(&["evaluate", "assets/samples/coffee.png", "--method", "gradcam", "--steps", "10", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let first = &v[0];
+    assert_eq!(first["method"], "gradcam");
+    assert_eq!(first["faithfulness"]["deletion"]["scores"].as_array().unwrap().len(), 11);
+    assert_eq!(first["road"]["morf"].as_array().unwrap().len(), 9);
+    let b = &first["box"];
+    let (x0, y0) = (b["x0"].as_u64().unwrap() as u32, b["y0"].as_u64().unwrap() as u32);
+    // --box draws the same box, white, on the overlay.
+    let path = std::env::temp_dir().join(format!("gradcam-box-{}.png", std::process::id()));
+    let (code, out, err) = gradcam(&["explain", "assets/samples/coffee.png", "--box", "--out", path.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(&format!("box at 15% of the max: x {x0}..=")), "{out}");
+    let png = image::open(&path).unwrap().to_rgba8();
+    std::fs::remove_file(&path).ok();
+    assert_eq!(png.get_pixel(x0, y0).0, [255, 255, 255, 255]);
+}
