@@ -332,6 +332,23 @@ impl Explainer {
         &self.model
     }
 
+    /// Logits (row-major n x classes) of `n` already-preprocessed inputs of 3 x `height` x `width`
+    /// each, through this explainer's executor, no gradients (for evaluations that modify the
+    /// input: `eval::faithfulness`). The size is checked against the forward budget first.
+    pub fn logits_batch(&self, inputs: &[f32], n: usize, height: usize, width: usize) -> Result<Vec<f32>> {
+        let len = n.checked_mul(3).and_then(|v| v.checked_mul(height)).and_then(|v| v.checked_mul(width));
+        if n == 0 || len != Some(inputs.len()) {
+            return fail!(Input, "{} values are not {n} inputs of 3 x {height} x {width}", inputs.len());
+        }
+        self.check_forward(height, width)?;
+        self.executor.logits_batch(inputs, n, height, width)
+    }
+
+    /// How many inputs one `logits_batch` call should take (the executor's choice).
+    pub fn forward_batch(&self) -> usize {
+        self.executor.forward_batch()
+    }
+
     pub fn backend(&self) -> &'static str {
         self.executor.name()
     }

@@ -281,6 +281,24 @@ export interface ExplainOptions {
   occlusionPatch?: number; occlusionStride?: number;
 }
 export interface OverlayOptions { colormap?: string; alpha?: number }
+/** `evaluate`'s options: those of `explain`, plus the curves' settings. */
+export interface EvaluateOptions extends ExplainOptions {
+  /** deletion / insertion steps (default 100, at most 1000) */ steps?: number;
+  /** what removed pixels become (default 'blur', a Gaussian of sigma 5) */ baseline?: 'blur' | 'mean';
+  /** side of the square cells removed together (default 1 pixel) */ cell?: number;
+  /** also run ROAD (MoRF/LeRF at 10..90%, noisy linear imputation); default false */ road?: boolean;
+}
+export interface Curve { fractions: number[]; scores: number[]; auc: number }
+/** Curves of the target's softmax probability: x is the fraction of the input's pixels removed (inserted). */
+export interface EvaluateResult {
+  method: string; classIdx: number; label: string; probability: number;
+  deletion: Curve; insertion: Curve;
+  confidence: { original: number; kept: number; drop: number; increase: boolean };
+  road: { percentages: number[]; original: number; morf: number[]; lerf: number[]; combined: number } | null;
+  /** the map's box at 15% of its maximum (largest 8-connected segment), on the image's pixels, inclusive */
+  box: { x0: number; y0: number; x1: number; y1: number; pixels: number } | null;
+  ms: number;
+}
 /** One explanation method, as `methodCatalog()` lists them. */
 export interface MethodInfo {
   name: string; aliases: string[]; label: string; help: string;
@@ -322,12 +340,13 @@ const EXPLAIN_KEYS: &[&str] = &[
     "scoreCamChannels",
     "scoreCamBatch",
     "igSteps",
-    "baseline",
+    "igBaseline",
     "smoothSamples",
     "smoothNoise",
     "occlusionPatch",
     "occlusionStride",
 ];
+const EVALUATE_KEYS: &[&str] = &["method", "layer", "colormap", "alpha", "normalize", "preprocess", "signed", "onProgress", "scoreCamChannels", "scoreCamBatch", "steps", "baseline", "cell", "road"];
 const OVERLAY_KEYS: &[&str] = &["colormap", "alpha"];
 
 /// Which executor runs the forward and backward passes.
@@ -374,7 +393,11 @@ struct Request {
 
 impl Request {
     fn parse(image_data: &JsValue, class_idx: &JsValue, options: &JsValue, num_classes: usize, input_size: (usize, usize)) -> JsResult<Request> {
-        let opts = options_object(options, "explain option", EXPLAIN_KEYS)?;
+        Request::parse_keys(image_data, class_idx, options, num_classes, input_size, "explain option", EXPLAIN_KEYS)
+    }
+
+    fn parse_keys(image_data: &JsValue, class_idx: &JsValue, options: &JsValue, num_classes: usize, input_size: (usize, usize), what: &str, keys: &[&str]) -> JsResult<Request> {
+        let opts = options_object(options, what, keys)?;
         let mut o = ExplainOptions::default();
         if let Some(m) = opt_string(&opts, "method")? {
             o.method = Method::from_name(&m).map_err(js_err)?;
@@ -414,7 +437,7 @@ impl Request {
         if let Some(n) = opt_number(&opts, "igSteps")? {
             a.steps = count(n, "igSteps")?;
         }
-        if let Some(b) = opt_string(&opts, "baseline")? {
+        if let Some(b) = opt_string(&opts, "igBaseline")? {
             a.baseline = crate::methods::attribution::Baseline::from_name(&b).map_err(js_err)?;
         }
         if let Some(n) = opt_number(&opts, "smoothSamples")? {
@@ -730,6 +753,56 @@ impl Explainer {
         let mut state = self.state()?;
         let e = state.inner.explain_with_progress(&request.image, &request.opts, &mut request.progress()).map_err(js_err)?;
         state.finish(&e, request)
+    }
+
+    /// `evaluate(imageData, classIdx?, options?)`: explains on the CPU as `explain` does, then measures
+    /// the map (src/eval): deletion and insertion curves of the target's softmax probability with
+    /// their AUCs, the confidence change when only the map's region is kept, the 15% box, and ROAD
+    /// when `road: true`. Runs `2 * steps + 2` forwards (plus 19 for ROAD).
+    #[wasm_bindgen(unchecked_return_type = "EvaluateResult")]
+    pub fn evaluate(
+        &mut self,
+        #[wasm_bindgen(js_name = imageData, unchecked_param_type = "ImageData")] image_data: JsValue,
+        #[wasm_bindgen(js_name = classIdx, unchecked_param_type = "number | undefined")] class_idx: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "EvaluateOptions | undefined")] options: JsValue,
+    ) -> JsResult<JsValue> {
+        use crate::eval::faithfulness::{faithfulness, road_of};
+        use crate::eval::{bounding_box, Baseline, CurveOptions, RoadOptions, PAPER_THRESHOLD};
+        let request = Request::parse_keys(&image_data, &class_idx, &options, self.num_classes, self.input_size, "evaluate option", EVALUATE_KEYS)?;
+        let opts = options_object(&options, "evaluate option", EVALUATE_KEYS)?;
+        let mut curves = CurveOptions::default();
+        if let Some(n) = opt_number(&opts, "steps")? {
+            curves.steps = count(n, "steps")?;
+        }
+        if let Some(n) = opt_number(&opts, "cell")? {
+            curves.cell = count(n, "cell")?;
+        }
+        if let Some(b) = opt_string(&opts, "baseline")? {
+            curves.baseline = match b.trim().to_ascii_lowercase().as_str() {
+                "blur" => Baseline::Blur(5.0),
+                "mean" => Baseline::Mean,
+                _ => return Err(js_err(format!("unknown baseline '{b}'; choose one of blur, mean"))),
+            };
+        }
+        let with_road = opt_bool(&opts, "road")?.unwrap_or(false);
+        let mut state = self.state()?;
+        let t0 = crate::clock::now_ms();
+        let e = state.inner.explain_with_progress(&request.image, &request.opts, &mut request.progress()).map_err(js_err)?;
+        let f = faithfulness(&state.inner, &request.image, &e, &request.opts, &curves).map_err(js_err)?;
+        let road = if with_road { Some(road_of(&state.inner, &request.image, &e, &request.opts, &RoadOptions::default()).map_err(js_err)?) } else { None };
+        let out = serde_json::json!({
+            "method": e.method.name(),
+            "classIdx": e.class,
+            "label": e.label,
+            "probability": e.probability,
+            "deletion": f.deletion,
+            "insertion": f.insertion,
+            "confidence": f.confidence,
+            "road": road,
+            "box": bounding_box(&e.image_map, PAPER_THRESHOLD),
+            "ms": crate::clock::now_ms() - t0,
+        });
+        js_sys::JSON::parse(&out.to_string())
     }
 
     /// `await explainAsync(imageData, classIdx?, options?)`: `explain` on the active backend (WebGPU or

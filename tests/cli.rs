@@ -79,7 +79,7 @@ fn bad_arguments_fail_with_a_message_that_says_what_to_fix() {
     let cases: [(&[&str], &str); 11] = [
         (&["explain", "assets/samples/coffee.png", "--method", "ig", "--ig-steps", "0"], "1 to 256"),
         (&["explain", "assets/samples/coffee.png", "--method", "ig", "--ig-steps", "many"], "takes a number"),
-        (&["explain", "assets/samples/coffee.png", "--baseline", "mauve"], "black, blur"),
+        (&["explain", "assets/samples/coffee.png", "--ig-baseline", "mauve"], "black, blur"),
         (&["explain", "assets/samples/coffee.png", "--smooth-samples", "100000"], "1 to 256"),
         (&["explain", "assets/samples/coffee.png", "--method", "occlusion", "--occlusion-patch", "500", "--occlusion-stride", "500"], "larger than the 224 x 224 input"),
         (&["explain", "assets/samples/coffee.png", "--class", "1000"], "out of range"),

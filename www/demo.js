@@ -33,6 +33,9 @@ const el = {
   title: $('#result-title'),
   sub: $('#result-sub'),
   download: $('#download'),
+  evaluate: $('#evaluate'),
+  auc: $('#auc'),
+  curves: $('#curves'),
   strip: $('#strip'),
   task: $('#task'),
   progress: $('#progress'),
@@ -464,6 +467,9 @@ function showResult(r) {
   );
   el.warnings.hidden = !(r.warnings && r.warnings.length);
   el.download.disabled = false;
+  el.evaluate.disabled = false;
+  el.curves.hidden = true;
+  el.auc.textContent = 'Deletion and insertion curves of this map (100 steps each).';
   setStatus('');
   renderTop5();
 }
@@ -800,3 +806,58 @@ loadMethods().catch(showError);
 }
 loadSample('chelsea.png');
 registerServiceWorker();
+
+// ---------- faithfulness: deletion and insertion curves (src/eval) ----------
+
+el.evaluate.addEventListener('click', async () => {
+  const { image, result } = state;
+  if (!image || !result) return;
+  el.evaluate.disabled = true;
+  el.auc.textContent = 'Measuring: 202 forwards…';
+  try {
+    const opts = options();
+    const r = await state.client.evaluate(image.imageData, result.classIdx, { method: opts.method, layer: opts.layer, preprocess: opts.preprocess, scoreCamChannels: opts.scoreCamChannels });
+    if (state.result !== result) return; // another explanation since
+    drawCurves(r);
+    el.auc.textContent = `deletion AUC ${r.deletion.auc.toFixed(3)} (lower is better) · insertion AUC ${r.insertion.auc.toFixed(3)} (higher is better) · ${fmtMs(r.ms)}`;
+  } catch (e) {
+    el.auc.textContent = '';
+    showError(e, 'Faithfulness');
+  } finally {
+    el.evaluate.disabled = false;
+  }
+});
+
+/** The two curves of the class probability against the fraction of pixels removed / inserted. */
+function drawCurves(r) {
+  const c = el.curves;
+  c.hidden = false;
+  const ctx = c.getContext('2d');
+  const [w, h, pad] = [c.width, c.height, 16];
+  ctx.clearRect(0, 0, w, h);
+  ctx.strokeStyle = '#888';
+  ctx.lineWidth = 1;
+  ctx.strokeRect(pad, 4, w - pad - 4, h - pad - 4);
+  const line = (curve, color) => {
+    ctx.strokeStyle = color;
+    ctx.lineWidth = 2;
+    ctx.beginPath();
+    curve.fractions.forEach((x, i) => {
+      const px = pad + x * (w - pad - 4);
+      const py = h - pad - Math.max(0, Math.min(1, curve.scores[i])) * (h - pad - 4);
+      if (i === 0) ctx.moveTo(px, py);
+      else ctx.lineTo(px, py);
+    });
+    ctx.stroke();
+  };
+  line(r.deletion, '#d62728');
+  line(r.insertion, '#1f77b4');
+  ctx.fillStyle = '#888';
+  ctx.font = '10px sans-serif';
+  ctx.fillText('p', 4, 12);
+  ctx.fillText('fraction of pixels', w / 2 - 40, h - 3);
+  ctx.fillStyle = '#d62728';
+  ctx.fillText('deletion', w - 110, 16);
+  ctx.fillStyle = '#1f77b4';
+  ctx.fillText('insertion', w - 58, 16);
+}

@@ -268,6 +268,20 @@ export class GradcamClient extends EventTarget {
     return this._call('explain', { ...args, classIdx: cls, options: opts }, transfer, onProgress);
   }
 
+  /**
+   * Faithfulness of `classIdx`'s map (default: top-1) for `imageData`, on the CPU: deletion and
+   * insertion curves of the class's softmax probability with their AUCs, the confidence change when
+   * only the map's region is kept, and its 15% box (`EvaluateResult` in pkg/gradcam_wasm.d.ts).
+   * @param {{method?, layer?, preprocess?, steps?: number, baseline?: 'blur'|'mean', cell?: number, road?: boolean}} [options]
+   */
+  evaluate(imageData, classIdx = null, options = {}) {
+    const { args, transfer } = this._imageArgs(imageData);
+    const opts = {};
+    for (const [k, v] of Object.entries(options || {})) if (v !== undefined && v !== null && v !== '') opts[k] = v;
+    const cls = classIdx === null || classIdx === undefined || classIdx === '' ? null : Number(classIdx);
+    return this._call('evaluate', { ...args, classIdx: cls, options: opts }, transfer);
+  }
+
   /** Top-k classes: [{class, label, logit, probability}]. */
   predict(imageData, k = 5) {
     const { args, transfer } = this._imageArgs(imageData);

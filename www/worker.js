@@ -252,6 +252,14 @@ const handlers = {
     return value;
   },
 
+  /** Deletion / insertion curves, their AUCs, the confidence change and the 15% box (`evaluate`, CPU). */
+  async evaluate(args) {
+    const img = currentImage(args);
+    const ex = requireExplainer();
+    const cls = args.classIdx === null || args.classIdx === undefined ? undefined : args.classIdx;
+    return plain(ex.evaluate(img, cls, args.options || {}));
+  },
+
   async overlay(args) {
     const img = currentImage(args); // first: the image is kept even when the call fails
     const ex = requireExplainer();

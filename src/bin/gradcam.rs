@@ -3,8 +3,9 @@
 //!   gradcam explain IMAGE [--model FILE] [--arch NAME] [--class N | --top K] [--method NAME] [--layer NAME]
 //!                         [--out overlay.png] [--json] [--colormap NAME] [--alpha A] [--signed] [--raw]
 //!                         [--resize WxH] [--tensor input.npy]
-//!                         [--ig-steps N] [--baseline black|blur] [--smooth-samples N] [--smooth-noise F]
+//!                         [--ig-steps N] [--ig-baseline black|blur] [--smooth-samples N] [--smooth-noise F]
 //!                         [--occlusion-patch N] [--occlusion-stride N]
+//!   gradcam evaluate [IMAGE] [--method NAME|all] [--class N] [--steps N] [--baseline blur|mean] [--cell N] [--json]
 //!   gradcam layers [--model FILE] [--arch NAME]
 //!   model settings (both commands): [--data FILE.onnx.data] [--labels FILE] [--size N] [--mean R,G,B --std R,G,B]
 //!   gradcam convert IN.pth OUT.safetensors [--f16]
@@ -23,6 +24,10 @@ fn main() {
 
 #[cfg(not(target_arch = "wasm32"))]
 mod cli {
+    use gradcam_wasm::eval::faithfulness::{average_drop_increase, faithfulness, road_of, Faithfulness};
+    use gradcam_wasm::eval::localization::draw_box_rgba;
+    use gradcam_wasm::eval::pointing::{check_photos, pointing_game};
+    use gradcam_wasm::eval::{bounding_box, Baseline, CurveOptions, Photo, PointingOptions, Road, RoadOptions, PAPER_THRESHOLD};
     use gradcam_wasm::imaging::colormap::Colormap;
     use gradcam_wasm::imaging::npy::read_npy_f32;
     use gradcam_wasm::imaging::overlay::{heat_to_rgba, overlay_rgba_masked};
@@ -30,7 +35,7 @@ mod cli {
     use gradcam_wasm::imaging::project::crop_mask;
     use gradcam_wasm::imaging::rgb::RgbImage;
     use gradcam_wasm::loading::{parse_labels, parse_triple, ModelSettings};
-    use gradcam_wasm::methods::attribution::Baseline;
+    use gradcam_wasm::methods::attribution::Baseline as IgBaseline;
     use gradcam_wasm::weights::{legacy_pth, safetensors_writer, zip_pth};
     use gradcam_wasm::{Arch, ExplainOptions, Explainer, Explanation, FeatureMap, Method, Model, Normalization, Target};
     use serde_json::json;
@@ -42,9 +47,14 @@ mod cli {
     const USAGE: &str = "usage:
   gradcam explain IMAGE [--model FILE] [--arch NAME] [--class N | --top K] [--method NAME] [--layer NAME]
                         [--out overlay.png] [--json] [--colormap turbo|jet|viridis|inferno] [--alpha 0.5]
-                        [--signed] [--raw] [--resize WxH] [--tensor input.npy]
-                        [--ig-steps N] [--baseline black|blur] [--smooth-samples N] [--smooth-noise F]
+                        [--signed] [--raw] [--resize WxH] [--tensor input.npy] [--box]
+                        [--ig-steps N] [--ig-baseline black|blur] [--smooth-samples N] [--smooth-noise F]
                         [--occlusion-patch N] [--occlusion-stride N]
+  gradcam evaluate [IMAGE] [--method NAME|all] [--class N] [--steps 100] [--baseline blur|mean] [--cell 1]
+                        [--score-cam-channels 64] [--samples DIR] [--json]
+      without IMAGE: the pointing game on 1x2 and 2x2 grids of the bundled photos for every method,
+      then deletion / insertion AUCs and average drop / increase on the single photos;
+      with IMAGE: the curves, AUCs, confidence change and 15% box of that image's map(s)
   gradcam layers [--model FILE] [--arch NAME]
   gradcam convert IN.pth OUT.safetensors [--f16]
 model settings (explain and layers):
@@ -54,13 +64,13 @@ model settings (explain and layers):
   --size N          input size (default: the family's, e.g. 224; 299 for Inception v3; an ONNX file's own)
   --mean R,G,B --std R,G,B   normalization on x / 255 (default: the family's)
   --ig-steps N      integrated-gradients steps (default 32, at most 256)
-  --baseline B      integrated-gradients and occlusion baseline: black (default) or blur
+  --ig-baseline B   integrated-gradients and occlusion baseline: black (default) or blur
   --smooth-samples N   smoothgrad noisy copies (default 25, at most 256)
   --smooth-noise F  smoothgrad noise, a fraction of the input range (default 0.15)
   --occlusion-patch N --occlusion-stride N   occlusion window and step in input pixels (default 16, 8)";
 
     /// Flags that take no value.
-    const SWITCHES: [&str; 4] = ["--json", "--signed", "--raw", "--f16"];
+    const SWITCHES: [&str; 5] = ["--json", "--signed", "--raw", "--f16", "--box"];
 
     struct Args {
         positional: Vec<String>,
@@ -107,6 +117,7 @@ model settings (explain and layers):
         match command.as_str() {
             "explain" => explain(&args),
             "layers" => layers(&args),
+            "evaluate" => evaluate(&args),
             "convert" => convert(&args),
             other => Err(format!("unknown command '{other}'\n{USAGE}")),
         }
@@ -210,7 +221,8 @@ model settings (explain and layers):
 
     fn options(args: &Args) -> Res<ExplainOptions> {
         let mut o = ExplainOptions::default();
-        if let Some(m) = args.get("--method") {
+        // `evaluate` takes a list of methods (or `all`) and sets each itself.
+        if let Some(m) = args.get("--method").filter(|m| !m.contains(',') && *m != "all") {
             o.method = Method::from_name(m).map_err(|e| e.to_string())?;
         }
         o.layer = args.get("--layer").map(String::from);
@@ -225,8 +237,8 @@ model settings (explain and layers):
         }
         let a = &mut o.attribution;
         a.steps = args.number("--ig-steps")?.unwrap_or(a.steps);
-        if let Some(b) = args.get("--baseline") {
-            a.baseline = Baseline::from_name(b).map_err(|e| e.to_string())?;
+        if let Some(b) = args.get("--ig-baseline") {
+            a.baseline = IgBaseline::from_name(b).map_err(|e| e.to_string())?;
         }
         a.samples = args.number("--smooth-samples")?.unwrap_or(a.samples);
         a.noise = args.number("--smooth-noise")?.unwrap_or(a.noise);
@@ -276,13 +288,16 @@ model settings (explain and layers):
         for (i, e) in results.iter().enumerate() {
             if let Some(out) = args.get("--out") {
                 let path = if results.len() > 1 { suffixed(out, e.class) } else { out.to_string() };
-                write_overlay(&path, e, image.as_ref(), colormap, alpha)?;
+                write_overlay(&path, e, image.as_ref(), colormap, alpha, args.has("--box"))?;
                 if !args.has("--json") {
                     eprintln!("wrote {path}");
                 }
             }
             if !args.has("--json") {
                 print_text(e, i == 0);
+                if args.has("--box") {
+                    print_box(e);
+                }
             }
         }
         if args.has("--json") {
@@ -302,17 +317,23 @@ model settings (explain and layers):
         }
     }
 
-    fn write_overlay(path: &str, e: &Explanation, image: Option<&RgbImage>, cmap: Colormap, alpha: f32) -> Res<()> {
+    fn write_overlay(path: &str, e: &Explanation, image: Option<&RgbImage>, cmap: Colormap, alpha: f32, draw_box: bool) -> Res<()> {
         let (w, h) = (e.image_map.width, e.image_map.height);
         let mut heat = e.image_map.data.clone();
         let peak = heat.iter().copied().fold(0.0f32, f32::max);
         if peak > 1.0 {
             heat.iter_mut().for_each(|v| *v /= peak); // --raw scale: draw relative to the peak
         }
-        let rgba = match image {
+        let mut rgba = match image {
             Some(img) => overlay_rgba_masked(img, &heat, &crop_mask(&e.geometry)?, cmap, alpha)?,
             None => heat_to_rgba(&heat, w, h, cmap)?,
         };
+        if draw_box {
+            // The paper's box: the largest segment of the map at 15% of its maximum, in white.
+            if let Some(b) = bounding_box(&e.image_map, PAPER_THRESHOLD) {
+                draw_box_rgba(&mut rgba, w, h, &b, [255, 255, 255], (w.max(h) / 200).max(2));
+            }
+        }
         image::save_buffer(path, &rgba, w as u32, h as u32, image::ExtendedColorType::Rgba8).map_err(|e| format!("cannot write '{path}': {e}"))
     }
 
@@ -352,9 +373,178 @@ model settings (explain and layers):
             "probability": e.probability,
             "top5": e.top5,
             "cam": { "width": e.raw.width, "height": e.raw.height, "values": e.raw.data },
+            "box": bounding_box(&e.image_map, PAPER_THRESHOLD),
             "warnings": e.warnings,
             "forward_reused": e.forward_reused,
             "timings": e.timings,
         })
+    }
+
+    fn print_box(e: &Explanation) {
+        match bounding_box(&e.image_map, PAPER_THRESHOLD) {
+            Some(b) => println!("  box at 15% of the max: x {}..={}, y {}..={} ({}x{} px, segment of {} px)", b.x0, b.x1, b.y0, b.y1, b.width(), b.height(), b.pixels),
+            None => println!("  box: none (the map has no positive value)"),
+        }
+    }
+
+    type MethodFaithfulness = (Vec<(Faithfulness, Road)>, f64, Option<String>);
+
+    /// The bundled photos and their classes (any of them counts as right).
+    const PHOTOS: [(&str, &[usize]); 4] = [("coffee.png", &[967]), ("chelsea.png", &[281, 282, 285]), ("rocket.jpg", &[657, 812]), ("motorcycle_left.png", &[665, 670])];
+
+    fn curve_options(args: &Args) -> Res<CurveOptions> {
+        let mut o = CurveOptions::default();
+        if let Some(steps) = args.number("--steps")? {
+            o.steps = steps;
+        }
+        if let Some(cell) = args.number("--cell")? {
+            o.cell = cell;
+        }
+        o.baseline = match args.get("--baseline").unwrap_or("blur") {
+            "blur" => Baseline::Blur(5.0),
+            "mean" => Baseline::Mean,
+            other => return Err(format!("--baseline takes blur or mean, got '{other}'")),
+        };
+        Ok(o)
+    }
+
+    fn methods(args: &Args) -> Res<Vec<Method>> {
+        match args.get("--method") {
+            None | Some("all") => Ok(gradcam_wasm::methods::ALL.to_vec()),
+            Some(list) => list.split(',').map(|m| Method::from_name(m).map_err(|e| e.to_string())).collect(),
+        }
+    }
+
+    fn evaluate(args: &Args) -> Res<()> {
+        let model = load_model(args)?;
+        let mut explainer = Explainer::new(model);
+        let curves = curve_options(args)?;
+        let channels: usize = args.number("--score-cam-channels")?.unwrap_or(64);
+        let methods = methods(args)?;
+        let json = args.has("--json");
+        if let Some(path) = args.positional.first() {
+            let image = load_image(path)?;
+            let mut opts = options(args)?;
+            opts.score_cam.max_channels = Some(channels);
+            opts.target = args.number("--class")?.map_or(Target::Top1, Target::Class);
+            let mut out = Vec::new();
+            for m in methods {
+                opts.method = m;
+                let e = explainer.explain(&image, &opts).map_err(|e| format!("{}: {e}", m.name()))?;
+                let t0 = std::time::Instant::now();
+                let f = faithfulness(&explainer, &image, &e, &opts, &curves).map_err(|e| format!("{}: {e}", m.name()))?;
+                let ms = t0.elapsed().as_secs_f64() * 1000.0;
+                let road = road_of(&explainer, &image, &e, &opts, &RoadOptions::default()).map_err(|e| format!("{}: ROAD: {e}", m.name()))?;
+                if json {
+                    out.push(json!({ "method": m.name(), "class": e.class, "label": e.label, "faithfulness": f, "road": road, "box": bounding_box(&e.image_map, PAPER_THRESHOLD), "ms": ms }));
+                } else {
+                    println!(
+                        "{:<16} class {} ({}): deletion AUC {:.4}, insertion AUC {:.4}, p {:.4} -> kept region {:.4} (drop {:.1}%{}), curves {:.0} ms",
+                        m.name(),
+                        e.class,
+                        e.label,
+                        f.deletion.auc,
+                        f.insertion.auc,
+                        f.confidence.original,
+                        f.confidence.kept,
+                        100.0 * f.confidence.drop,
+                        if f.confidence.increase { ", increase" } else { "" },
+                        ms
+                    );
+                    let list = |v: &[f32]| v.iter().map(|x| format!("{x:.3}")).collect::<Vec<_>>().join(" ");
+                    println!("  ROAD at {:?}%: MoRF {} | LeRF {} | combined {:.4}", road.percentages, list(&road.morf), list(&road.lerf), road.combined);
+                    print_box(&e);
+                }
+            }
+            if json {
+                println!("{}", serde_json::Value::Array(out));
+            }
+            return Ok(());
+        }
+        // The benchmark on the bundled photos.
+        let dir = args.get("--samples").map(PathBuf::from).unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/samples"));
+        let mut photos = Vec::new();
+        for (file, classes) in PHOTOS {
+            let image = load_image(&dir.join(file).to_string_lossy())?;
+            photos.push(Photo { name: file.to_string(), image, classes: classes.to_vec() });
+        }
+        let popts = PointingOptions { score_cam_channels: Some(channels), ..Default::default() };
+        let checks = check_photos(&mut explainer, &photos, &popts).map_err(|e| e.to_string())?;
+        let mut used = Vec::new();
+        for (p, (top, ok)) in photos.iter().zip(&checks) {
+            eprintln!("{:<20} top-1 {} ({}, p {:.3}): {}", p.name, top.class, top.label, top.probability, if *ok { "right, played" } else { "wrong, left out" });
+            if *ok {
+                used.push(p.clone());
+            }
+        }
+        let report = pointing_game(&mut explainer, &used, &methods, &popts, &mut |m, done, total| {
+            if done == total {
+                eprintln!("pointing game: {m} done");
+            }
+        })
+        .map_err(|e| e.to_string())?;
+        // Faithfulness of each method on the single photos (top-1 class, the model's own preprocessing).
+        // Per method: each photo's numbers, ms per photo, the error that stopped it.
+        let mut faith: Vec<MethodFaithfulness> = Vec::new();
+        for &m in &methods {
+            let mut opts = ExplainOptions { method: m, ..Default::default() };
+            opts.score_cam.max_channels = Some(channels);
+            let (mut fs, mut ms, mut err) = (Vec::new(), 0.0, None);
+            for p in &used {
+                let t0 = std::time::Instant::now();
+                let both = |explainer: &mut Explainer| {
+                    let e = explainer.explain(&p.image, &opts)?;
+                    Ok::<_, gradcam_wasm::Error>((faithfulness(explainer, &p.image, &e, &opts, &curves)?, road_of(explainer, &p.image, &e, &opts, &RoadOptions::default())?))
+                };
+                match both(&mut explainer) {
+                    Ok(f) => fs.push(f),
+                    Err(e) => {
+                        err = Some(e.to_string());
+                        break;
+                    }
+                }
+                ms += t0.elapsed().as_secs_f64() * 1000.0;
+            }
+            eprintln!("faithfulness: {} done", m.name());
+            faith.push((fs, ms / used.len().max(1) as f64, err));
+        }
+        if json {
+            let rows: Vec<_> = report
+                .methods
+                .iter()
+                .zip(&faith)
+                .map(|(s, (fs, ms, err))| {
+                    let (f, r): (Vec<_>, Vec<_>) = fs.iter().cloned().unzip();
+                    json!({ "pointing": s, "faithfulness": f, "road": r, "ms_per_photo": ms, "faithfulness_error": err })
+                })
+                .collect();
+            println!("{}", json!({ "photos": report.photos, "grids_1x2": report.grids_1x2, "grids_2x2": report.grids_2x2, "steps": curves.steps, "methods": rows }));
+            return Ok(());
+        }
+        println!("pointing game on {} ({} 1x2 and {} 2x2 grids, {}-pixel cells; Score-CAM: {channels} channels)", report.photos.join(", "), report.grids_1x2, report.grids_2x2, popts.cell);
+        println!(
+            "| method | 1x2 hits | 2x2 hits | all | deletion AUC (lower is better) | insertion AUC (higher is better) | average drop % | increase in confidence % | ROAD combined (higher is better) |"
+        );
+        println!("|---|---|---|---|---|---|---|---|---|");
+        for (s, (fs, _, err)) in report.methods.iter().zip(&faith) {
+            let n = fs.len().max(1) as f32;
+            let del = fs.iter().map(|f| f.0.deletion.auc).sum::<f32>() / n;
+            let ins = fs.iter().map(|f| f.0.insertion.auc).sum::<f32>() / n;
+            let road = fs.iter().map(|f| f.1.combined).sum::<f32>() / n;
+            let (drop, inc) = average_drop_increase(&fs.iter().map(|f| f.0.confidence).collect::<Vec<_>>());
+            let pct = |h: usize, t: usize| if t == 0 { 0.0 } else { 100.0 * h as f64 / t as f64 };
+            let faith_cells = if err.is_some() || fs.is_empty() { "- | - | - | - | -".to_string() } else { format!("{del:.4} | {ins:.4} | {drop:.1} | {inc:.0} | {road:.4}") };
+            println!("| {} | {}/{} | {}/{} | {}/{} ({:.0}%) | {faith_cells} |", s.method, s.hits_1x2, s.trials_1x2, s.hits_2x2, s.trials_2x2, s.hits(), s.trials(), pct(s.hits(), s.trials()));
+            if let Some(e) = s.error.as_ref().or(err.as_ref()) {
+                println!("  ({}: {e})", s.method);
+            }
+        }
+        println!(
+            "deletion / insertion: {} steps, {} baseline, {}-pixel cells; every score is the softmax probability of the top-1 class on each photo; ROAD at 10..90% (noisy linear imputation)",
+            curves.steps,
+            args.get("--baseline").unwrap_or("blur"),
+            curves.cell
+        );
+        Ok(())
     }
 }
