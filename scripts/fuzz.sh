@@ -42,7 +42,7 @@ cp tests/fixtures/tiny_legacy.pth fuzz/corpus/legacy_pth/seed-fixture
 seed zip_pth
 cp tests/fixtures/zip_pth/*.pth fuzz/corpus/zip_pth/
 seed onnx_import
-for f in tests/fixtures/onnx/*.ts.onnx; do # single-file exports: a length prefix past the end (see the target)
+for f in tests/fixtures/onnx/*.ts.onnx tests/fixtures/onnx/*.ts13.onnx; do # single-file exports: a length prefix past the end (see the target)
     { printf '\xff\xff\xff\xff'; cat "$f"; } >"fuzz/corpus/onnx_import/$(basename "$f")"
 done
 seed npy

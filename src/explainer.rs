@@ -4,6 +4,7 @@
 //! same image re-runs only the backward it needs.
 
 use crate::arch::{Arch, InputNorm};
+use crate::budget::Budget;
 use crate::clock::now_ms;
 use crate::error::{Error, Result};
 use crate::exec::{cpu::CpuExecutor, Executor, Pass};
@@ -16,6 +17,7 @@ use crate::imaging::rgb::RgbImage;
 use crate::methods::score::LogitsBatch;
 use crate::methods::{Computed, Evidence, Method, Sign};
 use crate::weights::WeightMap;
+use std::rc::Rc;
 use std::sync::Arc;
 
 /// A loaded network: its architecture, layer graph, class names, default target layer and the
@@ -47,6 +49,10 @@ impl Model {
         if crate::onnx::is_onnx(bytes) {
             return Model::from_onnx(bytes, None);
         }
+        crate::budget::within(&crate::budget::for_load(bytes.len()), || Model::from_state_dict(bytes, arch))
+    }
+
+    fn from_state_dict(bytes: &[u8], arch: Option<Arch>) -> Result<Model> {
         let weights = WeightMap::from_bytes(bytes)?;
         let arch = match arch {
             Some(a) => a,
@@ -299,8 +305,10 @@ impl Explainer {
         Explainer { model, executor, cache: None, memory_budget: None }
     }
 
-    /// Sets the budget of one image's forward pass: the bytes of all its layer outputs (f32), as
-    /// `Graph::shapes` gives them for the input size, checked before the forward runs.
+    /// Sets the memory budget of one explanation: the bytes of all layer outputs of its forward pass
+    /// (f32, as `Graph::shapes` gives them for the input size, checked before the forward runs) plus
+    /// every buffer its method allocates on top (batches of masked inputs, Gram matrices, the map on
+    /// the image), counted together (`budget`), each checked before it is allocated.
     pub fn with_memory_budget(mut self, bytes: u64) -> Explainer {
         self.memory_budget = Some(bytes);
         self
@@ -311,11 +319,28 @@ impl Explainer {
         self.memory_budget.unwrap_or_else(|| DEFAULT_FORWARD_BUDGET.saturating_add(16 * self.model.graph.parameter_count() as u64))
     }
 
+    /// A fresh budget for one explanation or evaluation, which every allocation inside it reserves
+    /// from (`budget::within`); its limit is `memory_budget()`.
+    pub fn budget(&self) -> Rc<Budget> {
+        Budget::new(
+            "this explanation",
+            self.memory_budget(),
+            "use a smaller input size, smaller batches, fewer Score-CAM channels or a layer with a smaller map, or raise the budget (Explainer::with_memory_budget)",
+            Error::Input,
+        )
+    }
+
+    /// Bytes of all layer outputs (f32) of one forward pass at this input size: what an explanation
+    /// reserves from its budget before its method's own buffers.
+    pub fn forward_bytes(&self, height: usize, width: usize) -> Result<u64> {
+        let shapes = self.model.graph.shapes(height, width)?;
+        Ok(shapes.iter().fold(0u64, |t, &(c, h, w)| t.saturating_add((c as u64).saturating_mul(h as u64).saturating_mul(w as u64).saturating_mul(4))))
+    }
+
     /// Checks the layer shapes at this input size, and the bytes of all layer outputs against the
     /// budget, before a forward pass allocates any of them.
     fn check_forward(&self, height: usize, width: usize) -> Result<()> {
-        let shapes = self.model.graph.shapes(height, width)?;
-        let bytes = shapes.iter().fold(0u64, |t, &(c, h, w)| t.saturating_add((c as u64).saturating_mul(h as u64).saturating_mul(w as u64).saturating_mul(4)));
+        let bytes = self.forward_bytes(height, width)?;
         let budget = self.memory_budget();
         if bytes > budget {
             return fail!(
@@ -475,6 +500,16 @@ impl Explainer {
     /// after the forward and backward passes is this explainer's, so both paths share one code path.
     /// `batched_forwards` answers Score-CAM's masked forwards in its order (else this executor runs them).
     pub fn explain_recorded(&mut self, forward: ForeignPass, opts: &ExplainOptions, batched_forwards: Option<&mut LogitsBatch>, progress: &mut dyn FnMut(usize, usize)) -> Result<Explanation> {
+        crate::budget::within(&self.budget(), || self.explain_recorded_within_budget(forward, opts, batched_forwards, progress))
+    }
+
+    fn explain_recorded_within_budget(
+        &mut self,
+        forward: ForeignPass,
+        opts: &ExplainOptions,
+        batched_forwards: Option<&mut LogitsBatch>,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<Explanation> {
         let ForeignPass { key, pass, input, geometry } = forward;
         let t0 = now_ms();
         let layer = key.1;
@@ -494,6 +529,10 @@ impl Explainer {
 
     /// `explain`, reporting progress of the long methods (Score-CAM: channels done, channels total).
     pub fn explain_with_progress(&mut self, image: &RgbImage, opts: &ExplainOptions, progress: &mut dyn FnMut(usize, usize)) -> Result<Explanation> {
+        crate::budget::within(&self.budget(), || self.explain_image_within_budget(image, opts, progress))
+    }
+
+    fn explain_image_within_budget(&mut self, image: &RgbImage, opts: &ExplainOptions, progress: &mut dyn FnMut(usize, usize)) -> Result<Explanation> {
         let t0 = now_ms();
         let layer = self.layer_id(opts)?;
         let (pre_ms, fwd_ms, reused) = self.ensure_pass(image, opts)?;
@@ -508,6 +547,10 @@ impl Explainer {
     /// Explains an already-preprocessed 3 x H x W tensor (for checking against other implementations).
     /// The "image" is then the tensor's own grid.
     pub fn explain_tensor(&mut self, input: FeatureMap, opts: &ExplainOptions) -> Result<Explanation> {
+        crate::budget::within(&self.budget(), || self.explain_tensor_within_budget(input, opts))
+    }
+
+    fn explain_tensor_within_budget(&mut self, input: FeatureMap, opts: &ExplainOptions) -> Result<Explanation> {
         let t0 = now_ms();
         if input.channels != 3 || input.data.len() != 3 * input.height * input.width {
             return fail!(Input, "expected a 3 x H x W tensor, got {} channels and {} values", input.channels, input.data.len());
@@ -565,6 +608,10 @@ impl Explainer {
         let (class, target) = self.resolve_target(&opts.target, &logits)?;
         let score: f32 = logits.iter().zip(&target).map(|(l, t)| l * t).sum();
         let probability = softmax(&logits)[class];
+        // The forward's layer outputs stay live while the method runs.
+        let cached_input = &self.cache.as_ref().ok_or_else(|| Error::Internal("no forward pass".into()))?.input;
+        let forward_bytes = self.forward_bytes(cached_input.height, cached_input.width)?;
+        let _forward = crate::budget::reserve(forward_bytes, || "the layer outputs of the forward pass".into())?;
         let Explainer { cache, executor, model, .. } = self;
         let cached = cache.as_mut().ok_or_else(|| Error::Internal("no forward pass".into()))?;
         let tokens = model.graph.leading_tokens(layer);
@@ -699,6 +746,9 @@ fn compute_map(
 
 /// Puts a map on the original image's grid; min-max normalizes over the pixels the network saw.
 pub fn project(raw: &Map, geometry: &Geometry, normalization: Normalization) -> Result<Map> {
+    // The map on the image and its crop mask.
+    let pixels = geometry.orig_w.saturating_mul(geometry.orig_h);
+    crate::budget::reserve_floats(pixels.saturating_mul(2), || format!("the {}x{} map on the image", geometry.orig_w, geometry.orig_h))?.keep();
     let mut data = project_to_image(&raw.data, raw.width, raw.height, geometry).map_err(Error::Internal)?;
     if normalization == Normalization::MinMax {
         let inside = crop_mask(geometry).map_err(Error::Internal)?;

@@ -7,10 +7,12 @@
 //! - `methods`: explanation methods over feature maps and gradients, executor-agnostic.
 //! - `imaging`: preprocessing, mapping maps back onto the image, colormaps, overlays.
 //! - `loading`: what users say about their model besides its bytes (labels, input size, normalization).
+//! - `budget`: the cumulative memory budget of one load or one explanation.
 //! - `eval`: the paper's evaluations of a map (faithfulness curves, boxes, the pointing game).
 //! - `explainer`: the API that ties them together; `wasm` (wasm32 only) exposes it to JavaScript.
 
 pub mod arch;
+pub mod budget;
 pub mod clock;
 pub mod error;
 pub mod eval;

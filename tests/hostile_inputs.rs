@@ -193,6 +193,18 @@ fn nested_npy(depth: usize) -> Vec<u8> {
     b
 }
 
+/// The ResNet ONNX fixture with `n` ConstantOfShape nodes of shape 4096 x 4096 in front.
+fn onnx_with_big_constants(n: usize) -> Vec<u8> {
+    use candle_onnx::onnx::{tensor_proto::DataType, ModelProto, NodeProto, TensorProto};
+    use prost::Message;
+    let mut m = ModelProto::decode(std::fs::read(repo().join("tests/fixtures/onnx/resnet.ts.onnx")).unwrap().as_slice()).unwrap();
+    let g = m.graph.as_mut().unwrap();
+    g.initializer.push(TensorProto { name: "big_shape".into(), dims: vec![2], data_type: DataType::Int64 as i32, int64_data: vec![4096, 4096], ..Default::default() });
+    let fills = (0..n).map(|k| NodeProto { op_type: "ConstantOfShape".into(), name: format!("fill{k}"), input: vec!["big_shape".into()], output: vec![format!("filled{k}")], ..Default::default() });
+    g.node.splice(0..0, fills);
+    m.encode_to_vec()
+}
+
 #[test]
 fn hostile_inputs_end_in_clear_errors_within_time_and_memory() {
     let model_bytes = default_model_bytes();
@@ -317,6 +329,26 @@ fn hostile_inputs_end_in_clear_errors_within_time_and_memory() {
     let msg = case("SqueezeNet 1.1, exact 4096x4096 input", 256 * MIB, || err_of(tiny.explain(&chelsea, &huge_input)));
     says(&msg, &["4096x4096", "budget"]);
     drop(tiny);
+
+    // 8. One explanation's allocations count together: Score-CAM's batch of 64 masked inputs (37 MiB,
+    // within its own 64 MiB cap) on top of the forward's layer outputs, under a budget that holds
+    // either but not both, is refused before the batch exists; a smaller batch then fits.
+    let forward = ex.forward_bytes(224, 224).unwrap();
+    let mut tight = Explainer::new(Model::from_bytes(&default_model_bytes(), None).unwrap()).with_memory_budget(forward + 16 * MIB as u64);
+    let plain = tight.explain(&chelsea, &ExplainOptions::default()).unwrap();
+    assert_eq!(plain.raw.data, reference.raw.data);
+    let score_cam = |batch| ExplainOptions { method: Method::SCORE_CAM, score_cam: ScoreCamOptions { batch: Some(batch), max_channels: Some(64) }, ..Default::default() };
+    let msg = case("Score-CAM batch of 64 under forward + 16 MiB", 8 * MIB, || err_of(tight.explain(&chelsea, &score_cam(64))));
+    says(&msg, &["this explanation would need 37 MiB", "Score-CAM's batch of 64 masked inputs", "on top of the", "memory budget of", "smaller batches"]);
+    let e = case("Score-CAM batch of 4 under forward + 16 MiB", 64 * MIB, || tight.explain(&chelsea, &score_cam(4)).unwrap());
+    assert_eq!(e.class, 282);
+    drop(tight);
+
+    // 9. An ONNX file folding 40 constants of 2^24 values (each within its own cap, 2.5 GiB
+    // together): the load's budget (8x the file's bytes + 512 MiB) stops it.
+    let folds = onnx_with_big_constants(40);
+    let msg = case("ONNX: 40 ConstantOfShape of 4096 x 4096", 600 * MIB, || load_err(&folds, None));
+    says(&msg, &["loading the model would need 64 MiB", "ConstantOfShape", "memory budget"]);
 
     // The explainer is unharmed: the same photo, the same map as before.
     let again = ex.explain(&chelsea, &ExplainOptions::default()).unwrap();

@@ -225,6 +225,7 @@ fn curve(start: &[f32], end: &[f32], cells: &[Vec<usize>], pixels: usize, target
     let mut current = start.to_vec();
     let mut done = 0;
     let mut scores_out = Vec::with_capacity(steps + 1);
+    let _buffer = crate::budget::reserve_floats(batch.saturating_mul(current.len()), || format!("a batch of {batch} modified inputs"))?;
     let mut buffer: Vec<f32> = Vec::with_capacity(batch * current.len());
     for chunk in counts.chunks(batch) {
         buffer.clear();
@@ -314,6 +315,10 @@ pub fn prepared(explainer: &Explainer, image: &RgbImage, e: &Explanation, explai
 
 /// ROAD (`eval::road`) of an explanation of `image` made with `explain`, through the explainer's executor.
 pub fn road_of(explainer: &Explainer, image: &RgbImage, e: &Explanation, explain: &ExplainOptions, opts: &super::road::RoadOptions) -> Result<super::road::Road> {
+    crate::budget::within(&explainer.budget(), || road_within_budget(explainer, image, e, explain, opts))
+}
+
+fn road_within_budget(explainer: &Explainer, image: &RgbImage, e: &Explanation, explain: &ExplainOptions, opts: &super::road::RoadOptions) -> Result<super::road::Road> {
     let (input, map, weights) = prepared(explainer, image, e, explain)?;
     let (h, w) = (input.height, input.width);
     super::road::road(&input, &map, &weights, &mut |x: &[f32], n: usize| explainer.logits_batch(x, n, h, w), opts)
@@ -321,7 +326,12 @@ pub fn road_of(explainer: &Explainer, image: &RgbImage, e: &Explanation, explain
 
 /// Deletion, insertion and confidence change of an explanation of `image` made with `explain`
 /// (its resize and target), through the explainer's executor.
+/// Runs within one budget of the explainer's (`Explainer::budget`).
 pub fn faithfulness(explainer: &Explainer, image: &RgbImage, e: &Explanation, explain: &ExplainOptions, opts: &CurveOptions) -> Result<Faithfulness> {
+    crate::budget::within(&explainer.budget(), || faithfulness_within_budget(explainer, image, e, explain, opts))
+}
+
+fn faithfulness_within_budget(explainer: &Explainer, image: &RgbImage, e: &Explanation, explain: &ExplainOptions, opts: &CurveOptions) -> Result<Faithfulness> {
     let (input, map, weights) = prepared(explainer, image, e, explain)?;
     let (h, w) = (input.height, input.width);
     let mut run = |x: &[f32], n: usize| explainer.logits_batch(x, n, h, w);

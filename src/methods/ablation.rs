@@ -39,6 +39,7 @@ pub fn ablation_cam(a: &FeatureMap, target: &[f32], batch: usize, forwards: &mut
     let classes = target.len();
     let batch = batch.max(1).min(MAX_BATCH_BYTES / (per_copy * 4).max(1)).max(1);
     let score = |row: &[f32]| -> f32 { row.iter().zip(target).map(|(l, t)| l * t).sum() };
+    let _batch = crate::budget::reserve_floats(batch.saturating_mul(per_copy), || format!("Ablation-CAM's batch of {batch} ablated copies"))?;
     // Copy index -1 is the unablated activations, then channels 0..c.
     let mut scores: Vec<f32> = Vec::with_capacity(c + 1);
     let mut next = 0usize; // copies made, the unablated one first

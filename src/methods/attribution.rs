@@ -294,6 +294,7 @@ fn integrated_gradients_method(e: &mut Evidence) -> Result<Computed> {
     (e.progress)(2, total);
     let mut avg = vec![0.0f32; len];
     let batch = e.attribution.batch_for(len);
+    let _batch = crate::budget::reserve_floats(batch.saturating_mul(len), || format!("a batch of {batch} modified inputs"))?;
     let mut k0 = 0;
     while k0 < n {
         let k1 = (k0 + batch).min(n);
@@ -362,6 +363,7 @@ fn smoothgrad_method(e: &mut Evidence) -> Result<Computed> {
     let n = e.attribution.samples;
     let len = x.data.len();
     let batch = e.attribution.batch_for(len);
+    let _batch = crate::budget::reserve_floats(batch.saturating_mul(len), || format!("a batch of {batch} modified inputs"))?;
     let mut rng = Normal(0x5eed_5300_7468_0000);
     let mut avg = vec![0.0f32; len];
     let mut k0 = 0;
@@ -411,6 +413,7 @@ fn occlusion_method(e: &mut Evidence) -> Result<Computed> {
     let mut sum = vec![0.0f32; n];
     let mut count = vec![0u32; n];
     let batch = e.attribution.batch_for(len);
+    let _batch = crate::budget::reserve_floats(batch.saturating_mul(len), || format!("a batch of {batch} modified inputs"))?;
     for (bi, chunk) in windows.chunks(batch).enumerate() {
         let mut occluded = Vec::with_capacity(chunk.len() * len);
         for &(y0, x0) in chunk {

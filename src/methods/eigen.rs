@@ -57,6 +57,7 @@ pub fn kpca_cam(a: &FeatureMap) -> Result<Map, String> {
     }
     let means: Vec<f64> = (0..c).map(|k| a.plane(k).iter().map(|&v| v as f64).sum::<f64>() / n as f64).collect();
     let gamma = 1.0 / c.max(1) as f64;
+    let _kernel = crate::budget::reserve((n * n * 8) as u64, || format!("KPCA-CAM's {n} x {n} kernel matrix")).map_err(|e| e.to_string())?;
     let mut kernel = vec![0.0f64; n * n];
     for (k, mean) in means.iter().enumerate() {
         let x: Vec<f64> = a.plane(k).iter().map(|&v| v as f64 - mean).collect();
@@ -118,6 +119,8 @@ pub fn eigen_cam(a: &FeatureMap) -> Result<Map, String> {
     }
     let means: Vec<f32> = (0..c).map(|k| a.plane(k).iter().sum::<f32>() / n as f32).collect();
     let centred: Vec<f32> = (0..c).flat_map(|k| a.plane(k).iter().map(|v| v - means[k]).collect::<Vec<_>>()).collect();
+    let k = if fits(c) { c } else { n };
+    let _gram = crate::budget::reserve((k * k * 8) as u64, || format!("Eigen-CAM's {k} x {k} Gram matrix")).map_err(|e| e.to_string())?;
     if !fits(c) {
         return Ok(eigen_cam_by_positions(&centred, c, n, a.width, a.height));
     }

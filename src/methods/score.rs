@@ -69,6 +69,7 @@ pub type LogitsBatch<'a> = super::Forwards<'a>;
 /// `progress(done, total)` is called after each batch.
 pub fn score_cam(a: &FeatureMap, input: &FeatureMap, target: &[f32], opts: ScoreCamOptions, logits_batch: &mut LogitsBatch, progress: &mut dyn FnMut(usize, usize)) -> Result<Map> {
     let mut steps = ScoreCamSteps::new(a, input, opts);
+    let _batch = crate::budget::reserve_floats(steps.batch.saturating_mul(input.data.len()), || format!("Score-CAM's batch of {} masked inputs", steps.batch))?;
     while let Some((masked, n)) = steps.next_batch() {
         let logits = logits_batch(&masked, n)?;
         steps.add_logits(&logits, target)?;

@@ -1669,6 +1669,8 @@ impl<'a> Importer<'a> {
             }
             _ => return fail!(Weights, "unsupported ONNX op '{op}' on constants at {}; supported: {SUPPORTED}", describe(n)),
         };
+        // Each fold is capped at 2^24 values before it allocates; their sum counts against the load.
+        crate::budget::reserve_floats(out.numel(), || format!("the constant folded at {}", describe(n)))?.keep();
         Ok(out)
     }
 

@@ -48,7 +48,13 @@ pub struct OnnxImport {
 }
 
 /// Imports an ONNX classifier; `external_data` is the `.onnx.data` file the model names, if any.
+/// The whole import runs within one load budget (`budget::for_load`).
 pub fn import(onnx: &[u8], external_data: Option<&[u8]>) -> Result<OnnxImport> {
+    let file_bytes = onnx.len().saturating_add(external_data.map_or(0, <[u8]>::len));
+    crate::budget::within(&crate::budget::for_load(file_bytes), || import_within_budget(onnx, external_data))
+}
+
+fn import_within_budget(onnx: &[u8], external_data: Option<&[u8]>) -> Result<OnnxImport> {
     let model = proto::decode(onnx)?;
     let meta = proto::decode_node_metadata(onnx)?;
     let imported = import::Importer::run(&model, &meta, external_data)?;

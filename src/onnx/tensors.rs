@@ -262,6 +262,8 @@ pub fn decode(t: &TensorProto, external: Option<&[u8]>, budget: &mut Budget) -> 
     if budget.elements > MAX_PARAMETERS {
         return fail!(Weights, "the model holds more than {MAX_PARAMETERS} weight elements; it is too large to import here");
     }
+    let name = if t.name.is_empty() { "(unnamed constant)" } else { t.name.as_str() };
+    crate::budget::reserve_floats(l.numel, || format!("tensor '{name}' ({} values)", l.numel))?.keep();
     Ok(match l.raw {
         Some(raw) => from_le_bytes(t.data_type, l.dims, raw),
         None => typed_fields(t, l.dims),

@@ -261,6 +261,7 @@ fn tensor_values(st: &StorageMeta, bytes: &[u8], spec: &TensorSpec) -> Result<(V
         }
     };
     let numel = check_layout(spec, view_len)?;
+    crate::budget::reserve_floats(numel as usize, || format!("a tensor of storage {} ({numel} values)", short(&spec.storage_key))).map_err(|e| e.to_string())?.keep();
     let esz = st.dtype.size();
     let view_bytes = &bytes[(view_off as usize) * esz..((view_off + view_len) as usize) * esz];
     Ok((gather(view_bytes, st.dtype, spec, numel as usize), numel))

@@ -88,6 +88,8 @@ impl WeightMap {
         for (name, view) in st.tensors() {
             let shape = view.shape().to_vec();
             let raw = view.data();
+            let numel = shape.iter().product::<usize>();
+            crate::budget::reserve_floats(numel, || format!("tensor '{name}' ({numel} values)"))?.keep();
             let data: Vec<f32> = match view.dtype() {
                 Dtype::F32 => raw.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
                 Dtype::F16 => raw.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
