@@ -325,7 +325,7 @@ impl Explainer {
         Budget::new(
             "this explanation",
             self.memory_budget(),
-            "use a smaller input size, smaller batches, fewer Score-CAM channels or a layer with a smaller map, or raise the budget (Explainer::with_memory_budget)",
+            "use a smaller input size, smaller batches, fewer Score-CAM channels or a layer with a smaller map, or raise the budget (the memoryBudgetMiB option in JS, Explainer::with_memory_budget in Rust)",
             Error::Input,
         )
     }

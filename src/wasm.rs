@@ -268,7 +268,7 @@ pub fn method_catalog() -> JsResult<Array> {
 #[wasm_bindgen(typescript_custom_section)]
 const TS_TYPES: &'static str = r#"
 export type Backend = 'auto' | 'cpu' | 'webgpu';
-export interface ExplainerOptions { arch?: string; labels?: string[]; backend?: Backend }
+export interface ExplainerOptions { arch?: string; labels?: string[]; backend?: Backend; memoryBudgetMiB?: number }
 export interface ExplainOptions {
   method?: string; layer?: string; colormap?: string; alpha?: number;
   normalize?: 'minmax' | 'raw'; preprocess?: 'crop' | 'resize'; signed?: boolean;
@@ -327,7 +327,7 @@ export interface ExplainResult {
 }
 "#;
 
-const CONSTRUCTOR_KEYS: &[&str] = &["arch", "labels", "backend", "inputSize", "mean", "std", "externalData"];
+const CONSTRUCTOR_KEYS: &[&str] = &["arch", "labels", "backend", "inputSize", "mean", "std", "externalData", "memoryBudgetMiB"];
 const EXPLAIN_KEYS: &[&str] = &[
     "method",
     "layer",
@@ -672,13 +672,18 @@ impl Explainer {
     fn load(model_bytes: &JsValue, opts: &Option<JsValue>, requested: Backend) -> JsResult<Explainer> {
         let bytes = bytes_of(model_bytes).ok_or_else(|| js_err("modelBytes must be a Uint8Array or an ArrayBuffer holding a .safetensors, .pth or .onnx file"))?;
         let settings = model_settings(opts)?;
+        let memory_budget_mib = opt_number(opts, "memoryBudgetMiB")?.map(|n| count(n, "memoryBudgetMiB")).transpose()?;
         let model = settings.load(&bytes).map_err(js_err)?;
         drop(bytes); // the graph holds its own f32 copy: do not keep the file twice
         drop(settings);
         let (num_classes, input_size, arch, default_layer, layers) = (model.graph.num_classes, model.input_size(), model.arch.name().to_string(), model.default_layer(), model.layers());
         let note = if requested == Backend::Cpu { "CPU: asked for".to_string() } else { "CPU: WebGPU starts only with Explainer.create()".to_string() };
         let state = State {
-            inner: crate::Explainer::new(model),
+            inner: match memory_budget_mib {
+                // One explanation's allocations together (`Explainer::with_memory_budget`).
+                Some(mib) => crate::Explainer::new(model).with_memory_budget((mib as u64) << 20),
+                None => crate::Explainer::new(model),
+            },
             last: None,
             #[cfg(feature = "webgpu")]
             gpu: None,

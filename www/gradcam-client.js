@@ -196,7 +196,7 @@ export class GradcamClient extends EventTarget {
    * @param {{arch?: string, labels?: string[]}} [options]
    * @param {(received: number, total: number) => void} [onProgress]  total is 0 while unknown.
    * @param {{arch?: string, labels?: string[], backend?: 'auto'|'cpu'|'webgpu', integrity?: string,
-   *          externalDataIntegrity?: string}} [options]  integrity: "sha256-<base64>" (SRI syntax)
+   *          externalDataIntegrity?: string, memoryBudgetMiB?: number}} [options]  integrity: "sha256-<base64>" (SRI syntax)
    * @returns {Promise<{url, bytes, source: 'network'|'cache'|'memory', downloadMs, initMs, layers, methods, defaultLayer,
    *   backend: {backend: 'cpu'|'webgpu', requested, adapter, software, note}}>}
    */
@@ -237,6 +237,8 @@ export class GradcamClient extends EventTarget {
     if (options && options.inputSize != null) opts.inputSize = Number(options.inputSize);
     if (options && options.mean) opts.mean = Array.from(options.mean, Number);
     if (options && options.std) opts.std = Array.from(options.std, Number);
+    // The most memory one explanation may hold at once (its forward and its method's buffers together).
+    if (options && options.memoryBudgetMiB != null) opts.memoryBudgetMiB = Number(options.memoryBudgetMiB);
     // An ONNX file's external weights (<name>.onnx.data): a URL, bytes or a Blob, like the model.
     if (options && options.externalData) {
       const d = options.externalData;

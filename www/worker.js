@@ -200,6 +200,7 @@ const handlers = {
     if (options && options.inputSize != null) opts.inputSize = options.inputSize;
     if (options && options.mean) opts.mean = options.mean;
     if (options && options.std) opts.std = options.std;
+    if (options && options.memoryBudgetMiB != null) opts.memoryBudgetMiB = options.memoryBudgetMiB;
     if (options && options.externalData) {
       // An ONNX file's <name>.onnx.data: bytes from the page, or a URL fetched (and cached) like the model.
       const d = options.externalData;
