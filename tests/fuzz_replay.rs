@@ -11,6 +11,9 @@
 //! `FUZZ_REPLAY_SEED=N` draws other ones. Run it in the dev profile too: its overflow checks turn
 //! arithmetic on claimed sizes into panics that this test reports.
 
+#[path = "common/onnx_fuzz_input.rs"]
+mod onnx_fuzz_input;
+
 use gradcam_wasm::imaging::colormap::Colormap;
 use gradcam_wasm::imaging::npy::{read_npy_f32, write_npy_f32};
 use gradcam_wasm::imaging::overlay::{heat_to_rgba, overlay_rgba_masked};
@@ -245,25 +248,15 @@ fn zip_pth_files() {
 
 #[test]
 fn onnx_files() {
-    // As fuzz/fuzz_targets/onnx_import.rs: a 4-byte length, the .onnx bytes, then the external data.
+    // Read as fuzz/fuzz_targets/onnx_import.rs reads its inputs.
     let mut seeds = Vec::new();
     for (path, onnx) in fixtures(".onnx", SEED_MAX) {
         let data_path = PathBuf::from(format!("{}.data", path.display()));
         let data = std::fs::read(&data_path).ok().filter(|d| d.len() as u64 <= SEED_MAX).unwrap_or_default();
-        let mut s = (onnx.len() as u32).to_le_bytes().to_vec();
-        s.extend(&onnx);
-        s.extend(&data);
-        seeds.push(s);
+        seeds.push(onnx_fuzz_input::join(&onnx, &data));
     }
     replay("onnx", &seeds, 5000, 4, |data| {
-        let (onnx, external) = match data.get(..4) {
-            Some(n) => {
-                let n = (u32::from_le_bytes([n[0], n[1], n[2], n[3]]) as usize).min(data.len() - 4);
-                let rest = &data[4..];
-                (&rest[..n], Some(&rest[n..]))
-            }
-            None => (data, None),
-        };
+        let (onnx, external) = onnx_fuzz_input::split(data);
         let _ = Model::from_onnx(onnx, external.filter(|e| !e.is_empty()));
         let _ = Model::from_bytes(onnx, None);
     });

@@ -19,46 +19,25 @@ use gradcam_wasm::weights::legacy_pth::{read_legacy_pth, RawTensor};
 use gradcam_wasm::weights::safetensors_writer::{write_safetensors, StoreAs};
 use gradcam_wasm::weights::zip_pth::read_zip_pth;
 use gradcam_wasm::{Arch, ExplainOptions, Explainer, Method, Model};
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::io::{Cursor, Write};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::time::Instant;
 
-struct Counting;
-
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let p = System.alloc(layout);
-        if !p.is_null() {
-            let now = LIVE.fetch_add(layout.size(), Relaxed) + layout.size();
-            PEAK.fetch_max(now, Relaxed);
-        }
-        p
-    }
-    unsafe fn dealloc(&self, p: *mut u8, layout: Layout) {
-        System.dealloc(p, layout);
-        LIVE.fetch_sub(layout.size(), Relaxed);
-    }
-}
+#[path = "common/peak_allocator.rs"]
+mod peak_allocator;
 
 #[global_allocator]
-static COUNTING: Counting = Counting;
+static ALLOC: peak_allocator::Counting = peak_allocator::Counting;
 
 const MIB: usize = 1 << 20;
 
 /// Runs one case: no panic, under 5 s, peak live bytes above the start under `peak_limit`.
 /// Returns the case's result; prints its time and peak (run with --nocapture to see them).
 fn case<R>(name: &str, peak_limit: usize, f: impl FnOnce() -> R) -> R {
-    let before = LIVE.load(Relaxed);
-    PEAK.store(before, Relaxed);
     let t = Instant::now();
-    let r = catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|_| panic!("{name}: panicked"));
+    let (r, peak) = peak_allocator::peak_of(|| catch_unwind(AssertUnwindSafe(f)));
+    let r = r.unwrap_or_else(|_| panic!("{name}: panicked"));
     let secs = t.elapsed().as_secs_f64();
-    let peak = PEAK.load(Relaxed).saturating_sub(before);
     println!("{name:<58} {secs:>7.3} s  peak {:>8.2} MiB", peak as f64 / MIB as f64);
     assert!(secs < 5.0, "{name}: took {secs:.1} s");
     assert!(peak <= peak_limit, "{name}: peak {peak} bytes, over {peak_limit}");

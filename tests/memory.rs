@@ -9,41 +9,15 @@ mod common;
 
 use common::*;
 use gradcam_wasm::{Arch, ExplainOptions, Explainer, FeatureMap, Method, Model};
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use peak_allocator::{live, peak, peak_of, reset_peak};
 
-struct Counting;
-
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let p = System.alloc(layout);
-        if !p.is_null() {
-            let now = LIVE.fetch_add(layout.size(), Relaxed) + layout.size();
-            PEAK.fetch_max(now, Relaxed);
-        }
-        p
-    }
-    unsafe fn dealloc(&self, p: *mut u8, layout: Layout) {
-        System.dealloc(p, layout);
-        LIVE.fetch_sub(layout.size(), Relaxed);
-    }
-}
+#[path = "common/peak_allocator.rs"]
+mod peak_allocator;
 
 #[global_allocator]
-static COUNTING: Counting = Counting;
+static ALLOC: peak_allocator::Counting = peak_allocator::Counting;
 
 const MB: f64 = 1048576.0;
-
-/// Runs `f` and returns its result with the peak live bytes above what was live before it.
-fn peak_of<R>(f: impl FnOnce() -> R) -> (R, usize) {
-    let before = LIVE.load(Relaxed);
-    PEAK.store(before, Relaxed);
-    let r = f();
-    (r, PEAK.load(Relaxed) - before)
-}
 
 struct Phases {
     weights: usize,
@@ -63,13 +37,13 @@ fn measure(name: &str, bytes: Vec<u8>, arch: Arch) -> Phases {
     drop(bytes);
     let mut ex = Explainer::new(model);
     let input = FeatureMap::new(3, 224, 224, Rng::new(7).vec(3 * 224 * 224, 1.5));
-    let model_only = LIVE.load(Relaxed);
+    let model_only = live();
     let (_, grad_cam) = peak_of(|| ex.explain_tensor(input.clone(), &ExplainOptions::default()).unwrap());
     let guided_opts = ExplainOptions { method: Method::GUIDED_GRAD_CAM, ..Default::default() };
-    PEAK.store(LIVE.load(Relaxed), Relaxed);
+    reset_peak();
     ex.explain_tensor(input.clone(), &guided_opts).unwrap();
     // The guided call reuses Grad-CAM's pass, which it holds: its peak counts from the model alone.
-    let guided_total = PEAK.load(Relaxed) - model_only;
+    let guided_total = peak() - model_only;
     let kept = ex.kept_bytes();
     println!(
         "{name}: weights {:.1} MB; peak above the file bytes while loading {:.1} MB; peak above the model: Grad-CAM {:.1} MB, then Guided Grad-CAM on the same image {:.1} MB; of which kept transformed weights {:.1} MB",

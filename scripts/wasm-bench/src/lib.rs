@@ -7,33 +7,15 @@ use gradcam_wasm::exec::Executor;
 use gradcam_wasm::kernels::Tuning;
 use gradcam_wasm::profile;
 use gradcam_wasm::{synthetic, Arch, ExplainOptions, Explainer, FeatureMap, Method, Model, Target};
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use wasm_bindgen::prelude::*;
 
 /// Counts live heap bytes (and their peak) so `peak_memory` can tell fragmentation from use.
-struct Counting;
-
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let p = System.alloc(layout);
-        if !p.is_null() {
-            PEAK.fetch_max(LIVE.fetch_add(layout.size(), Relaxed) + layout.size(), Relaxed);
-        }
-        p
-    }
-    unsafe fn dealloc(&self, p: *mut u8, layout: Layout) {
-        System.dealloc(p, layout);
-        LIVE.fetch_sub(layout.size(), Relaxed);
-    }
-}
+#[path = "../../../tests/common/peak_allocator.rs"]
+mod peak_allocator;
 
 #[global_allocator]
-static COUNTING: Counting = Counting;
+static ALLOC: peak_allocator::Counting = peak_allocator::Counting;
 
 thread_local! {
     /// The kernels' switches the A/B exports below set, for every explainer made after.
@@ -57,7 +39,7 @@ fn explainer(model: Model) -> Explainer {
 }
 
 fn peak_live_mb() -> f64 {
-    PEAK.load(Relaxed) as f64 / 1048576.0
+    peak_allocator::peak() as f64 / 1048576.0
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
