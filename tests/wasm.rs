@@ -233,3 +233,120 @@ fn winograd_and_kept_weights_match_the_direct_convs_in_wasm() {
     assert!(dm <= 1e-3 && dg <= 1e-3, "map differs by {dm:.1e}, guided gradient by {dg:.1e}");
     assert!(map0.iter().any(|v| *v > 0.0) && grad0.iter().any(|v| *v != 0.0));
 }
+
+/// A xorshift generator: the same calls on every run.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 % n as u64) as usize
+    }
+
+    fn pick<T: Clone>(&mut self, from: &[T]) -> T {
+        from[self.below(from.len())].clone()
+    }
+}
+
+/// Values of every JS type, including the edges of numbers (a fuzzer's dictionary for options).
+fn any_value(rng: &mut Rng) -> JsValue {
+    let numbers = [f64::NAN, f64::INFINITY, -1.0, 0.0, 0.5, 1.0, 2.0, 3.0, 7.0, 281.0, 999.0, 1000.0, 4097.0, 1e9, -1e9, 1e300, -0.0];
+    let strings =
+        ["", "gradcam", "guided-backprop", "layercam", "eigencam", "jet", "viridis", "raw", "minmax", "crop", "resize", "_conv_head.act", "_blocks.15", "nope", "281:1,285:0.5", "3", "\u{0}"];
+    match rng.below(7) {
+        0 => JsValue::from(rng.pick(&numbers)),
+        1 => JsValue::from_str(rng.pick(&strings)),
+        2 => JsValue::from(rng.below(2) == 1),
+        3 => JsValue::NULL,
+        4 => JsValue::UNDEFINED,
+        5 => Array::of2(&JsValue::from(rng.pick(&numbers)), &JsValue::from_str(rng.pick(&strings))).into(),
+        _ => obj(&[("length", JsValue::from(rng.pick(&numbers)))]),
+    }
+}
+
+/// A value `key` accepts (so that calls get past the parsing as often as they stop in it).
+fn good_value(key: &str, rng: &mut Rng) -> JsValue {
+    match key {
+        "method" => JsValue::from_str(rng.pick(&["gradcam", "hirescam", "xgradcam", "gradcam++", "guided-gradcam", "saliency", "eigencam"])),
+        "layer" => JsValue::from_str(rng.pick(&["_conv_head.act", "_blocks.15", "_blocks.10"])),
+        "colormap" => JsValue::from_str(rng.pick(&["jet", "viridis", "inferno"])),
+        "alpha" => JsValue::from(rng.pick(&[0.0, 0.5, 1.0])),
+        "normalize" => JsValue::from_str(rng.pick(&["minmax", "raw"])),
+        "preprocess" => JsValue::from_str(rng.pick(&["crop", "resize"])),
+        _ => JsValue::from(rng.below(2) == 1),
+    }
+}
+
+/// An options object: known keys with good or any values (the cheap methods only, so a run stays
+/// short), unknown keys, or not an object at all.
+fn any_options(rng: &mut Rng) -> JsValue {
+    match rng.below(8) {
+        0 => return any_value(rng),
+        1 | 2 => return JsValue::UNDEFINED,
+        _ => {}
+    }
+    let keys = ["method", "layer", "colormap", "alpha", "normalize", "preprocess", "signed", "onProgress", "scoreCamBatch", "colour", "__proto__", "constructor"];
+    let o = Object::new();
+    for _ in 0..1 + rng.below(3) {
+        let key = rng.pick(&keys);
+        let value = if rng.below(4) != 0 { good_value(key, rng) } else { any_value(rng) };
+        Reflect::set(&o, &JsValue::from_str(key), &value).unwrap();
+    }
+    o.into()
+}
+
+/// An ImageData-like value: a good one of any shape, wrong or absurd sizes, data of the right
+/// length or not, or no image at all.
+fn any_image(rng: &mut Rng) -> JsValue {
+    if rng.below(2) == 0 {
+        let (w, h) = rng.pick(&[(32u32, 32u32), (1, 1), (17, 5), (30000, 1), (1, 3000), (300, 200)]);
+        return image(w, h, (4 * w * h) as usize);
+    }
+    let sides = [0.0, 1.0, 2.0, 17.0, 32.0, 30000.0, 65536.0, 1e9, -1.0, f64::NAN, 1.5];
+    let (w, h) = (rng.pick(&sides), rng.pick(&sides));
+    let len = rng.pick(&[0usize, 3, 4, 4096, 16384]);
+    let data: JsValue = match rng.below(8) {
+        0 => js_sys::Float32Array::new_with_length(len as u32).into(),
+        1 => any_value(rng),
+        _ => Uint8ClampedArray::new_with_length(len as u32).into(),
+    };
+    if rng.below(10) == 0 {
+        return any_value(rng);
+    }
+    obj(&[("width", w.into()), ("height", h.into()), ("data", data)])
+}
+
+/// The JS option and ImageData parsing, fuzzed on stable Rust: 400 seeded random calls of
+/// `explain`, `predict` and `overlay`. Each ends in a result or a JS `Error` with a message, never a
+/// trap, and the explainer gives the same map afterwards.
+#[wasm_bindgen_test]
+fn random_options_and_images_end_in_a_result_or_an_error_never_a_trap() {
+    let mut ex = explainer();
+    let img = image(32, 32, 4096);
+    let map = |r: &JsValue| Float32Array::from(field(r, "raw")).to_vec();
+    let reference = ex.explain(img.clone(), JsValue::from(281), JsValue::UNDEFINED).unwrap();
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let (mut ok, mut errors) = (0, 0);
+    for i in 0..400 {
+        let (image, class, options) = (any_image(&mut rng), any_value(&mut rng), any_options(&mut rng));
+        let result = match rng.below(8) {
+            0 => ex.predict(image, class).map(JsValue::from),
+            1 => ex.overlay(image, reference.clone(), options).map(JsValue::from),
+            _ => ex.explain(image, if rng.below(3) != 0 { JsValue::UNDEFINED } else { class }, options),
+        };
+        match result {
+            Ok(_) => ok += 1,
+            Err(e) => {
+                let e = e.dyn_into::<js_sys::Error>().unwrap_or_else(|v| panic!("call {i}: threw a non-Error {v:?}"));
+                assert!(String::from(e.message()).len() > 10, "call {i}: a message that says what to fix");
+                errors += 1;
+            }
+        }
+    }
+    web_sys::console::log_1(&format!("random calls: {ok} results, {errors} errors").into());
+    assert!(ok > 20 && errors > 100, "the dictionary reaches both outcomes: {ok} results, {errors} errors");
+    let again = ex.explain(img, JsValue::from(281), JsValue::UNDEFINED).unwrap();
+    assert_eq!(map(&again), map(&reference));
+}
