@@ -6,6 +6,7 @@ use super::{Grid, Method, MethodDef, Needs, Sign};
 use crate::error::Result;
 use crate::feature_map::{FeatureMap, Map};
 use crate::methods::cam::weighted_sum;
+use crate::imaging::normalize::min_max;
 
 impl Method {
     pub const SCORE_CAM: Method = Method(&MethodDef {
@@ -111,10 +112,12 @@ impl<'a> ScoreCamSteps<'a> {
         let mut masked = Vec::with_capacity(chunk.len() * input.data.len());
         for &k in chunk {
             let mut m = upsample_align_corners(a.plane(k), a.width, a.height, input.width, input.height);
-            let (lo, hi) = m.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(l, h), &v| (l.min(v), h.max(v)));
-            let range = hi - lo;
-            // A constant channel carries no location: its mask is all zero (it scores the blank input).
-            m.iter_mut().for_each(|v| *v = if range > 0.0 { (*v - lo) / range } else { 0.0 });
+            // A constant channel carries no location: min-max makes its mask all zero (it scores the
+            // blank input). Activations are finite here (the explainer refuses a pass with others),
+            // so the error arm, a plane that carries no location either, is never taken.
+            if min_max(&mut m).is_err() {
+                m.fill(0.0);
+            }
             for c in 0..3 {
                 masked.extend(input.plane(c).iter().zip(&m).map(|(x, w)| x * w));
             }
