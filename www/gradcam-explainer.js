@@ -6,8 +6,8 @@
 //   <gradcam-explainer src="cat.jpg" model="gradcam/model.safetensors" class="281"
 //                      method="gradcam" colormap="jet" alpha="0.5"></gradcam-explainer>
 //
-// Attributes: src (photo), model (weights URL; default assets/models/efficientnet-lite0.safetensors
-// relative to the page), class or target-class (class index; default the top-1 class), method,
+// Attributes: src (photo), model (weights URL; default the bundled EfficientNet-Lite0,
+// ../assets/models/efficientnet-lite0.safetensors relative to this module), class or target-class (class index; default the top-1 class), method,
 // layer, colormap, alpha (0..1), preprocess ('crop' | 'resize'), normalize ('minmax' | 'raw'),
 // arch, backend ('auto' | 'cpu' | 'webgpu'; default auto: WebGPU on a hardware GPU, else the CPU),
 // caption ('none' hides it), eager (load at once instead of when visible), integrity (the model's
@@ -17,7 +17,10 @@
 
 import { GradcamClient } from './gradcam-client.js';
 
-const DEFAULT_MODEL = 'assets/models/efficientnet-lite0.safetensors';
+// The bundled default model, found from this module's own URL (so it works from any page and
+// folder, and bundlers copy it as an asset): assets/ sits beside www/ in the repository and in the
+// npm package alike.
+const DEFAULT_MODEL = new URL('../assets/models/efficientnet-lite0.safetensors', import.meta.url).href;
 const MAX_SIDE = 1600;
 const clients = new Map(); // model URL + arch -> Promise<GradcamClient>
 

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Packs the npm package `gradcam-wasm` (npm run pack): the wasm module with WebGPU and its glue,
+# the worker, the promise client, the <gradcam-explainer> element, the model loader, their
+# TypeScript types, and the default model, into target/npm/gradcam-wasm-<version>.tgz.
+#
+# The package keeps the repository's layout (pkg/ beside www/ beside assets/), so every URL the
+# modules build from `import.meta.url` (the worker, the wasm, the default model) resolves the same
+# way in the repository, in node_modules, and in a bundler's output. Needs pkg/ (scripts/build-web.sh)
+# and the default model (scripts/setup.sh); a user who installs the tarball needs neither Rust nor Python.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+for f in pkg/gradcam_wasm.js pkg/gradcam_wasm_bg.wasm pkg/gradcam_wasm.d.ts assets/models/efficientnet-lite0.safetensors; do
+    [[ -f $f ]] || { echo "pack: missing $f (run scripts/build-web.sh and scripts/setup.sh first)" >&2; exit 1; }
+done
+version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
+out=target/npm
+stage=$out/package
+rm -rf "$stage"
+mkdir -p "$stage/pkg" "$stage/www" "$stage/assets/models"
+cp pkg/gradcam_wasm.js pkg/gradcam_wasm_bg.wasm pkg/gradcam_wasm.d.ts pkg/gradcam_wasm_bg.wasm.d.ts "$stage/pkg/"
+cp www/worker.js www/gradcam-client.js www/gradcam-client.d.ts www/gradcam-explainer.js www/gradcam-explainer.d.ts www/model-loader.js "$stage/www/"
+cp assets/models/efficientnet-lite0.safetensors assets/imagenet_classes.json "$stage/assets/models/"
+cp packaging/README.md LICENSE "$stage/"
+sed "s/@VERSION@/$version/" packaging/package.json >"$stage/package.json"
+(cd "$out" && npm pack --silent ./package >/dev/null)
+tarball=$out/gradcam-wasm-$version.tgz
+echo "pack: $tarball ($(wc -c <"$tarball") bytes; wasm $(gzip -9c pkg/gradcam_wasm_bg.wasm | wc -c) bytes gzipped)"

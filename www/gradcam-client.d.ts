@@ -1,0 +1,71 @@
+// Types of www/gradcam-client.js: the promise API over the worker that hosts the Explainer. The
+// shapes of options and results are the wasm package's (pkg/gradcam_wasm.d.ts).
+import type { Backend, EvaluateOptions, EvaluateResult, ExplainOptions, ExplainResult, LayerInfo, MethodInfo, OverlayOptions, Prediction, BackendInfo } from '../pkg/gradcam_wasm.js';
+
+export type { Backend, EvaluateOptions, EvaluateResult, ExplainOptions, ExplainResult, LayerInfo, MethodInfo, OverlayOptions, Prediction, BackendInfo };
+
+/** The colormaps `overlay` and the element draw with. */
+export type Colormap = 'turbo' | 'jet' | 'viridis' | 'inferno';
+export declare const COLORMAPS: Colormap[];
+
+export interface ClientOptions {
+  /** A worker of your own running www/worker.js (it is not restarted after a trap). */
+  worker?: Worker;
+  /** Where worker.js is (default: beside this module). */
+  workerUrl?: string | URL;
+  /** Where gradcam_wasm_bg.wasm is (default: beside gradcam_wasm.js). */
+  wasmUrl?: string | URL;
+}
+
+export interface LoadOptions {
+  arch?: string;
+  /** Class names: an array, or the text of a labels file (a JSON array or one name per line). */
+  labels?: string[] | string;
+  backend?: Backend;
+  /** Subresource Integrity of the model: "sha256-<base64>" (sha384 and sha512 too). */
+  integrity?: string;
+  /** An ONNX model's external weights (<name>.onnx.data): a URL, bytes or a Blob. */
+  externalData?: string | URL | ArrayBuffer | Uint8Array | Blob;
+  externalDataIntegrity?: string;
+  /** The square input size the network is fed. */
+  inputSize?: number;
+  /** Normalization on x / 255, three numbers each. */
+  mean?: [number, number, number];
+  std?: [number, number, number];
+  /** The most memory one explanation may hold at once: its forward pass and its method's buffers. */
+  memoryBudgetMiB?: number;
+}
+
+export interface LoadedModel {
+  url: string | null;
+  bytes: number;
+  source: 'network' | 'cache' | 'memory';
+  downloadMs: number;
+  initMs: number;
+  layers: LayerInfo[];
+  methods: string[];
+  defaultLayer: string;
+  backend: BackendInfo;
+}
+
+export type Progress = (done: number, total: number) => void;
+
+export declare class GradcamClient extends EventTarget {
+  constructor(options?: ClientOptions);
+  /** What `load` returned, or null before it (and after the worker died without a reload). */
+  model: LoadedModel | null;
+  /** A URL (downloaded in the worker, through the Cache API) or the model's bytes. */
+  load(urlOrBytes: string | URL | ArrayBuffer | Uint8Array | Blob, options?: LoadOptions, onProgress?: Progress | null): Promise<LoadedModel>;
+  /** Explains `classIdx` (default: the top-1 class). */
+  explain(imageData: ImageData, classIdx?: number | null, options?: ExplainOptions, onProgress?: Progress | null): Promise<ExplainResult>;
+  evaluate(imageData: ImageData, classIdx?: number | null, options?: EvaluateOptions): Promise<EvaluateResult>;
+  predict(imageData: ImageData, k?: number): Promise<Prediction[]>;
+  overlay(imageData: ImageData, result: ExplainResult, options?: OverlayOptions): Promise<ImageData>;
+  layers(): Promise<LayerInfo[]>;
+  methods(): Promise<MethodInfo[]>;
+  defaultLayer(): Promise<string>;
+  free(): Promise<void>;
+  terminate(): void;
+}
+
+export default GradcamClient;
