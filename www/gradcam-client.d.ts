@@ -50,6 +50,12 @@ export interface LoadedModel {
 
 export type Progress = (done: number, total: number) => void;
 
+/** Any image a page holds; a string or URL is fetched (same origin, or served with CORS). */
+export type ImageInput = ImageData | ImageBitmap | HTMLImageElement | HTMLCanvasElement | OffscreenCanvas | HTMLVideoElement | VideoFrame | Blob | string | URL;
+
+/** The pixels of any image input, at its natural size. */
+export declare function toImageData(image: ImageInput): Promise<ImageData>;
+
 export declare class GradcamClient extends EventTarget {
   constructor(options?: ClientOptions);
   /** What `load` returned, or null before it (and after the worker died without a reload). */
@@ -57,10 +63,10 @@ export declare class GradcamClient extends EventTarget {
   /** A URL (downloaded in the worker, through the Cache API) or the model's bytes. */
   load(urlOrBytes: string | URL | ArrayBuffer | Uint8Array | Blob, options?: LoadOptions, onProgress?: Progress | null): Promise<LoadedModel>;
   /** Explains `classIdx` (default: the top-1 class). */
-  explain(imageData: ImageData, classIdx?: number | null, options?: ExplainOptions, onProgress?: Progress | null): Promise<ExplainResult>;
-  evaluate(imageData: ImageData, classIdx?: number | null, options?: EvaluateOptions): Promise<EvaluateResult>;
-  predict(imageData: ImageData, k?: number): Promise<Prediction[]>;
-  overlay(imageData: ImageData, result: ExplainResult, options?: OverlayOptions): Promise<ImageData>;
+  explain(image: ImageInput, classIdx?: number | null, options?: ExplainOptions, onProgress?: Progress | null): Promise<ExplainResult>;
+  evaluate(image: ImageInput, classIdx?: number | null, options?: EvaluateOptions): Promise<EvaluateResult>;
+  predict(image: ImageInput, k?: number): Promise<Prediction[]>;
+  overlay(image: ImageInput, result: ExplainResult, options?: OverlayOptions): Promise<ImageData>;
   layers(): Promise<LayerInfo[]>;
   methods(): Promise<MethodInfo[]>;
   defaultLayer(): Promise<string>;

@@ -22,8 +22,62 @@ function keyOf(imageData) {
 
 function checkImage(imageData) {
   if (!imageData || !imageData.data || !(imageData.width > 0) || !(imageData.height > 0)) {
-    throw new Error('expected an ImageData (for example from CanvasRenderingContext2D.getImageData)');
+    throw new Error('expected an image: ImageData, ImageBitmap, <img>, <canvas>, OffscreenCanvas, <video>, a Blob or File, or a URL');
   }
+}
+
+// Blobs and bitmaps cannot change, so their pixels (and the worker's forward pass of them) are reused.
+const decoded = new WeakMap();
+
+/** The source's pixels, drawn at its natural size. */
+function pixelsOf(source, width, height) {
+  const canvas = typeof OffscreenCanvas !== 'undefined' ? new OffscreenCanvas(width, height) : Object.assign(document.createElement('canvas'), { width, height });
+  const ctx = canvas.getContext('2d', { willReadFrequently: true });
+  ctx.drawImage(source, 0, 0);
+  return ctx.getImageData(0, 0, width, height);
+}
+
+/**
+ * Any image a page holds, as ImageData: ImageData itself, an ImageBitmap, an <img> (waited for),
+ * a <canvas> or OffscreenCanvas, a <video> frame, a VideoFrame, a Blob or File (decoded), or a URL
+ * string (fetched: same origin, or served with CORS).
+ */
+export async function toImageData(image) {
+  if (typeof image === 'string' || image instanceof URL) {
+    const base = typeof document !== 'undefined' ? document.baseURI : self.location.href;
+    const url = new URL(String(image), base);
+    const res = await fetch(url);
+    if (!res.ok) throw new Error(`could not fetch the image ${url.href}: HTTP ${res.status}`);
+    image = await res.blob();
+  }
+  if (!image || typeof image !== 'object') return checkImage(image);
+  if (decoded.has(image)) return decoded.get(image);
+  let out;
+  if (typeof Blob !== 'undefined' && image instanceof Blob) {
+    let bitmap;
+    try {
+      bitmap = await createImageBitmap(image);
+    } catch (e) {
+      throw new Error(`the ${image.type || 'file'} could not be decoded as an image: ${e && e.message}`);
+    }
+    out = pixelsOf(bitmap, bitmap.width, bitmap.height);
+    bitmap.close();
+  } else if (typeof HTMLImageElement !== 'undefined' && image instanceof HTMLImageElement) {
+    await image.decode();
+    return pixelsOf(image, image.naturalWidth, image.naturalHeight);
+  } else if (typeof HTMLVideoElement !== 'undefined' && image instanceof HTMLVideoElement) {
+    return pixelsOf(image, image.videoWidth, image.videoHeight);
+  } else if (typeof VideoFrame !== 'undefined' && image instanceof VideoFrame) {
+    return pixelsOf(image, image.displayWidth, image.displayHeight);
+  } else if (typeof ImageBitmap !== 'undefined' && image instanceof ImageBitmap) {
+    out = pixelsOf(image, image.width, image.height);
+  } else if (typeof image.getContext === 'function') {
+    return pixelsOf(image, image.width, image.height); // a canvas: its pixels now
+  } else {
+    return image; // ImageData, or an object shaped like one (checked when it is sent)
+  }
+  decoded.set(image, out);
+  return out;
 }
 
 export class GradcamClient extends EventTarget {
@@ -44,6 +98,7 @@ export class GradcamClient extends EventTarget {
     this._dead = null; // an Error: why the worker died; the next call starts a new one
     this._restarting = null; // Promise of the new worker (and the reloaded model)
     this._terminated = false;
+    this._decoding = null; // a Promise while an image that is not ImageData is being decoded (see _withImage)
     this._startWorker(options.worker);
   }
 
@@ -177,6 +232,26 @@ export class GradcamClient extends EventTarget {
     });
   }
 
+  /**
+   * Runs `run(imageData)` in call order: at once for an ImageData (so the call is sent, and queued in
+   * the worker, as it is made), after decoding for any other image, later calls waiting behind it.
+   */
+  _withImage(image, run) {
+    const plain = image && typeof image === 'object' && 'data' in image && 'width' in image;
+    if (plain && !this._decoding) return run(image);
+    const decoded = (this._decoding || Promise.resolve()).then(() => toImageData(image));
+    const result = decoded.then(run); // registered first, so it sends before the next call's turn
+    const sent = decoded.then(
+      () => {},
+      () => {},
+    );
+    this._decoding = sent;
+    sent.then(() => {
+      if (this._decoding === sent) this._decoding = null;
+    });
+    return result;
+  }
+
   /** The image part of a request: pixels only when the worker does not already hold this image. */
   _imageArgs(imageData) {
     checkImage(imageData);
@@ -257,12 +332,16 @@ export class GradcamClient extends EventTarget {
 
   /**
    * Explains `classIdx` (default: the top-1 class) for `imageData`.
-   * @param {ImageData} imageData
+   * @param {ImageData|ImageBitmap|HTMLImageElement|HTMLCanvasElement|OffscreenCanvas|Blob|string} image  any image (`toImageData`)
    * @param {number|null} [classIdx]
    * @param {{method?, layer?, colormap?, alpha?, normalize?: 'minmax'|'raw', preprocess?: 'crop'|'resize'}} [options]
    * @param {(done: number, total: number) => void} [onProgress]  for long methods (Score-CAM)
    */
-  explain(imageData, classIdx = null, options = {}, onProgress = null) {
+  explain(image, classIdx = null, options = {}, onProgress = null) {
+    return this._withImage(image, (imageData) => this._explain(imageData, classIdx, options, onProgress));
+  }
+
+  _explain(imageData, classIdx, options, onProgress) {
     const { args, transfer } = this._imageArgs(imageData);
     const opts = {};
     for (const [k, v] of Object.entries(options || {})) if (v !== undefined && v !== null && v !== '') opts[k] = v;
@@ -276,7 +355,11 @@ export class GradcamClient extends EventTarget {
    * only the map's region is kept, and its 15% box (`EvaluateResult` in pkg/gradcam_wasm.d.ts).
    * @param {{method?, layer?, preprocess?, steps?: number, baseline?: 'blur'|'mean', cell?: number, road?: boolean}} [options]
    */
-  evaluate(imageData, classIdx = null, options = {}) {
+  evaluate(image, classIdx = null, options = {}) {
+    return this._withImage(image, (imageData) => this._evaluate(imageData, classIdx, options));
+  }
+
+  _evaluate(imageData, classIdx, options) {
     const { args, transfer } = this._imageArgs(imageData);
     const opts = {};
     for (const [k, v] of Object.entries(options || {})) if (v !== undefined && v !== null && v !== '') opts[k] = v;
@@ -285,13 +368,21 @@ export class GradcamClient extends EventTarget {
   }
 
   /** Top-k classes: [{class, label, logit, probability}]. */
-  predict(imageData, k = 5) {
+  predict(image, k = 5) {
+    return this._withImage(image, (imageData) => this._predict(imageData, k));
+  }
+
+  _predict(imageData, k) {
     const { args, transfer } = this._imageArgs(imageData);
     return this._call('predict', { ...args, k }, transfer);
   }
 
   /** The photo with the colormapped heatmap of `result` blended in, as ImageData. */
-  overlay(imageData, result, options = {}) {
+  overlay(image, result, options = {}) {
+    return this._withImage(image, (imageData) => this._overlay(imageData, result, options));
+  }
+
+  _overlay(imageData, result, options) {
     const { args, transfer } = this._imageArgs(imageData);
     const slim = { ...result };
     delete slim.rgb; // not needed for an overlay; spares a copy
