@@ -6,7 +6,7 @@
 use crate::arch::{Arch, InputNorm};
 use crate::clock::now_ms;
 use crate::error::{Error, Result};
-use crate::exec::{cpu::CpuExecutor, Executor, Pass};
+use crate::exec::{cpu::CpuExecutor, Executor, Pass, ReluRule};
 use crate::fail;
 use crate::feature_map::{FeatureMap, Map};
 use crate::graph::{Graph, NodeId, Op};
@@ -620,7 +620,8 @@ fn as_grid(m: FeatureMap, tokens: Option<usize>) -> Result<FeatureMap> {
 
 /// Whether the method reads an input gradient of the explained input itself (so its pass records one).
 fn reads_input_gradient(method: Method) -> bool {
-    method.needs().guided_input_gradient || method.needs().input_gradients
+    let needs = method.needs();
+    needs.guided_input_gradient || needs.deconv_input_gradient || needs.input_gradients
 }
 
 /// The network-input value of a black pixel (pixel 0 through the normalization), per channel.
@@ -646,7 +647,8 @@ fn compute_map(
     let needs = opts.method.needs();
     let activations = as_grid(c.pass.activations().clone(), tokens)?;
     let layer_gradient = if needs.layer_gradient { Some(as_grid(c.pass.layer_gradient(target)?, tokens)?) } else { None };
-    let guided_input_gradient = if needs.guided_input_gradient { Some(c.pass.input_gradient(target, true)?) } else { None };
+    let guided_input_gradient = if needs.guided_input_gradient { Some(c.pass.input_gradient(target, ReluRule::Guided)?) } else { None };
+    let deconv_input_gradient = if needs.deconv_input_gradient { Some(c.pass.input_gradient(target, ReluRule::Deconv)?) } else { None };
     let (h, w) = (c.input.height, c.input.width);
     let mut run = |x: &[f32], n: usize| executor.logits_batch(x, n, h, w);
     let forwards: &mut LogitsBatch = match batched_forwards {
@@ -668,9 +670,9 @@ fn compute_map(
         let mut out = Vec::with_capacity(x.len());
         for xi in x.chunks_exact(3 * h * w).take(n) {
             let g = if xi == input.data.as_slice() {
-                pass.input_gradient(target, false)?
+                pass.input_gradient(target, ReluRule::Plain)?
             } else {
-                executor.start_for(FeatureMap::new(3, h, w, xi.to_vec()), layer, true)?.input_gradient(target, false)?
+                executor.start_for(FeatureMap::new(3, h, w, xi.to_vec()), layer, true)?.input_gradient(target, ReluRule::Plain)?
             };
             out.extend_from_slice(&g.data);
         }
@@ -683,6 +685,7 @@ fn compute_map(
         activations: &activations,
         layer_gradient: layer_gradient.as_ref(),
         guided_input_gradient: guided_input_gradient.as_ref(),
+        deconv_input_gradient: deconv_input_gradient.as_ref(),
         input,
         target,
         forwards,

@@ -41,6 +41,7 @@ fn run(method: Method, a: &FeatureMap, g: Option<&FeatureMap>, guided: Option<&F
         activations: a,
         layer_gradient: g,
         guided_input_gradient: guided,
+        deconv_input_gradient: guided,
         input: &x,
         target: &[1.0],
         forwards: &mut forwards,
@@ -178,6 +179,14 @@ fn guided_methods_give_the_per_pixel_largest_gradient_magnitude_and_an_rgb_image
     let product: Vec<f32> = (0..27).map(|i| guided.data[i] * cam[i % 9]).collect();
     let c = run(Method::GUIDED_GRAD_CAM, &activations(), Some(&gradient()), Some(&guided));
     assert_map(Method::GUIDED_GRAD_CAM, &c.map.data, &magnitude(&product));
+
+    // Deconvolution and Deconv Grad-CAM read their own gradient the same way (`run` hands the same
+    // 3 x 3 x 3 map as both the guided and the deconvolution gradient).
+    let c = run(Method::DECONVOLUTION, &activations(), None, Some(&guided));
+    assert_map(Method::DECONVOLUTION, &c.map.data, &magnitude(&guided.data));
+    assert!(c.rgb.is_some());
+    let c = run(Method::DECONV_GRAD_CAM, &activations(), Some(&gradient()), Some(&guided));
+    assert_map(Method::DECONV_GRAD_CAM, &c.map.data, &magnitude(&product));
 }
 
 #[test]
@@ -191,10 +200,11 @@ fn every_method_is_declared_once_with_what_menus_and_executors_read() {
         assert!(!m.label().is_empty() && !m.help().is_empty(), "{}", m.name());
         assert_eq!(ALL.iter().filter(|o| o.name() == m.name()).count(), 1, "{} listed twice", m.name());
         // A method that reads an input gradient lives on the input grid; a magnitude keeps its sign.
-        if m.needs().guided_input_gradient || m.needs().input_gradients {
+        let needs = m.needs();
+        if needs.guided_input_gradient || needs.deconv_input_gradient || needs.input_gradients {
             assert_eq!(m.grid(), Grid::Input, "{}", m.name());
         }
-        if m.needs().guided_input_gradient {
+        if needs.guided_input_gradient || needs.deconv_input_gradient {
             assert_eq!(m.sign(), Sign::AsComputed, "{}", m.name());
         }
     }
@@ -326,6 +336,7 @@ fn run_net(method: Method, net: &Net, opts: AttributionOptions) -> (Computed, Ve
         activations: &a,
         layer_gradient: None,
         guided_input_gradient: None,
+        deconv_input_gradient: None,
         input: &x,
         target: &[1.0],
         forwards: &mut forwards,

@@ -166,7 +166,7 @@ fn input_gradient_matches_finite_differences() {
     let mut target = vec![0.0f32; 10];
     target[f.class] = 1.0;
     target[7] = -0.5;
-    let grad = exec.start(f.input.clone(), layer).unwrap().input_gradient(&target, false).unwrap();
+    let grad = exec.start(f.input.clone(), layer).unwrap().input_gradient(&target, gradcam_wasm::exec::ReluRule::Plain).unwrap();
     let mut rng = Rng::new(21);
     let eps = 1e-2f32;
     let mut pairs = Vec::new();

@@ -20,11 +20,11 @@
 //!   it where memory needs that). The segment ending at the layer is then dropped after each walk
 //!   too, so a second input gradient on the same pass records it again.
 //!
-//! Guided backpropagation flips the pass's `GuidedFlag` around the walks. A conv whose only reader
+//! Guided backpropagation and deconvolution set the pass's `RuleFlag` around their walks. A conv whose only reader
 //! is a ReLU/ReLU6 runs fused with it. Only input gradients exist, never weight gradients.
 
-use super::candle_ops::{ActOp, AdaptiveAvgPoolOp, AffineOp, AvgPoolOp, ChannelNormOp, ConvOp, GuidedFlag, LinearOp, MaxPoolOp, MulOp, ReluOp, SelfAttentionOp};
-use super::{Executor, Pass};
+use super::candle_ops::{ActOp, AdaptiveAvgPoolOp, AffineOp, AvgPoolOp, ChannelNormOp, ConvOp, LinearOp, MaxPoolOp, MulOp, ReluOp, RuleFlag, SelfAttentionOp};
+use super::{Executor, Pass, ReluRule};
 use crate::error::{Error, Result};
 use crate::fail;
 use crate::feature_map::FeatureMap;
@@ -113,7 +113,7 @@ struct Runner {
     kept: Arc<[Option<Arc<Kept>>]>,
     last_use: Vec<NodeId>,
     fused: Vec<Option<NodeId>>,
-    guided: GuidedFlag,
+    rule: RuleFlag,
     tuning: Tuning,
 }
 
@@ -131,20 +131,20 @@ struct Segment {
 impl Runner {
     fn new(graph: Arc<Graph>, kept: Arc<[Option<Arc<Kept>>]>, layer: Option<NodeId>, tuning: Tuning) -> Runner {
         let (last_use, fused) = (graph.last_uses(), fusions(&graph, layer));
-        Runner { graph, kept, last_use, fused, guided: GuidedFlag::default(), tuning }
+        Runner { graph, kept, last_use, fused, rule: RuleFlag::default(), tuning }
     }
 
     fn node(&self, i: NodeId, args: &[Tensor]) -> Result<Tensor> {
         let node = &self.graph.nodes[i];
         let arg = |k: usize| -> Result<&Tensor> { args.get(k).ok_or_else(|| Error::Internal(format!("'{}' lacks input {k}", node.name))) };
-        let guided = &self.guided;
+        let rule = &self.rule;
         Ok(match &node.op {
             Op::Input => return Err(Error::Internal("the input node is not run".into())),
             Op::Conv(c) => arg(0)?.apply_op1(self.conv_op(i, c))?,
             // A ReLU fused into the conv before it passes the conv's (already clamped) output on.
             Op::Relu | Op::Relu6 if self.fused[node.inputs[0]] == Some(i) => arg(0)?.clone(),
-            Op::Relu => arg(0)?.apply_op1(ReluOp { clamp: Clamp::Relu, guided: guided.clone() })?,
-            Op::Relu6 => arg(0)?.apply_op1(ReluOp { clamp: Clamp::Relu6, guided: guided.clone() })?,
+            Op::Relu => arg(0)?.apply_op1(ReluOp { clamp: Clamp::Relu, rule: rule.clone() })?,
+            Op::Relu6 => arg(0)?.apply_op1(ReluOp { clamp: Clamp::Relu6, rule: rule.clone() })?,
             Op::Linear(l) => arg(0)?.apply_op1(LinearOp(l.clone()))?,
             Op::MaxPool(m) => arg(0)?.apply_op1(MaxPoolOp(*m))?,
             Op::AdaptiveAvgPool { out_h, out_w } => arg(0)?.apply_op1(AdaptiveAvgPoolOp { out_h: *out_h, out_w: *out_w })?,
@@ -182,7 +182,7 @@ impl Runner {
     /// The conv of node `i`, fused with the ReLU that reads it and keeping its transformed weights.
     fn conv_op(&self, i: NodeId, c: &Arc<crate::graph::Conv>) -> ConvOp {
         let op = match self.fused[i].and_then(|r| relu_clamp(&self.graph.nodes[r].op)) {
-            Some(clamp) => ConvOp::fused(c.clone(), clamp, self.guided.clone()),
+            Some(clamp) => ConvOp::fused(c.clone(), clamp, self.rule.clone()),
             None => ConvOp::new(c.clone()),
         };
         match &self.kept[i] {
@@ -203,8 +203,8 @@ impl Runner {
             Op::Conv(c) => one(self.conv_op(i, c).bwd(x()?, out, &g)?),
             // The conv before a fused ReLU applies its mask.
             Op::Relu | Op::Relu6 if self.fused[node.inputs[0]] == Some(i) => one(Some(g)),
-            Op::Relu => one(ReluOp { clamp: Clamp::Relu, guided: self.guided.clone() }.bwd(x()?, out, &g)?),
-            Op::Relu6 => one(ReluOp { clamp: Clamp::Relu6, guided: self.guided.clone() }.bwd(x()?, out, &g)?),
+            Op::Relu => one(ReluOp { clamp: Clamp::Relu, rule: self.rule.clone() }.bwd(x()?, out, &g)?),
+            Op::Relu6 => one(ReluOp { clamp: Clamp::Relu6, rule: self.rule.clone() }.bwd(x()?, out, &g)?),
             Op::Linear(l) => one(LinearOp(l.clone()).bwd(x()?, out, &g)?),
             Op::MaxPool(m) => one(MaxPoolOp(*m).bwd(x()?, out, &g)?),
             Op::AdaptiveAvgPool { out_h, out_w } => one(AdaptiveAvgPoolOp { out_h: *out_h, out_w: *out_w }.bwd(x()?, out, &g)?),
@@ -719,7 +719,7 @@ impl Pass for CpuPass {
     }
 
     fn layer_gradient(&mut self, target: &[f32]) -> Result<FeatureMap> {
-        self.runner.guided.set(false);
+        self.runner.rule.set(ReluRule::Plain);
         let last = self.segments.len() - 1;
         let pending = self.walk(target, last)?;
         match pending.into_iter().find(|(node, _)| *node == self.layer) {
@@ -729,10 +729,10 @@ impl Pass for CpuPass {
         }
     }
 
-    fn input_gradient(&mut self, target: &[f32], guided: bool) -> Result<FeatureMap> {
-        self.runner.guided.set(guided);
+    fn input_gradient(&mut self, target: &[f32], rule: ReluRule) -> Result<FeatureMap> {
+        self.runner.rule.set(rule);
         let result = self.walk(target, 0);
-        self.runner.guided.set(false);
+        self.runner.rule.set(ReluRule::Plain);
         let (c, h, w) = self.input_shape;
         match result?.into_iter().find(|(node, _)| *node == 0) {
             Some((_, g)) => to_feature_map(&g),

@@ -7,6 +7,7 @@ pub mod cpu;
 use crate::error::Result;
 use crate::feature_map::FeatureMap;
 use crate::graph::NodeId;
+pub use crate::kernels::ReluRule;
 
 pub trait Executor {
     /// A short name for reports ("cpu", "webgpu").
@@ -57,8 +58,8 @@ pub trait Pass {
     /// d(sum_c target[c] * y_c) / dA at the target layer.
     fn layer_gradient(&mut self, target: &[f32]) -> Result<FeatureMap>;
 
-    /// d(sum_c target[c] * y_c) / d input; `guided` makes every ReLU/ReLU6 a guided unit.
-    fn input_gradient(&mut self, target: &[f32], guided: bool) -> Result<FeatureMap>;
+    /// d(sum_c target[c] * y_c) / d input, every ReLU/ReLU6 passing gradients back by `rule`.
+    fn input_gradient(&mut self, target: &[f32], rule: ReluRule) -> Result<FeatureMap>;
 }
 
 /// A pass whose results were computed beforehand (by an executor that answers asynchronously, such as
@@ -71,6 +72,7 @@ pub struct RecordedPass {
     pub target: Vec<f32>,
     pub layer_gradient: Option<FeatureMap>,
     pub guided_input_gradient: Option<FeatureMap>,
+    pub deconv_input_gradient: Option<FeatureMap>,
 }
 
 impl RecordedPass {
@@ -95,10 +97,11 @@ impl Pass for RecordedPass {
         self.recorded("layer gradient", target, &self.layer_gradient).cloned()
     }
 
-    fn input_gradient(&mut self, target: &[f32], guided: bool) -> Result<FeatureMap> {
-        if !guided {
-            return Err(crate::Error::Internal("the recorded pass holds no plain input gradient".into()));
+    fn input_gradient(&mut self, target: &[f32], rule: ReluRule) -> Result<FeatureMap> {
+        match rule {
+            ReluRule::Plain => Err(crate::Error::Internal("the recorded pass holds no plain input gradient".into())),
+            ReluRule::Guided => self.recorded("guided input gradient", target, &self.guided_input_gradient).cloned(),
+            ReluRule::Deconv => self.recorded("deconvolution input gradient", target, &self.deconv_input_gradient).cloned(),
         }
-        self.recorded("guided input gradient", target, &self.guided_input_gradient).cloned()
     }
 }

@@ -9,7 +9,7 @@
 use super::{GpuExecutor, GpuPass};
 use crate::clock::now_ms;
 use crate::error::Result;
-use crate::exec::RecordedPass;
+use crate::exec::{RecordedPass, ReluRule};
 use crate::explainer::{Explainer, Explanation, ForeignPass, PassKey};
 use crate::feature_map::FeatureMap;
 use crate::imaging::preprocess::Geometry;
@@ -69,7 +69,8 @@ impl GpuSession {
         let (_, target) = explainer.resolve_target(&opts.target, live.pass.logits())?;
         let needs = opts.method.needs();
         let layer_gradient = if needs.layer_gradient { Some(live.pass.layer_gradient_async(&target).await?) } else { None };
-        let guided_input_gradient = if needs.guided_input_gradient { Some(live.pass.input_gradient_async(&target, true).await?) } else { None };
+        let guided_input_gradient = if needs.guided_input_gradient { Some(live.pass.input_gradient_async(&target, ReluRule::Guided).await?) } else { None };
+        let deconv_input_gradient = if needs.deconv_input_gradient { Some(live.pass.input_gradient_async(&target, ReluRule::Deconv).await?) } else { None };
         // Score-CAM: its masked forwards run here, awaited; the explainer's Score-CAM replays their logits.
         let mut batched: Vec<Vec<f32>> = Vec::new();
         if needs.batched_forwards {
@@ -86,7 +87,7 @@ impl GpuSession {
         let mut replay = batched.into_iter();
         let mut replay = move |_: &[f32], _: usize| replay.next().ok_or_else(|| crate::Error::Internal("score-cam: more batches than recorded".into()));
         let replay: Option<&mut LogitsBatch> = if needs.batched_forwards { Some(&mut replay) } else { None };
-        let recorded = RecordedPass { logits: live.pass.logits().to_vec(), activations: live.pass.activations().clone(), target, layer_gradient, guided_input_gradient };
+        let recorded = RecordedPass { logits: live.pass.logits().to_vec(), activations: live.pass.activations().clone(), target, layer_gradient, guided_input_gradient, deconv_input_gradient };
         let forward = ForeignPass { key: live.key.clone(), pass: Box::new(recorded), input: live.input.clone(), geometry: live.geometry.clone() };
         // Ablation-CAM's forwards from the layer run in the explainer (on its CPU executor): it reports them.
         let mut quiet = |_: usize, _: usize| {};
@@ -113,7 +114,7 @@ impl GpuSession {
 }
 
 /// Why the session cannot gather `method`'s needs, if it cannot: it awaits the layer gradient, the
-/// guided input gradient and Score-CAM's own masked forwards, nothing else.
+/// guided and deconvolution input gradients and Score-CAM's own masked forwards, nothing else.
 fn cannot_gather(method: Method) -> Option<&'static str> {
     let needs = method.needs();
     if needs.input_gradients {

@@ -27,6 +27,8 @@ pub struct Needs {
     pub layer_gradient: bool,
     /// d score / d input through guided ReLUs.
     pub guided_input_gradient: bool,
+    /// d score / d input with deconvolution's ReLUs (the positive part of every gradient).
+    pub deconv_input_gradient: bool,
     /// Forwards of modified copies of the input (Score-CAM's masked inputs).
     pub batched_forwards: bool,
     /// The classifier's weights per channel of the layer, for the target (CAM: the layer must feed
@@ -41,7 +43,8 @@ pub struct Needs {
 }
 
 impl Needs {
-    pub const NOTHING: Needs = Needs { layer_gradient: false, guided_input_gradient: false, batched_forwards: false, classifier_weights: false, layer_forwards: false, input_gradients: false };
+    pub const NOTHING: Needs =
+        Needs { layer_gradient: false, guided_input_gradient: false, deconv_input_gradient: false, batched_forwards: false, classifier_weights: false, layer_forwards: false, input_gradients: false };
     pub const LAYER_GRADIENT: Needs = Needs { layer_gradient: true, ..Needs::NOTHING };
 }
 
@@ -79,6 +82,8 @@ pub struct Evidence<'a> {
     pub layer_gradient: Option<&'a FeatureMap>,
     /// d score / d input through guided ReLUs, 3 x H x W (when `needs.guided_input_gradient`).
     pub guided_input_gradient: Option<&'a FeatureMap>,
+    /// The input "gradient" through deconvolution's ReLUs, 3 x H x W (when `needs.deconv_input_gradient`).
+    pub deconv_input_gradient: Option<&'a FeatureMap>,
     /// The network input the pass ran on.
     pub input: &'a FeatureMap,
     /// The explained score's weights over the logits.
@@ -109,6 +114,10 @@ impl Evidence<'_> {
 
     pub fn guided_input_gradient(&self) -> Result<&FeatureMap> {
         self.guided_input_gradient.ok_or_else(|| Error::Internal("the guided input gradient was not gathered".into()))
+    }
+
+    pub fn deconv_input_gradient(&self) -> Result<&FeatureMap> {
+        self.deconv_input_gradient.ok_or_else(|| Error::Internal("the deconvolution input gradient was not gathered".into()))
     }
 
     pub fn classifier_weights(&self) -> Result<&[f32]> {
@@ -167,11 +176,13 @@ impl std::fmt::Debug for Method {
 }
 
 /// Every method, in menu order.
-pub const ALL: [Method; 20] = [
+pub const ALL: [Method; 22] = [
     Method::GRAD_CAM,
     Method::COUNTERFACTUAL,
     Method::GUIDED_BACKPROP,
     Method::GUIDED_GRAD_CAM,
+    Method::DECONVOLUTION,
+    Method::DECONV_GRAD_CAM,
     Method::GRAD_CAM_PLUS_PLUS,
     Method::HIRES_CAM,
     Method::XGRAD_CAM,
