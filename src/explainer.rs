@@ -13,6 +13,7 @@ use crate::graph::{Graph, NodeId, Op};
 use crate::imaging::preprocess::{preprocess, Geometry, Normalize, Preprocess, Resize, IMAGENET_MEAN, IMAGENET_STD};
 use crate::imaging::project::{crop_mask, project_to_image};
 use crate::imaging::rgb::RgbImage;
+use crate::methods::fullgrad::{self, BiasTerm, FullGradient};
 use crate::methods::score::LogitsBatch;
 use crate::methods::{Computed, Evidence, Method, Sign};
 use crate::weights::WeightMap;
@@ -621,7 +622,39 @@ fn as_grid(m: FeatureMap, tokens: Option<usize>) -> Result<FeatureMap> {
 /// Whether the method reads an input gradient of the explained input itself (so its pass records one).
 fn reads_input_gradient(method: Method) -> bool {
     let needs = method.needs();
-    needs.guided_input_gradient || needs.deconv_input_gradient || needs.input_gradients
+    needs.guided_input_gradient || needs.deconv_input_gradient || needs.input_gradients || needs.full_gradient
+}
+
+/// A layer's bias as FullGrad reads it, and whether it is a 2-D (per-channel, spatial) bias: a conv's
+/// (batch-norm folded into it) or an unfolded batch-norm's; a linear layer's counts for the score's
+/// decomposition only.
+fn bias_of(op: &Op) -> Option<(&[f32], bool)> {
+    if let Op::Conv(c) = op {
+        Some((&c.bias, true))
+    } else if let Op::Affine(a) = op {
+        Some((&a.shift, true))
+    } else if let Op::Linear(l) = op {
+        Some((&l.bias, false))
+    } else {
+        None
+    }
+}
+
+/// FullGrad's evidence: one plain walk to the input, each bias layer's gradient reduced as the walk
+/// passes it (`Pass::input_gradient_visiting`).
+fn gather_full_gradient(pass: &mut dyn Pass, graph: &Graph, target: &[f32]) -> Result<FullGradient> {
+    let nodes: Vec<NodeId> = (0..graph.nodes.len()).filter(|&i| bias_of(&graph.nodes[i].op).is_some()).collect();
+    let mut layers = Vec::new();
+    let mut visit = |i: NodeId, g: FeatureMap| -> Result<()> {
+        let Some((bias, spatial)) = bias_of(&graph.nodes[i].op) else { return Ok(()) };
+        let signed = fullgrad::bias_share(bias, &g);
+        // A token layer's map is drawn on its patch grid (the class token has no place there).
+        let map = if spatial { Some(fullgrad::bias_map(bias, &as_grid(g, graph.leading_tokens(i))?)?) } else { None };
+        layers.push(BiasTerm { node: i, map, signed });
+        Ok(())
+    };
+    let input_gradient = pass.input_gradient_visiting(target, &nodes, &mut visit)?;
+    Ok(FullGradient { input_gradient, layers })
 }
 
 /// The network-input value of a black pixel (pixel 0 through the normalization), per channel.
@@ -648,6 +681,7 @@ fn compute_map(
     let activations = as_grid(c.pass.activations().clone(), tokens)?;
     let layer_gradient = if needs.layer_gradient { Some(as_grid(c.pass.layer_gradient(target)?, tokens)?) } else { None };
     let guided_input_gradient = if needs.guided_input_gradient { Some(c.pass.input_gradient(target, ReluRule::Guided)?) } else { None };
+    let full_gradient = if needs.full_gradient { Some(gather_full_gradient(c.pass.as_mut(), graph, target)?) } else { None };
     let deconv_input_gradient = if needs.deconv_input_gradient { Some(c.pass.input_gradient(target, ReluRule::Deconv)?) } else { None };
     let (h, w) = (c.input.height, c.input.width);
     let mut run = |x: &[f32], n: usize| executor.logits_batch(x, n, h, w);
@@ -696,6 +730,7 @@ fn compute_map(
         classifier_weights: classifier_weights.as_deref(),
         layer_forwards: if needs.layer_forwards { Some(&mut from_layer) } else { None },
         forward_batch: executor.forward_batch(),
+        full_gradient: full_gradient.as_ref(),
     };
     opts.method.compute(&mut evidence)
 }

@@ -216,13 +216,14 @@ fn the_session_hands_what_it_cannot_gather_to_the_cpu() {
     use gradcam_wasm::methods::attribution::AttributionOptions;
     use gradcam_wasm::{ExplainOptions, Explainer, Method};
     assert!(!GpuSession::supports(Method::INTEGRATED_GRADIENTS) && !GpuSession::supports(Method::OCCLUSION));
-    assert!(GpuSession::supports(Method::SCORE_CAM) && GpuSession::supports(Method::GUIDED_BACKPROP));
+    assert!(GpuSession::supports(Method::SCORE_CAM) && GpuSession::supports(Method::GUIDED_BACKPROP) && GpuSession::supports(Method::DECONV_GRAD_CAM));
+    assert!(!GpuSession::supports(Method::FULLGRAD));
     let model = || Model::from_bytes(&default_model_bytes(), None).unwrap();
     let Some(gpu) = gpu_executor(&model()) else { return };
     let mut session = GpuSession::new(gpu);
     let (mut on_gpu, mut on_cpu) = (Explainer::new(model()), Explainer::new(model()));
     let image = sample("chelsea.png");
-    for method in [Method::SALIENCY, Method::OCCLUSION] {
+    for method in [Method::SALIENCY, Method::OCCLUSION, Method::FULLGRAD] {
         let opts = ExplainOptions { method, attribution: AttributionOptions { patch: 56, stride: 56, ..Default::default() }, ..Default::default() };
         let g = pollster::block_on(session.explain(&mut on_gpu, &image, &opts, &mut |_, _| {})).unwrap();
         let c = on_cpu.explain(&image, &opts).unwrap();

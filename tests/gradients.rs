@@ -245,3 +245,97 @@ fn deconvolution_passes_positive_gradients_through_inactive_relus() {
         }
     }
 }
+
+/// Sum over each visited node of b . (gradient at its output), with the node's bias read off the
+/// graph here (conv: folded batch-norm; linear), and the plain input gradient of the same walk.
+fn bias_shares(graph: &gradcam_wasm::graph::Graph, x: &FeatureMap, layer: usize, target: &[f32]) -> (FeatureMap, Vec<(usize, Vec<f32>)>) {
+    let exec = CpuExecutor::new(std::sync::Arc::new(graph.clone()));
+    let mut pass = exec.start(x.clone(), layer).unwrap();
+    let biased: Vec<usize> = (0..graph.nodes.len()).filter(|&i| matches!(graph.nodes[i].op, Op::Conv(_) | Op::Linear(_))).collect();
+    // Per node, d score / d b_k = the sum of its output gradient over the channel's plane.
+    let mut per_channel = Vec::new();
+    let mut visit = |i: usize, g: FeatureMap| {
+        let n = g.height * g.width;
+        per_channel.push((i, (0..g.channels).map(|k| g.data[k * n..(k + 1) * n].iter().sum()).collect()));
+        Ok(())
+    };
+    let grad = pass.input_gradient_visiting(target, &biased, &mut visit).unwrap();
+    let plain = pass.input_gradient(target, ReluRule::Plain).unwrap();
+    assert_eq!(grad.data, plain.data, "the visiting walk's input gradient is the plain one");
+    (grad, per_channel)
+}
+
+fn bias(op: &Op) -> &[f32] {
+    match op {
+        Op::Conv(c) => &c.bias,
+        Op::Linear(l) => &l.bias,
+        other => panic!("no bias on a {} layer", other.kind()),
+    }
+}
+
+#[test]
+fn fullgrads_decomposition_adds_up_to_the_score_on_relu_networks() {
+    // Piecewise-linear networks (convs with folded batch-norm, ReLU, max and average pools, residual
+    // adds, linear): y = x . dy/dx + sum over layers of b . dy/db, exactly.
+    let sd = gradcam_wasm::synthetic::state_dict(gradcam_wasm::Arch::ResNet18, 10).unwrap();
+    let resnet = Model::from_bytes(&sd.bytes(), Some(gradcam_wasm::Arch::ResNet18)).unwrap();
+    let x = FeatureMap::new(3, 48, 40, Rng::new(5).vec(3 * 48 * 40, 1.0));
+    let cases = [(two_unit_net(), FeatureMap::new(3, 1, 1, vec![1.0, -1.0, 0.5]), 3, 2), ((*resnet.graph).clone(), x, resnet.graph.find("layer4").unwrap(), 10)];
+    for (graph, x, layer, classes) in cases {
+        let mut target = vec![0.0f32; classes];
+        target[1] = 1.0;
+        target[0] = -0.5;
+        let logits = CpuExecutor::new(std::sync::Arc::new(graph.clone())).logits_batch(&x.data, 1, x.height, x.width).unwrap();
+        let score: f64 = logits.iter().zip(&target).map(|(l, t)| *l as f64 * *t as f64).sum();
+        let (grad, shares) = bias_shares(&graph, &x, layer, &target);
+        let input_share: f64 = x.data.iter().zip(&grad.data).map(|(a, b)| *a as f64 * *b as f64).sum();
+        let bias_share: f64 = shares.iter().map(|(i, db)| bias(&graph.nodes[*i].op).iter().zip(db).map(|(b, d)| *b as f64 * *d as f64).sum::<f64>()).sum();
+        let scale = input_share.abs() + bias_share.abs();
+        println!("score {score:.5} = input {input_share:.5} + biases {bias_share:.5} ({} bias layers)", shares.len());
+        assert!(bias_share.abs() > 1e-3 * scale && input_share.abs() > 1e-3 * scale, "both parts must matter for the check to bite");
+        assert!((score - input_share - bias_share).abs() < 1e-4 * scale, "completeness fails: {score} vs {}", input_share + bias_share);
+    }
+}
+
+#[test]
+fn bias_gradients_of_the_visiting_walk_match_finite_differences() {
+    // d score / d b_k of a conv fused with its ReLU (the stem), of one feeding a residual add, and
+    // of the linear head, against central differences of the logits with that bias moved.
+    use gradcam_wasm::graph::{Conv, Linear};
+    use std::sync::Arc;
+    let sd = gradcam_wasm::synthetic::state_dict(gradcam_wasm::Arch::ResNet18, 10).unwrap();
+    let model = Model::from_bytes(&sd.bytes(), Some(gradcam_wasm::Arch::ResNet18)).unwrap();
+    let graph = (*model.graph).clone();
+    let x = FeatureMap::new(3, 48, 40, Rng::new(8).vec(3 * 48 * 40, 1.0));
+    let mut target = vec![0.0f32; 10];
+    target[3] = 1.0;
+    let (_, shares) = bias_shares(&graph, &x, graph.find("layer4").unwrap(), &target);
+    for name in ["conv1", "layer1.0.conv2", "fc"] {
+        let i = graph.find(name).unwrap();
+        let db = &shares.iter().find(|(j, _)| *j == i).unwrap_or_else(|| panic!("{name} not visited")).1;
+        let k = (0..db.len()).max_by(|&a, &b| db[a].abs().total_cmp(&db[b].abs())).unwrap();
+        let eps = 2e-3f32;
+        let score = |delta: f32| -> f64 {
+            let mut g = graph.clone();
+            g.nodes[i].op = match &graph.nodes[i].op {
+                Op::Conv(c) => {
+                    let mut bias = c.bias.clone();
+                    bias[k] += delta;
+                    Op::Conv(Arc::new(Conv { weight: c.weight.clone(), bias, padding: c.padding, ..**c }))
+                }
+                Op::Linear(l) => {
+                    let mut bias = l.bias.clone();
+                    bias[k] += delta;
+                    Op::Linear(Arc::new(Linear { weight: l.weight.clone(), bias, ..**l }))
+                }
+                other => panic!("{}", other.kind()),
+            };
+            let logits = CpuExecutor::new(Arc::new(g)).logits_batch(&x.data, 1, x.height, x.width).unwrap();
+            logits.iter().zip(&target).map(|(l, t)| *l as f64 * *t as f64).sum()
+        };
+        let fd = (score(eps) - score(-eps)) / (2.0 * eps as f64);
+        println!("{name} channel {k}: analytic {:.5}, finite difference {fd:.5}", db[k]);
+        assert!(db[k].abs() > 1e-4, "{name}: zero bias gradient, the check would be vacuous");
+        assert!((db[k] as f64 - fd).abs() < 0.02 * db[k].abs() as f64, "{name} channel {k}: {} vs {fd}", db[k]);
+    }
+}

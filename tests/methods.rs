@@ -5,8 +5,10 @@
 mod common;
 
 use gradcam_wasm::methods::attribution::{gaussian_blur, window_starts, AttributionOptions, Baseline};
+use gradcam_wasm::methods::fullgrad::{bias_map, bias_share, BiasTerm, FullGradient};
 use gradcam_wasm::methods::score::ScoreCamOptions;
 use gradcam_wasm::methods::{Computed, Evidence, Grid, Method, Sign, ALL};
+use gradcam_wasm::Map;
 use gradcam_wasm::{ExplainOptions, FeatureMap};
 
 /// A0 = [1 0 2; 0 1 0; 3 0 1] (sum 8), A1 = [0 1 0; 2 0 1; 0 1 0] (sum 5).
@@ -32,6 +34,11 @@ const CLASSIFIER_WEIGHTS: [f32; 2] = [0.5, -1.0];
 /// the sum of its values; `layer_forwards`, forwards from the layer's activations, with one logit
 /// per copy: sum(A0) + 3 sum(A1) + 1.
 fn run(method: Method, a: &FeatureMap, g: Option<&FeatureMap>, guided: Option<&FeatureMap>) -> Computed {
+    run_with(method, a, g, guided, None)
+}
+
+/// `run`, with FullGrad's evidence.
+fn run_with(method: Method, a: &FeatureMap, g: Option<&FeatureMap>, guided: Option<&FeatureMap>, full: Option<&FullGradient>) -> Computed {
     let x = input();
     let mut forwards = |inputs: &[f32], n: usize| Ok(inputs.chunks(inputs.len() / n).map(|c| c.iter().sum()).collect());
     let mut layer_forwards = |copies: &[f32], n: usize| Ok(copies.chunks(copies.len() / n).map(|c| c[..9].iter().sum::<f32>() + 3.0 * c[9..].iter().sum::<f32>() + 1.0).collect());
@@ -52,6 +59,7 @@ fn run(method: Method, a: &FeatureMap, g: Option<&FeatureMap>, guided: Option<&F
         classifier_weights: Some(&CLASSIFIER_WEIGHTS),
         layer_forwards: Some(&mut layer_forwards),
         forward_batch: 2,
+        full_gradient: full,
     };
     method.compute(&mut e).unwrap_or_else(|e| panic!("{}: {e}", method.name()))
 }
@@ -187,6 +195,35 @@ fn guided_methods_give_the_per_pixel_largest_gradient_magnitude_and_an_rgb_image
     assert!(c.rgb.is_some());
     let c = run(Method::DECONV_GRAD_CAM, &activations(), Some(&gradient()), Some(&guided));
     assert_map(Method::DECONV_GRAD_CAM, &c.map.data, &magnitude(&product));
+}
+
+#[test]
+fn fullgrad_sums_the_scaled_input_and_bias_terms() {
+    // One bias layer on the input's 3 x 3 grid, b = (2, -1), its output gradient `gradient()`:
+    // |2 G0| = 2 everywhere scales to 0 (a constant plane), |-1 G1| is 2 at (0, 1) only and scales
+    // to 1 there. Its share of the score: 2 * 9 + (-1)(-2) = 20.
+    let mut layer = vec![0.0; 9];
+    layer[1] = 1.0;
+    let bias = [2.0, -1.0];
+    assert_map(Method::FULLGRAD, &bias_map(&bias, &gradient()).unwrap().data, &layer);
+    assert_eq!(bias_share(&bias, &gradient()), 20.0);
+    // The input term: per colour plane, |x g| min-max scaled, summed over the planes. With g = 1 on
+    // plane 0, 2 on plane 1 and 0 on plane 2: planes 0 and 1 both scale |x| (the factor cancels),
+    // plane 2 is constant (0).
+    let x = input();
+    let g = FeatureMap::new(3, 3, 3, (0..27).map(|i| [1.0, 2.0, 0.0][i / 9]).collect());
+    let ax: Vec<f32> = x.data[..9].iter().map(|v| v.abs()).collect();
+    let (lo, hi) = (ax.iter().copied().fold(f32::INFINITY, f32::min), ax.iter().copied().fold(0.0, f32::max));
+    let scaled: Vec<f32> = ax.iter().map(|v| (v - lo) / (hi - lo)).collect();
+    let ax1: Vec<f32> = x.data[9..18].iter().map(|v| v.abs()).collect();
+    let (lo1, hi1) = (ax1.iter().copied().fold(f32::INFINITY, f32::min), ax1.iter().copied().fold(0.0, f32::max));
+    let want: Vec<f32> = (0..9).map(|p| scaled[p] + (ax1[p] - lo1) / (hi1 - lo1) + layer[p]).collect();
+    // A linear layer's term carries a share of the score but no map.
+    let layers = vec![BiasTerm { node: 1, map: Some(Map::new(3, 3, layer.clone())), signed: 20.0 }, BiasTerm { node: 2, map: None, signed: 1.0 }];
+    let full = FullGradient { input_gradient: g, layers };
+    let c = run_with(Method::FULLGRAD, &activations(), None, None, Some(&full));
+    assert_map(Method::FULLGRAD, &c.map.data, &want);
+    assert!(c.rgb.is_none());
 }
 
 #[test]
@@ -347,6 +384,7 @@ fn run_net(method: Method, net: &Net, opts: AttributionOptions) -> (Computed, Ve
         classifier_weights: None,
         layer_forwards: None,
         forward_batch: 2,
+        full_gradient: None,
     };
     let c = method.compute(&mut e).unwrap_or_else(|e| panic!("{}: {e}", method.name()));
     (c, reports)

@@ -60,6 +60,15 @@ pub trait Pass {
 
     /// d(sum_c target[c] * y_c) / d input, every ReLU/ReLU6 passing gradients back by `rule`.
     fn input_gradient(&mut self, target: &[f32], rule: ReluRule) -> Result<FeatureMap>;
+
+    /// The plain input gradient, from one walk that hands `visit` the gradient at the output of each
+    /// of `nodes` (C x H x W; a linear layer's C x 1 x 1) as it passes it. Each is reduced there and
+    /// dropped, so a method reading every layer (FullGrad) never holds them all. An executor that
+    /// cannot says so.
+    fn input_gradient_visiting(&mut self, target: &[f32], nodes: &[NodeId], visit: &mut dyn FnMut(NodeId, FeatureMap) -> Result<()>) -> Result<FeatureMap> {
+        let _ = (target, nodes, visit);
+        Err(crate::Error::Option("gradients at every layer in one walk (FullGrad) are computed by the cpu backend only; use it".into()))
+    }
 }
 
 /// A pass whose results were computed beforehand (by an executor that answers asynchronously, such as

@@ -119,6 +119,8 @@ fn cannot_gather(method: Method) -> Option<&'static str> {
     let needs = method.needs();
     if needs.input_gradients {
         Some("the WebGPU session computes no plain input gradients at other inputs")
+    } else if needs.full_gradient {
+        Some("the WebGPU session gathers no gradients at every layer (FullGrad)")
     } else if needs.batched_forwards && method != Method::SCORE_CAM {
         Some("the WebGPU session runs only Score-CAM's batched forwards")
     } else {

@@ -10,6 +10,7 @@ pub mod attribution;
 pub mod cam;
 pub mod class_activation;
 pub mod eigen;
+pub mod fullgrad;
 pub mod guided;
 pub mod score;
 
@@ -17,6 +18,7 @@ use crate::error::{Error, Result};
 use crate::fail;
 use crate::feature_map::{FeatureMap, Map};
 use attribution::{AttributionOptions, InputGradients};
+use fullgrad::FullGradient;
 use score::ScoreCamOptions;
 
 /// What a method asks of a forward pass beyond logits and activations, so an executor whose
@@ -40,11 +42,21 @@ pub struct Needs {
     /// Plain input gradients (ordinary ReLU backward) at inputs the method chooses (Integrated
     /// Gradients' path, SmoothGrad's noisy copies): each one more forward and backward.
     pub input_gradients: bool,
+    /// The input gradient and, from the same walk, each bias layer's share (FullGrad).
+    pub full_gradient: bool,
 }
 
 impl Needs {
-    pub const NOTHING: Needs =
-        Needs { layer_gradient: false, guided_input_gradient: false, deconv_input_gradient: false, batched_forwards: false, classifier_weights: false, layer_forwards: false, input_gradients: false };
+    pub const NOTHING: Needs = Needs {
+        layer_gradient: false,
+        guided_input_gradient: false,
+        deconv_input_gradient: false,
+        batched_forwards: false,
+        classifier_weights: false,
+        layer_forwards: false,
+        input_gradients: false,
+        full_gradient: false,
+    };
     pub const LAYER_GRADIENT: Needs = Needs { layer_gradient: true, ..Needs::NOTHING };
 }
 
@@ -105,6 +117,8 @@ pub struct Evidence<'a> {
     pub layer_forwards: Option<&'a mut LayerForwards<'a>>,
     /// Copies per batched forward, the executor's choice (`Executor::forward_batch`).
     pub forward_batch: usize,
+    /// The input gradient and every bias layer's reduction, from one walk (when `needs.full_gradient`).
+    pub full_gradient: Option<&'a FullGradient>,
 }
 
 impl Evidence<'_> {
@@ -176,7 +190,7 @@ impl std::fmt::Debug for Method {
 }
 
 /// Every method, in menu order.
-pub const ALL: [Method; 22] = [
+pub const ALL: [Method; 23] = [
     Method::GRAD_CAM,
     Method::COUNTERFACTUAL,
     Method::GUIDED_BACKPROP,
@@ -199,6 +213,7 @@ pub const ALL: [Method; 22] = [
     Method::INTEGRATED_GRADIENTS,
     Method::SMOOTHGRAD,
     Method::OCCLUSION,
+    Method::FULLGRAD,
 ];
 
 /// Lowercase, without the separators people vary ('-', '_', spaces).
