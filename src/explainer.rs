@@ -174,6 +174,11 @@ pub struct ExplainOptions {
     pub method: Method,
     /// Target layer name; the architecture's default when `None`.
     pub layer: Option<String>,
+    /// Several target layers at once (pytorch-grad-cam's list of target layers), instead of `layer`:
+    /// each runs on its own forward pass, and the map is the mean of their maps (after the sign
+    /// rule), each min-max scaled to [0, 1] and brought to the finest of their grids
+    /// (`combine_layers`). Empty: `layer` alone.
+    pub layers: Vec<String>,
     pub target: Target,
     /// Keep the sign (skip the method's final ReLU).
     pub signed: bool,
@@ -190,6 +195,7 @@ impl Default for ExplainOptions {
         ExplainOptions {
             method: Method::GRAD_CAM,
             layer: None,
+            layers: Vec::new(),
             target: Target::Top1,
             signed: false,
             normalization: Normalization::MinMax,
@@ -389,7 +395,12 @@ impl Explainer {
     }
 
     fn layer_id(&self, opts: &ExplainOptions) -> Result<NodeId> {
-        let name = opts.layer.clone().unwrap_or_else(|| self.model.default_layer());
+        let name = match (opts.layers.as_slice(), &opts.layer) {
+            ([], layer) => layer.clone().unwrap_or_else(|| self.model.default_layer()),
+            ([one], None) => one.clone(),
+            (_, Some(_)) => return fail!(Option, "give the target layer as `layer` or as `layers`, not both"),
+            (_, None) => return fail!(Option, "several layers at once are explained by `explain` and `explain_tensor`, one forward pass each"),
+        };
         let id = self.model.graph.find(&name)?;
         if matches!(self.model.graph.nodes[id].op, Op::Linear(_) | Op::Flatten | Op::Input) {
             return fail!(Option, "layer '{name}' has no spatial map to explain; pick a conv, pool or block layer");
@@ -495,6 +506,9 @@ impl Explainer {
 
     /// `explain`, reporting progress of the long methods (Score-CAM: channels done, channels total).
     pub fn explain_with_progress(&mut self, image: &RgbImage, opts: &ExplainOptions, progress: &mut dyn FnMut(usize, usize)) -> Result<Explanation> {
+        if several_layers(opts)? {
+            return self.explain_each_layer(opts, |ex, one| ex.explain_with_progress(image, one, &mut *progress));
+        }
         let t0 = now_ms();
         let layer = self.layer_id(opts)?;
         let (pre_ms, fwd_ms, reused) = self.ensure_pass(image, opts)?;
@@ -509,6 +523,9 @@ impl Explainer {
     /// Explains an already-preprocessed 3 x H x W tensor (for checking against other implementations).
     /// The "image" is then the tensor's own grid.
     pub fn explain_tensor(&mut self, input: FeatureMap, opts: &ExplainOptions) -> Result<Explanation> {
+        if several_layers(opts)? {
+            return self.explain_each_layer(opts, |ex, one| ex.explain_tensor(input.clone(), one));
+        }
         let t0 = now_ms();
         if input.channels != 3 || input.data.len() != 3 * input.height * input.width {
             return fail!(Input, "expected a 3 x H x W tensor, got {} channels and {} values", input.channels, input.data.len());
@@ -534,6 +551,36 @@ impl Explainer {
         e.forward_reused = reused;
         e.timings.total_ms = now_ms() - t0;
         Ok(e)
+    }
+
+    /// Explains each of `opts.layers` with `one` and combines their maps (see `ExplainOptions::layers`).
+    fn explain_each_layer(&mut self, opts: &ExplainOptions, mut one: impl FnMut(&mut Explainer, &ExplainOptions) -> Result<Explanation>) -> Result<Explanation> {
+        let t0 = now_ms();
+        let mut each = Vec::with_capacity(opts.layers.len());
+        for name in &opts.layers {
+            each.push(one(self, &ExplainOptions { layer: Some(name.clone()), layers: Vec::new(), ..opts.clone() })?);
+        }
+        let raw = combine_layers(&each.iter().map(|e| &e.raw).collect::<Vec<_>>())?;
+        let rgb = mean_rgb(&each);
+        let mut warnings: Vec<String> = Vec::new();
+        for w in each.iter().flat_map(|e| &e.warnings) {
+            if !warnings.contains(w) {
+                warnings.push(w.clone());
+            }
+        }
+        let reused = each.iter().all(|e| e.forward_reused);
+        let mut timings = Timings::default();
+        for t in each.iter().map(|e| &e.timings) {
+            timings.preprocess_ms += t.preprocess_ms;
+            timings.forward_ms += t.forward_ms;
+            timings.method_ms += t.method_ms;
+        }
+        let first = each.swap_remove(0);
+        let t1 = now_ms();
+        let image_map = project(&raw, &first.geometry, opts.normalization)?;
+        timings.project_ms = now_ms() - t1;
+        timings.total_ms = now_ms() - t0;
+        Ok(Explanation { layer: opts.layers.join(","), raw, image_map, rgb, warnings, forward_reused: reused, timings, ..first })
     }
 
     /// Resolves the target into a class to report and a weight vector over the logits.
@@ -592,7 +639,7 @@ impl Explainer {
         Ok(Explanation {
             method: opts.method,
             // The name the user asked by (or the default's, e.g. `layer4`), not the node's inner one.
-            layer: opts.layer.clone().unwrap_or_else(|| self.model.default_layer()),
+            layer: opts.layers.first().or(opts.layer.as_ref()).cloned().unwrap_or_else(|| self.model.default_layer()),
             class,
             label: self.model.labels[class].clone(),
             score,
@@ -733,6 +780,44 @@ fn compute_map(
         full_gradient: full_gradient.as_ref(),
     };
     opts.method.compute(&mut evidence)
+}
+
+/// Whether `opts` asks for several layers at once (one in `layers` is just that layer).
+fn several_layers(opts: &ExplainOptions) -> Result<bool> {
+    if !opts.layers.is_empty() && opts.layer.is_some() {
+        return fail!(Option, "give the target layer as `layer` or as `layers`, not both");
+    }
+    Ok(opts.layers.len() > 1)
+}
+
+/// Several layers' maps as one, as pytorch-grad-cam combines its target layers: each min-max scaled
+/// to [0, 1] (a constant map becomes 0), bilinearly resized to the finest grid among them, and
+/// averaged. The finest grid rather than the input's keeps a layer method's map at layer scale; the
+/// projection onto the image resizes it once more.
+pub fn combine_layers(maps: &[&Map]) -> Result<Map> {
+    let finest = maps.iter().max_by_key(|m| m.width * m.height).ok_or_else(|| Error::Internal("no layer maps to combine".into()))?;
+    let (w, h) = (finest.width, finest.height);
+    let mut sum = vec![0.0f32; w * h];
+    for m in maps {
+        let mut scaled = m.data.clone();
+        crate::imaging::normalize::min_max(&mut scaled).map_err(Error::Numeric)?;
+        let up = crate::imaging::project::upsample_bilinear(&scaled, m.width, m.height, w, h).map_err(Error::Internal)?;
+        sum.iter_mut().zip(up).for_each(|(s, v)| *s += v);
+    }
+    let n = maps.len() as f32;
+    Ok(Map::new(w, h, sum.into_iter().map(|v| v / n).collect()))
+}
+
+/// The mean of the layers' RGB images, when every layer gave one of the same size (Guided Grad-CAM's).
+fn mean_rgb(each: &[Explanation]) -> Option<FeatureMap> {
+    let first = each.first()?.rgb.as_ref()?;
+    let mut sum = vec![0.0f32; first.data.len()];
+    for e in each {
+        let rgb = e.rgb.as_ref().filter(|r| r.data.len() == sum.len())?;
+        sum.iter_mut().zip(&rgb.data).for_each(|(s, v)| *s += v);
+    }
+    let n = each.len() as f32;
+    Some(FeatureMap::new(first.channels, first.height, first.width, sum.into_iter().map(|v| v / n).collect()))
 }
 
 /// Puts a map on the original image's grid; min-max normalizes over the pixels the network saw.

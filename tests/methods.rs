@@ -250,6 +250,21 @@ fn every_method_is_declared_once_with_what_menus_and_executors_read() {
     assert_eq!(ExplainOptions::default().method, Method::GRAD_CAM);
 }
 
+#[test]
+fn several_layers_maps_are_scaled_brought_to_the_finest_grid_and_averaged() {
+    use gradcam_wasm::explainer::combine_layers;
+    // A 2 x 2 map scales to (0, 1/3, 2/3, 1); a constant 1 x 1 map scales to 0 (pytorch-grad-cam's
+    // rule) and stays 0 on the 2 x 2 grid; the mean halves the first.
+    let fine = Map::new(2, 2, vec![1.0, 2.0, 3.0, 4.0]);
+    let coarse = Map::new(1, 1, vec![5.0]);
+    let m = combine_layers(&[&coarse, &fine]).unwrap();
+    assert_eq!((m.width, m.height), (2, 2));
+    assert_map(Method::GRAD_CAM, &m.data, &[0.0, 1.0 / 6.0, 1.0 / 3.0, 0.5]);
+    // Two maps on one grid, of different scales: each counts the same once scaled.
+    let other = Map::new(2, 2, vec![40.0, 30.0, 20.0, 10.0]);
+    assert_map(Method::GRAD_CAM, &combine_layers(&[&fine, &other]).unwrap().data, &[0.5, 0.5, 0.5, 0.5]);
+}
+
 /// The default model (EfficientNet-Lite0) and its sample photos, fetched by scripts/setup.sh.
 mod default_model {
     use super::*;
@@ -264,6 +279,27 @@ mod default_model {
     fn argmax(m: &gradcam_wasm::Map) -> (usize, usize) {
         let i = (0..m.data.len()).max_by(|&a, &b| m.data[a].total_cmp(&m.data[b])).unwrap();
         (i % m.width, i / m.width)
+    }
+
+    #[test]
+    fn several_layers_at_once_average_each_layers_scaled_map() {
+        let mut ex = explainer();
+        let img = common::sample("coffee.png");
+        let (a, b) = ("_blocks.8", "_conv_head.act");
+        let one = |ex: &mut Explainer, layer: &str| ex.explain(&img, &ExplainOptions { layer: Some(layer.into()), ..Default::default() }).unwrap();
+        let (ea, eb) = (one(&mut ex, a), one(&mut ex, b));
+        assert_eq!((ea.raw.width, ea.raw.height), (14, 14));
+        let both = ex.explain(&img, &ExplainOptions { layers: vec![a.into(), b.into()], ..Default::default() }).unwrap();
+        assert_eq!(both.layer, "_blocks.8,_conv_head.act");
+        assert_eq!((both.raw.width, both.raw.height), (14, 14), "the finest grid of the two");
+        let want = gradcam_wasm::explainer::combine_layers(&[&ea.raw, &eb.raw]).unwrap();
+        assert_map(Method::GRAD_CAM, &both.raw.data, &want.data);
+        assert_eq!(both.class, ea.class);
+        // One name in `layers` is that layer; both fields at once is an error.
+        let single = ex.explain(&img, &ExplainOptions { layers: vec![a.into()], ..Default::default() }).unwrap();
+        assert_eq!((single.layer.as_str(), &single.raw.data), (a, &ea.raw.data));
+        let e = ex.explain(&img, &ExplainOptions { layer: Some(a.into()), layers: vec![a.into(), b.into()], ..Default::default() }).unwrap_err().to_string();
+        assert!(e.contains("not both"), "{e}");
     }
 
     #[test]

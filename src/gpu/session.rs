@@ -42,7 +42,8 @@ impl GpuSession {
 
     /// Explains `image` with the forward and backward passes (and Score-CAM's masked forwards) on the GPU.
     pub async fn explain(&mut self, explainer: &mut Explainer, image: &RgbImage, opts: &ExplainOptions, progress: &mut dyn FnMut(usize, usize)) -> Result<Explanation> {
-        if let Some(why) = cannot_gather(opts.method) {
+        let why = if opts.layers.len() > 1 { Some("the WebGPU session explains one layer at a time") } else { cannot_gather(opts.method) };
+        if let Some(why) = why {
             // Never a wrong map: the explainer's own executor (the CPU) runs what this session cannot.
             let mut e = explainer.explain_with_progress(image, opts, progress)?;
             e.warnings.push(format!("{} ran on the {}: {why}", opts.method.label(), e.backend));
