@@ -7,13 +7,14 @@ use crate::arch::{Arch, InputNorm};
 use crate::budget::Budget;
 use crate::clock::now_ms;
 use crate::error::{Error, Result};
-use crate::exec::{cpu::CpuExecutor, Executor, Pass};
+use crate::exec::{cpu::CpuExecutor, Executor, Pass, ReluRule};
 use crate::fail;
 use crate::feature_map::{FeatureMap, Map};
 use crate::graph::{Graph, NodeId, Op};
 use crate::imaging::preprocess::{preprocess, Geometry, Normalize, Preprocess, Resize, IMAGENET_MEAN, IMAGENET_STD};
 use crate::imaging::project::{crop_mask, project_to_image};
 use crate::imaging::rgb::RgbImage;
+use crate::methods::fullgrad::{self, BiasTerm, FullGradient};
 use crate::methods::score::LogitsBatch;
 use crate::methods::{Computed, Evidence, Method, Sign};
 use crate::weights::WeightMap;
@@ -179,6 +180,11 @@ pub struct ExplainOptions {
     pub method: Method,
     /// Target layer name; the architecture's default when `None`.
     pub layer: Option<String>,
+    /// Several target layers at once (pytorch-grad-cam's list of target layers), instead of `layer`:
+    /// each runs on its own forward pass, and the map is the mean of their maps (after the sign
+    /// rule), each min-max scaled to [0, 1] and brought to the finest of their grids
+    /// (`combine_layers`). Empty: `layer` alone.
+    pub layers: Vec<String>,
     pub target: Target,
     /// Keep the sign (skip the method's final ReLU).
     pub signed: bool,
@@ -195,6 +201,7 @@ impl Default for ExplainOptions {
         ExplainOptions {
             method: Method::GRAD_CAM,
             layer: None,
+            layers: Vec::new(),
             target: Target::Top1,
             signed: false,
             normalization: Normalization::MinMax,
@@ -413,7 +420,12 @@ impl Explainer {
     }
 
     fn layer_id(&self, opts: &ExplainOptions) -> Result<NodeId> {
-        let name = opts.layer.clone().unwrap_or_else(|| self.model.default_layer());
+        let name = match (opts.layers.as_slice(), &opts.layer) {
+            ([], layer) => layer.clone().unwrap_or_else(|| self.model.default_layer()),
+            ([one], None) => one.clone(),
+            (_, Some(_)) => return fail!(Option, "give the target layer as `layer` or as `layers`, not both"),
+            (_, None) => return fail!(Option, "several layers at once are explained by `explain` and `explain_tensor`, one forward pass each"),
+        };
         let id = self.model.graph.find(&name)?;
         if matches!(self.model.graph.nodes[id].op, Op::Linear(_) | Op::Flatten | Op::Input) {
             return fail!(Option, "layer '{name}' has no spatial map to explain; pick a conv, pool or block layer");
@@ -529,6 +541,9 @@ impl Explainer {
 
     /// `explain`, reporting progress of the long methods (Score-CAM: channels done, channels total).
     pub fn explain_with_progress(&mut self, image: &RgbImage, opts: &ExplainOptions, progress: &mut dyn FnMut(usize, usize)) -> Result<Explanation> {
+        if several_layers(opts)? {
+            return self.explain_each_layer(opts, |ex, one| ex.explain_with_progress(image, one, &mut *progress));
+        }
         crate::budget::within(&self.budget(), || self.explain_image_within_budget(image, opts, progress))
     }
 
@@ -547,6 +562,9 @@ impl Explainer {
     /// Explains an already-preprocessed 3 x H x W tensor (for checking against other implementations).
     /// The "image" is then the tensor's own grid.
     pub fn explain_tensor(&mut self, input: FeatureMap, opts: &ExplainOptions) -> Result<Explanation> {
+        if several_layers(opts)? {
+            return self.explain_each_layer(opts, |ex, one| ex.explain_tensor(input.clone(), one));
+        }
         crate::budget::within(&self.budget(), || self.explain_tensor_within_budget(input, opts))
     }
 
@@ -576,6 +594,36 @@ impl Explainer {
         e.forward_reused = reused;
         e.timings.total_ms = now_ms() - t0;
         Ok(e)
+    }
+
+    /// Explains each of `opts.layers` with `one` and combines their maps (see `ExplainOptions::layers`).
+    fn explain_each_layer(&mut self, opts: &ExplainOptions, mut one: impl FnMut(&mut Explainer, &ExplainOptions) -> Result<Explanation>) -> Result<Explanation> {
+        let t0 = now_ms();
+        let mut each = Vec::with_capacity(opts.layers.len());
+        for name in &opts.layers {
+            each.push(one(self, &ExplainOptions { layer: Some(name.clone()), layers: Vec::new(), ..opts.clone() })?);
+        }
+        let raw = combine_layers(&each.iter().map(|e| &e.raw).collect::<Vec<_>>())?;
+        let rgb = mean_rgb(&each);
+        let mut warnings: Vec<String> = Vec::new();
+        for w in each.iter().flat_map(|e| &e.warnings) {
+            if !warnings.contains(w) {
+                warnings.push(w.clone());
+            }
+        }
+        let reused = each.iter().all(|e| e.forward_reused);
+        let mut timings = Timings::default();
+        for t in each.iter().map(|e| &e.timings) {
+            timings.preprocess_ms += t.preprocess_ms;
+            timings.forward_ms += t.forward_ms;
+            timings.method_ms += t.method_ms;
+        }
+        let first = each.swap_remove(0);
+        let t1 = now_ms();
+        let image_map = project(&raw, &first.geometry, opts.normalization)?;
+        timings.project_ms = now_ms() - t1;
+        timings.total_ms = now_ms() - t0;
+        Ok(Explanation { layer: opts.layers.join(","), raw, image_map, rgb, warnings, forward_reused: reused, timings, ..first })
     }
 
     /// Resolves the target into a class to report and a weight vector over the logits.
@@ -638,7 +686,7 @@ impl Explainer {
         Ok(Explanation {
             method: opts.method,
             // The name the user asked by (or the default's, e.g. `layer4`), not the node's inner one.
-            layer: opts.layer.clone().unwrap_or_else(|| self.model.default_layer()),
+            layer: opts.layers.first().or(opts.layer.as_ref()).cloned().unwrap_or_else(|| self.model.default_layer()),
             class,
             label: self.model.labels[class].clone(),
             score,
@@ -667,7 +715,40 @@ fn as_grid(m: FeatureMap, tokens: Option<usize>) -> Result<FeatureMap> {
 
 /// Whether the method reads an input gradient of the explained input itself (so its pass records one).
 fn reads_input_gradient(method: Method) -> bool {
-    method.needs().guided_input_gradient || method.needs().input_gradients
+    let needs = method.needs();
+    needs.guided_input_gradient || needs.deconv_input_gradient || needs.input_gradients || needs.full_gradient
+}
+
+/// A layer's bias as FullGrad reads it, and whether it is a 2-D (per-channel, spatial) bias: a conv's
+/// (batch-norm folded into it) or an unfolded batch-norm's; a linear layer's counts for the score's
+/// decomposition only.
+fn bias_of(op: &Op) -> Option<(&[f32], bool)> {
+    if let Op::Conv(c) = op {
+        Some((&c.bias, true))
+    } else if let Op::Affine(a) = op {
+        Some((&a.shift, true))
+    } else if let Op::Linear(l) = op {
+        Some((&l.bias, false))
+    } else {
+        None
+    }
+}
+
+/// FullGrad's evidence: one plain walk to the input, each bias layer's gradient reduced as the walk
+/// passes it (`Pass::input_gradient_visiting`).
+fn gather_full_gradient(pass: &mut dyn Pass, graph: &Graph, target: &[f32]) -> Result<FullGradient> {
+    let nodes: Vec<NodeId> = (0..graph.nodes.len()).filter(|&i| bias_of(&graph.nodes[i].op).is_some()).collect();
+    let mut layers = Vec::new();
+    let mut visit = |i: NodeId, g: FeatureMap| -> Result<()> {
+        let Some((bias, spatial)) = bias_of(&graph.nodes[i].op) else { return Ok(()) };
+        let signed = fullgrad::bias_share(bias, &g);
+        // A token layer's map is drawn on its patch grid (the class token has no place there).
+        let map = if spatial { Some(fullgrad::bias_map(bias, &as_grid(g, graph.leading_tokens(i))?)?) } else { None };
+        layers.push(BiasTerm { node: i, map, signed });
+        Ok(())
+    };
+    let input_gradient = pass.input_gradient_visiting(target, &nodes, &mut visit)?;
+    Ok(FullGradient { input_gradient, layers })
 }
 
 /// The network-input value of a black pixel (pixel 0 through the normalization), per channel.
@@ -693,7 +774,9 @@ fn compute_map(
     let needs = opts.method.needs();
     let activations = as_grid(c.pass.activations().clone(), tokens)?;
     let layer_gradient = if needs.layer_gradient { Some(as_grid(c.pass.layer_gradient(target)?, tokens)?) } else { None };
-    let guided_input_gradient = if needs.guided_input_gradient { Some(c.pass.input_gradient(target, true)?) } else { None };
+    let guided_input_gradient = if needs.guided_input_gradient { Some(c.pass.input_gradient(target, ReluRule::Guided)?) } else { None };
+    let full_gradient = if needs.full_gradient { Some(gather_full_gradient(c.pass.as_mut(), graph, target)?) } else { None };
+    let deconv_input_gradient = if needs.deconv_input_gradient { Some(c.pass.input_gradient(target, ReluRule::Deconv)?) } else { None };
     let (h, w) = (c.input.height, c.input.width);
     let mut run = |x: &[f32], n: usize| executor.logits_batch(x, n, h, w);
     let forwards: &mut LogitsBatch = match batched_forwards {
@@ -715,9 +798,9 @@ fn compute_map(
         let mut out = Vec::with_capacity(x.len());
         for xi in x.chunks_exact(3 * h * w).take(n) {
             let g = if xi == input.data.as_slice() {
-                pass.input_gradient(target, false)?
+                pass.input_gradient(target, ReluRule::Plain)?
             } else {
-                executor.start_for(FeatureMap::new(3, h, w, xi.to_vec()), layer, true)?.input_gradient(target, false)?
+                executor.start_for(FeatureMap::new(3, h, w, xi.to_vec()), layer, true)?.input_gradient(target, ReluRule::Plain)?
             };
             out.extend_from_slice(&g.data);
         }
@@ -730,6 +813,7 @@ fn compute_map(
         activations: &activations,
         layer_gradient: layer_gradient.as_ref(),
         guided_input_gradient: guided_input_gradient.as_ref(),
+        deconv_input_gradient: deconv_input_gradient.as_ref(),
         input,
         target,
         forwards,
@@ -740,8 +824,47 @@ fn compute_map(
         classifier_weights: classifier_weights.as_deref(),
         layer_forwards: if needs.layer_forwards { Some(&mut from_layer) } else { None },
         forward_batch: executor.forward_batch(),
+        full_gradient: full_gradient.as_ref(),
     };
     opts.method.compute(&mut evidence)
+}
+
+/// Whether `opts` asks for several layers at once (one in `layers` is just that layer).
+fn several_layers(opts: &ExplainOptions) -> Result<bool> {
+    if !opts.layers.is_empty() && opts.layer.is_some() {
+        return fail!(Option, "give the target layer as `layer` or as `layers`, not both");
+    }
+    Ok(opts.layers.len() > 1)
+}
+
+/// Several layers' maps as one, as pytorch-grad-cam combines its target layers: each min-max scaled
+/// to [0, 1] (a constant map becomes 0), bilinearly resized to the finest grid among them, and
+/// averaged. The finest grid rather than the input's keeps a layer method's map at layer scale; the
+/// projection onto the image resizes it once more.
+pub fn combine_layers(maps: &[&Map]) -> Result<Map> {
+    let finest = maps.iter().max_by_key(|m| m.width * m.height).ok_or_else(|| Error::Internal("no layer maps to combine".into()))?;
+    let (w, h) = (finest.width, finest.height);
+    let mut sum = vec![0.0f32; w * h];
+    for m in maps {
+        let mut scaled = m.data.clone();
+        crate::imaging::normalize::min_max(&mut scaled).map_err(Error::Numeric)?;
+        let up = crate::imaging::project::upsample_bilinear(&scaled, m.width, m.height, w, h).map_err(Error::Internal)?;
+        sum.iter_mut().zip(up).for_each(|(s, v)| *s += v);
+    }
+    let n = maps.len() as f32;
+    Ok(Map::new(w, h, sum.into_iter().map(|v| v / n).collect()))
+}
+
+/// The mean of the layers' RGB images, when every layer gave one of the same size (Guided Grad-CAM's).
+fn mean_rgb(each: &[Explanation]) -> Option<FeatureMap> {
+    let first = each.first()?.rgb.as_ref()?;
+    let mut sum = vec![0.0f32; first.data.len()];
+    for e in each {
+        let rgb = e.rgb.as_ref().filter(|r| r.data.len() == sum.len())?;
+        sum.iter_mut().zip(&rgb.data).for_each(|(s, v)| *s += v);
+    }
+    let n = each.len() as f32;
+    Some(FeatureMap::new(first.channels, first.height, first.width, sum.into_iter().map(|v| v / n).collect()))
 }
 
 /// Puts a map on the original image's grid; min-max normalizes over the pixels the network saw.

@@ -36,6 +36,13 @@ fn explain_prints_one_json_object_with_the_raw_map() {
 }
 
 #[test]
+fn several_layers_are_given_as_a_comma_separated_list() {
+    let v = json(&["explain", "assets/samples/coffee.png", "--json", "--layer", "_blocks.8,_conv_head.act"]);
+    assert_eq!(v["layer"], "_blocks.8,_conv_head.act");
+    assert_eq!((v["cam"]["width"].as_u64(), v["cam"]["height"].as_u64()), (Some(14), Some(14)), "the finer layer's grid");
+}
+
+#[test]
 fn a_preprocessed_tensor_gives_the_same_map_as_the_image() {
     // The same preprocessing the CLI applies, written as a 1x3x224x224 .npy.
     let img = sample("chelsea.png");

@@ -2,9 +2,9 @@
 //! (through candle's autograd) against finite differences of its forward.
 
 use candle_core::{Device, Tensor, Var};
-use gradcam_wasm::exec::candle_ops::{AdaptiveAvgPoolOp, ConvOp, GuidedFlag, LinearOp, MaxPoolOp, MulOp, ReluOp};
+use gradcam_wasm::exec::candle_ops::{AdaptiveAvgPoolOp, ConvOp, LinearOp, MaxPoolOp, MulOp, ReluOp, RuleFlag};
 use gradcam_wasm::graph::{Conv, Linear, MaxPool, Padding};
-use gradcam_wasm::kernels::Clamp;
+use gradcam_wasm::kernels::{Clamp, ReluRule};
 use std::sync::Arc;
 
 fn rand(n: usize, seed: u64) -> Vec<f32> {
@@ -127,24 +127,27 @@ fn adaptive_avg_pool_op_matches_candle_and_backward() {
 #[test]
 fn relu_ops_forward_backward_and_guided_rule() {
     for clamp in [Clamp::Relu, Clamp::Relu6] {
-        check_backward("relu", spread(120, -3.0), &[1, 2, 6, 10], |t| t.apply_op1(ReluOp { clamp, guided: GuidedFlag::default() }).unwrap());
+        check_backward("relu", spread(120, -3.0), &[1, 2, 6, 10], |t| t.apply_op1(ReluOp { clamp, rule: RuleFlag::default() }).unwrap());
         // Fused into the conv before it: the same as the two ops in a row.
         let c = conv(3, 4, 3, 1, Padding::Symmetric { h: 1, w: 1 }, 1);
-        check_backward("conv+relu", rand(3 * 7 * 8, 17), &[1, 3, 7, 8], |t| t.apply_op1(ConvOp::fused(c.clone(), clamp, GuidedFlag::default())).unwrap());
+        check_backward("conv+relu", rand(3 * 7 * 8, 17), &[1, 3, 7, 8], |t| t.apply_op1(ConvOp::fused(c.clone(), clamp, RuleFlag::default())).unwrap());
     }
     // Guided: the gradient passes only where x > 0 (and x < 6 for ReLU6) AND the incoming gradient > 0.
     let x = Var::from_vec(vec![-1.0f32, 0.0, 0.5, 0.5, 5.9, 6.0, 7.0, 2.0], (8,), &Device::Cpu).unwrap();
     let r = Tensor::new(&[1.0f32, 1.0, 1.0, -1.0, 1.0, 1.0, 1.0, 0.25], &Device::Cpu).unwrap();
-    let flag = GuidedFlag::default();
-    let y = x.as_tensor().apply_op1(ReluOp { clamp: Clamp::Relu6, guided: flag.clone() }).unwrap();
+    let flag = RuleFlag::default();
+    let y = x.as_tensor().apply_op1(ReluOp { clamp: Clamp::Relu6, rule: flag.clone() }).unwrap();
     let score = y.mul(&r).unwrap().sum_all().unwrap();
-    // The same recorded op backprops plainly or guided, as the pass's flag says at backward time.
-    let grad = |guided: bool| {
-        flag.set(guided);
+    // The same recorded op backprops plainly, guided or as deconvolution, as the pass's flag says at
+    // backward time.
+    let grad = |rule: ReluRule| {
+        flag.set(rule);
         score.backward().unwrap().get(x.as_tensor()).unwrap().to_vec1::<f32>().unwrap()
     };
-    assert_eq!(grad(true), vec![0.0, 0.0, 1.0, 0.0, 1.0, 0.0, 0.0, 0.25]);
-    assert_eq!(grad(false), vec![0.0, 0.0, 1.0, -1.0, 1.0, 0.0, 0.0, 0.25]);
+    assert_eq!(grad(ReluRule::Guided), vec![0.0, 0.0, 1.0, 0.0, 1.0, 0.0, 0.0, 0.25]);
+    assert_eq!(grad(ReluRule::Plain), vec![0.0, 0.0, 1.0, -1.0, 1.0, 0.0, 0.0, 0.25]);
+    // Deconvolution: every positive incoming gradient, at x <= 0 and x >= 6 too.
+    assert_eq!(grad(ReluRule::Deconv), vec![1.0, 1.0, 1.0, 0.0, 1.0, 1.0, 1.0, 0.25]);
 }
 
 #[test]

@@ -106,7 +106,7 @@ fn every_method_gives_a_finite_nonzero_map_on_a_photo() {
         assert!(e.image_map.max() <= 1.0 + 1e-6 && e.image_map.min() >= 0.0);
         if method.is_input_resolution() {
             assert_eq!((e.raw.width, e.raw.height), (224, 224));
-            let reads_gradient = method.needs().guided_input_gradient || method.needs().input_gradients;
+            let reads_gradient = method.needs().guided_input_gradient || method.needs().deconv_input_gradient || method.needs().input_gradients;
             assert_eq!(e.rgb.is_some(), reads_gradient, "{}: an RGB image exactly for gradient methods", method.name());
         } else {
             assert_eq!((e.raw.width, e.raw.height), (7, 7));

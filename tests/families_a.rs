@@ -374,7 +374,7 @@ fn torch_reference() {
         let e_logits = rel(pass.logits(), &logits);
         let e_act = rel(&pass.activations().data, &npy(dir.join(format!("{name}.layer.npy"))).1);
         let (layer_grad, torch_layer_grad) = (pass.layer_gradient(&onehot).unwrap().data, npy(dir.join(format!("{name}.layer_grad.npy"))).1);
-        let (input_grad, torch_input_grad) = (pass.input_gradient(&onehot, false).unwrap().data, npy(dir.join(format!("{name}.input_grad.npy"))).1);
+        let (input_grad, torch_input_grad) = (pass.input_gradient(&onehot, gradcam_wasm::exec::ReluRule::Plain).unwrap().data, npy(dir.join(format!("{name}.input_grad.npy"))).1);
         let (e_layer, e_input) = (l2(&layer_grad, &torch_layer_grad), l2(&input_grad, &torch_input_grad));
         println!(
             "{name:<22} {:<13} {:<20} logits {e_logits:.1e} | layer {e_act:.1e} | layer grad L2 {e_layer:.1e} max {:.1e} | input grad L2 {e_input:.1e} max {:.1e}",

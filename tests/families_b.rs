@@ -307,7 +307,7 @@ fn torch_logits_and_gradients_match() {
         let (err, scale) = rel(pass.logits(), &npy("logits"));
         let mut target = vec![0.0; model.graph.num_classes];
         target[3] = 1.0;
-        let (grad_err, _) = rel(&pass.input_gradient(&target, false).unwrap().data, &want_grad);
+        let (grad_err, _) = rel(&pass.input_gradient(&target, gradcam_wasm::exec::ReluRule::Plain).unwrap().data, &want_grad);
         let (torch_err, _) = rel(&torch_f32_grad, &want_grad);
         println!(
             "{stem}: {} default layer {}, max |logit error| / max |logit| = {err:.2e} (max |logit| {scale:.3}), input gradient vs float64 {grad_err:.2e} (torch float32: {torch_err:.2e}) ({:.0} ms)",

@@ -356,6 +356,8 @@ fn explain_case(ex: &mut Explainer, data: &[u8]) {
     let opts = ExplainOptions {
         method,
         layer,
+        // One layer (no bytes read, so the cases keep their meaning).
+        layers: Vec::new(),
         target,
         signed: r.u8() % 2 == 0,
         normalization: if r.u8() % 2 == 0 { Normalization::Raw } else { Normalization::MinMax },

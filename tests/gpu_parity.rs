@@ -1,5 +1,5 @@
 //! WebGPU executor vs the CPU executor on the same graph: logits, the target layer's activations, its
-//! gradient (Grad-CAM) and the plain and guided input gradients (guided backprop) agree to a max
+//! gradient (Grad-CAM) and the plain, guided and deconvolution input gradients agree to a max
 //! relative error <= 1e-3 (max |gpu - cpu| over max |cpu|). Natively this runs on whatever adapter wgpu
 //! finds (lavapipe in CI: `apt-get install mesa-vulkan-drivers`). Without an adapter it prints a note
 //! and passes, unless GRADCAM_REQUIRE_GPU=1, where it fails.
@@ -9,7 +9,7 @@
 mod common;
 
 use common::*;
-use gradcam_wasm::exec::{cpu::CpuExecutor, Executor};
+use gradcam_wasm::exec::{cpu::CpuExecutor, Executor, ReluRule};
 use gradcam_wasm::gpu::GpuExecutor;
 use gradcam_wasm::{Arch, FeatureMap, Model};
 use std::time::Instant;
@@ -76,14 +76,17 @@ fn check(name: &str, model: Model, h: usize, w: usize) {
     let t_gpu_lg = ms(t);
     errs.push(("layer gradient", rel_err(&g.data, &c.data)));
     let t = Instant::now();
-    let c = cp.input_gradient(&target, true).unwrap();
+    let c = cp.input_gradient(&target, ReluRule::Guided).unwrap();
     let t_cpu_ig = ms(t);
     let t = Instant::now();
-    let g = gp.input_gradient(&target, true).unwrap();
+    let g = gp.input_gradient(&target, ReluRule::Guided).unwrap();
     let t_gpu_ig = ms(t);
     errs.push(("guided input gradient", rel_err(&g.data, &c.data)));
-    let c = cp.input_gradient(&target, false).unwrap();
-    let g = gp.input_gradient(&target, false).unwrap();
+    let c = cp.input_gradient(&target, ReluRule::Deconv).unwrap();
+    let g = gp.input_gradient(&target, ReluRule::Deconv).unwrap();
+    errs.push(("deconvolution input gradient", rel_err(&g.data, &c.data)));
+    let c = cp.input_gradient(&target, ReluRule::Plain).unwrap();
+    let g = gp.input_gradient(&target, ReluRule::Plain).unwrap();
     errs.push(("input gradient", rel_err(&g.data, &c.data)));
     if std::env::var("GPU_DEBUG").is_ok() {
         let scale = c.data.iter().fold(0.0f32, |m, v| m.max(v.abs()));
@@ -164,6 +167,8 @@ fn gpu_session_explains_like_the_cpu_explainer() {
         (Method::GRAD_CAM, Target::Class(285)), // another class: the forward is reused
         (Method::GUIDED_GRAD_CAM, Target::Class(281)),
         (Method::GUIDED_BACKPROP, Target::Top1),
+        (Method::DECONVOLUTION, Target::Top1),
+        (Method::DECONV_GRAD_CAM, Target::Class(281)),
         (Method::LAYER_CAM, Target::Top1),
         (Method::EIGEN_CAM, Target::Top1),
         (Method::GRAD_CAM_ELEMENTWISE, Target::Top1),
@@ -211,13 +216,14 @@ fn the_session_hands_what_it_cannot_gather_to_the_cpu() {
     use gradcam_wasm::methods::attribution::AttributionOptions;
     use gradcam_wasm::{ExplainOptions, Explainer, Method};
     assert!(!GpuSession::supports(Method::INTEGRATED_GRADIENTS) && !GpuSession::supports(Method::OCCLUSION));
-    assert!(GpuSession::supports(Method::SCORE_CAM) && GpuSession::supports(Method::GUIDED_BACKPROP));
+    assert!(GpuSession::supports(Method::SCORE_CAM) && GpuSession::supports(Method::GUIDED_BACKPROP) && GpuSession::supports(Method::DECONV_GRAD_CAM));
+    assert!(!GpuSession::supports(Method::FULLGRAD));
     let model = || Model::from_bytes(&default_model_bytes(), None).unwrap();
     let Some(gpu) = gpu_executor(&model()) else { return };
     let mut session = GpuSession::new(gpu);
     let (mut on_gpu, mut on_cpu) = (Explainer::new(model()), Explainer::new(model()));
     let image = sample("chelsea.png");
-    for method in [Method::SALIENCY, Method::OCCLUSION] {
+    for method in [Method::SALIENCY, Method::OCCLUSION, Method::FULLGRAD] {
         let opts = ExplainOptions { method, attribution: AttributionOptions { patch: 56, stride: 56, ..Default::default() }, ..Default::default() };
         let g = pollster::block_on(session.explain(&mut on_gpu, &image, &opts, &mut |_, _| {})).unwrap();
         let c = on_cpu.explain(&image, &opts).unwrap();

@@ -5,8 +5,10 @@
 mod common;
 
 use gradcam_wasm::methods::attribution::{gaussian_blur, window_starts, AttributionOptions, Baseline};
+use gradcam_wasm::methods::fullgrad::{bias_map, bias_share, BiasTerm, FullGradient};
 use gradcam_wasm::methods::score::ScoreCamOptions;
 use gradcam_wasm::methods::{Computed, Evidence, Grid, Method, Sign, ALL};
+use gradcam_wasm::Map;
 use gradcam_wasm::{ExplainOptions, FeatureMap};
 
 /// A0 = [1 0 2; 0 1 0; 3 0 1] (sum 8), A1 = [0 1 0; 2 0 1; 0 1 0] (sum 5).
@@ -32,6 +34,11 @@ const CLASSIFIER_WEIGHTS: [f32; 2] = [0.5, -1.0];
 /// the sum of its values; `layer_forwards`, forwards from the layer's activations, with one logit
 /// per copy: sum(A0) + 3 sum(A1) + 1.
 fn run(method: Method, a: &FeatureMap, g: Option<&FeatureMap>, guided: Option<&FeatureMap>) -> Computed {
+    run_with(method, a, g, guided, None)
+}
+
+/// `run`, with FullGrad's evidence.
+fn run_with(method: Method, a: &FeatureMap, g: Option<&FeatureMap>, guided: Option<&FeatureMap>, full: Option<&FullGradient>) -> Computed {
     let x = input();
     let mut forwards = |inputs: &[f32], n: usize| Ok(inputs.chunks(inputs.len() / n).map(|c| c.iter().sum()).collect());
     let mut layer_forwards = |copies: &[f32], n: usize| Ok(copies.chunks(copies.len() / n).map(|c| c[..9].iter().sum::<f32>() + 3.0 * c[9..].iter().sum::<f32>() + 1.0).collect());
@@ -41,6 +48,7 @@ fn run(method: Method, a: &FeatureMap, g: Option<&FeatureMap>, guided: Option<&F
         activations: a,
         layer_gradient: g,
         guided_input_gradient: guided,
+        deconv_input_gradient: guided,
         input: &x,
         target: &[1.0],
         forwards: &mut forwards,
@@ -51,6 +59,7 @@ fn run(method: Method, a: &FeatureMap, g: Option<&FeatureMap>, guided: Option<&F
         classifier_weights: Some(&CLASSIFIER_WEIGHTS),
         layer_forwards: Some(&mut layer_forwards),
         forward_batch: 2,
+        full_gradient: full,
     };
     method.compute(&mut e).unwrap_or_else(|e| panic!("{}: {e}", method.name()))
 }
@@ -178,6 +187,43 @@ fn guided_methods_give_the_per_pixel_largest_gradient_magnitude_and_an_rgb_image
     let product: Vec<f32> = (0..27).map(|i| guided.data[i] * cam[i % 9]).collect();
     let c = run(Method::GUIDED_GRAD_CAM, &activations(), Some(&gradient()), Some(&guided));
     assert_map(Method::GUIDED_GRAD_CAM, &c.map.data, &magnitude(&product));
+
+    // Deconvolution and Deconv Grad-CAM read their own gradient the same way (`run` hands the same
+    // 3 x 3 x 3 map as both the guided and the deconvolution gradient).
+    let c = run(Method::DECONVOLUTION, &activations(), None, Some(&guided));
+    assert_map(Method::DECONVOLUTION, &c.map.data, &magnitude(&guided.data));
+    assert!(c.rgb.is_some());
+    let c = run(Method::DECONV_GRAD_CAM, &activations(), Some(&gradient()), Some(&guided));
+    assert_map(Method::DECONV_GRAD_CAM, &c.map.data, &magnitude(&product));
+}
+
+#[test]
+fn fullgrad_sums_the_scaled_input_and_bias_terms() {
+    // One bias layer on the input's 3 x 3 grid, b = (2, -1), its output gradient `gradient()`:
+    // |2 G0| = 2 everywhere scales to 0 (a constant plane), |-1 G1| is 2 at (0, 1) only and scales
+    // to 1 there. Its share of the score: 2 * 9 + (-1)(-2) = 20.
+    let mut layer = vec![0.0; 9];
+    layer[1] = 1.0;
+    let bias = [2.0, -1.0];
+    assert_map(Method::FULLGRAD, &bias_map(&bias, &gradient()).unwrap().data, &layer);
+    assert_eq!(bias_share(&bias, &gradient()), 20.0);
+    // The input term: per colour plane, |x g| min-max scaled, summed over the planes. With g = 1 on
+    // plane 0, 2 on plane 1 and 0 on plane 2: planes 0 and 1 both scale |x| (the factor cancels),
+    // plane 2 is constant (0).
+    let x = input();
+    let g = FeatureMap::new(3, 3, 3, (0..27).map(|i| [1.0, 2.0, 0.0][i / 9]).collect());
+    let ax: Vec<f32> = x.data[..9].iter().map(|v| v.abs()).collect();
+    let (lo, hi) = (ax.iter().copied().fold(f32::INFINITY, f32::min), ax.iter().copied().fold(0.0, f32::max));
+    let scaled: Vec<f32> = ax.iter().map(|v| (v - lo) / (hi - lo)).collect();
+    let ax1: Vec<f32> = x.data[9..18].iter().map(|v| v.abs()).collect();
+    let (lo1, hi1) = (ax1.iter().copied().fold(f32::INFINITY, f32::min), ax1.iter().copied().fold(0.0, f32::max));
+    let want: Vec<f32> = (0..9).map(|p| scaled[p] + (ax1[p] - lo1) / (hi1 - lo1) + layer[p]).collect();
+    // A linear layer's term carries a share of the score but no map.
+    let layers = vec![BiasTerm { node: 1, map: Some(Map::new(3, 3, layer.clone())), signed: 20.0 }, BiasTerm { node: 2, map: None, signed: 1.0 }];
+    let full = FullGradient { input_gradient: g, layers };
+    let c = run_with(Method::FULLGRAD, &activations(), None, None, Some(&full));
+    assert_map(Method::FULLGRAD, &c.map.data, &want);
+    assert!(c.rgb.is_none());
 }
 
 #[test]
@@ -191,16 +237,32 @@ fn every_method_is_declared_once_with_what_menus_and_executors_read() {
         assert!(!m.label().is_empty() && !m.help().is_empty(), "{}", m.name());
         assert_eq!(ALL.iter().filter(|o| o.name() == m.name()).count(), 1, "{} listed twice", m.name());
         // A method that reads an input gradient lives on the input grid; a magnitude keeps its sign.
-        if m.needs().guided_input_gradient || m.needs().input_gradients {
+        let needs = m.needs();
+        if needs.guided_input_gradient || needs.deconv_input_gradient || needs.input_gradients {
             assert_eq!(m.grid(), Grid::Input, "{}", m.name());
         }
-        if m.needs().guided_input_gradient {
+        if needs.guided_input_gradient || needs.deconv_input_gradient {
             assert_eq!(m.sign(), Sign::AsComputed, "{}", m.name());
         }
     }
     let e = Method::from_name("no-such-cam").unwrap_err().to_string();
     assert!(e.contains("unknown method 'no-such-cam'") && e.contains("gradcam"), "{e}");
     assert_eq!(ExplainOptions::default().method, Method::GRAD_CAM);
+}
+
+#[test]
+fn several_layers_maps_are_scaled_brought_to_the_finest_grid_and_averaged() {
+    use gradcam_wasm::explainer::combine_layers;
+    // A 2 x 2 map scales to (0, 1/3, 2/3, 1); a constant 1 x 1 map scales to 0 (pytorch-grad-cam's
+    // rule) and stays 0 on the 2 x 2 grid; the mean halves the first.
+    let fine = Map::new(2, 2, vec![1.0, 2.0, 3.0, 4.0]);
+    let coarse = Map::new(1, 1, vec![5.0]);
+    let m = combine_layers(&[&coarse, &fine]).unwrap();
+    assert_eq!((m.width, m.height), (2, 2));
+    assert_map(Method::GRAD_CAM, &m.data, &[0.0, 1.0 / 6.0, 1.0 / 3.0, 0.5]);
+    // Two maps on one grid, of different scales: each counts the same once scaled.
+    let other = Map::new(2, 2, vec![40.0, 30.0, 20.0, 10.0]);
+    assert_map(Method::GRAD_CAM, &combine_layers(&[&fine, &other]).unwrap().data, &[0.5, 0.5, 0.5, 0.5]);
 }
 
 /// The default model (EfficientNet-Lite0) and its sample photos, fetched by scripts/setup.sh.
@@ -217,6 +279,27 @@ mod default_model {
     fn argmax(m: &gradcam_wasm::Map) -> (usize, usize) {
         let i = (0..m.data.len()).max_by(|&a, &b| m.data[a].total_cmp(&m.data[b])).unwrap();
         (i % m.width, i / m.width)
+    }
+
+    #[test]
+    fn several_layers_at_once_average_each_layers_scaled_map() {
+        let mut ex = explainer();
+        let img = common::sample("coffee.png");
+        let (a, b) = ("_blocks.8", "_conv_head.act");
+        let one = |ex: &mut Explainer, layer: &str| ex.explain(&img, &ExplainOptions { layer: Some(layer.into()), ..Default::default() }).unwrap();
+        let (ea, eb) = (one(&mut ex, a), one(&mut ex, b));
+        assert_eq!((ea.raw.width, ea.raw.height), (14, 14));
+        let both = ex.explain(&img, &ExplainOptions { layers: vec![a.into(), b.into()], ..Default::default() }).unwrap();
+        assert_eq!(both.layer, "_blocks.8,_conv_head.act");
+        assert_eq!((both.raw.width, both.raw.height), (14, 14), "the finest grid of the two");
+        let want = gradcam_wasm::explainer::combine_layers(&[&ea.raw, &eb.raw]).unwrap();
+        assert_map(Method::GRAD_CAM, &both.raw.data, &want.data);
+        assert_eq!(both.class, ea.class);
+        // One name in `layers` is that layer; both fields at once is an error.
+        let single = ex.explain(&img, &ExplainOptions { layers: vec![a.into()], ..Default::default() }).unwrap();
+        assert_eq!((single.layer.as_str(), &single.raw.data), (a, &ea.raw.data));
+        let e = ex.explain(&img, &ExplainOptions { layer: Some(a.into()), layers: vec![a.into(), b.into()], ..Default::default() }).unwrap_err().to_string();
+        assert!(e.contains("not both"), "{e}");
     }
 
     #[test]
@@ -326,6 +409,7 @@ fn run_net(method: Method, net: &Net, opts: AttributionOptions) -> (Computed, Ve
         activations: &a,
         layer_gradient: None,
         guided_input_gradient: None,
+        deconv_input_gradient: None,
         input: &x,
         target: &[1.0],
         forwards: &mut forwards,
@@ -336,6 +420,7 @@ fn run_net(method: Method, net: &Net, opts: AttributionOptions) -> (Computed, Ve
         classifier_weights: None,
         layer_forwards: None,
         forward_batch: 2,
+        full_gradient: None,
     };
     let c = method.compute(&mut e).unwrap_or_else(|e| panic!("{}: {e}", method.name()));
     (c, reports)

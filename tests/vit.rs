@@ -146,10 +146,20 @@ fn every_method_explains_a_token_layer_on_the_patch_grid() {
     let f = narrow();
     let mut ex = Explainer::new(f.model);
     for layer in ["encoder.layers.encoder_layer_0", "encoder.layers.encoder_layer_1.mlp.1", "encoder.ln", "tokens", "conv_proj"] {
-        for method in [Method::GRAD_CAM, Method::GRAD_CAM_PLUS_PLUS, Method::HIRES_CAM, Method::LAYER_CAM, Method::EIGEN_CAM, Method::SCORE_CAM, Method::GUIDED_GRAD_CAM] {
+        for method in [
+            Method::GRAD_CAM,
+            Method::GRAD_CAM_PLUS_PLUS,
+            Method::HIRES_CAM,
+            Method::LAYER_CAM,
+            Method::EIGEN_CAM,
+            Method::SCORE_CAM,
+            Method::GUIDED_GRAD_CAM,
+            Method::DECONV_GRAD_CAM,
+            Method::FULLGRAD,
+        ] {
             let opts = ExplainOptions { method, layer: Some(layer.into()), target: Target::Class(f.class), ..Default::default() };
             let e = ex.explain_tensor(f.input.clone(), &opts).unwrap_or_else(|e| panic!("{layer} {}: {e}", method.name()));
-            let side = if method == Method::GUIDED_GRAD_CAM { 32 } else { 4 };
+            let side = if method.is_input_resolution() { 32 } else { 4 };
             assert_eq!((e.raw.width, e.raw.height), (side, side), "{layer} {}", method.name());
             assert!(e.raw.data.iter().all(|v| v.is_finite()), "{layer} {}", method.name());
         }
@@ -166,7 +176,7 @@ fn input_gradient_matches_finite_differences() {
     let mut target = vec![0.0f32; 10];
     target[f.class] = 1.0;
     target[7] = -0.5;
-    let grad = exec.start(f.input.clone(), layer).unwrap().input_gradient(&target, false).unwrap();
+    let grad = exec.start(f.input.clone(), layer).unwrap().input_gradient(&target, gradcam_wasm::exec::ReluRule::Plain).unwrap();
     let mut rng = Rng::new(21);
     let eps = 1e-2f32;
     let mut pairs = Vec::new();

@@ -289,7 +289,7 @@ fn gpu_times(ex: &gradcam_wasm::Explainer, runs: usize) -> Result<(f64, f64, Str
         let t = now_ms();
         let mut pass = gpu.start(input, layer).map_err(|e| e.to_string())?;
         pass.layer_gradient(&target).map_err(|e| e.to_string())?;
-        pass.input_gradient(&target, true).map_err(|e| e.to_string())?;
+        pass.input_gradient(&target, gradcam_wasm::exec::ReluRule::Guided).map_err(|e| e.to_string())?;
         ggc.push(now_ms() - t);
     }
     Ok((median(gc), median(ggc), adapter))

@@ -1,6 +1,6 @@
 //! `gradcam`: the command-line tool (native builds only).
 //!
-//!   gradcam explain IMAGE [--model FILE] [--arch NAME] [--class N | --top K] [--method NAME] [--layer NAME]
+//!   gradcam explain IMAGE [--model FILE] [--arch NAME] [--class N | --top K] [--method NAME] [--layer NAME[,NAME..]]
 //!                         [--out overlay.png] [--json] [--colormap NAME] [--alpha A] [--signed] [--raw]
 //!                         [--resize WxH] [--tensor input.npy]
 //!                         [--ig-steps N] [--ig-baseline black|blur] [--smooth-samples N] [--smooth-noise F]
@@ -45,7 +45,7 @@ mod cli {
     type Res<T> = Result<T, String>;
 
     const USAGE: &str = "usage:
-  gradcam explain IMAGE [--model FILE] [--arch NAME] [--class N | --top K] [--method NAME] [--layer NAME]
+  gradcam explain IMAGE [--model FILE] [--arch NAME] [--class N | --top K] [--method NAME] [--layer NAME[,NAME..]]
                         [--out overlay.png] [--json] [--colormap turbo|jet|viridis|inferno] [--alpha 0.5]
                         [--signed] [--raw] [--resize WxH] [--tensor input.npy] [--box]
                         [--ig-steps N] [--ig-baseline black|blur] [--smooth-samples N] [--smooth-noise F]
@@ -225,7 +225,11 @@ model settings (explain and layers):
         if let Some(m) = args.get("--method").filter(|m| !m.contains(',') && *m != "all") {
             o.method = Method::from_name(m).map_err(|e| e.to_string())?;
         }
-        o.layer = args.get("--layer").map(String::from);
+        // `--layer a,b`: several layers at once, their maps averaged (`ExplainOptions::layers`).
+        match args.get("--layer").map(|l| l.split(',').map(|s| s.trim().to_string()).collect::<Vec<_>>()) {
+            Some(names) if names.len() > 1 => o.layers = names,
+            names => o.layer = names.and_then(|n| n.into_iter().next()),
+        }
         o.signed = args.has("--signed");
         if args.has("--raw") {
             o.normalization = Normalization::Raw;

@@ -7,36 +7,40 @@
 //!
 //! Two things make one forward pass serve every method: a conv carries the ReLU/ReLU6 that follows it
 //! (fused: applied while its output is in cache, and masked from its output in the backward), and
-//! every ReLU's backward reads a `GuidedFlag` shared by the pass, so Grad-CAM's plain backward and
-//! guided backpropagation walk the same recorded graph.
+//! every ReLU's backward reads a `RuleFlag` shared by the pass, so Grad-CAM's plain backward, guided
+//! backpropagation and deconvolution walk the same recorded graph.
 
 use crate::graph::{Activation, Affine, Attention, AvgPool, ChannelNorm, Conv, Linear, MaxPool};
-use crate::kernels::{self, Clamp, Kept, PoolGeom};
+use crate::kernels::{self, Clamp, Kept, PoolGeom, ReluRule};
 use crate::profile;
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor};
 use std::borrow::Cow;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 
-/// Whether the ReLUs of a recorded graph backprop as guided units (Springenberg et al.) right now.
-/// Set by the executor around one backward walk; read by every ReLU op's `bwd`.
+/// The [`ReluRule`] the ReLUs of a recorded graph backprop by right now. Set by the executor around
+/// one backward walk; read by every ReLU op's `bwd`.
 #[derive(Clone, Default)]
-pub struct GuidedFlag(Arc<AtomicBool>);
+pub struct RuleFlag(Arc<AtomicU8>);
 
-impl GuidedFlag {
-    pub fn set(&self, guided: bool) {
-        self.0.store(guided, Ordering::Relaxed);
+impl RuleFlag {
+    pub fn set(&self, rule: ReluRule) {
+        self.0.store(rule as u8, Ordering::Relaxed);
     }
 
-    pub fn get(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
+    pub fn get(&self) -> ReluRule {
+        match self.0.load(Ordering::Relaxed) {
+            1 => ReluRule::Guided,
+            2 => ReluRule::Deconv,
+            _ => ReluRule::Plain,
+        }
     }
 }
 
 /// The ReLU/ReLU6 backward from the op's *output* `y` (0 < y, and y < 6 for ReLU6, is where the
-/// gradient passes: PyTorch's rule at the kinks), guided or not.
-fn relu_backward(y: &Tensor, grad: &Tensor, clamp: Clamp, guided: bool) -> CResult<Vec<f32>> {
-    with_slice(y, |y| with_slice(grad, |g| kernels::relu_output_grad(y, g, clamp, guided)))?
+/// gradient passes: PyTorch's rule at the kinks), under `rule`.
+fn relu_backward(y: &Tensor, grad: &Tensor, clamp: Clamp, rule: ReluRule) -> CResult<Vec<f32>> {
+    with_slice(y, |y| with_slice(grad, |g| kernels::relu_output_grad(y, g, clamp, rule)))?
 }
 
 type CResult<T> = candle_core::Result<T>;
@@ -84,7 +88,7 @@ pub fn conv_kind(c: &Conv) -> String {
 /// Conv with frozen (batch-norm folded) weights, optionally followed by a fused ReLU/ReLU6.
 pub struct ConvOp {
     conv: Arc<Conv>,
-    act: Option<(Clamp, GuidedFlag)>,
+    act: Option<(Clamp, RuleFlag)>,
     kept: Option<Arc<Kept>>,
 }
 
@@ -94,8 +98,8 @@ impl ConvOp {
     }
 
     /// The conv and the ReLU/ReLU6 that reads it, as one op.
-    pub fn fused(conv: Arc<Conv>, clamp: Clamp, guided: GuidedFlag) -> ConvOp {
-        ConvOp { conv, act: Some((clamp, guided)), kept: None }
+    pub fn fused(conv: Arc<Conv>, clamp: Clamp, rule: RuleFlag) -> ConvOp {
+        ConvOp { conv, act: Some((clamp, rule)), kept: None }
     }
 
     /// Where the kernels may keep this conv's transformed weights between calls.
@@ -133,7 +137,7 @@ impl CustomOp1 for ConvOp {
             || format!("bwd {}", conv_kind(&self.conv)),
             || -> CResult<Vec<f32>> {
                 let gy = match &self.act {
-                    Some((clamp, guided)) => profile::time(|| "  its ReLU".into(), || relu_backward(res, grad, *clamp, guided.get()))?,
+                    Some((clamp, rule)) => profile::time(|| "  its ReLU".into(), || relu_backward(res, grad, *clamp, rule.get()))?,
                     None => return with_slice(grad, |gy| kernels::conv2d_input_grad(gy, &self.conv.weight, &g, self.kept.as_deref())),
                 };
                 Ok(kernels::conv2d_input_grad(&gy, &self.conv.weight, &g, self.kept.as_deref()))
@@ -169,11 +173,11 @@ impl CustomOp1 for LinearOp {
     }
 }
 
-/// ReLU or ReLU6 with PyTorch's backward (no gradient at the kinks), or the guided rule when the
-/// pass's `GuidedFlag` is set.
+/// ReLU or ReLU6 with PyTorch's backward (no gradient at the kinks), or the guided or deconvolution
+/// rule when the pass's `RuleFlag` says so.
 pub struct ReluOp {
     pub clamp: Clamp,
-    pub guided: GuidedFlag,
+    pub rule: RuleFlag,
 }
 
 impl CustomOp1 for ReluOp {
@@ -188,7 +192,7 @@ impl CustomOp1 for ReluOp {
     }
 
     fn bwd(&self, arg: &Tensor, res: &Tensor, grad: &Tensor) -> CResult<Option<Tensor>> {
-        let gx = profile::time(|| "bwd relu".into(), || relu_backward(res, grad, self.clamp, self.guided.get()))?;
+        let gx = profile::time(|| "bwd relu".into(), || relu_backward(res, grad, self.clamp, self.rule.get()))?;
         grad_like(gx, arg)
     }
 }

@@ -20,11 +20,11 @@
 //!   it where memory needs that). The segment ending at the layer is then dropped after each walk
 //!   too, so a second input gradient on the same pass records it again.
 //!
-//! Guided backpropagation flips the pass's `GuidedFlag` around the walks. A conv whose only reader
+//! Guided backpropagation and deconvolution set the pass's `RuleFlag` around their walks. A conv whose only reader
 //! is a ReLU/ReLU6 runs fused with it. Only input gradients exist, never weight gradients.
 
-use super::candle_ops::{ActOp, AdaptiveAvgPoolOp, AffineOp, AvgPoolOp, ChannelNormOp, ConvOp, GuidedFlag, LinearOp, MaxPoolOp, MulOp, ReluOp, SelfAttentionOp};
-use super::{Executor, Pass};
+use super::candle_ops::{ActOp, AdaptiveAvgPoolOp, AffineOp, AvgPoolOp, ChannelNormOp, ConvOp, LinearOp, MaxPoolOp, MulOp, ReluOp, RuleFlag, SelfAttentionOp};
+use super::{Executor, Pass, ReluRule};
 use crate::error::{Error, Result};
 use crate::fail;
 use crate::feature_map::FeatureMap;
@@ -113,7 +113,7 @@ struct Runner {
     kept: Arc<[Option<Arc<Kept>>]>,
     last_use: Vec<NodeId>,
     fused: Vec<Option<NodeId>>,
-    guided: GuidedFlag,
+    rule: RuleFlag,
     tuning: Tuning,
 }
 
@@ -131,20 +131,20 @@ struct Segment {
 impl Runner {
     fn new(graph: Arc<Graph>, kept: Arc<[Option<Arc<Kept>>]>, layer: Option<NodeId>, tuning: Tuning) -> Runner {
         let (last_use, fused) = (graph.last_uses(), fusions(&graph, layer));
-        Runner { graph, kept, last_use, fused, guided: GuidedFlag::default(), tuning }
+        Runner { graph, kept, last_use, fused, rule: RuleFlag::default(), tuning }
     }
 
     fn node(&self, i: NodeId, args: &[Tensor]) -> Result<Tensor> {
         let node = &self.graph.nodes[i];
         let arg = |k: usize| -> Result<&Tensor> { args.get(k).ok_or_else(|| Error::Internal(format!("'{}' lacks input {k}", node.name))) };
-        let guided = &self.guided;
+        let rule = &self.rule;
         Ok(match &node.op {
             Op::Input => return Err(Error::Internal("the input node is not run".into())),
             Op::Conv(c) => arg(0)?.apply_op1(self.conv_op(i, c))?,
             // A ReLU fused into the conv before it passes the conv's (already clamped) output on.
             Op::Relu | Op::Relu6 if self.fused[node.inputs[0]] == Some(i) => arg(0)?.clone(),
-            Op::Relu => arg(0)?.apply_op1(ReluOp { clamp: Clamp::Relu, guided: guided.clone() })?,
-            Op::Relu6 => arg(0)?.apply_op1(ReluOp { clamp: Clamp::Relu6, guided: guided.clone() })?,
+            Op::Relu => arg(0)?.apply_op1(ReluOp { clamp: Clamp::Relu, rule: rule.clone() })?,
+            Op::Relu6 => arg(0)?.apply_op1(ReluOp { clamp: Clamp::Relu6, rule: rule.clone() })?,
             Op::Linear(l) => arg(0)?.apply_op1(LinearOp(l.clone()))?,
             Op::MaxPool(m) => arg(0)?.apply_op1(MaxPoolOp(*m))?,
             Op::AdaptiveAvgPool { out_h, out_w } => arg(0)?.apply_op1(AdaptiveAvgPoolOp { out_h: *out_h, out_w: *out_w })?,
@@ -182,7 +182,7 @@ impl Runner {
     /// The conv of node `i`, fused with the ReLU that reads it and keeping its transformed weights.
     fn conv_op(&self, i: NodeId, c: &Arc<crate::graph::Conv>) -> ConvOp {
         let op = match self.fused[i].and_then(|r| relu_clamp(&self.graph.nodes[r].op)) {
-            Some(clamp) => ConvOp::fused(c.clone(), clamp, self.guided.clone()),
+            Some(clamp) => ConvOp::fused(c.clone(), clamp, self.rule.clone()),
             None => ConvOp::new(c.clone()),
         };
         match &self.kept[i] {
@@ -203,8 +203,8 @@ impl Runner {
             Op::Conv(c) => one(self.conv_op(i, c).bwd(x()?, out, &g)?),
             // The conv before a fused ReLU applies its mask.
             Op::Relu | Op::Relu6 if self.fused[node.inputs[0]] == Some(i) => one(Some(g)),
-            Op::Relu => one(ReluOp { clamp: Clamp::Relu, guided: self.guided.clone() }.bwd(x()?, out, &g)?),
-            Op::Relu6 => one(ReluOp { clamp: Clamp::Relu6, guided: self.guided.clone() }.bwd(x()?, out, &g)?),
+            Op::Relu => one(ReluOp { clamp: Clamp::Relu, rule: self.rule.clone() }.bwd(x()?, out, &g)?),
+            Op::Relu6 => one(ReluOp { clamp: Clamp::Relu6, rule: self.rule.clone() }.bwd(x()?, out, &g)?),
             Op::Linear(l) => one(LinearOp(l.clone()).bwd(x()?, out, &g)?),
             Op::MaxPool(m) => one(MaxPoolOp(*m).bwd(x()?, out, &g)?),
             Op::AdaptiveAvgPool { out_h, out_w } => one(AdaptiveAvgPoolOp { out_h: *out_h, out_w: *out_w }.bwd(x()?, out, &g)?),
@@ -465,8 +465,15 @@ fn best_cuts(costs: &Costs, layer: NodeId, unsplit: u64, max_recompute: f64, max
         .map_or((unsplit, Vec::new()), |(peak, _, ends)| (peak, ends))
 }
 
+/// One image's value as C x H x W (a linear layer's n x C as C x 1 x 1).
 fn to_feature_map(t: &Tensor) -> Result<FeatureMap> {
-    let (_, c, h, w) = t.dims4()?;
+    let (c, h, w) = match t.dims() {
+        &[_, c] => (c, 1, 1),
+        _ => {
+            let (_, c, h, w) = t.dims4()?;
+            (c, h, w)
+        }
+    };
     Ok(FeatureMap::new(c, h, w, t.flatten_all()?.to_vec1::<f32>()?))
 }
 
@@ -630,14 +637,21 @@ fn add_pending(pending: &mut Pending, node: NodeId, g: Tensor) -> Result<()> {
     Ok(())
 }
 
+/// The nodes whose output gradients a walk hands out as it passes them, and to whom
+/// (`Pass::input_gradient_visiting`).
+struct Visitor<'a> {
+    wanted: Vec<bool>,
+    visit: &'a mut dyn FnMut(NodeId, FeatureMap) -> Result<()>,
+}
+
 impl CpuPass {
     /// Walks the segments from the last back to segment `first`, seeded with `target` at the logits;
     /// returns the gradients left pending: at the inputs of segment `first` (and of any skip around it).
-    fn walk(&mut self, target: &[f32], first: usize) -> Result<Pending> {
-        scoped(self.runner.tuning, || self.walk_tuned(target, first))
+    fn walk(&mut self, target: &[f32], first: usize, visitor: Option<&mut Visitor>) -> Result<Pending> {
+        scoped(self.runner.tuning, || self.walk_tuned(target, first, visitor))
     }
 
-    fn walk_tuned(&mut self, target: &[f32], first: usize) -> Result<Pending> {
+    fn walk_tuned(&mut self, target: &[f32], first: usize, mut visitor: Option<&mut Visitor>) -> Result<Pending> {
         let classes = self.logits_vec.len();
         if target.len() != classes {
             return fail!(Option, "the target weights have {} entries, the model has {classes} classes", target.len());
@@ -655,7 +669,7 @@ impl CpuPass {
             if segment.keep {
                 segment.recorded = Some(recorded.clone());
             }
-            self.runner.walk_back(segment, recorded, &mut pending)?;
+            self.runner.walk_back(segment, recorded, &mut pending, visitor.as_deref_mut())?;
         }
         Ok(pending)
     }
@@ -666,7 +680,8 @@ impl Runner {
     /// `pending` (or summed from its readers) and passed to its inputs; the gradients reaching the
     /// segment's inputs are left in `pending`. Each value and gradient is dropped once its node is
     /// done, so the walk holds less and less of the recording (unless the segment keeps it).
-    fn walk_back(&self, segment: &Segment, recorded: Vec<(NodeId, Tensor)>, pending: &mut Pending) -> Result<()> {
+    /// A `visitor` is handed each wanted node's output gradient, complete once its node is reached.
+    fn walk_back(&self, segment: &Segment, recorded: Vec<(NodeId, Tensor)>, pending: &mut Pending, mut visitor: Option<&mut Visitor>) -> Result<()> {
         let n = self.graph.nodes.len();
         let mut values: Vec<Option<Tensor>> = vec![None; n];
         for (j, v) in segment.inputs.iter().cloned().chain(recorded) {
@@ -684,6 +699,9 @@ impl Runner {
             let Some(g) = grads[i].take() else { continue };
             let node = &self.graph.nodes[i];
             let out = values[i].take().ok_or_else(|| Error::Internal(format!("'{}' was not recorded", node.name)))?;
+            if let Some(v) = visitor.as_deref_mut().filter(|v| v.wanted[i]) {
+                (v.visit)(i, to_feature_map(&self.output_gradient(i, &out, &g)?)?)?;
+            }
             let args = node.inputs.iter().map(|&j| values[j].clone().ok_or_else(|| Error::Internal(format!("an input of '{}' was not recorded", node.name)))).collect::<Result<Vec<_>>>()?;
             let input_grads = self.backward(i, &args, &out, g)?;
             drop((out, args));
@@ -700,6 +718,19 @@ impl Runner {
     }
 }
 
+impl Runner {
+    /// The gradient at node `i`'s own output, from `g`, the walk's gradient at it: for a conv fused
+    /// with its ReLU that is the gradient after the ReLU, so the ReLU's backward (on the recorded,
+    /// clamped `out`) is applied here.
+    fn output_gradient(&self, i: NodeId, out: &Tensor, g: &Tensor) -> Result<Tensor> {
+        let clamp = self.fused[i].and_then(|r| relu_clamp(&self.graph.nodes[r].op));
+        match clamp {
+            Some(clamp) => Ok(ReluOp { clamp, rule: self.rule.clone() }.bwd(out, out, g)?.unwrap_or_else(|| g.clone())),
+            None => Ok(g.clone()),
+        }
+    }
+}
+
 /// Adds `g` to a node's gradient (the first contribution is taken as it is, uncopied).
 fn add_grad(slot: &mut Option<Tensor>, g: Tensor) -> Result<()> {
     *slot = Some(match slot.take() {
@@ -707,6 +738,17 @@ fn add_grad(slot: &mut Option<Tensor>, g: Tensor) -> Result<()> {
         None => g,
     });
     Ok(())
+}
+
+impl CpuPass {
+    /// The input gradient among what a walk to the input left pending (zero if it reached none).
+    fn input_of(&self, pending: Pending) -> Result<FeatureMap> {
+        let (c, h, w) = self.input_shape;
+        match pending.into_iter().find(|(node, _)| *node == 0) {
+            Some((_, g)) => to_feature_map(&g),
+            None => Ok(FeatureMap::new(c, h, w, vec![0.0; c * h * w])),
+        }
+    }
 }
 
 impl Pass for CpuPass {
@@ -719,9 +761,9 @@ impl Pass for CpuPass {
     }
 
     fn layer_gradient(&mut self, target: &[f32]) -> Result<FeatureMap> {
-        self.runner.guided.set(false);
+        self.runner.rule.set(ReluRule::Plain);
         let last = self.segments.len() - 1;
-        let pending = self.walk(target, last)?;
+        let pending = self.walk(target, last, None)?;
         match pending.into_iter().find(|(node, _)| *node == self.layer) {
             Some((_, g)) => to_feature_map(&g),
             // The target does not depend on this layer at all: its gradient is zero.
@@ -729,14 +771,20 @@ impl Pass for CpuPass {
         }
     }
 
-    fn input_gradient(&mut self, target: &[f32], guided: bool) -> Result<FeatureMap> {
-        self.runner.guided.set(guided);
-        let result = self.walk(target, 0);
-        self.runner.guided.set(false);
-        let (c, h, w) = self.input_shape;
-        match result?.into_iter().find(|(node, _)| *node == 0) {
-            Some((_, g)) => to_feature_map(&g),
-            None => Ok(FeatureMap::new(c, h, w, vec![0.0; c * h * w])),
+    fn input_gradient(&mut self, target: &[f32], rule: ReluRule) -> Result<FeatureMap> {
+        self.runner.rule.set(rule);
+        let result = self.walk(target, 0, None);
+        self.runner.rule.set(ReluRule::Plain);
+        self.input_of(result?)
+    }
+
+    fn input_gradient_visiting(&mut self, target: &[f32], nodes: &[NodeId], visit: &mut dyn FnMut(NodeId, FeatureMap) -> Result<()>) -> Result<FeatureMap> {
+        let mut wanted = vec![false; self.runner.graph.nodes.len()];
+        for &i in nodes {
+            *wanted.get_mut(i).ok_or_else(|| Error::Internal(format!("no node {i} to visit")))? = true;
         }
+        self.runner.rule.set(ReluRule::Plain);
+        let pending = self.walk(target, 0, Some(&mut Visitor { wanted, visit }))?;
+        self.input_of(pending)
     }
 }

@@ -7,6 +7,7 @@ pub mod cpu;
 use crate::error::Result;
 use crate::feature_map::FeatureMap;
 use crate::graph::NodeId;
+pub use crate::kernels::ReluRule;
 
 pub trait Executor {
     /// A short name for reports ("cpu", "webgpu").
@@ -57,8 +58,17 @@ pub trait Pass {
     /// d(sum_c target[c] * y_c) / dA at the target layer.
     fn layer_gradient(&mut self, target: &[f32]) -> Result<FeatureMap>;
 
-    /// d(sum_c target[c] * y_c) / d input; `guided` makes every ReLU/ReLU6 a guided unit.
-    fn input_gradient(&mut self, target: &[f32], guided: bool) -> Result<FeatureMap>;
+    /// d(sum_c target[c] * y_c) / d input, every ReLU/ReLU6 passing gradients back by `rule`.
+    fn input_gradient(&mut self, target: &[f32], rule: ReluRule) -> Result<FeatureMap>;
+
+    /// The plain input gradient, from one walk that hands `visit` the gradient at the output of each
+    /// of `nodes` (C x H x W; a linear layer's C x 1 x 1) as it passes it. Each is reduced there and
+    /// dropped, so a method reading every layer (FullGrad) never holds them all. An executor that
+    /// cannot says so.
+    fn input_gradient_visiting(&mut self, target: &[f32], nodes: &[NodeId], visit: &mut dyn FnMut(NodeId, FeatureMap) -> Result<()>) -> Result<FeatureMap> {
+        let _ = (target, nodes, visit);
+        Err(crate::Error::Option("gradients at every layer in one walk (FullGrad) are computed by the cpu backend only; use it".into()))
+    }
 }
 
 /// A pass whose results were computed beforehand (by an executor that answers asynchronously, such as
@@ -71,6 +81,7 @@ pub struct RecordedPass {
     pub target: Vec<f32>,
     pub layer_gradient: Option<FeatureMap>,
     pub guided_input_gradient: Option<FeatureMap>,
+    pub deconv_input_gradient: Option<FeatureMap>,
 }
 
 impl RecordedPass {
@@ -95,10 +106,11 @@ impl Pass for RecordedPass {
         self.recorded("layer gradient", target, &self.layer_gradient).cloned()
     }
 
-    fn input_gradient(&mut self, target: &[f32], guided: bool) -> Result<FeatureMap> {
-        if !guided {
-            return Err(crate::Error::Internal("the recorded pass holds no plain input gradient".into()));
+    fn input_gradient(&mut self, target: &[f32], rule: ReluRule) -> Result<FeatureMap> {
+        match rule {
+            ReluRule::Plain => Err(crate::Error::Internal("the recorded pass holds no plain input gradient".into())),
+            ReluRule::Guided => self.recorded("guided input gradient", target, &self.guided_input_gradient).cloned(),
+            ReluRule::Deconv => self.recorded("deconvolution input gradient", target, &self.deconv_input_gradient).cloned(),
         }
-        self.recorded("guided input gradient", target, &self.guided_input_gradient).cloned()
     }
 }

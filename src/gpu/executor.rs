@@ -5,7 +5,7 @@
 //!   pass's bind groups; plans are pooled and reused across calls (a live `GpuPass` owns its plan, so
 //!   a second pass never overwrites the first one's activations).
 //! - Every node's activation stays on the GPU, so the backward (input gradients only) needs no second
-//!   forward; the guided backward differs only in the ReLU masks.
+//!   forward; the guided and deconvolution backwards differ only in the ReLU masks.
 //! - Gradient fan-out (residual adds, concat inputs, flatten) is summed without atomics: each backward
 //!   kernel gathers, and either writes (first contribution) or adds (later ones), in submission order.
 //! - Readback is `map_async` awaited through a small future: the async core runs unchanged in the
@@ -13,6 +13,7 @@
 
 use super::device::Gpu;
 use crate::error::{Error, Result};
+use crate::exec::ReluRule;
 #[cfg(not(target_arch = "wasm32"))]
 use crate::exec::{Executor, Pass};
 use crate::fail;
@@ -152,9 +153,9 @@ struct Plan {
     acts: Vec<wgpu::Buffer>,
     grads: Vec<wgpu::Buffer>,
     forward: Vec<Dispatch>,
-    /// Backward launches by (variable node, guided), built on first use: explaining another class or
+    /// Backward launches by (variable node, ReLU rule), built on first use: explaining another class or
     /// image of the same size writes only the target weights and re-submits them.
-    backward: Mutex<HashMap<(NodeId, bool), Arc<Backward>>>,
+    backward: Mutex<HashMap<(NodeId, ReluRule), Arc<Backward>>>,
 }
 
 /// The launches of one backward pass, and whether any of them writes the variable's gradient (if
@@ -309,18 +310,18 @@ impl Inner {
     }
 
     /// d(target . logits) / d(node `var`), on the activations `plan` holds.
-    async fn backward(&self, plan: &Plan, var: NodeId, target: &[f32], guided: bool) -> Result<Vec<f32>> {
+    async fn backward(&self, plan: &Plan, var: NodeId, target: &[f32], rule: ReluRule) -> Result<Vec<f32>> {
         let g = &self.graph;
         if target.len() != g.num_classes {
             return Err(Error::Option(format!("the target weights have {} entries, the model has {} classes", target.len(), g.num_classes)));
         }
-        let cached = plan.backward.lock().map_err(|_| Error::Internal("webgpu: backward cache poisoned".into()))?.get(&(var, guided)).cloned();
+        let cached = plan.backward.lock().map_err(|_| Error::Internal("webgpu: backward cache poisoned".into()))?.get(&(var, rule)).cloned();
         let launches = match cached {
             Some(b) => b,
             None => {
-                let b = Arc::new(self.backward_launches(plan, var, guided)?);
+                let b = Arc::new(self.backward_launches(plan, var, rule)?);
                 if let Ok(mut cache) = plan.backward.lock() {
-                    cache.insert((var, guided), b.clone());
+                    cache.insert((var, rule), b.clone());
                 }
                 b
             }
@@ -337,7 +338,7 @@ impl Inner {
     }
 
     /// Builds the launches of the backward from the output to node `var` (see `Backward`).
-    fn backward_launches(&self, plan: &Plan, var: NodeId, guided: bool) -> Result<Backward> {
+    fn backward_launches(&self, plan: &Plan, var: NodeId, rule: ReluRule) -> Result<Backward> {
         let g = &self.graph;
         let out = g.output();
         // Nodes whose value depends on `var`: only they carry gradients.
@@ -385,7 +386,13 @@ impl Inner {
                     }
                     Op::Relu | Op::Relu6 => {
                         let mode = matches!(node.op, Op::Relu6) as u32;
-                        self.dispatch(K::ReluB, &[n, mode, guided as u32, acc as u32, 0, 0], &[gy, &acts[j], gx], n as usize)
+                        // The shader's rule codes: 0 plain, 1 guided, 2 deconvolution.
+                        let code = match rule {
+                            ReluRule::Plain => 0,
+                            ReluRule::Guided => 1,
+                            ReluRule::Deconv => 2,
+                        };
+                        self.dispatch(K::ReluB, &[n, mode, code, acc as u32, 0, 0], &[gy, &acts[j], gx], n as usize)
                     }
                     Op::MaxPool(_) | Op::AdaptiveAvgPool { .. } => {
                         let (kernel, p) = pool_params(&node.op, shapes[j], shapes[i], acc, false);
@@ -654,15 +661,15 @@ impl GpuPass {
     }
 
     pub async fn layer_gradient_async(&mut self, target: &[f32]) -> Result<FeatureMap> {
-        let data = self.inner.backward(self.plan()?, self.layer, target, false).await?;
+        let data = self.inner.backward(self.plan()?, self.layer, target, ReluRule::Plain).await?;
         let (c, h, w) = (self.activations.channels, self.activations.height, self.activations.width);
         Ok(FeatureMap::new(c, h, w, data))
     }
 
-    pub async fn input_gradient_async(&mut self, target: &[f32], guided: bool) -> Result<FeatureMap> {
+    pub async fn input_gradient_async(&mut self, target: &[f32], rule: ReluRule) -> Result<FeatureMap> {
         let plan = self.plan()?;
         let (h, w) = (plan.h, plan.w);
-        let data = self.inner.backward(plan, 0, target, guided).await?;
+        let data = self.inner.backward(plan, 0, target, rule).await?;
         Ok(FeatureMap::new(3, h, w, data))
     }
 }
@@ -716,7 +723,7 @@ impl Pass for GpuPass {
         pollster::block_on(self.layer_gradient_async(target))
     }
 
-    fn input_gradient(&mut self, target: &[f32], guided: bool) -> Result<FeatureMap> {
-        pollster::block_on(self.input_gradient_async(target, guided))
+    fn input_gradient(&mut self, target: &[f32], rule: ReluRule) -> Result<FeatureMap> {
+        pollster::block_on(self.input_gradient_async(target, rule))
     }
 }

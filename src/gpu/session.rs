@@ -9,7 +9,7 @@
 use super::{GpuExecutor, GpuPass};
 use crate::clock::now_ms;
 use crate::error::Result;
-use crate::exec::RecordedPass;
+use crate::exec::{RecordedPass, ReluRule};
 use crate::explainer::{Explainer, Explanation, ForeignPass, PassKey};
 use crate::feature_map::FeatureMap;
 use crate::imaging::preprocess::Geometry;
@@ -42,7 +42,8 @@ impl GpuSession {
 
     /// Explains `image` with the forward and backward passes (and Score-CAM's masked forwards) on the GPU.
     pub async fn explain(&mut self, explainer: &mut Explainer, image: &RgbImage, opts: &ExplainOptions, progress: &mut dyn FnMut(usize, usize)) -> Result<Explanation> {
-        if let Some(why) = cannot_gather(opts.method) {
+        let why = if opts.layers.len() > 1 { Some("the WebGPU session explains one layer at a time") } else { cannot_gather(opts.method) };
+        if let Some(why) = why {
             // Never a wrong map: the explainer's own executor (the CPU) runs what this session cannot.
             let mut e = explainer.explain_with_progress(image, opts, progress)?;
             e.warnings.push(format!("{} ran on the {}: {why}", opts.method.label(), e.backend));
@@ -69,7 +70,8 @@ impl GpuSession {
         let (_, target) = explainer.resolve_target(&opts.target, live.pass.logits())?;
         let needs = opts.method.needs();
         let layer_gradient = if needs.layer_gradient { Some(live.pass.layer_gradient_async(&target).await?) } else { None };
-        let guided_input_gradient = if needs.guided_input_gradient { Some(live.pass.input_gradient_async(&target, true).await?) } else { None };
+        let guided_input_gradient = if needs.guided_input_gradient { Some(live.pass.input_gradient_async(&target, ReluRule::Guided).await?) } else { None };
+        let deconv_input_gradient = if needs.deconv_input_gradient { Some(live.pass.input_gradient_async(&target, ReluRule::Deconv).await?) } else { None };
         // Score-CAM: its masked forwards run here, awaited; the explainer's Score-CAM replays their logits.
         let mut batched: Vec<Vec<f32>> = Vec::new();
         if needs.batched_forwards {
@@ -86,7 +88,7 @@ impl GpuSession {
         let mut replay = batched.into_iter();
         let mut replay = move |_: &[f32], _: usize| replay.next().ok_or_else(|| crate::Error::Internal("score-cam: more batches than recorded".into()));
         let replay: Option<&mut LogitsBatch> = if needs.batched_forwards { Some(&mut replay) } else { None };
-        let recorded = RecordedPass { logits: live.pass.logits().to_vec(), activations: live.pass.activations().clone(), target, layer_gradient, guided_input_gradient };
+        let recorded = RecordedPass { logits: live.pass.logits().to_vec(), activations: live.pass.activations().clone(), target, layer_gradient, guided_input_gradient, deconv_input_gradient };
         let forward = ForeignPass { key: live.key.clone(), pass: Box::new(recorded), input: live.input.clone(), geometry: live.geometry.clone() };
         // Ablation-CAM's forwards from the layer run in the explainer (on its CPU executor): it reports them.
         let mut quiet = |_: usize, _: usize| {};
@@ -113,11 +115,13 @@ impl GpuSession {
 }
 
 /// Why the session cannot gather `method`'s needs, if it cannot: it awaits the layer gradient, the
-/// guided input gradient and Score-CAM's own masked forwards, nothing else.
+/// guided and deconvolution input gradients and Score-CAM's own masked forwards, nothing else.
 fn cannot_gather(method: Method) -> Option<&'static str> {
     let needs = method.needs();
     if needs.input_gradients {
         Some("the WebGPU session computes no plain input gradients at other inputs")
+    } else if needs.full_gradient {
+        Some("the WebGPU session gathers no gradients at every layer (FullGrad)")
     } else if needs.batched_forwards && method != Method::SCORE_CAM {
         Some("the WebGPU session runs only Score-CAM's batched forwards")
     } else {

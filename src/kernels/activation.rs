@@ -1,4 +1,18 @@
-//! ReLU / ReLU6 and their (plain or guided) backward passes.
+//! ReLU / ReLU6 and their backward passes: plain, guided, or deconvolution's.
+
+/// How a ReLU/ReLU6 passes a gradient back during one backward walk. Only these units change: smooth
+/// activations, pools and convs keep their true backward under every rule.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum ReluRule {
+    /// The true derivative (PyTorch's tie rule at the kinks).
+    #[default]
+    Plain,
+    /// Guided backpropagation (Springenberg et al.): the true derivative, and only positive gradients.
+    Guided,
+    /// Deconvolution (Zeiler & Fergus): the positive part of the incoming gradient, whatever the
+    /// forward input was (for ReLU6 too).
+    Deconv,
+}
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Clamp {
@@ -38,24 +52,28 @@ pub fn relu_mask(y: &[f32], clamp: Clamp) -> Vec<u8> {
 }
 
 /// The ReLU/ReLU6 backward read off its *output* `y` in one pass (same rule as [`relu_input_grad`]):
-/// g where 0 < y (and y < 6 for Relu6) and, guided, g > 0; else 0.
-pub fn relu_output_grad(y: &[f32], g: &[f32], clamp: Clamp, guided: bool) -> Vec<f32> {
+/// g where 0 < y (and y < 6 for Relu6) and, guided, g > 0; else 0. Deconv: max(g, 0).
+pub fn relu_output_grad(y: &[f32], g: &[f32], clamp: Clamp, rule: ReluRule) -> Vec<f32> {
     debug_assert_eq!(y.len(), g.len());
     let hi = if clamp == Clamp::Relu6 { 6.0 } else { f32::INFINITY };
-    let lo_g = if guided { 0.0 } else { f32::NEG_INFINITY };
+    let lo_g = match rule {
+        ReluRule::Plain => f32::NEG_INFINITY,
+        ReluRule::Guided => 0.0,
+        ReluRule::Deconv => return g.iter().map(|&g| if g > 0.0 { g } else { 0.0 }).collect(),
+    };
     // `&`, not `&&`: three compares and one select per element, which vectorise; short-circuit
     // branches mispredict on the guided rule's random signs (they cost ResNet-18's guided walk 26 ms).
     y.iter().zip(g).map(|(&y, &g)| if (y > 0.0) & (y < hi) & (g > lo_g) { g } else { 0.0 }).collect()
 }
 
 /// The ReLU backward from a [`relu_mask`], in place: g stays where the mask is 1 (and, guided,
-/// where g > 0), else 0.
-pub fn mask_grad_in_place(g: &mut [f32], mask: &[u8], guided: bool) {
+/// where g > 0), else 0. Deconv ignores the mask: max(g, 0).
+pub fn mask_grad_in_place(g: &mut [f32], mask: &[u8], rule: ReluRule) {
     debug_assert_eq!(g.len(), mask.len());
-    if guided {
-        g.iter_mut().zip(mask).for_each(|(v, &m)| *v = if (m != 0) & (*v > 0.0) { *v } else { 0.0 });
-    } else {
-        g.iter_mut().zip(mask).for_each(|(v, &m)| *v = if m != 0 { *v } else { 0.0 });
+    match rule {
+        ReluRule::Plain => g.iter_mut().zip(mask).for_each(|(v, &m)| *v = if m != 0 { *v } else { 0.0 }),
+        ReluRule::Guided => g.iter_mut().zip(mask).for_each(|(v, &m)| *v = if (m != 0) & (*v > 0.0) { *v } else { 0.0 }),
+        ReluRule::Deconv => g.iter_mut().for_each(|v| *v = if *v > 0.0 { *v } else { 0.0 }),
     }
 }
 
@@ -67,9 +85,15 @@ fn passes(v: f32, clamp: Clamp) -> bool {
 
 /// Plain backward with PyTorch's tie rule: gradient passes iff 0 < x (and x < 6 for Relu6); 0 exactly at x == 0 and x == 6.
 /// Guided (Springenberg et al.'s guided backpropagation): additionally only where grad > 0.
-pub fn relu_input_grad(x: &[f32], grad_out: &[f32], clamp: Clamp, guided: bool) -> Vec<f32> {
+/// Deconv (Zeiler & Fergus): wherever grad > 0, whatever x.
+pub fn relu_input_grad(x: &[f32], grad_out: &[f32], clamp: Clamp, rule: ReluRule) -> Vec<f32> {
     debug_assert_eq!(x.len(), grad_out.len());
-    x.iter().zip(grad_out).map(|(&v, &g)| if passes(v, clamp) & (!guided | (g > 0.0)) { g } else { 0.0 }).collect()
+    let pass = |v: f32, g: f32| match rule {
+        ReluRule::Plain => passes(v, clamp),
+        ReluRule::Guided => passes(v, clamp) & (g > 0.0),
+        ReluRule::Deconv => g > 0.0,
+    };
+    x.iter().zip(grad_out).map(|(&v, &g)| if pass(v, g) { g } else { 0.0 }).collect()
 }
 
 #[cfg(test)]
@@ -84,7 +108,7 @@ mod tests {
         let x: Vec<f32> = (0..200).map(|_| 8.0 * rng.uniform()).filter(|v| v.abs() > 0.05 && (v - 6.0).abs() > 0.05).collect();
         let r = rng.vec(x.len());
         for clamp in [Clamp::Relu, Clamp::Relu6] {
-            let analytic = relu_input_grad(&x, &r, clamp, false);
+            let analytic = relu_input_grad(&x, &r, clamp, ReluRule::Plain);
             check_grad("relu", |x| relu_forward(x, clamp), &x, &r, &analytic, &mut rng);
         }
     }
@@ -99,13 +123,11 @@ mod tests {
             let want = relu_forward(&x, clamp);
             assert_eq!(y.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), want.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
             let m = relu_mask(&y, clamp);
-            for guided in [false, true] {
-                assert_eq!(relu_output_grad(&y, &g, clamp, guided), relu_input_grad(&x, &g, clamp, guided), "output rule {clamp:?} guided {guided}");
-            }
-            for guided in [false, true] {
+            for rule in [ReluRule::Plain, ReluRule::Guided, ReluRule::Deconv] {
+                assert_eq!(relu_output_grad(&y, &g, clamp, rule), relu_input_grad(&x, &g, clamp, rule), "output rule {clamp:?} {rule:?}");
                 let mut gm = g.to_vec();
-                mask_grad_in_place(&mut gm, &m, guided);
-                assert_eq!(gm, relu_input_grad(&x, &g, clamp, guided), "{clamp:?} guided {guided}");
+                mask_grad_in_place(&mut gm, &m, rule);
+                assert_eq!(gm, relu_input_grad(&x, &g, clamp, rule), "{clamp:?} {rule:?}");
             }
         }
     }
@@ -131,11 +153,15 @@ mod tests {
     fn relu_tie_rules_and_guided_rule() {
         let x = [-1.0, 0.0, 3.0, 3.0, 6.0, 7.5];
         let g = [5.0, 5.0, 2.0, -2.0, 4.0, 1.0];
-        assert_eq!(relu_input_grad(&x, &g, Clamp::Relu, false), vec![0.0, 0.0, 2.0, -2.0, 4.0, 1.0]);
-        assert_eq!(relu_input_grad(&x, &g, Clamp::Relu6, false), vec![0.0, 0.0, 2.0, -2.0, 0.0, 0.0]);
-        assert_eq!(relu_input_grad(&x, &g, Clamp::Relu, true), vec![0.0, 0.0, 2.0, 0.0, 4.0, 1.0]);
-        assert_eq!(relu_input_grad(&x, &g, Clamp::Relu6, true), vec![0.0, 0.0, 2.0, 0.0, 0.0, 0.0]);
+        assert_eq!(relu_input_grad(&x, &g, Clamp::Relu, ReluRule::Plain), vec![0.0, 0.0, 2.0, -2.0, 4.0, 1.0]);
+        assert_eq!(relu_input_grad(&x, &g, Clamp::Relu6, ReluRule::Plain), vec![0.0, 0.0, 2.0, -2.0, 0.0, 0.0]);
+        assert_eq!(relu_input_grad(&x, &g, Clamp::Relu, ReluRule::Guided), vec![0.0, 0.0, 2.0, 0.0, 4.0, 1.0]);
+        assert_eq!(relu_input_grad(&x, &g, Clamp::Relu6, ReluRule::Guided), vec![0.0, 0.0, 2.0, 0.0, 0.0, 0.0]);
+        // Deconvolution passes every positive gradient, where the unit was off (x = -1, 0) or clamped
+        // at 6 too, and no negative one.
+        assert_eq!(relu_input_grad(&x, &g, Clamp::Relu, ReluRule::Deconv), vec![5.0, 5.0, 2.0, 0.0, 4.0, 1.0]);
+        assert_eq!(relu_input_grad(&x, &g, Clamp::Relu6, ReluRule::Deconv), vec![5.0, 5.0, 2.0, 0.0, 4.0, 1.0]);
         // A zero gradient stays zero under the guided rule.
-        assert_eq!(relu_input_grad(&[1.0], &[0.0], Clamp::Relu, true), vec![0.0]);
+        assert_eq!(relu_input_grad(&[1.0], &[0.0], Clamp::Relu, ReluRule::Guided), vec![0.0]);
     }
 }

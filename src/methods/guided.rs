@@ -1,6 +1,8 @@
 //! Guided Backpropagation (Springenberg et al.) and Guided Grad-CAM (Selvaraju et al.): the input
 //! gradient with every ReLU/ReLU6 passing only positive gradients of active units, and its product
-//! with the bilinearly upsampled Grad-CAM map.
+//! with the bilinearly upsampled Grad-CAM map. Deconvolution (Zeiler & Fergus) and Deconv Grad-CAM,
+//! which the Grad-CAM paper compares with them: every ReLU/ReLU6 passes the positive part of its
+//! incoming gradient, whether the unit was active or not.
 
 use super::{cam, Computed, Evidence, Grid, Method, MethodDef, Needs, Sign};
 use crate::error::{Error, Result};
@@ -26,14 +28,35 @@ impl Method {
         needs: Needs { layer_gradient: true, guided_input_gradient: true, ..Needs::NOTHING },
         grid: Grid::Input,
         sign: Sign::AsComputed,
-        compute: guided_grad_cam_method,
+        compute: |e| Ok(as_image(guided_grad_cam(e.guided_input_gradient()?, &relu_grad_cam(e)?)?)),
+    });
+    pub const DECONVOLUTION: Method = Method(&MethodDef {
+        name: "deconvolution",
+        aliases: &["deconv", "deconvnet"],
+        label: "Deconvolution",
+        help: "Input gradient with ReLUs passing every positive gradient (Zeiler & Fergus): fine detail, not class-discriminative.",
+        needs: Needs { deconv_input_gradient: true, ..Needs::NOTHING },
+        grid: Grid::Input,
+        sign: Sign::AsComputed,
+        compute: |e| Ok(as_image(e.deconv_input_gradient()?.clone())),
+    });
+    pub const DECONV_GRAD_CAM: Method = Method(&MethodDef {
+        name: "deconv-gradcam",
+        aliases: &["deconvolution-gradcam"],
+        label: "Deconv Grad-CAM",
+        help: "Deconvolution times the upsampled Grad-CAM map, as the Grad-CAM paper compares it.",
+        needs: Needs { layer_gradient: true, deconv_input_gradient: true, ..Needs::NOTHING },
+        grid: Grid::Input,
+        sign: Sign::AsComputed,
+        compute: |e| Ok(as_image(guided_grad_cam(e.deconv_input_gradient()?, &relu_grad_cam(e)?)?)),
     });
 }
 
-fn guided_grad_cam_method(e: &mut Evidence) -> Result<Computed> {
+/// The Grad-CAM map after its ReLU, which the fine-grained gradient is weighted by.
+fn relu_grad_cam(e: &Evidence) -> Result<Map> {
     let mut cam_map = cam::grad_cam(e.activations, e.layer_gradient()?);
     cam_map.data.iter_mut().for_each(|v| *v = v.max(0.0));
-    Ok(as_image(guided_grad_cam(e.guided_input_gradient()?, &cam_map)?))
+    Ok(cam_map)
 }
 
 /// An input-grid gradient as a heatmap (its per-pixel magnitude) and as an RGB image.
@@ -42,7 +65,8 @@ fn as_image(g: FeatureMap) -> Computed {
     Computed { map: magnitude(&g), rgb: Some(rgb), warnings: Vec::new() }
 }
 
-/// Guided Grad-CAM = guided gradient (.) upsample(Grad-CAM), per colour channel.
+/// Guided Grad-CAM = guided gradient (.) upsample(Grad-CAM), per colour channel (Deconv Grad-CAM
+/// with the deconvolution gradient).
 pub fn guided_grad_cam(guided: &FeatureMap, cam: &Map) -> Result<FeatureMap> {
     let up = upsample_bilinear(&cam.data, cam.width, cam.height, guided.width, guided.height).map_err(Error::Internal)?;
     let n = guided.plane_len();

@@ -10,6 +10,7 @@ pub mod attribution;
 pub mod cam;
 pub mod class_activation;
 pub mod eigen;
+pub mod fullgrad;
 pub mod guided;
 pub mod score;
 
@@ -17,6 +18,7 @@ use crate::error::{Error, Result};
 use crate::fail;
 use crate::feature_map::{FeatureMap, Map};
 use attribution::{AttributionOptions, InputGradients};
+use fullgrad::FullGradient;
 use score::ScoreCamOptions;
 
 /// What a method asks of a forward pass beyond logits and activations, so an executor whose
@@ -27,6 +29,8 @@ pub struct Needs {
     pub layer_gradient: bool,
     /// d score / d input through guided ReLUs.
     pub guided_input_gradient: bool,
+    /// d score / d input with deconvolution's ReLUs (the positive part of every gradient).
+    pub deconv_input_gradient: bool,
     /// Forwards of modified copies of the input (Score-CAM's masked inputs).
     pub batched_forwards: bool,
     /// The classifier's weights per channel of the layer, for the target (CAM: the layer must feed
@@ -38,10 +42,21 @@ pub struct Needs {
     /// Plain input gradients (ordinary ReLU backward) at inputs the method chooses (Integrated
     /// Gradients' path, SmoothGrad's noisy copies): each one more forward and backward.
     pub input_gradients: bool,
+    /// The input gradient and, from the same walk, each bias layer's share (FullGrad).
+    pub full_gradient: bool,
 }
 
 impl Needs {
-    pub const NOTHING: Needs = Needs { layer_gradient: false, guided_input_gradient: false, batched_forwards: false, classifier_weights: false, layer_forwards: false, input_gradients: false };
+    pub const NOTHING: Needs = Needs {
+        layer_gradient: false,
+        guided_input_gradient: false,
+        deconv_input_gradient: false,
+        batched_forwards: false,
+        classifier_weights: false,
+        layer_forwards: false,
+        input_gradients: false,
+        full_gradient: false,
+    };
     pub const LAYER_GRADIENT: Needs = Needs { layer_gradient: true, ..Needs::NOTHING };
 }
 
@@ -79,6 +94,8 @@ pub struct Evidence<'a> {
     pub layer_gradient: Option<&'a FeatureMap>,
     /// d score / d input through guided ReLUs, 3 x H x W (when `needs.guided_input_gradient`).
     pub guided_input_gradient: Option<&'a FeatureMap>,
+    /// The input "gradient" through deconvolution's ReLUs, 3 x H x W (when `needs.deconv_input_gradient`).
+    pub deconv_input_gradient: Option<&'a FeatureMap>,
     /// The network input the pass ran on.
     pub input: &'a FeatureMap,
     /// The explained score's weights over the logits.
@@ -100,6 +117,8 @@ pub struct Evidence<'a> {
     pub layer_forwards: Option<&'a mut LayerForwards<'a>>,
     /// Copies per batched forward, the executor's choice (`Executor::forward_batch`).
     pub forward_batch: usize,
+    /// The input gradient and every bias layer's reduction, from one walk (when `needs.full_gradient`).
+    pub full_gradient: Option<&'a FullGradient>,
 }
 
 impl Evidence<'_> {
@@ -109,6 +128,10 @@ impl Evidence<'_> {
 
     pub fn guided_input_gradient(&self) -> Result<&FeatureMap> {
         self.guided_input_gradient.ok_or_else(|| Error::Internal("the guided input gradient was not gathered".into()))
+    }
+
+    pub fn deconv_input_gradient(&self) -> Result<&FeatureMap> {
+        self.deconv_input_gradient.ok_or_else(|| Error::Internal("the deconvolution input gradient was not gathered".into()))
     }
 
     pub fn classifier_weights(&self) -> Result<&[f32]> {
@@ -167,11 +190,13 @@ impl std::fmt::Debug for Method {
 }
 
 /// Every method, in menu order.
-pub const ALL: [Method; 20] = [
+pub const ALL: [Method; 23] = [
     Method::GRAD_CAM,
     Method::COUNTERFACTUAL,
     Method::GUIDED_BACKPROP,
     Method::GUIDED_GRAD_CAM,
+    Method::DECONVOLUTION,
+    Method::DECONV_GRAD_CAM,
     Method::GRAD_CAM_PLUS_PLUS,
     Method::HIRES_CAM,
     Method::XGRAD_CAM,
@@ -188,6 +213,7 @@ pub const ALL: [Method; 20] = [
     Method::INTEGRATED_GRADIENTS,
     Method::SMOOTHGRAD,
     Method::OCCLUSION,
+    Method::FULLGRAD,
 ];
 
 /// Lowercase, without the separators people vary ('-', '_', spaces).

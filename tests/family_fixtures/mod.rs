@@ -229,12 +229,12 @@ pub fn check(fx: &Fixture, model: Model, source: Source) -> Report {
         Err(e) => r.fail(format!("forward pass failed: {e}")),
         Ok(mut pass) => {
             r.err("logits", rel_error(pass.logits(), ref_logits));
-            match pass.input_gradient(&target, false) {
+            match pass.input_gradient(&target, gradcam_wasm::exec::ReluRule::Plain) {
                 Ok(g) => r.cos("grad cos", cosine(&g.data, &fx.must("input_gradient").1)),
                 Err(e) => r.fail(format!("input gradient failed: {e}")),
             }
             if let Some((_, want)) = fx.tensor("guided_input_gradient") {
-                match pass.input_gradient(&target, true) {
+                match pass.input_gradient(&target, gradcam_wasm::exec::ReluRule::Guided) {
                     Ok(g) => r.cos("guided cos", cosine(&g.data, want)),
                     Err(e) => r.fail(format!("guided input gradient failed: {e}")),
                 }

@@ -1,8 +1,9 @@
 // Element-wise ops: ReLU/ReLU6 forward and backward (PyTorch's tie rule: no gradient at x == 0 or
-// x == 6; guided: also only where the incoming gradient is positive), residual add, and a strided
+// x == 6; rule 1, guided: also only where the incoming gradient is positive; rule 2, deconvolution:
+// wherever the incoming gradient is positive, whatever x), residual add, and a strided
 // copy that serves flatten, concat (both directions) and gradient fan-out sums.
 
-struct Params { len: u32, mode: u32, guided: u32, acc: u32, src_off: u32, dst_off: u32, _p0: u32, _p1: u32 }
+struct Params { len: u32, mode: u32, rule: u32, acc: u32, src_off: u32, dst_off: u32, _p0: u32, _p1: u32 }
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> a: array<f32>;
@@ -27,7 +28,8 @@ fn relu_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
     let g = a[i];
     let v = b[i];
     var ok = 0.0 < v && (p.mode == 0u || v < 6.0);
-    if (p.guided != 0u) { ok = ok && g > 0.0; }
+    if (p.rule == 1u) { ok = ok && g > 0.0; }
+    if (p.rule == 2u) { ok = g > 0.0; }
     var r = 0.0;
     if (ok) { r = g; }
     if (p.acc != 0u) { dst[i] += r; } else { dst[i] = r; }
