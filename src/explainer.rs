@@ -159,6 +159,53 @@ pub enum Target {
     Weighted(Vec<(usize, f32)>),
 }
 
+/// The most terms a weighted target may have: enough for any hand-written mix, and the bound is
+/// checked before anything is allocated, so a huge string costs nothing.
+pub const MAX_TARGET_TERMS: usize = 64;
+
+impl Target {
+    /// Parses what a user writes for the class: `281` (one class) or `281:1,285:0.5` (the score
+    /// sum_c w_c y_c). `num_classes` bounds the indices. The one parser the CLI and JS share.
+    pub fn parse(text: &str, num_classes: usize) -> Result<Target> {
+        let text = text.trim();
+        if text.is_empty() {
+            return fail!(Option, "the class is empty; write an index such as 281, or weighted terms such as 281:1,285:0.5");
+        }
+        if !text.contains(':') && !text.contains(',') {
+            return Ok(Target::Class(parse_class(text, num_classes)?));
+        }
+        let terms = text.split(',').count();
+        if terms > MAX_TARGET_TERMS {
+            return fail!(Option, "a weighted class has {terms} terms, more than the {MAX_TARGET_TERMS} allowed");
+        }
+        let pairs = text.split(',').map(|t| parse_term(t, num_classes)).collect::<Result<Vec<_>>>()?;
+        Ok(Target::Weighted(pairs))
+    }
+}
+
+/// One class index, checked against the model's classes.
+fn parse_class(text: &str, num_classes: usize) -> Result<usize> {
+    let t = text.trim();
+    let c: usize = t.parse().map_err(|_| Error::Option(format!("class '{t}' is not a class index (a non-negative integer such as 281)")))?;
+    if c >= num_classes {
+        return fail!(Option, "class index {c} is out of range: this model has {num_classes} classes (0..={})", num_classes.saturating_sub(1));
+    }
+    Ok(c)
+}
+
+/// One `class:weight` term of a weighted class.
+fn parse_term(term: &str, num_classes: usize) -> Result<(usize, f32)> {
+    let Some((class, weight)) = term.split_once(':') else {
+        return fail!(Option, "weighted class term '{}' needs the form class:weight, e.g. 281:0.5", term.trim());
+    };
+    let w = weight.trim();
+    let w: f32 = w.parse().map_err(|_| Error::Option(format!("the weight '{w}' of class {} is not a number", class.trim())))?;
+    if !w.is_finite() {
+        return fail!(Option, "the weight of class {} is {w}; weights must be finite", class.trim());
+    }
+    Ok((parse_class(class, num_classes)?, w))
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Default)]
 pub enum Normalization {
     /// Per-image min-max to [0, 1] (over the region the network saw).

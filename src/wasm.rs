@@ -105,6 +105,22 @@ fn index(v: &JsValue, what: &str) -> JsResult<usize> {
     Ok(x as usize)
 }
 
+/// `classIdx`: a class index (a number), or a weighted mix as a string "281:1,285:0.5" (the score
+/// sum_c w_c y_c), parsed by the same `Target::parse` as the CLI's `--class`.
+fn class_target(v: &JsValue, num_classes: usize) -> JsResult<Target> {
+    if let Some(text) = v.as_string() {
+        return Target::parse(&text, num_classes).map_err(|e| js_err(format!("classIdx: {e}")));
+    }
+    if v.as_f64().is_none() {
+        return Err(js_err(format!("classIdx must be a number or a weighted string such as \"281:1,285:0.5\", got {}", describe(v))));
+    }
+    let c = index(v, "classIdx")?;
+    if c >= num_classes {
+        return Err(js_err(format!("option: class index {c} is out of range: this model has {num_classes} classes (0..={})", num_classes.saturating_sub(1))));
+    }
+    Ok(Target::Class(c))
+}
+
 fn describe(v: &JsValue) -> String {
     v.js_typeof().as_string().unwrap_or_else(|| "a value".into())
 }
@@ -421,11 +437,7 @@ impl Request {
         let cmap = colormap_opt(&opts)?.unwrap_or(DEFAULT_COLORMAP);
         let alpha = alpha_opt(&opts)?.unwrap_or(DEFAULT_ALPHA);
         if !is_missing(class_idx) {
-            let c = index(class_idx, "classIdx")?;
-            if c >= num_classes {
-                return Err(js_err(format!("option: class index {c} is out of range: this model has {num_classes} classes (0..={})", num_classes.saturating_sub(1))));
-            }
-            o.target = Target::Class(c);
+            o.target = class_target(class_idx, num_classes)?;
         }
         if let Some(n) = opt_number(&opts, "scoreCamChannels")? {
             o.score_cam.max_channels = Some(count(n, "scoreCamChannels")?);
@@ -746,7 +758,7 @@ impl Explainer {
     pub fn explain(
         &mut self,
         #[wasm_bindgen(js_name = imageData, unchecked_param_type = "ImageData")] image_data: JsValue,
-        #[wasm_bindgen(js_name = classIdx, unchecked_param_type = "number | undefined")] class_idx: JsValue,
+        #[wasm_bindgen(js_name = classIdx, unchecked_param_type = "number | string | undefined")] class_idx: JsValue,
         #[wasm_bindgen(unchecked_param_type = "ExplainOptions | undefined")] options: JsValue,
     ) -> JsResult<JsValue> {
         let request = Request::parse(&image_data, &class_idx, &options, self.num_classes, self.input_size)?;
@@ -763,7 +775,7 @@ impl Explainer {
     pub fn evaluate(
         &mut self,
         #[wasm_bindgen(js_name = imageData, unchecked_param_type = "ImageData")] image_data: JsValue,
-        #[wasm_bindgen(js_name = classIdx, unchecked_param_type = "number | undefined")] class_idx: JsValue,
+        #[wasm_bindgen(js_name = classIdx, unchecked_param_type = "number | string | undefined")] class_idx: JsValue,
         #[wasm_bindgen(unchecked_param_type = "EvaluateOptions | undefined")] options: JsValue,
     ) -> JsResult<JsValue> {
         use crate::eval::faithfulness::{faithfulness, road_of};
@@ -812,7 +824,7 @@ impl Explainer {
     pub fn explain_async(
         &self,
         #[wasm_bindgen(js_name = imageData, unchecked_param_type = "ImageData")] image_data: JsValue,
-        #[wasm_bindgen(js_name = classIdx, unchecked_param_type = "number | undefined")] class_idx: JsValue,
+        #[wasm_bindgen(js_name = classIdx, unchecked_param_type = "number | string | undefined")] class_idx: JsValue,
         #[wasm_bindgen(unchecked_param_type = "ExplainOptions | undefined")] options: JsValue,
     ) -> Promise {
         let request = match Request::parse(&image_data, &class_idx, &options, self.num_classes, self.input_size) {

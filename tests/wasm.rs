@@ -102,7 +102,10 @@ fn bad_calls_are_errors_and_the_explainer_stays_usable() {
     bad_class(JsValue::from(f64::NAN), "integer", &mut ex);
     bad_class(JsValue::from(1000), "out of range", &mut ex);
     bad_class(JsValue::from(1e12), "out of range", &mut ex);
-    bad_class(JsValue::from_str("3"), "number", &mut ex);
+    bad_class(JsValue::from_str("cat"), "not a class index", &mut ex);
+    bad_class(JsValue::from_str("281:"), "not a number", &mut ex);
+    bad_class(JsValue::from_str("3:1,1000:1"), "out of range", &mut ex);
+    bad_class(JsValue::from(true), "number or a weighted string", &mut ex);
 
     let m = message(ex.explain(image(0, 0, 0), none(), none()).err().unwrap());
     assert!(m.contains("zero size"), "{m}");
@@ -130,6 +133,12 @@ fn bad_calls_are_errors_and_the_explainer_stays_usable() {
     // Still usable after all of that.
     let r = ex.explain(img.clone(), JsValue::from(0), none()).unwrap();
     assert_eq!(field(&r, "classIdx").as_f64(), Some(0.0));
+    // A weighted class as a string: the score is the weighted sum of the logits.
+    let a = ex.explain(img.clone(), JsValue::from(3), none()).unwrap();
+    let mix = ex.explain(img.clone(), JsValue::from_str("0:1, 3:0.5"), none()).unwrap();
+    assert_eq!(field(&mix, "classIdx").as_f64(), Some(0.0), "the heaviest term");
+    let logit = |r: &JsValue| field(r, "logit").as_f64().unwrap();
+    assert!((logit(&mix) - (logit(&r) + 0.5 * logit(&a))).abs() < 1e-3, "{} vs {} + 0.5 * {}", logit(&mix), logit(&r), logit(&a));
     // An overlay of another-sized image is refused before any ImageData is built.
     assert!(ex.overlay(image(8, 8, 256), r, none()).is_err());
 }

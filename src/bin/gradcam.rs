@@ -1,6 +1,6 @@
 //! `gradcam`: the command-line tool (native builds only).
 //!
-//!   gradcam explain IMAGE [--model FILE] [--arch NAME] [--class N | --top K] [--method NAME] [--layer NAME]
+//!   gradcam explain IMAGE [--model FILE] [--arch NAME] [--class N | --class N:W,M:V | --top K] [--method NAME] [--layer NAME]
 //!                         [--out overlay.png] [--json] [--colormap NAME] [--alpha A] [--signed] [--raw]
 //!                         [--resize WxH] [--tensor input.npy]
 //!                         [--ig-steps N] [--ig-baseline black|blur] [--smooth-samples N] [--smooth-noise F]
@@ -45,8 +45,8 @@ mod cli {
     type Res<T> = Result<T, String>;
 
     const USAGE: &str = "usage:
-  gradcam explain IMAGE [--model FILE] [--arch NAME] [--class N | --top K] [--method NAME] [--layer NAME]
-                        [--out overlay.png] [--json] [--colormap turbo|jet|viridis|inferno] [--alpha 0.5]
+  gradcam explain IMAGE [--model FILE] [--arch NAME] [--class N | --class N:W,M:V | --top K] [--method NAME]
+                        [--layer NAME] [--out overlay.png] [--json] [--colormap turbo|jet|viridis|inferno] [--alpha 0.5]
                         [--signed] [--raw] [--resize WxH] [--tensor input.npy] [--box]
                         [--ig-steps N] [--ig-baseline black|blur] [--smooth-samples N] [--smooth-noise F]
                         [--occlusion-patch N] [--occlusion-stride N]
@@ -63,6 +63,8 @@ model settings (explain and layers):
   --labels FILE     class names: a JSON array or one per line
   --size N          input size (default: the family's, e.g. 224; 299 for Inception v3; an ONNX file's own)
   --mean R,G,B --std R,G,B   normalization on x / 255 (default: the family's)
+  --class N         the class to explain (default: the top-1); N:W,M:V,... explains the weighted
+                    score W*y_N + V*y_M + ... (at most 64 terms; the reported class is the largest |weight|)
   --ig-steps N      integrated-gradients steps (default 32, at most 256)
   --ig-baseline B   integrated-gradients and occlusion baseline: black (default) or blur
   --smooth-samples N   smoothgrad noisy copies (default 25, at most 256)
@@ -248,6 +250,11 @@ model settings (explain and layers):
         Ok(o)
     }
 
+    /// `--class 281` or a weighted mix `--class 281:1,285:0.5`; `None` when not given.
+    fn target(args: &Args, num_classes: usize) -> Res<Option<Target>> {
+        args.get("--class").map(|t| Target::parse(t, num_classes).map_err(|e| format!("--class: {e}"))).transpose()
+    }
+
     fn explain(args: &Args) -> Res<()> {
         let model = load_model(args)?;
         let mut explainer = Explainer::new(model);
@@ -255,7 +262,7 @@ model settings (explain and layers):
         let colormap = Colormap::from_name(args.get("--colormap").unwrap_or("jet"))?;
         let alpha: f32 = args.number("--alpha")?.unwrap_or(0.5);
         let top: usize = args.number("--top")?.unwrap_or(1);
-        let class: Option<usize> = args.number("--class")?;
+        let class = target(args, explainer.model().graph.num_classes)?;
         let (image, tensor) = match (args.get("--tensor"), args.positional.first()) {
             (Some(t), _) => (None, Some(load_tensor(t)?)),
             (None, Some(path)) => (Some(load_image(path)?), None),
@@ -266,9 +273,9 @@ model settings (explain and layers):
             (_, Some(t)) => explainer.explain_tensor(t.clone(), opts).map_err(|e| e.to_string()),
             _ => Err("explain needs an IMAGE or --tensor FILE".to_string()),
         };
-        let classes: Vec<Option<usize>> = match class {
-            Some(c) => vec![Some(c)],
-            None if top <= 1 => vec![None],
+        let targets: Vec<Target> = match class {
+            Some(t) => vec![t],
+            None if top <= 1 => vec![Target::Top1],
             None => {
                 let classes = explainer.model().graph.num_classes;
                 if top > classes {
@@ -277,12 +284,12 @@ model settings (explain and layers):
                 // The K best classes of this image's forward pass (reused by the explanations below).
                 run(&mut explainer, &opts)?;
                 let logits = explainer.last_logits().ok_or("no forward pass to rank the classes of")?.to_vec();
-                explainer.top_k(&logits, top).iter().map(|p| Some(p.class)).collect()
+                explainer.top_k(&logits, top).iter().map(|p| Target::Class(p.class)).collect()
             }
         };
         let mut results = Vec::new();
-        for c in classes {
-            opts.target = c.map_or(Target::Top1, Target::Class);
+        for t in targets {
+            opts.target = t;
             results.push(run(&mut explainer, &opts)?);
         }
         for (i, e) in results.iter().enumerate() {
@@ -426,7 +433,7 @@ model settings (explain and layers):
             let image = load_image(path)?;
             let mut opts = options(args)?;
             opts.score_cam.max_channels = Some(channels);
-            opts.target = args.number("--class")?.map_or(Target::Top1, Target::Class);
+            opts.target = target(args, explainer.model().graph.num_classes)?.unwrap_or(Target::Top1);
             let mut out = Vec::new();
             for m in methods {
                 opts.method = m;
