@@ -295,6 +295,10 @@ export interface ExplainOptions {
   smoothSamples?: number; smoothNoise?: number;
   /** occlusion window side and step in network-input pixels (16, 8) */
   occlusionPatch?: number; occlusionStride?: number;
+  /** CAMs that sum weighted feature maps: their first principal component instead (pytorch-grad-cam's eigen_smooth) */
+  eigenSmooth?: boolean;
+  /** layer-grid CAMs: the mean map over the image and its mirror, each times 0.9, 1, 1.1 (aug_smooth): 6x the passes, on the CPU */
+  augSmooth?: boolean;
 }
 export interface OverlayOptions { colormap?: string; alpha?: number }
 /** `evaluate`'s options: those of `explain`, plus the curves' settings. */
@@ -361,8 +365,11 @@ const EXPLAIN_KEYS: &[&str] = &[
     "smoothNoise",
     "occlusionPatch",
     "occlusionStride",
+    "eigenSmooth",
+    "augSmooth",
 ];
-const EVALUATE_KEYS: &[&str] = &["method", "layer", "colormap", "alpha", "normalize", "preprocess", "signed", "onProgress", "scoreCamChannels", "scoreCamBatch", "steps", "baseline", "cell", "road"];
+const EVALUATE_KEYS: &[&str] =
+    &["method", "layer", "colormap", "alpha", "normalize", "preprocess", "signed", "eigenSmooth", "augSmooth", "onProgress", "scoreCamChannels", "scoreCamBatch", "steps", "baseline", "cell", "road"];
 const OVERLAY_KEYS: &[&str] = &["colormap", "alpha"];
 
 /// Which executor runs the forward and backward passes.
@@ -420,6 +427,8 @@ impl Request {
         }
         o.layer = opt_string(&opts, "layer")?;
         o.signed = opt_bool(&opts, "signed")?.unwrap_or(false);
+        o.eigen_smooth = opt_bool(&opts, "eigenSmooth")?.unwrap_or(false);
+        o.aug_smooth = opt_bool(&opts, "augSmooth")?.unwrap_or(false);
         if let Some(n) = opt_string(&opts, "normalize")? {
             o.normalization = match n.trim().to_ascii_lowercase().as_str() {
                 "minmax" => Normalization::MinMax,
@@ -539,6 +548,13 @@ impl State {
     /// if it fails too the input was at fault and its error is the answer.
     async fn explain(&mut self, request: &Request) -> crate::Result<Explanation> {
         let mut progress = request.progress();
+        #[cfg(feature = "webgpu")]
+        if request.opts.aug_smooth && self.gpu.is_some() {
+            // Its six passes on modified inputs are the explainer's (CPU) loop; never a wrong map.
+            let mut e = self.inner.explain_with_progress(&request.image, &request.opts, &mut progress)?;
+            e.warnings.push("augSmooth ran on the CPU: its mirrored and scaled passes are not on WebGPU yet".into());
+            return Ok(e);
+        }
         #[cfg(feature = "webgpu")]
         if let Some(gpu) = self.gpu.as_mut() {
             let gpu_error = match gpu.explain(&mut self.inner, &request.image, &request.opts, &mut progress).await {

@@ -67,6 +67,23 @@ fn a_weighted_class_explains_the_weighted_score() {
 }
 
 #[test]
+fn eigen_and_aug_smoothing_change_the_map_and_are_refused_where_they_do_not_apply() {
+    let plain = json(&["explain", "assets/samples/chelsea.png", "--json", "--class", "281"]);
+    let eigen = json(&["explain", "assets/samples/chelsea.png", "--json", "--class", "281", "--eigen-smooth"]);
+    let aug = json(&["explain", "assets/samples/chelsea.png", "--json", "--class", "281", "--aug-smooth"]);
+    let values = |v: &serde_json::Value| v["cam"]["values"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect::<Vec<_>>();
+    for (name, v) in [("eigen", &eigen), ("aug", &aug)] {
+        assert_eq!(v["class"], 281, "{name}");
+        assert_eq!(values(v).len(), 49, "{name}");
+        assert_ne!(values(v), values(&plain), "{name} changes the map");
+    }
+    let (code, _, err) = gradcam(&["explain", "assets/samples/chelsea.png", "--method", "saliency", "--aug-smooth"]);
+    assert!(code == 2 && err.contains("aug smoothing"), "{err}");
+    let (code, _, err) = gradcam(&["explain", "assets/samples/chelsea.png", "--method", "eigencam", "--eigen-smooth"]);
+    assert!(code == 2 && err.contains("eigen smoothing applies to"), "{err}");
+}
+
+#[test]
 fn top_k_explains_each_class_and_writes_overlays() {
     let out = std::env::temp_dir().join("gradcam-cli-test-overlay.png");
     let v = json(&["explain", "assets/samples/chelsea.png", "--top", "3", "--json", "--out", out.to_str().unwrap(), "--method", "gradcam++", "--colormap", "turbo"]);

@@ -118,6 +118,8 @@ fn bad_calls_are_errors_and_the_explainer_stays_usable() {
         ("preprocess", "pad", "unknown preprocess"),
         ("layer", "nope", "nope"),
         ("colour", "jet", "unknown explain option"),
+        ("eigenSmooth", "yes", "'eigenSmooth' must be a boolean"),
+        ("augSmooth", "yes", "'augSmooth' must be a boolean"),
     ] {
         let m = message(ex.explain(img.clone(), none(), obj(&[(key, value.into())])).err().unwrap());
         assert!(m.contains(want), "{key}: {m}");
@@ -139,6 +141,13 @@ fn bad_calls_are_errors_and_the_explainer_stays_usable() {
     assert_eq!(field(&mix, "classIdx").as_f64(), Some(0.0), "the heaviest term");
     let logit = |r: &JsValue| field(r, "logit").as_f64().unwrap();
     assert!((logit(&mix) - (logit(&r) + 0.5 * logit(&a))).abs() < 1e-3, "{} vs {} + 0.5 * {}", logit(&mix), logit(&r), logit(&a));
+    // The smoothings: accepted where they apply, refused with the reason where they do not.
+    for key in ["eigenSmooth", "augSmooth"] {
+        let r = ex.explain(img.clone(), JsValue::from(0), obj(&[(key, true.into())])).unwrap();
+        assert_eq!(field(&r, "classIdx").as_f64(), Some(0.0), "{key}");
+    }
+    let m = message(ex.explain(img.clone(), none(), obj(&[("method", "saliency".into()), ("augSmooth", true.into())])).err().unwrap());
+    assert!(m.contains("aug smoothing"), "{m}");
     // An overlay of another-sized image is refused before any ImageData is built.
     assert!(ex.overlay(image(8, 8, 256), r, none()).is_err());
 }

@@ -4,7 +4,7 @@
 //!                         [--out overlay.png] [--json] [--colormap NAME] [--alpha A] [--signed] [--raw]
 //!                         [--resize WxH] [--tensor input.npy]
 //!                         [--ig-steps N] [--ig-baseline black|blur] [--smooth-samples N] [--smooth-noise F]
-//!                         [--occlusion-patch N] [--occlusion-stride N]
+//!                         [--occlusion-patch N] [--occlusion-stride N] [--eigen-smooth] [--aug-smooth]
 //!   gradcam evaluate [IMAGE] [--method NAME|all] [--class N] [--steps N] [--baseline blur|mean] [--cell N] [--json]
 //!   gradcam layers [--model FILE] [--arch NAME]
 //!   model settings (both commands): [--data FILE.onnx.data] [--labels FILE] [--size N] [--mean R,G,B --std R,G,B]
@@ -49,7 +49,7 @@ mod cli {
                         [--layer NAME] [--out overlay.png] [--json] [--colormap turbo|jet|viridis|inferno] [--alpha 0.5]
                         [--signed] [--raw] [--resize WxH] [--tensor input.npy] [--box]
                         [--ig-steps N] [--ig-baseline black|blur] [--smooth-samples N] [--smooth-noise F]
-                        [--occlusion-patch N] [--occlusion-stride N]
+                        [--occlusion-patch N] [--occlusion-stride N] [--eigen-smooth] [--aug-smooth]
   gradcam evaluate [IMAGE] [--method NAME|all] [--class N] [--steps 100] [--baseline blur|mean] [--cell 1]
                         [--score-cam-channels 64] [--samples DIR] [--json]
       without IMAGE: the pointing game on 1x2 and 2x2 grids of the bundled photos for every method,
@@ -65,6 +65,11 @@ model settings (explain and layers):
   --mean R,G,B --std R,G,B   normalization on x / 255 (default: the family's)
   --class N         the class to explain (default: the top-1); N:W,M:V,... explains the weighted
                     score W*y_N + V*y_M + ... (at most 64 terms; the reported class is the largest |weight|)
+  --eigen-smooth    CAMs that sum weighted feature maps: their first principal component instead
+                    of the sum (pytorch-grad-cam's eigen_smooth); no extra passes
+  --aug-smooth      layer-grid CAMs: the mean map over the image and its mirror image, each times 0.9,
+                    1 and 1.1 (pytorch-grad-cam's aug_smooth): 6 forward/backward passes instead of 1,
+                    and 6x the work of Score-CAM or Ablation-CAM
   --ig-steps N      integrated-gradients steps (default 32, at most 256)
   --ig-baseline B   integrated-gradients and occlusion baseline: black (default) or blur
   --smooth-samples N   smoothgrad noisy copies (default 25, at most 256)
@@ -72,7 +77,7 @@ model settings (explain and layers):
   --occlusion-patch N --occlusion-stride N   occlusion window and step in input pixels (default 16, 8)";
 
     /// Flags that take no value.
-    const SWITCHES: [&str; 5] = ["--json", "--signed", "--raw", "--f16", "--box"];
+    const SWITCHES: [&str; 7] = ["--json", "--signed", "--raw", "--f16", "--box", "--eigen-smooth", "--aug-smooth"];
 
     struct Args {
         positional: Vec<String>,
@@ -229,6 +234,8 @@ model settings (explain and layers):
         }
         o.layer = args.get("--layer").map(String::from);
         o.signed = args.has("--signed");
+        o.eigen_smooth = args.has("--eigen-smooth");
+        o.aug_smooth = args.has("--aug-smooth");
         if args.has("--raw") {
             o.normalization = Normalization::Raw;
         }

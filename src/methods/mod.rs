@@ -12,6 +12,7 @@ pub mod class_activation;
 pub mod eigen;
 pub mod guided;
 pub mod score;
+pub mod smooth;
 
 use crate::error::{Error, Result};
 use crate::fail;

@@ -68,6 +68,11 @@ pub type LogitsBatch<'a> = super::Forwards<'a>;
 /// `logits_batch(inputs, n)` runs n masked inputs (n x 3 x H x W) and returns n x classes logits;
 /// `progress(done, total)` is called after each batch.
 pub fn score_cam(a: &FeatureMap, input: &FeatureMap, target: &[f32], opts: ScoreCamOptions, logits_batch: &mut LogitsBatch, progress: &mut dyn FnMut(usize, usize)) -> Result<Map> {
+    Ok(weighted_sum(a, &score_cam_weights(a, input, target, opts, logits_batch, progress)?))
+}
+
+/// Score-CAM's per-channel weights (0 for the channels not scored).
+pub fn score_cam_weights(a: &FeatureMap, input: &FeatureMap, target: &[f32], opts: ScoreCamOptions, logits_batch: &mut LogitsBatch, progress: &mut dyn FnMut(usize, usize)) -> Result<Vec<f32>> {
     let mut steps = ScoreCamSteps::new(a, input, opts);
     while let Some((masked, n)) = steps.next_batch() {
         let logits = logits_batch(&masked, n)?;
@@ -75,7 +80,7 @@ pub fn score_cam(a: &FeatureMap, input: &FeatureMap, target: &[f32], opts: Score
         let (done, total) = steps.progress();
         progress(done, total);
     }
-    Ok(steps.finish())
+    Ok(steps.weights())
 }
 
 /// Score-CAM as steps, so that the batched forwards can be run synchronously (`score_cam`) or awaited
@@ -141,12 +146,17 @@ impl<'a> ScoreCamSteps<'a> {
 
     /// The map: channels weighted by the softmax of their scores.
     pub fn finish(self) -> Map {
+        weighted_sum(self.a, &self.weights())
+    }
+
+    /// The channels' weights: the softmax of their scores (0 for the channels not scored).
+    pub fn weights(&self) -> Vec<f32> {
         // Softmax over channels (a baseline score subtracted from all would cancel here).
         let mut weights = vec![0.0f32; self.a.channels];
         for (&k, p) in self.channels.iter().zip(crate::imaging::normalize::softmax(&self.scores)) {
             weights[k] = p;
         }
-        weighted_sum(self.a, &weights)
+        weights
     }
 }
 
