@@ -293,7 +293,7 @@ export interface ExplainOptions {
   igSteps?: number; baseline?: 'black' | 'blur';
   /** smoothgrad noisy copies (25, at most 256) and noise as a fraction of the input range (0.15) */
   smoothSamples?: number; smoothNoise?: number;
-  /** occlusion window side and step in network-input pixels (16, 8) */
+  /** occlusion window side and step in network-input pixels (a quarter of the shorter side and half that: 56, 28 at 224) */
   occlusionPatch?: number; occlusionStride?: number;
   /** CAMs that sum weighted feature maps: their first principal component instead (pytorch-grad-cam's eigen_smooth) */
   eigenSmooth?: boolean;
@@ -468,10 +468,10 @@ impl Request {
             a.noise = n as f32;
         }
         if let Some(n) = opt_number(&opts, "occlusionPatch")? {
-            a.patch = count(n, "occlusionPatch")?;
+            a.patch = Some(count(n, "occlusionPatch")?);
         }
         if let Some(n) = opt_number(&opts, "occlusionStride")? {
-            a.stride = count(n, "occlusionStride")?;
+            a.stride = Some(count(n, "occlusionStride")?);
         }
         a.check().map_err(js_err)?;
         // Progress of the long methods (Score-CAM), as onProgress(done, total).
