@@ -274,6 +274,11 @@ pub fn method_catalog() -> JsResult<Array> {
             set(&n, "layerForwards", needs.layer_forwards)?;
             set(&n, "inputGradients", needs.input_gradients)?;
             set(&o, "needs", n)?;
+            // Which of the `eigenSmooth` / `augSmooth` options the method takes (others are refused).
+            let smoothing = Object::new();
+            set(&smoothing, "eigen", crate::methods::smooth::supports_eigen_smooth(*m))?;
+            set(&smoothing, "aug", !m.is_input_resolution())?;
+            set(&o, "smoothing", smoothing)?;
             Ok(JsValue::from(o))
         })
         .collect()
@@ -325,6 +330,8 @@ export interface MethodInfo {
   /** where the map lives: the target layer's grid or the input's pixels */
   grid: 'layer' | 'input';
   needs: { layerGradient: boolean; guidedInputGradient: boolean; batchedForwards: boolean; classifierWeights: boolean; layerForwards: boolean; inputGradients: boolean };
+  /** which smoothing options it takes: `eigenSmooth` (CAMs that sum weighted maps), `augSmooth` (layer-grid maps) */
+  smoothing: { eigen: boolean; aug: boolean };
 }
 export interface Prediction { classIdx: number; label: string; logit: number; probability: number }
 export interface LayerInfo { name: string; aliases: string[]; kind: string; shape: [number, number, number]; default: boolean }

@@ -58,7 +58,14 @@ fn explains_a_synthetic_image() {
         for k in ["name", "label", "help", "grid"] {
             assert!(field(&m, k).as_string().is_some_and(|v| !v.is_empty()), "{k} of {:?}", field(&m, "name"));
         }
+        // Which smoothings it takes: eigen only where the map sums weighted maps, aug on the layer grid.
+        let (name, smoothing) = (field(&m, "name").as_string().unwrap(), field(&m, "smoothing"));
+        let takes = |k: &str| field(&smoothing, k).as_bool().unwrap();
+        assert_eq!(takes("aug"), field(&m, "grid").as_string().unwrap() == "layer", "{name}");
+        assert!(!takes("eigen") || takes("aug"), "{name}: eigen smoothing is for layer-grid CAMs");
     }
+    let eigen_of = |name: &str| catalog.iter().find(|m| field(m, "name").as_string().unwrap() == name).map(|m| field(&field(&m, "smoothing"), "eigen").as_bool().unwrap());
+    assert_eq!((eigen_of("gradcam"), eigen_of("eigencam"), eigen_of("saliency")), (Some(true), Some(false), Some(false)));
 
     let (w, h) = (64u32, 48u32);
     let img = image(w, h, (4 * w * h) as usize);
