@@ -166,6 +166,53 @@ pub enum Target {
     Weighted(Vec<(usize, f32)>),
 }
 
+/// The most terms a weighted target may have: enough for any hand-written mix, and the bound is
+/// checked before anything is allocated, so a huge string costs nothing.
+pub const MAX_TARGET_TERMS: usize = 64;
+
+impl Target {
+    /// Parses what a user writes for the class: `281` (one class) or `281:1,285:0.5` (the score
+    /// sum_c w_c y_c). `num_classes` bounds the indices. The one parser the CLI and JS share.
+    pub fn parse(text: &str, num_classes: usize) -> Result<Target> {
+        let text = text.trim();
+        if text.is_empty() {
+            return fail!(Option, "the class is empty; write an index such as 281, or weighted terms such as 281:1,285:0.5");
+        }
+        if !text.contains(':') && !text.contains(',') {
+            return Ok(Target::Class(parse_class(text, num_classes)?));
+        }
+        let terms = text.split(',').count();
+        if terms > MAX_TARGET_TERMS {
+            return fail!(Option, "a weighted class has {terms} terms, more than the {MAX_TARGET_TERMS} allowed");
+        }
+        let pairs = text.split(',').map(|t| parse_term(t, num_classes)).collect::<Result<Vec<_>>>()?;
+        Ok(Target::Weighted(pairs))
+    }
+}
+
+/// One class index, checked against the model's classes.
+fn parse_class(text: &str, num_classes: usize) -> Result<usize> {
+    let t = text.trim();
+    let c: usize = t.parse().map_err(|_| Error::Option(format!("class '{t}' is not a class index (a non-negative integer such as 281)")))?;
+    if c >= num_classes {
+        return fail!(Option, "class index {c} is out of range: this model has {num_classes} classes (0..={})", num_classes.saturating_sub(1));
+    }
+    Ok(c)
+}
+
+/// One `class:weight` term of a weighted class.
+fn parse_term(term: &str, num_classes: usize) -> Result<(usize, f32)> {
+    let Some((class, weight)) = term.split_once(':') else {
+        return fail!(Option, "weighted class term '{}' needs the form class:weight, e.g. 281:0.5", term.trim());
+    };
+    let w = weight.trim();
+    let w: f32 = w.parse().map_err(|_| Error::Option(format!("the weight '{w}' of class {} is not a number", class.trim())))?;
+    if !w.is_finite() {
+        return fail!(Option, "the weight of class {} is {w}; weights must be finite", class.trim());
+    }
+    Ok((parse_class(class, num_classes)?, w))
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Default)]
 pub enum Normalization {
     /// Per-image min-max to [0, 1] (over the region the network saw).
@@ -194,7 +241,17 @@ pub struct ExplainOptions {
     pub score_cam: crate::methods::score::ScoreCamOptions,
     /// Integrated Gradients, SmoothGrad and Occlusion settings.
     pub attribution: crate::methods::attribution::AttributionOptions,
+    /// pytorch-grad-cam's `eigen_smooth`: the first principal component of the weighted feature maps
+    /// instead of their sum (`methods::smooth`; the CAMs that sum weighted maps only).
+    pub eigen_smooth: bool,
+    /// pytorch-grad-cam's `aug_smooth`: the mean of the CAM over the input and its mirror image, each
+    /// times 0.9, 1 and 1.1 ([`AUG_PASSES`]): six passes instead of one (layer-grid methods only).
+    pub aug_smooth: bool,
 }
+
+/// aug_smooth's passes: (mirrored, factor on the network input), the plain input first. The factors
+/// multiply the normalized input tensor, as ttach's `Multiply` that pytorch-grad-cam uses does.
+pub const AUG_PASSES: [(bool, f32); 6] = [(false, 1.0), (false, 0.9), (false, 1.1), (true, 0.9), (true, 1.0), (true, 1.1)];
 
 impl Default for ExplainOptions {
     fn default() -> Self {
@@ -208,6 +265,8 @@ impl Default for ExplainOptions {
             resize: None,
             score_cam: Default::default(),
             attribution: Default::default(),
+            eigen_smooth: false,
+            aug_smooth: false,
         }
     }
 }
@@ -549,6 +608,12 @@ impl Explainer {
 
     fn explain_image_within_budget(&mut self, image: &RgbImage, opts: &ExplainOptions, progress: &mut dyn FnMut(usize, usize)) -> Result<Explanation> {
         let t0 = now_ms();
+        if opts.aug_smooth {
+            let (input, geometry) = self.prepare_input(image, opts)?;
+            let mut e = self.aug_smoothed(input, geometry, opts, progress)?;
+            e.timings.total_ms = now_ms() - t0;
+            return Ok(e);
+        }
         let layer = self.layer_id(opts)?;
         let (pre_ms, fwd_ms, reused) = self.ensure_pass(image, opts)?;
         let mut e = self.run_method(layer, opts, None, progress)?;
@@ -575,6 +640,12 @@ impl Explainer {
         }
         if let Some(i) = input.data.iter().position(|v| !v.is_finite()) {
             return fail!(Input, "the input tensor holds a non-finite value at flat index {i}");
+        }
+        if opts.aug_smooth {
+            let geometry = Geometry::identity(input.width, input.height);
+            let mut e = self.aug_smoothed(input, geometry, opts, &mut |_, _| {})?;
+            e.timings.total_ms = now_ms() - t0;
+            return Ok(e);
         }
         let layer = self.layer_id(opts)?;
         let bytes: Vec<u8> = input.data.iter().flat_map(|v| v.to_le_bytes()).collect();
@@ -624,6 +695,44 @@ impl Explainer {
         timings.project_ms = now_ms() - t1;
         timings.total_ms = now_ms() - t0;
         Ok(Explanation { layer: opts.layers.join(","), raw, image_map, rgb, warnings, forward_reused: reused, timings, ..first })
+    }
+
+    /// aug_smooth: the method on each of [`AUG_PASSES`] (a fresh forward each), every map after the
+    /// sign rule, mirrored back when its input was mirrored, min-max scaled to [0, 1] unless the raw
+    /// scale was asked for (pytorch-grad-cam scales each pass so), then averaged and put on the image.
+    /// The class is resolved once, on the plain input, so every pass explains the same score.
+    fn aug_smoothed(&mut self, input: FeatureMap, geometry: Geometry, opts: &ExplainOptions, progress: &mut dyn FnMut(usize, usize)) -> Result<Explanation> {
+        if opts.method.is_input_resolution() {
+            return fail!(Option, "aug smoothing averages maps at the target layer; {} maps the input pixels, so it does not apply", opts.method.label());
+        }
+        let mut single = ExplainOptions { aug_smooth: false, ..opts.clone() };
+        let mut sum: Vec<f32> = Vec::new();
+        let mut first: Option<Explanation> = None;
+        for (i, &(mirrored, factor)) in AUG_PASSES.iter().enumerate() {
+            let x = augment(&input, mirrored, factor);
+            let e = self.explain_tensor(x, &single)?;
+            let mut map = if mirrored { mirror(&e.raw) } else { e.raw.clone() };
+            if opts.normalization == Normalization::MinMax {
+                crate::imaging::normalize::min_max(&mut map.data).map_err(Error::Numeric)?;
+            }
+            if sum.is_empty() {
+                sum = vec![0.0; map.data.len()];
+            }
+            sum.iter_mut().zip(&map.data).for_each(|(s, v)| *s += v);
+            if first.is_none() {
+                if opts.target == Target::Top1 {
+                    single.target = Target::Class(e.class); // the plain input's top-1 for every pass
+                }
+                first = Some(e);
+            }
+            progress(i + 1, AUG_PASSES.len());
+        }
+        let mut e = first.ok_or_else(|| Error::Internal("aug smoothing ran no pass".into()))?;
+        let n = AUG_PASSES.len() as f32;
+        e.raw = Map::new(e.raw.width, e.raw.height, sum.iter().map(|s| s / n).collect());
+        e.image_map = project(&e.raw, &geometry, opts.normalization)?;
+        e.geometry = geometry;
+        Ok(e)
     }
 
     /// Resolves the target into a class to report and a weight vector over the logits.
@@ -826,6 +935,9 @@ fn compute_map(
         forward_batch: executor.forward_batch(),
         full_gradient: full_gradient.as_ref(),
     };
+    if opts.eigen_smooth {
+        return crate::methods::smooth::eigen_smoothed(opts.method, &mut evidence);
+    }
     opts.method.compute(&mut evidence)
 }
 
@@ -878,4 +990,17 @@ pub fn project(raw: &Map, geometry: &Geometry, normalization: Normalization) -> 
         crate::imaging::normalize::min_max_masked(&mut data, &inside).map_err(Error::Numeric)?;
     }
     Ok(Map::new(geometry.orig_w, geometry.orig_h, data))
+}
+
+/// aug_smooth's input: mirrored left-right when asked, times `factor`.
+pub fn augment(input: &FeatureMap, mirrored: bool, factor: f32) -> FeatureMap {
+    let w = input.width;
+    let data = input.data.chunks_exact(w.max(1)).flat_map(|row| (0..w).map(move |x| factor * row[if mirrored { w - 1 - x } else { x }])).collect();
+    FeatureMap::new(input.channels, input.height, w, data)
+}
+
+/// A map mirrored left-right.
+pub fn mirror(m: &Map) -> Map {
+    let w = m.width;
+    Map::new(w, m.height, m.data.chunks_exact(w.max(1)).flat_map(|row| row.iter().rev().copied()).collect())
 }

@@ -105,6 +105,22 @@ fn index(v: &JsValue, what: &str) -> JsResult<usize> {
     Ok(x as usize)
 }
 
+/// `classIdx`: a class index (a number), or a weighted mix as a string "281:1,285:0.5" (the score
+/// sum_c w_c y_c), parsed by the same `Target::parse` as the CLI's `--class`.
+fn class_target(v: &JsValue, num_classes: usize) -> JsResult<Target> {
+    if let Some(text) = v.as_string() {
+        return Target::parse(&text, num_classes).map_err(|e| js_err(format!("classIdx: {e}")));
+    }
+    if v.as_f64().is_none() {
+        return Err(js_err(format!("classIdx must be a number or a weighted string such as \"281:1,285:0.5\", got {}", describe(v))));
+    }
+    let c = index(v, "classIdx")?;
+    if c >= num_classes {
+        return Err(js_err(format!("option: class index {c} is out of range: this model has {num_classes} classes (0..={})", num_classes.saturating_sub(1))));
+    }
+    Ok(Target::Class(c))
+}
+
 fn describe(v: &JsValue) -> String {
     v.js_typeof().as_string().unwrap_or_else(|| "a value".into())
 }
@@ -258,6 +274,11 @@ pub fn method_catalog() -> JsResult<Array> {
             set(&n, "layerForwards", needs.layer_forwards)?;
             set(&n, "inputGradients", needs.input_gradients)?;
             set(&o, "needs", n)?;
+            // Which of the `eigenSmooth` / `augSmooth` options the method takes (others are refused).
+            let smoothing = Object::new();
+            set(&smoothing, "eigen", crate::methods::smooth::supports_eigen_smooth(*m))?;
+            set(&smoothing, "aug", !m.is_input_resolution())?;
+            set(&o, "smoothing", smoothing)?;
             Ok(JsValue::from(o))
         })
         .collect()
@@ -277,8 +298,12 @@ export interface ExplainOptions {
   igSteps?: number; baseline?: 'black' | 'blur';
   /** smoothgrad noisy copies (25, at most 256) and noise as a fraction of the input range (0.15) */
   smoothSamples?: number; smoothNoise?: number;
-  /** occlusion window side and step in network-input pixels (16, 8) */
+  /** occlusion window side and step in network-input pixels (a quarter of the shorter side and half that: 56, 28 at 224) */
   occlusionPatch?: number; occlusionStride?: number;
+  /** CAMs that sum weighted feature maps: their first principal component instead (pytorch-grad-cam's eigen_smooth) */
+  eigenSmooth?: boolean;
+  /** layer-grid CAMs: the mean map over the image and its mirror, each times 0.9, 1, 1.1 (aug_smooth): 6x the passes, on the CPU */
+  augSmooth?: boolean;
 }
 export interface OverlayOptions { colormap?: string; alpha?: number }
 /** `evaluate`'s options: those of `explain`, plus the curves' settings. */
@@ -305,6 +330,8 @@ export interface MethodInfo {
   /** where the map lives: the target layer's grid or the input's pixels */
   grid: 'layer' | 'input';
   needs: { layerGradient: boolean; guidedInputGradient: boolean; batchedForwards: boolean; classifierWeights: boolean; layerForwards: boolean; inputGradients: boolean };
+  /** which smoothing options it takes: `eigenSmooth` (CAMs that sum weighted maps), `augSmooth` (layer-grid maps) */
+  smoothing: { eigen: boolean; aug: boolean };
 }
 export interface Prediction { classIdx: number; label: string; logit: number; probability: number }
 export interface LayerInfo { name: string; aliases: string[]; kind: string; shape: [number, number, number]; default: boolean }
@@ -345,8 +372,11 @@ const EXPLAIN_KEYS: &[&str] = &[
     "smoothNoise",
     "occlusionPatch",
     "occlusionStride",
+    "eigenSmooth",
+    "augSmooth",
 ];
-const EVALUATE_KEYS: &[&str] = &["method", "layer", "colormap", "alpha", "normalize", "preprocess", "signed", "onProgress", "scoreCamChannels", "scoreCamBatch", "steps", "baseline", "cell", "road"];
+const EVALUATE_KEYS: &[&str] =
+    &["method", "layer", "colormap", "alpha", "normalize", "preprocess", "signed", "eigenSmooth", "augSmooth", "onProgress", "scoreCamChannels", "scoreCamBatch", "steps", "baseline", "cell", "road"];
 const OVERLAY_KEYS: &[&str] = &["colormap", "alpha"];
 
 /// Which executor runs the forward and backward passes.
@@ -404,6 +434,8 @@ impl Request {
         }
         o.layer = opt_string(&opts, "layer")?;
         o.signed = opt_bool(&opts, "signed")?.unwrap_or(false);
+        o.eigen_smooth = opt_bool(&opts, "eigenSmooth")?.unwrap_or(false);
+        o.aug_smooth = opt_bool(&opts, "augSmooth")?.unwrap_or(false);
         if let Some(n) = opt_string(&opts, "normalize")? {
             o.normalization = match n.trim().to_ascii_lowercase().as_str() {
                 "minmax" => Normalization::MinMax,
@@ -421,11 +453,7 @@ impl Request {
         let cmap = colormap_opt(&opts)?.unwrap_or(DEFAULT_COLORMAP);
         let alpha = alpha_opt(&opts)?.unwrap_or(DEFAULT_ALPHA);
         if !is_missing(class_idx) {
-            let c = index(class_idx, "classIdx")?;
-            if c >= num_classes {
-                return Err(js_err(format!("option: class index {c} is out of range: this model has {num_classes} classes (0..={})", num_classes.saturating_sub(1))));
-            }
-            o.target = Target::Class(c);
+            o.target = class_target(class_idx, num_classes)?;
         }
         if let Some(n) = opt_number(&opts, "scoreCamChannels")? {
             o.score_cam.max_channels = Some(count(n, "scoreCamChannels")?);
@@ -447,10 +475,10 @@ impl Request {
             a.noise = n as f32;
         }
         if let Some(n) = opt_number(&opts, "occlusionPatch")? {
-            a.patch = count(n, "occlusionPatch")?;
+            a.patch = Some(count(n, "occlusionPatch")?);
         }
         if let Some(n) = opt_number(&opts, "occlusionStride")? {
-            a.stride = count(n, "occlusionStride")?;
+            a.stride = Some(count(n, "occlusionStride")?);
         }
         a.check().map_err(js_err)?;
         // Progress of the long methods (Score-CAM), as onProgress(done, total).
@@ -527,6 +555,13 @@ impl State {
     /// if it fails too the input was at fault and its error is the answer.
     async fn explain(&mut self, request: &Request) -> crate::Result<Explanation> {
         let mut progress = request.progress();
+        #[cfg(feature = "webgpu")]
+        if request.opts.aug_smooth && self.gpu.is_some() {
+            // Its six passes on modified inputs are the explainer's (CPU) loop; never a wrong map.
+            let mut e = self.inner.explain_with_progress(&request.image, &request.opts, &mut progress)?;
+            e.warnings.push("augSmooth ran on the CPU: its mirrored and scaled passes are not on WebGPU yet".into());
+            return Ok(e);
+        }
         #[cfg(feature = "webgpu")]
         if let Some(gpu) = self.gpu.as_mut() {
             let gpu_error = match gpu.explain(&mut self.inner, &request.image, &request.opts, &mut progress).await {
@@ -751,7 +786,7 @@ impl Explainer {
     pub fn explain(
         &mut self,
         #[wasm_bindgen(js_name = imageData, unchecked_param_type = "ImageData")] image_data: JsValue,
-        #[wasm_bindgen(js_name = classIdx, unchecked_param_type = "number | undefined")] class_idx: JsValue,
+        #[wasm_bindgen(js_name = classIdx, unchecked_param_type = "number | string | undefined")] class_idx: JsValue,
         #[wasm_bindgen(unchecked_param_type = "ExplainOptions | undefined")] options: JsValue,
     ) -> JsResult<JsValue> {
         let request = Request::parse(&image_data, &class_idx, &options, self.num_classes, self.input_size)?;
@@ -768,7 +803,7 @@ impl Explainer {
     pub fn evaluate(
         &mut self,
         #[wasm_bindgen(js_name = imageData, unchecked_param_type = "ImageData")] image_data: JsValue,
-        #[wasm_bindgen(js_name = classIdx, unchecked_param_type = "number | undefined")] class_idx: JsValue,
+        #[wasm_bindgen(js_name = classIdx, unchecked_param_type = "number | string | undefined")] class_idx: JsValue,
         #[wasm_bindgen(unchecked_param_type = "EvaluateOptions | undefined")] options: JsValue,
     ) -> JsResult<JsValue> {
         use crate::eval::faithfulness::{faithfulness, road_of};
@@ -817,7 +852,7 @@ impl Explainer {
     pub fn explain_async(
         &self,
         #[wasm_bindgen(js_name = imageData, unchecked_param_type = "ImageData")] image_data: JsValue,
-        #[wasm_bindgen(js_name = classIdx, unchecked_param_type = "number | undefined")] class_idx: JsValue,
+        #[wasm_bindgen(js_name = classIdx, unchecked_param_type = "number | string | undefined")] class_idx: JsValue,
         #[wasm_bindgen(unchecked_param_type = "ExplainOptions | undefined")] options: JsValue,
     ) -> Promise {
         let request = match Request::parse(&image_data, &class_idx, &options, self.num_classes, self.input_size) {

@@ -60,6 +60,37 @@ fn a_preprocessed_tensor_gives_the_same_map_as_the_image() {
 }
 
 #[test]
+fn a_weighted_class_explains_the_weighted_score() {
+    let a = json(&["explain", "assets/samples/chelsea.png", "--json", "--class", "281", "--raw", "--signed"]);
+    let b = json(&["explain", "assets/samples/chelsea.png", "--json", "--class", "285:0.5,281:1", "--raw", "--signed"]);
+    assert_eq!(b["class"], 281, "the heaviest term is reported");
+    let c = json(&["explain", "assets/samples/chelsea.png", "--json", "--class", "285", "--raw", "--signed"]);
+    let score = |v: &serde_json::Value| v["score"].as_f64().unwrap();
+    assert!((score(&b) - (score(&a) + 0.5 * score(&c))).abs() < 1e-3, "{} vs {} + 0.5 * {}", score(&b), score(&a), score(&c));
+    let values = |v: &serde_json::Value| v["cam"]["values"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect::<Vec<_>>();
+    for ((x, y), z) in values(&b).iter().zip(values(&a)).zip(values(&c)) {
+        assert!((x - (y + 0.5 * z)).abs() < 1e-3 * (1.0 + y.abs()), "Grad-CAM is linear in the target: {x} vs {y} + 0.5 * {z}");
+    }
+}
+
+#[test]
+fn eigen_and_aug_smoothing_change_the_map_and_are_refused_where_they_do_not_apply() {
+    let plain = json(&["explain", "assets/samples/chelsea.png", "--json", "--class", "281"]);
+    let eigen = json(&["explain", "assets/samples/chelsea.png", "--json", "--class", "281", "--eigen-smooth"]);
+    let aug = json(&["explain", "assets/samples/chelsea.png", "--json", "--class", "281", "--aug-smooth"]);
+    let values = |v: &serde_json::Value| v["cam"]["values"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect::<Vec<_>>();
+    for (name, v) in [("eigen", &eigen), ("aug", &aug)] {
+        assert_eq!(v["class"], 281, "{name}");
+        assert_eq!(values(v).len(), 49, "{name}");
+        assert_ne!(values(v), values(&plain), "{name} changes the map");
+    }
+    let (code, _, err) = gradcam(&["explain", "assets/samples/chelsea.png", "--method", "saliency", "--aug-smooth"]);
+    assert!(code == 2 && err.contains("aug smoothing"), "{err}");
+    let (code, _, err) = gradcam(&["explain", "assets/samples/chelsea.png", "--method", "eigencam", "--eigen-smooth"]);
+    assert!(code == 2 && err.contains("eigen smoothing applies to"), "{err}");
+}
+
+#[test]
 fn top_k_explains_each_class_and_writes_overlays() {
     let out = std::env::temp_dir().join("gradcam-cli-test-overlay.png");
     let v = json(&["explain", "assets/samples/chelsea.png", "--top", "3", "--json", "--out", out.to_str().unwrap(), "--method", "gradcam++", "--colormap", "turbo"]);
@@ -83,13 +114,15 @@ fn layers_lists_names_and_marks_the_default() {
 
 #[test]
 fn bad_arguments_fail_with_a_message_that_says_what_to_fix() {
-    let cases: [(&[&str], &str); 11] = [
+    let cases: [(&[&str], &str); 13] = [
         (&["explain", "assets/samples/coffee.png", "--method", "ig", "--ig-steps", "0"], "1 to 256"),
         (&["explain", "assets/samples/coffee.png", "--method", "ig", "--ig-steps", "many"], "takes a number"),
         (&["explain", "assets/samples/coffee.png", "--ig-baseline", "mauve"], "black, blur"),
         (&["explain", "assets/samples/coffee.png", "--smooth-samples", "100000"], "1 to 256"),
         (&["explain", "assets/samples/coffee.png", "--method", "occlusion", "--occlusion-patch", "500", "--occlusion-stride", "500"], "larger than the 224 x 224 input"),
         (&["explain", "assets/samples/coffee.png", "--class", "1000"], "out of range"),
+        (&["explain", "assets/samples/coffee.png", "--class", "281:"], "--class: option: the weight '' of class 281 is not a number"),
+        (&["explain", "assets/samples/coffee.png", "--class", "281:1,cat:2"], "not a class index"),
         (&["explain", "assets/samples/coffee.png", "--method", "magic"], "choose one of"),
         (&["explain", "assets/samples/coffee.png", "--layer", "_blocks.99"], "unknown layer"),
         (&["explain", "no-such-image.png"], "cannot read image"),

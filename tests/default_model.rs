@@ -90,7 +90,7 @@ fn every_method_gives_a_finite_nonzero_map_on_a_photo() {
     let img = sample("coffee.png");
     for method in gradcam_wasm::methods::ALL {
         // The attribution methods at cheap settings (their defaults are timed in `attribution_methods_on_the_default_model`).
-        let attribution = AttributionOptions { steps: 8, samples: 4, patch: 32, stride: 32, ..Default::default() };
+        let attribution = AttributionOptions { steps: 8, samples: 4, patch: Some(32), stride: Some(32), ..Default::default() };
         let opts = ExplainOptions { method, score_cam: ScoreCamOptions { batch: Some(32), max_channels: Some(96) }, attribution, ..Default::default() };
         let e = ex.explain(&img, &opts).unwrap_or_else(|e| panic!("{}: {e}", method.name()));
         assert_eq!(e.class, ESPRESSO);
@@ -222,7 +222,7 @@ fn attribution_methods_on_the_default_model() {
     let comp = composite();
     let resize = Some(Resize::Exact { width: 448, height: 224 });
     let cats = Target::Weighted(CATS.iter().map(|&c| (c, 1.0)).collect());
-    let attribution = AttributionOptions { steps: 8, samples: 8, patch: 32, stride: 32, ..Default::default() };
+    let attribution = AttributionOptions { steps: 8, samples: 8, patch: Some(32), stride: Some(32), ..Default::default() };
     for method in [Method::SALIENCY, Method::INPUT_X_GRADIENT, Method::INTEGRATED_GRADIENTS, Method::SMOOTHGRAD, Method::OCCLUSION] {
         let opts = |target: Target| ExplainOptions { method, target, resize: resize.clone(), attribution, ..Default::default() };
         let mut reports = 0;

@@ -365,7 +365,9 @@ fn explain_case(ex: &mut Explainer, data: &[u8]) {
         score_cam: ScoreCamOptions { batch: Some(r.u16()), max_channels: Some(1 + r.u8() as usize % 3) },
         // Cheap settings (no bytes read, so the cases keep their meaning): a few passes per case, and
         // occlusion windows of 256 px (refused below that size; 16 windows at ~1000 x 1000).
-        attribution: AttributionOptions { steps: 2, samples: 2, patch: 256, stride: 256, ..Default::default() },
+        attribution: AttributionOptions { steps: 2, samples: 2, patch: Some(256), stride: Some(256), ..Default::default() },
+        eigen_smooth: false,
+        aug_smooth: false,
     };
     let exact = r.u8() % 8 != 0;
     let alpha = r.u8() as f32 / 200.0;

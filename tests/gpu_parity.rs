@@ -224,7 +224,7 @@ fn the_session_hands_what_it_cannot_gather_to_the_cpu() {
     let (mut on_gpu, mut on_cpu) = (Explainer::new(model()), Explainer::new(model()));
     let image = sample("chelsea.png");
     for method in [Method::SALIENCY, Method::OCCLUSION, Method::FULLGRAD] {
-        let opts = ExplainOptions { method, attribution: AttributionOptions { patch: 56, stride: 56, ..Default::default() }, ..Default::default() };
+        let opts = ExplainOptions { method, attribution: AttributionOptions { patch: Some(56), stride: Some(56), ..Default::default() }, ..Default::default() };
         let g = pollster::block_on(session.explain(&mut on_gpu, &image, &opts, &mut |_, _| {})).unwrap();
         let c = on_cpu.explain(&image, &opts).unwrap();
         assert_eq!(g.backend, "cpu", "{}", method.name());

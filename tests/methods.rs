@@ -527,14 +527,14 @@ fn occlusion_gives_the_mean_score_drop_of_the_windows_covering_each_pixel() {
     let (x, b) = (input().data, black_image());
     let d: Vec<f32> = rgb_sum(&(0..27).map(|i| w()[i] * (x[i] - b[i])).collect::<Vec<_>>());
     // 1 x 1 windows: the map is d itself.
-    let (c, reports) = run_net(Method::OCCLUSION, &LINEAR, AttributionOptions { patch: 1, stride: 1, ..Default::default() });
+    let (c, reports) = run_net(Method::OCCLUSION, &LINEAR, AttributionOptions { patch: Some(1), stride: Some(1), ..Default::default() });
     assert_map(Method::OCCLUSION, &c.map.data, &d);
     assert_eq!(reports.last(), Some(&(10, 10)), "9 windows and the unoccluded input");
     // One 3 x 3 window: every pixel gets the whole drop.
-    let (c, _) = run_net(Method::OCCLUSION, &LINEAR, AttributionOptions { patch: 3, stride: 3, ..Default::default() });
+    let (c, _) = run_net(Method::OCCLUSION, &LINEAR, AttributionOptions { patch: Some(3), stride: Some(3), ..Default::default() });
     assert_map(Method::OCCLUSION, &c.map.data, &[d.iter().sum::<f32>(); 9]);
     // 2 x 2 windows at (0, 0), (0, 1), (1, 0), (1, 1): a corner is in one window, the centre in all four.
-    let (c, _) = run_net(Method::OCCLUSION, &LINEAR, AttributionOptions { patch: 2, stride: 1, ..Default::default() });
+    let (c, _) = run_net(Method::OCCLUSION, &LINEAR, AttributionOptions { patch: Some(2), stride: Some(1), ..Default::default() });
     let win = |y: usize, x: usize| d[3 * y + x] + d[3 * y + x + 1] + d[3 * y + x + 3] + d[3 * y + x + 4];
     assert!((c.map.data[0] - win(0, 0)).abs() < 1e-4);
     assert!((c.map.data[8] - win(1, 1)).abs() < 1e-4);
@@ -552,12 +552,25 @@ fn occlusion_windows_cover_the_edge_and_settings_are_checked() {
         AttributionOptions { steps: 257, ..Default::default() },
         AttributionOptions { samples: 1000, ..Default::default() },
         AttributionOptions { noise: f32::NAN, ..Default::default() },
-        AttributionOptions { patch: 0, ..Default::default() },
-        AttributionOptions { patch: 4, stride: 5, ..Default::default() },
+        AttributionOptions { patch: Some(0), ..Default::default() },
+        AttributionOptions { patch: Some(4), stride: Some(5), ..Default::default() },
     ];
     for o in bad {
         assert!(o.check().is_err(), "{o:?}");
     }
     assert!(AttributionOptions::default().check().is_ok());
+    // The default window: a quarter of the shorter side, half that as the stride, so 7 or 8 windows
+    // a side at any size (one more flush with the edge when the stride leaves it uncovered); the old
+    // fixed 16 / 8 took 27 x 27 at 224.
+    let d = AttributionOptions::default();
+    assert_eq!(d.occlusion_window(224, 224), (56, 28));
+    assert_eq!(d.occlusion_window(224, 448), (56, 28));
+    for side in [224, 299, 384] {
+        let (p, s) = d.occlusion_window(side, side);
+        assert!((7..=8).contains(&window_starts(side, p, s).len()), "{side}");
+    }
+    assert_eq!(d.occlusion_window(3, 3), (1, 1));
+    assert_eq!(AttributionOptions { patch: Some(20), ..d }.occlusion_window(224, 224), (20, 10));
+    assert_eq!(AttributionOptions { stride: Some(8), ..d }.occlusion_window(224, 224), (56, 8));
     assert!(Baseline::from_name("mauve").unwrap_err().to_string().contains("black, blur"));
 }

@@ -58,7 +58,14 @@ fn explains_a_synthetic_image() {
         for k in ["name", "label", "help", "grid"] {
             assert!(field(&m, k).as_string().is_some_and(|v| !v.is_empty()), "{k} of {:?}", field(&m, "name"));
         }
+        // Which smoothings it takes: eigen only where the map sums weighted maps, aug on the layer grid.
+        let (name, smoothing) = (field(&m, "name").as_string().unwrap(), field(&m, "smoothing"));
+        let takes = |k: &str| field(&smoothing, k).as_bool().unwrap();
+        assert_eq!(takes("aug"), field(&m, "grid").as_string().unwrap() == "layer", "{name}");
+        assert!(!takes("eigen") || takes("aug"), "{name}: eigen smoothing is for layer-grid CAMs");
     }
+    let eigen_of = |name: &str| catalog.iter().find(|m| field(m, "name").as_string().unwrap() == name).map(|m| field(&field(&m, "smoothing"), "eigen").as_bool().unwrap());
+    assert_eq!((eigen_of("gradcam"), eigen_of("eigencam"), eigen_of("saliency")), (Some(true), Some(false), Some(false)));
 
     let (w, h) = (64u32, 48u32);
     let img = image(w, h, (4 * w * h) as usize);
@@ -102,7 +109,10 @@ fn bad_calls_are_errors_and_the_explainer_stays_usable() {
     bad_class(JsValue::from(f64::NAN), "integer", &mut ex);
     bad_class(JsValue::from(1000), "out of range", &mut ex);
     bad_class(JsValue::from(1e12), "out of range", &mut ex);
-    bad_class(JsValue::from_str("3"), "number", &mut ex);
+    bad_class(JsValue::from_str("cat"), "not a class index", &mut ex);
+    bad_class(JsValue::from_str("281:"), "not a number", &mut ex);
+    bad_class(JsValue::from_str("3:1,1000:1"), "out of range", &mut ex);
+    bad_class(JsValue::from(true), "number or a weighted string", &mut ex);
 
     let m = message(ex.explain(image(0, 0, 0), none(), none()).err().unwrap());
     assert!(m.contains("zero size"), "{m}");
@@ -115,6 +125,8 @@ fn bad_calls_are_errors_and_the_explainer_stays_usable() {
         ("preprocess", "pad", "unknown preprocess"),
         ("layer", "nope", "nope"),
         ("colour", "jet", "unknown explain option"),
+        ("eigenSmooth", "yes", "'eigenSmooth' must be a boolean"),
+        ("augSmooth", "yes", "'augSmooth' must be a boolean"),
     ] {
         let m = message(ex.explain(img.clone(), none(), obj(&[(key, value.into())])).err().unwrap());
         assert!(m.contains(want), "{key}: {m}");
@@ -130,6 +142,19 @@ fn bad_calls_are_errors_and_the_explainer_stays_usable() {
     // Still usable after all of that.
     let r = ex.explain(img.clone(), JsValue::from(0), none()).unwrap();
     assert_eq!(field(&r, "classIdx").as_f64(), Some(0.0));
+    // A weighted class as a string: the score is the weighted sum of the logits.
+    let a = ex.explain(img.clone(), JsValue::from(3), none()).unwrap();
+    let mix = ex.explain(img.clone(), JsValue::from_str("0:1, 3:0.5"), none()).unwrap();
+    assert_eq!(field(&mix, "classIdx").as_f64(), Some(0.0), "the heaviest term");
+    let logit = |r: &JsValue| field(r, "logit").as_f64().unwrap();
+    assert!((logit(&mix) - (logit(&r) + 0.5 * logit(&a))).abs() < 1e-3, "{} vs {} + 0.5 * {}", logit(&mix), logit(&r), logit(&a));
+    // The smoothings: accepted where they apply, refused with the reason where they do not.
+    for key in ["eigenSmooth", "augSmooth"] {
+        let r = ex.explain(img.clone(), JsValue::from(0), obj(&[(key, true.into())])).unwrap();
+        assert_eq!(field(&r, "classIdx").as_f64(), Some(0.0), "{key}");
+    }
+    let m = message(ex.explain(img.clone(), none(), obj(&[("method", "saliency".into()), ("augSmooth", true.into())])).err().unwrap());
+    assert!(m.contains("aug smoothing"), "{m}");
     // An overlay of another-sized image is refused before any ImageData is built.
     assert!(ex.overlay(image(8, 8, 256), r, none()).is_err());
 }

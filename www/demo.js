@@ -20,6 +20,7 @@ const el = {
   colormap: $('#colormap'),
   colorbar: $('#colorbar'),
   preprocess: $('#preprocess'),
+  smoothing: $('#smoothing'),
   normalize: $('#normalize'),
   opacity: $('#opacity'),
   opacityValue: $('#opacity-value'),
@@ -125,7 +126,18 @@ function options() {
     preprocess: el.preprocess.value,
     // Score-CAM's faster variant: the 128 channels of highest variance (one forward pass each).
     scoreCamChannels: 128,
+    ...smoothingOptions(),
   };
+}
+
+/** pytorch-grad-cam's smoothings, asked for only where the method takes them (the catalog says). */
+function smoothingOptions() {
+  const v = el.smoothing.value;
+  const takes = methodInfo(el.method.value)?.smoothing || { eigen: false, aug: false };
+  const o = {};
+  if ((v === 'eigen' || v === 'both') && takes.eigen) o.eigenSmooth = true;
+  if ((v === 'aug' || v === 'both') && takes.aug) o.augSmooth = true;
+  return o;
 }
 
 function alpha() {
@@ -646,6 +658,11 @@ function updateMethodHelp() {
   const n = info?.needs;
   const gradientFree = !!n && !n.layerGradient && !n.guidedInputGradient && !n.batchedForwards && !n.classifierWeights && !n.layerForwards;
   el.top5.classList.toggle('is-agnostic', gradientFree);
+  // The smoothings the method does not take are greyed out (and not sent).
+  const takes = info?.smoothing || { eigen: false, aug: false };
+  for (const o of el.smoothing.options) {
+    o.disabled = (o.value === 'eigen' && !takes.eigen) || (o.value === 'aug' && !takes.aug) || (o.value === 'both' && !(takes.eigen && takes.aug));
+  }
 }
 
 function updateColorbar() {
@@ -732,7 +749,7 @@ function wire() {
     explainNow();
   });
 
-  for (const s of [el.method, el.layer, el.preprocess, el.normalize]) {
+  for (const s of [el.method, el.layer, el.preprocess, el.normalize, el.smoothing]) {
     s.addEventListener('change', () => {
       if (s === el.method) updateMethodHelp();
       explainNow();
@@ -816,7 +833,7 @@ el.evaluate.addEventListener('click', async () => {
   el.auc.textContent = 'Measuring: 202 forwards…';
   try {
     const opts = options();
-    const r = await state.client.evaluate(image.imageData, result.classIdx, { method: opts.method, layer: opts.layer, preprocess: opts.preprocess, scoreCamChannels: opts.scoreCamChannels });
+    const r = await state.client.evaluate(image.imageData, result.classIdx, { method: opts.method, layer: opts.layer, preprocess: opts.preprocess, scoreCamChannels: opts.scoreCamChannels, eigenSmooth: opts.eigenSmooth, augSmooth: opts.augSmooth });
     if (state.result !== result) return; // another explanation since
     drawCurves(r);
     el.auc.textContent = `deletion AUC ${r.deletion.auc.toFixed(3)} (lower is better) · insertion AUC ${r.insertion.auc.toFixed(3)} (higher is better) · ${fmtMs(r.ms)}`;

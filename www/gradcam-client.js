@@ -80,6 +80,13 @@ export async function toImageData(image) {
   return out;
 }
 
+/** classIdx as the worker takes it: null (top-1), a number, or a weighted string "281:1,285:0.5". */
+function classArg(classIdx) {
+  if (classIdx === null || classIdx === undefined || classIdx === '') return null;
+  if (typeof classIdx === 'string' && /[:,]/.test(classIdx)) return classIdx; // weighted: wasm parses it
+  return Number(classIdx);
+}
+
 export class GradcamClient extends EventTarget {
   /**
    * @param {{worker?: Worker, workerUrl?: string|URL, wasmUrl?: string|URL}} [options]
@@ -333,7 +340,8 @@ export class GradcamClient extends EventTarget {
   /**
    * Explains `classIdx` (default: the top-1 class) for `imageData`.
    * @param {ImageData|ImageBitmap|HTMLImageElement|HTMLCanvasElement|OffscreenCanvas|Blob|string} image  any image (`toImageData`)
-   * @param {number|null} [classIdx]
+   * @param {number|string|null} [classIdx]  an index, or a weighted mix "281:1,285:0.5" (explains
+   *   1*y_281 + 0.5*y_285; at most 64 terms; parsed and checked in wasm)
    * @param {{method?, layer?, colormap?, alpha?, normalize?: 'minmax'|'raw', preprocess?: 'crop'|'resize'}} [options]
    * @param {(done: number, total: number) => void} [onProgress]  for long methods (Score-CAM)
    */
@@ -345,7 +353,7 @@ export class GradcamClient extends EventTarget {
     const { args, transfer } = this._imageArgs(imageData);
     const opts = {};
     for (const [k, v] of Object.entries(options || {})) if (v !== undefined && v !== null && v !== '') opts[k] = v;
-    const cls = classIdx === null || classIdx === undefined || classIdx === '' ? null : Number(classIdx);
+    const cls = classArg(classIdx);
     return this._call('explain', { ...args, classIdx: cls, options: opts }, transfer, onProgress);
   }
 
@@ -363,7 +371,7 @@ export class GradcamClient extends EventTarget {
     const { args, transfer } = this._imageArgs(imageData);
     const opts = {};
     for (const [k, v] of Object.entries(options || {})) if (v !== undefined && v !== null && v !== '') opts[k] = v;
-    const cls = classIdx === null || classIdx === undefined || classIdx === '' ? null : Number(classIdx);
+    const cls = classArg(classIdx);
     return this._call('evaluate', { ...args, classIdx: cls, options: opts }, transfer);
   }
 

@@ -7,7 +7,8 @@
 //                      method="gradcam" colormap="jet" alpha="0.5"></gradcam-explainer>
 //
 // Attributes: src (photo), model (weights URL; default the bundled EfficientNet-Lite0,
-// ../assets/models/efficientnet-lite0.safetensors relative to this module), class or target-class (class index; default the top-1 class), method,
+// ../assets/models/efficientnet-lite0.safetensors relative to this module), class or target-class
+// (class index; default the top-1 class; target-class may also be a weighted mix "281:1,285:0.5"), method,
 // layer, colormap, alpha (0..1), preprocess ('crop' | 'resize'), normalize ('minmax' | 'raw'),
 // arch, backend ('auto' | 'cpu' | 'webgpu'; default auto: WebGPU on a hardware GPU, else the CPU),
 // caption ('none' hides it), eager (load at once instead of when visible), integrity (the model's
@@ -174,7 +175,10 @@ class GradcamExplainerElement extends HTMLElement {
 
   get _classIdx() {
     const v = (this.getAttribute('target-class') ?? this.getAttribute('class') ?? '').trim();
-    return /^\d+$/.test(v) ? Number(v) : null; // "class" may also hold CSS class names
+    if (/^\d+$/.test(v)) return Number(v);
+    // A weighted mix ("281:1,285:0.5") only from target-class: "class" may also hold CSS class names.
+    const t = (this.getAttribute('target-class') ?? '').trim();
+    return /^\d+\s*:/.test(t) ? t : null;
   }
 
   _show(message, progress = null, isError = false) {

@@ -1,10 +1,10 @@
 //! `gradcam`: the command-line tool (native builds only).
 //!
-//!   gradcam explain IMAGE [--model FILE] [--arch NAME] [--class N | --top K] [--method NAME] [--layer NAME[,NAME..]]
+//!   gradcam explain IMAGE [--model FILE] [--arch NAME] [--class N | --class N:W,M:V | --top K] [--method NAME] [--layer NAME[,NAME..]]
 //!                         [--out overlay.png] [--json] [--colormap NAME] [--alpha A] [--signed] [--raw]
 //!                         [--resize WxH] [--tensor input.npy]
 //!                         [--ig-steps N] [--ig-baseline black|blur] [--smooth-samples N] [--smooth-noise F]
-//!                         [--occlusion-patch N] [--occlusion-stride N]
+//!                         [--occlusion-patch N] [--occlusion-stride N] [--eigen-smooth] [--aug-smooth]
 //!   gradcam evaluate [IMAGE] [--method NAME|all] [--class N] [--steps N] [--baseline blur|mean] [--cell N] [--json]
 //!   gradcam layers [--model FILE] [--arch NAME]
 //!   model settings (both commands): [--data FILE.onnx.data] [--labels FILE] [--size N] [--mean R,G,B --std R,G,B]
@@ -45,11 +45,11 @@ mod cli {
     type Res<T> = Result<T, String>;
 
     const USAGE: &str = "usage:
-  gradcam explain IMAGE [--model FILE] [--arch NAME] [--class N | --top K] [--method NAME] [--layer NAME[,NAME..]]
-                        [--out overlay.png] [--json] [--colormap turbo|jet|viridis|inferno] [--alpha 0.5]
+  gradcam explain IMAGE [--model FILE] [--arch NAME] [--class N | --class N:W,M:V | --top K] [--method NAME]
+                        [--layer NAME[,NAME..]] [--out overlay.png] [--json] [--colormap turbo|jet|viridis|inferno] [--alpha 0.5]
                         [--signed] [--raw] [--resize WxH] [--tensor input.npy] [--box]
                         [--ig-steps N] [--ig-baseline black|blur] [--smooth-samples N] [--smooth-noise F]
-                        [--occlusion-patch N] [--occlusion-stride N]
+                        [--occlusion-patch N] [--occlusion-stride N] [--eigen-smooth] [--aug-smooth]
   gradcam evaluate [IMAGE] [--method NAME|all] [--class N] [--steps 100] [--baseline blur|mean] [--cell 1]
                         [--score-cam-channels 64] [--samples DIR] [--json]
       without IMAGE: the pointing game on 1x2 and 2x2 grids of the bundled photos for every method,
@@ -63,14 +63,22 @@ model settings (explain and layers):
   --labels FILE     class names: a JSON array or one per line
   --size N          input size (default: the family's, e.g. 224; 299 for Inception v3; an ONNX file's own)
   --mean R,G,B --std R,G,B   normalization on x / 255 (default: the family's)
+  --class N         the class to explain (default: the top-1); N:W,M:V,... explains the weighted
+                    score W*y_N + V*y_M + ... (at most 64 terms; the reported class is the largest |weight|)
+  --eigen-smooth    CAMs that sum weighted feature maps: their first principal component instead
+                    of the sum (pytorch-grad-cam's eigen_smooth); no extra passes
+  --aug-smooth      layer-grid CAMs: the mean map over the image and its mirror image, each times 0.9,
+                    1 and 1.1 (pytorch-grad-cam's aug_smooth): 6 forward/backward passes instead of 1,
+                    and 6x the work of Score-CAM or Ablation-CAM
   --ig-steps N      integrated-gradients steps (default 32, at most 256)
   --ig-baseline B   integrated-gradients and occlusion baseline: black (default) or blur
   --smooth-samples N   smoothgrad noisy copies (default 25, at most 256)
   --smooth-noise F  smoothgrad noise, a fraction of the input range (default 0.15)
-  --occlusion-patch N --occlusion-stride N   occlusion window and step in input pixels (default 16, 8)";
+  --occlusion-patch N --occlusion-stride N   occlusion window and step in input pixels (default: a
+                    quarter of the shorter side and half that, 56 and 28 at 224: 49 windows, 50 forwards)";
 
     /// Flags that take no value.
-    const SWITCHES: [&str; 5] = ["--json", "--signed", "--raw", "--f16", "--box"];
+    const SWITCHES: [&str; 7] = ["--json", "--signed", "--raw", "--f16", "--box", "--eigen-smooth", "--aug-smooth"];
 
     struct Args {
         positional: Vec<String>,
@@ -231,6 +239,8 @@ model settings (explain and layers):
             names => o.layer = names.and_then(|n| n.into_iter().next()),
         }
         o.signed = args.has("--signed");
+        o.eigen_smooth = args.has("--eigen-smooth");
+        o.aug_smooth = args.has("--aug-smooth");
         if args.has("--raw") {
             o.normalization = Normalization::Raw;
         }
@@ -246,10 +256,15 @@ model settings (explain and layers):
         }
         a.samples = args.number("--smooth-samples")?.unwrap_or(a.samples);
         a.noise = args.number("--smooth-noise")?.unwrap_or(a.noise);
-        a.patch = args.number("--occlusion-patch")?.unwrap_or(a.patch);
-        a.stride = args.number("--occlusion-stride")?.unwrap_or(a.stride);
+        a.patch = args.number("--occlusion-patch")?.or(a.patch);
+        a.stride = args.number("--occlusion-stride")?.or(a.stride);
         a.check().map_err(|e| e.to_string())?;
         Ok(o)
+    }
+
+    /// `--class 281` or a weighted mix `--class 281:1,285:0.5`; `None` when not given.
+    fn target(args: &Args, num_classes: usize) -> Res<Option<Target>> {
+        args.get("--class").map(|t| Target::parse(t, num_classes).map_err(|e| format!("--class: {e}"))).transpose()
     }
 
     fn explain(args: &Args) -> Res<()> {
@@ -259,7 +274,7 @@ model settings (explain and layers):
         let colormap = Colormap::from_name(args.get("--colormap").unwrap_or("jet"))?;
         let alpha: f32 = args.number("--alpha")?.unwrap_or(0.5);
         let top: usize = args.number("--top")?.unwrap_or(1);
-        let class: Option<usize> = args.number("--class")?;
+        let class = target(args, explainer.model().graph.num_classes)?;
         let (image, tensor) = match (args.get("--tensor"), args.positional.first()) {
             (Some(t), _) => (None, Some(load_tensor(t)?)),
             (None, Some(path)) => (Some(load_image(path)?), None),
@@ -270,9 +285,9 @@ model settings (explain and layers):
             (_, Some(t)) => explainer.explain_tensor(t.clone(), opts).map_err(|e| e.to_string()),
             _ => Err("explain needs an IMAGE or --tensor FILE".to_string()),
         };
-        let classes: Vec<Option<usize>> = match class {
-            Some(c) => vec![Some(c)],
-            None if top <= 1 => vec![None],
+        let targets: Vec<Target> = match class {
+            Some(t) => vec![t],
+            None if top <= 1 => vec![Target::Top1],
             None => {
                 let classes = explainer.model().graph.num_classes;
                 if top > classes {
@@ -281,12 +296,12 @@ model settings (explain and layers):
                 // The K best classes of this image's forward pass (reused by the explanations below).
                 run(&mut explainer, &opts)?;
                 let logits = explainer.last_logits().ok_or("no forward pass to rank the classes of")?.to_vec();
-                explainer.top_k(&logits, top).iter().map(|p| Some(p.class)).collect()
+                explainer.top_k(&logits, top).iter().map(|p| Target::Class(p.class)).collect()
             }
         };
         let mut results = Vec::new();
-        for c in classes {
-            opts.target = c.map_or(Target::Top1, Target::Class);
+        for t in targets {
+            opts.target = t;
             results.push(run(&mut explainer, &opts)?);
         }
         for (i, e) in results.iter().enumerate() {
@@ -430,7 +445,7 @@ model settings (explain and layers):
             let image = load_image(path)?;
             let mut opts = options(args)?;
             opts.score_cam.max_channels = Some(channels);
-            opts.target = args.number("--class")?.map_or(Target::Top1, Target::Class);
+            opts.target = target(args, explainer.model().graph.num_classes)?.unwrap_or(Target::Top1);
             let mut out = Vec::new();
             for m in methods {
                 opts.method = m;

@@ -35,6 +35,11 @@ pub const MAX_BATCH_BYTES: usize = 64 << 20;
 /// first batch also carries the unablated activations, whose score is y (so y and every y_k come from
 /// the same computation). `progress(done, total)` counts channels.
 pub fn ablation_cam(a: &FeatureMap, target: &[f32], batch: usize, forwards: &mut LayerForwards, progress: &mut dyn FnMut(usize, usize)) -> Result<Map> {
+    Ok(weighted_sum(a, &ablation_weights(a, target, batch, forwards, progress)?))
+}
+
+/// Ablation-CAM's per-channel weights, (y - y_k) / y.
+pub fn ablation_weights(a: &FeatureMap, target: &[f32], batch: usize, forwards: &mut LayerForwards, progress: &mut dyn FnMut(usize, usize)) -> Result<Vec<f32>> {
     let (c, per_copy) = (a.channels, a.data.len());
     let classes = target.len();
     let batch = batch.max(1).min(MAX_BATCH_BYTES / (per_copy * 4).max(1)).max(1);
@@ -66,6 +71,5 @@ pub fn ablation_cam(a: &FeatureMap, target: &[f32], batch: usize, forwards: &mut
     if y == 0.0 || !y.is_finite() {
         return Err(Error::Numeric(format!("Ablation-CAM divides by the explained score, which is {y} here; use Grad-CAM or Score-CAM for this target")));
     }
-    let weights: Vec<f32> = scores[1..].iter().map(|yk| (y - yk) / y).collect();
-    Ok(weighted_sum(a, &weights))
+    Ok(scores[1..].iter().map(|yk| (y - yk) / y).collect())
 }

@@ -111,19 +111,28 @@ pub fn grad_cam_elementwise(a: &FeatureMap, g: &FeatureMap) -> Map {
 
 /// XGradCAM (Fu et al.): w_k = sum_ij g A / (sum_ij A + 1e-7).
 pub fn xgrad_cam(a: &FeatureMap, g: &FeatureMap) -> Map {
-    let w: Vec<f32> = (0..a.channels)
+    weighted_sum(a, &xgrad_cam_weights(a, g))
+}
+
+/// XGradCAM's per-channel weights.
+pub fn xgrad_cam_weights(a: &FeatureMap, g: &FeatureMap) -> Vec<f32> {
+    (0..a.channels)
         .map(|k| {
             let num: f32 = a.plane(k).iter().zip(g.plane(k)).map(|(x, y)| x * y).sum();
             num / (a.plane(k).iter().sum::<f32>() + 1e-7)
         })
-        .collect();
-    weighted_sum(a, &w)
+        .collect()
 }
 
 /// Grad-CAM++ (Chattopadhay et al.) in its closed form for an exponential output:
 /// a_ij = g^2 / (2 g^2 + sum_ab A_ab g^3), w_k = sum_ij a_ij ReLU(g_ij); a = 0 where g == 0.
 pub fn grad_cam_plus_plus(a: &FeatureMap, g: &FeatureMap) -> Map {
-    let w: Vec<f32> = (0..a.channels)
+    weighted_sum(a, &grad_cam_plus_plus_weights(a, g))
+}
+
+/// Grad-CAM++'s per-channel weights.
+pub fn grad_cam_plus_plus_weights(a: &FeatureMap, g: &FeatureMap) -> Vec<f32> {
+    (0..a.channels)
         .map(|k| {
             let sum_a: f32 = a.plane(k).iter().sum();
             g.plane(k)
@@ -135,6 +144,5 @@ pub fn grad_cam_plus_plus(a: &FeatureMap, g: &FeatureMap) -> Map {
                 })
                 .sum()
         })
-        .collect();
-    weighted_sum(a, &w)
+        .collect()
 }

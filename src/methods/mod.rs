@@ -13,6 +13,7 @@ pub mod eigen;
 pub mod fullgrad;
 pub mod guided;
 pub mod score;
+pub mod smooth;
 
 use crate::error::{Error, Result};
 use crate::fail;

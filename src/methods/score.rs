@@ -5,8 +5,8 @@
 use super::{Grid, Method, MethodDef, Needs, Sign};
 use crate::error::Result;
 use crate::feature_map::{FeatureMap, Map};
-use crate::methods::cam::weighted_sum;
 use crate::imaging::normalize::min_max;
+use crate::methods::cam::weighted_sum;
 
 impl Method {
     pub const SCORE_CAM: Method = Method(&MethodDef {
@@ -69,6 +69,11 @@ pub type LogitsBatch<'a> = super::Forwards<'a>;
 /// `logits_batch(inputs, n)` runs n masked inputs (n x 3 x H x W) and returns n x classes logits;
 /// `progress(done, total)` is called after each batch.
 pub fn score_cam(a: &FeatureMap, input: &FeatureMap, target: &[f32], opts: ScoreCamOptions, logits_batch: &mut LogitsBatch, progress: &mut dyn FnMut(usize, usize)) -> Result<Map> {
+    Ok(weighted_sum(a, &score_cam_weights(a, input, target, opts, logits_batch, progress)?))
+}
+
+/// Score-CAM's per-channel weights (0 for the channels not scored).
+pub fn score_cam_weights(a: &FeatureMap, input: &FeatureMap, target: &[f32], opts: ScoreCamOptions, logits_batch: &mut LogitsBatch, progress: &mut dyn FnMut(usize, usize)) -> Result<Vec<f32>> {
     let mut steps = ScoreCamSteps::new(a, input, opts);
     let _batch = crate::budget::reserve_floats(steps.batch.saturating_mul(input.data.len()), || format!("Score-CAM's batch of {} masked inputs", steps.batch))?;
     while let Some((masked, n)) = steps.next_batch() {
@@ -77,7 +82,7 @@ pub fn score_cam(a: &FeatureMap, input: &FeatureMap, target: &[f32], opts: Score
         let (done, total) = steps.progress();
         progress(done, total);
     }
-    Ok(steps.finish())
+    Ok(steps.weights())
 }
 
 /// Score-CAM as steps, so that the batched forwards can be run synchronously (`score_cam`) or awaited
@@ -145,12 +150,17 @@ impl<'a> ScoreCamSteps<'a> {
 
     /// The map: channels weighted by the softmax of their scores.
     pub fn finish(self) -> Map {
+        weighted_sum(self.a, &self.weights())
+    }
+
+    /// The channels' weights: the softmax of their scores (0 for the channels not scored).
+    pub fn weights(&self) -> Vec<f32> {
         // Softmax over channels (a baseline score subtracted from all would cancel here).
         let mut weights = vec![0.0f32; self.a.channels];
         for (&k, p) in self.channels.iter().zip(crate::imaging::normalize::softmax(&self.scores)) {
             weights[k] = p;
         }
-        weighted_sum(self.a, &weights)
+        weights
     }
 }
 

@@ -277,6 +277,28 @@ describe('desktop 1280x800: a dropped cat|coffee photo', () => {
     console.log(`# Grad-CAM++ of class ${measured.cat.cls}: R-B left ${round(c.left)} right ${round(c.right)}`);
     assert.ok(c.left - c.right > MARGIN, `Grad-CAM++ cat heat should lie on the left: left ${round(c.left)} vs right ${round(c.right)}`);
 
+    // Smoothing (Grad-CAM++ takes both kinds): each redraws the same class's map differently, and
+    // 'none' brings the plain map back exactly.
+    for (const value of ['eigen', 'aug']) {
+      from = await logLength(page);
+      await page.selectOption('#smoothing', value);
+      await waitForResult(page, from, measured.cat.cls, 'Grad-CAM++');
+      const sm = await waitForCanvasChange(page, c, `smoothing '${value}'`);
+      console.log(`# Grad-CAM++ of class ${measured.cat.cls}, ${value} smoothing: R-B left ${round(sm.left)} right ${round(sm.right)}`);
+      // (Eigen smoothing keeps the weighted maps' dominant pattern, so its contrast is weaker: seen 10 units.)
+      assert.ok(sm.left > sm.right, `smoothed (${value}) cat heat should lean left: left ${round(sm.left)} vs right ${round(sm.right)}`);
+    }
+    from = await logLength(page);
+    await page.selectOption('#smoothing', 'none');
+    await waitForResult(page, from, measured.cat.cls, 'Grad-CAM++');
+    const t0 = Date.now();
+    let hash = (await canvasStats(page)).hash;
+    while (hash !== c.hash && Date.now() - t0 < 10000) {
+      await page.waitForTimeout(100);
+      hash = (await canvasStats(page)).hash;
+    }
+    assert.equal(hash, c.hash, "smoothing 'none' gives the plain map again");
+
     // Colormap: only the colour layer is redrawn (no new explanation, so #timing stays).
     before = c;
     from = await logLength(page);

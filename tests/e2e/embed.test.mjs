@@ -91,3 +91,33 @@ test('an element explains with the user\'s ONNX model, its .onnx.data and a labe
   assert.deepEqual(errors.filter((e) => !/favicon/.test(e)), []);
   await page.close();
 });
+
+test('target-class takes a weighted mix of classes, and a bad one is an error event', async () => {
+  const page = await browser.newPage({ viewport: { width: 800, height: 600 } });
+  const errors = recordErrors(page);
+  await page.goto(new URL('www/embed-example.html', server.url).href);
+  const explain = (targetClass) =>
+    page.evaluate(
+      (targetClass) =>
+        new Promise((ok) => {
+          const el = document.createElement('gradcam-explainer');
+          el.addEventListener('gradcam-result', (e) => ok({ classIdx: e.detail.classIdx, logit: e.detail.logit }));
+          el.addEventListener('gradcam-error', (e) => ok({ error: e.detail.message }));
+          for (const [k, v] of Object.entries({
+            eager: '',
+            src: '../assets/samples/chelsea.png',
+            model: '../assets/models/efficientnet-lite0.safetensors',
+            'target-class': targetClass,
+          })) el.setAttribute(k, v);
+          document.body.append(el);
+        }),
+      targetClass,
+    );
+  const [a, b, mix, bad] = [await explain('281'), await explain('285'), await explain('285:0.5, 281:1'), await explain('281:')];
+  console.log('# weighted target-class:', JSON.stringify({ a, b, mix, bad }));
+  assert.equal(mix.classIdx, 281, 'the heaviest term is the class reported');
+  assert.ok(Math.abs(mix.logit - (a.logit + 0.5 * b.logit)) < 1e-3, `the score is y_281 + 0.5 y_285: ${JSON.stringify({ a, b, mix })}`);
+  assert.match(bad.error || '', /not a number/, `"281:" is refused with the reason: ${JSON.stringify(bad)}`);
+  assert.deepEqual(errors.filter((e) => !/favicon/.test(e)), []);
+  await page.close();
+});
