@@ -273,7 +273,11 @@ pub fn method_catalog() -> JsResult<Array> {
             set(&n, "classifierWeights", needs.classifier_weights)?;
             set(&n, "layerForwards", needs.layer_forwards)?;
             set(&n, "inputGradients", needs.input_gradients)?;
+            set(&n, "deconvInputGradient", needs.deconv_input_gradient)?;
+            set(&n, "fullGradient", needs.full_gradient)?;
             set(&o, "needs", n)?;
+            // Needing nothing from the pass but the activations: the map is the same for every class.
+            set(&o, "classAgnostic", needs == crate::methods::Needs::NOTHING)?;
             // Which of the `eigenSmooth` / `augSmooth` options the method takes (others are refused).
             let smoothing = Object::new();
             set(&smoothing, "eigen", crate::methods::smooth::supports_eigen_smooth(*m))?;
@@ -329,7 +333,9 @@ export interface MethodInfo {
   name: string; aliases: string[]; label: string; help: string;
   /** where the map lives: the target layer's grid or the input's pixels */
   grid: 'layer' | 'input';
-  needs: { layerGradient: boolean; guidedInputGradient: boolean; batchedForwards: boolean; classifierWeights: boolean; layerForwards: boolean; inputGradients: boolean };
+  needs: { layerGradient: boolean; guidedInputGradient: boolean; batchedForwards: boolean; classifierWeights: boolean; layerForwards: boolean; inputGradients: boolean; deconvInputGradient: boolean; fullGradient: boolean };
+  /** the map is the same for every class (it reads only the activations: Eigen-CAM, KPCA-CAM) */
+  classAgnostic: boolean;
   /** which smoothing options it takes: `eigenSmooth` (CAMs that sum weighted maps), `augSmooth` (layer-grid maps) */
   smoothing: { eigen: boolean; aug: boolean };
 }

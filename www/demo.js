@@ -653,11 +653,8 @@ function download() {
 function updateMethodHelp() {
   const info = methodInfo(el.method.value);
   el.methodHelp.textContent = info?.help || '';
-  // A method that asks for nothing that depends on the class (no gradient, no masked forwards, no
-  // classifier weights, no forwards from the layer) is the same for every class.
-  const n = info?.needs;
-  const gradientFree = !!n && !n.layerGradient && !n.guidedInputGradient && !n.batchedForwards && !n.classifierWeights && !n.layerForwards;
-  el.top5.classList.toggle('is-agnostic', gradientFree);
+  // A method that reads only the activations (Eigen-CAM, KPCA-CAM) gives the same map for every class.
+  el.top5.classList.toggle('is-agnostic', !!info?.classAgnostic);
   // The smoothings the method does not take are greyed out (and not sent).
   const takes = info?.smoothing || { eigen: false, aug: false };
   for (const o of el.smoothing.options) {
