@@ -170,3 +170,15 @@ fn top_k_beyond_five_explains_k_distinct_classes_and_errors_end_with_a_newline()
         assert!(err.ends_with('\n') && !err.ends_with("\n\n"), "{args:?}: {err:?}");
     }
 }
+
+#[test]
+fn the_memory_budget_is_one_explanations_forward_and_buffers_together() {
+    // EfficientNet-Lite0's forward at 224 holds 51 MiB of layer outputs: 40 MiB cannot run it, 80 MiB can.
+    let (code, _, err) = gradcam(&["explain", "assets/samples/coffee.png", "--memory-budget", "40"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("51 MiB of layer outputs, over the 40 MiB budget"), "{err}");
+    let v = json(&["explain", "assets/samples/coffee.png", "--memory-budget", "80", "--json"]);
+    assert_eq!(v["class"], 967);
+    let (code, _, err) = gradcam(&["explain", "assets/samples/coffee.png", "--memory-budget", "0"]);
+    assert!(code != 0 && err.contains("at least 1 MiB"), "{err}");
+}

@@ -50,6 +50,7 @@ mod cli {
                         [--signed] [--raw] [--resize WxH] [--tensor input.npy] [--box]
                         [--ig-steps N] [--ig-baseline black|blur] [--smooth-samples N] [--smooth-noise F]
                         [--occlusion-patch N] [--occlusion-stride N] [--eigen-smooth] [--aug-smooth]
+                        [--memory-budget MIB]
   gradcam evaluate [IMAGE] [--method NAME|all] [--class N] [--steps 100] [--baseline blur|mean] [--cell 1]
                         [--score-cam-channels 64] [--samples DIR] [--json]
       without IMAGE: the pointing game on 1x2 and 2x2 grids of the bundled photos for every method,
@@ -75,7 +76,9 @@ model settings (explain and layers):
   --smooth-samples N   smoothgrad noisy copies (default 25, at most 256)
   --smooth-noise F  smoothgrad noise, a fraction of the input range (default 0.15)
   --occlusion-patch N --occlusion-stride N   occlusion window and step in input pixels (default: a
-                    quarter of the shorter side and half that, 56 and 28 at 224: 49 windows, 50 forwards)";
+                    quarter of the shorter side and half that, 56 and 28 at 224: 49 windows, 50 forwards)
+  --memory-budget MIB   the most memory one explanation may hold at once, its forward pass and its
+                    method's buffers together (default: 4 GiB + 4x the model's f32 weights)";
 
     /// Flags that take no value.
     const SWITCHES: [&str; 7] = ["--json", "--signed", "--raw", "--f16", "--box", "--eigen-smooth", "--aug-smooth"];
@@ -267,9 +270,18 @@ model settings (explain and layers):
         args.get("--class").map(|t| Target::parse(t, num_classes).map_err(|e| format!("--class: {e}"))).transpose()
     }
 
+    /// An explainer of the model, with `--memory-budget` if given.
+    fn explainer(args: &Args) -> Res<Explainer> {
+        let explainer = Explainer::new(load_model(args)?);
+        Ok(match args.number::<u64>("--memory-budget")? {
+            Some(0) => return Err("--memory-budget: give at least 1 MiB".into()),
+            Some(mib) => explainer.with_memory_budget(mib.saturating_mul(1 << 20)),
+            None => explainer,
+        })
+    }
+
     fn explain(args: &Args) -> Res<()> {
-        let model = load_model(args)?;
-        let mut explainer = Explainer::new(model);
+        let mut explainer = explainer(args)?;
         let mut opts = options(args)?;
         let colormap = Colormap::from_name(args.get("--colormap").unwrap_or("jet"))?;
         let alpha: f32 = args.number("--alpha")?.unwrap_or(0.5);
@@ -435,8 +447,7 @@ model settings (explain and layers):
     }
 
     fn evaluate(args: &Args) -> Res<()> {
-        let model = load_model(args)?;
-        let mut explainer = Explainer::new(model);
+        let mut explainer = explainer(args)?;
         let curves = curve_options(args)?;
         let channels: usize = args.number("--score-cam-channels")?.unwrap_or(64);
         let methods = methods(args)?;
