@@ -411,7 +411,7 @@ impl Explainer {
         if bytes > budget {
             return fail!(
                 Input,
-                "a {width}x{height} network input makes this model produce {} MiB of layer outputs, over the {} MiB budget of one forward pass (4 GiB + 4x the weights unless set); use a smaller input size",
+                "a {width}x{height} network input makes this model produce {} MiB of layer outputs, over the {} MiB memory budget of one explanation (4 GiB + 4x the weights unless set); use a smaller input size or raise the budget (--memory-budget, memoryBudgetMiB in JS)",
                 bytes >> 20,
                 budget >> 20
             );
