@@ -1,0 +1,70 @@
+// The documentation site (issue 16): scripts/build-docs.sh renders docs/ with MkDocs and copies the npm
+// package in; served by www/serve.mjs under its strict CSP (`default-src 'self'`), its home page shows
+// two <gradcam-explainer> elements and runs the client example it prints. Both elements and the example
+// must explain their photos, nothing may be asked of another site, no CSP violation or other error may
+// be logged, and once loaded, explaining again makes no request at all.
+//   node --test tests/e2e/docs-site.test.mjs     (part of npm run test:e2e; needs pkg/, the model, Python)
+
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { REPO, launchBrowser, recordErrors, recordRequests, startServer } from './harness.mjs';
+
+let server;
+let browser;
+
+before(async () => {
+  execFileSync('bash', ['scripts/build-docs.sh'], { cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'], timeout: 600000 });
+  [server, browser] = await Promise.all([startServer({ dir: 'target/site' }), launchBrowser()]);
+});
+
+after(async () => {
+  await browser?.close().catch(() => {});
+  await server?.stop();
+});
+
+/** Waits for the element `id` to hold a result; returns its class and label. */
+const resultOf = (page, id) =>
+  page.evaluate(async (id) => {
+    await customElements.whenDefined('gradcam-explainer');
+    const el = document.getElementById(id);
+    const r =
+      el.result ||
+      (await new Promise((ok, fail) => {
+        el.addEventListener('gradcam-result', (e) => ok(e.detail), { once: true });
+        el.addEventListener('gradcam-error', (e) => fail(new Error(String(e.detail && e.detail.message))), { once: true });
+      }));
+    return { classIdx: r.classIdx, label: r.label, method: r.method };
+  }, id);
+
+test('the docs site explains two elements and runs its client example under a strict CSP, with no request once loaded', async () => {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 1600 } });
+  const page = await context.newPage();
+  const errors = recordErrors(page);
+  const requests = recordRequests(context, page);
+  const response = await page.goto(new URL('index.html', server.url).href);
+  assert.match(response.headers()['content-security-policy'] || '', /default-src 'self'/, 'served under the strict CSP');
+  const [cat, coffee] = await Promise.all([resultOf(page, 'cat'), resultOf(page, 'coffee')]);
+  await page.waitForFunction(() => document.getElementById('client-example').dataset.classIdx, null, { timeout: 60000 });
+  const example = await page.evaluate(() => ({
+    classIdx: Number(document.getElementById('client-example').dataset.classIdx),
+    text: document.querySelector('#client-example output').textContent,
+    width: document.querySelector('#client-example canvas').width,
+  }));
+  console.log('docs site:', JSON.stringify({ cat, coffee, example, requests: requests.all.length }));
+  assert.equal(cat.classIdx, 282, `chelsea.png: ${JSON.stringify(cat)}`);
+  assert.equal(coffee.classIdx, 967, 'coffee.png: the class the element asked for (espresso)');
+  assert.equal(example.classIdx, 967, `the client example: ${example.text}`);
+  assert.match(example.text, /Grad-CAM\+\+: espresso/);
+  assert.ok(example.width > 0, 'the example drew its overlay');
+
+  // Explaining again, with another method, asks nothing of the network.
+  requests.phase = 'after load';
+  await page.evaluate(() => document.getElementById('cat').setAttribute('method', 'gradcam++'));
+  await page.waitForFunction(() => document.getElementById('cat').result?.method === 'gradcam++', null, { timeout: 60000 });
+  assert.deepEqual(requests.during('after load'), [], 'no request once the site is loaded');
+  const outside = requests.all.filter((r) => !r.url.startsWith(server.url));
+  assert.deepEqual(outside, [], 'nothing is asked of another site');
+  assert.deepEqual(errors, [], 'no CSP violation or other error');
+  await context.close();
+});
