@@ -1,7 +1,8 @@
 // The npm package as users install it (issue 16): scripts/pack.sh packs the tarball, and three fresh
 // projects install it with npm (the tarball is local; webpack and vite come from the registry):
 //   - a plain HTML page, served from a subfolder, importing the element by its path;
-//   - a webpack 5 app and a Vite app, importing 'gradcam-wasm/element'.
+//   - a webpack 5 app importing 'gradcam-wasm/element', and a Vite app whose page is exactly the
+//     snippet docs/embedding.md gives first.
 // Each page holds only `<gradcam-explainer src="chelsea.png">`: the worker, the wasm and the default
 // model come from the package, found from `import.meta.url` (the bundlers copy them). All three must
 // give the same explanation (tiger cat, the same heatmap), and ask for nothing outside their site.
@@ -57,12 +58,21 @@ function webpackProject(dir) {
   writeFileSync(join(dir, 'dist/index.html'), PAGE('<script src="main.js"></script>'));
 }
 
+/** The HTML snippet docs/embedding.md gives first ("Install and use"), so the docs show what is tested. */
+function documentedSnippet() {
+  const doc = readFileSync(join(REPO, 'docs/embedding.md'), 'utf8');
+  const section = doc.slice(doc.indexOf('## Install and use'));
+  const html = /```html\n([\s\S]*?)```/.exec(section)[1];
+  assert.match(html, /import 'gradcam-wasm\/element'/, 'the documented snippet imports the element');
+  return html.replace('src="cat.jpg"', 'id="x" src="chelsea.png"');
+}
+
 function viteProject(dir) {
   project(dir, ['vite@8']);
   mkdirSync(join(dir, 'public'));
   siteFiles(join(dir, 'public'));
-  writeFileSync(join(dir, 'main.js'), "import 'gradcam-wasm/element';\n");
-  writeFileSync(join(dir, 'index.html'), PAGE('<script type="module" src="/main.js"></script>'));
+  // The page is docs/embedding.md's snippet as it stands.
+  writeFileSync(join(dir, 'index.html'), `<!doctype html><html><head><meta charset="utf-8"><link rel="icon" href="favicon.svg"><title>gradcam-wasm from npm</title></head><body>\n${documentedSnippet()}</body></html>\n`);
   run(dir, join(dir, 'node_modules/.bin/vite'), ['build', '--base', './']);
 }
 
