@@ -3,26 +3,16 @@
 // chelsea.png, and something that is not an image is a clear Error.
 //   node --test tests/e2e/client-inputs.test.mjs     (part of npm run test:e2e)
 
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { launchBrowser, recordErrors, startServer } from './harness.mjs';
+import { recordErrors, serveAndBrowse } from './harness.mjs';
 
-let server;
-let browser;
-
-before(async () => {
-  [server, browser] = await Promise.all([startServer(), launchBrowser()]);
-});
-
-after(async () => {
-  await browser?.close().catch(() => {});
-  await server?.stop();
-});
+const env = serveAndBrowse();
 
 test('every kind of image input gives the same explanation; a non-image is a clear Error', async () => {
-  const page = await browser.newPage();
+  const page = await env.browser.newPage();
   const errors = recordErrors(page);
-  await page.goto(new URL('tests/e2e/blank.html', server.url).href);
+  await page.goto(new URL('tests/e2e/blank.html', env.server.url).href);
   const out = await page.evaluate(async () => {
     const { GradcamClient } = await import('/www/gradcam-client.js');
     const client = new GradcamClient();

@@ -5,22 +5,14 @@
 // be logged, and once loaded, explaining again makes no request at all.
 //   node --test tests/e2e/docs-site.test.mjs     (part of npm run test:e2e; needs pkg/, the model, Python)
 
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { REPO, launchBrowser, recordErrors, recordRequests, startServer } from './harness.mjs';
+import { REPO, recordErrors, recordRequests, serveAndBrowse } from './harness.mjs';
 
-let server;
-let browser;
-
-before(async () => {
-  execFileSync('bash', ['scripts/build-docs.sh'], { cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'], timeout: 600000 });
-  [server, browser] = await Promise.all([startServer({ dir: 'target/site' }), launchBrowser()]);
-});
-
-after(async () => {
-  await browser?.close().catch(() => {});
-  await server?.stop();
+const env = serveAndBrowse({
+  prepare: () => execFileSync('bash', ['scripts/build-docs.sh'], { cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'], timeout: 600000 }),
+  serverOptions: { dir: 'target/site' },
 });
 
 /** Waits for the element `id` to hold a result; returns its class and label. */
@@ -38,11 +30,11 @@ const resultOf = (page, id) =>
   }, id);
 
 test('the docs site explains two elements and runs its client example under a strict CSP, with no request once loaded', async () => {
-  const context = await browser.newContext({ viewport: { width: 1280, height: 1600 } });
+  const context = await env.browser.newContext({ viewport: { width: 1280, height: 1600 } });
   const page = await context.newPage();
   const errors = recordErrors(page);
   const requests = recordRequests(context, page);
-  const response = await page.goto(new URL('index.html', server.url).href);
+  const response = await page.goto(new URL('index.html', env.server.url).href);
   assert.match(response.headers()['content-security-policy'] || '', /default-src 'self'/, 'served under the strict CSP');
   const [cat, coffee] = await Promise.all([resultOf(page, 'cat'), resultOf(page, 'coffee')]);
   await page.waitForFunction(() => document.getElementById('client-example').dataset.classIdx, null, { timeout: 60000 });
@@ -63,7 +55,7 @@ test('the docs site explains two elements and runs its client example under a st
   await page.evaluate(() => document.getElementById('cat').setAttribute('method', 'gradcam++'));
   await page.waitForFunction(() => document.getElementById('cat').result?.method === 'gradcam++', null, { timeout: 60000 });
   assert.deepEqual(requests.during('after load'), [], 'no request once the site is loaded');
-  const outside = requests.all.filter((r) => !r.url.startsWith(server.url));
+  const outside = requests.all.filter((r) => !r.url.startsWith(env.server.url));
   assert.deepEqual(outside, [], 'nothing is asked of another site');
   assert.deepEqual(errors, [], 'no CSP violation or other error');
   await context.close();

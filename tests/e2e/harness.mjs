@@ -1,9 +1,10 @@
-// Helpers for the end-to-end test of the demo page (tests/e2e/demo.test.mjs).
+// Helpers for the end-to-end tests in this folder.
 // Not a test file itself: node's runner only picks up *.test.mjs here.
 
 import { spawn } from 'node:child_process';
 import { createServer } from 'node:net';
-import { mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync } from 'node:fs';
+import { after, before } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { resolve } from 'node:path';
 import { chromium } from 'playwright-core';
@@ -90,6 +91,32 @@ export async function startServer({ attempts = 3, dir = '.', extraArgs = [] } = 
     };
   }
   throw lastError;
+}
+
+/** What the browser tests load: the built wasm package (scripts/build-web.sh) and the assets (scripts/setup.sh). */
+const BUILT = ['pkg/gradcam_wasm.js', 'pkg/gradcam_wasm_bg.wasm', 'assets/models/efficientnet-lite0.safetensors', 'assets/samples/chelsea.png'];
+
+/**
+ * The hooks most test files need: before their tests, check that the package and the assets are
+ * built, run `prepare()` (e.g. build a site), start www/serve.mjs (`serverOptions`, see startServer)
+ * and Chromium; after them, close both. Returns `env`, whose `server` and `browser` are set once the
+ * `before` hook has run.
+ */
+export function serveAndBrowse({ serverOptions = {}, prepare = async () => {} } = {}) {
+  const env = { server: null, browser: null };
+  before(async () => {
+    for (const f of BUILT) {
+      if (!existsSync(resolve(REPO, f))) throw new Error(`missing ${f}: run scripts/setup.sh (assets) and scripts/build-web.sh (pkg) first`);
+    }
+    artifactsDir();
+    await prepare();
+    [env.server, env.browser] = await Promise.all([startServer(serverOptions), launchBrowser()]);
+  });
+  after(async () => {
+    await env.browser?.close().catch(() => {});
+    await env.server?.stop();
+  });
+  return env;
 }
 
 export function launchBrowser() {

@@ -6,26 +6,16 @@
 // only the native CLI reads.)
 //   node --test tests/e2e/hostile.test.mjs     (part of npm run test:e2e)
 
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { launchBrowser, recordErrors, startServer } from './harness.mjs';
+import { recordErrors, serveAndBrowse } from './harness.mjs';
 
-let server;
-let browser;
-
-before(async () => {
-  [server, browser] = await Promise.all([startServer(), launchBrowser()]);
-});
-
-after(async () => {
-  await browser?.close().catch(() => {});
-  await server?.stop();
-});
+const env = serveAndBrowse();
 
 test('extreme aspect ratios, huge indices in key names, a pickle memo bomb, a cumulative budget: a map or a clear error, bounded memory, the explainer unharmed', async () => {
-  const page = await browser.newPage();
+  const page = await env.browser.newPage();
   const errors = recordErrors(page);
-  await page.goto(new URL('tests/e2e/blank.html', server.url).href);
+  await page.goto(new URL('tests/e2e/blank.html', env.server.url).href);
   const out = await page.evaluate(async () => {
     const m = await import('/pkg/gradcam_wasm.js');
     const exports = await m.default();

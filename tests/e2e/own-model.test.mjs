@@ -11,7 +11,7 @@ import assert from 'node:assert/strict';
 import { existsSync, mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { REPO, artifactsDir, installResultLog, launchBrowser, logLength, recordErrors, recordRequests, startServer, waitForLog } from './harness.mjs';
+import { REPO, installResultLog, logLength, recordErrors, recordRequests, serveAndBrowse, waitForLog } from './harness.mjs';
 
 const FIXTURES = join(REPO, 'tests/fixtures/onnx');
 
@@ -23,21 +23,7 @@ function externalDataFixture() {
   return { onnx: join(FIXTURES, onnx), data: join(FIXTURES, `${onnx}.data`) };
 }
 
-let server;
-let browser;
-
-before(async () => {
-  for (const f of ['pkg/gradcam_wasm.js', 'assets/models/efficientnet-lite0.safetensors', 'assets/samples/chelsea.png']) {
-    if (!existsSync(join(REPO, f))) throw new Error(`missing ${f}: run scripts/setup.sh and scripts/build-web.sh first`);
-  }
-  artifactsDir();
-  [server, browser] = await Promise.all([startServer(), launchBrowser()]);
-});
-
-after(async () => {
-  await browser?.close().catch(() => {});
-  await server?.stop();
-});
+const env = serveAndBrowse();
 
 const modelInfo = (page) => page.locator('#model-info').textContent();
 
@@ -49,11 +35,11 @@ describe('your own model in the demo page', () => {
   const files = externalDataFixture();
 
   before(async () => {
-    context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+    context = await env.browser.newContext({ viewport: { width: 1280, height: 900 } });
     page = await context.newPage();
     errors = recordErrors(page);
     requests = recordRequests(context, page);
-    await page.goto(server.url);
+    await page.goto(env.server.url);
     await page.waitForFunction(() => /ready in/.test(document.querySelector('#model-info').textContent), null, { timeout: 45000, polling: 50 });
     await page.waitForSelector('.tile[data-tile="guided-gradcam"].is-ready:not(.is-pending)', { timeout: 30000 });
     await installResultLog(page);

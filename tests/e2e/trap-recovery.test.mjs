@@ -11,11 +11,10 @@
 // new worker and reloads the model (also what happens with a pkg/ whose glue cannot be reset). Last,
 // the demo page: its own explain call traps, it shows the error, and the next photo is explained.
 
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { REPO, artifactsDir, installResultLog, launchBrowser, logLength, recordErrors, startServer, waitForLog } from './harness.mjs';
+import { REPO, installResultLog, logLength, recordErrors, serveAndBrowse, waitForLog } from './harness.mjs';
 
 const RECOVERY_MS = 2000;
 const SAMPLES = join(REPO, 'assets/samples');
@@ -23,26 +22,12 @@ const MODEL = '/assets/models/efficientnet-lite0.safetensors';
 // What a trap logs on purpose: the panic hook's console line (and Chromium's echo of it).
 const EXPECTED = /gradcam-wasm: panicked|__testTrap|favicon/;
 
-let server;
-let browser;
-
-before(async () => {
-  for (const f of ['pkg/gradcam_wasm.js', 'pkg/gradcam_wasm_bg.wasm', 'assets/models/efficientnet-lite0.safetensors', 'assets/samples/chelsea.png']) {
-    if (!existsSync(join(REPO, f))) throw new Error(`missing ${f}: run scripts/setup.sh (assets) and scripts/build-web.sh (pkg) first`);
-  }
-  artifactsDir();
-  [server, browser] = await Promise.all([startServer(), launchBrowser()]);
-});
-
-after(async () => {
-  await browser?.close().catch(() => {});
-  await server?.stop();
-});
+const env = serveAndBrowse();
 
 async function blankPage() {
-  const page = await browser.newPage();
+  const page = await env.browser.newPage();
   const errors = recordErrors(page);
-  await page.goto(new URL('tests/e2e/blank.html', server.url).href);
+  await page.goto(new URL('tests/e2e/blank.html', env.server.url).href);
   return { page, errors };
 }
 
@@ -160,7 +145,7 @@ test('<gradcam-explainer>: shows the trap, then the same element explains the ne
 });
 
 test('a pkg/ whose glue cannot make a new instance: the trap is reported, the client replaces the worker and reloads the model', async () => {
-  const context = await browser.newContext();
+  const context = await env.browser.newContext();
   // The glue of a wasm-bindgen run without --experimental-reset-state-function: no __wbg_reset_state export.
   let rewritten = 0;
   await context.route(/\/pkg\/gradcam_wasm\.js$/, async (route) => {
@@ -173,7 +158,7 @@ test('a pkg/ whose glue cannot make a new instance: the trap is reported, the cl
   });
   const page = await context.newPage();
   const errors = recordErrors(page);
-  await page.goto(new URL('tests/e2e/blank.html', server.url).href);
+  await page.goto(new URL('tests/e2e/blank.html', env.server.url).href);
   const out = await page.evaluate(async (MODEL) => {
     const { GradcamClient } = await import('/www/gradcam-client.js');
     const bitmap = await createImageBitmap(await (await fetch('/assets/samples/chelsea.png')).blob());
@@ -206,7 +191,7 @@ test('a pkg/ whose glue cannot make a new instance: the trap is reported, the cl
 });
 
 test('the demo page: its explain call traps, the page shows it, the next photo is explained within 2 s', async () => {
-  const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
+  const page = await env.browser.newPage({ viewport: { width: 1280, height: 800 } });
   const errors = recordErrors(page);
   // The demo's client is private to its module: the trap is forced by turning the page's next
   // 'explain' message to its worker into the test-only '__testTrap' (same id, so the demo's own
@@ -223,7 +208,7 @@ test('the demo page: its explain call traps, the page shows it, the next photo i
       return post.call(this, msg, transfer);
     };
   });
-  await page.goto(server.url);
+  await page.goto(env.server.url);
   await page.waitForFunction(() => /ready in/.test(document.querySelector('#model-info').textContent), null, { timeout: 45000, polling: 50 });
   await page.waitForSelector('.tile[data-tile="guided-gradcam"].is-ready:not(.is-pending)', { timeout: 30000 });
   await installResultLog(page);

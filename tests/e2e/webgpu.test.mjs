@@ -3,28 +3,18 @@
 //   no parameter     ('auto') declines the software adapter, explains on the CPU and says why.
 // Both give the same top-5 for the start-up sample.
 
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { launchBrowser, recordErrors, startServer } from './harness.mjs';
+import { recordErrors, serveAndBrowse } from './harness.mjs';
 
-let server;
-let browser;
-
-before(async () => {
-  [server, browser] = await Promise.all([startServer(), launchBrowser()]);
-});
-
-after(async () => {
-  await browser?.close().catch(() => {});
-  await server?.stop();
-});
+const env = serveAndBrowse();
 
 /** Opens the demo with `query`, waits for the start-up sample's explanation; returns what it shows. */
 async function shown(query) {
-  const page = await browser.newPage();
+  const page = await env.browser.newPage();
   const errors = recordErrors(page);
   try {
-    await page.goto(server.url + query);
+    await page.goto(env.server.url + query);
     // SwiftShader runs the network in software: give the first explanation time.
     await page.waitForSelector('#top5 li[data-class]', { timeout: 120000 });
     await page.waitForFunction(() => document.querySelector('#backend').textContent.trim() !== '', null, { timeout: 120000 });
