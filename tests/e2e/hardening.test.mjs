@@ -147,7 +147,7 @@ describe('one wasm module instance', () => {
         'class: 1.5': () => ex.explain(img, 1.5),
         'class: NaN': () => ex.explain(img, NaN),
         'class: Infinity': () => ex.explain(img, Infinity),
-        'class: "3"': () => ex.explain(img, '3'),
+        'class: "cat"': () => ex.explain(img, 'cat'),
         // options
         'option: unknown layer': () => ex.explain(img, undefined, { layer: '_blocks.99' }),
         'option: unknown method': () => ex.explain(img, undefined, { method: 'gradkam' }),
@@ -245,7 +245,7 @@ describe('one wasm module instance', () => {
       'class: 1.5': ['integer'],
       'class: NaN': ['integer'],
       'class: Infinity': ['integer'],
-      'class: "3"': ['number'],
+      'class: "cat"': ["'cat' is not a class index"],
       'option: unknown layer': ['_blocks.99'],
       'option: unknown method': ["'gradkam'"],
       'option: unknown colormap': ["'rainbow'"],
