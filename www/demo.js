@@ -37,6 +37,10 @@ const el = {
   evaluate: $('#evaluate'),
   auc: $('#auc'),
   curves: $('#curves'),
+  evalRoad: $('#eval-road'),
+  showBox: $('#show-box'),
+  confidence: $('#confidence'),
+  road: $('#road'),
   strip: $('#strip'),
   task: $('#task'),
   progress: $('#progress'),
@@ -61,6 +65,7 @@ const state = {
   image: null, // {imageData, name, canvas (the plain photo)}
   classIdx: null, // null: top-1
   result: null,
+  box: null, // {result, box}: the 15% box of that result's map (from evaluate), drawn on request
   colorLayer: null, // canvas: the colormapped heatmap at alpha 1 (photo where undefined)
   top5: [],
   methods: null, // the method catalog (client.methods())
@@ -453,6 +458,7 @@ function composite() {
     ctx.drawImage(colorLayer, 0, 0);
     ctx.globalAlpha = 1;
   }
+  drawBox(ctx);
   renderStripGradcam();
 }
 
@@ -481,6 +487,9 @@ function showResult(r) {
   el.download.disabled = false;
   el.evaluate.disabled = false;
   el.curves.hidden = true;
+  el.confidence.hidden = true;
+  el.road.hidden = true;
+  if (el.showBox.checked) requestBox(r);
   el.auc.textContent = 'Deletion and insertion curves of this map (100 steps each).';
   setStatus('');
   renderTop5();
@@ -823,23 +832,86 @@ registerServiceWorker();
 
 // ---------- faithfulness: deletion and insertion curves (src/eval) ----------
 
+/** `evaluate`'s options: those of the map shown (attribution settings included), plus ROAD if ticked. */
+function evaluateOptions() {
+  return { ...options(), road: el.evalRoad.checked };
+}
+
 el.evaluate.addEventListener('click', async () => {
   const { image, result } = state;
   if (!image || !result) return;
   el.evaluate.disabled = true;
-  el.auc.textContent = 'Measuring: 202 forwards…';
+  const opts = evaluateOptions();
+  el.auc.textContent = `Measuring: ${202 + (opts.road ? 19 : 0)} forwards…`;
   try {
-    const opts = options();
-    const r = await state.client.evaluate(image.imageData, result.classIdx, { method: opts.method, layer: opts.layer, preprocess: opts.preprocess, scoreCamChannels: opts.scoreCamChannels, eigenSmooth: opts.eigenSmooth, augSmooth: opts.augSmooth });
+    const r = await state.client.evaluate(image.imageData, result.classIdx, opts);
     if (state.result !== result) return; // another explanation since
     drawCurves(r);
     el.auc.textContent = `deletion AUC ${r.deletion.auc.toFixed(3)} (lower is better) · insertion AUC ${r.insertion.auc.toFixed(3)} (higher is better) · ${fmtMs(r.ms)}`;
+    showConfidence(r.confidence);
+    showRoad(r.road);
+    setBox(result, r.box);
   } catch (e) {
     el.auc.textContent = '';
     showError(e, 'Faithfulness');
   } finally {
     el.evaluate.disabled = false;
   }
+});
+
+/** Average drop / increase in confidence (Chattopadhay et al.) for this one photo: the photo times the map. */
+function showConfidence(c) {
+  el.confidence.hidden = !c;
+  if (!c) return;
+  const change = c.increase ? 'an increase' : `a drop of ${(100 * c.drop).toFixed(1)}%`;
+  el.confidence.textContent =
+    `Keeping only the map's region (photo × map): p ${pct(c.original)} → ${pct(c.kept)}, ${change} ` +
+    `(average drop ${(100 * c.drop).toFixed(1)}%, increase ${c.increase ? 'yes' : 'no'}; lower drop is better).`;
+}
+
+/** ROAD (Rong et al.): the probability with the most (MoRF) or least (LeRF) relevant pixels imputed. */
+function showRoad(road) {
+  el.road.hidden = !road;
+  if (!road) return;
+  const list = (xs) => xs.map((v) => v.toFixed(2)).join(' ');
+  const pcts = road.percentages.map((p) => Math.round(p)).join(', ');
+  el.road.textContent =
+    `ROAD at ${pcts}% removed: MoRF ${list(road.morf)} (lower is better) · LeRF ${list(road.lerf)} (higher is better) · ` +
+    `combined ${road.combined.toFixed(3)}`;
+}
+
+// ---------- the 15% box (the paper's localization box, from evaluate) ----------
+
+function setBox(result, box) {
+  state.box = { result, box };
+  composite();
+}
+
+/** The box of the shown map; one cheap evaluate (a single deletion step) when none was measured yet. */
+async function requestBox(result) {
+  if (!state.image || (state.box && state.box.result === result)) return composite();
+  try {
+    const r = await state.client.evaluate(state.image.imageData, result.classIdx, { ...options(), steps: 1 });
+    if (state.result === result) setBox(result, r.box);
+  } catch (e) {
+    showError(e, '15% box');
+  }
+}
+
+function drawBox(ctx) {
+  const b = state.box;
+  if (!el.showBox.checked || !b || b.result !== state.result || !b.box) return;
+  const { x0, y0, x1, y1 } = b.box;
+  // A line about 0.4% of the photo's longer side, so it stays visible on large photos.
+  const lw = Math.max(2, Math.round(Math.max(ctx.canvas.width, ctx.canvas.height) / 250));
+  ctx.strokeStyle = '#00e676';
+  ctx.lineWidth = lw;
+  ctx.strokeRect(x0 + lw / 2, y0 + lw / 2, Math.max(1, x1 - x0 + 1 - lw), Math.max(1, y1 - y0 + 1 - lw));
+}
+
+el.showBox.addEventListener('change', () => {
+  if (el.showBox.checked && state.result) requestBox(state.result);
+  else composite();
 });
 
 /** The two curves of the class probability against the fraction of pixels removed / inserted. */
