@@ -21,6 +21,7 @@ const el = {
   colorbar: $('#colorbar'),
   preprocess: $('#preprocess'),
   smoothing: $('#smoothing'),
+  methodOptions: $('#method-options'),
   normalize: $('#normalize'),
   opacity: $('#opacity'),
   opacityValue: $('#opacity-value'),
@@ -129,10 +130,32 @@ function options() {
     layer: el.layer.disabled ? undefined : el.layer.value || undefined,
     normalize: el.normalize.value,
     preprocess: el.preprocess.value,
-    // Score-CAM's faster variant: the 128 channels of highest variance (one forward pass each).
-    scoreCamChannels: 128,
     ...smoothingOptions(),
+    ...methodOptions(),
   };
+}
+
+/**
+ * The chosen method's own settings (Integrated Gradients' steps, Occlusion's patch, ...): the
+ * catalog's `options` names them, each a `[data-option]` control; an empty or invalid number is
+ * left out, so the library's default applies.
+ */
+function methodOptions() {
+  const o = {};
+  for (const key of methodInfo(el.method.value)?.options || []) {
+    const input = el.methodOptions.querySelector(`[data-option="${key}"] input, [data-option="${key}"] select`);
+    if (!input) continue;
+    if (input.type !== 'number') o[key] = input.value;
+    else if (input.value !== '' && Number.isFinite(Number(input.value))) o[key] = Number(input.value);
+  }
+  return o;
+}
+
+/** Shows only the settings the chosen method takes (none: the whole group is hidden). */
+function updateMethodOptions(info) {
+  const keys = info?.options || [];
+  for (const f of el.methodOptions.querySelectorAll('[data-option]')) f.hidden = !keys.includes(f.dataset.option);
+  el.methodOptions.hidden = !keys.some((k) => el.methodOptions.querySelector(`[data-option="${k}"]`));
 }
 
 /** pytorch-grad-cam's smoothings, asked for only where the method takes them (the catalog says). */
@@ -662,6 +685,7 @@ function download() {
 function updateMethodHelp() {
   const info = methodInfo(el.method.value);
   el.methodHelp.textContent = info?.help || '';
+  updateMethodOptions(info);
   // A method that reads only the activations (Eigen-CAM, KPCA-CAM) gives the same map for every class.
   el.top5.classList.toggle('is-agnostic', !!info?.classAgnostic);
   // The smoothings the method does not take are greyed out (and not sent).
@@ -761,6 +785,8 @@ function wire() {
       explainNow();
     });
   }
+  // A changed setting of the method re-explains (on commit, not on every keystroke).
+  el.methodOptions.addEventListener('change', () => explainNow());
   el.colormap.addEventListener('change', async () => {
     updateColorbar();
     try {
