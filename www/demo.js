@@ -3,6 +3,7 @@
 
 import { GradcamClient, COLORMAPS } from './gradcam-client.js';
 import { drawRgbChw, cropRect } from './render.js';
+import { initCompare } from './compare.js';
 
 const DEFAULT_MODEL = 'assets/models/efficientnet-lite0.safetensors';
 const SAMPLES_DIR = 'assets/samples/';
@@ -843,7 +844,24 @@ function registerServiceWorker() {
   else window.addEventListener('load', register, { once: true });
 }
 
+/** What "Compare two models" takes from the page: model A and the photo, method and class shown. */
+function compareContext() {
+  const src = state.modelSource;
+  return {
+    client: state.model ? state.client : null,
+    image: state.image,
+    classIdx: state.result ? state.result.classIdx : null,
+    options: options(),
+    colormap: el.colormap.value,
+    alpha: alpha(),
+    modelName: typeof src === 'string' ? src.split('/').pop() : src.name,
+    numClasses: state.model?.numClasses,
+    backend: requestedBackend(),
+  };
+}
+
 wire();
+initCompare(compareContext, showError);
 renderTop5();
 startClient();
 loadMethods().catch(showError);
