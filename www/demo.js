@@ -958,7 +958,7 @@ el.showBox.addEventListener('change', () => {
   else composite();
 });
 
-/** The two curves of the class probability against the fraction of pixels removed / inserted. */
+/** The two curves of the class probability against the fraction of pixels removed / inserted (and ROAD's, if run). */
 function drawCurves(r) {
   const c = el.curves;
   c.hidden = false;
@@ -982,6 +982,14 @@ function drawCurves(r) {
   };
   line(r.deletion, '#d62728');
   line(r.insertion, '#1f77b4');
+  if (r.road) {
+    // ROAD's scores at 10..90% removed, dashed, on the same axes (x: the fraction removed).
+    const xs = r.road.percentages.map((p) => p / 100);
+    ctx.setLineDash([4, 3]);
+    line({ fractions: xs, scores: r.road.morf }, '#ff7f0e');
+    line({ fractions: xs, scores: r.road.lerf }, '#2ca02c');
+    ctx.setLineDash([]);
+  }
   ctx.fillStyle = '#888';
   ctx.font = '10px sans-serif';
   ctx.fillText('p', 4, 12);
@@ -990,4 +998,10 @@ function drawCurves(r) {
   ctx.fillText('deletion', w - 110, 16);
   ctx.fillStyle = '#1f77b4';
   ctx.fillText('insertion', w - 58, 16);
+  if (r.road) {
+    ctx.fillStyle = '#ff7f0e';
+    ctx.fillText('ROAD MoRF', w - 126, 28);
+    ctx.fillStyle = '#2ca02c';
+    ctx.fillText('LeRF', w - 58, 28);
+  }
 }

@@ -82,6 +82,19 @@ test('ROAD, the confidence change and the 15% box are shown', async () => {
     assert.match(conf, /p [\d.]+% → [\d.]+%/);
     assert.match(conf, /average drop [\d.]+%, increase (yes|no)/);
     assert.ok(!(await page.locator('#confidence').isHidden()) && !(await page.locator('#road').isHidden()));
+    // ROAD's MoRF (orange) and LeRF (green) are drawn dashed on the curves' canvas.
+    const road2 = await page.evaluate(() => {
+      const c = document.querySelector('#curves');
+      const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+      let orange = 0;
+      let green = 0;
+      for (let i = 0; i < d.length; i += 4) {
+        if (d[i] > 200 && d[i + 1] > 100 && d[i + 1] < 160 && d[i + 2] < 60) orange++;
+        if (d[i] < 80 && d[i + 1] > 130 && d[i + 2] < 80) green++;
+      }
+      return { orange, green };
+    });
+    assert.ok(road2.orange > 30 && road2.green > 30, JSON.stringify(road2));
 
     // Unticked: the box goes.
     await page.uncheck('#show-box');
