@@ -19,6 +19,7 @@ export function initCompare(page, showError) {
     file: $('#compare-file'),
     run: $('#compare-run'),
     status: $('#compare-status'),
+    tiles: $('#compare'),
     a: $('#compare [data-slot="a"]'),
     b: $('#compare [data-slot="b"]'),
   };
@@ -46,6 +47,7 @@ export function initCompare(page, showError) {
     const source = sourceB();
     if (!source) return setStatus('Give model B a URL or a file.');
     el.run.disabled = true;
+    el.tiles.hidden = false; // empty until the first comparison, so it takes no room before
     for (const fig of [el.a, el.b]) fig.classList.add('is-pending');
     try {
       setStatus(`Loading model B (${nameOf(source)})…`);
@@ -135,5 +137,5 @@ function classNote(p, infoB, a, b) {
   const better = (x, y) => x.evaluation.insertion.auc - x.evaluation.deletion.auc > y.evaluation.insertion.auc - y.evaluation.deletion.auc;
   const verdict = better(a, b) ? 'A' : 'B';
   const note = differ ? ` Careful: class ${p.classIdx} is “${a.result.label}” for A but “${b.result.label}” for B.` : '';
-  return `Class ${p.classIdx}; insertion minus deletion AUC is larger for ${verdict} (its map is the more faithful).${note}`;
+  return `Class ${p.classIdx}; insertion minus deletion AUC is larger for ${verdict} (by this measure, its map is the more faithful).${note}`;
 }
