@@ -283,6 +283,7 @@ pub fn method_catalog() -> JsResult<Array> {
             set(&smoothing, "eigen", crate::methods::smooth::supports_eigen_smooth(*m))?;
             set(&smoothing, "aug", !m.is_input_resolution())?;
             set(&o, "smoothing", smoothing)?;
+            set(&o, "options", m.option_keys().iter().map(|k| JsValue::from_str(k)).collect::<Array>())?;
             Ok(JsValue::from(o))
         })
         .collect()
@@ -299,7 +300,7 @@ export interface ExplainOptions {
   normalize?: 'minmax' | 'raw'; preprocess?: 'crop' | 'resize'; signed?: boolean;
   onProgress?: (done: number, total: number) => void; scoreCamChannels?: number; scoreCamBatch?: number;
   /** integrated-gradients steps (32, at most 256); baseline of integrated gradients and occlusion */
-  igSteps?: number; baseline?: 'black' | 'blur';
+  igSteps?: number; igBaseline?: 'black' | 'blur';
   /** smoothgrad noisy copies (25, at most 256) and noise as a fraction of the input range (0.15) */
   smoothSamples?: number; smoothNoise?: number;
   /** occlusion window side and step in network-input pixels (a quarter of the shorter side and half that: 56, 28 at 224) */
@@ -338,6 +339,8 @@ export interface MethodInfo {
   classAgnostic: boolean;
   /** which smoothing options it takes: `eigenSmooth` (CAMs that sum weighted maps), `augSmooth` (layer-grid maps) */
   smoothing: { eigen: boolean; aug: boolean };
+  /** the `explain` options of its own that change its map (Integrated Gradients: igSteps, igBaseline; ...) */
+  options: string[];
 }
 export interface Prediction { classIdx: number; label: string; logit: number; probability: number }
 export interface LayerInfo { name: string; aliases: string[]; kind: string; shape: [number, number, number]; default: boolean }
@@ -382,7 +385,31 @@ const EXPLAIN_KEYS: &[&str] = &[
     "augSmooth",
 ];
 const EVALUATE_KEYS: &[&str] =
-    &["method", "layer", "colormap", "alpha", "normalize", "preprocess", "signed", "eigenSmooth", "augSmooth", "onProgress", "scoreCamChannels", "scoreCamBatch", "steps", "baseline", "cell", "road"];
+    // The attribution methods' own options too, so the map measured is the map shown.
+    &[
+        "method",
+        "layer",
+        "colormap",
+        "alpha",
+        "normalize",
+        "preprocess",
+        "signed",
+        "eigenSmooth",
+        "augSmooth",
+        "onProgress",
+        "scoreCamChannels",
+        "scoreCamBatch",
+        "igSteps",
+        "igBaseline",
+        "smoothSamples",
+        "smoothNoise",
+        "occlusionPatch",
+        "occlusionStride",
+        "steps",
+        "baseline",
+        "cell",
+        "road",
+    ];
 const OVERLAY_KEYS: &[&str] = &["colormap", "alpha"];
 
 /// Which executor runs the forward and backward passes.

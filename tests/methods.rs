@@ -251,6 +251,18 @@ fn every_method_is_declared_once_with_what_menus_and_executors_read() {
 }
 
 #[test]
+fn each_method_names_the_options_of_its_own_that_the_page_offers() {
+    // The page shows a control per key, so only these four methods take settings of their own.
+    let keys = |m: Method| m.option_keys().to_vec();
+    assert_eq!(keys(Method::INTEGRATED_GRADIENTS), ["igSteps", "igBaseline"]);
+    assert_eq!(keys(Method::SMOOTHGRAD), ["smoothSamples", "smoothNoise"]);
+    assert_eq!(keys(Method::OCCLUSION), ["occlusionPatch", "occlusionStride", "igBaseline"]);
+    assert_eq!(keys(Method::SCORE_CAM), ["scoreCamChannels"]);
+    let with_options = ALL.iter().filter(|m| !m.option_keys().is_empty()).count();
+    assert_eq!(with_options, 4);
+}
+
+#[test]
 fn several_layers_maps_are_scaled_brought_to_the_finest_grid_and_averaged() {
     use gradcam_wasm::explainer::combine_layers;
     // A 2 x 2 map scales to (0, 1/3, 2/3, 1); a constant 1 x 1 map scales to 0 (pytorch-grad-cam's

@@ -64,6 +64,10 @@ fn explains_a_synthetic_image() {
         assert_eq!(takes("aug"), field(&m, "grid").as_string().unwrap() == "layer", "{name}");
         assert!(!takes("eigen") || takes("aug"), "{name}: eigen smoothing is for layer-grid CAMs");
     }
+    // Each method's own settings (the page's controls): Integrated Gradients' two, none for Grad-CAM.
+    let options_of = |name: &str| catalog.iter().find(|m| field(m, "name").as_string().unwrap() == name).map(|m| Array::from(&field(&m, "options")).iter().map(|k| k.as_string().unwrap()).collect::<Vec<_>>());
+    assert_eq!(options_of("integrated-gradients"), Some(vec!["igSteps".to_string(), "igBaseline".to_string()]));
+    assert_eq!(options_of("gradcam"), Some(vec![]));
     let eigen_of = |name: &str| catalog.iter().find(|m| field(m, "name").as_string().unwrap() == name).map(|m| field(&field(&m, "smoothing"), "eigen").as_bool().unwrap());
     assert_eq!((eigen_of("gradcam"), eigen_of("eigencam"), eigen_of("saliency")), (Some(true), Some(false), Some(false)));
 

@@ -3,6 +3,7 @@
 
 import { GradcamClient, COLORMAPS } from './gradcam-client.js';
 import { drawRgbChw, cropRect } from './render.js';
+import { initCompare } from './compare.js';
 
 const DEFAULT_MODEL = 'assets/models/efficientnet-lite0.safetensors';
 const SAMPLES_DIR = 'assets/samples/';
@@ -21,6 +22,7 @@ const el = {
   colorbar: $('#colorbar'),
   preprocess: $('#preprocess'),
   smoothing: $('#smoothing'),
+  methodOptions: $('#method-options'),
   normalize: $('#normalize'),
   opacity: $('#opacity'),
   opacityValue: $('#opacity-value'),
@@ -37,6 +39,10 @@ const el = {
   evaluate: $('#evaluate'),
   auc: $('#auc'),
   curves: $('#curves'),
+  evalRoad: $('#eval-road'),
+  showBox: $('#show-box'),
+  confidence: $('#confidence'),
+  road: $('#road'),
   strip: $('#strip'),
   task: $('#task'),
   progress: $('#progress'),
@@ -61,6 +67,7 @@ const state = {
   image: null, // {imageData, name, canvas (the plain photo)}
   classIdx: null, // null: top-1
   result: null,
+  box: null, // {result, box}: the 15% box of that result's map (from evaluate), drawn on request
   colorLayer: null, // canvas: the colormapped heatmap at alpha 1 (photo where undefined)
   top5: [],
   methods: null, // the method catalog (client.methods())
@@ -124,10 +131,32 @@ function options() {
     layer: el.layer.disabled ? undefined : el.layer.value || undefined,
     normalize: el.normalize.value,
     preprocess: el.preprocess.value,
-    // Score-CAM's faster variant: the 128 channels of highest variance (one forward pass each).
-    scoreCamChannels: 128,
     ...smoothingOptions(),
+    ...methodOptions(),
   };
+}
+
+/**
+ * The chosen method's own settings (Integrated Gradients' steps, Occlusion's patch, ...): the
+ * catalog's `options` names them, each a `[data-option]` control; an empty or invalid number is
+ * left out, so the library's default applies.
+ */
+function methodOptions() {
+  const o = {};
+  for (const key of methodInfo(el.method.value)?.options || []) {
+    const input = el.methodOptions.querySelector(`[data-option="${key}"] input, [data-option="${key}"] select`);
+    if (!input) continue;
+    if (input.type !== 'number') o[key] = input.value;
+    else if (input.value !== '' && Number.isFinite(Number(input.value))) o[key] = Number(input.value);
+  }
+  return o;
+}
+
+/** Shows only the settings the chosen method takes (none: the whole group is hidden). */
+function updateMethodOptions(info) {
+  const keys = info?.options || [];
+  for (const f of el.methodOptions.querySelectorAll('[data-option]')) f.hidden = !keys.includes(f.dataset.option);
+  el.methodOptions.hidden = !keys.some((k) => el.methodOptions.querySelector(`[data-option="${k}"]`));
 }
 
 /** pytorch-grad-cam's smoothings, asked for only where the method takes them (the catalog says). */
@@ -453,6 +482,7 @@ function composite() {
     ctx.drawImage(colorLayer, 0, 0);
     ctx.globalAlpha = 1;
   }
+  drawBox(ctx);
   renderStripGradcam();
 }
 
@@ -481,6 +511,9 @@ function showResult(r) {
   el.download.disabled = false;
   el.evaluate.disabled = false;
   el.curves.hidden = true;
+  el.confidence.hidden = true;
+  el.road.hidden = true;
+  if (el.showBox.checked) requestBox(r);
   el.auc.textContent = 'Deletion and insertion curves of this map (100 steps each).';
   setStatus('');
   renderTop5();
@@ -653,6 +686,7 @@ function download() {
 function updateMethodHelp() {
   const info = methodInfo(el.method.value);
   el.methodHelp.textContent = info?.help || '';
+  updateMethodOptions(info);
   // A method that reads only the activations (Eigen-CAM, KPCA-CAM) gives the same map for every class.
   el.top5.classList.toggle('is-agnostic', !!info?.classAgnostic);
   // The smoothings the method does not take are greyed out (and not sent).
@@ -752,6 +786,8 @@ function wire() {
       explainNow();
     });
   }
+  // A changed setting of the method re-explains (on commit, not on every keystroke).
+  el.methodOptions.addEventListener('change', () => explainNow());
   el.colormap.addEventListener('change', async () => {
     updateColorbar();
     try {
@@ -808,7 +844,24 @@ function registerServiceWorker() {
   else window.addEventListener('load', register, { once: true });
 }
 
+/** What "Compare two models" takes from the page: model A and the photo, method and class shown. */
+function compareContext() {
+  const src = state.modelSource;
+  return {
+    client: state.model ? state.client : null,
+    image: state.image,
+    classIdx: state.result ? state.result.classIdx : null,
+    options: options(),
+    colormap: el.colormap.value,
+    alpha: alpha(),
+    modelName: typeof src === 'string' ? src.split('/').pop() : src.name,
+    numClasses: state.model?.numClasses,
+    backend: requestedBackend(),
+  };
+}
+
 wire();
+initCompare(compareContext, showError);
 renderTop5();
 startClient();
 loadMethods().catch(showError);
@@ -823,17 +876,25 @@ registerServiceWorker();
 
 // ---------- faithfulness: deletion and insertion curves (src/eval) ----------
 
+/** `evaluate`'s options: those of the map shown (attribution settings included), plus ROAD if ticked. */
+function evaluateOptions() {
+  return { ...options(), road: el.evalRoad.checked };
+}
+
 el.evaluate.addEventListener('click', async () => {
   const { image, result } = state;
   if (!image || !result) return;
   el.evaluate.disabled = true;
-  el.auc.textContent = 'Measuring: 202 forwards…';
+  const opts = evaluateOptions();
+  el.auc.textContent = `Measuring: ${202 + (opts.road ? 19 : 0)} forwards…`;
   try {
-    const opts = options();
-    const r = await state.client.evaluate(image.imageData, result.classIdx, { method: opts.method, layer: opts.layer, preprocess: opts.preprocess, scoreCamChannels: opts.scoreCamChannels, eigenSmooth: opts.eigenSmooth, augSmooth: opts.augSmooth });
+    const r = await state.client.evaluate(image.imageData, result.classIdx, opts);
     if (state.result !== result) return; // another explanation since
     drawCurves(r);
     el.auc.textContent = `deletion AUC ${r.deletion.auc.toFixed(3)} (lower is better) · insertion AUC ${r.insertion.auc.toFixed(3)} (higher is better) · ${fmtMs(r.ms)}`;
+    showConfidence(r.confidence);
+    showRoad(r.road);
+    setBox(result, r.box);
   } catch (e) {
     el.auc.textContent = '';
     showError(e, 'Faithfulness');
@@ -842,7 +903,62 @@ el.evaluate.addEventListener('click', async () => {
   }
 });
 
-/** The two curves of the class probability against the fraction of pixels removed / inserted. */
+/** Average drop / increase in confidence (Chattopadhay et al.) for this one photo: the photo times the map. */
+function showConfidence(c) {
+  el.confidence.hidden = !c;
+  if (!c) return;
+  const change = c.increase ? 'an increase' : `a drop of ${(100 * c.drop).toFixed(1)}%`;
+  el.confidence.textContent =
+    `Keeping only the map's region (photo × map): p ${pct(c.original)} → ${pct(c.kept)}, ${change} ` +
+    `(average drop ${(100 * c.drop).toFixed(1)}%, increase ${c.increase ? 'yes' : 'no'}; lower drop is better).`;
+}
+
+/** ROAD (Rong et al.): the probability with the most (MoRF) or least (LeRF) relevant pixels imputed. */
+function showRoad(road) {
+  el.road.hidden = !road;
+  if (!road) return;
+  const list = (xs) => xs.map((v) => v.toFixed(2)).join(' ');
+  const pcts = road.percentages.map((p) => Math.round(p)).join(', ');
+  el.road.textContent =
+    `ROAD at ${pcts}% removed: MoRF ${list(road.morf)} (lower is better) · LeRF ${list(road.lerf)} (higher is better) · ` +
+    `combined ${road.combined.toFixed(3)}`;
+}
+
+// ---------- the 15% box (the paper's localization box, from evaluate) ----------
+
+function setBox(result, box) {
+  state.box = { result, box };
+  composite();
+}
+
+/** The box of the shown map; one cheap evaluate (a single deletion step) when none was measured yet. */
+async function requestBox(result) {
+  if (!state.image || (state.box && state.box.result === result)) return composite();
+  try {
+    const r = await state.client.evaluate(state.image.imageData, result.classIdx, { ...options(), steps: 1 });
+    if (state.result === result) setBox(result, r.box);
+  } catch (e) {
+    showError(e, '15% box');
+  }
+}
+
+function drawBox(ctx) {
+  const b = state.box;
+  if (!el.showBox.checked || !b || b.result !== state.result || !b.box) return;
+  const { x0, y0, x1, y1 } = b.box;
+  // A line about 0.4% of the photo's longer side, so it stays visible on large photos.
+  const lw = Math.max(2, Math.round(Math.max(ctx.canvas.width, ctx.canvas.height) / 250));
+  ctx.strokeStyle = '#00e676';
+  ctx.lineWidth = lw;
+  ctx.strokeRect(x0 + lw / 2, y0 + lw / 2, Math.max(1, x1 - x0 + 1 - lw), Math.max(1, y1 - y0 + 1 - lw));
+}
+
+el.showBox.addEventListener('change', () => {
+  if (el.showBox.checked && state.result) requestBox(state.result);
+  else composite();
+});
+
+/** The two curves of the class probability against the fraction of pixels removed / inserted (and ROAD's, if run). */
 function drawCurves(r) {
   const c = el.curves;
   c.hidden = false;
@@ -866,6 +982,14 @@ function drawCurves(r) {
   };
   line(r.deletion, '#d62728');
   line(r.insertion, '#1f77b4');
+  if (r.road) {
+    // ROAD's scores at 10..90% removed, dashed, on the same axes (x: the fraction removed).
+    const xs = r.road.percentages.map((p) => p / 100);
+    ctx.setLineDash([4, 3]);
+    line({ fractions: xs, scores: r.road.morf }, '#ff7f0e');
+    line({ fractions: xs, scores: r.road.lerf }, '#2ca02c');
+    ctx.setLineDash([]);
+  }
   ctx.fillStyle = '#888';
   ctx.font = '10px sans-serif';
   ctx.fillText('p', 4, 12);
@@ -874,4 +998,10 @@ function drawCurves(r) {
   ctx.fillText('deletion', w - 110, 16);
   ctx.fillStyle = '#1f77b4';
   ctx.fillText('insertion', w - 58, 16);
+  if (r.road) {
+    ctx.fillStyle = '#ff7f0e';
+    ctx.fillText('ROAD MoRF', w - 126, 28);
+    ctx.fillStyle = '#2ca02c';
+    ctx.fillText('LeRF', w - 58, 28);
+  }
 }

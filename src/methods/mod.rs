@@ -217,6 +217,15 @@ pub const ALL: [Method; 23] = [
     Method::FULLGRAD,
 ];
 
+/// Which methods read which of their own options (see `Method::option_keys`); Score-CAM's batch
+/// changes only the speed, so it is left out.
+const OPTION_KEYS: [(Method, &[&str]); 4] = [
+    (Method::INTEGRATED_GRADIENTS, &["igSteps", "igBaseline"]),
+    (Method::SMOOTHGRAD, &["smoothSamples", "smoothNoise"]),
+    (Method::OCCLUSION, &["occlusionPatch", "occlusionStride", "igBaseline"]),
+    (Method::SCORE_CAM, &["scoreCamChannels"]),
+];
+
 /// Lowercase, without the separators people vary ('-', '_', spaces).
 fn key(name: &str) -> String {
     name.trim().to_ascii_lowercase().chars().filter(|c| c.is_ascii_alphanumeric() || *c == '+').collect()
@@ -237,6 +246,12 @@ impl Method {
 
     pub fn needs(self) -> Needs {
         self.0.needs
+    }
+
+    /// The `explain` options (their JavaScript names) that change this method's map beyond those
+    /// every method takes, so menus can offer exactly these (the page's attribution controls).
+    pub fn option_keys(self) -> &'static [&'static str] {
+        OPTION_KEYS.iter().find(|(m, _)| *m == self).map_or(&[], |(_, keys)| *keys)
     }
 
     pub fn grid(self) -> Grid {
