@@ -130,6 +130,9 @@ export class GradcamClient extends EventTarget {
     this._restarting = null; // Promise of the new worker (and the reloaded model)
     this._terminated = false;
     this._decoding = null; // a Promise while an image that is not ImageData is being decoded (see _withImage)
+    // On a cross-origin-isolated page, aborted call ids are also written here, where the worker reads
+    // them synchronously between batches: a running method then stops within one batch.
+    this._abortFlags = typeof crossOriginIsolated !== 'undefined' && crossOriginIsolated && typeof SharedArrayBuffer === 'function' ? new Int32Array(new SharedArrayBuffer(4 * 256)) : null;
     this._startWorker(options.worker);
   }
 
@@ -151,6 +154,7 @@ export class GradcamClient extends EventTarget {
     worker.addEventListener('messageerror', () => {
       if (worker === this.worker) this._failAll(new Error('A message from the gradcam worker could not be read'));
     });
+    if (this._abortFlags) worker.postMessage({ cmd: '__abortFlags', args: { flags: this._abortFlags } });
   }
 
   /**
@@ -283,6 +287,7 @@ export class GradcamClient extends EventTarget {
     const p = this._pending.get(id);
     if (!p) return; // settled already
     this._pending.delete(id);
+    if (this._abortFlags) Atomics.store(this._abortFlags, id % this._abortFlags.length, id); // seen mid-run
     try {
       this.worker.postMessage({ cmd: '__cancel', args: { id } });
     } catch {

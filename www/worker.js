@@ -8,8 +8,14 @@
 //   page -> worker  {cmd: '__cancel', args: {id}}: the page aborted call `id` (its AbortSignal) and
 //                   no longer waits for it. Handled at once, not queued: a queued call is skipped
 //                   (its image is still kept, later calls may refer to it); a running one is not
-//                   interrupted (wasm runs synchronously, so this message is only read once it
-//                   yields), but its progress stops and its result is dropped.
+//                   interrupted by this message (wasm runs synchronously: the message is read
+//                   only once it yields, e.g. between WebGPU batches), but its progress stops and
+//                   its result is dropped.
+//   page -> worker  {cmd: '__abortFlags', args: {flags}}: on a cross-origin-isolated page, an
+//                   Int32Array on a SharedArrayBuffer where the page writes an aborted call's id
+//                   (at id % length). The worker reads it synchronously between batches, so a
+//                   running method stops within one batch: its progress callback throws, which
+//                   the wasm side turns into a "cancelled" error (src/cancel.rs).
 //
 // Traps. A Rust panic (or an out-of-memory abort) ends in `RuntimeError: unreachable`, after which
 // the wasm instance is unusable. The worker then answers THAT call with an error that names the
@@ -178,6 +184,27 @@ function remember(result) {
 // Calls the page aborted (ids): read by the queue below before and after each call.
 const cancelled = new Set();
 let lastFinished = 0; // the highest id whose call ended: a cancel for it or an older one is moot
+let abortFlags = null; // Int32Array on a SharedArrayBuffer, or null (see the protocol above)
+
+/** Has the page aborted call `id`? The shared flags are read synchronously, even mid-computation. */
+function isAborted(id) {
+  if (cancelled.has(id)) return true;
+  if (abortFlags === null || Atomics.load(abortFlags, id % abortFlags.length) !== id) return false;
+  cancelled.add(id); // so that finish() drops its answer
+  return true;
+}
+
+/** What the wasm side is handed to stop an aborted call between batches. */
+function cancelHooks(isCancelled, post, phase) {
+  return {
+    isCancelled,
+    onProgress: (done, total) => {
+      // Throwing here is how the wasm side learns of it at once (src/wasm.rs: Request::progress).
+      if (isCancelled()) throw new DOMException('the call was aborted', 'AbortError');
+      post({ type: 'progress', phase, done, total });
+    },
+  };
+}
 
 const handlers = {
   async load({ source, options, wasmUrl }, post, isCancelled = () => false) {
@@ -257,11 +284,8 @@ const handlers = {
     const img = currentImage(args); // first: the image is kept even when the call fails
     const ex = requireExplainer();
     const cls = args.classIdx === null || args.classIdx === undefined ? undefined : args.classIdx;
-    const onProgress = (done, total) => {
-      if (!isCancelled()) post({ type: 'progress', phase: 'method', done, total });
-    };
     // explainAsync runs on the explainer's backend (WebGPU or the CPU) and falls back to the CPU by itself.
-    const r = await ex.explainAsync(img, cls, { ...(args.options || {}), onProgress });
+    const r = await ex.explainAsync(img, cls, { ...(args.options || {}), ...cancelHooks(isCancelled, post, 'method') });
     const value = plainResult(r);
     // A wasm-bindgen object is kept for overlay(); a plain object is not, because its typed
     // arrays are about to be transferred (the page sends them back with overlay()).
@@ -270,11 +294,11 @@ const handlers = {
   },
 
   /** Deletion / insertion curves, their AUCs, the confidence change and the 15% box (`evaluate`, CPU). */
-  async evaluate(args) {
+  async evaluate(args, post, isCancelled = () => false) {
     const img = currentImage(args);
     const ex = requireExplainer();
     const cls = args.classIdx === null || args.classIdx === undefined ? undefined : args.classIdx;
-    return plain(ex.evaluate(img, cls, args.options || {}));
+    return plain(ex.evaluate(img, cls, { ...(args.options || {}), ...cancelHooks(isCancelled, post, 'method') }));
   },
 
   async overlay(args) {
@@ -447,13 +471,18 @@ self.addEventListener('message', (event) => {
     if (typeof target === 'number' && target > lastFinished) cancelled.add(target);
     return;
   }
+  if (cmd === '__abortFlags') {
+    const flags = args && args.flags;
+    if (flags instanceof Int32Array && typeof SharedArrayBuffer === 'function' && flags.buffer instanceof SharedArrayBuffer) abortFlags = flags;
+    return;
+  }
   queue = queue.then(async () => {
     // One task's wait first: a call that arrived while another ran would otherwise start in the same
     // task as its own message, before the cancel the page sent right after it is read.
     await new Promise((resolve) => setTimeout(resolve, 0));
-    if (cancelled.has(id)) return skipCancelled(id, args);
+    if (isAborted(id)) return skipCancelled(id, args);
     const post = (m, transfer) => self.postMessage({ id, ...m }, transfer || []);
-    const isCancelled = () => cancelled.has(id);
+    const isCancelled = () => isAborted(id);
     const handler = handlers[cmd];
     try {
       if (strayTrap) {

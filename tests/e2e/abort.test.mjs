@@ -2,7 +2,9 @@
 // of the default model after its first progress event rejects with an AbortError within 1 s, and the
 // same client (same worker, model still loaded) then explains chelsea.png as before; a queued call
 // that is aborted is skipped without running (and the image it carried is still known to the
-// worker); a bad signal is a clear Error.
+// worker); a bad signal is a clear Error. On a cross-origin-isolated page (serve.mjs --isolate) the
+// worker also sees the abort mid-run, through a SharedArrayBuffer: the Score-CAM (and an evaluate)
+// stops within one batch, so the next call does not wait for it.
 //   node --test tests/e2e/abort.test.mjs
 
 import { after, before, test } from 'node:test';
@@ -10,22 +12,24 @@ import assert from 'node:assert/strict';
 import { launchBrowser, recordErrors, startServer } from './harness.mjs';
 
 let server;
+let isolated; // the same site, cross-origin isolated: SharedArrayBuffer exists there
 let browser;
 
 before(async () => {
-  [server, browser] = await Promise.all([startServer(), launchBrowser()]);
+  [server, isolated, browser] = await Promise.all([startServer(), startServer({ extraArgs: ['--isolate'] }), launchBrowser()]);
 });
 
 after(async () => {
   await browser?.close().catch(() => {});
   await server?.stop();
+  await isolated?.stop();
 });
 
 /** A page with a loaded client (window.client) and chelsea.png / coffee.png as ImageData (window.img). */
-async function openClient() {
+async function openClient(site = server) {
   const page = await browser.newPage();
   const errors = recordErrors(page);
-  await page.goto(new URL('tests/e2e/blank.html', server.url).href);
+  await page.goto(new URL('tests/e2e/blank.html', site.url).href);
   await page.evaluate(async () => {
     const { GradcamClient, toImageData } = await import('/www/gradcam-client.js');
     window.client = new GradcamClient();
@@ -121,6 +125,63 @@ test('an aborted queued call is skipped, and the image it carried is still known
   assert.match(out.bad, /^Error: explain\(\): signal must be an AbortSignal/);
   assert.equal(out.predictAbort, 'AbortError');
   assert.ok(out.sameWorker);
+  assert.deepEqual(errors, []);
+  await page.close();
+});
+
+/** Aborts `method` after its first progress event (or after `afterMs` for calls without progress); times both calls. */
+function abortThenExplain(page, { call, afterMs = null }) {
+  return page.evaluate(
+    async ({ call, afterMs }) => {
+      const before = await client.explain(img.chelsea, null, { method: 'gradcam' });
+      const ac = new AbortController();
+      let abortedAt = 0;
+      const abort = () => {
+        if (abortedAt) return;
+        abortedAt = performance.now();
+        ac.abort();
+      };
+      const t0 = performance.now();
+      const running =
+        call === 'evaluate'
+          ? client.evaluate(img.chelsea, null, { method: 'gradcam', steps: 224, signal: ac.signal })
+          : client.explain(img.chelsea, null, { method: call, signal: ac.signal }, abort);
+      if (afterMs !== null) setTimeout(abort, afterMs);
+      const error = await running.then(
+        () => null,
+        (e) => e.name,
+      );
+      const rejectMs = performance.now() - abortedAt;
+      const t1 = performance.now();
+      const after = await client.explain(img.chelsea, null, { method: 'gradcam' });
+      return {
+        isolated: crossOriginIsolated,
+        error,
+        abortAfterMs: abortedAt - t0,
+        rejectMs,
+        nextMs: performance.now() - t1,
+        sameWorker: client.worker === firstWorker,
+        sameModel: client.model === firstModel,
+        same: sum(after) === sum(before) && after.classIdx === before.classIdx,
+      };
+    },
+    { call, afterMs },
+  );
+}
+
+test('cross-origin isolated: an aborted Score-CAM over all channels, and an aborted evaluate, stop within one batch', async () => {
+  const { page, errors } = await openClient(isolated);
+  for (const [call, afterMs] of [['scorecam', null], ['evaluate', 300]]) {
+    const out = await abortThenExplain(page, { call, afterMs });
+    console.log(`# isolated abort ${call}:`, JSON.stringify(out));
+    assert.ok(out.isolated, 'the page is cross-origin isolated');
+    assert.equal(out.error, 'AbortError');
+    assert.ok(out.rejectMs < 1000, `rejected ${out.rejectMs} ms after abort()`);
+    // One batch of Score-CAM (or of the curves) and a Grad-CAM, not the rest of the computation.
+    assert.ok(out.nextMs < 3000, `the next call waited ${out.nextMs} ms: the aborted ${call} ran on`);
+    assert.ok(out.sameWorker && out.sameModel, 'no worker restart, no model reload');
+    assert.ok(out.same, 'the same explanation as before the abort');
+  }
   assert.deepEqual(errors, []);
   await page.close();
 });
