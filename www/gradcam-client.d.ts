@@ -50,8 +50,16 @@ export interface LoadedModel {
 
 export type Progress = (done: number, total: number) => void;
 
+/** Every call takes one: aborting rejects the call with a DOMException named 'AbortError' (docs/embedding.md). */
+export interface Abortable {
+  signal?: AbortSignal;
+}
+
 /** Any image a page holds; a string or URL is fetched (same origin, or served with CORS). */
 export type ImageInput = ImageData | ImageBitmap | HTMLImageElement | HTMLCanvasElement | OffscreenCanvas | HTMLVideoElement | VideoFrame | Blob | string | URL;
+
+/** The DOMException named 'AbortError' an aborted call rejects with (`cause`: the signal's reason). */
+export declare function abortError(signal?: AbortSignal | null): DOMException;
 
 /** The pixels of any image input, at its natural size. */
 export declare function toImageData(image: ImageInput): Promise<ImageData>;
@@ -61,15 +69,15 @@ export declare class GradcamClient extends EventTarget {
   /** What `load` returned, or null before it (and after the worker died without a reload). */
   model: LoadedModel | null;
   /** A URL (downloaded in the worker, through the Cache API) or the model's bytes. */
-  load(urlOrBytes: string | URL | ArrayBuffer | Uint8Array | Blob, options?: LoadOptions, onProgress?: Progress | null): Promise<LoadedModel>;
-  /** Explains `classIdx` (default: the top-1 class). */
-  explain(image: ImageInput, classIdx?: number | null, options?: ExplainOptions, onProgress?: Progress | null): Promise<ExplainResult>;
-  evaluate(image: ImageInput, classIdx?: number | null, options?: EvaluateOptions): Promise<EvaluateResult>;
-  predict(image: ImageInput, k?: number): Promise<Prediction[]>;
-  overlay(image: ImageInput, result: ExplainResult, options?: OverlayOptions): Promise<ImageData>;
-  layers(): Promise<LayerInfo[]>;
+  load(urlOrBytes: string | URL | ArrayBuffer | Uint8Array | Blob, options?: LoadOptions & Abortable, onProgress?: Progress | null): Promise<LoadedModel>;
+  /** Explains `classIdx` (default: the top-1 class); `options.signal` aborts it (queued: skipped; running: stopped within a batch where the worker can see it). */
+  explain(image: ImageInput, classIdx?: number | string | null, options?: ExplainOptions & Abortable, onProgress?: Progress | null): Promise<ExplainResult>;
+  evaluate(image: ImageInput, classIdx?: number | string | null, options?: EvaluateOptions & Abortable): Promise<EvaluateResult>;
+  predict(image: ImageInput, k?: number, options?: Abortable): Promise<Prediction[]>;
+  overlay(image: ImageInput, result: ExplainResult, options?: OverlayOptions & Abortable): Promise<ImageData>;
+  layers(options?: Abortable): Promise<LayerInfo[]>;
   methods(): Promise<MethodInfo[]>;
-  defaultLayer(): Promise<string>;
+  defaultLayer(options?: Abortable): Promise<string>;
   free(): Promise<void>;
   terminate(): void;
 }
