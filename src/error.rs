@@ -14,6 +14,8 @@ pub enum Error {
     Numeric(String),
     /// A failure inside the tensor library; should not happen on validated input.
     Internal(String),
+    /// The caller asked the computation to stop (`cancel::request`); nothing is wrong with the input.
+    Cancelled(String),
 }
 
 impl fmt::Display for Error {
@@ -24,6 +26,7 @@ impl fmt::Display for Error {
             Error::Option(m) => write!(f, "option: {m}"),
             Error::Numeric(m) => write!(f, "numeric: {m}"),
             Error::Internal(m) => write!(f, "internal: {m}"),
+            Error::Cancelled(m) => write!(f, "cancelled: {m}"),
         }
     }
 }

@@ -726,6 +726,7 @@ impl Explainer {
                 first = Some(e);
             }
             progress(i + 1, AUG_PASSES.len());
+            crate::cancel::check()?;
         }
         let mut e = first.ok_or_else(|| Error::Internal("aug smoothing ran no pass".into()))?;
         let n = AUG_PASSES.len() as f32;

@@ -13,6 +13,7 @@
 
 pub mod arch;
 pub mod budget;
+pub mod cancel;
 pub mod clock;
 pub mod error;
 pub mod eval;

@@ -38,6 +38,15 @@ fn get(obj: &JsValue, key: &str) -> JsResult<JsValue> {
     Reflect::get(obj, &JsValue::from_str(key)).map_err(|_| js_err(format!("cannot read property '{key}'")))
 }
 
+/// An optional function option: absent is None, anything else than a function is a clear error.
+fn callback(obj: &JsValue, key: &str) -> JsResult<Option<js_sys::Function>> {
+    let v = get(obj, key)?;
+    if is_missing(&v) {
+        return Ok(None);
+    }
+    v.dyn_into::<js_sys::Function>().map(Some).map_err(|v| js_err(format!("option {key} must be a function, got {}", describe(&v))))
+}
+
 fn set(obj: &Object, key: &str, value: impl Into<JsValue>) -> JsResult<()> {
     Reflect::set(obj, &JsValue::from_str(key), &value.into()).map(|_| ()).map_err(|_| js_err(format!("cannot set property '{key}'")))
 }
@@ -299,6 +308,9 @@ export interface ExplainOptions {
   method?: string; layer?: string; colormap?: string; alpha?: number;
   normalize?: 'minmax' | 'raw'; preprocess?: 'crop' | 'resize'; signed?: boolean;
   onProgress?: (done: number, total: number) => void; scoreCamChannels?: number; scoreCamBatch?: number;
+  /** Asked between batches of the long methods; true stops the call with a "cancelled: ..." Error.
+   *  (An exception thrown by onProgress stops it the same way.) */
+  isCancelled?: () => boolean;
   /** integrated-gradients steps (32, at most 256); baseline of integrated gradients and occlusion */
   igSteps?: number; igBaseline?: 'black' | 'blur';
   /** smoothgrad noisy copies (25, at most 256) and noise as a fraction of the input range (0.15) */
@@ -373,6 +385,7 @@ const EXPLAIN_KEYS: &[&str] = &[
     "preprocess",
     "signed",
     "onProgress",
+    "isCancelled",
     "scoreCamChannels",
     "scoreCamBatch",
     "igSteps",
@@ -397,6 +410,7 @@ const EVALUATE_KEYS: &[&str] =
         "eigenSmooth",
         "augSmooth",
         "onProgress",
+        "isCancelled",
         "scoreCamChannels",
         "scoreCamBatch",
         "igSteps",
@@ -452,6 +466,8 @@ struct Request {
     cmap: Colormap,
     alpha: f32,
     on_progress: Option<js_sys::Function>,
+    /// The caller's `isCancelled()`, polled between batches (`crate::cancel`).
+    is_cancelled: Option<js_sys::Function>,
 }
 
 impl Request {
@@ -519,16 +535,33 @@ impl Request {
             Some(obj) => get(obj, "onProgress")?.dyn_into::<js_sys::Function>().ok(),
             None => None,
         };
+        let is_cancelled = match &opts {
+            Some(obj) => callback(obj, "isCancelled")?,
+            None => None,
+        };
         let image = read_image(image_data)?;
-        Ok(Request { opts: o, image, cmap, alpha, on_progress })
+        Ok(Request { opts: o, image, cmap, alpha, on_progress, is_cancelled })
     }
 
+    /// A progress callback that throws asks the computation to stop at its next batch: the way a
+    /// caller (the worker, for an aborted call) cancels from inside the synchronous run.
     fn progress(&self) -> impl FnMut(usize, usize) + '_ {
         move |done: usize, total: usize| {
             if let Some(f) = &self.on_progress {
-                let _ = f.call2(&JsValue::NULL, &(done as u32).into(), &(total as u32).into());
+                if f.call2(&JsValue::NULL, &(done as u32).into(), &(total as u32).into()).is_err() {
+                    crate::cancel::request();
+                }
             }
         }
+    }
+
+    /// Starts this request's cancellation state: nothing requested, `isCancelled` polled per batch.
+    fn arm_cancel(&self) {
+        let poller = self.is_cancelled.clone().map(|f| {
+            // A poller that throws counts as a yes: a broken check must not run on for minutes.
+            Box::new(move || f.call0(&JsValue::NULL).map_or(true, |v| v.is_truthy())) as Box<dyn Fn() -> bool>
+        });
+        crate::cancel::reset(poller);
     }
 }
 
@@ -824,8 +857,10 @@ impl Explainer {
     ) -> JsResult<JsValue> {
         let request = Request::parse(&image_data, &class_idx, &options, self.num_classes, self.input_size)?;
         let mut state = self.state()?;
-        let e = state.inner.explain_with_progress(&request.image, &request.opts, &mut request.progress()).map_err(js_err)?;
-        state.finish(&e, request)
+        request.arm_cancel();
+        let e = state.inner.explain_with_progress(&request.image, &request.opts, &mut request.progress());
+        crate::cancel::reset(None);
+        state.finish(&e.map_err(js_err)?, request)
     }
 
     /// `evaluate(imageData, classIdx?, options?)`: explains on the CPU as `explain` does, then measures
@@ -860,9 +895,15 @@ impl Explainer {
         let with_road = opt_bool(&opts, "road")?.unwrap_or(false);
         let mut state = self.state()?;
         let t0 = crate::clock::now_ms();
-        let e = state.inner.explain_with_progress(&request.image, &request.opts, &mut request.progress()).map_err(js_err)?;
-        let f = faithfulness(&state.inner, &request.image, &e, &request.opts, &curves).map_err(js_err)?;
-        let road = if with_road { Some(road_of(&state.inner, &request.image, &e, &request.opts, &RoadOptions::default()).map_err(js_err)?) } else { None };
+        request.arm_cancel();
+        let measured = (|| {
+            let e = state.inner.explain_with_progress(&request.image, &request.opts, &mut request.progress())?;
+            let f = faithfulness(&state.inner, &request.image, &e, &request.opts, &curves)?;
+            let road = if with_road { Some(road_of(&state.inner, &request.image, &e, &request.opts, &RoadOptions::default())?) } else { None };
+            Ok::<_, crate::Error>((e, f, road))
+        })();
+        crate::cancel::reset(None);
+        let (e, f, road) = measured.map_err(js_err)?;
         let out = serde_json::json!({
             "method": e.method.name(),
             "classIdx": e.class,
@@ -900,8 +941,10 @@ impl Explainer {
             }
             // Held across the GPU awaits on purpose: it is this explainer's lock (see `State`).
             let mut state = state.try_borrow_mut().map_err(|_| busy())?;
-            let e = state.explain(&request).await.map_err(js_err)?;
-            state.finish(&e, request)
+            request.arm_cancel(); // after the wait: the call before this one has reset it when done
+            let e = state.explain(&request).await;
+            crate::cancel::reset(None);
+            state.finish(&e.map_err(js_err)?, request)
         });
         *self.queue.borrow_mut() = Some(promise.clone());
         promise

@@ -65,7 +65,8 @@ fn explains_a_synthetic_image() {
         assert!(!takes("eigen") || takes("aug"), "{name}: eigen smoothing is for layer-grid CAMs");
     }
     // Each method's own settings (the page's controls): Integrated Gradients' two, none for Grad-CAM.
-    let options_of = |name: &str| catalog.iter().find(|m| field(m, "name").as_string().unwrap() == name).map(|m| Array::from(&field(&m, "options")).iter().map(|k| k.as_string().unwrap()).collect::<Vec<_>>());
+    let options_of =
+        |name: &str| catalog.iter().find(|m| field(m, "name").as_string().unwrap() == name).map(|m| Array::from(&field(&m, "options")).iter().map(|k| k.as_string().unwrap()).collect::<Vec<_>>());
     assert_eq!(options_of("integrated-gradients"), Some(vec!["igSteps".to_string(), "igBaseline".to_string()]));
     assert_eq!(options_of("gradcam"), Some(vec![]));
     let eigen_of = |name: &str| catalog.iter().find(|m| field(m, "name").as_string().unwrap() == name).map(|m| field(&field(&m, "smoothing"), "eigen").as_bool().unwrap());
@@ -378,4 +379,36 @@ fn random_options_and_images_end_in_a_result_or_an_error_never_a_trap() {
     assert!(ok > 20 && errors > 100, "the dictionary reaches both outcomes: {ok} results, {errors} errors");
     let again = ex.explain(img, JsValue::from(281), JsValue::UNDEFINED).unwrap();
     assert_eq!(map(&again), map(&reference));
+}
+
+/// A progress callback that throws, or an `isCancelled` that says yes, stops Score-CAM after its first
+/// batch with a "cancelled" Error (how the worker aborts a running call); the explainer then explains
+/// exactly as before, and a call without either runs to its end.
+#[wasm_bindgen_test]
+fn a_cancelled_score_cam_stops_after_one_batch_and_the_explainer_goes_on() {
+    use std::{cell::Cell, rc::Rc};
+    let mut ex = explainer();
+    let (w, h) = (64u32, 48u32);
+    let img = image(w, h, (4 * w * h) as usize);
+    let heat = |r: JsValue| Float32Array::from(field(&r, "heatmap")).to_vec();
+    let before = heat(ex.explain(img.clone(), JsValue::from(281), JsValue::UNDEFINED).unwrap());
+    let batches = Rc::new(Cell::new(0u32));
+    let seen = batches.clone();
+    let throwing = Closure::<dyn FnMut(u32, u32) -> Result<(), JsValue>>::new(move |_, _| {
+        seen.set(seen.get() + 1);
+        Err(JsValue::from_str("aborted"))
+    });
+    let opts = obj(&[("method", "scorecam".into()), ("scoreCamBatch", 8.into()), ("onProgress", throwing.as_ref().clone())]);
+    let err = message(ex.explain(img.clone(), JsValue::from(281), opts).unwrap_err());
+    assert!(err.contains("cancelled"), "{err}");
+    assert_eq!(batches.get(), 1, "stopped after the first batch");
+    let yes = Closure::<dyn Fn() -> bool>::new(|| true);
+    let opts = obj(&[("method", "scorecam".into()), ("scoreCamBatch", 8.into()), ("isCancelled", yes.as_ref().clone())]);
+    assert!(message(ex.explain(img.clone(), JsValue::from(281), opts).unwrap_err()).contains("cancelled"));
+    let bad = obj(&[("isCancelled", JsValue::from(1))]);
+    assert!(message(ex.explain(img.clone(), JsValue::from(281), bad).unwrap_err()).contains("isCancelled must be a function"));
+    // Nothing of the cancelled calls lingers: the same map, and a full Score-CAM runs to its end.
+    assert_eq!(heat(ex.explain(img.clone(), JsValue::from(281), JsValue::UNDEFINED).unwrap()), before);
+    let opts = obj(&[("method", "scorecam".into()), ("scoreCamChannels", 16.into())]);
+    assert!(ex.explain(img, JsValue::from(281), opts).is_ok());
 }

@@ -80,6 +80,30 @@ export async function toImageData(image) {
   return out;
 }
 
+/** The rejection of an aborted call, as fetch() gives it: a DOMException named AbortError. */
+export function abortError(signal) {
+  const reason = signal && signal.reason;
+  if (reason instanceof DOMException && reason.name === 'AbortError') return reason;
+  const e = new DOMException('The gradcam call was aborted', 'AbortError');
+  if (reason !== undefined) Object.defineProperty(e, 'cause', { value: reason }); // the caller's own reason
+  return e;
+}
+
+/** `signal` checked (an AbortSignal or nothing), so a wrong value fails loudly instead of never aborting. */
+function checkSignal(signal, where) {
+  if (signal === undefined || signal === null) return null;
+  const ok = typeof AbortSignal !== 'undefined' ? signal instanceof AbortSignal : typeof signal.addEventListener === 'function' && 'aborted' in signal;
+  if (!ok) throw new Error(`${where}: signal must be an AbortSignal (from new AbortController().signal), got ${typeof signal}`);
+  return signal;
+}
+
+/** options without `signal` (which the worker must not see: it cannot be cloned) and the signal. */
+function splitSignal(options, where) {
+  if (options !== undefined && options !== null && typeof options !== 'object') throw new Error(`${where}: options must be an object, got ${typeof options}`);
+  const { signal, ...rest } = options || {};
+  return { options: rest, signal: checkSignal(signal, where) };
+}
+
 /** classIdx as the worker takes it: null (top-1), a number, or a weighted string "281:1,285:0.5". */
 function classArg(classIdx) {
   if (classIdx === null || classIdx === undefined || classIdx === '') return null;
@@ -106,6 +130,9 @@ export class GradcamClient extends EventTarget {
     this._restarting = null; // Promise of the new worker (and the reloaded model)
     this._terminated = false;
     this._decoding = null; // a Promise while an image that is not ImageData is being decoded (see _withImage)
+    // On a cross-origin-isolated page, aborted call ids are also written here, where the worker reads
+    // them synchronously between batches: a running method then stops within one batch.
+    this._abortFlags = typeof crossOriginIsolated !== 'undefined' && crossOriginIsolated && typeof SharedArrayBuffer === 'function' ? new Int32Array(new SharedArrayBuffer(4 * 256)) : null;
     this._startWorker(options.worker);
   }
 
@@ -127,6 +154,7 @@ export class GradcamClient extends EventTarget {
     worker.addEventListener('messageerror', () => {
       if (worker === this.worker) this._failAll(new Error('A message from the gradcam worker could not be read'));
     });
+    if (this._abortFlags) worker.postMessage({ cmd: '__abortFlags', args: { flags: this._abortFlags } });
   }
 
   /**
@@ -217,26 +245,55 @@ export class GradcamClient extends EventTarget {
     }
   }
 
-  _call(cmd, args = {}, transfer = [], onProgress = null) {
+  _call(cmd, args = {}, transfer = [], onProgress = null, signal = null) {
     if (this._terminated) return Promise.reject(new Error('This GradcamClient was terminated'));
     if (this._dead || this._restarting) {
       // The worker died: a new one first (with the model reloaded, unless this call loads or frees one).
-      return this._restart(cmd !== 'load' && cmd !== 'free').then(() => this._call(cmd, args, transfer, onProgress));
+      return this._restart(cmd !== 'load' && cmd !== 'free').then(() => this._call(cmd, args, transfer, onProgress, signal));
     }
-    return this._send(cmd, args, transfer, onProgress);
+    return this._send(cmd, args, transfer, onProgress, signal);
   }
 
-  _send(cmd, args = {}, transfer = [], onProgress = null) {
+  _send(cmd, args = {}, transfer = [], onProgress = null, signal = null) {
     const id = this._nextId++;
     return new Promise((resolve, reject) => {
-      this._pending.set(id, { resolve, reject, onProgress, cmd });
+      const done = (settle) => (v) => {
+        if (signal) signal.removeEventListener('abort', onAbort);
+        settle(v);
+      };
+      const onAbort = () => this._abort(id, signal);
+      this._pending.set(id, { resolve: done(resolve), reject: done(reject), onProgress, cmd });
       try {
+        // Sent even when already aborted: the message may carry the image the next calls refer to,
+        // and the worker, told at once, skips the call but keeps the image.
         this.worker.postMessage({ id, cmd, args }, transfer);
       } catch (e) {
         this._pending.delete(id);
         reject(e instanceof Error ? e : new Error(String(e)));
+        return;
       }
+      if (!signal) return;
+      if (signal.aborted) onAbort();
+      else signal.addEventListener('abort', onAbort, { once: true });
     });
+  }
+
+  /**
+   * Aborts call `id`: its promise rejects now with an AbortError, and the worker is told, so that it
+   * skips the call if it is still queued, or drops its result if it is running (the worker and its
+   * model stay; see worker.js for how far a running method gets before it notices).
+   */
+  _abort(id, signal) {
+    const p = this._pending.get(id);
+    if (!p) return; // settled already
+    this._pending.delete(id);
+    if (this._abortFlags) Atomics.store(this._abortFlags, id % this._abortFlags.length, id); // seen mid-run
+    try {
+      this.worker.postMessage({ cmd: '__cancel', args: { id } });
+    } catch {
+      /* the worker is gone: nothing runs there any more */
+    }
+    p.reject(abortError(signal));
   }
 
   /**
@@ -283,8 +340,10 @@ export class GradcamClient extends EventTarget {
    *   backend: {backend: 'cpu'|'webgpu', requested, adapter, software, note}}>}
    */
   async load(urlOrBytes, options = {}, onProgress = null) {
-    const { args, transfer, keep } = await this._loadArgs(urlOrBytes, options);
-    this.model = await this._call('load', args, transfer, onProgress);
+    const split = splitSignal(options, 'load()');
+    if (split.signal && split.signal.aborted) throw abortError(split.signal);
+    const { args, transfer, keep } = await this._loadArgs(urlOrBytes, split.options);
+    this.model = await this._call('load', args, transfer, onProgress, split.signal);
     this._modelSource = keep; // to reload it if the worker dies
     return this.model;
   }
@@ -346,15 +405,31 @@ export class GradcamClient extends EventTarget {
    * @param {(done: number, total: number) => void} [onProgress]  for long methods (Score-CAM)
    */
   explain(image, classIdx = null, options = {}, onProgress = null) {
-    return this._withImage(image, (imageData) => this._explain(imageData, classIdx, options, onProgress));
+    return this._signalled(options, 'explain()', (opts, signal) =>
+      this._withImage(image, (imageData) => this._explain(imageData, classIdx, opts, onProgress, signal)),
+    );
   }
 
-  _explain(imageData, classIdx, options, onProgress) {
+  /**
+   * Runs `start(optionsWithoutSignal, signal)` unless the signal is already aborted; bad options or
+   * a bad signal reject (never throw synchronously, like every other failure of these calls).
+   */
+  _signalled(options, where, start) {
+    try {
+      const { options: opts, signal } = splitSignal(options, where);
+      if (signal && signal.aborted) return Promise.reject(abortError(signal));
+      return start(opts, signal);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  }
+
+  _explain(imageData, classIdx, options, onProgress, signal) {
     const { args, transfer } = this._imageArgs(imageData);
     const opts = {};
     for (const [k, v] of Object.entries(options || {})) if (v !== undefined && v !== null && v !== '') opts[k] = v;
     const cls = classArg(classIdx);
-    return this._call('explain', { ...args, classIdx: cls, options: opts }, transfer, onProgress);
+    return this._call('explain', { ...args, classIdx: cls, options: opts }, transfer, onProgress, signal);
   }
 
   /**
@@ -364,43 +439,47 @@ export class GradcamClient extends EventTarget {
    * @param {{method?, layer?, preprocess?, steps?: number, baseline?: 'blur'|'mean', cell?: number, road?: boolean}} [options]
    */
   evaluate(image, classIdx = null, options = {}) {
-    return this._withImage(image, (imageData) => this._evaluate(imageData, classIdx, options));
+    return this._signalled(options, 'evaluate()', (opts, signal) =>
+      this._withImage(image, (imageData) => this._evaluate(imageData, classIdx, opts, signal)),
+    );
   }
 
-  _evaluate(imageData, classIdx, options) {
+  _evaluate(imageData, classIdx, options, signal) {
     const { args, transfer } = this._imageArgs(imageData);
     const opts = {};
     for (const [k, v] of Object.entries(options || {})) if (v !== undefined && v !== null && v !== '') opts[k] = v;
     const cls = classArg(classIdx);
-    return this._call('evaluate', { ...args, classIdx: cls, options: opts }, transfer);
+    return this._call('evaluate', { ...args, classIdx: cls, options: opts }, transfer, null, signal);
   }
 
-  /** Top-k classes: [{class, label, logit, probability}]. */
-  predict(image, k = 5) {
-    return this._withImage(image, (imageData) => this._predict(imageData, k));
+  /** Top-k classes: [{class, label, logit, probability}]. `options.signal` aborts the call. */
+  predict(image, k = 5, options = {}) {
+    return this._signalled(options, 'predict()', (_, signal) => this._withImage(image, (imageData) => this._predict(imageData, k, signal)));
   }
 
-  _predict(imageData, k) {
+  _predict(imageData, k, signal) {
     const { args, transfer } = this._imageArgs(imageData);
-    return this._call('predict', { ...args, k }, transfer);
+    return this._call('predict', { ...args, k }, transfer, null, signal);
   }
 
   /** The photo with the colormapped heatmap of `result` blended in, as ImageData. */
   overlay(image, result, options = {}) {
-    return this._withImage(image, (imageData) => this._overlay(imageData, result, options));
+    return this._signalled(options, 'overlay()', (opts, signal) =>
+      this._withImage(image, (imageData) => this._overlay(imageData, result, opts, signal)),
+    );
   }
 
-  _overlay(imageData, result, options) {
+  _overlay(imageData, result, options, signal) {
     const { args, transfer } = this._imageArgs(imageData);
     const slim = { ...result };
     delete slim.rgb; // not needed for an overlay; spares a copy
-    return this._call('overlay', { ...args, resultId: result && result.resultId, result: slim, options }, transfer).then(
+    return this._call('overlay', { ...args, resultId: result && result.resultId, result: slim, options }, transfer, null, signal).then(
       (v) => new ImageData(v.pixels, v.width, v.height),
     );
   }
 
-  layers() {
-    return this._call('layers');
+  layers({ signal } = {}) {
+    return this._signalled({ signal }, 'layers()', (_, s) => this._call('layers', {}, [], null, s));
   }
 
   /**
@@ -417,8 +496,8 @@ export class GradcamClient extends EventTarget {
     return this._methods;
   }
 
-  defaultLayer() {
-    return this._call('defaultLayer');
+  defaultLayer({ signal } = {}) {
+    return this._signalled({ signal }, 'defaultLayer()', (_, s) => this._call('defaultLayer', {}, [], null, s));
   }
 
   /** Frees the model in the worker (the worker stays usable for another load()). */

@@ -1,10 +1,39 @@
 // Types of www/gradcam-explainer.js, which defines <gradcam-explainer> when imported.
 import type { ExplainResult } from '../pkg/gradcam_wasm.js';
 
+/** The attributes <gradcam-explainer> reads (docs/embedding.md has the table); all are observed. */
+export interface GradcamExplainerAttributes {
+  src: string;
+  model?: string;
+  'model-data'?: string;
+  labels?: string;
+  integrity?: string;
+  'input-size'?: `${number}`;
+  class?: string;
+  'target-class'?: string;
+  method?: string;
+  layer?: string;
+  colormap?: 'turbo' | 'jet' | 'viridis' | 'inferno';
+  alpha?: `${number}`;
+  preprocess?: 'crop' | 'resize';
+  normalize?: 'minmax' | 'raw';
+  arch?: string;
+  /** Changing it moves the element to a client of that backend. */
+  backend?: 'auto' | 'cpu' | 'webgpu';
+  /** Score-CAM uses only the N strongest channels (a whole number >= 1). */
+  'score-cam-channels'?: `${number}`;
+  caption?: string;
+  /** 'lazy' (default): when near the viewport; 'eager': at once. */
+  loading?: 'lazy' | 'eager';
+  /** The older boolean alias of loading="eager". */
+  eager?: '' | 'eager';
+}
+
 export declare class GradcamExplainerElement extends HTMLElement {
+  static readonly observedAttributes: (keyof GradcamExplainerAttributes)[];
   /** The last explanation, or null. */
   readonly result: ExplainResult | null;
-  /** Runs the explanation again (attributes changes do this by themselves). */
+  /** Runs the explanation again, aborting a run still in flight (attribute changes do this by themselves). */
   explain(): Promise<ExplainResult | null>;
 }
 

@@ -10,9 +10,14 @@
 // ../assets/models/efficientnet-lite0.safetensors relative to this module), class or target-class
 // (class index; default the top-1 class; target-class may also be a weighted mix "281:1,285:0.5"), method,
 // layer, colormap, alpha (0..1), preprocess ('crop' | 'resize'), normalize ('minmax' | 'raw'),
-// arch, backend ('auto' | 'cpu' | 'webgpu'; default auto: WebGPU on a hardware GPU, else the CPU),
-// caption ('none' hides it), eager (load at once instead of when visible), integrity (the model's
-// "sha256-<base64>", as Subresource Integrity writes it: checked before the model is used or cached).
+// arch, backend ('auto' | 'cpu' | 'webgpu'; default auto: WebGPU on a hardware GPU, else the CPU;
+// changing it moves the element to a client of that backend), score-cam-channels (Score-CAM and
+// its kin use only the N strongest channels), labels (a labels file's URL), caption ('none' hides
+// it), loading ('lazy': when visible, the default; 'eager': at once; the boolean `eager` attribute
+// is an alias of loading="eager"), integrity (the model's "sha256-<base64>", as Subresource
+// Integrity writes it: checked before the model is used or cached).
+// Any attribute change re-runs the explanation; the superseded run is aborted (its AbortSignal), so
+// a queued call is dropped before it runs and an old result is never shown after a newer one.
 // Events: 'gradcam-result' (detail: the result), 'gradcam-error' (detail: the Error).
 // Property: element.result (the last result), element.explain() (re-run).
 
@@ -102,7 +107,7 @@ figcaption[hidden] { display: none; }
 
 class GradcamExplainerElement extends HTMLElement {
   static get observedAttributes() {
-    return ['src', 'model', 'model-data', 'labels', 'input-size', 'class', 'target-class', 'method', 'layer', 'colormap', 'alpha', 'preprocess', 'normalize', 'arch', 'caption', 'integrity'];
+    return ['src', 'model', 'model-data', 'labels', 'input-size', 'class', 'target-class', 'method', 'layer', 'colormap', 'alpha', 'preprocess', 'normalize', 'arch', 'backend', 'score-cam-channels', 'caption', 'integrity', 'loading', 'eager'];
   }
 
   constructor() {
@@ -127,13 +132,24 @@ class GradcamExplainerElement extends HTMLElement {
     this.result = null;
     this._gen = 0;
     this._timer = 0;
+    this._controller = null; // aborts the run in flight when a newer one starts
+  }
+
+  /** loading="eager" (or the older boolean `eager`) loads at once; anything else waits until visible. */
+  get _eager() {
+    const loading = (this.getAttribute('loading') || '').trim().toLowerCase();
+    if (loading === 'eager') return true;
+    if (loading === 'lazy') return false;
+    return this.hasAttribute('eager');
   }
 
   connectedCallback() {
-    if (this.hasAttribute('eager') || typeof IntersectionObserver === 'undefined') {
+    if (this._started) return;
+    if (this._eager || typeof IntersectionObserver === 'undefined') {
       this._start();
       return;
     }
+    if (this._observer) return;
     this._observer = new IntersectionObserver(
       (entries) => {
         if (entries.some((e) => e.isIntersecting)) {
@@ -150,16 +166,53 @@ class GradcamExplainerElement extends HTMLElement {
   disconnectedCallback() {
     if (this._observer) this._observer.disconnect();
     this._observer = null;
+    if (this._controller) {
+      // Removed mid-run: the work is dropped; a re-insertion starts it again.
+      this._abortRun();
+      this._gen++;
+      this._started = false;
+    }
   }
 
   attributeChangedCallback(name, oldValue, value) {
-    if (!this._started || oldValue === value) return;
+    if (oldValue === value) return;
+    if (name === 'loading' || name === 'eager') {
+      if (!this._started && this.isConnected && this._eager) {
+        if (this._observer) this._observer.disconnect();
+        this._observer = null;
+        this._start();
+      }
+      return; // once started, how it loads no longer matters
+    }
+    if (!this._started) return;
     if (name === 'alpha') return this._composite();
     if (name === 'caption') return this._renderCaption();
     if (name === 'colormap') return this._recolor();
     if (name === 'src') this._image = null;
+    this._abortRun(); // at once: its queued call is dropped before the worker reaches it
     clearTimeout(this._timer);
     this._timer = setTimeout(() => this.explain(), 0); // one run for several attribute changes
+  }
+
+  _abortRun() {
+    if (this._controller) this._controller.abort();
+    this._controller = null;
+  }
+
+  /** The explain options the attributes give; a bad score-cam-channels is a clear error. */
+  _explainOptions() {
+    const opts = {};
+    for (const k of ['method', 'layer', 'preprocess', 'normalize']) {
+      const v = this.getAttribute(k);
+      if (v) opts[k] = v;
+    }
+    const channels = this.getAttribute('score-cam-channels');
+    if (channels !== null && channels.trim() !== '') {
+      const n = Number(channels);
+      if (!Number.isInteger(n) || n < 1) throw new Error(`score-cam-channels must be a whole number of at least 1, got "${channels}"`);
+      opts.scoreCamChannels = n;
+    }
+    return opts;
   }
 
   _start() {
@@ -206,7 +259,12 @@ class GradcamExplainerElement extends HTMLElement {
   /** (Re-)computes the explanation from the current attributes. Resolves to the result. */
   async explain() {
     const gen = ++this._gen;
-    const stale = () => gen !== this._gen;
+    this._abortRun();
+    const controller = new AbortController();
+    this._controller = controller;
+    const { signal } = controller;
+    // Superseded by a newer run, or aborted by an attribute change whose run has not started yet.
+    const stale = () => gen !== this._gen || signal.aborted;
     const src = this.getAttribute('src');
     if (!src) {
       this._show('No src attribute', null, true);
@@ -231,16 +289,12 @@ class GradcamExplainerElement extends HTMLElement {
       });
       if (stale()) return null;
       this._show('Explaining…');
-      const opts = {};
-      for (const k of ['method', 'layer', 'preprocess', 'normalize']) {
-        const v = this.getAttribute(k);
-        if (v) opts[k] = v;
-      }
+      const opts = { ...this._explainOptions(), signal };
       const result = await client.explain(this._image.imageData, this._classIdx, opts, (done, total) => {
         if (!stale()) this._show(`Explaining… ${done}/${total}`, total > 0 ? done / total : 0);
       });
       if (stale()) return null;
-      const layer = await client.overlay(this._image.imageData, result, { colormap: this.getAttribute('colormap') || 'jet', alpha: 1 });
+      const layer = await client.overlay(this._image.imageData, result, { colormap: this.getAttribute('colormap') || 'jet', alpha: 1, signal });
       if (stale()) return null;
       this._client = client;
       this.result = result;
@@ -256,6 +310,8 @@ class GradcamExplainerElement extends HTMLElement {
       this._show(err.message, null, true);
       this.dispatchEvent(new CustomEvent('gradcam-error', { detail: err, bubbles: true, composed: true }));
       return null;
+    } finally {
+      if (this._controller === controller) this._controller = null; // done: nothing left to abort
     }
   }
 

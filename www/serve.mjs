@@ -1,6 +1,8 @@
 #!/usr/bin/env node
 // A tiny static server for the demo, with no dependency:
-//   node www/serve.mjs [dir] [--port 8080] [--host 127.0.0.1] [--allow PATH]... [--allow-host NAME]...
+//   node www/serve.mjs [dir] [--port 8080] [--host 127.0.0.1] [--allow PATH]... [--allow-host NAME]... [--isolate]
+//   --isolate: cross-origin isolation (COOP same-origin + COEP require-corp on every response), so
+//   pages get SharedArrayBuffer, which lets an aborted call stop its running method mid-way.
 // Serves the repository root by default (or `dir`, e.g. `dist`), with the right MIME types
 // (application/wasm included, so WebAssembly.instantiateStreaming works) and the page's CSP
 // (on pages and on scripts, which workers run under).
@@ -40,6 +42,8 @@ const port = Number(flag('--port', process.env.PORT || 8080));
 const host = flag('--host', process.env.HOST || '127.0.0.1');
 const extraAllowed = flags('--allow');
 const extraHosts = flags('--allow-host');
+const isolateAt = args.indexOf('--isolate');
+const isolate = isolateAt >= 0 && args.splice(isolateAt, 1).length === 1;
 const repoRoot = resolve(fileURLToPath(new URL('..', import.meta.url)));
 const root = resolve(repoRoot, args[0] || '.');
 
@@ -146,6 +150,7 @@ const server = createServer(async (req, res) => {
       'x-content-type-options': 'nosniff',
       'referrer-policy': 'no-referrer',
     };
+    if (isolate) Object.assign(headers, { 'cross-origin-opener-policy': 'same-origin', 'cross-origin-embedder-policy': 'require-corp' });
     // Scripts get it too: a worker (and a service worker) runs under the policy of its own script's
     // response, not the page's.
     if (type.startsWith('text/html') || type.startsWith('text/javascript')) headers['content-security-policy'] = CSP;

@@ -5,6 +5,17 @@
 //                   {id?, type: 'progress', phase: 'download'|'method', done, total}
 // Typed arrays in results are transferred, not copied. Progress messages without an id (for
 // example posted by the wasm side during Score-CAM) belong to the request being processed.
+//   page -> worker  {cmd: '__cancel', args: {id}}: the page aborted call `id` (its AbortSignal) and
+//                   no longer waits for it. Handled at once, not queued: a queued call is skipped
+//                   (its image is still kept, later calls may refer to it); a running one is not
+//                   interrupted by this message (wasm runs synchronously: the message is read
+//                   only once it yields, e.g. between WebGPU batches), but its progress stops and
+//                   its result is dropped.
+//   page -> worker  {cmd: '__abortFlags', args: {flags}}: on a cross-origin-isolated page, an
+//                   Int32Array on a SharedArrayBuffer where the page writes an aborted call's id
+//                   (at id % length). The worker reads it synchronously between batches, so a
+//                   running method stops within one batch: its progress callback throws, which
+//                   the wasm side turns into a "cancelled" error (src/cancel.rs).
 //
 // Traps. A Rust panic (or an out-of-memory abort) ends in `RuntimeError: unreachable`, after which
 // the wasm instance is unusable. The worker then answers THAT call with an error that names the
@@ -170,8 +181,33 @@ function remember(result) {
   return id;
 }
 
+// Calls the page aborted (ids): read by the queue below before and after each call.
+const cancelled = new Set();
+let lastFinished = 0; // the highest id whose call ended: a cancel for it or an older one is moot
+let abortFlags = null; // Int32Array on a SharedArrayBuffer, or null (see the protocol above)
+
+/** Has the page aborted call `id`? The shared flags are read synchronously, even mid-computation. */
+function isAborted(id) {
+  if (cancelled.has(id)) return true;
+  if (abortFlags === null || Atomics.load(abortFlags, id % abortFlags.length) !== id) return false;
+  cancelled.add(id); // so that finish() drops its answer
+  return true;
+}
+
+/** What the wasm side is handed to stop an aborted call between batches. */
+function cancelHooks(isCancelled, post, phase) {
+  return {
+    isCancelled,
+    onProgress: (done, total) => {
+      // Throwing here is how the wasm side learns of it at once (src/wasm.rs: Request::progress).
+      if (isCancelled()) throw new DOMException('the call was aborted', 'AbortError');
+      post({ type: 'progress', phase, done, total });
+    },
+  };
+}
+
 const handlers = {
-  async load({ source, options, wasmUrl }, post) {
+  async load({ source, options, wasmUrl }, post, isCancelled = () => false) {
     const t0 = performance.now();
     await ensureWasm(wasmUrl);
     let bytes;
@@ -210,6 +246,11 @@ const handlers = {
     if (options && options.backend) opts.backend = options.backend;
     const next = await wasm.Explainer.create(bytes, opts);
     await commitModelCache(bytes, opts.externalData); // only now: what does not parse is never cached
+    if (isCancelled()) {
+      // An aborted load must not replace the model the page still uses.
+      next.free();
+      throw new DOMException('load() was aborted', 'AbortError');
+    }
     if (explainer) {
       try {
         explainer.free();
@@ -239,13 +280,12 @@ const handlers = {
     return modelInfo;
   },
 
-  async explain(args, post) {
+  async explain(args, post, isCancelled = () => false) {
     const img = currentImage(args); // first: the image is kept even when the call fails
     const ex = requireExplainer();
     const cls = args.classIdx === null || args.classIdx === undefined ? undefined : args.classIdx;
-    const onProgress = (done, total) => post({ type: 'progress', phase: 'method', done, total });
     // explainAsync runs on the explainer's backend (WebGPU or the CPU) and falls back to the CPU by itself.
-    const r = await ex.explainAsync(img, cls, { ...(args.options || {}), onProgress });
+    const r = await ex.explainAsync(img, cls, { ...(args.options || {}), ...cancelHooks(isCancelled, post, 'method') });
     const value = plainResult(r);
     // A wasm-bindgen object is kept for overlay(); a plain object is not, because its typed
     // arrays are about to be transferred (the page sends them back with overlay()).
@@ -254,11 +294,11 @@ const handlers = {
   },
 
   /** Deletion / insertion curves, their AUCs, the confidence change and the 15% box (`evaluate`, CPU). */
-  async evaluate(args) {
+  async evaluate(args, post, isCancelled = () => false) {
     const img = currentImage(args);
     const ex = requireExplainer();
     const cls = args.classIdx === null || args.classIdx === undefined ? undefined : args.classIdx;
-    return plain(ex.evaluate(img, cls, args.options || {}));
+    return plain(ex.evaluate(img, cls, { ...(args.options || {}), ...cancelHooks(isCancelled, post, 'method') }));
   },
 
   async overlay(args) {
@@ -394,12 +434,55 @@ self.addEventListener('unhandledrejection', (event) => onStrayTrap(event, event.
 // Requests run one at a time, in order: the Explainer is not re-entrant.
 let queue = Promise.resolve();
 
+/** A call the page aborted before it ran: skipped, but the image it carries is kept for later calls. */
+function skipCancelled(id, args) {
+  cancelled.delete(id);
+  if (args && args.image) {
+    try {
+      currentImage(args);
+    } catch {
+      /* a malformed image: the call would have failed anyway */
+    }
+  }
+}
+
+/** A finished call: its cancel mark goes (the page answered its promise already). Frees a dropped result. */
+function finish(id, value) {
+  lastFinished = Math.max(lastFinished, id);
+  if (!cancelled.delete(id)) return false;
+  const kept = value && value.resultId != null ? results.get(value.resultId) : undefined;
+  if (kept !== undefined) {
+    results.delete(value.resultId); // the page never sees its id: no overlay() can ask for it
+    try {
+      kept.free();
+    } catch {
+      /* already freed */
+    }
+  }
+  return true;
+}
+
 self.addEventListener('message', (event) => {
   const msg = event.data;
   if (!msg || typeof msg !== 'object' || typeof msg.cmd !== 'string') return;
   const { id, cmd, args } = msg;
+  if (cmd === '__cancel') {
+    const target = args && args.id;
+    if (typeof target === 'number' && target > lastFinished) cancelled.add(target);
+    return;
+  }
+  if (cmd === '__abortFlags') {
+    const flags = args && args.flags;
+    if (flags instanceof Int32Array && typeof SharedArrayBuffer === 'function' && flags.buffer instanceof SharedArrayBuffer) abortFlags = flags;
+    return;
+  }
   queue = queue.then(async () => {
+    // One task's wait first: a call that arrived while another ran would otherwise start in the same
+    // task as its own message, before the cancel the page sent right after it is read.
+    await new Promise((resolve) => setTimeout(resolve, 0));
+    if (isAborted(id)) return skipCancelled(id, args);
     const post = (m, transfer) => self.postMessage({ id, ...m }, transfer || []);
+    const isCancelled = () => isAborted(id);
     const handler = handlers[cmd];
     try {
       if (strayTrap) {
@@ -416,7 +499,8 @@ self.addEventListener('message', (event) => {
       if (!handler) throw new Error(`unknown command '${cmd}'`);
       const trapped = new Promise((_, reject) => (trapSignal = { reject }));
       trapped.catch(() => {});
-      const value = await Promise.race([handler(args || {}, post), trapped]);
+      const value = await Promise.race([handler(args || {}, post, isCancelled), trapped]);
+      if (finish(id, value)) return; // aborted while it ran: nobody waits for the answer
       let transfer = [];
       try {
         transfer = [...transferables(value)];
@@ -425,6 +509,7 @@ self.addEventListener('message', (event) => {
         self.postMessage({ id, type: 'result', value }); // fall back to copying
       }
     } catch (e) {
+      if (finish(id, null) && !isTrap(e)) return; // aborted: the page already rejected the call
       if (isTrap(e)) {
         self.postMessage({ id, type: 'error', name: 'RuntimeError', trap: true, ...(await trapReply(cmd, e)) });
       } else {

@@ -242,6 +242,7 @@ fn curve(start: &[f32], end: &[f32], cells: &[Vec<usize>], pixels: usize, target
         }
         let logits = forwards(&buffer, chunk.len())?;
         scores_out.extend(scores(&logits, target, opts.score)?);
+        crate::cancel::check()?;
     }
     let fractions: Vec<f32> = counts.iter().map(|&c| c as f32 / total as f32).collect();
     let auc = trapezoid(&fractions, &scores_out);

@@ -82,6 +82,7 @@ impl GpuSession {
                 steps.add_logits(&logits, &target)?;
                 let (done, total) = steps.progress();
                 progress(done, total);
+                crate::cancel::check()?;
                 batched.push(logits);
             }
         }

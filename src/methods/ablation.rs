@@ -66,6 +66,7 @@ pub fn ablation_weights(a: &FeatureMap, target: &[f32], batch: usize, forwards: 
         scores.extend(logits.chunks_exact(classes).map(score));
         next += n;
         progress(next - 1, c);
+        crate::cancel::check()?;
     }
     let y = scores[0];
     if y == 0.0 || !y.is_finite() {

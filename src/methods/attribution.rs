@@ -183,6 +183,7 @@ fn gradients_at(e: &mut Evidence, inputs: &[f32], n: usize, done: usize, total: 
             each(b * batch + i, gi);
         }
         (e.progress)(done + b * batch + k, total);
+        crate::cancel::check()?;
     }
     Ok(())
 }
@@ -453,6 +454,7 @@ fn occlusion_method(e: &mut Evidence) -> Result<Computed> {
             }
         }
         (e.progress)(1 + bi * batch + chunk.len(), total);
+        crate::cancel::check()?;
     }
     let map = sum.iter().zip(&count).map(|(s, &c)| if c > 0 { s / c as f32 } else { 0.0 }).collect();
     Ok(Map::new(w, h, map).into())

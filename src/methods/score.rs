@@ -81,6 +81,7 @@ pub fn score_cam_weights(a: &FeatureMap, input: &FeatureMap, target: &[f32], opt
         steps.add_logits(&logits, target)?;
         let (done, total) = steps.progress();
         progress(done, total);
+        crate::cancel::check()?;
     }
     Ok(steps.weights())
 }
