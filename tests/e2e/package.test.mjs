@@ -116,6 +116,41 @@ async function explainAt(path) {
   return { ...result, requests, errors };
 }
 
+// A strict TypeScript program over every entry point's types (tsc from the registry).
+const TYPED_USE = `import { GradcamClient, toImageData, type ImageInput } from 'gradcam-wasm/client';
+import type { GradcamExplainerElement } from 'gradcam-wasm/element';
+import init, { Explainer, type ExplainResult, type MethodInfo } from 'gradcam-wasm';
+
+export async function check(image: ImageInput, bytes: Uint8Array): Promise<number> {
+  await init();
+  new Explainer(bytes, { backend: 'cpu', memoryBudgetMiB: 256 }).free();
+  const client = new GradcamClient();
+  const controller = new AbortController();
+  await client.load('model.safetensors', { backend: 'cpu', memoryBudgetMiB: 256 });
+  const r: ExplainResult = await client.explain(image, '281:1,285:0.5', { method: 'gradcam', signal: controller.signal });
+  const overlay: ImageData = await client.overlay(await toImageData(image), r, { colormap: 'jet', alpha: 0.5 });
+  const methods: MethodInfo[] = await client.methods();
+  const el = document.querySelector('gradcam-explainer');
+  el?.addEventListener('gradcam-result', (e) => console.log(e.detail.classIdx));
+  const typed: GradcamExplainerElement | null = el;
+  return r.classIdx + overlay.width + methods.length + (typed?.result?.classIdx ?? 0);
+}
+`;
+
+test("the package's TypeScript types compile in a strict program", () => {
+  const dir = join(root, 'vite');
+  run(dir, 'npm', ['install', '--no-audit', '--no-fund', 'typescript@5']);
+  writeFileSync(join(dir, 'check.ts'), TYPED_USE);
+  // lib esnext: wasm-bindgen's declarations name Symbol.dispose.
+  const options = { target: 'es2022', module: 'esnext', moduleResolution: 'bundler', lib: ['esnext', 'dom'], strict: true, noEmit: true };
+  writeFileSync(join(dir, 'tsconfig.json'), JSON.stringify({ compilerOptions: options, files: ['check.ts'] }));
+  try {
+    run(dir, join(dir, 'node_modules/.bin/tsc'), ['-p', '.']);
+  } catch (e) {
+    assert.fail(`tsc found errors:\n${e.stdout}${e.stderr}`);
+  }
+});
+
 test('the packed tarball explains the same photo from a plain page in a subfolder, a webpack 5 app and a Vite app', async () => {
   const results = {};
   for (const [name, path] of [
