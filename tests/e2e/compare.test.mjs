@@ -4,27 +4,12 @@
 // with their deletion and insertion AUCs. Needs what demo.test.mjs needs, plus
 // assets/models/efficientnet-lite1.pth (scripts/setup.sh).
 
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { REPO, artifactsDir, launchBrowser, recordErrors, startServer } from './harness.mjs';
+import { REPO, recordErrors, serveAndBrowse } from './harness.mjs';
 
-let server;
-let browser;
-
-before(async () => {
-  for (const f of ['pkg/gradcam_wasm.js', 'pkg/gradcam_wasm_bg.wasm', 'assets/models/efficientnet-lite0.safetensors', 'assets/models/efficientnet-lite1.pth', 'assets/samples/chelsea.png']) {
-    if (!existsSync(join(REPO, f))) throw new Error(`missing ${f}: run scripts/setup.sh (assets) and a wasm build (pkg) first`);
-  }
-  artifactsDir();
-  [server, browser] = await Promise.all([startServer(), launchBrowser()]);
-});
-
-after(async () => {
-  await browser?.close().catch(() => {});
-  await server?.stop();
-});
+const env = serveAndBrowse({ needs: ['assets/models/efficientnet-lite1.pth'] });
 
 /** One slot's tile: its canvas size, how many distinct colours it holds, and its caption. */
 const slot = (page, name) =>
@@ -43,11 +28,11 @@ const aucs = (caption) => {
 };
 
 test('two ImageNet models explain chelsea.png side by side, each with its AUCs', async () => {
-  const context = await browser.newContext({ viewport: { width: 1280, height: 900 }, deviceScaleFactor: 1 });
+  const context = await env.browser.newContext({ viewport: { width: 1280, height: 900 }, deviceScaleFactor: 1 });
   const page = await context.newPage();
   const errors = recordErrors(page);
   try {
-    await page.goto(server.url);
+    await page.goto(env.server.url);
     await page.waitForFunction(() => /ready in/.test(document.querySelector('#model-info').textContent), null, { timeout: 45000, polling: 50 });
     await page.waitForSelector('.tile[data-tile="guided-gradcam"].is-ready:not(.is-pending)', { timeout: 30000 });
     assert.equal(await page.inputValue('#compare-url'), 'assets/models/efficientnet-lite1.pth');

@@ -2,34 +2,19 @@
 // "Measure faithfulness" button draws the deletion and insertion curves under the map and shows
 // their AUCs. Needs what demo.test.mjs needs (pkg/ rebuilt with scripts/build-web.sh, assets/, Chromium).
 
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { REPO, artifactsDir, launchBrowser, recordErrors, startServer } from './harness.mjs';
+import { REPO, recordErrors, serveAndBrowse } from './harness.mjs';
 
-let server;
-let browser;
-
-before(async () => {
-  for (const f of ['pkg/gradcam_wasm.js', 'pkg/gradcam_wasm_bg.wasm', 'assets/models/efficientnet-lite0.safetensors']) {
-    if (!existsSync(join(REPO, f))) throw new Error(`missing ${f}: run scripts/setup.sh (assets) and scripts/build-web.sh (pkg) first`);
-  }
-  artifactsDir();
-  [server, browser] = await Promise.all([startServer(), launchBrowser()]);
-});
-
-after(async () => {
-  await browser?.close().catch(() => {});
-  await server?.stop();
-});
+const env = serveAndBrowse();
 
 test('the page draws deletion and insertion curves with their AUCs', async () => {
-  const context = await browser.newContext({ viewport: { width: 1280, height: 800 }, deviceScaleFactor: 1 });
+  const context = await env.browser.newContext({ viewport: { width: 1280, height: 800 }, deviceScaleFactor: 1 });
   const page = await context.newPage();
   const errors = recordErrors(page);
   try {
-    await page.goto(server.url);
+    await page.goto(env.server.url);
     await page.waitForFunction(() => /ready in/.test(document.querySelector('#model-info').textContent), null, { timeout: 45000, polling: 50 });
     await page.waitForSelector('#top5 li[data-class]', { timeout: 30000 });
     await page.waitForSelector('#evaluate:not([disabled])', { timeout: 30000 });

@@ -3,27 +3,12 @@
 // region, and the "15% box" checkbox draws the map's box on the overlay. All numbers come from
 // the wasm `evaluate` (src/eval); the page only shows them. Needs what evaluate.test.mjs needs.
 
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { REPO, artifactsDir, launchBrowser, recordErrors, startServer } from './harness.mjs';
+import { REPO, recordErrors, serveAndBrowse } from './harness.mjs';
 
-let server;
-let browser;
-
-before(async () => {
-  for (const f of ['pkg/gradcam_wasm.js', 'pkg/gradcam_wasm_bg.wasm', 'assets/models/efficientnet-lite0.safetensors']) {
-    if (!existsSync(join(REPO, f))) throw new Error(`missing ${f}: run scripts/setup.sh (assets) and a wasm build (pkg) first`);
-  }
-  artifactsDir();
-  [server, browser] = await Promise.all([startServer(), launchBrowser()]);
-});
-
-after(async () => {
-  await browser?.close().catch(() => {});
-  await server?.stop();
-});
+const env = serveAndBrowse();
 
 /** Pixels of the box's green (#00e676) on the overlay canvas. */
 const greenPixels = (page) =>
@@ -36,11 +21,11 @@ const greenPixels = (page) =>
   });
 
 test('ROAD, the confidence change and the 15% box are shown', async () => {
-  const context = await browser.newContext({ viewport: { width: 1280, height: 900 }, deviceScaleFactor: 1 });
+  const context = await env.browser.newContext({ viewport: { width: 1280, height: 900 }, deviceScaleFactor: 1 });
   const page = await context.newPage();
   const errors = recordErrors(page);
   try {
-    await page.goto(server.url);
+    await page.goto(env.server.url);
     await page.waitForFunction(() => /ready in/.test(document.querySelector('#model-info').textContent), null, { timeout: 45000, polling: 50 });
     await page.waitForSelector('#evaluate:not([disabled])', { timeout: 30000 });
     await page.waitForSelector('.tile[data-tile="guided-gradcam"].is-ready:not(.is-pending)', { timeout: 30000 });

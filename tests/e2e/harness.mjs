@@ -98,14 +98,14 @@ const BUILT = ['pkg/gradcam_wasm.js', 'pkg/gradcam_wasm_bg.wasm', 'assets/models
 
 /**
  * The hooks most test files need: before their tests, check that the package and the assets are
- * built, run `prepare()` (e.g. build a site), start www/serve.mjs (`serverOptions`, see startServer)
+ * built (and the files in `needs`), run `prepare()` (e.g. build a site), start www/serve.mjs (`serverOptions`, see startServer)
  * and Chromium; after them, close both. Returns `env`, whose `server` and `browser` are set once the
  * `before` hook has run.
  */
-export function serveAndBrowse({ serverOptions = {}, prepare = async () => {} } = {}) {
+export function serveAndBrowse({ serverOptions = {}, prepare = async () => {}, needs = [] } = {}) {
   const env = { server: null, browser: null };
   before(async () => {
-    for (const f of BUILT) {
+    for (const f of [...BUILT, ...needs]) {
       if (!existsSync(resolve(REPO, f))) throw new Error(`missing ${f}: run scripts/setup.sh (assets) and scripts/build-web.sh (pkg) first`);
     }
     artifactsDir();

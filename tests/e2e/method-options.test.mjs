@@ -2,27 +2,12 @@
 // wasm method catalog lists in each method's `options` (none for Grad-CAM), and a changed value
 // reaches explain (the map changes) and evaluate. Needs what demo.test.mjs needs.
 
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { REPO, artifactsDir, canvasStats, installResultLog, launchBrowser, logLength, recordErrors, startServer, waitForLog } from './harness.mjs';
+import { REPO, canvasStats, installResultLog, logLength, recordErrors, serveAndBrowse, waitForLog } from './harness.mjs';
 
-let server;
-let browser;
-
-before(async () => {
-  for (const f of ['pkg/gradcam_wasm.js', 'pkg/gradcam_wasm_bg.wasm', 'assets/models/efficientnet-lite0.safetensors']) {
-    if (!existsSync(join(REPO, f))) throw new Error(`missing ${f}: run scripts/setup.sh (assets) and a wasm build (pkg) first`);
-  }
-  artifactsDir();
-  [server, browser] = await Promise.all([startServer(), launchBrowser()]);
-});
-
-after(async () => {
-  await browser?.close().catch(() => {});
-  await server?.stop();
-});
+const env = serveAndBrowse();
 
 /** The data-option names of the settings shown now ([] when the group is hidden). */
 const shown = (page) =>
@@ -53,11 +38,11 @@ async function setOption(page, selector, value, label) {
 }
 
 test('each method shows its own settings, and they reach explain', async () => {
-  const context = await browser.newContext({ viewport: { width: 1280, height: 900 }, deviceScaleFactor: 1 });
+  const context = await env.browser.newContext({ viewport: { width: 1280, height: 900 }, deviceScaleFactor: 1 });
   const page = await context.newPage();
   const errors = recordErrors(page);
   try {
-    await page.goto(server.url);
+    await page.goto(env.server.url);
     await page.waitForFunction(() => /ready in/.test(document.querySelector('#model-info').textContent), null, { timeout: 45000, polling: 50 });
     await page.waitForSelector('.tile[data-tile="guided-gradcam"].is-ready:not(.is-pending)', { timeout: 30000 });
     await installResultLog(page);
