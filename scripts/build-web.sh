@@ -26,5 +26,25 @@ cat > pkg/package.json <<JSON
   "sideEffects": false
 }
 JSON
-ls -l pkg/gradcam_wasm_bg.wasm | awk '{printf "build-web: pkg/gradcam_wasm_bg.wasm %d bytes", $5}'
-echo " ($(gzip -9c pkg/gradcam_wasm_bg.wasm | wc -c) gzipped)"
+report() { ls -l "$1" | awk '{printf "build-web: %s %d bytes", $9, $5}'; echo " ($(gzip -9c "$1" | wc -c) gzipped)"; }
+report pkg/gradcam_wasm_bg.wasm
+
+# The threaded build (pkg/threads/), which www/worker.js takes on a cross-origin-isolated page. Shared
+# memory needs the standard library rebuilt with atomics: nightly's -Z build-std, on the nightly that
+# scripts/nightly-toolchain pins (scripts/install-web-tools.sh installs it with rust-src). Its own
+# target dir keeps the single-threaded build's artifacts. The memory may grow to 4 GiB, as the
+# single-threaded build's does.
+build_threads() {
+  local nightly flags
+  nightly=$(cat scripts/nightly-toolchain)
+  flags="-C target-feature=+atomics,+bulk-memory,+simd128 -C link-arg=--shared-memory -C link-arg=--import-memory"
+  flags+=" -C link-arg=--max-memory=4294967296"
+  for sym in __wasm_init_tls __tls_size __tls_align __tls_base; do flags+=" -C link-arg=--export=$sym"; done
+  RUSTFLAGS="$flags" cargo "+$nightly" build --quiet --profile web --lib --target wasm32-unknown-unknown \
+    --features webgpu,threads -Z build-std=panic_abort,std --target-dir target/threads
+  rm -rf pkg/threads
+  wasm-bindgen --target web --experimental-reset-state-function --remove-name-section --remove-producers-section \
+    --out-dir pkg/threads target/threads/wasm32-unknown-unknown/web/gradcam_wasm.wasm
+  report pkg/threads/gradcam_wasm_bg.wasm
+}
+build_threads

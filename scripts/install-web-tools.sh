@@ -12,6 +12,13 @@ if ! command -v protoc >/dev/null; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq protobuf-compiler >/dev/null
 fi
 rustup target list --installed | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
+# The threaded wasm build (scripts/build-web.sh) rebuilds the standard library with atomics, which
+# needs a nightly toolchain and its sources; the date is pinned so builds stay reproducible.
+nightly=$(cat scripts/nightly-toolchain)
+if ! rustup "+$nightly" component list --installed 2>/dev/null | grep -q '^rust-src'; then
+  echo "install-web-tools: rustup toolchain install $nightly --component rust-src (once)"
+  rustup toolchain install "$nightly" --profile minimal --component rust-src >/dev/null
+fi
 want=$(awk '/^name = "wasm-bindgen"$/ { getline; gsub(/version = |"/, ""); print; exit }' Cargo.lock)
 have=$(wasm-bindgen --version 2>/dev/null | awk '{print $2}' || true)
 if [[ "$have" != "$want" ]]; then

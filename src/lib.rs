@@ -9,7 +9,8 @@
 //! - `loading`: what users say about their model besides its bytes (labels, input size, normalization).
 //! - `budget`: the cumulative memory budget of one load or one explanation.
 //! - `eval`: the paper's evaluations of a map (faithfulness curves, boxes, the pointing game).
-//! - `explainer`: the API that ties them together; `wasm` (wasm32 only) exposes it to JavaScript.
+//! - `explainer`: the API that ties them together; `wasm` (wasm32 only) exposes it to JavaScript,
+//!   and `wasm_threads` starts the threaded build's pool.
 
 pub mod arch;
 pub mod budget;
@@ -35,6 +36,8 @@ pub mod synthetic;
 pub mod trap;
 #[cfg(target_arch = "wasm32")]
 pub mod wasm;
+#[cfg(target_arch = "wasm32")]
+pub mod wasm_threads;
 pub mod weights;
 
 pub use arch::Arch;

@@ -34,6 +34,11 @@ export interface LoadOptions {
   std?: [number, number, number];
   /** The most memory one explanation may hold at once: its forward pass and its method's buffers. */
   memoryBudgetMiB?: number;
+  /**
+   * Threads for the CPU kernels: 'auto' (default: one per core on a cross-origin-isolated page,
+   * else 1) or a number (1 takes the single-threaded build). The worker's first load decides.
+   */
+  threads?: 'auto' | number;
 }
 
 export interface LoadedModel {
@@ -46,6 +51,8 @@ export interface LoadedModel {
   methods: string[];
   defaultLayer: string;
   backend: BackendInfo;
+  /** Which wasm build runs: the threaded one (cross-origin-isolated pages) or the single-threaded one, and why not threaded. */
+  build: { variant: 'threads' | 'single'; threads: number; note: string | null };
 }
 
 export type Progress = (done: number, total: number) => void;

@@ -335,9 +335,10 @@ export class GradcamClient extends EventTarget {
    * @param {{arch?: string, labels?: string[]}} [options]
    * @param {(received: number, total: number) => void} [onProgress]  total is 0 while unknown.
    * @param {{arch?: string, labels?: string[], backend?: 'auto'|'cpu'|'webgpu', integrity?: string,
-   *          externalDataIntegrity?: string, memoryBudgetMiB?: number}} [options]  integrity: "sha256-<base64>" (SRI syntax)
+   *          externalDataIntegrity?: string, memoryBudgetMiB?: number, threads?: 'auto'|number}} [options]  integrity: "sha256-<base64>" (SRI syntax)
    * @returns {Promise<{url, bytes, source: 'network'|'cache'|'memory', downloadMs, initMs, layers, methods, defaultLayer,
-   *   backend: {backend: 'cpu'|'webgpu', requested, adapter, software, note}}>}
+   *   backend: {backend: 'cpu'|'webgpu', requested, adapter, software, note},
+   *   build: {variant: 'threads'|'single', threads: number, note: string|null}}>}
    */
   async load(urlOrBytes, options = {}, onProgress = null) {
     const split = splitSignal(options, 'load()');
@@ -380,6 +381,9 @@ export class GradcamClient extends EventTarget {
     if (options && options.std) opts.std = Array.from(options.std, Number);
     // The most memory one explanation may hold at once (its forward and its method's buffers together).
     if (options && options.memoryBudgetMiB != null) opts.memoryBudgetMiB = Number(options.memoryBudgetMiB);
+    // Kernel threads: 'auto' (one per core on a cross-origin-isolated page, else 1) or a number. The
+    // worker's first load decides which build it runs (www/thread-pool.js).
+    if (options && options.threads != null) opts.threads = options.threads === 'auto' ? 'auto' : Number(options.threads);
     // An ONNX file's external weights (<name>.onnx.data): a URL, bytes or a Blob, like the model.
     if (options && options.externalData) {
       const d = options.externalData;

@@ -34,10 +34,12 @@
 // which bundles the glue once.)
 
 import { commitModelCache, loadModelBytes, verifyIntegrity } from './model-loader.js';
+import { loadPackage } from './thread-pool.js';
 
 let wasm = null; // the imported pkg module, after init
 let wasmMemory = null; // its WebAssembly.Memory, whose buffer must never be transferred
 let wasmReady = null; // Promise of it
+let build = null; // {variant: 'threads' | 'single', threads, note}: which build runs, on how many threads
 let explainer = null;
 let modelInfo = null;
 let loaded = null; // {bytes, opts}: the model of `explainer`, kept to reload it after a trap
@@ -59,28 +61,25 @@ function errorMessage(e) {
   }
 }
 
-function ensureWasm(wasmUrl) {
+function ensureWasm(wasmUrl, threads) {
   if (!wasmReady) {
     wasmReady = (async () => {
-      let mod;
+      let pkg;
       try {
-        mod = await import('../pkg/gradcam_wasm.js');
+        pkg = await loadPackage({ threads, wasmUrl });
       } catch (e) {
         throw new Error(
           'Could not load the WebAssembly package (pkg/gradcam_wasm.js next to www/): ' + errorMessage(e) +
-            '. Build it with: cargo build --target wasm32-unknown-unknown --release && ' +
-            'wasm-bindgen --target web --out-dir pkg target/wasm32-unknown-unknown/release/gradcam_wasm.wasm',
+            '. Build it with: bash scripts/build-web.sh',
         );
       }
-      try {
-        const exports = await (wasmUrl ? mod.default({ module_or_path: wasmUrl }) : mod.default());
-        wasmMemory = exports && exports.memory instanceof WebAssembly.Memory ? exports.memory : null;
-        if (typeof mod.lastPanicMessage !== 'function' || typeof mod.__wbg_reset_state !== 'function') {
-          console.warn('gradcam worker: this pkg/ cannot be reset in place after a trap (rebuild it with scripts/build-web.sh); a trap will restart the worker');
-        }
-      } catch (e) {
-        throw new Error('Could not start the WebAssembly module (pkg/gradcam_wasm_bg.wasm): ' + errorMessage(e));
+      const { mod, exports } = pkg;
+      wasmMemory = exports && exports.memory instanceof WebAssembly.Memory ? exports.memory : null;
+      if (typeof mod.lastPanicMessage !== 'function' || typeof mod.__wbg_reset_state !== 'function') {
+        console.warn('gradcam worker: this pkg/ cannot be reset in place after a trap (rebuild it with scripts/build-web.sh); a trap will restart the worker');
       }
+      if (pkg.fallback) console.info(`gradcam worker: running on one thread: ${pkg.fallback}`);
+      build = { variant: pkg.variant, threads: pkg.threads, note: pkg.fallback };
       wasm = mod;
       return mod;
     })();
@@ -209,7 +208,7 @@ function cancelHooks(isCancelled, post, phase) {
 const handlers = {
   async load({ source, options, wasmUrl }, post, isCancelled = () => false) {
     const t0 = performance.now();
-    await ensureWasm(wasmUrl);
+    await ensureWasm(wasmUrl, options && options.threads);
     let bytes;
     let from = 'memory';
     let url = null;
@@ -276,6 +275,7 @@ const handlers = {
       inputSize: explainer.inputSize(),
       numClasses: explainer.numClasses(),
       backend: plain(explainer.backendInfo()),
+      build,
     };
     return modelInfo;
   },
@@ -371,6 +371,12 @@ async function recoverFromTrap(cmd) {
   explainer = null;
   modelInfo = old ? modelInfo : null;
   results.clear(); // objects of the dead instance: never free()d, they die with it
+  if (build && build.variant === 'threads') {
+    // A fresh instance would have fresh shared memory, which the pool's threads do not see.
+    const e = new Error('the threaded build cannot make a new WebAssembly instance beside its pool threads; the client restarts the worker');
+    e.fatal = true;
+    throw e;
+  }
   if (!wasm || typeof wasm.__wbg_reset_state !== 'function') {
     const e = new Error('this build of pkg/ cannot make a new WebAssembly instance in the worker (rebuild it with scripts/build-web.sh); the client restarts the worker');
     e.fatal = true;

@@ -108,6 +108,7 @@ const PIXELS: usize = 8;
 /// The taps of one correlation, by kernel rows: tap `i < k` of row `r` reads input pixel
 /// `rows[r] + i` (relative to the output's input pixel) with weight `wts[r * k + i]`, which is
 /// tap `kernel[r * k + i]` of the channels' filters.
+#[derive(Clone)]
 struct Taps {
     rows: Vec<usize>,
     k: usize,
@@ -290,23 +291,51 @@ pub(crate) fn forward(x: &[f32], weight: &[f32], bias: Option<&[f32]>, g: &Conv2
         return out;
     }
     let (ph, pw) = (g.h + g.pad_top + g.pad_bottom, g.w + g.pad_left + g.pad_right);
-    // The padding is never written, so it stays zero across blocks.
-    let mut buf = vec![0.0; ph * pw * 4];
-    let mut obuf = vec![0.0; oh * ow * 4];
-    let mut taps = Taps::new((0..g.kh).map(|ky| ky * pw).collect(), g.kw, (0..ntaps).collect());
     let (ig, og) = (Grid { base: 0, row: g.stride_h * pw, col: g.stride_w }, Grid { base: 0, row: ow, col: 1 });
-    for img in 0..g.n {
-        for c0 in (0..g.cin).step_by(4) {
-            let m = (g.cin - c0).min(4);
-            let plane0 = img * g.cin + c0;
+    let work = ph * pw * 4 + oh * ow * 4 * ntaps;
+    for_each_part_of_blocks(&mut out, oh * ow, (g.n, g.cin), work, |blocks, planes| {
+        // The padding is never written, so it stays zero across blocks.
+        let mut buf = vec![0.0; ph * pw * 4];
+        let mut obuf = vec![0.0; oh * ow * 4];
+        let mut taps = Taps::new((0..g.kh).map(|ky| ky * pw).collect(), g.kw, (0..ntaps).collect());
+        for &Block { plane0, c0, m, at } in blocks {
             interleave(&x[plane0 * hw..][..m * hw], m, (g.h, g.w), &mut buf, g.pad_top * pw + g.pad_left, pw);
             taps.set_weights(weight, ntaps, c0, m);
             let init = core::array::from_fn(|l| bias.map_or(0.0, |b| if l < m { b[c0 + l] } else { 0.0 }));
             correlate4(&mut obuf, og, &buf, ig, (oh, ow), &taps, init);
-            deinterleave(&obuf, m, (oh, ow), &mut out[plane0 * oh * ow..][..m * oh * ow]);
+            deinterleave(&obuf, m, (oh, ow), &mut planes[at * oh * ow..][..m * oh * ow]);
         }
-    }
+    });
     out
+}
+
+/// A block of up to 4 channel planes: its first plane in the tensor, its first channel, its
+/// channel count, and its first plane in the part's slice.
+#[derive(Clone, Copy)]
+struct Block {
+    plane0: usize,
+    c0: usize,
+    m: usize,
+    at: usize,
+}
+
+/// Splits the blocks of 4 planes of an (n, c, plane_len) tensor into parts of whole blocks and runs
+/// `f(blocks, planes)` on each, the parts spread over the thread pool ([`super::parallel`]); `work`
+/// estimates one block's multiply-adds.
+fn for_each_part_of_blocks(tensor: &mut [f32], plane_len: usize, (n, c): (usize, usize), work: usize, f: impl Fn(&[Block], &mut [f32]) + Sync) {
+    let all: Vec<(usize, usize, usize)> = (0..n).flat_map(|img| (0..c).step_by(4).map(move |c0| (img * c + c0, c0, (c - c0).min(4)))).collect();
+    let parts = super::parallel::parts(all.len(), work);
+    let mut jobs = Vec::with_capacity(parts);
+    let mut rest = tensor;
+    for r in super::parallel::ranges(all.len(), parts, 1) {
+        let first = all.get(r.start).map_or(0, |b| b.0);
+        let blocks: Vec<Block> = all[r.clone()].iter().map(|&(plane0, c0, m)| Block { plane0, c0, m, at: plane0 - first }).collect();
+        let planes = blocks.last().map_or(0, |b| b.at + b.m);
+        let (mine, tail) = rest.split_at_mut(planes * plane_len);
+        jobs.push((blocks, mine));
+        rest = tail;
+    }
+    super::parallel::for_each(jobs, |_, (blocks, planes)| f(&blocks, planes));
 }
 
 /// Depthwise input gradient; called by `conv2d_input_grad` when `g.is_depthwise()`.
@@ -329,8 +358,6 @@ pub(crate) fn input_grad(grad_out: &[f32], weight: &[f32], g: &Conv2dGeom) -> Ve
     let (lead_y, lead_x) = ((g.kh - 1).saturating_sub(g.pad_top).div_ceil(sh), (g.kw - 1).saturating_sub(g.pad_left).div_ceil(sw));
     let gh = lead_y + oh.max((g.h - 1 + g.pad_top) / sh + 1);
     let gw = lead_x + ow.max((g.w - 1 + g.pad_left) / sw + 1);
-    let mut buf = vec![0.0; gh * gw * 4];
-    let mut xbuf = vec![0.0; hw * 4];
     // (output grid, rows, cols, taps) of each phase.
     let mut phases = Vec::with_capacity(sh * sw);
     for py in 0..sh.min(g.h) {
@@ -350,18 +377,18 @@ pub(crate) fn input_grad(grad_out: &[f32], weight: &[f32], g: &Conv2dGeom) -> Ve
         }
     }
     let ig = Grid { base: 0, row: gw, col: 1 };
-    for img in 0..g.n {
-        for c0 in (0..g.cin).step_by(4) {
-            let m = (g.cin - c0).min(4);
-            let plane0 = img * g.cin + c0;
+    let work = gh * gw * 4 + hw * 4 * ntaps;
+    for_each_part_of_blocks(&mut gx, hw, (g.n, g.cin), work, |blocks, planes| {
+        let (mut buf, mut xbuf, mut phases) = (vec![0.0; gh * gw * 4], vec![0.0; hw * 4], phases.clone());
+        for &Block { plane0, c0, m, at } in blocks {
             interleave(&grad_out[plane0 * oh * ow..][..m * oh * ow], m, (oh, ow), &mut buf, lead_y * gw + lead_x, gw);
             for (og, rows, cols, taps) in &mut phases {
                 taps.set_weights(weight, ntaps, c0, m);
                 correlate4(&mut xbuf, *og, &buf, ig, (*rows, *cols), taps, [0.0; 4]);
             }
-            deinterleave(&xbuf, m, (g.h, g.w), &mut gx[plane0 * hw..][..m * hw]);
+            deinterleave(&xbuf, m, (g.h, g.w), &mut planes[at * hw..][..m * hw]);
         }
-    }
+    });
     gx
 }
 

@@ -2,8 +2,9 @@
 //! CNN classifier needs for Grad-CAM (no weight gradients are ever computed).
 //!
 //! Every tensor is a contiguous row-major slice (NCHW for images). Callers
-//! validate shapes; the kernels only `debug_assert` lengths. Everything runs on
-//! one thread so the same code serves native builds and wasm32-unknown-unknown.
+//! validate shapes; the kernels only `debug_assert` lengths. Big kernels split their
+//! outputs across a thread pool where the build has one ([`parallel`]); the same code
+//! serves native builds, the threaded wasm build and the single-threaded one.
 
 pub mod activation;
 pub mod attention;
@@ -11,6 +12,7 @@ pub mod conv;
 pub mod depthwise;
 pub mod elementwise;
 pub mod linear;
+pub mod parallel;
 pub mod pool;
 mod sgemm;
 pub mod tuning;
@@ -103,7 +105,7 @@ pub fn matmul(m: usize, n: usize, k: usize, a: MatRef, b: MatRef, c: &mut [f32],
     let ((a_rs, a_cs), (b_rs, b_cs)) = (a.strides(), b.strides());
     // SAFETY: `holds` proved every addressed element is inside its slice; `c` is
     // a unique borrow, so it aliases neither `a` nor `b`; ldc >= n keeps the
-    // written elements distinct; no threads are used.
+    // written elements distinct (also across gemm's own threads).
     unsafe {
         gemm::gemm(
             m,
@@ -124,8 +126,17 @@ pub fn matmul(m: usize, n: usize, k: usize, a: MatRef, b: MatRef, c: &mut [f32],
             false,
             false,
             false,
-            gemm::Parallelism::None,
+            gemm_parallelism(m, n, k),
         );
+    }
+}
+
+/// Where there is a pool, big products use the `gemm` crate's own split across it.
+fn gemm_parallelism(m: usize, n: usize, k: usize) -> gemm::Parallelism {
+    match parallel::parts(m, n.saturating_mul(k)) {
+        #[cfg(any(not(target_arch = "wasm32"), feature = "threads"))]
+        threads if threads > 1 => gemm::Parallelism::Rayon(threads),
+        _ => gemm::Parallelism::None,
     }
 }
 

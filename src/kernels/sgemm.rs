@@ -117,17 +117,26 @@ fn pack_b(b: &impl RowSource, ks: Range<usize>, cols: Range<usize>, out: &mut Ve
     }
 }
 
-/// Stores (or, when `add`, adds) a kernel's 4 x 8 accumulators into `c`, rows `ldc` apart.
+/// A block of C: its rows, each cut to the block's columns. Column splits across threads hand
+/// each thread its own segment of every row, so no two threads ever hold the same element.
+type Rows<'r, 'c> = &'r mut [&'c mut [f32]];
+
+/// A kernel's 4 x 8 accumulators, in the registers' layout.
+#[cfg(target_arch = "wasm32")]
+type Acc = [[core::arch::wasm32::v128; 2]; MR];
+#[cfg(not(target_arch = "wasm32"))]
+type Acc = [[f32; NR]; MR];
+
+/// Stores (or, when `add`, adds) a whole tile into rows `0..MR` of `c`, columns `j..j + NR`.
 #[cfg(target_arch = "wasm32")]
 #[inline(always)]
-fn store_tile(acc: [[core::arch::wasm32::v128; 2]; MR], c: &mut [f32], ldc: usize, add: bool) {
+fn store_tile(acc: Acc, c: Rows, j: usize, add: bool) {
     use core::arch::wasm32::*;
-    assert!(c.len() >= 3 * ldc + NR);
-    // SAFETY: the assert bounds every access below.
-    unsafe {
-        let cp = c.as_mut_ptr();
-        for (r, [mut lo, mut hi]) in acc.into_iter().enumerate() {
-            let (dlo, dhi) = (cp.add(r * ldc) as *mut v128, cp.add(r * ldc + 4) as *mut v128);
+    for (row, [mut lo, mut hi]) in c.iter_mut().zip(acc) {
+        let dst = &mut row[j..j + NR];
+        // SAFETY: `dst` holds exactly NR = 8 floats; v128_load/store accept unaligned addresses.
+        unsafe {
+            let (dlo, dhi) = (dst.as_mut_ptr() as *mut v128, dst.as_mut_ptr().add(4) as *mut v128);
             if add {
                 lo = f32x4_add(v128_load(dlo), lo);
                 hi = f32x4_add(v128_load(dhi), hi);
@@ -138,27 +147,53 @@ fn store_tile(acc: [[core::arch::wasm32::v128; 2]; MR], c: &mut [f32], ldc: usiz
     }
 }
 
-/// `c[r][..NR] (+)= sum_p A(r, p) * b[p * NR..][..NR]` over `kc` steps, A(r, p) at `a[r * rs + p * ps]`:
-/// a packed strip (`rs = 1, ps = MR`), or A read in place (rows `rs = lda, ps = 1`; transposed
-/// `rs = 1, ps = lda`); one splat per row and step. The 4 x 8 result goes to `c`, rows `ldc` apart,
-/// added to what is there when `add`: straight into C for whole tiles (no trip through a buffer).
+#[cfg(not(target_arch = "wasm32"))]
+fn store_tile(acc: Acc, c: Rows, j: usize, add: bool) {
+    for (row, cr) in c.iter_mut().zip(acc) {
+        let dst = &mut row[j..j + NR];
+        dst.iter_mut().zip(cr).for_each(|(d, v)| *d = if add { *d + v } else { v });
+    }
+}
+
+/// The accumulators as plain rows, for an edge tile.
 #[cfg(target_arch = "wasm32")]
-fn kernel(kc: usize, a: &[f32], (rs, ps): (usize, usize), b: &[f32], (c, ldc, add): (&mut [f32], usize, bool)) {
+fn to_rows(acc: Acc) -> [[f32; NR]; MR] {
+    use core::arch::wasm32::*;
+    acc.map(|[lo, hi]| {
+        let lane = |v: v128, i: usize| match i {
+            0 => f32x4_extract_lane::<0>(v),
+            1 => f32x4_extract_lane::<1>(v),
+            2 => f32x4_extract_lane::<2>(v),
+            _ => f32x4_extract_lane::<3>(v),
+        };
+        core::array::from_fn(|c| if c < 4 { lane(lo, c) } else { lane(hi, c - 4) })
+    })
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn to_rows(acc: Acc) -> [[f32; NR]; MR] {
+    acc
+}
+
+/// `sum_p A(r, p) * b[p * NR..][..NR]` over `kc` steps for rows `r < MR`, A(r, p) at
+/// `a[r * rs + p * ps]`: a packed strip (`rs = 1, ps = MR`), or A read in place (rows
+/// `rs = lda, ps = 1`; transposed `rs = 1, ps = lda`); one splat per row and step.
+#[cfg(target_arch = "wasm32")]
+#[inline(always)]
+fn kernel(kc: usize, a: &[f32], (rs, ps): (usize, usize), b: &[f32]) -> Acc {
     use core::arch::wasm32::*;
     assert!(kc > 0 && a.len() > 3 * rs + (kc - 1) * ps && b.len() >= kc * NR);
-    // SAFETY: the assert bounds every load below; v128_load/store accept unaligned addresses.
+    // SAFETY: the assert bounds every load below; v128_load accepts unaligned addresses.
     unsafe {
         let bp = b.as_ptr();
         let (r0, r1, r2, r3) = (a.as_ptr(), a.as_ptr().add(rs), a.as_ptr().add(2 * rs), a.as_ptr().add(3 * rs));
         let z = f32x4_splat(0.0);
-        // Written out, not looped over an array: V8 then keeps all 8 accumulators in registers.
         let (mut c00, mut c01, mut c10, mut c11) = (z, z, z, z);
         let (mut c20, mut c21, mut c30, mut c31) = (z, z, z, z);
         for p in 0..kc {
             let bq = bp.add(p * NR);
             let b0 = v128_load(bq as *const v128);
             let b1 = v128_load(bq.add(4) as *const v128);
-            // load32_splat reads straight into all lanes (one broadcast instruction on x86).
             let a0 = v128_load32_splat(r0.add(p * ps) as *const u32);
             c00 = f32x4_add(c00, f32x4_mul(a0, b0));
             c01 = f32x4_add(c01, f32x4_mul(a0, b1));
@@ -172,13 +207,13 @@ fn kernel(kc: usize, a: &[f32], (rs, ps): (usize, usize), b: &[f32], (c, ldc, ad
             c30 = f32x4_add(c30, f32x4_mul(a3, b0));
             c31 = f32x4_add(c31, f32x4_mul(a3, b1));
         }
-        store_tile([[c00, c01], [c10, c11], [c20, c21], [c30, c31]], c, ldc, add);
+        [[c00, c01], [c10, c11], [c20, c21], [c30, c31]]
     }
 }
 
-/// The portable kernel: the same sums, in the same order per element.
+/// The portable kernel (native unit tests), summing in the same order as the wasm one.
 #[cfg(not(target_arch = "wasm32"))]
-fn kernel(kc: usize, a: &[f32], (rs, ps): (usize, usize), b: &[f32], (c, ldc, add): (&mut [f32], usize, bool)) {
+fn kernel(kc: usize, a: &[f32], (rs, ps): (usize, usize), b: &[f32]) -> Acc {
     let mut acc = [[0.0f32; NR]; MR];
     for (p, bp) in b.chunks_exact(NR).take(kc).enumerate() {
         for (r, cr) in acc.iter_mut().enumerate() {
@@ -186,42 +221,60 @@ fn kernel(kc: usize, a: &[f32], (rs, ps): (usize, usize), b: &[f32], (c, ldc, ad
             cr.iter_mut().zip(bp).for_each(|(x, &bv)| *x += av * bv);
         }
     }
-    for (r, cr) in acc.iter().enumerate() {
-        let dst = &mut c[r * ldc..][..NR];
-        dst.iter_mut().zip(cr).for_each(|(d, &v)| *d = if add { *d + v } else { v });
-    }
+    acc
 }
 
-/// Adds (or, when `overwrite`, stores) the live `rows` x `cols` corner of `tile` into `c` at (i0, j0).
-fn write_tile(tile: &[f32; MR * NR], c: &mut [f32], ldc: usize, (i0, j0): (usize, usize), (rows, cols): (usize, usize), overwrite: bool) {
-    for r in 0..rows {
-        let dst = &mut c[(i0 + r) * ldc + j0..][..cols];
-        let src = &tile[r * NR..][..cols];
+/// Writes (or adds) the live `rows x cols` corner of an edge tile into `c` at column `j`.
+fn write_edge(tile: [[f32; NR]; MR], c: Rows, j: usize, (rows, cols): (usize, usize), overwrite: bool) {
+    for (dst_row, src) in c.iter_mut().zip(tile).take(rows) {
+        let dst = &mut dst_row[j..j + cols];
         if overwrite {
-            dst.copy_from_slice(src);
+            dst.copy_from_slice(&src[..cols]);
         } else {
-            dst.iter_mut().zip(src).for_each(|(d, s)| *d += s);
+            dst.iter_mut().zip(&src[..cols]).for_each(|(d, s)| *d += s);
         }
     }
 }
 
 /// `c[m, n] = (c if accumulate) + a[m, k] * b[k, n]`; the caller ([`super::matmul`]) checked sizes.
+///
+/// Big products are split by columns across the thread pool ([`super::parallel`]): each part packs
+/// its own columns of B and writes its own segment of every row of C.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn sgemm(m: usize, n: usize, k: usize, a: MatRef, b: &impl RowSource, c: &mut [f32], ldc: usize, accumulate: bool) {
+pub(crate) fn sgemm(m: usize, n: usize, k: usize, a: MatRef, b: &(impl RowSource + Sync), c: &mut [f32], ldc: usize, accumulate: bool) {
+    let parts = super::parallel::parts(n.div_ceil(NR), m * k * NR);
+    let col_ranges = super::parallel::ranges(n, parts, NR);
+    let mut segments: Vec<Vec<&mut [f32]>> = col_ranges.iter().map(|_| Vec::with_capacity(m)).collect();
+    for row in c.chunks_mut(ldc).take(m) {
+        let mut rest = &mut row[..n];
+        for (part, cols) in segments.iter_mut().zip(&col_ranges) {
+            let (seg, tail) = rest.split_at_mut(cols.len());
+            part.push(seg);
+            rest = tail;
+        }
+    }
+    let blocks: Vec<_> = segments.into_iter().zip(col_ranges).collect();
+    super::parallel::for_each(blocks, |_, (mut rows, cols)| sgemm_block(m, cols, k, a, b, &mut rows, accumulate));
+}
+
+/// The product for columns `cols` of C, whose rows (cut to those columns) are `c`.
+fn sgemm_block(m: usize, block: Range<usize>, k: usize, a: MatRef, b: &impl RowSource, c: Rows, accumulate: bool) {
     let (mut packed_a, mut packed_b, mut row) = (Vec::new(), Vec::new(), Vec::new());
-    let mut tile = [0.0f32; MR * NR];
     // A transposed is read in place too unless its depth steps (ld floats apart) fall into few of L2's
     // sets: at 16 KB apart (Winograd's U, transposed) 4 sets held a 256-step strip in 32 lines, and
     // the product ran at 0.7x of packed A. With ld a multiple of at most 512, 32 sets or more.
     let in_place = (!a.trans || a.ld.trailing_zeros() <= 9) && super::tuning::current().a_in_place;
+    let (n, base) = (block.len(), block.start);
     for jc in (0..n).step_by(NC) {
+        // Columns of this block (relative to `c`) and of B (absolute).
         let cols = jc..(jc + NC).min(n);
+        let b_cols = base + cols.start..base + cols.end;
         for pc in (0..k).step_by(KC) {
             let ks = pc..(pc + KC).min(k);
             let kc = ks.len();
             // The first depth block replaces C unless the caller accumulates; later ones add.
             let overwrite = pc == 0 && !accumulate;
-            crate::profile::time(|| format!("  pack B {}x{}x{}", m, n, k), || pack_b(b, ks.clone(), cols.clone(), &mut packed_b, &mut row));
+            crate::profile::time(|| format!("  pack B {}x{}x{}", m, n, k), || pack_b(b, ks.clone(), b_cols.clone(), &mut packed_b, &mut row));
             for ic in (0..m).step_by(MC) {
                 let rows = ic..(ic + MC).min(m);
                 // A is read in place in whole strips of MR rows; only a ragged last strip (or a
@@ -242,12 +295,13 @@ pub(crate) fn sgemm(m: usize, n: usize, k: usize, a: MatRef, b: &impl RowSource,
                     for i0 in rows.clone().step_by(MR) {
                         let (astrip, strides) = strip(i0);
                         let live_rows = MR.min(rows.end - i0);
-                        // A whole tile goes straight into C; an edge one through `tile`.
+                        // A whole tile goes straight into C; an edge one element by element.
+                        let acc = kernel(kc, astrip, strides, bpanel);
+                        let c_rows = &mut c[i0..i0 + live_rows];
                         if live_rows == MR && live_cols == NR {
-                            kernel(kc, astrip, strides, bpanel, (&mut c[i0 * ldc + j0..], ldc, !overwrite));
+                            store_tile(acc, c_rows, j0, !overwrite);
                         } else {
-                            kernel(kc, astrip, strides, bpanel, (&mut tile, NR, false));
-                            write_tile(&tile, c, ldc, (i0, j0), (live_rows, live_cols), overwrite);
+                            write_edge(to_rows(acc), c_rows, j0, (live_rows, live_cols), overwrite);
                         }
                     }
                 }
@@ -307,5 +361,20 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_split_product_is_bitwise_the_one_thread_product() {
+        let mut rng = Rng::new(5);
+        let (m, n, k) = (40, 530, 300);
+        let (ad, bd) = (rng.vec(m * k), rng.vec(k * n));
+        let (a, b) = (MatRef::new(&ad, k), MatRef::new(&bd, n));
+        assert!(crate::kernels::parallel::parts(n.div_ceil(NR), m * k * NR) > 1 || crate::kernels::parallel::threads() == 1);
+        let mut split = vec![0.0; m * n];
+        sgemm(m, n, k, a, &b, &mut split, n, false);
+        let mut one = vec![0.0; m * n];
+        let mut rows: Vec<&mut [f32]> = one.chunks_mut(n).collect();
+        sgemm_block(m, 0..n, k, a, &b, &mut rows, false);
+        assert!(split.iter().zip(&one).all(|(x, y)| x.to_bits() == y.to_bits()));
     }
 }

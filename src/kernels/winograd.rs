@@ -423,7 +423,7 @@ fn add_interleaved<const M: usize>(row: &mut [f32], src: [&[f32]; M]) {
 
 /// `out (cout, oh, ow) += conv3x3(x (cin, h, w))` for one image; `u(xi)`: U[xi], (cout x cin).
 #[allow(clippy::too_many_arguments)]
-fn conv_image<'u>(x: &[f32], u: impl Fn(usize) -> MatRef<'u>, cin: usize, cout: usize, tl: &Tiling, v: &Variant, out: &mut [f32], budget: usize) {
+fn conv_image<'u>(x: &[f32], u: impl Fn(usize) -> MatRef<'u> + Sync, cin: usize, cout: usize, tl: &Tiling, v: &Variant, out: &mut [f32], budget: usize) {
     let a2 = v.alpha * v.alpha;
     // Tile rows per chunk: V and M together stay near `budget` floats.
     let per_row = a2 * (cin + cout) * tl.tx;
@@ -435,11 +435,20 @@ fn conv_image<'u>(x: &[f32], u: impl Fn(usize) -> MatRef<'u>, cin: usize, cout: 
         let t = |name: &str| format!("  winograd F{} {name} {}@{}", v.m, cout, tl.oh);
         crate::profile::time(|| t("in"), || transform_input(x, cin, tl, rows.clone(), v, &mut vbuf, &mut scratch));
         mbuf.resize(a2 * cout * nt, 0.0);
-        for xi in 0..a2 {
-            let a = u(xi);
-            let b = MatRef::new(&vbuf[xi * cin * nt..][..cin * nt], nt);
-            crate::profile::time(|| t("gemm"), || matmul(cout, nt, cin, a, b, &mut mbuf[xi * cout * nt..][..cout * nt], nt, false));
-        }
+        // The a2 products are independent: the thread pool takes them in parts.
+        let parts = super::parallel::parts(a2, cout * nt * cin);
+        let vbuf = &vbuf;
+        crate::profile::time(
+            || t("gemm"),
+            || {
+                super::parallel::for_each_run(&mut mbuf, cout * nt, parts, |first, run| {
+                    for (xi, m) in (first..).zip(run.chunks_exact_mut(cout * nt)) {
+                        let b = MatRef::new(&vbuf[xi * cin * nt..][..cin * nt], nt);
+                        matmul(cout, nt, cin, u(xi), b, m, nt, false);
+                    }
+                })
+            },
+        );
         crate::profile::time(|| t("out"), || transform_output(&mbuf, cout, tl, rows, v, out, &mut scratch));
     }
 }

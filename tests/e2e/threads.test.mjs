@@ -1,0 +1,115 @@
+// The threaded wasm build (pkg/threads/, issue 17) in Chromium: on a cross-origin-isolated page the
+// client's worker runs it with one kernel thread per core, and every method gives bitwise the map of
+// the single-threaded build (the kernels split their outputs, never a sum), which a page that is not
+// isolated runs. `threads: 1` takes the single-threaded build on an isolated page too. The times of
+// both builds are printed (the benchmark, `npm run bench`, measures them properly).
+//   node --test tests/e2e/threads.test.mjs
+
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { launchBrowser, recordErrors, startServer } from './harness.mjs';
+
+let plain; // not isolated: the single-threaded build
+let isolated; // COOP + COEP: the threaded build
+let browser;
+
+before(async () => {
+  [plain, isolated, browser] = await Promise.all([startServer(), startServer({ extraArgs: ['--isolate'] }), launchBrowser()]);
+});
+
+after(async () => {
+  await browser?.close().catch(() => {});
+  await plain?.stop();
+  await isolated?.stop();
+});
+
+const METHODS = [
+  { method: 'gradcam' },
+  { method: 'guided-gradcam' },
+  { method: 'scorecam', scoreCamChannels: 16 },
+  { method: 'integrated-gradients', igSteps: 8 },
+];
+
+/** Loads the default model in a client on `site` and explains chelsea.png with every method in METHODS. */
+async function explainAll(site, loadOptions = {}) {
+  const page = await browser.newPage();
+  const errors = recordErrors(page);
+  await page.goto(new URL('tests/e2e/blank.html', site.url).href);
+  const out = await page.evaluate(
+    async ({ methods, loadOptions }) => {
+      const { GradcamClient, toImageData } = await import('/www/gradcam-client.js');
+      const client = new GradcamClient();
+      const info = await client.load('/assets/models/efficientnet-lite0.safetensors', loadOptions);
+      const img = await toImageData('/assets/samples/chelsea.png');
+      const maps = {};
+      const ms = {};
+      for (const o of methods) {
+        await client.explain(img, null, o); // warm
+        const t0 = performance.now();
+        const r = await client.explain(img, null, o);
+        ms[o.method] = performance.now() - t0;
+        maps[o.method] = { heatmap: Array.from(r.heatmap), classIdx: r.classIdx, logit: r.logit };
+      }
+      client.terminate();
+      return { build: info.build, isolated: self.crossOriginIsolated, cores: navigator.hardwareConcurrency, maps, ms };
+    },
+    { methods: METHODS, loadOptions },
+  );
+  await page.close();
+  return { ...out, errors };
+}
+
+let single;
+let threaded;
+
+test('an isolated page runs the threaded build with a thread per core; a plain page the single-threaded one', async () => {
+  [single, threaded] = [await explainAll(plain), await explainAll(isolated)];
+  assert.equal(single.isolated, false);
+  assert.equal(single.build.variant, 'single');
+  assert.equal(single.build.threads, 1);
+  assert.match(single.build.note, /not cross-origin isolated/, 'the page is told why it runs on one thread');
+  assert.equal(threaded.isolated, true);
+  assert.equal(threaded.build.variant, 'threads', JSON.stringify(threaded.build));
+  assert.equal(threaded.build.threads, Math.min(16, threaded.cores));
+  assert.ok(threaded.cores >= 2, 'this test needs a machine with 2 cores or more');
+  assert.deepEqual(threaded.errors, []);
+  for (const o of METHODS) {
+    console.log(`# ${o.method}: one thread ${single.ms[o.method].toFixed(0)} ms, ${threaded.build.threads} threads ${threaded.ms[o.method].toFixed(0)} ms`);
+  }
+});
+
+test('every method gives bitwise the single-threaded map on the threaded build', () => {
+  assert.ok(single && threaded, 'the first test ran');
+  for (const o of METHODS) {
+    const a = single.maps[o.method];
+    const b = threaded.maps[o.method];
+    assert.equal(b.classIdx, a.classIdx, o.method);
+    assert.equal(b.logit, a.logit, `${o.method}: logit`);
+    assert.equal(b.heatmap.length, a.heatmap.length);
+    const diff = a.heatmap.reduce((m, v, i) => Math.max(m, Math.abs(v - b.heatmap[i])), 0);
+    assert.equal(diff, 0, `${o.method}: max |difference| ${diff}`);
+    assert.ok(a.heatmap.some((v) => v > 0.5), `${o.method}: the map is not empty`);
+  }
+});
+
+test('threads: 1 takes the single-threaded build on an isolated page; a bad thread count is a clear error', async () => {
+  const one = await explainAll(isolated, { threads: 1 });
+  assert.deepEqual(one.build, { variant: 'single', threads: 1, note: null });
+  assert.deepEqual(one.maps.gradcam.heatmap, single.maps.gradcam.heatmap);
+  const page = await browser.newPage();
+  await page.goto(new URL('tests/e2e/blank.html', isolated.url).href);
+  const message = await page.evaluate(async () => {
+    const { GradcamClient } = await import('/www/gradcam-client.js');
+    const client = new GradcamClient();
+    try {
+      await client.load('/assets/models/efficientnet-lite0.safetensors', { threads: 1000 });
+      return 'loaded';
+    } catch (e) {
+      return e.message;
+    } finally {
+      client.terminate();
+    }
+  });
+  await page.close();
+  assert.match(message, /threads must be 'auto' or a whole number from 1 to 64, not 1000/);
+});

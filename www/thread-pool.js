@@ -1,0 +1,88 @@
+// Loads the wasm package: the threaded build (pkg/threads/) on a cross-origin-isolated page, which
+// alone may share memory between workers, and the single-threaded build (pkg/) otherwise or when
+// the threaded one cannot start. The threaded build must run in a worker (its waits block), which
+// is where www/worker.js and the benchmark run it.
+
+/** Whether this context can run the threaded build (SharedArrayBuffer needs cross-origin isolation). */
+export function threadsAvailable() {
+  return self.crossOriginIsolated === true && typeof SharedArrayBuffer === 'function' && typeof Atomics === 'object';
+}
+
+/** The pool size for `threads` ('auto' or undefined: one per core, at most 16; 1: no pool). */
+export function poolSize(threads) {
+  if (threads === undefined || threads === null || threads === 'auto') return Math.min(16, Math.max(1, navigator.hardwareConcurrency || 1));
+  const n = Number(threads);
+  if (!Number.isInteger(n) || n < 1 || n > 64) throw new Error(`threads must be 'auto' or a whole number from 1 to 64, not ${JSON.stringify(threads)}`);
+  return n;
+}
+
+const START_TIMEOUT_MS = 30000;
+
+/**
+ * Starts `n` pool threads for the threaded module `mod` (already initialised). Resolves once every
+ * thread runs; rejects (terminating the ones that started) if one fails or none answers in 30 s,
+ * so a page never waits on a pool that does not exist.
+ */
+export async function startThreadPool(mod, n) {
+  const [module, memory] = mod.threadPoolModule();
+  const start = mod.threadPoolStart(n);
+  const queue = start.queue();
+  const workers = [];
+  try {
+    await Promise.all(
+      Array.from({ length: n }, (_, i) =>
+        new Promise((resolve, reject) => {
+          const w = new Worker(new URL('./pool-thread.js', import.meta.url), { type: 'module', name: `gradcam pool thread ${i + 1}` });
+          workers.push(w);
+          const timer = setTimeout(() => reject(new Error(`pool thread ${i + 1} did not start within ${START_TIMEOUT_MS / 1000} s`)), START_TIMEOUT_MS);
+          w.onmessage = ({ data }) => {
+            clearTimeout(timer);
+            if (data && data.ready) resolve();
+            else reject(new Error(`pool thread ${i + 1} failed to start: ${(data && data.error) || 'no reason given'}`));
+          };
+          w.onerror = (e) => {
+            clearTimeout(timer);
+            e.preventDefault();
+            reject(new Error(`pool thread ${i + 1} failed to start: ${e.message || 'its script did not load'}`));
+          };
+          w.postMessage({ module, memory, queue });
+        }),
+      ),
+    );
+    start.build();
+  } catch (e) {
+    for (const w of workers) w.terminate();
+    throw e;
+  } finally {
+    start.free();
+  }
+  return workers;
+}
+
+/**
+ * Imports and initialises the package: `{mod, exports, threads, variant, fallback}`. `threads`:
+ * 'auto' (default), or a pool size; 1 always takes the single-threaded build. `wasmUrl` (the
+ * single-threaded .wasm somewhere else) also takes the single-threaded build.
+ */
+export async function loadPackage({ threads = 'auto', wasmUrl } = {}) {
+  const n = poolSize(threads);
+  let fallback = null;
+  if (n > 1 && !wasmUrl) {
+    if (!threadsAvailable()) fallback = 'the page is not cross-origin isolated (COOP same-origin + COEP require-corp), so it cannot share memory between threads';
+    else {
+      let mod = null;
+      try {
+        mod = await import('../pkg/threads/gradcam_wasm.js');
+        const exports = await mod.default();
+        const workers = await startThreadPool(mod, n);
+        return { mod, exports, threads: mod.kernelThreads(), variant: 'threads', workers, fallback: null };
+      } catch (e) {
+        fallback = `the threaded build did not start (${String((e && e.message) || e)})`;
+        // The threaded glue (if it loaded) is simply dropped; the single-threaded one is separate.
+      }
+    }
+  }
+  const mod = await import('../pkg/gradcam_wasm.js');
+  const exports = await (wasmUrl ? mod.default({ module_or_path: wasmUrl }) : mod.default());
+  return { mod, exports, threads: 1, variant: 'single', workers: [], fallback: n > 1 ? fallback : null };
+}
