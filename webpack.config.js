@@ -83,6 +83,11 @@ module.exports = (env, argv) => ({
     hot: false,
     liveReload: false,
     client: { overlay: true },
-    headers: { 'Content-Security-Policy': "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; base-uri 'none'; frame-ancestors 'self'" },
+    headers: {
+      'Content-Security-Policy': "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; base-uri 'none'; frame-ancestors 'self'",
+      // Cross-origin isolation: the worker then runs the threaded build (www/thread-pool.js).
+      'Cross-Origin-Opener-Policy': 'same-origin',
+      'Cross-Origin-Embedder-Policy': 'require-corp',
+    },
   },
 });

@@ -15,6 +15,7 @@ const S = {
   // (parity runs use parity256 / parity224, never these)
   k: 0,
   kp: 0,
+  kThreads: 0, // the threaded worker's own alternation: interleaved with the main thread's, it must not share S.k
   cls: undefined,
   scoreCamChannels: null,
   ours: {}, // path ('cpu' | 'webgpu') -> Explainer
@@ -39,6 +40,28 @@ const shortError = (e) => {
   if (k) return `no ${k[1]} kernel`;
   return m.split('\n')[0].slice(0, 200);
 };
+
+/** Our threaded build in bench/ours-worker.mjs: `call(cmd, args)` resolves with its reply. */
+function threadsWorker() {
+  if (!S.threads) {
+    const worker = new Worker(new URL('./ours-worker.mjs', import.meta.url), { type: 'module' });
+    const waiting = new Map();
+    let next = 1;
+    worker.onmessage = ({ data }) => {
+      const w = waiting.get(data.id);
+      waiting.delete(data.id);
+      if (data.error) w.reject(new Error(data.error));
+      else w.resolve(data.value);
+    };
+    const call = (cmd, args) => new Promise((resolve, reject) => {
+      const id = next++;
+      waiting.set(id, { resolve, reject });
+      worker.postMessage({ id, cmd, args });
+    });
+    S.threads = { worker, call, sentImages: false };
+  }
+  return S.threads;
+}
 
 function oursOptions(method) {
   const o = { method, preprocess: 'resize', normalize: 'minmax' };
@@ -85,8 +108,22 @@ window.B = {
     };
   },
 
-  /** Our explainer on 'cpu' (new Explainer) or 'webgpu' (await Explainer.create). Timed: bytes -> ready. */
+  /**
+   * Our explainer on 'cpu' (new Explainer), 'webgpu' (await Explainer.create) or 'threads' (the
+   * threaded build in a worker, one kernel thread per core). Timed: bytes -> ready.
+   */
   async loadOurs(path) {
+    if (path === 'threads') {
+      const t = threadsWorker();
+      try {
+        if (!t.sentImages) t.sentImages = await t.call('images', { images: S.images });
+        const r = await t.call('load', { bytes: S.bytes, arch: S.arch });
+        S.ours.threads = { threads: r.threads };
+        return { ms: r.ms, layer: r.layer, backend: 'threads', info: { threads: r.threads } };
+      } catch (e) {
+        return { error: `n/a (${shortError(e)})` };
+      }
+    }
     if (S.ours[path]) {
       S.ours[path].free();
       delete S.ours[path];
@@ -116,6 +153,11 @@ window.B = {
   },
 
   async runOurs(path, method) {
+    if (path === 'threads') {
+      const r = await threadsWorker().call('run', { k: S.kThreads++, cls: S.cls, options: oursOptions(method) });
+      S.lastOurs = r;
+      return { ms: r.ms, reused: r.reused, backend: 'threads', classIdx: r.classIdx };
+    }
     const ex = S.ours[path];
     // Every call takes the other image than the call before, so no call reuses a forward pass.
     const img = S.images[S.k++ % 2];

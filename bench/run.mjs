@@ -13,6 +13,7 @@
 //   --max-run-s S            skip a cell whose estimated single run exceeds S seconds (60)
 //   --gpu-archs a,b          archs on the GPU path (efficientnet_lite0,resnet18,mobilenet_v2)
 //   --tfjs-threads N         TF.js wasm backend threads (1: our wasm is single-threaded)
+//   --no-threads             skip our threaded build (pkg/threads/, run in a worker: path 'threads')
 //   --no-native, --no-gpu, --no-sizes
 //
 // The page (bench/index.html, bench/page.mjs) runs our package from pkg/ (scripts/build-web.sh) in the
@@ -50,6 +51,7 @@ const cfg = {
   maxRunS: Number(opt('--max-run-s', quick ? 20 : 60)),
   gpuArchs: list('--gpu-archs', 'efficientnet_lite0,resnet18,mobilenet_v2'),
   tfjsThreads: Number(opt('--tfjs-threads', 1)),
+  threads: !has('--no-threads') && existsSync(join(REPO, 'pkg/threads/gradcam_wasm.js')),
   native: !has('--no-native'),
   gpu: !has('--no-gpu'),
   sizes: !has('--no-sizes'),
@@ -254,11 +256,21 @@ async function benchArch(browser, url, arch) {
   }
 
   const paths = [{ path: 'cpu', peers: CPU_PEERS }];
+  if (cfg.threads) paths.push({ path: 'threads', peers: CPU_PEERS });
   if (cfg.gpu) {
     if (!cfg.gpuArchs.includes(arch)) out.gpu = { skipped: `not in --gpu-archs (software WebGPU adapter on this machine; add ${arch} to run it)` };
     else paths.push({ path: 'webgpu', peers: GPU_PEERS });
   }
   for (const { path, peers } of paths) {
+    if (path === 'threads') {
+      const o = await call('loadOurs', 'threads');
+      if (o.error) {
+        out.threads = { error: o.error };
+        say(`ours threads: ${o.error}`);
+        continue;
+      }
+      out.threads = { threads: o.info.threads, vsOne: await threadsVsOne(call) };
+    }
     if (path === 'webgpu') {
       // Our WebGPU explainer against our CPU reference, before any TF.js backend touches the GPU.
       const o = await call('loadOurs', 'webgpu');
@@ -287,6 +299,31 @@ async function benchArch(browser, url, arch) {
   out.pageErrors = pageErrors.slice(0, 20);
   await context.close();
   return out;
+}
+
+/**
+ * Our threaded build against our single-threaded one, interleaved (one, threads, one, threads...),
+ * per method: the same images, class and options; bitwise the same map is checked by the e2e tests.
+ */
+async function threadsVsOne(call) {
+  const rows = [];
+  for (const method of cfg.methods) {
+    if (method === 'scorecam' && !cfg.scorecamChannels) continue; // all 1280 channels: minutes per run
+    const one = [];
+    const many = [];
+    await call('runOurs', 'cpu', method); // warm both
+    await call('runOurs', 'threads', method);
+    const n = method === 'scorecam' ? cfg.scorecamRuns : cfg.runs;
+    const t0 = Date.now();
+    for (let i = 0; i < n && (i === 0 || Date.now() - t0 < cfg.budgetS * 1000); i++) {
+      one.push((await call('runOurs', 'cpu', method)).ms);
+      many.push((await call('runOurs', 'threads', method)).ms);
+    }
+    const row = { method, one: stats(one), threads: stats(many) };
+    rows.push(row);
+    say(`threads vs one thread ${method}: ${row.threads.median.toFixed(1)} / ${row.one.median.toFixed(1)} ms, ratio ${ratio(row.threads.median, row.one.median)} (n=${one.length})`);
+  }
+  return rows;
 }
 
 // ------------------------------------------------------------------ native rows

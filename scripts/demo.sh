@@ -6,4 +6,5 @@ cd "$(dirname "$0")/.."
 bash scripts/install-web-tools.sh
 bash scripts/setup.sh
 bash scripts/build-web.sh
-exec node www/serve.mjs . --port "${PORT:-8080}"
+# --isolate: cross-origin isolation, so the demo runs the threaded build (one kernel thread per core).
+exec node www/serve.mjs . --isolate --port "${PORT:-8080}"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Packs the npm package `gradcam-wasm` (npm run pack): the wasm module with WebGPU and its glue,
-# the worker, the promise client, the <gradcam-explainer> element, the model loader, their
+# the threaded build, the worker, the promise client, the <gradcam-explainer> element, the model loader, their
 # TypeScript types, and the default model, into target/npm/gradcam-wasm-<version>.tgz.
 #
 # The package keeps the repository's layout (pkg/ beside www/ beside assets/), so every URL the
@@ -10,16 +10,18 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
-for f in pkg/gradcam_wasm.js pkg/gradcam_wasm_bg.wasm pkg/gradcam_wasm.d.ts assets/models/efficientnet-lite0.safetensors; do
+for f in pkg/gradcam_wasm.js pkg/gradcam_wasm_bg.wasm pkg/gradcam_wasm.d.ts pkg/threads/gradcam_wasm.js pkg/threads/gradcam_wasm_bg.wasm assets/models/efficientnet-lite0.safetensors; do
     [[ -f $f ]] || { echo "pack: missing $f (run scripts/build-web.sh and scripts/setup.sh first)" >&2; exit 1; }
 done
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 out=target/npm
 stage=$out/package
 rm -rf "$stage"
-mkdir -p "$stage/pkg" "$stage/www" "$stage/assets/models"
+mkdir -p "$stage/pkg/threads" "$stage/www" "$stage/assets/models"
 cp pkg/gradcam_wasm.js pkg/gradcam_wasm_bg.wasm pkg/gradcam_wasm.d.ts pkg/gradcam_wasm_bg.wasm.d.ts "$stage/pkg/"
-cp www/worker.js www/gradcam-client.js www/gradcam-client.d.ts www/gradcam-explainer.js www/gradcam-explainer.d.ts www/model-loader.js "$stage/www/"
+# The threaded build, which the worker takes on cross-origin-isolated pages (www/thread-pool.js).
+cp pkg/threads/gradcam_wasm.js pkg/threads/gradcam_wasm_bg.wasm pkg/threads/gradcam_wasm.d.ts "$stage/pkg/threads/"
+cp www/worker.js www/thread-pool.js www/pool-thread.js www/gradcam-client.js www/gradcam-client.d.ts www/gradcam-explainer.js www/gradcam-explainer.d.ts www/model-loader.js "$stage/www/"
 cp assets/models/efficientnet-lite0.safetensors assets/imagenet_classes.json "$stage/assets/models/"
 cp packaging/README.md LICENSE "$stage/"
 sed "s/@VERSION@/$version/" packaging/package.json >"$stage/package.json"

@@ -2,7 +2,8 @@
 // A tiny static server for the demo, with no dependency:
 //   node www/serve.mjs [dir] [--port 8080] [--host 127.0.0.1] [--allow PATH]... [--allow-host NAME]... [--isolate]
 //   --isolate: cross-origin isolation (COOP same-origin + COEP require-corp on every response), so
-//   pages get SharedArrayBuffer, which lets an aborted call stop its running method mid-way.
+//   pages get SharedArrayBuffer: the worker runs the threaded build (a kernel thread per core), and
+//   an aborted call stops its running method mid-way. The demo (scripts/demo.sh) serves with it.
 // Serves the repository root by default (or `dir`, e.g. `dist`), with the right MIME types
 // (application/wasm included, so WebAssembly.instantiateStreaming works) and the page's CSP
 // (on pages and on scripts, which workers run under).

@@ -1,5 +1,6 @@
 // The documentation site (issue 16): scripts/build-docs.sh renders docs/ with MkDocs and copies the npm
-// package in; served by www/serve.mjs under its strict CSP (`default-src 'self'`), its home page shows
+// package in; served by www/serve.mjs under its strict CSP (`default-src 'self'`) and cross-origin
+// isolated (so the elements run the threaded build: issue 17), its home page shows
 // two <gradcam-explainer> elements and runs the client example it prints. Both elements and the example
 // must explain their photos, nothing may be asked of another site, no CSP violation or other error may
 // be logged, and once loaded, explaining again makes no request at all.
@@ -12,7 +13,9 @@ import { REPO, recordErrors, recordRequests, serveAndBrowse } from './harness.mj
 
 const env = serveAndBrowse({
   prepare: () => execFileSync('bash', ['scripts/build-docs.sh'], { cwd: REPO, stdio: ['ignore', 'pipe', 'pipe'], timeout: 600000 }),
-  serverOptions: { dir: 'target/site' },
+  // Served as the docs ask a host to (docs/embedding.md): cross-origin isolated, so both elements run
+  // the threaded build, under the strict CSP.
+  serverOptions: { dir: 'target/site', extraArgs: ['--isolate'] },
 });
 
 /** Waits for the element `id` to hold a result; returns its class and label. */
@@ -43,7 +46,10 @@ test('the docs site explains two elements and runs its client example under a st
     text: document.querySelector('#client-example output').textContent,
     width: document.querySelector('#client-example canvas').width,
   }));
-  console.log('docs site:', JSON.stringify({ cat, coffee, example, requests: requests.all.length }));
+  const build = await page.evaluate(() => ({ isolated: self.crossOriginIsolated, build: document.getElementById('cat')._client?.model?.build }));
+  console.log('docs site:', JSON.stringify({ cat, coffee, example, build, requests: requests.all.length }));
+  assert.equal(build.isolated, true, 'the site is cross-origin isolated');
+  assert.equal(build.build?.variant, 'threads', `the element runs the threaded build: ${JSON.stringify(build)}`);
   assert.equal(cat.classIdx, 282, `chelsea.png: ${JSON.stringify(cat)}`);
   assert.equal(coffee.classIdx, 967, 'coffee.png: the class the element asked for (espresso)');
   assert.equal(example.classIdx, 967, `the client example: ${example.text}`);

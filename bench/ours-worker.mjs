@@ -1,0 +1,39 @@
+// Our threaded build for the benchmark page, in a worker (its kernels' waits block, so it runs in a
+// worker, as www/worker.js runs it for the client). The page (bench/page.mjs, path 'threads') sends
+// the same images and options as to its main-thread explainer; every time is performance.now()
+// around one call here, as on the page.
+import { loadPackage } from '../www/thread-pool.js';
+
+let pkg = null;
+let ex = null;
+let images = [];
+
+const commands = {
+  async load({ bytes, arch, threads }) {
+    pkg ??= await loadPackage({ threads });
+    if (pkg.variant !== 'threads') throw new Error(`the threaded build did not start: ${pkg.fallback}`);
+    if (ex) ex.free();
+    const t0 = performance.now();
+    ex = new pkg.mod.Explainer(bytes, { arch });
+    return { ms: performance.now() - t0, layer: ex.defaultLayer(), backend: ex.backend(), threads: pkg.threads };
+  },
+  images(args) {
+    images = args.images;
+    return images.length;
+  },
+  run({ k, cls, options }) {
+    const img = images[k % images.length];
+    const t0 = performance.now();
+    const r = ex.explain(img, cls, options);
+    const ms = performance.now() - t0;
+    return { ms, reused: r.timings.forwardReused, backend: 'threads', classIdx: r.classIdx, raw: Float32Array.from(r.raw), logit: r.logit };
+  },
+};
+
+self.onmessage = async ({ data: { id, cmd, args } }) => {
+  try {
+    self.postMessage({ id, value: await commands[cmd](args) });
+  } catch (e) {
+    self.postMessage({ id, error: String((e && e.message) || e) });
+  }
+};
