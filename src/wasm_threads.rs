@@ -81,6 +81,18 @@ mod pool {
         Ok(())
     }
 
+    /// TEST ONLY: panics inside a pool thread (a kernel part), so that tests can prove the client
+    /// replaces a worker whose pool thread trapped (www/pool-thread.js, tests/e2e/threads.test.mjs).
+    #[doc(hidden)]
+    #[wasm_bindgen(js_name = __testTrapInPool)]
+    pub fn test_trap_in_pool() {
+        crate::kernels::parallel::for_each(vec![(); 64], |i, ()| {
+            if i == 63 {
+                panic!("__testTrapInPool(): a panic on purpose in a pool thread (test-only export)");
+            }
+        });
+    }
+
     /// This module and its memory, for the pool's workers to instantiate the same code on the same memory.
     #[wasm_bindgen(js_name = threadPoolModule)]
     pub fn thread_pool_module() -> js_sys::Array {

@@ -155,6 +155,25 @@ export class GradcamClient extends EventTarget {
       if (worker === this.worker) this._failAll(new Error('A message from the gradcam worker could not be read'));
     });
     if (this._abortFlags) worker.postMessage({ cmd: '__abortFlags', args: { flags: this._abortFlags } });
+    this._listenToPool(worker);
+  }
+
+  /**
+   * A pool thread of the threaded build that traps leaves the worker blocked for good (it waits for
+   * that thread), so the thread says so on a BroadcastChannel of this worker's own, and the worker is
+   * replaced as after a crash.
+   */
+  _listenToPool(worker) {
+    if (this._poolChannel) this._poolChannel.close();
+    this._poolChannel = null;
+    if (typeof BroadcastChannel !== 'function') return;
+    const name = `gradcam-pool-${Date.now().toString(36)}-${Math.random().toString(36).slice(2)}`;
+    const channel = new BroadcastChannel(name);
+    channel.onmessage = ({ data }) => {
+      if (worker === this.worker && data && data.trap) this._workerDied(`was blocked by a kernel thread that trapped (${data.trap})`);
+    };
+    this._poolChannel = channel;
+    worker.postMessage({ cmd: '__poolChannel', args: { name } });
   }
 
   /**
@@ -515,13 +534,14 @@ export class GradcamClient extends EventTarget {
    * so that tests can prove the recovery; the call rejects with the trap's error. `inTask`: the panic
    * happens inside a wasm task, as one inside explainAsync would.
    */
-  __testTrap({ inTask = false } = {}) {
-    return this._call('__testTrap', { inTask: !!inTask, wasmUrl: this.wasmUrl });
+  __testTrap({ inTask = false, inPool = false } = {}) {
+    return this._call('__testTrap', { inTask: !!inTask, inPool: !!inPool, wasmUrl: this.wasmUrl });
   }
 
   /** Stops the worker at once (cancels a running Score-CAM); pending calls reject. */
   terminate() {
     this.worker.terminate();
+    if (this._poolChannel) this._poolChannel.close();
     this._terminated = true;
     this._failAll(new Error('cancelled'));
   }

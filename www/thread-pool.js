@@ -21,9 +21,10 @@ const START_TIMEOUT_MS = 30000;
 /**
  * Starts `n` pool threads for the threaded module `mod` (already initialised). Resolves once every
  * thread runs; rejects (terminating the ones that started) if one fails or none answers in 30 s,
- * so a page never waits on a pool that does not exist.
+ * so a page never waits on a pool that does not exist. A thread that traps later posts
+ * `{trap: message}` on the BroadcastChannel `trapChannel` (the worker that waits for it is blocked).
  */
-export async function startThreadPool(mod, n) {
+export async function startThreadPool(mod, n, trapChannel = null) {
   const [module, memory] = mod.threadPoolModule();
   const start = mod.threadPoolStart(n);
   const queue = start.queue();
@@ -45,7 +46,7 @@ export async function startThreadPool(mod, n) {
             e.preventDefault();
             reject(new Error(`pool thread ${i + 1} failed to start: ${e.message || 'its script did not load'}`));
           };
-          w.postMessage({ module, memory, queue });
+          w.postMessage({ module, memory, queue, trapChannel });
         }),
       ),
     );
@@ -64,7 +65,7 @@ export async function startThreadPool(mod, n) {
  * 'auto' (default), or a pool size; 1 always takes the single-threaded build. `wasmUrl` (the
  * single-threaded .wasm somewhere else) also takes the single-threaded build.
  */
-export async function loadPackage({ threads = 'auto', wasmUrl } = {}) {
+export async function loadPackage({ threads = 'auto', wasmUrl, trapChannel = null } = {}) {
   const n = poolSize(threads);
   let fallback = null;
   if (n > 1 && !wasmUrl) {
@@ -74,7 +75,7 @@ export async function loadPackage({ threads = 'auto', wasmUrl } = {}) {
       try {
         mod = await import('../pkg/threads/gradcam_wasm.js');
         const exports = await mod.default();
-        const workers = await startThreadPool(mod, n);
+        const workers = await startThreadPool(mod, n, trapChannel);
         return { mod, exports, threads: mod.kernelThreads(), variant: 'threads', workers, fallback: null };
       } catch (e) {
         fallback = `the threaded build did not start (${String((e && e.message) || e)})`;

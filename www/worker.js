@@ -11,6 +11,10 @@
 //                   interrupted by this message (wasm runs synchronously: the message is read
 //                   only once it yields, e.g. between WebGPU batches), but its progress stops and
 //                   its result is dropped.
+//   page -> worker  {cmd: '__poolChannel', args: {name}}: a BroadcastChannel name, unique to this worker.
+//                   A pool thread of the threaded build that traps says so there (www/pool-thread.js):
+//                   this worker is then blocked for good, waiting for that thread, so the client
+//                   replaces it (and reloads the model), as after any crash.
 //   page -> worker  {cmd: '__abortFlags', args: {flags}}: on a cross-origin-isolated page, an
 //                   Int32Array on a SharedArrayBuffer where the page writes an aborted call's id
 //                   (at id % length). The worker reads it synchronously between batches, so a
@@ -66,7 +70,7 @@ function ensureWasm(wasmUrl, threads) {
     wasmReady = (async () => {
       let pkg;
       try {
-        pkg = await loadPackage({ threads, wasmUrl });
+        pkg = await loadPackage({ threads, wasmUrl, trapChannel: poolChannel });
       } catch (e) {
         throw new Error(
           'Could not load the WebAssembly package (pkg/gradcam_wasm.js next to www/): ' + errorMessage(e) +
@@ -184,6 +188,7 @@ function remember(result) {
 const cancelled = new Set();
 let lastFinished = 0; // the highest id whose call ended: a cancel for it or an older one is moot
 let abortFlags = null; // Int32Array on a SharedArrayBuffer, or null (see the protocol above)
+let poolChannel = null; // the BroadcastChannel name where a trapped pool thread tells the client (see the protocol above)
 
 /** Has the page aborted call `id`? The shared flags are read synchronously, even mid-computation. */
 function isAborted(id) {
@@ -336,9 +341,13 @@ const handlers = {
 
   // TEST ONLY: makes the module trap through its test-only export (see src/trap.rs), so that tests
   // can prove the recovery; `inTask` traps inside a wasm task, as a panic in explainAsync would.
-  async __testTrap({ inTask, wasmUrl }) {
+  async __testTrap({ inTask, inPool, wasmUrl }) {
     const mod = await ensureWasm(wasmUrl);
     if (typeof mod.__testTrap !== 'function') throw new Error('this pkg/ has no __testTrap export: rebuild it with scripts/build-web.sh');
+    if (inPool) {
+      if (typeof mod.__testTrapInPool !== 'function') throw new Error('__testTrap({inPool}) needs the threaded build (a cross-origin-isolated page)');
+      mod.__testTrapInPool(); // blocks this worker for good: the client hears of it on the pool channel
+    }
     mod.__testTrap(!!inTask);
     return new Promise(() => {}); // inTask: the trap arrives through trapSignal
   },
@@ -475,6 +484,10 @@ self.addEventListener('message', (event) => {
   if (cmd === '__cancel') {
     const target = args && args.id;
     if (typeof target === 'number' && target > lastFinished) cancelled.add(target);
+    return;
+  }
+  if (cmd === '__poolChannel') {
+    if (args && typeof args.name === 'string') poolChannel = args.name;
     return;
   }
   if (cmd === '__abortFlags') {

@@ -113,3 +113,35 @@ test('threads: 1 takes the single-threaded build on an isolated page; a bad thre
   await page.close();
   assert.match(message, /threads must be 'auto' or a whole number from 1 to 64, not 1000/);
 });
+
+test('a kernel thread that traps: the call fails with a message, the client replaces the worker, the next call gives the same map', async () => {
+  const page = await browser.newPage();
+  await page.goto(new URL('tests/e2e/blank.html', isolated.url).href);
+  const out = await page.evaluate(async () => {
+    const { GradcamClient, toImageData } = await import('/www/gradcam-client.js');
+    const client = new GradcamClient();
+    await client.load('/assets/models/efficientnet-lite0.safetensors');
+    const img = await toImageData('/assets/samples/chelsea.png');
+    const before = await client.explain(img, null, { method: 'guided-gradcam' });
+    const firstWorker = client.worker;
+    let error = null;
+    const t0 = performance.now();
+    try {
+      await client.__testTrap({ inPool: true });
+    } catch (e) {
+      error = { name: e.name, message: e.message, ms: performance.now() - t0 };
+    }
+    const after = await client.explain(img, null, { method: 'guided-gradcam' });
+    const same = before.heatmap.length === after.heatmap.length && before.heatmap.every((v, i) => v === after.heatmap[i]);
+    const result = { error, same, replaced: client.worker !== firstWorker, build: client.model.build };
+    client.terminate();
+    return result;
+  });
+  await page.close();
+  assert.ok(out.error, 'the trapping call rejected');
+  assert.equal(out.error.name, 'WorkerError');
+  assert.match(out.error.message, /kernel thread that trapped .*__testTrapInPool\(\): a panic on purpose in a pool thread/);
+  assert.ok(out.replaced, 'a new worker');
+  assert.equal(out.build.variant, 'threads', 'the new worker runs the threaded build again');
+  assert.ok(out.same, 'the same map after the restart');
+});
