@@ -433,4 +433,30 @@ pub(crate) mod tests {
         assert_eq!(rows_per_chunk(k, 224, 224, 1), 1);
         assert_eq!(row_chunks(10, 4).collect::<Vec<_>>(), vec![0..4, 4..8, 8..10]);
     }
+
+    /// Every conv kernel split across a pool of 3 threads gives bitwise what one thread gives: the
+    /// splits are by outputs only (`kernels::parallel`), never inside a sum.
+    #[test]
+    fn threads_change_no_bit() {
+        let pool = |n: usize| rayon::ThreadPoolBuilder::new().num_threads(n).build().expect("a pool");
+        let (one, three) = (pool(1), pool(3));
+        let mut rng = Rng::new(17);
+        let cases = [
+            ("winograd 3x3", geom((1, 48, 28, 28, 40), (3, 3), (1, 1), (1, 1, 1, 1), 1)),
+            ("im2col 5x5 s2", geom((1, 24, 30, 30, 36), (5, 5), (2, 2), (2, 2, 2, 2), 1)),
+            ("pointwise", geom((2, 64, 14, 14, 96), (1, 1), (1, 1), (0, 0, 0, 0), 1)),
+            ("depthwise 3x3 s2", geom((2, 40, 29, 29, 40), (3, 3), (2, 2), (1, 1, 1, 1), 40)),
+        ];
+        for (name, g) in cases {
+            let x = rng.vec(g.n * g.cin * g.h * g.w);
+            let w = rng.vec(g.cout * (g.cin / g.groups) * g.kh * g.kw);
+            let go = rng.vec(g.n * g.cout * g.out_h() * g.out_w());
+            let run = |p: &rayon::ThreadPool| p.install(|| (conv2d_forward(&x, &w, None, &g), conv2d_input_grad(&go, &w, &g, None)));
+            assert_eq!(three.install(crate::kernels::parallel::threads), 3);
+            let ((f1, g1), (f3, g3)) = (run(&one), run(&three));
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert!(bits(&f1) == bits(&f3), "{name}: the forward differs across thread counts");
+            assert!(bits(&g1) == bits(&g3), "{name}: the input gradient differs across thread counts");
+        }
+    }
 }

@@ -316,19 +316,44 @@ fn group(per_channel: usize) -> usize {
     (GROUP_FLOATS / per_channel.max(1)).max(1)
 }
 
-/// V[xi][ci][t] for the tiles of tile rows `rows` (t counts from the first of them): a group of
+/// V[xi][ci][t] for the tiles of tile rows `rows` (t counts from the first of them). The channels
+/// go to the thread pool in parts of whole groups; each part writes its channels' rows of every
+/// V[xi], which no other part touches.
+fn transform_input(x: &[f32], cin: usize, tl: &Tiling, rows: core::ops::Range<usize>, v: &Variant, vbuf: &mut Vec<f32>, scratch: &mut Scratch) {
+    let a2 = v.alpha * v.alpha;
+    let nt = rows.len() * tl.tx;
+    vbuf.resize(a2 * cin * nt, 0.0);
+    let per_group = group(nt);
+    let parts = super::parallel::parts(cin.div_ceil(per_group), a2 * per_group * nt * v.alpha);
+    if parts <= 1 {
+        let mut rows_of_v: Vec<&mut [f32]> = vbuf.chunks_exact_mut(cin * nt).collect();
+        return input_channels(x, 0..cin, tl, rows, v, &mut rows_of_v, scratch);
+    }
+    let channel_parts = super::parallel::ranges(cin, parts, per_group);
+    let mut jobs: Vec<(core::ops::Range<usize>, Vec<&mut [f32]>)> = channel_parts.iter().map(|c| (c.clone(), Vec::with_capacity(a2))).collect();
+    for v_xi in vbuf.chunks_exact_mut(cin * nt) {
+        let mut rest = v_xi;
+        for (channels, slices) in jobs.iter_mut() {
+            let (mine, tail) = rest.split_at_mut(channels.len() * nt);
+            slices.push(mine);
+            rest = tail;
+        }
+    }
+    super::parallel::for_each(jobs, |_, (channels, mut slices)| input_channels(x, channels, tl, rows.clone(), v, &mut slices, &mut Scratch::default()));
+}
+
+/// [`transform_input`] for channels `channels`, whose rows of V[xi] are `v_rows[xi]`: a group of
 /// channels at a time is gathered into `patch[ky][kx][ci][t]` (zeros outside the image), then
 /// transformed along y and x, each step one `combine` over the whole group.
-fn transform_input(x: &[f32], cin: usize, tl: &Tiling, rows: core::ops::Range<usize>, v: &Variant, vbuf: &mut Vec<f32>, scratch: &mut Scratch) {
+fn input_channels(x: &[f32], channels: core::ops::Range<usize>, tl: &Tiling, rows: core::ops::Range<usize>, v: &Variant, v_rows: &mut [&mut [f32]], scratch: &mut Scratch) {
     let Scratch(patch, half) = scratch;
     let (a, a2) = (v.alpha, v.alpha * v.alpha);
     let nt = rows.len() * tl.tx;
-    vbuf.resize(a2 * cin * nt, 0.0);
     // One input row at a time, copied into a zero-padded row so the gathers need no bounds tests.
     let mut padded = vec![0.0; tl.tx * v.m + a];
     let per_group = group(nt);
-    for c0 in (0..cin).step_by(per_group) {
-        let g = per_group.min(cin - c0);
+    for c0 in channels.clone().step_by(per_group) {
+        let g = per_group.min(channels.end - c0);
         let len = g * nt; // one (ky, kx) row of the group
         patch.resize(a2 * len, 0.0);
         half.resize(a2 * len, 0.0);
@@ -358,22 +383,40 @@ fn transform_input(x: &[f32], cin: usize, tl: &Tiling, rows: core::ops::Range<us
         // V[r][c] = sum_kx Bt[c][kx] * half[r][kx], straight into V's rows for the group.
         for r in 0..a {
             for c in 0..a {
-                let dst = &mut vbuf[((r * a + c) * cin + c0) * nt..][..len];
+                let dst = &mut v_rows[r * a + c][(c0 - channels.start) * nt..][..len];
                 combine(&v.bt[c * a..][..a], |kx| &half[(r * a + kx) * len..][..len], dst);
             }
         }
     }
 }
 
-/// out[co] += the outputs of M[xi][co][t] (tile rows `rows`), clipped to the output plane: a group
-/// of channels at a time, each transform step one `combine` over the whole group.
+/// out[co] += the outputs of M[xi][co][t] (tile rows `rows`), clipped to the output plane. The
+/// channels go to the thread pool in parts of whole groups, each with its own output planes.
 fn transform_output(mbuf: &[f32], cout: usize, tl: &Tiling, rows: core::ops::Range<usize>, v: &Variant, out: &mut [f32], scratch: &mut Scratch) {
+    let nt = rows.len() * tl.tx;
+    let per_group = group(nt);
+    let plane = tl.oh * tl.ow;
+    let parts = super::parallel::parts(cout.div_ceil(per_group), v.alpha * v.alpha * per_group * nt * v.m);
+    if parts <= 1 {
+        return output_channels(mbuf, cout, 0..cout, tl, rows, v, out, scratch);
+    }
+    super::parallel::for_each_run(&mut out[..cout * plane], per_group * plane, parts, |first_group, planes| {
+        let co0 = first_group * per_group;
+        let channels = co0..co0 + planes.len() / plane;
+        output_channels(mbuf, cout, channels, tl, rows.clone(), v, planes, &mut Scratch::default());
+    });
+}
+
+/// [`transform_output`] for channels `channels`, whose output planes are `out` (from its first): a
+/// group of channels at a time, each transform step one `combine` over the whole group.
+#[allow(clippy::too_many_arguments)]
+fn output_channels(mbuf: &[f32], cout: usize, channels: core::ops::Range<usize>, tl: &Tiling, rows: core::ops::Range<usize>, v: &Variant, out: &mut [f32], scratch: &mut Scratch) {
     let Scratch(half, tile) = scratch;
     let (a, m) = (v.alpha, v.m);
     let nt = rows.len() * tl.tx;
     let per_group = group(nt);
-    for co0 in (0..cout).step_by(per_group) {
-        let g = per_group.min(cout - co0);
+    for co0 in channels.clone().step_by(per_group) {
+        let g = per_group.min(channels.end - co0);
         let len = g * nt; // one (i, c) row of the group
         half.resize(m * a * len, 0.0);
         tile.resize(m * m * len, 0.0);
@@ -391,7 +434,7 @@ fn transform_output(mbuf: &[f32], cout: usize, tl: &Tiling, rows: core::ops::Ran
             }
         }
         for (gi, co) in (co0..co0 + g).enumerate() {
-            let plane = &mut out[co * tl.oh * tl.ow..][..tl.oh * tl.ow];
+            let plane = &mut out[(co - channels.start) * tl.oh * tl.ow..][..tl.oh * tl.ow];
             for (r, ty) in rows.clone().enumerate() {
                 for i in 0..m.min(tl.oh - ty * m) {
                     let orow = &mut plane[(ty * m + i) * tl.ow..][..tl.ow];
