@@ -284,10 +284,11 @@ window.B = {
   },
 
   disposePeer() {
+    const tfPeer = S.peerBackend !== 'relaxed'; // TF.js may never have started when the peer is ours
     if (S.peer) S.peer.dispose();
     S.peer = null;
     S.peerBackend = null;
-    return { numTensors: tf.memory().numTensors };
+    return { numTensors: tfPeer ? tf.memory().numTensors : null };
   },
 
   /**
