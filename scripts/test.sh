@@ -4,7 +4,8 @@
 #   0. cargo fmt --check and cargo clippy -D warnings;
 #   1. the native test suite (cargo test), which also writes the native reference for 2.;
 #   2. the WebGPU executor against the CPU executor, natively through wgpu on lavapipe;
-#   3. the wasm tests in headless Chromium (wasm-bindgen-test): parity with native, JS errors;
+#   3. the wasm tests in headless Chromium (wasm-bindgen-test): parity with native, JS errors; the
+#      parity tests again on the relaxed-SIMD build;
 #   4. the end-to-end tests of the demo page and the embeddable element (playwright-core + Chromium).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,6 +22,11 @@ XDG_RUNTIME_DIR=/tmp GRADCAM_REQUIRE_GPU=1 cargo test --features webgpu --test g
 echo "test: wasm32 in headless Chromium (wasm-bindgen-test; WebGPU on SwiftShader)"
 CHROMEDRIVER=/usr/bin/chromedriver CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
   WASM_BINDGEN_TEST_TIMEOUT=600 cargo test --target wasm32-unknown-unknown --features webgpu --test wasm --test wasm_webgpu
+echo "test: the relaxed-SIMD build (pkg/relaxed/) in headless Chromium: parity with native, as above"
+# Its own target dir, as in scripts/build-web.sh (RUSTFLAGS replaces .cargo/config.toml's +simd128).
+CARGO_TARGET_DIR=target/relaxed RUSTFLAGS="-C target-feature=+simd128,+relaxed-simd" \
+  CHROMEDRIVER=/usr/bin/chromedriver CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
+  WASM_BINDGEN_TEST_TIMEOUT=600 cargo test --target wasm32-unknown-unknown --features webgpu --test wasm
 echo "test: demo page end to end (playwright-core + Chromium)"
 bash scripts/build-web.sh
 npm run --silent build:web  # the webpack build must compile too
