@@ -6,6 +6,7 @@
 import init, { Explainer } from '../pkg/gradcam_wasm.js';
 import { readSafetensors } from './safetensors.mjs';
 import { buildModel } from './tfjs-models.mjs';
+import { relaxedSimdSupported } from '../www/wasm-features.js';
 
 const tf = window.tf;
 const S = {
@@ -67,6 +68,53 @@ function oursOptions(method) {
   const o = { method, preprocess: 'resize', normalize: 'minmax' };
   if (method === 'scorecam' && S.scoreCamChannels) o.scoreCamChannels = S.scoreCamChannels;
   return o;
+}
+
+// The peer `relaxed`: our own package built with relaxed SIMD (pkg/relaxed/, scripts/build-web.sh), a
+// second module instance on the same page, so that plain and relaxed alternate call by call.
+let relaxedPkg = null;
+
+async function loadRelaxed() {
+  if (!relaxedSimdSupported()) return { error: 'n/a (this browser has no relaxed SIMD)' };
+  try {
+    if (!relaxedPkg) {
+      const mod = await import('../pkg/relaxed/gradcam_wasm.js');
+      await mod.default();
+      relaxedPkg = mod;
+    }
+  } catch (e) {
+    return { error: `n/a (pkg/relaxed/ did not load: ${shortError(e)}; build it with scripts/build-web.sh)` };
+  }
+  const t0 = performance.now();
+  let ex;
+  try {
+    ex = new relaxedPkg.Explainer(S.bytes, { arch: S.arch });
+  } catch (e) {
+    return { error: `n/a (${shortError(e)})` };
+  }
+  const ms = performance.now() - t0;
+  S.peer = { explainer: ex, dispose: () => ex.free() };
+  S.peerBackend = 'relaxed';
+  return { ms, backend: 'relaxed', layer: ex.defaultLayer() };
+}
+
+/** Like `runOurs` on the relaxed explainer; for parity, the same logits and raw map as `reference`. */
+function runRelaxed(method, which) {
+  const ex = S.peer.explainer;
+  const t0 = performance.now();
+  try {
+    if (which !== 'parity') ex.explain(S.images[S.kp++ % 2], S.cls, oursOptions(method));
+    else {
+      const preds = ex.predict(S.parity256, ex.numClasses());
+      const logits = new Float32Array(preds.length);
+      for (const p of preds) logits[p.classIdx] = p.logit;
+      const r = ex.explain(S.parity256, S.cls, { method: 'gradcam', preprocess: 'crop' });
+      S.lastPeer = { raw: Float32Array.from(r.raw), logits, rawShape: [r.rawHeight, r.rawWidth] };
+    }
+  } catch (e) {
+    return { error: `n/a (${shortError(e)})` };
+  }
+  return { ms: performance.now() - t0 };
 }
 
 window.B = {
@@ -192,6 +240,7 @@ window.B = {
       S.peer.dispose();
       S.peer = null;
     }
+    if (backend === 'relaxed') return loadRelaxed();
     try {
       if (tf.getBackend() !== backend) {
         const ok = await tf.setBackend(backend);
@@ -234,6 +283,7 @@ window.B = {
   },
 
   async runPeer(method, which = null) {
+    if (S.peerBackend === 'relaxed') return runRelaxed(method, which);
     const img = which === 'parity' ? S.parity224 : S.images[S.kp++ % 2];
     const cls = S.cls;
     const t0 = performance.now();
@@ -276,9 +326,11 @@ window.B = {
   },
 
   disposePeer() {
+    const tfPeer = S.peerBackend !== 'relaxed'; // TF.js may never have started when the peer is ours
     if (S.peer) S.peer.dispose();
     S.peer = null;
-    return { numTensors: tf.memory().numTensors };
+    S.peerBackend = null;
+    return { numTensors: tfPeer ? tf.memory().numTensors : null };
   },
 
   /**

@@ -5,7 +5,8 @@
 //   --quick                  EfficientNet-Lite0 and ResNet-18, Grad-CAM + Guided Grad-CAM, 5 runs, TF.js wasm/cpu/webgl
 //   --archs a,b              efficientnet_lite0,resnet18,mobilenet_v2,vgg16
 //   --methods m,n            gradcam,guided-gradcam,scorecam
-//   --peers p,q              TF.js backends: wasm,cpu (CPU path), webgpu,webgl (GPU path)
+//   --peers p,q              TF.js backends: wasm,cpu (CPU path), webgpu,webgl (GPU path); relaxed: our own
+//                            relaxed-SIMD build (pkg/relaxed/) as the CPU path's peer, plain vs relaxed
 //   --runs N                 steady-state runs per side and cell (20)
 //   --loads N                model loads per side (3)
 //   --scorecam-runs N        (3)      --scorecam-channels N  highest-variance channels, both sides (32; 0 = all)
@@ -56,10 +57,12 @@ const cfg = {
   gpu: !has('--no-gpu'),
   sizes: !has('--no-sizes'),
 };
-const CPU_PEERS = ['wasm', 'cpu'].filter((p) => cfg.peers.includes(p));
+const CPU_PEERS = ['wasm', 'cpu', 'relaxed'].filter((p) => cfg.peers.includes(p));
 const GPU_PEERS = ['webgpu', 'webgl'].filter((p) => cfg.peers.includes(p));
 const METHOD_NAME = { gradcam: 'Grad-CAM', 'guided-gradcam': 'Guided Grad-CAM', scorecam: 'Score-CAM' };
 const say = (s) => process.stderr.write(s + '\n');
+/** A peer's name in the output: a TF.js backend, or our relaxed-SIMD build. */
+const peerName = (peer) => (peer === 'relaxed' ? 'ours-relaxed' : `tfjs-${peer}`);
 
 // ------------------------------------------------------------------ inputs
 
@@ -137,7 +140,7 @@ async function benchArch(browser, url, arch) {
   say(`ours cpu: load ${first.ms.toFixed(0)} ms, cold Grad-CAM ${firstCold.ms.toFixed(0)} ms, class ${out.ref.cls}, layer ${out.ref.layer}, raw ${out.ref.rawShape.join('x')}`);
 
   async function pairing(path, peer) {
-    const pair = `${path} vs tfjs-${peer}`;
+    const pair = `${path} vs ${peerName(peer)}`;
     // Model load, interleaved: ours, peer, ours, peer...
     const lo = [];
     const lp = [];
@@ -289,7 +292,7 @@ async function benchArch(browser, url, arch) {
       } catch (e) {
         // One pairing failing (a TF.js backend throwing, a lost device) must not lose the others.
         const why = `n/a (${String(e.message || e).split('\n')[0].replace(/^page\.evaluate: /, '').slice(0, 200)})`;
-        say(`${path} vs tfjs-${peer}: ${why}`);
+        say(`${path} vs ${peerName(peer)}: ${why}`);
         for (const method of cfg.methods) if (!out.cells.some((c) => c.path === path && c.peer === peer && c.method === method)) out.cells.push({ path, peer, method, error: why });
         await call('disposePeer').catch(() => {});
       }
@@ -383,8 +386,9 @@ const mb = (b) => (b / 1048576).toFixed(1);
 /** One line per arch and method: steady-state medians (ms) of every pairing, ratios ours/peer. */
 function summary(results, native) {
   const L = [];
-  const pairs = [['cpu', 'wasm'], ['cpu', 'cpu'], ['webgpu', 'webgl'], ['webgpu', 'webgpu']];
-  L.push('| arch | method | ' + pairs.map(([p, q]) => `ours ${p} / tfjs-${q} (ratio)`).join(' | ') + ' | ours native |');
+  const relaxed = results.some((r) => r.cells?.some((c) => c.peer === 'relaxed'));
+  const pairs = [['cpu', 'wasm'], ['cpu', 'cpu'], ...(relaxed ? [['cpu', 'relaxed']] : []), ['webgpu', 'webgl'], ['webgpu', 'webgpu']];
+  L.push('| arch | method | ' + pairs.map(([p, q]) => `ours ${p} / ${peerName(q)} (ratio)`).join(' | ') + ' | ours native |');
   L.push('|---|---|' + pairs.map(() => '---|').join('') + '---|');
   for (const r of results) {
     if (r.error) continue;
@@ -419,7 +423,7 @@ function table(results, native, sz) {
     for (const l of r.loads) {
       const pv = l.peerStats?.error ? reason(l.peerStats.error) : ms(l.peerStats?.median);
       const ov = l.ours?.error ? l.ours.error : ms(l.ours?.median);
-      L.push(`| ${r.arch} | model load (bytes -> ready), median of ${l.ours?.n ?? '-'} | ${l.path} | ${ov} | tfjs-${l.peer} | ${pv} | ${ratio(l.ours?.median, l.peerStats?.median)} | ${l.path === 'cpu' && n ? ms(n.load_ms) : ''} |`);
+      L.push(`| ${r.arch} | model load (bytes -> ready), median of ${l.ours?.n ?? '-'} | ${l.path} | ${ov} | ${peerName(l.peer)} | ${pv} | ${ratio(l.ours?.median, l.peerStats?.median)} | ${l.path === 'cpu' && n ? ms(n.load_ms) : ''} |`);
     }
     for (const c of r.cells) {
       const nm = n?.methods?.find((m) => m.method === c.method);
@@ -427,14 +431,14 @@ function table(results, native, sz) {
       const natMed = c.path === 'cpu' && nm ? `${ms(nm.median_ms)} [${ms(nm.p25_ms)}-${ms(nm.p75_ms)}]` : '';
       const name = METHOD_NAME[c.method];
       if (!c.ours?.stats) {
-        L.push(`| ${r.arch} | ${name} | ${c.path} | ${c.oursCold != null ? 'cold ' + ms(c.oursCold) : '-'} | tfjs-${c.peer} | ${reason(c.error)} | - | ${natMed} |`);
+        L.push(`| ${r.arch} | ${name} | ${c.path} | ${c.oursCold != null ? 'cold ' + ms(c.oursCold) : '-'} | ${peerName(c.peer)} | ${reason(c.error)} | - | ${natMed} |`);
         continue;
       }
       const pc = c.peerT.cold != null ? ms(c.peerT.cold) : reason(c.error);
       const pm = c.peerT.stats ? spread(c.peerT.stats) : reason(c.error);
-      L.push(`| ${r.arch} | ${name} first (cold) | ${c.path} | ${ms(c.ours.cold)} | tfjs-${c.peer} | ${pc} | ${ratio(c.ours.cold, c.peerT.cold)} | ${natCold} |`);
+      L.push(`| ${r.arch} | ${name} first (cold) | ${c.path} | ${ms(c.ours.cold)} | ${peerName(c.peer)} | ${pc} | ${ratio(c.ours.cold, c.peerT.cold)} | ${natCold} |`);
       const fb = (c.oursFellBack ? ` (${c.oursFellBack} runs fell back to cpu)` : '') + (c.forwardReused ? ` (${c.forwardReused} runs reused a forward pass)` : '');
-      L.push(`| ${r.arch} | ${name} median [p25-p75], n=${c.ours.stats.n} | ${c.path} | ${spread(c.ours.stats)}${fb} | tfjs-${c.peer} | ${pm} | ${ratio(c.ours.stats.median, c.peerT.stats?.median)} | ${natMed} |`);
+      L.push(`| ${r.arch} | ${name} median [p25-p75], n=${c.ours.stats.n} | ${c.path} | ${spread(c.ours.stats)}${fb} | ${peerName(c.peer)} | ${pm} | ${ratio(c.ours.stats.median, c.peerT.stats?.median)} | ${natMed} |`);
     }
     if (r.gpu?.skipped) L.push(`| ${r.arch} | WebGPU path | webgpu | ${r.gpu.skipped} | | | | |`);
     const f32 = r.env.params * 4;
@@ -450,8 +454,8 @@ function table(results, native, sz) {
   L.push('|---|---|---|---|---|---|---|---|');
   for (const r of results) {
     for (const p of r.parity || []) {
-      if (p.error) L.push(`| ${r.arch} | ${p.path} vs tfjs-${p.peer} | ${reason(p.error)} | | | | | n/a |`);
-      else L.push(`| ${r.arch} | ${p.path} vs tfjs-${p.peer} | ${p.logitsMaxAbs.toExponential(2)} | ${p.rawMaxAbs.toExponential(2)} | ${p.maxLogit.toFixed(2)} | ${p.maxRaw.toExponential(2)} | ${p.oursTop1}/${p.peerTop1} | ${p.pass ? 'pass' : 'FAIL: ' + (p.why || '')} |`);
+      if (p.error) L.push(`| ${r.arch} | ${p.path} vs ${peerName(p.peer)} | ${reason(p.error)} | | | | | n/a |`);
+      else L.push(`| ${r.arch} | ${p.path} vs ${peerName(p.peer)} | ${p.logitsMaxAbs.toExponential(2)} | ${p.rawMaxAbs.toExponential(2)} | ${p.maxLogit.toFixed(2)} | ${p.maxRaw.toExponential(2)} | ${p.oursTop1}/${p.peerTop1} | ${p.pass ? 'pass' : 'FAIL: ' + (p.why || '')} |`);
     }
     if (r.gpu && r.gpu.rawMaxAbs != null) L.push(`| ${r.arch} | ours webgpu vs ours cpu | ${r.gpu.logitDiff.toExponential(2)} (class logit) | ${r.gpu.rawMaxAbs.toExponential(2)} | | | | ${r.gpu.rawMaxAbs <= TOLERANCE ? 'pass' : 'FAIL'} |`);
   }

@@ -48,3 +48,17 @@ build_threads() {
   report pkg/threads/gradcam_wasm_bg.wasm
 }
 build_threads
+
+# The relaxed-SIMD variant, pkg/relaxed/ (same glue flags, no package.json: it is not published on
+# its own): `relaxed-simd` on top of simd128, so the kernels' multiply-adds (`kernels::madd`) become
+# f32x4.relaxed_madd, fused where the CPU has FMA. RUSTFLAGS replaces .cargo/config.toml's flags,
+# hence +simd128 again; its own target dir, since a RUSTFLAGS change would otherwise rebuild (and
+# overwrite) the plain build's artefacts. www/wasm-features.js tells the worker which one to load.
+build_relaxed() {
+  RUSTFLAGS="-C target-feature=+simd128,+relaxed-simd" CARGO_TARGET_DIR=target/relaxed \
+    cargo build --quiet --profile web --lib --target wasm32-unknown-unknown --features webgpu
+  wasm-bindgen --target web --experimental-reset-state-function --remove-name-section --remove-producers-section \
+    --out-dir pkg/relaxed target/relaxed/wasm32-unknown-unknown/web/gradcam_wasm.wasm
+  report pkg/relaxed/gradcam_wasm_bg.wasm
+}
+build_relaxed

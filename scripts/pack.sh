@@ -10,18 +10,20 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
-for f in pkg/gradcam_wasm.js pkg/gradcam_wasm_bg.wasm pkg/gradcam_wasm.d.ts pkg/threads/gradcam_wasm.js pkg/threads/gradcam_wasm_bg.wasm assets/models/efficientnet-lite0.safetensors; do
+for f in pkg/gradcam_wasm.js pkg/gradcam_wasm_bg.wasm pkg/gradcam_wasm.d.ts pkg/threads/gradcam_wasm.js pkg/threads/gradcam_wasm_bg.wasm pkg/relaxed/gradcam_wasm.js pkg/relaxed/gradcam_wasm_bg.wasm assets/models/efficientnet-lite0.safetensors; do
     [[ -f $f ]] || { echo "pack: missing $f (run scripts/build-web.sh and scripts/setup.sh first)" >&2; exit 1; }
 done
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 out=target/npm
 stage=$out/package
 rm -rf "$stage"
-mkdir -p "$stage/pkg/threads" "$stage/www" "$stage/assets/models"
+mkdir -p "$stage/pkg/threads" "$stage/pkg/relaxed" "$stage/www" "$stage/assets/models"
 cp pkg/gradcam_wasm.js pkg/gradcam_wasm_bg.wasm pkg/gradcam_wasm.d.ts pkg/gradcam_wasm_bg.wasm.d.ts "$stage/pkg/"
 # The threaded build, which the worker takes on cross-origin-isolated pages (www/thread-pool.js).
 cp pkg/threads/gradcam_wasm.js pkg/threads/gradcam_wasm_bg.wasm pkg/threads/gradcam_wasm.d.ts "$stage/pkg/threads/"
-cp www/worker.js www/thread-pool.js www/pool-thread.js www/gradcam-client.js www/gradcam-client.d.ts www/gradcam-explainer.js www/gradcam-explainer.d.ts www/model-loader.js "$stage/www/"
+# The relaxed-SIMD build, which it takes on other pages where the browser has relaxed SIMD.
+cp pkg/relaxed/gradcam_wasm.js pkg/relaxed/gradcam_wasm_bg.wasm pkg/relaxed/gradcam_wasm.d.ts "$stage/pkg/relaxed/"
+cp www/worker.js www/thread-pool.js www/pool-thread.js www/wasm-features.js www/gradcam-client.js www/gradcam-client.d.ts www/gradcam-explainer.js www/gradcam-explainer.d.ts www/model-loader.js "$stage/www/"
 cp assets/models/efficientnet-lite0.safetensors assets/imagenet_classes.json "$stage/assets/models/"
 cp packaging/README.md LICENSE "$stage/"
 sed "s/@VERSION@/$version/" packaging/package.json >"$stage/package.json"

@@ -4,7 +4,9 @@
 #   0. cargo fmt --check and cargo clippy -D warnings;
 #   1. the native test suite (cargo test), which also writes the native reference for 2.;
 #   2. the WebGPU executor against the CPU executor, natively through wgpu on lavapipe;
-#   3. the wasm tests in headless Chromium (wasm-bindgen-test): parity with native, JS errors;
+#   3. the wasm tests in headless Chromium (wasm-bindgen-test): parity with native, JS errors (the
+#      relaxed-SIMD and threaded builds are held to this build's maps by the end-to-end tests, which
+#      reuse scripts/build-web.sh's builds instead of compiling the tests twice more);
 #   4. the end-to-end tests of the demo page and the embeddable element (playwright-core + Chromium).
 set -euo pipefail
 cd "$(dirname "$0")/.."

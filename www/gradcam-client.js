@@ -354,10 +354,10 @@ export class GradcamClient extends EventTarget {
    * @param {{arch?: string, labels?: string[]}} [options]
    * @param {(received: number, total: number) => void} [onProgress]  total is 0 while unknown.
    * @param {{arch?: string, labels?: string[], backend?: 'auto'|'cpu'|'webgpu', integrity?: string,
-   *          externalDataIntegrity?: string, memoryBudgetMiB?: number, threads?: 'auto'|number}} [options]  integrity: "sha256-<base64>" (SRI syntax)
+   *          externalDataIntegrity?: string, memoryBudgetMiB?: number, threads?: 'auto'|number, relaxedSimd?: boolean}} [options]  integrity: "sha256-<base64>" (SRI syntax)
    * @returns {Promise<{url, bytes, source: 'network'|'cache'|'memory', downloadMs, initMs, layers, methods, defaultLayer,
    *   backend: {backend: 'cpu'|'webgpu', requested, adapter, software, note},
-   *   build: {variant: 'threads'|'single', threads: number, note: string|null}}>}
+   *   build: {variant: 'threads'|'relaxed-simd'|'simd', threads: number, note: string|null}}>}
    */
   async load(urlOrBytes, options = {}, onProgress = null) {
     const split = splitSignal(options, 'load()');
@@ -403,6 +403,9 @@ export class GradcamClient extends EventTarget {
     // Kernel threads: 'auto' (one per core on a cross-origin-isolated page, else 1) or a number. The
     // worker's first load decides which build it runs (www/thread-pool.js).
     if (options && options.threads != null) opts.threads = options.threads === 'auto' ? 'auto' : Number(options.threads);
+    // false: the plain SIMD builds only, whose maps are the same on every CPU (relaxed SIMD's fused
+    // multiply-adds may round differently from one machine to another).
+    if (options && options.relaxedSimd != null) opts.relaxedSimd = !!options.relaxedSimd;
     // An ONNX file's external weights (<name>.onnx.data): a URL, bytes or a Blob, like the model.
     if (options && options.externalData) {
       const d = options.externalData;

@@ -1,7 +1,14 @@
-// Loads the wasm package: the threaded build (pkg/threads/) on a cross-origin-isolated page, which
-// alone may share memory between workers, and the single-threaded build (pkg/) otherwise or when
-// the threaded one cannot start. The threaded build must run in a worker (its waits block), which
-// is where www/worker.js and the benchmark run it.
+// Loads the wasm package, the fastest build this page can run:
+// - 'threads' (pkg/threads/): on a cross-origin-isolated page, which alone may share memory between
+//   workers; its kernels split across a thread per core. It must run in a worker (its waits block),
+//   which is where www/worker.js and the benchmark run it;
+// - 'relaxed-simd' (pkg/relaxed/): one thread, fused multiply-adds where the engine has relaxed SIMD
+//   (about 10% faster; its roundings may differ from one CPU to another, so `relaxedSimd: false`
+//   asks for the plain build's maps, the same on every machine);
+// - 'simd' (pkg/): one thread, plain SIMD, everywhere.
+// A build that fails to start falls back to the next, and the result says why.
+
+import { relaxedSimdSupported } from './wasm-features.js';
 
 /** Whether this context can run the threaded build (SharedArrayBuffer needs cross-origin isolation). */
 export function threadsAvailable() {
@@ -62,28 +69,35 @@ export async function startThreadPool(mod, n, trapChannel = null) {
 
 /**
  * Imports and initialises the package: `{mod, exports, threads, variant, fallback}`. `threads`:
- * 'auto' (default), or a pool size; 1 always takes the single-threaded build. `wasmUrl` (the
- * single-threaded .wasm somewhere else) also takes the single-threaded build.
+ * 'auto' (default), or a pool size; 1 takes a single-threaded build. `relaxedSimd: false` keeps to
+ * the plain SIMD builds. `wasmUrl` (the plain .wasm somewhere else) takes the plain build.
  */
-export async function loadPackage({ threads = 'auto', wasmUrl, trapChannel = null } = {}) {
+export async function loadPackage({ threads = 'auto', relaxedSimd = true, wasmUrl, trapChannel = null } = {}) {
   const n = poolSize(threads);
-  let fallback = null;
+  const why = [];
   if (n > 1 && !wasmUrl) {
-    if (!threadsAvailable()) fallback = 'the page is not cross-origin isolated (COOP same-origin + COEP require-corp), so it cannot share memory between threads';
+    if (!threadsAvailable()) why.push('the page is not cross-origin isolated (COOP same-origin + COEP require-corp), so it cannot share memory between threads');
     else {
-      let mod = null;
       try {
-        mod = await import('../pkg/threads/gradcam_wasm.js');
+        const mod = await import('../pkg/threads/gradcam_wasm.js');
         const exports = await mod.default();
         const workers = await startThreadPool(mod, n, trapChannel);
         return { mod, exports, threads: mod.kernelThreads(), variant: 'threads', workers, fallback: null };
       } catch (e) {
-        fallback = `the threaded build did not start (${String((e && e.message) || e)})`;
-        // The threaded glue (if it loaded) is simply dropped; the single-threaded one is separate.
+        why.push(`the threaded build did not start (${String((e && e.message) || e)})`);
       }
+    }
+  }
+  if (relaxedSimd !== false && !wasmUrl && relaxedSimdSupported()) {
+    try {
+      const mod = await import('../pkg/relaxed/gradcam_wasm.js');
+      const exports = await mod.default();
+      return { mod, exports, threads: 1, variant: 'relaxed-simd', workers: [], fallback: why.join('; ') || null };
+    } catch (e) {
+      why.push(`the relaxed-SIMD build did not start (${String((e && e.message) || e)})`);
     }
   }
   const mod = await import('../pkg/gradcam_wasm.js');
   const exports = await (wasmUrl ? mod.default({ module_or_path: wasmUrl }) : mod.default());
-  return { mod, exports, threads: 1, variant: 'single', workers: [], fallback: n > 1 ? fallback : null };
+  return { mod, exports, threads: 1, variant: 'simd', workers: [], fallback: why.join('; ') || null };
 }

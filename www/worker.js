@@ -43,7 +43,7 @@ import { loadPackage } from './thread-pool.js';
 let wasm = null; // the imported pkg module, after init
 let wasmMemory = null; // its WebAssembly.Memory, whose buffer must never be transferred
 let wasmReady = null; // Promise of it
-let build = null; // {variant: 'threads' | 'single', threads, note}: which build runs, on how many threads
+let build = null; // {variant: 'threads' | 'relaxed-simd' | 'simd', threads, note}: which build runs, on how many threads, why not a faster one
 let explainer = null;
 let modelInfo = null;
 let loaded = null; // {bytes, opts}: the model of `explainer`, kept to reload it after a trap
@@ -65,12 +65,12 @@ function errorMessage(e) {
   }
 }
 
-function ensureWasm(wasmUrl, threads) {
+function ensureWasm(wasmUrl, threads, relaxedSimd) {
   if (!wasmReady) {
     wasmReady = (async () => {
       let pkg;
       try {
-        pkg = await loadPackage({ threads, wasmUrl, trapChannel: poolChannel });
+        pkg = await loadPackage({ threads, relaxedSimd, wasmUrl, trapChannel: poolChannel });
       } catch (e) {
         throw new Error(
           'Could not load the WebAssembly package (pkg/gradcam_wasm.js next to www/): ' + errorMessage(e) +
@@ -82,7 +82,7 @@ function ensureWasm(wasmUrl, threads) {
       if (typeof mod.lastPanicMessage !== 'function' || typeof mod.__wbg_reset_state !== 'function') {
         console.warn('gradcam worker: this pkg/ cannot be reset in place after a trap (rebuild it with scripts/build-web.sh); a trap will restart the worker');
       }
-      if (pkg.fallback) console.info(`gradcam worker: running on one thread: ${pkg.fallback}`);
+      if (pkg.fallback) console.info(`gradcam worker: running the ${pkg.variant} build: ${pkg.fallback}`);
       build = { variant: pkg.variant, threads: pkg.threads, note: pkg.fallback };
       wasm = mod;
       return mod;
@@ -213,7 +213,7 @@ function cancelHooks(isCancelled, post, phase) {
 const handlers = {
   async load({ source, options, wasmUrl }, post, isCancelled = () => false) {
     const t0 = performance.now();
-    await ensureWasm(wasmUrl, options && options.threads);
+    await ensureWasm(wasmUrl, options && options.threads, options && options.relaxedSimd);
     let bytes;
     let from = 'memory';
     let url = null;

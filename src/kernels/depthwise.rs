@@ -39,7 +39,7 @@ mod lanes {
 
     #[inline(always)]
     pub fn mul_add(acc: V, a: V, b: V) -> V {
-        f32x4_add(acc, f32x4_mul(a, b))
+        crate::kernels::madd(a, b, acc)
     }
 
     /// 4x4 transpose: vector i lane j <-> vector j lane i.

@@ -32,6 +32,19 @@ pub use pool::{
 
 use core::ops::Range;
 
+/// `a * b + c` on 4 f32 lanes: the multiply-add of the wasm32 kernels (`sgemm`, `depthwise`).
+/// With relaxed SIMD (the `pkg/relaxed` build) one `f32x4.relaxed_madd`, which engines may fuse (one
+/// rounding instead of two, and one instruction where the CPU has FMA); otherwise a multiply then an
+/// add, bit-identical on every engine.
+#[cfg(target_arch = "wasm32")]
+#[inline(always)]
+pub(crate) fn madd(a: core::arch::wasm32::v128, b: core::arch::wasm32::v128, c: core::arch::wasm32::v128) -> core::arch::wasm32::v128 {
+    #[cfg(target_feature = "relaxed-simd")]
+    return core::arch::wasm32::f32x4_relaxed_madd(a, b, c);
+    #[cfg(not(target_feature = "relaxed-simd"))]
+    return core::arch::wasm32::f32x4_add(core::arch::wasm32::f32x4_mul(a, b), c);
+}
+
 /// A read-only matrix operand stored row-major with leading dimension `ld`.
 /// When `trans` is set the stored matrix is the *transpose* of the operand, so
 /// callers can multiply by `W^T` without materialising it.

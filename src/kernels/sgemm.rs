@@ -181,6 +181,7 @@ fn to_rows(acc: Acc) -> [[f32; NR]; MR] {
 #[cfg(target_arch = "wasm32")]
 #[inline(always)]
 fn kernel(kc: usize, a: &[f32], (rs, ps): (usize, usize), b: &[f32]) -> Acc {
+    use super::madd;
     use core::arch::wasm32::*;
     assert!(kc > 0 && a.len() > 3 * rs + (kc - 1) * ps && b.len() >= kc * NR);
     // SAFETY: the assert bounds every load below; v128_load accepts unaligned addresses.
@@ -195,17 +196,17 @@ fn kernel(kc: usize, a: &[f32], (rs, ps): (usize, usize), b: &[f32]) -> Acc {
             let b0 = v128_load(bq as *const v128);
             let b1 = v128_load(bq.add(4) as *const v128);
             let a0 = v128_load32_splat(r0.add(p * ps) as *const u32);
-            c00 = f32x4_add(c00, f32x4_mul(a0, b0));
-            c01 = f32x4_add(c01, f32x4_mul(a0, b1));
+            c00 = madd(a0, b0, c00);
+            c01 = madd(a0, b1, c01);
             let a1 = v128_load32_splat(r1.add(p * ps) as *const u32);
-            c10 = f32x4_add(c10, f32x4_mul(a1, b0));
-            c11 = f32x4_add(c11, f32x4_mul(a1, b1));
+            c10 = madd(a1, b0, c10);
+            c11 = madd(a1, b1, c11);
             let a2 = v128_load32_splat(r2.add(p * ps) as *const u32);
-            c20 = f32x4_add(c20, f32x4_mul(a2, b0));
-            c21 = f32x4_add(c21, f32x4_mul(a2, b1));
+            c20 = madd(a2, b0, c20);
+            c21 = madd(a2, b1, c21);
             let a3 = v128_load32_splat(r3.add(p * ps) as *const u32);
-            c30 = f32x4_add(c30, f32x4_mul(a3, b0));
-            c31 = f32x4_add(c31, f32x4_mul(a3, b1));
+            c30 = madd(a3, b0, c30);
+            c31 = madd(a3, b1, c31);
         }
         [[c00, c01], [c10, c11], [c20, c21], [c30, c31]]
     }

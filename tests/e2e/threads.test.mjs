@@ -1,8 +1,10 @@
 // The threaded wasm build (pkg/threads/, issue 17) in Chromium: on a cross-origin-isolated page the
 // client's worker runs it with one kernel thread per core, and every method gives bitwise the map of
-// the single-threaded build (the kernels split their outputs, never a sum), which a page that is not
-// isolated runs. `threads: 1` takes the single-threaded build on an isolated page too. The times of
-// both builds are printed (the benchmark, `npm run bench`, measures them properly).
+// the plain single-threaded build (the kernels split their outputs, never a sum), which a page that
+// is not isolated runs with `relaxedSimd: false` (by default it runs the relaxed-SIMD build, whose
+// fused multiply-adds round differently: tests/e2e/relaxed-simd.test.mjs). `threads: 1` takes a
+// single-threaded build on an isolated page too. The times of both builds are printed (the
+// benchmark, `npm run bench`, measures them properly). A kernel thread that traps is recovered from.
 //   node --test tests/e2e/threads.test.mjs
 
 import { after, before, test } from 'node:test';
@@ -63,9 +65,9 @@ let single;
 let threaded;
 
 test('an isolated page runs the threaded build with a thread per core; a plain page the single-threaded one', async () => {
-  [single, threaded] = [await explainAll(plain), await explainAll(isolated)];
+  [single, threaded] = [await explainAll(plain, { relaxedSimd: false }), await explainAll(isolated)];
   assert.equal(single.isolated, false);
-  assert.equal(single.build.variant, 'single');
+  assert.equal(single.build.variant, 'simd');
   assert.equal(single.build.threads, 1);
   assert.match(single.build.note, /not cross-origin isolated/, 'the page is told why it runs on one thread');
   assert.equal(threaded.isolated, true);
@@ -92,10 +94,13 @@ test('every method gives bitwise the single-threaded map on the threaded build',
   }
 });
 
-test('threads: 1 takes the single-threaded build on an isolated page; a bad thread count is a clear error', async () => {
-  const one = await explainAll(isolated, { threads: 1 });
-  assert.deepEqual(one.build, { variant: 'single', threads: 1, note: null });
+test('threads: 1 takes a single-threaded build on an isolated page, a plain page the relaxed-SIMD one by default; a bad thread count is a clear error', async () => {
+  const one = await explainAll(isolated, { threads: 1, relaxedSimd: false });
+  assert.deepEqual(one.build, { variant: 'simd', threads: 1, note: null });
   assert.deepEqual(one.maps.gradcam.heatmap, single.maps.gradcam.heatmap);
+  const relaxed = await explainAll(plain);
+  assert.equal(relaxed.build.variant, 'relaxed-simd', JSON.stringify(relaxed.build));
+  assert.equal(relaxed.maps.gradcam.classIdx, single.maps.gradcam.classIdx);
   const page = await browser.newPage();
   await page.goto(new URL('tests/e2e/blank.html', isolated.url).href);
   const message = await page.evaluate(async () => {
