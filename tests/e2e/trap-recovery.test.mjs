@@ -148,7 +148,7 @@ test('a pkg/ whose glue cannot make a new instance: the trap is reported, the cl
   const context = await env.browser.newContext();
   // The glue of a wasm-bindgen run without --experimental-reset-state-function: no __wbg_reset_state export.
   let rewritten = 0;
-  await context.route(/\/pkg\/gradcam_wasm\.js$/, async (route) => {
+  await context.route(/\/pkg\/((relaxed|threads)\/)?gradcam_wasm\.js$/, async (route) => {
     const response = await route.fetch();
     const body = (await response.text()).replace(/export function __wbg_reset_state\b/, () => {
       rewritten++;
