@@ -43,8 +43,12 @@ export interface LoadedModel {
   downloadMs: number;
   initMs: number;
   layers: LayerInfo[];
-  methods: string[];
+  /** every method `explain` accepts (`methodCatalog()`) */
+  methods: MethodInfo[];
   defaultLayer: string;
+  arch: string;
+  inputSize: number;
+  numClasses: number;
   backend: BackendInfo;
 }
 

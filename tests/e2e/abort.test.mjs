@@ -185,3 +185,52 @@ test('cross-origin isolated: an aborted Score-CAM over all channels, and an abor
   assert.deepEqual(errors, []);
   await page.close();
 });
+
+test('not isolated: an aborted full Score-CAM stops within one batch; the worker keeps its model and the next explanation is the same', async () => {
+  const { page, errors } = await openClient(server);
+  const out = await page.evaluate(async () => {
+    const before = await client.explain(img.chelsea, null, { method: 'gradcam' });
+    const ac = new AbortController();
+    const progressAt = []; // when each batch of masked forwards ended
+    const t0 = performance.now();
+    const running = client.explain(img.chelsea, null, { method: 'scorecam', signal: ac.signal }, (done, total) => progressAt.push({ ms: performance.now() - t0, done, total }));
+    // About a second in (a few batches), whatever the progress says.
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+    const abortedAt = performance.now();
+    ac.abort();
+    const error = await running.then(
+      () => null,
+      (e) => e.name,
+    );
+    const rejectMs = performance.now() - abortedAt;
+    const t1 = performance.now();
+    const after = await client.explain(img.chelsea, null, { method: 'gradcam' });
+    const nextMs = performance.now() - t1;
+    const batches = progressAt.map((p, i) => p.ms - (i ? progressAt[i - 1].ms : 0));
+    return {
+      isolated: crossOriginIsolated,
+      error,
+      rejectMs,
+      nextMs,
+      gradcamMs: before.timings.totalMs,
+      batchMs: batches.length ? Math.max(...batches) : null,
+      batchesBeforeAbort: progressAt.length,
+      channels: progressAt.length ? progressAt[0].total : null,
+      sameWorker: client.worker === firstWorker,
+      sameModel: client.model === firstModel,
+      same: sum(after) === sum(before) && after.classIdx === before.classIdx,
+    };
+  });
+  console.log('# non-isolated abort of a full Score-CAM:', JSON.stringify(out));
+  assert.equal(out.isolated, false, 'the page is not cross-origin isolated (no SharedArrayBuffer)');
+  assert.equal(out.error, 'AbortError');
+  assert.ok(out.rejectMs < 1000, `rejected ${out.rejectMs} ms after abort()`);
+  assert.ok(out.batchesBeforeAbort >= 1 && out.channels === 1280, JSON.stringify(out));
+  // The worker stopped within one batch: the next Grad-CAM waited for at most the batch that ran when
+  // the abort came (the rest of the Score-CAM, over 1000 more channels, would take most of a minute).
+  assert.ok(out.nextMs < 10000, `the next call waited ${out.nextMs} ms: the aborted Score-CAM ran on`);
+  assert.ok(out.sameWorker && out.sameModel, 'no worker restart, no model reload');
+  assert.ok(out.same, 'the same explanation as before the abort');
+  assert.deepEqual(errors, []);
+  await page.close();
+});
