@@ -229,9 +229,12 @@ const OPTION_KEYS: [(Method, &[&str]); 4] = [
 /// A method's computation as a future whose only awaits are `crate::cancel::checkpoint`s.
 pub type ComputeFuture<'r> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Computed>> + 'r>>;
 
+/// A batched method's computation, as a future borrowing its evidence.
+type BatchedCompute = for<'r, 'e> fn(&'r mut Evidence<'e>) -> ComputeFuture<'r>;
+
 /// The methods that run batches of forwards, as futures that can pause between batches (see
 /// `crate::cancel`): the same code as their `compute`, which runs it synchronously.
-const BATCHED: [(Method, for<'r, 'e> fn(&'r mut Evidence<'e>) -> ComputeFuture<'r>); 5] = [
+const BATCHED: [(Method, BatchedCompute); 5] = [
     (Method::SCORE_CAM, score::score_cam_method),
     (Method::ABLATION_CAM, ablation::ablation_cam_method),
     (Method::INTEGRATED_GRADIENTS, attribution::integrated_gradients_method),

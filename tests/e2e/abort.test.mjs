@@ -4,7 +4,9 @@
 // that is aborted is skipped without running (and the image it carried is still known to the
 // worker); a bad signal is a clear Error. On a cross-origin-isolated page (serve.mjs --isolate) the
 // worker also sees the abort mid-run, through a SharedArrayBuffer: the Score-CAM (and an evaluate)
-// stops within one batch, so the next call does not wait for it.
+// stops within one batch, so the next call does not wait for it. On a plain page (no
+// SharedArrayBuffer) the same holds through the pauses explainAsync / evaluateAsync make between
+// batches (src/cancel.rs): a full Score-CAM aborted after a second stops within one batch.
 //   node --test tests/e2e/abort.test.mjs
 
 import { after, before, test } from 'node:test';
@@ -215,6 +217,7 @@ test('not isolated: an aborted full Score-CAM stops within one batch; the worker
       gradcamMs: before.timings.totalMs,
       batchMs: batches.length ? Math.max(...batches) : null,
       batchesBeforeAbort: progressAt.length,
+      channelsBeforeAbort: progressAt.length ? progressAt[progressAt.length - 1].done : 0,
       channels: progressAt.length ? progressAt[0].total : null,
       sameWorker: client.worker === firstWorker,
       sameModel: client.model === firstModel,
@@ -231,6 +234,12 @@ test('not isolated: an aborted full Score-CAM stops within one batch; the worker
   assert.ok(out.nextMs < 10000, `the next call waited ${out.nextMs} ms: the aborted Score-CAM ran on`);
   assert.ok(out.sameWorker && out.sameModel, 'no worker restart, no model reload');
   assert.ok(out.same, 'the same explanation as before the abort');
+  // evaluate's curves pause between their batches the same way.
+  const ev = await abortThenExplain(page, { call: 'evaluate', afterMs: 300 });
+  console.log('# non-isolated abort evaluate:', JSON.stringify(ev));
+  assert.equal(ev.error, 'AbortError');
+  assert.ok(ev.nextMs < 3000, `the next call waited ${ev.nextMs} ms: the aborted evaluate ran on`);
+  assert.ok(ev.sameWorker && ev.sameModel && ev.same, JSON.stringify(ev));
   assert.deepEqual(errors, []);
   await page.close();
 });
