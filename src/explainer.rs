@@ -935,7 +935,7 @@ async fn compute_map(
         full_gradient: full_gradient.as_ref(),
     };
     if opts.eigen_smooth {
-        return crate::methods::smooth::eigen_smoothed(opts.method, &mut evidence);
+        return crate::methods::smooth::eigen_smoothed_async(opts.method, &mut evidence).await;
     }
     opts.method.compute_async(&mut evidence).await
 }
