@@ -397,7 +397,7 @@ model settings (explain and layers):
 
     /// One explanation as JSON: the result every front end reports (src/schema.rs, the JS names), the
     /// architecture and the map's 15% box, and the names this command used before (deprecated, gone in
-    /// the next release: docs/cli.md).
+    /// the next release: README, `--json`).
     fn to_json(e: &Explanation, arch: &str) -> Res<serde_json::Value> {
         let mut v = serde_json::to_value(ExplainResult::of(e, false)).map_err(|err| err.to_string())?;
         v["arch"] = json!(arch);
