@@ -102,6 +102,13 @@ pub fn within<T>(budget: &Rc<Budget>, f: impl FnOnce() -> T) -> T {
     f()
 }
 
+/// `within` for a future: `budget` is the scope while `f` runs, at each of its polls (and not while
+/// it is paused, when other code may run on this thread).
+pub async fn within_async<F: std::future::Future>(budget: &Rc<Budget>, f: F) -> F::Output {
+    let mut f = std::pin::pin!(f);
+    std::future::poll_fn(|cx| within(budget, || f.as_mut().poll(cx))).await
+}
+
 /// The budget of loading a model from `file_bytes` bytes: 4x the f32 weights they can hold (an f16
 /// file doubles when decoded) plus [`HEADROOM`].
 pub fn for_load(file_bytes: usize) -> Rc<Budget> {

@@ -272,7 +272,9 @@ impl Default for ExplainOptions {
 }
 
 #[derive(Clone, Debug, serde::Serialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub struct Prediction {
+    #[serde(rename = "classIdx")]
     pub class: usize,
     pub label: String,
     pub logit: f32,
@@ -585,7 +587,7 @@ impl Explainer {
         let t0 = now_ms();
         let layer = key.1;
         self.keep_pass(key, pass, input, geometry)?;
-        let result = self.run_method(layer, opts, batched_forwards, progress);
+        let result = crate::cancel::run_sync(self.run_method(layer, opts, batched_forwards, progress));
         // A recorded pass answers only this call's target: never let a later call reuse it.
         self.cache = None;
         let mut e = result?;
@@ -600,23 +602,36 @@ impl Explainer {
 
     /// `explain`, reporting progress of the long methods (Score-CAM: channels done, channels total).
     pub fn explain_with_progress(&mut self, image: &RgbImage, opts: &ExplainOptions, progress: &mut dyn FnMut(usize, usize)) -> Result<Explanation> {
-        if several_layers(opts)? {
-            return self.explain_each_layer(opts, |ex, one| ex.explain_with_progress(image, one, &mut *progress));
-        }
-        crate::budget::within(&self.budget(), || self.explain_image_within_budget(image, opts, progress))
+        crate::cancel::run_sync(self.explain_with_progress_async(image, opts, progress))
     }
 
-    fn explain_image_within_budget(&mut self, image: &RgbImage, opts: &ExplainOptions, progress: &mut dyn FnMut(usize, usize)) -> Result<Explanation> {
+    /// `explain_with_progress`, pausing between the batches of the long methods where a pause is
+    /// installed (`crate::cancel`: the browser's worker then reads an abort message mid-run).
+    pub async fn explain_with_progress_async(&mut self, image: &RgbImage, opts: &ExplainOptions, progress: &mut dyn FnMut(usize, usize)) -> Result<Explanation> {
+        if several_layers(opts)? {
+            let t0 = now_ms();
+            let mut each = Vec::with_capacity(opts.layers.len());
+            for one in one_per_layer(opts) {
+                let budget = self.budget();
+                each.push(crate::budget::within_async(&budget, self.explain_image_within_budget(image, &one, progress)).await?);
+            }
+            return combine_each_layer(each, opts, t0);
+        }
+        let budget = self.budget();
+        crate::budget::within_async(&budget, self.explain_image_within_budget(image, opts, progress)).await
+    }
+
+    async fn explain_image_within_budget(&mut self, image: &RgbImage, opts: &ExplainOptions, progress: &mut dyn FnMut(usize, usize)) -> Result<Explanation> {
         let t0 = now_ms();
         if opts.aug_smooth {
             let (input, geometry) = self.prepare_input(image, opts)?;
-            let mut e = self.aug_smoothed(input, geometry, opts, progress)?;
+            let mut e = self.aug_smoothed(input, geometry, opts, progress).await?;
             e.timings.total_ms = now_ms() - t0;
             return Ok(e);
         }
         let layer = self.layer_id(opts)?;
         let (pre_ms, fwd_ms, reused) = self.ensure_pass(image, opts)?;
-        let mut e = self.run_method(layer, opts, None, progress)?;
+        let mut e = self.run_method(layer, opts, None, progress).await?;
         e.timings.preprocess_ms = pre_ms;
         e.timings.forward_ms = fwd_ms;
         e.forward_reused = reused;
@@ -627,13 +642,25 @@ impl Explainer {
     /// Explains an already-preprocessed 3 x H x W tensor (for checking against other implementations).
     /// The "image" is then the tensor's own grid.
     pub fn explain_tensor(&mut self, input: FeatureMap, opts: &ExplainOptions) -> Result<Explanation> {
-        if several_layers(opts)? {
-            return self.explain_each_layer(opts, |ex, one| ex.explain_tensor(input.clone(), one));
-        }
-        crate::budget::within(&self.budget(), || self.explain_tensor_within_budget(input, opts))
+        crate::cancel::run_sync(self.explain_tensor_async(input, opts))
     }
 
-    fn explain_tensor_within_budget(&mut self, input: FeatureMap, opts: &ExplainOptions) -> Result<Explanation> {
+    /// `explain_tensor`, pausing between batches as `explain_with_progress_async` does.
+    pub async fn explain_tensor_async(&mut self, input: FeatureMap, opts: &ExplainOptions) -> Result<Explanation> {
+        if several_layers(opts)? {
+            let t0 = now_ms();
+            let mut each = Vec::with_capacity(opts.layers.len());
+            for one in one_per_layer(opts) {
+                let budget = self.budget();
+                each.push(crate::budget::within_async(&budget, self.explain_tensor_within_budget(input.clone(), &one)).await?);
+            }
+            return combine_each_layer(each, opts, t0);
+        }
+        let budget = self.budget();
+        crate::budget::within_async(&budget, self.explain_tensor_within_budget(input, opts)).await
+    }
+
+    async fn explain_tensor_within_budget(&mut self, input: FeatureMap, opts: &ExplainOptions) -> Result<Explanation> {
         let t0 = now_ms();
         if input.channels != 3 || input.data.len() != 3 * input.height * input.width {
             return fail!(Input, "expected a 3 x H x W tensor, got {} channels and {} values", input.channels, input.data.len());
@@ -643,7 +670,8 @@ impl Explainer {
         }
         if opts.aug_smooth {
             let geometry = Geometry::identity(input.width, input.height);
-            let mut e = self.aug_smoothed(input, geometry, opts, &mut |_, _| {})?;
+            // Boxed: a pass of aug smoothing is itself an explanation of a tensor.
+            let mut e = Box::pin(self.aug_smoothed(input, geometry, opts, &mut |_, _| {})).await?;
             e.timings.total_ms = now_ms() - t0;
             return Ok(e);
         }
@@ -660,48 +688,18 @@ impl Explainer {
             self.keep_pass(key, pass, input, geometry)?;
         }
         let fwd_ms = now_ms() - t1;
-        let mut e = self.run_method(layer, opts, None, &mut |_, _| {})?;
+        let mut e = self.run_method(layer, opts, None, &mut |_, _| {}).await?;
         e.timings.forward_ms = fwd_ms;
         e.forward_reused = reused;
         e.timings.total_ms = now_ms() - t0;
         Ok(e)
     }
 
-    /// Explains each of `opts.layers` with `one` and combines their maps (see `ExplainOptions::layers`).
-    fn explain_each_layer(&mut self, opts: &ExplainOptions, mut one: impl FnMut(&mut Explainer, &ExplainOptions) -> Result<Explanation>) -> Result<Explanation> {
-        let t0 = now_ms();
-        let mut each = Vec::with_capacity(opts.layers.len());
-        for name in &opts.layers {
-            each.push(one(self, &ExplainOptions { layer: Some(name.clone()), layers: Vec::new(), ..opts.clone() })?);
-        }
-        let raw = combine_layers(&each.iter().map(|e| &e.raw).collect::<Vec<_>>())?;
-        let rgb = mean_rgb(&each);
-        let mut warnings: Vec<String> = Vec::new();
-        for w in each.iter().flat_map(|e| &e.warnings) {
-            if !warnings.contains(w) {
-                warnings.push(w.clone());
-            }
-        }
-        let reused = each.iter().all(|e| e.forward_reused);
-        let mut timings = Timings::default();
-        for t in each.iter().map(|e| &e.timings) {
-            timings.preprocess_ms += t.preprocess_ms;
-            timings.forward_ms += t.forward_ms;
-            timings.method_ms += t.method_ms;
-        }
-        let first = each.swap_remove(0);
-        let t1 = now_ms();
-        let image_map = project(&raw, &first.geometry, opts.normalization)?;
-        timings.project_ms = now_ms() - t1;
-        timings.total_ms = now_ms() - t0;
-        Ok(Explanation { layer: opts.layers.join(","), raw, image_map, rgb, warnings, forward_reused: reused, timings, ..first })
-    }
-
     /// aug_smooth: the method on each of [`AUG_PASSES`] (a fresh forward each), every map after the
     /// sign rule, mirrored back when its input was mirrored, min-max scaled to [0, 1] unless the raw
     /// scale was asked for (pytorch-grad-cam scales each pass so), then averaged and put on the image.
     /// The class is resolved once, on the plain input, so every pass explains the same score.
-    fn aug_smoothed(&mut self, input: FeatureMap, geometry: Geometry, opts: &ExplainOptions, progress: &mut dyn FnMut(usize, usize)) -> Result<Explanation> {
+    async fn aug_smoothed(&mut self, input: FeatureMap, geometry: Geometry, opts: &ExplainOptions, progress: &mut dyn FnMut(usize, usize)) -> Result<Explanation> {
         if opts.method.is_input_resolution() {
             return fail!(Option, "aug smoothing averages maps at the target layer; {} maps the input pixels, so it does not apply", opts.method.label());
         }
@@ -710,7 +708,7 @@ impl Explainer {
         let mut first: Option<Explanation> = None;
         for (i, &(mirrored, factor)) in AUG_PASSES.iter().enumerate() {
             let x = augment(&input, mirrored, factor);
-            let e = self.explain_tensor(x, &single)?;
+            let e = self.explain_tensor_async(x, &single).await?;
             let mut map = if mirrored { mirror(&e.raw) } else { e.raw.clone() };
             if opts.normalization == Normalization::MinMax {
                 crate::imaging::normalize::min_max(&mut map.data).map_err(Error::Numeric)?;
@@ -726,7 +724,7 @@ impl Explainer {
                 first = Some(e);
             }
             progress(i + 1, AUG_PASSES.len());
-            crate::cancel::check()?;
+            crate::cancel::checkpoint().await?;
         }
         let mut e = first.ok_or_else(|| Error::Internal("aug smoothing ran no pass".into()))?;
         let n = AUG_PASSES.len() as f32;
@@ -760,7 +758,7 @@ impl Explainer {
         Ok((class, w))
     }
 
-    fn run_method(&mut self, layer: NodeId, opts: &ExplainOptions, batched_forwards: Option<&mut LogitsBatch>, progress: &mut dyn FnMut(usize, usize)) -> Result<Explanation> {
+    async fn run_method(&mut self, layer: NodeId, opts: &ExplainOptions, batched_forwards: Option<&mut LogitsBatch<'_>>, progress: &mut dyn FnMut(usize, usize)) -> Result<Explanation> {
         let t0 = now_ms();
         let logits = self.cache.as_ref().ok_or_else(|| Error::Internal("no forward pass".into()))?.pass.logits().to_vec();
         let (class, target) = self.resolve_target(&opts.target, &logits)?;
@@ -774,7 +772,7 @@ impl Explainer {
         let cached = cache.as_mut().ok_or_else(|| Error::Internal("no forward pass".into()))?;
         let tokens = model.graph.leading_tokens(layer);
         let black = black_pixel(&model.preprocess.normalize);
-        let Computed { map: mut raw, rgb, mut warnings } = compute_map(opts, cached, executor.as_ref(), batched_forwards, &target, (&model.graph, layer, tokens), black, progress)?;
+        let Computed { map: mut raw, rgb, mut warnings } = compute_map(opts, cached, executor.as_ref(), batched_forwards, &target, (&model.graph, layer, tokens), black, progress).await?;
         if let Some(i) = raw.data.iter().position(|v| !v.is_finite()) {
             return fail!(Numeric, "the {} map has a non-finite value at cell {i}; the gradients overflowed", opts.method.name());
         }
@@ -871,11 +869,11 @@ fn black_pixel(normalize: &Normalize) -> [f32; 3] {
 
 /// Gathers from the pass what the method needs (its `Evidence`) and runs it.
 #[allow(clippy::too_many_arguments)]
-fn compute_map(
+async fn compute_map(
     opts: &ExplainOptions,
     c: &mut CachedPass,
     executor: &dyn Executor,
-    batched_forwards: Option<&mut LogitsBatch>,
+    batched_forwards: Option<&mut LogitsBatch<'_>>,
     target: &[f32],
     (graph, layer, tokens): (&Graph, NodeId, Option<usize>),
     black: [f32; 3],
@@ -937,9 +935,39 @@ fn compute_map(
         full_gradient: full_gradient.as_ref(),
     };
     if opts.eigen_smooth {
-        return crate::methods::smooth::eigen_smoothed(opts.method, &mut evidence);
+        return crate::methods::smooth::eigen_smoothed_async(opts.method, &mut evidence).await;
     }
-    opts.method.compute(&mut evidence)
+    opts.method.compute_async(&mut evidence).await
+}
+
+/// `opts` once per layer of `opts.layers` (see `ExplainOptions::layers`).
+fn one_per_layer(opts: &ExplainOptions) -> Vec<ExplainOptions> {
+    opts.layers.iter().map(|name| ExplainOptions { layer: Some(name.clone()), layers: Vec::new(), ..opts.clone() }).collect()
+}
+
+/// Combines the explanations of each layer (started at `t0`) into one: their maps as one map.
+fn combine_each_layer(mut each: Vec<Explanation>, opts: &ExplainOptions, t0: f64) -> Result<Explanation> {
+    let raw = combine_layers(&each.iter().map(|e| &e.raw).collect::<Vec<_>>())?;
+    let rgb = mean_rgb(&each);
+    let mut warnings: Vec<String> = Vec::new();
+    for w in each.iter().flat_map(|e| &e.warnings) {
+        if !warnings.contains(w) {
+            warnings.push(w.clone());
+        }
+    }
+    let reused = each.iter().all(|e| e.forward_reused);
+    let mut timings = Timings::default();
+    for t in each.iter().map(|e| &e.timings) {
+        timings.preprocess_ms += t.preprocess_ms;
+        timings.forward_ms += t.forward_ms;
+        timings.method_ms += t.method_ms;
+    }
+    let first = each.swap_remove(0);
+    let t1 = now_ms();
+    let image_map = project(&raw, &first.geometry, opts.normalization)?;
+    timings.project_ms = now_ms() - t1;
+    timings.total_ms = now_ms() - t0;
+    Ok(Explanation { layer: opts.layers.join(","), raw, image_map, rgb, warnings, forward_reused: reused, timings, ..first })
 }
 
 /// Whether `opts` asks for several layers at once (one in `layers` is just that layer).

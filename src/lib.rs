@@ -31,6 +31,7 @@ pub mod loading;
 pub mod methods;
 pub mod onnx;
 pub mod profile;
+pub mod schema;
 pub mod synthetic;
 #[cfg(target_arch = "wasm32")]
 pub mod trap;

@@ -9,13 +9,14 @@
 //!
 //! Every failure is thrown as a JS `Error` carrying the crate's message; the explainer stays usable.
 
-use crate::explainer::{LayerInfo, Prediction};
+use crate::explainer::LayerInfo;
 use crate::imaging::colormap::Colormap;
 use crate::imaging::overlay::overlay_rgba_masked;
 use crate::imaging::preprocess::{Geometry, Normalize, Resize};
 use crate::imaging::project::crop_mask;
 use crate::imaging::rgb::RgbImage;
 use crate::loading::{check_labels, parse_labels, ModelSettings};
+use crate::schema::{BackendInfo, EvaluateResult, ExplainResult, LayerResult, MethodInfo};
 use crate::{Arch, ExplainOptions, Explanation, Method, Normalization, Target};
 use js_sys::{Array, Float32Array, Object, Promise, Reflect, Uint8Array};
 use std::cell::RefCell;
@@ -182,41 +183,10 @@ pub const MAX_INPUT_PIXELS: usize = 16 * 1024 * 1024;
 
 // ---------------------------------------------------------------- writing JS values
 
-fn prediction_js(p: &Prediction) -> JsResult<JsValue> {
-    let o = Object::new();
-    set(&o, "classIdx", p.class as u32)?;
-    set(&o, "label", p.label.as_str())?;
-    set(&o, "logit", p.logit)?;
-    set(&o, "probability", p.probability)?;
-    Ok(o.into())
-}
-
-fn predictions_js(ps: &[Prediction]) -> JsResult<Array> {
-    ps.iter().map(prediction_js).collect()
-}
-
-fn layer_js(l: &LayerInfo, default: &str) -> JsResult<JsValue> {
-    let o = Object::new();
-    set(&o, "name", l.name.as_str())?;
-    set(&o, "aliases", l.aliases.iter().map(|a| JsValue::from_str(a)).collect::<Array>())?;
-    set(&o, "kind", l.kind)?;
-    let (c, h, w) = l.shape;
-    set(&o, "shape", [c, h, w].iter().map(|&n| JsValue::from(n as u32)).collect::<Array>())?;
-    set(&o, "default", l.name == default)?;
-    Ok(o.into())
-}
-
-fn geometry_js(g: &Geometry) -> JsResult<JsValue> {
-    let o = Object::new();
-    set(&o, "scaleX", g.scale_x)?;
-    set(&o, "scaleY", g.scale_y)?;
-    set(&o, "offsetX", g.offset_x)?;
-    set(&o, "offsetY", g.offset_y)?;
-    set(&o, "inputWidth", g.input_w as u32)?;
-    set(&o, "inputHeight", g.input_h as u32)?;
-    set(&o, "width", g.orig_w as u32)?;
-    set(&o, "height", g.orig_h as u32)?;
-    Ok(o.into())
+/// A result type of src/schema.rs as a plain JS object (`None` as `null`, buffers as typed arrays).
+fn to_js(value: &impl serde::Serialize) -> JsResult<JsValue> {
+    let serializer = serde_wasm_bindgen::Serializer::new().serialize_missing_as_null(true);
+    value.serialize(&serializer).map_err(|e| js_err(format!("internal: cannot convert a result to JS: {e}")))
 }
 
 fn geometry_from_js(v: &JsValue) -> JsResult<Geometry> {
@@ -264,41 +234,15 @@ impl Heat {
 /// Every explanation method `explain` accepts, with its label, one-line help, grid and needs: what
 /// menus and help texts show (no model needed).
 #[wasm_bindgen(js_name = methodCatalog, unchecked_return_type = "MethodInfo[]")]
-pub fn method_catalog() -> JsResult<Array> {
-    crate::methods::ALL
-        .iter()
-        .map(|m| {
-            let o = Object::new();
-            set(&o, "name", m.name())?;
-            set(&o, "aliases", m.0.aliases.iter().map(|a| JsValue::from_str(a)).collect::<Array>())?;
-            set(&o, "label", m.label())?;
-            set(&o, "help", m.help())?;
-            set(&o, "grid", if m.is_input_resolution() { "input" } else { "layer" })?;
-            let needs = m.needs();
-            let n = Object::new();
-            set(&n, "layerGradient", needs.layer_gradient)?;
-            set(&n, "guidedInputGradient", needs.guided_input_gradient)?;
-            set(&n, "batchedForwards", needs.batched_forwards)?;
-            set(&n, "classifierWeights", needs.classifier_weights)?;
-            set(&n, "layerForwards", needs.layer_forwards)?;
-            set(&n, "inputGradients", needs.input_gradients)?;
-            set(&n, "deconvInputGradient", needs.deconv_input_gradient)?;
-            set(&n, "fullGradient", needs.full_gradient)?;
-            set(&o, "needs", n)?;
-            // Needing nothing from the pass but the activations: the map is the same for every class.
-            set(&o, "classAgnostic", needs == crate::methods::Needs::NOTHING)?;
-            // Which of the `eigenSmooth` / `augSmooth` options the method takes (others are refused).
-            let smoothing = Object::new();
-            set(&smoothing, "eigen", crate::methods::smooth::supports_eigen_smooth(*m))?;
-            set(&smoothing, "aug", !m.is_input_resolution())?;
-            set(&o, "smoothing", smoothing)?;
-            set(&o, "options", m.option_keys().iter().map(|k| JsValue::from_str(k)).collect::<Array>())?;
-            Ok(JsValue::from(o))
-        })
-        .collect()
+pub fn method_catalog() -> JsResult<JsValue> {
+    to_js(&crate::methods::ALL.iter().map(|m| MethodInfo::of(*m)).collect::<Vec<_>>())
 }
 
 // ---------------------------------------------------------------- the class
+
+// The input types (options) are written here; the result types are generated from src/schema.rs.
+#[wasm_bindgen(typescript_custom_section)]
+const TS_RESULT_TYPES: &'static str = include_str!("../www/types/results.d.ts");
 
 #[wasm_bindgen(typescript_custom_section)]
 const TS_TYPES: &'static str = r#"
@@ -330,47 +274,9 @@ export interface EvaluateOptions extends ExplainOptions {
   /** side of the square cells removed together (default 1 pixel) */ cell?: number;
   /** also run ROAD (MoRF/LeRF at 10..90%, noisy linear imputation); default false */ road?: boolean;
 }
-export interface Curve { fractions: number[]; scores: number[]; auc: number }
-/** Curves of the target's softmax probability: x is the fraction of the input's pixels removed (inserted). */
-export interface EvaluateResult {
-  method: string; classIdx: number; label: string; probability: number;
-  deletion: Curve; insertion: Curve;
-  confidence: { original: number; kept: number; drop: number; increase: boolean };
-  road: { percentages: number[]; original: number; morf: number[]; lerf: number[]; combined: number } | null;
-  /** the map's box at 15% of its maximum (largest 8-connected segment), on the image's pixels, inclusive */
-  box: { x0: number; y0: number; x1: number; y1: number; pixels: number } | null;
-  ms: number;
-}
-/** One explanation method, as `methodCatalog()` lists them. */
-export interface MethodInfo {
-  name: string; aliases: string[]; label: string; help: string;
-  /** where the map lives: the target layer's grid or the input's pixels */
-  grid: 'layer' | 'input';
-  needs: { layerGradient: boolean; guidedInputGradient: boolean; batchedForwards: boolean; classifierWeights: boolean; layerForwards: boolean; inputGradients: boolean; deconvInputGradient: boolean; fullGradient: boolean };
-  /** the map is the same for every class (it reads only the activations: Eigen-CAM, KPCA-CAM) */
-  classAgnostic: boolean;
-  /** which smoothing options it takes: `eigenSmooth` (CAMs that sum weighted maps), `augSmooth` (layer-grid maps) */
-  smoothing: { eigen: boolean; aug: boolean };
-  /** the `explain` options of its own that change its map (Integrated Gradients: igSteps, igBaseline; ...) */
-  options: string[];
-}
-export interface Prediction { classIdx: number; label: string; logit: number; probability: number }
-export interface LayerInfo { name: string; aliases: string[]; kind: string; shape: [number, number, number]; default: boolean }
-export interface BackendInfo { backend: 'cpu' | 'webgpu'; requested: Backend; adapter: string | null; software: boolean; note: string }
-export interface Geometry {
-  scaleX: number; scaleY: number; offsetX: number; offsetY: number;
-  inputWidth: number; inputHeight: number; width: number; height: number;
-}
-export interface ExplainResult {
-  heatmap: Float32Array; width: number; height: number;
-  raw: Float32Array; rawWidth: number; rawHeight: number;
-  classIdx: number; label: string; logit: number; probability: number;
-  method: string; methodLabel: string; layer: string; top5: Prediction[];
-  timings: { preprocessMs: number; forwardMs: number; methodMs: number; projectMs: number; totalMs: number; forwardReused: boolean };
-  /** the executor that ran this explanation's forward and backward passes */
-  backend: 'cpu' | 'webgpu'; warnings: string[]; geometry: Geometry;
-  /** guided methods only: the gradient as RGB in [0, 1], 3 x rgbHeight x rgbWidth (network input grid) */
-  rgb?: Float32Array; rgbWidth?: number; rgbHeight?: number;
+/** One explanation: the generated result fields, and `overlay` on the explainer's own results. */
+export interface ExplainResult extends ExplainResultData {
+  /** the heatmap over the explained photo; gone from results that went through the worker (use the client's overlay) */
   overlay(options?: OverlayOptions): ImageData;
 }
 "#;
@@ -397,33 +303,20 @@ const EXPLAIN_KEYS: &[&str] = &[
     "eigenSmooth",
     "augSmooth",
 ];
-const EVALUATE_KEYS: &[&str] =
-    // The attribution methods' own options too, so the map measured is the map shown.
-    &[
-        "method",
-        "layer",
-        "colormap",
-        "alpha",
-        "normalize",
-        "preprocess",
-        "signed",
-        "eigenSmooth",
-        "augSmooth",
-        "onProgress",
-        "isCancelled",
-        "scoreCamChannels",
-        "scoreCamBatch",
-        "igSteps",
-        "igBaseline",
-        "smoothSamples",
-        "smoothNoise",
-        "occlusionPatch",
-        "occlusionStride",
-        "steps",
-        "baseline",
-        "cell",
-        "road",
-    ];
+/// `evaluate` takes every `explain` option (so the map measured is the map shown) and the curves' own.
+const EVALUATE_KEYS: &[&str] = &concat_keys::<{ EXPLAIN_KEYS.len() + 4 }>(EXPLAIN_KEYS, &["steps", "baseline", "cell", "road"]);
+
+/// `a` then `b`, as one array (a const: the key lists are checked at compile time).
+const fn concat_keys<const N: usize>(a: &[&'static str], b: &[&'static str]) -> [&'static str; N] {
+    assert!(a.len() + b.len() == N);
+    let mut out = [""; N];
+    let mut i = 0;
+    while i < N {
+        out[i] = if i < a.len() { a[i] } else { b[i - a.len()] };
+        i += 1;
+    }
+    out
+}
 const OVERLAY_KEYS: &[&str] = &["colormap", "alpha"];
 
 /// Which executor runs the forward and backward passes.
@@ -565,6 +458,99 @@ impl Request {
     }
 }
 
+/// One parsed `evaluate` call: the explanation's request and the curves' settings.
+struct EvaluateRequest {
+    explain: Request,
+    curves: crate::eval::CurveOptions,
+    with_road: bool,
+}
+
+/// What `evaluate` measured, with the explanation it measured.
+struct Measured {
+    explanation: Explanation,
+    faithfulness: crate::eval::Faithfulness,
+    road: Option<crate::eval::Road>,
+    ms: f64,
+}
+
+impl Measured {
+    fn result(&self) -> EvaluateResult<'_> {
+        EvaluateResult::of(&self.explanation, &self.faithfulness, self.road.as_ref(), self.ms)
+    }
+}
+
+impl EvaluateRequest {
+    fn parse(image_data: &JsValue, class_idx: &JsValue, options: &JsValue, num_classes: usize, input_size: (usize, usize)) -> JsResult<EvaluateRequest> {
+        use crate::eval::{Baseline, CurveOptions};
+        let explain = Request::parse_keys(image_data, class_idx, options, num_classes, input_size, "evaluate option", EVALUATE_KEYS)?;
+        let opts = options_object(options, "evaluate option", EVALUATE_KEYS)?;
+        let mut curves = CurveOptions::default();
+        if let Some(n) = opt_number(&opts, "steps")? {
+            curves.steps = count(n, "steps")?;
+        }
+        if let Some(n) = opt_number(&opts, "cell")? {
+            curves.cell = count(n, "cell")?;
+        }
+        if let Some(b) = opt_string(&opts, "baseline")? {
+            curves.baseline = match b.trim().to_ascii_lowercase().as_str() {
+                "blur" => Baseline::Blur(5.0),
+                "mean" => Baseline::Mean,
+                _ => return Err(js_err(format!("unknown baseline '{b}'; choose one of blur, mean"))),
+            };
+        }
+        let with_road = opt_bool(&opts, "road")?.unwrap_or(false);
+        Ok(EvaluateRequest { explain, curves, with_road })
+    }
+
+    /// Explains on the CPU, then measures the map: the curves (which pause between batches where a
+    /// pause is installed) and ROAD when asked for.
+    async fn measure(&self, inner: &mut crate::Explainer) -> crate::Result<Measured> {
+        use crate::eval::faithfulness::{faithfulness_async, road_of};
+        let t0 = crate::clock::now_ms();
+        let r = &self.explain;
+        let explanation = inner.explain_with_progress_async(&r.image, &r.opts, &mut r.progress()).await?;
+        let faithfulness = faithfulness_async(inner, &r.image, &explanation, &r.opts, &self.curves).await?;
+        let road = if self.with_road { Some(road_of(inner, &r.image, &explanation, &r.opts, &crate::eval::RoadOptions::default())?) } else { None };
+        Ok(Measured { explanation, faithfulness, road, ms: crate::clock::now_ms() - t0 })
+    }
+}
+
+#[wasm_bindgen]
+extern "C" {
+    #[wasm_bindgen(catch, js_name = setTimeout)]
+    fn set_timeout(handler: &js_sys::Function, ms: i32) -> JsResult<JsValue>;
+}
+
+/// How long a long method runs between two pauses at most (it pauses only between batches).
+const PAUSE_EVERY_MS: f64 = 10.0;
+
+/// Runs `f` with `crate::cancel`'s pause installed: at a checkpoint, once `PAUSE_EVERY_MS` passed
+/// since the last pause, it waits for a new task of the event loop (`setTimeout(0)`), so a message
+/// that arrived meanwhile (a worker's abort) is handled before the next batch. Short methods have
+/// no checkpoint: they run as before, without a pause.
+async fn with_event_loop_pauses<T>(f: impl std::future::Future<Output = T>) -> T {
+    let last = Rc::new(std::cell::Cell::new(crate::clock::now_ms()));
+    let pause: crate::cancel::Pause = Rc::new(move || {
+        if crate::clock::now_ms() - last.get() < PAUSE_EVERY_MS {
+            return Box::pin(std::future::ready(()));
+        }
+        let last = last.clone();
+        let next_task = Promise::new(&mut |resolve, _| {
+            if set_timeout(&resolve, 0).is_err() {
+                let _ = resolve.call0(&JsValue::NULL); // no timers here: no pause, the run goes on
+            }
+        });
+        Box::pin(async move {
+            let _ = wasm_bindgen_futures::JsFuture::from(next_task).await;
+            last.set(crate::clock::now_ms());
+        })
+    });
+    let previous = crate::cancel::set_pause(Some(pause));
+    let out = f.await;
+    crate::cancel::set_pause(previous);
+    out
+}
+
 /// Everything an `Explainer` owns that calls change. Behind one `RefCell`: an async explanation holds
 /// it across its awaits, and any call that arrives meanwhile gets a clear "busy" error (or, for
 /// `explainAsync`, waits its turn), never a second mutable borrow.
@@ -593,7 +579,7 @@ impl State {
     /// Makes the result object (with its `overlay` closure) and remembers the map for `overlay()`.
     fn finish(&mut self, e: &Explanation, request: Request) -> JsResult<JsValue> {
         self.last = Some(Heat::of(e)?);
-        let result = explanation_js(e)?;
+        let result: Object = to_js(&ExplainResult::of(e, true))?.unchecked_into();
         let Request { image, cmap, alpha, .. } = request;
         // The closure's Rust side is freed only when the JS GC collects the result, and wasm memory
         // gives the GC no reason to run: so it holds the photo and the map as JS arrays (which the GC
@@ -642,7 +628,7 @@ impl State {
             e.warnings.push(msg);
             return Ok(e);
         }
-        self.inner.explain_with_progress(&request.image, &request.opts, &mut progress)
+        self.inner.explain_with_progress_async(&request.image, &request.opts, &mut progress).await
     }
 
     /// Starts WebGPU for `requested` (auto or webgpu). On failure the CPU stays, with the reason in `note`.
@@ -799,6 +785,20 @@ impl Explainer {
     fn state(&self) -> JsResult<std::cell::RefMut<'_, State>> {
         self.state.try_borrow_mut().map_err(|_| busy())
     }
+
+    /// `call` as a promise that starts once the async call before it has settled: calls run one at a
+    /// time, in order.
+    fn queued(&self, call: impl std::future::Future<Output = JsResult<JsValue>> + 'static) -> Promise {
+        let previous = self.queue.borrow_mut().take();
+        let promise = wasm_bindgen_futures::future_to_promise(async move {
+            if let Some(previous) = previous {
+                let _ = wasm_bindgen_futures::JsFuture::from(previous).await; // its outcome is its caller's
+            }
+            call.await
+        });
+        *self.queue.borrow_mut() = Some(promise.clone());
+        promise
+    }
 }
 
 #[wasm_bindgen]
@@ -874,49 +874,38 @@ impl Explainer {
         #[wasm_bindgen(js_name = classIdx, unchecked_param_type = "number | string | undefined")] class_idx: JsValue,
         #[wasm_bindgen(unchecked_param_type = "EvaluateOptions | undefined")] options: JsValue,
     ) -> JsResult<JsValue> {
-        use crate::eval::faithfulness::{faithfulness, road_of};
-        use crate::eval::{bounding_box, Baseline, CurveOptions, RoadOptions, PAPER_THRESHOLD};
-        let request = Request::parse_keys(&image_data, &class_idx, &options, self.num_classes, self.input_size, "evaluate option", EVALUATE_KEYS)?;
-        let opts = options_object(&options, "evaluate option", EVALUATE_KEYS)?;
-        let mut curves = CurveOptions::default();
-        if let Some(n) = opt_number(&opts, "steps")? {
-            curves.steps = count(n, "steps")?;
-        }
-        if let Some(n) = opt_number(&opts, "cell")? {
-            curves.cell = count(n, "cell")?;
-        }
-        if let Some(b) = opt_string(&opts, "baseline")? {
-            curves.baseline = match b.trim().to_ascii_lowercase().as_str() {
-                "blur" => Baseline::Blur(5.0),
-                "mean" => Baseline::Mean,
-                _ => return Err(js_err(format!("unknown baseline '{b}'; choose one of blur, mean"))),
-            };
-        }
-        let with_road = opt_bool(&opts, "road")?.unwrap_or(false);
+        let request = EvaluateRequest::parse(&image_data, &class_idx, &options, self.num_classes, self.input_size)?;
         let mut state = self.state()?;
-        let t0 = crate::clock::now_ms();
-        request.arm_cancel();
-        let measured = (|| {
-            let e = state.inner.explain_with_progress(&request.image, &request.opts, &mut request.progress())?;
-            let f = faithfulness(&state.inner, &request.image, &e, &request.opts, &curves)?;
-            let road = if with_road { Some(road_of(&state.inner, &request.image, &e, &request.opts, &RoadOptions::default())?) } else { None };
-            Ok::<_, crate::Error>((e, f, road))
-        })();
+        request.explain.arm_cancel();
+        let measured = crate::cancel::run_sync(request.measure(&mut state.inner));
         crate::cancel::reset(None);
-        let (e, f, road) = measured.map_err(js_err)?;
-        let out = serde_json::json!({
-            "method": e.method.name(),
-            "classIdx": e.class,
-            "label": e.label,
-            "probability": e.probability,
-            "deletion": f.deletion,
-            "insertion": f.insertion,
-            "confidence": f.confidence,
-            "road": road,
-            "box": bounding_box(&e.image_map, PAPER_THRESHOLD),
-            "ms": crate::clock::now_ms() - t0,
-        });
-        js_sys::JSON::parse(&out.to_string())
+        to_js(&measured.map_err(js_err)?.result())
+    }
+
+    /// `await evaluateAsync(imageData, classIdx?, options?)`: `evaluate`, pausing between batches so
+    /// that an abort (`isCancelled`, checked after each pause) stops it within one batch. Queued
+    /// behind the `explainAsync` calls before it.
+    #[wasm_bindgen(js_name = evaluateAsync, unchecked_return_type = "Promise<EvaluateResult>")]
+    #[allow(clippy::await_holding_refcell_ref)]
+    pub fn evaluate_async(
+        &self,
+        #[wasm_bindgen(js_name = imageData, unchecked_param_type = "ImageData")] image_data: JsValue,
+        #[wasm_bindgen(js_name = classIdx, unchecked_param_type = "number | string | undefined")] class_idx: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "EvaluateOptions | undefined")] options: JsValue,
+    ) -> Promise {
+        let request = match EvaluateRequest::parse(&image_data, &class_idx, &options, self.num_classes, self.input_size) {
+            Ok(r) => r,
+            Err(e) => return Promise::reject(&e),
+        };
+        let state = self.state.clone();
+        self.queued(async move {
+            // Held across the pauses on purpose: it is this explainer's lock (see `State`).
+            let mut state = state.try_borrow_mut().map_err(|_| busy())?;
+            request.explain.arm_cancel();
+            let measured = with_event_loop_pauses(request.measure(&mut state.inner)).await;
+            crate::cancel::reset(None);
+            to_js(&measured.map_err(js_err)?.result())
+        })
     }
 
     /// `await explainAsync(imageData, classIdx?, options?)`: `explain` on the active backend (WebGPU or
@@ -934,20 +923,14 @@ impl Explainer {
             Err(e) => return Promise::reject(&e),
         };
         let state = self.state.clone();
-        let previous = self.queue.borrow_mut().take();
-        let promise = wasm_bindgen_futures::future_to_promise(async move {
-            if let Some(previous) = previous {
-                let _ = wasm_bindgen_futures::JsFuture::from(previous).await; // its outcome is its caller's
-            }
-            // Held across the GPU awaits on purpose: it is this explainer's lock (see `State`).
+        self.queued(async move {
+            // Held across the GPU awaits and the pauses on purpose: it is this explainer's lock (see `State`).
             let mut state = state.try_borrow_mut().map_err(|_| busy())?;
             request.arm_cancel(); // after the wait: the call before this one has reset it when done
-            let e = state.explain(&request).await;
+            let e = with_event_loop_pauses(state.explain(&request)).await;
             crate::cancel::reset(None);
             state.finish(&e.map_err(js_err)?, request)
-        });
-        *self.queue.borrow_mut() = Some(promise.clone());
-        promise
+        })
     }
 
     /// `overlay(imageData, result?, { colormap?, alpha? })`: the heatmap blended over the photo, as an
@@ -972,20 +955,20 @@ impl Explainer {
         &mut self,
         #[wasm_bindgen(js_name = imageData, unchecked_param_type = "ImageData")] image_data: JsValue,
         #[wasm_bindgen(unchecked_param_type = "number | undefined")] k: JsValue,
-    ) -> JsResult<Array> {
+    ) -> JsResult<JsValue> {
         let k = if is_missing(&k) { 5 } else { index(&k, "k")? };
         if k == 0 {
             return Err(js_err("k must be at least 1"));
         }
         let image = read_image(&image_data)?;
         let ps = self.state()?.inner.predict(&image, k).map_err(js_err)?;
-        predictions_js(&ps)
+        to_js(&ps)
     }
 
     /// Every layer that can be explained: `{ name, aliases, kind, shape: [c, h, w] at the input size, default }`.
     #[wasm_bindgen(unchecked_return_type = "LayerInfo[]")]
-    pub fn layers(&self) -> JsResult<Array> {
-        self.layers.iter().map(|l| layer_js(l, &self.default_layer)).collect()
+    pub fn layers(&self) -> JsResult<JsValue> {
+        to_js(&self.layers.iter().map(|l| LayerResult::of(l, &self.default_layer)).collect::<Vec<_>>())
     }
 
     /// The method names `explain` accepts.
@@ -1041,13 +1024,7 @@ impl Explainer {
     #[wasm_bindgen(js_name = backendInfo, unchecked_return_type = "BackendInfo")]
     pub fn backend_info(&self) -> JsResult<JsValue> {
         let s = self.state()?;
-        let o = Object::new();
-        set(&o, "backend", s.active_backend())?;
-        set(&o, "requested", s.requested.name())?;
-        set(&o, "adapter", s.adapter.as_deref().map(JsValue::from_str).unwrap_or(JsValue::NULL))?;
-        set(&o, "software", s.software)?;
-        set(&o, "note", s.note.as_str())?;
-        Ok(o.into())
+        to_js(&BackendInfo { backend: s.active_backend(), requested: s.requested.name(), adapter: s.adapter.as_deref(), software: s.software, note: &s.note })
     }
 }
 
@@ -1077,55 +1054,6 @@ fn heat_from_js(result: &JsValue) -> JsResult<Heat> {
         return Err(js_err("result.geometry does not match result.width x result.height"));
     }
     Ok(Heat { width, height, map, mask })
-}
-
-fn explanation_js(e: &Explanation) -> JsResult<Object> {
-    let o = Object::new();
-    set(&o, "heatmap", Float32Array::from(&e.image_map.data[..]))?;
-    set(&o, "width", e.image_map.width as u32)?;
-    set(&o, "height", e.image_map.height as u32)?;
-    set(&o, "raw", Float32Array::from(&e.raw.data[..]))?;
-    set(&o, "rawWidth", e.raw.width as u32)?;
-    set(&o, "rawHeight", e.raw.height as u32)?;
-    set(&o, "classIdx", e.class as u32)?;
-    set(&o, "label", e.label.as_str())?;
-    set(&o, "logit", e.score)?;
-    set(&o, "probability", e.probability)?;
-    set(&o, "method", e.method.name())?;
-    set(&o, "methodLabel", e.method.label())?;
-    set(&o, "layer", e.layer.as_str())?;
-    set(&o, "top5", predictions_js(&e.top5)?)?;
-    let t = Object::new();
-    set(&t, "preprocessMs", e.timings.preprocess_ms)?;
-    set(&t, "forwardMs", e.timings.forward_ms)?;
-    set(&t, "methodMs", e.timings.method_ms)?;
-    set(&t, "projectMs", e.timings.project_ms)?;
-    set(&t, "totalMs", e.timings.total_ms)?;
-    set(&t, "forwardReused", e.forward_reused)?;
-    set(&o, "timings", t)?;
-    set(&o, "backend", e.backend)?;
-    set(&o, "warnings", e.warnings.iter().map(|w| JsValue::from_str(w)).collect::<Array>())?;
-    set(&o, "geometry", geometry_js(&e.geometry)?)?;
-    set(&o, "crop", crop_js(&e.geometry)?)?;
-    set(&o, "forwardReused", e.forward_reused)?;
-    if let Some(rgb) = &e.rgb {
-        // Guided methods: the gradient as an RGB image in [0, 1], 3 x H x W on the network input grid.
-        set(&o, "rgb", Float32Array::from(&rgb.data[..]))?;
-        set(&o, "rgbWidth", rgb.width as u32)?;
-        set(&o, "rgbHeight", rgb.height as u32)?;
-    }
-    Ok(o)
-}
-
-/// The network input's rectangle on the original image, in (fractional) image pixels.
-fn crop_js(g: &Geometry) -> JsResult<Object> {
-    let o = Object::new();
-    let (x0, y0) = (g.orig_x(0.0), g.orig_y(0.0));
-    set(&o, "x", x0)?;
-    set(&o, "y", y0)?;
-    set(&o, "width", g.orig_x(g.input_w as f64) - x0)?;
-    set(&o, "height", g.orig_y(g.input_h as f64) - y0)?;
-    Ok(o)
 }
 
 /// A positive whole number option.

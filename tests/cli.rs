@@ -33,6 +33,18 @@ fn explain_prints_one_json_object_with_the_raw_map() {
     assert_eq!(values.len(), 49);
     assert!(values.iter().all(|x| x.as_f64().unwrap() >= 0.0), "after the ReLU");
     assert!(v["timings"]["total_ms"].as_f64().unwrap() > 0.0);
+    // The result every front end reports (src/schema.rs): the JS names; the ones above stay for one
+    // release as deprecated aliases with the same values.
+    assert_eq!(v["classIdx"], v["class"]);
+    assert_eq!(v["logit"], v["score"]);
+    assert_eq!((v["rawWidth"].as_u64(), v["rawHeight"].as_u64()), (Some(7), Some(7)));
+    assert_eq!(v["raw"], v["cam"]["values"]);
+    assert_eq!(v["timings"]["totalMs"], v["timings"]["total_ms"]);
+    assert_eq!(v["forwardReused"], v["forward_reused"]);
+    assert_eq!(v["top5"][0]["classIdx"], v["top5"][0]["class"]);
+    assert_eq!(v["methodLabel"], "Grad-CAM");
+    assert!(v["geometry"]["scaleX"].as_f64().unwrap() > 0.0 && v["crop"]["width"].as_f64().unwrap() > 0.0);
+    assert!(v.get("heatmap").is_none(), "the image-size map is left out of the JSON (--out writes it)");
 }
 
 #[test]

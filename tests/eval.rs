@@ -261,7 +261,11 @@ fn cli_evaluate_one_image_and_draw_the_box() {
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     let first = &v[0];
     assert_eq!(first["method"], "gradcam");
-    assert_eq!(first["faithfulness"]["deletion"]["scores"].as_array().unwrap().len(), 11);
+    // The JS evaluate result's names (src/schema.rs); `faithfulness` and `class` are deprecated aliases.
+    assert_eq!(first["deletion"]["scores"].as_array().unwrap().len(), 11);
+    assert_eq!(first["deletion"], first["faithfulness"]["deletion"]);
+    assert_eq!((first["classIdx"].as_u64(), first["class"].as_u64()), (Some(967), Some(967)));
+    assert!(first["confidence"]["original"].as_f64().unwrap() > 0.5 && first["probability"].as_f64().unwrap() > 0.5);
     assert_eq!(first["road"]["morf"].as_array().unwrap().len(), 9);
     let b = &first["box"];
     let (x0, y0) = (b["x0"].as_u64().unwrap() as u32, b["y0"].as_u64().unwrap() as u32);

@@ -1,8 +1,8 @@
 // Types of www/gradcam-client.js: the promise API over the worker that hosts the Explainer. The
 // shapes of options and results are the wasm package's (pkg/gradcam_wasm.d.ts).
-import type { Backend, EvaluateOptions, EvaluateResult, ExplainOptions, ExplainResult, LayerInfo, MethodInfo, OverlayOptions, Prediction, BackendInfo } from '../pkg/gradcam_wasm.js';
+import type { Backend, EvaluateOptions, EvaluateResult, ExplainOptions, ExplainResult, LayerInfo, MethodInfo, OverlayOptions, Prediction, BackendInfo, ProgressMessage } from '../pkg/gradcam_wasm.js';
 
-export type { Backend, EvaluateOptions, EvaluateResult, ExplainOptions, ExplainResult, LayerInfo, MethodInfo, OverlayOptions, Prediction, BackendInfo };
+export type { Backend, EvaluateOptions, EvaluateResult, ExplainOptions, ExplainResult, LayerInfo, MethodInfo, OverlayOptions, Prediction, BackendInfo, ProgressMessage };
 
 /** The colormaps `overlay` and the element draw with. */
 export type Colormap = 'turbo' | 'jet' | 'viridis' | 'inferno';
@@ -54,14 +54,23 @@ export interface LoadedModel {
   downloadMs: number;
   initMs: number;
   layers: LayerInfo[];
-  methods: string[];
+  /** every method `explain` accepts (`methodCatalog()`) */
+  methods: MethodInfo[];
   defaultLayer: string;
+  arch: string;
+  inputSize: number;
+  numClasses: number;
   backend: BackendInfo;
   /** Which wasm build runs (threaded on cross-origin-isolated pages), on how many threads, and why not a faster one. */
   build: { variant: 'threads' | 'relaxed-simd' | 'simd'; threads: number; note: string | null };
 }
 
 export type Progress = (done: number, total: number) => void;
+
+/** The detail of the client's 'progress' events: the worker's progress message and the call it belongs to. */
+export interface ProgressDetail extends ProgressMessage {
+  request: string | null;
+}
 
 /** Every call takes one: aborting rejects the call with a DOMException named 'AbortError' (docs/embedding.md). */
 export interface Abortable {

@@ -7,19 +7,19 @@
 // example posted by the wasm side during Score-CAM) belong to the request being processed.
 //   page -> worker  {cmd: '__cancel', args: {id}}: the page aborted call `id` (its AbortSignal) and
 //                   no longer waits for it. Handled at once, not queued: a queued call is skipped
-//                   (its image is still kept, later calls may refer to it); a running one is not
-//                   interrupted by this message (wasm runs synchronously: the message is read
-//                   only once it yields, e.g. between WebGPU batches), but its progress stops and
-//                   its result is dropped.
+//                   (its image is still kept, later calls may refer to it); a running one stops
+//                   at its next batch: explainAsync and evaluateAsync let the event loop run
+//                   between the batches of the long methods (src/cancel.rs), so this message is
+//                   read mid-run and their isCancelled check then says yes. Its result is dropped.
 //   page -> worker  {cmd: '__poolChannel', args: {name}}: a BroadcastChannel name, unique to this worker.
 //                   A pool thread of the threaded build that traps says so there (www/pool-thread.js):
 //                   this worker is then blocked for good, waiting for that thread, so the client
 //                   replaces it (and reloads the model), as after any crash.
 //   page -> worker  {cmd: '__abortFlags', args: {flags}}: on a cross-origin-isolated page, an
 //                   Int32Array on a SharedArrayBuffer where the page writes an aborted call's id
-//                   (at id % length). The worker reads it synchronously between batches, so a
-//                   running method stops within one batch: its progress callback throws, which
-//                   the wasm side turns into a "cancelled" error (src/cancel.rs).
+//                   (at id % length). The worker reads it synchronously between batches, even
+//                   where nothing pauses (a synchronous wasm call): its progress callback throws,
+//                   which the wasm side turns into a "cancelled" error (src/cancel.rs).
 //
 // Traps. A Rust panic (or an out-of-memory abort) ends in `RuntimeError: unreachable`, after which
 // the wasm instance is unusable. The worker then answers THAT call with an error that names the
@@ -94,13 +94,7 @@ function ensureWasm(wasmUrl, threads, relaxedSimd) {
   return wasmReady;
 }
 
-/** A structured-clone-safe copy of whatever the wasm side returned (plain object, Map or class instance). */
-const RESULT_KEYS = [
-  'heatmap', 'width', 'height', 'raw', 'rawWidth', 'rawHeight', 'classIdx', 'label', 'logit',
-  'probability', 'method', 'layer', 'top5', 'timings', 'backend', 'warnings', 'forwardReused',
-  'rgb', 'rgbWidth', 'rgbHeight',
-];
-
+/** A structured-clone-safe copy of a wasm result (the plain objects of src/schema.rs) without its functions. */
 function plain(v, depth = 0) {
   if (v === null || typeof v !== 'object') return typeof v === 'function' ? undefined : v;
   if (ArrayBuffer.isView(v) || v instanceof ArrayBuffer) return v;
@@ -117,23 +111,6 @@ function plain(v, depth = 0) {
     if (k.startsWith('__')) continue;
     const x = plain(v[k], depth + 1);
     if (x !== undefined) o[k] = x;
-  }
-  return o;
-}
-
-function plainResult(r) {
-  const o = plain(r);
-  // Class instances expose their fields as prototype getters, not own keys.
-  for (const k of RESULT_KEYS) {
-    if (!(k in o) && r != null) {
-      let x;
-      try {
-        x = r[k];
-      } catch {
-        x = undefined;
-      }
-      if (x !== undefined && typeof x !== 'function') o[k] = plain(x);
-    }
   }
   return o;
 }
@@ -291,7 +268,7 @@ const handlers = {
     const cls = args.classIdx === null || args.classIdx === undefined ? undefined : args.classIdx;
     // explainAsync runs on the explainer's backend (WebGPU or the CPU) and falls back to the CPU by itself.
     const r = await ex.explainAsync(img, cls, { ...(args.options || {}), ...cancelHooks(isCancelled, post, 'method') });
-    const value = plainResult(r);
+    const value = plain(r);
     // A wasm-bindgen object is kept for overlay(); a plain object is not, because its typed
     // arrays are about to be transferred (the page sends them back with overlay()).
     if (r && typeof r.free === 'function') value.resultId = remember(r);
@@ -303,7 +280,9 @@ const handlers = {
     const img = currentImage(args);
     const ex = requireExplainer();
     const cls = args.classIdx === null || args.classIdx === undefined ? undefined : args.classIdx;
-    return plain(ex.evaluate(img, cls, { ...(args.options || {}), ...cancelHooks(isCancelled, post, 'method') }));
+    const options = { ...(args.options || {}), ...cancelHooks(isCancelled, post, 'method') };
+    // evaluateAsync pauses between batches, so an abort is seen mid-run (evaluate: an older pkg/).
+    return plain(typeof ex.evaluateAsync === 'function' ? await ex.evaluateAsync(img, cls, options) : ex.evaluate(img, cls, options));
   },
 
   async overlay(args) {

@@ -36,6 +36,7 @@ mod cli {
     use gradcam_wasm::imaging::rgb::RgbImage;
     use gradcam_wasm::loading::{parse_labels, parse_triple, ModelSettings};
     use gradcam_wasm::methods::attribution::Baseline as IgBaseline;
+    use gradcam_wasm::schema::{EvaluateResult, ExplainResult};
     use gradcam_wasm::weights::{legacy_pth, safetensors_writer, zip_pth};
     use gradcam_wasm::{Arch, ExplainOptions, Explainer, Explanation, FeatureMap, Method, Model, Normalization, Target};
     use serde_json::json;
@@ -332,9 +333,10 @@ model settings (explain and layers):
             }
         }
         if args.has("--json") {
-            let mut obj = to_json(&results[0], explainer.model().arch.name());
+            let arch = explainer.model().arch.name();
+            let mut obj = to_json(&results[0], arch)?;
             if results.len() > 1 {
-                obj["explanations"] = results.iter().map(|e| to_json(e, explainer.model().arch.name())).collect();
+                obj["explanations"] = results.iter().map(|e| to_json(e, arch)).collect::<Res<_>>()?;
             }
             println!("{obj}");
         }
@@ -393,22 +395,25 @@ model settings (explain and layers):
         }
     }
 
-    fn to_json(e: &Explanation, arch: &str) -> serde_json::Value {
-        json!({
-            "arch": arch,
-            "layer": e.layer,
-            "method": e.method.name(),
-            "class": e.class,
-            "label": e.label,
-            "score": e.score,
-            "probability": e.probability,
-            "top5": e.top5,
-            "cam": { "width": e.raw.width, "height": e.raw.height, "values": e.raw.data },
-            "box": bounding_box(&e.image_map, PAPER_THRESHOLD),
-            "warnings": e.warnings,
-            "forward_reused": e.forward_reused,
-            "timings": e.timings,
-        })
+    /// One explanation as JSON: the result every front end reports (src/schema.rs, the JS names), the
+    /// architecture and the map's 15% box, and the names this command used before (deprecated, gone in
+    /// the next release: README, `--json`).
+    fn to_json(e: &Explanation, arch: &str) -> Res<serde_json::Value> {
+        let mut v = serde_json::to_value(ExplainResult::of(e, false)).map_err(|err| err.to_string())?;
+        v["arch"] = json!(arch);
+        v["box"] = json!(bounding_box(&e.image_map, PAPER_THRESHOLD));
+        v["class"] = json!(e.class);
+        v["score"] = json!(e.score);
+        v["cam"] = json!({ "width": e.raw.width, "height": e.raw.height, "values": e.raw.data });
+        v["forward_reused"] = json!(e.forward_reused);
+        let t = &e.timings;
+        for (key, ms) in [("preprocess_ms", t.preprocess_ms), ("forward_ms", t.forward_ms), ("method_ms", t.method_ms), ("project_ms", t.project_ms), ("total_ms", t.total_ms)] {
+            v["timings"][key] = json!(ms);
+        }
+        for (p, out) in e.top5.iter().zip(v["top5"].as_array_mut().into_iter().flatten()) {
+            out["class"] = json!(p.class);
+        }
+        Ok(v)
     }
 
     fn print_box(e: &Explanation) {
@@ -466,7 +471,11 @@ model settings (explain and layers):
                 let ms = t0.elapsed().as_secs_f64() * 1000.0;
                 let road = road_of(&explainer, &image, &e, &opts, &RoadOptions::default()).map_err(|e| format!("{}: ROAD: {e}", m.name()))?;
                 if json {
-                    out.push(json!({ "method": m.name(), "class": e.class, "label": e.label, "faithfulness": f, "road": road, "box": bounding_box(&e.image_map, PAPER_THRESHOLD), "ms": ms }));
+                    // The JS `evaluate` result (src/schema.rs); `class` and `faithfulness` are the deprecated names.
+                    let mut v = serde_json::to_value(EvaluateResult::of(&e, &f, Some(&road), ms)).map_err(|err| err.to_string())?;
+                    v["class"] = json!(e.class);
+                    v["faithfulness"] = json!(f);
+                    out.push(v);
                 } else {
                     println!(
                         "{:<16} class {} ({}): deletion AUC {:.4}, insertion AUC {:.4}, p {:.4} -> kept region {:.4} (drop {:.1}%{}), curves {:.0} ms",

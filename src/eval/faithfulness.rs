@@ -75,6 +75,7 @@ impl Default for CurveOptions {
 
 /// One curve: `scores[k]` after `fractions[k]` of the cells were removed (deletion) or inserted.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub struct Curve {
     pub fractions: Vec<f32>,
     pub scores: Vec<f32>,
@@ -84,6 +85,7 @@ pub struct Curve {
 
 /// The confidence of the input and of the region the map keeps (see the module comment).
 #[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub struct ConfidenceChange {
     /// Y: the score of the input.
     pub original: f32,
@@ -218,7 +220,7 @@ fn ordered_cells(map: &Map, cell: usize) -> Vec<Vec<usize>> {
 
 /// One curve: from `start`, cells are set from `end` in order; the score after each step.
 #[allow(clippy::too_many_arguments)]
-fn curve(start: &[f32], end: &[f32], cells: &[Vec<usize>], pixels: usize, target: &[f32], forwards: &mut Forwards, opts: &CurveOptions, batch: usize) -> Result<Curve> {
+async fn curve(start: &[f32], end: &[f32], cells: &[Vec<usize>], pixels: usize, target: &[f32], forwards: &mut Forwards<'_>, opts: &CurveOptions, batch: usize) -> Result<Curve> {
     let steps = opts.steps;
     let total = cells.len();
     let counts: Vec<usize> = (0..=steps).map(|k| ((k * total) as f64 / steps as f64).round() as usize).collect();
@@ -242,7 +244,7 @@ fn curve(start: &[f32], end: &[f32], cells: &[Vec<usize>], pixels: usize, target
         }
         let logits = forwards(&buffer, chunk.len())?;
         scores_out.extend(scores(&logits, target, opts.score)?);
-        crate::cancel::check()?;
+        crate::cancel::checkpoint().await?;
     }
     let fractions: Vec<f32> = counts.iter().map(|&c| c as f32 / total as f32).collect();
     let auc = trapezoid(&fractions, &scores_out);
@@ -263,13 +265,18 @@ fn check_options(opts: &CurveOptions, input: &FeatureMap) -> Result<()> {
 /// Deletion and insertion curves of `map` (on the input's grid) for the `target` weights over the
 /// logits; `forwards(inputs, n)` returns n x classes logits; `default_batch` is the executor's.
 pub fn deletion_insertion(input: &FeatureMap, map: &Map, target: &[f32], forwards: &mut Forwards, opts: &CurveOptions, default_batch: usize) -> Result<(Curve, Curve)> {
+    crate::cancel::run_sync(deletion_insertion_async(input, map, target, forwards, opts, default_batch))
+}
+
+/// `deletion_insertion`, pausing between batches (`crate::cancel::checkpoint`).
+pub async fn deletion_insertion_async(input: &FeatureMap, map: &Map, target: &[f32], forwards: &mut Forwards<'_>, opts: &CurveOptions, default_batch: usize) -> Result<(Curve, Curve)> {
     let pixels = check(input, map)?;
     check_options(opts, input)?;
     let batch = batch_size(opts.batch, default_batch, pixels);
     let base = baseline(input, opts.baseline)?;
     let cells = ordered_cells(map, opts.cell);
-    let deletion = curve(&input.data, &base, &cells, pixels, target, forwards, opts, batch)?;
-    let insertion = curve(&base, &input.data, &cells, pixels, target, forwards, opts, batch)?;
+    let deletion = curve(&input.data, &base, &cells, pixels, target, forwards, opts, batch).await?;
+    let insertion = curve(&base, &input.data, &cells, pixels, target, forwards, opts, batch).await?;
     Ok((deletion, insertion))
 }
 
@@ -329,14 +336,19 @@ fn road_within_budget(explainer: &Explainer, image: &RgbImage, e: &Explanation, 
 /// (its resize and target), through the explainer's executor.
 /// Runs within one budget of the explainer's (`Explainer::budget`).
 pub fn faithfulness(explainer: &Explainer, image: &RgbImage, e: &Explanation, explain: &ExplainOptions, opts: &CurveOptions) -> Result<Faithfulness> {
-    crate::budget::within(&explainer.budget(), || faithfulness_within_budget(explainer, image, e, explain, opts))
+    crate::cancel::run_sync(faithfulness_async(explainer, image, e, explain, opts))
 }
 
-fn faithfulness_within_budget(explainer: &Explainer, image: &RgbImage, e: &Explanation, explain: &ExplainOptions, opts: &CurveOptions) -> Result<Faithfulness> {
+/// `faithfulness`, pausing between the curves' batches (`crate::cancel::checkpoint`).
+pub async fn faithfulness_async(explainer: &Explainer, image: &RgbImage, e: &Explanation, explain: &ExplainOptions, opts: &CurveOptions) -> Result<Faithfulness> {
+    crate::budget::within_async(&explainer.budget(), faithfulness_within_budget(explainer, image, e, explain, opts)).await
+}
+
+async fn faithfulness_within_budget(explainer: &Explainer, image: &RgbImage, e: &Explanation, explain: &ExplainOptions, opts: &CurveOptions) -> Result<Faithfulness> {
     let (input, map, weights) = prepared(explainer, image, e, explain)?;
     let (h, w) = (input.height, input.width);
     let mut run = |x: &[f32], n: usize| explainer.logits_batch(x, n, h, w);
-    let (deletion, insertion) = deletion_insertion(&input, &map, &weights, &mut run, opts, explainer.forward_batch())?;
+    let (deletion, insertion) = deletion_insertion_async(&input, &map, &weights, &mut run, opts, explainer.forward_batch()).await?;
     let confidence = confidence_change(&input, &map, &weights, &mut run, opts.score)?;
     Ok(Faithfulness { deletion, insertion, confidence })
 }

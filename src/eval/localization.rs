@@ -11,6 +11,7 @@ pub const PAPER_THRESHOLD: f32 = 0.15;
 
 /// A box on the map's grid, in pixels: columns x0..=x1, rows y0..=y1 (inclusive).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub struct BoundingBox {
     pub x0: usize,
     pub y0: usize,

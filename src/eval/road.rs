@@ -39,6 +39,7 @@ impl Default for RoadOptions {
 }
 
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[cfg_attr(test, derive(ts_rs::TS))]
 pub struct Road {
     pub percentages: Vec<f32>,
     /// The score of the unmodified input.

@@ -21,11 +21,15 @@ impl Method {
         needs: Needs { layer_forwards: true, ..Needs::NOTHING },
         grid: Grid::Layer,
         sign: Sign::Relu,
-        compute: |e| {
-            let forwards = e.layer_forwards.as_deref_mut().ok_or_else(|| Error::Internal("the layer forwards were not gathered".into()))?;
-            Ok(ablation_cam(e.activations, e.target, e.forward_batch, forwards, e.progress)?.into())
-        },
+        compute: |e| crate::cancel::run_sync(ablation_cam_method(e)),
     });
+}
+
+pub(super) fn ablation_cam_method<'r, 'e>(e: &'r mut super::Evidence<'e>) -> super::ComputeFuture<'r> {
+    Box::pin(async move {
+        let forwards = e.layer_forwards.as_deref_mut().ok_or_else(|| Error::Internal("the layer forwards were not gathered".into()))?;
+        Ok(weighted_sum(e.activations, &ablation_weights_async(e.activations, e.target, e.forward_batch, forwards, e.progress).await?).into())
+    })
 }
 
 /// The most bytes one batch of ablated copies may hold (f32): 64 MiB, checked before it is allocated.
@@ -40,6 +44,11 @@ pub fn ablation_cam(a: &FeatureMap, target: &[f32], batch: usize, forwards: &mut
 
 /// Ablation-CAM's per-channel weights, (y - y_k) / y.
 pub fn ablation_weights(a: &FeatureMap, target: &[f32], batch: usize, forwards: &mut LayerForwards, progress: &mut dyn FnMut(usize, usize)) -> Result<Vec<f32>> {
+    crate::cancel::run_sync(ablation_weights_async(a, target, batch, forwards, progress))
+}
+
+/// `ablation_weights`, pausing between batches (`crate::cancel::checkpoint`).
+pub async fn ablation_weights_async(a: &FeatureMap, target: &[f32], batch: usize, forwards: &mut LayerForwards<'_>, progress: &mut dyn FnMut(usize, usize)) -> Result<Vec<f32>> {
     let (c, per_copy) = (a.channels, a.data.len());
     let classes = target.len();
     let batch = batch.max(1).min(MAX_BATCH_BYTES / (per_copy * 4).max(1)).max(1);
@@ -66,7 +75,7 @@ pub fn ablation_weights(a: &FeatureMap, target: &[f32], batch: usize, forwards: 
         scores.extend(logits.chunks_exact(classes).map(score));
         next += n;
         progress(next - 1, c);
-        crate::cancel::check()?;
+        crate::cancel::checkpoint().await?;
     }
     let y = scores[0];
     if y == 0.0 || !y.is_finite() {

@@ -39,7 +39,7 @@ impl Method {
         needs: Needs { input_gradients: true, batched_forwards: true, ..Needs::NOTHING },
         grid: Grid::Input,
         sign: Sign::Relu,
-        compute: integrated_gradients_method,
+        compute: |e| crate::cancel::run_sync(integrated_gradients_method(e)),
     });
     pub const SMOOTHGRAD: Method = Method(&MethodDef {
         name: "smoothgrad",
@@ -49,7 +49,7 @@ impl Method {
         needs: Needs { input_gradients: true, ..Needs::NOTHING },
         grid: Grid::Input,
         sign: Sign::AsComputed,
-        compute: smoothgrad_method,
+        compute: |e| crate::cancel::run_sync(smoothgrad_method(e)),
     });
     pub const OCCLUSION: Method = Method(&MethodDef {
         name: "occlusion",
@@ -59,7 +59,7 @@ impl Method {
         needs: Needs { batched_forwards: true, ..Needs::NOTHING },
         grid: Grid::Input,
         sign: Sign::Relu,
-        compute: occlusion_method,
+        compute: |e| crate::cancel::run_sync(occlusion_method(e)),
     });
 }
 
@@ -170,7 +170,7 @@ impl AttributionOptions {
 pub type InputGradients<'a> = dyn FnMut(&[f32], usize) -> Result<Vec<f32>> + 'a;
 
 /// The input gradient at each of `inputs` (n x len), batched, reporting (done + k, total).
-fn gradients_at(e: &mut Evidence, inputs: &[f32], n: usize, done: usize, total: usize, mut each: impl FnMut(usize, &[f32])) -> Result<()> {
+async fn gradients_at(e: &mut Evidence<'_>, inputs: &[f32], n: usize, done: usize, total: usize, mut each: impl FnMut(usize, &[f32])) -> Result<()> {
     let len = inputs.len() / n.max(1);
     let batch = e.attribution.batch_for(len);
     for (b, chunk) in inputs.chunks(batch * len).enumerate() {
@@ -183,7 +183,7 @@ fn gradients_at(e: &mut Evidence, inputs: &[f32], n: usize, done: usize, total: 
             each(b * batch + i, gi);
         }
         (e.progress)(done + b * batch + k, total);
-        crate::cancel::check()?;
+        crate::cancel::checkpoint().await?;
     }
     Ok(())
 }
@@ -293,7 +293,11 @@ pub fn gaussian_blur(x: &FeatureMap, sigma: f32) -> FeatureMap {
 /// Integrated Gradients with the midpoint Riemann rule: alpha_k = (k + 1/2) / N,
 /// IG = (x - b) (.) (1/N) sum_k grad f(b + alpha_k (x - b)). The map is the signed sum over RGB.
 /// Completeness (sum IG = f(x) - f(b)) is checked: a gap over 1% becomes a warning.
-fn integrated_gradients_method(e: &mut Evidence) -> Result<Computed> {
+pub(super) fn integrated_gradients_method<'r, 'e>(e: &'r mut Evidence<'e>) -> super::ComputeFuture<'r> {
+    Box::pin(integrated_gradients(e))
+}
+
+async fn integrated_gradients(e: &mut Evidence<'_>) -> Result<Computed> {
     e.attribution.check()?;
     check_input(e.input)?;
     let x = e.input.clone();
@@ -317,7 +321,7 @@ fn integrated_gradients_method(e: &mut Evidence) -> Result<Computed> {
             let alpha = (k as f32 + 0.5) / n as f32;
             path.extend(x.data.iter().zip(&b.data).map(|(xi, bi)| bi + alpha * (xi - bi)));
         }
-        gradients_at(e, &path, k1 - k0, 2 + k0, total, |_, g| avg.iter_mut().zip(g).for_each(|(a, gi)| *a += gi / n as f32))?;
+        gradients_at(e, &path, k1 - k0, 2 + k0, total, |_, g| avg.iter_mut().zip(g).for_each(|(a, gi)| *a += gi / n as f32)).await?;
         k0 = k1;
     }
     let attr: Vec<f32> = avg.iter().zip(x.data.iter().zip(&b.data)).map(|(g, (xi, bi))| (xi - bi) * g).collect();
@@ -368,7 +372,11 @@ impl Normal {
 
 /// SmoothGrad: the plain gradient averaged over `samples` copies x + N(0, sigma^2), sigma = noise *
 /// (max x - min x); the map is its magnitude (largest |.| over RGB) as Saliency's.
-fn smoothgrad_method(e: &mut Evidence) -> Result<Computed> {
+pub(super) fn smoothgrad_method<'r, 'e>(e: &'r mut Evidence<'e>) -> super::ComputeFuture<'r> {
+    Box::pin(smoothgrad(e))
+}
+
+async fn smoothgrad(e: &mut Evidence<'_>) -> Result<Computed> {
     e.attribution.check()?;
     check_input(e.input)?;
     let x = e.input.clone();
@@ -387,7 +395,7 @@ fn smoothgrad_method(e: &mut Evidence) -> Result<Computed> {
         for _ in k0..k1 {
             noisy.extend(x.data.iter().map(|v| v + sigma * rng.next()));
         }
-        gradients_at(e, &noisy, k1 - k0, k0, n, |_, g| avg.iter_mut().zip(g).for_each(|(a, gi)| *a += gi / n as f32))?;
+        gradients_at(e, &noisy, k1 - k0, k0, n, |_, g| avg.iter_mut().zip(g).for_each(|(a, gi)| *a += gi / n as f32)).await?;
         k0 = k1;
     }
     Ok(gradient_image(FeatureMap::new(3, x.height, x.width, avg)))
@@ -406,7 +414,11 @@ pub fn window_starts(len: usize, patch: usize, stride: usize) -> Vec<usize> {
 /// Occlusion: for each window (patch x patch, every `stride` pixels), the input with that window
 /// replaced by the baseline is scored; a pixel's value is the mean of f(x) - f(occluded) over the
 /// windows covering it (Captum divides by the same count).
-fn occlusion_method(e: &mut Evidence) -> Result<Computed> {
+pub(super) fn occlusion_method<'r, 'e>(e: &'r mut Evidence<'e>) -> super::ComputeFuture<'r> {
+    Box::pin(occlusion(e))
+}
+
+async fn occlusion(e: &mut Evidence<'_>) -> Result<Computed> {
     e.attribution.check()?;
     check_input(e.input)?;
     let x = e.input.clone();
@@ -454,7 +466,7 @@ fn occlusion_method(e: &mut Evidence) -> Result<Computed> {
             }
         }
         (e.progress)(1 + bi * batch + chunk.len(), total);
-        crate::cancel::check()?;
+        crate::cancel::checkpoint().await?;
     }
     let map = sum.iter().zip(&count).map(|(s, &c)| if c > 0 { s / c as f32 } else { 0.0 }).collect();
     Ok(Map::new(w, h, map).into())

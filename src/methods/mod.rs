@@ -226,6 +226,22 @@ const OPTION_KEYS: [(Method, &[&str]); 4] = [
     (Method::SCORE_CAM, &["scoreCamChannels"]),
 ];
 
+/// A method's computation as a future whose only awaits are `crate::cancel::checkpoint`s.
+pub type ComputeFuture<'r> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Computed>> + 'r>>;
+
+/// A batched method's computation, as a future borrowing its evidence.
+type BatchedCompute = for<'r, 'e> fn(&'r mut Evidence<'e>) -> ComputeFuture<'r>;
+
+/// The methods that run batches of forwards, as futures that can pause between batches (see
+/// `crate::cancel`): the same code as their `compute`, which runs it synchronously.
+const BATCHED: [(Method, BatchedCompute); 5] = [
+    (Method::SCORE_CAM, score::score_cam_method),
+    (Method::ABLATION_CAM, ablation::ablation_cam_method),
+    (Method::INTEGRATED_GRADIENTS, attribution::integrated_gradients_method),
+    (Method::SMOOTHGRAD, attribution::smoothgrad_method),
+    (Method::OCCLUSION, attribution::occlusion_method),
+];
+
 /// Lowercase, without the separators people vary ('-', '_', spaces).
 fn key(name: &str) -> String {
     name.trim().to_ascii_lowercase().chars().filter(|c| c.is_ascii_alphanumeric() || *c == '+').collect()
@@ -269,6 +285,14 @@ impl Method {
 
     pub fn compute(self, evidence: &mut Evidence) -> Result<Computed> {
         (self.0.compute)(evidence)
+    }
+
+    /// `compute`, pausing between batches where the method runs batches (see `crate::cancel`).
+    pub async fn compute_async(self, evidence: &mut Evidence<'_>) -> Result<Computed> {
+        match BATCHED.iter().find(|(m, _)| *m == self) {
+            Some((_, batched)) => batched(evidence).await,
+            None => self.compute(evidence),
+        }
     }
 
     /// The method called `name` or one of its aliases.

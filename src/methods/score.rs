@@ -17,7 +17,7 @@ impl Method {
         needs: Needs { batched_forwards: true, ..Needs::NOTHING },
         grid: Grid::Layer,
         sign: Sign::Relu,
-        compute: |e| Ok(score_cam(e.activations, e.input, e.target, e.score_cam, e.forwards, e.progress)?.into()),
+        compute: |e| crate::cancel::run_sync(score_cam_method(e)),
     });
 }
 
@@ -66,6 +66,10 @@ fn variance(v: &[f32]) -> f32 {
 /// Runs `n` inputs of 3 x H x W and returns their n x classes logits.
 pub type LogitsBatch<'a> = super::Forwards<'a>;
 
+pub(super) fn score_cam_method<'r, 'e>(e: &'r mut super::Evidence<'e>) -> super::ComputeFuture<'r> {
+    Box::pin(async move { Ok(weighted_sum(e.activations, &score_cam_weights_async(e.activations, e.input, e.target, e.score_cam, e.forwards, e.progress).await?).into()) })
+}
+
 /// `logits_batch(inputs, n)` runs n masked inputs (n x 3 x H x W) and returns n x classes logits;
 /// `progress(done, total)` is called after each batch.
 pub fn score_cam(a: &FeatureMap, input: &FeatureMap, target: &[f32], opts: ScoreCamOptions, logits_batch: &mut LogitsBatch, progress: &mut dyn FnMut(usize, usize)) -> Result<Map> {
@@ -74,6 +78,18 @@ pub fn score_cam(a: &FeatureMap, input: &FeatureMap, target: &[f32], opts: Score
 
 /// Score-CAM's per-channel weights (0 for the channels not scored).
 pub fn score_cam_weights(a: &FeatureMap, input: &FeatureMap, target: &[f32], opts: ScoreCamOptions, logits_batch: &mut LogitsBatch, progress: &mut dyn FnMut(usize, usize)) -> Result<Vec<f32>> {
+    crate::cancel::run_sync(score_cam_weights_async(a, input, target, opts, logits_batch, progress))
+}
+
+/// `score_cam_weights`, pausing between batches (`crate::cancel::checkpoint`).
+pub async fn score_cam_weights_async(
+    a: &FeatureMap,
+    input: &FeatureMap,
+    target: &[f32],
+    opts: ScoreCamOptions,
+    logits_batch: &mut LogitsBatch<'_>,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Vec<f32>> {
     let mut steps = ScoreCamSteps::new(a, input, opts);
     let _batch = crate::budget::reserve_floats(steps.batch.saturating_mul(input.data.len()), || format!("Score-CAM's batch of {} masked inputs", steps.batch))?;
     while let Some((masked, n)) = steps.next_batch() {
@@ -81,7 +97,7 @@ pub fn score_cam_weights(a: &FeatureMap, input: &FeatureMap, target: &[f32], opt
         steps.add_logits(&logits, target)?;
         let (done, total) = steps.progress();
         progress(done, total);
-        crate::cancel::check()?;
+        crate::cancel::checkpoint().await?;
     }
     Ok(steps.weights())
 }

@@ -6,10 +6,10 @@
 //! (`aug_smooth`, the other smoothing, re-runs the whole pass on modified inputs, so the explainer
 //! does it: `Explainer::explain` with `ExplainOptions::aug_smooth`.)
 
-use super::ablation::ablation_weights;
+use super::ablation::{ablation_weights, ablation_weights_async};
 use super::cam::{grad_cam_plus_plus_weights, grad_cam_weights, xgrad_cam_weights};
 use super::eigen::eigen_cam;
-use super::score::score_cam_weights;
+use super::score::{score_cam_weights, score_cam_weights_async};
 use super::{Computed, Evidence, Method};
 use crate::error::{Error, Result};
 use crate::fail;
@@ -58,6 +58,19 @@ pub fn eigen_smoothed(method: Method, e: &mut Evidence) -> Result<Computed> {
     };
     let terms = weighted(e)?;
     Ok(eigen_cam(&terms).map_err(Error::Option)?.into())
+}
+
+/// `eigen_smoothed`, pausing between the batches of Score-CAM and Ablation-CAM (`crate::cancel`).
+pub async fn eigen_smoothed_async(method: Method, e: &mut Evidence<'_>) -> Result<Computed> {
+    let w = if method == Method::SCORE_CAM {
+        score_cam_weights_async(e.activations, e.input, e.target, e.score_cam, e.forwards, e.progress).await?
+    } else if method == Method::ABLATION_CAM {
+        let forwards = e.layer_forwards.as_deref_mut().ok_or_else(|| Error::Internal("the layer forwards were not gathered".into()))?;
+        ablation_weights_async(e.activations, e.target, e.forward_batch, forwards, e.progress).await?
+    } else {
+        return eigen_smoothed(method, e);
+    };
+    Ok(eigen_cam(&per_channel(e.activations, &w)?).map_err(Error::Option)?.into())
 }
 
 /// w_k A_k for per-channel weights.
