@@ -1,12 +1,15 @@
 //! The threaded wasm build's pool (feature `threads`, built into pkg/threads/ with shared memory).
 //!
-//! Rayon's global pool gets its threads from Web Workers that share this module's memory. Starting
-//! it takes three steps, driven by www/worker.js (`startThreadPool`):
-//! 1. `threadPoolStart(n)` makes a queue for the n thread bodies rayon will hand out;
-//! 2. n Web Workers (www/pool-thread.js) instantiate the same module on the same memory and call
+//! Rayon's global pool is the calling worker's own thread (www/worker.js's, which runs the
+//! explanations) plus n - 1 Web Workers that share this module's memory. The caller being thread 0
+//! matters: its kernels' parallel loops are then joins inside the pool, in which it takes a part
+//! itself, rather than jobs injected from outside that wake the whole pool while it waits. Starting
+//! it takes three steps, driven by www/thread-pool.js (`startThreadPool`):
+//! 1. `threadPoolStart(n)` makes a queue for the n - 1 thread bodies rayon will hand out;
+//! 2. n - 1 Web Workers (www/pool-thread.js) instantiate the same module on the same memory and call
 //!    `runPoolThread(queue)`, which waits for a body and runs it for the life of the worker;
-//! 3. once all n report that they are running, `build()` makes rayon's global pool, whose spawn
-//!    handler puts one body per thread on the queue.
+//! 3. once all report that they are running, `build()` makes rayon's global pool on the calling
+//!    thread, whose spawn handler puts one body per other thread on the queue.
 //!
 //! Waiting for step 2 before step 3 matters: a pool whose threads never start would leave every
 //! kernel waiting forever, while a worker that fails to start is an error the page can see (and
@@ -41,7 +44,7 @@ mod pool {
         queue: &'static Queue,
     }
 
-    /// Step 1: a queue for `threads` thread bodies (1 to 64).
+    /// Step 1: a pool of `threads` threads (1 to 64), this one included.
     #[wasm_bindgen(js_name = threadPoolStart)]
     pub fn thread_pool_start(threads: usize) -> Result<ThreadPoolStart, JsError> {
         if !(1..=64).contains(&threads) {
@@ -58,11 +61,12 @@ mod pool {
             self.queue as *const Queue as usize
         }
 
-        /// Step 3: rayon's global pool, its threads taken from the queue.
+        /// Step 3: rayon's global pool: this thread, and the others taken from the queue.
         pub fn build(&mut self) -> Result<(), JsError> {
             let sender = self.sender.take().ok_or_else(|| JsError::new("this thread pool was built already"))?;
             rayon::ThreadPoolBuilder::new()
                 .num_threads(self.threads)
+                .use_current_thread()
                 .spawn_handler(move |body| sender.send(body).map_err(|_| std::io::Error::other("the pool's queue is closed")))
                 .build_global()
                 .map_err(|e| JsError::new(&format!("could not start the thread pool: {e}")))
@@ -86,8 +90,9 @@ mod pool {
     #[doc(hidden)]
     #[wasm_bindgen(js_name = __testTrapInPool)]
     pub fn test_trap_in_pool() {
-        crate::kernels::parallel::for_each(vec![(); 64], |i, ()| {
-            if i == 63 {
+        // Every pool thread runs this; thread 0 is the caller, so only the others panic.
+        rayon::broadcast(|ctx| {
+            if ctx.index() != 0 {
                 panic!("__testTrapInPool(): a panic on purpose in a pool thread (test-only export)");
             }
         });

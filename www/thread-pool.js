@@ -26,8 +26,9 @@ export function poolSize(threads) {
 const START_TIMEOUT_MS = 30000;
 
 /**
- * Starts `n` pool threads for the threaded module `mod` (already initialised). Resolves once every
- * thread runs; rejects (terminating the ones that started) if one fails or none answers in 30 s,
+ * Starts a pool of `n` threads for the threaded module `mod` (already initialised): this thread
+ * (it must be the one that runs the explanations) and `n - 1` pool workers. Resolves once every
+ * worker runs; rejects (terminating the ones that started) if one fails or none answers in 30 s,
  * so a page never waits on a pool that does not exist. A thread that traps later posts
  * `{trap: message}` on the BroadcastChannel `trapChannel` (the worker that waits for it is blocked).
  */
@@ -38,7 +39,7 @@ export async function startThreadPool(mod, n, trapChannel = null) {
   const workers = [];
   try {
     await Promise.all(
-      Array.from({ length: n }, (_, i) =>
+      Array.from({ length: n - 1 }, (_, i) =>
         new Promise((resolve, reject) => {
           const w = new Worker(new URL('./pool-thread.js', import.meta.url), { type: 'module', name: `gradcam pool thread ${i + 1}` });
           workers.push(w);
