@@ -1,7 +1,8 @@
 //! `cargo run --release --bin bench [-- --runs N --arch NAME --profile --models DIR]`: forward and explanation times
 //! per architecture on the native CPU path (`--profile` adds where the time goes, by op kind). Prints figures and ratios; asserts nothing. Built with
 //! `--features webgpu` and given `--gpu`, it adds the WebGPU executor's Grad-CAM and Guided Grad-CAM
-//! (forward + backward, readback included) beside the CPU's, on whatever adapter wgpu finds.
+//! (forward + backward, readback included) beside the CPU's, on whatever adapter wgpu finds
+//! (`--gpu-direct-convs`: every conv on the direct reference kernels, see `set_direct_convs`).
 //! EfficientNet-Lite0 uses the real default model; the others use synthetic torchvision-shaped weights
 //! (the speed of a network does not depend on its weight values). `--models DIR` adds every `.pth`,
 //! `.onnx` (with its `.onnx.data`) and `.safetensors` file in DIR, e.g. the full-size torchvision
@@ -168,6 +169,8 @@ fn table_mode(args: &[String]) {
     let only = flag(args, "--arch");
     let archs = [Arch::EfficientNetLite0, Arch::ResNet18, Arch::MobileNetV2, Arch::ResNet50, Arch::SqueezeNet1_1, Arch::AlexNet, Arch::Vgg16];
     let gpu = args.iter().any(|a| a == "--gpu");
+    #[cfg(feature = "webgpu")]
+    gradcam_wasm::gpu::executor::set_direct_convs(args.iter().any(|a| a == "--gpu-direct-convs"));
     println!("native CPU path, 1 thread, each model's input size (224x224 unless it says otherwise), median of {runs} runs (ms)");
     print!("{:<20} {:>8} {:>9} {:>9} {:>10} {:>10} {:>10} {:>9}", "arch", "load", "forward", "gradcam", "2nd class", "guided-gc", "guided/gc", "params M");
     if gpu {

@@ -31,7 +31,7 @@ use wgpu::util::DeviceExt;
 const WORKGROUP: u32 = 64;
 const MAX_POOLED_PLANS: usize = 4;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum K {
     ConvF,
     ConvB,
@@ -112,7 +112,36 @@ fn shaders() -> Vec<(String, String)> {
     let mut out: Vec<(String, String)> = fixed.iter().map(|(l, s)| (l.to_string(), s.to_string())).collect();
     for (m4, px, wg) in GEMM_BLOCKS {
         let consts = format!("const M4: u32 = {m4}u;\nconst PX: u32 = {px}u;\nconst WG: u32 = {wg}u;\n");
-        out.push((format!("conv_gemm_{}x{px}_{wg}", 4 * m4), consts + GEMM_SRC));
+        out.push((format!("conv_gemm_{}x{px}_{wg}", 4 * m4), consts + &unroll(GEMM_SRC, px, m4)));
+    }
+    out
+}
+
+/// Expands conv_gemm.wgsl's marked lines: `//@j LINE` once per j < `px`, `//@m LINE` per m < `m4`,
+/// `//@jm LINE` per (j, m), with {j} and {m} replaced; other lines as they are.
+fn unroll(src: &str, px: usize, m4: usize) -> String {
+    let mut out = String::with_capacity(src.len() * 2);
+    for line in src.lines() {
+        let indent = &line[..line.len() - line.trim_start().len()];
+        let t = line.trim_start();
+        let (js, ms, body) = if let Some(b) = t.strip_prefix("//@jm ") {
+            (px, m4, b)
+        } else if let Some(b) = t.strip_prefix("//@j ") {
+            (px, 1, b)
+        } else if let Some(b) = t.strip_prefix("//@m ") {
+            (1, m4, b)
+        } else {
+            out.push_str(line);
+            out.push('\n');
+            continue;
+        };
+        for j in 0..js {
+            for m in 0..ms {
+                out.push_str(indent);
+                out.push_str(&body.replace("{j}", &j.to_string()).replace("{m}", &m.to_string()));
+                out.push('\n');
+            }
+        }
     }
     out
 }
@@ -130,11 +159,13 @@ fn gemm_block(channels: usize, pixels: usize) -> (usize, usize) {
 }
 
 pub(super) struct Kernels {
-    pipelines: Vec<wgpu::ComputePipeline>,
+    modules: Vec<wgpu::ShaderModule>,
     /// [uniform, read, read, read, read_write] and [uniform, read, read, read_write].
     layouts: [wgpu::BindGroupLayout; 2],
-    /// `kernel_list()`, in `pipelines`' order.
-    list: Vec<(K, usize, &'static str)>,
+    pipeline_layouts: Vec<wgpu::PipelineLayout>,
+    /// Pipelines are created on first use: a model needs a few of the GEMM variants, and a software
+    /// adapter compiles each pipeline to machine code (SwiftShader: about 0.1 s each).
+    pipelines: Mutex<HashMap<K, wgpu::ComputePipeline>>,
     /// Every conv on the direct kernels (`set_direct_convs`).
     direct_convs: bool,
 }
@@ -163,44 +194,50 @@ impl Kernels {
             layouts.iter().map(|l| device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor { label: None, bind_group_layouts: &[Some(l)], immediate_size: 0 })).collect();
         let modules: Vec<wgpu::ShaderModule> =
             shaders().into_iter().map(|(name, src)| device.create_shader_module(wgpu::ShaderModuleDescriptor { label: Some(&name), source: wgpu::ShaderSource::Wgsl(src.into()) })).collect();
-        let list = kernel_list();
-        let pipelines = list
-            .iter()
-            .map(|&(k, module, entry)| {
-                device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+        if let Some(e) = scope.pop().await {
+            return Err(Error::Internal(format!("webgpu: shader compilation failed: {e}")));
+        }
+        let direct_convs = DIRECT_CONVS.load(std::sync::atomic::Ordering::Relaxed);
+        Ok(Kernels { modules, layouts, pipeline_layouts, pipelines: Mutex::new(HashMap::new()), direct_convs })
+    }
+
+    /// `k`'s pipeline, created on first use (an invalid one is reported by the device's error handler
+    /// and fails the call that runs it, see `Gpu::check`).
+    fn pipeline(&self, gpu: &Gpu, k: K) -> wgpu::ComputePipeline {
+        let mut cache = match self.pipelines.lock() {
+            Ok(c) => c,
+            Err(p) => p.into_inner(),
+        };
+        cache
+            .entry(k)
+            .or_insert_with(|| {
+                let (module, entry) = kernel_list().into_iter().find(|e| e.0 == k).map_or((0, "forward1x4"), |e| (e.1, e.2));
+                gpu.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
                     label: Some(entry),
-                    layout: Some(&pipeline_layouts[if k.wide() { 0 } else { 1 }]),
-                    module: &modules[module],
+                    layout: Some(&self.pipeline_layouts[if k.wide() { 0 } else { 1 }]),
+                    module: &self.modules[module],
                     entry_point: Some(entry),
                     compilation_options: Default::default(),
                     cache: None,
                 })
             })
-            .collect();
-        if let Some(e) = scope.pop().await {
-            return Err(Error::Internal(format!("webgpu: pipeline creation failed: {e}")));
-        }
-        Ok(Kernels { pipelines, layouts, list, direct_convs: DIRECT_CONVS.load(std::sync::atomic::Ordering::Relaxed) })
+            .clone()
     }
 
     /// Records `dispatches`, in order, in one compute pass.
     pub(super) fn encode(&self, encoder: &mut wgpu::CommandEncoder, dispatches: &[&Dispatch]) {
         let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: None });
         for d in dispatches {
-            pass.set_pipeline(self.pipeline(d.kernel));
+            pass.set_pipeline(&d.pipeline);
             pass.set_bind_group(0, &d.bind_group, &[]);
             pass.dispatch_workgroups(d.groups.0, d.groups.1, d.groups.2);
         }
-    }
-
-    fn pipeline(&self, k: K) -> &wgpu::ComputePipeline {
-        &self.pipelines[self.list.iter().position(|(x, _, _)| *x == k).unwrap_or(0)]
     }
 }
 
 /// One recorded kernel launch.
 pub(super) struct Dispatch {
-    kernel: K,
+    pipeline: wgpu::ComputePipeline,
     bind_group: wgpu::BindGroup,
     groups: (u32, u32, u32),
 }
@@ -217,7 +254,7 @@ impl Kernels {
         }
         let layout = &self.layouts[if kernel.wide() { 0 } else { 1 }];
         let bind_group = gpu.device.create_bind_group(&wgpu::BindGroupDescriptor { label: None, layout, entries: &entries });
-        Dispatch { kernel, bind_group, groups }
+        Dispatch { pipeline: self.pipeline(gpu, kernel), bind_group, groups }
     }
 
     /// A launch over `count` invocations, one per element: workgroups along x, what exceeds the

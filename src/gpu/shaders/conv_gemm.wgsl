@@ -3,14 +3,16 @@
 // W'[k, ci] * gy-patch[k, pixel].
 //
 // A workgroup is WG * PX pixels x one block of 4 * M4 channels (workgroup_id.y); each invocation
-// computes PX pixels (WG apart) for all 4 * M4 channels of the block, held in M4 * PX vec4 registers. Per k it loads one
-// patch value (neighbouring invocations read neighbouring pixels: coalesced on a GPU, one vector load
+// computes PX pixels (WG apart) for all 4 * M4 channels of the block, held in M4 * PX vec4 registers.
+// Per k it loads PX patch values (neighbouring invocations read neighbouring pixels: coalesced on a GPU, one vector load
 // on SIMD software adapters) and M4 vec4 weights whose address is the same for the whole workgroup
 // (a broadcast: one scalar load on some software adapters, the uniform/constant path on GPUs). The weights
-// are stored for this (see `GemmWeights` in executor.rs): [k][channel], channels padded to 8, so a
+// are stored for this (see `conv_block` in executor.rs): [k][channel], channels padded to 8, so a
 // block's weights for one k are M4 adjacent vec4s. Bounds and padding are decided once per tap
 // (ky, kx), outside the loop over channels. M4, PX and WG (the workgroup size: 16 for small planes)
-// are prepended by the executor.
+// are prepended by the executor, which also unrolls the lines marked `//@j` (once per pixel j < PX),
+// `//@m` (per channel vec4 m < M4) and `//@jm` (per pair), replacing {j} and {m}: accumulators in
+// named registers, not in an array that software adapters (SwiftShader) keep in memory.
 
 struct Params {
     cin: u32, h: u32, w: u32, cout: u32,
@@ -24,6 +26,16 @@ struct Params {
 @group(0) @binding(2) var<storage, read> wt: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read> bias: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read_write> dst: array<f32>;
+
+// Stores channels ch .. ch + 3 (those below `count`) of pixel `px` of a [count][plane] map.
+fn put(px: u32, ch: u32, count: u32, plane: u32, v: vec4<f32>, add: bool) {
+    for (var i = 0u; i < 4u; i++) {
+        if (ch + i < count) {
+            let d = (ch + i) * plane + px;
+            if (add) { dst[d] += v[i]; } else { dst[d] = v[i]; }
+        }
+    }
+}
 
 // src = x, dst = y; wt = W as [(ci * kh + ky) * kw + kx][cout padded to 8], bias padded to 8 (not
 // read when no_bias != 0); dst added to by `forward_acc`. The executor also runs stride-1 input
@@ -39,53 +51,29 @@ fn forward_into(lid: vec3<u32>, wg: vec3<u32>, nwg: vec3<u32>, add: bool) {
     let cb = wg.y * M4;
     // Lanes past the plane compute its last pixel and store nothing (no early return: the loops
     // below stay uniform).
-    var iy0: array<i32, PX>;
-    var ix0: array<i32, PX>;
-    for (var j = 0u; j < PX; j++) {
-        let pc = min(base + WG * j, plane - 1u);
-        iy0[j] = i32((pc / p.ow) * p.sh) - i32(p.pad_top);
-        ix0[j] = i32((pc % p.ow) * p.sw) - i32(p.pad_left);
-    }
-    var acc: array<vec4<f32>, M4 * PX>;
+    //@j let pc{j} = min(base + {j}u * WG, plane - 1u);
+    //@j let iy{j} = i32((pc{j} / p.ow) * p.sh) - i32(p.pad_top);
+    //@j let ix{j} = i32((pc{j} % p.ow) * p.sw) - i32(p.pad_left);
+    //@jm var a{j}_{m} = vec4<f32>(0.0);
     for (var ky = 0u; ky < p.kh; ky++) {
         for (var kx = 0u; kx < p.kw; kx++) {
-            var off: array<u32, PX>;
-            var ok: array<bool, PX>;
-            for (var j = 0u; j < PX; j++) {
-                let iy = iy0[j] + i32(ky);
-                let ix = ix0[j] + i32(kx);
-                ok[j] = iy >= 0 && iy < i32(p.h) && ix >= 0 && ix < i32(p.w);
-                off[j] = select(0u, u32(iy) * p.w + u32(ix), ok[j]);
-            }
+            //@j let y{j} = iy{j} + i32(ky);
+            //@j let x{j} = ix{j} + i32(kx);
+            //@j let ok{j} = y{j} >= 0 && y{j} < i32(p.h) && x{j} >= 0 && x{j} < i32(p.w);
+            //@j let off{j} = select(0u, u32(y{j}) * p.w + u32(x{j}), ok{j});
             var wi = (ky * p.kw + kx) * row + cb;
             var xi = 0u;
             for (var c = 0u; c < p.cin; c++) {
-                var f: array<vec4<f32>, M4>;
-                for (var m = 0u; m < M4; m++) { f[m] = wt[wi + m]; }
-                for (var j = 0u; j < PX; j++) {
-                    let v = vec4<f32>(select(0.0, src[xi + off[j]], ok[j]));
-                    for (var m = 0u; m < M4; m++) { acc[j * M4 + m] = fma(v, f[m], acc[j * M4 + m]); }
-                }
+                //@m let f{m} = wt[wi + {m}u];
+                //@j let v{j} = vec4<f32>(select(0.0, src[xi + off{j}], ok{j}));
+                //@jm a{j}_{m} = fma(v{j}, f{m}, a{j}_{m});
                 wi += kk * row;
                 xi += hw;
             }
         }
     }
-    for (var j = 0u; j < PX; j++) {
-        let px = base + WG * j;
-        if (px < plane) {
-            for (var m = 0u; m < M4; m++) {
-                let v = acc[j * M4 + m] + select(bias[cb + m], vec4<f32>(0.0), p.no_bias != 0u);
-                let co = (cb + m) * 4u;
-                for (var i = 0u; i < 4u; i++) {
-                    if (co + i < p.cout) {
-                        let d = (co + i) * plane + px;
-                        if (add) { dst[d] += v[i]; } else { dst[d] = v[i]; }
-                    }
-                }
-            }
-        }
-    }
+    //@m let b{m} = select(bias[cb + {m}u], vec4<f32>(0.0), p.no_bias != 0u);
+    //@jm if (base + {j}u * WG < plane) { put(base + {j}u * WG, (cb + {m}u) * 4u, p.cout, plane, a{j}_{m} + b{m}, add); }
 }
 
 // src = grad of y, dst = grad of x (added to by `backward_acc`); wt = W as [(co * kh + ky) * kw + kx][cin
@@ -93,6 +81,7 @@ fn forward_into(lid: vec3<u32>, wg: vec3<u32>, nwg: vec3<u32>, add: bool) {
 // and likewise for x. A workgroup takes pixels of one residue class (y + pad_top) % sh = ry,
 // (x + pad_left) % sw = rx (workgroup_id.y = class * blocks + channel block), so the taps that can reach
 // them, ky = ry, ry + sh, ..., are the same for every invocation and none is skipped per lane.
+// (Stride-1 convs run on `forward` instead, which measured faster.)
 fn backward_into(lid: vec3<u32>, wg: vec3<u32>, nwg: vec3<u32>, add: bool) {
     let blocks = (p.cin + 4u * M4 - 1u) / (4u * M4);
     let cls = wg.y / blocks;
@@ -111,17 +100,13 @@ fn backward_into(lid: vec3<u32>, wg: vec3<u32>, nwg: vec3<u32>, add: bool) {
     let last = max(n, 1u) - 1u;
     let nxd = max(nx, 1u);
     // Output row / column reached through tap ky = ry + a * sh is yy - a (exact division).
-    var yy: array<i32, PX>;
-    var xx: array<i32, PX>;
-    for (var j = 0u; j < PX; j++) {
-        let ic = min(base + WG * j, last);
-        yy[j] = i32((y0 + (ic / nxd) * p.sh + p.pad_top - ry) / p.sh);
-        xx[j] = i32((x0 + (ic % nxd) * p.sw + p.pad_left - rx) / p.sw);
-    }
+    //@j let ic{j} = min(base + {j}u * WG, last);
+    //@j let yy{j} = i32((y0 + (ic{j} / nxd) * p.sh + p.pad_top - ry) / p.sh);
+    //@j let xx{j} = i32((x0 + (ic{j} % nxd) * p.sw + p.pad_left - rx) / p.sw);
     let oplane = p.oh * p.ow;
     let kk = p.kh * p.kw;
     let row = ((p.cin + 7u) / 8u) * 2u;
-    var acc: array<vec4<f32>, M4 * PX>;
+    //@jm var a{j}_{m} = vec4<f32>(0.0);
     // Taps of this class per axis.
     let na = select(0u, (p.kh - ry + p.sh - 1u) / p.sh, p.kh > ry);
     let nb = select(0u, (p.kw - rx + p.sw - 1u) / p.sw, p.kw > rx);
@@ -129,46 +114,25 @@ fn backward_into(lid: vec3<u32>, wg: vec3<u32>, nwg: vec3<u32>, add: bool) {
         let ky = ry + a * p.sh;
         for (var b = 0u; b < nb; b++) {
             let kx = rx + b * p.sw;
-            var off: array<u32, PX>;
-            var ok: array<bool, PX>;
-            for (var j = 0u; j < PX; j++) {
-                let oy = yy[j] - i32(a);
-                let ox = xx[j] - i32(b);
-                ok[j] = oy >= 0 && oy < i32(p.oh) && ox >= 0 && ox < i32(p.ow);
-                off[j] = select(0u, u32(oy) * p.ow + u32(ox), ok[j]);
-            }
+            //@j let oy{j} = yy{j} - i32(a);
+            //@j let ox{j} = xx{j} - i32(b);
+            //@j let ok{j} = oy{j} >= 0 && oy{j} < i32(p.oh) && ox{j} >= 0 && ox{j} < i32(p.ow);
+            //@j let off{j} = select(0u, u32(oy{j}) * p.ow + u32(ox{j}), ok{j});
             var wi = (ky * p.kw + kx) * row + cb;
             var gi = 0u;
             for (var co = 0u; co < p.cout; co++) {
-                var f: array<vec4<f32>, M4>;
-                for (var m = 0u; m < M4; m++) { f[m] = wt[wi + m]; }
-                for (var j = 0u; j < PX; j++) {
-                    let g = vec4<f32>(select(0.0, src[gi + off[j]], ok[j]));
-                    for (var m = 0u; m < M4; m++) { acc[j * M4 + m] = fma(g, f[m], acc[j * M4 + m]); }
-                }
+                //@m let f{m} = wt[wi + {m}u];
+                //@j let g{j} = vec4<f32>(select(0.0, src[gi + off{j}], ok{j}));
+                //@jm a{j}_{m} = fma(g{j}, f{m}, a{j}_{m});
                 wi += kk * row;
                 gi += oplane;
             }
         }
     }
     let plane = p.h * p.w;
-    for (var j = 0u; j < PX; j++) {
-        let i = base + WG * j;
-        if (i < n) {
-            let o = (y0 + (i / nxd) * p.sh) * p.w + x0 + (i % nxd) * p.sw;
-            for (var m = 0u; m < M4; m++) {
-                let ci = (cb + m) * 4u;
-                for (var k = 0u; k < 4u; k++) {
-                    if (ci + k < p.cin) {
-                        let d = (ci + k) * plane + o;
-                        if (add) { dst[d] += acc[j * M4 + m][k]; } else { dst[d] = acc[j * M4 + m][k]; }
-                    }
-                }
-            }
-        }
-    }
+    //@j let o{j} = (y0 + (min(base + {j}u * WG, last) / nxd) * p.sh) * p.w + x0 + (min(base + {j}u * WG, last) % nxd) * p.sw;
+    //@jm if (base + {j}u * WG < n) { put(o{j}, (cb + {m}u) * 4u, p.cin, plane, a{j}_{m}, add); }
 }
-
 // Each kernel comes twice: writing dst, and adding to it (gradient fan-out). A kernel that never
 // reads dst ran about twice as fast on lavapipe, so the read stays out of the writing variant.
 @compute @workgroup_size(WG)
