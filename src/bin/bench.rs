@@ -311,11 +311,11 @@ fn gpu_times(_: &gradcam_wasm::Explainer, _: usize) -> Result<(f64, f64, String)
 }
 
 /// A conv's shape in a network at 224x224: (name of its first node, geometry, how many convs share it).
-#[cfg(not(target_arch = "wasm32"))]
+#[cfg(all(not(target_arch = "wasm32"), feature = "webgpu"))]
 type ConvShape = (String, gradcam_wasm::kernels::Conv2dGeom, usize);
 
 /// The `keep` conv shapes of `arch` with the most FLOPs in total (multiply-adds x 2, all convs of that shape).
-#[cfg(not(target_arch = "wasm32"))]
+#[cfg(all(not(target_arch = "wasm32"), feature = "webgpu"))]
 fn conv_shapes(arch: gradcam_wasm::Arch, keep: usize) -> Result<Vec<ConvShape>, String> {
     use gradcam_wasm::graph::Op;
     let bytes = model_bytes(arch).ok_or("default model missing: run scripts/setup.sh")?;
@@ -346,7 +346,7 @@ fn conv_shapes(arch: gradcam_wasm::Arch, keep: usize) -> Result<Vec<ConvShape>, 
 }
 
 /// 2 x multiply-adds of one conv.
-#[cfg(not(target_arch = "wasm32"))]
+#[cfg(all(not(target_arch = "wasm32"), feature = "webgpu"))]
 fn conv_flops(g: &gradcam_wasm::kernels::Conv2dGeom) -> f64 {
     2.0 * (g.cout * g.out_h() * g.out_w() * (g.cin / g.groups) * g.kh * g.kw) as f64
 }

@@ -154,7 +154,7 @@ fn gemm_block(channels: usize, pixels: usize) -> (usize, usize) {
     let m4 = if channels <= 4 { 1 } else { 2 };
     let busy = |slots: usize| 4 * pixels >= 3 * pixels.div_ceil(slots) * slots;
     let mine = || GEMM_BLOCKS.iter().enumerate().filter(|(_, b)| b.0 == m4);
-    let (i, b) = mine().find(|(_, b)| busy(b.1 * b.2)).or_else(|| mine().last()).unwrap_or((0, &GEMM_BLOCKS[0]));
+    let (i, b) = mine().find(|(_, b)| busy(b.1 * b.2)).or_else(|| mine().next_back()).unwrap_or((0, &GEMM_BLOCKS[0]));
     (i, b.1 * b.2)
 }
 
@@ -265,8 +265,10 @@ impl Kernels {
         self.launch(gpu, kernel, params, buffers, (x, groups.div_ceil(x), 1))
     }
 
-    /// A launch over `count` pixels (`per_group` per workgroup, along x, overflow along z) times `y` blocks.
-    fn launch_tiled(&self, gpu: &Gpu, kernel: K, params: &[u32], buffers: &[&wgpu::Buffer], count: usize, per_group: usize, y: usize) -> Dispatch {
+    /// A launch over `pixels` = (count, per workgroup) pixels (workgroups along x, overflow along z)
+    /// times `y` blocks.
+    fn launch_tiled(&self, gpu: &Gpu, kernel: K, params: &[u32], buffers: &[&wgpu::Buffer], pixels: (usize, usize), y: usize) -> Dispatch {
+        let (count, per_group) = pixels;
         let groups = (count.div_ceil(per_group.max(1)) as u32).max(1);
         let x = groups.min(gpu.limits.max_compute_workgroups_per_dimension.max(1));
         self.launch(gpu, kernel, params, buffers, (x, y as u32, groups.div_ceil(x)))
@@ -280,7 +282,7 @@ impl Kernels {
         match ConvPath::of(g, self.direct_convs) {
             ConvPath::Gemm => {
                 let (i, slots) = gemm_block(g.cout, plane);
-                self.launch_tiled(gpu, K::GemmF(i, false), &params, &buffers, plane, slots, g.cout.div_ceil(4 * GEMM_BLOCKS[i].0))
+                self.launch_tiled(gpu, K::GemmF(i, false), &params, &buffers, (plane, slots), g.cout.div_ceil(4 * GEMM_BLOCKS[i].0))
             }
             ConvPath::Direct | ConvPath::Depthwise => {
                 let (kernel, count) = direct_forward_kernel(g);
@@ -304,13 +306,13 @@ impl Kernels {
                 let mut params = conv_params(&t, acc);
                 (params[4], params[5], params[14]) = (g.h as u32, g.w as u32, 1);
                 let (i, slots) = gemm_block(g.cin, g.h * g.w);
-                self.launch_tiled(gpu, K::GemmF(i, acc), &params, &buffers, g.h * g.w, slots, g.cin.div_ceil(4 * GEMM_BLOCKS[i].0))
+                self.launch_tiled(gpu, K::GemmF(i, acc), &params, &buffers, (g.h * g.w, slots), g.cin.div_ceil(4 * GEMM_BLOCKS[i].0))
             }
             ConvPath::Gemm => {
                 let (i, slots) = gemm_block(g.cin, class);
-                self.launch_tiled(gpu, K::GemmB(i, acc), &params, &buffers, class, slots, g.cin.div_ceil(4 * GEMM_BLOCKS[i].0) * classes)
+                self.launch_tiled(gpu, K::GemmB(i, acc), &params, &buffers, (class, slots), g.cin.div_ceil(4 * GEMM_BLOCKS[i].0) * classes)
             }
-            ConvPath::Depthwise => self.launch_tiled(gpu, K::DwB(acc), &params, &buffers, g.h.div_ceil(g.stride_h).div_ceil(4) * g.w.div_ceil(g.stride_w), 64, g.cin * classes),
+            ConvPath::Depthwise => self.launch_tiled(gpu, K::DwB(acc), &params, &buffers, (g.h.div_ceil(g.stride_h).div_ceil(4) * g.w.div_ceil(g.stride_w), 64), g.cin * classes),
             ConvPath::Direct => {
                 let (kernel, count) = direct_backward_kernel(g);
                 self.launch_flat(gpu, kernel, &params, &buffers, count)
