@@ -966,3 +966,31 @@ impl Pass for GpuPass {
         pollster::block_on(self.input_gradient_async(target, rule))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unroll_expands_the_marked_lines_per_pixel_and_channel_block() {
+        let src = "a\n    //@j let x{j} = {j};\n  //@m f{m}\n//@jm a{j}_{m} += f{m};\nb\n";
+        let want = "a\n    let x0 = 0;\n    let x1 = 1;\n  f0\n  f1\na0_0 += f0;\na0_1 += f1;\na1_0 += f0;\na1_1 += f1;\nb\n";
+        assert_eq!(unroll(src, 2, 2), want);
+        let gemm = unroll(GEMM_SRC, 4, 2);
+        assert!(!gemm.lines().any(|l| l.trim_start().starts_with("//@")), "every marked line of conv_gemm.wgsl is expanded");
+        assert!(gemm.contains("a3_1 = fma(v3, f1, a3_1);"), "the last accumulator of a 4-pixel x 2-vec4 block");
+    }
+
+    #[test]
+    fn gemm_blocks_keep_three_quarters_of_the_pixel_slots_busy() {
+        let block = |channels, pixels| {
+            let (i, slots) = gemm_block(channels, pixels);
+            (GEMM_BLOCKS[i], slots)
+        };
+        assert_eq!(block(64, 56 * 56), ((2, 4, 64), 256)); // 3136 of 3328 slots
+        assert_eq!(block(512, 7 * 7), ((2, 4, 16), 64)); // 49 of 64
+        assert_eq!(block(3, 224 * 224), ((1, 4, 64), 256)); // at most 4 channels: blocks of 4
+        assert_eq!(block(16, 3 * 3), ((2, 1, 16), 16)); // nothing keeps 3/4 busy: the smallest block
+        assert_eq!(block(8, 30), ((2, 2, 16), 32)); // 30 of 32
+    }
+}
