@@ -109,7 +109,8 @@ fn shaders() -> Vec<(String, String)> {
         ("eltwise", include_str!("shaders/eltwise.wgsl")),
         ("depthwise", include_str!("shaders/depthwise.wgsl")),
     ];
-    let mut out: Vec<(String, String)> = fixed.iter().map(|(l, s)| (l.to_string(), s.to_string())).collect();
+    // The depthwise kernel's marked lines run once per row of its 4-row strip.
+    let mut out: Vec<(String, String)> = fixed.iter().map(|(l, s)| (l.to_string(), if *l == "depthwise" { unroll(s, 4, 1) } else { s.to_string() })).collect();
     for (m4, px, wg) in GEMM_BLOCKS {
         let consts = format!("const M4: u32 = {m4}u;\nconst PX: u32 = {px}u;\nconst WG: u32 = {wg}u;\n");
         out.push((format!("conv_gemm_{}x{px}_{wg}", 4 * m4), consts + &unroll(GEMM_SRC, px, m4)));

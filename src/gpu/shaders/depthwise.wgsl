@@ -4,7 +4,8 @@
 // instead of 36. Neighbouring invocations take neighbouring columns (coalesced / vector loads); a
 // workgroup is one channel, so the weights are uniform loads. (The forward runs on conv.wgsl's
 // `forward1x4`: on lavapipe the same row reuse there, with its per-row tap test, measured slower.)
-// PyTorch layout: wt = (c, kh, kw).
+// PyTorch layout: wt = (c, kh, kw). The executor unrolls the `//@j` lines over the 4 rows (see
+// conv_gemm.wgsl).
 
 struct Params {
     cin: u32, h: u32, w: u32, cout: u32,
@@ -50,30 +51,28 @@ fn backward_into(lid: vec3<u32>, wg: vec3<u32>, nwg: vec3<u32>, add: bool) {
     let na = select(0u, (p.kh - ry + p.sh - 1u) / p.sh, p.kh > ry);
     let base = c * p.oh * p.ow;
     let wb = c * p.kh * p.kw;
-    var acc = vec4<f32>(0.0);
+    //@j var acc{j} = 0.0;
+    let amax = max(i32(na), 1) - 1;
     for (var kx = rx; kx < p.kw; kx += p.sw) {
         let ox = xx - i32((kx - rx) / p.sw);
         let col_ok = ox >= 0 && ox < i32(p.ow);
-        // Output rows yy - (na - 1) + u feed class row r through a = r + na - 1 - u.
+        // Output rows yy - (na - 1) + u feed class row r through tap a = r + na - 1 - u (when below
+        // na: a weight of zero otherwise, no branch).
         for (var u = 0u; u < na + 3u; u++) {
             let oy = yy - i32(na) + 1 + i32(u);
             let ok = col_ok && oy >= 0 && oy < i32(p.oh);
             let g = select(0.0, src[base + select(0u, u32(oy) * p.ow + u32(ox), ok)], ok);
-            for (var r = 0u; r < 4u; r++) {
-                let a = i32(r + na) - 1 - i32(u);
-                if (a >= 0 && a < i32(na)) {
-                    acc[r] = fma(g, wt[wb + (ry + u32(a) * p.sh) * p.kw + kx], acc[r]);
-                }
-            }
+            //@j let a{j} = i32({j}u + na) - 1 - i32(u);
+            //@j let w{j} = select(0.0, wt[wb + (ry + u32(clamp(a{j}, 0, amax)) * p.sh) * p.kw + kx], a{j} >= 0 && a{j} < i32(na));
+            //@j acc{j} = fma(g, w{j}, acc{j});
         }
     }
     let plane = p.h * p.w;
-    for (var r = 0u; r < 4u; r++) {
-        if (i < n && s + r < ny) {
-            let d = c * plane + (y0 + (s + r) * p.sh) * p.w + x;
-            if (add) { dst[d] += acc[r]; } else { dst[d] = acc[r]; }
-        }
-    }
+    //@j if (i < n && s + {j}u < ny) { put(c * plane + (y0 + (s + {j}u) * p.sh) * p.w + x, acc{j}, add); }
+}
+
+fn put(d: u32, v: f32, add: bool) {
+    if (add) { dst[d] += v; } else { dst[d] = v; }
 }
 
 // Writing dst, and adding to it (see conv_gemm.wgsl's entry points).
