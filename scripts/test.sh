@@ -19,7 +19,7 @@ cargo clippy --quiet --all-targets -- -D warnings
 echo "test: native (cargo test)"
 cargo test --all-targets --no-fail-fast
 echo "test: WebGPU executor vs CPU on lavapipe (cargo test --features webgpu)"
-XDG_RUNTIME_DIR=/tmp GRADCAM_REQUIRE_GPU=1 cargo test --features webgpu --test gpu_parity
+XDG_RUNTIME_DIR=/tmp GRADCAM_REQUIRE_GPU=1 cargo test --features webgpu --test gpu_parity --test gpu_kernels
 echo "test: wasm32 in headless Chromium (wasm-bindgen-test; WebGPU on SwiftShader)"
 CHROMEDRIVER=/usr/bin/chromedriver CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=wasm-bindgen-test-runner \
   WASM_BINDGEN_TEST_TIMEOUT=600 cargo test --target wasm32-unknown-unknown --features webgpu --test wasm --test wasm_webgpu

@@ -1,11 +1,17 @@
 //! `cargo run --release --bin bench [-- --runs N --arch NAME --profile --models DIR]`: forward and explanation times
 //! per architecture on the native CPU path (`--profile` adds where the time goes, by op kind). Prints figures and ratios; asserts nothing. Built with
 //! `--features webgpu` and given `--gpu`, it adds the WebGPU executor's Grad-CAM and Guided Grad-CAM
-//! (forward + backward, readback included) beside the CPU's, on whatever adapter wgpu finds.
+//! (forward + backward, readback included) beside the CPU's, on whatever adapter wgpu finds
+//! (`--gpu-direct-convs`: every conv on the direct reference kernels, see `set_direct_convs`).
 //! EfficientNet-Lite0 uses the real default model; the others use synthetic torchvision-shaped weights
 //! (the speed of a network does not depend on its weight values). `--models DIR` adds every `.pth`,
 //! `.onnx` (with its `.onnx.data`) and `.safetensors` file in DIR, e.g. the full-size torchvision
 //! families that `scripts/gen-bench-models.py` writes where torch is installed.
+//!
+//! `bench --gpu-conv-shapes [--runs N] [--arch NAME]` (with `--features webgpu`): per conv shape of
+//! EfficientNet-Lite0 and ResNet-18 at 224x224 (the most expensive ones, by total FLOPs in the network),
+//! GFLOP/s of the WebGPU kernels (forward and input gradient; the current ones and the direct reference
+//! kernels) next to the native CPU kernels' (1 thread), on whatever adapter wgpu finds.
 //!
 //! Other modes (used by `npm run bench`, see bench/README.md):
 //! - `bench --write-synthetic ARCH PATH`: writes ARCH's synthetic weights as f16 safetensors (the
@@ -28,7 +34,9 @@ fn main() {
         };
         std::process::exit(write_synthetic(arch, path));
     }
-    if args.iter().any(|a| a == "--json") {
+    if args.iter().any(|a| a == "--gpu-conv-shapes") {
+        gpu_conv_shapes(&args);
+    } else if args.iter().any(|a| a == "--json") {
         json_mode(&args);
     } else {
         table_mode(&args);
@@ -161,6 +169,8 @@ fn table_mode(args: &[String]) {
     let only = flag(args, "--arch");
     let archs = [Arch::EfficientNetLite0, Arch::ResNet18, Arch::MobileNetV2, Arch::ResNet50, Arch::SqueezeNet1_1, Arch::AlexNet, Arch::Vgg16];
     let gpu = args.iter().any(|a| a == "--gpu");
+    #[cfg(feature = "webgpu")]
+    gradcam_wasm::gpu::executor::set_direct_convs(args.iter().any(|a| a == "--gpu-direct-convs"));
     println!("native CPU path, 1 thread, each model's input size (224x224 unless it says otherwise), median of {runs} runs (ms)");
     print!("{:<20} {:>8} {:>9} {:>9} {:>10} {:>10} {:>10} {:>9}", "arch", "load", "forward", "gradcam", "2nd class", "guided-gc", "guided/gc", "params M");
     if gpu {
@@ -298,4 +308,129 @@ fn gpu_times(ex: &gradcam_wasm::Explainer, runs: usize) -> Result<(f64, f64, Str
 #[cfg(all(not(target_arch = "wasm32"), not(feature = "webgpu")))]
 fn gpu_times(_: &gradcam_wasm::Explainer, _: usize) -> Result<(f64, f64, String), String> {
     Err("this bench was built without --features webgpu".into())
+}
+
+/// A conv's shape in a network at 224x224: (name of its first node, geometry, how many convs share it).
+#[cfg(all(not(target_arch = "wasm32"), feature = "webgpu"))]
+type ConvShape = (String, gradcam_wasm::kernels::Conv2dGeom, usize);
+
+/// The `keep` conv shapes of `arch` with the most FLOPs in total (multiply-adds x 2, all convs of that shape).
+#[cfg(all(not(target_arch = "wasm32"), feature = "webgpu"))]
+fn conv_shapes(arch: gradcam_wasm::Arch, keep: usize) -> Result<Vec<ConvShape>, String> {
+    use gradcam_wasm::graph::Op;
+    let bytes = model_bytes(arch).ok_or("default model missing: run scripts/setup.sh")?;
+    let model = gradcam_wasm::Model::from_bytes(&bytes, Some(arch)).map_err(|e| e.to_string())?;
+    let g = &model.graph;
+    let shapes = g.shapes(224, 224).map_err(|e| e.to_string())?;
+    let mut out: Vec<ConvShape> = Vec::new();
+    for n in &g.nodes {
+        if let Op::Conv(c) = &n.op {
+            let (_, h, w) = shapes[n.inputs[0]];
+            let geo = c.geom(1, h, w);
+            match out.iter_mut().find(|(_, o, _)| *o == geo) {
+                Some(o) => o.2 += 1,
+                None => out.push((n.name.clone(), geo, 1)),
+            }
+        }
+    }
+    out.sort_by(|a, b| (conv_flops(&b.1) * b.2 as f64).total_cmp(&(conv_flops(&a.1) * a.2 as f64)));
+    // The top `keep`, and the top depthwise shapes (cheap in FLOPs, not in time) if not among them.
+    let depthwise: Vec<ConvShape> = out.iter().filter(|s| s.1.is_depthwise()).take(2).cloned().collect();
+    out.truncate(keep);
+    for d in depthwise {
+        if !out.iter().any(|o| o.1 == d.1) {
+            out.push(d);
+        }
+    }
+    Ok(out)
+}
+
+/// 2 x multiply-adds of one conv.
+#[cfg(all(not(target_arch = "wasm32"), feature = "webgpu"))]
+fn conv_flops(g: &gradcam_wasm::kernels::Conv2dGeom) -> f64 {
+    2.0 * (g.cout * g.out_h() * g.out_w() * (g.cin / g.groups) * g.kh * g.kw) as f64
+}
+
+#[cfg(all(not(target_arch = "wasm32"), feature = "webgpu"))]
+fn gpu_conv_shapes(args: &[String]) {
+    use gradcam_wasm::gpu::executor::set_direct_convs;
+    use gradcam_wasm::gpu::lab::{process_cpu_ms, ConvLab};
+    use gradcam_wasm::kernels::{conv2d_forward, conv2d_input_grad};
+    use gradcam_wasm::{synthetic, Arch};
+    let runs: usize = flag(args, "--runs").and_then(|v| v.parse().ok()).unwrap_or(3).max(1);
+    let only = flag(args, "--arch");
+    let labs = (ConvLab::new(), {
+        set_direct_convs(true);
+        let lab = ConvLab::new();
+        set_direct_convs(false);
+        lab
+    });
+    let (lab, direct) = match labs {
+        (Ok(a), Ok(b)) => (a, b),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("webgpu: {e}");
+            std::process::exit(1);
+        }
+    };
+    println!(
+        "adapter: {} ({:?}); GFLOP (2 x multiply-adds) per CPU-second of this process (all threads; the adapter's and the CPU kernels' work), at least {runs} launches / calls per figure",
+        lab.adapter_info().name,
+        lab.adapter_info().backend
+    );
+    println!("gpu: the current kernels; direct: the direct reference kernels (one invocation per 4x4 / 1x4 output block); cpu: native CPU kernels, 1 thread");
+    println!("{:<18} {:<46} {:>3} {:>6} | {:>7} {:>7} {:>7} | {:>7} {:>7} {:>7}", "arch", "conv (cin>cout kxk /s groups, in HxW)", "n", "MFLOP", "fwd gpu", "direct", "cpu", "dx gpu", "direct", "cpu");
+    let archs = [Arch::EfficientNetLite0, Arch::ResNet18];
+    for arch in archs.into_iter().filter(|a| only.as_deref().is_none_or(|o| o == a.name())) {
+        let shapes = match conv_shapes(arch, 8) {
+            Ok(s) => s,
+            Err(e) => {
+                println!("{}: {e}", arch.name());
+                continue;
+            }
+        };
+        for (name, g, count) in shapes {
+            let mut rng = synthetic::Rng::new(3);
+            let x = rng.vec(g.cin * g.h * g.w, 1.0);
+            let w = rng.vec(g.cout * (g.cin / g.groups) * g.kh * g.kw, 0.1);
+            let b = rng.vec(g.cout, 0.1);
+            let gy = rng.vec(g.cout * g.out_h() * g.out_w(), 1.0);
+            let flops = conv_flops(&g);
+            let gflops = |ms: Option<f64>| ms.map_or("?".to_string(), |ms| format!("{:.2}", flops / ms.max(1e-3) / 1e6));
+            // Enough calls for the 10 ms ticks of the CPU clock: at least 300 ms, and `runs`.
+            let cpu = |f: &dyn Fn()| {
+                let t = process_cpu_ms()?;
+                let mut n = 0;
+                while n < runs || process_cpu_ms()? - t < 300.0 {
+                    f();
+                    n += 1;
+                }
+                Some((process_cpu_ms()? - t) / n as f64)
+            };
+            let reps = runs.max((1.5e9 / flops).ceil() as usize);
+            let gpu = |lab: &ConvLab, forward: bool| -> String {
+                let r = if forward { lab.forward(&g, &x, &w, &b, reps) } else { lab.input_grad(&g, &gy, &w, reps) };
+                r.map_or_else(|e| format!("{e}"), |r| gflops(r.cpu_ms))
+            };
+            let cpu_f = cpu(&|| drop(conv2d_forward(&x, &w, Some(&b), &g)));
+            let cpu_b = cpu(&|| drop(conv2d_input_grad(&gy, &w, &g, None)));
+            let what = format!("{name} ({}>{} {}x{} /{} g{}, {}x{})", g.cin, g.cout, g.kh, g.kw, g.stride_h, g.groups, g.h, g.w);
+            println!(
+                "{:<18} {what:<46} {count:>3} {:>6.1} | {:>7} {:>7} {:>7} | {:>7} {:>7} {:>7}",
+                arch.name(),
+                flops / 1e6,
+                gpu(&lab, true),
+                gpu(&direct, true),
+                gflops(cpu_f),
+                gpu(&lab, false),
+                gpu(&direct, false),
+                gflops(cpu_b)
+            );
+        }
+    }
+}
+
+#[cfg(all(not(target_arch = "wasm32"), not(feature = "webgpu")))]
+fn gpu_conv_shapes(_: &[String]) {
+    eprintln!("--gpu-conv-shapes needs a bench built with --features webgpu");
+    std::process::exit(2);
 }

@@ -20,6 +20,7 @@ use crate::fail;
 use crate::feature_map::FeatureMap;
 use crate::graph::shapes::Chw;
 use crate::graph::{Graph, NodeId, Op};
+use crate::kernels::Conv2dGeom;
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
@@ -30,12 +31,17 @@ use wgpu::util::DeviceExt;
 const WORKGROUP: u32 = 64;
 const MAX_POOLED_PLANS: usize = 4;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum K {
     ConvF,
     ConvB,
     ConvF4x4,
     ConvB4x4,
+    /// Implicit GEMM (ungrouped convs) forward and input gradient, block shape `GEMM_BLOCKS[i]`,
+    /// adding to the output if `true`.
+    GemmF(usize, bool),
+    GemmB(usize, bool),
+    DwB(bool),
     LinF,
     LinB,
     MaxF,
@@ -48,50 +54,125 @@ enum K {
     Copy,
 }
 
-const KERNELS: [(K, &str); 14] = [
-    (K::ConvF, "forward1x4"),
-    (K::ConvB, "backward1x4"),
-    (K::ConvF4x4, "forward4x4"),
-    (K::ConvB4x4, "backward4x4"),
-    (K::LinF, "forward"),
-    (K::LinB, "backward"),
-    (K::MaxF, "max_forward"),
-    (K::MaxB, "max_backward"),
-    (K::AvgF, "avg_forward"),
-    (K::AvgB, "avg_backward"),
-    (K::ReluF, "relu_forward"),
-    (K::ReluB, "relu_backward"),
-    (K::Add, "add"),
-    (K::Copy, "copy"),
-];
+/// The GEMM kernels' block shapes, (M4, PX, WG): 4 * M4 channels x PX pixels per invocation, WG
+/// invocations per workgroup. One shader module each (`shaders`); `gemm_block` picks one per conv.
+const GEMM_BLOCKS: [(usize, usize, usize); 8] = [(1, 4, 64), (1, 4, 16), (1, 2, 16), (1, 1, 16), (2, 4, 64), (2, 4, 16), (2, 2, 16), (2, 1, 16)];
+
+/// Shader modules before the GEMM ones (`shaders`).
+const FIXED_MODULES: usize = 5;
+
+/// Every kernel as (kernel, shader module index, entry point).
+fn kernel_list() -> Vec<(K, usize, &'static str)> {
+    let mut list = vec![
+        (K::ConvF, 0, "forward1x4"),
+        (K::ConvB, 0, "backward1x4"),
+        (K::ConvF4x4, 0, "forward4x4"),
+        (K::ConvB4x4, 0, "backward4x4"),
+        (K::LinF, 1, "forward"),
+        (K::LinB, 1, "backward"),
+        (K::MaxF, 2, "max_forward"),
+        (K::MaxB, 2, "max_backward"),
+        (K::AvgF, 2, "avg_forward"),
+        (K::AvgB, 2, "avg_backward"),
+        (K::ReluF, 3, "relu_forward"),
+        (K::ReluB, 3, "relu_backward"),
+        (K::Add, 3, "add"),
+        (K::Copy, 3, "copy"),
+        (K::DwB(false), 4, "backward"),
+        (K::DwB(true), 4, "backward_acc"),
+    ];
+    for i in 0..GEMM_BLOCKS.len() {
+        list.push((K::GemmF(i, false), FIXED_MODULES + i, "forward"));
+        list.push((K::GemmF(i, true), FIXED_MODULES + i, "forward_acc"));
+        list.push((K::GemmB(i, false), FIXED_MODULES + i, "backward"));
+        list.push((K::GemmB(i, true), FIXED_MODULES + i, "backward_acc"));
+    }
+    list
+}
 
 impl K {
-    /// (shader module, bind group layout): 0 conv, 1 linear, 2 pool, 3 eltwise; layouts 0 = five bindings, 1 = four.
-    fn module(self) -> usize {
-        match self {
-            K::ConvF | K::ConvB | K::ConvF4x4 | K::ConvB4x4 => 0,
-            K::LinF | K::LinB => 1,
-            K::MaxF | K::MaxB | K::AvgF | K::AvgB => 2,
-            K::ReluF | K::ReluB | K::Add | K::Copy => 3,
-        }
-    }
-
+    /// Five bindings (layout 0: uniform, three read, one read-write) or four (layout 1).
     fn wide(self) -> bool {
-        self.module() < 2
+        !matches!(self, K::MaxF | K::MaxB | K::AvgF | K::AvgB | K::ReluF | K::ReluB | K::Add | K::Copy)
     }
 }
 
-const SHADERS: [(&str, &str); 4] =
-    [("conv", include_str!("shaders/conv.wgsl")), ("linear", include_str!("shaders/linear.wgsl")), ("pool", include_str!("shaders/pool.wgsl")), ("eltwise", include_str!("shaders/eltwise.wgsl"))];
+const GEMM_SRC: &str = include_str!("shaders/conv_gemm.wgsl");
 
-struct Kernels {
-    pipelines: Vec<wgpu::ComputePipeline>,
+/// The shader modules, (label, source): `FIXED_MODULES`, then the GEMM module once per block shape,
+/// its M4 and PX prepended as constants.
+fn shaders() -> Vec<(String, String)> {
+    let fixed = [
+        ("conv", include_str!("shaders/conv.wgsl")),
+        ("linear", include_str!("shaders/linear.wgsl")),
+        ("pool", include_str!("shaders/pool.wgsl")),
+        ("eltwise", include_str!("shaders/eltwise.wgsl")),
+        ("depthwise", include_str!("shaders/depthwise.wgsl")),
+    ];
+    // The depthwise kernel's marked lines run once per row of its 4-row strip.
+    let mut out: Vec<(String, String)> = fixed.iter().map(|(l, s)| (l.to_string(), if *l == "depthwise" { unroll(s, 4, 1) } else { s.to_string() })).collect();
+    for (m4, px, wg) in GEMM_BLOCKS {
+        let consts = format!("const M4: u32 = {m4}u;\nconst PX: u32 = {px}u;\nconst WG: u32 = {wg}u;\n");
+        out.push((format!("conv_gemm_{}x{px}_{wg}", 4 * m4), consts + &unroll(GEMM_SRC, px, m4)));
+    }
+    out
+}
+
+/// Expands conv_gemm.wgsl's marked lines: `//@j LINE` once per j < `px`, `//@m LINE` per m < `m4`,
+/// `//@jm LINE` per (j, m), with {j} and {m} replaced; other lines as they are.
+fn unroll(src: &str, px: usize, m4: usize) -> String {
+    let mut out = String::with_capacity(src.len() * 2);
+    for line in src.lines() {
+        let indent = &line[..line.len() - line.trim_start().len()];
+        let t = line.trim_start();
+        let (js, ms, body) = if let Some(b) = t.strip_prefix("//@jm ") {
+            (px, m4, b)
+        } else if let Some(b) = t.strip_prefix("//@j ") {
+            (px, 1, b)
+        } else if let Some(b) = t.strip_prefix("//@m ") {
+            (1, m4, b)
+        } else {
+            out.push_str(line);
+            out.push('\n');
+            continue;
+        };
+        for j in 0..js {
+            for m in 0..ms {
+                out.push_str(indent);
+                out.push_str(&body.replace("{j}", &j.to_string()).replace("{m}", &m.to_string()));
+                out.push('\n');
+            }
+        }
+    }
+    out
+}
+
+/// The GEMM block for `channels` output channels (input channels for the input gradient) over
+/// `pixels` pixels: 8 channels unless there are at most 4; then the most pixels per invocation (more
+/// multiply-adds per load) and the largest workgroup that still leave 3/4 of the pixel slots busy.
+/// Returns (index into `GEMM_BLOCKS`, pixel slots per workgroup).
+fn gemm_block(channels: usize, pixels: usize) -> (usize, usize) {
+    let m4 = if channels <= 4 { 1 } else { 2 };
+    let busy = |slots: usize| 4 * pixels >= 3 * pixels.div_ceil(slots) * slots;
+    let mine = || GEMM_BLOCKS.iter().enumerate().filter(|(_, b)| b.0 == m4);
+    let (i, b) = mine().find(|(_, b)| busy(b.1 * b.2)).or_else(|| mine().next_back()).unwrap_or((0, &GEMM_BLOCKS[0]));
+    (i, b.1 * b.2)
+}
+
+pub(super) struct Kernels {
+    modules: Vec<wgpu::ShaderModule>,
     /// [uniform, read, read, read, read_write] and [uniform, read, read, read_write].
     layouts: [wgpu::BindGroupLayout; 2],
+    pipeline_layouts: Vec<wgpu::PipelineLayout>,
+    /// Pipelines are created on first use: a model needs a few of the GEMM variants, and a software
+    /// adapter compiles each pipeline to machine code (SwiftShader: about 0.1 s each).
+    pipelines: Mutex<HashMap<K, wgpu::ComputePipeline>>,
+    /// Every conv on the direct kernels (`set_direct_convs`).
+    direct_convs: bool,
 }
 
 impl Kernels {
-    async fn new(gpu: &Gpu) -> Result<Kernels> {
+    pub(super) async fn new(gpu: &Gpu) -> Result<Kernels> {
         let device = &gpu.device;
         let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
         let layout = |n: u32| {
@@ -113,36 +194,208 @@ impl Kernels {
         let pipeline_layouts: Vec<wgpu::PipelineLayout> =
             layouts.iter().map(|l| device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor { label: None, bind_group_layouts: &[Some(l)], immediate_size: 0 })).collect();
         let modules: Vec<wgpu::ShaderModule> =
-            SHADERS.iter().map(|(name, src)| device.create_shader_module(wgpu::ShaderModuleDescriptor { label: Some(name), source: wgpu::ShaderSource::Wgsl((*src).into()) })).collect();
-        let pipelines = KERNELS
-            .iter()
-            .map(|&(k, entry)| {
-                device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            shaders().into_iter().map(|(name, src)| device.create_shader_module(wgpu::ShaderModuleDescriptor { label: Some(&name), source: wgpu::ShaderSource::Wgsl(src.into()) })).collect();
+        if let Some(e) = scope.pop().await {
+            return Err(Error::Internal(format!("webgpu: shader compilation failed: {e}")));
+        }
+        let direct_convs = DIRECT_CONVS.load(std::sync::atomic::Ordering::Relaxed);
+        Ok(Kernels { modules, layouts, pipeline_layouts, pipelines: Mutex::new(HashMap::new()), direct_convs })
+    }
+
+    /// `k`'s pipeline, created on first use (an invalid one is reported by the device's error handler
+    /// and fails the call that runs it, see `Gpu::check`).
+    fn pipeline(&self, gpu: &Gpu, k: K) -> wgpu::ComputePipeline {
+        let mut cache = match self.pipelines.lock() {
+            Ok(c) => c,
+            Err(p) => p.into_inner(),
+        };
+        cache
+            .entry(k)
+            .or_insert_with(|| {
+                let (module, entry) = kernel_list().into_iter().find(|e| e.0 == k).map_or((0, "forward1x4"), |e| (e.1, e.2));
+                gpu.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
                     label: Some(entry),
-                    layout: Some(&pipeline_layouts[if k.wide() { 0 } else { 1 }]),
-                    module: &modules[k.module()],
+                    layout: Some(&self.pipeline_layouts[if k.wide() { 0 } else { 1 }]),
+                    module: &self.modules[module],
                     entry_point: Some(entry),
                     compilation_options: Default::default(),
                     cache: None,
                 })
             })
-            .collect();
-        if let Some(e) = scope.pop().await {
-            return Err(Error::Internal(format!("webgpu: pipeline creation failed: {e}")));
-        }
-        Ok(Kernels { pipelines, layouts })
+            .clone()
     }
 
-    fn pipeline(&self, k: K) -> &wgpu::ComputePipeline {
-        &self.pipelines[KERNELS.iter().position(|(x, _)| *x == k).unwrap_or(0)]
+    /// Records `dispatches`, in order, in one compute pass.
+    pub(super) fn encode(&self, encoder: &mut wgpu::CommandEncoder, dispatches: &[&Dispatch]) {
+        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: None });
+        for d in dispatches {
+            pass.set_pipeline(&d.pipeline);
+            pass.set_bind_group(0, &d.bind_group, &[]);
+            pass.dispatch_workgroups(d.groups.0, d.groups.1, d.groups.2);
+        }
     }
 }
 
 /// One recorded kernel launch.
-struct Dispatch {
-    kernel: K,
+pub(super) struct Dispatch {
+    pipeline: wgpu::ComputePipeline,
     bind_group: wgpu::BindGroup,
-    groups: (u32, u32),
+    groups: (u32, u32, u32),
+}
+
+impl Kernels {
+    /// A launch of `kernel` on `groups` workgroups with `params` (u32 fields) and `buffers` in binding order.
+    fn launch(&self, gpu: &Gpu, kernel: K, params: &[u32], buffers: &[&wgpu::Buffer], groups: (u32, u32, u32)) -> Dispatch {
+        let mut p = params.to_vec();
+        p.resize(params.len().div_ceil(4).max(1) * 4, 0);
+        let uniform = gpu.device.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: None, contents: bytemuck::cast_slice(&p), usage: wgpu::BufferUsages::UNIFORM });
+        let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: uniform.as_entire_binding() }];
+        for (i, b) in buffers.iter().enumerate() {
+            entries.push(wgpu::BindGroupEntry { binding: i as u32 + 1, resource: b.as_entire_binding() });
+        }
+        let layout = &self.layouts[if kernel.wide() { 0 } else { 1 }];
+        let bind_group = gpu.device.create_bind_group(&wgpu::BindGroupDescriptor { label: None, layout, entries: &entries });
+        Dispatch { pipeline: self.pipeline(gpu, kernel), bind_group, groups }
+    }
+
+    /// A launch over `count` invocations, one per element: workgroups along x, what exceeds the
+    /// per-dimension limit along y (the element kernels' indexing).
+    fn launch_flat(&self, gpu: &Gpu, kernel: K, params: &[u32], buffers: &[&wgpu::Buffer], count: usize) -> Dispatch {
+        let groups = (count as u32).div_ceil(WORKGROUP).max(1);
+        let x = groups.min(gpu.limits.max_compute_workgroups_per_dimension.max(1));
+        self.launch(gpu, kernel, params, buffers, (x, groups.div_ceil(x), 1))
+    }
+
+    /// A launch over `pixels` = (count, per workgroup) pixels (workgroups along x, overflow along z)
+    /// times `y` blocks.
+    fn launch_tiled(&self, gpu: &Gpu, kernel: K, params: &[u32], buffers: &[&wgpu::Buffer], pixels: (usize, usize), y: usize) -> Dispatch {
+        let (count, per_group) = pixels;
+        let groups = (count.div_ceil(per_group.max(1)) as u32).max(1);
+        let x = groups.min(gpu.limits.max_compute_workgroups_per_dimension.max(1));
+        self.launch(gpu, kernel, params, buffers, (x, y as u32, groups.div_ceil(x)))
+    }
+
+    /// The launch of a conv's forward, `x` -> `y`, with the kernel its shape calls for.
+    pub(super) fn conv_forward(&self, gpu: &Gpu, g: &Conv2dGeom, w: &Block, x: &wgpu::Buffer, y: &wgpu::Buffer) -> Dispatch {
+        let params = conv_params(g, false);
+        let buffers = [x, &w.weight, &w.bias, y];
+        let plane = g.out_h() * g.out_w();
+        match ConvPath::of(g, self.direct_convs) {
+            ConvPath::Gemm => {
+                let (i, slots) = gemm_block(g.cout, plane);
+                self.launch_tiled(gpu, K::GemmF(i, false), &params, &buffers, (plane, slots), g.cout.div_ceil(4 * GEMM_BLOCKS[i].0))
+            }
+            ConvPath::Direct | ConvPath::Depthwise => {
+                let (kernel, count) = direct_forward_kernel(g);
+                self.launch_flat(gpu, kernel, &params, &buffers, count)
+            }
+        }
+    }
+
+    /// The launch of a conv's input gradient, `gy` -> `gx` (added to `gx` when `acc`).
+    pub(super) fn conv_backward(&self, gpu: &Gpu, g: &Conv2dGeom, w: &Block, gy: &wgpu::Buffer, gx: &wgpu::Buffer, acc: bool) -> Dispatch {
+        let params = conv_params(g, acc);
+        let weight = w.weight_t.as_ref().unwrap_or(&w.weight);
+        let buffers = [gy, weight, &w.bias, gx];
+        // Pixels per residue class of the strides, at most.
+        let class = g.h.div_ceil(g.stride_h) * g.w.div_ceil(g.stride_w);
+        let classes = g.stride_h * g.stride_w;
+        match ConvPath::of(g, self.direct_convs) {
+            ConvPath::Gemm if flips(g) => {
+                // dx = gy convolved with the flipped, transposed filters (`weight_t`), padded by k - 1 - pad.
+                let t = Conv2dGeom { cin: g.cout, h: g.out_h(), w: g.out_w(), cout: g.cin, pad_top: g.kh - 1 - g.pad_top, pad_left: g.kw - 1 - g.pad_left, ..*g };
+                let mut params = conv_params(&t, acc);
+                (params[4], params[5], params[14]) = (g.h as u32, g.w as u32, 1);
+                let (i, slots) = gemm_block(g.cin, g.h * g.w);
+                self.launch_tiled(gpu, K::GemmF(i, acc), &params, &buffers, (g.h * g.w, slots), g.cin.div_ceil(4 * GEMM_BLOCKS[i].0))
+            }
+            ConvPath::Gemm => {
+                let (i, slots) = gemm_block(g.cin, class);
+                self.launch_tiled(gpu, K::GemmB(i, acc), &params, &buffers, (class, slots), g.cin.div_ceil(4 * GEMM_BLOCKS[i].0) * classes)
+            }
+            ConvPath::Depthwise => self.launch_tiled(gpu, K::DwB(acc), &params, &buffers, (g.h.div_ceil(g.stride_h).div_ceil(4) * g.w.div_ceil(g.stride_w), 64), g.cin * classes),
+            ConvPath::Direct => {
+                let (kernel, count) = direct_backward_kernel(g);
+                self.launch_flat(gpu, kernel, &params, &buffers, count)
+            }
+        }
+    }
+}
+
+/// Whether a GEMM conv's input gradient runs on the forward GEMM kernel, as the convolution of the
+/// output gradient with the flipped filters: stride 1 and padding below the filter size (the forward
+/// kernel measured about twice as fast on lavapipe as the gathering `backward`). Depends only on the
+/// conv, not on the input size (stride-1 SAME padding is k - 1 in total at any size).
+fn flips(g: &Conv2dGeom) -> bool {
+    g.stride_h == 1 && g.stride_w == 1 && g.pad_top < g.kh && g.pad_left < g.kw
+}
+
+/// Which kernels run a conv: implicit GEMM when ungrouped; for one filter per channel the direct
+/// forward and the depthwise input gradient; the direct kernels for other grouped convs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ConvPath {
+    Gemm,
+    Depthwise,
+    Direct,
+}
+
+/// See `set_direct_convs`.
+static DIRECT_CONVS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// For benchmarks: executors and labs created after this call (it is read once, by `Kernels::new`) run every conv on the direct kernels
+/// (one invocation per 4 x 4 or 1 x 4 output block, weights in PyTorch's layout), the reference the
+/// GEMM and depthwise kernels are measured against.
+pub fn set_direct_convs(on: bool) {
+    DIRECT_CONVS.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+impl ConvPath {
+    fn of(g: &Conv2dGeom, direct: bool) -> ConvPath {
+        if direct {
+            ConvPath::Direct
+        } else if g.groups == 1 {
+            ConvPath::Gemm
+        } else if g.is_depthwise() {
+            ConvPath::Depthwise
+        } else {
+            ConvPath::Direct
+        }
+    }
+}
+
+/// A conv's weights as its kernels read them. GEMM: `weight` is W as [(ci * kh + ky) * kw + kx][cout
+/// padded to 8], `weight_t` as [(co * kh + ky) * kw + kx][cin padded to 8] (the taps reversed where
+/// `flips`), bias padded to 8 (see conv_gemm.wgsl). Otherwise PyTorch's layout and no `weight_t`.
+pub(super) fn conv_block(gpu: &Gpu, kernels: &Kernels, label: &str, g: &Conv2dGeom, weight: &[f32], bias: &[f32]) -> Result<Block> {
+    let upload = |data: &[f32]| {
+        let data: &[f32] = if data.is_empty() { &[0.0; 4] } else { data };
+        gpu.device.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: Some(label), contents: bytemuck::cast_slice(data), usage: wgpu::BufferUsages::STORAGE })
+    };
+    let rows = g.cout as u32;
+    let mut b = bias.to_vec();
+    if ConvPath::of(g, kernels.direct_convs) != ConvPath::Gemm {
+        gpu.fits(&format!("the weights of '{label}'"), weight.len())?;
+        b.resize(g.cout, 0.0);
+        return Ok(Block { weight: upload(weight), bias: upload(&b), weight_t: None, row0: 0, rows });
+    }
+    let (cin, cout, kk) = (g.cin, g.cout, g.kh * g.kw);
+    let (cin8, cout8) = (cin.next_multiple_of(8), cout.next_multiple_of(8));
+    gpu.fits(&format!("the weights of '{label}'"), cin8.max(cin) * cout8 * kk)?;
+    let mut fwd = vec![0.0f32; cin * kk * cout8];
+    let mut bwd = vec![0.0f32; cout * kk * cin8];
+    // The input gradient's taps in reverse order where it runs as a forward conv (`flips`).
+    let tap_t = |t: usize| if flips(g) { kk - 1 - t } else { t };
+    for co in 0..cout {
+        for ci in 0..cin {
+            for t in 0..kk {
+                let v = weight[(co * cin + ci) * kk + t];
+                fwd[(ci * kk + t) * cout8 + co] = v;
+                bwd[(co * kk + tap_t(t)) * cin8 + ci] = v;
+            }
+        }
+    }
+    b.resize(cout8, 0.0);
+    Ok(Block { weight: upload(&fwd), bias: upload(&b), weight_t: Some(upload(&bwd)), row0: 0, rows })
 }
 
 /// Buffers and forward launches for one input size.
@@ -169,9 +422,11 @@ fn numel(s: Chw) -> usize {
     s.0 * s.1 * s.2
 }
 
-struct Block {
+pub(super) struct Block {
     weight: wgpu::Buffer,
     bias: wgpu::Buffer,
+    /// A second layout of a conv's weights, for its input gradient (see `conv_block`).
+    weight_t: Option<wgpu::Buffer>,
     row0: u32,
     rows: u32,
 }
@@ -202,20 +457,9 @@ impl Inner {
         })
     }
 
-    /// A launch of `kernel` over `count` invocations with `params` (u32 fields) and `buffers` in binding order.
+    /// A launch of `kernel` over `count` invocations (one per element) with `params` and `buffers` in binding order.
     fn dispatch(&self, kernel: K, params: &[u32], buffers: &[&wgpu::Buffer], count: usize) -> Dispatch {
-        let mut p = params.to_vec();
-        p.resize(params.len().div_ceil(4).max(1) * 4, 0);
-        let uniform = self.gpu.device.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: None, contents: bytemuck::cast_slice(&p), usage: wgpu::BufferUsages::UNIFORM });
-        let mut entries = vec![wgpu::BindGroupEntry { binding: 0, resource: uniform.as_entire_binding() }];
-        for (i, b) in buffers.iter().enumerate() {
-            entries.push(wgpu::BindGroupEntry { binding: i as u32 + 1, resource: b.as_entire_binding() });
-        }
-        let layout = &self.kernels.layouts[if kernel.wide() { 0 } else { 1 }];
-        let bind_group = self.gpu.device.create_bind_group(&wgpu::BindGroupDescriptor { label: None, layout, entries: &entries });
-        let groups = (count as u32).div_ceil(WORKGROUP).max(1);
-        let x = groups.min(self.gpu.limits.max_compute_workgroups_per_dimension.max(1));
-        Dispatch { kernel, bind_group, groups: (x, groups.div_ceil(x)) }
+        self.kernels.launch_flat(&self.gpu, kernel, params, buffers, count)
     }
 
     fn weights(&self, i: NodeId) -> Result<&[Block]> {
@@ -250,9 +494,7 @@ impl Inner {
                 Op::Conv(c) => {
                     let (_, ih, iw) = ins(0);
                     let geo = c.geom(1, ih, iw);
-                    let b = &self.weights(i)?[0];
-                    let (kernel, count) = conv_forward_kernel(&geo);
-                    forward.push(self.dispatch(kernel, &conv_params(&geo, false), &[src(0), &b.weight, &b.bias, out], count));
+                    forward.push(self.kernels.conv_forward(&self.gpu, &geo, &self.weights(i)?[0], src(0), out));
                 }
                 Op::Linear(l) => {
                     for b in self.weights(i)? {
@@ -292,12 +534,7 @@ impl Inner {
     }
 
     fn encode(&self, encoder: &mut wgpu::CommandEncoder, dispatches: &[Dispatch]) {
-        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: None });
-        for d in dispatches {
-            pass.set_pipeline(self.kernels.pipeline(d.kernel));
-            pass.set_bind_group(0, &d.bind_group, &[]);
-            pass.dispatch_workgroups(d.groups.0, d.groups.1, 1);
-        }
+        self.kernels.encode(encoder, &dispatches.iter().collect::<Vec<_>>());
     }
 
     /// Runs the forward pass of one 3 x h x w image on `plan` and reads back the given nodes' outputs.
@@ -370,9 +607,7 @@ impl Inner {
                     Op::Input => continue,
                     Op::Conv(c) => {
                         let geo = c.geom(1, shapes[j].1, shapes[j].2);
-                        let b = &self.weights(i)?[0];
-                        let (kernel, count) = conv_backward_kernel(&geo);
-                        self.dispatch(kernel, &conv_params(&geo, acc), &[gy, &b.weight, &b.bias, gx], count)
+                        self.kernels.conv_backward(&self.gpu, &geo, &self.weights(i)?[0], gy, gx, acc)
                     }
                     Op::Linear(l) => {
                         let blocks = self.weights(i)?;
@@ -441,9 +676,9 @@ impl Inner {
     }
 }
 
-/// The forward kernel for a conv and how many invocations it takes: blocks of 4 output channels x 4
-/// pixels of a row where the filters come in fours (not depthwise), else 1 channel x 4 pixels.
-fn conv_forward_kernel(g: &crate::kernels::Conv2dGeom) -> (K, usize) {
+/// The direct forward kernel for a grouped conv and how many invocations it takes: blocks of 4 output
+/// channels x 4 pixels of a row where the filters come in fours, else 1 channel x 4 pixels.
+fn direct_forward_kernel(g: &Conv2dGeom) -> (K, usize) {
     let blocks_per_row = g.out_w().div_ceil(4);
     if (g.cout / g.groups).is_multiple_of(4) {
         (K::ConvF4x4, g.cout / 4 * g.out_h() * blocks_per_row)
@@ -452,9 +687,9 @@ fn conv_forward_kernel(g: &crate::kernels::Conv2dGeom) -> (K, usize) {
     }
 }
 
-/// The input-gradient kernel and its invocation count: blocks of 4 input channels x 4 pixels of a row
-/// where the channels of a group come in fours, else 1 channel x 4 pixels.
-fn conv_backward_kernel(g: &crate::kernels::Conv2dGeom) -> (K, usize) {
+/// The direct input-gradient kernel for a grouped conv and its invocation count: blocks of 4 input
+/// channels x 4 pixels of a row where the channels of a group come in fours, else 1 channel x 4 pixels.
+fn direct_backward_kernel(g: &Conv2dGeom) -> (K, usize) {
     let blocks_per_row = g.w.div_ceil(4);
     if (g.cin / g.groups).is_multiple_of(4) {
         (K::ConvB4x4, g.cin / 4 * g.h * blocks_per_row)
@@ -463,8 +698,9 @@ fn conv_backward_kernel(g: &crate::kernels::Conv2dGeom) -> (K, usize) {
     }
 }
 
-fn conv_params(g: &crate::kernels::Conv2dGeom, acc: bool) -> Vec<u32> {
-    [g.cin, g.h, g.w, g.cout, g.out_h(), g.out_w(), g.kh, g.kw, g.stride_h, g.stride_w, g.pad_top, g.pad_left, g.groups, acc as usize].iter().map(|&v| v as u32).collect()
+/// The conv kernels' `Params`; the 15th field (no_bias) is 0 here.
+fn conv_params(g: &Conv2dGeom, acc: bool) -> Vec<u32> {
+    [g.cin, g.h, g.w, g.cout, g.out_h(), g.out_w(), g.kh, g.kw, g.stride_h, g.stride_w, g.pad_top, g.pad_left, g.groups, acc as usize, 0, 0].iter().map(|&v| v as u32).collect()
 }
 
 /// (kernel, params) of a max or adaptive average pool from input shape `x` to output shape `y`.
@@ -549,10 +785,8 @@ impl GpuExecutor {
         };
         for node in &graph.nodes {
             weights.push(match &node.op {
-                Op::Conv(c) => {
-                    gpu.fits(&format!("the weights of '{}'", node.name), c.weight.len())?;
-                    vec![Block { weight: upload(&node.name, &c.weight), bias: upload(&node.name, &c.bias), row0: 0, rows: c.cout as u32 }]
-                }
+                // The layout depends only on the groups, not on the input size.
+                Op::Conv(c) => vec![conv_block(&gpu, &kernels, &node.name, &c.geom(1, c.kh, c.kw), &c.weight, &c.bias)?],
                 Op::Linear(l) => {
                     // Row blocks that each fit one binding (VGG's 25088 x 4096 is 411 MB).
                     gpu.fits(&format!("one row of the weights of '{}'", node.name), l.in_features)?;
@@ -563,7 +797,13 @@ impl GpuExecutor {
                         .step_by(per_block)
                         .map(|r0| {
                             let r1 = (r0 + per_block).min(l.out_features);
-                            Block { weight: upload(&node.name, &l.weight[r0 * l.in_features..r1 * l.in_features]), bias: upload(&node.name, &bias[r0..r1]), row0: r0 as u32, rows: (r1 - r0) as u32 }
+                            Block {
+                                weight: upload(&node.name, &l.weight[r0 * l.in_features..r1 * l.in_features]),
+                                bias: upload(&node.name, &bias[r0..r1]),
+                                weight_t: None,
+                                row0: r0 as u32,
+                                rows: (r1 - r0) as u32,
+                            }
                         })
                         .collect()
                 }
@@ -725,5 +965,33 @@ impl Pass for GpuPass {
 
     fn input_gradient(&mut self, target: &[f32], rule: ReluRule) -> Result<FeatureMap> {
         pollster::block_on(self.input_gradient_async(target, rule))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unroll_expands_the_marked_lines_per_pixel_and_channel_block() {
+        let src = "a\n    //@j let x{j} = {j};\n  //@m f{m}\n//@jm a{j}_{m} += f{m};\nb\n";
+        let want = "a\n    let x0 = 0;\n    let x1 = 1;\n  f0\n  f1\na0_0 += f0;\na0_1 += f1;\na1_0 += f0;\na1_1 += f1;\nb\n";
+        assert_eq!(unroll(src, 2, 2), want);
+        let gemm = unroll(GEMM_SRC, 4, 2);
+        assert!(!gemm.lines().any(|l| l.trim_start().starts_with("//@")), "every marked line of conv_gemm.wgsl is expanded");
+        assert!(gemm.contains("a3_1 = fma(v3, f1, a3_1);"), "the last accumulator of a 4-pixel x 2-vec4 block");
+    }
+
+    #[test]
+    fn gemm_blocks_keep_three_quarters_of_the_pixel_slots_busy() {
+        let block = |channels, pixels| {
+            let (i, slots) = gemm_block(channels, pixels);
+            (GEMM_BLOCKS[i], slots)
+        };
+        assert_eq!(block(64, 56 * 56), ((2, 4, 64), 256)); // 3136 of 3328 slots
+        assert_eq!(block(512, 7 * 7), ((2, 4, 16), 64)); // 49 of 64
+        assert_eq!(block(3, 224 * 224), ((1, 4, 64), 256)); // at most 4 channels: blocks of 4
+        assert_eq!(block(16, 3 * 3), ((2, 1, 16), 16)); // nothing keeps 3/4 busy: the smallest block
+        assert_eq!(block(8, 30), ((2, 2, 16), 32)); // 30 of 32
     }
 }

@@ -5,10 +5,13 @@
 //! - `executor`: `GpuExecutor` / `GpuPass`. The core is async (`*_async`), as browsers require for
 //!   readback; natively `GpuExecutor` also implements `crate::exec::Executor` by blocking on it.
 //! - `session`: `GpuSession`, explanations on the GPU through the async core (what the browser runs).
+//! - `lab`: `ConvLab`, one conv through the executor's kernels (kernel tests, per-shape benchmark).
 //! - `shaders/*.wgsl`: one module per op family, forward and input-gradient entry points.
 
 pub mod device;
 pub mod executor;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod lab;
 pub mod session;
 
 pub use device::Gpu;
