@@ -82,6 +82,13 @@ function fmtMs(ms) {
   return ms >= 100 ? `${Math.round(ms)} ms` : `${ms.toFixed(1)} ms`;
 }
 
+/** Which wasm build the worker runs on the CPU (www/thread-pool.js), for the model line; why not a faster one goes in its tooltip. */
+function buildText(build) {
+  if (!build) return '';
+  const which = { threads: `the threaded build, ${build.threads} threads`, 'relaxed-simd': 'the relaxed-SIMD build, one thread', simd: 'the SIMD build, one thread' }[build.variant];
+  return which ? ` CPU path: ${which}.` : '';
+}
+
 function fmtMB(bytes) {
   return `${(bytes / 1048576).toFixed(1)} MB`;
 }
@@ -253,7 +260,9 @@ async function loadModel(source) {
     const labels = state.labelsName ? `, class names from ${state.labelsName}` : '';
     el.modelInfo.textContent =
       `${name}: ${info.arch}, ${info.numClasses} classes${labels}, input ${info.inputSize}×${info.inputSize}; ` +
-      `${fmtMB(info.bytes)}, ${from}, ready in ${fmtMs(wall)}. ${info.layers.length} layers; default target ${info.defaultLayer}.`;
+      `${fmtMB(info.bytes)}, ${from}, ready in ${fmtMs(wall)}. ${info.layers.length} layers; default target ${info.defaultLayer}.` +
+      buildText(info.build);
+    el.modelInfo.title = (info.build && info.build.note) || '';
     if (Array.isArray(info.methods) && info.methods.length) {
       state.methods = info.methods;
       fillSelect(el.method, info.methods, info.methods.some((m) => m.name === el.method.value) ? el.method.value : 'gradcam');

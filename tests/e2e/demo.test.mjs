@@ -160,6 +160,8 @@ describe('desktop 1280x800: a dropped cat|coffee photo', () => {
   test('loads the model and explains the start-up sample', async () => {
     const info = await text(page, '#model-info');
     assert.match(info, /efficientnet-lite0\.safetensors: efficientnet_lite0, 1000 classes, input 224×224; [\d.]+ MB, downloaded, ready in/, `#model-info: "${info}"`);
+    // The page is not cross-origin isolated here, so one thread: the relaxed-SIMD build in Chromium.
+    assert.match(info, /CPU path: the relaxed-SIMD build, one thread\.$/, `#model-info: "${info}"`);
     const methods = await page.$$eval('#method option', (os) => os.map((o) => o.value));
     for (const m of ['gradcam', 'gradcam++', 'guided-gradcam']) assert.ok(methods.includes(m), `#method lacks ${m}: ${methods}`);
     const timing = await text(page, '#timing');
