@@ -27,6 +27,14 @@ cp www/worker.js www/thread-pool.js www/pool-thread.js www/wasm-features.js www/
 cp assets/models/efficientnet-lite0.safetensors assets/imagenet_classes.json "$stage/assets/models/"
 cp packaging/README.md LICENSE "$stage/"
 sed "s/@VERSION@/$version/" packaging/package.json >"$stage/package.json"
+# `repository` names where this clone came from when that is a URL others can open (a local path is
+# not): GRADCAM_REPOSITORY if set, else the remote 'origin'. Without one the field is left out.
+repository=${GRADCAM_REPOSITORY:-$(git config --get remote.origin.url 2>/dev/null || true)}
+case $repository in
+  https://* | git+https://* | ssh://* | git+ssh://* | git@*:*)
+    (cd "$stage" && npm pkg set repository.type=git "repository.url=$repository") ;;
+  *) echo "pack: no repository field (no URL in GRADCAM_REPOSITORY or remote 'origin': '$repository')" >&2 ;;
+esac
 (cd "$out" && npm pack --silent ./package >/dev/null)
 tarball=$out/gradcam-wasm-$version.tgz
 echo "pack: $tarball ($(wc -c <"$tarball") bytes; wasm $(gzip -9c pkg/gradcam_wasm_bg.wasm | wc -c) bytes gzipped)"

@@ -3,7 +3,8 @@
 //! the CLI's `--json` (through `serde_json`, src/bin/gradcam.rs) all serialize these, in one
 //! vocabulary (camelCase: `classIdx`, `logit`, `raw`). The TypeScript declarations of the package
 //! (www/types/results.d.ts, included in pkg/gradcam_wasm.d.ts) are generated from the same types by
-//! the test at the bottom (ts-rs), which fails when the committed file differs.
+//! the test at the bottom (ts-rs), which fails when the committed file differs, with the names JS
+//! may pass (`MethodName`, `Colormap`) from the Rust lists; the option keys are listed here too.
 //!
 //! Large buffers stay typed arrays in JS: [`Floats`] serializes as a `Float32Array` on wasm32 (through
 //! `serde_wasm_bindgen::preserve`, so only serde-wasm-bindgen may serialize it there) and as a list of
@@ -332,9 +333,52 @@ pub struct ProgressMessage {
     pub total: usize,
 }
 
+// ---------------------------------------------------------------- the options JS may pass
+
+// The keys each JS options object may hold (src/wasm.rs refuses any other, naming these). Their
+// TypeScript interfaces are in www/types/options.d.ts; a test below holds the two together.
+pub const CONSTRUCTOR_KEYS: &[&str] = &["arch", "labels", "backend", "inputSize", "mean", "std", "externalData", "memoryBudgetMiB"];
+pub const EXPLAIN_KEYS: &[&str] = &[
+    "method",
+    "layer",
+    "colormap",
+    "alpha",
+    "normalize",
+    "preprocess",
+    "signed",
+    "onProgress",
+    "isCancelled",
+    "scoreCamChannels",
+    "scoreCamBatch",
+    "igSteps",
+    "igBaseline",
+    "smoothSamples",
+    "smoothNoise",
+    "occlusionPatch",
+    "occlusionStride",
+    "eigenSmooth",
+    "augSmooth",
+];
+/// `evaluate` takes every `explain` option (so the map measured is the map shown) and the curves' own.
+pub const EVALUATE_KEYS: &[&str] = &concat_keys::<{ EXPLAIN_KEYS.len() + 4 }>(EXPLAIN_KEYS, &["steps", "baseline", "cell", "road"]);
+
+/// `a` then `b`, as one array (a const: the key lists are checked at compile time).
+const fn concat_keys<const N: usize>(a: &[&'static str], b: &[&'static str]) -> [&'static str; N] {
+    assert!(a.len() + b.len() == N);
+    let mut out = [""; N];
+    let mut i = 0;
+    while i < N {
+        out[i] = if i < a.len() { a[i] } else { b[i - a.len()] };
+        i += 1;
+    }
+    out
+}
+pub const OVERLAY_KEYS: &[&str] = &["colormap", "alpha"];
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::imaging::colormap::Colormap;
     use ts_rs::TS;
 
     /// The committed declarations, generated from the types above.
@@ -366,7 +410,91 @@ mod tests {
             out.push_str(&d);
             out.push('\n');
         }
+        let methods = crate::methods::ALL.iter().flat_map(|m| std::iter::once(m.name()).chain(m.0.aliases.iter().copied()));
+        out.push_str(&union("MethodName", "every method's name and alias that `method` accepts", methods));
+        out.push_str(&union("Colormap", "the colormaps overlays are drawn with", Colormap::ALL.iter().map(|c| c.name())));
         out
+    }
+
+    /// `export type NAME = 'a' | 'b';` with a doc comment.
+    fn union<'a>(name: &str, doc: &str, values: impl Iterator<Item = &'a str>) -> String {
+        let values: Vec<String> = values.map(|v| format!("'{v}'")).collect();
+        format!("/** {doc} */\nexport type {name} = {};\n", values.join(" | "))
+    }
+
+    /// The optional keys of `export interface NAME { ... }` in a TypeScript file (comments dropped).
+    fn interface_keys(ts: &str, name: &str) -> Vec<String> {
+        let mut text = String::new();
+        let mut rest = ts;
+        while let Some(i) = rest.find("/*") {
+            text.push_str(&rest[..i]);
+            rest = rest[i..].find("*/").map_or("", |j| &rest[i + j + 2..]);
+        }
+        text.push_str(rest);
+        let text: String = text.lines().map(|l| l.split("//").next().unwrap_or("")).collect::<Vec<_>>().join("\n");
+        let head = format!("export interface {name} ");
+        let start = text.find(&head).unwrap_or_else(|| panic!("no interface {name}"));
+        let body_start = start + text[start..].find('{').unwrap() + 1;
+        let (mut depth, mut keys, mut word) = (1, Vec::new(), String::new());
+        let mut chars = text[body_start..].chars().peekable();
+        while let Some(c) = chars.next() {
+            match c {
+                '{' | '(' | '[' => depth += 1,
+                '}' | ')' | ']' => {
+                    depth -= 1;
+                    if depth == 0 {
+                        break;
+                    }
+                }
+                '?' if depth == 1 && chars.peek() == Some(&':') && !word.is_empty() => keys.push(word.clone()),
+                _ => {}
+            }
+            if c.is_alphanumeric() || c == '_' {
+                word.push(c);
+            } else if c != '?' {
+                word.clear();
+            }
+        }
+        keys
+    }
+
+    fn sorted(keys: &[&str]) -> Vec<String> {
+        let mut v: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
+        v.sort();
+        v
+    }
+
+    fn sorted_keys(ts: &str, name: &str) -> Vec<String> {
+        let mut v = interface_keys(ts, name);
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn every_options_interface_lists_exactly_the_keys_its_parser_accepts() {
+        let ts = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("www/types/options.d.ts")).unwrap();
+        assert_eq!(sorted_keys(&ts, "ExplainerOptions"), sorted(CONSTRUCTOR_KEYS));
+        assert_eq!(sorted_keys(&ts, "ExplainOptions"), sorted(EXPLAIN_KEYS));
+        assert_eq!(sorted_keys(&ts, "OverlayOptions"), sorted(OVERLAY_KEYS));
+        let mut evaluate = interface_keys(&ts, "EvaluateOptions");
+        evaluate.extend(interface_keys(&ts, "ExplainOptions"));
+        evaluate.sort();
+        assert_eq!(evaluate, sorted(EVALUATE_KEYS));
+    }
+
+    #[test]
+    fn the_key_parser_finds_optional_keys_at_the_top_level_only() {
+        let ts = "export interface A { a?: number; /* b?: no */ c?: (d?: number) => void; e?: { f?: string } } export interface B { g?: 1 }";
+        assert_eq!(interface_keys(ts, "A"), ["a", "c", "e"]);
+        assert_eq!(interface_keys(ts, "B"), ["g"]);
+    }
+
+    #[test]
+    fn the_clients_colormap_list_is_the_rust_one() {
+        let js = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("www/gradcam-client.js")).unwrap();
+        let line = js.lines().find(|l| l.starts_with("export const COLORMAPS = ")).expect("www/gradcam-client.js exports COLORMAPS");
+        let names: Vec<String> = Colormap::ALL.iter().map(|c| format!("'{}'", c.name())).collect();
+        assert_eq!(line, format!("export const COLORMAPS = [{}];", names.join(", ")));
     }
 
     #[test]

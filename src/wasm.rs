@@ -16,7 +16,7 @@ use crate::imaging::preprocess::{Geometry, Normalize, Resize};
 use crate::imaging::project::crop_mask;
 use crate::imaging::rgb::RgbImage;
 use crate::loading::{check_labels, parse_labels, ModelSettings};
-use crate::schema::{BackendInfo, EvaluateResult, ExplainResult, LayerResult, MethodInfo};
+use crate::schema::{BackendInfo, EvaluateResult, ExplainResult, LayerResult, MethodInfo, CONSTRUCTOR_KEYS, EVALUATE_KEYS, EXPLAIN_KEYS, OVERLAY_KEYS};
 use crate::{Arch, ExplainOptions, Explanation, Method, Normalization, Target};
 use js_sys::{Array, Float32Array, Object, Promise, Reflect, Uint8Array};
 use std::cell::RefCell;
@@ -240,84 +240,14 @@ pub fn method_catalog() -> JsResult<JsValue> {
 
 // ---------------------------------------------------------------- the class
 
-// The input types (options) are written here; the result types are generated from src/schema.rs.
+// The result types are generated from src/schema.rs.
 #[wasm_bindgen(typescript_custom_section)]
 const TS_RESULT_TYPES: &'static str = include_str!("../www/types/results.d.ts");
 
+// The input types (options), written by hand in www/types/options.d.ts; src/schema.rs's tests hold
+// their keys to the lists the parsers accept.
 #[wasm_bindgen(typescript_custom_section)]
-const TS_TYPES: &'static str = r#"
-export type Backend = 'auto' | 'cpu' | 'webgpu';
-export interface ExplainerOptions { arch?: string; labels?: string[]; backend?: Backend; memoryBudgetMiB?: number }
-export interface ExplainOptions {
-  method?: string; layer?: string; colormap?: string; alpha?: number;
-  normalize?: 'minmax' | 'raw'; preprocess?: 'crop' | 'resize'; signed?: boolean;
-  onProgress?: (done: number, total: number) => void; scoreCamChannels?: number; scoreCamBatch?: number;
-  /** Asked between batches of the long methods; true stops the call with a "cancelled: ..." Error.
-   *  (An exception thrown by onProgress stops it the same way.) */
-  isCancelled?: () => boolean;
-  /** integrated-gradients steps (32, at most 256); baseline of integrated gradients and occlusion */
-  igSteps?: number; igBaseline?: 'black' | 'blur';
-  /** smoothgrad noisy copies (25, at most 256) and noise as a fraction of the input range (0.15) */
-  smoothSamples?: number; smoothNoise?: number;
-  /** occlusion window side and step in network-input pixels (a quarter of the shorter side and half that: 56, 28 at 224) */
-  occlusionPatch?: number; occlusionStride?: number;
-  /** CAMs that sum weighted feature maps: their first principal component instead (pytorch-grad-cam's eigen_smooth) */
-  eigenSmooth?: boolean;
-  /** layer-grid CAMs: the mean map over the image and its mirror, each times 0.9, 1, 1.1 (aug_smooth): 6x the passes, on the CPU */
-  augSmooth?: boolean;
-}
-export interface OverlayOptions { colormap?: string; alpha?: number }
-/** `evaluate`'s options: those of `explain`, plus the curves' settings. */
-export interface EvaluateOptions extends ExplainOptions {
-  /** deletion / insertion steps (default 100, at most 1000) */ steps?: number;
-  /** what removed pixels become (default 'blur', a Gaussian of sigma 5) */ baseline?: 'blur' | 'mean';
-  /** side of the square cells removed together (default 1 pixel) */ cell?: number;
-  /** also run ROAD (MoRF/LeRF at 10..90%, noisy linear imputation); default false */ road?: boolean;
-}
-/** One explanation: the generated result fields, and `overlay` on the explainer's own results. */
-export interface ExplainResult extends ExplainResultData {
-  /** the heatmap over the explained photo; gone from results that went through the worker (use the client's overlay) */
-  overlay(options?: OverlayOptions): ImageData;
-}
-"#;
-
-const CONSTRUCTOR_KEYS: &[&str] = &["arch", "labels", "backend", "inputSize", "mean", "std", "externalData", "memoryBudgetMiB"];
-const EXPLAIN_KEYS: &[&str] = &[
-    "method",
-    "layer",
-    "colormap",
-    "alpha",
-    "normalize",
-    "preprocess",
-    "signed",
-    "onProgress",
-    "isCancelled",
-    "scoreCamChannels",
-    "scoreCamBatch",
-    "igSteps",
-    "igBaseline",
-    "smoothSamples",
-    "smoothNoise",
-    "occlusionPatch",
-    "occlusionStride",
-    "eigenSmooth",
-    "augSmooth",
-];
-/// `evaluate` takes every `explain` option (so the map measured is the map shown) and the curves' own.
-const EVALUATE_KEYS: &[&str] = &concat_keys::<{ EXPLAIN_KEYS.len() + 4 }>(EXPLAIN_KEYS, &["steps", "baseline", "cell", "road"]);
-
-/// `a` then `b`, as one array (a const: the key lists are checked at compile time).
-const fn concat_keys<const N: usize>(a: &[&'static str], b: &[&'static str]) -> [&'static str; N] {
-    assert!(a.len() + b.len() == N);
-    let mut out = [""; N];
-    let mut i = 0;
-    while i < N {
-        out[i] = if i < a.len() { a[i] } else { b[i - a.len()] };
-        i += 1;
-    }
-    out
-}
-const OVERLAY_KEYS: &[&str] = &["colormap", "alpha"];
+const TS_TYPES: &'static str = include_str!("../www/types/options.d.ts");
 
 /// Which executor runs the forward and backward passes.
 #[derive(Clone, Copy, Debug, PartialEq)]

@@ -1,11 +1,10 @@
 // Types of www/gradcam-client.js: the promise API over the worker that hosts the Explainer. The
 // shapes of options and results are the wasm package's (pkg/gradcam_wasm.d.ts).
-import type { Backend, EvaluateOptions, EvaluateResult, ExplainOptions, ExplainResult, LayerInfo, MethodInfo, OverlayOptions, Prediction, BackendInfo, ProgressMessage } from '../pkg/gradcam_wasm.js';
+import type { Backend, Colormap, EvaluateOptions, EvaluateResult, ExplainOptions, ExplainResult, LayerInfo, MethodInfo, MethodName, OverlayOptions, Prediction, BackendInfo, ProgressMessage } from '../pkg/gradcam_wasm.js';
 
-export type { Backend, EvaluateOptions, EvaluateResult, ExplainOptions, ExplainResult, LayerInfo, MethodInfo, OverlayOptions, Prediction, BackendInfo, ProgressMessage };
+export type { Backend, Colormap, EvaluateOptions, EvaluateResult, ExplainOptions, ExplainResult, LayerInfo, MethodInfo, MethodName, OverlayOptions, Prediction, BackendInfo, ProgressMessage };
 
-/** The colormaps `overlay` and the element draw with. */
-export type Colormap = 'turbo' | 'jet' | 'viridis' | 'inferno';
+/** The colormaps `overlay` and the element draw with (the Rust list: a test compares them). */
 export declare const COLORMAPS: Colormap[];
 
 export interface ClientOptions {

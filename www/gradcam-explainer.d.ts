@@ -1,5 +1,5 @@
 // Types of www/gradcam-explainer.js, which defines <gradcam-explainer> when imported.
-import type { ExplainResult } from '../pkg/gradcam_wasm.js';
+import type { Backend, Colormap, ExplainResult, MethodName } from '../pkg/gradcam_wasm.js';
 
 /** The attributes <gradcam-explainer> reads (docs/embedding.md has the table); all are observed. */
 export interface GradcamExplainerAttributes {
@@ -11,15 +11,15 @@ export interface GradcamExplainerAttributes {
   'input-size'?: `${number}`;
   class?: string;
   'target-class'?: string;
-  method?: string;
+  method?: MethodName;
   layer?: string;
-  colormap?: 'turbo' | 'jet' | 'viridis' | 'inferno';
+  colormap?: Colormap;
   alpha?: `${number}`;
   preprocess?: 'crop' | 'resize';
   normalize?: 'minmax' | 'raw';
   arch?: string;
   /** Changing it moves the element to a client of that backend. */
-  backend?: 'auto' | 'cpu' | 'webgpu';
+  backend?: Backend;
   /** Score-CAM uses only the N strongest channels (a whole number >= 1). */
   'score-cam-channels'?: `${number}`;
   caption?: string;

@@ -130,12 +130,34 @@ export async function check(image: ImageInput, bytes: Uint8Array): Promise<numbe
   const r: ExplainResult = await client.explain(image, '281:1,285:0.5', { method: 'gradcam', signal: controller.signal });
   const overlay: ImageData = await client.overlay(await toImageData(image), r, { colormap: 'jet', alpha: 0.5 });
   const methods: MethodInfo[] = await client.methods();
+  // @ts-expect-error: method names are a union generated from the Rust list, so a typo fails here
+  await client.explain(image, 0, { method: 'gradkam' });
+  // @ts-expect-error: so are colormaps
+  await client.overlay(await toImageData(image), r, { colormap: 'rainbow' });
   const el = document.querySelector('gradcam-explainer');
   el?.addEventListener('gradcam-result', (e) => console.log(e.detail.classIdx));
   const typed: GradcamExplainerElement | null = el;
   return r.classIdx + overlay.width + methods.length + (typed?.result?.classIdx ?? 0);
 }
 `;
+
+/** The package.json inside the tarball. */
+const packedManifest = () => JSON.parse(execFileSync('tar', ['-xzOf', TARBALL, 'package/package.json'], { encoding: 'utf8' }));
+
+test('the package.json has the fields npm and bundlers read, and names its repository when it has a URL', () => {
+  const m = packedManifest();
+  assert.deepEqual(Object.keys(m.exports).filter((k) => !k.startsWith('./models') && k !== './pkg/*' && k !== './package.json'), ['.', './element', './client', './worker']);
+  for (const field of ['files', 'sideEffects', 'types', 'license', 'keywords']) assert.ok(m[field], `package.json has ${field}`);
+  const url = 'https://example.org/gradcam-wasm.git';
+  try {
+    execFileSync('bash', ['scripts/pack.sh'], { cwd: REPO, env: { ...process.env, GRADCAM_REPOSITORY: url }, stdio: 'pipe' });
+    assert.deepEqual(packedManifest().repository, { type: 'git', url });
+    execFileSync('bash', ['scripts/pack.sh'], { cwd: REPO, env: { ...process.env, GRADCAM_REPOSITORY: '/a/local/path' }, stdio: 'pipe' });
+    assert.equal(packedManifest().repository, undefined, 'a local path is not a repository URL');
+  } finally {
+    run(REPO, 'bash', ['scripts/pack.sh']);
+  }
+});
 
 test("the package's TypeScript types compile in a strict program", () => {
   const dir = join(root, 'vite');

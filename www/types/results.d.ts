@@ -127,3 +127,7 @@ classAgnostic: boolean, smoothing: Smoothing,
 options: Array<string>, };
 export type BackendInfo = { backend: 'cpu' | 'webgpu', requested: Backend, adapter: string | null, software: boolean, note: string, };
 export type ProgressMessage = { phase: 'download' | 'method', done: number, total: number, };
+/** every method's name and alias that `method` accepts */
+export type MethodName = 'gradcam' | 'counterfactual' | 'counterfactual-gradcam' | 'gradcam-counterfactual' | 'guided-backprop' | 'guided-backpropagation' | 'guided-bp' | 'guided-gradcam' | 'deconvolution' | 'deconv' | 'deconvnet' | 'deconv-gradcam' | 'deconvolution-gradcam' | 'gradcam++' | 'gradcampp' | 'gradcamplusplus' | 'hirescam' | 'xgradcam' | 'layercam' | 'scorecam' | 'eigencam' | 'gradcam-elementwise' | 'gradcamelementwise' | 'eigengradcam' | 'kpcacam' | 'kpca' | 'cam' | 'classactivationmap' | 'ablationcam' | 'ablation' | 'saliency' | 'vanilla-gradient' | 'gradient' | 'input-x-gradient' | 'inputxgradient' | 'input*gradient' | 'gradient-x-input' | 'integrated-gradients' | 'ig' | 'integratedgradients' | 'smoothgrad' | 'smooth-grad' | 'occlusion' | 'fullgrad' | 'full-gradient';
+/** the colormaps overlays are drawn with */
+export type Colormap = 'turbo' | 'jet' | 'viridis' | 'inferno';
