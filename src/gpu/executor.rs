@@ -98,6 +98,8 @@ impl K {
 }
 
 const GEMM_SRC: &str = include_str!("shaders/conv_gemm.wgsl");
+/// The parameters and bindings the convolution shaders share, prepended to each.
+const CONV_PARAMS: &str = include_str!("shaders/conv_params.wgsl");
 
 /// The shader modules, (label, source): `FIXED_MODULES`, then the GEMM module once per block shape,
 /// its M4 and PX prepended as constants.
@@ -110,10 +112,16 @@ fn shaders() -> Vec<(String, String)> {
         ("depthwise", include_str!("shaders/depthwise.wgsl")),
     ];
     // The depthwise kernel's marked lines run once per row of its 4-row strip.
-    let mut out: Vec<(String, String)> = fixed.iter().map(|(l, s)| (l.to_string(), if *l == "depthwise" { unroll(s, 4, 1) } else { s.to_string() })).collect();
+    let mut out: Vec<(String, String)> = fixed
+        .iter()
+        .map(|(l, s)| {
+            let s = if *l == "depthwise" { unroll(s, 4, 1) } else { s.to_string() };
+            (l.to_string(), if matches!(*l, "conv" | "depthwise") { format!("{CONV_PARAMS}{s}") } else { s })
+        })
+        .collect();
     for (m4, px, wg) in GEMM_BLOCKS {
         let consts = format!("const M4: u32 = {m4}u;\nconst PX: u32 = {px}u;\nconst WG: u32 = {wg}u;\n");
-        out.push((format!("conv_gemm_{}x{px}_{wg}", 4 * m4), consts + &unroll(GEMM_SRC, px, m4)));
+        out.push((format!("conv_gemm_{}x{px}_{wg}", 4 * m4), consts + CONV_PARAMS + &unroll(GEMM_SRC, px, m4)));
     }
     out
 }

@@ -2,18 +2,9 @@
 // included) and asymmetric padding (TF SAME puts the odd pixel bottom/right), and its input gradient
 // as a gather (one invocation per input element: no atomics).
 
-struct Params {
-    cin: u32, h: u32, w: u32, cout: u32,
-    oh: u32, ow: u32, kh: u32, kw: u32,
-    sh: u32, sw: u32, pad_top: u32, pad_left: u32,
-    groups: u32, acc: u32, _p0: u32, _p1: u32,
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> src: array<f32>;
+// Params p, src and dst: conv_params.wgsl, prepended by the executor.
 @group(0) @binding(2) var<storage, read> wt: array<f32>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
-@group(0) @binding(4) var<storage, read_write> dst: array<f32>;
 
 // One output channel x four consecutive outputs of a row (co, oy, ox .. ox + 3) per invocation: each
 // weight is loaded once for four pixels. Any groups (depthwise included); the 4 x 4 kernel below

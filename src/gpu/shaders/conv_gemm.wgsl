@@ -14,18 +14,9 @@
 // `//@m` (per channel vec4 m < M4) and `//@jm` (per pair), replacing {j} and {m}: accumulators in
 // named registers, not in an array that software adapters (SwiftShader) keep in memory.
 
-struct Params {
-    cin: u32, h: u32, w: u32, cout: u32,
-    oh: u32, ow: u32, kh: u32, kw: u32,
-    sh: u32, sw: u32, pad_top: u32, pad_left: u32,
-    groups: u32, acc: u32, no_bias: u32, _p1: u32,
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> src: array<f32>;
+// Params p, src and dst: conv_params.wgsl, prepended by the executor.
 @group(0) @binding(2) var<storage, read> wt: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read> bias: array<vec4<f32>>;
-@group(0) @binding(4) var<storage, read_write> dst: array<f32>;
 
 // Stores channels ch .. ch + 3 (those below `count`) of pixel `px` of a [count][plane] map.
 fn put(px: u32, ch: u32, count: u32, plane: u32, v: vec4<f32>, add: bool) {

@@ -7,18 +7,9 @@
 // PyTorch layout: wt = (c, kh, kw). The executor unrolls the `//@j` lines over the 4 rows (see
 // conv_gemm.wgsl).
 
-struct Params {
-    cin: u32, h: u32, w: u32, cout: u32,
-    oh: u32, ow: u32, kh: u32, kw: u32,
-    sh: u32, sw: u32, pad_top: u32, pad_left: u32,
-    groups: u32, acc: u32, _p0: u32, _p1: u32,
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> src: array<f32>;
+// Params p, src and dst: conv_params.wgsl, prepended by the executor.
 @group(0) @binding(2) var<storage, read> wt: array<f32>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
-@group(0) @binding(4) var<storage, read_write> dst: array<f32>;
 
 fn pixel(lid: vec3<u32>, wg: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return lid.x + 64u * (wg.x + wg.z * nwg.x);
