@@ -320,6 +320,26 @@ pub struct BackendInfo<'a> {
     pub adapter: Option<&'a str>,
     pub software: bool,
     pub note: &'a str,
+    /// how 'auto' chose between the CPU and this adapter, when it measured (or reused a measurement)
+    pub calibration: Option<&'a Calibration>,
+}
+
+/// The `auto` backend's one-time measurement on a WebGPU adapter: one Grad-CAM on each backend,
+/// after a first one that warms it (pipelines, caches), and the faster. The worker keeps these per
+/// model and passes them back (the `calibration` constructor option), so a later load on the same
+/// adapter reuses the choice instead of measuring again.
+#[derive(Serialize, Clone, Debug, PartialEq)]
+#[cfg_attr(test, derive(ts_rs::TS))]
+#[serde(rename_all = "camelCase")]
+pub struct Calibration {
+    pub adapter: String,
+    #[cfg_attr(test, ts(type = "'cpu' | 'webgpu'"))]
+    pub chose: &'static str,
+    pub cpu_ms: f64,
+    /// null when WebGPU failed to explain
+    pub webgpu_ms: Option<f64>,
+    /// reused from an earlier load rather than measured by this one
+    pub cached: bool,
 }
 
 /// A progress message of a long call: `phase` 'download' (bytes of the model) or 'method' (channels,
@@ -337,7 +357,7 @@ pub struct ProgressMessage {
 
 // The keys each JS options object may hold (src/wasm.rs refuses any other, naming these). Their
 // TypeScript interfaces are in www/types/options.d.ts; a test below holds the two together.
-pub const CONSTRUCTOR_KEYS: &[&str] = &["arch", "labels", "backend", "inputSize", "mean", "std", "externalData", "memoryBudgetMiB"];
+pub const CONSTRUCTOR_KEYS: &[&str] = &["arch", "labels", "backend", "inputSize", "mean", "std", "externalData", "memoryBudgetMiB", "calibrate", "calibration"];
 pub const EXPLAIN_KEYS: &[&str] = &[
     "method",
     "layer",
@@ -401,6 +421,7 @@ mod tests {
             MethodNeeds::decl(&cfg),
             Smoothing::decl(&cfg),
             MethodInfo::decl(&cfg),
+            Calibration::decl(&cfg),
             BackendInfo::decl(&cfg),
             ProgressMessage::decl(&cfg),
         ];

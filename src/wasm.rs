@@ -16,7 +16,7 @@ use crate::imaging::preprocess::{Geometry, Normalize, Resize};
 use crate::imaging::project::crop_mask;
 use crate::imaging::rgb::RgbImage;
 use crate::loading::{check_labels, parse_labels, ModelSettings};
-use crate::schema::{BackendInfo, EvaluateResult, ExplainResult, LayerResult, MethodInfo, CONSTRUCTOR_KEYS, EVALUATE_KEYS, EXPLAIN_KEYS, OVERLAY_KEYS};
+use crate::schema::{BackendInfo, Calibration, EvaluateResult, ExplainResult, LayerResult, MethodInfo, CONSTRUCTOR_KEYS, EVALUATE_KEYS, EXPLAIN_KEYS, OVERLAY_KEYS};
 use crate::{Arch, ExplainOptions, Explanation, Method, Normalization, Target};
 use js_sys::{Array, Float32Array, Object, Promise, Reflect, Uint8Array};
 use std::cell::RefCell;
@@ -495,6 +495,13 @@ struct State {
     software: bool,
     /// Why this backend runs (or why WebGPU does not), for `backendInfo()` and the demo.
     note: String,
+    /// Whether `auto` measures both backends on an adapter (`calibrate`), what earlier loads
+    /// measured (`calibration`), and what this load decided by.
+    #[cfg_attr(not(feature = "webgpu"), allow(dead_code))]
+    calibrate: Option<bool>,
+    #[cfg_attr(not(feature = "webgpu"), allow(dead_code))]
+    known: Vec<Calibration>,
+    calibration: Option<Calibration>,
 }
 
 impl State {
@@ -566,6 +573,7 @@ impl State {
     async fn start_gpu(&mut self) {
         use crate::gpu::{Gpu, GpuExecutor, GpuSession};
         let explicit = self.requested == Backend::WebGpu;
+        let mut measure = false;
         let result: Result<GpuSession, String> = async {
             if !has_navigator_gpu() {
                 return Err("this browser offers no WebGPU (navigator.gpu is undefined; it needs a secure context such as https or localhost)".to_string());
@@ -579,7 +587,8 @@ impl State {
                 (true, false) => "an unnamed adapter".to_string(),
             };
             self.adapter = Some(name.clone());
-            if self.software && !explicit {
+            measure = self.requested == Backend::Auto && self.calibrate.unwrap_or(!self.software);
+            if self.software && !explicit && !measure {
                 return Err(format!("the only WebGPU adapter ({name}) is a software renderer, slower than the CPU path; ask for backend: 'webgpu' to use it anyway"));
             }
             let executor = GpuExecutor::with_gpu(gpu, self.inner.model().graph.clone()).await.map_err(|e| e.to_string())?;
@@ -587,8 +596,23 @@ impl State {
         }
         .await;
         match result {
-            Ok(session) => {
-                self.note = format!("WebGPU on {}", self.adapter.as_deref().unwrap_or("an unnamed adapter"));
+            Ok(mut session) => {
+                let adapter = self.adapter.clone().unwrap_or_default();
+                self.note = format!("WebGPU on {adapter}");
+                if measure {
+                    let c = match self.known.iter().find(|c| c.adapter == adapter) {
+                        Some(c) => Calibration { cached: true, ..c.clone() },
+                        None => self.calibrate_on(&mut session, adapter).await,
+                    };
+                    let gpu_ms = c.webgpu_ms.map_or("failed".to_string(), |ms| format!("{ms:.0} ms"));
+                    let measured = format!("one Grad-CAM took {:.0} ms on the CPU, {gpu_ms} on WebGPU{}", c.cpu_ms, if c.cached { ", measured by an earlier load" } else { "" });
+                    let chose_cpu = c.chose == "cpu";
+                    self.note = if chose_cpu { format!("CPU: faster than WebGPU on {} ({measured})", c.adapter) } else { format!("WebGPU on {} ({measured})", c.adapter) };
+                    self.calibration = Some(c);
+                    if chose_cpu {
+                        return; // the session is dropped with its buffers
+                    }
+                }
                 self.gpu = Some(session);
             }
             Err(reason) => {
@@ -598,6 +622,36 @@ impl State {
                 self.note = format!("CPU: {reason}");
             }
         }
+    }
+}
+
+#[cfg(feature = "webgpu")]
+impl State {
+    /// Times one Grad-CAM on each backend, each after a first one that warms it (the GPU makes its
+    /// pipelines on first use; the CPU its kept weights), on synthetic images that differ so that no
+    /// call reuses the previous one's forward pass. A WebGPU failure counts as a win for the CPU.
+    async fn calibrate_on(&mut self, gpu: &mut crate::gpu::GpuSession, adapter: String) -> Calibration {
+        let (w, h) = self.inner.model().input_size();
+        let image = |seed: u8| RgbImage { width: w, height: h, data: (0..w * h * 3).map(|i| ((i * 7 + seed as usize * 31) % 251) as u8).collect() };
+        let opts = ExplainOptions::default();
+        let mut none = |_: usize, _: usize| {};
+        crate::cancel::reset(None);
+        let mut cpu_ms = f64::INFINITY;
+        for seed in 0..2 {
+            let t0 = crate::clock::now_ms();
+            let ok = self.inner.explain_with_progress(&image(seed), &opts, &mut none).is_ok();
+            cpu_ms = if ok { crate::clock::now_ms() - t0 } else { f64::INFINITY };
+        }
+        let mut webgpu_ms = None;
+        for seed in 2..4 {
+            let t0 = crate::clock::now_ms();
+            webgpu_ms = gpu.explain(&mut self.inner, &image(seed), &opts, &mut none).await.ok().map(|_| crate::clock::now_ms() - t0);
+            if webgpu_ms.is_none() {
+                break;
+            }
+        }
+        let chose = if webgpu_ms.is_some_and(|g| g < cpu_ms) { "webgpu" } else { "cpu" };
+        Calibration { adapter, chose, cpu_ms, webgpu_ms, cached: false }
     }
 }
 
@@ -651,6 +705,39 @@ fn model_settings(opts: &Option<JsValue>) -> JsResult<ModelSettings> {
         s.external_data = Some(bytes_of(&data).ok_or_else(|| js_err("option 'externalData' must be a Uint8Array or an ArrayBuffer (the .onnx.data file)"))?);
     }
     Ok(s)
+}
+
+/// The `calibration` option: earlier loads' `backendInfo().calibration` records, at most 16.
+fn calibration_records(opts: &Option<JsValue>) -> JsResult<Vec<Calibration>> {
+    let Some(o) = opts else { return Ok(Vec::new()) };
+    let v = get(o, "calibration")?;
+    if is_missing(&v) {
+        return Ok(Vec::new());
+    }
+    if !Array::is_array(&v) {
+        return Err(js_err("option 'calibration' must be an array of earlier backendInfo().calibration records"));
+    }
+    let list = Array::from(&v);
+    if list.length() > 16 {
+        return Err(js_err(format!("option 'calibration' has {} records; at most 16 (one per adapter) are accepted", list.length())));
+    }
+    list.iter().enumerate().map(|(i, r)| calibration_record(r).map_err(|why| js_err(format!("option 'calibration'[{i}] {why}")))).collect()
+}
+
+fn calibration_record(r: JsValue) -> Result<Calibration, &'static str> {
+    if !r.is_object() {
+        return Err("must be an object { adapter, chose, cpuMs, webgpuMs }");
+    }
+    let field = |k: &str| Reflect::get(&r, &JsValue::from_str(k)).unwrap_or(JsValue::UNDEFINED);
+    let adapter = field("adapter").as_string().filter(|a| a.len() <= 256).ok_or("needs 'adapter', a string of at most 256 characters")?;
+    let chose = match field("chose").as_string().as_deref() {
+        Some("cpu") => "cpu",
+        Some("webgpu") => "webgpu",
+        _ => return Err("needs 'chose', 'cpu' or 'webgpu'"),
+    };
+    let cpu_ms = field("cpuMs").as_f64().ok_or("needs 'cpuMs', a number")?;
+    let webgpu_ms = field("webgpuMs").as_f64();
+    Ok(Calibration { adapter, chose, cpu_ms, webgpu_ms, cached: true })
 }
 
 /// An option holding three numbers (one per RGB channel).
@@ -708,6 +795,9 @@ impl Explainer {
             adapter: None,
             software: false,
             note,
+            calibrate: opt_bool(opts, "calibrate")?,
+            known: calibration_records(opts)?,
+            calibration: None,
         };
         Ok(Explainer { state: Rc::new(RefCell::new(state)), queue: Rc::new(RefCell::new(None)), num_classes, input_size, arch, default_layer, layers })
     }
@@ -954,7 +1044,7 @@ impl Explainer {
     #[wasm_bindgen(js_name = backendInfo, unchecked_return_type = "BackendInfo")]
     pub fn backend_info(&self) -> JsResult<JsValue> {
         let s = self.state()?;
-        to_js(&BackendInfo { backend: s.active_backend(), requested: s.requested.name(), adapter: s.adapter.as_deref(), software: s.software, note: &s.note })
+        to_js(&BackendInfo { backend: s.active_backend(), requested: s.requested.name(), adapter: s.adapter.as_deref(), software: s.software, note: &s.note, calibration: s.calibration.as_ref() })
     }
 }
 

@@ -44,6 +44,13 @@ export interface LoadOptions {
    * whose maps are the same on every CPU. The worker's first load decides.
    */
   relaxedSimd?: boolean;
+  /**
+   * With backend 'auto' on a WebGPU adapter: time one Grad-CAM on each backend and keep the faster,
+   * once per model and adapter (kept in the Cache API; `model.backend.calibration` says what was
+   * measured). Default: on hardware adapters; true: on software adapters too; false: take a
+   * hardware adapter without measuring.
+   */
+  calibrate?: boolean;
 }
 
 export interface LoadedModel {

@@ -354,7 +354,7 @@ export class GradcamClient extends EventTarget {
    * @param {{arch?: string, labels?: string[]}} [options]
    * @param {(received: number, total: number) => void} [onProgress]  total is 0 while unknown.
    * @param {{arch?: string, labels?: string[], backend?: 'auto'|'cpu'|'webgpu', integrity?: string,
-   *          externalDataIntegrity?: string, memoryBudgetMiB?: number, threads?: 'auto'|number, relaxedSimd?: boolean}} [options]  integrity: "sha256-<base64>" (SRI syntax)
+   *          externalDataIntegrity?: string, memoryBudgetMiB?: number, threads?: 'auto'|number, relaxedSimd?: boolean, calibrate?: boolean}} [options]  integrity: "sha256-<base64>" (SRI syntax)
    * @returns {Promise<{url, bytes, source: 'network'|'cache'|'memory', downloadMs, initMs, layers, methods, defaultLayer,
    *   backend: {backend: 'cpu'|'webgpu', requested, adapter, software, note},
    *   build: {variant: 'threads'|'relaxed-simd'|'simd', threads: number, note: string|null}}>}
@@ -406,6 +406,8 @@ export class GradcamClient extends EventTarget {
     // false: the plain SIMD builds only, whose maps are the same on every CPU (relaxed SIMD's fused
     // multiply-adds may round differently from one machine to another).
     if (options && options.relaxedSimd != null) opts.relaxedSimd = !!options.relaxedSimd;
+    // backend 'auto' on a WebGPU adapter: whether to time both backends once per model and adapter.
+    if (options && options.calibrate != null) opts.calibrate = !!options.calibrate;
     // An ONNX file's external weights (<name>.onnx.data): a URL, bytes or a Blob, like the model.
     if (options && options.externalData) {
       const d = options.externalData;

@@ -377,11 +377,62 @@ export async function isModelCached(url) {
   }
 }
 
-/** Removes one model (or, without `url`, every cached model). Returns whether anything was removed. */
+// ---------- the auto backend's calibrations ----------
+
+// With backend 'auto' on a WebGPU adapter, the Explainer times one Grad-CAM on each backend and keeps
+// the faster (backendInfo().calibration). These keep those records per model (a list, one per
+// adapter), so the next load of the same model on the same adapter reuses the choice.
+const CALIBRATION_CACHE_NAME = 'gradcam-calibration-v1';
+const MAX_CALIBRATIONS = 16;
+
+/** A cheap identity of the model bytes: their length and an FNV-1a hash of every 997th byte (a
+ *  false match could only cost a slower backend, never a wrong map). */
+function modelKey(bytes) {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < bytes.length; i += 997) h = Math.imul(h ^ bytes[i], 0x01000193) >>> 0;
+  return `${bytes.length}-${h.toString(16)}`;
+}
+
+/** Whether a kept record has the fields the Explainer reads (storage is not trusted). */
+const wellFormed = (r) => r && typeof r.adapter === 'string' && (r.chose === 'cpu' || r.chose === 'webgpu') && typeof r.cpuMs === 'number';
+
+async function calibrationSlot(bytes) {
+  if (typeof caches === 'undefined' || !caches || typeof caches.open !== 'function') return null;
+  const cache = await caches.open(CALIBRATION_CACHE_NAME);
+  return { cache, key: new URL(`gradcam-calibration/${modelKey(bytes)}`, baseUrl()).href };
+}
+
+/** The calibration records kept for these model bytes ([] when none, or without a Cache API). */
+export async function readCalibrations(bytes) {
+  try {
+    const slot = await calibrationSlot(bytes);
+    const hit = slot && (await slot.cache.match(slot.key));
+    const list = hit ? await hit.json() : [];
+    return Array.isArray(list) ? list.filter(wellFormed).slice(0, MAX_CALIBRATIONS) : [];
+  } catch {
+    return [];
+  }
+}
+
+/** Keeps `record` (a fresh backendInfo().calibration) for these model bytes, replacing the same adapter's. */
+export async function saveCalibration(bytes, record) {
+  try {
+    const slot = await calibrationSlot(bytes);
+    if (!slot) return;
+    const list = [record, ...(await readCalibrations(bytes)).filter((r) => r && r.adapter !== record.adapter)].slice(0, MAX_CALIBRATIONS);
+    await slot.cache.put(slot.key, new Response(JSON.stringify(list.map(({ cached, ...r }) => r)), { headers: { 'content-type': 'application/json' } }));
+  } catch {
+    /* no Cache API here (opaque origin, storage off): the next load measures again */
+  }
+}
+
+/** Removes one model (or, without `url`, every cached model and every calibration). Returns whether anything was removed. */
 export async function clearModelCache(url) {
   try {
     if (url === undefined) {
-      return typeof caches !== 'undefined' && (await caches.delete(MODEL_CACHE_NAME));
+      if (typeof caches === 'undefined') return false;
+      const [models] = await Promise.all([caches.delete(MODEL_CACHE_NAME), caches.delete(CALIBRATION_CACHE_NAME)]);
+      return models;
     }
     const cache = await openCache();
     return cache ? await cache.delete(resolveModelUrl(url)) : false;

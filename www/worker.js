@@ -37,7 +37,7 @@
 // with a cache-busting query would also give fresh glue state, but not in the webpack build,
 // which bundles the glue once.)
 
-import { commitModelCache, loadModelBytes, verifyIntegrity } from './model-loader.js';
+import { commitModelCache, loadModelBytes, readCalibrations, saveCalibration, verifyIntegrity } from './model-loader.js';
 import { loadPackage } from './thread-pool.js';
 
 let wasm = null; // the imported pkg module, after init
@@ -187,6 +187,23 @@ function cancelHooks(isCancelled, post, phase) {
   };
 }
 
+/** Explainer.create, with the calibrations earlier loads measured for these bytes when 'auto' may use
+ *  them; a fresh measurement is kept for the next load. A kept record that no longer parses is dropped. */
+async function createExplainer(bytes, opts) {
+  const auto = !opts.backend || opts.backend === 'auto';
+  const known = auto && typeof navigator !== 'undefined' && navigator.gpu ? await readCalibrations(bytes) : [];
+  let next;
+  try {
+    next = await wasm.Explainer.create(bytes, known.length ? { ...opts, calibration: known } : opts);
+  } catch (e) {
+    if (!known.length || !/option 'calibration'/.test(e && e.message)) throw e;
+    next = await wasm.Explainer.create(bytes, opts);
+  }
+  const measured = next.backendInfo().calibration;
+  if (measured && !measured.cached) await saveCalibration(bytes, measured);
+  return next;
+}
+
 const handlers = {
   async load({ source, options, wasmUrl }, post, isCancelled = () => false) {
     const t0 = performance.now();
@@ -223,9 +240,11 @@ const handlers = {
       const d = options.externalData;
       opts.externalData = typeof d === 'string' ? await loadModelBytes(d, { integrity: options.externalDataIntegrity, deferCache: true }) : d;
     }
-    // 'auto' (default): WebGPU on a hardware adapter, else the CPU; create() never fails for lack of a GPU.
+    // 'auto' (default): WebGPU on a hardware adapter, else the CPU; create() never fails for lack of a
+    // GPU. On an adapter it measures both once per model (calibrate), reusing earlier measurements.
     if (options && options.backend) opts.backend = options.backend;
-    const next = await wasm.Explainer.create(bytes, opts);
+    if (options && options.calibrate != null) opts.calibrate = options.calibrate;
+    const next = await createExplainer(bytes, opts);
     await commitModelCache(bytes, opts.externalData); // only now: what does not parse is never cached
     if (isCancelled()) {
       // An aborted load must not replace the model the page still uses.
@@ -378,7 +397,7 @@ async function recoverFromTrap(cmd) {
   }
   if (!old) return `The module was re-instantiated in ${Math.round(performance.now() - t0)} ms (no model was loaded).`;
   try {
-    explainer = await wasm.Explainer.create(old.bytes, old.opts);
+    explainer = await createExplainer(old.bytes, old.opts);
     loaded = old;
   } catch (e) {
     loaded = null;

@@ -17,6 +17,11 @@ export interface ExplainerOptions {
   externalData?: Uint8Array | ArrayBuffer;
   /** the most memory one explanation may hold at once */
   memoryBudgetMiB?: number;
+  /** 'auto' on a WebGPU adapter: time one explanation on each backend and keep the faster (default:
+   *  on hardware adapters; true: on software adapters too; false: take a hardware adapter unmeasured) */
+  calibrate?: boolean;
+  /** earlier `backendInfo().calibration` records (at most 16): the one for this adapter is reused */
+  calibration?: Calibration[];
 }
 export interface ExplainOptions {
   method?: MethodName; layer?: string; colormap?: Colormap; alpha?: number;

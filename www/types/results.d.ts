@@ -125,7 +125,20 @@ classAgnostic: boolean, smoothing: Smoothing,
  * the `explain` options of its own that change its map (Integrated Gradients: igSteps, igBaseline; ...)
  */
 options: Array<string>, };
-export type BackendInfo = { backend: 'cpu' | 'webgpu', requested: Backend, adapter: string | null, software: boolean, note: string, };
+export type Calibration = { adapter: string, chose: 'cpu' | 'webgpu', cpuMs: number, 
+/**
+ * null when WebGPU failed to explain
+ */
+webgpuMs: number | null, 
+/**
+ * reused from an earlier load rather than measured by this one
+ */
+cached: boolean, };
+export type BackendInfo = { backend: 'cpu' | 'webgpu', requested: Backend, adapter: string | null, software: boolean, note: string, 
+/**
+ * how 'auto' chose between the CPU and this adapter, when it measured (or reused a measurement)
+ */
+calibration: Calibration | null, };
 export type ProgressMessage = { phase: 'download' | 'method', done: number, total: number, };
 /** every method's name and alias that `method` accepts */
 export type MethodName = 'gradcam' | 'counterfactual' | 'counterfactual-gradcam' | 'gradcam-counterfactual' | 'guided-backprop' | 'guided-backpropagation' | 'guided-bp' | 'guided-gradcam' | 'deconvolution' | 'deconv' | 'deconvnet' | 'deconv-gradcam' | 'deconvolution-gradcam' | 'gradcam++' | 'gradcampp' | 'gradcamplusplus' | 'hirescam' | 'xgradcam' | 'layercam' | 'scorecam' | 'eigencam' | 'gradcam-elementwise' | 'gradcamelementwise' | 'eigengradcam' | 'kpcacam' | 'kpca' | 'cam' | 'classactivationmap' | 'ablationcam' | 'ablation' | 'saliency' | 'vanilla-gradient' | 'gradient' | 'input-x-gradient' | 'inputxgradient' | 'input*gradient' | 'gradient-x-input' | 'integrated-gradients' | 'ig' | 'integratedgradients' | 'smoothgrad' | 'smooth-grad' | 'occlusion' | 'fullgrad' | 'full-gradient';
