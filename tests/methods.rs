@@ -45,21 +45,15 @@ fn run_with(method: Method, a: &FeatureMap, g: Option<&FeatureMap>, guided: Opti
     let mut progress = |_: usize, _: usize| {};
     let mut input_gradients = |_: &[f32], _: usize| panic!("{} asked for input gradients", method.name());
     let mut e = Evidence {
-        activations: a,
         layer_gradient: g,
         guided_input_gradient: guided,
         deconv_input_gradient: guided,
-        input: &x,
-        target: &[1.0],
-        forwards: &mut forwards,
         score_cam: ScoreCamOptions { batch: Some(1), max_channels: None },
-        input_gradients: &mut input_gradients,
-        attribution: AttributionOptions::default(),
-        progress: &mut progress,
         classifier_weights: Some(&CLASSIFIER_WEIGHTS),
         layer_forwards: Some(&mut layer_forwards),
         forward_batch: 2,
         full_gradient: full,
+        ..Evidence::new(a, &x, &[1.0], &mut forwards, &mut input_gradients, &mut progress)
     };
     method.compute(&mut e).unwrap_or_else(|e| panic!("{}: {e}", method.name()))
 }
@@ -418,21 +412,9 @@ fn run_net(method: Method, net: &Net, opts: AttributionOptions) -> (Computed, Ve
     let mut reports = Vec::new();
     let mut progress = |done: usize, total: usize| reports.push((done, total));
     let mut e = Evidence {
-        activations: &a,
-        layer_gradient: None,
-        guided_input_gradient: None,
-        deconv_input_gradient: None,
-        input: &x,
-        target: &[1.0],
-        forwards: &mut forwards,
-        score_cam: ScoreCamOptions::default(),
-        input_gradients: &mut input_gradients,
         attribution: AttributionOptions { black: Some(BLACK), batch: Some(2), ..opts },
-        progress: &mut progress,
-        classifier_weights: None,
-        layer_forwards: None,
         forward_batch: 2,
-        full_gradient: None,
+        ..Evidence::new(&a, &x, &[1.0], &mut forwards, &mut input_gradients, &mut progress)
     };
     let c = method.compute(&mut e).unwrap_or_else(|e| panic!("{}: {e}", method.name()));
     (c, reports)

@@ -80,8 +80,6 @@ fn a_weighted_target_is_linear_in_its_classes() {
 
 // ---------------------------------------------------------------- eigen_smooth
 
-use gradcam_wasm::methods::attribution::AttributionOptions;
-use gradcam_wasm::methods::score::ScoreCamOptions;
 use gradcam_wasm::methods::smooth::{eigen_smoothed, supports_eigen_smooth};
 use gradcam_wasm::methods::Evidence;
 
@@ -91,23 +89,7 @@ fn eigen(method: Method, a: &FeatureMap, g: &FeatureMap) -> gradcam_wasm::Result
     let mut forwards = |_: &[f32], _: usize| panic!("no forwards");
     let mut input_gradients = |_: &[f32], _: usize| panic!("no input gradients");
     let mut progress = |_: usize, _: usize| {};
-    let mut e = Evidence {
-        activations: a,
-        layer_gradient: Some(g),
-        guided_input_gradient: None,
-        deconv_input_gradient: None,
-        input: &x,
-        target: &[1.0],
-        forwards: &mut forwards,
-        score_cam: ScoreCamOptions::default(),
-        input_gradients: &mut input_gradients,
-        attribution: AttributionOptions::default(),
-        progress: &mut progress,
-        classifier_weights: None,
-        layer_forwards: None,
-        full_gradient: None,
-        forward_batch: 1,
-    };
+    let mut e = Evidence { layer_gradient: Some(g), ..Evidence::new(a, &x, &[1.0], &mut forwards, &mut input_gradients, &mut progress) };
     eigen_smoothed(method, &mut e).map(|c| c.map.data)
 }
 

@@ -122,7 +122,36 @@ pub struct Evidence<'a> {
     pub full_gradient: Option<&'a FullGradient>,
 }
 
-impl Evidence<'_> {
+impl<'a> Evidence<'a> {
+    /// The evidence every method has, with the optional parts absent and default settings; fill in
+    /// the rest with struct update syntax (`Evidence { layer_gradient: Some(g), ..Evidence::new(...) }`).
+    pub fn new(
+        activations: &'a FeatureMap,
+        input: &'a FeatureMap,
+        target: &'a [f32],
+        forwards: &'a mut Forwards<'a>,
+        input_gradients: &'a mut InputGradients<'a>,
+        progress: &'a mut dyn FnMut(usize, usize),
+    ) -> Evidence<'a> {
+        Evidence {
+            activations,
+            layer_gradient: None,
+            guided_input_gradient: None,
+            deconv_input_gradient: None,
+            input,
+            target,
+            forwards,
+            score_cam: ScoreCamOptions::default(),
+            input_gradients,
+            attribution: AttributionOptions::default(),
+            progress,
+            classifier_weights: None,
+            layer_forwards: None,
+            forward_batch: 1,
+            full_gradient: None,
+        }
+    }
+
     pub fn layer_gradient(&self) -> Result<&FeatureMap> {
         self.layer_gradient.ok_or_else(|| Error::Internal("the layer gradient was not gathered".into()))
     }
