@@ -37,7 +37,7 @@ report pkg/gradcam_wasm_bg.wasm
 build_threads() {
   local nightly flags
   nightly=$(cat scripts/nightly-toolchain)
-  flags="-C target-feature=+atomics,+bulk-memory,+simd128 -C link-arg=--shared-memory -C link-arg=--import-memory"
+  flags="-C target-feature=+atomics,+bulk-memory,+simd128 -C llvm-args=-inline-threshold=150 -C link-arg=--shared-memory -C link-arg=--import-memory"
   flags+=" -C link-arg=--max-memory=4294967296"
   for sym in __wasm_init_tls __tls_size __tls_align __tls_base; do flags+=" -C link-arg=--export=$sym"; done
   RUSTFLAGS="$flags" cargo "+$nightly" build --quiet --profile web --lib --target wasm32-unknown-unknown \
@@ -51,11 +51,11 @@ build_threads
 
 # The relaxed-SIMD variant, pkg/relaxed/ (same glue flags, no package.json: it is not published on
 # its own): `relaxed-simd` on top of simd128, so the kernels' multiply-adds (`kernels::madd`) become
-# f32x4.relaxed_madd, fused where the CPU has FMA. RUSTFLAGS replaces .cargo/config.toml's flags,
+# f32x4.relaxed_madd, fused where the CPU has FMA. RUSTFLAGS replaces .cargo/config.toml's flags (simd128, the inline threshold),
 # hence +simd128 again; its own target dir, since a RUSTFLAGS change would otherwise rebuild (and
 # overwrite) the plain build's artefacts. www/wasm-features.js tells the worker which one to load.
 build_relaxed() {
-  RUSTFLAGS="-C target-feature=+simd128,+relaxed-simd" CARGO_TARGET_DIR=target/relaxed \
+  RUSTFLAGS="-C target-feature=+simd128,+relaxed-simd -C llvm-args=-inline-threshold=150" CARGO_TARGET_DIR=target/relaxed \
     cargo build --quiet --profile web --lib --target wasm32-unknown-unknown --features webgpu
   wasm-bindgen --target web --experimental-reset-state-function --remove-name-section --remove-producers-section \
     --out-dir pkg/relaxed target/relaxed/wasm32-unknown-unknown/web/gradcam_wasm.wasm
