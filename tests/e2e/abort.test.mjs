@@ -9,27 +9,16 @@
 // batches (src/cancel.rs): a full Score-CAM aborted after a second stops within one batch.
 //   node --test tests/e2e/abort.test.mjs
 
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { launchBrowser, recordErrors, startServer } from './harness.mjs';
+import { recordErrors, serveAndBrowse } from './harness.mjs';
 
-let server;
-let isolated; // the same site, cross-origin isolated: SharedArrayBuffer exists there
-let browser;
-
-before(async () => {
-  [server, isolated, browser] = await Promise.all([startServer(), startServer({ extraArgs: ['--isolate'] }), launchBrowser()]);
-});
-
-after(async () => {
-  await browser?.close().catch(() => {});
-  await server?.stop();
-  await isolated?.stop();
-});
+// env.isolated: the same site, cross-origin isolated (SharedArrayBuffer exists there).
+const env = serveAndBrowse({ isolated: true });
 
 /** A page with a loaded client (window.client) and chelsea.png / coffee.png as ImageData (window.img). */
-async function openClient(site = server) {
-  const page = await browser.newPage();
+async function openClient(site = env.server) {
+  const page = await env.browser.newPage();
   const errors = recordErrors(page);
   await page.goto(new URL('tests/e2e/blank.html', site.url).href);
   await page.evaluate(async () => {
@@ -172,7 +161,7 @@ function abortThenExplain(page, { call, afterMs = null }) {
 }
 
 test('cross-origin isolated: an aborted Score-CAM over all channels, and an aborted evaluate, stop within one batch', async () => {
-  const { page, errors } = await openClient(isolated);
+  const { page, errors } = await openClient(env.isolated);
   for (const [call, afterMs] of [['scorecam', null], ['evaluate', 300]]) {
     const out = await abortThenExplain(page, { call, afterMs });
     console.log(`# isolated abort ${call}:`, JSON.stringify(out));
@@ -189,7 +178,7 @@ test('cross-origin isolated: an aborted Score-CAM over all channels, and an abor
 });
 
 test('not isolated: an aborted full Score-CAM stops within one batch; the worker keeps its model and the next explanation is the same', async () => {
-  const { page, errors } = await openClient(server);
+  const { page, errors } = await openClient(env.server);
   const out = await page.evaluate(async () => {
     const before = await client.explain(img.chelsea, null, { method: 'gradcam' });
     const ac = new AbortController();

@@ -5,30 +5,25 @@
 // fresh worker reuses it instead of measuring again; a kept record that no longer parses is replaced.
 //   node --test tests/e2e/calibration.test.mjs     (part of npm run test:e2e; needs pkg/ and the model)
 
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { launchBrowser, recordErrors, startServer } from './harness.mjs';
+import { recordErrors, serveAndBrowse } from './harness.mjs';
 
-let server;
-let browser;
-let page;
+const env = serveAndBrowse();
+let page; // one page for all tests: its origin's Cache API holds the kept calibrations
 let errors;
 
-before(async () => {
-  [server, browser] = await Promise.all([startServer(), launchBrowser()]);
-  page = await browser.newPage();
+async function openPage() {
+  if (page) return page;
+  page = await env.browser.newPage();
   errors = recordErrors(page);
-  await page.goto(new URL('tests/e2e/blank.html', server.url).href);
-});
-
-after(async () => {
-  await browser?.close().catch(() => {});
-  await server?.stop();
-});
+  await page.goto(new URL('tests/e2e/blank.html', env.server.url).href);
+  return page;
+}
 
 /** Loads the default model in a fresh client (a fresh worker) and explains chelsea.png once. */
-function loadAndExplain(loadOptions) {
-  return page.evaluate(async (loadOptions) => {
+async function loadAndExplain(loadOptions) {
+  return (await openPage()).evaluate(async (loadOptions) => {
     const { GradcamClient, toImageData } = await import('/www/gradcam-client.js');
     const client = new GradcamClient();
     try {
@@ -50,7 +45,7 @@ test("'auto' declines SwiftShader unmeasured unless asked to calibrate", { timeo
 });
 
 test('calibrate: true times both backends, keeps the faster, and a fresh worker reuses the measurement', { timeout: 300000 }, async () => {
-  await page.evaluate(() => caches.delete('gradcam-calibration-v1'));
+  await (await openPage()).evaluate(() => caches.delete('gradcam-calibration-v1'));
   const first = await loadAndExplain({ calibrate: true });
   const c = first.backend.calibration;
   console.log(`calibration on ${c.adapter}: CPU ${c.cpuMs.toFixed(0)} ms, WebGPU ${c.webgpuMs?.toFixed(0)} ms -> ${c.chose}`);
@@ -72,14 +67,14 @@ test('calibrate: true times both backends, keeps the faster, and a fresh worker 
 
 test('a kept calibration that no longer parses is measured again, and the load still works', { timeout: 300000 }, async () => {
   // Overwrite every kept record for this model with one the Explainer refuses.
-  await page.evaluate(async () => {
+  await (await openPage()).evaluate(async () => {
     const cache = await caches.open('gradcam-calibration-v1');
     for (const key of await cache.keys()) await cache.put(key, new Response(JSON.stringify([{ adapter: 5, chose: 'gpu' }])));
   });
   const r = await loadAndExplain({ calibrate: true });
   assert.equal(r.backend.calibration.cached, false, 'measured afresh');
   assert.ok([281, 282, 285].includes(r.classIdx));
-  const kept = await page.evaluate(async () => {
+  const kept = await (await openPage()).evaluate(async () => {
     const cache = await caches.open('gradcam-calibration-v1');
     const keys = await cache.keys();
     return keys.length === 1 ? (await cache.match(keys[0])).json() : null;

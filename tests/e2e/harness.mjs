@@ -100,21 +100,24 @@ const BUILT = ['pkg/gradcam_wasm.js', 'pkg/gradcam_wasm_bg.wasm', 'assets/models
  * The hooks most test files need: before their tests, check that the package and the assets are
  * built (and the files in `needs`), run `prepare()` (e.g. build a site), start www/serve.mjs (`serverOptions`, see startServer)
  * and Chromium; after them, close both. Returns `env`, whose `server` and `browser` are set once the
- * `before` hook has run.
+ * `before` hook has run. `isolated: true` also starts the same site cross-origin isolated (COOP +
+ * COEP, so SharedArrayBuffer and the threaded build), as `env.isolated`.
  */
-export function serveAndBrowse({ serverOptions = {}, prepare = async () => {}, needs = [] } = {}) {
-  const env = { server: null, browser: null };
+export function serveAndBrowse({ serverOptions = {}, prepare = async () => {}, needs = [], isolated = false } = {}) {
+  const env = { server: null, isolated: null, browser: null };
   before(async () => {
     for (const f of [...BUILT, ...needs]) {
       if (!existsSync(resolve(REPO, f))) throw new Error(`missing ${f}: run scripts/setup.sh (assets) and scripts/build-web.sh (pkg) first`);
     }
     artifactsDir();
     await prepare();
-    [env.server, env.browser] = await Promise.all([startServer(serverOptions), launchBrowser()]);
+    const isolatedSite = isolated ? startServer({ ...serverOptions, extraArgs: [...(serverOptions.extraArgs || []), '--isolate'] }) : null;
+    [env.server, env.isolated, env.browser] = await Promise.all([startServer(serverOptions), isolatedSite, launchBrowser()]);
   });
   after(async () => {
     await env.browser?.close().catch(() => {});
     await env.server?.stop();
+    await env.isolated?.stop();
   });
   return env;
 }

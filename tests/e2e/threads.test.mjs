@@ -7,23 +7,12 @@
 // benchmark, `npm run bench`, measures them properly). A kernel thread that traps is recovered from.
 //   node --test tests/e2e/threads.test.mjs
 
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { launchBrowser, recordErrors, startServer } from './harness.mjs';
+import { recordErrors, serveAndBrowse } from './harness.mjs';
 
-let plain; // not isolated: the single-threaded build
-let isolated; // COOP + COEP: the threaded build
-let browser;
-
-before(async () => {
-  [plain, isolated, browser] = await Promise.all([startServer(), startServer({ extraArgs: ['--isolate'] }), launchBrowser()]);
-});
-
-after(async () => {
-  await browser?.close().catch(() => {});
-  await plain?.stop();
-  await isolated?.stop();
-});
+// env.server: not isolated, the single-threaded build; env.isolated: COOP + COEP, the threaded build.
+const env = serveAndBrowse({ isolated: true });
 
 const METHODS = [
   { method: 'gradcam' },
@@ -34,7 +23,7 @@ const METHODS = [
 
 /** Loads the default model in a client on `site` and explains chelsea.png with every method in METHODS. */
 async function explainAll(site, loadOptions = {}) {
-  const page = await browser.newPage();
+  const page = await env.browser.newPage();
   const errors = recordErrors(page);
   await page.goto(new URL('tests/e2e/blank.html', site.url).href);
   const out = await page.evaluate(
@@ -65,7 +54,7 @@ let single;
 let threaded;
 
 test('an isolated page runs the threaded build with a thread per core; a plain page the single-threaded one', async () => {
-  [single, threaded] = [await explainAll(plain, { relaxedSimd: false }), await explainAll(isolated)];
+  [single, threaded] = [await explainAll(env.server, { relaxedSimd: false }), await explainAll(env.isolated)];
   assert.equal(single.isolated, false);
   assert.equal(single.build.variant, 'simd');
   assert.equal(single.build.threads, 1);
@@ -95,14 +84,14 @@ test('every method gives bitwise the single-threaded map on the threaded build',
 });
 
 test('threads: 1 takes a single-threaded build on an isolated page, a plain page the relaxed-SIMD one by default; a bad thread count is a clear error', async () => {
-  const one = await explainAll(isolated, { threads: 1, relaxedSimd: false });
+  const one = await explainAll(env.isolated, { threads: 1, relaxedSimd: false });
   assert.deepEqual(one.build, { variant: 'simd', threads: 1, note: null });
   assert.deepEqual(one.maps.gradcam.heatmap, single.maps.gradcam.heatmap);
-  const relaxed = await explainAll(plain);
+  const relaxed = await explainAll(env.server);
   assert.equal(relaxed.build.variant, 'relaxed-simd', JSON.stringify(relaxed.build));
   assert.equal(relaxed.maps.gradcam.classIdx, single.maps.gradcam.classIdx);
-  const page = await browser.newPage();
-  await page.goto(new URL('tests/e2e/blank.html', isolated.url).href);
+  const page = await env.browser.newPage();
+  await page.goto(new URL('tests/e2e/blank.html', env.isolated.url).href);
   const message = await page.evaluate(async () => {
     const { GradcamClient } = await import('/www/gradcam-client.js');
     const client = new GradcamClient();
@@ -120,8 +109,8 @@ test('threads: 1 takes a single-threaded build on an isolated page, a plain page
 });
 
 test('a kernel thread that traps: the call fails with a message, the client replaces the worker, the next call gives the same map', async () => {
-  const page = await browser.newPage();
-  await page.goto(new URL('tests/e2e/blank.html', isolated.url).href);
+  const page = await env.browser.newPage();
+  await page.goto(new URL('tests/e2e/blank.html', env.isolated.url).href);
   const out = await page.evaluate(async () => {
     const { GradcamClient, toImageData } = await import('/www/gradcam-client.js');
     const client = new GradcamClient();
