@@ -505,13 +505,11 @@ impl EvaluateRequest {
     /// Explains on the CPU, then measures the map: the curves (which pause between batches where a
     /// pause is installed) and ROAD when asked for.
     async fn measure(&self, inner: &mut crate::Explainer) -> crate::Result<Measured> {
-        use crate::eval::faithfulness::{faithfulness_async, road_of};
         let t0 = crate::clock::now_ms();
         let r = &self.explain;
-        let explanation = inner.explain_with_progress_async(&r.image, &r.opts, &mut r.progress()).await?;
-        let faithfulness = faithfulness_async(inner, &r.image, &explanation, &r.opts, &self.curves).await?;
-        let road = if self.with_road { Some(road_of(inner, &r.image, &explanation, &r.opts, &crate::eval::RoadOptions::default())?) } else { None };
-        Ok(Measured { explanation, faithfulness, road, ms: crate::clock::now_ms() - t0 })
+        let road = self.with_road.then(crate::eval::RoadOptions::default);
+        let m = crate::eval::faithfulness::measure_async(inner, &r.image, &r.opts, &self.curves, road.as_ref(), &mut r.progress()).await?;
+        Ok(Measured { explanation: m.explanation, faithfulness: m.faithfulness, road: m.road, ms: crate::clock::now_ms() - t0 })
     }
 }
 
