@@ -105,12 +105,18 @@ impl Tape {
     /// The tape `to_flat` made, checked: as many lengths as calls, the lengths summing to the data,
     /// each call index below `MAX_CALLS` and given once.
     pub fn from_flat(calls: &[u32], lengths: &[u32], data: &[f32]) -> Result<Tape> {
+        Tape::from_parts(calls, lengths, data.len(), |start, end| data[start..end].to_vec())
+    }
+
+    /// `from_flat` where the data lies elsewhere (a JS array): `copy(start, end)` copies a part of
+    /// it, asked for only once the lengths are checked against `data_len`.
+    pub fn from_parts(calls: &[u32], lengths: &[u32], data_len: usize, mut copy: impl FnMut(usize, usize) -> Vec<f32>) -> Result<Tape> {
         if calls.len() != lengths.len() || calls.len() > MAX_CALLS {
             return fail!(Input, "a tape of {} call indices and {} lengths is malformed (they pair up, at most {MAX_CALLS})", calls.len(), lengths.len());
         }
         let total = lengths.iter().try_fold(0usize, |t, &l| t.checked_add(l as usize));
-        if total != Some(data.len()) {
-            return fail!(Input, "a tape's lengths sum to {total:?} values but it holds {}", data.len());
+        if total != Some(data_len) {
+            return fail!(Input, "a tape's lengths sum to {total:?} values but it holds {data_len}");
         }
         let mut tape = Tape::new();
         let mut at = 0;
@@ -119,11 +125,18 @@ impl Tape {
             if call >= MAX_CALLS || tape.calls.contains_key(&call) {
                 return fail!(Input, "a tape's call index {call} is out of range or given twice");
             }
-            tape.calls.insert(call, data[at..at + len as usize].to_vec());
+            tape.calls.insert(call, copy(at, at + len as usize));
             at += len as usize;
         }
         Ok(tape)
     }
+}
+
+/// Whether `method` makes enough batched calls to be worth splitting across instances (a method
+/// of one call or none gains nothing, and pays a forward pass per instance).
+pub fn worth_sharding(method: crate::Method) -> bool {
+    let needs = method.needs();
+    needs.batched_forwards || needs.layer_forwards || method == crate::Method::SMOOTHGRAD
 }
 
 /// What recording a shard gave.
