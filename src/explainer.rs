@@ -17,8 +17,8 @@ use crate::imaging::rgb::RgbImage;
 use crate::methods::fullgrad::{self, BiasTerm, FullGradient};
 use crate::methods::score::LogitsBatch;
 use crate::methods::{Computed, Evidence, Method, Sign};
-use crate::weights::WeightMap;
 use crate::tape::Taping;
+use crate::weights::WeightMap;
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -923,9 +923,7 @@ async fn compute_map(
     // Plain input gradients, one pass each through the pass's layer (the explained input itself
     // reuses the kept pass).
     let (input, pass) = (&c.input, &mut c.pass);
-    let mut input_gradients = |x: &[f32], n: usize| -> Result<Vec<f32>> {
-        taped(tape, x.len(), n, || input_gradients_at(x, n, (input, pass.as_mut()), executor, (layer, target)))
-    };
+    let mut input_gradients = |x: &[f32], n: usize| -> Result<Vec<f32>> { taped(tape, x.len(), n, || input_gradients_at(x, n, (input, pass.as_mut()), executor, (layer, target))) };
     let mut progress = |done: usize, total: usize| match tape.borrow().as_ref() {
         // A shard reports the inputs it computed: the shards' counts add up to the whole.
         Some(t) if t.is_recording() => progress(t.units(), total),
