@@ -126,3 +126,45 @@ test('an abort stops every shard and the next call works; a shard worker that di
   assert.deepEqual(errors, []);
   await context.close();
 });
+
+test('the wasm API: bad shards and bad tapes are clear errors; a replay answers from the tape alone', async () => {
+  const { page, errors, context } = await openPage();
+  const out = await page.evaluate(async () => {
+    const m = await import('/pkg/gradcam_wasm.js');
+    await m.default();
+    const bytes = new Uint8Array(await (await fetch('/assets/models/efficientnet-lite0.safetensors')).arrayBuffer());
+    const ex = new m.Explainer(bytes, {});
+    const o = { method: 'scorecam', scoreCamChannels: 8, scoreCamBatch: 2 };
+    const fail = async (p) => p.then(() => 'resolved', (e) => `${e instanceof Error}: ${e.message}`);
+    const shards = [await ex.recordShardAsync('explain', img, undefined, o, 0, 2), await ex.recordShardAsync('explain', img, undefined, o, 1, 2)];
+    const merged = {
+      calls: Uint32Array.from([...shards[0].calls, ...shards[1].calls]),
+      lengths: Uint32Array.from([...shards[0].lengths, ...shards[1].lengths]),
+      data: Float32Array.from([...shards[0].data, ...shards[1].data]),
+    };
+    const replayed = await ex.replayAsync('explain', img, undefined, o, merged);
+    const plain = await ex.explainAsync(img, undefined, o);
+    return {
+      counts: shards.map((s) => [s.calls.length, s.count, s.complete]),
+      same: same(bits(replayed.heatmap), bits(plain.heatmap)),
+      badShard: await fail(ex.recordShardAsync('explain', img, undefined, o, 2, 2)),
+      badCall: await fail(ex.recordShardAsync('predict', img, undefined, o, 0, 2)),
+      missing: await fail(ex.replayAsync('explain', img, undefined, o, shards[0])),
+      malformed: await fail(ex.replayAsync('explain', img, undefined, o, { ...merged, lengths: merged.lengths.subarray(1) })),
+      notArrays: await fail(ex.replayAsync('explain', img, undefined, o, { calls: [0], lengths: [1], data: [0] })),
+      noTape: await fail(ex.replayAsync('explain', img, undefined, o, undefined)),
+      shardsWell: ['scorecam', 'ig', 'occlusion', 'gradcam', 'saliency'].map((n) => m.shardsWell(n)),
+    };
+  });
+  assert.deepEqual(out.counts, [[2, 4, true], [2, 4, true]]);
+  assert.ok(out.same, 'the replay of the merged tapes is the computed map');
+  assert.match(out.badShard, /^true: (\w+: )?shard 2 of 2 is not usable/);
+  assert.match(out.badCall, /^true: the call to shard must be 'explain' or 'evaluate', got 'predict'/);
+  assert.match(out.missing, /^true: (\w+: )?the tape has no answer for batched call 1/);
+  assert.match(out.malformed, /^true: (\w+: )?a tape of 4 calls and 3 lengths is malformed/);
+  assert.match(out.notArrays, /^true: tape.calls must be a Uint32Array/);
+  assert.match(out.noTape, /^true: replayAsync needs the merged tape/);
+  assert.deepEqual(out.shardsWell, [true, true, true, false, false]);
+  assert.deepEqual(errors, []);
+  await context.close();
+});
