@@ -479,21 +479,29 @@ export class GradcamClient extends EventTarget {
       done[i] = d;
       if (onProgress) onProgress(Math.min(total, done.reduce((a, b) => a + b, 0)), total);
     };
+    // The shards' own signal: the caller's abort stops them all, and so does one shard failing (the
+    // others stop within a batch, so the fallback below does not wait behind their work).
+    const shardsSignal = new AbortController();
+    const stopShards = () => shardsSignal.abort(signal && signal.reason);
+    if (signal) signal.addEventListener('abort', stopShards, { once: true });
     let known;
     try {
       for (let round = 0; round < 4; round++) {
         const sharded = { ...args, count: k, known };
         const tapes = await Promise.all([
-          this._sendWithImage('recordShard', imageData, { ...sharded, index: 0 }, report(0), signal),
-          ...shards.map((c, i) => c._sendWithImage('recordShard', imageData, { ...sharded, index: i + 1 }, report(i + 1), signal)),
+          this._sendWithImage('recordShard', imageData, { ...sharded, index: 0 }, report(0), shardsSignal.signal),
+          ...shards.map((c, i) => c._sendWithImage('recordShard', imageData, { ...sharded, index: i + 1 }, report(i + 1), shardsSignal.signal)),
         ]);
         known = mergeTapes(known ? [known, ...tapes] : tapes);
         if (tapes.every((t) => t.complete)) break;
       }
     } catch (e) {
-      if (e && e.name === 'AbortError') throw e;
+      if (signal && signal.aborted) throw abortError(signal);
+      stopShards();
       console.warn(`gradcam: a shard of this ${call} failed (${e.message}); it runs in one worker instead`);
       return this._sendWithImage(call, imageData, args, onProgress, signal);
+    } finally {
+      if (signal) signal.removeEventListener('abort', stopShards);
     }
     return this._sendWithImage('replay', imageData, { ...args, call, tape: known }, null, signal, tapeBuffers(known));
   }
