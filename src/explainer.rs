@@ -17,7 +17,9 @@ use crate::imaging::rgb::RgbImage;
 use crate::methods::fullgrad::{self, BiasTerm, FullGradient};
 use crate::methods::score::LogitsBatch;
 use crate::methods::{Computed, Evidence, Method, Sign};
+use crate::tape::Taping;
 use crate::weights::WeightMap;
+use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -342,6 +344,8 @@ pub struct Explainer {
     cache: Option<CachedPass>,
     /// Bytes of layer outputs one forward may produce (`with_memory_budget`); None: the default.
     memory_budget: Option<u64>,
+    /// Batched calls recorded or replayed (`crate::tape`); None: computed as they come.
+    tape: RefCell<Option<Taping>>,
 }
 
 /// The default budget of one image's forward pass, in bytes of layer outputs (f32, every node's
@@ -366,11 +370,11 @@ pub use crate::imaging::normalize::softmax;
 impl Explainer {
     pub fn new(model: Model) -> Explainer {
         let executor = Box::new(CpuExecutor::new(model.graph.clone()));
-        Explainer { model, executor, cache: None, memory_budget: None }
+        Explainer { model, executor, cache: None, memory_budget: None, tape: RefCell::new(None) }
     }
 
     pub fn with_executor(model: Model, executor: Box<dyn Executor>) -> Explainer {
-        Explainer { model, executor, cache: None, memory_budget: None }
+        Explainer { model, executor, cache: None, memory_budget: None, tape: RefCell::new(None) }
     }
 
     /// Sets the memory budget of one explanation: the bytes of all layer outputs of its forward pass
@@ -434,7 +438,22 @@ impl Explainer {
             return fail!(Input, "{} values are not {n} inputs of 3 x {height} x {width}", inputs.len());
         }
         self.check_forward(height, width)?;
-        self.executor.logits_batch(inputs, n, height, width)
+        let len = n.saturating_mul(self.model.graph.num_classes);
+        taped(&self.tape, len, n, || self.executor.logits_batch(inputs, n, height, width))
+    }
+
+    /// Records or replays the batched calls from now on (`crate::tape`), or computes them again
+    /// (`None`); returns the taping that was in force.
+    pub fn set_taping(&mut self, taping: Option<Taping>) -> Option<Taping> {
+        std::mem::replace(self.tape.get_mut(), taping)
+    }
+
+    /// Marks that the batched calls after this point may depend on the outputs of those before it
+    /// (`Taping::barrier`); nothing without a taping.
+    pub fn tape_barrier(&self) {
+        if let Some(t) = self.tape.borrow_mut().as_mut() {
+            t.barrier();
+        }
     }
 
     /// How many inputs one `logits_batch` call should take (the executor's choice).
@@ -768,11 +787,11 @@ impl Explainer {
         let cached_input = &self.cache.as_ref().ok_or_else(|| Error::Internal("no forward pass".into()))?.input;
         let forward_bytes = self.forward_bytes(cached_input.height, cached_input.width)?;
         let _forward = crate::budget::reserve(forward_bytes, || "the layer outputs of the forward pass".into())?;
-        let Explainer { cache, executor, model, .. } = self;
+        let Explainer { cache, executor, model, tape, .. } = self;
         let cached = cache.as_mut().ok_or_else(|| Error::Internal("no forward pass".into()))?;
         let tokens = model.graph.leading_tokens(layer);
         let black = black_pixel(&model.preprocess.normalize);
-        let Computed { map: mut raw, rgb, mut warnings } = compute_map(opts, cached, executor.as_ref(), batched_forwards, &target, (&model.graph, layer, tokens), black, progress).await?;
+        let Computed { map: mut raw, rgb, mut warnings } = compute_map(opts, cached, (executor.as_ref(), tape), batched_forwards, &target, (&model.graph, layer, tokens), black, progress).await?;
         if let Some(i) = raw.data.iter().position(|v| !v.is_finite()) {
             return fail!(Numeric, "the {} map has a non-finite value at cell {i}; the gradients overflowed", opts.method.name());
         }
@@ -872,7 +891,7 @@ fn black_pixel(normalize: &Normalize) -> [f32; 3] {
 async fn compute_map(
     opts: &ExplainOptions,
     c: &mut CachedPass,
-    executor: &dyn Executor,
+    (executor, tape): (&dyn Executor, &RefCell<Option<Taping>>),
     batched_forwards: Option<&mut LogitsBatch<'_>>,
     target: &[f32],
     (graph, layer, tokens): (&Graph, NodeId, Option<usize>),
@@ -886,11 +905,13 @@ async fn compute_map(
     let full_gradient = if needs.full_gradient { Some(gather_full_gradient(c.pass.as_mut(), graph, target)?) } else { None };
     let deconv_input_gradient = if needs.deconv_input_gradient { Some(c.pass.input_gradient(target, ReluRule::Deconv)?) } else { None };
     let (h, w) = (c.input.height, c.input.width);
+    let classes = graph.num_classes;
     let mut run = |x: &[f32], n: usize| executor.logits_batch(x, n, h, w);
-    let forwards: &mut LogitsBatch = match batched_forwards {
+    let computed: &mut LogitsBatch = match batched_forwards {
         Some(given) => given,
         None => &mut run,
     };
+    let mut forwards = |x: &[f32], n: usize| taped(tape, n.saturating_mul(classes), n, || computed(x, n));
     let mut score_cam = opts.score_cam;
     score_cam.batch = Some(score_cam.batch.unwrap_or(executor.forward_batch()));
     let classifier_weights = if needs.classifier_weights { Some(crate::methods::class_activation::classifier_weights(graph, layer, target)?) } else { None };
@@ -898,21 +919,15 @@ async fn compute_map(
         return fail!(Option, "{} re-runs the network from the layer's channels, which a token layer does not have as maps; pick a convolutional layer", opts.method.label());
     }
     let shape = (activations.channels, activations.height, activations.width);
-    let mut from_layer = |x: &[f32], n: usize| executor.logits_from_layer(layer, x, n, shape);
+    let mut from_layer = |x: &[f32], n: usize| taped(tape, n.saturating_mul(classes), n, || executor.logits_from_layer(layer, x, n, shape));
     // Plain input gradients, one pass each through the pass's layer (the explained input itself
     // reuses the kept pass).
     let (input, pass) = (&c.input, &mut c.pass);
-    let mut input_gradients = |x: &[f32], n: usize| -> Result<Vec<f32>> {
-        let mut out = Vec::with_capacity(x.len());
-        for xi in x.chunks_exact(3 * h * w).take(n) {
-            let g = if xi == input.data.as_slice() {
-                pass.input_gradient(target, ReluRule::Plain)?
-            } else {
-                executor.start_for(FeatureMap::new(3, h, w, xi.to_vec()), layer, true)?.input_gradient(target, ReluRule::Plain)?
-            };
-            out.extend_from_slice(&g.data);
-        }
-        Ok(out)
+    let mut input_gradients = |x: &[f32], n: usize| -> Result<Vec<f32>> { taped(tape, x.len(), n, || input_gradients_at(x, n, (input, pass.as_mut()), executor, (layer, target))) };
+    let mut progress = |done: usize, total: usize| match tape.borrow().as_ref() {
+        // A shard reports the inputs it computed: the shards' counts add up to the whole.
+        Some(t) if t.is_recording() => progress(t.units(), total),
+        _ => progress(done, total),
     };
     let mut attribution = opts.attribution;
     attribution.batch = Some(attribution.batch.unwrap_or(executor.forward_batch()));
@@ -924,11 +939,11 @@ async fn compute_map(
         deconv_input_gradient: deconv_input_gradient.as_ref(),
         input,
         target,
-        forwards,
+        forwards: &mut forwards,
         input_gradients: &mut input_gradients,
         attribution,
         score_cam,
-        progress,
+        progress: &mut progress,
         classifier_weights: classifier_weights.as_deref(),
         layer_forwards: if needs.layer_forwards { Some(&mut from_layer) } else { None },
         forward_batch: executor.forward_batch(),
@@ -938,6 +953,30 @@ async fn compute_map(
         return crate::methods::smooth::eigen_smoothed_async(opts.method, &mut evidence).await;
     }
     opts.method.compute_async(&mut evidence).await
+}
+
+/// A batched call through the taping when one is in force (`crate::tape`), else `run` itself.
+fn taped(tape: &RefCell<Option<Taping>>, len: usize, units: usize, run: impl FnOnce() -> Result<Vec<f32>>) -> Result<Vec<f32>> {
+    match tape.borrow_mut().as_mut() {
+        Some(t) => t.call(len, units, run),
+        None => run(),
+    }
+}
+
+/// Plain input gradients at `n` inputs of the pass's shape (the explained input itself reuses the
+/// kept pass; every other one runs a pass of its own through the target layer).
+fn input_gradients_at(x: &[f32], n: usize, (input, pass): (&FeatureMap, &mut dyn Pass), executor: &dyn Executor, (layer, target): (NodeId, &[f32])) -> Result<Vec<f32>> {
+    let (h, w) = (input.height, input.width);
+    let mut out = Vec::with_capacity(x.len());
+    for xi in x.chunks_exact(3 * h * w).take(n) {
+        let g = if xi == input.data.as_slice() {
+            pass.input_gradient(target, ReluRule::Plain)?
+        } else {
+            executor.start_for(FeatureMap::new(3, h, w, xi.to_vec()), layer, true)?.input_gradient(target, ReluRule::Plain)?
+        };
+        out.extend_from_slice(&g.data);
+    }
+    Ok(out)
 }
 
 /// `opts` once per layer of `opts.layers` (see `ExplainOptions::layers`).

@@ -33,6 +33,7 @@ pub mod onnx;
 pub mod profile;
 pub mod schema;
 pub mod synthetic;
+pub mod tape;
 #[cfg(target_arch = "wasm32")]
 pub mod trap;
 #[cfg(target_arch = "wasm32")]

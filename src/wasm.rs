@@ -435,13 +435,11 @@ impl EvaluateRequest {
     /// Explains on the CPU, then measures the map: the curves (which pause between batches where a
     /// pause is installed) and ROAD when asked for.
     async fn measure(&self, inner: &mut crate::Explainer) -> crate::Result<Measured> {
-        use crate::eval::faithfulness::{faithfulness_async, road_of};
         let t0 = crate::clock::now_ms();
         let r = &self.explain;
-        let explanation = inner.explain_with_progress_async(&r.image, &r.opts, &mut r.progress()).await?;
-        let faithfulness = faithfulness_async(inner, &r.image, &explanation, &r.opts, &self.curves).await?;
-        let road = if self.with_road { Some(road_of(inner, &r.image, &explanation, &r.opts, &crate::eval::RoadOptions::default())?) } else { None };
-        Ok(Measured { explanation, faithfulness, road, ms: crate::clock::now_ms() - t0 })
+        let road = self.with_road.then(crate::eval::RoadOptions::default);
+        let m = crate::eval::faithfulness::measure_async(inner, &r.image, &r.opts, &self.curves, road.as_ref(), &mut r.progress()).await?;
+        Ok(Measured { explanation: m.explanation, faithfulness: m.faithfulness, road: m.road, ms: crate::clock::now_ms() - t0 })
     }
 }
 
@@ -953,6 +951,77 @@ impl Explainer {
         })
     }
 
+    /// `await recordShardAsync(call, imageData, classIdx?, options?, shardIndex, shardCount, known?)`:
+    /// runs `call` ('explain' or 'evaluate', with their arguments) on the CPU computing only this
+    /// shard's share of its batched calls (src/tape.rs), and resolves to that share as a `ShardTape`;
+    /// `known` (a merged `ShardTape` of an earlier round) answers the calls it holds. The map is
+    /// not made. `replayAsync` with the shards' merged tapes then gives the call's result.
+    #[wasm_bindgen(js_name = recordShardAsync, unchecked_return_type = "Promise<ShardTape>")]
+    #[allow(clippy::await_holding_refcell_ref, clippy::too_many_arguments)]
+    pub fn record_shard_async(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "'explain' | 'evaluate'")] call: String,
+        #[wasm_bindgen(js_name = imageData, unchecked_param_type = "ImageData")] image_data: JsValue,
+        #[wasm_bindgen(js_name = classIdx, unchecked_param_type = "number | string | undefined")] class_idx: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "ExplainOptions | EvaluateOptions | undefined")] options: JsValue,
+        #[wasm_bindgen(js_name = shardIndex)] shard_index: u32,
+        #[wasm_bindgen(js_name = shardCount)] shard_count: u32,
+        #[wasm_bindgen(unchecked_param_type = "ShardTape | undefined")] known: JsValue,
+    ) -> Promise {
+        let parsed = TapedCall::parse(&call, &image_data, &class_idx, &options, self.num_classes, self.input_size)
+            .and_then(|c| Ok((c, crate::tape::Shard::new(shard_index as usize, shard_count as usize).map_err(js_err)?)));
+        let (call, shard) = match parsed {
+            Ok(p) => p,
+            Err(e) => return Promise::reject(&e),
+        };
+        let state = self.state.clone();
+        self.queued(async move {
+            // Held across the pauses on purpose: it is this explainer's lock (see `State`).
+            let mut state = state.try_borrow_mut().map_err(|_| busy())?;
+            let known = tape_from_js(&known, &state)?;
+            state.inner.set_taping(Some(crate::tape::Taping::record(shard, known)));
+            let outcome = call.run(&mut state.inner).await;
+            let taping = state.inner.set_taping(None).ok_or_else(|| js_err("internal: the recording went missing"))?;
+            recorded_to_js(&taping.finish(outcome).map_err(js_err)?)
+        })
+    }
+
+    /// `await replayAsync(call, imageData, classIdx?, options?, tape)`: `explainAsync` or
+    /// `evaluateAsync` (as `call` says) on the CPU with every batched call answered from `tape`, the
+    /// merged `ShardTape`s of `recordShardAsync`: the same result, bit for bit, as computing them.
+    /// A call the tape lacks, or answers with the wrong number of values, is an error.
+    #[wasm_bindgen(js_name = replayAsync, unchecked_return_type = "Promise<ExplainResult | EvaluateResult>")]
+    #[allow(clippy::await_holding_refcell_ref)]
+    pub fn replay_async(
+        &self,
+        #[wasm_bindgen(unchecked_param_type = "'explain' | 'evaluate'")] call: String,
+        #[wasm_bindgen(js_name = imageData, unchecked_param_type = "ImageData")] image_data: JsValue,
+        #[wasm_bindgen(js_name = classIdx, unchecked_param_type = "number | string | undefined")] class_idx: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "ExplainOptions | EvaluateOptions | undefined")] options: JsValue,
+        #[wasm_bindgen(unchecked_param_type = "ShardTape")] tape: JsValue,
+    ) -> Promise {
+        let call = match TapedCall::parse(&call, &image_data, &class_idx, &options, self.num_classes, self.input_size) {
+            Ok(c) => c,
+            Err(e) => return Promise::reject(&e),
+        };
+        let state = self.state.clone();
+        self.queued(async move {
+            let mut state = state.try_borrow_mut().map_err(|_| busy())?;
+            if is_missing(&tape) {
+                return Err(js_err("replayAsync needs the merged tape of the shards"));
+            }
+            let tape = tape_from_js(&tape, &state)?;
+            state.inner.set_taping(Some(crate::tape::Taping::replay(tape)));
+            let outcome = call.run(&mut state.inner).await;
+            state.inner.set_taping(None);
+            match (outcome.map_err(js_err)?, call) {
+                (Outcome::Explained(e), TapedCall::Explain(request)) => state.finish(&e, request),
+                (Outcome::Measured(m), _) => to_js(&m.result()),
+                _ => Err(js_err("internal: a replay answered another call")),
+            }
+        })
+    }
+
     /// `overlay(imageData, result?, { colormap?, alpha? })`: the heatmap blended over the photo, as an
     /// `ImageData` for `putImageData`. Without `result`, the last explanation is used.
     pub fn overlay(
@@ -1074,6 +1143,88 @@ fn heat_from_js(result: &JsValue) -> JsResult<Heat> {
         return Err(js_err("result.geometry does not match result.width x result.height"));
     }
     Ok(Heat { width, height, map, mask })
+}
+
+/// A call that `recordShardAsync` and `replayAsync` run with a taping in force.
+enum TapedCall {
+    Explain(Request),
+    Evaluate(EvaluateRequest),
+}
+
+enum Outcome {
+    Explained(Explanation),
+    Measured(Measured),
+}
+
+impl TapedCall {
+    fn parse(call: &str, image_data: &JsValue, class_idx: &JsValue, options: &JsValue, num_classes: usize, input_size: (usize, usize)) -> JsResult<TapedCall> {
+        match call {
+            "explain" => Ok(TapedCall::Explain(Request::parse(image_data, class_idx, options, num_classes, input_size)?)),
+            "evaluate" => Ok(TapedCall::Evaluate(EvaluateRequest::parse(image_data, class_idx, options, num_classes, input_size)?)),
+            _ => Err(js_err(format!("the call to shard must be 'explain' or 'evaluate', got '{call}'"))),
+        }
+    }
+
+    fn request(&self) -> &Request {
+        match self {
+            TapedCall::Explain(r) => r,
+            TapedCall::Evaluate(e) => &e.explain,
+        }
+    }
+
+    /// Runs the call on the CPU explainer, pausing between batches so an abort is seen mid-run.
+    async fn run(&self, inner: &mut crate::Explainer) -> crate::Result<Outcome> {
+        self.request().arm_cancel();
+        let outcome = with_event_loop_pauses(async {
+            match self {
+                TapedCall::Explain(r) => inner.explain_with_progress_async(&r.image, &r.opts, &mut r.progress()).await.map(Outcome::Explained),
+                TapedCall::Evaluate(e) => e.measure(inner).await.map(Outcome::Measured),
+            }
+        })
+        .await;
+        crate::cancel::reset(None);
+        outcome
+    }
+}
+
+/// A `ShardTape` from JS ({calls: Uint32Array, lengths: Uint32Array, data: Float32Array}; missing:
+/// empty), its size checked against the explainer's memory budget before it is copied in.
+fn tape_from_js(v: &JsValue, state: &State) -> JsResult<crate::tape::Tape> {
+    use js_sys::Uint32Array;
+    if is_missing(v) {
+        return Ok(crate::tape::Tape::new());
+    }
+    let array = |key: &str| get(v, key);
+    let calls = array("calls")?.dyn_into::<Uint32Array>().map_err(|_| js_err("tape.calls must be a Uint32Array"))?;
+    let lengths = array("lengths")?.dyn_into::<Uint32Array>().map_err(|_| js_err("tape.lengths must be a Uint32Array"))?;
+    let data = array("data")?.dyn_into::<Float32Array>().map_err(|_| js_err("tape.data must be a Float32Array"))?;
+    let (n, bytes, budget) = (calls.length() as usize, 4 * data.length() as u64, state.inner.memory_budget());
+    if n > crate::tape::MAX_CALLS || lengths.length() as usize != n {
+        return Err(js_err(format!("a tape of {n} calls and {} lengths is malformed (they pair up, at most {})", lengths.length(), crate::tape::MAX_CALLS)));
+    }
+    if bytes > budget {
+        return Err(js_err(format!("a tape of {} MiB is over the {} MiB memory budget of this explainer", bytes >> 20, budget >> 20)));
+    }
+    crate::tape::Tape::from_parts(&calls.to_vec(), &lengths.to_vec(), data.length() as usize, |start, end| data.subarray(start as u32, end as u32).to_vec()).map_err(js_err)
+}
+
+/// A recording as a `ShardTape`, with `complete` and `count` (the calls made in all).
+fn recorded_to_js(r: &crate::tape::Recorded) -> JsResult<JsValue> {
+    let (calls, lengths, data) = r.tape.to_flat();
+    let out = Object::new();
+    set(&out, "calls", js_sys::Uint32Array::from(&calls[..]))?;
+    set(&out, "lengths", js_sys::Uint32Array::from(&lengths[..]))?;
+    set(&out, "data", Float32Array::from(&data[..]))?;
+    set(&out, "complete", r.complete)?;
+    set(&out, "count", r.calls as u32)?;
+    Ok(out.into())
+}
+
+/// `shardsWell(method)`: whether `method` makes enough batched calls to gain from running across
+/// several workers (`recordShardAsync`); unknown names say false.
+#[wasm_bindgen(js_name = shardsWell)]
+pub fn shards_well(method: &str) -> bool {
+    Method::from_name(method).is_ok_and(crate::tape::worth_sharding)
 }
 
 /// A positive whole number option.

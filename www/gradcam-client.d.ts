@@ -51,6 +51,14 @@ export interface LoadOptions {
    * hardware adapter without measuring.
    */
   calibrate?: boolean;
+  /**
+   * Workers that share the long methods' batches (Score-CAM, Ablation-CAM, Integrated Gradients,
+   * SmoothGrad, Occlusion, and `evaluate`): 1 (default) or 'auto' (one per core, at most 4, on a page
+   * that is not cross-origin isolated; 1 where the threaded build runs) or a number up to 16. The
+   * extra workers start at the first such call, each with its own copy of the model (no second
+   * download), so each costs the model's memory again. Results are bitwise those of one worker.
+   */
+  workers?: 'auto' | number;
 }
 
 export interface LoadedModel {
@@ -69,6 +77,10 @@ export interface LoadedModel {
   backend: BackendInfo;
   /** Which wasm build runs (threaded on cross-origin-isolated pages), on how many threads, and why not a faster one. */
   build: { variant: 'threads' | 'relaxed-simd' | 'simd'; threads: number; note: string | null };
+  /** How many workers the long methods' batches are split across (1: none; see `workers`). */
+  workers: number;
+  /** The method names and aliases whose batches are split (empty for a package without shards). */
+  shardedMethods: string[];
 }
 
 export type Progress = (done: number, total: number) => void;

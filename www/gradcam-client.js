@@ -111,6 +111,40 @@ function classArg(classIdx) {
   return Number(classIdx);
 }
 
+/** load()'s `workers`: 'auto' or a whole number from 1 to 16 (default 1). */
+function checkWorkers(w) {
+  if (w === undefined || w === null) return 1;
+  if (w === 'auto') return 'auto';
+  if (Number.isInteger(w) && w >= 1 && w <= 16) return w;
+  throw new Error(`load(): workers must be 'auto' or a whole number from 1 to 16, got ${JSON.stringify(w)}`);
+}
+
+/** A method name as the wasm side matches it: lowercase, without '-', '_' or spaces. */
+function methodKey(name) {
+  return String(name).trim().toLowerCase().replace(/[^a-z0-9+]/g, '');
+}
+
+/** Several ShardTapes (disjoint calls) as one. */
+function mergeTapes(tapes) {
+  const calls = new Uint32Array(tapes.reduce((n, t) => n + t.calls.length, 0));
+  const lengths = new Uint32Array(calls.length);
+  const data = new Float32Array(tapes.reduce((n, t) => n + t.data.length, 0));
+  let c = 0;
+  let d = 0;
+  for (const t of tapes) {
+    calls.set(t.calls, c);
+    lengths.set(t.lengths, c);
+    data.set(t.data, d);
+    c += t.calls.length;
+    d += t.data.length;
+  }
+  return { calls, lengths, data };
+}
+
+function tapeBuffers(t) {
+  return [t.calls.buffer, t.lengths.buffer, t.data.buffer];
+}
+
 export class GradcamClient extends EventTarget {
   /**
    * @param {{worker?: Worker, workerUrl?: string|URL, wasmUrl?: string|URL}} [options]
@@ -132,6 +166,9 @@ export class GradcamClient extends EventTarget {
     this._decoding = null; // a Promise while an image that is not ImageData is being decoded (see _withImage)
     // On a cross-origin-isolated page, aborted call ids are also written here, where the worker reads
     // them synchronously between batches: a running method then stops within one batch.
+    this._workersAsked = 1; // load()'s `workers`
+    this._shards = []; // GradcamClients of the extra shard workers, started at the first batched call
+    this._shardsReady = null; // Promise of them (loaded with the model's bytes)
     this._abortFlags = typeof crossOriginIsolated !== 'undefined' && crossOriginIsolated && typeof SharedArrayBuffer === 'function' ? new Int32Array(new SharedArrayBuffer(4 * 256)) : null;
     this._startWorker(options.worker);
   }
@@ -215,6 +252,7 @@ export class GradcamClient extends EventTarget {
         try {
           const { args, transfer } = await this._loadArgs(source, options);
           this.model = await this._send('load', args, transfer);
+          this.model.workers = this._workerCount();
         } catch (e) {
           this.model = null;
           this._modelSource = null;
@@ -362,10 +400,116 @@ export class GradcamClient extends EventTarget {
   async load(urlOrBytes, options = {}, onProgress = null) {
     const split = splitSignal(options, 'load()');
     if (split.signal && split.signal.aborted) throw abortError(split.signal);
+    const workers = checkWorkers(split.options.workers);
     const { args, transfer, keep } = await this._loadArgs(urlOrBytes, split.options);
     this.model = await this._call('load', args, transfer, onProgress, split.signal);
     this._modelSource = keep; // to reload it if the worker dies
+    this._dropShards(); // they hold the model this load replaced
+    this._workersAsked = workers;
+    this.model.workers = this._workerCount();
     return this.model;
+  }
+
+  /**
+   * How many workers the batched methods use: `workers` of load() ('auto': one per core up to 4 on a
+   * page that is not cross-origin isolated, where the threaded build cannot run), 1 on the WebGPU
+   * backend, with the threaded build (its threads use every core already) or a pkg/ without shards.
+   */
+  _workerCount() {
+    const m = this.model;
+    const shardable = m && m.backend && m.backend.backend === 'cpu' && !(m.build && m.build.variant === 'threads') && (m.shardedMethods || []).length > 0;
+    if (!shardable || !this._ownWorker) return 1;
+    if (this._workersAsked !== 'auto') return this._workersAsked;
+    const isolated = typeof crossOriginIsolated !== 'undefined' && crossOriginIsolated;
+    const cores = (typeof navigator !== 'undefined' && navigator.hardwareConcurrency) || 1;
+    return isolated ? 1 : Math.max(1, Math.min(cores, 4));
+  }
+
+  /** Whether `call` ('explain' with these options, or 'evaluate') splits its batches across workers. */
+  _shardsFor(call, options) {
+    const k = this.model ? this.model.workers || 1 : 1;
+    if (k < 2) return 1;
+    if (call === 'evaluate') return k; // its curves are batched whatever the method
+    const names = (this.model.shardedMethods || []).map(methodKey);
+    return names.includes(methodKey(options.method || 'gradcam')) ? k : 1;
+  }
+
+  /** The k - 1 shard workers, each loaded with the main worker's copy of the model bytes (no download). */
+  _ensureShards(k) {
+    if (this._shards.length === k - 1 && this._shardsReady) return this._shardsReady;
+    this._dropShards();
+    const ready = (async () => {
+      const { bytes, options, build } = await this._call('modelBytes');
+      const opts = { ...options, backend: 'cpu', threads: 1, workers: 1, relaxedSimd: !!(build && build.variant === 'relaxed-simd') };
+      const source = new Blob([bytes]); // each shard copies it; kept to reload a shard that dies
+      this._shards = Array.from({ length: k - 1 }, () => new GradcamClient({ workerUrl: this._workerUrl, wasmUrl: this.wasmUrl }));
+      await Promise.all(this._shards.map((c) => c.load(source, opts)));
+      return this._shards;
+    })();
+    ready.catch(() => {
+      if (this._shardsReady === ready) this._dropShards();
+    });
+    this._shardsReady = ready;
+    return ready;
+  }
+
+  _dropShards() {
+    for (const c of this._shards) c.terminate();
+    this._shards = [];
+    this._shardsReady = null;
+  }
+
+  /**
+   * `call` ('explain' or 'evaluate') with its batched calls split across k workers: every worker
+   * records its share (the main worker shard 0), in rounds until every stage is recorded (an
+   * evaluate's curves follow its map), then the main worker replays the merged tapes, giving the
+   * result, bit for bit, of the unsharded call. A shard that fails (its worker died) makes the call
+   * run unsharded in the main worker instead; an abort rejects at once and stops every worker.
+   */
+  async _runSharded(call, imageData, args, k, onProgress, signal) {
+    let shards;
+    try {
+      shards = await this._ensureShards(k);
+    } catch (e) {
+      console.warn(`gradcam: the shard workers could not start (${e.message}); this call runs in one worker`);
+      return this._sendWithImage(call, imageData, args, onProgress, signal);
+    }
+    const done = new Array(k).fill(0);
+    const report = (i) => (d, total) => {
+      done[i] = d;
+      if (onProgress) onProgress(Math.min(total, done.reduce((a, b) => a + b, 0)), total);
+    };
+    // The shards' own signal: the caller's abort stops them all, and so does one shard failing (the
+    // others stop within a batch, so the fallback below does not wait behind their work).
+    const shardsSignal = new AbortController();
+    const stopShards = () => shardsSignal.abort(signal && signal.reason);
+    if (signal) signal.addEventListener('abort', stopShards, { once: true });
+    let known;
+    try {
+      for (let round = 0; round < 4; round++) {
+        const sharded = { ...args, count: k, known };
+        const tapes = await Promise.all([
+          this._sendWithImage('recordShard', imageData, { ...sharded, index: 0 }, report(0), shardsSignal.signal),
+          ...shards.map((c, i) => c._sendWithImage('recordShard', imageData, { ...sharded, index: i + 1 }, report(i + 1), shardsSignal.signal)),
+        ]);
+        known = mergeTapes(known ? [known, ...tapes] : tapes);
+        if (tapes.every((t) => t.complete)) break;
+      }
+    } catch (e) {
+      if (signal && signal.aborted) throw abortError(signal);
+      stopShards();
+      console.warn(`gradcam: a shard of this ${call} failed (${e.message}); it runs in one worker instead`);
+      return this._sendWithImage(call, imageData, args, onProgress, signal);
+    } finally {
+      if (signal) signal.removeEventListener('abort', stopShards);
+    }
+    return this._sendWithImage('replay', imageData, { ...args, call, tape: known }, null, signal, tapeBuffers(known));
+  }
+
+  /** Sends `cmd` with the image's pixels unless this client's worker holds them already. */
+  _sendWithImage(cmd, imageData, args, onProgress, signal, transfer = []) {
+    const image = this._imageArgs(imageData);
+    return this._call(cmd, { ...args, ...image.args }, [...image.transfer, ...transfer], onProgress, signal);
   }
 
   /** load()'s request: {args, transfer}, and `keep`, what reloads the same model later (no detached buffers). */
@@ -453,11 +597,13 @@ export class GradcamClient extends EventTarget {
   }
 
   _explain(imageData, classIdx, options, onProgress, signal) {
-    const { args, transfer } = this._imageArgs(imageData);
     const opts = {};
     for (const [k, v] of Object.entries(options || {})) if (v !== undefined && v !== null && v !== '') opts[k] = v;
     const cls = classArg(classIdx);
-    return this._call('explain', { ...args, classIdx: cls, options: opts }, transfer, onProgress, signal);
+    checkImage(imageData);
+    const k = this._shardsFor('explain', opts);
+    if (k > 1) return this._runSharded('explain', imageData, { call: 'explain', classIdx: cls, options: opts }, k, onProgress, signal);
+    return this._sendWithImage('explain', imageData, { classIdx: cls, options: opts }, onProgress, signal);
   }
 
   /**
@@ -473,11 +619,13 @@ export class GradcamClient extends EventTarget {
   }
 
   _evaluate(imageData, classIdx, options, signal) {
-    const { args, transfer } = this._imageArgs(imageData);
     const opts = {};
     for (const [k, v] of Object.entries(options || {})) if (v !== undefined && v !== null && v !== '') opts[k] = v;
     const cls = classArg(classIdx);
-    return this._call('evaluate', { ...args, classIdx: cls, options: opts }, transfer, null, signal);
+    checkImage(imageData);
+    const k = this._shardsFor('evaluate', opts);
+    if (k > 1) return this._runSharded('evaluate', imageData, { call: 'evaluate', classIdx: cls, options: opts }, k, null, signal);
+    return this._sendWithImage('evaluate', imageData, { classIdx: cls, options: opts }, null, signal);
   }
 
   /** Top-k classes: [{class, label, logit, probability}]. `options.signal` aborts the call. */
@@ -531,6 +679,7 @@ export class GradcamClient extends EventTarget {
   /** Frees the model in the worker (the worker stays usable for another load()). */
   free() {
     this.model = null;
+    this._dropShards();
     return this._call('free');
   }
 
@@ -545,6 +694,7 @@ export class GradcamClient extends EventTarget {
 
   /** Stops the worker at once (cancels a running Score-CAM); pending calls reject. */
   terminate() {
+    this._dropShards();
     this.worker.terminate();
     if (this._poolChannel) this._poolChannel.close();
     this._terminated = true;

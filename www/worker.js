@@ -277,8 +277,41 @@ const handlers = {
       numClasses: explainer.numClasses(),
       backend: plain(explainer.backendInfo()),
       build,
+      // The method names (and aliases) whose batches the client may split across workers; empty
+      // for a pkg/ without recordShardAsync.
+      shardedMethods: shardedMethods(),
     };
     return modelInfo;
+  },
+
+  /** A copy of the loaded model's bytes and options, for the client's shard workers (no download). */
+  async modelBytes() {
+    if (!loaded) throw new Error('No model is loaded: call load() first.');
+    const { bytes, opts } = loaded;
+    const copy = { ...opts };
+    if (opts.externalData) copy.externalData = opts.externalData.slice();
+    return { bytes: bytes.slice(), options: copy, build };
+  },
+
+  /** This worker's share (shard `index` of `count`) of an explain's or evaluate's batched calls. */
+  async recordShard(args, post, isCancelled = () => false) {
+    const img = currentImage(args);
+    const ex = requireExplainer();
+    const cls = args.classIdx === null || args.classIdx === undefined ? undefined : args.classIdx;
+    const options = { ...(args.options || {}), ...cancelHooks(isCancelled, post, 'method') };
+    return plain(await ex.recordShardAsync(args.call, img, cls, options, args.index, args.count, args.known || undefined));
+  },
+
+  /** An explain or evaluate whose batched calls are answered from the shards' merged tape. */
+  async replay(args, post, isCancelled = () => false) {
+    const img = currentImage(args);
+    const ex = requireExplainer();
+    const cls = args.classIdx === null || args.classIdx === undefined ? undefined : args.classIdx;
+    const options = { ...(args.options || {}), ...cancelHooks(isCancelled, post, 'method') };
+    const r = await ex.replayAsync(args.call, img, cls, options, args.tape);
+    const value = plain(r);
+    if (args.call === 'explain' && r && typeof r.free === 'function') value.resultId = remember(r);
+    return value;
   },
 
   async explain(args, post, isCancelled = () => false) {
@@ -360,6 +393,14 @@ const handlers = {
     return true;
   },
 };
+
+/** Every method name and alias whose batched calls are worth splitting across workers (src/tape.rs). */
+function shardedMethods() {
+  if (!explainer || typeof explainer.recordShardAsync !== 'function' || typeof wasm.shardsWell !== 'function') return [];
+  const names = [];
+  for (const m of wasm.methodCatalog()) if (wasm.shardsWell(m.name)) names.push(m.name, ...(m.aliases || []));
+  return names;
+}
 
 /** Is `e` an error after which the wasm instance cannot be used any more? */
 function isTrap(e) {

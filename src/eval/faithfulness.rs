@@ -352,3 +352,29 @@ async fn faithfulness_within_budget(explainer: &Explainer, image: &RgbImage, e: 
     let confidence = confidence_change(&input, &map, &weights, &mut run, opts.score)?;
     Ok(Faithfulness { deletion, insertion, confidence })
 }
+
+/// An explanation with its faithfulness and, when asked, its ROAD.
+pub struct Measured {
+    pub explanation: Explanation,
+    pub faithfulness: Faithfulness,
+    pub road: Option<super::road::Road>,
+}
+
+/// Explains `image` as `explain` says, then measures the map: deletion, insertion and the
+/// confidence change (pausing between batches), and ROAD when `road` is given.
+pub async fn measure_async(
+    explainer: &mut Explainer,
+    image: &RgbImage,
+    explain: &ExplainOptions,
+    curves: &CurveOptions,
+    road: Option<&super::road::RoadOptions>,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Measured> {
+    let explanation = explainer.explain_with_progress_async(image, explain, progress).await?;
+    // The curves' inputs follow the map: a shard that made up some of the method's outputs
+    // (`crate::tape`) must not record them.
+    explainer.tape_barrier();
+    let faithfulness = faithfulness_async(explainer, image, &explanation, explain, curves).await?;
+    let road = road.map(|opts| road_of(explainer, image, &explanation, explain, opts)).transpose()?;
+    Ok(Measured { explanation, faithfulness, road })
+}

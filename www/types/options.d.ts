@@ -3,6 +3,9 @@
 // accept, so a key added on one side only fails `cargo test`. MethodName and Colormap come from
 // results.d.ts, generated from the Rust method and colormap lists.
 export type Backend = 'auto' | 'cpu' | 'webgpu';
+/** One shard's share of a long call's batched outputs (recordShardAsync), or several merged:
+ *  output i (lengths[i] values, one after another in data) answers batched call calls[i]. */
+export interface ShardTape { calls: Uint32Array; lengths: Uint32Array; data: Float32Array; complete?: boolean; count?: number }
 export interface ExplainerOptions {
   /** the architecture family when the weights' names do not tell (see `archs()`) */
   arch?: string;
