@@ -133,6 +133,9 @@ pub(crate) fn forward_with_budget(x: &[f32], weight: &[f32], bias: Option<&[f32]
 /// kernel's tiles are full and B's packed blocks are reused across every row strip of the weights.
 const MAX_BATCH_COLUMNS: usize = 1024;
 
+/// The largest output plane that takes several images per product: two fit `MAX_BATCH_COLUMNS`.
+pub const BATCH_PLANE: usize = MAX_BATCH_COLUMNS / 2;
+
 /// How many images of a batch one product takes as its columns (1: one image at a time). Only
 /// ungrouped convs with small output planes batch: there a single image leaves the product a few
 /// columns wide (EfficientNet-Lite0's 7 x 7 = 49, 6 tiles of 8 and a ragged one), so the weights
@@ -140,7 +143,7 @@ const MAX_BATCH_COLUMNS: usize = 1024;
 /// product's output (and, where the `gemm` crate runs it, its materialised B) stays within `budget`.
 fn images_per_gemm(g: &Conv2dGeom, budget: usize) -> usize {
     let plane = g.out_h() * g.out_w();
-    if g.n < 2 || g.groups != 1 || plane == 0 || plane * 2 > MAX_BATCH_COLUMNS || !super::tuning::current().batch_columns {
+    if g.n < 2 || g.groups != 1 || plane == 0 || plane > BATCH_PLANE || !super::tuning::current().batch_columns {
         return 1;
     }
     let floats_per_column = g.cout.max(g.cin * g.kh * g.kw);
