@@ -817,3 +817,30 @@ impl Pass for CpuPass {
         self.input_of(pending)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{synthetic, Arch, Model};
+
+    /// A batch's logits are bitwise each image's own: the early layers run image by image, the
+    /// late ones batched, and a batched product sums each output in the one-image order.
+    #[test]
+    fn batched_logits_are_each_images_bitwise() {
+        let arch = Arch::from_name("mobilenet_v2").expect("arch");
+        let bytes = synthetic::state_dict(arch, 10).expect("synthetic weights").bytes();
+        let model = Model::from_bytes(&bytes, Some(arch)).expect("model loads");
+        let (n, h, w) = (3, 96, 96);
+        let x = synthetic::Rng::new(9).vec(n * 3 * h * w, 1.5);
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        let alone = |exec: &CpuExecutor| -> Vec<u32> { bits(&x.chunks_exact(3 * h * w).flat_map(|xi| exec.logits_batch(xi, 1, h, w).expect("one image")).collect::<Vec<_>>()) };
+        for batch_columns in [true, false] {
+            let exec = CpuExecutor::new(model.graph.clone()).with_tuning(Tuning { batch_columns, ..Tuning::DEFAULT });
+            let split = exec.batch_from(h, w).expect("shapes");
+            assert!(split > 1 && split < model.graph.nodes.len() - 1, "the batch joins inside the network, at node {split}");
+            let batched = exec.logits_batch(&x, n, h, w).expect("batch");
+            assert_eq!(batched.len(), n * 10);
+            assert!(bits(&batched) == alone(&exec), "batch_columns {batch_columns}: a batch's logits differ from its images' own");
+        }
+    }
+}
