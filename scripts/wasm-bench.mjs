@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { createRequire } from 'node:module';
 const require = createRequire(import.meta.url);
 const dir = process.env.WASM_BENCH_DIR || '/tmp/gradcam-wasm-bench';
-const { bench, peak_memory, synthetic_bytes, use_gemm_crate, use_winograd, use_a_in_place, use_kept, gemm_gflops, use_batch_columns, batch_setup, batch_run, batched_methods, batch_profile } = require(`${dir}/gradcam_wasm_bench.js`);
+const { bench, peak_memory, synthetic_bytes, use_gemm_crate, use_winograd, use_a_in_place, use_kept, gemm_gflops, use_batch_columns, batch_setup, batch_run, batched_methods, batch_profile, batch_peak_mb } = require(`${dir}/gradcam_wasm_bench.js`);
 if (process.env.SYNTHETIC_OUT) {
   // Child of a PEAK run: synthetic weights built in an instance of their own.
   const [arch, dtype] = process.env.SYNTHETIC_OUT.split(':');
@@ -71,6 +71,12 @@ if (process.env.BATCH) {
         }
       }
       const [con, coff] = [med(cpu.on), med(cpu.off)];
+      const peak = {};
+      for (const kind of ['off', 'on']) {
+        use_batch_columns(kind === 'on');
+        batch_setup(arch, model, n);
+        peak[kind] = batch_peak_mb();
+      }
       const [on, off] = [med(rows.on), med(rows.off)];
       if (process.env.PROFILE) {
         for (const kind of ['off', 'on']) {
@@ -78,7 +84,7 @@ if (process.env.BATCH) {
           console.log(`${arch} n=${n} ${kind}:\n` + batch_profile(arch, model, n));
         }
       }
-      console.log(arch, `n=${n}`, `off ${off.toFixed(2)} ms/image`, `on ${on.toFixed(2)} ms/image`, `on/off ${(on / off).toFixed(3)}`, `| CPU off ${coff.toFixed(2)} on ${con.toFixed(2)} on/off ${(con / coff).toFixed(3)}`);
+      console.log(arch, `n=${n}`, `off ${off.toFixed(2)} ms/image`, `on ${on.toFixed(2)} ms/image`, `on/off ${(on / off).toFixed(3)}`, `| CPU off ${coff.toFixed(2)} on ${con.toFixed(2)} on/off ${(con / coff).toFixed(3)}`, `| peak live heap MB off ${peak.off.toFixed(1)} on ${peak.on.toFixed(1)}`);
     }
     if (process.env.METHODS) {
       for (let r = 0; r < rounds; r++) {

@@ -279,3 +279,12 @@ pub fn batch_profile(arch: &str, model: &[u8], n: usize) -> String {
     p.sort_by(|a, b| b.1.total_cmp(&a.1));
     p.iter().map(|(k, ms, calls)| format!("{k}: {:.2} ms/image, {calls} calls", ms / n as f64)).collect::<Vec<_>>().join("\n")
 }
+
+/// MB of live heap one `logits_batch` of `batch_setup`'s inputs peaks at above what it starts with.
+#[wasm_bindgen]
+pub fn batch_peak_mb() -> f64 {
+    let before = peak_allocator::live();
+    peak_allocator::reset_peak();
+    batch_run();
+    (peak_allocator::peak() - before) as f64 / 1048576.0
+}
