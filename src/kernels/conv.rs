@@ -2,7 +2,9 @@
 //!
 //! groups == 1 goes through gemm: a 1x1 stride-1 unpadded conv is a single
 //! product per image; anything else is im2col + gemm over chunks of output
-//! rows so the column buffer stays near [`COL_BUDGET_FLOATS`]. Depthwise
+//! rows so the column buffer stays near [`COL_BUDGET_FLOATS`]. Where the output
+//! plane is small ([`BATCH_PLANE`]), several images of a batch share one product,
+//! side by side as its columns ([`images_per_gemm`]). Depthwise
 //! convs use the direct kernels in `depthwise.rs`; other grouped convs run the
 //! groups == 1 path on each group's channel slices.
 
