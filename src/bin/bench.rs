@@ -87,12 +87,7 @@ fn batch_columns_mode(args: &[String]) {
             }
             let min = |v: &[f64]| v.iter().copied().fold(f64::INFINITY, f64::min);
             let [(off_med, off_min), (on_med, on_min)] = times.map(|v| (median(v.clone()), min(&v)));
-            println!(
-                "{} n={n}: ms/image off {off_med:.2} (min {off_min:.2}), on {on_med:.2} (min {on_min:.2}); on/off {:.3} (min {:.3})",
-                arch.name(),
-                on_med / off_med,
-                on_min / off_min
-            );
+            println!("{} n={n}: ms/image off {off_med:.2} (min {off_min:.2}), on {on_med:.2} (min {on_min:.2}); on/off {:.3} (min {:.3})", arch.name(), on_med / off_med, on_min / off_min);
         }
         let data = synthetic::Rng::new(5).vec(224 * 224 * 3, 1.0).iter().map(|v| ((v + 1.0) * 127.0) as u8).collect();
         let image = RgbImage { width: 224, height: 224, data };

@@ -106,9 +106,7 @@ pub fn bench(arch: &str, model: &[u8], runs: u32) -> String {
     ex.explain_tensor(input, &ExplainOptions { method: Method::GUIDED_GRAD_CAM, ..Default::default() }).expect("ggc");
     let p_ggc = profile::take();
     profile::enable(false);
-    let prof = |p: Vec<(String, f64, usize)>| {
-        p.iter().map(|(k, ms, n)| format!("{{\"op\":\"{k}\",\"ms\":{ms:.3},\"calls\":{n}}}")).collect::<Vec<_>>().join(",")
-    };
+    let prof = |p: Vec<(String, f64, usize)>| p.iter().map(|(k, ms, n)| format!("{{\"op\":\"{k}\",\"ms\":{ms:.3},\"calls\":{n}}}")).collect::<Vec<_>>().join(",");
     format!(
         "{{\"arch\":\"{}\",\"load_ms\":{load:.1},\"ready_ms\":{first:.1},\"weights_f32_mb\":{weights_mb:.1},\"wasm_mem_mb\":[{mem_bytes:.0},{mem_loaded:.0},{mem_first:.0},{mem_end:.0}],\"forward_ms\":{:.2},\"gradcam_ms\":{:.2},\"second_class_ms\":{:.2},\"guided_gradcam_ms\":{:.2},\"guided_backprop_ms\":{:.2},\"guided_gradcam_without_checkpoints_ms\":{:.2},\"profile_gradcam\":[{}],\"profile_guided_gradcam_after\":[{}]}}",
         arch.name(),
@@ -182,7 +180,6 @@ pub fn synthetic_bytes(arch: &str, f16: bool) -> Vec<u8> {
     let sd = synthetic::state_dict(Arch::from_name(arch).expect("arch"), 1000).expect("synthetic");
     write_safetensors(&sd.tensors, if f16 { StoreAs::F16 } else { StoreAs::F32 }, &[]).expect("safetensors")
 }
-
 
 /// GEMM throughput (GFLOP/s, median of `reps`) of an `m x n x k` product, B row-major (`b_trans`
 /// false) or transposed: `GEMM=1 node scripts/wasm-bench.mjs` prints a table of shapes.
