@@ -580,6 +580,9 @@ impl CpuExecutor {
     /// batch (`batch_from`): wide early layers keep one image's activations in cache, and the
     /// small late ones take the whole batch as the columns of each product (`kernels::conv`).
     fn logits_batch_tuned(&self, inputs: &[f32], n: usize, h: usize, w: usize) -> Result<Vec<f32>> {
+        if inputs.len() != n * 3 * h * w {
+            return Err(Error::Internal(format!("{} input values for {n} images of 3 x {h} x {w}", inputs.len())));
+        }
         let total = self.graph.nodes.len();
         let runner = Runner::new(self.graph.clone(), self.kept.clone(), None, self.tuning);
         let split = if n > 1 && self.tuning.batch_columns { self.batch_from(h, w)? } else { 1 };
