@@ -29,7 +29,7 @@ pub trait Executor {
     /// How many inputs one `logits_batch` call should take when the caller does not say. The CPU
     /// executor runs a batch image by image through the wide early layers and as one batch through
     /// the late ones, whose convs take the images side by side as their products' columns: per
-    /// image that stays at one image's cost (EfficientNet-Lite0 in wasm: 0.90-0.98x of the old
+    /// image that stays at one image's cost (EfficientNet-Lite0 in node's wasm: 0.90-0.98x of the old
     /// batch of 4 per image) and a batch's live heap grows slowly (8 MB at 4 images, 23 MB at 16,
     /// from 23 and 92), but a batch of 8 measured no clear gain over 4 (docs/performance.md, 17).
     /// On a GPU each batch is a round trip to the device.
