@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { createRequire } from 'node:module';
 const require = createRequire(import.meta.url);
 const dir = process.env.WASM_BENCH_DIR || '/tmp/gradcam-wasm-bench';
-const { bench, peak_memory, synthetic_bytes, use_gemm_crate, use_winograd, use_a_in_place, use_kept, gemm_gflops } = require(`${dir}/gradcam_wasm_bench.js`);
+const { bench, peak_memory, synthetic_bytes, use_gemm_crate, use_winograd, use_a_in_place, use_kept, gemm_gflops, use_batch_columns, batch_setup, batch_run, batched_methods, batch_profile, batch_peak_mb } = require(`${dir}/gradcam_wasm_bench.js`);
 if (process.env.SYNTHETIC_OUT) {
   // Child of a PEAK run: synthetic weights built in an instance of their own.
   const [arch, dtype] = process.env.SYNTHETIC_OUT.split(':');
@@ -39,6 +39,60 @@ if (process.env.GEMM_SHAPES) {
     for (const inplace of [true, false]) {
       use_a_in_place(inplace);
       console.log(shape, inplace ? 'A in place' : 'A packed', gemm_gflops(+m, +n, +k, t === 't', 15).toFixed(1), 'GFLOP/s');
+    }
+  }
+  process.exit(0);
+}
+if (process.env.BATCH) {
+  // BATCH='1 4 8' [METHODS=channels] node scripts/wasm-bench.mjs [rounds] [arch...]: ms per image of a
+  // batched forward with the batch's images side by side in the convs' products (on) or one image at
+  // a time (off), alternating; with METHODS, Score-CAM over that many channels and deletion +
+  // insertion (100 steps), batch BATCH_METHODS (default: the executor's).
+  const rounds = Number(process.argv[2] || 3);
+  const archs = process.argv.slice(3).length ? process.argv.slice(3) : ['efficientnet_lite0', 'resnet18'];
+  const med = (v) => [...v].sort((a, b) => a - b)[v.length >> 1];
+  for (const arch of archs) {
+    const model = arch === 'efficientnet_lite0'
+      ? new Uint8Array(readFileSync(new URL('../assets/models/efficientnet-lite0.safetensors', import.meta.url)))
+      : new Uint8Array(0);
+    for (const n of process.env.BATCH.split(' ').map(Number)) {
+      // Per image: wall ms and CPU ms (less disturbed when other work shares the cores).
+      const rows = { on: [], off: [] }, cpu = { on: [], off: [] };
+      for (let r = 0; r < rounds; r++) {
+        for (const kind of ['off', 'on']) {
+          use_batch_columns(kind === 'on');
+          batch_setup(arch, model, n);
+          for (let i = 0; i < 3; i++) {
+            const [t, c] = [performance.now(), process.cpuUsage()];
+            batch_run();
+            rows[kind].push((performance.now() - t) / n);
+            cpu[kind].push(process.cpuUsage(c).user / 1000 / n);
+          }
+        }
+      }
+      const [con, coff] = [med(cpu.on), med(cpu.off)];
+      const peak = {};
+      for (const kind of ['off', 'on']) {
+        use_batch_columns(kind === 'on');
+        batch_setup(arch, model, n);
+        peak[kind] = batch_peak_mb();
+      }
+      const [on, off] = [med(rows.on), med(rows.off)];
+      if (process.env.PROFILE) {
+        for (const kind of ['off', 'on']) {
+          use_batch_columns(kind === 'on');
+          console.log(`${arch} n=${n} ${kind}:\n` + batch_profile(arch, model, n));
+        }
+      }
+      console.log(arch, `n=${n}`, `off ${off.toFixed(2)} ms/image`, `on ${on.toFixed(2)} ms/image`, `on/off ${(on / off).toFixed(3)}`, `| CPU off ${coff.toFixed(2)} on ${con.toFixed(2)} on/off ${(con / coff).toFixed(3)}`, `| peak live heap MB off ${peak.off.toFixed(1)} on ${peak.on.toFixed(1)}`);
+    }
+    if (process.env.METHODS) {
+      for (let r = 0; r < rounds; r++) {
+        for (const kind of ['off', 'on']) {
+          use_batch_columns(kind === 'on');
+          console.log(arch, kind, batched_methods(arch, model, Number(process.env.METHODS), Number(process.env.BATCH_METHODS || 0)));
+        }
+      }
     }
   }
   process.exit(0);

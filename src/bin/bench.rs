@@ -36,11 +36,88 @@ fn main() {
     }
     if args.iter().any(|a| a == "--gpu-conv-shapes") {
         gpu_conv_shapes(&args);
+    } else if args.iter().any(|a| a == "--batch-columns") {
+        batch_columns_mode(&args);
     } else if args.iter().any(|a| a == "--json") {
         json_mode(&args);
     } else {
         table_mode(&args);
     }
+}
+
+/// `bench --batch-columns [--runs N] [--archs a,b] [--sizes 1,4,8] [--scorecam-channels N]`: A/B of
+/// a batch's images side by side as the columns of the convs' products (`Tuning::batch_columns`)
+/// against one product per image, interleaved: ms per image of `logits_batch` (median and minimum
+/// of `--runs` calls per side and size), then Score-CAM over N channels and deletion + insertion
+/// (100 steps each) of a Grad-CAM, in CPU seconds (median of 3 per side). Run it with
+/// `RAYON_NUM_THREADS=1` (the single-threaded wasm build's situation): the times are this thread's.
+#[cfg(not(target_arch = "wasm32"))]
+fn batch_columns_mode(args: &[String]) {
+    use gradcam_wasm::eval::faithfulness::{faithfulness, CurveOptions};
+    use gradcam_wasm::exec::{cpu::CpuExecutor, Executor};
+    use gradcam_wasm::imaging::rgb::RgbImage;
+    use gradcam_wasm::kernels::Tuning;
+    use gradcam_wasm::{synthetic, Arch, ExplainOptions, Explainer, Method, Model};
+    use std::time::Instant;
+    let runs: usize = flag(args, "--runs").and_then(|v| v.parse().ok()).unwrap_or(7).max(1);
+    let channels: usize = flag(args, "--scorecam-channels").and_then(|v| v.parse().ok()).unwrap_or(256);
+    let archs = flag(args, "--archs").unwrap_or_else(|| "efficientnet_lite0,resnet18".into());
+    let sizes: Vec<usize> = flag(args, "--sizes").unwrap_or_else(|| "1,4,8".into()).split(',').filter_map(|v| v.parse().ok()).collect();
+    let clock = if thread_cpu_ms().is_finite() { "this thread's CPU time" } else { "wall time" };
+    println!("threads: {}; forwards timed by {clock}", gradcam_wasm::kernels::parallel::threads());
+    let tunings = [("off", Tuning { batch_columns: false, ..Tuning::DEFAULT }), ("on", Tuning::DEFAULT)];
+    for arch in archs.split(',') {
+        let arch = Arch::from_name(arch).expect("arch");
+        let bytes = model_bytes(arch).expect("weights");
+        let model = || Model::from_bytes(&bytes, Some(arch)).expect("model loads");
+        for &n in &sizes {
+            let x = synthetic::Rng::new(3).vec(n * 3 * 224 * 224, 1.5);
+            let execs = tunings.map(|(_, t)| CpuExecutor::new(model().graph.clone()).with_tuning(t));
+            let mut times = [vec![], vec![]];
+            for run in 0..=runs {
+                for (exec, times) in execs.iter().zip(&mut times) {
+                    let (t, c) = (Instant::now(), thread_cpu_ms());
+                    exec.logits_batch(&x, n, 224, 224).expect("forward");
+                    if run > 0 {
+                        // Run 0 warms up. This thread's CPU time where Linux tells it (one thread).
+                        let ms = if c.is_finite() { thread_cpu_ms() - c } else { t.elapsed().as_secs_f64() * 1e3 };
+                        times.push(ms / n as f64);
+                    }
+                }
+            }
+            let min = |v: &[f64]| v.iter().copied().fold(f64::INFINITY, f64::min);
+            let [(off_med, off_min), (on_med, on_min)] = times.map(|v| (median(v.clone()), min(&v)));
+            println!("{} n={n}: ms/image off {off_med:.2} (min {off_min:.2}), on {on_med:.2} (min {on_min:.2}); on/off {:.3} (min {:.3})", arch.name(), on_med / off_med, on_min / off_min);
+        }
+        let data = synthetic::Rng::new(5).vec(224 * 224 * 3, 1.0).iter().map(|v| ((v + 1.0) * 127.0) as u8).collect();
+        let image = RgbImage { width: 224, height: 224, data };
+        let mut explainers = tunings.map(|(_, t)| Explainer::with_executor(model(), Box::new(CpuExecutor::new(model().graph.clone()).with_tuning(t))));
+        let mut score = ExplainOptions { method: Method::SCORE_CAM, ..Default::default() };
+        score.score_cam.max_channels = Some(channels);
+        let mut secs = [[vec![], vec![]], [vec![], vec![]]];
+        for _ in 0..3 {
+            for (ex, secs) in explainers.iter_mut().zip(&mut secs) {
+                let t = thread_cpu_ms();
+                ex.explain(&image, &score).expect("score-cam");
+                secs[0].push((thread_cpu_ms() - t) / 1e3);
+                let e = ex.explain(&image, &ExplainOptions::default()).expect("gradcam");
+                let t = thread_cpu_ms();
+                faithfulness(ex, &image, &e, &ExplainOptions::default(), &CurveOptions::default()).expect("curves");
+                secs[1].push((thread_cpu_ms() - t) / 1e3);
+            }
+        }
+        for ((name, _), [score, curves]) in tunings.iter().zip(secs) {
+            println!("{} {name}: Score-CAM {channels} channels {:.2} s, deletion+insertion {:.2} s (batch {})", arch.name(), median(score), median(curves), explainers[0].forward_batch());
+        }
+    }
+}
+
+/// CPU ms this thread has run (Linux's `/proc/thread-self/schedstat`, nanoseconds), NaN elsewhere:
+/// on a machine shared with other work it measures the work, not the waiting.
+#[cfg(not(target_arch = "wasm32"))]
+fn thread_cpu_ms() -> f64 {
+    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap_or_default();
+    stat.split_whitespace().next().and_then(|ns| ns.parse::<f64>().ok()).map_or(f64::NAN, |ns| ns / 1e6)
 }
 
 #[cfg(not(target_arch = "wasm32"))]

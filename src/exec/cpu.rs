@@ -576,14 +576,46 @@ impl Executor for CpuExecutor {
 }
 
 impl CpuExecutor {
+    /// The batch runs image by image up to the first node with a small output plane, then as one
+    /// batch (`batch_from`): wide early layers keep one image's activations in cache, and the
+    /// small late ones take the whole batch as the columns of each product (`kernels::conv`).
     fn logits_batch_tuned(&self, inputs: &[f32], n: usize, h: usize, w: usize) -> Result<Vec<f32>> {
-        let x = Tensor::from_slice(inputs, (n, 3, h, w), &Device::Cpu)?;
+        if inputs.len() != n * 3 * h * w {
+            return Err(Error::Internal(format!("{} input values for {n} images of 3 x {h} x {w}", inputs.len())));
+        }
+        let total = self.graph.nodes.len();
         let runner = Runner::new(self.graph.clone(), self.kept.clone(), None, self.tuning);
-        let mut values: Vec<Option<Tensor>> = vec![None; self.graph.nodes.len()];
-        values[0] = Some(x);
-        runner.run(1..self.graph.nodes.len(), &mut values)?;
+        let split = if n > 1 && self.tuning.batch_columns { self.batch_from(h, w)? } else { 1 };
+        let mut values: Vec<Option<Tensor>> = vec![None; total];
+        if split > 1 {
+            let mut alone: Vec<Vec<Option<Tensor>>> = Vec::with_capacity(n);
+            for x in inputs.chunks_exact(3 * h * w) {
+                let mut v: Vec<Option<Tensor>> = vec![None; total];
+                v[0] = Some(Tensor::from_slice(x, (1, 3, h, w), &Device::Cpu)?);
+                runner.run(1..split, &mut v)?;
+                alone.push(v);
+            }
+            // What the later nodes read, each image's joined into one batch.
+            for (j, slot) in values.iter_mut().enumerate() {
+                let parts = alone.iter_mut().filter_map(|v| v[j].take()).collect::<Vec<_>>();
+                if !parts.is_empty() {
+                    *slot = Some(Tensor::cat(&parts, 0)?);
+                }
+            }
+        } else {
+            values[0] = Some(Tensor::from_slice(inputs, (n, 3, h, w), &Device::Cpu)?);
+        }
+        runner.run(split..total, &mut values)?;
         let logits = values.pop().flatten().ok_or_else(|| Error::Internal("graph has no output".into()))?;
         Ok(logits.flatten_all()?.to_vec1::<f32>()?)
+    }
+
+    /// The first node whose output plane is small enough for a conv to take several images as its
+    /// product's columns (`kernels::conv::BATCH_PLANE`), or the output node.
+    fn batch_from(&self, h: usize, w: usize) -> Result<NodeId> {
+        let shapes = self.graph.shapes(h, w)?;
+        let last = self.graph.nodes.len() - 1;
+        Ok(shapes.iter().enumerate().skip(1).find(|(_, &(_, oh, ow))| oh * ow <= crate::kernels::conv::BATCH_PLANE).map_or(last, |(i, _)| i))
     }
 
     /// Runs nodes `layer + 1..` from the given activations alone, so it refuses a layer that some
@@ -786,5 +818,32 @@ impl Pass for CpuPass {
         self.runner.rule.set(ReluRule::Plain);
         let pending = self.walk(target, 0, Some(&mut Visitor { wanted, visit }))?;
         self.input_of(pending)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{synthetic, Arch, Model};
+
+    /// A batch's logits are bitwise each image's own: the early layers run image by image, the
+    /// late ones batched, and a batched product sums each output in the one-image order.
+    #[test]
+    fn batched_logits_are_each_images_bitwise() {
+        let arch = Arch::from_name("mobilenet_v2").expect("arch");
+        let bytes = synthetic::state_dict(arch, 10).expect("synthetic weights").bytes();
+        let model = Model::from_bytes(&bytes, Some(arch)).expect("model loads");
+        let (n, h, w) = (3, 96, 96);
+        let x = synthetic::Rng::new(9).vec(n * 3 * h * w, 1.5);
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        let alone = |exec: &CpuExecutor| -> Vec<u32> { bits(&x.chunks_exact(3 * h * w).flat_map(|xi| exec.logits_batch(xi, 1, h, w).expect("one image")).collect::<Vec<_>>()) };
+        for batch_columns in [true, false] {
+            let exec = CpuExecutor::new(model.graph.clone()).with_tuning(Tuning { batch_columns, ..Tuning::DEFAULT });
+            let split = exec.batch_from(h, w).expect("shapes");
+            assert!(split > 1 && split < model.graph.nodes.len() - 1, "the batch joins inside the network, at node {split}");
+            let batched = exec.logits_batch(&x, n, h, w).expect("batch");
+            assert_eq!(batched.len(), n * 10);
+            assert!(bits(&batched) == alone(&exec), "batch_columns {batch_columns}: a batch's logits differ from its images' own");
+        }
     }
 }

@@ -27,9 +27,12 @@ pub trait Executor {
     fn logits_batch(&self, inputs: &[f32], n: usize, h: usize, w: usize) -> Result<Vec<f32>>;
 
     /// How many inputs one `logits_batch` call should take when the caller does not say. The CPU
-    /// kernels take a batch's images one after the other, so a bigger batch buys no speed there,
-    /// only memory (16 masked EfficientNet-Lite0 inputs took wasm memory from 105 to 301 MiB); on a
-    /// GPU each batch is a round trip to the device.
+    /// executor runs a batch image by image through the wide early layers and as one batch through
+    /// the late ones, whose convs take the images side by side as their products' columns: per
+    /// image that stays at one image's cost (EfficientNet-Lite0 in node's wasm: 0.90-0.98x of the old
+    /// batch of 4 per image) and a batch's live heap grows slowly (8 MB at 4 images, 23 MB at 16,
+    /// from 23 and 92), but a batch of 8 measured no clear gain over 4 (docs/performance.md, 18).
+    /// On a GPU each batch is a round trip to the device.
     fn forward_batch(&self) -> usize {
         4
     }

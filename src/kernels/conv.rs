@@ -2,7 +2,9 @@
 //!
 //! groups == 1 goes through gemm: a 1x1 stride-1 unpadded conv is a single
 //! product per image; anything else is im2col + gemm over chunks of output
-//! rows so the column buffer stays near [`COL_BUDGET_FLOATS`]. Depthwise
+//! rows so the column buffer stays near [`COL_BUDGET_FLOATS`]. Where the output
+//! plane is small ([`BATCH_PLANE`]), several images of a batch share one product,
+//! side by side as its columns ([`images_per_gemm`]). Depthwise
 //! convs use the direct kernels in `depthwise.rs`; other grouped convs run the
 //! groups == 1 path on each group's channel slices.
 
@@ -113,12 +115,106 @@ pub(crate) fn forward_with_budget(x: &[f32], weight: &[f32], bias: Option<&[f32]
         return out;
     }
     let (gv, mut cols) = (g.group_view(), Vec::new());
+    let per_gemm = images_per_gemm(g, budget);
+    if per_gemm > 1 {
+        // Small planes: several images side by side as the columns of one product.
+        for (xs, os) in x.chunks(per_gemm * in_len).zip(out.chunks_mut(per_gemm * out_len)) {
+            forward_images(xs, weight, os, &gv, xs.len() / in_len, &mut cols);
+        }
+        return out;
+    }
     // Slices come image-major then group-major, so the weight groups cycle.
     let slices = x.chunks_exact(in_len).zip(out.chunks_exact_mut(out_len)).zip(weight.chunks_exact(w_len).cycle());
     for ((xs, os), ws) in slices {
         forward_group(xs, ws, os, &gv, &mut cols, budget);
     }
     out
+}
+
+/// Columns (images x output positions) one batched product may take: past a few hundred the
+/// kernel's tiles are full and B's packed blocks are reused across every row strip of the weights.
+const MAX_BATCH_COLUMNS: usize = 1024;
+
+/// The largest output plane that takes several images per product: two fit `MAX_BATCH_COLUMNS`.
+pub const BATCH_PLANE: usize = MAX_BATCH_COLUMNS / 2;
+
+/// How many images of a batch one product takes as its columns (1: one image at a time). Only
+/// ungrouped convs with small output planes batch: there a single image leaves the product a few
+/// columns wide (EfficientNet-Lite0's 7 x 7 = 49, 6 tiles of 8 and a ragged one), so the weights
+/// are streamed once per image and threads split only a handful of column blocks. Capped so the
+/// product's output (and, where the `gemm` crate runs it, its materialised B) stays within `budget`.
+fn images_per_gemm(g: &Conv2dGeom, budget: usize) -> usize {
+    let plane = g.out_h() * g.out_w();
+    if g.n < 2 || g.groups != 1 || plane == 0 || plane > BATCH_PLANE || !super::tuning::current().batch_columns {
+        return 1;
+    }
+    let floats_per_column = g.cout.max(g.cin * g.kh * g.kw);
+    let columns = MAX_BATCH_COLUMNS.min(budget / floats_per_column.max(1));
+    (columns / plane).min(g.n).max(1)
+}
+
+/// The columns of `images` consecutive images side by side: column j is image `j / plane`'s
+/// column `j % plane`. Each output's sum runs over the same depth in the same order as it does for
+/// one image, so batching changes no bit.
+struct SideBySide<S> {
+    images: Vec<S>,
+    plane: usize,
+}
+
+impl<S: RowSource> RowSource for SideBySide<S> {
+    fn row(&self, k: usize, cols: Range<usize>, dst: &mut [f32]) {
+        let (mut j, mut dst) = (cols.start, dst);
+        while j < cols.end {
+            let (image, c0) = (j / self.plane, j % self.plane);
+            let c1 = self.plane.min(c0 + cols.end - j);
+            let (seg, rest) = dst.split_at_mut(c1 - c0);
+            self.images[image].row(k, c0..c1, seg);
+            (j, dst) = (j + c1 - c0, rest);
+        }
+    }
+}
+
+/// out[image, cout, plane] += W[cout, k] * B[k, (image, plane)] for `images` images of one
+/// (ungrouped) conv in one product, through a `cout x images * plane` buffer.
+fn forward_images(x: &[f32], w: &[f32], out: &mut [f32], g: &Conv2dGeom, images: usize, cols: &mut Vec<f32>) {
+    let in_len = g.cin * g.h * g.w;
+    let xs = x.chunks_exact(in_len);
+    if g.is_pointwise() {
+        let plane = g.h * g.w;
+        let b = SideBySide { images: xs.map(|xi| MatRef::new(xi, plane)).collect(), plane };
+        product_side_by_side(w, g.cin, &b, out, g.cout, images * plane, plane, cols);
+    } else {
+        let b = SideBySide { images: xs.map(|x| Im2col { x, g }).collect(), plane: g.out_h() * g.out_w() };
+        product_side_by_side(w, g.cin * g.kh * g.kw, &b, out, g.cout, images * b.plane, b.plane, cols);
+    }
+}
+
+/// `out` (images x m x plane, already holding the bias) += W[m, k] * B[k, n], where B's columns
+/// are the images' planes side by side (`n = images * plane`).
+#[allow(clippy::too_many_arguments)]
+fn product_side_by_side(w: &[f32], k: usize, b: &(impl RowSource + Sync), out: &mut [f32], m: usize, n: usize, plane: usize, cols: &mut Vec<f32>) {
+    // C starts from each image's bias (every plane of a channel holds the same value) and the
+    // product accumulates onto it, as the one-image path does.
+    let mut c = vec![0.0; m * n];
+    for (row, o) in c.chunks_exact_mut(n).zip(out.chunks_exact(plane)) {
+        row.fill(o[0]);
+    }
+    if own_gemm(m, n, false) {
+        sgemm::sgemm(m, n, k, MatRef::new(w, k), b, &mut c, n, true);
+    } else {
+        // The `gemm` crate reads B from memory: materialise it (within the caller's budget).
+        cols.resize(k * n, 0.0);
+        for (r, dst) in cols.chunks_exact_mut(n).enumerate() {
+            b.row(r, 0..n, dst);
+        }
+        matmul(m, n, k, MatRef::new(w, k), MatRef::new(&cols[..k * n], n), &mut c, n, true);
+    }
+    // Back to image-major: image i's channel r is row r's columns i * plane...
+    for (i, image) in out.chunks_exact_mut(m * plane).enumerate() {
+        for (r, dst) in image.chunks_exact_mut(plane).enumerate() {
+            dst.copy_from_slice(&c[r * n + i * plane..][..plane]);
+        }
+    }
 }
 
 /// [`conv2d_input_grad`] with an explicit column budget (in floats).
@@ -434,6 +530,49 @@ pub(crate) mod tests {
         assert_eq!(row_chunks(10, 4).collect::<Vec<_>>(), vec![0..4, 4..8, 8..10]);
     }
 
+    /// A batch's images taken side by side as one product's columns give bitwise what each image
+    /// gives alone: every output sums over the same depth blocks in the same order.
+    #[test]
+    fn batched_columns_change_no_bit() {
+        let mut rng = Rng::new(19);
+        let cases = [
+            ("pointwise 7x7", geom((5, 24, 7, 7, 40), (1, 1), (1, 1), (0, 0, 0, 0), 1), COL_BUDGET_FLOATS),
+            // 300 deep: two depth blocks of our GEMM, so the order across blocks is covered too.
+            ("pointwise deep 5x3", geom((3, 300, 5, 3, 12), (1, 1), (1, 1), (0, 0, 0, 0), 1), COL_BUDGET_FLOATS),
+            ("im2col 3x3 s2", geom((4, 8, 14, 14, 16), (3, 3), (2, 2), (1, 1, 1, 1), 1), COL_BUDGET_FLOATS),
+            ("im2col 1x1 s2", geom((3, 6, 9, 9, 10), (1, 1), (2, 2), (0, 0, 0, 0), 1), COL_BUDGET_FLOATS),
+            // Room for 2 images per product (16 x 25 x 49 floats each): chunks of 2, 2 and 1.
+            ("chunked 5 images", geom((5, 16, 7, 7, 8), (5, 5), (1, 1), (2, 2, 2, 2), 1), 16 * 25 * 49 * 2),
+        ];
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        for (name, g, budget) in cases {
+            assert!(images_per_gemm(&g, budget) > 1, "{name}: not batched");
+            let x = rng.vec(g.n * g.cin * g.h * g.w);
+            let w = rng.vec(g.cout * g.cin * g.kh * g.kw);
+            let b = rng.vec(g.cout);
+            let batched = forward_with_budget(&x, &w, Some(&b), &g, budget, None);
+            let one = Conv2dGeom { n: 1, ..g };
+            let alone: Vec<f32> = x.chunks_exact(g.cin * g.h * g.w).flat_map(|xi| forward_with_budget(xi, &w, Some(&b), &one, budget, None)).collect();
+            assert!(bits(&batched) == bits(&alone), "{name}: batched differs from one image at a time");
+            check_forward(&Case { name, g, budget }, &mut rng);
+        }
+    }
+
+    /// A conv whose output plane is too wide, a grouped one, or a lone image keeps to one product per image.
+    #[test]
+    fn only_small_ungrouped_planes_batch() {
+        let big = COL_BUDGET_FLOATS;
+        assert_eq!(images_per_gemm(&geom((8, 320, 7, 7, 1280), (1, 1), (1, 1), (0, 0, 0, 0), 1), big), 8);
+        assert_eq!(images_per_gemm(&geom((8, 112, 14, 14, 672), (1, 1), (1, 1), (0, 0, 0, 0), 1), big), 5);
+        assert_eq!(images_per_gemm(&geom((8, 24, 56, 56, 144), (1, 1), (1, 1), (0, 0, 0, 0), 1), big), 1);
+        assert_eq!(images_per_gemm(&geom((1, 320, 7, 7, 1280), (1, 1), (1, 1), (0, 0, 0, 0), 1), big), 1);
+        assert_eq!(images_per_gemm(&geom((8, 8, 7, 7, 8), (1, 1), (1, 1), (0, 0, 0, 0), 2), big), 1);
+        // The product's output (cout x columns floats) stays within the budget.
+        let g = geom((8, 320, 7, 7, 1280), (1, 1), (1, 1), (0, 0, 0, 0), 1);
+        assert_eq!(images_per_gemm(&g, 1280 * 49 * 3), 3);
+        assert_eq!(images_per_gemm(&g, 10), 1);
+    }
+
     /// Every conv kernel split across a pool of 3 threads gives bitwise what one thread gives: the
     /// splits are by outputs only (`kernels::parallel`), never inside a sum.
     #[test]
@@ -445,6 +584,8 @@ pub(crate) mod tests {
             ("winograd 3x3", geom((1, 48, 28, 28, 40), (3, 3), (1, 1), (1, 1, 1, 1), 1)),
             ("im2col 5x5 s2", geom((1, 24, 30, 30, 36), (5, 5), (2, 2), (2, 2, 2, 2), 1)),
             ("pointwise", geom((2, 64, 14, 14, 96), (1, 1), (1, 1), (0, 0, 0, 0), 1)),
+            ("pointwise batched 7x7", geom((6, 48, 7, 7, 64), (1, 1), (1, 1), (0, 0, 0, 0), 1)),
+            ("im2col batched 3x3 s2", geom((4, 16, 13, 13, 24), (3, 3), (2, 2), (1, 1, 1, 1), 1)),
             ("depthwise 3x3 s2", geom((2, 40, 29, 29, 40), (3, 3), (2, 2), (1, 1, 1, 1), 40)),
         ];
         for (name, g) in cases {

@@ -15,10 +15,13 @@ pub struct Tuning {
     pub a_in_place: bool,
     /// In wasm32, send products through the `gemm` crate instead of our own kernel.
     pub gemm_crate_on_wasm: bool,
+    /// Ungrouped convs with small output planes take a batch's images as the columns of one product
+    /// (else one product per image).
+    pub batch_columns: bool,
 }
 
 impl Tuning {
-    pub const DEFAULT: Tuning = Tuning { winograd: true, keep_transformed_weights: true, a_in_place: true, gemm_crate_on_wasm: false };
+    pub const DEFAULT: Tuning = Tuning { winograd: true, keep_transformed_weights: true, a_in_place: true, gemm_crate_on_wasm: false, batch_columns: true };
 }
 
 impl Default for Tuning {

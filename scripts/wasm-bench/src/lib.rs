@@ -106,9 +106,7 @@ pub fn bench(arch: &str, model: &[u8], runs: u32) -> String {
     ex.explain_tensor(input, &ExplainOptions { method: Method::GUIDED_GRAD_CAM, ..Default::default() }).expect("ggc");
     let p_ggc = profile::take();
     profile::enable(false);
-    let prof = |p: Vec<(String, f64, usize)>| {
-        p.iter().map(|(k, ms, n)| format!("{{\"op\":\"{k}\",\"ms\":{ms:.3},\"calls\":{n}}}")).collect::<Vec<_>>().join(",")
-    };
+    let prof = |p: Vec<(String, f64, usize)>| p.iter().map(|(k, ms, n)| format!("{{\"op\":\"{k}\",\"ms\":{ms:.3},\"calls\":{n}}}")).collect::<Vec<_>>().join(",");
     format!(
         "{{\"arch\":\"{}\",\"load_ms\":{load:.1},\"ready_ms\":{first:.1},\"weights_f32_mb\":{weights_mb:.1},\"wasm_mem_mb\":[{mem_bytes:.0},{mem_loaded:.0},{mem_first:.0},{mem_end:.0}],\"forward_ms\":{:.2},\"gradcam_ms\":{:.2},\"second_class_ms\":{:.2},\"guided_gradcam_ms\":{:.2},\"guided_backprop_ms\":{:.2},\"guided_gradcam_without_checkpoints_ms\":{:.2},\"profile_gradcam\":[{}],\"profile_guided_gradcam_after\":[{}]}}",
         arch.name(),
@@ -183,7 +181,6 @@ pub fn synthetic_bytes(arch: &str, f16: bool) -> Vec<u8> {
     write_safetensors(&sd.tensors, if f16 { StoreAs::F16 } else { StoreAs::F32 }, &[]).expect("safetensors")
 }
 
-
 /// GEMM throughput (GFLOP/s, median of `reps`) of an `m x n x k` product, B row-major (`b_trans`
 /// false) or transposed: `GEMM=1 node scripts/wasm-bench.mjs` prints a table of shapes.
 #[wasm_bindgen]
@@ -201,4 +198,90 @@ pub fn gemm_gflops(m: usize, n: usize, k: usize, a_trans: bool, reps: usize) -> 
         })
         .collect();
     2.0 * (m * n * k) as f64 / median(times) / 1e6
+}
+
+/// A/B: take a batch's images side by side as the columns of one product (true, the default) where
+/// a conv's output plane is small, or one product per image.
+#[wasm_bindgen]
+pub fn use_batch_columns(on: bool) {
+    set_tuning(|t| t.batch_columns = on);
+}
+
+/// Model bytes for `arch`: the given file, or synthetic weights when it is empty.
+fn model_of(arch: Arch, model: &[u8]) -> Model {
+    let bytes = if model.is_empty() { synthetic::state_dict(arch, 1000).expect("synthetic").bytes() } else { model.to_vec() };
+    Model::from_bytes(&bytes, Some(arch)).expect("model loads")
+}
+
+thread_local! {
+    /// `batch_setup`'s executor and its batch of inputs, which `batch_run` forwards.
+    static BATCH: std::cell::RefCell<Option<(CpuExecutor, Vec<f32>, usize)>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Prepares `batch_run`: an executor of `arch` with the current switches and `n` inputs, run once.
+#[wasm_bindgen]
+pub fn batch_setup(arch: &str, model: &[u8], n: usize) {
+    let m = model_of(Arch::from_name(arch).expect("arch"), model);
+    let exec = CpuExecutor::new(m.graph.clone()).with_tuning(tuning());
+    let x = synthetic::Rng::new(3).vec(n * 3 * 224 * 224, 1.5);
+    exec.logits_batch(&x, n, 224, 224).expect("forward");
+    BATCH.with(|b| *b.borrow_mut() = Some((exec, x, n)));
+}
+
+/// One `logits_batch` of `batch_setup`'s inputs (the caller times it, wall and CPU).
+#[wasm_bindgen]
+pub fn batch_run() {
+    BATCH.with(|b| {
+        let b = b.borrow();
+        let (exec, x, n) = b.as_ref().expect("batch_setup first");
+        exec.logits_batch(x, *n, 224, 224).expect("forward");
+    });
+}
+
+/// Seconds of Score-CAM over `channels` channels and of deletion + insertion (100 steps each) of a
+/// Grad-CAM, `batch` inputs per forward (0: the executor's default), as JSON.
+#[wasm_bindgen]
+pub fn batched_methods(arch: &str, model: &[u8], channels: usize, batch: usize) -> String {
+    use gradcam_wasm::eval::faithfulness::{faithfulness, CurveOptions};
+    use gradcam_wasm::imaging::rgb::RgbImage;
+    let mut ex = explainer(model_of(Arch::from_name(arch).expect("arch"), model));
+    let batch = (batch > 0).then_some(batch);
+    let data = synthetic::Rng::new(5).vec(224 * 224 * 3, 1.0).iter().map(|v| ((v + 1.0) * 127.0) as u8).collect();
+    let image = RgbImage { width: 224, height: 224, data };
+    let mut score = ExplainOptions { method: Method::SCORE_CAM, ..Default::default() };
+    score.score_cam.max_channels = Some(channels);
+    score.score_cam.batch = batch;
+    let t = now_ms();
+    ex.explain(&image, &score).expect("score-cam");
+    let score_s = (now_ms() - t) / 1e3;
+    let gc = ExplainOptions::default();
+    let e = ex.explain(&image, &gc).expect("gradcam");
+    let t = now_ms();
+    faithfulness(&ex, &image, &e, &gc, &CurveOptions { batch, ..Default::default() }).expect("curves");
+    let curves_s = (now_ms() - t) / 1e3;
+    format!("{{\"scorecam_s\":{score_s:.2},\"deletion_insertion_s\":{curves_s:.2}}}")
+}
+
+/// The per-op profile of one `logits_batch` of `n` images (after a warm-up), one line per op.
+#[wasm_bindgen]
+pub fn batch_profile(arch: &str, model: &[u8], n: usize) -> String {
+    let m = model_of(Arch::from_name(arch).expect("arch"), model);
+    let exec = CpuExecutor::new(m.graph.clone()).with_tuning(tuning());
+    let x = synthetic::Rng::new(3).vec(n * 3 * 224 * 224, 1.5);
+    exec.logits_batch(&x, n, 224, 224).expect("forward");
+    profile::enable(true);
+    exec.logits_batch(&x, n, 224, 224).expect("forward");
+    let mut p = profile::take();
+    profile::enable(false);
+    p.sort_by(|a, b| b.1.total_cmp(&a.1));
+    p.iter().map(|(k, ms, calls)| format!("{k}: {:.2} ms/image, {calls} calls", ms / n as f64)).collect::<Vec<_>>().join("\n")
+}
+
+/// MB of live heap one `logits_batch` of `batch_setup`'s inputs peaks at above what it starts with.
+#[wasm_bindgen]
+pub fn batch_peak_mb() -> f64 {
+    let before = peak_allocator::live();
+    peak_allocator::reset_peak();
+    batch_run();
+    (peak_allocator::peak() - before) as f64 / 1048576.0
 }
