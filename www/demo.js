@@ -239,7 +239,10 @@ async function loadModel(source) {
   el.layer.disabled = true;
   const t0 = performance.now();
   const job = (async () => {
-    const options = { backend: requestedBackend() };
+    // workers 'auto': on a page that is not cross-origin isolated, the long methods and the curves
+    // split their batches across one worker per core (bitwise the same maps; isolated pages run the
+    // threaded build instead).
+    const options = { backend: requestedBackend(), workers: 'auto' };
     if (state.labels) options.labels = state.labels;
     if (!isUrl && source.externalData) options.externalData = source.externalData;
     if (isUrl && state.modelIntegrity) options.integrity = state.modelIntegrity;

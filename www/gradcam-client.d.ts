@@ -55,7 +55,7 @@ export interface LoadOptions {
    * Workers that share the long methods' batches (Score-CAM, Ablation-CAM, Integrated Gradients,
    * SmoothGrad, Occlusion, and `evaluate`): 1 (default) or 'auto' (one per core, at most 4, on a page
    * that is not cross-origin isolated; 1 where the threaded build runs) or a number up to 16. The
-   * extra workers start at the first such call, each with its own copy of the model (no second
+   * extra workers start with load(), each with its own copy of the model (no second
    * download), so each costs the model's memory again. Results are bitwise those of one worker.
    */
   workers?: 'auto' | number;

@@ -167,7 +167,7 @@ export class GradcamClient extends EventTarget {
     // On a cross-origin-isolated page, aborted call ids are also written here, where the worker reads
     // them synchronously between batches: a running method then stops within one batch.
     this._workersAsked = 1; // load()'s `workers`
-    this._shards = []; // GradcamClients of the extra shard workers, started at the first batched call
+    this._shards = []; // GradcamClients of the extra shard workers, started by load()
     this._shardsReady = null; // Promise of them (loaded with the model's bytes)
     this._abortFlags = typeof crossOriginIsolated !== 'undefined' && crossOriginIsolated && typeof SharedArrayBuffer === 'function' ? new Int32Array(new SharedArrayBuffer(4 * 256)) : null;
     this._startWorker(options.worker);
@@ -404,9 +404,16 @@ export class GradcamClient extends EventTarget {
     const { args, transfer, keep } = await this._loadArgs(urlOrBytes, split.options);
     this.model = await this._call('load', args, transfer, onProgress, split.signal);
     this._modelSource = keep; // to reload it if the worker dies
-    this._dropShards(); // they hold the model this load replaced
     this._workersAsked = workers;
     this.model.workers = this._workerCount();
+    // The shard workers start (or, already running, take the new model) now: what a page fetches for
+    // them (the worker's script, the wasm) it fetches during its first load(), never while explaining.
+    // If they cannot start, long calls run in one worker and try them again.
+    if (this.model.workers > 1) {
+      await this._ensureShards(this.model.workers, true).catch((e) => console.warn(`gradcam: the shard workers could not start (${e.message}); long calls run in one worker for now`));
+    } else {
+      this._dropShards();
+    }
     return this.model;
   }
 
@@ -434,15 +441,19 @@ export class GradcamClient extends EventTarget {
     return names.includes(methodKey(options.method || 'gradcam')) ? k : 1;
   }
 
-  /** The k - 1 shard workers, each loaded with the main worker's copy of the model bytes (no download). */
-  _ensureShards(k) {
-    if (this._shards.length === k - 1 && this._shardsReady) return this._shardsReady;
-    this._dropShards();
+  /**
+   * The k - 1 shard workers, each loaded with the main worker's copy of the model bytes (no download).
+   * `reload`: the main worker has a new model; running shard workers take it rather than being replaced.
+   */
+  _ensureShards(k, reload = false) {
+    if (!reload && this._shards.length === k - 1 && this._shardsReady) return this._shardsReady;
+    const running = this._shards.length === k - 1 ? this._shards : null;
+    if (!running) this._dropShards();
     const ready = (async () => {
       const { bytes, options, build } = await this._call('modelBytes');
       const opts = { ...options, backend: 'cpu', threads: 1, workers: 1, relaxedSimd: !!(build && build.variant === 'relaxed-simd') };
       const source = new Blob([bytes]); // each shard copies it; kept to reload a shard that dies
-      this._shards = Array.from({ length: k - 1 }, () => new GradcamClient({ workerUrl: this._workerUrl, wasmUrl: this.wasmUrl }));
+      this._shards = running || Array.from({ length: k - 1 }, () => new GradcamClient({ workerUrl: this._workerUrl, wasmUrl: this.wasmUrl }));
       await Promise.all(this._shards.map((c) => c.load(source, opts)));
       return this._shards;
     })();

@@ -1,7 +1,7 @@
 // Batches split across workers on a page that is not cross-origin isolated (issue 17, src/tape.rs):
 // a GradcamClient loaded with workers: 2 gives bitwise the results of one loaded with workers: 1 for
-// Score-CAM over 64 channels, Integrated Gradients and evaluate's curves; its second worker starts at
-// the first batched call, with the model bytes of the first (no second download: requests counted);
+// Score-CAM over 64 channels, Integrated Gradients and evaluate's curves; its second worker starts with
+// load(), with the model bytes of the first (no second download: requests counted);
 // progress adds up over the shards; an abort mid-run rejects and the next call works; a shard worker
 // that dies mid-call leaves the call answered (in one worker) and the next call sharded again.
 //   node --test tests/e2e/shards.test.mjs
@@ -66,7 +66,7 @@ test('workers: 2 gives the results of workers: 1 bit for bit, with one download 
     };
   });
   assert.deepEqual([out.one, out.two, out.isolated], [1, 2, false]);
-  assert.equal(out.shardsBefore, 0, 'no shard worker before the first batched call');
+  assert.equal(out.shardsBefore, 1, 'the shard worker started with load()');
   assert.equal(out.shardsAfter, 1);
   assert.ok(out.scoreCam.same && out.scoreCam.nonzero, JSON.stringify(out.scoreCam));
   assert.ok(out.ig.same && out.ig.nonzero, JSON.stringify(out.ig));
@@ -77,6 +77,7 @@ test('workers: 2 gives the results of workers: 1 bit for bit, with one download 
   assert.ok(dones.every((d, i) => i === 0 || d >= dones[i - 1]), JSON.stringify(out.progress));
   assert.deepEqual(out.progress.at(-1), [64, 64]);
   assert.equal(modelRequests(requests, 'sharded'), 0, 'the shard worker got the bytes from the first worker, not the network');
+  assert.deepEqual(requests.during('sharded'), [], 'no request at all while explaining: the shard worker started with load()');
   assert.deepEqual(errors, []);
   await context.close();
 });
