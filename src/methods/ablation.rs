@@ -54,16 +54,20 @@ pub async fn ablation_weights_async(a: &FeatureMap, target: &[f32], batch: usize
     let batch = batch.max(1).min(MAX_BATCH_BYTES / (per_copy * 4).max(1)).max(1);
     let score = |row: &[f32]| -> f32 { row.iter().zip(target).map(|(l, t)| l * t).sum() };
     let _batch = crate::budget::reserve_floats(batch.saturating_mul(per_copy), || format!("Ablation-CAM's batch of {batch} ablated copies"))?;
-    // Copy index -1 is the unablated activations, then channels 0..c.
-    let mut scores: Vec<f32> = Vec::with_capacity(c + 1);
-    let mut next = 0usize; // copies made, the unablated one first
-    while next < c + 1 {
-        let n = batch.min(c + 1 - next);
+    // An all-zero channel ablates to the unablated activations: its y_k is y and its weight 0, with
+    // no forward (after ReLU that is a third to two thirds of a late layer's channels).
+    let ablated: Vec<usize> = (0..c).filter(|&k| a.plane(k).iter().any(|&v| v != 0.0)).collect();
+    // Copy 0 is the unablated activations, then the ablated channels in order.
+    let mut scores: Vec<f32> = Vec::with_capacity(ablated.len() + 1);
+    let copies_total = ablated.len() + 1;
+    while scores.len() < copies_total {
+        let first = scores.len();
+        let n = batch.min(copies_total - first);
         let mut copies = Vec::with_capacity(n * per_copy);
-        for copy in next..next + n {
+        for copy in first..first + n {
             let start = copies.len();
             copies.extend_from_slice(&a.data);
-            if let Some(k) = copy.checked_sub(1) {
+            if let Some(&k) = copy.checked_sub(1).map(|i| &ablated[i]) {
                 let plane = a.plane_len();
                 copies[start + k * plane..start + (k + 1) * plane].iter_mut().for_each(|v| *v = 0.0);
             }
@@ -73,13 +77,39 @@ pub async fn ablation_weights_async(a: &FeatureMap, target: &[f32], batch: usize
             return Err(Error::Internal(format!("ablation-cam: {} logits for a batch of {n} x {classes} classes", logits.len())));
         }
         scores.extend(logits.chunks_exact(classes).map(score));
-        next += n;
-        progress(next - 1, c);
+        // Every channel before the next one to ablate is done.
+        progress(ablated.get(scores.len() - 1).copied().unwrap_or(c), c);
         crate::cancel::checkpoint().await?;
     }
     let y = scores[0];
     if y == 0.0 || !y.is_finite() {
         return Err(Error::Numeric(format!("Ablation-CAM divides by the explained score, which is {y} here; use Grad-CAM or Score-CAM for this target")));
     }
-    Ok(scores[1..].iter().map(|yk| (y - yk) / y).collect())
+    let mut weights = vec![0.0; c];
+    for (&k, yk) in ablated.iter().zip(&scores[1..]) {
+        weights[k] = (y - yk) / y;
+    }
+    Ok(weights)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_all_zero_channel_weighs_zero_without_a_forward() {
+        // A fake network after the layer scores sum(A0) + 3 sum(A1) + 2 sum(A2) + 1; A1 is all zero.
+        let a = FeatureMap::new(3, 1, 2, vec![1.0, 3.0, 0.0, 0.0, 2.0, 0.0]);
+        let mut copies_run = 0;
+        let mut forwards = |x: &[f32], n: usize| {
+            copies_run += n;
+            Ok(x.chunks(6).map(|c| c[0] + c[1] + 3.0 * (c[2] + c[3]) + 2.0 * (c[4] + c[5]) + 1.0).collect())
+        };
+        let mut reports = Vec::new();
+        let w = ablation_weights(&a, &[1.0], 1, &mut forwards, &mut |done, total| reports.push((done, total))).unwrap();
+        // y = 4 + 0 + 4 + 1 = 9; without A0 5, without A2 5.
+        assert_eq!(w, vec![4.0 / 9.0, 0.0, 4.0 / 9.0]);
+        assert_eq!(copies_run, 3, "the unablated copy, A0's and A2's");
+        assert_eq!(reports, vec![(0, 3), (2, 3), (3, 3)]);
+    }
 }
