@@ -7,6 +7,7 @@
 pub mod legacy_pth;
 pub mod safetensors_writer;
 pub mod zip_pth;
+pub mod zip_reader;
 
 use crate::error::{Error, Result};
 use crate::fail;

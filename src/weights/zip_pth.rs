@@ -16,10 +16,7 @@
 //! reported, not silently computed with.
 
 use super::legacy_pth::{read_state_dict_pickle, short, RawTensor};
-use std::io::Cursor;
-use zip::{CompressionMethod, ZipArchive};
-
-type Archive<'a> = ZipArchive<Cursor<&'a [u8]>>;
+use super::zip_reader::{data_start, entries, Entry};
 
 /// Entries one archive may have: a state dict has one per storage plus ~6 (a large model ~1000).
 const MAX_ENTRIES: usize = 100_000;
@@ -37,29 +34,25 @@ pub fn is_zip(bytes: &[u8]) -> bool {
 /// `torch.save(state_dict)` file (or a checkpoint dict holding one), in the state dict's order,
 /// converted to f32 and made contiguous. Integer tensors (`num_batches_tracked`) are skipped.
 pub fn read_zip_pth(bytes: &[u8]) -> Result<Vec<RawTensor>, String> {
-    let mut zip = open(bytes)?;
+    let zip = open(bytes)?;
     let (folder, pkl_index) = top_folder(&zip)?;
-    check_byteorder(&mut zip, bytes, &folder)?;
+    check_byteorder(&zip, bytes, &folder)?;
     let pkl_name = format!("{folder}data.pkl");
-    let pickle = entry_bytes(&mut zip, bytes, pkl_index)?;
-    read_state_dict_pickle(pickle, &pkl_name, |key| storage_bytes(&mut zip, bytes, &folder, key))
+    let pickle = entry_bytes(bytes, &zip[pkl_index])?;
+    read_state_dict_pickle(pickle, &pkl_name, |key| storage_bytes(&zip, bytes, &folder, key))
 }
 
-/// Opens the archive and checks every entry's claimed extent against the file's length.
-fn open(bytes: &[u8]) -> Result<Archive<'_>, String> {
-    let zip = ZipArchive::new(Cursor::new(bytes)).map_err(|e| format!("not a readable zip archive ({e}): the file is truncated or corrupt; {RESAVE_HINT}"))?;
-    if zip.len() > MAX_ENTRIES {
-        return Err(format!("the zip archive has {} entries, more than the {MAX_ENTRIES} a torch.save file can plausibly have: the file is corrupt", zip.len()));
-    }
-    for i in 0..zip.len() {
-        let e = zip.by_index_data(i).map_err(|e| format!("zip entry #{i} is unreadable ({e}): the file is corrupt"))?;
-        let end = e.header_start().checked_add(e.compressed_size());
+/// Reads the central directory and checks every entry's claimed extent against the file's length.
+fn open(bytes: &[u8]) -> Result<Vec<Entry<'_>>, String> {
+    let zip = entries(bytes, MAX_ENTRIES).map_err(|e| format!("{e}; {RESAVE_HINT}"))?;
+    for e in &zip {
+        let end = e.header_start.checked_add(e.compressed_size);
         if end.is_none_or(|end| end > bytes.len() as u64) {
             return Err(format!(
                 "zip entry '{}' claims {} bytes from byte {} but the file is only {} bytes long: it is truncated or corrupt",
-                entry_name(&zip, i),
-                e.compressed_size(),
-                e.header_start(),
+                short(&e.name_lossy()),
+                e.compressed_size,
+                e.header_start,
                 bytes.len()
             ));
         }
@@ -67,9 +60,14 @@ fn open(bytes: &[u8]) -> Result<Archive<'_>, String> {
     Ok(zip)
 }
 
+/// The index of the entry named `name`.
+fn find(zip: &[Entry<'_>], name: &str) -> Option<usize> {
+    zip.iter().position(|e| e.name == name.as_bytes())
+}
+
 /// The `<name>/` folder holding `data.pkl` (there must be exactly one) and that entry's index.
-fn top_folder(zip: &Archive<'_>) -> Result<(String, usize), String> {
-    let names: Vec<String> = (0..zip.len()).map(|i| entry_name(zip, i)).collect();
+fn top_folder(zip: &[Entry<'_>]) -> Result<(String, usize), String> {
+    let names: Vec<String> = zip.iter().map(Entry::name_lossy).collect();
     let folders: Vec<(&str, usize)> = names.iter().enumerate().filter_map(|(i, n)| Some((n.strip_suffix("data.pkl")?, i))).filter(|(f, _)| f.ends_with('/') && f.matches('/').count() == 1).collect();
     match folders.as_slice() {
         &[(one, i)] => Ok((one.to_string(), i)),
@@ -85,11 +83,11 @@ fn top_folder(zip: &Archive<'_>) -> Result<(String, usize), String> {
 /// Refuses big-endian files (the storages would have to be byte-swapped). A missing `byteorder`
 /// entry means little-endian: older torch versions do not write it, and torch reads such files
 /// as little-endian.
-fn check_byteorder<'a>(zip: &mut Archive<'a>, bytes: &'a [u8], folder: &str) -> Result<(), String> {
-    let Some(i) = zip.index_for_name_raw(format!("{folder}byteorder").as_bytes()) else {
+fn check_byteorder(zip: &[Entry<'_>], bytes: &[u8], folder: &str) -> Result<(), String> {
+    let Some(i) = find(zip, &format!("{folder}byteorder")) else {
         return Ok(());
     };
-    let raw = entry_bytes(zip, bytes, i)?;
+    let raw = entry_bytes(bytes, &zip[i])?;
     if raw.len() > MAX_BYTEORDER_LEN {
         return Err(format!("the 'byteorder' entry is {} bytes long, not 'little' or 'big': the file is corrupt", raw.len()));
     }
@@ -104,48 +102,33 @@ fn check_byteorder<'a>(zip: &mut Archive<'a>, bytes: &'a [u8], folder: &str) -> 
 }
 
 /// The bytes of storage `key`, the entry `<folder>data/<key>`.
-fn storage_bytes<'a>(zip: &mut Archive<'a>, bytes: &'a [u8], folder: &str, key: &str) -> Result<&'a [u8], String> {
+fn storage_bytes<'a>(zip: &[Entry<'_>], bytes: &'a [u8], folder: &str, key: &str) -> Result<&'a [u8], String> {
     let name = format!("{folder}data/{key}");
-    let i = zip
-        .index_for_name_raw(name.as_bytes())
-        .ok_or_else(|| format!("storage '{}' has no zip entry '{}': the archive is incomplete (an entry was removed or renamed); {RESAVE_HINT}", short(key), short(&name)))?;
-    entry_bytes(zip, bytes, i)
+    let i = find(zip, &name).ok_or_else(|| format!("storage '{}' has no zip entry '{}': the archive is incomplete (an entry was removed or renamed); {RESAVE_HINT}", short(key), short(&name)))?;
+    entry_bytes(bytes, &zip[i])
 }
 
 /// One stored entry's bytes, as a slice of the file, after checking its compression, its extent
 /// and its CRC-32.
-fn entry_bytes<'a>(zip: &mut Archive<'a>, bytes: &'a [u8], i: usize) -> Result<&'a [u8], String> {
-    let name = entry_name(zip, i);
-    let unreadable = |e: &dyn std::fmt::Display| format!("zip entry '{}' is unreadable ({e}): the file is truncated or corrupt", short(&name));
-    let (size, crc) = {
-        let e = zip.by_index_data(i).map_err(|e| unreadable(&e))?;
-        if e.compression() != CompressionMethod::Stored {
-            return Err(format!("zip entry '{}' is compressed ({}); torch.save writes uncompressed entries and only those are read here: {RESAVE_HINT}", short(&name), e.compression()));
-        }
-        if e.size() != e.compressed_size() {
-            return Err(format!("zip entry '{}' is stored uncompressed but claims {} bytes stored and {} uncompressed: the file is corrupt", short(&name), e.compressed_size(), e.size()));
-        }
-        (e.size(), e.crc32())
-    };
-    let mut f = zip.by_index(i).map_err(|e| unreadable(&e))?;
-    let start = f.data_start().ok_or_else(|| unreadable(&"no data offset"))?;
+fn entry_bytes<'a>(bytes: &'a [u8], e: &Entry<'_>) -> Result<&'a [u8], String> {
+    let name = e.name_lossy();
+    if e.method != 0 {
+        return Err(format!("zip entry '{}' is compressed (method {}); torch.save writes uncompressed entries and only those are read here: {RESAVE_HINT}", short(&name), e.method));
+    }
+    if e.size != e.compressed_size {
+        return Err(format!("zip entry '{}' is stored uncompressed but claims {} bytes stored and {} uncompressed: the file is corrupt", short(&name), e.compressed_size, e.size));
+    }
+    let start = data_start(bytes, e).ok_or_else(|| format!("zip entry '{}' has no local header at byte {}: the file is truncated or corrupt", short(&name), e.header_start))?;
     let end = start
-        .checked_add(size)
+        .checked_add(e.size)
         .filter(|&end| end <= bytes.len() as u64)
-        .ok_or_else(|| format!("zip entry '{}' claims {size} bytes from byte {start} but the file is only {} bytes long: it is truncated or corrupt", short(&name), bytes.len()))?;
+        .ok_or_else(|| format!("zip entry '{}' claims {} bytes from byte {start} but the file is only {} bytes long: it is truncated or corrupt", short(&name), e.size, bytes.len()))?;
+    let data = &bytes[start as usize..end as usize];
     // torch.serialization.set_crc32_options(False) writes no checksum (0): nothing to check then.
-    if crc != 0 {
-        // The zip crate checks the CRC when the reader reaches the end; the copy goes to a sink.
-        std::io::copy(&mut f, &mut std::io::sink()).map_err(|e| format!("zip entry '{}' fails its check ({e}): the file is corrupt; {RESAVE_HINT}", short(&name)))?;
+    if e.crc32 != 0 && crc32fast::hash(data) != e.crc32 {
+        return Err(format!("zip entry '{}' fails its checksum (CRC-32): the file is corrupt; {RESAVE_HINT}", short(&name)));
     }
-    Ok(&bytes[start as usize..end as usize])
-}
-
-fn entry_name(zip: &Archive<'_>, i: usize) -> String {
-    match zip.name_for_index(i) {
-        Some(Ok(n)) => n.into_owned(),
-        _ => format!("#{i}"),
-    }
+    Ok(data)
 }
 
 fn list_names(names: &[String]) -> String {
