@@ -27,6 +27,8 @@ export interface GradcamExplainerAttributes {
   loading?: 'lazy' | 'eager';
   /** The older boolean alias of loading="eager". */
   eager?: '' | 'eager';
+  /** Workers the long methods split their batches across: 'auto' (one per core, up to 4, where the page is not cross-origin isolated) or 1-16. */
+  workers?: 'auto' | `${number}`;
 }
 
 export declare class GradcamExplainerElement extends HTMLElement {

@@ -15,7 +15,9 @@
 // its kin use only the N strongest channels), labels (a labels file's URL), caption ('none' hides
 // it), loading ('lazy': when visible, the default; 'eager': at once; the boolean `eager` attribute
 // is an alias of loading="eager"), integrity (the model's "sha256-<base64>", as Subresource
-// Integrity writes it: checked before the model is used or cached).
+// Integrity writes it: checked before the model is used or cached), workers ('auto' or 1-16: the
+// long methods, Score-CAM first, split their batches across that many workers; 'auto' is one per
+// core, up to 4, on a page that is not cross-origin isolated; default 1).
 // Any attribute change re-runs the explanation; the superseded run is aborted (its AbortSignal), so
 // a queued call is dropped before it runs and an old result is never shown after a newer one.
 // Events: 'gradcam-result' (detail: the result), 'gradcam-error' (detail: the Error).
@@ -71,6 +73,9 @@ function modelSettings(el) {
   if (url('model-data')) settings.externalData = url('model-data');
   if (el.getAttribute('integrity')) settings.integrity = el.getAttribute('integrity');
   if (url('labels')) settings.labelsUrl = url('labels');
+  // client.load() checks it ('auto' or 1-16) and says what is wrong.
+  const workers = (el.getAttribute('workers') || '').trim();
+  if (workers) settings.workers = workers === 'auto' || !/^\d+$/.test(workers) ? workers : Number(workers);
   return settings;
 }
 
@@ -107,7 +112,7 @@ figcaption[hidden] { display: none; }
 
 class GradcamExplainerElement extends HTMLElement {
   static get observedAttributes() {
-    return ['src', 'model', 'model-data', 'labels', 'input-size', 'class', 'target-class', 'method', 'layer', 'colormap', 'alpha', 'preprocess', 'normalize', 'arch', 'backend', 'score-cam-channels', 'caption', 'integrity', 'loading', 'eager'];
+    return ['src', 'model', 'model-data', 'labels', 'input-size', 'class', 'target-class', 'method', 'layer', 'colormap', 'alpha', 'preprocess', 'normalize', 'arch', 'backend', 'score-cam-channels', 'caption', 'integrity', 'loading', 'eager', 'workers'];
   }
 
   constructor() {

@@ -1,7 +1,7 @@
 // <gradcam-explainer>'s attributes of issue 16 in Chromium: method changed twice quickly shows only
 // the last method's result; backend="cpu" changed to another backend re-runs on a client of that
 // backend; loading="eager" loads without scrolling (loading="lazy" waits); score-cam-channels limits
-// Score-CAM to that many channels.
+// Score-CAM to that many channels; workers splits it across workers with the same map.
 //   node --test tests/e2e/element-attributes.test.mjs
 
 import { after, before, test } from 'node:test';
@@ -154,5 +154,31 @@ test('score-cam-channels limits Score-CAM; a bad value is a clear error', async 
   assert.equal(bad.kind, 'error');
   assert.match(bad.message, /score-cam-channels must be a whole number/);
   assert.deepEqual(errors.filter((e) => !/favicon/.test(e)), []);
+  await page.close();
+});
+
+test('workers="2" splits Score-CAM across two workers with the same map; a bad value is a clear error', async () => {
+  const { page, errors } = await openPage();
+  const attrs = { loading: 'eager', src: SRC, model: MODEL, method: 'scorecam', 'score-cam-channels': '64' };
+  await addElement(page, 'one', attrs);
+  await waitEvents(page, 'one', 1);
+  await addElement(page, 'two', { ...attrs, workers: '2' });
+  await waitEvents(page, 'two', 1);
+  const out = await page.evaluate(() => {
+    const [one, two] = ['one', 'two'].map((id) => document.getElementById(id));
+    const bits = (el) => Array.from(new Uint32Array(Float32Array.from(el.result.heatmap).buffer)).join(',');
+    return { workers: [one._client.model.workers, two._client.model.workers], separate: one._client !== two._client, same: bits(one) === bits(two) };
+  });
+  console.log('# workers attribute:', JSON.stringify(out));
+  assert.deepEqual((await events(page, 'two')).map((e) => e.kind), ['result']);
+  assert.deepEqual(out.workers, [1, 2]);
+  assert.ok(out.separate, 'another workers count means another client');
+  assert.ok(out.same, 'the map of two workers is bitwise that of one');
+  await page.evaluate(() => document.getElementById('two').setAttribute('workers', 'lots'));
+  await waitEvents(page, 'two', 2);
+  const bad = (await events(page, 'two'))[1];
+  assert.equal(bad.kind, 'error');
+  assert.match(bad.message, /workers must be 'auto' or a whole number/);
+  assert.deepEqual(errors.filter((e) => !/favicon|workers must be/.test(e)), []);
   await page.close();
 });
