@@ -246,6 +246,7 @@ impl Kernels {
 
 /// One recorded kernel launch.
 pub(super) struct Dispatch {
+    kernel: K,
     pipeline: wgpu::ComputePipeline,
     bind_group: wgpu::BindGroup,
     groups: (u32, u32, u32),
@@ -263,7 +264,7 @@ impl Kernels {
         }
         let layout = &self.layouts[if kernel.wide() { 0 } else { 1 }];
         let bind_group = gpu.device.create_bind_group(&wgpu::BindGroupDescriptor { label: None, layout, entries: &entries });
-        Dispatch { pipeline: self.pipeline(gpu, kernel), bind_group, groups }
+        Dispatch { kernel, pipeline: self.pipeline(gpu, kernel), bind_group, groups }
     }
 
     /// A launch over `count` invocations, one per element: workgroups along x, what exceeds the
@@ -935,6 +936,66 @@ impl GpuExecutor {
     /// Blocking `new_async`.
     pub fn new(graph: Arc<Graph>) -> Result<GpuExecutor> {
         pollster::block_on(Self::new_async(graph))
+    }
+}
+
+/// One row of `GpuExecutor::profile`: a kernel's launches in one direction of a pass.
+#[cfg(not(target_arch = "wasm32"))]
+pub struct ProfileRow {
+    /// "forward" or "backward", and the kernel.
+    pub what: String,
+    pub launches: usize,
+    /// Wall and CPU (this process, all threads) milliseconds per pass, summed over the launches.
+    pub ms: f64,
+    pub cpu_ms: f64,
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+impl GpuExecutor {
+    /// Where a pass's time goes: one 3 x h x w forward and the plain backward to `layer`, each launch
+    /// submitted alone `reps` times and waited for, summed by kernel. The last two rows are the whole
+    /// forward and backward submitted together (per pass), for the launches' overhead.
+    pub fn profile(&self, h: usize, w: usize, layer: NodeId, reps: usize) -> Result<Vec<ProfileRow>> {
+        use super::lab::process_cpu_ms;
+        let inner = &self.inner;
+        let plan = inner.plan(h, w)?;
+        let target = vec![1.0 / inner.graph.num_classes as f32; inner.graph.num_classes];
+        pollster::block_on(inner.forward(&plan, &vec![0.5; 3 * h * w], &[inner.graph.output()]))?;
+        pollster::block_on(inner.backward(&plan, layer, &target, ReluRule::Plain))?;
+        let backward = inner.backward_launches(&plan, layer, ReluRule::Plain)?;
+        let reps = reps.max(1);
+        let time = |ds: &[&Dispatch]| -> (f64, f64) {
+            let (t, c) = (crate::clock::now_ms(), process_cpu_ms().unwrap_or(0.0));
+            for _ in 0..reps {
+                let mut encoder = inner.gpu.device.create_command_encoder(&Default::default());
+                inner.kernels.encode(&mut encoder, ds);
+                inner.gpu.queue.submit([encoder.finish()]);
+                inner.gpu.poll_wait();
+            }
+            ((crate::clock::now_ms() - t) / reps as f64, (process_cpu_ms().unwrap_or(0.0) - c) / reps as f64)
+        };
+        let mut rows: Vec<ProfileRow> = Vec::new();
+        for (dir, ds) in [("forward", &plan.forward), ("backward", &backward.dispatches)] {
+            for d in ds.iter() {
+                let (ms, cpu_ms) = time(&[d]);
+                let what = format!("{dir} {:?}", d.kernel);
+                match rows.iter_mut().find(|r| r.what == what) {
+                    Some(r) => {
+                        r.launches += 1;
+                        r.ms += ms;
+                        r.cpu_ms += cpu_ms;
+                    }
+                    None => rows.push(ProfileRow { what, launches: 1, ms, cpu_ms }),
+                }
+            }
+        }
+        for (dir, ds) in [("forward", &plan.forward), ("backward", &backward.dispatches)] {
+            let (ms, cpu_ms) = time(&ds.iter().collect::<Vec<_>>());
+            rows.push(ProfileRow { what: format!("{dir}, all launches in one submit"), launches: ds.len(), ms, cpu_ms });
+        }
+        inner.give_back(plan);
+        inner.gpu.check()?;
+        Ok(rows)
     }
 }
 
