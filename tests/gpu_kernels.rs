@@ -1,5 +1,5 @@
 //! The WebGPU conv kernels against the CPU kernels, shape by shape, forward and input gradient:
-//! awkward shapes (channel counts that are not multiples of 4 or of the kernels' 8-channel blocks,
+//! awkward shapes (channel counts that are not multiples of 4 or of the kernels' 8- and 16-channel blocks,
 //! strides 2 and 4, asymmetric and zero padding, 1x1, 5x5, 7x7 and 11x11 filters, depthwise and other
 //! grouped convs, planes smaller than a workgroup and odd sizes). Each must agree to 1e-4 of the
 //! largest CPU value (f32 sums in a different order, not different maths: a wrong tap or channel is

@@ -56,7 +56,7 @@ enum K {
 
 /// The GEMM kernels' block shapes, (M4, PX, WG): 4 * M4 channels x PX pixels per invocation, WG
 /// invocations per workgroup. One shader module each (`shaders`); `gemm_block` picks one per conv.
-const GEMM_BLOCKS: [(usize, usize, usize); 8] = [(1, 4, 64), (1, 4, 16), (1, 2, 16), (1, 1, 16), (2, 4, 64), (2, 4, 16), (2, 2, 16), (2, 1, 16)];
+const GEMM_BLOCKS: [(usize, usize, usize); 12] = [(1, 4, 64), (1, 4, 16), (1, 2, 16), (1, 1, 16), (2, 4, 64), (2, 4, 16), (2, 2, 16), (2, 1, 16), (4, 4, 64), (4, 4, 16), (4, 2, 16), (4, 1, 16)];
 
 /// Shader modules before the GEMM ones (`shaders`).
 const FIXED_MODULES: usize = 5;
@@ -156,11 +156,18 @@ fn unroll(src: &str, px: usize, m4: usize) -> String {
 }
 
 /// The GEMM block for `channels` output channels (input channels for the input gradient) over
-/// `pixels` pixels: 8 channels unless there are at most 4; then the most pixels per invocation (more
-/// multiply-adds per load) and the largest workgroup that still leave 3/4 of the pixel slots busy.
+/// `pixels` pixels: 16 channels unless there are at most 8 (then 8, or 4 for at most 4; 16 channels
+/// per invocation measured 1.25-1.3x the GFLOP/s of 8 on lavapipe, one input load per 16 multiply-adds);
+/// then the most pixels per invocation (more multiply-adds per load) and the largest workgroup that still leave 3/4 of the pixel slots busy.
 /// Returns (index into `GEMM_BLOCKS`, pixel slots per workgroup).
 fn gemm_block(channels: usize, pixels: usize) -> (usize, usize) {
-    let m4 = if channels <= 4 { 1 } else { 2 };
+    let m4 = if channels <= 4 {
+        1
+    } else if channels <= 8 {
+        2
+    } else {
+        4
+    };
     let busy = |slots: usize| 4 * pixels >= 3 * pixels.div_ceil(slots) * slots;
     let mine = || GEMM_BLOCKS.iter().enumerate().filter(|(_, b)| b.0 == m4);
     let (i, b) = mine().find(|(_, b)| busy(b.1 * b.2)).or_else(|| mine().next_back()).unwrap_or((0, &GEMM_BLOCKS[0]));
@@ -373,8 +380,8 @@ impl ConvPath {
 }
 
 /// A conv's weights as its kernels read them. GEMM: `weight` is W as [(ci * kh + ky) * kw + kx][cout
-/// padded to 8], `weight_t` as [(co * kh + ky) * kw + kx][cin padded to 8] (the taps reversed where
-/// `flips`), bias padded to 8 (see conv_gemm.wgsl). Otherwise PyTorch's layout and no `weight_t`.
+/// padded to 16], `weight_t` as [(co * kh + ky) * kw + kx][cin padded to 16] (the taps reversed where
+/// `flips`), bias padded to 16 (see conv_gemm.wgsl). Otherwise PyTorch's layout and no `weight_t`.
 pub(super) fn conv_block(gpu: &Gpu, kernels: &Kernels, label: &str, g: &Conv2dGeom, weight: &[f32], bias: &[f32]) -> Result<Block> {
     let upload = |data: &[f32]| {
         let data: &[f32] = if data.is_empty() { &[0.0; 4] } else { data };
@@ -388,7 +395,7 @@ pub(super) fn conv_block(gpu: &Gpu, kernels: &Kernels, label: &str, g: &Conv2dGe
         return Ok(Block { weight: upload(weight), bias: upload(&b), weight_t: None, row0: 0, rows });
     }
     let (cin, cout, kk) = (g.cin, g.cout, g.kh * g.kw);
-    let (cin8, cout8) = (cin.next_multiple_of(8), cout.next_multiple_of(8));
+    let (cin8, cout8) = (cin.next_multiple_of(16), cout.next_multiple_of(16));
     gpu.fits(&format!("the weights of '{label}'"), cin8.max(cin) * cout8 * kk)?;
     let mut fwd = vec![0.0f32; cin * kk * cout8];
     let mut bwd = vec![0.0f32; cout * kk * cin8];
@@ -1057,10 +1064,10 @@ mod tests {
             let (i, slots) = gemm_block(channels, pixels);
             (GEMM_BLOCKS[i], slots)
         };
-        assert_eq!(block(64, 56 * 56), ((2, 4, 64), 256)); // 3136 of 3328 slots
-        assert_eq!(block(512, 7 * 7), ((2, 4, 16), 64)); // 49 of 64
+        assert_eq!(block(64, 56 * 56), ((4, 4, 64), 256)); // 3136 of 3328 slots
+        assert_eq!(block(512, 7 * 7), ((4, 4, 16), 64)); // 49 of 64
         assert_eq!(block(3, 224 * 224), ((1, 4, 64), 256)); // at most 4 channels: blocks of 4
-        assert_eq!(block(16, 3 * 3), ((2, 1, 16), 16)); // nothing keeps 3/4 busy: the smallest block
-        assert_eq!(block(8, 30), ((2, 2, 16), 32)); // 30 of 32
+        assert_eq!(block(16, 3 * 3), ((4, 1, 16), 16)); // nothing keeps 3/4 busy: the smallest block
+        assert_eq!(block(8, 30), ((2, 2, 16), 32)); // at most 8 channels: blocks of 8; 30 of 32
     }
 }
