@@ -487,7 +487,7 @@ fn gpu_conv_shapes(args: &[String]) {
             };
             let reps = runs.max((1.5e9 / flops).ceil() as usize);
             let gpu = |lab: &ConvLab, forward: bool| -> String {
-                let r = if forward { lab.forward(&g, &x, &w, &b, reps) } else { lab.input_grad(&g, &gy, &w, reps) };
+                let r = if forward { lab.forward(&g, &x, &w, &b, gradcam_wasm::gpu::lab::Act::None, reps) } else { lab.input_grad(&g, &gy, &w, reps) };
                 r.map_or_else(|e| format!("{e}"), |r| gflops(r.cpu_ms))
             };
             let cpu_f = cpu(&|| drop(conv2d_forward(&x, &w, Some(&b), &g)));

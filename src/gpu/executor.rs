@@ -11,6 +11,7 @@
 //! - Readback is `map_async` awaited through a small future: the async core runs unchanged in the
 //!   browser; natively `Executor` blocks on it with pollster.
 
+use super::depthwise_forward;
 use super::device::Gpu;
 use crate::error::{Error, Result};
 use crate::exec::ReluRule;
@@ -42,6 +43,8 @@ enum K {
     GemmF(usize, bool),
     GemmB(usize, bool),
     DwB(bool),
+    /// The depthwise forward for `depthwise_forward::SHAPES[i]`.
+    DwF(usize),
     LinF,
     LinB,
     MaxF,
@@ -87,6 +90,9 @@ fn kernel_list() -> Vec<(K, usize, &'static str)> {
         list.push((K::GemmB(i, false), FIXED_MODULES + i, "backward"));
         list.push((K::GemmB(i, true), FIXED_MODULES + i, "backward_acc"));
     }
+    for i in 0..depthwise_forward::SHAPES.len() {
+        list.push((K::DwF(i), FIXED_MODULES + GEMM_BLOCKS.len() + i, "forward"));
+    }
     list
 }
 
@@ -122,6 +128,9 @@ fn shaders() -> Vec<(String, String)> {
     for (m4, px, wg) in GEMM_BLOCKS {
         let consts = format!("const M4: u32 = {m4}u;\nconst PX: u32 = {px}u;\nconst WG: u32 = {wg}u;\n");
         out.push((format!("conv_gemm_{}x{px}_{wg}", 4 * m4), consts + CONV_PARAMS + &unroll(GEMM_SRC, px, m4)));
+    }
+    for (k, s) in depthwise_forward::SHAPES {
+        out.push((format!("depthwise_forward_{k}x{k}_{s}"), format!("{CONV_PARAMS}{}", depthwise_forward::shader(k, s))));
     }
     out
 }
@@ -291,17 +300,21 @@ impl Kernels {
         self.launch(gpu, kernel, params, buffers, (x, y as u32, groups.div_ceil(x)))
     }
 
-    /// The launch of a conv's forward, `x` -> `y`, with the kernel its shape calls for.
-    pub(super) fn conv_forward(&self, gpu: &Gpu, g: &Conv2dGeom, w: &Block, x: &wgpu::Buffer, y: &wgpu::Buffer) -> Dispatch {
-        let params = conv_params(g, false);
+    /// The launch of a conv's forward, `x` -> `y`, with the kernel its shape calls for, followed by
+    /// `act` (`Act::None`: the conv alone).
+    pub(super) fn conv_forward(&self, gpu: &Gpu, g: &Conv2dGeom, w: &Block, x: &wgpu::Buffer, y: &wgpu::Buffer, act: Act) -> Dispatch {
+        let mut params = conv_params(g, false);
+        params[15] = act as u32;
         let buffers = [x, &w.weight, &w.bias, y];
         let plane = g.out_h() * g.out_w();
-        match ConvPath::of(g, self.direct_convs) {
-            ConvPath::Gemm => {
+        let dw = depthwise_forward::shape_index(g.kh, g.kw, g.stride_h, g.stride_w);
+        match (ConvPath::of(g, self.direct_convs), dw) {
+            (ConvPath::Gemm, _) => {
                 let (i, slots) = gemm_block(g.cout, plane);
                 self.launch_tiled(gpu, K::GemmF(i, false), &params, &buffers, (plane, slots), g.cout.div_ceil(4 * GEMM_BLOCKS[i].0))
             }
-            ConvPath::Direct | ConvPath::Depthwise => {
+            (ConvPath::Depthwise, Some(i)) => self.launch_flat(gpu, K::DwF(i), &params, &buffers, g.cout * depthwise_forward::tiles(g.out_h(), g.out_w())),
+            _ => {
                 let (kernel, count) = direct_forward_kernel(g);
                 self.launch_flat(gpu, kernel, &params, &buffers, count)
             }
@@ -422,6 +435,11 @@ struct Plan {
     acts: Vec<wgpu::Buffer>,
     grads: Vec<wgpu::Buffer>,
     forward: Vec<Dispatch>,
+    /// Where a ReLU / ReLU6 node is fused into the conv before it (the conv's only consumer), the
+    /// conv writes the activation's buffer and its own stays unwritten: (conv node, index of the fused
+    /// launch in `forward`, the conv and the activation as two launches), the two run instead when
+    /// the conv's own output is read (`Inner::forward`).
+    unfused: Vec<(NodeId, usize, [Dispatch; 2])>,
     /// Backward launches by (variable node, ReLU rule), built on first use: explaining another class or
     /// image of the same size writes only the target weights and re-submits them.
     backward: Mutex<HashMap<(NodeId, ReluRule), Arc<Backward>>>,
@@ -500,6 +518,8 @@ impl Inner {
         let acts: Vec<wgpu::Buffer> = g.nodes.iter().zip(&shapes).map(|(n, s)| self.storage(&n.name, numel(*s))).collect();
         let grads: Vec<wgpu::Buffer> = g.nodes.iter().zip(&shapes).map(|(n, s)| self.storage(&n.name, numel(*s))).collect();
         let mut forward = Vec::new();
+        let mut unfused = Vec::new();
+        let fused = fused_activations(g);
         for (i, node) in g.nodes.iter().enumerate() {
             let out = &acts[i];
             let src = |k: usize| &acts[node.inputs[k]];
@@ -510,13 +530,25 @@ impl Inner {
                 Op::Conv(c) => {
                     let (_, ih, iw) = ins(0);
                     let geo = c.geom(1, ih, iw);
-                    forward.push(self.kernels.conv_forward(&self.gpu, &geo, &self.weights(i)?[0], src(0), out));
+                    let w = &self.weights(i)?[0];
+                    match fused.iter().position(|f| f.0 == i) {
+                        Some(k) => {
+                            let (_, a, act) = fused[k];
+                            let (mode, len) = ((act == Act::Relu6) as u32, numel(shapes[a]) as u32);
+                            let plain = self.kernels.conv_forward(&self.gpu, &geo, w, src(0), out, Act::None);
+                            let relu = self.dispatch(K::ReluF, &[len, mode, 0, 0, 0, 0], &[out, &self.dummy, &acts[a]], len as usize);
+                            unfused.push((i, forward.len(), [plain, relu]));
+                            forward.push(self.kernels.conv_forward(&self.gpu, &geo, w, src(0), &acts[a], act));
+                        }
+                        None => forward.push(self.kernels.conv_forward(&self.gpu, &geo, w, src(0), out, Act::None)),
+                    }
                 }
                 Op::Linear(l) => {
                     for b in self.weights(i)? {
                         forward.push(self.dispatch(K::LinF, &[l.in_features as u32, b.rows, 0, b.row0], &[src(0), &b.weight, &b.bias, out], b.rows as usize));
                     }
                 }
+                Op::Relu | Op::Relu6 if fused.iter().any(|f| f.1 == i) => {}
                 Op::Relu | Op::Relu6 => {
                     let mode = matches!(node.op, Op::Relu6) as u32;
                     forward.push(self.dispatch(K::ReluF, &[len, mode, 0, 0, 0, 0], &[src(0), &self.dummy, out], len as usize));
@@ -538,7 +570,7 @@ impl Inner {
                 other => return fail!(Internal, "webgpu: no forward kernel for '{}'", other.kind()),
             }
         }
-        Ok(Plan { h, w, shapes, acts, grads, forward, backward: Mutex::new(HashMap::new()) })
+        Ok(Plan { h, w, shapes, acts, grads, forward, unfused, backward: Mutex::new(HashMap::new()) })
     }
 
     fn give_back(&self, plan: Plan) {
@@ -557,7 +589,14 @@ impl Inner {
     async fn forward(&self, plan: &Plan, input: &[f32], read: &[NodeId]) -> Result<Vec<Vec<f32>>> {
         self.gpu.queue.write_buffer(&plan.acts[0], 0, bytemuck::cast_slice(input));
         let mut encoder = self.gpu.device.create_command_encoder(&Default::default());
-        self.encode(&mut encoder, &plan.forward);
+        let mut launches: Vec<&Dispatch> = Vec::with_capacity(plan.forward.len() + 2 * read.len());
+        for (k, d) in plan.forward.iter().enumerate() {
+            match plan.unfused.iter().find(|u| u.1 == k && read.contains(&u.0)) {
+                Some(u) => launches.extend(&u.2),
+                None => launches.push(d),
+            }
+        }
+        self.kernels.encode(&mut encoder, &launches);
         let bufs: Vec<(&wgpu::Buffer, usize)> = read.iter().map(|&i| (&plan.acts[i], numel(plan.shapes[i]))).collect();
         self.read(encoder, &bufs).await
     }
@@ -643,7 +682,9 @@ impl Inner {
                             ReluRule::Guided => 1,
                             ReluRule::Deconv => 2,
                         };
-                        self.dispatch(K::ReluB, &[n, mode, code, acc as u32, 0, 0], &[gy, &acts[j], gx], n as usize)
+                        // The mask from the ReLU's output, not its input (a fused conv leaves that
+                        // unwritten): y > 0 exactly where x > 0, and y < 6 where x < 6.
+                        self.dispatch(K::ReluB, &[n, mode, code, acc as u32, 0, 0], &[gy, &acts[i], gx], n as usize)
                     }
                     Op::MaxPool(_) | Op::AdaptiveAvgPool { .. } => {
                         let (kernel, p) = pool_params(&node.op, shapes[j], shapes[i], acc, false);
@@ -714,7 +755,16 @@ fn direct_backward_kernel(g: &Conv2dGeom) -> (K, usize) {
     }
 }
 
-/// The conv kernels' `Params`; the 15th field (no_bias) is 0 here.
+/// The activation a conv kernel applies to what it stores (`Params.act`): the code of a ReLU or
+/// ReLU6 node fused into the conv before it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Act {
+    None = 0,
+    Relu = 1,
+    Relu6 = 2,
+}
+
+/// The conv kernels' `Params`; the 15th and 16th fields (no_bias, act) are 0 here.
 fn conv_params(g: &Conv2dGeom, acc: bool) -> Vec<u32> {
     [g.cin, g.h, g.w, g.cout, g.out_h(), g.out_w(), g.kh, g.kw, g.stride_h, g.stride_w, g.pad_top, g.pad_left, g.groups, acc as usize, 0, 0].iter().map(|&v| v as u32).collect()
 }
@@ -727,6 +777,31 @@ fn pool_params(op: &Op, x: Chw, y: Chw, acc: bool, forward: bool) -> (K, Vec<u32
     };
     let p = [x.0, x.1, x.2, y.1, y.2, k, s, pad, acc as usize].iter().map(|&v| v as u32).chain([f32::NEG_INFINITY.to_bits()]).collect();
     (kernel, p)
+}
+
+/// The ReLU / ReLU6 nodes whose work the conv before them does (`Plan::unfused`): (conv, activation
+/// node, activation), where the activation is the conv's only consumer.
+fn fused_activations(graph: &Graph) -> Vec<(NodeId, NodeId, Act)> {
+    let mut users = vec![0usize; graph.nodes.len()];
+    for n in &graph.nodes {
+        for &j in &n.inputs {
+            users[j] += 1;
+        }
+    }
+    let mut out = Vec::new();
+    for (a, n) in graph.nodes.iter().enumerate() {
+        let act = match n.op {
+            Op::Relu => Act::Relu,
+            Op::Relu6 => Act::Relu6,
+            _ => continue,
+        };
+        if let [c] = n.inputs[..] {
+            if matches!(graph.nodes[c].op, Op::Conv(_)) && users[c] == 1 {
+                out.push((c, a, act));
+            }
+        }
+    }
+    out
 }
 
 /// A single-use channel whose receiving end is a future (map_async's callback -> await).

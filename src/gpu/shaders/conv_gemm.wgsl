@@ -64,7 +64,7 @@ fn forward_into(lid: vec3<u32>, wg: vec3<u32>, nwg: vec3<u32>, add: bool) {
         }
     }
     //@m let b{m} = select(bias[cb + {m}u], vec4<f32>(0.0), p.no_bias != 0u);
-    //@jm if (base + {j}u * WG < plane) { put(base + {j}u * WG, (cb + {m}u) * 4u, p.cout, plane, a{j}_{m} + b{m}, add); }
+    //@jm if (base + {j}u * WG < plane) { put(base + {j}u * WG, (cb + {m}u) * 4u, p.cout, plane, activate4(a{j}_{m} + b{m}), add); }
 }
 
 // src = grad of y, dst = grad of x (added to by `backward_acc`); wt = W as [(co * kh + ky) * kw + kx][cin
