@@ -441,10 +441,10 @@ struct Plan {
     acts: Vec<wgpu::Buffer>,
     grads: Vec<wgpu::Buffer>,
     forward: Vec<Dispatch>,
-    /// Where a ReLU / ReLU6 node is fused into the conv before it (the conv's only consumer), the
-    /// conv writes the activation's buffer and its own stays unwritten: (conv node, index of the fused
-    /// launch in `forward`, the conv and the activation as two launches), the two run instead when
-    /// the conv's own output is read (`Inner::forward`).
+    /// Where a ReLU / ReLU6 node is fused into the conv or residual sum before it (its only
+    /// consumer), that launch writes the activation's buffer and its own stays unwritten: (conv or sum
+    /// node, index of the fused launch in `forward`, the two launches unfused), the two run instead
+    /// when the node's own output is read (`Inner::forward`).
     unfused: Vec<(NodeId, usize, [Dispatch; 2])>,
     /// Backward launches by (variable node, ReLU rule), built on first use: explaining another class or
     /// image of the same size writes only the target weights and re-submits them.
@@ -564,7 +564,18 @@ impl Inner {
                     forward.push(self.dispatch(kernel, &p, &[src(0), &self.dummy, out], len as usize));
                 }
                 Op::Flatten => forward.push(self.dispatch(K::Copy, &[len, 0, 0, 0, 0, 0], &[src(0), &self.dummy, out], len as usize)),
-                Op::Add => forward.push(self.dispatch(K::Add, &[len, 0, 0, 0, 0, 0], &[src(0), src(1), out], len as usize)),
+                Op::Add => {
+                    let add = |act: Act, dst: &wgpu::Buffer| self.dispatch(K::Add, &[len, act as u32, 0, 0, 0, 0], &[src(0), src(1), dst], len as usize);
+                    match fused.iter().find(|f| f.0 == i) {
+                        Some(&(_, a, act)) => {
+                            let mode = (act == Act::Relu6) as u32;
+                            let relu = self.dispatch(K::ReluF, &[len, mode, 0, 0, 0, 0], &[out, &self.dummy, &acts[a]], len as usize);
+                            unfused.push((i, forward.len(), [add(Act::None, out), relu]));
+                            forward.push(add(act, &acts[a]));
+                        }
+                        None => forward.push(add(Act::None, out)),
+                    }
+                }
                 Op::Concat => {
                     let mut off = 0u32;
                     for k in 0..node.inputs.len() {
@@ -785,8 +796,8 @@ fn pool_params(op: &Op, x: Chw, y: Chw, acc: bool, forward: bool) -> (K, Vec<u32
     (kernel, p)
 }
 
-/// The ReLU / ReLU6 nodes whose work the conv before them does (`Plan::unfused`): (conv, activation
-/// node, activation), where the activation is the conv's only consumer.
+/// The ReLU / ReLU6 nodes whose work the conv or residual sum before them does (`Plan::unfused`):
+/// (conv or sum, activation node, activation), where the activation is its only consumer.
 fn fused_activations(graph: &Graph) -> Vec<(NodeId, NodeId, Act)> {
     let mut users = vec![0usize; graph.nodes.len()];
     for n in &graph.nodes {
@@ -802,7 +813,7 @@ fn fused_activations(graph: &Graph) -> Vec<(NodeId, NodeId, Act)> {
             _ => continue,
         };
         if let [c] = n.inputs[..] {
-            if matches!(graph.nodes[c].op, Op::Conv(_)) && users[c] == 1 {
+            if matches!(graph.nodes[c].op, Op::Conv(_) | Op::Add) && users[c] == 1 {
                 out.push((c, a, act));
             }
         }
