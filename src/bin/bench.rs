@@ -13,6 +13,10 @@
 //! GFLOP/s of the WebGPU kernels (forward and input gradient; the current ones and the direct reference
 //! kernels) next to the native CPU kernels' (1 thread), on whatever adapter wgpu finds.
 //!
+//! `bench --gpu-profile [--arch NAME] [--runs N]` (with `--features webgpu`): the WebGPU executor's
+//! Grad-CAM pass at 224x224 by kernel, each launch timed alone (wall and CPU ms), then the forward and
+//! backward as one submit each.
+//!
 //! Other modes (used by `npm run bench`, see bench/README.md):
 //! - `bench --write-synthetic ARCH PATH`: writes ARCH's synthetic weights as f16 safetensors (the
 //!   weights both sides of the browser benchmark load).
