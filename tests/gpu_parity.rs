@@ -138,6 +138,46 @@ fn mobilenet_v2_matches_cpu() {
     synthetic(Arch::MobileNetV2, 112, 144);
 }
 
+/// A conv or residual sum whose ReLU / ReLU6 the GPU executor fuses into it (its own buffer is
+/// then not written) can still be the target layer: its own activations and gradient, as the CPU
+/// computes them. The last such node of `arch` whose op `is_producer` (a short backward).
+fn fused_layer_matches_cpu(arch: Arch, is_producer: fn(&gradcam_wasm::graph::Op) -> bool) {
+    use gradcam_wasm::graph::Op;
+    let sd = gradcam_wasm::synthetic::state_dict(arch, 1000).unwrap();
+    let model = Model::from_bytes(&sd.bytes(), Some(arch)).unwrap();
+    let Some(gpu) = gpu_executor(&model) else { return };
+    let g = &model.graph;
+    let users = |i: usize| g.nodes.iter().filter(|n| n.inputs.contains(&i)).count();
+    let layer = (0..g.nodes.len())
+        .rev()
+        .find(|&i| is_producer(&g.nodes[i].op) && users(i) == 1 && g.nodes.iter().any(|n| matches!(n.op, Op::Relu | Op::Relu6) && n.inputs == [i]))
+        .expect("a node followed by its ReLU");
+    let cpu = CpuExecutor::new(g.clone()).with_tuning(gradcam_wasm::kernels::Tuning { winograd: false, ..Default::default() });
+    let input = FeatureMap::new(3, 64, 80, Rng::new(9).vec(3 * 64 * 80, 1.5));
+    let mut cp = cpu.start(input.clone(), layer).unwrap();
+    let mut gp = gpu.start(input, layer).unwrap();
+    let mut target = vec![0.0f32; g.num_classes];
+    target[3] = 1.0;
+    let (act, _) = rel_err(&gp.activations().data, &cp.activations().data);
+    let want = cp.layer_gradient(&target).unwrap().data;
+    assert!(want.iter().any(|v| *v != 0.0), "a gradient that is not all zero");
+    let (grad, _) = rel_err(&gp.layer_gradient(&target).unwrap().data, &want);
+    let (logits, _) = rel_err(gp.logits(), cp.logits());
+    println!("layer '{}': activations {act:.1e}, gradient {grad:.1e}, logits {logits:.1e}", g.nodes[layer].name);
+    assert!(cp.activations().data.iter().any(|v| *v < 0.0), "the node's own output, before the ReLU");
+    assert!(act <= TOL && grad <= TOL && logits <= TOL, "activations {act:.2e}, gradient {grad:.2e}, logits {logits:.2e}");
+}
+
+#[test]
+fn a_conv_with_a_fused_relu6_can_be_the_layer() {
+    fused_layer_matches_cpu(Arch::MobileNetV2, |op| matches!(op, gradcam_wasm::graph::Op::Conv(_)));
+}
+
+#[test]
+fn a_residual_sum_with_a_fused_relu_can_be_the_layer() {
+    fused_layer_matches_cpu(Arch::ResNet18, |op| matches!(op, gradcam_wasm::graph::Op::Add));
+}
+
 #[test]
 fn squeezenet1_1_matches_cpu() {
     // Odd size: ceil-mode max pools with a partial last window.

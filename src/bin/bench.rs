@@ -13,6 +13,10 @@
 //! GFLOP/s of the WebGPU kernels (forward and input gradient; the current ones and the direct reference
 //! kernels) next to the native CPU kernels' (1 thread), on whatever adapter wgpu finds.
 //!
+//! `bench --gpu-profile [--arch NAME] [--runs N]` (with `--features webgpu`): the WebGPU executor's
+//! Grad-CAM pass at 224x224 by kernel, each launch timed alone (wall and CPU ms), then the forward and
+//! backward as one submit each.
+//!
 //! Other modes (used by `npm run bench`, see bench/README.md):
 //! - `bench --write-synthetic ARCH PATH`: writes ARCH's synthetic weights as f16 safetensors (the
 //!   weights both sides of the browser benchmark load).
@@ -36,6 +40,8 @@ fn main() {
     }
     if args.iter().any(|a| a == "--gpu-conv-shapes") {
         gpu_conv_shapes(&args);
+    } else if args.iter().any(|a| a == "--gpu-profile") {
+        gpu_profile(&args);
     } else if args.iter().any(|a| a == "--batch-columns") {
         batch_columns_mode(&args);
     } else if args.iter().any(|a| a == "--json") {
@@ -485,7 +491,7 @@ fn gpu_conv_shapes(args: &[String]) {
             };
             let reps = runs.max((1.5e9 / flops).ceil() as usize);
             let gpu = |lab: &ConvLab, forward: bool| -> String {
-                let r = if forward { lab.forward(&g, &x, &w, &b, reps) } else { lab.input_grad(&g, &gy, &w, reps) };
+                let r = if forward { lab.forward(&g, &x, &w, &b, gradcam_wasm::gpu::lab::Act::None, reps) } else { lab.input_grad(&g, &gy, &w, reps) };
                 r.map_or_else(|e| format!("{e}"), |r| gflops(r.cpu_ms))
             };
             let cpu_f = cpu(&|| drop(conv2d_forward(&x, &w, Some(&b), &g)));
@@ -504,6 +510,45 @@ fn gpu_conv_shapes(args: &[String]) {
             );
         }
     }
+}
+
+/// `bench --gpu-profile [--arch NAME] [--runs N]`: where the WebGPU executor's Grad-CAM pass goes
+/// (forward, then the backward to the default layer), by kernel, each launch timed alone (see
+/// `GpuExecutor::profile`), at the model's input size.
+#[cfg(all(not(target_arch = "wasm32"), feature = "webgpu"))]
+fn gpu_profile(args: &[String]) {
+    use gradcam_wasm::gpu::GpuExecutor;
+    let runs: usize = flag(args, "--runs").and_then(|v| v.parse().ok()).unwrap_or(5).max(1);
+    let name = flag(args, "--arch").unwrap_or_else(|| "efficientnet_lite0".into());
+    let Some(arch) = gradcam_wasm::arch::ALL.iter().copied().find(|a| a.name() == name) else {
+        eprintln!("unknown --arch {name}");
+        std::process::exit(2);
+    };
+    let result = (|| -> Result<_, String> {
+        let bytes = model_bytes(arch).ok_or("default model missing: run scripts/setup.sh")?;
+        let model = gradcam_wasm::Model::from_bytes(&bytes, Some(arch)).map_err(|e| e.to_string())?;
+        let layer = model.graph.find(&model.default_layer()).map_err(|e| e.to_string())?;
+        let gpu = GpuExecutor::new(model.graph.clone()).map_err(|e| e.to_string())?;
+        println!("{} 224x224 on {} ({:?}), ms per pass (each launch alone, {runs} times)", arch.name(), gpu.adapter_info().name, gpu.adapter_info().backend);
+        gpu.profile(224, 224, layer, runs).map_err(|e| e.to_string())
+    })();
+    match result {
+        Ok(rows) => {
+            println!("{:<48} {:>8} {:>9} {:>9}", "kernel", "launches", "wall ms", "cpu ms");
+            for r in rows {
+                println!("{:<48} {:>8} {:>9.1} {:>9.1}", r.what, r.launches, r.ms, r.cpu_ms);
+            }
+        }
+        Err(e) => {
+            eprintln!("webgpu: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+#[cfg(all(not(target_arch = "wasm32"), not(feature = "webgpu")))]
+fn gpu_profile(_: &[String]) {
+    eprintln!("--gpu-profile needs a bench built with --features webgpu");
 }
 
 #[cfg(all(not(target_arch = "wasm32"), not(feature = "webgpu")))]

@@ -11,6 +11,7 @@
 //! - Readback is `map_async` awaited through a small future: the async core runs unchanged in the
 //!   browser; natively `Executor` blocks on it with pollster.
 
+use super::depthwise_forward;
 use super::device::Gpu;
 use crate::error::{Error, Result};
 use crate::exec::ReluRule;
@@ -42,6 +43,8 @@ enum K {
     GemmF(usize, bool),
     GemmB(usize, bool),
     DwB(bool),
+    /// The depthwise forward for `depthwise_forward::SHAPES[i]`.
+    DwF(usize),
     LinF,
     LinB,
     MaxF,
@@ -56,7 +59,10 @@ enum K {
 
 /// The GEMM kernels' block shapes, (M4, PX, WG): 4 * M4 channels x PX pixels per invocation, WG
 /// invocations per workgroup. One shader module each (`shaders`); `gemm_block` picks one per conv.
-const GEMM_BLOCKS: [(usize, usize, usize); 8] = [(1, 4, 64), (1, 4, 16), (1, 2, 16), (1, 1, 16), (2, 4, 64), (2, 4, 16), (2, 2, 16), (2, 1, 16)];
+/// No 16 channels x 8 pixels (32 vec4 accumulators): faster once compiled on both software adapters
+/// (lavapipe 14x14 1x1 convs 5.2 -> 6.5-7.5 GFLOP per CPU-second), but SwiftShader took 53-57 s to
+/// compile its pipelines (EfficientNet-Lite0's first Grad-CAM in Chromium; 1.6 s with 8 x 4).
+const GEMM_BLOCKS: [(usize, usize, usize); 12] = [(1, 4, 64), (1, 4, 16), (1, 2, 16), (1, 1, 16), (2, 4, 64), (2, 4, 16), (2, 2, 16), (2, 1, 16), (4, 4, 64), (4, 4, 16), (4, 2, 16), (4, 1, 16)];
 
 /// Shader modules before the GEMM ones (`shaders`).
 const FIXED_MODULES: usize = 5;
@@ -86,6 +92,9 @@ fn kernel_list() -> Vec<(K, usize, &'static str)> {
         list.push((K::GemmF(i, true), FIXED_MODULES + i, "forward_acc"));
         list.push((K::GemmB(i, false), FIXED_MODULES + i, "backward"));
         list.push((K::GemmB(i, true), FIXED_MODULES + i, "backward_acc"));
+    }
+    for i in 0..depthwise_forward::SHAPES.len() {
+        list.push((K::DwF(i), FIXED_MODULES + GEMM_BLOCKS.len() + i, "forward"));
     }
     list
 }
@@ -123,6 +132,9 @@ fn shaders() -> Vec<(String, String)> {
         let consts = format!("const M4: u32 = {m4}u;\nconst PX: u32 = {px}u;\nconst WG: u32 = {wg}u;\n");
         out.push((format!("conv_gemm_{}x{px}_{wg}", 4 * m4), consts + CONV_PARAMS + &unroll(GEMM_SRC, px, m4)));
     }
+    for (k, s) in depthwise_forward::SHAPES {
+        out.push((format!("depthwise_forward_{k}x{k}_{s}"), format!("{CONV_PARAMS}{}", depthwise_forward::shader(k, s))));
+    }
     out
 }
 
@@ -156,11 +168,18 @@ fn unroll(src: &str, px: usize, m4: usize) -> String {
 }
 
 /// The GEMM block for `channels` output channels (input channels for the input gradient) over
-/// `pixels` pixels: 8 channels unless there are at most 4; then the most pixels per invocation (more
-/// multiply-adds per load) and the largest workgroup that still leave 3/4 of the pixel slots busy.
+/// `pixels` pixels: 16 channels unless there are at most 8 (then 8, or 4 for at most 4; 16 channels
+/// per invocation measured 1.25-1.3x the GFLOP/s of 8 on lavapipe, one input load per 16 multiply-adds);
+/// then the most pixels per invocation (more multiply-adds per load) and the largest workgroup that still leave 3/4 of the pixel slots busy.
 /// Returns (index into `GEMM_BLOCKS`, pixel slots per workgroup).
 fn gemm_block(channels: usize, pixels: usize) -> (usize, usize) {
-    let m4 = if channels <= 4 { 1 } else { 2 };
+    let m4 = if channels <= 4 {
+        1
+    } else if channels <= 8 {
+        2
+    } else {
+        4
+    };
     let busy = |slots: usize| 4 * pixels >= 3 * pixels.div_ceil(slots) * slots;
     let mine = || GEMM_BLOCKS.iter().enumerate().filter(|(_, b)| b.0 == m4);
     let (i, b) = mine().find(|(_, b)| busy(b.1 * b.2)).or_else(|| mine().next_back()).unwrap_or((0, &GEMM_BLOCKS[0]));
@@ -246,6 +265,9 @@ impl Kernels {
 
 /// One recorded kernel launch.
 pub(super) struct Dispatch {
+    /// Read by the native profile only.
+    #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
+    kernel: K,
     pipeline: wgpu::ComputePipeline,
     bind_group: wgpu::BindGroup,
     groups: (u32, u32, u32),
@@ -263,7 +285,7 @@ impl Kernels {
         }
         let layout = &self.layouts[if kernel.wide() { 0 } else { 1 }];
         let bind_group = gpu.device.create_bind_group(&wgpu::BindGroupDescriptor { label: None, layout, entries: &entries });
-        Dispatch { pipeline: self.pipeline(gpu, kernel), bind_group, groups }
+        Dispatch { kernel, pipeline: self.pipeline(gpu, kernel), bind_group, groups }
     }
 
     /// A launch over `count` invocations, one per element: workgroups along x, what exceeds the
@@ -283,17 +305,21 @@ impl Kernels {
         self.launch(gpu, kernel, params, buffers, (x, y as u32, groups.div_ceil(x)))
     }
 
-    /// The launch of a conv's forward, `x` -> `y`, with the kernel its shape calls for.
-    pub(super) fn conv_forward(&self, gpu: &Gpu, g: &Conv2dGeom, w: &Block, x: &wgpu::Buffer, y: &wgpu::Buffer) -> Dispatch {
-        let params = conv_params(g, false);
+    /// The launch of a conv's forward, `x` -> `y`, with the kernel its shape calls for, followed by
+    /// `act` (`Act::None`: the conv alone).
+    pub(super) fn conv_forward(&self, gpu: &Gpu, g: &Conv2dGeom, w: &Block, x: &wgpu::Buffer, y: &wgpu::Buffer, act: Act) -> Dispatch {
+        let mut params = conv_params(g, false);
+        params[15] = act as u32;
         let buffers = [x, &w.weight, &w.bias, y];
         let plane = g.out_h() * g.out_w();
-        match ConvPath::of(g, self.direct_convs) {
-            ConvPath::Gemm => {
+        let dw = depthwise_forward::shape_index(g.kh, g.kw, g.stride_h, g.stride_w);
+        match (ConvPath::of(g, self.direct_convs), dw) {
+            (ConvPath::Gemm, _) => {
                 let (i, slots) = gemm_block(g.cout, plane);
                 self.launch_tiled(gpu, K::GemmF(i, false), &params, &buffers, (plane, slots), g.cout.div_ceil(4 * GEMM_BLOCKS[i].0))
             }
-            ConvPath::Direct | ConvPath::Depthwise => {
+            (ConvPath::Depthwise, Some(i)) => self.launch_flat(gpu, K::DwF(i), &params, &buffers, g.cout * depthwise_forward::tiles(g.out_h(), g.out_w())),
+            _ => {
                 let (kernel, count) = direct_forward_kernel(g);
                 self.launch_flat(gpu, kernel, &params, &buffers, count)
             }
@@ -372,8 +398,8 @@ impl ConvPath {
 }
 
 /// A conv's weights as its kernels read them. GEMM: `weight` is W as [(ci * kh + ky) * kw + kx][cout
-/// padded to 8], `weight_t` as [(co * kh + ky) * kw + kx][cin padded to 8] (the taps reversed where
-/// `flips`), bias padded to 8 (see conv_gemm.wgsl). Otherwise PyTorch's layout and no `weight_t`.
+/// padded to 16], `weight_t` as [(co * kh + ky) * kw + kx][cin padded to 16] (the taps reversed where
+/// `flips`), bias padded to 16 (see conv_gemm.wgsl). Otherwise PyTorch's layout and no `weight_t`.
 pub(super) fn conv_block(gpu: &Gpu, kernels: &Kernels, label: &str, g: &Conv2dGeom, weight: &[f32], bias: &[f32]) -> Result<Block> {
     let upload = |data: &[f32]| {
         let data: &[f32] = if data.is_empty() { &[0.0; 4] } else { data };
@@ -387,7 +413,7 @@ pub(super) fn conv_block(gpu: &Gpu, kernels: &Kernels, label: &str, g: &Conv2dGe
         return Ok(Block { weight: upload(weight), bias: upload(&b), weight_t: None, row0: 0, rows });
     }
     let (cin, cout, kk) = (g.cin, g.cout, g.kh * g.kw);
-    let (cin8, cout8) = (cin.next_multiple_of(8), cout.next_multiple_of(8));
+    let (cin8, cout8) = (cin.next_multiple_of(16), cout.next_multiple_of(16));
     gpu.fits(&format!("the weights of '{label}'"), cin8.max(cin) * cout8 * kk)?;
     let mut fwd = vec![0.0f32; cin * kk * cout8];
     let mut bwd = vec![0.0f32; cout * kk * cin8];
@@ -414,6 +440,11 @@ struct Plan {
     acts: Vec<wgpu::Buffer>,
     grads: Vec<wgpu::Buffer>,
     forward: Vec<Dispatch>,
+    /// Where a ReLU / ReLU6 node is fused into the conv or residual sum before it (its only
+    /// consumer), that launch writes the activation's buffer and its own stays unwritten: (conv or sum
+    /// node, index of the fused launch in `forward`, the two launches unfused), the two run instead
+    /// when the node's own output is read (`Inner::forward`).
+    unfused: Vec<(NodeId, usize, [Dispatch; 2])>,
     /// Backward launches by (variable node, ReLU rule), built on first use: explaining another class or
     /// image of the same size writes only the target weights and re-submits them.
     backward: Mutex<HashMap<(NodeId, ReluRule), Arc<Backward>>>,
@@ -492,6 +523,8 @@ impl Inner {
         let acts: Vec<wgpu::Buffer> = g.nodes.iter().zip(&shapes).map(|(n, s)| self.storage(&n.name, numel(*s))).collect();
         let grads: Vec<wgpu::Buffer> = g.nodes.iter().zip(&shapes).map(|(n, s)| self.storage(&n.name, numel(*s))).collect();
         let mut forward = Vec::new();
+        let mut unfused = Vec::new();
+        let fused = fused_activations(g);
         for (i, node) in g.nodes.iter().enumerate() {
             let out = &acts[i];
             let src = |k: usize| &acts[node.inputs[k]];
@@ -502,13 +535,25 @@ impl Inner {
                 Op::Conv(c) => {
                     let (_, ih, iw) = ins(0);
                     let geo = c.geom(1, ih, iw);
-                    forward.push(self.kernels.conv_forward(&self.gpu, &geo, &self.weights(i)?[0], src(0), out));
+                    let w = &self.weights(i)?[0];
+                    match fused.iter().position(|f| f.0 == i) {
+                        Some(k) => {
+                            let (_, a, act) = fused[k];
+                            let (mode, len) = ((act == Act::Relu6) as u32, numel(shapes[a]) as u32);
+                            let plain = self.kernels.conv_forward(&self.gpu, &geo, w, src(0), out, Act::None);
+                            let relu = self.dispatch(K::ReluF, &[len, mode, 0, 0, 0, 0], &[out, &self.dummy, &acts[a]], len as usize);
+                            unfused.push((i, forward.len(), [plain, relu]));
+                            forward.push(self.kernels.conv_forward(&self.gpu, &geo, w, src(0), &acts[a], act));
+                        }
+                        None => forward.push(self.kernels.conv_forward(&self.gpu, &geo, w, src(0), out, Act::None)),
+                    }
                 }
                 Op::Linear(l) => {
                     for b in self.weights(i)? {
                         forward.push(self.dispatch(K::LinF, &[l.in_features as u32, b.rows, 0, b.row0], &[src(0), &b.weight, &b.bias, out], b.rows as usize));
                     }
                 }
+                Op::Relu | Op::Relu6 if fused.iter().any(|f| f.1 == i) => {}
                 Op::Relu | Op::Relu6 => {
                     let mode = matches!(node.op, Op::Relu6) as u32;
                     forward.push(self.dispatch(K::ReluF, &[len, mode, 0, 0, 0, 0], &[src(0), &self.dummy, out], len as usize));
@@ -518,7 +563,18 @@ impl Inner {
                     forward.push(self.dispatch(kernel, &p, &[src(0), &self.dummy, out], len as usize));
                 }
                 Op::Flatten => forward.push(self.dispatch(K::Copy, &[len, 0, 0, 0, 0, 0], &[src(0), &self.dummy, out], len as usize)),
-                Op::Add => forward.push(self.dispatch(K::Add, &[len, 0, 0, 0, 0, 0], &[src(0), src(1), out], len as usize)),
+                Op::Add => {
+                    let add = |act: Act, dst: &wgpu::Buffer| self.dispatch(K::Add, &[len, act as u32, 0, 0, 0, 0], &[src(0), src(1), dst], len as usize);
+                    match fused.iter().find(|f| f.0 == i) {
+                        Some(&(_, a, act)) => {
+                            let mode = (act == Act::Relu6) as u32;
+                            let relu = self.dispatch(K::ReluF, &[len, mode, 0, 0, 0, 0], &[out, &self.dummy, &acts[a]], len as usize);
+                            unfused.push((i, forward.len(), [add(Act::None, out), relu]));
+                            forward.push(add(act, &acts[a]));
+                        }
+                        None => forward.push(add(Act::None, out)),
+                    }
+                }
                 Op::Concat => {
                     let mut off = 0u32;
                     for k in 0..node.inputs.len() {
@@ -530,7 +586,7 @@ impl Inner {
                 other => return fail!(Internal, "webgpu: no forward kernel for '{}'", other.kind()),
             }
         }
-        Ok(Plan { h, w, shapes, acts, grads, forward, backward: Mutex::new(HashMap::new()) })
+        Ok(Plan { h, w, shapes, acts, grads, forward, unfused, backward: Mutex::new(HashMap::new()) })
     }
 
     fn give_back(&self, plan: Plan) {
@@ -549,7 +605,14 @@ impl Inner {
     async fn forward(&self, plan: &Plan, input: &[f32], read: &[NodeId]) -> Result<Vec<Vec<f32>>> {
         self.gpu.queue.write_buffer(&plan.acts[0], 0, bytemuck::cast_slice(input));
         let mut encoder = self.gpu.device.create_command_encoder(&Default::default());
-        self.encode(&mut encoder, &plan.forward);
+        let mut launches: Vec<&Dispatch> = Vec::with_capacity(plan.forward.len() + 2 * read.len());
+        for (k, d) in plan.forward.iter().enumerate() {
+            match plan.unfused.iter().find(|u| u.1 == k && read.contains(&u.0)) {
+                Some(u) => launches.extend(&u.2),
+                None => launches.push(d),
+            }
+        }
+        self.kernels.encode(&mut encoder, &launches);
         let bufs: Vec<(&wgpu::Buffer, usize)> = read.iter().map(|&i| (&plan.acts[i], numel(plan.shapes[i]))).collect();
         self.read(encoder, &bufs).await
     }
@@ -635,7 +698,9 @@ impl Inner {
                             ReluRule::Guided => 1,
                             ReluRule::Deconv => 2,
                         };
-                        self.dispatch(K::ReluB, &[n, mode, code, acc as u32, 0, 0], &[gy, &acts[j], gx], n as usize)
+                        // The mask from the ReLU's output, not its input (a fused conv leaves that
+                        // unwritten): y > 0 exactly where x > 0, and y < 6 where x < 6.
+                        self.dispatch(K::ReluB, &[n, mode, code, acc as u32, 0, 0], &[gy, &acts[i], gx], n as usize)
                     }
                     Op::MaxPool(_) | Op::AdaptiveAvgPool { .. } => {
                         let (kernel, p) = pool_params(&node.op, shapes[j], shapes[i], acc, false);
@@ -706,7 +771,16 @@ fn direct_backward_kernel(g: &Conv2dGeom) -> (K, usize) {
     }
 }
 
-/// The conv kernels' `Params`; the 15th field (no_bias) is 0 here.
+/// The activation a conv kernel applies to what it stores (`Params.act`): the code of a ReLU or
+/// ReLU6 node fused into the conv before it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Act {
+    None = 0,
+    Relu = 1,
+    Relu6 = 2,
+}
+
+/// The conv kernels' `Params`; the 15th and 16th fields (no_bias, act) are 0 here.
 fn conv_params(g: &Conv2dGeom, acc: bool) -> Vec<u32> {
     [g.cin, g.h, g.w, g.cout, g.out_h(), g.out_w(), g.kh, g.kw, g.stride_h, g.stride_w, g.pad_top, g.pad_left, g.groups, acc as usize, 0, 0].iter().map(|&v| v as u32).collect()
 }
@@ -719,6 +793,31 @@ fn pool_params(op: &Op, x: Chw, y: Chw, acc: bool, forward: bool) -> (K, Vec<u32
     };
     let p = [x.0, x.1, x.2, y.1, y.2, k, s, pad, acc as usize].iter().map(|&v| v as u32).chain([f32::NEG_INFINITY.to_bits()]).collect();
     (kernel, p)
+}
+
+/// The ReLU / ReLU6 nodes whose work the conv or residual sum before them does (`Plan::unfused`):
+/// (conv or sum, activation node, activation), where the activation is its only consumer.
+fn fused_activations(graph: &Graph) -> Vec<(NodeId, NodeId, Act)> {
+    let mut users = vec![0usize; graph.nodes.len()];
+    for n in &graph.nodes {
+        for &j in &n.inputs {
+            users[j] += 1;
+        }
+    }
+    let mut out = Vec::new();
+    for (a, n) in graph.nodes.iter().enumerate() {
+        let act = match n.op {
+            Op::Relu => Act::Relu,
+            Op::Relu6 => Act::Relu6,
+            _ => continue,
+        };
+        if let [c] = n.inputs[..] {
+            if matches!(graph.nodes[c].op, Op::Conv(_) | Op::Add) && users[c] == 1 {
+                out.push((c, a, act));
+            }
+        }
+    }
+    out
 }
 
 /// A single-use channel whose receiving end is a future (map_async's callback -> await).
@@ -938,6 +1037,66 @@ impl GpuExecutor {
     }
 }
 
+/// One row of `GpuExecutor::profile`: a kernel's launches in one direction of a pass.
+#[cfg(not(target_arch = "wasm32"))]
+pub struct ProfileRow {
+    /// "forward" or "backward", and the kernel.
+    pub what: String,
+    pub launches: usize,
+    /// Wall and CPU (this process, all threads) milliseconds per pass, summed over the launches.
+    pub ms: f64,
+    pub cpu_ms: f64,
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+impl GpuExecutor {
+    /// Where a pass's time goes: one 3 x h x w forward and the plain backward to `layer`, each launch
+    /// submitted alone `reps` times and waited for, summed by kernel. The last two rows are the whole
+    /// forward and backward submitted together (per pass), for the launches' overhead.
+    pub fn profile(&self, h: usize, w: usize, layer: NodeId, reps: usize) -> Result<Vec<ProfileRow>> {
+        use super::lab::process_cpu_ms;
+        let inner = &self.inner;
+        let plan = inner.plan(h, w)?;
+        let target = vec![1.0 / inner.graph.num_classes as f32; inner.graph.num_classes];
+        pollster::block_on(inner.forward(&plan, &vec![0.5; 3 * h * w], &[inner.graph.output()]))?;
+        pollster::block_on(inner.backward(&plan, layer, &target, ReluRule::Plain))?;
+        let backward = inner.backward_launches(&plan, layer, ReluRule::Plain)?;
+        let reps = reps.max(1);
+        let time = |ds: &[&Dispatch]| -> (f64, f64) {
+            let (t, c) = (crate::clock::now_ms(), process_cpu_ms().unwrap_or(0.0));
+            for _ in 0..reps {
+                let mut encoder = inner.gpu.device.create_command_encoder(&Default::default());
+                inner.kernels.encode(&mut encoder, ds);
+                inner.gpu.queue.submit([encoder.finish()]);
+                inner.gpu.poll_wait();
+            }
+            ((crate::clock::now_ms() - t) / reps as f64, (process_cpu_ms().unwrap_or(0.0) - c) / reps as f64)
+        };
+        let mut rows: Vec<ProfileRow> = Vec::new();
+        for (dir, ds) in [("forward", &plan.forward), ("backward", &backward.dispatches)] {
+            for d in ds.iter() {
+                let (ms, cpu_ms) = time(&[d]);
+                let what = format!("{dir} {:?}", d.kernel);
+                match rows.iter_mut().find(|r| r.what == what) {
+                    Some(r) => {
+                        r.launches += 1;
+                        r.ms += ms;
+                        r.cpu_ms += cpu_ms;
+                    }
+                    None => rows.push(ProfileRow { what, launches: 1, ms, cpu_ms }),
+                }
+            }
+        }
+        for (dir, ds) in [("forward", &plan.forward), ("backward", &backward.dispatches)] {
+            let (ms, cpu_ms) = time(&ds.iter().collect::<Vec<_>>());
+            rows.push(ProfileRow { what: format!("{dir}, all launches in one submit"), launches: ds.len(), ms, cpu_ms });
+        }
+        inner.give_back(plan);
+        inner.gpu.check()?;
+        Ok(rows)
+    }
+}
+
 #[cfg(not(target_arch = "wasm32"))]
 impl Executor for GpuExecutor {
     fn name(&self) -> &'static str {
@@ -996,10 +1155,11 @@ mod tests {
             let (i, slots) = gemm_block(channels, pixels);
             (GEMM_BLOCKS[i], slots)
         };
-        assert_eq!(block(64, 56 * 56), ((2, 4, 64), 256)); // 3136 of 3328 slots
-        assert_eq!(block(512, 7 * 7), ((2, 4, 16), 64)); // 49 of 64
+        assert_eq!(block(64, 56 * 56), ((4, 4, 64), 256)); // 3136 of 3328 slots
+        assert_eq!(block(96, 14 * 14), ((4, 4, 64), 256)); // 196 of 256
+        assert_eq!(block(512, 7 * 7), ((4, 4, 16), 64)); // 49 of 64
         assert_eq!(block(3, 224 * 224), ((1, 4, 64), 256)); // at most 4 channels: blocks of 4
-        assert_eq!(block(16, 3 * 3), ((2, 1, 16), 16)); // nothing keeps 3/4 busy: the smallest block
-        assert_eq!(block(8, 30), ((2, 2, 16), 32)); // 30 of 32
+        assert_eq!(block(16, 3 * 3), ((4, 1, 16), 16)); // nothing keeps 3/4 busy: the smallest block
+        assert_eq!(block(8, 30), ((2, 2, 16), 32)); // at most 8 channels: blocks of 8; 30 of 32
     }
 }

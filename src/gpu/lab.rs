@@ -3,6 +3,7 @@
 //! kernels) and the per-shape benchmark (`bench --gpu-conv-shapes`). Native only: it blocks.
 
 use super::device::Gpu;
+pub use super::executor::Act;
 use super::executor::{conv_block, Kernels};
 use crate::clock::now_ms;
 use crate::error::{Error, Result};
@@ -48,13 +49,13 @@ impl ConvLab {
         &self.gpu.info
     }
 
-    /// y = conv(x) + bias for one image (`g.n` must be 1); `reps` timed launches after one untimed.
-    pub fn forward(&self, g: &Conv2dGeom, x: &[f32], weight: &[f32], bias: &[f32], reps: usize) -> Result<LabRun> {
+    /// y = act(conv(x) + bias) for one image (`g.n` must be 1); `reps` timed launches after one untimed.
+    pub fn forward(&self, g: &Conv2dGeom, x: &[f32], weight: &[f32], bias: &[f32], act: Act, reps: usize) -> Result<LabRun> {
         check(g, x.len(), g.cin * g.h * g.w, "input")?;
         let block = conv_block(&self.gpu, &self.kernels, "lab", g, weight, bias)?;
         let src = self.input(x);
         let dst = self.output(g.cout * g.out_h() * g.out_w());
-        let d = self.kernels.conv_forward(&self.gpu, g, &block, &src, &dst);
+        let d = self.kernels.conv_forward(&self.gpu, g, &block, &src, &dst, act);
         self.run(&d, &dst, g.cout * g.out_h() * g.out_w(), reps)
     }
 

@@ -6,8 +6,10 @@
 //!   readback; natively `GpuExecutor` also implements `crate::exec::Executor` by blocking on it.
 //! - `session`: `GpuSession`, explanations on the GPU through the async core (what the browser runs).
 //! - `lab`: `ConvLab`, one conv through the executor's kernels (kernel tests, per-shape benchmark).
-//! - `shaders/*.wgsl`: one module per op family, forward and input-gradient entry points.
+//! - `shaders/*.wgsl`: one module per op family, forward and input-gradient entry points;
+//!   `depthwise_forward`: the depthwise forward kernels, generated per filter size and stride.
 
+mod depthwise_forward;
 pub mod device;
 pub mod executor;
 #[cfg(not(target_arch = "wasm32"))]

@@ -44,7 +44,7 @@ fn forward1x4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgr
             }
         }
     }
-    s += vec4<f32>(bias[co]);
+    s = activate4(s + vec4<f32>(bias[co]));
     let o = co * plane + oy * p.ow + ox;
     for (var j = 0u; j < 4u; j++) {
         if (ox + j < p.ow) { dst[o + j] = s[j]; }
@@ -150,7 +150,7 @@ fn forward4x4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgr
     }
     let b = vec4<f32>(bias[co], bias[co + 1u], bias[co + 2u], bias[co + 3u]);
     let o = co * plane + oy * p.ow + ox;
-    let px = array<vec4<f32>, 4>(s0 + b, s1 + b, s2 + b, s3 + b);
+    let px = array<vec4<f32>, 4>(activate4(s0 + b), activate4(s1 + b), activate4(s2 + b), activate4(s3 + b));
     for (var j = 0u; j < 4u; j++) {
         if (ox + j < p.ow) {
             let v = px[j];

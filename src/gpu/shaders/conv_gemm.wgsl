@@ -7,7 +7,7 @@
 // Per k it loads PX patch values (neighbouring invocations read neighbouring pixels: coalesced on a GPU, one vector load
 // on SIMD software adapters) and M4 vec4 weights whose address is the same for the whole workgroup
 // (a broadcast: one scalar load on some software adapters, the uniform/constant path on GPUs). The weights
-// are stored for this (see `conv_block` in executor.rs): [k][channel], channels padded to 8, so a
+// are stored for this (see `conv_block` in executor.rs): [k][channel], channels padded to 16, so a
 // block's weights for one k are M4 adjacent vec4s. Bounds and padding are decided once per tap
 // (ky, kx), outside the loop over channels. M4, PX and WG (the workgroup size: 16 for small planes)
 // are prepended by the executor, which also unrolls the lines marked `//@j` (once per pixel j < PX),
@@ -28,7 +28,7 @@ fn put(px: u32, ch: u32, count: u32, plane: u32, v: vec4<f32>, add: bool) {
     }
 }
 
-// src = x, dst = y; wt = W as [(ci * kh + ky) * kw + kx][cout padded to 8], bias padded to 8 (not
+// src = x, dst = y; wt = W as [(ci * kh + ky) * kw + kx][cout padded to 16], bias padded to 16 (not
 // read when no_bias != 0); dst added to by `forward_acc`. The executor also runs stride-1 input
 // gradients here, as the convolution of gy with the flipped, transposed filters.
 // Invocation lid takes pixels base + lid + WG * j, j < PX, of the workgroup's WG * PX (pixel groups
@@ -38,7 +38,7 @@ fn forward_into(lid: vec3<u32>, wg: vec3<u32>, nwg: vec3<u32>, add: bool) {
     let base = (wg.x + wg.z * nwg.x) * WG * PX + lid.x;
     let hw = p.h * p.w;
     let kk = p.kh * p.kw;
-    let row = ((p.cout + 7u) / 8u) * 2u; // vec4s per k
+    let row = ((p.cout + 15u) / 16u) * 4u; // vec4s per k
     let cb = wg.y * M4;
     // Lanes past the plane compute its last pixel and store nothing (no early return: the loops
     // below stay uniform).
@@ -64,11 +64,11 @@ fn forward_into(lid: vec3<u32>, wg: vec3<u32>, nwg: vec3<u32>, add: bool) {
         }
     }
     //@m let b{m} = select(bias[cb + {m}u], vec4<f32>(0.0), p.no_bias != 0u);
-    //@jm if (base + {j}u * WG < plane) { put(base + {j}u * WG, (cb + {m}u) * 4u, p.cout, plane, a{j}_{m} + b{m}, add); }
+    //@jm if (base + {j}u * WG < plane) { put(base + {j}u * WG, (cb + {m}u) * 4u, p.cout, plane, activate4(a{j}_{m} + b{m}), add); }
 }
 
 // src = grad of y, dst = grad of x (added to by `backward_acc`); wt = W as [(co * kh + ky) * kw + kx][cin
-// padded to 8]. Input pixel (y, x) gets gy[co, oy, ox] * W[co, ci, ky, kx] where y + pad_top = oy * sh + ky,
+// padded to 16]. Input pixel (y, x) gets gy[co, oy, ox] * W[co, ci, ky, kx] where y + pad_top = oy * sh + ky,
 // and likewise for x. A workgroup takes pixels of one residue class (y + pad_top) % sh = ry,
 // (x + pad_left) % sw = rx (workgroup_id.y = class * blocks + channel block), so the taps that can reach
 // them, ky = ry, ry + sh, ..., are the same for every invocation and none is skipped per lane.
@@ -96,7 +96,7 @@ fn backward_into(lid: vec3<u32>, wg: vec3<u32>, nwg: vec3<u32>, add: bool) {
     //@j let xx{j} = i32((x0 + (ic{j} % nxd) * p.sw + p.pad_left - rx) / p.sw);
     let oplane = p.oh * p.ow;
     let kk = p.kh * p.kw;
-    let row = ((p.cin + 7u) / 8u) * 2u;
+    let row = ((p.cin + 15u) / 16u) * 4u;
     //@jm var a{j}_{m} = vec4<f32>(0.0);
     // Taps of this class per axis.
     let na = select(0u, (p.kh - ry + p.sh - 1u) / p.sh, p.kh > ry);

@@ -35,11 +35,16 @@ fn relu_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
     if (p.acc != 0u) { dst[i] += r; } else { dst[i] = r; }
 }
 
+// dst = a + b, then (mode 1) a ReLU or (mode 2) a ReLU6 where the executor fused the activation
+// node that follows the sum into it.
 @compute @workgroup_size(64)
 fn add(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = gid.x + gid.y * nwg.x * 64u;
     if (i >= p.len) { return; }
-    dst[i] = a[i] + b[i];
+    var v = a[i] + b[i];
+    if (p.mode == 1u) { v = max(v, 0.0); }
+    if (p.mode == 2u) { v = clamp(v, 0.0, 6.0); }
+    dst[i] = v;
 }
 
 // dst[dst_off + i] = (acc ? dst[dst_off + i] : 0) + a[src_off + i]. (b is bound to a dummy buffer.)
