@@ -46,21 +46,29 @@ fn project_axis(orig: usize, scale: f64, offset: f64, input: usize, map: usize) 
         .collect()
 }
 
-/// Combines per-axis samples into a row-major image (rows = `ys`).
+/// Combines per-axis samples into a row-major image (rows = `ys`), split by rows across the
+/// kernels' threads where there are any (each pixel is computed alone, so the split changes no bit).
 fn bilinear(map: &[f32], map_w: usize, xs: &[AxisSample], ys: &[AxisSample]) -> Vec<f32> {
     let at = |x: usize, y: usize| map[y * map_w + x] as f64;
-    let mut out = Vec::with_capacity(xs.len() * ys.len());
-    for sy in ys {
-        for sx in xs {
-            if !(sx.inside && sy.inside) {
-                out.push(0.0);
-                continue;
-            }
-            let top = (1.0 - sx.t) * at(sx.i0, sy.i0) + sx.t * at(sx.i1, sy.i0);
-            let bottom = (1.0 - sx.t) * at(sx.i0, sy.i1) + sx.t * at(sx.i1, sy.i1);
-            out.push(((1.0 - sy.t) * top + sy.t * bottom) as f32);
+    let pixel = |sx: &AxisSample, sy: &AxisSample| {
+        if !(sx.inside && sy.inside) {
+            return 0.0;
         }
-    }
+        let top = (1.0 - sx.t) * at(sx.i0, sy.i0) + sx.t * at(sx.i1, sy.i0);
+        let bottom = (1.0 - sx.t) * at(sx.i0, sy.i1) + sx.t * at(sx.i1, sy.i1);
+        ((1.0 - sy.t) * top + sy.t * bottom) as f32
+    };
+    let mut out = vec![0f32; xs.len() * ys.len()];
+    let width = xs.len().max(1);
+    // About a dozen multiply-adds a pixel.
+    let parts = crate::kernels::parallel::parts(ys.len(), xs.len() * 12);
+    crate::kernels::parallel::for_each_run(&mut out, width, parts, |first_row, rows| {
+        for (sy, row) in ys[first_row..].iter().zip(rows.chunks_mut(width)) {
+            for (sx, o) in xs.iter().zip(row) {
+                *o = pixel(sx, sy);
+            }
+        }
+    });
     out
 }
 

@@ -164,31 +164,38 @@ pub fn resize_bilinear_window(img: &RgbImage, out_w: usize, out_h: usize, (left,
     };
     let (y_lo, y_hi) = span(&yt);
     let rows = y_hi - y_lo;
-    let mut horizontal = vec![0f32; rows.checked_mul(w).ok_or("resize window too large")?];
-    let mut out = Vec::with_capacity(out_len);
-    let mut acc = vec![0f64; w];
-    for c in 0..3 {
-        for (r, y) in (y_lo..y_hi).enumerate() {
-            let row = &img.data[y * in_w * 3..(y + 1) * in_w * 3];
-            for (o, t) in horizontal[r * w..(r + 1) * w].iter_mut().zip(&xt) {
-                let v: f64 = t.weights.iter().enumerate().map(|(k, &wgt)| row[(t.start + k) * 3 + c] as f64 * wgt).sum();
-                *o = v as f32;
+    let horizontal_len = rows.checked_mul(w).ok_or("resize window too large")?;
+    let mut out = vec![0f32; out_len];
+    // The three channels are independent: one plane per part, across the kernels' threads where
+    // there are any (each channel's sums are the same in any split).
+    let per_channel = horizontal_len.saturating_mul(xt.first().map_or(1, |t| t.weights.len())) + w * h * yt.first().map_or(1, |t| t.weights.len());
+    let parts = crate::kernels::parallel::parts(3, per_channel);
+    crate::kernels::parallel::for_each_run(&mut out, w * h, parts, |first, planes| {
+        let mut horizontal = vec![0f32; horizontal_len];
+        let mut acc = vec![0f64; w];
+        for (c, plane) in (first..3).zip(planes.chunks_mut(w * h)) {
+            for (r, y) in (y_lo..y_hi).enumerate() {
+                let row = &img.data[y * in_w * 3..(y + 1) * in_w * 3];
+                for (o, t) in horizontal[r * w..(r + 1) * w].iter_mut().zip(&xt) {
+                    let v: f64 = t.weights.iter().enumerate().map(|(k, &wgt)| row[(t.start + k) * 3 + c] as f64 * wgt).sum();
+                    *o = v as f32;
+                }
+            }
+            for (t, out_row) in yt.iter().zip(plane.chunks_mut(w)) {
+                if out_h == in_h {
+                    let r = t.start - y_lo;
+                    out_row.copy_from_slice(&horizontal[r * w..(r + 1) * w]);
+                    continue;
+                }
+                acc.iter_mut().for_each(|a| *a = 0.0);
+                for (k, &wgt) in t.weights.iter().enumerate() {
+                    let r = t.start + k - y_lo;
+                    acc.iter_mut().zip(&horizontal[r * w..(r + 1) * w]).for_each(|(a, &p)| *a += p as f64 * wgt);
+                }
+                out_row.iter_mut().zip(&acc).for_each(|(o, &a)| *o = a as f32);
             }
         }
-        for t in &yt {
-            if out_h == in_h {
-                let r = t.start - y_lo;
-                out.extend_from_slice(&horizontal[r * w..(r + 1) * w]);
-                continue;
-            }
-            acc.iter_mut().for_each(|a| *a = 0.0);
-            for (k, &wgt) in t.weights.iter().enumerate() {
-                let r = t.start + k - y_lo;
-                acc.iter_mut().zip(&horizontal[r * w..(r + 1) * w]).for_each(|(a, &p)| *a += p as f64 * wgt);
-            }
-            out.extend(acc.iter().map(|&a| a as f32));
-        }
-    }
+    });
     Ok(out)
 }
 
