@@ -105,10 +105,11 @@ pub async fn score_cam_weights_async(
 /// Score-CAM as steps, so that the batched forwards can be run synchronously (`score_cam`) or awaited
 /// (the WebGPU session) by the same code: `next_batch` -> forwards -> `add_logits`, until `finish`.
 ///
-/// A constant channel carries no location: its mask is all zero, so every constant channel scores
-/// the same blank input, which runs once. After ReLU most channels of a late layer are constant (on
-/// EfficientNet-Lite0's last 1280, 30-65% of them for the bundled photos), so this skips that share
-/// of the forwards and changes no score.
+/// A forward runs once per distinct mask (`plan_jobs`). A constant channel carries no location: its
+/// mask is all zero, so every constant channel scores the same blank input. After ReLU most channels
+/// of a late layer are constant (on EfficientNet-Lite0's last 1280, 30-65% of them for the bundled
+/// photos), and of the others 8-12% repeat another's normalized plane (most are active in a single
+/// cell), so this skips that share of the forwards and changes no score.
 pub struct ScoreCamSteps<'a> {
     a: &'a FeatureMap,
     input: &'a FeatureMap,
@@ -157,7 +158,7 @@ impl<'a> ScoreCamSteps<'a> {
     /// so min-max's error, a plane that carries no location either, is never met.
     fn mask(&self, k: usize) -> Option<Vec<f32>> {
         let (input, a) = (self.input, self.a);
-        let mut m = upsample_align_corners(a.plane(k), a.width, a.height, input.width, input.height);
+        let mut m = upsample_align_corners(&normalized_plane(a.plane(k))?, a.width, a.height, input.width, input.height);
         (min_max(&mut m).is_ok() && m.iter().any(|&v| v != 0.0)).then_some(m)
     }
 
@@ -197,25 +198,32 @@ impl<'a> ScoreCamSteps<'a> {
     }
 }
 
-/// The forwards that score `channels`: one per channel whose plane varies, in order, and one blank
-/// input, where the first constant channel falls, for all the constant ones.
+/// A plane min-max normalized on its own grid; `None` for a constant plane, which has no location.
+/// Normalizing before upsampling gives the mask that normalizing after does (bilinear weights sum to
+/// 1, so upsampling commutes with the affine stretch; the mask is stretched again after it), and
+/// makes the masks of proportional channels (e.g. two channels active in one cell) bitwise equal.
+fn normalized_plane(plane: &[f32]) -> Option<Vec<f32>> {
+    let (lo, hi) = plane.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(l, h), &v| (l.min(v), h.max(v)));
+    (hi > lo).then(|| plane.iter().map(|&v| (v - lo) / (hi - lo)).collect())
+}
+
+/// The forwards that score `channels`: one per distinct mask, in the order channels first need it.
+/// Channels whose normalized planes are bitwise equal mask the input identically, so they share one
+/// forward and its score; every constant channel shares the blank input's (`None`).
 fn plan_jobs(a: &FeatureMap, channels: &[usize]) -> (Vec<Option<usize>>, Vec<usize>) {
-    let (mut jobs, mut job_of, mut blank) = (Vec::new(), Vec::with_capacity(channels.len()), None);
-    for &k in channels {
-        let plane = a.plane(k);
-        let constant = plane.iter().all(|&v| v == plane[0]);
-        let job = match (constant, blank) {
-            (true, Some(j)) => j,
-            _ => {
-                jobs.push((!constant).then_some(k));
+    let mut job_of_mask: std::collections::HashMap<Option<Vec<u32>>, usize> = std::collections::HashMap::new();
+    let mut jobs = Vec::new();
+    let job_of = channels
+        .iter()
+        .map(|&k| {
+            let key = normalized_plane(a.plane(k)).map(|n| n.iter().map(|v| v.to_bits()).collect::<Vec<u32>>());
+            let job = key.is_some().then_some(k);
+            *job_of_mask.entry(key).or_insert_with(|| {
+                jobs.push(job);
                 jobs.len() - 1
-            }
-        };
-        if constant {
-            blank = Some(job);
-        }
-        job_of.push(job);
-    }
+            })
+        })
+        .collect();
     (jobs, job_of)
 }
 
@@ -225,7 +233,8 @@ mod tests {
 
     #[test]
     fn the_batch_is_cut_to_the_channels_and_the_byte_budget() {
-        let a = FeatureMap::new(200, 1, 2, (0..400).map(|i| i as f32).collect());
+        // 200 channels, each a distinct mask: (0, k, 200).
+        let a = FeatureMap::new(200, 1, 3, (0..200).flat_map(|k| [0.0, k as f32, 200.0]).collect());
         let small = FeatureMap::new(3, 4, 4, vec![1.0; 48]);
         let opts = ScoreCamOptions { batch: Some(usize::MAX), max_channels: None };
         assert_eq!(ScoreCamSteps::new(&a, &small, opts).next_batch().map(|b| b.1), Some(200));
@@ -237,9 +246,10 @@ mod tests {
     }
 
     #[test]
-    fn constant_channels_share_one_blank_forward_and_score_it() {
-        // Channels 1 (zero) and 2 (saturated at 6) are constant; 0 and 3 vary.
-        let a = FeatureMap::new(4, 2, 2, vec![0.0, 1.0, 2.0, 3.0, 0.0, 0.0, 0.0, 0.0, 6.0, 6.0, 6.0, 6.0, 4.0, 0.0, 0.0, 0.0]);
+    fn constant_and_repeated_channels_share_forwards_and_score_them() {
+        // Channels 1 (zero) and 2 (saturated at 6) are constant; 0 and 3 vary; 4 is 3 x channel 0 + 1,
+        // the same mask as channel 0.
+        let a = FeatureMap::new(5, 2, 2, vec![0.0, 1.0, 2.0, 3.0, 0.0, 0.0, 0.0, 0.0, 6.0, 6.0, 6.0, 6.0, 4.0, 0.0, 0.0, 0.0, 1.0, 4.0, 7.0, 10.0]);
         let input = FeatureMap::new(3, 2, 2, (1..=12).map(|v| v as f32).collect());
         let mut inputs_run = 0;
         // One class whose logit is the sum of the input plus 1, so the blank input scores 1.
@@ -250,11 +260,12 @@ mod tests {
         let mut reports = Vec::new();
         let opts = ScoreCamOptions { batch: Some(2), max_channels: None };
         let w = score_cam_weights(&a, &input, &[1.0], opts, &mut logits, &mut |done, total| reports.push((done, total))).unwrap();
-        assert_eq!(inputs_run, 3, "channel 0, the blank input, channel 3");
-        assert_eq!(reports, vec![(3, 4), (4, 4)]);
+        assert_eq!(inputs_run, 3, "channel 0 (and 4), the blank input, channel 3");
+        assert_eq!(reports, vec![(4, 5), (5, 5)]);
         // By hand: channel 0's mask is (0, 1/3, 2/3, 1), channel 3's (1, 0, 0, 0); each masks all 3 planes.
         let plane_sums = |m: [f32; 4]| (0..3).map(|c| (0..4).map(|i| (1 + 4 * c + i) as f32 * m[i]).sum::<f32>()).sum::<f32>();
-        let scores = [plane_sums([0.0, 1.0 / 3.0, 2.0 / 3.0, 1.0]) + 1.0, 1.0, 1.0, plane_sums([1.0, 0.0, 0.0, 0.0]) + 1.0];
+        let ramp = plane_sums([0.0, 1.0 / 3.0, 2.0 / 3.0, 1.0]) + 1.0;
+        let scores = [ramp, 1.0, 1.0, plane_sums([1.0, 0.0, 0.0, 0.0]) + 1.0, ramp];
         let expected = crate::imaging::normalize::softmax(&scores);
         for (k, (w, e)) in w.iter().zip(&expected).enumerate() {
             assert!((w - e).abs() < 1e-6, "channel {k}: {w} vs {e} by hand");
