@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // Batches split across workers (issue 17, src/tape.rs), timed in headless Chromium on a page that is
-// NOT cross-origin isolated, with the plain SIMD build (pkg/): a GradcamClient loaded with workers: 1
+// NOT cross-origin isolated, with the plain SIMD build (pkg/; --relaxed: pkg/relaxed/, which Chromium
+// gets by default): a GradcamClient loaded with workers: 1
 // against one with workers: N on the same page, interleaved, on EfficientNet-Lite0 and a photo
 // (chelsea.png unless --image names another of assets/samples/):
 //   - Score-CAM over all 1280 channels of the default layer,
@@ -11,7 +12,7 @@
 // right now: the time of N threads (node worker_threads) each spinning the same loop over the time of one (1.0: N free
 // cores; N: one core's worth, as when others' builds use the rest). Other work skews the ratios.
 //
-//   node bench/shards.mjs [--workers N (2)] [--repeats R (2)] [--only scorecam,curves,ig] [--image astronaut.png]
+//   node bench/shards.mjs [--workers N (2)] [--repeats R (2)] [--only scorecam,curves,ig] [--image astronaut.png] [--relaxed]
 
 import { execSync } from 'node:child_process';
 import { Worker } from 'node:worker_threads';
@@ -26,6 +27,7 @@ const workers = Number(opt('--workers', 2));
 const repeats = Number(opt('--repeats', 2));
 const only = opt('--only', 'scorecam,curves,ig').split(',');
 const image = opt('--image', 'chelsea.png');
+const relaxedSimd = argv.includes('--relaxed');
 const load = () => execSync('uptime').toString().trim().replace(/^.*load/, 'load');
 
 /** The time of `n` threads spinning the same loop at once over the time of one. */
@@ -51,12 +53,12 @@ try {
   const page = await browser.newPage();
   page.on('console', (m) => m.type() === 'warning' && console.log(`page: ${m.text()}`));
   await page.goto(new URL('tests/e2e/blank.html', server.url).href);
-  const setup = await page.evaluate(async ([n, image]) => {
+  const setup = await page.evaluate(async ([n, image, relaxedSimd]) => {
     const { GradcamClient, toImageData } = await import('/www/gradcam-client.js');
     window.clients = {};
     for (const k of [1, n]) {
       clients[k] = new GradcamClient();
-      await clients[k].load('/assets/models/efficientnet-lite0.safetensors', { relaxedSimd: false, workers: k });
+      await clients[k].load('/assets/models/efficientnet-lite0.safetensors', { relaxedSimd, workers: k });
     }
     window.img = await toImageData(`/assets/samples/${image}`);
     window.bits = (a) => Array.from(new Uint32Array(Float32Array.from(a).buffer));
@@ -67,7 +69,7 @@ try {
       return { ms: performance.now() - t0, key: key(r) };
     };
     return { isolated: crossOriginIsolated, cores: navigator.hardwareConcurrency, build: clients[1].model.build.variant, workers: [clients[1].model.workers, clients[n].model.workers] };
-  }, [workers, image]);
+  }, [workers, image, relaxedSimd]);
   console.log(`page: cross-origin isolated ${setup.isolated}, hardwareConcurrency ${setup.cores}, build ${setup.build}, workers ${setup.workers.join(' vs ')}`);
   console.log(`before: ${load()}; ${workers} spinning threads take ${await spin(workers)}x the time of one`);
   const rows = [];

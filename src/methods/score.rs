@@ -5,7 +5,6 @@
 use super::{Grid, Method, MethodDef, Needs, Sign};
 use crate::error::Result;
 use crate::feature_map::{FeatureMap, Map};
-use crate::imaging::normalize::min_max;
 use crate::methods::cam::weighted_sum;
 
 impl Method {
@@ -38,22 +37,26 @@ pub struct ScoreCamOptions {
 }
 
 /// Bilinear upsampling with align_corners=True, as Score-CAM's reference implementation does.
+/// Separable: each source row is resampled along x once, and each output row blends two of those,
+/// the same products and sums, in the same order, as interpolating every pixel from its 4 neighbours.
 fn upsample_align_corners(src: &[f32], sw: usize, sh: usize, dw: usize, dh: usize) -> Vec<f32> {
-    let scale = |s: usize, d: usize| if d > 1 { (s as f32 - 1.0) / (d as f32 - 1.0) } else { 0.0 };
-    let (fx, fy) = (scale(sw, dw), scale(sh, dh));
+    // (first source index, second, weight of the second) for each output index.
+    let taps = |s: usize, d: usize| -> Vec<(usize, usize, f32)> {
+        let step = if d > 1 { (s as f32 - 1.0) / (d as f32 - 1.0) } else { 0.0 };
+        (0..d)
+            .map(|i| {
+                let f = i as f32 * step;
+                let i0 = f.floor() as usize;
+                (i0, (i0 + 1).min(s - 1), f - f.floor())
+            })
+            .collect()
+    };
+    let (xs, ys) = (taps(sw, dw), taps(sh, dh));
+    let rows: Vec<f32> = src.chunks_exact(sw).flat_map(|row| xs.iter().map(move |&(x0, x1, tx)| row[x0] * (1.0 - tx) + row[x1] * tx)).collect();
     let mut out = Vec::with_capacity(dw * dh);
-    for y in 0..dh {
-        let sy = y as f32 * fy;
-        let (y0, ty) = (sy.floor() as usize, sy - sy.floor());
-        let y1 = (y0 + 1).min(sh - 1);
-        for x in 0..dw {
-            let sx = x as f32 * fx;
-            let (x0, tx) = (sx.floor() as usize, sx - sx.floor());
-            let x1 = (x0 + 1).min(sw - 1);
-            let top = src[y0 * sw + x0] * (1.0 - tx) + src[y0 * sw + x1] * tx;
-            let bottom = src[y1 * sw + x0] * (1.0 - tx) + src[y1 * sw + x1] * tx;
-            out.push(top * (1.0 - ty) + bottom * ty);
-        }
+    for &(y0, y1, ty) in &ys {
+        let (top, bottom) = (&rows[y0 * dw..(y0 + 1) * dw], &rows[y1 * dw..(y1 + 1) * dw]);
+        out.extend(top.iter().zip(bottom).map(|(t, b)| t * (1.0 - ty) + b * ty));
     }
     out
 }
@@ -154,12 +157,15 @@ impl<'a> ScoreCamSteps<'a> {
     }
 
     /// Channel k upsampled to the input and min-max normalized; `None` where that leaves no location
-    /// (an all-zero mask). Activations are finite here (the explainer refuses a pass with others),
-    /// so min-max's error, a plane that carries no location either, is never met.
+    /// (a constant plane). Activations are finite here (the explainer refuses a pass with others).
     fn mask(&self, k: usize) -> Option<Vec<f32>> {
         let (input, a) = (self.input, self.a);
         let mut m = upsample_align_corners(&normalized_plane(a.plane(k))?, a.width, a.height, input.width, input.height);
-        (min_max(&mut m).is_ok() && m.iter().any(|&v| v != 0.0)).then_some(m)
+        let (lo, hi) = m.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(l, h), &v| (l.min(v), h.max(v)));
+        (hi > lo).then(|| {
+            m.iter_mut().for_each(|v| *v = (*v - lo) / (hi - lo));
+            m
+        })
     }
 
     /// Scores the batch `next_batch` returned, from its n x classes logits.
@@ -269,6 +275,34 @@ mod tests {
         let expected = crate::imaging::normalize::softmax(&scores);
         for (k, (w, e)) in w.iter().zip(&expected).enumerate() {
             assert!((w - e).abs() < 1e-6, "channel {k}: {w} vs {e} by hand");
+        }
+    }
+
+    #[test]
+    fn separable_upsampling_is_bitwise_the_four_neighbour_formula() {
+        // Per pixel, align_corners=True: blend the two rows' blends of the two columns.
+        let direct = |src: &[f32], sw: usize, sh: usize, dw: usize, dh: usize| -> Vec<f32> {
+            let step = |s: usize, d: usize| if d > 1 { (s as f32 - 1.0) / (d as f32 - 1.0) } else { 0.0 };
+            let mut out = Vec::new();
+            for y in 0..dh {
+                let sy = y as f32 * step(sh, dh);
+                let (y0, ty) = (sy.floor() as usize, sy - sy.floor());
+                let y1 = (y0 + 1).min(sh - 1);
+                for x in 0..dw {
+                    let sx = x as f32 * step(sw, dw);
+                    let (x0, tx) = (sx.floor() as usize, sx - sx.floor());
+                    let x1 = (x0 + 1).min(sw - 1);
+                    let top = src[y0 * sw + x0] * (1.0 - tx) + src[y0 * sw + x1] * tx;
+                    let bottom = src[y1 * sw + x0] * (1.0 - tx) + src[y1 * sw + x1] * tx;
+                    out.push(top * (1.0 - ty) + bottom * ty);
+                }
+            }
+            out
+        };
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        for (sw, sh, dw, dh) in [(7, 7, 224, 224), (7, 5, 23, 17), (3, 2, 1, 1), (1, 4, 9, 3), (5, 5, 5, 5)] {
+            let src: Vec<f32> = (0..sw * sh).map(|i| ((i * 37 % 11) as f32).sqrt()).collect();
+            assert_eq!(bits(&upsample_align_corners(&src, sw, sh, dw, dh)), bits(&direct(&src, sw, sh, dw, dh)), "{sw}x{sh} -> {dw}x{dh}");
         }
     }
 }
