@@ -13,6 +13,7 @@
 // cores; N: one core's worth, as when others' builds use the rest). Other work skews the ratios.
 //
 //   node bench/shards.mjs [--workers N (2)] [--repeats R (2)] [--only scorecam,curves,ig] [--image astronaut.png] [--relaxed]
+//                       [--score-cam-batch N (the executor's: 4)]
 
 import { execSync } from 'node:child_process';
 import { Worker } from 'node:worker_threads';
@@ -28,6 +29,7 @@ const repeats = Number(opt('--repeats', 2));
 const only = opt('--only', 'scorecam,curves,ig').split(',');
 const image = opt('--image', 'chelsea.png');
 const relaxedSimd = argv.includes('--relaxed');
+const scoreCamBatch = opt('--score-cam-batch', null);
 const load = () => execSync('uptime').toString().trim().replace(/^.*load/, 'load');
 
 /** The time of `n` threads spinning the same loop at once over the time of one. */
@@ -43,7 +45,7 @@ async function spin(n) {
 }
 
 const CASES = {
-  scorecam: { label: 'Score-CAM, all 1280 channels', call: 'explain', options: { method: 'scorecam' } },
+  scorecam: { label: 'Score-CAM, all 1280 channels', call: 'explain', options: { method: 'scorecam', ...(scoreCamBatch ? { scoreCamBatch: Number(scoreCamBatch) } : {}) } },
   curves: { label: 'deletion + insertion, 100 steps', call: 'evaluate', options: { method: 'gradcam', steps: 100 } },
   ig: { label: 'Integrated Gradients, 32 steps', call: 'explain', options: { method: 'integrated-gradients', igSteps: 32 } },
 };

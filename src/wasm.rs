@@ -447,13 +447,50 @@ impl EvaluateRequest {
 extern "C" {
     #[wasm_bindgen(catch, js_name = setTimeout)]
     fn set_timeout(handler: &js_sys::Function, ms: i32) -> JsResult<JsValue>;
+
+    type MessageChannel;
+    #[wasm_bindgen(catch, constructor)]
+    fn new() -> JsResult<MessageChannel>;
+    #[wasm_bindgen(method, getter)]
+    fn port1(this: &MessageChannel) -> MessagePort;
+    #[wasm_bindgen(method, getter)]
+    fn port2(this: &MessageChannel) -> MessagePort;
+
+    type MessagePort;
+    #[wasm_bindgen(method, setter)]
+    fn set_onmessage(this: &MessagePort, handler: &js_sys::Function);
+    #[wasm_bindgen(method, catch, js_name = postMessage)]
+    fn post_message(this: &MessagePort, message: &JsValue) -> JsResult<()>;
+    #[wasm_bindgen(method)]
+    fn close(this: &MessagePort);
 }
 
 /// How long a long method runs between two pauses at most (it pauses only between batches).
 const PAUSE_EVERY_MS: f64 = 10.0;
 
+/// A promise of the event loop's next task, and what must live until it comes. A message to
+/// ourselves through a `MessageChannel` queues behind a message already sent to this worker (an
+/// abort), as a timer would, but without the 4 ms that browsers add to a `setTimeout(0)` set from
+/// a timer's task five levels deep: paused once a batch, Score-CAM lost 4 ms in every ~90.
+fn next_task() -> (Promise, Option<MessageChannel>) {
+    let mut channel = None;
+    let promise = Promise::new(&mut |resolve, _| {
+        if let Ok(c) = MessageChannel::new() {
+            c.port1().set_onmessage(&resolve);
+            if c.port2().post_message(&JsValue::NULL).is_ok() {
+                channel = Some(c);
+                return;
+            }
+        }
+        if set_timeout(&resolve, 0).is_err() {
+            let _ = resolve.call0(&JsValue::NULL); // no timers here: no pause, the run goes on
+        }
+    });
+    (promise, channel)
+}
+
 /// Runs `f` with `crate::cancel`'s pause installed: at a checkpoint, once `PAUSE_EVERY_MS` passed
-/// since the last pause, it waits for a new task of the event loop (`setTimeout(0)`), so a message
+/// since the last pause, it waits for a new task of the event loop ([`next_task`]), so a message
 /// that arrived meanwhile (a worker's abort) is handled before the next batch. Short methods have
 /// no checkpoint: they run as before, without a pause.
 async fn with_event_loop_pauses<T>(f: impl std::future::Future<Output = T>) -> T {
@@ -463,13 +500,12 @@ async fn with_event_loop_pauses<T>(f: impl std::future::Future<Output = T>) -> T
             return Box::pin(std::future::ready(()));
         }
         let last = last.clone();
-        let next_task = Promise::new(&mut |resolve, _| {
-            if set_timeout(&resolve, 0).is_err() {
-                let _ = resolve.call0(&JsValue::NULL); // no timers here: no pause, the run goes on
-            }
-        });
+        let (next, channel) = next_task();
         Box::pin(async move {
-            let _ = wasm_bindgen_futures::JsFuture::from(next_task).await;
+            let _ = wasm_bindgen_futures::JsFuture::from(next).await;
+            if let Some(c) = channel {
+                c.port1().close();
+            }
             last.set(crate::clock::now_ms());
         })
     });
