@@ -567,7 +567,7 @@ impl Executor for CpuExecutor {
     }
 
     fn logits_batch(&self, inputs: &[f32], n: usize, h: usize, w: usize) -> Result<Vec<f32>> {
-        scoped(self.tuning, || self.logits_batch_tuned(inputs, n, h, w))
+        scoped(self.tuning, || self.logits_batch_across_threads(inputs, n, h, w))
     }
 
     fn logits_from_layer(&self, layer: NodeId, activations: &[f32], n: usize, shape: (usize, usize, usize)) -> Result<Vec<f32>> {
@@ -576,6 +576,28 @@ impl Executor for CpuExecutor {
 }
 
 impl CpuExecutor {
+    /// With threads, the batch's images are split into one group per thread, each run whole on its
+    /// thread (its kernels on that thread alone): independent forwards scale with the threads, where
+    /// splitting every kernel pays a hand-off at each. An image's logits are the same bits whichever
+    /// group it runs in (`batched_logits_are_each_images_bitwise`), so the split changes no bit.
+    fn logits_batch_across_threads(&self, inputs: &[f32], n: usize, h: usize, w: usize) -> Result<Vec<f32>> {
+        let groups = crate::kernels::parallel::threads().min(n);
+        if groups < 2 || inputs.len() != n * 3 * h * w {
+            return self.logits_batch_tuned(inputs, n, h, w);
+        }
+        let image = 3 * h * w;
+        let mut outputs: Vec<Option<Result<Vec<f32>>>> = (0..groups).map(|_| None).collect();
+        let parts = crate::kernels::parallel::ranges(n, groups, 1).into_iter().zip(outputs.iter_mut()).collect::<Vec<_>>();
+        crate::kernels::parallel::for_each(parts, |_, (images, out)| {
+            *out = Some(self.logits_batch_tuned(&inputs[images.start * image..images.end * image], images.len(), h, w));
+        });
+        let mut logits = Vec::new();
+        for out in outputs {
+            logits.extend(out.ok_or_else(|| Error::Internal("a batch group did not run".into()))??);
+        }
+        Ok(logits)
+    }
+
     /// The batch runs image by image up to the first node with a small output plane, then as one
     /// batch (`batch_from`): wide early layers keep one image's activations in cache, and the
     /// small late ones take the whole batch as the columns of each product (`kernels::conv`).
