@@ -13,7 +13,7 @@
 // cores; N: one core's worth, as when others' builds use the rest). Other work skews the ratios.
 //
 //   node bench/shards.mjs [--workers N (2)] [--repeats R (2)] [--only scorecam,curves,ig] [--image astronaut.png] [--relaxed]
-//                       [--score-cam-batch N (the executor's: 4)]
+//                       [--score-cam-batch N (the executor's: 4)] [--isolated]
 
 import { execSync } from 'node:child_process';
 import { Worker } from 'node:worker_threads';
@@ -30,6 +30,9 @@ const only = opt('--only', 'scorecam,curves,ig').split(',');
 const image = opt('--image', 'chelsea.png');
 const relaxedSimd = argv.includes('--relaxed');
 const scoreCamBatch = opt('--score-cam-batch', null);
+// --isolated: a cross-origin-isolated page, where N is the threaded build's thread pool instead
+// (threads: 1, a single-threaded build, against threads: 'auto'); workers stay at 1 there.
+const isolated = argv.includes('--isolated');
 const load = () => execSync('uptime').toString().trim().replace(/^.*load/, 'load');
 
 /** The time of `n` threads spinning the same loop at once over the time of one. */
@@ -50,17 +53,17 @@ const CASES = {
   ig: { label: 'Integrated Gradients, 32 steps', call: 'explain', options: { method: 'integrated-gradients', igSteps: 32 } },
 };
 
-const [server, browser] = await Promise.all([startServer(), launchBrowser()]);
+const [server, browser] = await Promise.all([startServer(isolated ? { extraArgs: ['--isolate'] } : {}), launchBrowser()]);
 try {
   const page = await browser.newPage();
   page.on('console', (m) => m.type() === 'warning' && console.log(`page: ${m.text()}`));
   await page.goto(new URL('tests/e2e/blank.html', server.url).href);
-  const setup = await page.evaluate(async ([n, image, relaxedSimd]) => {
+  const setup = await page.evaluate(async ([n, image, relaxedSimd, isolated]) => {
     const { GradcamClient, toImageData } = await import('/www/gradcam-client.js');
     window.clients = {};
     for (const k of [1, n]) {
       clients[k] = new GradcamClient();
-      await clients[k].load('/assets/models/efficientnet-lite0.safetensors', { relaxedSimd, workers: k });
+      await clients[k].load('/assets/models/efficientnet-lite0.safetensors', isolated ? { relaxedSimd, threads: k === 1 ? 1 : 'auto' } : { relaxedSimd, workers: k });
     }
     window.img = await toImageData(`/assets/samples/${image}`);
     window.bits = (a) => Array.from(new Uint32Array(Float32Array.from(a).buffer));
@@ -70,8 +73,8 @@ try {
       const r = await clients[k][call](img, null, options);
       return { ms: performance.now() - t0, key: key(r) };
     };
-    return { isolated: crossOriginIsolated, cores: navigator.hardwareConcurrency, build: clients[1].model.build.variant, workers: [clients[1].model.workers, clients[n].model.workers] };
-  }, [workers, image, relaxedSimd]);
+    return { isolated: crossOriginIsolated, cores: navigator.hardwareConcurrency, build: [clients[1].model.build.variant, clients[n].model.build.variant].join(' vs '), workers: [clients[1].model.workers, clients[n].model.workers] };
+  }, [workers, image, relaxedSimd, isolated]);
   console.log(`page: cross-origin isolated ${setup.isolated}, hardwareConcurrency ${setup.cores}, build ${setup.build}, workers ${setup.workers.join(' vs ')}`);
   console.log(`before: ${load()}; ${workers} spinning threads take ${await spin(workers)}x the time of one`);
   const rows = [];

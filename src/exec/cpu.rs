@@ -863,9 +863,14 @@ mod tests {
             let exec = CpuExecutor::new(model.graph.clone()).with_tuning(Tuning { batch_columns, ..Tuning::DEFAULT });
             let split = exec.batch_from(h, w).expect("shapes");
             assert!(split > 1 && split < model.graph.nodes.len() - 1, "the batch joins inside the network, at node {split}");
-            let batched = exec.logits_batch(&x, n, h, w).expect("batch");
-            assert_eq!(batched.len(), n * 10);
-            assert!(bits(&batched) == alone(&exec), "batch_columns {batch_columns}: a batch's logits differ from its images' own");
+            let expected = alone(&exec);
+            // On 1 thread the batch runs whole; on 2 as groups of 1 and 2 images; on 3 image by image.
+            for threads in [1, 2, 3] {
+                let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("a pool");
+                let batched = pool.install(|| exec.logits_batch(&x, n, h, w)).expect("batch");
+                assert_eq!(batched.len(), n * 10);
+                assert!(bits(&batched) == expected, "batch_columns {batch_columns}, {threads} threads: a batch's logits differ from its images' own");
+            }
         }
     }
 }
