@@ -160,12 +160,7 @@ impl<'a> ScoreCamSteps<'a> {
     /// (a constant plane). Activations are finite here (the explainer refuses a pass with others).
     fn mask(&self, k: usize) -> Option<Vec<f32>> {
         let (input, a) = (self.input, self.a);
-        let mut m = upsample_align_corners(&normalized_plane(a.plane(k))?, a.width, a.height, input.width, input.height);
-        let (lo, hi) = m.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(l, h), &v| (l.min(v), h.max(v)));
-        (hi > lo).then(|| {
-            m.iter_mut().for_each(|v| *v = (*v - lo) / (hi - lo));
-            m
-        })
+        stretched(upsample_align_corners(&normalized_plane(a.plane(k))?, a.width, a.height, input.width, input.height))
     }
 
     /// Scores the batch `next_batch` returned, from its n x classes logits.
@@ -209,8 +204,17 @@ impl<'a> ScoreCamSteps<'a> {
 /// 1, so upsampling commutes with the affine stretch; the mask is stretched again after it), and
 /// makes the masks of proportional channels (e.g. two channels active in one cell) bitwise equal.
 fn normalized_plane(plane: &[f32]) -> Option<Vec<f32>> {
-    let (lo, hi) = plane.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(l, h), &v| (l.min(v), h.max(v)));
-    (hi > lo).then(|| plane.iter().map(|&v| (v - lo) / (hi - lo)).collect())
+    stretched(plane.to_vec())
+}
+
+/// `v` min-max stretched to [0, 1] in place (in f32: masks are many and large, and need no more);
+/// `None` when it is constant.
+fn stretched(mut v: Vec<f32>) -> Option<Vec<f32>> {
+    let (lo, hi) = v.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(l, h), &x| (l.min(x), h.max(x)));
+    (hi > lo).then(|| {
+        v.iter_mut().for_each(|x| *x = (*x - lo) / (hi - lo));
+        v
+    })
 }
 
 /// The forwards that score `channels`: one per distinct mask, in the order channels first need it.
