@@ -26,8 +26,8 @@ const copy = [
 
 // Not precached by the service worker: the model (www/model-loader.js caches it, with progress) and
 // the copied pkg/ files the bundle does not load (it loads its own hashed copy of the wasm), the
-// relaxed-SIMD build's (pkg/relaxed/) included.
-const NOT_PRECACHED = /^(assets\/models\/|sw\.js$|pkg\/((relaxed|threads)\/)?gradcam_wasm(\.js|_bg\.wasm)$)|\.(d\.ts|map|txt)$/;
+// relaxed-SIMD and threaded builds' (pkg/relaxed/, pkg/threads/, pkg/threads-relaxed/) included.
+const NOT_PRECACHED = /^(assets\/models\/|sw\.js$|pkg\/((relaxed|threads|threads-relaxed)\/)?gradcam_wasm(\.js|_bg\.wasm)$)|\.(d\.ts|map|txt)$/;
 
 /**
  * Emits sw.js: www/sw.js behind one line naming this build's files and a version hashed from their

@@ -9,13 +9,13 @@ let ex = null;
 let images = [];
 
 const commands = {
-  async load({ bytes, arch, threads }) {
-    pkg ??= await loadPackage({ threads });
-    if (pkg.variant !== 'threads') throw new Error(`the threaded build did not start: ${pkg.fallback}`);
+  async load({ bytes, arch, threads, relaxedSimd }) {
+    pkg ??= await loadPackage({ threads, relaxedSimd });
+    if (!pkg.variant.startsWith('threads')) throw new Error(`the threaded build did not start: ${pkg.fallback}`);
     if (ex) ex.free();
     const t0 = performance.now();
     ex = new pkg.mod.Explainer(bytes, { arch });
-    return { ms: performance.now() - t0, layer: ex.defaultLayer(), backend: ex.backend(), threads: pkg.threads };
+    return { ms: performance.now() - t0, layer: ex.defaultLayer(), backend: ex.backend(), threads: pkg.threads, variant: pkg.variant };
   },
   images(args) {
     images = args.images;

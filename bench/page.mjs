@@ -16,7 +16,6 @@ const S = {
   // (parity runs use parity256 / parity224, never these)
   k: 0,
   kp: 0,
-  kThreads: 0, // the threaded worker's own alternation: interleaved with the main thread's, it must not share S.k
   cls: undefined,
   scoreCamChannels: null,
   ours: {}, // path ('cpu' | 'webgpu') -> Explainer
@@ -42,9 +41,15 @@ const shortError = (e) => {
   return m.split('\n')[0].slice(0, 200);
 };
 
-/** Our threaded build in bench/ours-worker.mjs: `call(cmd, args)` resolves with its reply. */
-function threadsWorker() {
-  if (!S.threads) {
+/**
+ * Our threaded build in bench/ours-worker.mjs: `call(cmd, args)` resolves with its reply. `path`
+ * 'threads': the build the client would pick (`S.threadsRelaxed`); 'threads-other': the other SIMD
+ * flavour, for an A/B of the two threaded builds (run.mjs --threads-ab). `k`: the worker's own image
+ * alternation (interleaved with the main thread's, it must not share S.k).
+ */
+function threadsWorker(path) {
+  S.threads ??= {};
+  if (!S.threads[path]) {
     const worker = new Worker(new URL('./ours-worker.mjs', import.meta.url), { type: 'module' });
     const waiting = new Map();
     let next = 1;
@@ -59,9 +64,9 @@ function threadsWorker() {
       waiting.set(id, { resolve, reject });
       worker.postMessage({ id, cmd, args });
     });
-    S.threads = { worker, call, sentImages: false };
+    S.threads[path] = { worker, call, sentImages: false, k: 0, relaxedSimd: path === 'threads' ? S.threadsRelaxed : !S.threadsRelaxed };
   }
-  return S.threads;
+  return S.threads[path];
 }
 
 function oursOptions(method) {
@@ -118,7 +123,8 @@ function runRelaxed(method, which) {
 }
 
 window.B = {
-  async init({ arch, modelUrl, imageUrl, tfjsThreads, scoreCamChannels }) {
+  async init({ arch, modelUrl, imageUrl, tfjsThreads, scoreCamChannels, threadsRelaxed = true }) {
+    S.threadsRelaxed = threadsRelaxed;
     S.wasm = await init();
     S.arch = arch;
     S.scoreCamChannels = scoreCamChannels || null;
@@ -161,13 +167,12 @@ window.B = {
    * threaded build in a worker, one kernel thread per core). Timed: bytes -> ready.
    */
   async loadOurs(path) {
-    if (path === 'threads') {
-      const t = threadsWorker();
+    if (path.startsWith('threads')) {
+      const t = threadsWorker(path);
       try {
         if (!t.sentImages) t.sentImages = await t.call('images', { images: S.images });
-        const r = await t.call('load', { bytes: S.bytes, arch: S.arch });
-        S.ours.threads = { threads: r.threads };
-        return { ms: r.ms, layer: r.layer, backend: 'threads', info: { threads: r.threads } };
+        const r = await t.call('load', { bytes: S.bytes, arch: S.arch, relaxedSimd: t.relaxedSimd });
+        return { ms: r.ms, layer: r.layer, backend: 'threads', info: { threads: r.threads, variant: r.variant } };
       } catch (e) {
         return { error: `n/a (${shortError(e)})` };
       }
@@ -201,8 +206,9 @@ window.B = {
   },
 
   async runOurs(path, method) {
-    if (path === 'threads') {
-      const r = await threadsWorker().call('run', { k: S.kThreads++, cls: S.cls, options: oursOptions(method) });
+    if (path.startsWith('threads')) {
+      const t = threadsWorker(path);
+      const r = await t.call('run', { k: t.k++, cls: S.cls, options: oursOptions(method) });
       S.lastOurs = r;
       return { ms: r.ms, reused: r.reused, backend: 'threads', classIdx: r.classIdx };
     }

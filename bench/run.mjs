@@ -14,7 +14,10 @@
 //   --max-run-s S            skip a cell whose estimated single run exceeds S seconds (60)
 //   --gpu-archs a,b          archs on the GPU path (efficientnet_lite0,resnet18,mobilenet_v2)
 //   --tfjs-threads N         TF.js wasm backend threads (1: our wasm is single-threaded)
-//   --no-threads             skip our threaded build (pkg/threads/, run in a worker: path 'threads')
+//   --no-threads             skip our threaded build (run in a worker: path 'threads'; pkg/threads-relaxed/
+//                            where Chromium has relaxed SIMD, as the client picks it)
+//   --threads-plain          the threaded build without relaxed SIMD (pkg/threads/)
+//   --threads-ab             both threaded builds, interleaved with one thread (relaxed SIMD or not)
 //   --no-native, --no-gpu, --no-sizes
 //
 // The page (bench/index.html, bench/page.mjs) runs our package from pkg/ (scripts/build-web.sh) in the
@@ -53,6 +56,8 @@ const cfg = {
   gpuArchs: list('--gpu-archs', 'efficientnet_lite0,resnet18,mobilenet_v2'),
   tfjsThreads: Number(opt('--tfjs-threads', 1)),
   threads: !has('--no-threads') && existsSync(join(REPO, 'pkg/threads/gradcam_wasm.js')),
+  threadsRelaxed: !has('--threads-plain'),
+  threadsAb: has('--threads-ab'),
   native: !has('--no-native'),
   gpu: !has('--no-gpu'),
   sizes: !has('--no-sizes'),
@@ -123,7 +128,7 @@ async function benchArch(browser, url, arch) {
   await page.waitForFunction(() => window.B_READY === true, null, { timeout: 60000 });
   const call = (fn, ...args) => page.evaluate(([fn, args]) => window.B[fn](...args), [fn, args]);
 
-  out.env = await call('init', { arch, modelUrl, imageUrl: '/assets/samples/chelsea.png', tfjsThreads: cfg.tfjsThreads, scoreCamChannels: cfg.scorecamChannels || null });
+  out.env = await call('init', { arch, modelUrl, imageUrl: '/assets/samples/chelsea.png', tfjsThreads: cfg.tfjsThreads, scoreCamChannels: cfg.scorecamChannels || null, threadsRelaxed: cfg.threadsRelaxed });
   say(`\n== ${arch} (${(out.env.modelBytes / 1e6).toFixed(1)} MB weights file)`);
   // Before anything else touches the GPU or the CPU: the number issue 5 bounds by 4x the f32 weights.
   out.cpuPeak = await cpuPeakMemory(browser, url, arch, modelUrl);
@@ -272,7 +277,11 @@ async function benchArch(browser, url, arch) {
         say(`ours threads: ${o.error}`);
         continue;
       }
-      out.threads = { threads: o.info.threads, vsOne: await threadsVsOne(call) };
+      say(`ours threads: the ${o.info.variant} build, ${o.info.threads} threads`);
+      const other = cfg.threadsAb ? await call('loadOurs', 'threads-other') : null;
+      if (other?.error) say(`ours threads, the other build: ${other.error}`);
+      const otherVariant = other && !other.error ? other.info.variant : null;
+      out.threads = { threads: o.info.threads, variant: o.info.variant, otherVariant, vsOne: await threadsVsOne(call, otherVariant) };
     }
     if (path === 'webgpu') {
       // Our WebGPU explainer against our CPU reference, before any TF.js backend touches the GPU.
@@ -307,8 +316,9 @@ async function benchArch(browser, url, arch) {
 /**
  * Our threaded build against our single-threaded one, interleaved (one, threads, one, threads...),
  * per method: the same images, class and options; bitwise the same map is checked by the e2e tests.
+ * `otherVariant` (--threads-ab): the other threaded build too, third in each round.
  */
-async function threadsVsOne(call) {
+async function threadsVsOne(call, otherVariant = null) {
   const rows = [];
   for (const method of cfg.methods) {
     if (method === 'scorecam' && !cfg.scorecamChannels) continue; // all 1280 channels: minutes per run
@@ -316,15 +326,22 @@ async function threadsVsOne(call) {
     const many = [];
     await call('runOurs', 'cpu', method); // warm both
     await call('runOurs', 'threads', method);
+    if (otherVariant) await call('runOurs', 'threads-other', method);
+    const other = [];
     const n = method === 'scorecam' ? cfg.scorecamRuns : cfg.runs;
     const t0 = Date.now();
     for (let i = 0; i < n && (i === 0 || Date.now() - t0 < cfg.budgetS * 1000); i++) {
       one.push((await call('runOurs', 'cpu', method)).ms);
       many.push((await call('runOurs', 'threads', method)).ms);
+      if (otherVariant) other.push((await call('runOurs', 'threads-other', method)).ms);
     }
     const row = { method, one: stats(one), threads: stats(many) };
     rows.push(row);
     say(`threads vs one thread ${method}: ${row.threads.median.toFixed(1)} / ${row.one.median.toFixed(1)} ms, ratio ${ratio(row.threads.median, row.one.median)} (n=${one.length})`);
+    if (otherVariant) {
+      row.other = { variant: otherVariant, ...stats(other) };
+      say(`  ${otherVariant} build: ${row.other.median.toFixed(1)} ms, ratio to one thread ${ratio(row.other.median, row.one.median)}`);
+    }
   }
   return rows;
 }

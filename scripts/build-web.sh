@@ -34,22 +34,28 @@ report pkg/gradcam_wasm_bg.wasm
 # scripts/nightly-toolchain pins (scripts/install-web-tools.sh installs it with rust-src). Its own
 # target dir keeps the single-threaded build's artifacts. The memory may grow to 4 GiB, as the
 # single-threaded build's does.
-build_threads() {
-  local nightly flags
+build_threads() { # [relaxed]: the threads + relaxed-SIMD variant, pkg/threads-relaxed/
+  local nightly flags dir=threads
   nightly=$(cat scripts/nightly-toolchain)
   # Not the inline threshold the other builds use (.cargo/config.toml): here it cost the threads their
   # gain (threads / one thread on EfficientNet-Lite0 0.83-0.86 without it, 0.93-0.99 with it).
   flags="-C target-feature=+atomics,+bulk-memory,+simd128 -C link-arg=--shared-memory -C link-arg=--import-memory"
+  if [ "${1:-}" = relaxed ]; then
+    flags="${flags/+simd128/+simd128,+relaxed-simd}"
+    dir=threads-relaxed
+  fi
   flags+=" -C link-arg=--max-memory=4294967296"
   for sym in __wasm_init_tls __tls_size __tls_align __tls_base; do flags+=" -C link-arg=--export=$sym"; done
   RUSTFLAGS="$flags" cargo "+$nightly" build --quiet --profile web --lib --target wasm32-unknown-unknown \
-    --features webgpu,threads -Z build-std=panic_abort,std --target-dir target/threads
-  rm -rf pkg/threads
+    --features webgpu,threads -Z build-std=panic_abort,std --target-dir "target/$dir"
+  rm -rf "pkg/$dir"
   wasm-bindgen --target web --experimental-reset-state-function --remove-name-section --remove-producers-section \
-    --out-dir pkg/threads target/threads/wasm32-unknown-unknown/web/gradcam_wasm.wasm
-  report pkg/threads/gradcam_wasm_bg.wasm
+    --out-dir "pkg/$dir" "target/$dir/wasm32-unknown-unknown/web/gradcam_wasm.wasm"
+  report "pkg/$dir/gradcam_wasm_bg.wasm"
 }
 build_threads
+# Threads and fused multiply-adds together, for isolated pages in engines with relaxed SIMD.
+build_threads relaxed
 
 # The relaxed-SIMD variant, pkg/relaxed/ (same glue flags, no package.json: it is not published on
 # its own): `relaxed-simd` on top of simd128, so the kernels' multiply-adds (`kernels::madd`) become

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Packs the npm package `gradcam-wasm` (npm run pack): the wasm module with WebGPU and its glue,
-# the threaded build, the worker, the promise client, the <gradcam-explainer> element, the model loader, their
-# TypeScript types, and the default model, into target/npm/gradcam-wasm-<version>.tgz.
+# the threaded and relaxed-SIMD builds, the worker, the promise client, the <gradcam-explainer>
+# element, the model loader, their TypeScript types, and the default model, into
+# target/npm/gradcam-wasm-<version>.tgz.
 #
 # The package keeps the repository's layout (pkg/ beside www/ beside assets/), so every URL the
 # modules build from `import.meta.url` (the worker, the wasm, the default model) resolves the same
@@ -10,17 +11,20 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
-for f in pkg/gradcam_wasm.js pkg/gradcam_wasm_bg.wasm pkg/gradcam_wasm.d.ts pkg/threads/gradcam_wasm.js pkg/threads/gradcam_wasm_bg.wasm pkg/relaxed/gradcam_wasm.js pkg/relaxed/gradcam_wasm_bg.wasm assets/models/efficientnet-lite0.safetensors; do
+for f in pkg/gradcam_wasm.js pkg/gradcam_wasm_bg.wasm pkg/gradcam_wasm.d.ts pkg/threads/gradcam_wasm.js pkg/threads/gradcam_wasm_bg.wasm pkg/threads-relaxed/gradcam_wasm.js pkg/threads-relaxed/gradcam_wasm_bg.wasm pkg/relaxed/gradcam_wasm.js pkg/relaxed/gradcam_wasm_bg.wasm assets/models/efficientnet-lite0.safetensors; do
     [[ -f $f ]] || { echo "pack: missing $f (run scripts/build-web.sh and scripts/setup.sh first)" >&2; exit 1; }
 done
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 out=target/npm
 stage=$out/package
 rm -rf "$stage"
-mkdir -p "$stage/pkg/threads" "$stage/pkg/relaxed" "$stage/www" "$stage/assets/models"
+mkdir -p "$stage/pkg/threads" "$stage/pkg/threads-relaxed" "$stage/pkg/relaxed" "$stage/www" "$stage/assets/models"
 cp pkg/gradcam_wasm.js pkg/gradcam_wasm_bg.wasm pkg/gradcam_wasm.d.ts pkg/gradcam_wasm_bg.wasm.d.ts "$stage/pkg/"
-# The threaded build, which the worker takes on cross-origin-isolated pages (www/thread-pool.js).
-cp pkg/threads/gradcam_wasm.js pkg/threads/gradcam_wasm_bg.wasm pkg/threads/gradcam_wasm.d.ts "$stage/pkg/threads/"
+# The threaded builds, which the worker takes on cross-origin-isolated pages (www/thread-pool.js):
+# with relaxed SIMD where the browser has it, plain otherwise.
+for d in threads threads-relaxed; do
+  cp "pkg/$d/gradcam_wasm.js" "pkg/$d/gradcam_wasm_bg.wasm" "pkg/$d/gradcam_wasm.d.ts" "$stage/pkg/$d/"
+done
 # The relaxed-SIMD build, which it takes on other pages where the browser has relaxed SIMD.
 cp pkg/relaxed/gradcam_wasm.js pkg/relaxed/gradcam_wasm_bg.wasm pkg/relaxed/gradcam_wasm.d.ts "$stage/pkg/relaxed/"
 cp www/worker.js www/thread-pool.js www/pool-thread.js www/wasm-features.js www/gradcam-client.js www/gradcam-client.d.ts www/gradcam-explainer.js www/gradcam-explainer.d.ts www/model-loader.js "$stage/www/"

@@ -85,7 +85,7 @@ function fmtMs(ms) {
 /** Which wasm build the worker runs on the CPU (www/thread-pool.js), for the model line; why not a faster one goes in its tooltip. */
 function buildText(build) {
   if (!build) return '';
-  const which = { threads: `the threaded build, ${build.threads} threads`, 'relaxed-simd': 'the relaxed-SIMD build, one thread', simd: 'the SIMD build, one thread' }[build.variant];
+  const which = { 'threads-relaxed-simd': `the threaded relaxed-SIMD build, ${build.threads} threads`, threads: `the threaded build, ${build.threads} threads`, 'relaxed-simd': 'the relaxed-SIMD build, one thread', simd: 'the SIMD build, one thread' }[build.variant];
   return which ? ` CPU path: ${which}.` : '';
 }
 

@@ -76,7 +76,7 @@ export interface LoadedModel {
   numClasses: number;
   backend: BackendInfo;
   /** Which wasm build runs (threaded on cross-origin-isolated pages), on how many threads, and why not a faster one. */
-  build: { variant: 'threads' | 'relaxed-simd' | 'simd'; threads: number; note: string | null };
+  build: { variant: 'threads-relaxed-simd' | 'threads' | 'relaxed-simd' | 'simd'; threads: number; note: string | null };
   /** How many workers the long methods' batches are split across (1: none; see `workers`). */
   workers: number;
   /** The method names and aliases whose batches are split (empty for a package without shards). */

@@ -395,7 +395,7 @@ export class GradcamClient extends EventTarget {
    *          externalDataIntegrity?: string, memoryBudgetMiB?: number, threads?: 'auto'|number, relaxedSimd?: boolean, calibrate?: boolean}} [options]  integrity: "sha256-<base64>" (SRI syntax)
    * @returns {Promise<{url, bytes, source: 'network'|'cache'|'memory', downloadMs, initMs, layers, methods, defaultLayer,
    *   backend: {backend: 'cpu'|'webgpu', requested, adapter, software, note},
-   *   build: {variant: 'threads'|'relaxed-simd'|'simd', threads: number, note: string|null}}>}
+   *   build: {variant: 'threads-relaxed-simd'|'threads'|'relaxed-simd'|'simd', threads: number, note: string|null}}>}
    */
   async load(urlOrBytes, options = {}, onProgress = null) {
     const split = splitSignal(options, 'load()');
@@ -424,7 +424,7 @@ export class GradcamClient extends EventTarget {
    */
   _workerCount() {
     const m = this.model;
-    const shardable = m && m.backend && m.backend.backend === 'cpu' && !(m.build && m.build.variant === 'threads') && (m.shardedMethods || []).length > 0;
+    const shardable = m && m.backend && m.backend.backend === 'cpu' && !(m.build && m.build.variant.startsWith('threads')) && (m.shardedMethods || []).length > 0;
     if (!shardable || !this._ownWorker) return 1;
     if (this._workersAsked !== 'auto') return this._workersAsked;
     const isolated = typeof crossOriginIsolated !== 'undefined' && crossOriginIsolated;

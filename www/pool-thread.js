@@ -8,7 +8,8 @@
 self.onmessage = async ({ data }) => {
   let glue;
   try {
-    glue = await import('../pkg/threads/gradcam_wasm.js');
+    // The same build as the thread that started the pool (thread-pool.js: `relaxed`).
+    glue = await (data.relaxed ? import('../pkg/threads-relaxed/gradcam_wasm.js') : import('../pkg/threads/gradcam_wasm.js'));
     await glue.default({ module_or_path: data.module, memory: data.memory });
   } catch (e) {
     self.postMessage({ error: String((e && e.message) || e) });

@@ -1,7 +1,9 @@
 // Loads the wasm package, the fastest build this page can run:
-// - 'threads' (pkg/threads/): on a cross-origin-isolated page, which alone may share memory between
-//   workers; its kernels split across a thread per core. It must run in a worker (its waits block),
-//   which is where www/worker.js and the benchmark run it;
+// - 'threads-relaxed-simd' (pkg/threads-relaxed/) and 'threads' (pkg/threads/): on a
+//   cross-origin-isolated page, which alone may share memory between workers; their kernels split
+//   across a thread per core, the first with relaxed SIMD's fused multiply-adds where the engine has
+//   them. They must run in a worker (their waits block), which is where www/worker.js and the
+//   benchmark run them;
 // - 'relaxed-simd' (pkg/relaxed/): one thread, fused multiply-adds where the engine has relaxed SIMD
 //   (about 10% faster; its roundings may differ from one CPU to another, so `relaxedSimd: false`
 //   asks for the plain build's maps, the same on every machine);
@@ -31,8 +33,9 @@ const START_TIMEOUT_MS = 30000;
  * worker runs; rejects (terminating the ones that started) if one fails or none answers in 30 s,
  * so a page never waits on a pool that does not exist. A thread that traps later posts
  * `{trap: message}` on the BroadcastChannel `trapChannel` (the worker that waits for it is blocked).
+ * `relaxed`: `mod` is the threads + relaxed-SIMD build, whose glue the pool threads must load too.
  */
-export async function startThreadPool(mod, n, trapChannel = null) {
+export async function startThreadPool(mod, n, trapChannel = null, relaxed = false) {
   const [module, memory] = mod.threadPoolModule();
   const start = mod.threadPoolStart(n);
   const queue = start.queue();
@@ -54,7 +57,7 @@ export async function startThreadPool(mod, n, trapChannel = null) {
             e.preventDefault();
             reject(new Error(`pool thread ${i + 1} failed to start: ${e.message || 'its script did not load'}`));
           };
-          w.postMessage({ module, memory, queue, trapChannel });
+          w.postMessage({ module, memory, queue, trapChannel, relaxed });
         }),
       ),
     );
@@ -71,7 +74,7 @@ export async function startThreadPool(mod, n, trapChannel = null) {
 /**
  * Imports and initialises the package: `{mod, exports, threads, variant, fallback}`. `threads`:
  * 'auto' (default), or a pool size; 1 takes a single-threaded build. `relaxedSimd: false` keeps to
- * the plain SIMD builds. `wasmUrl` (the plain .wasm somewhere else) takes the plain build.
+ * the plain SIMD builds (threaded or not). `wasmUrl` (the plain .wasm somewhere else) takes the plain build.
  */
 export async function loadPackage({ threads = 'auto', relaxedSimd = true, wasmUrl, trapChannel = null } = {}) {
   const n = poolSize(threads);
@@ -79,13 +82,17 @@ export async function loadPackage({ threads = 'auto', relaxedSimd = true, wasmUr
   if (n > 1 && !wasmUrl) {
     if (!threadsAvailable()) why.push('the page is not cross-origin isolated (COOP same-origin + COEP require-corp), so it cannot share memory between threads');
     else {
-      try {
-        const mod = await import('../pkg/threads/gradcam_wasm.js');
-        const exports = await mod.default();
-        const workers = await startThreadPool(mod, n, trapChannel);
-        return { mod, exports, threads: mod.kernelThreads(), variant: 'threads', workers, fallback: null };
-      } catch (e) {
-        why.push(`the threaded build did not start (${String((e && e.message) || e)})`);
+      const relaxed = relaxedSimd !== false && relaxedSimdSupported();
+      for (const variant of relaxed ? ['threads-relaxed-simd', 'threads'] : ['threads']) {
+        try {
+          // Two literal imports, not one computed path, so that bundlers see both packages.
+          const mod = await (variant === 'threads' ? import('../pkg/threads/gradcam_wasm.js') : import('../pkg/threads-relaxed/gradcam_wasm.js'));
+          const exports = await mod.default();
+          const workers = await startThreadPool(mod, n, trapChannel, variant !== 'threads');
+          return { mod, exports, threads: mod.kernelThreads(), variant, workers, fallback: why.join('; ') || null };
+        } catch (e) {
+          why.push(`the ${variant} build did not start (${String((e && e.message) || e)})`);
+        }
       }
     }
   }

@@ -43,7 +43,7 @@ import { loadPackage } from './thread-pool.js';
 let wasm = null; // the imported pkg module, after init
 let wasmMemory = null; // its WebAssembly.Memory, whose buffer must never be transferred
 let wasmReady = null; // Promise of it
-let build = null; // {variant: 'threads' | 'relaxed-simd' | 'simd', threads, note}: which build runs, on how many threads, why not a faster one
+let build = null; // {variant: 'threads-relaxed-simd' | 'threads' | 'relaxed-simd' | 'simd', threads, note}: which build runs, on how many threads, why not a faster one
 let explainer = null;
 let modelInfo = null;
 let loaded = null; // {bytes, opts}: the model of `explainer`, kept to reload it after a trap
@@ -419,7 +419,7 @@ async function recoverFromTrap(cmd) {
   explainer = null;
   modelInfo = old ? modelInfo : null;
   results.clear(); // objects of the dead instance: never free()d, they die with it
-  if (build && build.variant === 'threads') {
+  if (build && build.variant.startsWith('threads')) {
     // A fresh instance would have fresh shared memory, which the pool's threads do not see.
     const e = new Error('the threaded build cannot make a new WebAssembly instance beside its pool threads; the client restarts the worker');
     e.fatal = true;

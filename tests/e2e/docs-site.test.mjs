@@ -49,7 +49,7 @@ test('the docs site explains two elements and runs its client example under a st
   const build = await page.evaluate(() => ({ isolated: self.crossOriginIsolated, build: document.getElementById('cat')._client?.model?.build }));
   console.log('docs site:', JSON.stringify({ cat, coffee, example, build, requests: requests.all.length }));
   assert.equal(build.isolated, true, 'the site is cross-origin isolated');
-  assert.equal(build.build?.variant, 'threads', `the element runs the threaded build: ${JSON.stringify(build)}`);
+  assert.equal(build.build?.variant, 'threads-relaxed-simd', `the element runs the threaded build: ${JSON.stringify(build)}`);
   assert.equal(cat.classIdx, 282, `chelsea.png: ${JSON.stringify(cat)}`);
   assert.equal(coffee.classIdx, 967, 'coffee.png: the class the element asked for (espresso)');
   assert.equal(example.classIdx, 967, `the client example: ${example.text}`);

@@ -1,9 +1,10 @@
-// The threaded wasm build (pkg/threads/, issue 17) in Chromium: on a cross-origin-isolated page the
-// client's worker runs it with one kernel thread per core, and every method gives bitwise the map of
-// the plain single-threaded build (the kernels split their outputs, never a sum), which a page that
-// is not isolated runs with `relaxedSimd: false` (by default it runs the relaxed-SIMD build, whose
-// fused multiply-adds round differently: tests/e2e/relaxed-simd.test.mjs). `threads: 1` takes a
-// single-threaded build on an isolated page too. The times of both builds are printed (the
+// The threaded wasm builds (issue 17) in Chromium: on a cross-origin-isolated page the client's
+// worker runs one with a kernel thread per core: pkg/threads-relaxed/ by default (Chromium has relaxed
+// SIMD), pkg/threads/ with `relaxedSimd: false`. Every method gives bitwise the map of the
+// single-threaded build with the same SIMD (the kernels split their outputs, never a sum): the plain
+// build, which a page that is not isolated runs with `relaxedSimd: false`, or the relaxed-SIMD build,
+// which it runs by default (whose fused multiply-adds round differently from the plain build's:
+// tests/e2e/relaxed-simd.test.mjs). `threads: 1` takes a single-threaded build on an isolated page too. The times of both builds are printed (the
 // benchmark, `npm run bench`, measures them properly). A kernel thread that traps is recovered from.
 //   node --test tests/e2e/threads.test.mjs
 
@@ -52,43 +53,64 @@ async function explainAll(site, loadOptions = {}) {
 
 let single;
 let threaded;
+let relaxed;
+let threadedRelaxed;
 
-test('an isolated page runs the threaded build with a thread per core; a plain page the single-threaded one', async () => {
-  [single, threaded] = [await explainAll(env.server, { relaxedSimd: false }), await explainAll(env.isolated)];
+test('an isolated page runs a threaded build with a thread per core; a plain page a single-threaded one', async () => {
+  single = await explainAll(env.server, { relaxedSimd: false });
+  threaded = await explainAll(env.isolated, { relaxedSimd: false });
+  relaxed = await explainAll(env.server);
+  threadedRelaxed = await explainAll(env.isolated);
   assert.equal(single.isolated, false);
   assert.equal(single.build.variant, 'simd');
   assert.equal(single.build.threads, 1);
   assert.match(single.build.note, /not cross-origin isolated/, 'the page is told why it runs on one thread');
-  assert.equal(threaded.isolated, true);
-  assert.equal(threaded.build.variant, 'threads', JSON.stringify(threaded.build));
-  assert.equal(threaded.build.threads, Math.min(16, threaded.cores));
+  assert.equal(relaxed.build.variant, 'relaxed-simd', JSON.stringify(relaxed.build));
   assert.ok(threaded.cores >= 2, 'this test needs a machine with 2 cores or more');
-  assert.deepEqual(threaded.errors, []);
+  for (const [run, variant] of [[threaded, 'threads'], [threadedRelaxed, 'threads-relaxed-simd']]) {
+    assert.equal(run.isolated, true);
+    assert.deepEqual(run.build, { variant, threads: Math.min(16, run.cores), note: null });
+    assert.deepEqual(run.errors, []);
+  }
   for (const o of METHODS) {
-    console.log(`# ${o.method}: one thread ${single.ms[o.method].toFixed(0)} ms, ${threaded.build.threads} threads ${threaded.ms[o.method].toFixed(0)} ms`);
+    const ms = (run) => run.ms[o.method].toFixed(0);
+    console.log(`# ${o.method} (ms): plain SIMD one thread ${ms(single)}, ${threaded.build.threads} threads ${ms(threaded)}; relaxed SIMD one thread ${ms(relaxed)}, ${threadedRelaxed.build.threads} threads ${ms(threadedRelaxed)}`);
   }
 });
+
+/** Checks that every method's map, class and logit are bitwise the same in the runs `a` and `b`. */
+function assertBitwiseSame(a, b) {
+  for (const o of METHODS) {
+    const x = a.maps[o.method];
+    const y = b.maps[o.method];
+    assert.equal(y.classIdx, x.classIdx, o.method);
+    assert.equal(y.logit, x.logit, `${o.method}: logit`);
+    assert.equal(y.heatmap.length, x.heatmap.length);
+    const diff = x.heatmap.reduce((m, v, i) => Math.max(m, Math.abs(v - y.heatmap[i])), 0);
+    assert.equal(diff, 0, `${o.method}: max |difference| ${diff}`);
+    assert.ok(x.heatmap.some((v) => v > 0.5), `${o.method}: the map is not empty`);
+  }
+}
 
 test('every method gives bitwise the single-threaded map on the threaded build', () => {
   assert.ok(single && threaded, 'the first test ran');
-  for (const o of METHODS) {
-    const a = single.maps[o.method];
-    const b = threaded.maps[o.method];
-    assert.equal(b.classIdx, a.classIdx, o.method);
-    assert.equal(b.logit, a.logit, `${o.method}: logit`);
-    assert.equal(b.heatmap.length, a.heatmap.length);
-    const diff = a.heatmap.reduce((m, v, i) => Math.max(m, Math.abs(v - b.heatmap[i])), 0);
-    assert.equal(diff, 0, `${o.method}: max |difference| ${diff}`);
-    assert.ok(a.heatmap.some((v) => v > 0.5), `${o.method}: the map is not empty`);
-  }
+  assertBitwiseSame(single, threaded);
 });
 
-test('threads: 1 takes a single-threaded build on an isolated page, a plain page the relaxed-SIMD one by default; a bad thread count is a clear error', async () => {
+test('every method gives bitwise the map of the relaxed-SIMD build on the threaded relaxed-SIMD build', () => {
+  assert.ok(relaxed && threadedRelaxed, 'the first test ran');
+  assertBitwiseSame(relaxed, threadedRelaxed);
+  // The two SIMD flavours do differ (fused multiply-adds round once), so the check above is not
+  // the plain build's map twice.
+  const diff = single.maps.gradcam.heatmap.reduce((m, v, i) => Math.max(m, Math.abs(v - relaxed.maps.gradcam.heatmap[i])), 0);
+  console.log(`# Grad-CAM map, plain vs relaxed SIMD: max |difference| ${diff}`);
+  assert.notEqual(single.maps.gradcam.logit, relaxed.maps.gradcam.logit, 'the relaxed builds compute with fused multiply-adds');
+});
+
+test('threads: 1 takes a single-threaded build on an isolated page; a bad thread count is a clear error', async () => {
   const one = await explainAll(env.isolated, { threads: 1, relaxedSimd: false });
   assert.deepEqual(one.build, { variant: 'simd', threads: 1, note: null });
   assert.deepEqual(one.maps.gradcam.heatmap, single.maps.gradcam.heatmap);
-  const relaxed = await explainAll(env.server);
-  assert.equal(relaxed.build.variant, 'relaxed-simd', JSON.stringify(relaxed.build));
   assert.equal(relaxed.maps.gradcam.classIdx, single.maps.gradcam.classIdx);
   const page = await env.browser.newPage();
   await page.goto(new URL('tests/e2e/blank.html', env.isolated.url).href);
@@ -136,6 +158,6 @@ test('a kernel thread that traps: the call fails with a message, the client repl
   assert.equal(out.error.name, 'WorkerError');
   assert.match(out.error.message, /kernel thread that trapped .*__testTrapInPool\(\): a panic on purpose in a pool thread/);
   assert.ok(out.replaced, 'a new worker');
-  assert.equal(out.build.variant, 'threads', 'the new worker runs the threaded build again');
+  assert.equal(out.build.variant, 'threads-relaxed-simd', 'the new worker runs the threaded build again');
   assert.ok(out.same, 'the same map after the restart');
 });
