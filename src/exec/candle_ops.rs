@@ -66,6 +66,16 @@ fn with_slice<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> CResult<R> {
     Ok(f(&to_vec(t)?))
 }
 
+/// a + b for two tensors of one shape, by [`kernels::elementwise::add`] (split across our threads,
+/// not candle's).
+pub fn add(a: &Tensor, b: &Tensor) -> CResult<Tensor> {
+    if a.shape() != b.shape() {
+        bail!("add of shapes {:?} and {:?}: the shapes must be equal", a.dims(), b.dims());
+    }
+    let sum = with_slice(a, |x| with_slice(b, |y| kernels::elementwise::add(x, y)))??;
+    Tensor::from_vec(sum, a.shape(), a.device())
+}
+
 fn to_vec(t: &Tensor) -> CResult<Vec<f32>> {
     t.flatten_all()?.to_vec1::<f32>()
 }

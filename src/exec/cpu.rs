@@ -23,7 +23,7 @@
 //! Guided backpropagation and deconvolution set the pass's `RuleFlag` around their walks. A conv whose only reader
 //! is a ReLU/ReLU6 runs fused with it. Only input gradients exist, never weight gradients.
 
-use super::candle_ops::{ActOp, AdaptiveAvgPoolOp, AffineOp, AvgPoolOp, ChannelNormOp, ConvOp, LinearOp, MaxPoolOp, MulOp, ReluOp, RuleFlag, SelfAttentionOp};
+use super::candle_ops::{self, ActOp, AdaptiveAvgPoolOp, AffineOp, AvgPoolOp, ChannelNormOp, ConvOp, LinearOp, MaxPoolOp, MulOp, ReluOp, RuleFlag, SelfAttentionOp};
 use super::{Executor, Pass, ReluRule};
 use crate::error::{Error, Result};
 use crate::fail;
@@ -149,7 +149,7 @@ impl Runner {
             Op::MaxPool(m) => arg(0)?.apply_op1(MaxPoolOp(*m))?,
             Op::AdaptiveAvgPool { out_h, out_w } => arg(0)?.apply_op1(AdaptiveAvgPoolOp { out_h: *out_h, out_w: *out_w })?,
             Op::Flatten => arg(0)?.flatten_from(1)?,
-            Op::Add => (arg(0)? + arg(1)?)?,
+            Op::Add => candle_ops::add(arg(0)?, arg(1)?)?,
             Op::Concat => Tensor::cat(&args.iter().collect::<Vec<_>>(), 1)?,
             Op::Act(a) => arg(0)?.apply_op1(ActOp(*a))?,
             Op::AvgPool(p) => arg(0)?.apply_op1(AvgPoolOp(*p))?,
@@ -685,7 +685,7 @@ type Pending = Vec<(NodeId, Tensor)>;
 
 fn add_pending(pending: &mut Pending, node: NodeId, g: Tensor) -> Result<()> {
     match pending.iter_mut().find(|(j, _)| *j == node) {
-        Some((_, sum)) => *sum = (&*sum + &g)?,
+        Some((_, sum)) => *sum = candle_ops::add(sum, &g)?,
         None => pending.push((node, g)),
     }
     Ok(())
@@ -788,7 +788,7 @@ impl Runner {
 /// Adds `g` to a node's gradient (the first contribution is taken as it is, uncopied).
 fn add_grad(slot: &mut Option<Tensor>, g: Tensor) -> Result<()> {
     *slot = Some(match slot.take() {
-        Some(sum) => (sum + g)?,
+        Some(sum) => candle_ops::add(&sum, &g)?,
         None => g,
     });
     Ok(())
