@@ -130,6 +130,31 @@ test('threads: 1 takes a single-threaded build on an isolated page; a bad thread
   assert.match(message, /threads must be 'auto' or a whole number from 1 to 64, not 1000/);
 });
 
+test('where pkg/threads-relaxed/ is missing, an isolated page falls back to the plain threaded build and says why', async () => {
+  assert.ok(threaded, 'the first test ran');
+  const context = await env.browser.newContext();
+  let refused = 0;
+  await context.route('**/pkg/threads-relaxed/**', (route) => {
+    refused++;
+    return route.fulfill({ status: 404, contentType: 'text/plain', body: 'not deployed' });
+  });
+  const page = await context.newPage();
+  await page.goto(new URL('tests/e2e/blank.html', env.isolated.url).href);
+  const out = await page.evaluate(async () => {
+    const { GradcamClient, toImageData } = await import('/www/gradcam-client.js');
+    const client = new GradcamClient();
+    const info = await client.load('/assets/models/efficientnet-lite0.safetensors');
+    const r = await client.explain(await toImageData('/assets/samples/chelsea.png'), null, { method: 'gradcam' });
+    client.terminate();
+    return { build: info.build, heatmap: Array.from(r.heatmap) };
+  });
+  await context.close();
+  assert.ok(refused > 0, 'the page asked for the relaxed threaded build');
+  assert.equal(out.build.variant, 'threads', JSON.stringify(out.build));
+  assert.match(out.build.note, /the threads-relaxed-simd build did not start/);
+  assert.deepEqual(out.heatmap, threaded.maps.gradcam.heatmap, 'the map of the plain threaded build');
+});
+
 test('a kernel thread that traps: the call fails with a message, the client replaces the worker, the next call gives the same map', async () => {
   const page = await env.browser.newPage();
   await page.goto(new URL('tests/e2e/blank.html', env.isolated.url).href);
