@@ -139,3 +139,33 @@ fn fused_activations_match_the_cpu() {
     check_with(&lab, &cases, Act::Relu6);
     check_with(&lab, &cases, Act::Relu);
 }
+
+/// The accumulating input gradient (a value that feeds several layers: its gradients are summed
+/// into one buffer) adds dx onto what the buffer holds, on every kernel family: the flipped tiled
+/// depthwise kernel, the gathering one (stride 2), GEMM run flipped and not, and the direct kernel.
+#[test]
+fn accumulated_input_gradients_add_onto_the_buffer() {
+    let Some(lab) = lab() else { return };
+    let cases: [Case; 6] = [
+        (12, 12, 3, 1, (1, 1, 1, 1), 12, 9, 10),  // depthwise 3x3: the tiled forward kernel, flipped
+        (20, 20, 5, 1, (2, 2, 2, 2), 20, 14, 14), // depthwise 5x5, flipped
+        (7, 7, 3, 2, (0, 1, 0, 1), 7, 13, 15),    // depthwise 3x3/2: the gathering kernel
+        (16, 24, 3, 1, (1, 1, 1, 1), 1, 30, 31),  // GEMM, flipped
+        (9, 19, 1, 2, (0, 0, 0, 0), 1, 15, 13),   // GEMM, strided
+        (8, 12, 3, 1, (1, 1, 1, 1), 4, 6, 7),     // grouped: the direct kernel
+    ];
+    let tuning = Tuning { winograd: false, ..Default::default() };
+    for (i, case) in cases.iter().enumerate() {
+        let g = geom(case);
+        let mut rng = Rng::new(41 + i as u64);
+        let w = rng.vec(g.cout * (g.cin / g.groups) * g.kh * g.kw, 0.5);
+        let gy = rng.vec(g.cout * g.out_h() * g.out_w(), 1.0);
+        let onto = rng.vec(g.cin * g.h * g.w, 1.0);
+        let dx = gradcam_wasm::kernels::tuning::scoped(tuning, || conv2d_input_grad(&gy, &w, &g, None));
+        let want: Vec<f32> = onto.iter().zip(&dx).map(|(a, b)| a + b).collect();
+        let got = lab.input_grad_onto(&g, &gy, &w, &onto).unwrap();
+        let e = rel_err(&got, &want);
+        println!("{case:?}: accumulated input gradient {e:.1e}");
+        assert!(e <= TOL, "{case:?}: accumulated input gradient off by {e:.2e}");
+    }
+}

@@ -29,7 +29,9 @@ pub(super) fn tiles(oh: usize, ow: usize) -> usize {
 
 /// The WGSL of the kernel for filter size `k` and stride `s` (conv_params.wgsl is prepended by the
 /// executor): entry point `forward`, one invocation per (channel, tile), 64 per workgroup, workgroups
-/// along x and what exceeds the per-dimension limit along y. Bias, then the activation `p.act`.
+/// along x and what exceeds the per-dimension limit along y. Bias (none where `p.no_bias`), then the
+/// activation `p.act`; added to `dst` where `p.acc`. The executor also runs stride-1 input gradients
+/// on it, with the filters flipped.
 pub(super) fn shader(k: usize, s: usize) -> String {
     let rin = (ROWS - 1) * s + k; // input rows a tile reaches
     let cin = (COLS - 1) * s + k; // input columns
@@ -83,14 +85,15 @@ pub(super) fn shader(k: usize, s: usize) -> String {
             }
         }
     }
-    let _ = writeln!(w, "    let b = bias[c];");
+    let _ = writeln!(w, "    let b = select(bias[c], 0.0, p.no_bias != 0u);");
     let _ = writeln!(w, "    let o = c * p.oh * p.ow + oy0 * p.ow + ox0;");
     for j in 0..ROWS {
         for i in 0..COLS {
-            let _ = writeln!(w, "    if (i0 < n && oy0 + {j}u < p.oh && ox0 + {i}u < p.ow) {{ dst[o + {j}u * p.ow + {i}u] = activate(a{j}_{i} + b); }}");
+            let _ = writeln!(w, "    if (i0 < n && oy0 + {j}u < p.oh && ox0 + {i}u < p.ow) {{ put(o + {j}u * p.ow + {i}u, activate(a{j}_{i} + b)); }}");
         }
     }
     let _ = writeln!(w, "}}");
+    let _ = writeln!(w, "fn put(d: u32, v: f32) {{ if (p.acc != 0u) {{ dst[d] += v; }} else {{ dst[d] = v; }} }}");
     w
 }
 

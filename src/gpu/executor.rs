@@ -347,7 +347,18 @@ impl Kernels {
                 let (i, slots) = gemm_block(g.cin, class);
                 self.launch_tiled(gpu, K::GemmB(i, acc), &params, &buffers, (class, slots), g.cin.div_ceil(4 * GEMM_BLOCKS[i].0) * classes)
             }
-            ConvPath::Depthwise => self.launch_tiled(gpu, K::DwB(acc), &params, &buffers, (g.h.div_ceil(g.stride_h).div_ceil(4) * g.w.div_ceil(g.stride_w), 64), g.cin * classes),
+            ConvPath::Depthwise => match (flipped_depthwise(g), &w.weight_t) {
+                // dx = gy convolved with each channel's flipped filter, padded by k - 1 - pad, on the
+                // tiled forward kernel: it loads each value once per tile, the gathering `backward`
+                // once per 4-row strip and tap column.
+                (Some(i), Some(flipped)) => {
+                    let t = Conv2dGeom { h: g.out_h(), w: g.out_w(), pad_top: g.kh - 1 - g.pad_top, pad_left: g.kw - 1 - g.pad_left, ..*g };
+                    let mut params = conv_params(&t, acc);
+                    (params[4], params[5], params[14]) = (g.h as u32, g.w as u32, 1);
+                    self.launch_flat(gpu, K::DwF(i), &params, &[gy, flipped, &w.bias, gx], g.cin * depthwise_forward::tiles(g.h, g.w))
+                }
+                _ => self.launch_tiled(gpu, K::DwB(acc), &params, &buffers, (g.h.div_ceil(g.stride_h).div_ceil(4) * g.w.div_ceil(g.stride_w), 64), g.cin * classes),
+            },
             ConvPath::Direct => {
                 let (kernel, count) = direct_backward_kernel(g);
                 self.launch_flat(gpu, kernel, &params, &buffers, count)
@@ -362,6 +373,13 @@ impl Kernels {
 /// conv, not on the input size (stride-1 SAME padding is k - 1 in total at any size).
 fn flips(g: &Conv2dGeom) -> bool {
     g.stride_h == 1 && g.stride_w == 1 && g.pad_top < g.kh && g.pad_left < g.kw
+}
+
+/// The generated forward kernel (`depthwise_forward::SHAPES`) that runs a depthwise conv's input
+/// gradient with flipped filters, where it can: stride 1 and padding below the filter size, as for
+/// `flips`, and a filter shape with a generated kernel.
+fn flipped_depthwise(g: &Conv2dGeom) -> Option<usize> {
+    depthwise_forward::shape_index(g.kh, g.kw, g.stride_h, g.stride_w).filter(|_| g.is_depthwise() && flips(g))
 }
 
 /// Which kernels run a conv: implicit GEMM when ungrouped; for one filter per channel the direct
@@ -410,7 +428,10 @@ pub(super) fn conv_block(gpu: &Gpu, kernels: &Kernels, label: &str, g: &Conv2dGe
     if ConvPath::of(g, kernels.direct_convs) != ConvPath::Gemm {
         gpu.fits(&format!("the weights of '{label}'"), weight.len())?;
         b.resize(g.cout, 0.0);
-        return Ok(Block { weight: upload(weight), bias: upload(&b), weight_t: None, row0: 0, rows });
+        // A depthwise filter flipped: its taps in reverse order, per channel (`flipped_depthwise`).
+        let kk = g.kh * g.kw;
+        let flipped = (flipped_depthwise(g).is_some() && !kernels.direct_convs).then(|| weight.chunks_exact(kk).flat_map(|f| f.iter().rev().copied()).collect::<Vec<f32>>());
+        return Ok(Block { weight: upload(weight), bias: upload(&b), weight_t: flipped.map(|f| upload(&f)), row0: 0, rows });
     }
     let (cin, cout, kk) = (g.cin, g.cout, g.kh * g.kw);
     let (cin8, cout8) = (cin.next_multiple_of(16), cout.next_multiple_of(16));

@@ -69,6 +69,20 @@ impl ConvLab {
         self.run(&d, &dst, g.cin * g.h * g.w, reps)
     }
 
+    /// `onto` + dx, by the input gradient's accumulating launch (the one a backward walk runs where a
+    /// value feeds several layers); one launch, read back, untimed.
+    pub fn input_grad_onto(&self, g: &Conv2dGeom, gy: &[f32], weight: &[f32], onto: &[f32]) -> Result<Vec<f32>> {
+        check(g, gy.len(), g.cout * g.out_h() * g.out_w(), "output gradient")?;
+        check(g, onto.len(), g.cin * g.h * g.w, "gradient to add to")?;
+        let block = conv_block(&self.gpu, &self.kernels, "lab", g, weight, &[])?;
+        let src = self.input(gy);
+        let usage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC;
+        let onto_data: &[f32] = if onto.is_empty() { &[0.0] } else { onto };
+        let dst = self.gpu.device.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: Some("lab accumulator"), contents: bytemuck::cast_slice(onto_data), usage });
+        let d = self.kernels.conv_backward(&self.gpu, g, &block, &src, &dst, true);
+        Ok(self.run(&d, &dst, onto.len(), 0)?.output)
+    }
+
     fn input(&self, data: &[f32]) -> wgpu::Buffer {
         let data: &[f32] = if data.is_empty() { &[0.0] } else { data };
         self.gpu.device.create_buffer_init(&wgpu::util::BufferInitDescriptor { label: Some("lab input"), contents: bytemuck::cast_slice(data), usage: wgpu::BufferUsages::STORAGE })
