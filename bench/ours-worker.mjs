@@ -2,15 +2,16 @@
 // worker, as www/worker.js runs it for the client). The page (bench/page.mjs, path 'threads') sends
 // the same images and options as to its main-thread explainer; every time is performance.now()
 // around one call here, as on the page.
-import { loadPackage } from '../www/thread-pool.js';
+import { loadPackage, startThreadPool } from '../www/thread-pool.js';
+import { relaxedSimdSupported } from '../www/wasm-features.js';
 
 let pkg = null;
 let ex = null;
 let images = [];
 
 const commands = {
-  async load({ bytes, arch, threads, relaxedSimd }) {
-    pkg ??= await loadPackage({ threads, relaxedSimd });
+  async load({ bytes, arch, threads, relaxedSimd, poolOfOne }) {
+    pkg ??= poolOfOne ? await poolOfOneThread(relaxedSimd) : await loadPackage({ threads, relaxedSimd });
     if (!pkg.variant.startsWith('threads')) throw new Error(`the threaded build did not start: ${pkg.fallback}`);
     if (ex) ex.free();
     const t0 = performance.now();
@@ -29,6 +30,15 @@ const commands = {
     return { ms, reused: r.timings.forwardReused, backend: 'threads', classIdx: r.classIdx, raw: Float32Array.from(r.raw), logit: r.logit };
   },
 };
+
+/** The threaded build the client would pick, with a pool of this thread alone (bench --threads-one). */
+async function poolOfOneThread(relaxedSimd) {
+  const relaxed = relaxedSimd !== false && relaxedSimdSupported();
+  const mod = await (relaxed ? import('../pkg/threads-relaxed/gradcam_wasm.js') : import('../pkg/threads/gradcam_wasm.js'));
+  await mod.default();
+  await startThreadPool(mod, 1, null, relaxed);
+  return { mod, threads: mod.kernelThreads(), variant: `${relaxed ? 'threads-relaxed-simd' : 'threads'}, a pool of one` };
+}
 
 self.onmessage = async ({ data: { id, cmd, args } }) => {
   try {

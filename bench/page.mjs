@@ -44,7 +44,8 @@ const shortError = (e) => {
 /**
  * Our threaded build in bench/ours-worker.mjs: `call(cmd, args)` resolves with its reply. `path`
  * 'threads': the build the client would pick (`S.threadsRelaxed`); 'threads-other': the other SIMD
- * flavour, for an A/B of the two threaded builds (run.mjs --threads-ab). `k`: the worker's own image
+ * flavour, for an A/B of the two threaded builds (run.mjs --threads-ab), or with --threads-one the
+ * same build as 'threads' with a pool of one thread. `k`: the worker's own image
  * alternation (interleaved with the main thread's, it must not share S.k).
  */
 function threadsWorker(path) {
@@ -64,7 +65,8 @@ function threadsWorker(path) {
       waiting.set(id, { resolve, reject });
       worker.postMessage({ id, cmd, args });
     });
-    S.threads[path] = { worker, call, sentImages: false, k: 0, relaxedSimd: path === 'threads' ? S.threadsRelaxed : !S.threadsRelaxed };
+    const one = path !== 'threads' && S.threadsOne; // --threads-one: the same build, a pool of one
+    S.threads[path] = { worker, call, sentImages: false, k: 0, relaxedSimd: path === 'threads' || one ? S.threadsRelaxed : !S.threadsRelaxed, one };
   }
   return S.threads[path];
 }
@@ -123,8 +125,9 @@ function runRelaxed(method, which) {
 }
 
 window.B = {
-  async init({ arch, modelUrl, imageUrl, tfjsThreads, scoreCamChannels, threadsRelaxed = true }) {
+  async init({ arch, modelUrl, imageUrl, tfjsThreads, scoreCamChannels, threadsRelaxed = true, threadsOne = false }) {
     S.threadsRelaxed = threadsRelaxed;
+    S.threadsOne = threadsOne;
     S.wasm = await init();
     S.arch = arch;
     S.scoreCamChannels = scoreCamChannels || null;
@@ -171,7 +174,7 @@ window.B = {
       const t = threadsWorker(path);
       try {
         if (!t.sentImages) t.sentImages = await t.call('images', { images: S.images });
-        const r = await t.call('load', { bytes: S.bytes, arch: S.arch, relaxedSimd: t.relaxedSimd });
+        const r = await t.call('load', { bytes: S.bytes, arch: S.arch, relaxedSimd: t.relaxedSimd, poolOfOne: t.one });
         return { ms: r.ms, layer: r.layer, backend: 'threads', info: { threads: r.threads, variant: r.variant } };
       } catch (e) {
         return { error: `n/a (${shortError(e)})` };

@@ -18,6 +18,8 @@
 //                            where Chromium has relaxed SIMD, as the client picks it)
 //   --threads-plain          the threaded build without relaxed SIMD (pkg/threads/)
 //   --threads-ab             both threaded builds, interleaved with one thread (relaxed SIMD or not)
+//   --threads-one            the threaded build with a pool of one thread as the third in each round:
+//                            what the threaded build costs before any split (its atomics, its allocator)
 //   --no-native, --no-gpu, --no-sizes
 //
 // The page (bench/index.html, bench/page.mjs) runs our package from pkg/ (scripts/build-web.sh) in the
@@ -58,6 +60,7 @@ const cfg = {
   threads: !has('--no-threads') && existsSync(join(REPO, 'pkg/threads/gradcam_wasm.js')),
   threadsRelaxed: !has('--threads-plain'),
   threadsAb: has('--threads-ab'),
+  threadsOne: has('--threads-one'),
   native: !has('--no-native'),
   gpu: !has('--no-gpu'),
   sizes: !has('--no-sizes'),
@@ -128,7 +131,7 @@ async function benchArch(browser, url, arch) {
   await page.waitForFunction(() => window.B_READY === true, null, { timeout: 60000 });
   const call = (fn, ...args) => page.evaluate(([fn, args]) => window.B[fn](...args), [fn, args]);
 
-  out.env = await call('init', { arch, modelUrl, imageUrl: '/assets/samples/chelsea.png', tfjsThreads: cfg.tfjsThreads, scoreCamChannels: cfg.scorecamChannels || null, threadsRelaxed: cfg.threadsRelaxed });
+  out.env = await call('init', { arch, modelUrl, imageUrl: '/assets/samples/chelsea.png', tfjsThreads: cfg.tfjsThreads, scoreCamChannels: cfg.scorecamChannels || null, threadsRelaxed: cfg.threadsRelaxed, threadsOne: cfg.threadsOne });
   say(`\n== ${arch} (${(out.env.modelBytes / 1e6).toFixed(1)} MB weights file)`);
   // Before anything else touches the GPU or the CPU: the number issue 5 bounds by 4x the f32 weights.
   out.cpuPeak = await cpuPeakMemory(browser, url, arch, modelUrl);
@@ -278,7 +281,7 @@ async function benchArch(browser, url, arch) {
         continue;
       }
       say(`ours threads: the ${o.info.variant} build, ${o.info.threads} threads`);
-      const other = cfg.threadsAb ? await call('loadOurs', 'threads-other') : null;
+      const other = cfg.threadsAb || cfg.threadsOne ? await call('loadOurs', 'threads-other') : null;
       if (other?.error) say(`ours threads, the other build: ${other.error}`);
       const otherVariant = other && !other.error ? other.info.variant : null;
       out.threads = { threads: o.info.threads, variant: o.info.variant, otherVariant, vsOne: await threadsVsOne(call, otherVariant) };
@@ -316,7 +319,8 @@ async function benchArch(browser, url, arch) {
 /**
  * Our threaded build against our single-threaded one, interleaved (one, threads, one, threads...),
  * per method: the same images, class and options; bitwise the same map is checked by the e2e tests.
- * `otherVariant` (--threads-ab): the other threaded build too, third in each round.
+ * `otherVariant` (--threads-ab, --threads-one): the other threaded build too, before or after the
+ * first one in alternate rounds.
  */
 async function threadsVsOne(call, otherVariant = null) {
   const rows = [];
@@ -332,8 +336,11 @@ async function threadsVsOne(call, otherVariant = null) {
     const t0 = Date.now();
     for (let i = 0; i < n && (i === 0 || Date.now() - t0 < cfg.budgetS * 1000); i++) {
       one.push((await call('runOurs', 'cpu', method)).ms);
+      // The two threaded builds swap places every round: with the same build in both places, the
+      // one run third measured up to 12% faster than the one run second (docs/performance.md, 26).
+      if (otherVariant && i % 2 === 1) other.push((await call('runOurs', 'threads-other', method)).ms);
       many.push((await call('runOurs', 'threads', method)).ms);
-      if (otherVariant) other.push((await call('runOurs', 'threads-other', method)).ms);
+      if (otherVariant && i % 2 === 0) other.push((await call('runOurs', 'threads-other', method)).ms);
     }
     const row = { method, one: stats(one), threads: stats(many) };
     rows.push(row);

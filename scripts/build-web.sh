@@ -1,8 +1,14 @@
 #!/usr/bin/env bash
 # Builds the wasm package into pkg/ (ES module + .wasm + TypeScript types + package.json).
 # Needs wasm-bindgen-cli at exactly the Cargo.lock version of wasm-bindgen (scripts/install-web-tools.sh).
+# `--profile`: only pkg/relaxed/ and pkg/threads-relaxed/, with per-op timings exported to JS (the
+# `profile` feature), for bench/profile.mjs; run it again without the flag to put the real ones back.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+extra=""
+[ "${1:-}" = --profile ] && extra=",profile"
+report() { ls -l "$1" | awk '{printf "build-web: %s %d bytes", $9, $5}'; echo " ($(gzip -9c "$1" | wc -c) gzipped)"; }
+if [ -z "$extra" ]; then
 # The `web` profile (Cargo.toml): release with fat LTO and one codegen unit.
 cargo build --quiet --profile web --lib --target wasm32-unknown-unknown --features webgpu
 # --experimental-reset-state-function: the glue exports __wbg_reset_state(), which makes a fresh
@@ -26,8 +32,8 @@ cat > pkg/package.json <<JSON
   "sideEffects": false
 }
 JSON
-report() { ls -l "$1" | awk '{printf "build-web: %s %d bytes", $9, $5}'; echo " ($(gzip -9c "$1" | wc -c) gzipped)"; }
 report pkg/gradcam_wasm_bg.wasm
+fi
 
 # The threaded build (pkg/threads/), which www/worker.js takes on a cross-origin-isolated page. Shared
 # memory needs the standard library rebuilt with atomics: nightly's -Z build-std, on the nightly that
@@ -47,13 +53,13 @@ build_threads() { # [relaxed]: the threads + relaxed-SIMD variant, pkg/threads-r
   flags+=" -C link-arg=--max-memory=4294967296"
   for sym in __wasm_init_tls __tls_size __tls_align __tls_base; do flags+=" -C link-arg=--export=$sym"; done
   RUSTFLAGS="$flags" cargo "+$nightly" build --quiet --profile web --lib --target wasm32-unknown-unknown \
-    --features webgpu,threads -Z build-std=panic_abort,std --target-dir "target/$dir"
+    --features "webgpu,threads$extra" -Z build-std=panic_abort,std --target-dir "target/$dir"
   rm -rf "pkg/$dir"
   wasm-bindgen --target web --experimental-reset-state-function --remove-name-section --remove-producers-section \
     --out-dir "pkg/$dir" "target/$dir/wasm32-unknown-unknown/web/gradcam_wasm.wasm"
   report "pkg/$dir/gradcam_wasm_bg.wasm"
 }
-build_threads
+[ -z "$extra" ] && build_threads
 # Threads and fused multiply-adds together, for isolated pages in engines with relaxed SIMD.
 build_threads relaxed
 
@@ -64,7 +70,7 @@ build_threads relaxed
 # overwrite) the plain build's artefacts. www/wasm-features.js tells the worker which one to load.
 build_relaxed() {
   RUSTFLAGS="-C target-feature=+simd128,+relaxed-simd -C llvm-args=-inline-threshold=150" CARGO_TARGET_DIR=target/relaxed \
-    cargo build --quiet --profile web --lib --target wasm32-unknown-unknown --features webgpu
+    cargo build --quiet --profile web --lib --target wasm32-unknown-unknown --features "webgpu$extra"
   wasm-bindgen --target web --experimental-reset-state-function --remove-name-section --remove-producers-section \
     --out-dir pkg/relaxed target/relaxed/wasm32-unknown-unknown/web/gradcam_wasm.wasm
   report pkg/relaxed/gradcam_wasm_bg.wasm

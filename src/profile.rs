@@ -35,6 +35,30 @@ pub fn time<T>(kind: impl FnOnce() -> String, f: impl FnOnce() -> T) -> T {
     r
 }
 
+/// Charges `ms` to `kind` when profiling is on.
+pub fn add(kind: &str, ms: f64) {
+    if !enabled() {
+        return;
+    }
+    TABLE.with(|tb| {
+        let mut tb = tb.borrow_mut();
+        let e = tb.entry(kind.to_string()).or_insert((0.0, 0));
+        e.0 += ms;
+        e.1 += 1;
+    });
+}
+
 pub fn take() -> Vec<(String, f64, usize)> {
     TABLE.with(|tb| std::mem::take(&mut *tb.borrow_mut()).into_iter().map(|(k, (ms, n))| (k, ms, n)).collect())
+}
+
+/// `profileOps(on)`, in wasm builds with the `profile` feature (bench/profile.mjs builds its own): the
+/// ops this thread timed since the last call, one `kind<TAB>ms<TAB>count` line each; `on` says whether
+/// to go on timing.
+#[cfg(all(target_arch = "wasm32", feature = "profile"))]
+#[wasm_bindgen::prelude::wasm_bindgen(js_name = profileOps)]
+pub fn profile_ops(on: bool) -> String {
+    let lines: Vec<String> = take().into_iter().map(|(k, ms, n)| format!("{k}\t{ms:.3}\t{n}")).collect();
+    enable(on);
+    lines.join("\n")
 }

@@ -30,6 +30,7 @@ use crate::fail;
 use crate::feature_map::FeatureMap;
 use crate::graph::shapes::Chw;
 use crate::graph::{Graph, NodeId, Op};
+use crate::kernels::parallel::awake;
 use crate::kernels::tuning::{scoped, Tuning};
 use crate::kernels::{Clamp, KeepBudget, Kept};
 use candle_core::{CustomOp1, CustomOp2, Device, Tensor};
@@ -555,11 +556,11 @@ impl Executor for CpuExecutor {
     }
 
     fn start(&self, input: FeatureMap, layer: NodeId) -> Result<Box<dyn Pass>> {
-        Ok(Box::new(self.start_pass(input, layer, true)?))
+        Ok(Box::new(awake(|| self.start_pass(input, layer, true))?))
     }
 
     fn start_for(&self, input: FeatureMap, layer: NodeId, input_gradient: bool) -> Result<Box<dyn Pass>> {
-        Ok(Box::new(self.start_pass(input, layer, input_gradient)?))
+        Ok(Box::new(awake(|| self.start_pass(input, layer, input_gradient))?))
     }
 
     fn kept_bytes(&self) -> usize {
@@ -567,11 +568,11 @@ impl Executor for CpuExecutor {
     }
 
     fn logits_batch(&self, inputs: &[f32], n: usize, h: usize, w: usize) -> Result<Vec<f32>> {
-        scoped(self.tuning, || self.logits_batch_across_threads(inputs, n, h, w))
+        awake(|| scoped(self.tuning, || self.logits_batch_across_threads(inputs, n, h, w)))
     }
 
     fn logits_from_layer(&self, layer: NodeId, activations: &[f32], n: usize, shape: (usize, usize, usize)) -> Result<Vec<f32>> {
-        scoped(self.tuning, || self.logits_from_layer_tuned(layer, activations, n, shape))
+        awake(|| scoped(self.tuning, || self.logits_from_layer_tuned(layer, activations, n, shape)))
     }
 }
 
@@ -817,7 +818,7 @@ impl Pass for CpuPass {
     fn layer_gradient(&mut self, target: &[f32]) -> Result<FeatureMap> {
         self.runner.rule.set(ReluRule::Plain);
         let last = self.segments.len() - 1;
-        let pending = self.walk(target, last, None)?;
+        let pending = awake(|| self.walk(target, last, None))?;
         match pending.into_iter().find(|(node, _)| *node == self.layer) {
             Some((_, g)) => to_feature_map(&g),
             // The target does not depend on this layer at all: its gradient is zero.
@@ -827,7 +828,7 @@ impl Pass for CpuPass {
 
     fn input_gradient(&mut self, target: &[f32], rule: ReluRule) -> Result<FeatureMap> {
         self.runner.rule.set(rule);
-        let result = self.walk(target, 0, None);
+        let result = awake(|| self.walk(target, 0, None));
         self.runner.rule.set(ReluRule::Plain);
         self.input_of(result?)
     }
@@ -838,7 +839,7 @@ impl Pass for CpuPass {
             *wanted.get_mut(i).ok_or_else(|| Error::Internal(format!("no node {i} to visit")))? = true;
         }
         self.runner.rule.set(ReluRule::Plain);
-        let pending = self.walk(target, 0, Some(&mut Visitor { wanted, visit }))?;
+        let pending = awake(|| self.walk(target, 0, Some(&mut Visitor { wanted, visit })))?;
         self.input_of(pending)
     }
 }

@@ -21,6 +21,8 @@ std::thread_local! {
     /// Set while this thread runs a part: a part's own kernels stay on its thread, since the other
     /// threads are busy with the other parts already.
     static IN_PART: core::cell::Cell<bool> = const { core::cell::Cell::new(false) };
+    /// Set while this thread keeps the pool awake ([`awake`]): nested calls add no pollers.
+    static AWAKE: core::cell::Cell<bool> = const { core::cell::Cell::new(false) };
 }
 
 /// Threads a kernel may split across here: the pool's size, or 1 without a pool or inside a part.
@@ -69,9 +71,65 @@ pub(crate) fn for_each<T: Send>(items: Vec<T>, f: impl Fn(usize, T) + Sync) {
     run(items, f, tuning::current());
 }
 
+/// Runs `f` on this thread while the pool's other threads, instead of sleeping between its parallel
+/// loops, poll for their parts. A sleeping pool thread in wasm is a Web Worker in `Atomics.wait`; waking
+/// it took about 0.1 ms per loop in Chromium (`bench/profile.mjs`), as long as a small conv's half, and
+/// an EfficientNet-Lite0 Grad-CAM has 49 such loops. So a forward or a backward walk keeps the pool
+/// awake for its length, and lets it sleep between calls. Outside a pool (a native caller that is not
+/// a pool thread, the single-threaded build) this is `f()`.
+pub fn awake<R>(f: impl FnOnce() -> R) -> R {
+    keep_awake(f)
+}
+
+#[cfg(any(not(target_arch = "wasm32"), feature = "threads"))]
+fn keep_awake<R>(f: impl FnOnce() -> R) -> R {
+    use core::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    /// Tells the pollers to stop when `f` returns or unwinds.
+    struct Stop(Arc<AtomicBool>);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Release);
+            AWAKE.with(|a| a.set(false));
+        }
+    }
+    let me = rayon::current_thread_index();
+    if me.is_none() || threads() < 2 || AWAKE.with(|a| a.replace(true)) {
+        return f();
+    }
+    let stop = Stop(Arc::new(AtomicBool::new(false)));
+    for _ in 1..threads() {
+        let stop = stop.0.clone();
+        rayon::spawn(move || {
+            // This thread may pick a poller up itself while it waits inside `f`: it must not poll.
+            if rayon::current_thread_index() == me {
+                return;
+            }
+            while !stop.load(Ordering::Acquire) {
+                if rayon::yield_now() != Some(rayon::Yield::Executed) {
+                    core::hint::spin_loop();
+                }
+            }
+        });
+    }
+    let r = f();
+    drop(stop);
+    r
+}
+
+#[cfg(not(any(not(target_arch = "wasm32"), feature = "threads")))]
+fn keep_awake<R>(f: impl FnOnce() -> R) -> R {
+    f()
+}
+
+/// The parts go to whoever claims them first: this thread and one helper job per other thread (taken
+/// at once by a thread kept [`awake`], else by one that wakes). This thread, done with what it
+/// claimed, waits for the parts still running elsewhere without sleeping: a sleeping waiter in wasm
+/// is woken about 0.1 ms after the last part ends, which rayon's own join would cost at every loop.
 #[cfg(any(not(target_arch = "wasm32"), feature = "threads"))]
 fn run<T: Send>(items: Vec<T>, f: impl Fn(usize, T) + Sync, tuning: Tuning) {
-    use rayon::prelude::*;
+    use core::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
     /// Restores the thread's flag after its part, also when the part panics.
     struct Restore(bool);
     impl Drop for Restore {
@@ -79,10 +137,54 @@ fn run<T: Send>(items: Vec<T>, f: impl Fn(usize, T) + Sync, tuning: Tuning) {
             IN_PART.with(|p| p.set(self.0));
         }
     }
-    items.into_par_iter().enumerate().for_each(|(i, t)| {
-        let _restore = Restore(IN_PART.with(|p| p.replace(true)));
-        tuning::scoped(tuning, || f(i, t));
+    /// Counts a part as done when it ends, also by a panic (else the wait below would never end).
+    struct Done<'a>(&'a AtomicUsize);
+    impl Drop for Done<'_> {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::Release);
+        }
+    }
+    let n = items.len();
+    let slots: Vec<Mutex<Option<T>>> = items.into_iter().map(|t| Mutex::new(Some(t))).collect();
+    let (next, done) = (AtomicUsize::new(0), AtomicUsize::new(0));
+    let profiled = crate::profile::enabled();
+    let durations = Mutex::new(Vec::new());
+    let work = || loop {
+        let i = next.fetch_add(1, Ordering::Relaxed);
+        if i >= n {
+            break;
+        }
+        let _done = Done(&done);
+        let item = slots[i].lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(t) = item {
+            let _restore = Restore(IN_PART.with(|p| p.replace(true)));
+            let start = if profiled { crate::clock::now_ms() } else { 0.0 };
+            tuning::scoped(tuning, || f(i, t));
+            if profiled {
+                durations.lock().unwrap_or_else(|e| e.into_inner()).push(crate::clock::now_ms() - start);
+            }
+        }
+    };
+    let t0 = if profiled { crate::clock::now_ms() } else { 0.0 };
+    rayon::scope(|s| {
+        for _ in 1..threads().min(n) {
+            s.spawn(|_| work());
+        }
+        work();
+        while done.load(Ordering::Acquire) < n {
+            if rayon::yield_now() != Some(rayon::Yield::Executed) {
+                core::hint::spin_loop();
+            }
+        }
     });
+    if profiled {
+        // Where a split loses time: parts that start late, and parts of unequal length.
+        let (wall, d) = (crate::clock::now_ms() - t0, durations.into_inner().unwrap_or_else(|e| e.into_inner()));
+        let longest = d.iter().copied().fold(0.0, f64::max);
+        crate::profile::add("  parallel: wall - longest part", wall - longest);
+        crate::profile::add("  parallel: longest - mean part", longest - d.iter().sum::<f64>() / d.len().max(1) as f64);
+        crate::profile::add("  parallel: wall", wall);
+    }
 }
 
 #[cfg(not(any(not(target_arch = "wasm32"), feature = "threads")))]
@@ -132,6 +234,42 @@ mod tests {
             }
         });
         assert!(data.iter().enumerate().all(|(i, &v)| v == i / 10));
+    }
+
+    /// Inside a pool kept awake, every part runs once, nested calls neither add pollers nor wait
+    /// for them, and the pollers stop with the call (else this test would never end).
+    #[test]
+    fn an_awake_pool_runs_every_part_once_and_lets_go() {
+        for threads in [2, 3] {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("a pool");
+            let sums = pool.install(|| {
+                awake(|| {
+                    (0..50)
+                        .map(|round| {
+                            let hits: Vec<std::sync::atomic::AtomicUsize> = (0..7).map(|_| Default::default()).collect();
+                            awake(|| for_each((0..7).collect(), |i, v: usize| _ = hits[i].fetch_add(v + round, core::sync::atomic::Ordering::Relaxed)));
+                            hits.iter().map(|h| h.load(core::sync::atomic::Ordering::Relaxed)).sum::<usize>()
+                        })
+                        .sum::<usize>()
+                })
+            });
+            assert_eq!(sums, (0..50).map(|r| 21 + 7 * r).sum::<usize>(), "{threads} threads");
+            assert!(!pool.install(|| AWAKE.with(|a| a.get())), "the flag is cleared");
+        }
+    }
+
+    /// A part that panics ends the call with that panic instead of leaving the caller waiting.
+    #[test]
+    fn a_panicking_part_does_not_hang_the_caller() {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().expect("a pool");
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| pool.install(|| awake(|| for_each((0..6).collect(), |i, _: usize| assert!(i != 4, "part 4 fails"))))));
+        assert!(r.is_err());
+        let after: Vec<usize> = pool.install(|| {
+            let out = std::sync::Mutex::new(Vec::new());
+            for_each((0..4).collect(), |i, _: usize| out.lock().unwrap().push(i));
+            out.into_inner().unwrap()
+        });
+        assert_eq!(after.len(), 4, "the pool still works");
     }
 
     #[test]
