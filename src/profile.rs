@@ -25,24 +25,22 @@ pub fn time<T>(kind: impl FnOnce() -> String, f: impl FnOnce() -> T) -> T {
     }
     let t = now_ms();
     let r = f();
-    let dt = now_ms() - t;
-    TABLE.with(|tb| {
-        let mut tb = tb.borrow_mut();
-        let e = tb.entry(kind()).or_insert((0.0, 0));
-        e.0 += dt;
-        e.1 += 1;
-    });
+    charge(kind(), now_ms() - t);
     r
 }
 
 /// Charges `ms` to `kind` when profiling is on.
 pub fn add(kind: &str, ms: f64) {
-    if !enabled() {
-        return;
+    if enabled() {
+        charge(kind.to_string(), ms);
     }
+}
+
+/// One more call of `kind`, of `ms`, in this thread's table.
+fn charge(kind: String, ms: f64) {
     TABLE.with(|tb| {
         let mut tb = tb.borrow_mut();
-        let e = tb.entry(kind.to_string()).or_insert((0.0, 0));
+        let e = tb.entry(kind).or_insert((0.0, 0));
         e.0 += ms;
         e.1 += 1;
     });
