@@ -225,6 +225,94 @@ fn kernel(kc: usize, a: &[f32], (rs, ps): (usize, usize), b: &[f32]) -> Acc {
     acc
 }
 
+/// [`kernel`] for an edge panel with at most 4 live columns: only the low vector of B, so each
+/// depth step costs 1 load, 4 splats and 4 multiply-adds instead of 2, 4 and 8. Same sums, same
+/// order: the live columns come out bitwise as [`kernel`] would give them.
+#[cfg(target_arch = "wasm32")]
+#[inline(always)]
+fn kernel_4(kc: usize, a: &[f32], (rs, ps): (usize, usize), b: &[f32]) -> [[f32; NR]; MR] {
+    use super::madd;
+    use core::arch::wasm32::*;
+    assert!(kc > 0 && a.len() > 3 * rs + (kc - 1) * ps && b.len() >= kc * NR);
+    // SAFETY: the assert bounds every load below; v128_load accepts unaligned addresses.
+    let acc = unsafe {
+        let bp = b.as_ptr();
+        let (r0, r1, r2, r3) = (a.as_ptr(), a.as_ptr().add(rs), a.as_ptr().add(2 * rs), a.as_ptr().add(3 * rs));
+        let z = f32x4_splat(0.0);
+        let (mut c0, mut c1, mut c2, mut c3) = (z, z, z, z);
+        for p in 0..kc {
+            let b0 = v128_load(bp.add(p * NR) as *const v128);
+            c0 = madd(v128_load32_splat(r0.add(p * ps) as *const u32), b0, c0);
+            c1 = madd(v128_load32_splat(r1.add(p * ps) as *const u32), b0, c1);
+            c2 = madd(v128_load32_splat(r2.add(p * ps) as *const u32), b0, c2);
+            c3 = madd(v128_load32_splat(r3.add(p * ps) as *const u32), b0, c3);
+        }
+        [[c0, z], [c1, z], [c2, z], [c3, z]]
+    };
+    to_rows(acc)
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn kernel_4(kc: usize, a: &[f32], strides: (usize, usize), b: &[f32]) -> [[f32; NR]; MR] {
+    kernel(kc, a, strides, b)
+}
+
+/// [`kernel`] for an edge panel with one live column, `col` (its `kc` values, contiguous): a
+/// matrix-vector product, about a fifth of a full panel's work where the panel would be 7/8
+/// padding (49 columns: the 7 x 7 planes, and F(2x2) on 14 x 14). Rows adjacent in memory (A
+/// packed or transposed) sum in [`kernel`]'s order; rows along the depth (A in place) sum four
+/// partial sums per row, so that column differs from [`kernel`]'s by rounding.
+#[cfg(target_arch = "wasm32")]
+#[inline(always)]
+fn kernel_1(kc: usize, a: &[f32], (rs, ps): (usize, usize), col: &[f32]) -> [f32; MR] {
+    use super::madd;
+    use core::arch::wasm32::*;
+    assert!(kc > 0 && a.len() > 3 * rs + (kc - 1) * ps && col.len() >= kc && (rs == 1 || ps == 1));
+    let lanes = |v: v128| [f32x4_extract_lane::<0>(v), f32x4_extract_lane::<1>(v), f32x4_extract_lane::<2>(v), f32x4_extract_lane::<3>(v)];
+    // SAFETY: the assert bounds every load below (with rs == 1, A(0..4, p) is a[p * ps..][..4];
+    // with ps == 1, the 4 depth steps from p < kc - 3 of row r are a[r * rs + p..][..4]).
+    unsafe {
+        let (ap, bp) = (a.as_ptr(), col.as_ptr());
+        if rs == 1 {
+            let mut c = f32x4_splat(0.0);
+            for p in 0..kc {
+                c = madd(v128_load(ap.add(p * ps) as *const v128), v128_load32_splat(bp.add(p) as *const u32), c);
+            }
+            return lanes(c);
+        }
+        let z = f32x4_splat(0.0);
+        let mut c = [z; MR];
+        let whole = kc / 4 * 4;
+        for p in (0..whole).step_by(4) {
+            let bv = v128_load(bp.add(p) as *const v128);
+            for (r, cr) in c.iter_mut().enumerate() {
+                *cr = madd(v128_load(ap.add(r * rs + p) as *const v128), bv, *cr);
+            }
+        }
+        core::array::from_fn(|r| {
+            let [l0, l1, l2, l3] = lanes(c[r]);
+            (whole..kc).fold((l0 + l1) + (l2 + l3), |s, p| s + *ap.add(r * rs + p) * *bp.add(p))
+        })
+    }
+}
+
+/// The portable [`kernel_1`], summing in the same order.
+#[cfg(not(target_arch = "wasm32"))]
+fn kernel_1(kc: usize, a: &[f32], (rs, ps): (usize, usize), col: &[f32]) -> [f32; MR] {
+    core::array::from_fn(|r| {
+        let at = |p: usize| a[r * rs + p * ps] * col[p];
+        if rs == 1 {
+            return (0..kc).fold(0.0, |s, p| s + at(p));
+        }
+        let whole = kc / 4 * 4;
+        let mut l = [0.0f32; 4];
+        for p in (0..whole).step_by(4) {
+            l.iter_mut().enumerate().for_each(|(q, x)| *x += at(p + q));
+        }
+        (whole..kc).fold((l[0] + l[1]) + (l[2] + l[3]), |s, p| s + at(p))
+    })
+}
+
 /// Writes (or adds) the live `rows x cols` corner of an edge tile into `c` at column `j`.
 fn write_edge(tile: [[f32; NR]; MR], c: Rows, j: usize, (rows, cols): (usize, usize), overwrite: bool) {
     for (dst_row, src) in c.iter_mut().zip(tile).take(rows) {
@@ -260,7 +348,7 @@ pub(crate) fn sgemm(m: usize, n: usize, k: usize, a: MatRef, b: &(impl RowSource
 
 /// The product for columns `cols` of C, whose rows (cut to those columns) are `c`.
 fn sgemm_block(m: usize, block: Range<usize>, k: usize, a: MatRef, b: &impl RowSource, c: Rows, accumulate: bool) {
-    let (mut packed_a, mut packed_b, mut row) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut packed_a, mut packed_b, mut row, mut column) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     // A transposed is read in place too unless its depth steps (ld floats apart) fall into few of L2's
     // sets: at 16 KB apart (Winograd's U, transposed) 4 sets held a 256-step strip in 32 lines, and
     // the product ran at 0.7x of packed A. With ld a multiple of at most 512, 32 sets or more.
@@ -293,16 +381,24 @@ fn sgemm_block(m: usize, block: Range<usize>, k: usize, a: MatRef, b: &impl RowS
                 for (jp, bpanel) in packed_b.chunks_exact(NR * kc).enumerate() {
                     let j0 = cols.start + jp * NR;
                     let live_cols = NR.min(cols.end - j0);
+                    if live_cols == 1 {
+                        column.clear();
+                        column.extend(bpanel.iter().step_by(NR));
+                    }
                     for i0 in rows.clone().step_by(MR) {
                         let (astrip, strides) = strip(i0);
                         let live_rows = MR.min(rows.end - i0);
-                        // A whole tile goes straight into C; an edge one element by element.
-                        let acc = kernel(kc, astrip, strides, bpanel);
                         let c_rows = &mut c[i0..i0 + live_rows];
-                        if live_rows == MR && live_cols == NR {
-                            store_tile(acc, c_rows, j0, !overwrite);
-                        } else {
-                            write_edge(to_rows(acc), c_rows, j0, (live_rows, live_cols), overwrite);
+                        // A whole tile goes straight into C; an edge one element by element, from
+                        // the narrowest kernel that covers its live columns.
+                        match live_cols {
+                            NR if live_rows == MR => store_tile(kernel(kc, astrip, strides, bpanel), c_rows, j0, !overwrite),
+                            1 => {
+                                let tile = kernel_1(kc, astrip, strides, &column).map(|x| [x; NR]);
+                                write_edge(tile, c_rows, j0, (live_rows, 1), overwrite);
+                            }
+                            2..=4 => write_edge(kernel_4(kc, astrip, strides, bpanel), c_rows, j0, (live_rows, live_cols), overwrite),
+                            _ => write_edge(to_rows(kernel(kc, astrip, strides, bpanel)), c_rows, j0, (live_rows, live_cols), overwrite),
                         }
                     }
                 }
@@ -345,7 +441,7 @@ mod tests {
         let mut rng = Rng::new(3);
         // Shapes straddle MR, NR, KC, MC and NC boundaries (and take A in place or packed); ldc > n
         // leaves untouched columns.
-        for &(m, n, k) in &[(1, 1, 1), (5, 7, 3), (6, 8, 256), (7, 9, 257), (13, 530, 40), (121, 17, 600), (64, 49, 576), (12, 9, 300), (132, 16, 512)] {
+        for &(m, n, k) in &[(1, 1, 1), (5, 7, 3), (6, 8, 256), (7, 9, 257), (13, 530, 40), (121, 17, 600), (64, 49, 576), (12, 9, 300), (132, 16, 512), (12, 12, 35), (9, 3, 6), (16, 196, 70)] {
             for (ta, tb, accumulate) in [(false, false, false), (true, false, true), (false, true, true), (true, true, false)] {
                 let ldc = n + 3;
                 let ad = rng.vec(m * k);
