@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { createRequire } from 'node:module';
 const require = createRequire(import.meta.url);
 const dir = process.env.WASM_BENCH_DIR || '/tmp/gradcam-wasm-bench';
-const { bench, peak_memory, synthetic_bytes, use_gemm_crate, use_winograd, use_a_in_place, use_kept, gemm_gflops, use_batch_columns, batch_setup, batch_run, batched_methods, batch_profile, batch_peak_mb } = require(`${dir}/gradcam_wasm_bench.js`);
+const { bench, peak_memory, synthetic_bytes, use_gemm_crate, use_winograd, use_a_in_place, use_kept, gemm_gflops, use_batch_columns, batch_setup, batch_run, batched_methods, batch_profile, batch_peak_mb, maxpool_ms } = require(`${dir}/gradcam_wasm_bench.js`);
 if (process.env.SYNTHETIC_OUT) {
   // Child of a PEAK run: synthetic weights built in an instance of their own.
   const [arch, dtype] = process.env.SYNTHETIC_OUT.split(':');
@@ -30,6 +30,11 @@ if (process.env.PEAK) {
     rmSync(file);
   }
   console.log(arch, peak_memory(arch, model));
+  process.exit(0);
+}
+if (process.env.MAXPOOL) {
+  // MAXPOOL=1: ms of ResNet-18's stem max pool, the value alone and with its argmax.
+  for (let i = 0; i < 3; i++) console.log('maxpool 64x112x112 3x3/2: value', maxpool_ms(false, 15).toFixed(2), 'ms; with argmax', maxpool_ms(true, 15).toFixed(2), 'ms');
   process.exit(0);
 }
 if (process.env.GEMM_SHAPES) {

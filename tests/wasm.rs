@@ -221,9 +221,10 @@ fn huge_images_are_reduced_on_the_way_in_not_copied_at_full_size() {
     assert!(m.contains("length mismatch"), "{m}");
 }
 
-/// The max pool's argmax search takes four windows per vector in wasm (`pool.rs`, `argmax4`); it
-/// must route every gradient where the one-window search does, with ties (first maximum wins) and
-/// NaN (it wins) included, on ResNet's 3x3 stride-2 pool and on planes whose edges fall mid-vector.
+/// The max pool takes four windows per vector in wasm (`pool.rs`: `max4` for the value, `argmax4`
+/// for value and argmax); both must give a window-by-window search's values, and the argmax must
+/// route every gradient where the one-window search does, with ties (first maximum wins) and NaN
+/// (it wins) included, on ResNet's 3x3 stride-2 pool and on planes whose edges fall mid-vector.
 #[wasm_bindgen_test]
 fn max_pool_four_window_search_routes_like_the_one_window_search() {
     use gradcam_wasm::kernels::{max_pool2d_forward, max_pool2d_forward_argmax, max_pool2d_input_grad, max_pool2d_input_grad_argmax, PoolGeom};
@@ -234,7 +235,22 @@ fn max_pool_four_window_search_routes_like_the_one_window_search() {
         let gy: Vec<f32> = (0..3 * g.out_h() * g.out_w()).map(|i| 1.0 + (i % 5) as f32).collect();
         let (values, argmax) = max_pool2d_forward_argmax(&x, &g);
         let same = |a: &[f32], b: &[f32]| a.len() == b.len() && a.iter().zip(b).all(|(p, q)| p == q || (p.is_nan() && q.is_nan()));
-        assert!(same(&values, &max_pool2d_forward(&x, &g)), "{h}x{w}: values");
+        // Window by window, clipped to the plane, in row-major order.
+        let searched: Vec<f32> = (0..3 * g.out_h() * g.out_w())
+            .map(|i| {
+                let (p, oy, ox) = (i / (g.out_h() * g.out_w()), i / g.out_w() % g.out_h(), i % g.out_w());
+                let mut best = f32::NEG_INFINITY;
+                for yy in (2 * oy).saturating_sub(pad)..(2 * oy + 3 - pad).min(h) {
+                    for xx in (2 * ox).saturating_sub(pad)..(2 * ox + 3 - pad).min(w) {
+                        let v = x[(p * h + yy) * w + xx];
+                        best = if v > best || v.is_nan() { v } else { best };
+                    }
+                }
+                best
+            })
+            .collect();
+        assert!(same(&values, &searched), "{h}x{w}: argmax values");
+        assert!(same(&max_pool2d_forward(&x, &g), &searched), "{h}x{w}: values");
         assert_eq!(max_pool2d_input_grad_argmax(&argmax, &gy, &g), max_pool2d_input_grad(&x, &gy, &g), "{h}x{w}: routes");
     }
 }

@@ -101,6 +101,7 @@ pub fn max_pool2d_forward(x: &[f32], g: &PoolGeom) -> Vec<f32> {
         return out;
     }
     let cols: Vec<Range<usize>> = (0..ow).map(|ox| window(ox, g.kw, g.stride_w, g.pad_w, g.w)).collect();
+    let four = four_windows(&cols, g);
     let mut column_max = vec![f32::NEG_INFINITY; g.w];
     for (plane, o) in x.chunks_exact(hw).zip(out.chunks_exact_mut(oh * ow)) {
         for (oy, orow) in o.chunks_exact_mut(ow).enumerate() {
@@ -109,12 +110,53 @@ pub fn max_pool2d_forward(x: &[f32], g: &PoolGeom) -> Vec<f32> {
                 let row = &plane[y * g.w..][..g.w];
                 column_max.iter_mut().zip(row).for_each(|(m, &v)| *m = nan_max(v, *m));
             }
-            for (dst, xs) in orow.iter_mut().zip(&cols) {
-                *dst = column_max[xs.clone()].iter().fold(f32::NEG_INFINITY, |m, &v| nan_max(v, m));
+            let mut ox = 0;
+            while ox < ow {
+                if four[ox] {
+                    max4(&column_max[cols[ox].start..][..10], &mut orow[ox..ox + 4]);
+                    ox += 4;
+                    continue;
+                }
+                orow[ox] = column_max[cols[ox].clone()].iter().fold(f32::NEG_INFINITY, |m, &v| nan_max(v, m));
+                ox += 1;
             }
         }
     }
     out
+}
+
+/// For each output column `ox`, whether the four 3x3 stride-2 windows from it can be taken at once
+/// ([`max4`], [`argmax4`]): whole windows, every load inside the input row. Only in wasm, where
+/// those are vectorised by hand.
+fn four_windows(cols: &[Range<usize>], g: &PoolGeom) -> Vec<bool> {
+    let ow = cols.len();
+    let four = |ox: usize| {
+        let c0 = cols[ox].start;
+        cfg!(target_arch = "wasm32") && g.kw == 3 && g.stride_w == 2 && ox + 4 <= ow && c0 + 10 <= g.w && (0..4).all(|j| cols[ox + j] == (c0 + 2 * j..c0 + 2 * j + 3))
+    };
+    (0..ow).map(four).collect()
+}
+
+/// The max of four 3-wide stride-2 windows of a row of column maxima, `cm` starting at the first
+/// one's first column: window j's column c is `cm[2j + c]`, the even and odd lanes of two loads.
+/// Same fold as the scalar path (c = 0, 1, 2 in order, NaN wins), so the same bits.
+#[cfg(target_arch = "wasm32")]
+fn max4(cm: &[f32], out: &mut [f32]) {
+    use core::arch::wasm32::*;
+    assert!(cm.len() >= 10 && out.len() == 4);
+    // SAFETY: `cm` holds 10 floats; the loads read cm[0..8] and cm[2..10]; `out` holds 4.
+    unsafe {
+        let q = cm.as_ptr();
+        let (lo, hi, lo2, hi2) = (v128_load(q as *const v128), v128_load(q.add(4) as *const v128), v128_load(q.add(2) as *const v128), v128_load(q.add(6) as *const v128));
+        let nan_max = |a: v128, b: v128| v128_bitselect(a, b, v128_or(f32x4_gt(a, b), f32x4_ne(a, a)));
+        let m = nan_max(i32x4_shuffle::<1, 3, 5, 7>(lo, hi), i32x4_shuffle::<0, 2, 4, 6>(lo, hi));
+        v128_store(out.as_mut_ptr() as *mut v128, nan_max(i32x4_shuffle::<0, 2, 4, 6>(lo2, hi2), m));
+    }
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn max4(_: &[f32], _: &mut [f32]) {
+    unreachable!("only wasm32 takes four windows at once")
 }
 
 /// Routes each output gradient to the first maximal element of its window;
@@ -145,13 +187,7 @@ pub fn max_pool2d_forward_argmax(x: &[f32], g: &PoolGeom) -> (Vec<f32>, Vec<u32>
     // The same rule as `window_max` (first maximum in row-major order, NaN wins), as one tight loop
     // per window (or, in wasm, per four windows) with the column windows computed once.
     let cols: Vec<Range<usize>> = (0..ow).map(|ox| window(ox, g.kw, g.stride_w, g.pad_w, g.w)).collect();
-    // Where four 3x3 stride-2 windows in a row can be searched at once (`argmax4`): whole windows,
-    // every load inside the input row.
-    let four = |ox: usize| {
-        let c0 = cols[ox].start;
-        cfg!(target_arch = "wasm32") && g.kw == 3 && g.stride_w == 2 && ox + 4 <= ow && c0 + 10 <= g.w && (0..4).all(|j| cols[ox + j] == (c0 + 2 * j..c0 + 2 * j + 3))
-    };
-    let four: Vec<bool> = (0..ow).map(four).collect();
+    let four = four_windows(&cols, g);
     let planes = x.chunks_exact(hw).zip(out.chunks_exact_mut(oh * ow).zip(arg.chunks_exact_mut(oh * ow)));
     for (p, (plane, (o, a))) in planes.enumerate() {
         for oy in 0..oh {

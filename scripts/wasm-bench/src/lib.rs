@@ -285,3 +285,21 @@ pub fn batch_peak_mb() -> f64 {
     batch_run();
     (peak_allocator::peak() - before) as f64 / 1048576.0
 }
+
+/// ms (median of `reps`) of ResNet's stem max pool (3x3, stride 2, pad 1) on 64 x 112 x 112: the value
+/// (`argmax` false, the forward) or value and argmax (true, what the backward recomputes).
+#[wasm_bindgen]
+pub fn maxpool_ms(argmax: bool, reps: usize) -> f64 {
+    use gradcam_wasm::kernels::{max_pool2d_forward, max_pool2d_forward_argmax, PoolGeom};
+    let g = PoolGeom { n: 1, c: 64, h: 112, w: 112, kh: 3, kw: 3, stride_h: 2, stride_w: 2, pad_h: 1, pad_w: 1, ceil_mode: false };
+    let x: Vec<f32> = (0..64 * 112 * 112).map(|i| ((i * 7919) % 1000) as f32 * 0.001).collect();
+    let times: Vec<f64> = (0..reps)
+        .map(|_| {
+            let t = now_ms();
+            let n = if argmax { max_pool2d_forward_argmax(&x, &g).0.len() } else { max_pool2d_forward(&x, &g).len() };
+            assert_eq!(n, 64 * 56 * 56);
+            now_ms() - t
+        })
+        .collect();
+    median(times)
+}
