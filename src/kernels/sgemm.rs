@@ -257,60 +257,36 @@ fn kernel_4(kc: usize, a: &[f32], strides: (usize, usize), b: &[f32]) -> [[f32; 
     kernel(kc, a, strides, b)
 }
 
-/// [`kernel`] for an edge panel with one live column, `col` (its `kc` values, contiguous): a
-/// matrix-vector product, about a fifth of a full panel's work where the panel would be 7/8
-/// padding (49 columns: the 7 x 7 planes, and F(2x2) on 14 x 14). Rows adjacent in memory (A
-/// packed or transposed) sum in [`kernel`]'s order; rows along the depth (A in place) sum four
-/// partial sums per row, so that column differs from [`kernel`]'s by rounding.
+/// [`kernel`] for an edge panel with one live column, `col` (its `kc` values, contiguous), where A's
+/// rows are adjacent in memory (A packed, or transposed in place: `rs == 1`): one load of A(0..4, p)
+/// and one splat of the column per depth step, about a sixth of a full panel's instructions where
+/// the panel would be 7/8 padding (49 columns: 7 x 7 planes, F(2x2) on 14 x 14). The same products
+/// summed in the same order as [`kernel`]'s, so the same bits: a batch's images side by side in
+/// one product (`conv.rs`) must give each image's columns exactly (rows along the depth would need
+/// partial sums, which round differently; those take [`kernel_4`]).
 #[cfg(target_arch = "wasm32")]
 #[inline(always)]
 fn kernel_1(kc: usize, a: &[f32], (rs, ps): (usize, usize), col: &[f32]) -> [f32; MR] {
     use super::madd;
     use core::arch::wasm32::*;
-    assert!(kc > 0 && a.len() > 3 * rs + (kc - 1) * ps && col.len() >= kc && (rs == 1 || ps == 1));
-    let lanes = |v: v128| [f32x4_extract_lane::<0>(v), f32x4_extract_lane::<1>(v), f32x4_extract_lane::<2>(v), f32x4_extract_lane::<3>(v)];
-    // SAFETY: the assert bounds every load below (with rs == 1, A(0..4, p) is a[p * ps..][..4];
-    // with ps == 1, the 4 depth steps from p < kc - 3 of row r are a[r * rs + p..][..4]).
-    unsafe {
+    assert!(kc > 0 && rs == 1 && a.len() > 3 + (kc - 1) * ps && col.len() >= kc);
+    // SAFETY: the assert bounds every load: A(0..4, p) is a[p * ps..][..4], the column's p-th value col[p].
+    let c = unsafe {
         let (ap, bp) = (a.as_ptr(), col.as_ptr());
-        if rs == 1 {
-            let mut c = f32x4_splat(0.0);
-            for p in 0..kc {
-                c = madd(v128_load(ap.add(p * ps) as *const v128), v128_load32_splat(bp.add(p) as *const u32), c);
-            }
-            return lanes(c);
+        let mut c = f32x4_splat(0.0);
+        for p in 0..kc {
+            c = madd(v128_load(ap.add(p * ps) as *const v128), v128_load32_splat(bp.add(p) as *const u32), c);
         }
-        let z = f32x4_splat(0.0);
-        let mut c = [z; MR];
-        let whole = kc / 4 * 4;
-        for p in (0..whole).step_by(4) {
-            let bv = v128_load(bp.add(p) as *const v128);
-            for (r, cr) in c.iter_mut().enumerate() {
-                *cr = madd(v128_load(ap.add(r * rs + p) as *const v128), bv, *cr);
-            }
-        }
-        core::array::from_fn(|r| {
-            let [l0, l1, l2, l3] = lanes(c[r]);
-            (whole..kc).fold((l0 + l1) + (l2 + l3), |s, p| s + *ap.add(r * rs + p) * *bp.add(p))
-        })
-    }
+        c
+    };
+    [f32x4_extract_lane::<0>(c), f32x4_extract_lane::<1>(c), f32x4_extract_lane::<2>(c), f32x4_extract_lane::<3>(c)]
 }
 
 /// The portable [`kernel_1`], summing in the same order.
 #[cfg(not(target_arch = "wasm32"))]
 fn kernel_1(kc: usize, a: &[f32], (rs, ps): (usize, usize), col: &[f32]) -> [f32; MR] {
-    core::array::from_fn(|r| {
-        let at = |p: usize| a[r * rs + p * ps] * col[p];
-        if rs == 1 {
-            return (0..kc).fold(0.0, |s, p| s + at(p));
-        }
-        let whole = kc / 4 * 4;
-        let mut l = [0.0f32; 4];
-        for p in (0..whole).step_by(4) {
-            l.iter_mut().enumerate().for_each(|(q, x)| *x += at(p + q));
-        }
-        (whole..kc).fold((l[0] + l[1]) + (l[2] + l[3]), |s, p| s + at(p))
-    })
+    assert_eq!(rs, 1, "rows adjacent only");
+    core::array::from_fn(|r| (0..kc).fold(0.0, |s, p| s + a[r + p * ps] * col[p]))
 }
 
 /// Writes (or adds) the live `rows x cols` corner of an edge tile into `c` at column `j`.
@@ -378,10 +354,14 @@ fn sgemm_block(m: usize, block: Range<usize>, k: usize, a: MatRef, b: &impl RowS
                     (true, false) => (&a.data[i0 * a.ld + ks.start..], (a.ld, 1)),
                     (true, true) => (&a.data[ks.start * a.ld + i0..], (1, a.ld)),
                 };
+                let rows_adjacent = !in_place || a.trans;
                 for (jp, bpanel) in packed_b.chunks_exact(NR * kc).enumerate() {
                     let j0 = cols.start + jp * NR;
                     let live_cols = NR.min(cols.end - j0);
-                    if live_cols == 1 {
+                    // One live column against rows adjacent in memory: kernel_1, which reads it
+                    // contiguous.
+                    let one_column = live_cols == 1 && rows_adjacent;
+                    if one_column {
                         column.clear();
                         column.extend(bpanel.iter().step_by(NR));
                     }
@@ -393,11 +373,11 @@ fn sgemm_block(m: usize, block: Range<usize>, k: usize, a: MatRef, b: &impl RowS
                         // the narrowest kernel that covers its live columns.
                         match live_cols {
                             NR if live_rows == MR => store_tile(kernel(kc, astrip, strides, bpanel), c_rows, j0, !overwrite),
-                            1 => {
+                            1 if one_column => {
                                 let tile = kernel_1(kc, astrip, strides, &column).map(|x| [x; NR]);
                                 write_edge(tile, c_rows, j0, (live_rows, 1), overwrite);
                             }
-                            2..=4 => write_edge(kernel_4(kc, astrip, strides, bpanel), c_rows, j0, (live_rows, live_cols), overwrite),
+                            1..=4 => write_edge(kernel_4(kc, astrip, strides, bpanel), c_rows, j0, (live_rows, live_cols), overwrite),
                             _ => write_edge(to_rows(kernel(kc, astrip, strides, bpanel)), c_rows, j0, (live_rows, live_cols), overwrite),
                         }
                     }
