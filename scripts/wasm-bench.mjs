@@ -38,12 +38,13 @@ if (process.env.MAXPOOL) {
   process.exit(0);
 }
 if (process.env.GEMM_SHAPES) {
-  // GEMM_SHAPES='m,n,k[,t] ...' (t: A transposed): GFLOP/s of each product in our wasm GEMM.
+  // GEMM_SHAPES='m,n,k[,t] ...' (t: A transposed): GFLOP/s of each product in our wasm GEMM;
+  // GEMM_COLD=1 reads each product's A from memory (a new copy each time).
   for (const shape of process.env.GEMM_SHAPES.split(' ')) {
     const [m, n, k, t] = shape.split(',');
     for (const inplace of [true, false]) {
       use_a_in_place(inplace);
-      console.log(shape, inplace ? 'A in place' : 'A packed', gemm_gflops(+m, +n, +k, t === 't', 15).toFixed(1), 'GFLOP/s');
+      console.log(shape, inplace ? 'A in place' : 'A packed', gemm_gflops(+m, +n, +k, t === 't', !!process.env.GEMM_COLD, 15).toFixed(1), 'GFLOP/s');
     }
   }
   process.exit(0);

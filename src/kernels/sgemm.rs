@@ -22,6 +22,12 @@ use core::ops::Range;
 pub(crate) trait RowSource {
     /// `dst = B[k, cols]`.
     fn row(&self, k: usize, cols: Range<usize>, dst: &mut [f32]);
+
+    /// B's storage and row stride where B is stored row-major: packing then reads it directly,
+    /// without a trip through a row buffer.
+    fn stored(&self) -> Option<(&[f32], usize)> {
+        None
+    }
 }
 
 impl RowSource for MatRef<'_> {
@@ -31,6 +37,10 @@ impl RowSource for MatRef<'_> {
         } else {
             dst.copy_from_slice(&self.data[k * self.ld + cols.start..][..cols.len()]);
         }
+    }
+
+    fn stored(&self) -> Option<(&[f32], usize)> {
+        (!self.trans).then_some((self.data, self.ld))
     }
 }
 
@@ -105,6 +115,24 @@ fn pack_b(b: &impl RowSource, ks: Range<usize>, cols: Range<usize>, out: &mut Ve
     let (kc, nc) = (ks.len(), cols.len());
     let panels = nc.div_ceil(NR);
     reuse(out, panels * NR * kc);
+    if let Some((data, ld)) = b.stored() {
+        // Each row's segment goes straight into the panels: whole panels as fixed-size copies, a
+        // ragged last one padded with zeros.
+        let whole = nc / NR;
+        for (p, k) in ks.enumerate() {
+            let src = &data[k * ld + cols.start..][..nc];
+            for (panel, seg) in out.chunks_exact_mut(NR * kc).zip(src.chunks_exact(NR)) {
+                let seg: &[f32; NR] = seg.try_into().expect("whole panels");
+                panel[p * NR..][..NR].copy_from_slice(seg);
+            }
+            if whole < panels {
+                let dst = &mut out[(whole * kc + p) * NR..][..NR];
+                dst[..nc - whole * NR].copy_from_slice(&src[whole * NR..]);
+                dst[nc - whole * NR..].fill(0.0);
+            }
+        }
+        return;
+    }
     // The row buffer is padded to whole panels with zeros that `b.row` never overwrites.
     row.clear();
     row.resize(panels * NR, 0.0);

@@ -184,14 +184,18 @@ pub fn synthetic_bytes(arch: &str, f16: bool) -> Vec<u8> {
 /// GEMM throughput (GFLOP/s, median of `reps`) of an `m x n x k` product, B row-major (`b_trans`
 /// false) or transposed: `GEMM=1 node scripts/wasm-bench.mjs` prints a table of shapes.
 #[wasm_bindgen]
-pub fn gemm_gflops(m: usize, n: usize, k: usize, a_trans: bool, reps: usize) -> f64 {
+pub fn gemm_gflops(m: usize, n: usize, k: usize, a_trans: bool, cold: bool, reps: usize) -> f64 {
     use gradcam_wasm::kernels::{matmul, MatRef};
-    let a: Vec<f32> = (0..m * k).map(|i| (i % 7) as f32 * 0.1).collect();
+    // Cold: A is one of copies that together outgrow the last-level cache, as a Winograd layer's
+    // kept weights do, so that every product reads its A from memory.
+    let copies = if cold { (64 << 20) / (4 * m * k) + 1 } else { 1 };
+    let a: Vec<f32> = (0..copies * m * k).map(|i| (i % 7) as f32 * 0.1).collect();
     let b: Vec<f32> = (0..k * n).map(|i| (i % 5) as f32 * 0.1).collect();
     let mut c = vec![0.0f32; m * n];
-    let am = if a_trans { MatRef::new(&a, m).t() } else { MatRef::new(&a, k) };
     let times: Vec<f64> = (0..reps)
-        .map(|_| {
+        .map(|r| {
+            let a = &a[(r % copies) * m * k..][..m * k];
+            let am = if a_trans { MatRef::new(a, m).t() } else { MatRef::new(a, k) };
             let t = now_ms();
             matmul(m, n, k, am, MatRef::new(&b, n), &mut c, n, false);
             now_ms() - t
