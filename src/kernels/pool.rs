@@ -137,21 +137,41 @@ fn four_windows(cols: &[Range<usize>], g: &PoolGeom) -> Vec<bool> {
     (0..ow).map(four).collect()
 }
 
+/// Columns c = 0, 1, 2 of four 3-wide stride-2 windows side by side in `row` (from the first
+/// one's first column), lane j for window j: element 2j + c, the even and odd lanes of two loads.
+#[cfg(target_arch = "wasm32")]
+#[inline(always)]
+fn window_columns(row: &[f32]) -> [core::arch::wasm32::v128; 3] {
+    use core::arch::wasm32::*;
+    assert!(row.len() >= 10);
+    // SAFETY: `row` holds 10 floats; the loads read row[0..8] and row[2..10].
+    let (lo, hi, lo2, hi2) = unsafe {
+        let q = row.as_ptr();
+        (v128_load(q as *const v128), v128_load(q.add(4) as *const v128), v128_load(q.add(2) as *const v128), v128_load(q.add(6) as *const v128))
+    };
+    [i32x4_shuffle::<0, 2, 4, 6>(lo, hi), i32x4_shuffle::<1, 3, 5, 7>(lo, hi), i32x4_shuffle::<0, 2, 4, 6>(lo2, hi2)]
+}
+
+/// The lanes where `v` takes over from `best` under the scalar rule: greater, or NaN.
+#[cfg(target_arch = "wasm32")]
+#[inline(always)]
+fn takes_over(v: core::arch::wasm32::v128, best: core::arch::wasm32::v128) -> core::arch::wasm32::v128 {
+    use core::arch::wasm32::*;
+    v128_or(f32x4_gt(v, best), f32x4_ne(v, v))
+}
+
 /// The max of four 3-wide stride-2 windows of a row of column maxima, `cm` starting at the first
-/// one's first column: window j's column c is `cm[2j + c]`, the even and odd lanes of two loads.
-/// Same fold as the scalar path (c = 0, 1, 2 in order, NaN wins), so the same bits.
+/// one's first column. Same fold as the scalar path (c = 0, 1, 2 in order, NaN wins), so the same
+/// bits.
 #[cfg(target_arch = "wasm32")]
 fn max4(cm: &[f32], out: &mut [f32]) {
     use core::arch::wasm32::*;
-    assert!(cm.len() >= 10 && out.len() == 4);
-    // SAFETY: `cm` holds 10 floats; the loads read cm[0..8] and cm[2..10]; `out` holds 4.
-    unsafe {
-        let q = cm.as_ptr();
-        let (lo, hi, lo2, hi2) = (v128_load(q as *const v128), v128_load(q.add(4) as *const v128), v128_load(q.add(2) as *const v128), v128_load(q.add(6) as *const v128));
-        let nan_max = |a: v128, b: v128| v128_bitselect(a, b, v128_or(f32x4_gt(a, b), f32x4_ne(a, a)));
-        let m = nan_max(i32x4_shuffle::<1, 3, 5, 7>(lo, hi), i32x4_shuffle::<0, 2, 4, 6>(lo, hi));
-        v128_store(out.as_mut_ptr() as *mut v128, nan_max(i32x4_shuffle::<0, 2, 4, 6>(lo2, hi2), m));
-    }
+    assert!(out.len() == 4);
+    let [c0, c1, c2] = window_columns(cm);
+    let m = v128_bitselect(c1, c0, takes_over(c1, c0));
+    let m = v128_bitselect(c2, m, takes_over(c2, m));
+    // SAFETY: `out` holds 4 floats.
+    unsafe { v128_store(out.as_mut_ptr() as *mut v128, m) }
 }
 
 #[cfg(not(target_arch = "wasm32"))]
@@ -246,29 +266,21 @@ fn argmax1(plane: &[f32], w: usize, ys: &Range<usize>, xs: &Range<usize>) -> (f3
 
 /// Max and argmax of four 3x3 stride-2 windows side by side, `win` starting at the first one's
 /// top-left element (flat index `base` in the input): the scalar loop's rule and order (row-major,
-/// the first maximum, NaN wins), four windows per vector. In a window row, window j's column c is
-/// element 2j + c: the even and odd lanes of two loads.
+/// the first maximum, NaN wins), four windows per vector ([`window_columns`]).
 #[cfg(target_arch = "wasm32")]
 fn argmax4(win: &[f32], w: usize, base: u32, best_out: &mut [f32], at_out: &mut [u32]) {
     use core::arch::wasm32::*;
     assert!(win.len() >= 2 * w + 10 && best_out.len() == 4 && at_out.len() == 4);
     let (mut best, mut at) = (f32x4_splat(0.0), u32x4_splat(0));
     for r in 0..3 {
-        let row = &win[r * w..][..10];
-        // SAFETY: `row` holds 10 floats; the loads read row[0..8] and row[2..10].
-        let (lo, hi, lo2, hi2) = unsafe {
-            let q = row.as_ptr();
-            (v128_load(q as *const v128), v128_load(q.add(4) as *const v128), v128_load(q.add(2) as *const v128), v128_load(q.add(6) as *const v128))
-        };
-        let columns = [i32x4_shuffle::<0, 2, 4, 6>(lo, hi), i32x4_shuffle::<1, 3, 5, 7>(lo, hi), i32x4_shuffle::<0, 2, 4, 6>(lo2, hi2)];
-        for (c, v) in columns.into_iter().enumerate() {
+        for (c, v) in window_columns(&win[r * w..][..10]).into_iter().enumerate() {
             let offset = (r * w + c) as u32;
             let idx = u32x4_add(u32x4_splat(base + offset), u32x4(0, 2, 4, 6));
             if r == 0 && c == 0 {
                 (best, at) = (v, idx);
                 continue;
             }
-            let take = v128_or(f32x4_gt(v, best), f32x4_ne(v, v));
+            let take = takes_over(v, best);
             best = v128_bitselect(v, best, take);
             at = v128_bitselect(idx, at, take);
         }
