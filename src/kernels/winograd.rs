@@ -153,9 +153,20 @@ impl Kept {
     fn get(&self, w: &[f32], g: &Conv2dGeom) -> Option<&[f32]> {
         let u = self
             .u
-            .get_or_init(|| self.budget.take(Self::bytes(g)).then(|| crate::profile::time(|| format!("  winograd F2 U kept {}@{}", g.cout, g.h), || transform_weights(w, g.cout, g.cin, false, &F2))));
+            .get_or_init(|| self.budget.take(Self::bytes(g)).then(|| crate::profile::time(|| format!("  winograd F2 U kept {}@{}", g.cout, g.h), || kept_u(w, g))));
         u.as_deref()
     }
+}
+
+/// The U that a conv keeps: the input gradient's, `U'[xi][ci][co]` (flipped kernels). Both directions
+/// read it in place, the forward's A at (p(r), p(c)) transposed ([`forward`]). Kept weights are read
+/// from memory on every call, and our GEMM reads a transposed A from memory faster than rows in
+/// place (one stream of whole lines against four short streams): cold, 512 x 16 x 512 ran at
+/// 26.9-30.7 GFLOP/s transposed against 14.8-26.3, 256 x 49 x 256 at 29.2-32.5 against 19.1-30.5
+/// (`GEMM_COLD=1 scripts/wasm-bench.sh`). Kept the forward's way, the input gradient had the faster
+/// read and the forward, which every method runs, the slower.
+fn kept_u(w: &[f32], g: &Conv2dGeom) -> Vec<f32> {
+    transform_weights(w, g.cout, g.cin, true, &F2)
 }
 
 /// How a conv runs by Winograd: the variant, and its kept U if any.
@@ -496,7 +507,8 @@ fn conv_image<'u>(x: &[f32], u: impl Fn(usize) -> MatRef<'u> + Sync, cin: usize,
     }
 }
 
-/// `out (n, cout, oh, ow) += conv(x)`: the forward of a conv that [`choose`] planned.
+/// `out (n, cout, oh, ow) += conv(x)`: the forward of a conv that [`choose`] planned. Its U is built
+/// per call, or kept ([`kept_u`]): the input gradient's at (p(r), p(c)), transposed, p swapping 0 and 3.
 pub(crate) fn forward(x: &[f32], w: &[f32], g: &Conv2dGeom, plan: &Plan, out: &mut [f32], budget: usize) {
     let v = plan.v;
     let per_call;
@@ -509,7 +521,11 @@ pub(crate) fn forward(x: &[f32], w: &[f32], g: &Conv2dGeom, plan: &Plan, out: &m
     };
     let tl = Tiling::new(g.h, g.w, g.pad_top, g.pad_left, g.out_h(), g.out_w(), v);
     let (in_len, out_len, u_len) = (g.cin * g.h * g.w, g.cout * tl.oh * tl.ow, g.cout * g.cin);
-    let a = |xi: usize| MatRef::new(&u[xi * u_len..][..u_len], g.cin);
+    let p = |r: usize| [3, 1, 2, 0][r];
+    let a = |xi: usize| match plan.kept {
+        Some(_) => MatRef::new(&u[(p(xi / 4) * 4 + p(xi % 4)) * u_len..][..u_len], g.cout).t(),
+        None => MatRef::new(&u[xi * u_len..][..u_len], g.cin),
+    };
     for (xs, os) in x.chunks_exact(in_len).zip(out.chunks_exact_mut(out_len)) {
         conv_image(xs, a, g.cin, g.cout, &tl, v, os, budget);
     }
@@ -517,7 +533,7 @@ pub(crate) fn forward(x: &[f32], w: &[f32], g: &Conv2dGeom, plan: &Plan, out: &m
 
 /// `gx (n, cin, h, w) += d loss / d x` given `go` (n, cout, oh, ow): the same conv run backwards,
 /// over the output gradient padded by `2 - pad` on each side, with flipped kernels and cin/cout
-/// swapped: U built flipped, or the kept F(2x2) U at (p(r), p(c)) transposed, p swapping 0 and 3.
+/// swapped: U built flipped per call, or kept ([`kept_u`]).
 pub(crate) fn input_grad(go: &[f32], w: &[f32], g: &Conv2dGeom, plan: &Plan, gx: &mut [f32], budget: usize) {
     let v = plan.v;
     let (oh, ow) = (g.out_h(), g.out_w());
@@ -531,11 +547,7 @@ pub(crate) fn input_grad(go: &[f32], w: &[f32], g: &Conv2dGeom, plan: &Plan, gx:
             (&per_call[..], false)
         }
     };
-    let p = |r: usize| [3, 1, 2, 0][r];
-    let a = |xi: usize| match kept {
-        true => MatRef::new(&u[(p(xi / 4) * 4 + p(xi % 4)) * u_len..][..u_len], g.cin).t(),
-        false => MatRef::new(&u[xi * u_len..][..u_len], g.cout),
-    };
+    let a = |xi: usize| MatRef::new(&u[xi * u_len..][..u_len], g.cout);
     debug_assert!(!kept || v.m == 2, "only F(2x2)'s U is kept");
     for (gos, gxs) in go.chunks_exact(out_len).zip(gx.chunks_exact_mut(in_len)) {
         conv_image(gos, a, g.cout, g.cin, &tl, v, gxs, budget);
@@ -571,7 +583,7 @@ mod tests {
             let x = rng.vec(g.n * g.cin * g.h * g.w);
             let w = rng.vec(g.cout * g.cin * 9);
             let want = naive_conv(&x, &w, None, &g);
-            let u2 = transform_weights(&w, g.cout, g.cin, false, &F2);
+            let u2 = kept_u(&w, &g);
             for plan in plans(&u2) {
                 for budget in [1, 1 << 20] {
                     let mut got = vec![0.0; want.len()];
@@ -595,7 +607,7 @@ mod tests {
             // <conv x, y> computed directly must equal <x, conv^T y> computed by Winograd; with U
             // kept, this checks the permutation that turns it into the flipped kernels' U.
             let lhs: f64 = naive_conv(&x, &w, None, &g).iter().zip(&y).map(|(a, b)| a * *b as f64).sum();
-            let u2 = transform_weights(&w, g.cout, g.cin, false, &F2);
+            let u2 = kept_u(&w, &g);
             for plan in plans(&u2) {
                 let mut gx = vec![0.0; x.len()];
                 input_grad(&y, &w, &g, &plan, &mut gx, 1 << 20);
