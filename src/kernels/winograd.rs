@@ -161,10 +161,10 @@ impl Kept {
 /// The U that a conv keeps: the input gradient's, `U'[xi][ci][co]` (flipped kernels). Both directions
 /// read it in place, the forward's A at (p(r), p(c)) transposed ([`forward`]). Kept weights are read
 /// from memory on every call, and our GEMM reads a transposed A from memory faster than rows in
-/// place (one stream of whole lines against four short streams): cold, 512 x 16 x 512 ran at
-/// 26.9-30.7 GFLOP/s transposed against 14.8-26.3, 256 x 49 x 256 at 29.2-32.5 against 19.1-30.5
-/// (`GEMM_COLD=1 scripts/wasm-bench.sh`). Kept the forward's way, the input gradient had the faster
-/// read and the forward, which every method runs, the slower.
+/// place (one strided stream against four short ones): cold, 512 x 16 x 512 ran at 29.9-30.7
+/// GFLOP/s transposed against 20.1-29.4, 256 x 49 x 256 at 31.6-32.5 against 29.0-31.0
+/// (`GEMM_COLD=1`, docs/performance.md section 28). Kept the forward's way, the input gradient had
+/// the faster read and the forward, which every method runs, the slower.
 fn kept_u(w: &[f32], g: &Conv2dGeom) -> Vec<f32> {
     transform_weights(w, g.cout, g.cin, true, &F2)
 }
