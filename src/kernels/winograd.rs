@@ -360,8 +360,14 @@ fn input_channels(x: &[f32], channels: core::ops::Range<usize>, tl: &Tiling, row
     let Scratch(patch, half) = scratch;
     let (a, a2) = (v.alpha, v.alpha * v.alpha);
     let nt = rows.len() * tl.tx;
-    // One input row at a time, copied into a zero-padded row so the gathers need no bounds tests.
-    let mut padded = vec![0.0; tl.tx * v.m + a];
+    // The input rows that the chunk's tiles read, one channel at a time, in a zero-padded plane:
+    // row py is input row `rows.start * m + py - pad_top`, input column ix sits at ix + pad_left,
+    // and tile tx's patch starts at column tx * m. Zeros outside the image are written once: each
+    // channel overwrites only the image's part.
+    let (pw, ph) = (tl.tx * v.m + a, (rows.len() - 1) * v.m + a);
+    let mut padded = vec![0.0; pw * ph];
+    let image_rows: Vec<(usize, usize)> = (0..ph).filter_map(|py| (rows.start * v.m + py).checked_sub(tl.pad_top).filter(|&iy| iy < tl.h).map(|iy| (py, iy))).collect();
+    let copied = tl.w.min(pw.saturating_sub(tl.pad_left));
     let per_group = group(nt);
     for c0 in channels.clone().step_by(per_group) {
         let g = per_group.min(channels.end - c0);
@@ -370,19 +376,19 @@ fn input_channels(x: &[f32], channels: core::ops::Range<usize>, tl: &Tiling, row
         half.resize(a2 * len, 0.0);
         for (gi, ci) in (c0..c0 + g).enumerate() {
             let plane = &x[ci * tl.h * tl.w..][..tl.h * tl.w];
-            for (r, ty) in rows.clone().enumerate() {
+            for &(py, iy) in &image_rows {
+                padded[py * pw + tl.pad_left..][..copied].copy_from_slice(&plane[iy * tl.w..][..copied]);
+            }
+            for r in 0..rows.len() {
                 for ky in 0..a {
-                    let iy = (ty * v.m + ky).checked_sub(tl.pad_top).filter(|&iy| iy < tl.h);
-                    padded.fill(0.0);
-                    if let Some(iy) = iy {
-                        // Input column ix sits at padded[ix + pad_left]; tile tx's patch starts at tx * m.
-                        let src = &plane[iy * tl.w..][..tl.w];
-                        let (lo, n) = (tl.pad_left, tl.w.min(padded.len().saturating_sub(tl.pad_left)));
-                        padded[lo..lo + n].copy_from_slice(&src[..n]);
-                    }
+                    let prow = &padded[(r * v.m + ky) * pw..][..pw];
                     for kx in 0..a {
                         let dst = &mut patch[(ky * a + kx) * len + gi * nt + r * tl.tx..][..tl.tx];
-                        dst.iter_mut().zip(padded[kx..].iter().step_by(v.m)).for_each(|(d, &s)| *d = s);
+                        match v.m {
+                            2 => every::<2>(&prow[kx..], dst),
+                            4 => every::<4>(&prow[kx..], dst),
+                            _ => unreachable!("F(2x2) and F(4x4) only"),
+                        }
                     }
                 }
             }
@@ -399,6 +405,11 @@ fn input_channels(x: &[f32], channels: core::ops::Range<usize>, tl: &Tiling, row
             }
         }
     }
+}
+
+/// `dst[t] = src[t * M]` (M a constant: no step counter in the loop).
+fn every<const M: usize>(src: &[f32], dst: &mut [f32]) {
+    dst.iter_mut().zip(src.chunks_exact(M)).for_each(|(d, s)| *d = s[0]);
 }
 
 /// out[co] += the outputs of M[xi][co][t] (tile rows `rows`), clipped to the output plane. The
