@@ -616,7 +616,8 @@ mod tests {
             let w = rng.vec(g.cout * g.cin * 9);
             let y = rng.vec(g.n * g.cout * g.out_h() * g.out_w());
             // <conv x, y> computed directly must equal <x, conv^T y> computed by Winograd; with U
-            // kept, this checks the permutation that turns it into the flipped kernels' U.
+            // kept, this checks that the kept U is the flipped kernels' (the forward test above
+            // checks the permutation that reads it as the forward's).
             let lhs: f64 = naive_conv(&x, &w, None, &g).iter().zip(&y).map(|(a, b)| a * *b as f64).sum();
             let u2 = kept_u(&w, &g);
             for plan in plans(&u2) {
