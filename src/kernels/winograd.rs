@@ -151,9 +151,7 @@ impl Kept {
 
     /// U, built now if the budget still allows (`w`: this conv's weights, (cout, cin, 3, 3)).
     fn get(&self, w: &[f32], g: &Conv2dGeom) -> Option<&[f32]> {
-        let u = self
-            .u
-            .get_or_init(|| self.budget.take(Self::bytes(g)).then(|| crate::profile::time(|| format!("  winograd F2 U kept {}@{}", g.cout, g.h), || kept_u(w, g))));
+        let u = self.u.get_or_init(|| self.budget.take(Self::bytes(g)).then(|| crate::profile::time(|| format!("  winograd F2 U kept {}@{}", g.cout, g.h), || kept_u(w, g))));
         u.as_deref()
     }
 }
