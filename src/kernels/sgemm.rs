@@ -110,38 +110,36 @@ fn pack_a(a: &MatRef, rows: Range<usize>, ks: Range<usize>, out: &mut Vec<f32>) 
 }
 
 /// Packs depth `ks` x columns `cols` of B into NR-column micro-panels, k-major, zero-padded to NR.
-/// Each row of B goes through `row` (L1-sized) on its way into the panels.
+/// A stored B's rows go straight into the panels; any other source's through `row` (L1-sized).
 fn pack_b(b: &impl RowSource, ks: Range<usize>, cols: Range<usize>, out: &mut Vec<f32>, row: &mut Vec<f32>) {
     let (kc, nc) = (ks.len(), cols.len());
-    let panels = nc.div_ceil(NR);
-    reuse(out, panels * NR * kc);
-    if let Some((data, ld)) = b.stored() {
-        // Each row's segment goes straight into the panels: whole panels as fixed-size copies, a
-        // ragged last one padded with zeros.
-        let whole = nc / NR;
-        for (p, k) in ks.enumerate() {
-            let src = &data[k * ld + cols.start..][..nc];
-            for (panel, seg) in out.chunks_exact_mut(NR * kc).zip(src.chunks_exact(NR)) {
-                let seg: &[f32; NR] = seg.try_into().expect("whole panels");
-                panel[p * NR..][..NR].copy_from_slice(seg);
-            }
-            if whole < panels {
-                let dst = &mut out[(whole * kc + p) * NR..][..NR];
-                dst[..nc - whole * NR].copy_from_slice(&src[whole * NR..]);
-                dst[nc - whole * NR..].fill(0.0);
-            }
-        }
-        return;
-    }
-    // The row buffer is padded to whole panels with zeros that `b.row` never overwrites.
-    row.clear();
-    row.resize(panels * NR, 0.0);
+    reuse(out, nc.div_ceil(NR) * NR * kc);
+    row.resize(nc, 0.0);
     for (p, k) in ks.enumerate() {
-        b.row(k, cols.clone(), &mut row[..nc]);
-        for (panel, src) in out.chunks_exact_mut(NR * kc).zip(row.chunks_exact(NR)) {
-            let src: &[f32; NR] = src.try_into().expect("whole panels");
-            panel[p * NR..][..NR].copy_from_slice(src);
-        }
+        let src = match b.stored() {
+            Some((data, ld)) => &data[k * ld + cols.start..][..nc],
+            None => {
+                b.row(k, cols.clone(), &mut row[..nc]);
+                &row[..nc]
+            }
+        };
+        into_panels(src, p, kc, out);
+    }
+}
+
+/// Row `p` of B's block (`src`, its columns) into the panels of `out` (each `kc` rows deep): whole
+/// panels as fixed-size copies, a ragged last one padded with zeros.
+fn into_panels(src: &[f32], p: usize, kc: usize, out: &mut [f32]) {
+    let whole = src.len() / NR;
+    for (panel, seg) in out.chunks_exact_mut(NR * kc).zip(src.chunks_exact(NR)) {
+        let seg: &[f32; NR] = seg.try_into().expect("whole panels");
+        panel[p * NR..][..NR].copy_from_slice(seg);
+    }
+    let tail = &src[whole * NR..];
+    if !tail.is_empty() {
+        let dst = &mut out[(whole * kc + p) * NR..][..NR];
+        dst[..tail.len()].copy_from_slice(tail);
+        dst[tail.len()..].fill(0.0);
     }
 }
 
