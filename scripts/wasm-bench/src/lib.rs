@@ -307,3 +307,31 @@ pub fn maxpool_ms(argmax: bool, reps: usize) -> f64 {
         .collect();
     median(times)
 }
+
+thread_local! {
+    /// `method_setup`'s explainer and input, which `method_ms` explains.
+    static METHOD: std::cell::RefCell<Option<(Explainer, synthetic::Rng)>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Prepares `method_ms`: an explainer of `arch` (synthetic weights unless `model` is given).
+/// `scripts/wasm-ab.mjs` calls it in two builds loaded side by side.
+#[wasm_bindgen]
+pub fn method_setup(arch: &str, model: &[u8]) {
+    let arch = Arch::from_name(arch).expect("arch");
+    METHOD.with(|m| *m.borrow_mut() = Some((explainer(model_of(arch, model)), synthetic::Rng::new(3))));
+}
+
+/// Milliseconds of one explanation by `method` (a `Method` name, e.g. "guided-gradcam") of a new
+/// synthetic image (a new one each call: the explainer would reuse the forward of the last).
+#[wasm_bindgen]
+pub fn method_ms(method: &str) -> f64 {
+    let method = Method::from_name(method).expect("method");
+    METHOD.with(|m| {
+        let mut m = m.borrow_mut();
+        let (ex, rng) = m.as_mut().expect("method_setup first");
+        let input = FeatureMap::new(3, 224, 224, rng.vec(3 * 224 * 224, 1.5));
+        let t = now_ms();
+        ex.explain_tensor(input, &ExplainOptions { method, ..Default::default() }).expect("explains");
+        now_ms() - t
+    })
+}
