@@ -290,6 +290,59 @@ fn winograd_and_kept_weights_match_the_direct_convs_in_wasm() {
     assert!(map0.iter().any(|v| *v > 0.0) && grad0.iter().any(|v| *v != 0.0));
 }
 
+/// A conv's input gradient from a mostly-zero output gradient (a ResNet stem's, behind its max pool)
+/// scatters each nonzero's taps with wasm32 SIMD rows (`kernels/scatter.rs`): on a 7x7 stride-2
+/// stem, a 6-wide stride-3 kernel and an 11x11 stride-4 one (AlexNet's), it must give the bits of
+/// the definition summed in the same order.
+#[wasm_bindgen_test]
+fn sparse_output_gradients_scatter_to_the_definitions_bits_in_wasm() {
+    use gradcam_wasm::kernels::{conv2d_input_grad, Conv2dGeom};
+    let geom = |cin, h, w, cout, (kh, kw), (sh, sw), (pt, pb, pl, pr)| Conv2dGeom {
+        n: 1,
+        cin,
+        h,
+        w,
+        cout,
+        kh,
+        kw,
+        stride_h: sh,
+        stride_w: sw,
+        pad_top: pt,
+        pad_bottom: pb,
+        pad_left: pl,
+        pad_right: pr,
+        groups: 1,
+    };
+    let geoms = [geom(3, 40, 36, 8, (7, 7), (2, 2), (3, 3, 3, 3)), geom(2, 17, 19, 5, (5, 6), (1, 3), (0, 2, 4, 1)), geom(3, 39, 39, 4, (11, 11), (4, 4), (2, 2, 2, 2))];
+    let mut rng = Rng(99);
+    for g in geoms {
+        let (oh, ow) = (g.out_h(), g.out_w());
+        let w: Vec<f32> = (0..g.cout * g.cin * g.kh * g.kw).map(|_| rng.below(2001) as f32 / 1000.0 - 1.0).collect();
+        // About 10% nonzero.
+        let go: Vec<f32> = (0..g.cout * oh * ow).map(|_| if rng.below(10) == 0 { rng.below(2001) as f32 / 1000.0 - 1.0 } else { 0.0 }).collect();
+        let mut want = vec![0.0f32; g.cin * g.h * g.w];
+        for oy in 0..oh {
+            for co in 0..g.cout {
+                for ox in 0..ow {
+                    let v = go[(co * oh + oy) * ow + ox];
+                    for ci in 0..g.cin {
+                        for ky in 0..g.kh {
+                            for kx in 0..g.kw {
+                                let (iy, ix) = ((oy * g.stride_h + ky) as isize - g.pad_top as isize, (ox * g.stride_w + kx) as isize - g.pad_left as isize);
+                                if v != 0.0 && iy >= 0 && ix >= 0 && (iy as usize) < g.h && (ix as usize) < g.w {
+                                    want[(ci * g.h + iy as usize) * g.w + ix as usize] += v * w[((co * g.cin + ci) * g.kh + ky) * g.kw + kx];
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        assert!(want.iter().any(|&v| v != 0.0));
+        assert_eq!(conv2d_input_grad(&go, &w, &g, None), want, "{g:?}");
+    }
+}
+
 /// A xorshift generator: the same calls on every run.
 struct Rng(u64);
 

@@ -11,7 +11,7 @@
 use super::activation::{clamp_in_place, Clamp};
 use super::sgemm::{self, RowSource};
 use super::winograd::Kept;
-use super::{depthwise, matmul, own_gemm, tap_range, winograd, MatRef};
+use super::{depthwise, matmul, own_gemm, scatter, tap_range, winograd, MatRef};
 use core::ops::Range;
 
 /// Column-buffer budget (8 MB of f32). Unchunked, VGG-16's 224x224 layers
@@ -228,6 +228,9 @@ pub(crate) fn input_grad_with_budget(grad_out: &[f32], weight: &[f32], g: &Conv2
     debug_assert_eq!(weight.len(), g.cout * (g.cin / g.groups) * g.kh * g.kw);
     if g.is_depthwise() {
         return depthwise::input_grad(grad_out, weight, g);
+    }
+    if let Some(gx) = scatter::input_grad(grad_out, weight, g) {
+        return gx;
     }
     let mut gx = vec![0.0; g.n * g.cin * g.h * g.w];
     let (in_len, out_len, w_len) = g.group_lens();

@@ -14,6 +14,7 @@ pub mod elementwise;
 pub mod linear;
 pub mod parallel;
 pub mod pool;
+mod scatter;
 mod sgemm;
 pub mod tuning;
 pub(crate) mod winograd;
