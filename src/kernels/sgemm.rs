@@ -210,9 +210,9 @@ fn kernel(kc: usize, a: &[f32], strides: (usize, usize), b: &[f32]) -> Acc {
 }
 
 /// [`kernel`] for an edge panel with at most 4 live columns: only the low vector of B, so each
-/// depth step costs 1 load, 4 splats and 4 multiply-adds instead of 2, 4 and 8 (256 x 49 x 256
-/// ran 7% slower through [`kernel`]). Same sums, same order: the live columns come out bitwise as
-/// [`kernel`] would give them.
+/// depth step costs 1 load, 4 splats and 4 multiply-adds instead of 2, 4 and 8 (through [`kernel`],
+/// 256 x 49 x 256 took 6% longer and 128 x 49 x 128 9%). Same sums, same order: the live columns
+/// come out bitwise as [`kernel`] would give them.
 #[inline(always)]
 fn kernel_4(kc: usize, a: &[f32], strides: (usize, usize), b: &[f32]) -> [[f32; NR]; MR] {
     #[cfg(target_arch = "wasm32")]
@@ -250,7 +250,8 @@ fn kernel_vectors<const V: usize>(kc: usize, a: &[f32], (rs, ps): (usize, usize)
     }
 }
 
-/// The portable kernel (native unit tests), summing in the same order as the wasm one.
+/// The portable kernel (native unit tests): all NR columns whatever `V`, summed in the same order
+/// as the wasm one.
 #[cfg(not(target_arch = "wasm32"))]
 fn kernel_vectors<const V: usize>(kc: usize, a: &[f32], (rs, ps): (usize, usize), b: &[f32]) -> Acc {
     let mut acc = [[0.0f32; NR]; MR];
