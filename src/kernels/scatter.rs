@@ -129,17 +129,16 @@ fn scatter_band(go: &[f32], rows: &[f32], g: &Conv2dGeom, p: &Padded, band_rows:
         let top = oy * g.stride_h;
         // Kernel rows of this output row that land in the band.
         let kys = band_rows.start.saturating_sub(top)..(band_rows.end - top).min(g.kh);
+        // Plane rows (top + ky, ci), ky in kys and ci in 0..cin, follow each other `pw` apart, and
+        // their taps' rows `kw4` apart: one loop with two strides, `steps` long.
+        let (steps, first_row) = (kys.len() * g.cin, (top + kys.start - band_rows.start) * g.cin * p.pw);
         for co in 0..g.cout {
             let row = &go[(co * oh + oy) * ow..][..ow];
+            let taps = (co * g.kh + kys.start) * g.cin * kw4;
             for &ox in nonzero_columns(row, &mut hits) {
-                let v = row[ox as usize];
                 let ox = ox as usize;
-                // Plane rows (top + ky, ci), ky in kys and ci in 0..cin, follow each other `pw`
-                // apart, and their taps' rows `kw4` apart: one loop with two strides.
-                let steps = kys.len() * g.cin;
-                let dst = ((top + kys.start - band_rows.start) * g.cin) * p.pw + ox * g.stride_w;
-                let taps = (co * g.kh + kys.start) * g.cin * kw4;
-                add_scaled_rows(&mut band[dst..], p.pw, v, &rows[taps..taps + steps * kw4], kw4);
+                let dst = first_row + ox * g.stride_w;
+                add_scaled_rows(&mut band[dst..], p.pw, row[ox], &rows[taps..taps + steps * kw4], kw4);
             }
         }
     }

@@ -309,7 +309,7 @@ pub fn maxpool_ms(argmax: bool, reps: usize) -> f64 {
 }
 
 thread_local! {
-    /// `method_setup`'s explainer and input, which `method_ms` explains.
+    /// `method_setup`'s explainer, and the generator of the images `method_ms` explains.
     static METHOD: std::cell::RefCell<Option<(Explainer, synthetic::Rng)>> = const { std::cell::RefCell::new(None) };
 }
 
