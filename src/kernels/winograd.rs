@@ -379,14 +379,20 @@ fn input_channels(x: &[f32], channels: core::ops::Range<usize>, tl: &Tiling, row
             }
             for r in 0..rows.len() {
                 for ky in 0..a {
+                    // Patch column kx of tile t is prow[t * m + kx]: for kx < m, phase kx of the row;
+                    // for kx = m, m + 1 (alpha = m + 2), phases 0 and 1 one tile on.
                     let prow = &padded[(r * v.m + ky) * pw..][..pw];
-                    for kx in 0..a {
-                        let dst = &mut patch[(ky * a + kx) * len + gi * nt + r * tl.tx..][..tl.tx];
-                        match v.m {
-                            2 => every::<2>(&prow[kx..], dst),
-                            4 => every::<4>(&prow[kx..], dst),
-                            _ => unreachable!("F(2x2) and F(4x4) only"),
+                    let dst = &mut patch[ky * a * len + gi * nt + r * tl.tx..];
+                    match v.m {
+                        2 => {
+                            deinterleave::<2, 2>(prow, dst, len, tl.tx);
+                            deinterleave::<2, 2>(&prow[2..], &mut dst[2 * len..], len, tl.tx);
                         }
+                        4 => {
+                            deinterleave::<4, 4>(prow, dst, len, tl.tx);
+                            deinterleave::<4, 2>(&prow[4..], &mut dst[4 * len..], len, tl.tx);
+                        }
+                        _ => unreachable!("F(2x2) and F(4x4) only"),
                     }
                 }
             }
@@ -405,9 +411,50 @@ fn input_channels(x: &[f32], channels: core::ops::Range<usize>, tl: &Tiling, row
     }
 }
 
-/// `dst[t] = src[t * M]` (M a constant: no step counter in the loop).
-fn every<const M: usize>(src: &[f32], dst: &mut [f32]) {
-    dst.iter_mut().zip(src.chunks_exact(M)).for_each(|(d, s)| *d = s[0]);
+/// `dst[j * ld + t] = src[t * M + j]` for the first `K` phases `j` of a row cut in groups of `M`,
+/// `t < n`. In wasm, four groups at a time: `M` loads, a transpose in lane shuffles, a store per
+/// phase. One element at a time, the gather was over half of the input transform (`PROFILE=1`: F(4x4)
+/// at 56x56 4.6 -> 3.3 ms per pass, docs/performance.md section 30).
+fn deinterleave<const M: usize, const K: usize>(src: &[f32], dst: &mut [f32], ld: usize, n: usize) {
+    assert!(K <= M && src.len() >= M * n && (n == 0 || dst.len() >= (K - 1) * ld + n));
+    #[allow(unused_mut)]
+    let mut t0 = 0;
+    #[cfg(target_arch = "wasm32")]
+    // SAFETY: t0 + 4 <= n and the assert bound every load (src[M * t0..][..4 * M]) and store
+    // (dst[j * ld + t0..][..4], j < K).
+    unsafe {
+        use core::arch::wasm32::*;
+        let (sp, dp) = (src.as_ptr(), dst.as_mut_ptr());
+        let put = |j: usize, t0: usize, x: v128| {
+            if j < K {
+                v128_store(dp.add(j * ld + t0) as *mut v128, x)
+            }
+        };
+        while t0 + 4 <= n && (M == 2 || M == 4) {
+            let s = sp.add(M * t0);
+            if M == 2 {
+                let (v0, v1) = (v128_load(s as *const v128), v128_load(s.add(4) as *const v128));
+                put(0, t0, i32x4_shuffle::<0, 2, 4, 6>(v0, v1));
+                put(1, t0, i32x4_shuffle::<1, 3, 5, 7>(v0, v1));
+            } else {
+                let v: [v128; 4] = core::array::from_fn(|q| v128_load(s.add(4 * q) as *const v128));
+                let (lo01, lo23) = (i32x4_shuffle::<0, 4, 1, 5>(v[0], v[1]), i32x4_shuffle::<0, 4, 1, 5>(v[2], v[3]));
+                put(0, t0, i32x4_shuffle::<0, 1, 4, 5>(lo01, lo23));
+                put(1, t0, i32x4_shuffle::<2, 3, 6, 7>(lo01, lo23));
+                if K > 2 {
+                    let (hi01, hi23) = (i32x4_shuffle::<2, 6, 3, 7>(v[0], v[1]), i32x4_shuffle::<2, 6, 3, 7>(v[2], v[3]));
+                    put(2, t0, i32x4_shuffle::<0, 1, 4, 5>(hi01, hi23));
+                    put(3, t0, i32x4_shuffle::<2, 3, 6, 7>(hi01, hi23));
+                }
+            }
+            t0 += 4;
+        }
+    }
+    for t in t0..n {
+        for j in 0..K {
+            dst[j * ld + t] = src[t * M + j];
+        }
+    }
 }
 
 /// out[co] += the outputs of M[xi][co][t] (tile rows `rows`), clipped to the output plane. The
