@@ -76,8 +76,8 @@ fn peak_live_bytes_per_phase() {
         // outlive the call) is a fraction of the guided one.
         let (grad_cam, guided) = (p.grad_cam - p.kept, p.guided - p.kept);
         assert!(2 * grad_cam <= guided, "{name}: Grad-CAM works in {:.1} MB, Guided Grad-CAM {:.1} MB", grad_cam as f64 / MB, guided as f64 / MB);
-        // The kept transformed weights stay within their budget, 1.5x the weights.
-        assert!(2 * p.kept <= 3 * p.weights, "{name}: {:.1} MB kept for {:.1} MB of weights", p.kept as f64 / MB, p.weights as f64 / MB);
+        // The kept transformed weights stay within their budget, 1.75x the weights.
+        assert!(4 * p.kept <= 7 * p.weights, "{name}: {:.1} MB kept for {:.1} MB of weights", p.kept as f64 / MB, p.weights as f64 / MB);
         // Leaves wasm at least half the weights' size for fragmentation and its own data under 4x.
         assert!(p.weights + p.guided <= 7 * p.weights / 2, "{name}: {:.1} MB of weights and {:.1} MB to explain", p.weights as f64 / MB, p.guided as f64 / MB);
     }

@@ -256,16 +256,16 @@ fn max_pool_four_window_search_routes_like_the_one_window_search() {
 }
 
 /// The wasm build's own GEMM (A read in place, also transposed; tiles stored straight into C) and
-/// the kept F(2x2) weights (the input gradient reads them permuted and transposed) only run in
-/// wasm32: ResNet-18 with Winograd on, twice (building the kept weights, then reading them), must
-/// match the direct convs.
+/// the kept transformed weights (the input gradient reads them in place through the variant's mirror
+/// image, the forward transposed) only run in wasm32: ResNet-18 with Winograd on, twice (building the
+/// kept weights, then reading them), must match the direct convs.
 #[wasm_bindgen_test]
 fn winograd_and_kept_weights_match_the_direct_convs_in_wasm() {
     use gradcam_wasm::exec::cpu::CpuExecutor;
     use gradcam_wasm::kernels::Tuning;
     use gradcam_wasm::{Arch, ExplainOptions, Explainer as Core, FeatureMap, Method, Model, Target};
     let bytes = gradcam_wasm::synthetic::state_dict(Arch::ResNet18, 1000).unwrap().bytes();
-    // 112 x 112: layer2 (14 x 14) and layer3 (7 x 7) take F(2x2) with kept weights, layer1 F(4x4).
+    // 112 x 112: layer2 (14 x 14) and layer3 (7 x 7) take F(2x2), layer1 (28 x 28) F(4x4), all kept.
     let image = FeatureMap::new(3, 112, 112, (0..3 * 112 * 112).map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0).collect());
     let opts = ExplainOptions { method: Method::GUIDED_GRAD_CAM, target: Target::Class(7), ..Default::default() };
     let run = |winograd: bool| {

@@ -18,8 +18,8 @@ fn outputs(sd: &StateDict, arch: Arch, winograd: bool) -> (Vec<f32>, Vec<f32>, V
     let image = FeatureMap::new(3, 224, 224, Rng::new(5).vec(3 * 224 * 224, 1.5));
     let opts = ExplainOptions { method: Method::GUIDED_GRAD_CAM, target: Target::Class(7), ..Default::default() };
     let e = ex.explain_tensor(image.clone(), &opts).unwrap();
-    // The first call built the kept F(2x2) weights (ResNet-18's layer3 and layer4); the second reads
-    // them and must give the same numbers.
+    // The first call built the kept transformed weights (F(4x4) for ResNet-18's layer1 and layer2,
+    // F(2x2) for layer3 and layer4); the second reads them and must give the same numbers.
     let again = ex.explain_tensor(image, &opts).unwrap();
     assert_eq!((&again.raw.data, again.rgb.as_ref().map(|r| &r.data)), (&e.raw.data, e.rgb.as_ref().map(|r| &r.data)));
     let rgb = e.rgb.expect("guided methods return the gradient image").data;

@@ -11,12 +11,12 @@
 //! fewer) at the price of larger transforms and slightly larger rounding errors.
 //!
 //! Every transform is written as whole-row combinations (`dst = sum_k c_k * src_k` over contiguous
-//! rows), so LLVM vectorises them with simd128. F(4x4)'s weights are transformed on every call (kept,
-//! they would cost 4x the weights' memory, twice: forward and flipped); F(2x2)'s may be kept with the
-//! model, one copy for both directions ([`Kept`]).
+//! rows), so LLVM vectorises them with simd128. The transformed weights may be kept with the model
+//! ([`Kept`]), one copy for both directions.
 //!
 //! The input gradient of a stride-1 3x3 conv is itself a 3x3 stride-1 conv of the output gradient
-//! with the kernels flipped and cin/cout swapped, so it runs through the same code.
+//! with the kernels rotated and cin/cout swapped, so it runs through the same code, with the
+//! variant's mirror image ([`Variant`]).
 
 use super::{matmul, Conv2dGeom, MatRef};
 use core::sync::atomic::{AtomicUsize, Ordering};
@@ -25,6 +25,13 @@ use std::sync::{Arc, OnceLock};
 /// One F(m x m, 3 x 3) algorithm: tiles of `m` outputs per side read `alpha = m + 2` inputs per side.
 /// The matrices are row-major: `bt` (alpha x alpha) transforms inputs, `g` (alpha x 3) kernels,
 /// `at` (m x alpha) takes products back to outputs.
+///
+/// Each variant has a mirror image ([`Variant::mirrored`]): `bt` with its columns reversed, `g`
+/// with its columns reversed, `at` with its rows reversed. It computes the same correlation on
+/// reversed data, so run on a kernel rotated by 180 degrees it multiplies by the same transformed
+/// weights `G w G^T` as the variant does on `w`. An input gradient is the correlation of the output
+/// gradient with the rotated kernels, so it reads the forward's U through the mirror image: no
+/// flipped copy, and one kept U serves both directions.
 #[derive(Debug)]
 pub(crate) struct Variant {
     pub m: usize,
@@ -34,62 +41,91 @@ pub(crate) struct Variant {
     at: &'static [f32],
 }
 
+impl Variant {
+    /// The mirror image that input gradients run (see [`Variant`]).
+    fn mirrored(&self) -> &'static Variant {
+        match self.m {
+            2 => &F2_MIRRORED,
+            4 => &F4_MIRRORED,
+            _ => unreachable!("F(2x2) and F(4x4) only"),
+        }
+    }
+}
+
+/// `m` (row-major, `cols` columns) with each row's columns in reverse order.
+const fn reverse_columns<const N: usize>(m: [f32; N], cols: usize) -> [f32; N] {
+    let mut out = m;
+    let mut i = 0;
+    while i < N {
+        out[i] = m[i - i % cols + cols - 1 - i % cols];
+        i += 1;
+    }
+    out
+}
+
+/// `m` (row-major, `cols` columns) with its rows in reverse order.
+const fn reverse_rows<const N: usize>(m: [f32; N], cols: usize) -> [f32; N] {
+    let mut out = m;
+    let mut i = 0;
+    while i < N {
+        out[i] = m[N - cols - (i - i % cols) + i % cols];
+        i += 1;
+    }
+    out
+}
+
 /// F(2x2, 3x3), interpolation points 0, 1, -1 and infinity: transforms of additions only, nearly
 /// as exact as the direct sums.
-pub(crate) const F2: Variant = Variant {
-    m: 2,
-    alpha: 4,
-    #[rustfmt::skip]
-    bt: &[
-        1.0,  0.0, -1.0,  0.0,
-        0.0,  1.0,  1.0,  0.0,
-        0.0, -1.0,  1.0,  0.0,
-        0.0,  1.0,  0.0, -1.0,
-    ],
-    #[rustfmt::skip]
-    g: &[
-        1.0,  0.0, 0.0,
-        0.5,  0.5, 0.5,
-        0.5, -0.5, 0.5,
-        0.0,  0.0, 1.0,
-    ],
-    #[rustfmt::skip]
-    at: &[
-        1.0, 1.0,  1.0,  0.0,
-        0.0, 1.0, -1.0, -1.0,
-    ],
-};
+pub(crate) const F2: Variant = Variant { m: 2, alpha: 4, bt: &F2_BT, g: &F2_G, at: &F2_AT };
+const F2_MIRRORED: Variant = Variant { m: 2, alpha: 4, bt: &reverse_columns(F2_BT, 4), g: &reverse_columns(F2_G, 3), at: &reverse_rows(F2_AT, 4) };
+#[rustfmt::skip]
+const F2_BT: [f32; 16] = [
+    1.0,  0.0, -1.0,  0.0,
+    0.0,  1.0,  1.0,  0.0,
+    0.0, -1.0,  1.0,  0.0,
+    0.0,  1.0,  0.0, -1.0,
+];
+#[rustfmt::skip]
+const F2_G: [f32; 12] = [
+    1.0,  0.0, 0.0,
+    0.5,  0.5, 0.5,
+    0.5, -0.5, 0.5,
+    0.0,  0.0, 1.0,
+];
+#[rustfmt::skip]
+const F2_AT: [f32; 8] = [
+    1.0, 1.0,  1.0,  0.0,
+    0.0, 1.0, -1.0, -1.0,
+];
 
 /// F(4x4, 3x3), interpolation points 0, 1, -1, 2, -2 and infinity.
-pub(crate) const F4: Variant = Variant {
-    m: 4,
-    alpha: 6,
-    #[rustfmt::skip]
-    bt: &[
-        4.0,  0.0, -5.0,  0.0, 1.0, 0.0,
-        0.0, -4.0, -4.0,  1.0, 1.0, 0.0,
-        0.0,  4.0, -4.0, -1.0, 1.0, 0.0,
-        0.0, -2.0, -1.0,  2.0, 1.0, 0.0,
-        0.0,  2.0, -1.0, -2.0, 1.0, 0.0,
-        0.0,  4.0,  0.0, -5.0, 0.0, 1.0,
-    ],
-    #[rustfmt::skip]
-    g: &[
-        1.0 / 4.0,   0.0,         0.0,
-        -1.0 / 6.0,  -1.0 / 6.0,  -1.0 / 6.0,
-        -1.0 / 6.0,  1.0 / 6.0,   -1.0 / 6.0,
-        1.0 / 24.0,  1.0 / 12.0,  1.0 / 6.0,
-        1.0 / 24.0,  -1.0 / 12.0, 1.0 / 6.0,
-        0.0,         0.0,         1.0,
-    ],
-    #[rustfmt::skip]
-    at: &[
-        1.0, 1.0,  1.0, 1.0,  1.0, 0.0,
-        0.0, 1.0, -1.0, 2.0, -2.0, 0.0,
-        0.0, 1.0,  1.0, 4.0,  4.0, 0.0,
-        0.0, 1.0, -1.0, 8.0, -8.0, 1.0,
-    ],
-};
+pub(crate) const F4: Variant = Variant { m: 4, alpha: 6, bt: &F4_BT, g: &F4_G, at: &F4_AT };
+const F4_MIRRORED: Variant = Variant { m: 4, alpha: 6, bt: &reverse_columns(F4_BT, 6), g: &reverse_columns(F4_G, 3), at: &reverse_rows(F4_AT, 6) };
+#[rustfmt::skip]
+const F4_BT: [f32; 36] = [
+    4.0,  0.0, -5.0,  0.0, 1.0, 0.0,
+    0.0, -4.0, -4.0,  1.0, 1.0, 0.0,
+    0.0,  4.0, -4.0, -1.0, 1.0, 0.0,
+    0.0, -2.0, -1.0,  2.0, 1.0, 0.0,
+    0.0,  2.0, -1.0, -2.0, 1.0, 0.0,
+    0.0,  4.0,  0.0, -5.0, 0.0, 1.0,
+];
+#[rustfmt::skip]
+const F4_G: [f32; 18] = [
+    1.0 / 4.0,   0.0,         0.0,
+    -1.0 / 6.0,  -1.0 / 6.0,  -1.0 / 6.0,
+    -1.0 / 6.0,  1.0 / 6.0,   -1.0 / 6.0,
+    1.0 / 24.0,  1.0 / 12.0,  1.0 / 6.0,
+    1.0 / 24.0,  -1.0 / 12.0, 1.0 / 6.0,
+    0.0,         0.0,         1.0,
+];
+#[rustfmt::skip]
+const F4_AT: [f32; 24] = [
+    1.0, 1.0,  1.0, 1.0,  1.0, 0.0,
+    0.0, 1.0, -1.0, 2.0, -2.0, 0.0,
+    0.0, 1.0,  1.0, 4.0,  4.0, 0.0,
+    0.0, 1.0, -1.0, 8.0, -8.0, 1.0,
+];
 
 /// Bytes that a model's kept transformed weights ([`Kept`]) may still take, shared by its convs.
 #[derive(Debug)]
@@ -118,14 +154,16 @@ impl KeepBudget {
     }
 }
 
-/// The F(2x2) transformed weights of one conv, built on its first Winograd call and kept with the
-/// model, within its [`KeepBudget`]. Why F(2x2) only: flipping a kernel swaps rows 0 and 3 of its
-/// `G`, so the input gradient's U is the forward's, permuted and transposed: one copy (16/9 of the
-/// conv's weights) serves both directions. Kept, U costs neither its transform nor, at 7x7, the
-/// trip through memory that made ResNet-18's layer4 faster direct.
+/// The transformed weights of one conv, built on its first Winograd call and kept with the model,
+/// within its [`KeepBudget`], for the variant that call ran (F(2x2): 16/9 of the conv's weights,
+/// F(4x4): 4x). One copy serves both directions: the input gradient reads it through the variant's
+/// mirror image ([`Variant`]). Kept, U costs neither its transform on every call (F(4x4) at 28x28:
+/// about a fifth of the conv's time) nor, at 7x7, the trip through memory that made ResNet-18's
+/// layer4 faster direct.
 #[derive(Debug)]
 pub struct Kept {
-    u: OnceLock<Option<Vec<f32>>>,
+    /// The variant's `m` and its U.
+    u: OnceLock<Option<(usize, Vec<f32>)>>,
     budget: Arc<KeepBudget>,
 }
 
@@ -134,37 +172,38 @@ impl Kept {
         Kept { u: OnceLock::new(), budget }
     }
 
-    fn bytes(g: &Conv2dGeom) -> usize {
-        F2.alpha * F2.alpha * g.cout * g.cin * size_of::<f32>()
+    fn bytes(g: &Conv2dGeom, v: &Variant) -> usize {
+        v.alpha * v.alpha * g.cout * g.cin * size_of::<f32>()
     }
 
-    /// Whether U is kept already, or the budget has room for it.
-    fn possible(&self, g: &Conv2dGeom) -> bool {
+    /// Whether `v`'s U is kept already, or the budget has room for it.
+    fn possible(&self, g: &Conv2dGeom, v: &Variant) -> bool {
         if !super::tuning::current().keep_transformed_weights {
             return false;
         }
         match self.u.get() {
-            Some(u) => u.is_some(),
-            None => self.budget.left() >= Self::bytes(g),
+            Some(u) => u.as_ref().is_some_and(|(m, _)| *m == v.m),
+            None => self.budget.left() >= Self::bytes(g, v),
         }
     }
 
-    /// U, built now if the budget still allows (`w`: this conv's weights, (cout, cin, 3, 3)).
-    fn get(&self, w: &[f32], g: &Conv2dGeom) -> Option<&[f32]> {
-        let u = self.u.get_or_init(|| self.budget.take(Self::bytes(g)).then(|| crate::profile::time(|| format!("  winograd F2 U kept {}@{}", g.cout, g.h), || kept_u(w, g))));
-        u.as_deref()
+    /// `v`'s U, built now if the budget still allows (`w`: this conv's weights, (cout, cin, 3, 3));
+    /// `None` where another variant's U is kept (a conv run at two input sizes).
+    fn get(&self, w: &[f32], g: &Conv2dGeom, v: &Variant) -> Option<&[f32]> {
+        let build = || crate::profile::time(|| format!("  winograd F{} U kept {}@{}", v.m, g.cout, g.h), || (v.m, kept_u(w, g, v)));
+        let u = self.u.get_or_init(|| self.budget.take(Self::bytes(g, v)).then(build));
+        u.as_ref().filter(|(m, _)| *m == v.m).map(|(_, u)| &u[..])
     }
 }
 
-/// The U that a conv keeps: the input gradient's, `U'[xi][ci][co]` (flipped kernels). Both directions
-/// read it in place, the forward's A at (p(r), p(c)) transposed ([`forward`]). Kept weights are read
-/// from memory on every call, and our GEMM reads a transposed A from memory faster than rows in
-/// place (one strided stream against four short ones): cold, 512 x 16 x 512 ran at 29.9-30.7
-/// GFLOP/s transposed against 20.1-29.4, 256 x 49 x 256 at 31.6-32.5 against 29.0-31.0
-/// (`GEMM_COLD=1`, docs/performance.md section 28). Kept the forward's way, the input gradient had
-/// the faster read and the forward, which every method runs, the slower.
-fn kept_u(w: &[f32], g: &Conv2dGeom) -> Vec<f32> {
-    transform_weights(w, g.cout, g.cin, true, &F2)
+/// The U that a conv keeps, `U[xi][ci][co]`: the input gradient reads it in place, the forward
+/// transposed. Kept weights are read from memory on every call, and our GEMM reads a transposed A
+/// from memory faster than rows in place (one strided stream against four short ones): cold, 512 x
+/// 16 x 512 ran at 29.9-30.7 GFLOP/s transposed against 20.1-29.4, 256 x 49 x 256 at 31.6-32.5
+/// against 29.0-31.0 (`GEMM_COLD=1`, docs/performance.md section 28). Kept the other way, the
+/// input gradient had the faster read and the forward, which every method runs, the slower.
+fn kept_u(w: &[f32], g: &Conv2dGeom, v: &Variant) -> Vec<f32> {
+    transform_weights(w, g.cout, g.cin, true, v)
 }
 
 /// How a conv runs by Winograd: the variant, and its kept U if any.
@@ -174,7 +213,10 @@ pub(crate) struct Plan<'k> {
 }
 
 /// The plan worth using for this conv, if any: 3x3, stride 1, ungrouped, and at most 0.8x the
-/// direct product's cost by the estimate in [`cost`]. With `kept`, F(2x2) may keep its U.
+/// direct product's cost by the estimate in [`cost`]. With `kept`, F(2x2) may keep its U where that
+/// makes it the cheapest, and F(4x4) keeps its U where it is the cheapest without: the estimate
+/// leaves out that a kept U comes from memory on every call, 2.25x F(2x2)'s bytes for F(4x4), and
+/// would send 14x14 and 7x7 planes to F(4x4) for the saved transform alone.
 pub(crate) fn choose<'k>(g: &Conv2dGeom, w: &[f32], kept: Option<&'k Kept>) -> Option<Plan<'k>> {
     // Pads above 2 would make the input gradient's pads (2 - pad) negative.
     let max_pad = g.pad_top.max(g.pad_bottom).max(g.pad_left).max(g.pad_right);
@@ -183,15 +225,16 @@ pub(crate) fn choose<'k>(g: &Conv2dGeom, w: &[f32], kept: Option<&'k Kept>) -> O
         return None;
     }
     let direct = cost(g, None, false);
-    let keep = kept.filter(|k| k.possible(g));
+    let can_keep = |v: &Variant| kept.is_some_and(|k| k.possible(g, v));
     let (v, keeps) = [(&F2, false), (&F4, false), (&F2, true)]
         .into_iter()
-        .filter(|&(_, keeps)| !keeps || keep.is_some())
+        .filter(|&(v, keeps)| !keeps || can_keep(v))
         .map(|(v, keeps)| (cost(g, Some(v), keeps), v, keeps))
         .filter(|(c, ..)| *c < 0.8 * direct)
         .min_by(|a, b| a.0.total_cmp(&b.0))
         .map(|(_, v, keeps)| (v, keeps))?;
-    Some(Plan { v, kept: if keeps { keep.and_then(|k| k.get(w, g)) } else { None } })
+    let keeps = keeps || (v.m == 4 && can_keep(v));
+    Some(Plan { v, kept: if keeps { kept.and_then(|k| k.get(w, g, v)) } else { None } })
 }
 
 /// Estimated time of one conv in units of one GEMM multiply-add (about 0.05 ns in wasm here),
@@ -256,12 +299,11 @@ fn combine<'a>(coef: &[f32], src: impl Fn(usize) -> &'a [f32], dst: &mut [f32]) 
 }
 
 /// Transformed kernels `U[xi][co][ci] = (G w[co][ci] G^T)[xi]`: one (cout x cin) matrix per xi, the A
-/// operand of its product, read in place by the GEMM. `w` is (cout, cin, 3, 3). With `flip`, the
-/// input gradient's kernels: rotated by 180 degrees and cin/cout swapped, `U[xi][ci][co]`. Built a
+/// operand of its product. `w` is (cout, cin, 3, 3). With `transposed`, `U[xi][ci][co]`. Built a
 /// group of rows at a time, each step one `combine` over the group's rows (vectors over the depth).
-fn transform_weights(w: &[f32], cout: usize, cin: usize, flip: bool, v: &Variant) -> Vec<f32> {
+fn transform_weights(w: &[f32], cout: usize, cin: usize, transposed: bool, v: &Variant) -> Vec<f32> {
     let (a, a2) = (v.alpha, v.alpha * v.alpha);
-    let (rows, depth) = if flip { (cin, cout) } else { (cout, cin) };
+    let (rows, depth) = if transposed { (cin, cout) } else { (cout, cin) };
     let mut u = vec![0.0; a2 * rows * depth];
     let per_group = group(depth);
     let (mut taps, mut half) = (vec![0.0; 9 * per_group * depth], vec![0.0; a * 3 * per_group * depth]);
@@ -269,9 +311,9 @@ fn transform_weights(w: &[f32], cout: usize, cin: usize, flip: bool, v: &Variant
         let len = per_group.min(rows - row0) * depth; // one tap's (or one xi's) rows of the group
         for (gi, row) in (row0..row0 + len / depth).enumerate() {
             for d in 0..depth {
-                let k = if flip { &w[(d * cin + row) * 9..][..9] } else { &w[(row * cin + d) * 9..][..9] };
-                for t in 0..9 {
-                    taps[t * len + gi * depth + d] = k[if flip { 8 - t } else { t }];
+                let k = if transposed { &w[(d * cin + row) * 9..][..9] } else { &w[(row * cin + d) * 9..][..9] };
+                for (t, &tap) in k.iter().enumerate() {
+                    taps[t * len + gi * depth + d] = tap;
                 }
             }
         }
@@ -564,7 +606,7 @@ fn conv_image<'u>(x: &[f32], u: impl Fn(usize) -> MatRef<'u> + Sync, cin: usize,
 }
 
 /// `out (n, cout, oh, ow) += conv(x)`: the forward of a conv that [`choose`] planned. Its U is built
-/// per call, or kept ([`kept_u`]): the input gradient's at (p(r), p(c)), transposed, p swapping 0 and 3.
+/// per call, (cout x cin) per xi, or kept ([`kept_u`], read transposed).
 pub(crate) fn forward(x: &[f32], w: &[f32], g: &Conv2dGeom, plan: &Plan, out: &mut [f32], budget: usize) {
     let v = plan.v;
     let per_call;
@@ -577,9 +619,8 @@ pub(crate) fn forward(x: &[f32], w: &[f32], g: &Conv2dGeom, plan: &Plan, out: &m
     };
     let tl = Tiling::new(g.h, g.w, g.pad_top, g.pad_left, g.out_h(), g.out_w(), v);
     let (in_len, out_len, u_len) = (g.cin * g.h * g.w, g.cout * tl.oh * tl.ow, g.cout * g.cin);
-    let p = |r: usize| [3, 1, 2, 0][r];
     let a = |xi: usize| match plan.kept {
-        Some(_) => MatRef::new(&u[(p(xi / 4) * 4 + p(xi % 4)) * u_len..][..u_len], g.cout).t(),
+        Some(_) => MatRef::new(&u[xi * u_len..][..u_len], g.cout).t(),
         None => MatRef::new(&u[xi * u_len..][..u_len], g.cin),
     };
     for (xs, os) in x.chunks_exact(in_len).zip(out.chunks_exact_mut(out_len)) {
@@ -587,24 +628,24 @@ pub(crate) fn forward(x: &[f32], w: &[f32], g: &Conv2dGeom, plan: &Plan, out: &m
     }
 }
 
-/// `gx (n, cin, h, w) += d loss / d x` given `go` (n, cout, oh, ow): the same conv run backwards,
-/// over the output gradient padded by `2 - pad` on each side, with flipped kernels and cin/cout
-/// swapped: U built flipped per call, or kept ([`kept_u`]).
+/// `gx (n, cin, h, w) += d loss / d x` given `go` (n, cout, oh, ow): the correlation of the output
+/// gradient, padded by `2 - pad` on each side, with the kernels rotated by 180 degrees and cin/cout
+/// swapped. The variant's mirror image runs it on the forward's U ([`Variant`]), (cin x cout) per
+/// xi: built so per call, or kept.
 pub(crate) fn input_grad(go: &[f32], w: &[f32], g: &Conv2dGeom, plan: &Plan, gx: &mut [f32], budget: usize) {
-    let v = plan.v;
+    let v = plan.v.mirrored();
     let (oh, ow) = (g.out_h(), g.out_w());
     let tl = Tiling::new(oh, ow, 2 - g.pad_top, 2 - g.pad_left, g.h, g.w, v);
     let (in_len, out_len, u_len) = (g.cin * g.h * g.w, g.cout * oh * ow, g.cout * g.cin);
     let per_call;
-    let (u, kept) = match plan.kept {
-        Some(u) => (u, true),
+    let u = match plan.kept {
+        Some(u) => u,
         None => {
-            per_call = crate::profile::time(|| format!("  winograd F{} U {}@{}", v.m, g.cout, g.h), || transform_weights(w, g.cout, g.cin, true, v));
-            (&per_call[..], false)
+            per_call = crate::profile::time(|| format!("  winograd F{} U {}@{}", v.m, g.cout, g.h), || transform_weights(w, g.cout, g.cin, true, plan.v));
+            &per_call
         }
     };
     let a = |xi: usize| MatRef::new(&u[xi * u_len..][..u_len], g.cout);
-    debug_assert!(!kept || v.m == 2, "only F(2x2)'s U is kept");
     for (gos, gxs) in go.chunks_exact(out_len).zip(gx.chunks_exact_mut(in_len)) {
         conv_image(gos, a, g.cout, g.cin, &tl, v, gxs, budget);
     }
@@ -627,9 +668,32 @@ mod tests {
         ]
     }
 
-    /// Every plan a conv can run by: F(2x2) and F(4x4) with U per call, and F(2x2) with U kept.
-    fn plans<'u>(u2: &'u [f32]) -> [Plan<'u>; 3] {
-        [Plan { v: &F2, kept: None }, Plan { v: &F4, kept: None }, Plan { v: &F2, kept: Some(u2) }]
+    /// Every plan a conv can run by: F(2x2) and F(4x4), each with U per call or kept.
+    fn plans<'u>(kept: &'u [Vec<f32>; 2]) -> [Plan<'u>; 4] {
+        [Plan { v: &F2, kept: None }, Plan { v: &F4, kept: None }, Plan { v: &F2, kept: Some(&kept[0]) }, Plan { v: &F4, kept: Some(&kept[1]) }]
+    }
+
+    fn kept_both(w: &[f32], g: &Conv2dGeom) -> [Vec<f32>; 2] {
+        [kept_u(w, g, &F2), kept_u(w, g, &F4)]
+    }
+
+    #[test]
+    fn mirror_images_are_variants_of_their_own() {
+        // Reversing columns and rows: the mirror's mirror is the variant.
+        assert_eq!(reverse_columns(reverse_columns(F4_BT, 6), 6), F4_BT);
+        assert_eq!(reverse_rows(F4_AT, 6)[..6], F4_AT[18..]);
+        assert_eq!(reverse_columns(F2_G, 3)[..3], [0.0, 0.0, 1.0]);
+        // Each mirror image computes the forward correlation by itself (U from its own G).
+        let mut rng = Rng::new(20);
+        for g in cases() {
+            let (x, w) = (rng.vec(g.n * g.cin * g.h * g.w), rng.vec(g.cout * g.cin * 9));
+            let want = naive_conv(&x, &w, None, &g);
+            for v in [&F2_MIRRORED, &F4_MIRRORED] {
+                let mut got = vec![0.0; want.len()];
+                forward(&x, &w, &g, &Plan { v, kept: None }, &mut got, 1 << 20);
+                assert_close(&format!("mirrored F{} {g:?}", v.m), &got, &want, 2e-5);
+            }
+        }
     }
 
     #[test]
@@ -639,8 +703,8 @@ mod tests {
             let x = rng.vec(g.n * g.cin * g.h * g.w);
             let w = rng.vec(g.cout * g.cin * 9);
             let want = naive_conv(&x, &w, None, &g);
-            let u2 = kept_u(&w, &g);
-            for plan in plans(&u2) {
+            let kept = kept_both(&w, &g);
+            for plan in plans(&kept) {
                 for budget in [1, 1 << 20] {
                     let mut got = vec![0.0; want.len()];
                     forward(&x, &w, &g, &plan, &mut got, budget);
@@ -660,12 +724,11 @@ mod tests {
             let x = rng.vec(g.n * g.cin * g.h * g.w);
             let w = rng.vec(g.cout * g.cin * 9);
             let y = rng.vec(g.n * g.cout * g.out_h() * g.out_w());
-            // <conv x, y> computed directly must equal <x, conv^T y> computed by Winograd; with U
-            // kept, this checks that the kept U is the flipped kernels' (the forward test above
-            // checks the permutation that reads it as the forward's).
+            // <conv x, y> computed directly must equal <x, conv^T y> computed by Winograd: the mirror
+            // image on the forward's U, built per call or kept.
             let lhs: f64 = naive_conv(&x, &w, None, &g).iter().zip(&y).map(|(a, b)| a * *b as f64).sum();
-            let u2 = kept_u(&w, &g);
-            for plan in plans(&u2) {
+            let kept = kept_both(&w, &g);
+            for plan in plans(&kept) {
                 let mut gx = vec![0.0; x.len()];
                 input_grad(&y, &w, &g, &plan, &mut gx, 1 << 20);
                 let rhs = dot(&x, &gx);
@@ -678,14 +741,17 @@ mod tests {
     fn kept_weights_stay_within_their_budget() {
         let g = geom((1, 8, 7, 7, 8), (3, 3), (1, 1), (1, 1, 1, 1), 1);
         let w = Rng::new(23).vec(8 * 8 * 9);
-        let bytes = Kept::bytes(&g);
+        let bytes = Kept::bytes(&g, &F2);
         // Room for one U: the first conv keeps its U (the same one on every call), the second not.
         let budget = KeepBudget::new(bytes + bytes / 2);
         let (first, second) = (Kept::new(budget.clone()), Kept::new(budget.clone()));
-        let u = first.get(&w, &g).expect("room for one").as_ptr();
-        assert_eq!(first.get(&w, &g).map(<[f32]>::as_ptr), Some(u));
-        assert!(!second.possible(&g) && second.get(&w, &g).is_none());
+        let u = first.get(&w, &g, &F2).expect("room for one").as_ptr();
+        assert_eq!(first.get(&w, &g, &F2).map(<[f32]>::as_ptr), Some(u));
+        assert!(!second.possible(&g, &F2) && second.get(&w, &g, &F2).is_none());
         assert_eq!(budget.left(), bytes / 2);
+        // A conv keeps one variant's U: asked for another's (a second input size), it has none.
+        assert!(!first.possible(&g, &F4) && first.get(&w, &g, &F4).is_none());
+        assert_eq!(Kept::bytes(&g, &F4), 9 * bytes / 4);
     }
 
     #[test]
@@ -696,17 +762,18 @@ mod tests {
             choose(g, &w, Some(&kept)).map(|p| (p.v.m, p.kept.is_some()))
         };
         // ResNet-18's stride-1 3x3 layers, as measured fastest in wasm: 56x56 and 28x28 take F(4x4),
-        // 14x14 F(2x2), 7x7 with 512 channels F(2x2) with U kept, else the direct product.
-        for budget in [0, usize::MAX] {
-            assert_eq!(choice(&g(64, 56), budget), Some((4, false)));
-            assert_eq!(choice(&g(128, 28), budget), Some((4, false)));
+        // kept where the budget allows, 14x14 F(2x2), 7x7 with 512 channels F(2x2) with U kept,
+        // else the direct product.
+        for (budget, keeps) in [(0, false), (usize::MAX, true)] {
+            assert_eq!(choice(&g(64, 56), budget), Some((4, keeps)));
+            assert_eq!(choice(&g(128, 28), budget), Some((4, keeps)));
         }
         assert_eq!(choice(&g(256, 14), 0), Some((2, false)));
         assert_eq!(choice(&g(256, 14), usize::MAX), Some((2, true)));
         assert_eq!(choice(&g(512, 7), 0), None);
         assert_eq!(choice(&g(512, 7), usize::MAX), Some((2, true)));
         // VGG-16's first layers (224x224) and its last (512 channels at 14x14).
-        assert_eq!(choice(&g(64, 224), usize::MAX), Some((4, false)));
+        assert_eq!(choice(&g(64, 224), usize::MAX), Some((4, true)));
         assert_eq!(choice(&g(512, 14), usize::MAX), Some((2, true)));
         // Not 3x3 stride 1 ungrouped: never.
         assert_eq!(choice(&geom((1, 8, 16, 16, 8), (3, 3), (2, 2), (1, 1, 1, 1), 1), usize::MAX), None);
