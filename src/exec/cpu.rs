@@ -46,7 +46,7 @@ pub struct CpuExecutor {
 }
 
 /// What the kept transformed weights of a model's convs ([`Kept`]) may take, in multiples of its
-/// weights' f32 bytes: ResNet-18 keeps 73 MB (1.55x: F(4x4) in layers 1-2, F(2x2) in layers 3-4),
+/// weights' f32 bytes: ResNet-18 keeps 69 MiB (1.55x: F(4x4) in layers 1-2, F(2x2) in layers 3-4),
 /// and its convs take the budget in the order they first run, so a budget that fits only part of
 /// this leaves layer4, the last and the largest, to transform its U on every call.
 const KEPT_PER_WEIGHT_BYTE: f64 = 1.75;
