@@ -3,6 +3,7 @@
 // swapping places every round. On a machine whose speed drifts by tens of percent from minute to
 // minute, the per-round ratio B/A sees both builds under the same conditions; its median is what
 // an A/B reports. GEMM_SHAPES='m,n,k[,t] ...' instead times products ([GEMM_COLD=1]: A from memory).
+import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 const require = createRequire(import.meta.url);
 const [dirA, dirB, roundsArg, arch = 'resnet18', ...methodArgs] = process.argv.slice(2);
@@ -35,7 +36,9 @@ if (process.env.GEMM_SHAPES) {
   }
 } else {
   const methods = methodArgs.length ? methodArgs : ['gradcam', 'guided-gradcam'];
-  builds.forEach((w) => w.method_setup(arch, new Uint8Array(0)));
+  // Synthetic weights (an empty model) for every arch but the bundled default model's.
+  const model = arch === 'efficientnet_lite0' ? new Uint8Array(readFileSync(new URL('../assets/models/efficientnet-lite0.safetensors', import.meta.url))) : new Uint8Array(0);
+  builds.forEach((w) => w.method_setup(arch, model));
   for (const method of methods) {
     builds.forEach((w) => w.method_ms(method)); // warm-up
     const [a, b] = alternate((w) => w.method_ms(method));

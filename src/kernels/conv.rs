@@ -105,35 +105,48 @@ pub(crate) fn forward_with_budget(x: &[f32], weight: &[f32], bias: Option<&[f32]
     }
     let plane = g.out_h() * g.out_w();
     let mut out = vec![0.0; g.n * g.cout * plane];
-    if let Some(b) = bias {
-        // Start from the bias and let gemm accumulate onto it.
-        for (o, bc) in out.chunks_exact_mut(plane).zip(b.iter().cycle()) {
-            o.fill(*bc);
-        }
-    }
     let (in_len, out_len, w_len) = g.group_lens();
     if in_len == 0 || out_len == 0 || w_len == 0 {
+        fill_bias(&mut out, bias, plane);
         return out; // nothing to sum over: the output is just the bias
     }
     if let Some(plan) = winograd::choose(g, weight, kept) {
+        fill_bias(&mut out, bias, plane);
         winograd::forward(x, weight, g, &plan, &mut out, budget);
         return out;
     }
+    // The products start from the bias themselves (`sgemm::Start::Rows`): no pass over the output
+    // before them, which on two threads was a serial part of every conv.
     let (gv, mut cols) = (g.group_view(), Vec::new());
     let per_gemm = images_per_gemm(g, budget);
     if per_gemm > 1 {
         // Small planes: several images side by side as the columns of one product.
         for (xs, os) in x.chunks(per_gemm * in_len).zip(out.chunks_mut(per_gemm * out_len)) {
-            forward_images(xs, weight, os, &gv, xs.len() / in_len, &mut cols);
+            forward_images(xs, weight, bias, os, &gv, xs.len() / in_len, &mut cols);
         }
         return out;
     }
-    // Slices come image-major then group-major, so the weight groups cycle.
+    // Slices come image-major then group-major, so the weight groups (and the bias's) cycle.
     let slices = x.chunks_exact(in_len).zip(out.chunks_exact_mut(out_len)).zip(weight.chunks_exact(w_len).cycle());
-    for ((xs, os), ws) in slices {
-        forward_group(xs, ws, os, &gv, &mut cols, budget);
+    for (i, ((xs, os), ws)) in slices.enumerate() {
+        let group_bias = bias.map(|b| &b[(i % g.groups) * gv.cout..][..gv.cout]);
+        forward_group(xs, ws, group_bias, os, &gv, &mut cols, budget);
     }
     out
+}
+
+/// Every plane of channel c (planes `plane` long, channels cycling) := bias[c], if there is a bias.
+fn fill_bias(out: &mut [f32], bias: Option<&[f32]>, plane: usize) {
+    if let Some(b) = bias {
+        for (o, bc) in out.chunks_exact_mut(plane).zip(b.iter().cycle()) {
+            o.fill(*bc);
+        }
+    }
+}
+
+/// Where a product's sums start: row r (an output channel) from `bias[r]`, else from zero.
+fn start_from(bias: Option<&[f32]>) -> sgemm::Start<'_> {
+    bias.map_or(sgemm::Start::Zero, sgemm::Start::Rows)
 }
 
 /// Columns (images x output positions) one batched product may take: past a few hundred the
@@ -181,33 +194,30 @@ impl<S: RowSource> RowSource for SideBySide<S> {
 
 /// out[image, cout, plane] += W[cout, k] * B[k, (image, plane)] for `images` images of one
 /// (ungrouped) conv in one product, through a `cout x images * plane` buffer.
-fn forward_images(x: &[f32], w: &[f32], out: &mut [f32], g: &Conv2dGeom, images: usize, cols: &mut Vec<f32>) {
+fn forward_images(x: &[f32], w: &[f32], bias: Option<&[f32]>, out: &mut [f32], g: &Conv2dGeom, images: usize, cols: &mut Vec<f32>) {
     let in_len = g.cin * g.h * g.w;
     let xs = x.chunks_exact(in_len);
     if g.is_pointwise() {
         let plane = g.h * g.w;
         let b = SideBySide { images: xs.map(|xi| MatRef::new(xi, plane)).collect(), plane };
-        product_side_by_side(w, g.cin, &b, out, g.cout, images * plane, plane, cols);
+        product_side_by_side(w, g.cin, &b, bias, out, g.cout, images * plane, plane, cols);
     } else {
         let b = SideBySide { images: xs.map(|x| Im2col { x, g }).collect(), plane: g.out_h() * g.out_w() };
-        product_side_by_side(w, g.cin * g.kh * g.kw, &b, out, g.cout, images * b.plane, b.plane, cols);
+        product_side_by_side(w, g.cin * g.kh * g.kw, &b, bias, out, g.cout, images * b.plane, b.plane, cols);
     }
 }
 
-/// `out` (images x m x plane, already holding the bias) += W[m, k] * B[k, n], where B's columns
-/// are the images' planes side by side (`n = images * plane`).
+/// `out` (images x m x plane) = bias + W[m, k] * B[k, n], where B's columns are the images' planes
+/// side by side (`n = images * plane`).
 #[allow(clippy::too_many_arguments)]
-fn product_side_by_side(w: &[f32], k: usize, b: &(impl RowSource + Sync), out: &mut [f32], m: usize, n: usize, plane: usize, cols: &mut Vec<f32>) {
-    // C starts from each image's bias (every plane of a channel holds the same value) and the
-    // product accumulates onto it, as the one-image path does.
+fn product_side_by_side(w: &[f32], k: usize, b: &(impl RowSource + Sync), bias: Option<&[f32]>, out: &mut [f32], m: usize, n: usize, plane: usize, cols: &mut Vec<f32>) {
     let mut c = vec![0.0; m * n];
-    for (row, o) in c.chunks_exact_mut(n).zip(out.chunks_exact(plane)) {
-        row.fill(o[0]);
-    }
     if own_gemm(m, n, false) {
-        sgemm::sgemm(m, n, k, MatRef::new(w, k), b, &mut c, n, true);
+        sgemm::sgemm(m, n, k, MatRef::new(w, k), b, &mut c, n, start_from(bias));
     } else {
-        // The `gemm` crate reads B from memory: materialise it (within the caller's budget).
+        // C starts from the bias (the one-image path's order of sums), and the `gemm` crate, which
+        // reads B from memory, gets it materialised (within the caller's budget).
+        fill_bias(&mut c, bias, n);
         cols.resize(k * n, 0.0);
         for (r, dst) in cols.chunks_exact_mut(n).enumerate() {
             b.row(r, 0..n, dst);
@@ -259,18 +269,24 @@ fn row_chunks(out_h: usize, rows: usize) -> impl Iterator<Item = Range<usize>> {
     (0..out_h).step_by(rows).map(move |r0| r0..(r0 + rows).min(out_h))
 }
 
-/// out[cout, oh*ow] += W[cout, k] * cols[k, oh*ow] for one image and group.
-fn forward_group(x: &[f32], w: &[f32], out: &mut [f32], g: &Conv2dGeom, cols: &mut Vec<f32>, budget: usize) {
+/// out[cout, oh*ow] = bias + W[cout, k] * cols[k, oh*ow] for one image and group.
+fn forward_group(x: &[f32], w: &[f32], bias: Option<&[f32]>, out: &mut [f32], g: &Conv2dGeom, cols: &mut Vec<f32>, budget: usize) {
     let (oh, ow) = (g.out_h(), g.out_w());
     let plane = oh * ow;
-    if g.is_pointwise() {
-        matmul(g.cout, plane, g.cin, MatRef::new(w, g.cin), MatRef::new(x, plane), out, plane, true);
-        return;
-    }
     let k = g.cin * g.kh * g.kw;
     if own_gemm(g.cout, plane, false) {
-        // Our GEMM packs the im2col matrix straight from the image, a row at a time.
-        sgemm::sgemm(g.cout, plane, k, MatRef::new(w, k), &Im2col { x, g }, out, plane, true);
+        // Our GEMM reads a 1x1 conv's input as it is, and packs any other's im2col matrix straight
+        // from the image, a row at a time.
+        let a = MatRef::new(w, k);
+        match g.is_pointwise() {
+            true => sgemm::sgemm(g.cout, plane, k, a, &MatRef::new(x, plane), out, plane, start_from(bias)),
+            false => sgemm::sgemm(g.cout, plane, k, a, &Im2col { x, g }, out, plane, start_from(bias)),
+        }
+        return;
+    }
+    fill_bias(out, bias, plane);
+    if g.is_pointwise() {
+        matmul(g.cout, plane, g.cin, MatRef::new(w, g.cin), MatRef::new(x, plane), out, plane, true);
         return;
     }
     let rows = rows_per_chunk(k, oh, ow, budget);

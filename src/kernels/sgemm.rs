@@ -1,4 +1,4 @@
-//! The f32 matrix product of the wasm32 build: `c = (c if accumulate) + a * b`, one thread.
+//! The f32 matrix product of the wasm32 build: `c = start + a * b` (zero, c itself, or a value per row).
 //!
 //! The `gemm` crate's simd128 kernel keeps a 12x4 tile of C in 12 registers, plus 3 of A and 1 of B:
 //! all 16 that V8 gives wasm on x86-64, one of which it keeps as a scratch register, so it spills.
@@ -147,25 +147,51 @@ fn into_panels(src: &[f32], p: usize, kc: usize, out: &mut [f32]) {
 /// each thread its own segment of every row, so no two threads ever hold the same element.
 type Rows<'r, 'c> = &'r mut [&'c mut [f32]];
 
+/// What C's sums start from: `C = start + A * B`.
+#[derive(Clone, Copy)]
+pub(crate) enum Start<'a> {
+    /// Zero: C is overwritten.
+    Zero,
+    /// C itself: the product accumulates onto it.
+    C,
+    /// `row[i]` for every column of row i (a conv's bias): C is overwritten, and no pass before
+    /// the product has to fill it.
+    Rows(&'a [f32]),
+}
+
+/// How a tile of sums goes into C: `Set` (C = sums), `Add` (C += sums), `Onto(v)` (C's row r =
+/// v[r] + sums, v starting at the tile's first row).
+#[derive(Clone, Copy)]
+enum Store<'a> {
+    Set,
+    Add,
+    Onto(&'a [f32]),
+}
+
 /// A kernel's 4 x 8 accumulators, in the registers' layout.
 #[cfg(target_arch = "wasm32")]
 type Acc = [[core::arch::wasm32::v128; 2]; MR];
 #[cfg(not(target_arch = "wasm32"))]
 type Acc = [[f32; NR]; MR];
 
-/// Stores (or, when `add`, adds) a whole tile into rows `0..MR` of `c`, columns `j..j + NR`.
+/// Puts a whole tile into rows `0..MR` of `c`, columns `j..j + NR`, as `how` says.
 #[cfg(target_arch = "wasm32")]
 #[inline(always)]
-fn store_tile(acc: Acc, c: Rows, j: usize, add: bool) {
+fn store_tile(acc: Acc, c: Rows, j: usize, how: Store) {
     use core::arch::wasm32::*;
-    for (row, [mut lo, mut hi]) in c.iter_mut().zip(acc) {
+    for (r, (row, [mut lo, mut hi])) in c.iter_mut().zip(acc).enumerate() {
         let dst = &mut row[j..j + NR];
         // SAFETY: `dst` holds exactly NR = 8 floats; v128_load/store accept unaligned addresses.
         unsafe {
             let (dlo, dhi) = (dst.as_mut_ptr() as *mut v128, dst.as_mut_ptr().add(4) as *mut v128);
-            if add {
-                lo = f32x4_add(v128_load(dlo), lo);
-                hi = f32x4_add(v128_load(dhi), hi);
+            let base = match how {
+                Store::Set => None,
+                Store::Add => Some((v128_load(dlo), v128_load(dhi))),
+                Store::Onto(v) => Some((f32x4_splat(v[r]), f32x4_splat(v[r]))),
+            };
+            if let Some((blo, bhi)) = base {
+                lo = f32x4_add(blo, lo);
+                hi = f32x4_add(bhi, hi);
             }
             v128_store(dlo, lo);
             v128_store(dhi, hi);
@@ -174,11 +200,8 @@ fn store_tile(acc: Acc, c: Rows, j: usize, add: bool) {
 }
 
 #[cfg(not(target_arch = "wasm32"))]
-fn store_tile(acc: Acc, c: Rows, j: usize, add: bool) {
-    for (row, cr) in c.iter_mut().zip(acc) {
-        let dst = &mut row[j..j + NR];
-        dst.iter_mut().zip(cr).for_each(|(d, v)| *d = if add { *d + v } else { v });
-    }
+fn store_tile(acc: Acc, c: Rows, j: usize, how: Store) {
+    write_edge(acc, c, j, (MR, NR), how);
 }
 
 /// The accumulators as plain rows, for an edge tile.
@@ -296,24 +319,25 @@ fn kernel_1(kc: usize, a: &[f32], (rs, ps): (usize, usize), col: &[f32]) -> [f32
     core::array::from_fn(|r| (0..kc).fold(0.0, |s, p| s + a[r + p * ps] * col[p]))
 }
 
-/// Writes (or adds) the live `rows x cols` corner of an edge tile into `c` at column `j`.
-fn write_edge(tile: [[f32; NR]; MR], c: Rows, j: usize, (rows, cols): (usize, usize), overwrite: bool) {
-    for (dst_row, src) in c.iter_mut().zip(tile).take(rows) {
-        let dst = &mut dst_row[j..j + cols];
-        if overwrite {
-            dst.copy_from_slice(&src[..cols]);
-        } else {
-            dst.iter_mut().zip(&src[..cols]).for_each(|(d, s)| *d += s);
+/// Puts the live `rows x cols` corner of an edge tile into `c` at column `j`, as `how` says.
+fn write_edge(tile: [[f32; NR]; MR], c: Rows, j: usize, (rows, cols): (usize, usize), how: Store) {
+    for (r, (dst_row, src)) in c.iter_mut().zip(tile).take(rows).enumerate() {
+        let (dst, src) = (&mut dst_row[j..j + cols], &src[..cols]);
+        match how {
+            Store::Set => dst.copy_from_slice(src),
+            Store::Add => dst.iter_mut().zip(src).for_each(|(d, s)| *d += s),
+            Store::Onto(v) => dst.iter_mut().zip(src).for_each(|(d, s)| *d = v[r] + s),
         }
     }
 }
 
-/// `c[m, n] = (c if accumulate) + a[m, k] * b[k, n]`; the caller ([`super::matmul`]) checked sizes.
+/// `c[m, n] = start + a[m, k] * b[k, n]`; the caller ([`super::matmul`]) checked sizes (and that
+/// a `Start::Rows` holds m values).
 ///
 /// Big products are split by columns across the thread pool ([`super::parallel`]): each part packs
 /// its own columns of B and writes its own segment of every row of C.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn sgemm(m: usize, n: usize, k: usize, a: MatRef, b: &(impl RowSource + Sync), c: &mut [f32], ldc: usize, accumulate: bool) {
+pub(crate) fn sgemm(m: usize, n: usize, k: usize, a: MatRef, b: &(impl RowSource + Sync), c: &mut [f32], ldc: usize, start: Start) {
     let parts = super::parallel::parts(n.div_ceil(NR), m * k * NR);
     let col_ranges = super::parallel::ranges(n, parts, NR);
     let mut segments: Vec<Vec<&mut [f32]>> = col_ranges.iter().map(|_| Vec::with_capacity(m)).collect();
@@ -326,11 +350,11 @@ pub(crate) fn sgemm(m: usize, n: usize, k: usize, a: MatRef, b: &(impl RowSource
         }
     }
     let blocks: Vec<_> = segments.into_iter().zip(col_ranges).collect();
-    super::parallel::for_each(blocks, |_, (mut rows, cols)| sgemm_block(m, cols, k, a, b, &mut rows, accumulate));
+    super::parallel::for_each(blocks, |_, (mut rows, cols)| sgemm_block(m, cols, k, a, b, &mut rows, start));
 }
 
 /// The product for columns `cols` of C, whose rows (cut to those columns) are `c`.
-fn sgemm_block(m: usize, block: Range<usize>, k: usize, a: MatRef, b: &impl RowSource, c: Rows, accumulate: bool) {
+fn sgemm_block(m: usize, block: Range<usize>, k: usize, a: MatRef, b: &impl RowSource, c: Rows, start: Start) {
     let (mut packed_a, mut packed_b, mut row, mut column) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     // A transposed is read in place too unless its depth steps (ld floats apart) fall into few of L2's
     // sets: at 16 KB apart (Winograd's U, transposed) 4 sets held a 256-step strip in 32 lines, and
@@ -344,8 +368,12 @@ fn sgemm_block(m: usize, block: Range<usize>, k: usize, a: MatRef, b: &impl RowS
         for pc in (0..k).step_by(KC) {
             let ks = pc..(pc + KC).min(k);
             let kc = ks.len();
-            // The first depth block replaces C unless the caller accumulates; later ones add.
-            let overwrite = pc == 0 && !accumulate;
+            // The first depth block puts the sums onto the start; later ones add.
+            let how = |i0: usize| match (pc, start) {
+                (0, Start::Zero) => Store::Set,
+                (0, Start::Rows(v)) => Store::Onto(&v[i0..]),
+                _ => Store::Add,
+            };
             crate::profile::time(|| format!("  pack B {}x{}x{}", m, n, k), || pack_b(b, ks.clone(), b_cols.clone(), &mut packed_b, &mut row));
             for ic in (0..m).step_by(MC) {
                 let rows = ic..(ic + MC).min(m);
@@ -379,13 +407,13 @@ fn sgemm_block(m: usize, block: Range<usize>, k: usize, a: MatRef, b: &impl RowS
                         // A whole tile goes straight into C; an edge one element by element, from
                         // the narrowest kernel that covers its live columns.
                         match live_cols {
-                            NR if live_rows == MR => store_tile(kernel(kc, astrip, strides, bpanel), c_rows, j0, !overwrite),
+                            NR if live_rows == MR => store_tile(kernel(kc, astrip, strides, bpanel), c_rows, j0, how(i0)),
                             1 if one_column => {
                                 let tile = kernel_1(kc, astrip, strides, &column).map(|x| [x; NR]);
-                                write_edge(tile, c_rows, j0, (live_rows, 1), overwrite);
+                                write_edge(tile, c_rows, j0, (live_rows, 1), how(i0));
                             }
-                            1..=4 => write_edge(kernel_4(kc, astrip, strides, bpanel), c_rows, j0, (live_rows, live_cols), overwrite),
-                            _ => write_edge(to_rows(kernel(kc, astrip, strides, bpanel)), c_rows, j0, (live_rows, live_cols), overwrite),
+                            1..=4 => write_edge(kernel_4(kc, astrip, strides, bpanel), c_rows, j0, (live_rows, live_cols), how(i0)),
+                            _ => write_edge(to_rows(kernel(kc, astrip, strides, bpanel)), c_rows, j0, (live_rows, live_cols), how(i0)),
                         }
                     }
                 }
@@ -411,12 +439,16 @@ mod tests {
     use crate::kernels::testutil::Rng;
 
     #[allow(clippy::too_many_arguments)]
-    fn naive(m: usize, n: usize, k: usize, a: &MatRef, b: &MatRef, c0: &[f32], ldc: usize, accumulate: bool) -> Vec<f32> {
+    fn naive(m: usize, n: usize, k: usize, a: &MatRef, b: &MatRef, c0: &[f32], ldc: usize, start: Start) -> Vec<f32> {
         let mut c = c0.to_vec();
         for i in 0..m {
             for j in 0..n {
                 let s: f64 = (0..k).map(|p| at(a, i, p) as f64 * at(b, p, j) as f64).sum();
-                let base = if accumulate { c[i * ldc + j] as f64 } else { 0.0 };
+                let base = match start {
+                    Start::Zero => 0.0,
+                    Start::C => c[i * ldc + j] as f64,
+                    Start::Rows(v) => v[i] as f64,
+                };
                 c[i * ldc + j] = (base + s) as f32;
             }
         }
@@ -429,19 +461,22 @@ mod tests {
         // Shapes straddle MR, NR, KC, MC and NC boundaries (and take A in place or packed); ldc > n
         // leaves untouched columns.
         for &(m, n, k) in &[(1, 1, 1), (5, 7, 3), (6, 8, 256), (7, 9, 257), (13, 530, 40), (121, 17, 600), (64, 49, 576), (12, 9, 300), (132, 16, 512), (12, 12, 35), (9, 3, 6), (16, 196, 70)] {
-            for (ta, tb, accumulate) in [(false, false, false), (true, false, true), (false, true, true), (true, true, false)] {
+            let bias = rng.vec(m);
+            for (ta, tb, start) in
+                [(false, false, Start::Zero), (true, false, Start::C), (false, true, Start::C), (true, true, Start::Zero), (false, false, Start::Rows(&bias)), (true, true, Start::Rows(&bias))]
+            {
                 let ldc = n + 3;
                 let ad = rng.vec(m * k);
                 let bd = rng.vec(k * n);
                 let a = if ta { MatRef::new(&ad, m).t() } else { MatRef::new(&ad, k) };
                 let b = if tb { MatRef::new(&bd, k).t() } else { MatRef::new(&bd, n) };
                 let c0 = rng.vec(m * ldc);
-                let want = naive(m, n, k, &a, &b, &c0, ldc, accumulate);
+                let want = naive(m, n, k, &a, &b, &c0, ldc, start);
                 let mut got = c0.clone();
-                sgemm(m, n, k, a, &b, &mut got, ldc, accumulate);
+                sgemm(m, n, k, a, &b, &mut got, ldc, start);
                 for (i, (g, w)) in got.iter().zip(&want).enumerate() {
                     let tol = 1e-5 * (k as f32).sqrt().max(1.0) * 4.0;
-                    assert!((g - w).abs() <= tol, "m{m} n{n} k{k} ta{ta} tb{tb} acc{accumulate} at {i}: {g} vs {w}");
+                    assert!((g - w).abs() <= tol, "m{m} n{n} k{k} ta{ta} tb{tb} at {i}: {g} vs {w}");
                 }
             }
         }
@@ -455,10 +490,10 @@ mod tests {
         let (a, b) = (MatRef::new(&ad, k), MatRef::new(&bd, n));
         assert!(crate::kernels::parallel::parts(n.div_ceil(NR), m * k * NR) > 1 || crate::kernels::parallel::threads() == 1);
         let mut split = vec![0.0; m * n];
-        sgemm(m, n, k, a, &b, &mut split, n, false);
+        sgemm(m, n, k, a, &b, &mut split, n, Start::Zero);
         let mut one = vec![0.0; m * n];
         let mut rows: Vec<&mut [f32]> = one.chunks_mut(n).collect();
-        sgemm_block(m, 0..n, k, a, &b, &mut rows, false);
+        sgemm_block(m, 0..n, k, a, &b, &mut rows, Start::Zero);
         assert!(split.iter().zip(&one).all(|(x, y)| x.to_bits() == y.to_bits()));
     }
 }
