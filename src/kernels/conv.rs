@@ -192,7 +192,7 @@ impl<S: RowSource> RowSource for SideBySide<S> {
     }
 }
 
-/// out[image, cout, plane] += W[cout, k] * B[k, (image, plane)] for `images` images of one
+/// out[image, cout, plane] = bias + W[cout, k] * B[k, (image, plane)] for `images` images of one
 /// (ungrouped) conv in one product, through a `cout x images * plane` buffer.
 fn forward_images(x: &[f32], w: &[f32], bias: Option<&[f32]>, out: &mut [f32], g: &Conv2dGeom, images: usize, cols: &mut Vec<f32>) {
     let in_len = g.cin * g.h * g.w;
