@@ -31,28 +31,16 @@ pub fn relu_forward(x: &[f32], clamp: Clamp) -> Vec<f32> {
 /// [`relu_forward`] in place, written as compare-and-select so it vectorises (also on wasm32 simd128,
 /// where `f32::max`'s NaN rule would force a scalar loop). The comparisons are negated
 /// (`!(v <= 0)`), so a NaN fails them and passes through unchanged.
-/// Split across threads where the build has them ([`in_runs`]).
+/// Split across threads where the build has them ([`super::parallel::in_runs`]).
 #[allow(clippy::neg_cmp_op_on_partial_ord)]
 pub fn clamp_in_place(x: &mut [f32], clamp: Clamp) {
-    in_runs(x, |_, run| match clamp {
+    super::parallel::in_runs(x, |_, run| match clamp {
         Clamp::Relu => run.iter_mut().for_each(|v| *v = if !(*v <= 0.0) { *v } else { 0.0 }),
         Clamp::Relu6 => run.iter_mut().for_each(|v| {
             let r = if !(*v <= 0.0) { *v } else { 0.0 };
             *v = if !(r >= 6.0) { r } else { 6.0 };
         }),
     });
-}
-
-/// Values per piece of an elementwise pass's split: a few L1-sized runs.
-const CHUNK: usize = 4096;
-
-/// Runs `f(offset, run)` over `out` cut into runs, spread over the thread pool. An elementwise pass
-/// after a conv split across threads would otherwise be the serial part of that conv: on two threads,
-/// a pass over its whole output while the other thread waits. Each element is computed alone, so the
-/// bits are the same on any number of threads.
-fn in_runs(out: &mut [f32], f: impl Fn(usize, &mut [f32]) + Sync) {
-    let parts = super::parallel::parts(out.len().div_ceil(CHUNK), CHUNK);
-    super::parallel::for_each_run(out, CHUNK, parts, |first, run| f(first * CHUNK, run));
 }
 
 /// The backward mask of a ReLU/ReLU6 read off its *output* `y`: 1 where the gradient passes
@@ -81,7 +69,7 @@ pub fn relu_output_grad(y: &[f32], g: &[f32], clamp: Clamp, rule: ReluRule) -> V
         return y.iter().zip(g).map(|(&y, &g)| pass(y, g)).collect(); // no zeroed buffer first
     }
     let mut out = vec![0.0; g.len()];
-    in_runs(&mut out, |at, run| run.iter_mut().zip(&y[at..]).zip(&g[at..]).for_each(|((o, &y), &g)| *o = pass(y, g)));
+    super::parallel::in_runs(&mut out, |at, run| run.iter_mut().zip(&y[at..]).zip(&g[at..]).for_each(|((o, &y), &g)| *o = pass(y, g)));
     out
 }
 
@@ -118,6 +106,7 @@ pub fn relu_input_grad(x: &[f32], grad_out: &[f32], clamp: Clamp, rule: ReluRule
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::parallel::RUN;
     use crate::kernels::testutil::{check_grad, Rng};
 
     #[test]
@@ -139,8 +128,8 @@ mod tests {
         let pool = |n: usize| rayon::ThreadPoolBuilder::new().num_threads(n).build().expect("a pool");
         let (one, three) = (pool(1), pool(3));
         let mut rng = Rng::new(52);
-        let len = 100 * CHUNK + 3;
-        assert_eq!(three.install(|| crate::kernels::parallel::parts(len.div_ceil(CHUNK), CHUNK)), 3, "the pass splits");
+        let len = 100 * RUN + 3;
+        assert_eq!(three.install(|| crate::kernels::parallel::parts(len.div_ceil(RUN), RUN)), 3, "the pass splits");
         let x: Vec<f32> = (0..len).map(|_| 16.0 * rng.uniform() - 4.0).collect();
         let g = rng.vec(len);
         let bits = |v: &[f32]| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();

@@ -84,9 +84,6 @@ pub fn derivative(act: Activation, x: f32) -> f32 {
     }
 }
 
-/// Values per piece of [`add`]'s split: one piece is a few L1-sized runs.
-const ADD_CHUNK: usize = 4096;
-
 /// x + y elementwise, the outputs split across threads where the build has them: every sum is
 /// computed alone, so the bits are the same on any number of threads. Candle's own add splits big
 /// tensors over a pool of its own, whose threads spin beside ours and took a core the other half of
@@ -94,9 +91,7 @@ const ADD_CHUNK: usize = 4096;
 pub fn add(x: &[f32], y: &[f32]) -> Vec<f32> {
     debug_assert_eq!(x.len(), y.len());
     let mut out = vec![0.0; x.len()];
-    let parts = super::parallel::parts(x.len().div_ceil(ADD_CHUNK), ADD_CHUNK);
-    super::parallel::for_each_run(&mut out, ADD_CHUNK, parts, |first, run| {
-        let at = first * ADD_CHUNK;
+    super::parallel::in_runs(&mut out, |at, run| {
         for ((o, a), b) in run.iter_mut().zip(&x[at..]).zip(&y[at..]) {
             *o = a + b;
         }
@@ -204,6 +199,7 @@ pub fn channel_norm_input_grad(x: &[f32], grad_out: &[f32], weight: &[f32], plan
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::parallel::RUN as ADD_CHUNK;
 
     /// The sum is exact per element and the same on 1 and 3 threads, also with a ragged last piece
     /// and lengths too short to split.

@@ -207,6 +207,18 @@ pub(crate) fn for_each_run<T: Send>(data: &mut [T], unit: usize, parts: usize, f
     for_each(runs, |_, (first, run)| f(first, run));
 }
 
+/// Values per piece of an elementwise pass's split ([`in_runs`]): a few L1-sized runs.
+pub(crate) const RUN: usize = 4096;
+
+/// Runs `f(offset, run)` over `out` cut into runs of whole [`RUN`]s, spread over the pool. An
+/// elementwise pass after a conv split across threads would otherwise be the serial part of that
+/// conv: on two threads, a pass over its whole output while the other thread waits. Each element is
+/// computed alone, so the bits are the same on any number of threads.
+pub(crate) fn in_runs(out: &mut [f32], f: impl Fn(usize, &mut [f32]) + Sync) {
+    let parts = parts(out.len().div_ceil(RUN), RUN);
+    for_each_run(out, RUN, parts, |first, run| f(first * RUN, run));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
