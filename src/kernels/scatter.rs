@@ -162,7 +162,7 @@ fn nonzero_columns<'h>(row: &[f32], hits: &'h mut [u32]) -> &'h [u32] {
 #[inline(always)]
 fn add_scaled_rows(dst: &mut [f32], stride: usize, v: f32, src: &[f32], width: usize) {
     let rows = src.len() / width;
-    assert!(width % 4 == 0 && rows > 0 && (rows - 1) * stride + width <= dst.len());
+    assert!(width.is_multiple_of(4) && rows > 0 && (rows - 1) * stride + width <= dst.len());
     // SAFETY: row s writes dst[s * stride..][..width], inside dst by the assert, and reads
     // src[s * width..][..width], inside src.
     unsafe {

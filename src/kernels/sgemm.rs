@@ -6,8 +6,8 @@
 //! 6x8 and 5x8 tiles spilled) and is blocked the classic way
 //! (Goto & van de Geijn): B is packed in blocks of `KC` rows x `NC` columns (in L2); the kernel walks
 //! a `KC` x `NR` micro-panel of B (in L1) against `MR` x `KC` strips of A. A is read in place, by its
-//! strides (packing it was a tenth of ResNet-18's time); only a ragged last strip, or a
-//! transposed A whose rows would fall into few cache sets, is packed in blocks of `MC` x `KC`.
+//! rows (packing it was a tenth of ResNet-18's time); only a ragged last strip, or a transposed A,
+//! is packed in blocks of `MC` x `KC`.
 //! Packing pads edges with zeros, so the kernel never branches; whole tiles go straight into C, edge
 //! tiles through a small buffer.
 //!
@@ -52,6 +52,9 @@ const NR: usize = 8;
 const KC: usize = 256;
 /// Rows of A per packed block: MC x KC x 4 bytes = 120 KB (L2).
 const MC: usize = 128;
+/// Rows of a transposed A per packed block: each depth step is then a contiguous run of 2 KB to
+/// pack (ResNet-18's Guided Grad-CAM took 0.97x the time of blocks of `MC` rows, with 2 MB of L2).
+const MC_TRANSPOSED: usize = 4 * MC;
 /// Columns of B per packed block: KC x NC x 4 bytes = 512 KB (L2).
 const NC: usize = 512;
 
@@ -71,28 +74,43 @@ fn reuse(buf: &mut Vec<f32>, len: usize) {
     buf.truncate(len);
 }
 
-/// Packs rows `rows` x depth `ks` of A into MR-row micro-panels, k-major, zero-padded to MR rows.
-/// Profiled, the packing was a quarter of ResNet-18's conv time when done element by element through
-/// `at`; these loops read each source row (or, transposed, each depth step) as one contiguous run.
+/// Floats from one packed strip of A to the next: a strip's `MR * kc`, and a cache line more, so
+/// that the strips' lines at one depth step fall into different cache sets.
+fn strip_len(kc: usize) -> usize {
+    MR * kc + 16
+}
+
+/// Packs rows `rows` x depth `ks` of A into MR-row micro-panels, k-major, zero-padded to MR rows,
+/// one every [`strip_len`] floats. Profiled, the packing was a quarter of ResNet-18's conv time when
+/// done element by element through `at`; these loops read each source row (or, transposed, each
+/// depth step) as one contiguous run.
 fn pack_a(a: &MatRef, rows: Range<usize>, ks: Range<usize>, out: &mut Vec<f32>) {
     let (mc, kc) = (rows.len(), ks.len());
-    reuse(out, mc.div_ceil(MR) * MR * kc);
-    for (s, strip) in out.chunks_exact_mut(MR * kc).enumerate() {
+    let sl = strip_len(kc);
+    reuse(out, mc.div_ceil(MR) * sl);
+    if a.trans {
+        // A(i, k) = data[k * ld + i]: depth step by depth step, each one contiguous run of the
+        // storage, its values four by four into the strips.
+        let ragged = mc % MR;
+        for (p, k) in ks.enumerate() {
+            let src = &a.data[k * a.ld + rows.start..][..mc];
+            for (strip, four) in out.chunks_exact_mut(sl).zip(src.chunks_exact(MR)) {
+                let four: &[f32; MR] = four.try_into().expect("whole strips");
+                strip[p * MR..][..MR].copy_from_slice(four); // a fixed-size copy: no memcpy call
+            }
+            if ragged > 0 {
+                let dst = &mut out[mc / MR * sl + p * MR..][..MR];
+                dst[..ragged].copy_from_slice(&src[mc - ragged..]);
+                dst[ragged..].fill(0.0);
+            }
+        }
+        return;
+    }
+    for (s, strip) in out.chunks_exact_mut(sl).enumerate() {
+        let strip = &mut strip[..MR * kc];
         let i0 = rows.start + s * MR;
         let live = MR.min(rows.end - i0);
-        if a.trans {
-            // A(i, k) = data[k * ld + i]: the MR values of one depth step are adjacent.
-            for (dst, k) in strip.chunks_exact_mut(MR).zip(ks.clone()) {
-                let src = &a.data[k * a.ld + i0..][..live];
-                match <&[f32; MR]>::try_from(src) {
-                    Ok(four) => dst.copy_from_slice(four), // a fixed-size copy: no memcpy call
-                    Err(_) => {
-                        dst[..live].copy_from_slice(src);
-                        dst[live..].fill(0.0);
-                    }
-                }
-            }
-        } else if live == MR {
+        if live == MR {
             // Four rows interleaved: one contiguous read per row, one 4-wide write per depth step.
             let row = |r: usize| &a.data[(i0 + r) * a.ld + ks.start..][..kc];
             let (r0, r1, r2, r3) = (row(0), row(1), row(2), row(3));
@@ -356,10 +374,10 @@ pub(crate) fn sgemm(m: usize, n: usize, k: usize, a: MatRef, b: &(impl RowSource
 /// The product for columns `cols` of C, whose rows (cut to those columns) are `c`.
 fn sgemm_block(m: usize, block: Range<usize>, k: usize, a: MatRef, b: &impl RowSource, c: Rows, start: Start) {
     let (mut packed_a, mut packed_b, mut row, mut column) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    // A transposed is read in place too unless its depth steps (ld floats apart) fall into few of L2's
-    // sets: at 16 KB apart (Winograd's U, transposed) 4 sets held a 256-step strip in 32 lines, and
-    // the product ran at 0.7x of packed A. With ld a multiple of at most 512, 32 sets or more.
-    let in_place = (!a.trans || a.ld.trailing_zeros() <= 9) && super::tuning::current().a_in_place;
+    // A transposed is packed: read in place, each depth step's four values sit a whole row of its
+    // storage apart, a stride no prefetcher follows, and a cold A (Winograd's kept U) came in at half
+    // the speed of the packed copy, which reads those rows as contiguous runs.
+    let in_place = !a.trans && super::tuning::current().a_in_place;
     let (n, base) = (block.len(), block.start);
     for jc in (0..n).step_by(NC) {
         // Columns of this block (relative to `c`) and of B (absolute).
@@ -375,21 +393,21 @@ fn sgemm_block(m: usize, block: Range<usize>, k: usize, a: MatRef, b: &impl RowS
                 _ => Store::Add,
             };
             crate::profile::time(|| format!("  pack B {}x{}x{}", m, n, k), || pack_b(b, ks.clone(), b_cols.clone(), &mut packed_b, &mut row));
-            for ic in (0..m).step_by(MC) {
-                let rows = ic..(ic + MC).min(m);
-                // A is read in place in whole strips of MR rows; only a ragged last strip (or a
-                // transposed A with rows far apart) is packed.
+            let mc = if a.trans { MC_TRANSPOSED } else { MC };
+            for ic in (0..m).step_by(mc) {
+                let rows = ic..(ic + mc).min(m);
+                // A is read in place in whole strips of MR rows; a ragged last strip, or a
+                // transposed A, is packed.
                 let in_place = in_place && rows.len() % MR == 0;
                 if !in_place {
                     crate::profile::time(|| format!("  pack A {}x{}x{} {}", m, n, k, a.trans), || pack_a(&a, rows.clone(), ks.clone(), &mut packed_a));
                 }
                 // The strip of rows i0.., and its strides (see `kernel`).
-                let strip = |i0: usize| match (in_place, a.trans) {
-                    (false, _) => (&packed_a[(i0 - rows.start) * kc..][..MR * kc], (1, MR)),
-                    (true, false) => (&a.data[i0 * a.ld + ks.start..], (a.ld, 1)),
-                    (true, true) => (&a.data[ks.start * a.ld + i0..], (1, a.ld)),
+                let strip = |i0: usize| match in_place {
+                    false => (&packed_a[(i0 - rows.start) / MR * strip_len(kc)..][..MR * kc], (1, MR)),
+                    true => (&a.data[i0 * a.ld + ks.start..], (a.ld, 1)),
                 };
-                let rows_adjacent = !in_place || a.trans;
+                let rows_adjacent = !in_place;
                 for (jp, bpanel) in packed_b.chunks_exact(NR * kc).enumerate() {
                     let j0 = cols.start + jp * NR;
                     let live_cols = NR.min(cols.end - j0);
@@ -460,7 +478,9 @@ mod tests {
         let mut rng = Rng::new(3);
         // Shapes straddle MR, NR, KC, MC and NC boundaries (and take A in place or packed); ldc > n
         // leaves untouched columns.
-        for &(m, n, k) in &[(1, 1, 1), (5, 7, 3), (6, 8, 256), (7, 9, 257), (13, 530, 40), (121, 17, 600), (64, 49, 576), (12, 9, 300), (132, 16, 512), (12, 12, 35), (9, 3, 6), (16, 196, 70)] {
+        for &(m, n, k) in
+            &[(1, 1, 1), (5, 7, 3), (6, 8, 256), (7, 9, 257), (13, 530, 40), (121, 17, 600), (64, 49, 576), (12, 9, 300), (132, 16, 512), (12, 12, 35), (9, 3, 6), (16, 196, 70), (517, 9, 70)]
+        {
             let bias = rng.vec(m);
             for (ta, tb, start) in
                 [(false, false, Start::Zero), (true, false, Start::C), (false, true, Start::C), (true, true, Start::Zero), (false, false, Start::Rows(&bias)), (true, true, Start::Rows(&bias))]

@@ -197,7 +197,7 @@ pub fn gemm_gflops(m: usize, n: usize, k: usize, a_trans: bool, cold: bool, reps
             let a = &a[(r % copies) * m * k..][..m * k];
             let am = if a_trans { MatRef::new(a, m).t() } else { MatRef::new(a, k) };
             let t = now_ms();
-            matmul(m, n, k, am, MatRef::new(&b, n), &mut c, n, false);
+            gradcam_wasm::kernels::tuning::scoped(tuning(), || matmul(m, n, k, am, MatRef::new(&b, n), &mut c, n, false));
             now_ms() - t
         })
         .collect();
@@ -335,3 +335,4 @@ pub fn method_ms(method: &str) -> f64 {
         now_ms() - t
     })
 }
+
