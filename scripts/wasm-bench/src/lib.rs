@@ -335,4 +335,3 @@ pub fn method_ms(method: &str) -> f64 {
         now_ms() - t
     })
 }
-
