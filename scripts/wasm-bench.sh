@@ -3,7 +3,7 @@
 # (same V8 family as Chromium): scripts/wasm-bench.sh [runs] [arch...]; PROFILE=1 adds the per-op profile.
 # Output goes to /tmp/gradcam-wasm-bench (never pkg/). To compare two builds, build each with its own
 # WASM_BENCH_DIR (e.g. `WASM_BENCH_DIR=/tmp/a scripts/wasm-bench.sh 1 resnet18`) and run
-# `node scripts/wasm-ab.mjs /tmp/a /tmp/b`: both in one process, alternating, ratio per round.
+# `node scripts/wasm-ab.mjs /tmp/a /tmp/b`: alternating, ratio per round, once in each load order.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${WASM_BENCH_DIR:-/tmp/gradcam-wasm-bench}
