@@ -32,15 +32,21 @@ pub fn relu_forward(x: &[f32], clamp: Clamp) -> Vec<f32> {
 /// where `f32::max`'s NaN rule would force a scalar loop). The comparisons are negated
 /// (`!(v <= 0)`), so a NaN fails them and passes through unchanged.
 /// Split across threads where the build has them ([`super::parallel::in_runs`]).
-#[allow(clippy::neg_cmp_op_on_partial_ord)]
 pub fn clamp_in_place(x: &mut [f32], clamp: Clamp) {
-    super::parallel::in_runs(x, |_, run| match clamp {
-        Clamp::Relu => run.iter_mut().for_each(|v| *v = if !(*v <= 0.0) { *v } else { 0.0 }),
-        Clamp::Relu6 => run.iter_mut().for_each(|v| {
+    super::parallel::in_runs(x, |_, run| clamp_slice(run, clamp));
+}
+
+/// [`clamp_in_place`] on this thread: also for kernels that clamp their output block by block
+/// while it is in cache (`sgemm`), with the same bits.
+#[allow(clippy::neg_cmp_op_on_partial_ord)]
+pub(crate) fn clamp_slice(x: &mut [f32], clamp: Clamp) {
+    match clamp {
+        Clamp::Relu => x.iter_mut().for_each(|v| *v = if !(*v <= 0.0) { *v } else { 0.0 }),
+        Clamp::Relu6 => x.iter_mut().for_each(|v| {
             let r = if !(*v <= 0.0) { *v } else { 0.0 };
             *v = if !(r >= 6.0) { r } else { 6.0 };
         }),
-    });
+    }
 }
 
 /// The backward mask of a ReLU/ReLU6 read off its *output* `y`: 1 where the gradient passes

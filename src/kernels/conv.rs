@@ -77,13 +77,17 @@ impl Conv2dGeom {
 
 /// weight: (cout, cin/groups, kh, kw); bias: cout. Returns (n, cout, out_h, out_w).
 pub fn conv2d_forward(x: &[f32], weight: &[f32], bias: Option<&[f32]>, g: &Conv2dGeom) -> Vec<f32> {
-    forward_with_budget(x, weight, bias, g, COL_BUDGET_FLOATS, None)
+    forward_with_budget(x, weight, bias, g, COL_BUDGET_FLOATS, None, None)
 }
 
 /// [`conv2d_forward`] followed by a ReLU/ReLU6 (`act`), applied while the output is still in cache;
 /// `kept`: where this conv may keep transformed weights between calls (see [`Kept`]).
 pub fn conv2d_forward_act(x: &[f32], weight: &[f32], bias: Option<&[f32]>, g: &Conv2dGeom, act: Option<Clamp>, kept: Option<&Kept>) -> Vec<f32> {
-    let mut y = forward_with_budget(x, weight, bias, g, COL_BUDGET_FLOATS, kept);
+    forward_with_budget(x, weight, bias, g, COL_BUDGET_FLOATS, kept, act)
+}
+
+/// `y` clamped as `act` says, in a pass of its own: for the kernels that do not clamp as they store.
+fn clamped(mut y: Vec<f32>, act: Option<Clamp>) -> Vec<f32> {
     if let Some(c) = act {
         clamp_in_place(&mut y, c);
     }
@@ -95,25 +99,25 @@ pub fn conv2d_input_grad(grad_out: &[f32], weight: &[f32], g: &Conv2dGeom, kept:
     input_grad_with_budget(grad_out, weight, g, COL_BUDGET_FLOATS, kept)
 }
 
-/// [`conv2d_forward`] with an explicit column budget (in floats), so tests can force chunking.
-pub(crate) fn forward_with_budget(x: &[f32], weight: &[f32], bias: Option<&[f32]>, g: &Conv2dGeom, budget: usize, kept: Option<&Kept>) -> Vec<f32> {
+/// [`conv2d_forward_act`] with an explicit column budget (in floats), so tests can force chunking.
+pub(crate) fn forward_with_budget(x: &[f32], weight: &[f32], bias: Option<&[f32]>, g: &Conv2dGeom, budget: usize, kept: Option<&Kept>, act: Option<Clamp>) -> Vec<f32> {
     debug_assert_eq!(x.len(), g.n * g.cin * g.h * g.w);
     debug_assert_eq!(weight.len(), g.cout * (g.cin / g.groups) * g.kh * g.kw);
     debug_assert!(bias.is_none_or(|b| b.len() == g.cout));
     if g.is_depthwise() {
-        return depthwise::forward(x, weight, bias, g);
+        return depthwise::forward(x, weight, bias, g, act);
     }
     let plane = g.out_h() * g.out_w();
     let mut out = vec![0.0; g.n * g.cout * plane];
     let (in_len, out_len, w_len) = g.group_lens();
     if in_len == 0 || out_len == 0 || w_len == 0 {
         fill_bias(&mut out, bias, plane);
-        return out; // nothing to sum over: the output is just the bias
+        return clamped(out, act); // nothing to sum over: the output is just the bias
     }
     if let Some(plan) = winograd::choose(g, weight, kept) {
         fill_bias(&mut out, bias, plane);
         winograd::forward(x, weight, g, &plan, &mut out, budget);
-        return out;
+        return clamped(out, act);
     }
     // The products start from the bias themselves (`sgemm::Start::Rows`): no pass over the output
     // before them, which on two threads was a serial part of every conv.
@@ -122,7 +126,7 @@ pub(crate) fn forward_with_budget(x: &[f32], weight: &[f32], bias: Option<&[f32]
     if per_gemm > 1 {
         // Small planes: several images side by side as the columns of one product.
         for (xs, os) in x.chunks(per_gemm * in_len).zip(out.chunks_mut(per_gemm * out_len)) {
-            forward_images(xs, weight, bias, os, &gv, xs.len() / in_len, &mut cols);
+            forward_images(xs, weight, bias, os, &gv, xs.len() / in_len, &mut cols, act);
         }
         return out;
     }
@@ -130,7 +134,7 @@ pub(crate) fn forward_with_budget(x: &[f32], weight: &[f32], bias: Option<&[f32]
     let slices = x.chunks_exact(in_len).zip(out.chunks_exact_mut(out_len)).zip(weight.chunks_exact(w_len).cycle());
     for (i, ((xs, os), ws)) in slices.enumerate() {
         let group_bias = bias.map(|b| &b[(i % g.groups) * gv.cout..][..gv.cout]);
-        forward_group(xs, ws, group_bias, os, &gv, &mut cols, budget);
+        forward_group(xs, ws, group_bias, os, &gv, &mut cols, budget, act);
     }
     out
 }
@@ -194,26 +198,27 @@ impl<S: RowSource> RowSource for SideBySide<S> {
 
 /// out[image, cout, plane] = bias + W[cout, k] * B[k, (image, plane)] for `images` images of one
 /// (ungrouped) conv in one product, through a `cout x images * plane` buffer.
-fn forward_images(x: &[f32], w: &[f32], bias: Option<&[f32]>, out: &mut [f32], g: &Conv2dGeom, images: usize, cols: &mut Vec<f32>) {
+#[allow(clippy::too_many_arguments)]
+fn forward_images(x: &[f32], w: &[f32], bias: Option<&[f32]>, out: &mut [f32], g: &Conv2dGeom, images: usize, cols: &mut Vec<f32>, act: Option<Clamp>) {
     let in_len = g.cin * g.h * g.w;
     let xs = x.chunks_exact(in_len);
     if g.is_pointwise() {
         let plane = g.h * g.w;
         let b = SideBySide { images: xs.map(|xi| MatRef::new(xi, plane)).collect(), plane };
-        product_side_by_side(w, g.cin, &b, bias, out, g.cout, images * plane, plane, cols);
+        product_side_by_side(w, g.cin, &b, bias, out, g.cout, images * plane, plane, cols, act);
     } else {
         let b = SideBySide { images: xs.map(|x| Im2col { x, g }).collect(), plane: g.out_h() * g.out_w() };
-        product_side_by_side(w, g.cin * g.kh * g.kw, &b, bias, out, g.cout, images * b.plane, b.plane, cols);
+        product_side_by_side(w, g.cin * g.kh * g.kw, &b, bias, out, g.cout, images * b.plane, b.plane, cols, act);
     }
 }
 
 /// `out` (images x m x plane) = bias + W[m, k] * B[k, n], where B's columns are the images' planes
-/// side by side (`n = images * plane`).
+/// side by side (`n = images * plane`), clamped as `act` says.
 #[allow(clippy::too_many_arguments)]
-fn product_side_by_side(w: &[f32], k: usize, b: &(impl RowSource + Sync), bias: Option<&[f32]>, out: &mut [f32], m: usize, n: usize, plane: usize, cols: &mut Vec<f32>) {
+fn product_side_by_side(w: &[f32], k: usize, b: &(impl RowSource + Sync), bias: Option<&[f32]>, out: &mut [f32], m: usize, n: usize, plane: usize, cols: &mut Vec<f32>, act: Option<Clamp>) {
     let mut c = vec![0.0; m * n];
     if own_gemm(m, n, false) {
-        sgemm::sgemm(m, n, k, MatRef::new(w, k), b, &mut c, n, start_from(bias));
+        sgemm::sgemm(m, n, k, MatRef::new(w, k), b, &mut c, n, start_from(bias), act);
     } else {
         // C starts from the bias (the one-image path's order of sums), and the `gemm` crate, which
         // reads B from memory, gets it materialised (within the caller's budget).
@@ -223,6 +228,7 @@ fn product_side_by_side(w: &[f32], k: usize, b: &(impl RowSource + Sync), bias: 
             b.row(r, 0..n, dst);
         }
         matmul(m, n, k, MatRef::new(w, k), MatRef::new(&cols[..k * n], n), &mut c, n, true);
+        c = clamped(c, act);
     }
     // Back to image-major: image i's channel r is row r's columns i * plane...
     for (i, image) in out.chunks_exact_mut(m * plane).enumerate() {
@@ -270,7 +276,8 @@ fn row_chunks(out_h: usize, rows: usize) -> impl Iterator<Item = Range<usize>> {
 }
 
 /// out[cout, oh*ow] = bias + W[cout, k] * cols[k, oh*ow] for one image and group.
-fn forward_group(x: &[f32], w: &[f32], bias: Option<&[f32]>, out: &mut [f32], g: &Conv2dGeom, cols: &mut Vec<f32>, budget: usize) {
+#[allow(clippy::too_many_arguments)]
+fn forward_group(x: &[f32], w: &[f32], bias: Option<&[f32]>, out: &mut [f32], g: &Conv2dGeom, cols: &mut Vec<f32>, budget: usize, act: Option<Clamp>) {
     let (oh, ow) = (g.out_h(), g.out_w());
     let plane = oh * ow;
     let k = g.cin * g.kh * g.kw;
@@ -279,14 +286,17 @@ fn forward_group(x: &[f32], w: &[f32], bias: Option<&[f32]>, out: &mut [f32], g:
         // from the image, a row at a time.
         let a = MatRef::new(w, k);
         match g.is_pointwise() {
-            true => sgemm::sgemm(g.cout, plane, k, a, &MatRef::new(x, plane), out, plane, start_from(bias)),
-            false => sgemm::sgemm(g.cout, plane, k, a, &Im2col { x, g }, out, plane, start_from(bias)),
+            true => sgemm::sgemm(g.cout, plane, k, a, &MatRef::new(x, plane), out, plane, start_from(bias), act),
+            false => sgemm::sgemm(g.cout, plane, k, a, &Im2col { x, g }, out, plane, start_from(bias), act),
         }
         return;
     }
     fill_bias(out, bias, plane);
     if g.is_pointwise() {
         matmul(g.cout, plane, g.cin, MatRef::new(w, g.cin), MatRef::new(x, plane), out, plane, true);
+        if let Some(c) = act {
+            clamp_in_place(out, c);
+        }
         return;
     }
     let rows = rows_per_chunk(k, oh, ow, budget);
@@ -297,6 +307,9 @@ fn forward_group(x: &[f32], w: &[f32], bias: Option<&[f32]>, out: &mut [f32], g:
         im2col(x, g, chunk.clone(), buf);
         // The chunk's outputs are a column block of `out`, rows `plane` apart.
         matmul(g.cout, nc, k, MatRef::new(w, k), MatRef::new(buf, nc), &mut out[chunk.start * ow..], plane, true);
+    }
+    if let Some(c) = act {
+        clamp_in_place(out, c);
     }
 }
 
@@ -481,9 +494,9 @@ pub(crate) mod tests {
 
     pub(crate) fn check_forward(c: &Case, rng: &mut Rng) {
         let (x, w, b) = inputs(&c.g, rng);
-        let got = forward_with_budget(&x, &w, Some(&b), &c.g, c.budget, None);
+        let got = forward_with_budget(&x, &w, Some(&b), &c.g, c.budget, None, None);
         assert_close(c.name, &got, &naive_conv(&x, &w, Some(&b), &c.g), 1e-5);
-        let got = forward_with_budget(&x, &w, None, &c.g, c.budget, None);
+        let got = forward_with_budget(&x, &w, None, &c.g, c.budget, None, None);
         assert_close(c.name, &got, &naive_conv(&x, &w, None, &c.g), 1e-5);
     }
 
@@ -491,14 +504,14 @@ pub(crate) mod tests {
         let (x, w, b) = inputs(&c.g, rng);
         let r = rng.vec(c.g.n * c.g.cout * c.g.out_h() * c.g.out_w());
         let analytic = input_grad_with_budget(&r, &w, &c.g, c.budget, None);
-        let f = |x: &[f32]| forward_with_budget(x, &w, Some(&b), &c.g, c.budget, None);
+        let f = |x: &[f32]| forward_with_budget(x, &w, Some(&b), &c.g, c.budget, None, None);
         check_grad(c.name, f, &x, &r, &analytic, rng);
     }
 
     pub(crate) fn check_adjoint(c: &Case, rng: &mut Rng) {
         let (x, w, _) = inputs(&c.g, rng);
         let y = rng.vec(c.g.n * c.g.cout * c.g.out_h() * c.g.out_w());
-        let lhs = dot(&forward_with_budget(&x, &w, None, &c.g, c.budget, None), &y);
+        let lhs = dot(&forward_with_budget(&x, &w, None, &c.g, c.budget, None, None), &y);
         let rhs = dot(&x, &input_grad_with_budget(&y, &w, &c.g, c.budget, None));
         assert!((lhs - rhs).abs() <= 1e-4 * lhs.abs().max(rhs.abs()), "{}: <conv x, y> = {lhs} but <x, conv^T y> = {rhs}", c.name);
     }
@@ -574,9 +587,9 @@ pub(crate) mod tests {
             let x = rng.vec(g.n * g.cin * g.h * g.w);
             let w = rng.vec(g.cout * g.cin * g.kh * g.kw);
             let b = rng.vec(g.cout);
-            let batched = forward_with_budget(&x, &w, Some(&b), &g, budget, None);
+            let batched = forward_with_budget(&x, &w, Some(&b), &g, budget, None, None);
             let one = Conv2dGeom { n: 1, ..g };
-            let alone: Vec<f32> = x.chunks_exact(g.cin * g.h * g.w).flat_map(|xi| forward_with_budget(xi, &w, Some(&b), &one, budget, None)).collect();
+            let alone: Vec<f32> = x.chunks_exact(g.cin * g.h * g.w).flat_map(|xi| forward_with_budget(xi, &w, Some(&b), &one, budget, None, None)).collect();
             assert!(bits(&batched) == bits(&alone), "{name}: batched differs from one image at a time");
             check_forward(&Case { name, g, budget }, &mut rng);
         }
@@ -595,6 +608,37 @@ pub(crate) mod tests {
         let g = geom((8, 320, 7, 7, 1280), (1, 1), (1, 1), (0, 0, 0, 0), 1);
         assert_eq!(images_per_gemm(&g, 1280 * 49 * 3), 3);
         assert_eq!(images_per_gemm(&g, 10), 1);
+    }
+
+    /// A ReLU / ReLU6 applied as the products store their last sums gives the bits of a pass of its
+    /// own after the conv, on every path: pointwise, im2col (with a depth over one block, where only
+    /// the last block's sums may be clamped), images side by side, Winograd, depthwise; edge tiles;
+    /// a NaN passes through.
+    #[test]
+    fn a_fused_clamp_is_a_clamp_pass() {
+        let mut rng = Rng::new(31);
+        let cases = [
+            ("pointwise", geom((1, 24, 9, 13, 30), (1, 1), (1, 1), (0, 0, 0, 0), 1)),
+            ("im2col depth 360", geom((1, 40, 11, 10, 19), (3, 3), (2, 2), (1, 1, 1, 1), 1)),
+            ("side by side 7x7", geom((5, 48, 7, 7, 21), (1, 1), (1, 1), (0, 0, 0, 0), 1)),
+            ("winograd", geom((1, 16, 12, 12, 8), (3, 3), (1, 1), (1, 1, 1, 1), 1)),
+            ("depthwise", geom((1, 6, 9, 9, 6), (3, 3), (1, 1), (1, 1, 1, 1), 6)),
+        ];
+        for (name, g) in cases {
+            let mut x: Vec<f32> = rng.vec(g.n * g.cin * g.h * g.w).iter().map(|v| 4.0 * v).collect();
+            x[5] = f32::NAN;
+            let w = rng.vec(g.cout * (g.cin / g.groups) * g.kh * g.kw);
+            let b = rng.vec(g.cout);
+            for act in [Clamp::Relu, Clamp::Relu6] {
+                let fused = conv2d_forward_act(&x, &w, Some(&b), &g, Some(act), None);
+                let mut pass = conv2d_forward(&x, &w, Some(&b), &g);
+                clamp_in_place(&mut pass, act);
+                let top = if act == Clamp::Relu6 { pass.contains(&6.0) } else { pass.iter().any(|v| *v > 6.0) };
+                assert!(top && pass.contains(&0.0) && pass.iter().any(|v| v.is_nan()), "{name}: the case reaches both kinks");
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert!(bits(&fused) == bits(&pass), "{name} {act:?}: the fused clamp differs from a pass");
+            }
+        }
     }
 
     /// Every conv kernel split across a pool of 3 threads gives bitwise what one thread gives: the

@@ -10,6 +10,7 @@
 //! The input gradient is the same correlation over a zero-padded copy of the output gradient with
 //! the taps mirrored, one stride phase of the input at a time (see [`input_grad`]).
 
+use super::activation::Clamp;
 use super::conv::Conv2dGeom;
 
 /// 4 lanes of f32: a simd128 vector on wasm32, a plain array (which autovectorises) elsewhere.
@@ -284,7 +285,8 @@ unsafe fn transpose4(src: *const f32, src_step: usize, dst: *mut f32, dst_step: 
 ///
 /// Each block of 4 planes is copied once into a zero-padded pixel-interleaved buffer, correlated by
 /// [`correlate4`] (any stride: the input grid just steps `stride` pixels) and copied back to planes.
-pub(crate) fn forward(x: &[f32], weight: &[f32], bias: Option<&[f32]>, g: &Conv2dGeom) -> Vec<f32> {
+/// A ReLU `act` is applied to each block's outputs before they go back to planes, while they are in L1.
+pub(crate) fn forward(x: &[f32], weight: &[f32], bias: Option<&[f32]>, g: &Conv2dGeom, act: Option<Clamp>) -> Vec<f32> {
     let (oh, ow, hw, ntaps) = (g.out_h(), g.out_w(), g.h * g.w, g.kh * g.kw);
     let mut out = vec![0.0; g.n * g.cout * oh * ow];
     if oh * ow == 0 || hw == 0 || ntaps == 0 {
@@ -303,6 +305,9 @@ pub(crate) fn forward(x: &[f32], weight: &[f32], bias: Option<&[f32]>, g: &Conv2
             taps.set_weights(weight, ntaps, c0, m);
             let init = core::array::from_fn(|l| bias.map_or(0.0, |b| if l < m { b[c0 + l] } else { 0.0 }));
             correlate4(&mut obuf, og, &buf, ig, (oh, ow), &taps, init);
+            if let Some(act) = act {
+                super::activation::clamp_slice(&mut obuf, act);
+            }
             deinterleave(&obuf, m, (oh, ow), &mut planes[at * oh * ow..][..m * oh * ow]);
         }
     });

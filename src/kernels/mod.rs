@@ -113,7 +113,7 @@ pub fn matmul(m: usize, n: usize, k: usize, a: MatRef, b: MatRef, c: &mut [f32],
     }
     assert!(a.holds(m, k) && b.holds(k, n), "matmul: operand too small");
     if own_gemm(m, n, b.trans) {
-        sgemm::sgemm(m, n, k, a, &b, c, ldc, if accumulate { sgemm::Start::C } else { sgemm::Start::Zero });
+        sgemm::sgemm(m, n, k, a, &b, c, ldc, if accumulate { sgemm::Start::C } else { sgemm::Start::Zero }, None);
         return;
     }
     let ((a_rs, a_cs), (b_rs, b_cs)) = (a.strides(), b.strides());

@@ -14,6 +14,7 @@
 //! Natively the crate keeps using `gemm` (AVX2/AVX-512 kernels); this module still builds and is
 //! tested there through its portable kernel, which LLVM vectorises.
 
+use super::activation::Clamp;
 use super::MatRef;
 use core::ops::Range;
 
@@ -350,13 +351,14 @@ fn write_edge(tile: [[f32; NR]; MR], c: Rows, j: usize, (rows, cols): (usize, us
     }
 }
 
-/// `c[m, n] = start + a[m, k] * b[k, n]`; the caller ([`super::matmul`]) checked sizes (and that
-/// a `Start::Rows` holds m values).
+/// `c[m, n] = start + a[m, k] * b[k, n]`, clamped as `act` says (a conv's ReLU: each block of C as
+/// soon as its last sums are in, while it is in cache, not in a pass of its own); the caller ([`super::matmul`]) checked
+/// sizes (and that a `Start::Rows` holds m values).
 ///
 /// Big products are split by columns across the thread pool ([`super::parallel`]): each part packs
 /// its own columns of B and writes its own segment of every row of C.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn sgemm(m: usize, n: usize, k: usize, a: MatRef, b: &(impl RowSource + Sync), c: &mut [f32], ldc: usize, start: Start) {
+pub(crate) fn sgemm(m: usize, n: usize, k: usize, a: MatRef, b: &(impl RowSource + Sync), c: &mut [f32], ldc: usize, start: Start, act: Option<Clamp>) {
     let parts = super::parallel::parts(n.div_ceil(NR), m * k * NR);
     let col_ranges = super::parallel::ranges(n, parts, NR);
     let mut segments: Vec<Vec<&mut [f32]>> = col_ranges.iter().map(|_| Vec::with_capacity(m)).collect();
@@ -369,11 +371,12 @@ pub(crate) fn sgemm(m: usize, n: usize, k: usize, a: MatRef, b: &(impl RowSource
         }
     }
     let blocks: Vec<_> = segments.into_iter().zip(col_ranges).collect();
-    super::parallel::for_each(blocks, |_, (mut rows, cols)| sgemm_block(m, cols, k, a, b, &mut rows, start));
+    super::parallel::for_each(blocks, |_, (mut rows, cols)| sgemm_block(m, cols, k, a, b, &mut rows, start, act));
 }
 
 /// The product for columns `cols` of C, whose rows (cut to those columns) are `c`.
-fn sgemm_block(m: usize, block: Range<usize>, k: usize, a: MatRef, b: &impl RowSource, c: Rows, start: Start) {
+#[allow(clippy::too_many_arguments)]
+fn sgemm_block(m: usize, block: Range<usize>, k: usize, a: MatRef, b: &impl RowSource, c: Rows, start: Start, act: Option<Clamp>) {
     let (mut packed_a, mut packed_b, mut row, mut column) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     // A transposed is packed: read in place, each depth step's four values sit a whole row of its
     // storage apart, a stride no prefetcher follows, and a cold A (Winograd's kept U) came in at half
@@ -436,6 +439,10 @@ fn sgemm_block(m: usize, block: Range<usize>, k: usize, a: MatRef, b: &impl RowS
                         }
                     }
                 }
+                // This block of C has its last sums: clamped now, while it is in L2.
+                if let (Some(act), true) = (act, pc + KC >= k) {
+                    c[rows].iter_mut().for_each(|row| super::activation::clamp_slice(&mut row[cols.clone()], act));
+                }
             }
         }
     }
@@ -494,7 +501,7 @@ mod tests {
                 let c0 = rng.vec(m * ldc);
                 let want = naive(m, n, k, &a, &b, &c0, ldc, start);
                 let mut got = c0.clone();
-                sgemm(m, n, k, a, &b, &mut got, ldc, start);
+                sgemm(m, n, k, a, &b, &mut got, ldc, start, None);
                 for (i, (g, w)) in got.iter().zip(&want).enumerate() {
                     let tol = 1e-5 * (k as f32).sqrt().max(1.0) * 4.0;
                     assert!((g - w).abs() <= tol, "m{m} n{n} k{k} ta{ta} tb{tb} at {i}: {g} vs {w}");
@@ -511,10 +518,10 @@ mod tests {
         let (a, b) = (MatRef::new(&ad, k), MatRef::new(&bd, n));
         assert!(crate::kernels::parallel::parts(n.div_ceil(NR), m * k * NR) > 1 || crate::kernels::parallel::threads() == 1);
         let mut split = vec![0.0; m * n];
-        sgemm(m, n, k, a, &b, &mut split, n, Start::Zero);
+        sgemm(m, n, k, a, &b, &mut split, n, Start::Zero, None);
         let mut one = vec![0.0; m * n];
         let mut rows: Vec<&mut [f32]> = one.chunks_mut(n).collect();
-        sgemm_block(m, 0..n, k, a, &b, &mut rows, Start::Zero);
+        sgemm_block(m, 0..n, k, a, &b, &mut rows, Start::Zero, None);
         assert!(split.iter().zip(&one).all(|(x, y)| x.to_bits() == y.to_bits()));
     }
 }
