@@ -146,11 +146,15 @@ impl CustomOp1 for ConvOp {
         let gx = profile::time(
             || format!("bwd {}", conv_kind(&self.conv)),
             || -> CResult<Vec<f32>> {
-                let gy = match &self.act {
-                    Some((clamp, rule)) => profile::time(|| "  its ReLU".into(), || relu_backward(res, grad, *clamp, rule.get()))?,
-                    None => return with_slice(grad, |gy| kernels::conv2d_input_grad(gy, &self.conv.weight, &g, self.kept.as_deref())),
-                };
-                Ok(kernels::conv2d_input_grad(&gy, &self.conv.weight, &g, self.kept.as_deref()))
+                let (w, kept) = (&self.conv.weight, self.kept.as_deref());
+                match &self.act {
+                    // The ReLU's backward goes into the conv's: applied as its kernels read the gradient.
+                    Some((clamp, rule)) => with_slice(res, |y| {
+                        let gate = kernels::ReluGate { y, clamp: *clamp, rule: rule.get() };
+                        with_slice(grad, |gy| kernels::conv2d_input_grad_gated(gy, w, &g, kept, gate))
+                    })?,
+                    None => with_slice(grad, |gy| kernels::conv2d_input_grad(gy, w, &g, kept)),
+                }
             },
         )?;
         grad_like(gx, arg)

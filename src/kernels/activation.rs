@@ -62,21 +62,64 @@ pub fn relu_mask(y: &[f32], clamp: Clamp) -> Vec<u8> {
 /// g where 0 < y (and y < 6 for Relu6) and, guided, g > 0; else 0. Deconv: max(g, 0).
 pub fn relu_output_grad(y: &[f32], g: &[f32], clamp: Clamp, rule: ReluRule) -> Vec<f32> {
     debug_assert_eq!(y.len(), g.len());
-    let hi = if clamp == Clamp::Relu6 { 6.0 } else { f32::INFINITY };
-    let lo_g = match rule {
-        ReluRule::Plain => f32::NEG_INFINITY,
-        ReluRule::Guided => 0.0,
-        ReluRule::Deconv => return g.iter().map(|&g| if g > 0.0 { g } else { 0.0 }).collect(),
-    };
-    // `&`, not `&&`: three compares and one select per element, which vectorise; short-circuit
-    // branches mispredict on the guided rule's random signs (they cost ResNet-18's guided walk 26 ms).
-    let pass = |y: f32, g: f32| if (y > 0.0) & (y < hi) & (g > lo_g) { g } else { 0.0 };
+    let gate = ReluGate { y, clamp, rule };
     if super::parallel::threads() == 1 {
-        return y.iter().zip(g).map(|(&y, &g)| pass(y, g)).collect(); // no zeroed buffer first
+        let mut out = Vec::with_capacity(g.len());
+        gate.extend(0, g, &mut out); // no zeroed buffer first
+        return out;
     }
     let mut out = vec![0.0; g.len()];
-    super::parallel::in_runs(&mut out, |at, run| run.iter_mut().zip(&y[at..]).zip(&g[at..]).for_each(|((o, &y), &g)| *o = pass(y, g)));
+    super::parallel::in_runs(&mut out, |at, run| gate.apply(at, &g[at..][..run.len()], run));
     out
+}
+
+/// A ReLU/ReLU6's backward, read off its output `y`: what [`relu_output_grad`] does to a gradient,
+/// for kernels that apply it to the parts of the gradient they read (a conv's input gradient,
+/// `conv2d_input_grad_gated`) instead of in a pass of its own.
+#[derive(Clone, Copy)]
+pub struct ReluGate<'a> {
+    pub y: &'a [f32],
+    pub clamp: Clamp,
+    pub rule: ReluRule,
+}
+
+impl ReluGate<'_> {
+    /// `out[i]` = the gradient that passes where the gradient at element `at + i` is `g[i]`.
+    pub(crate) fn apply(&self, at: usize, g: &[f32], out: &mut [f32]) {
+        let (y, lo_g, hi) = self.bounds(at, g.len());
+        match self.rule {
+            ReluRule::Deconv => out.iter_mut().zip(g).for_each(|(o, &g)| *o = if g > 0.0 { g } else { 0.0 }),
+            _ => out.iter_mut().zip(y).zip(g).for_each(|((o, &y), &g)| *o = Self::pass(y, g, lo_g, hi)),
+        }
+    }
+
+    /// [`Self::apply`] appended to `out`.
+    fn extend(&self, at: usize, g: &[f32], out: &mut Vec<f32>) {
+        let (y, lo_g, hi) = self.bounds(at, g.len());
+        match self.rule {
+            ReluRule::Deconv => out.extend(g.iter().map(|&g| if g > 0.0 { g } else { 0.0 })),
+            _ => out.extend(y.iter().zip(g).map(|(&y, &g)| Self::pass(y, g, lo_g, hi))),
+        }
+    }
+
+    /// `y`'s elements `at..at + len`, the gradient's lower bound (the guided rule passes only
+    /// positive gradients) and the output's upper bound.
+    fn bounds(&self, at: usize, len: usize) -> (&[f32], f32, f32) {
+        let hi = if self.clamp == Clamp::Relu6 { 6.0 } else { f32::INFINITY };
+        let lo_g = if self.rule == ReluRule::Guided { 0.0 } else { f32::NEG_INFINITY };
+        (&self.y[at..][..len], lo_g, hi)
+    }
+
+    /// `&`, not `&&`: three compares and one select per element, which vectorise; short-circuit
+    /// branches mispredict on the guided rule's random signs (they cost ResNet-18's guided walk 26 ms).
+    #[inline(always)]
+    fn pass(y: f32, g: f32, lo_g: f32, hi: f32) -> f32 {
+        if (y > 0.0) & (y < hi) & (g > lo_g) {
+            g
+        } else {
+            0.0
+        }
+    }
 }
 
 /// The ReLU backward from a [`relu_mask`], in place: g stays where the mask is 1 (and, guided,

@@ -8,7 +8,7 @@
 //! convs use the direct kernels in `depthwise.rs`; other grouped convs run the
 //! groups == 1 path on each group's channel slices.
 
-use super::activation::{clamp_in_place, Clamp};
+use super::activation::{clamp_in_place, relu_output_grad, Clamp, ReluGate};
 use super::sgemm::{self, RowSource};
 use super::winograd::Kept;
 use super::{depthwise, matmul, own_gemm, scatter, tap_range, winograd, MatRef};
@@ -97,6 +97,43 @@ fn clamped(mut y: Vec<f32>, act: Option<Clamp>) -> Vec<f32> {
 /// d loss / d x given d loss / d out (input gradient only; never a weight gradient). Returns (n, cin, h, w).
 pub fn conv2d_input_grad(grad_out: &[f32], weight: &[f32], g: &Conv2dGeom, kept: Option<&Kept>) -> Vec<f32> {
     input_grad_with_budget(grad_out, weight, g, COL_BUDGET_FLOATS, kept)
+}
+
+/// [`conv2d_input_grad`] of a conv whose ReLU was fused into it ([`conv2d_forward_act`]): the
+/// ReLU's backward `gate` is applied to `grad_out` as the products read it (a 1x1 conv's B, a
+/// depthwise conv's blocks), where the other kernels get it in a pass of its own first.
+pub fn conv2d_input_grad_gated(grad_out: &[f32], weight: &[f32], g: &Conv2dGeom, kept: Option<&Kept>, gate: ReluGate) -> Vec<f32> {
+    let plane = g.out_h() * g.out_w();
+    if g.is_depthwise() {
+        return depthwise::input_grad(grad_out, weight, g, Some(gate));
+    }
+    if g.is_pointwise() && g.groups == 1 && own_gemm(g.cin, plane, false) {
+        let mut gx = vec![0.0; g.n * g.cin * plane];
+        let images = gx.chunks_exact_mut(g.cin * plane).zip(grad_out.chunks_exact(g.cout * plane)).enumerate();
+        for (i, (gxi, goi)) in images {
+            let gated = Gated { g: goi, at: i * g.cout * plane, plane, gate };
+            sgemm::sgemm(g.cin, plane, g.cout, MatRef::new(weight, g.cin).t(), &gated, gxi, plane, sgemm::Start::Zero, None);
+        }
+        return gx;
+    }
+    let gy = relu_output_grad(gate.y, grad_out, gate.clamp, gate.rule);
+    input_grad_with_budget(&gy, weight, g, COL_BUDGET_FLOATS, kept)
+}
+
+/// One image's output gradient (channels x plane) as B of a 1x1 conv's input-gradient product, each
+/// row through the ReLU's backward as it is packed; `at`: the image's first element in the gate's `y`.
+struct Gated<'a> {
+    g: &'a [f32],
+    at: usize,
+    plane: usize,
+    gate: ReluGate<'a>,
+}
+
+impl RowSource for Gated<'_> {
+    fn row(&self, k: usize, cols: Range<usize>, dst: &mut [f32]) {
+        let first = k * self.plane + cols.start;
+        self.gate.apply(self.at + first, &self.g[first..][..cols.len()], dst);
+    }
 }
 
 /// [`conv2d_forward_act`] with an explicit column budget (in floats), so tests can force chunking.
@@ -243,7 +280,7 @@ pub(crate) fn input_grad_with_budget(grad_out: &[f32], weight: &[f32], g: &Conv2
     debug_assert_eq!(grad_out.len(), g.n * g.cout * g.out_h() * g.out_w());
     debug_assert_eq!(weight.len(), g.cout * (g.cin / g.groups) * g.kh * g.kw);
     if g.is_depthwise() {
-        return depthwise::input_grad(grad_out, weight, g);
+        return depthwise::input_grad(grad_out, weight, g, None);
     }
     if let Some(gx) = scatter::input_grad(grad_out, weight, g) {
         return gx;
@@ -432,6 +469,7 @@ fn col2im_add(cols: &[f32], g: &Conv2dGeom, rows: Range<usize>, gx: &mut [f32]) 
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::kernels::activation::ReluRule;
     use crate::kernels::testutil::{assert_close, check_grad, dot, Rng};
 
     /// A test case: geometry plus the column budget (small values force chunking).
@@ -637,6 +675,36 @@ pub(crate) mod tests {
                 assert!(top && pass.contains(&0.0) && pass.iter().any(|v| v.is_nan()), "{name}: the case reaches both kinks");
                 let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
                 assert!(bits(&fused) == bits(&pass), "{name} {act:?}: the fused clamp differs from a pass");
+            }
+        }
+    }
+
+    /// The input gradient through a fused ReLU gives the bits of the ReLU's backward in a pass of its
+    /// own and then the conv's, on every path (the 1x1 product's gated B, the depthwise blocks, the
+    /// pass before the others), for every rule, with a second image (whose `y` starts further on).
+    #[test]
+    fn a_gated_input_grad_is_the_relu_backward_then_the_conv() {
+        let mut rng = Rng::new(32);
+        let cases = [
+            ("pointwise", geom((2, 24, 9, 13, 30), (1, 1), (1, 1), (0, 0, 0, 0), 1)),
+            ("depthwise", geom((2, 6, 9, 9, 6), (3, 3), (1, 1), (1, 1, 1, 1), 6)),
+            ("depthwise s2", geom((1, 9, 10, 11, 9), (5, 5), (2, 2), (1, 2, 2, 2), 9)),
+            ("im2col", geom((2, 5, 8, 8, 7), (3, 3), (2, 2), (1, 1, 1, 1), 1)),
+        ];
+        for (name, g) in cases {
+            let x: Vec<f32> = rng.vec(g.n * g.cin * g.h * g.w).iter().map(|v| 4.0 * v).collect();
+            let w = rng.vec(g.cout * (g.cin / g.groups) * g.kh * g.kw);
+            let b = rng.vec(g.cout);
+            let go = rng.vec(g.n * g.cout * g.out_h() * g.out_w());
+            for clamp in [Clamp::Relu, Clamp::Relu6] {
+                let y = conv2d_forward_act(&x, &w, Some(&b), &g, Some(clamp), None);
+                assert!(y.contains(&0.0) && (clamp == Clamp::Relu || y.contains(&6.0)), "{name}: y reaches the kinks");
+                for rule in [ReluRule::Plain, ReluRule::Guided, ReluRule::Deconv] {
+                    let gated = conv2d_input_grad_gated(&go, &w, &g, None, ReluGate { y: &y, clamp, rule });
+                    let apart = conv2d_input_grad(&relu_output_grad(&y, &go, clamp, rule), &w, &g, None);
+                    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                    assert!(bits(&gated) == bits(&apart), "{name} {clamp:?} {rule:?}: the gated input gradient differs");
+                }
             }
         }
     }

@@ -10,7 +10,7 @@
 //! The input gradient is the same correlation over a zero-padded copy of the output gradient with
 //! the taps mirrored, one stride phase of the input at a time (see [`input_grad`]).
 
-use super::activation::Clamp;
+use super::activation::{Clamp, ReluGate};
 use super::conv::Conv2dGeom;
 
 /// 4 lanes of f32: a simd128 vector on wasm32, a plain array (which autovectorises) elsewhere.
@@ -351,7 +351,9 @@ fn for_each_part_of_blocks(tensor: &mut [f32], plane_len: usize, (n, c): (usize,
 /// output gradient (copied, zero-padded by `lead` rows/columns, into a pixel-interleaved buffer)
 /// with the taps of that phase, which [`correlate4`] writes onto the phase's pixels of an
 /// interleaved buffer that then goes back to planes.
-pub(crate) fn input_grad(grad_out: &[f32], weight: &[f32], g: &Conv2dGeom) -> Vec<f32> {
+/// A ReLU's backward `gate` (of a ReLU fused after this conv) is applied to each block's planes of
+/// `grad_out` as they are read.
+pub(crate) fn input_grad(grad_out: &[f32], weight: &[f32], g: &Conv2dGeom, gate: Option<ReluGate>) -> Vec<f32> {
     let (oh, ow, hw, ntaps) = (g.out_h(), g.out_w(), g.h * g.w, g.kh * g.kw);
     let mut gx = vec![0.0; g.n * g.cin * hw];
     if oh * ow == 0 || hw == 0 || ntaps == 0 {
@@ -385,8 +387,18 @@ pub(crate) fn input_grad(grad_out: &[f32], weight: &[f32], g: &Conv2dGeom) -> Ve
     let work = gh * gw * 4 + hw * 4 * ntaps;
     for_each_part_of_blocks(&mut gx, hw, (g.n, g.cin), work, |blocks, planes| {
         let (mut buf, mut xbuf, mut phases) = (vec![0.0; gh * gw * 4], vec![0.0; hw * 4], phases.clone());
+        let mut gated = Vec::new();
         for &Block { plane0, c0, m, at } in blocks {
-            interleave(&grad_out[plane0 * oh * ow..][..m * oh * ow], m, (oh, ow), &mut buf, lead_y * gw + lead_x, gw);
+            let (first, len) = (plane0 * oh * ow, m * oh * ow);
+            let src = match gate {
+                Some(gate) => {
+                    gated.resize(len, 0.0);
+                    gate.apply(first, &grad_out[first..][..len], &mut gated);
+                    &gated[..]
+                }
+                None => &grad_out[first..][..len],
+            };
+            interleave(src, m, (oh, ow), &mut buf, lead_y * gw + lead_x, gw);
             for (og, rows, cols, taps) in &mut phases {
                 taps.set_weights(weight, ntaps, c0, m);
                 correlate4(&mut xbuf, *og, &buf, ig, (*rows, *cols), taps, [0.0; 4]);

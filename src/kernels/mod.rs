@@ -23,8 +23,8 @@ pub(crate) mod winograd;
 pub use tuning::Tuning;
 pub use winograd::{KeepBudget, Kept};
 
-pub use activation::{clamp_in_place, mask_grad_in_place, relu_forward, relu_input_grad, relu_mask, relu_output_grad, Clamp, ReluRule};
-pub use conv::{conv2d_forward, conv2d_forward_act, conv2d_input_grad, Conv2dGeom};
+pub use activation::{clamp_in_place, mask_grad_in_place, relu_forward, relu_input_grad, relu_mask, relu_output_grad, Clamp, ReluGate, ReluRule};
+pub use conv::{conv2d_forward, conv2d_forward_act, conv2d_input_grad, conv2d_input_grad_gated, Conv2dGeom};
 pub use linear::{linear_forward, linear_input_grad};
 pub use pool::{
     adaptive_avg_pool2d_forward, adaptive_avg_pool2d_input_grad, avg_pool2d_forward, avg_pool2d_input_grad, max_pool2d_forward, max_pool2d_forward_argmax, max_pool2d_input_grad,
