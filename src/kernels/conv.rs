@@ -619,7 +619,6 @@ pub(crate) mod tests {
             // Room for 2 images per product (16 x 25 x 49 floats each): chunks of 2, 2 and 1.
             ("chunked 5 images", geom((5, 16, 7, 7, 8), (5, 5), (1, 1), (2, 2, 2, 2), 1), 16 * 25 * 49 * 2),
         ];
-        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         for (name, g, budget) in cases {
             assert!(images_per_gemm(&g, budget) > 1, "{name}: not batched");
             let x = rng.vec(g.n * g.cin * g.h * g.w);
@@ -648,10 +647,21 @@ pub(crate) mod tests {
         assert_eq!(images_per_gemm(&g, 10), 1);
     }
 
-    /// A ReLU / ReLU6 applied as the products store their last sums gives the bits of a pass of its
-    /// own after the conv, on every path: pointwise, im2col (with a depth over one block, where only
-    /// the last block's sums may be clamped), images side by side, Winograd, depthwise; edge tiles;
-    /// a NaN passes through.
+    /// Each value's bits.
+    fn bits(v: &[f32]) -> Vec<u32> {
+        v.iter().map(|x| x.to_bits()).collect()
+    }
+
+    /// Random input (in [-4, 4), so that outputs pass both of ReLU6's kinks), weights and bias of `g`.
+    fn operands(rng: &mut Rng, g: &Conv2dGeom) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+        let x = rng.vec(g.n * g.cin * g.h * g.w).iter().map(|v| 4.0 * v).collect();
+        (x, rng.vec(g.cout * (g.cin / g.groups) * g.kh * g.kw), rng.vec(g.cout))
+    }
+
+    /// A ReLU / ReLU6 applied by the conv's kernels (each finished block of a product, each block of
+    /// depthwise outputs) gives the bits of a pass of its own after the conv, on every path:
+    /// pointwise, im2col (with a depth over one block, where only the last block's sums may be
+    /// clamped), images side by side, Winograd, depthwise; edge tiles; a NaN passes through.
     #[test]
     fn a_fused_clamp_is_a_clamp_pass() {
         let mut rng = Rng::new(31);
@@ -663,17 +673,14 @@ pub(crate) mod tests {
             ("depthwise", geom((1, 6, 9, 9, 6), (3, 3), (1, 1), (1, 1, 1, 1), 6)),
         ];
         for (name, g) in cases {
-            let mut x: Vec<f32> = rng.vec(g.n * g.cin * g.h * g.w).iter().map(|v| 4.0 * v).collect();
+            let (mut x, w, b) = operands(&mut rng, &g);
             x[5] = f32::NAN;
-            let w = rng.vec(g.cout * (g.cin / g.groups) * g.kh * g.kw);
-            let b = rng.vec(g.cout);
             for act in [Clamp::Relu, Clamp::Relu6] {
                 let fused = conv2d_forward_act(&x, &w, Some(&b), &g, Some(act), None);
                 let mut pass = conv2d_forward(&x, &w, Some(&b), &g);
                 clamp_in_place(&mut pass, act);
                 let top = if act == Clamp::Relu6 { pass.contains(&6.0) } else { pass.iter().any(|v| *v > 6.0) };
                 assert!(top && pass.contains(&0.0) && pass.iter().any(|v| v.is_nan()), "{name}: the case reaches both kinks");
-                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
                 assert!(bits(&fused) == bits(&pass), "{name} {act:?}: the fused clamp differs from a pass");
             }
         }
@@ -692,9 +699,7 @@ pub(crate) mod tests {
             ("im2col", geom((2, 5, 8, 8, 7), (3, 3), (2, 2), (1, 1, 1, 1), 1)),
         ];
         for (name, g) in cases {
-            let x: Vec<f32> = rng.vec(g.n * g.cin * g.h * g.w).iter().map(|v| 4.0 * v).collect();
-            let w = rng.vec(g.cout * (g.cin / g.groups) * g.kh * g.kw);
-            let b = rng.vec(g.cout);
+            let (x, w, b) = operands(&mut rng, &g);
             let go = rng.vec(g.n * g.cout * g.out_h() * g.out_w());
             for clamp in [Clamp::Relu, Clamp::Relu6] {
                 let y = conv2d_forward_act(&x, &w, Some(&b), &g, Some(clamp), None);
@@ -702,7 +707,6 @@ pub(crate) mod tests {
                 for rule in [ReluRule::Plain, ReluRule::Guided, ReluRule::Deconv] {
                     let gated = conv2d_input_grad_gated(&go, &w, &g, None, ReluGate { y: &y, clamp, rule });
                     let apart = conv2d_input_grad(&relu_output_grad(&y, &go, clamp, rule), &w, &g, None);
-                    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
                     assert!(bits(&gated) == bits(&apart), "{name} {clamp:?} {rule:?}: the gated input gradient differs");
                 }
             }
@@ -731,7 +735,6 @@ pub(crate) mod tests {
             let run = |p: &rayon::ThreadPool| p.install(|| (conv2d_forward(&x, &w, None, &g), conv2d_input_grad(&go, &w, &g, None)));
             assert_eq!(three.install(crate::kernels::parallel::threads), 3);
             let ((f1, g1), (f3, g3)) = (run(&one), run(&three));
-            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
             assert!(bits(&f1) == bits(&f3), "{name}: the forward differs across thread counts");
             assert!(bits(&g1) == bits(&g3), "{name}: the input gradient differs across thread counts");
         }

@@ -199,7 +199,7 @@ pub fn channel_norm_input_grad(x: &[f32], grad_out: &[f32], weight: &[f32], plan
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::parallel::RUN as ADD_CHUNK;
+    use crate::kernels::parallel::RUN;
 
     /// The sum is exact per element and the same on 1 and 3 threads, also with a ragged last piece
     /// and lengths too short to split.
@@ -208,9 +208,9 @@ mod tests {
         let pool = |n: usize| rayon::ThreadPoolBuilder::new().num_threads(n).build().expect("a pool");
         let (one, three) = (pool(1), pool(3));
         let mut rng = crate::synthetic::Rng::new(5);
-        let big = 100 * ADD_CHUNK + 3;
-        assert_eq!(three.install(|| crate::kernels::parallel::parts(big.div_ceil(ADD_CHUNK), ADD_CHUNK)), 3, "the longest case splits");
-        for len in [0, 1, 7, ADD_CHUNK, 3 * ADD_CHUNK + 5, big] {
+        let big = 100 * RUN + 3;
+        assert_eq!(three.install(|| crate::kernels::parallel::parts(big.div_ceil(RUN), RUN)), 3, "the longest case splits");
+        for len in [0, 1, 7, RUN, 3 * RUN + 5, big] {
             let (x, y) = (rng.vec(len, 2.0), rng.vec(len, 2.0));
             let want: Vec<u32> = x.iter().zip(&y).map(|(a, b)| (a + b).to_bits()).collect();
             for p in [&one, &three] {
