@@ -86,7 +86,7 @@ pub fn conv2d_forward_act(x: &[f32], weight: &[f32], bias: Option<&[f32]>, g: &C
     forward_with_budget(x, weight, bias, g, COL_BUDGET_FLOATS, kept, act)
 }
 
-/// `y` clamped as `act` says, in a pass of its own: for the kernels that do not clamp as they store.
+/// `y` clamped as `act` says, in a pass of its own: for the kernels that do not clamp their own blocks.
 fn clamped(mut y: Vec<f32>, act: Option<Clamp>) -> Vec<f32> {
     if let Some(c) = act {
         clamp_in_place(&mut y, c);
