@@ -70,7 +70,7 @@ try {
   for (const k of kinds) {
     const [a, b] = [one.get(k)?.[0] ?? 0, many.get(k)?.[0] ?? 0].map((v) => v / profiled);
     if (!k.startsWith('  ')) sum = [sum[0] + a, sum[1] + b];
-    console.log(`${k.padEnd(32)} ${a.toFixed(2).padStart(7)} ${b.toFixed(2).padStart(7)} ${(b / a).toFixed(2).padStart(6)}  (${(one.get(k)?.[1] ?? 0) / profiled} calls)`);
+    console.log(`${k.padEnd(32)} ${a.toFixed(2).padStart(7)} ${b.toFixed(2).padStart(7)} ${(b / a).toFixed(2).padStart(6)}  (${(one.get(k)?.[1] ?? 0) / profiled} / ${(many.get(k)?.[1] ?? 0) / profiled} calls)`);
   }
   console.log(`${'sum of the timed ops'.padEnd(32)} ${sum[0].toFixed(2).padStart(7)} ${sum[1].toFixed(2).padStart(7)} ${(sum[1] / sum[0]).toFixed(2).padStart(6)}`);
 } finally {

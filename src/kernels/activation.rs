@@ -68,9 +68,13 @@ pub fn relu_output_grad(y: &[f32], g: &[f32], clamp: Clamp, rule: ReluRule) -> V
         gate.extend(0, g, &mut out); // no zeroed buffer first
         return out;
     }
-    let mut out = vec![0.0; g.len()];
-    super::parallel::in_runs(&mut out, |at, run| gate.apply(at, &g[at..][..run.len()], run));
-    out
+    let mut out = super::fresh(g.len());
+    super::parallel::in_runs(&mut out, |at, run| {
+        let len = run.len();
+        gate.apply(at, &g[at..][..len], super::zeroed(run));
+    });
+    // SAFETY: the runs cover `out`, and each was zeroed, then written.
+    unsafe { super::written(out) }
 }
 
 /// A ReLU/ReLU6's backward, read off its output `y`: what [`relu_output_grad`] does to a gradient,

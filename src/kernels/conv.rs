@@ -12,6 +12,7 @@ use super::activation::{clamp_in_place, relu_output_grad, Clamp, ReluGate};
 use super::sgemm::{self, RowSource};
 use super::winograd::Kept;
 use super::{depthwise, matmul, own_gemm, scatter, tap_range, winograd, MatRef};
+use core::mem::MaybeUninit;
 use core::ops::Range;
 
 /// Column-buffer budget (8 MB of f32). Unchunked, VGG-16's 224x224 layers
@@ -108,13 +109,14 @@ pub fn conv2d_input_grad_gated(grad_out: &[f32], weight: &[f32], g: &Conv2dGeom,
         return depthwise::input_grad(grad_out, weight, g, Some(gate));
     }
     if g.is_pointwise() && g.groups == 1 && own_gemm(g.cin, plane, false) {
-        let mut gx = vec![0.0; g.n * g.cin * plane];
+        let mut gx = super::fresh(g.n * g.cin * plane);
         let images = gx.chunks_exact_mut(g.cin * plane).zip(grad_out.chunks_exact(g.cout * plane)).enumerate();
         for (i, (gxi, goi)) in images {
             let gated = Gated { g: goi, at: i * g.cout * plane, plane, gate };
-            sgemm::sgemm(g.cin, plane, g.cout, MatRef::new(weight, g.cin).t(), &gated, gxi, plane, sgemm::Start::Zero, None);
+            sgemm::sgemm_fresh(g.cin, plane, g.cout, MatRef::new(weight, g.cin).t(), &gated, gxi, plane, sgemm::Start::Zero, None);
         }
-        return gx;
+        // SAFETY: each image's product wrote its cin x plane elements, and the images cover `gx`.
+        return unsafe { super::written(gx) };
     }
     let gy = relu_output_grad(gate.y, grad_out, gate.clamp, gate.rule);
     input_grad_with_budget(&gy, weight, g, COL_BUDGET_FLOATS, kept)
@@ -145,13 +147,15 @@ pub(crate) fn forward_with_budget(x: &[f32], weight: &[f32], bias: Option<&[f32]
         return depthwise::forward(x, weight, bias, g, act);
     }
     let plane = g.out_h() * g.out_w();
-    let mut out = vec![0.0; g.n * g.cout * plane];
+    let len = g.n * g.cout * plane;
     let (in_len, out_len, w_len) = g.group_lens();
     if in_len == 0 || out_len == 0 || w_len == 0 {
+        let mut out = vec![0.0; len];
         fill_bias(&mut out, bias, plane);
         return clamped(out, act); // nothing to sum over: the output is just the bias
     }
     if let Some(plan) = winograd::choose(g, weight, kept) {
+        let mut out = vec![0.0; len];
         fill_bias(&mut out, bias, plane);
         winograd::forward(x, weight, g, &plan, &mut out, budget);
         return clamped(out, act);
@@ -162,18 +166,21 @@ pub(crate) fn forward_with_budget(x: &[f32], weight: &[f32], bias: Option<&[f32]
     let per_gemm = images_per_gemm(g, budget);
     if per_gemm > 1 {
         // Small planes: several images side by side as the columns of one product.
+        let mut out = vec![0.0; len];
         for (xs, os) in x.chunks(per_gemm * in_len).zip(out.chunks_mut(per_gemm * out_len)) {
             forward_images(xs, weight, bias, os, &gv, xs.len() / in_len, &mut cols, act);
         }
         return out;
     }
     // Slices come image-major then group-major, so the weight groups (and the bias's) cycle.
+    let mut out = super::fresh(len);
     let slices = x.chunks_exact(in_len).zip(out.chunks_exact_mut(out_len)).zip(weight.chunks_exact(w_len).cycle());
     for (i, ((xs, os), ws)) in slices.enumerate() {
         let group_bias = bias.map(|b| &b[(i % g.groups) * gv.cout..][..gv.cout]);
         forward_group(xs, ws, group_bias, os, &gv, &mut cols, budget, act);
     }
-    out
+    // SAFETY: the slices cover `out`, and `forward_group` writes every element of its slice.
+    unsafe { super::written(out) }
 }
 
 /// Every plane of channel c (planes `plane` long, channels cycling) := bias[c], if there is a bias.
@@ -314,7 +321,7 @@ fn row_chunks(out_h: usize, rows: usize) -> impl Iterator<Item = Range<usize>> {
 
 /// out[cout, oh*ow] = bias + W[cout, k] * cols[k, oh*ow] for one image and group.
 #[allow(clippy::too_many_arguments)]
-fn forward_group(x: &[f32], w: &[f32], bias: Option<&[f32]>, out: &mut [f32], g: &Conv2dGeom, cols: &mut Vec<f32>, budget: usize, act: Option<Clamp>) {
+fn forward_group(x: &[f32], w: &[f32], bias: Option<&[f32]>, out: &mut [MaybeUninit<f32>], g: &Conv2dGeom, cols: &mut Vec<f32>, budget: usize, act: Option<Clamp>) {
     let (oh, ow) = (g.out_h(), g.out_w());
     let plane = oh * ow;
     let k = g.cin * g.kh * g.kw;
@@ -323,11 +330,12 @@ fn forward_group(x: &[f32], w: &[f32], bias: Option<&[f32]>, out: &mut [f32], g:
         // from the image, a row at a time.
         let a = MatRef::new(w, k);
         match g.is_pointwise() {
-            true => sgemm::sgemm(g.cout, plane, k, a, &MatRef::new(x, plane), out, plane, start_from(bias), act),
-            false => sgemm::sgemm(g.cout, plane, k, a, &Im2col { x, g }, out, plane, start_from(bias), act),
+            true => sgemm::sgemm_fresh(g.cout, plane, k, a, &MatRef::new(x, plane), out, plane, start_from(bias), act),
+            false => sgemm::sgemm_fresh(g.cout, plane, k, a, &Im2col { x, g }, out, plane, start_from(bias), act),
         }
         return;
     }
+    let out = super::zeroed(out);
     fill_bias(out, bias, plane);
     if g.is_pointwise() {
         matmul(g.cout, plane, g.cin, MatRef::new(w, g.cin), MatRef::new(x, plane), out, plane, true);

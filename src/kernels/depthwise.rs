@@ -12,6 +12,7 @@
 
 use super::activation::{Clamp, ReluGate};
 use super::conv::Conv2dGeom;
+use core::mem::MaybeUninit;
 
 /// 4 lanes of f32: a simd128 vector on wasm32, a plain array (which autovectorises) elsewhere.
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
@@ -288,10 +289,10 @@ unsafe fn transpose4(src: *const f32, src_step: usize, dst: *mut f32, dst_step: 
 /// A ReLU `act` is applied to each block's outputs before they go back to planes, while they are in L1.
 pub(crate) fn forward(x: &[f32], weight: &[f32], bias: Option<&[f32]>, g: &Conv2dGeom, act: Option<Clamp>) -> Vec<f32> {
     let (oh, ow, hw, ntaps) = (g.out_h(), g.out_w(), g.h * g.w, g.kh * g.kw);
-    let mut out = vec![0.0; g.n * g.cout * oh * ow];
     if oh * ow == 0 || hw == 0 || ntaps == 0 {
-        return out;
+        return vec![0.0; g.n * g.cout * oh * ow];
     }
+    let mut out = super::fresh(g.n * g.cout * oh * ow);
     let (ph, pw) = (g.h + g.pad_top + g.pad_bottom, g.w + g.pad_left + g.pad_right);
     let (ig, og) = (Grid { base: 0, row: g.stride_h * pw, col: g.stride_w }, Grid { base: 0, row: ow, col: 1 });
     let work = ph * pw * 4 + oh * ow * 4 * ntaps;
@@ -308,10 +309,11 @@ pub(crate) fn forward(x: &[f32], weight: &[f32], bias: Option<&[f32]>, g: &Conv2
             if let Some(act) = act {
                 super::activation::clamp_slice(&mut obuf, act);
             }
-            deinterleave(&obuf, m, (oh, ow), &mut planes[at * oh * ow..][..m * oh * ow]);
+            deinterleave(&obuf, m, (oh, ow), super::zeroed(&mut planes[at * oh * ow..][..m * oh * ow]));
         }
     });
-    out
+    // SAFETY: the parts' blocks cover every plane, and each block's planes were written.
+    unsafe { super::written(out) }
 }
 
 /// A block of up to 4 channel planes: its first plane in the tensor, its first channel, its
@@ -327,7 +329,7 @@ struct Block {
 /// Splits the blocks of 4 planes of an (n, c, plane_len) tensor into parts of whole blocks and runs
 /// `f(blocks, planes)` on each, the parts spread over the thread pool ([`super::parallel`]); `work`
 /// estimates one block's multiply-adds.
-fn for_each_part_of_blocks(tensor: &mut [f32], plane_len: usize, (n, c): (usize, usize), work: usize, f: impl Fn(&[Block], &mut [f32]) + Sync) {
+fn for_each_part_of_blocks(tensor: &mut [MaybeUninit<f32>], plane_len: usize, (n, c): (usize, usize), work: usize, f: impl Fn(&[Block], &mut [MaybeUninit<f32>]) + Sync) {
     let all: Vec<(usize, usize, usize)> = (0..n).flat_map(|img| (0..c).step_by(4).map(move |c0| (img * c + c0, c0, (c - c0).min(4)))).collect();
     let parts = super::parallel::parts(all.len(), work);
     let mut jobs = Vec::with_capacity(parts);
@@ -355,9 +357,8 @@ fn for_each_part_of_blocks(tensor: &mut [f32], plane_len: usize, (n, c): (usize,
 /// `grad_out` as they are read.
 pub(crate) fn input_grad(grad_out: &[f32], weight: &[f32], g: &Conv2dGeom, gate: Option<ReluGate>) -> Vec<f32> {
     let (oh, ow, hw, ntaps) = (g.out_h(), g.out_w(), g.h * g.w, g.kh * g.kw);
-    let mut gx = vec![0.0; g.n * g.cin * hw];
     if oh * ow == 0 || hw == 0 || ntaps == 0 {
-        return gx;
+        return vec![0.0; g.n * g.cin * hw];
     }
     let (sh, sw) = (g.stride_h, g.stride_w);
     // Leading zero rows/columns so that every tap's output row/column is >= 0, and enough
@@ -385,6 +386,7 @@ pub(crate) fn input_grad(grad_out: &[f32], weight: &[f32], g: &Conv2dGeom, gate:
     }
     let ig = Grid { base: 0, row: gw, col: 1 };
     let work = gh * gw * 4 + hw * 4 * ntaps;
+    let mut gx = super::fresh(g.n * g.cin * hw);
     for_each_part_of_blocks(&mut gx, hw, (g.n, g.cin), work, |blocks, planes| {
         let (mut buf, mut xbuf, mut phases) = (vec![0.0; gh * gw * 4], vec![0.0; hw * 4], phases.clone());
         let mut gated = Vec::new();
@@ -403,10 +405,11 @@ pub(crate) fn input_grad(grad_out: &[f32], weight: &[f32], g: &Conv2dGeom, gate:
                 taps.set_weights(weight, ntaps, c0, m);
                 correlate4(&mut xbuf, *og, &buf, ig, (*rows, *cols), taps, [0.0; 4]);
             }
-            deinterleave(&xbuf, m, (g.h, g.w), &mut planes[at * hw..][..m * hw]);
+            deinterleave(&xbuf, m, (g.h, g.w), super::zeroed(&mut planes[at * hw..][..m * hw]));
         }
     });
-    gx
+    // SAFETY: the parts' blocks cover every plane, and each block's planes were written.
+    unsafe { super::written(gx) }
 }
 
 #[cfg(test)]

@@ -31,7 +31,38 @@ pub use pool::{
     max_pool2d_input_grad_argmax, PoolGeom,
 };
 
+use core::mem::MaybeUninit;
 use core::ops::Range;
+
+/// A new output of `len` floats, not yet written, for a kernel whose parts (threads) write their own
+/// outputs. A zeroed `Vec` is written in full by the calling thread before the parts start (in wasm
+/// the allocator clears reused memory with one `memory.fill`): on two threads a serial step of
+/// every conv, which also leaves the output's lines in the wrong core's cache.
+pub(crate) fn fresh(len: usize) -> Box<[MaybeUninit<f32>]> {
+    #[allow(unused_mut)]
+    let mut out = Box::new_uninit_slice(len);
+    // The unit tests poison it: an element that no part wrote is then a NaN against the naive kernels.
+    #[cfg(test)]
+    out.fill(MaybeUninit::new(f32::NAN));
+    out
+}
+
+/// `part` of a [`fresh`] output zeroed, as floats: a part's first write of its own outputs, on
+/// its own thread.
+pub(crate) fn zeroed(part: &mut [MaybeUninit<f32>]) -> &mut [f32] {
+    part.fill(MaybeUninit::new(0.0));
+    // SAFETY: every element was just written.
+    unsafe { &mut *(part as *mut [MaybeUninit<f32>] as *mut [f32]) }
+}
+
+/// A [`fresh`] output as the tensor it has become.
+///
+/// # Safety
+/// Every element was written (each part went through [`zeroed`] before writing its own).
+pub(crate) unsafe fn written(out: Box<[MaybeUninit<f32>]>) -> Vec<f32> {
+    // SAFETY: the caller's.
+    unsafe { out.assume_init() }.into_vec()
+}
 
 /// `a * b + c` on 4 f32 lanes: the multiply-add of the wasm32 kernels (`sgemm`, `depthwise`).
 /// With relaxed SIMD (the `pkg/relaxed` build) one `f32x4.relaxed_madd`, which engines may fuse (one

@@ -161,7 +161,7 @@ fn run<T: Send>(items: Vec<T>, f: impl Fn(usize, T) + Sync, tuning: Tuning) {
             let start = if profiled { crate::clock::now_ms() } else { 0.0 };
             tuning::scoped(tuning, || f(i, t));
             if profiled {
-                durations.lock().unwrap_or_else(|e| e.into_inner()).push(crate::clock::now_ms() - start);
+                durations.lock().unwrap_or_else(|e| e.into_inner()).push((crate::clock::now_ms() - start, rayon::current_thread_index()));
             }
         }
     };
@@ -178,11 +178,15 @@ fn run<T: Send>(items: Vec<T>, f: impl Fn(usize, T) + Sync, tuning: Tuning) {
         }
     });
     if profiled {
-        // Where a split loses time: parts that start late, and parts of unequal length.
+        // Where a split loses time: parts that start late, parts of unequal length, and parts
+        // that run slower on the other threads than on the caller's.
         let (wall, d) = (crate::clock::now_ms() - t0, durations.into_inner().unwrap_or_else(|e| e.into_inner()));
-        let longest = d.iter().copied().fold(0.0, f64::max);
+        let longest = d.iter().map(|p| p.0).fold(0.0, f64::max);
         crate::profile::add("  parallel: wall - longest part", wall - longest);
-        crate::profile::add("  parallel: longest - mean part", longest - d.iter().sum::<f64>() / d.len().max(1) as f64);
+        crate::profile::add("  parallel: longest - mean part", longest - d.iter().map(|p| p.0).sum::<f64>() / d.len().max(1) as f64);
+        let me = rayon::current_thread_index();
+        crate::profile::add("  parallel: the caller's parts", d.iter().filter(|p| p.1 == me).map(|p| p.0).sum());
+        crate::profile::add("  parallel: other threads' parts", d.iter().filter(|p| p.1 != me).map(|p| p.0).sum());
         crate::profile::add("  parallel: wall", wall);
     }
 }
@@ -214,7 +218,7 @@ pub(crate) const RUN: usize = 4096;
 /// elementwise pass after a conv split across threads would otherwise be the serial part of that
 /// conv: on two threads, a pass over its whole output while the other thread waits. Each element is
 /// computed alone, so the bits are the same on any number of threads.
-pub(crate) fn in_runs(out: &mut [f32], f: impl Fn(usize, &mut [f32]) + Sync) {
+pub(crate) fn in_runs<T: Send>(out: &mut [T], f: impl Fn(usize, &mut [T]) + Sync) {
     let parts = parts(out.len().div_ceil(RUN), RUN);
     for_each_run(out, RUN, parts, |first, run| f(first * RUN, run));
 }

@@ -16,6 +16,7 @@
 
 use super::activation::Clamp;
 use super::MatRef;
+use core::mem::MaybeUninit;
 use core::ops::Range;
 
 /// The B operand as the packing reads it: one row segment at a time. A plain matrix is one source;
@@ -359,9 +360,24 @@ fn write_edge(tile: [[f32; NR]; MR], c: Rows, j: usize, (rows, cols): (usize, us
 /// its own columns of B and writes its own segment of every row of C.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn sgemm(m: usize, n: usize, k: usize, a: MatRef, b: &(impl RowSource + Sync), c: &mut [f32], ldc: usize, start: Start, act: Option<Clamp>) {
+    // SAFETY: the product writes only floats into C, so C stays initialised.
+    let c = unsafe { &mut *(c as *mut [f32] as *mut [MaybeUninit<f32>]) };
+    sgemm_parts(m, n, k, a, b, c, ldc, start, act, false);
+}
+
+/// [`sgemm`] into rows of a [`super::fresh`] output, which each part zeroes before its product (so
+/// no `Start::C`): on return C's `m x n` elements are written.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn sgemm_fresh(m: usize, n: usize, k: usize, a: MatRef, b: &(impl RowSource + Sync), c: &mut [MaybeUninit<f32>], ldc: usize, start: Start, act: Option<Clamp>) {
+    debug_assert!(!matches!(start, Start::C), "a fresh C has nothing to accumulate onto");
+    sgemm_parts(m, n, k, a, b, c, ldc, start, act, true);
+}
+
+#[allow(clippy::too_many_arguments)]
+fn sgemm_parts(m: usize, n: usize, k: usize, a: MatRef, b: &(impl RowSource + Sync), c: &mut [MaybeUninit<f32>], ldc: usize, start: Start, act: Option<Clamp>, fresh: bool) {
     let parts = super::parallel::parts(n.div_ceil(NR), m * k * NR);
     let col_ranges = super::parallel::ranges(n, parts, NR);
-    let mut segments: Vec<Vec<&mut [f32]>> = col_ranges.iter().map(|_| Vec::with_capacity(m)).collect();
+    let mut segments: Vec<Vec<&mut [MaybeUninit<f32>]>> = col_ranges.iter().map(|_| Vec::with_capacity(m)).collect();
     for row in c.chunks_mut(ldc).take(m) {
         let mut rest = &mut row[..n];
         for (part, cols) in segments.iter_mut().zip(&col_ranges) {
@@ -371,7 +387,17 @@ pub(crate) fn sgemm(m: usize, n: usize, k: usize, a: MatRef, b: &(impl RowSource
         }
     }
     let blocks: Vec<_> = segments.into_iter().zip(col_ranges).collect();
-    super::parallel::for_each(blocks, |_, (mut rows, cols)| sgemm_block(m, cols, k, a, b, &mut rows, start, act));
+    super::parallel::for_each(blocks, |_, (segs, cols)| {
+        let mut rows: Vec<&mut [f32]> = segs
+            .into_iter()
+            .map(|seg| match fresh {
+                true => super::zeroed(seg),
+                // SAFETY: not fresh: the caller's C, initialised.
+                false => unsafe { &mut *(seg as *mut [MaybeUninit<f32>] as *mut [f32]) },
+            })
+            .collect();
+        sgemm_block(m, cols, k, a, b, &mut rows, start, act)
+    });
 }
 
 /// The product for columns `cols` of C, whose rows (cut to those columns) are `c`.
