@@ -549,5 +549,11 @@ mod tests {
         let mut rows: Vec<&mut [f32]> = one.chunks_mut(n).collect();
         sgemm_block(m, 0..n, k, a, &b, &mut rows, Start::Zero, None);
         assert!(split.iter().zip(&one).all(|(x, y)| x.to_bits() == y.to_bits()));
+        // Into a fresh C (poisoned in tests), which each part zeroes: the same bits, every element written.
+        let mut fresh = crate::kernels::fresh(m * n);
+        sgemm_fresh(m, n, k, a, &b, &mut fresh, n, Start::Zero, None);
+        // SAFETY: the product wrote its m x n elements, all of `fresh`.
+        let fresh = unsafe { crate::kernels::written(fresh) };
+        assert!(fresh.iter().zip(&one).all(|(x, y)| x.to_bits() == y.to_bits()));
     }
 }
