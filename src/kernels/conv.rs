@@ -109,17 +109,28 @@ pub fn conv2d_input_grad_gated(grad_out: &[f32], weight: &[f32], g: &Conv2dGeom,
         return depthwise::input_grad(grad_out, weight, g, Some(gate));
     }
     if g.is_pointwise() && g.groups == 1 && own_gemm(g.cin, plane, false) {
-        let mut gx = super::fresh(g.n * g.cin * plane);
-        let images = gx.chunks_exact_mut(g.cin * plane).zip(grad_out.chunks_exact(g.cout * plane)).enumerate();
-        for (i, (gxi, goi)) in images {
-            let gated = Gated { g: goi, at: i * g.cout * plane, plane, gate };
-            sgemm::sgemm_fresh(g.cin, plane, g.cout, MatRef::new(weight, g.cin).t(), &gated, gxi, plane, sgemm::Start::Zero, None);
-        }
-        // SAFETY: each image's product wrote its cin x plane elements, and the images cover `gx`.
-        return unsafe { super::written(gx) };
+        return pointwise_input_grad(grad_out, weight, g, Some(gate));
     }
     let gy = relu_output_grad(gate.y, grad_out, gate.clamp, gate.rule);
     input_grad_with_budget(&gy, weight, g, COL_BUDGET_FLOATS, kept)
+}
+
+/// An ungrouped 1x1 conv's input gradient by our GEMM, `W^T * G` image by image, into a fresh
+/// output that the products' parts zero; `gate` (a fused ReLU's backward) is applied to G as the
+/// products pack it.
+fn pointwise_input_grad(grad_out: &[f32], weight: &[f32], g: &Conv2dGeom, gate: Option<ReluGate>) -> Vec<f32> {
+    let plane = g.out_h() * g.out_w();
+    let mut gx = super::fresh(g.n * g.cin * plane);
+    let wt = MatRef::new(weight, g.cin).t();
+    let images = gx.chunks_exact_mut(g.cin * plane).zip(grad_out.chunks_exact(g.cout * plane)).enumerate();
+    for (i, (gxi, goi)) in images {
+        match gate {
+            Some(gate) => sgemm::sgemm_fresh(g.cin, plane, g.cout, wt, &Gated { g: goi, at: i * g.cout * plane, plane, gate }, gxi, plane, sgemm::Start::Zero, None),
+            None => sgemm::sgemm_fresh(g.cin, plane, g.cout, wt, &MatRef::new(goi, plane), gxi, plane, sgemm::Start::Zero, None),
+        }
+    }
+    // SAFETY: each image's product wrote its cin x plane elements, and the images cover `gx`.
+    unsafe { super::written(gx) }
 }
 
 /// One image's output gradient (channels x plane) as B of a 1x1 conv's input-gradient product, each
@@ -291,6 +302,9 @@ pub(crate) fn input_grad_with_budget(grad_out: &[f32], weight: &[f32], g: &Conv2
     }
     if let Some(gx) = scatter::input_grad(grad_out, weight, g) {
         return gx;
+    }
+    if g.is_pointwise() && g.groups == 1 && own_gemm(g.cin, g.out_h() * g.out_w(), false) {
+        return pointwise_input_grad(grad_out, weight, g, None);
     }
     let mut gx = vec![0.0; g.n * g.cin * g.h * g.w];
     let (in_len, out_len, w_len) = g.group_lens();
