@@ -120,6 +120,9 @@ pub fn conv2d_input_grad_gated(grad_out: &[f32], weight: &[f32], g: &Conv2dGeom,
 /// products pack it.
 fn pointwise_input_grad(grad_out: &[f32], weight: &[f32], g: &Conv2dGeom, gate: Option<ReluGate>) -> Vec<f32> {
     let plane = g.out_h() * g.out_w();
+    if g.cin * g.cout * plane == 0 {
+        return vec![0.0; g.n * g.cin * plane]; // no image to cut, or nothing to sum over
+    }
     let mut gx = super::fresh(g.n * g.cin * plane);
     let wt = MatRef::new(weight, g.cin).t();
     let images = gx.chunks_exact_mut(g.cin * plane).zip(grad_out.chunks_exact(g.cout * plane)).enumerate();
@@ -737,6 +740,16 @@ pub(crate) mod tests {
 
     /// Every conv kernel split across a pool of 3 threads gives bitwise what one thread gives: the
     /// splits are by outputs only (`kernels::parallel`), never inside a sum.
+    /// A 1x1 conv with no output channels has nothing to sum: its input gradient is zeros, fused
+    /// ReLU or not, rather than a product over empty images.
+    #[test]
+    fn an_empty_pointwise_sum_gives_a_zero_gradient() {
+        let g = geom((2, 16, 8, 8, 0), (1, 1), (1, 1), (0, 0, 0, 0), 1);
+        assert_eq!(conv2d_input_grad(&[], &[], &g, None), vec![0.0; 2 * 16 * 64]);
+        let gate = ReluGate { y: &[], clamp: Clamp::Relu, rule: crate::kernels::ReluRule::Guided };
+        assert_eq!(conv2d_input_grad_gated(&[], &[], &g, None, gate), vec![0.0; 2 * 16 * 64]);
+    }
+
     #[test]
     fn threads_change_no_bit() {
         let pool = |n: usize| rayon::ThreadPoolBuilder::new().num_threads(n).build().expect("a pool");
