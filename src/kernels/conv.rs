@@ -89,10 +89,15 @@ pub fn conv2d_forward_act(x: &[f32], weight: &[f32], bias: Option<&[f32]>, g: &C
 
 /// `y` clamped as `act` says, in a pass of its own: for the kernels that do not clamp their own blocks.
 fn clamped(mut y: Vec<f32>, act: Option<Clamp>) -> Vec<f32> {
-    if let Some(c) = act {
-        clamp_in_place(&mut y, c);
-    }
+    clamp_if(&mut y, act);
     y
+}
+
+/// `y` clamped in place as `act` says, if it says.
+fn clamp_if(y: &mut [f32], act: Option<Clamp>) {
+    if let Some(c) = act {
+        clamp_in_place(y, c);
+    }
 }
 
 /// d loss / d x given d loss / d out (input gradient only; never a weight gradient). Returns (n, cin, h, w).
@@ -356,9 +361,7 @@ fn forward_group(x: &[f32], w: &[f32], bias: Option<&[f32]>, out: &mut [MaybeUni
     fill_bias(out, bias, plane);
     if g.is_pointwise() {
         matmul(g.cout, plane, g.cin, MatRef::new(w, g.cin), MatRef::new(x, plane), out, plane, true);
-        if let Some(c) = act {
-            clamp_in_place(out, c);
-        }
+        clamp_if(out, act);
         return;
     }
     let rows = rows_per_chunk(k, oh, ow, budget);
@@ -370,9 +373,7 @@ fn forward_group(x: &[f32], w: &[f32], bias: Option<&[f32]>, out: &mut [MaybeUni
         // The chunk's outputs are a column block of `out`, rows `plane` apart.
         matmul(g.cout, nc, k, MatRef::new(w, k), MatRef::new(buf, nc), &mut out[chunk.start * ow..], plane, true);
     }
-    if let Some(c) = act {
-        clamp_in_place(out, c);
-    }
+    clamp_if(out, act);
 }
 
 /// gx[cin, h*w] += col2im(W^T[k, cout] * G[cout, oh*ow]) for one image and group.

@@ -52,6 +52,15 @@ pub(crate) fn fresh(len: usize) -> Box<[MaybeUninit<f32>]> {
 pub(crate) fn zeroed(part: &mut [MaybeUninit<f32>]) -> &mut [f32] {
     part.fill(MaybeUninit::new(0.0));
     // SAFETY: every element was just written.
+    unsafe { as_written(part) }
+}
+
+/// `part`, all of whose elements are written, as floats.
+///
+/// # Safety
+/// Every element of `part` is initialised.
+pub(crate) unsafe fn as_written(part: &mut [MaybeUninit<f32>]) -> &mut [f32] {
+    // SAFETY: `MaybeUninit<f32>` has `f32`'s layout, and the caller's promise.
     unsafe { &mut *(part as *mut [MaybeUninit<f32>] as *mut [f32]) }
 }
 

@@ -393,7 +393,7 @@ fn sgemm_parts(m: usize, n: usize, k: usize, a: MatRef, b: &(impl RowSource + Sy
             .map(|seg| match fresh {
                 true => super::zeroed(seg),
                 // SAFETY: not fresh: the caller's C, initialised.
-                false => unsafe { &mut *(seg as *mut [MaybeUninit<f32>] as *mut [f32]) },
+                false => unsafe { super::as_written(seg) },
             })
             .collect();
         sgemm_block(m, cols, k, a, b, &mut rows, start, act)
