@@ -375,6 +375,9 @@ pub(crate) fn sgemm_fresh(m: usize, n: usize, k: usize, a: MatRef, b: &(impl Row
 
 #[allow(clippy::too_many_arguments)]
 fn sgemm_parts(m: usize, n: usize, k: usize, a: MatRef, b: &(impl RowSource + Sync), c: &mut [MaybeUninit<f32>], ldc: usize, start: Start, act: Option<Clamp>, fresh: bool) {
+    if by_rows(m, n) {
+        return sgemm_row_parts(m, n, k, a, b, c, ldc, start, act, fresh);
+    }
     let parts = super::parallel::parts(n.div_ceil(NR), m * k * NR);
     let col_ranges = super::parallel::ranges(n, parts, NR);
     let mut segments: Vec<Vec<&mut [MaybeUninit<f32>]>> = col_ranges.iter().map(|_| Vec::with_capacity(m)).collect();
@@ -397,6 +400,42 @@ fn sgemm_parts(m: usize, n: usize, k: usize, a: MatRef, b: &(impl RowSource + Sy
             })
             .collect();
         sgemm_block(m, cols, k, a, b, &mut rows, start, act)
+    });
+}
+
+/// Whether a product splits by rows of A and C instead of columns of B and C: where A is the larger
+/// operand (a kept Winograd U or a conv's weights against a few columns), so that each part reads its
+/// own rows of A from memory, not all of A, and packs all of the smaller B. Only where the rows make
+/// whole strips: a ragged last strip would be packed in another block, and a one-column edge tile
+/// then takes another kernel, summing in another order.
+fn by_rows(m: usize, n: usize) -> bool {
+    m > n && m % MR == 0
+}
+
+/// [`sgemm_parts`] split by rows: each part takes whole strips of A's and C's rows, all of B.
+#[allow(clippy::too_many_arguments)]
+fn sgemm_row_parts(m: usize, n: usize, k: usize, a: MatRef, b: &(impl RowSource + Sync), c: &mut [MaybeUninit<f32>], ldc: usize, start: Start, act: Option<Clamp>, fresh: bool) {
+    let parts = super::parallel::parts(m / MR, n * k * MR);
+    let mut rows = c.chunks_mut(ldc).take(m).map(|row| &mut row[..n]);
+    let blocks: Vec<_> = super::parallel::ranges(m, parts, MR).into_iter().map(|r| (rows.by_ref().take(r.len()).collect::<Vec<_>>(), r)).collect();
+    super::parallel::for_each(blocks, |_, (segs, r)| {
+        let mut rows: Vec<&mut [f32]> = segs
+            .into_iter()
+            .map(|seg| match fresh {
+                true => super::zeroed(seg),
+                // SAFETY: not fresh: the caller's C, initialised.
+                false => unsafe { super::as_written(seg) },
+            })
+            .collect();
+        let a_rows = match a.trans {
+            false => MatRef { data: &a.data[r.start * a.ld..], ..a },
+            true => MatRef { data: &a.data[r.start..], ..a },
+        };
+        let start = match start {
+            Start::Rows(v) => Start::Rows(&v[r.clone()]),
+            other => other,
+        };
+        sgemm_block(r.len(), 0..n, k, a_rows, b, &mut rows, start, act)
     });
 }
 
@@ -532,6 +571,34 @@ mod tests {
                     let tol = 1e-5 * (k as f32).sqrt().max(1.0) * 4.0;
                     assert!((g - w).abs() <= tol, "m{m} n{n} k{k} ta{ta} tb{tb} at {i}: {g} vs {w}");
                 }
+            }
+        }
+    }
+
+    /// A product with more rows than columns splits by rows: each part's rows of A (in place or
+    /// transposed), of the start and of C give the bits of the one-part product.
+    #[test]
+    fn a_product_split_by_rows_is_bitwise_the_one_thread_product() {
+        let mut rng = Rng::new(8);
+        let (m, n, k) = (72, 21, 300);
+        let (ad, bd, bias) = (rng.vec(m * k), rng.vec(k * n), rng.vec(m));
+        let b = MatRef::new(&bd, n);
+        assert!(by_rows(m, n));
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(3).build().expect("a pool");
+        for a in [MatRef::new(&ad, k), MatRef::new(&ad, m).t()] {
+            for (start, act) in [(Start::Zero, None), (Start::Rows(&bias), Some(Clamp::Relu))] {
+                assert_eq!(pool.install(|| crate::kernels::parallel::parts(m / MR, n * k * MR)), 3, "the product splits");
+                let mut one = vec![0.0; m * n];
+                let mut rows: Vec<&mut [f32]> = one.chunks_mut(n).collect();
+                sgemm_block(m, 0..n, k, a, &b, &mut rows, start, act);
+                let mut split = vec![0.0; m * n];
+                pool.install(|| sgemm(m, n, k, a, &b, &mut split, n, start, act));
+                assert!(split.iter().zip(&one).all(|(x, y)| x.to_bits() == y.to_bits()), "transposed A: {}", a.trans);
+                let mut fresh = crate::kernels::fresh(m * n);
+                pool.install(|| sgemm_fresh(m, n, k, a, &b, &mut fresh, n, start, act));
+                // SAFETY: the product wrote its m x n elements, all of `fresh`.
+                let fresh = unsafe { crate::kernels::written(fresh) };
+                assert!(fresh.iter().zip(&one).all(|(x, y)| x.to_bits() == y.to_bits()), "fresh, transposed A: {}", a.trans);
             }
         }
     }
