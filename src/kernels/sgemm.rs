@@ -409,7 +409,7 @@ fn sgemm_parts(m: usize, n: usize, k: usize, a: MatRef, b: &(impl RowSource + Sy
 /// whole strips: a ragged last strip would be packed in another block, and a one-column edge tile
 /// then takes another kernel, summing in another order.
 fn by_rows(m: usize, n: usize) -> bool {
-    m > n && m % MR == 0
+    m > n && m.is_multiple_of(MR)
 }
 
 /// [`sgemm_parts`] split by rows: each part takes whole strips of A's and C's rows, all of B.
