@@ -391,16 +391,20 @@ fn sgemm_parts(m: usize, n: usize, k: usize, a: MatRef, b: &(impl RowSource + Sy
     }
     let blocks: Vec<_> = segments.into_iter().zip(col_ranges).collect();
     super::parallel::for_each(blocks, |_, (segs, cols)| {
-        let mut rows: Vec<&mut [f32]> = segs
-            .into_iter()
-            .map(|seg| match fresh {
-                true => super::zeroed(seg),
-                // SAFETY: not fresh: the caller's C, initialised.
-                false => unsafe { super::as_written(seg) },
-            })
-            .collect();
+        let mut rows = part_rows(segs, fresh);
         sgemm_block(m, cols, k, a, b, &mut rows, start, act)
     });
+}
+
+/// A part's segments of C's rows as floats: zeroed first where C is fresh.
+fn part_rows(segs: Vec<&mut [MaybeUninit<f32>]>, fresh: bool) -> Vec<&mut [f32]> {
+    segs.into_iter()
+        .map(|seg| match fresh {
+            true => super::zeroed(seg),
+            // SAFETY: not fresh: the caller's C, initialised.
+            false => unsafe { super::as_written(seg) },
+        })
+        .collect()
 }
 
 /// Whether a product splits by rows of A and C instead of columns of B and C: where A is the larger
@@ -419,14 +423,7 @@ fn sgemm_row_parts(m: usize, n: usize, k: usize, a: MatRef, b: &(impl RowSource 
     let mut rows = c.chunks_mut(ldc).take(m).map(|row| &mut row[..n]);
     let blocks: Vec<_> = super::parallel::ranges(m, parts, MR).into_iter().map(|r| (rows.by_ref().take(r.len()).collect::<Vec<_>>(), r)).collect();
     super::parallel::for_each(blocks, |_, (segs, r)| {
-        let mut rows: Vec<&mut [f32]> = segs
-            .into_iter()
-            .map(|seg| match fresh {
-                true => super::zeroed(seg),
-                // SAFETY: not fresh: the caller's C, initialised.
-                false => unsafe { super::as_written(seg) },
-            })
-            .collect();
+        let mut rows = part_rows(segs, fresh);
         let a_rows = match a.trans {
             false => MatRef { data: &a.data[r.start * a.ld..], ..a },
             true => MatRef { data: &a.data[r.start..], ..a },
