@@ -356,8 +356,9 @@ fn write_edge(tile: [[f32; NR]; MR], c: Rows, j: usize, (rows, cols): (usize, us
 /// soon as its last sums are in, while it is in cache, not in a pass of its own); the caller ([`super::matmul`]) checked
 /// sizes (and that a `Start::Rows` holds m values).
 ///
-/// Big products are split by columns across the thread pool ([`super::parallel`]): each part packs
-/// its own columns of B and writes its own segment of every row of C.
+/// Big products are split across the thread pool ([`super::parallel`]) by columns (each part packs
+/// its own columns of B and writes its own segment of every row of C), or, where A is the larger
+/// operand, by rows ([`by_rows`]: each part reads its own rows of A and writes its own rows of C).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn sgemm(m: usize, n: usize, k: usize, a: MatRef, b: &(impl RowSource + Sync), c: &mut [f32], ldc: usize, start: Start, act: Option<Clamp>) {
     // SAFETY: the product writes only floats into C, so C stays initialised.
