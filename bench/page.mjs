@@ -3,12 +3,15 @@
 // `window.B` so that it can interleave the two sides (ours, peer, ours, peer, ...) and stop on a budget.
 // Every timing here is performance.now() around one call, result read back to JS included.
 
-import init, { Explainer } from '../pkg/gradcam_wasm.js';
 import { readSafetensors } from './safetensors.mjs';
 import { buildModel } from './tfjs-models.mjs';
 import { relaxedSimdSupported } from '../www/wasm-features.js';
 
 const tf = window.tf;
+// Our single-threaded package for the paths 'cpu' and 'webgpu' (`init`'s `oursBuild`, run.mjs
+// --ours-build): pkg/, plain SIMD, which every engine runs; or pkg/relaxed/, which the client picks
+// where the engine has relaxed SIMD (www/thread-pool.js), as Chromium does.
+let Explainer = null;
 const S = {
   arch: null,
   bytes: null,
@@ -65,7 +68,10 @@ function threadsWorker(path) {
       waiting.set(id, { resolve, reject });
       worker.postMessage({ id, cmd, args });
     });
-    const one = path !== 'threads' && S.threadsOne; // --threads-one: the same build, a pool of one
+    // A pool of one thread: --threads-one's 'threads-other', and the two workers of the two-core
+    // ceiling ('threads-pair-a', 'threads-pair-b'), all the same build as 'threads'.
+    const pair = path.startsWith('threads-pair');
+    const one = pair || (path !== 'threads' && S.threadsOne);
     S.threads[path] = { worker, call, sentImages: false, k: 0, relaxedSimd: path === 'threads' || one ? S.threadsRelaxed : !S.threadsRelaxed, one };
   }
   return S.threads[path];
@@ -83,6 +89,7 @@ let relaxedPkg = null;
 
 async function loadRelaxed() {
   if (!relaxedSimdSupported()) return { error: 'n/a (this browser has no relaxed SIMD)' };
+  if (S.oursBuild === 'relaxed') return { error: 'n/a (ours is the relaxed-SIMD build already: --ours-build plain compares the two)' };
   try {
     if (!relaxedPkg) {
       const mod = await import('../pkg/relaxed/gradcam_wasm.js');
@@ -125,10 +132,14 @@ function runRelaxed(method, which) {
 }
 
 window.B = {
-  async init({ arch, modelUrl, imageUrl, tfjsThreads, scoreCamChannels, threadsRelaxed = true, threadsOne = false }) {
+  async init({ arch, modelUrl, imageUrl, tfjsThreads, scoreCamChannels, threadsRelaxed = true, threadsOne = false, oursBuild = 'plain' }) {
     S.threadsRelaxed = threadsRelaxed;
     S.threadsOne = threadsOne;
-    S.wasm = await init();
+    if (oursBuild === 'relaxed' && !relaxedSimdSupported()) throw new Error('--ours-build relaxed: this browser has no relaxed SIMD');
+    S.oursBuild = oursBuild === 'auto' ? (relaxedSimdSupported() ? 'relaxed' : 'plain') : oursBuild;
+    const mod = await import(S.oursBuild === 'relaxed' ? '../pkg/relaxed/gradcam_wasm.js' : '../pkg/gradcam_wasm.js');
+    S.wasm = await mod.default();
+    Explainer = mod.Explainer;
     S.arch = arch;
     S.scoreCamChannels = scoreCamChannels || null;
     S.bytes = new Uint8Array(await (await fetch(modelUrl)).arrayBuffer());
@@ -158,6 +169,7 @@ window.B = {
       userAgent: navigator.userAgent,
       hardwareConcurrency: navigator.hardwareConcurrency,
       hasCreate: typeof Explainer.create === 'function',
+      oursBuild: S.oursBuild,
       modelBytes: S.bytes.length,
       params,
       tfjsVersion: tf.version.tfjs,
@@ -206,6 +218,20 @@ window.B = {
     S.ours[path] = ex;
     if (path === 'webgpu' && ex.backend() !== 'webgpu') return { error: `n/a (WebGPU did not start: ${info?.note ?? 'unknown'})`, ms };
     return { ms, layer: ex.defaultLayer(), backend: ex.backend(), info: info && { ...info } };
+  },
+
+  /**
+   * The two-core ceiling's round: the same explanation on two workers with a pool of one thread
+   * each, started together. Each call's time, as each worker measured it.
+   */
+  async runPair(method) {
+    return Promise.all(['threads-pair-a', 'threads-pair-b'].map(async (path) => (await window.B.runOurs(path, method)).ms));
+  },
+
+  /** Ends a worker of ours (its module instance and model with it). */
+  endWorker(path) {
+    S.threads?.[path]?.worker.terminate();
+    if (S.threads) delete S.threads[path];
   },
 
   async runOurs(path, method) {

@@ -14,12 +14,18 @@
 //   --max-run-s S            skip a cell whose estimated single run exceeds S seconds (60)
 //   --gpu-archs a,b          archs on the GPU path (efficientnet_lite0,resnet18,mobilenet_v2)
 //   --tfjs-threads N         TF.js wasm backend threads (1: our wasm is single-threaded)
+//   --ours-build B           our single-threaded build, for the paths cpu and webgpu: auto (default), the one
+//                            the client picks (pkg/relaxed/ where the engine has relaxed SIMD, as Chromium
+//                            does, else pkg/); plain: pkg/, plain SIMD, which every engine runs (with
+//                            --peers relaxed: plain against relaxed); relaxed: pkg/relaxed/
 //   --no-threads             skip our threaded build (run in a worker: path 'threads'; pkg/threads-relaxed/
 //                            where Chromium has relaxed SIMD, as the client picks it)
 //   --threads-plain          the threaded build without relaxed SIMD (pkg/threads/)
 //   --threads-ab             both threaded builds, interleaved with one thread (relaxed SIMD or not)
 //   --threads-one            the threaded build with a pool of one thread as the third in each round:
 //                            what the threaded build costs before any split (its atomics, its allocator)
+//   --no-ceiling             skip the two-core ceiling that comes with threads vs one thread: two workers of
+//                            one thread each, the same explanation on both at once, against one alone
 //   --no-native, --no-gpu, --no-sizes
 //
 // The page (bench/index.html, bench/page.mjs) runs our package from pkg/ (scripts/build-web.sh) in the
@@ -61,10 +67,20 @@ const cfg = {
   threadsRelaxed: !has('--threads-plain'),
   threadsAb: has('--threads-ab'),
   threadsOne: has('--threads-one'),
+  oursBuild: opt('--ours-build', 'auto'),
+  ceiling: !has('--no-ceiling'),
   native: !has('--no-native'),
   gpu: !has('--no-gpu'),
   sizes: !has('--no-sizes'),
 };
+if (!['auto', 'plain', 'relaxed'].includes(cfg.oursBuild)) {
+  console.error(`--ours-build ${cfg.oursBuild}: expected auto, plain or relaxed`);
+  process.exit(2);
+}
+if (cfg.oursBuild !== 'plain' && !existsSync(join(REPO, 'pkg/relaxed/gradcam_wasm.js'))) {
+  console.error(`--ours-build ${cfg.oursBuild}: pkg/relaxed/ is missing: bash scripts/build-web.sh builds it (or --ours-build plain)`);
+  process.exit(1);
+}
 const CPU_PEERS = ['wasm', 'cpu', 'relaxed'].filter((p) => cfg.peers.includes(p));
 const GPU_PEERS = ['webgpu', 'webgl'].filter((p) => cfg.peers.includes(p));
 const METHOD_NAME = { gradcam: 'Grad-CAM', 'guided-gradcam': 'Guided Grad-CAM', scorecam: 'Score-CAM' };
@@ -110,7 +126,7 @@ async function cpuPeakMemory(browser, url, arch, modelUrl) {
     await page.goto(url + 'bench/index.html');
     await page.waitForFunction(() => window.B_READY === true, null, { timeout: 60000 });
     const call = (fn, ...args) => page.evaluate(([fn, args]) => window.B[fn](...args), [fn, args]);
-    await call('init', { arch, modelUrl, imageUrl: '/assets/samples/chelsea.png', tfjsThreads: cfg.tfjsThreads, scoreCamChannels: null });
+    await call('init', { arch, modelUrl, imageUrl: '/assets/samples/chelsea.png', tfjsThreads: cfg.tfjsThreads, scoreCamChannels: null, oursBuild: cfg.oursBuild });
     return await call('cpuPeakMemory');
   } catch (e) {
     return { error: `n/a (${String(e.message || e).split('\n')[0].slice(0, 200)})` };
@@ -131,8 +147,8 @@ async function benchArch(browser, url, arch) {
   await page.waitForFunction(() => window.B_READY === true, null, { timeout: 60000 });
   const call = (fn, ...args) => page.evaluate(([fn, args]) => window.B[fn](...args), [fn, args]);
 
-  out.env = await call('init', { arch, modelUrl, imageUrl: '/assets/samples/chelsea.png', tfjsThreads: cfg.tfjsThreads, scoreCamChannels: cfg.scorecamChannels || null, threadsRelaxed: cfg.threadsRelaxed, threadsOne: cfg.threadsOne });
-  say(`\n== ${arch} (${(out.env.modelBytes / 1e6).toFixed(1)} MB weights file)`);
+  out.env = await call('init', { arch, modelUrl, imageUrl: '/assets/samples/chelsea.png', tfjsThreads: cfg.tfjsThreads, scoreCamChannels: cfg.scorecamChannels || null, threadsRelaxed: cfg.threadsRelaxed, threadsOne: cfg.threadsOne, oursBuild: cfg.oursBuild });
+  say(`\n== ${arch} (${(out.env.modelBytes / 1e6).toFixed(1)} MB weights file; ours on one thread: the ${out.env.oursBuild === 'relaxed' ? 'relaxed-SIMD' : 'plain SIMD'} build)`);
   // Before anything else touches the GPU or the CPU: the number issue 5 bounds by 4x the f32 weights.
   out.cpuPeak = await cpuPeakMemory(browser, url, arch, modelUrl);
   const f32mb = (out.env.params * 4) / 1048576;
@@ -284,7 +300,15 @@ async function benchArch(browser, url, arch) {
       const other = cfg.threadsAb || cfg.threadsOne ? await call('loadOurs', 'threads-other') : null;
       if (other?.error) say(`ours threads, the other build: ${other.error}`);
       const otherVariant = other && !other.error ? other.info.variant : null;
-      out.threads = { threads: o.info.threads, variant: o.info.variant, otherVariant, vsOne: await threadsVsOne(call, otherVariant) };
+      let pair = false;
+      if (cfg.ceiling) {
+        const loaded = [await call('loadOurs', 'threads-pair-a'), await call('loadOurs', 'threads-pair-b')];
+        const failed = loaded.find((r) => r.error);
+        if (failed) say(`two-core ceiling: ${failed.error}`);
+        pair = !failed;
+      }
+      out.threads = { threads: o.info.threads, variant: o.info.variant, otherVariant, vsOne: await threadsVsOne(call, otherVariant, pair) };
+      for (const p of ['threads-pair-a', 'threads-pair-b']) await call('endWorker', p);
     }
     if (path === 'webgpu') {
       // Our WebGPU explainer against our CPU reference, before any TF.js backend touches the GPU.
@@ -322,7 +346,7 @@ async function benchArch(browser, url, arch) {
  * `otherVariant` (--threads-ab, --threads-one): the other threaded build too, before or after the
  * first one in alternate rounds.
  */
-async function threadsVsOne(call, otherVariant = null) {
+async function threadsVsOne(call, otherVariant = null, pair = false) {
   const rows = [];
   for (const method of cfg.methods) {
     if (method === 'scorecam' && !cfg.scorecamChannels) continue; // all 1280 channels: minutes per run
@@ -331,7 +355,10 @@ async function threadsVsOne(call, otherVariant = null) {
     await call('runOurs', 'cpu', method); // warm both
     await call('runOurs', 'threads', method);
     if (otherVariant) await call('runOurs', 'threads-other', method);
+    if (pair) await call('runPair', method);
     const other = [];
+    const alone = [];
+    const together = [];
     const n = method === 'scorecam' ? cfg.scorecamRuns : cfg.runs;
     const t0 = Date.now();
     for (let i = 0; i < n && (i === 0 || Date.now() - t0 < cfg.budgetS * 1000); i++) {
@@ -341,10 +368,22 @@ async function threadsVsOne(call, otherVariant = null) {
       if (otherVariant && i % 2 === 1) other.push((await call('runOurs', 'threads-other', method)).ms);
       many.push((await call('runOurs', 'threads', method)).ms);
       if (otherVariant && i % 2 === 0) other.push((await call('runOurs', 'threads-other', method)).ms);
+      if (pair) {
+        alone.push((await call('runOurs', 'threads-pair-a', method)).ms);
+        together.push(...(await call('runPair', method)));
+      }
     }
     const row = { method, one: stats(one), threads: stats(many) };
     rows.push(row);
     say(`threads vs one thread ${method}: ${row.threads.median.toFixed(1)} / ${row.one.median.toFixed(1)} ms, ratio ${ratio(row.threads.median, row.one.median)} (n=${one.length})`);
+    if (pair) {
+      // Two whole explanations at once, each on its own core, take `together` each; a perfect split
+      // of one explanation into two halves would take about half of that. So this machine's cores,
+      // as its other tenants leave them, allow threads / one thread of together / (2 * alone) at best.
+      row.ceiling = { alone: stats(alone), together: stats(together) };
+      row.ceiling.ratio = row.ceiling.together.median / (2 * row.ceiling.alone.median);
+      say(`  two-core ceiling: one thread alone ${row.ceiling.alone.median.toFixed(1)} ms, two at once ${row.ceiling.together.median.toFixed(1)} ms each: a perfect 2-way split would reach ${row.ceiling.ratio.toFixed(2)}`);
+    }
     if (otherVariant) {
       row.other = { variant: otherVariant, ...stats(other) };
       say(`  ${otherVariant} build: ${row.other.median.toFixed(1)} ms, ratio to one thread ${ratio(row.other.median, row.one.median)}`);
