@@ -132,7 +132,7 @@ function runRelaxed(method, which) {
 }
 
 window.B = {
-  async init({ arch, modelUrl, imageUrl, tfjsThreads, scoreCamChannels, threadsRelaxed = true, threadsOne = false, oursBuild = 'plain' }) {
+  async init({ arch, modelUrl, imageUrl, tfjsThreads, scoreCamChannels, threadsRelaxed = true, threadsOne = false, oursBuild = 'auto' }) {
     S.threadsRelaxed = threadsRelaxed;
     S.threadsOne = threadsOne;
     if (oursBuild === 'relaxed' && !relaxedSimdSupported()) throw new Error('--ours-build relaxed: this browser has no relaxed SIMD');

@@ -301,7 +301,8 @@ async function benchArch(browser, url, arch) {
       if (other?.error) say(`ours threads, the other build: ${other.error}`);
       const otherVariant = other && !other.error ? other.info.variant : null;
       let pair = false;
-      if (cfg.ceiling) {
+      if (cfg.ceiling && o.info.threads !== 2) say(`two-core ceiling: skipped (a pool of ${o.info.threads} threads)`);
+      else if (cfg.ceiling) {
         const loaded = [await call('loadOurs', 'threads-pair-a'), await call('loadOurs', 'threads-pair-b')];
         const failed = loaded.find((r) => r.error);
         if (failed) say(`two-core ceiling: ${failed.error}`);
